@@ -1,0 +1,76 @@
+//! What the server prepares at start: the first-admin invite (while no admin
+//! exists) and, with `--demo`, a demo group with invites for every role.
+
+use peerhub_protocol::frame::Role;
+use peerhub_protocol::payload::GroupKind;
+use peerhub_protocol::GroupId;
+
+use crate::invites::{self, InviteSpec, DEFAULT_TTL_MS};
+use crate::store::records::GroupRecord;
+use crate::store::{Store, StoreError};
+
+/// The demo group's id.
+pub const DEMO_GROUP: &str = "demo";
+
+/// Tokens made at start, for the operator's eyes only (printed, never logged).
+#[derive(Clone, Default)]
+pub struct StartTokens {
+    /// First-admin invite, while no admin exists.
+    pub admin: Option<String>,
+    /// Demo facilitator invite.
+    pub demo_facilitator: Option<String>,
+    /// Demo supervisor invite.
+    pub demo_supervisor: Option<String>,
+}
+
+impl std::fmt::Debug for StartTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets are shown as set or not, never printed by Debug.
+        f.debug_struct("StartTokens")
+            .field("admin", &self.admin.as_ref().map(|_| "set"))
+            .field("demo_facilitator", &self.demo_facilitator.as_ref().map(|_| "set"))
+            .field("demo_supervisor", &self.demo_supervisor.as_ref().map(|_| "set"))
+            .finish()
+    }
+}
+
+/// Prepares start-up invites and the demo group, durably.
+pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, StoreError> {
+    let mut tokens = StartTokens::default();
+    store.remove_unused_bootstrap_invites()?;
+    if !store.has_admin()? {
+        let spec = InviteSpec {
+            role: Role::Admin,
+            ttl_ms: DEFAULT_TTL_MS,
+            bootstrap: true,
+        };
+        tokens.admin = Some(invites::create(store, spec, None, now_ms)?);
+    }
+    if demo {
+        let id = GroupId::parse(DEMO_GROUP).map_err(|e| StoreError::Corrupt {
+            tree: "groupid_group",
+            reason: e.to_string(),
+        })?;
+        store.create_group(&GroupRecord {
+            id,
+            title: "Demo drop-in".into(),
+            kind: GroupKind::DropIn,
+            created_ms: now_ms,
+            created_by: None,
+            created_env: None,
+        })?;
+        for (role, slot) in [
+            (Role::Facilitator, &mut tokens.demo_facilitator),
+            (Role::Supervisor, &mut tokens.demo_supervisor),
+        ] {
+            let spec = InviteSpec {
+                role,
+                ttl_ms: DEFAULT_TTL_MS,
+                bootstrap: true,
+            };
+            *slot = Some(invites::create(store, spec, None, now_ms)?);
+        }
+    }
+    store.flush()?;
+    Ok(tokens)
+}

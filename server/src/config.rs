@@ -1,0 +1,129 @@
+//! Configuration: command-line flags (and `PEERHUB_*` environment variables) parsed
+//! by clap, then validated into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::transport::tls::TlsSource;
+
+/// Validated settings for one server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where sled keeps its files (created if missing).
+    pub data_dir: PathBuf,
+    /// TLS, or plain ws (loopback only).
+    pub tls: Option<TlsSource>,
+    /// Seed the demo group and print demo invites.
+    pub demo: bool,
+    /// Base URL printed in links, when the listen address is not what people use.
+    pub public_url: Option<String>,
+    /// Frames a connection's outbox holds before it is dropped as slow.
+    pub outbox_capacity: usize,
+    /// How long a connection may stay without logging in.
+    pub auth_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for a data folder: plain ws, no demo.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            tls: None,
+            demo: false,
+            public_url: None,
+            outbox_capacity: 1024,
+            auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Plain ws on a non-loopback address.
+    #[error(
+        "refusing to serve plain ws:// on {0}: only loopback addresses may go without TLS. \
+         Give --tls-cert and --tls-key, or --tls-self-signed, or listen on 127.0.0.1"
+    )]
+    PlainOnPublicAddress(SocketAddr),
+    /// Half a certificate pair.
+    #[error("--tls-cert and --tls-key go together")]
+    HalfTlsPair,
+    /// Both TLS sources.
+    #[error("choose either --tls-cert/--tls-key or --tls-self-signed, not both")]
+    TwoTlsSources,
+}
+
+/// Refuses plain ws on any address but loopback.
+pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), ConfigError> {
+    if tls || addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ConfigError::PlainOnPublicAddress(addr))
+    }
+}
+
+/// peerhub: a secure WebSocket hub for moderated peer-support groups.
+#[derive(Debug, Parser)]
+#[command(name = "peerhub", version, about, long_about = None)]
+pub struct Cli {
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options for serving.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Plain ws is allowed only on loopback.
+    #[arg(long, env = "PEERHUB_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Data folder (created if missing).
+    #[arg(long, env = "PEERHUB_DATA", default_value = "peerhub-data")]
+    pub data: PathBuf,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "PEERHUB_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "PEERHUB_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate kept in the data folder; its
+    /// fingerprint is printed at start so clients can check it.
+    #[arg(long, env = "PEERHUB_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+    /// Create a demo drop-in group and print invite links for every role.
+    #[arg(long, env = "PEERHUB_DEMO")]
+    pub demo: bool,
+    /// Base URL for printed links (default: from the listen address).
+    #[arg(long, env = "PEERHUB_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "PEERHUB_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl ServeArgs {
+    /// Validates the flags.
+    pub fn into_config(self) -> Result<(SocketAddr, Config), ConfigError> {
+        let tls = match (self.tls_cert, self.tls_key, self.tls_self_signed) {
+            (Some(_), Some(_), true) => return Err(ConfigError::TwoTlsSources),
+            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
+            (None, None, true) => {
+                let mut hosts = vec!["localhost".to_string(), self.listen.ip().to_string()];
+                hosts.dedup();
+                Some(TlsSource::SelfSigned { hosts })
+            }
+            (None, None, false) => None,
+            _ => return Err(ConfigError::HalfTlsPair),
+        };
+        check_listen(self.listen, tls.is_some())?;
+        let mut config = Config::new(self.data);
+        config.tls = tls;
+        config.demo = self.demo;
+        config.public_url = self.public_url;
+        Ok((self.listen, config))
+    }
+}

@@ -1,0 +1,42 @@
+//! The shared state every task gets an `Arc` of. No globals: tests build as many
+//! hubs as they like, each on its own data folder.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::ReplayGuard;
+use crate::clock::Clock;
+use crate::groups::GroupRegistry;
+use crate::store::{Committer, Store};
+
+/// Tunables the running server reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Frames a connection's outbox holds before the connection is dropped as slow.
+    pub outbox_capacity: usize,
+    /// How long a connection may stay without logging in.
+    pub auth_timeout: Duration,
+}
+
+/// Everything the server's tasks share.
+#[derive(Debug)]
+pub struct Hub {
+    /// Durable state.
+    pub store: Store,
+    /// Group commits over the store.
+    pub committer: Committer,
+    /// Wall clock.
+    pub clock: Clock,
+    /// Per-key replay counters.
+    pub replay: ReplayGuard,
+    /// Live group tasks.
+    pub groups: GroupRegistry,
+    /// Cancelled once, when the server starts stopping. Every task selects on it.
+    pub shutdown: CancellationToken,
+    /// Every connection task (HTTP and WebSocket), so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Tunables.
+    pub settings: Settings,
+}

@@ -1,0 +1,234 @@
+//! peerhub: a WebSocket hub for moderated peer-support groups.
+//!
+//! Map of the parts and how a message flows through them:
+//!
+//! ```text
+//! client ─wss─► transport ──► session ──admission──► groups::actor ──► store
+//!   (TLS, HTTP, WebSocket)  (one task per   (signature,   (one task per    (sled, behind
+//!                            connection)     replay, time)  group: seq,      a narrow API;
+//!                                 ▲                          commit, fan-out) group commit)
+//!                                 └──────── outbound (bounded outbox per connection) ◄┘
+//! ```
+//!
+//! - [`transport`] — the only module that touches sockets: accept loop, TLS,
+//!   HTTP routes, WebSocket upgrade and the [`transport::ws::WsConnection`] wrapper.
+//! - [`session`] — one task per connection: hello, login, admission of signed
+//!   commands, replies, history.
+//! - [`admission`] — the checks every signed command passes, and replay counters.
+//! - [`groups`] — one task per live group: ordering, persistence, ack, fan-out.
+//! - [`outbound`] — a connection's bounded outbox as other tasks see it.
+//! - [`store`] — the only module that touches sled; [`store::Committer`] groups
+//!   flushes so an ack always follows a durable write.
+//! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
+//! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
+//! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
+//!
+//! Start a server with [`Server::start`] on a listener you bound (tests bind port
+//! 0), and stop it with [`Server::shutdown`] or [`Server::run_until`].
+
+pub mod admission;
+pub mod assets;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod groups;
+pub mod hub;
+pub mod invites;
+pub mod outbound;
+pub mod session;
+pub mod store;
+pub mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::ReplayGuard;
+use crate::bootstrap::StartTokens;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::groups::GroupRegistry;
+use crate::hub::{Hub, Settings};
+use crate::store::{Committer, Store, StoreError};
+use crate::transport::tls::{TlsError, TlsSetup};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data folder could not be created or opened.
+    #[error("data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A thread could not be started.
+    #[error("starting the commit thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    groups: TaskTracker,
+    accept: JoinHandle<()>,
+    local_addr: SocketAddr,
+    base_url: String,
+    tokens: StartTokens,
+    tls: Option<TlsSetup>,
+}
+
+impl Server {
+    /// Opens the store, prepares start-up invites and starts accepting on
+    /// `listener`. Refuses plain ws on a non-loopback address.
+    pub async fn start(listener: TcpListener, config: Config) -> Result<Self, StartError> {
+        Self::start_with_clock(listener, config, Clock::system()).await
+    }
+
+    /// [`Server::start`] with a clock the caller controls (tests).
+    pub async fn start_with_clock(
+        listener: TcpListener,
+        config: Config,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
+        let local_addr = listener.local_addr().map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        config::check_listen(local_addr, config.tls.is_some())?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&config.data_dir)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|source| transport::tls::setup(source, &config.data_dir))
+            .transpose()?;
+        let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
+        let committer = Committer::start(store.clone()).map_err(StartError::Thread)?;
+        let groups = TaskTracker::new();
+        let hub = Arc::new(Hub {
+            replay: ReplayGuard::new(store.clone()),
+            groups: GroupRegistry::new(store.clone(), committer.clone(), clock.clone(), groups.clone()),
+            store,
+            committer,
+            clock,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            settings: Settings {
+                outbox_capacity: config.outbox_capacity,
+                auth_timeout: config.auth_timeout,
+            },
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = config
+            .public_url
+            .clone()
+            .map(|url| url.trim_end_matches('/').to_string() + "/")
+            .unwrap_or_else(|| format!("{scheme}://{local_addr}/"));
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
+        tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
+        Ok(Self {
+            hub,
+            groups,
+            accept,
+            local_addr,
+            base_url,
+            tokens,
+            tls,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL for links (`http://127.0.0.1:7070/`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Invites made at start (secrets: print them, never log them).
+    pub fn start_tokens(&self) -> &StartTokens {
+        &self.tokens
+    }
+
+    /// TLS details, when serving TLS.
+    pub fn tls(&self) -> Option<&TlsSetup> {
+        self.tls.as_ref()
+    }
+
+    /// The links to print at start: (what, URL).
+    pub fn start_links(&self) -> Vec<(&'static str, String)> {
+        let base = &self.base_url;
+        let mut links = Vec::new();
+        if let Some(token) = &self.tokens.admin {
+            links.push(("first admin (single use, 24 h)", format!("{base}#invite={token}")));
+        }
+        if let Some(token) = &self.tokens.demo_facilitator {
+            links.push((
+                "demo facilitator",
+                format!("{base}#invite={token}&group={}", bootstrap::DEMO_GROUP),
+            ));
+        }
+        if let Some(token) = &self.tokens.demo_supervisor {
+            links.push(("demo supervisor", format!("{base}#invite={token}")));
+        }
+        if self.tokens.demo_facilitator.is_some() {
+            links.push(("demo participant", format!("{base}#group={}", bootstrap::DEMO_GROUP)));
+        }
+        links
+    }
+
+    /// The shared state (tests and admin tools).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        tokio::select! {
+            _ = signal => {}
+            _ = self.hub.shutdown.cancelled() => {}
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, tells every client, lets group tasks finish what they hold,
+    /// flushes the store, and returns when all of that is done.
+    pub async fn shutdown(self) {
+        self.hub.shutdown.cancel();
+        let _ = self.accept.await;
+        self.hub.connections.close();
+        self.hub.connections.wait().await;
+        self.hub.groups.close();
+        self.groups.close();
+        self.groups.wait().await;
+        if let Err(error) = self.hub.store.flush() {
+            tracing::error!(%error, "final flush failed");
+        }
+        tracing::info!("peerhub stopped");
+    }
+}

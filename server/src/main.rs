@@ -1,0 +1,82 @@
+//! The `peerhub` binary: parse flags, set up logging, bind, serve until a signal.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use peerhub_server::config::Cli;
+use peerhub_server::Server;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("peerhub: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("peerhub: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.serve.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let (listen, config) = cli.serve.into_config()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let data_dir = config.data_dir.clone();
+    let server = Server::start(listener, config).await?;
+
+    // What the operator needs, on stdout (secrets included, never in the logs).
+    println!("peerhub listening on {}", server.base_url());
+    println!("data folder: {}", data_dir.display());
+    if let Some(tls) = server.tls() {
+        println!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint);
+        println!("TLS certificate file: {}", tls.cert_path.display());
+    }
+    for (what, link) in server.start_links() {
+        println!("{what}: {link}");
+    }
+    println!("ready");
+
+    server.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

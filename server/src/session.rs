@@ -1,0 +1,456 @@
+//! One task per WebSocket connection: login, then the client's commands.
+//!
+//! The task owns the connection and selects over four things: the shutdown token,
+//! its `kicked` signal (its outbox filled up), its outbox (frames from group tasks:
+//! acks, events, presence) and the socket. Replies to its own requests (errors,
+//! `auth_ok`, `joined` and history) it writes directly. Signatures are verified
+//! here, so verification runs in parallel across connections; ordering and
+//! persistence belong to the group tasks.
+//!
+//! It must never log message content, display names or keys: only its `ConnId`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::frame::{decode_client_frame, Limits, Role, ServerFrame};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TITLE_CHARS};
+use peerhub_protocol::names::normalise_display_name;
+use peerhub_protocol::payload::{
+    AuthPayload, CreateGroupPayload, JoinPayload, PostPayload, RedeemPayload,
+};
+use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
+
+use crate::admission::{admit, check_fresh, Signer};
+use crate::error::ServerError;
+use crate::groups::{group_info, GroupHandle};
+use crate::hub::Hub;
+use crate::outbound::{self, ConnId, FrameBytes, Outbox};
+use crate::store::records::GroupRecord;
+use crate::transport::ws::{Incoming, WsConnection};
+
+/// Failed logins before the connection is closed.
+const MAX_FAILED_AUTHS: u32 = 3;
+/// Errors in a row before the connection is closed.
+const MAX_CONSECUTIVE_ERRORS: u32 = 20;
+/// Events read from the store per history page.
+const HISTORY_PAGE: usize = 256;
+/// Frames taken from the outbox per socket flush.
+const WRITE_BATCH: usize = 64;
+
+/// Close codes (RFC 6455 §7.4 and our private range).
+pub mod close_code {
+    /// Server shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// No login in time, failed logins, or too many bad frames.
+    pub const POLICY: u16 = 1008;
+    /// A frame over the hard size cap.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client did not keep up with its outbox; resume from the last seq.
+    pub const SLOW_CONSUMER: u16 = 4001;
+}
+
+#[derive(Debug)]
+struct User {
+    key: PublicKey,
+    verifying: VerifyingKey,
+}
+
+#[derive(Debug)]
+enum Auth {
+    Pending { challenge: String },
+    LoggedIn(User),
+}
+
+#[derive(Debug)]
+enum End {
+    Shutdown,
+    Slow,
+    Close(u16, &'static str),
+    Gone,
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    conn: ConnId,
+    outbox: Outbox,
+    auth: Auth,
+    joined: HashMap<GroupId, GroupHandle>,
+    failed_auths: u32,
+    consecutive_errors: u32,
+    /// A write failed: the connection is finished.
+    dead: bool,
+}
+
+fn bytes(frame: &ServerFrame) -> FrameBytes {
+    FrameBytes::from(frame.to_json())
+}
+
+fn random_challenge() -> String {
+    let mut buf = [0u8; 32];
+    // The OS random source does not fail on supported platforms; if it ever did,
+    // an all-zero challenge still works but is guessable, so say so loudly.
+    if getrandom::fill(&mut buf).is_err() {
+        tracing::error!("OS random source failed");
+    }
+    peerhub_protocol::encoding::b64(&buf)
+}
+
+/// Runs a connection from `hello` to close.
+pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
+    let (outbox, mut queue) = outbound::outbox(conn, hub.settings.outbox_capacity);
+    let challenge = random_challenge();
+    let hello = ServerFrame::Hello {
+        protocol: peerhub_protocol::PROTOCOL_VERSION,
+        challenge: challenge.clone(),
+        server_time: hub.clock.now_ms(),
+        limits: Limits::default(),
+    };
+    if ws.send(bytes(&hello)).await.is_err() {
+        return;
+    }
+    tracing::debug!(%conn, "connection open");
+    let mut session = Session {
+        hub,
+        conn,
+        outbox,
+        auth: Auth::Pending { challenge },
+        joined: HashMap::new(),
+        failed_auths: 0,
+        consecutive_errors: 0,
+        dead: false,
+    };
+    let auth_deadline = tokio::time::Instant::now() + session.hub.settings.auth_timeout;
+    let shutdown = session.hub.shutdown.clone();
+    let end = loop {
+        let logged_in = matches!(session.auth, Auth::LoggedIn(_));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break End::Shutdown,
+            _ = queue.kicked.cancelled() => break End::Slow,
+            _ = tokio::time::sleep_until(auth_deadline), if !logged_in => {
+                break End::Close(close_code::POLICY, "no login in time")
+            }
+            Some(first) = queue.rx.recv() => {
+                let mut frames = Vec::with_capacity(WRITE_BATCH);
+                frames.push(first);
+                while frames.len() < WRITE_BATCH {
+                    match queue.rx.try_recv() {
+                        Ok(frame) => frames.push(frame),
+                        Err(_) => break,
+                    }
+                }
+                if ws.send_all(frames).await.is_err() {
+                    break End::Gone;
+                }
+            }
+            incoming = ws.recv() => {
+                let verdict = match incoming {
+                    Incoming::Text(text) => session.handle(text.as_str(), &mut ws).await,
+                    Incoming::Binary => {
+                        let error = ProtocolError::Malformed("binary frames are not used; send JSON text".into());
+                        session.refuse(&mut ws, None, false, error.into()).await
+                    }
+                    Incoming::TooBig => Some(End::Close(close_code::TOO_BIG, "frame too large")),
+                    Incoming::Closed => Some(End::Gone),
+                };
+                if let Some(end) = verdict {
+                    break end;
+                }
+                if session.dead {
+                    break End::Gone;
+                }
+            }
+        }
+    };
+    for (_, group) in session.joined.drain() {
+        group.leave(conn).await;
+    }
+    tracing::debug!(%conn, reason = ?end, "connection closing");
+    match end {
+        End::Shutdown => {
+            let frame = ServerFrame::Shutdown {
+                reason: "the server is stopping; reconnect and resume shortly".into(),
+            };
+            let _ = ws.send(bytes(&frame)).await;
+            ws.close(close_code::GOING_AWAY, "server shutting down").await;
+        }
+        End::Slow => {
+            ws.close(close_code::SLOW_CONSUMER, "slow_consumer: reconnect and resume from your last seq")
+                .await;
+        }
+        End::Close(code, reason) => ws.close(code, reason).await,
+        End::Gone => {}
+    }
+}
+
+impl Session {
+    /// Handles one text frame. Returns how the connection should end, if it should.
+    async fn handle(&mut self, text: &str, ws: &mut WsConnection) -> Option<End> {
+        let frame = match decode_client_frame(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.refuse(ws, e.id, false, e.error.into()).await,
+        };
+        let id = frame.id();
+        let is_auth = matches!(frame, ClientFrame::Auth { .. });
+        let result = match frame {
+            ClientFrame::Auth { id, env } => self.auth(id, env, ws).await,
+            other if matches!(self.auth, Auth::LoggedIn(_)) => self.command(other, ws).await,
+            _ => Err(ServerError::NotAuthenticated),
+        };
+        match result {
+            Ok(()) => {
+                self.consecutive_errors = 0;
+                None
+            }
+            Err(error) => self.refuse(ws, id, is_auth, error).await,
+        }
+    }
+
+    async fn reply(&mut self, ws: &mut WsConnection, frame: &ServerFrame) {
+        if ws.send(bytes(frame)).await.is_err() {
+            self.dead = true;
+        }
+    }
+
+    /// Sends an error frame and decides whether the connection has had enough.
+    async fn refuse(
+        &mut self,
+        ws: &mut WsConnection,
+        id: Option<u64>,
+        during_auth: bool,
+        error: ServerError,
+    ) -> Option<End> {
+        if let ServerError::Store(e) = &error {
+            tracing::error!(conn = %self.conn, error = %e, "store failure");
+        }
+        tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
+        self.reply(ws, &ServerFrame::error(id, error.code(), error.to_string()))
+            .await;
+        self.consecutive_errors += 1;
+        if during_auth && !matches!(error, ServerError::AlreadyAuthenticated) {
+            self.failed_auths += 1;
+            if self.failed_auths >= MAX_FAILED_AUTHS {
+                return Some(End::Close(close_code::POLICY, "too many failed logins"));
+            }
+        }
+        (self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS)
+            .then_some(End::Close(close_code::POLICY, "too many refused frames"))
+    }
+
+    async fn auth(
+        &mut self,
+        id: Option<u64>,
+        env: SignedEnvelope,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
+        let Auth::Pending { challenge } = &self.auth else {
+            return Err(ServerError::AlreadyAuthenticated);
+        };
+        env.expect_kind(Kind::Auth)?;
+        let verifying = env.verify()?;
+        let payload: AuthPayload = env.payload_as()?;
+        if &payload.challenge != challenge {
+            return Err(ServerError::AuthFailed(
+                "the signed challenge is not this connection's",
+            ));
+        }
+        check_fresh(payload.ts, self.hub.clock.now_ms())?;
+        let roles = self.hub.store.roles(&env.key)?;
+        let counter = self.hub.replay.last(&env.key)?;
+        self.auth = Auth::LoggedIn(User {
+            key: env.key,
+            verifying,
+        });
+        tracing::debug!(conn = %self.conn, "logged in");
+        self.reply(
+            ws,
+            &ServerFrame::AuthOk {
+                id,
+                key: env.key,
+                roles,
+                counter,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    fn user(&self) -> Result<&User, ServerError> {
+        match &self.auth {
+            Auth::LoggedIn(user) => Ok(user),
+            Auth::Pending { .. } => Err(ServerError::NotAuthenticated),
+        }
+    }
+
+    fn admit<P>(&self, env: &SignedEnvelope, kind: Kind, group: Option<&GroupId>) -> Result<P, ServerError>
+    where
+        P: peerhub_protocol::payload::Counted + serde::de::DeserializeOwned,
+    {
+        let user = self.user()?;
+        let signer = Signer {
+            key: &user.key,
+            verifying: &user.verifying,
+        };
+        admit(&self.hub.replay, &signer, env, kind, group, self.hub.clock.now_ms())
+    }
+
+    async fn command(&mut self, frame: ClientFrame, ws: &mut WsConnection) -> Result<(), ServerError> {
+        match frame {
+            ClientFrame::Auth { .. } => Err(ServerError::AlreadyAuthenticated),
+            ClientFrame::Redeem { id, env } => self.redeem(id, env, ws).await,
+            ClientFrame::CreateGroup { id, env } => self.create_group(id, env, ws).await,
+            ClientFrame::Join {
+                id,
+                group,
+                after,
+                env,
+            } => self.join(id, group, after, env, ws).await,
+            ClientFrame::Post { id, group, env } => self.post(id, group, env).await,
+            ClientFrame::Leave { id, group } => {
+                let handle = self
+                    .joined
+                    .remove(&group)
+                    .ok_or_else(|| ServerError::NotJoined(group.clone()))?;
+                handle.leave(self.conn).await;
+                self.reply(ws, &ServerFrame::Left { id, group }).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn redeem(&mut self, id: Option<u64>, env: SignedEnvelope, ws: &mut WsConnection) -> Result<(), ServerError> {
+        let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
+        let key = self.user()?.key;
+        let (role, roles) =
+            crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter).await?;
+        tracing::info!(conn = %self.conn, role = role.as_str(), "invite redeemed");
+        self.reply(ws, &ServerFrame::Redeemed { id, role, roles }).await;
+        Ok(())
+    }
+
+    async fn create_group(
+        &mut self,
+        id: Option<u64>,
+        env: SignedEnvelope,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
+        let payload: CreateGroupPayload = self.admit(&env, Kind::CreateGroup, None)?;
+        let key = self.user()?.key;
+        if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
+            return Err(ServerError::Forbidden("only an admin can create groups"));
+        }
+        let title = check_text("title", &payload.title, MAX_TITLE_CHARS)?;
+        if title != payload.title {
+            return Err(ProtocolError::invalid("title", "leading or trailing white space").into());
+        }
+        let record = GroupRecord {
+            id: payload.group.clone(),
+            title: payload.title.clone(),
+            kind: payload.group_kind,
+            created_ms: self.hub.clock.now_ms(),
+            created_by: Some(key),
+            created_env: Some(env),
+        };
+        let group = group_info(&record);
+        self.hub.groups.create(record, &key, payload.counter).await?;
+        tracing::info!(conn = %self.conn, group = %group.id, "group created");
+        self.reply(ws, &ServerFrame::GroupCreated { id, group }).await;
+        Ok(())
+    }
+
+    async fn join(
+        &mut self,
+        id: Option<u64>,
+        group: GroupId,
+        after: Option<u64>,
+        env: SignedEnvelope,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
+        let payload: JoinPayload = self.admit(&env, Kind::Join, Some(&group))?;
+        let normal = normalise_display_name(&payload.name)?;
+        if normal != payload.name {
+            return Err(ProtocolError::invalid(
+                "name",
+                format!("sign the name in its normalised form: {normal:?}"),
+            )
+            .into());
+        }
+        let key = self.user()?.key;
+        let handle = self.hub.groups.handle(&group)?;
+        let reply = handle
+            .join(self.outbox.clone(), key, payload.name, payload.counter, env)
+            .await?;
+        self.joined.insert(group.clone(), handle);
+        let head = reply.head;
+        self.reply(
+            ws,
+            &ServerFrame::Joined {
+                id,
+                group: reply.info,
+                head,
+                members: reply.members,
+            },
+        )
+        .await;
+        // History up to `head`, read from the store at this connection's own pace;
+        // events after `head` are already waiting in the outbox.
+        let mut from = after.unwrap_or_else(|| head.saturating_sub(HISTORY_ON_JOIN));
+        while from < head && !self.dead {
+            let page = self
+                .hub
+                .store
+                .events_between(&group, from, head, HISTORY_PAGE)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            let frames = page.into_iter().map(|e| {
+                bytes(&ServerFrame::Event {
+                    group: group.clone(),
+                    seq: e.seq,
+                    ts: e.ts,
+                    env: e.env,
+                })
+            });
+            if ws.send_all(frames.collect::<Vec<_>>()).await.is_err() {
+                self.dead = true;
+            }
+            from = last;
+        }
+        tracing::debug!(conn = %self.conn, %group, "joined");
+        Ok(())
+    }
+
+    async fn post(&mut self, id: Option<u64>, group: GroupId, env: SignedEnvelope) -> Result<(), ServerError> {
+        let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
+        let handle = self
+            .joined
+            .get(&group)
+            .ok_or_else(|| ServerError::NotJoined(group.clone()))?
+            .clone();
+        check_text("body", &payload.body, MAX_BODY_CHARS)?;
+        let key = self.user()?.key;
+        handle
+            .post(self.outbox.clone(), key, payload.counter, id, env)
+            .await
+    }
+}
+
+/// Refuses empty (or blank) text and text over `limit` characters; returns it
+/// trimmed.
+fn check_text<'t>(field: &'static str, text: &'t str, limit: usize) -> Result<&'t str, ServerError> {
+    let len = text.chars().count();
+    if len > limit {
+        return Err(ProtocolError::TooLong { field, len, limit }.into());
+    }
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ProtocolError::invalid(field, "cannot be empty").into());
+    }
+    Ok(trimmed)
+}
+
+/// How long a connection may stay without logging in.
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,188 @@
+//! Transport: the only module that touches sockets.
+//!
+//! ```text
+//! TcpListener ─accept─► [TLS handshake] ─► hyper HTTP/1.1 ─► router
+//!                                              ├─ GET /healthz  → "ok"
+//!                                              ├─ GET /ws       → upgrade → WsConnection → session::run
+//!                                              └─ anything else → embedded client files
+//! ```
+//!
+//! Every accepted connection is a task on the hub's connection tracker, and every
+//! one of them watches the shutdown token: HTTP connections finish their request
+//! and close; WebSocket sessions say goodbye (see `session`).
+
+pub mod tls;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{header, HeaderValue, StatusCode};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
+use tower::ServiceExt as _;
+
+use crate::hub::Hub;
+use crate::outbound::ConnId;
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The remote address of an HTTP request's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The WebSocket settings every session uses: a small read buffer (the default
+/// 128 KiB per connection would dominate memory) and hard caps on what a peer can
+/// make us hold.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(peerhub_protocol::limits::HARD_FRAME_BYTES))
+        .max_frame_size(Some(peerhub_protocol::limits::HARD_FRAME_BYTES))
+}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, hub: Arc<Hub>) {
+    let router = router(hub.clone());
+    loop {
+        let accepted = tokio::select! {
+            _ = hub.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let task = serve_connection(stream, peer, tls.clone(), router.clone(), hub.clone());
+                hub.connections.spawn(task);
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!("accept loop stopped");
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    hub: Arc<Hub>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = match tls {
+        None => Either::Right(stream),
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Either::Left(stream),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        router.clone().oneshot(request.map(Body::new))
+    });
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = hub.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/ws", get(upgrade))
+        .fallback(crate::assets::serve)
+        .with_state(hub)
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    (status, why).into_response()
+}
+
+/// Completes the WebSocket handshake (RFC 6455 §4.2) and hands the upgraded
+/// connection to a session task.
+async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return refuse(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Response::builder()
+            .status(StatusCode::UPGRADE_REQUIRED)
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .body(Body::from("WebSocket version 13 is required"))
+            .unwrap_or_else(|_| refuse(StatusCode::BAD_REQUEST, "bad version"));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return refuse(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
+    };
+    if hub.shutdown.is_cancelled() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let conn = ConnId::next();
+    let session_hub = hub.clone();
+    hub.connections.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let stream = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(websocket_config()),
+                )
+                .await;
+                crate::session::run(session_hub, ws::WsConnection::new(stream), conn).await;
+            }
+            Err(error) => tracing::debug!(%conn, %error, "upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+}

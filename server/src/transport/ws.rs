@@ -1,0 +1,101 @@
+//! A WebSocket connection as the session sees it: text frames in, batches of
+//! pre-serialised frames out, and a close with a code and reason.
+//!
+//! Writes are bounded in time: a peer that stops reading cannot hold its session
+//! task (or the shutdown) for longer than [`WRITE_TIMEOUT`].
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::outbound::FrameBytes;
+
+/// Longest a write (batch plus flush) may take before the peer is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the peer sent.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame.
+    Text(FrameBytes),
+    /// A binary frame (not part of the protocol).
+    Binary,
+    /// A frame over the hard size cap; the connection cannot continue.
+    TooBig,
+    /// The peer closed, or the connection broke.
+    Closed,
+}
+
+/// Why a write failed; the connection is finished either way.
+#[derive(Debug)]
+pub struct WriteFailed;
+
+/// One WebSocket connection.
+#[derive(Debug)]
+pub struct WsConnection {
+    stream: WebSocketStream<TokioIo<Upgraded>>,
+}
+
+impl WsConnection {
+    /// Wraps an upgraded stream.
+    pub fn new(stream: WebSocketStream<TokioIo<Upgraded>>) -> Self {
+        Self { stream }
+    }
+
+    /// The next frame that matters. Cancel-safe: nothing is lost if the future is
+    /// dropped before it completes. Pings are answered by the WebSocket layer.
+    pub async fn recv(&mut self) -> Incoming {
+        loop {
+            match self.stream.next().await {
+                Some(Ok(Message::Text(text))) => return Incoming::Text(text),
+                Some(Ok(Message::Binary(_))) => return Incoming::Binary,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
+                Some(Err(WsError::Capacity(_))) => return Incoming::TooBig,
+                Some(Err(_)) => return Incoming::Closed,
+            }
+        }
+    }
+
+    /// Writes frames with one flush at the end.
+    pub async fn send_all<I>(&mut self, frames: I) -> Result<(), WriteFailed>
+    where
+        I: IntoIterator<Item = FrameBytes>,
+    {
+        let write = async {
+            for frame in frames {
+                self.stream.feed(Message::Text(frame)).await?;
+            }
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
+    /// Writes one frame.
+    pub async fn send(&mut self, frame: FrameBytes) -> Result<(), WriteFailed> {
+        self.send_all(std::iter::once(frame)).await
+    }
+
+    /// Sends a close frame with `code` and `reason` and waits briefly for the peer.
+    pub async fn close(mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
+        let closing = async {
+            let _ = self.stream.close(Some(frame)).await;
+            // Drain until the peer answers the close or goes away.
+            while let Some(Ok(_)) = self.stream.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
