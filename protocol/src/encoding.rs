@@ -116,6 +116,9 @@ mod tests {
         assert_eq!(PublicKey::parse(&key.to_b64()).unwrap(), key);
         assert!(PublicKey::parse(&b64(&[1; 31])).is_err());
         assert!(PublicKey::parse("AAAA=").is_err(), "padding is refused");
-        assert!(PublicKey::parse("++++").is_err(), "standard alphabet is refused");
+        assert!(
+            PublicKey::parse("++++").is_err(),
+            "standard alphabet is refused"
+        );
     }
 }

@@ -12,8 +12,11 @@
 //! kind never verifies as another. Verification is strict (`verify_strict`): it
 //! refuses non-canonical signatures and small-order keys and components.
 
+use std::marker::PhantomData;
+
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::encoding::{PublicKey, SignatureBytes};
 use crate::error::ProtocolError;
@@ -63,9 +66,40 @@ pub fn signing_bytes(kind: Kind, payload: &str) -> Vec<u8> {
     bytes
 }
 
+/// Deserialises a `T` that must be written as a JSON object: serde's derive would
+/// also accept an array of the fields in order, which a client in another language
+/// would never produce or accept, so we refuse it.
+pub(crate) struct ObjectOnly<T>(PhantomData<T>);
+
+impl<T> ObjectOnly<T> {
+    pub(crate) fn visitor() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// Parses JSON text that must be one object of type `T` (not an array, no trailing
+/// data).
+pub fn from_json_object<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = de.deserialize_map(ObjectOnly::<T>::visitor())?;
+    de.end()?;
+    Ok(value)
+}
+
 /// A payload string, its signer's key and the signature, exactly as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignedEnvelope {
     /// What the envelope is for; part of the signed bytes.
     pub kind: Kind,
@@ -75,6 +109,27 @@ pub struct SignedEnvelope {
     pub payload: String,
     /// Ed25519 signature over [`signing_bytes`].
     pub sig: SignatureBytes,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeFields {
+    kind: Kind,
+    key: PublicKey,
+    payload: String,
+    sig: SignatureBytes,
+}
+
+impl<'de> Deserialize<'de> for SignedEnvelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f: EnvelopeFields = d.deserialize_map(ObjectOnly::visitor())?;
+        Ok(Self {
+            kind: f.kind,
+            key: f.key,
+            payload: f.payload,
+            sig: f.sig,
+        })
+    }
 }
 
 impl SignedEnvelope {
@@ -126,9 +181,9 @@ impl SignedEnvelope {
         }
     }
 
-    /// Parses the payload as `T` (unknown fields refused).
+    /// Parses the payload as `T`: one JSON object, unknown fields refused.
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, ProtocolError> {
-        serde_json::from_str(&self.payload)
+        from_json_object(&self.payload)
             .map_err(|e| ProtocolError::Malformed(format!("payload: {e}")))
     }
 }
@@ -175,11 +230,43 @@ mod tests {
         // The identity point (a small-order point) encoded as a key.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(decode_key(&PublicKey(identity)).err(), Some(ProtocolError::BadKey));
+        assert_eq!(
+            decode_key(&PublicKey(identity)).err(),
+            Some(ProtocolError::BadKey)
+        );
+    }
+
+    #[test]
+    fn payloads_and_envelopes_must_be_objects() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct P {
+            a: u32,
+        }
+        let env = SignedEnvelope::sign(&signer(), Kind::Post, "[1]".into());
+        assert!(env.payload_as::<P>().is_err(), "array payload refused");
+        let env = SignedEnvelope::sign(&signer(), Kind::Post, r#"{"a":1} trailing"#.into());
+        assert!(env.payload_as::<P>().is_err(), "trailing data refused");
+        let env = SignedEnvelope::sign(&signer(), Kind::Post, r#"{"a":1}"#.into());
+        assert!(env.payload_as::<P>().is_ok());
+        let as_array = format!(
+            r#"["post","{}","{{}}","{}"]"#,
+            env.key.to_b64(),
+            env.sig.to_b64()
+        );
+        assert!(serde_json::from_str::<SignedEnvelope>(&as_array).is_err());
+        let as_object = serde_json::to_string(&env).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SignedEnvelope>(&as_object).unwrap(),
+            env
+        );
     }
 
     #[test]
     fn signing_bytes_are_domain_then_payload() {
-        assert_eq!(signing_bytes(Kind::Post, "{}"), b"peerhub/1/post\n{}".to_vec());
+        assert_eq!(
+            signing_bytes(Kind::Post, "{}"),
+            b"peerhub/1/post\n{}".to_vec()
+        );
     }
 }

@@ -40,8 +40,9 @@ pub enum ErrorCode {
     Replay,
     /// The signed payload's `ts` is too far from the server's clock.
     Stale,
-    /// A field's value is not allowed (a bad group id, an empty body, a name that is
-    /// too long or imitates a role, ...).
+    /// A field's value is not allowed (an empty body, a display name that is refused
+    /// or not in its normalised form, ...). A malformed group id, key or signature
+    /// is `malformed` instead, because it fails decoding.
     Invalid,
     /// The caller's roles do not allow this action.
     Forbidden,

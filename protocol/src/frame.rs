@@ -108,9 +108,9 @@ pub struct DecodeError {
 }
 
 #[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
+struct Head {
+    #[serde(rename = "type", default)]
+    kind: Option<serde_json::Value>,
     #[serde(default)]
     id: Option<serde_json::Value>,
 }
@@ -127,18 +127,18 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
             },
         });
     }
-    let head: Head<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
+    let head: Head = crate::envelope::from_json_object(text).map_err(|e| DecodeError {
         id: None,
         error: ProtocolError::Malformed(format!("not a JSON object: {e}")),
     })?;
     let id = head.id.as_ref().and_then(serde_json::Value::as_u64);
-    let Some(kind) = head.kind else {
+    let Some(kind) = head.kind.as_ref().and_then(serde_json::Value::as_str) else {
         return Err(DecodeError {
             id,
-            error: ProtocolError::Malformed("missing \"type\"".into()),
+            error: ProtocolError::Malformed("\"type\" must be a string".into()),
         });
     };
-    if !CLIENT_FRAME_TYPES.contains(&kind.as_ref()) {
+    if !CLIENT_FRAME_TYPES.contains(&kind) {
         return Err(DecodeError {
             id,
             error: ProtocolError::UnknownType(kind.chars().take(40).collect()),
@@ -182,6 +182,8 @@ pub struct Limits {
     pub max_body_chars: usize,
     /// Longest display name, in characters.
     pub max_name_chars: usize,
+    /// Longest group title, in characters.
+    pub max_title_chars: usize,
     /// Largest allowed distance between a payload's `ts` and the server clock.
     pub max_clock_skew_ms: u64,
 }
@@ -192,6 +194,7 @@ impl Default for Limits {
             max_frame_bytes: limits::MAX_FRAME_BYTES,
             max_body_chars: limits::MAX_BODY_CHARS,
             max_name_chars: limits::MAX_NAME_CHARS,
+            max_title_chars: limits::MAX_TITLE_CHARS,
             max_clock_skew_ms: limits::MAX_CLOCK_SKEW_MS,
         }
     }
@@ -367,10 +370,22 @@ mod tests {
         let err = decode_client_frame(r#"{"type":"leave","id":5}"#).unwrap_err();
         assert_eq!(err.error.code(), ErrorCode::Malformed);
         assert_eq!(err.id, Some(5));
+        let err = decode_client_frame(r#"{"type":5,"id":3}"#).unwrap_err();
+        assert_eq!((err.error.code(), err.id), (ErrorCode::Malformed, Some(3)));
+        let err = decode_client_frame(r#"["leave",1,"g"]"#).unwrap_err();
+        assert_eq!(
+            err.error.code(),
+            ErrorCode::Malformed,
+            "arrays are not frames"
+        );
         let err = decode_client_frame("{nope").unwrap_err();
         assert_eq!(err.error.code(), ErrorCode::Malformed);
         let err = decode_client_frame(r#"{"type":"leave","group":"g","extra":1}"#).unwrap_err();
-        assert_eq!(err.error.code(), ErrorCode::Malformed, "unknown fields refused");
+        assert_eq!(
+            err.error.code(),
+            ErrorCode::Malformed,
+            "unknown fields refused"
+        );
     }
 
     #[test]

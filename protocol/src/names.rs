@@ -68,7 +68,10 @@ pub fn normalise_display_name(raw: &str) -> Result<String, ProtocolError> {
     if let Some(c) = normal.chars().find(|&c| is_hidden(c) && !c.is_whitespace()) {
         return Err(ProtocolError::invalid(
             "name",
-            format!("contains a hidden or control character (U+{:04X})", c as u32),
+            format!(
+                "contains a hidden or control character (U+{:04X})",
+                c as u32
+            ),
         ));
     }
     let folded = normal.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -115,8 +118,8 @@ mod tests {
             "facilitator Jo",
             "F a c i l i t a t o r",
             "Fac1litat0r",
-            "Ѕupervisor",       // Cyrillic capital DZE
-            "ѕuреrvіѕоr",       // Cyrillic lower-case look-alikes
+            "Ѕupervisor", // Cyrillic capital DZE
+            "ѕuреrvіѕоr", // Cyrillic lower-case look-alikes
             "ADMIN",
             "Adm1n",
             "the_moderator",
@@ -129,8 +132,18 @@ mod tests {
 
     #[test]
     fn hidden_characters_and_bad_lengths_are_refused() {
-        for name in ["a\u{200B}b", "x\u{202E}y", "bell\u{7}", "", "   ", "\u{FEFF}"] {
-            assert!(normalise_display_name(name).is_err(), "{name:?} was accepted");
+        for name in [
+            "a\u{200B}b",
+            "x\u{202E}y",
+            "bell\u{7}",
+            "",
+            "   ",
+            "\u{FEFF}",
+        ] {
+            assert!(
+                normalise_display_name(name).is_err(),
+                "{name:?} was accepted"
+            );
         }
         assert!(normalise_display_name(&"a".repeat(MAX_NAME_CHARS)).is_ok());
         assert!(normalise_display_name(&"a".repeat(MAX_NAME_CHARS + 1)).is_err());
