@@ -28,8 +28,14 @@ impl std::fmt::Debug for StartTokens {
         // Secrets are shown as set or not, never printed by Debug.
         f.debug_struct("StartTokens")
             .field("admin", &self.admin.as_ref().map(|_| "set"))
-            .field("demo_facilitator", &self.demo_facilitator.as_ref().map(|_| "set"))
-            .field("demo_supervisor", &self.demo_supervisor.as_ref().map(|_| "set"))
+            .field(
+                "demo_facilitator",
+                &self.demo_facilitator.as_ref().map(|_| "set"),
+            )
+            .field(
+                "demo_supervisor",
+                &self.demo_supervisor.as_ref().map(|_| "set"),
+            )
             .finish()
     }
 }

@@ -90,6 +90,7 @@ pub struct Server {
     hub: Arc<Hub>,
     groups: TaskTracker,
     accept: JoinHandle<()>,
+    commit_thread: std::thread::JoinHandle<()>,
     local_addr: SocketAddr,
     base_url: String,
     tokens: StartTokens,
@@ -109,10 +110,12 @@ impl Server {
         config: Config,
         clock: Clock,
     ) -> Result<Self, StartError> {
-        let local_addr = listener.local_addr().map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         config::check_listen(local_addr, config.tls.is_some())?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
@@ -125,11 +128,17 @@ impl Server {
             .map(|source| transport::tls::setup(source, &config.data_dir))
             .transpose()?;
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
-        let committer = Committer::start(store.clone()).map_err(StartError::Thread)?;
+        let (committer, commit_thread) =
+            Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
         let hub = Arc::new(Hub {
             replay: ReplayGuard::new(store.clone()),
-            groups: GroupRegistry::new(store.clone(), committer.clone(), clock.clone(), groups.clone()),
+            groups: GroupRegistry::new(
+                store.clone(),
+                committer.clone(),
+                clock.clone(),
+                groups.clone(),
+            ),
             store,
             committer,
             clock,
@@ -153,6 +162,7 @@ impl Server {
             hub,
             groups,
             accept,
+            commit_thread,
             local_addr,
             base_url,
             tokens,
@@ -185,7 +195,10 @@ impl Server {
         let base = &self.base_url;
         let mut links = Vec::new();
         if let Some(token) = &self.tokens.admin {
-            links.push(("first admin (single use, 24 h)", format!("{base}#invite={token}")));
+            links.push((
+                "first admin (single use, 24 h)",
+                format!("{base}#invite={token}"),
+            ));
         }
         if let Some(token) = &self.tokens.demo_facilitator {
             links.push((
@@ -197,7 +210,10 @@ impl Server {
             links.push(("demo supervisor", format!("{base}#invite={token}")));
         }
         if self.tokens.demo_facilitator.is_some() {
-            links.push(("demo participant", format!("{base}#group={}", bootstrap::DEMO_GROUP)));
+            links.push((
+                "demo participant",
+                format!("{base}#group={}", bootstrap::DEMO_GROUP),
+            ));
         }
         links
     }
@@ -217,17 +233,34 @@ impl Server {
     }
 
     /// Stops accepting, tells every client, lets group tasks finish what they hold,
-    /// flushes the store, and returns when all of that is done.
+    /// flushes and closes the store, and returns when all of that is done (so the
+    /// data folder can be opened again at once).
     pub async fn shutdown(self) {
-        self.hub.shutdown.cancel();
-        let _ = self.accept.await;
-        self.hub.connections.close();
-        self.hub.connections.wait().await;
-        self.hub.groups.close();
-        self.groups.close();
-        self.groups.wait().await;
-        if let Err(error) = self.hub.store.flush() {
+        let Self {
+            hub,
+            groups,
+            accept,
+            commit_thread,
+            ..
+        } = self;
+        hub.shutdown.cancel();
+        let _ = accept.await;
+        hub.connections.close();
+        hub.connections.wait().await;
+        hub.groups.close();
+        groups.close();
+        groups.wait().await;
+        if let Err(error) = hub.store.flush() {
             tracing::error!(%error, "final flush failed");
+        }
+        match Arc::try_unwrap(hub) {
+            Ok(hub) => {
+                // Dropping the hub drops the last committer, which ends its thread;
+                // the thread holds the last handle on the store.
+                drop(hub);
+                let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
+            }
+            Err(_) => tracing::warn!("the store stays open: something still holds the hub"),
         }
         tracing::info!("peerhub stopped");
     }

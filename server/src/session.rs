@@ -175,11 +175,15 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
                 reason: "the server is stopping; reconnect and resume shortly".into(),
             };
             let _ = ws.send(bytes(&frame)).await;
-            ws.close(close_code::GOING_AWAY, "server shutting down").await;
+            ws.close(close_code::GOING_AWAY, "server shutting down")
+                .await;
         }
         End::Slow => {
-            ws.close(close_code::SLOW_CONSUMER, "slow_consumer: reconnect and resume from your last seq")
-                .await;
+            ws.close(
+                close_code::SLOW_CONSUMER,
+                "slow_consumer: reconnect and resume from your last seq",
+            )
+            .await;
         }
         End::Close(code, reason) => ws.close(code, reason).await,
         End::Gone => {}
@@ -285,7 +289,12 @@ impl Session {
         }
     }
 
-    fn admit<P>(&self, env: &SignedEnvelope, kind: Kind, group: Option<&GroupId>) -> Result<P, ServerError>
+    fn admit<P>(
+        &self,
+        env: &SignedEnvelope,
+        kind: Kind,
+        group: Option<&GroupId>,
+    ) -> Result<P, ServerError>
     where
         P: peerhub_protocol::payload::Counted + serde::de::DeserializeOwned,
     {
@@ -294,10 +303,21 @@ impl Session {
             key: &user.key,
             verifying: &user.verifying,
         };
-        admit(&self.hub.replay, &signer, env, kind, group, self.hub.clock.now_ms())
+        admit(
+            &self.hub.replay,
+            &signer,
+            env,
+            kind,
+            group,
+            self.hub.clock.now_ms(),
+        )
     }
 
-    async fn command(&mut self, frame: ClientFrame, ws: &mut WsConnection) -> Result<(), ServerError> {
+    async fn command(
+        &mut self,
+        frame: ClientFrame,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
         match frame {
             ClientFrame::Auth { .. } => Err(ServerError::AlreadyAuthenticated),
             ClientFrame::Redeem { id, env } => self.redeem(id, env, ws).await,
@@ -321,13 +341,19 @@ impl Session {
         }
     }
 
-    async fn redeem(&mut self, id: Option<u64>, env: SignedEnvelope, ws: &mut WsConnection) -> Result<(), ServerError> {
+    async fn redeem(
+        &mut self,
+        id: Option<u64>,
+        env: SignedEnvelope,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
         let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
         let (role, roles) =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter).await?;
         tracing::info!(conn = %self.conn, role = role.as_str(), "invite redeemed");
-        self.reply(ws, &ServerFrame::Redeemed { id, role, roles }).await;
+        self.reply(ws, &ServerFrame::Redeemed { id, role, roles })
+            .await;
         Ok(())
     }
 
@@ -355,9 +381,13 @@ impl Session {
             created_env: Some(env),
         };
         let group = group_info(&record);
-        self.hub.groups.create(record, &key, payload.counter).await?;
+        self.hub
+            .groups
+            .create(record, &key, payload.counter)
+            .await?;
         tracing::info!(conn = %self.conn, group = %group.id, "group created");
-        self.reply(ws, &ServerFrame::GroupCreated { id, group }).await;
+        self.reply(ws, &ServerFrame::GroupCreated { id, group })
+            .await;
         Ok(())
     }
 
@@ -423,7 +453,12 @@ impl Session {
         Ok(())
     }
 
-    async fn post(&mut self, id: Option<u64>, group: GroupId, env: SignedEnvelope) -> Result<(), ServerError> {
+    async fn post(
+        &mut self,
+        id: Option<u64>,
+        group: GroupId,
+        env: SignedEnvelope,
+    ) -> Result<(), ServerError> {
         let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
         let handle = self
             .joined
@@ -440,7 +475,11 @@ impl Session {
 
 /// Refuses empty (or blank) text and text over `limit` characters; returns it
 /// trimmed.
-fn check_text<'t>(field: &'static str, text: &'t str, limit: usize) -> Result<&'t str, ServerError> {
+fn check_text<'t>(
+    field: &'static str,
+    text: &'t str,
+    limit: usize,
+) -> Result<&'t str, ServerError> {
     let len = text.chars().count();
     if len > limit {
         return Err(ProtocolError::TooLong { field, len, limit }.into());

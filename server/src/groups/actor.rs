@@ -189,7 +189,10 @@ impl GroupActor {
     }
 
     /// Makes the pending posts durable, then acknowledges and fans them out.
-    async fn commit_posts(&mut self, pending: &mut Vec<PendingPost>) -> Result<(), Arc<StoreError>> {
+    async fn commit_posts(
+        &mut self,
+        pending: &mut Vec<PendingPost>,
+    ) -> Result<(), Arc<StoreError>> {
         if pending.is_empty() {
             return Ok(());
         }

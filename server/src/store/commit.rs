@@ -24,10 +24,11 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the flushing thread for `store`. It ends when the last `Committer`
-    /// clone is dropped, after answering every request it holds.
-    pub fn start(store: Store) -> std::io::Result<Self> {
+    /// clone is dropped, after answering every request it holds; join the returned
+    /// handle to know the thread has let go of the store.
+    pub fn start(store: Store) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (requests, rx) = std_mpsc::sync_channel::<Reply>(4096);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("peerhub-commit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -40,7 +41,7 @@ impl Committer {
                     }
                 }
             })?;
-        Ok(Self { requests })
+        Ok((Self { requests }, thread))
     }
 
     /// Returns once every write made before this call is durable.

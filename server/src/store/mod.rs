@@ -106,6 +106,33 @@ impl Store {
         Ok(store)
     }
 
+    /// A SHA-256 over every tree's keys and values, in a fixed order: equal digests
+    /// mean equal stored state (tests use it to prove a refusal changed nothing).
+    pub fn digest(&self) -> Result<[u8; 32], StoreError> {
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        let trees = [
+            ("meta", &self.meta),
+            ("key_account", &self.key_account),
+            ("key_counter", &self.key_counter),
+            ("tokenhash_invite", &self.tokenhash_invite),
+            ("groupid_group", &self.groupid_group),
+            ("groupid_key_member", &self.groupid_key_member),
+            ("groupid_seq_event", &self.groupid_seq_event),
+        ];
+        for (name, tree) in trees {
+            hash.update(name.as_bytes());
+            for item in tree.iter() {
+                let (key, value) = item?;
+                hash.update((key.len() as u64).to_be_bytes());
+                hash.update(&key);
+                hash.update((value.len() as u64).to_be_bytes());
+                hash.update(&value);
+            }
+        }
+        Ok(hash.finalize().into())
+    }
+
     /// Makes every write so far durable. Prefer [`Committer::commit`], which shares
     /// one flush between concurrent writers.
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -183,7 +210,11 @@ impl Store {
     // ---- invites ----
 
     /// Stores an invite under the hash of its token.
-    pub fn put_invite(&self, token_hash: [u8; 32], invite: &InviteRecord) -> Result<(), StoreError> {
+    pub fn put_invite(
+        &self,
+        token_hash: [u8; 32],
+        invite: &InviteRecord,
+    ) -> Result<(), StoreError> {
         self.tokenhash_invite.insert(token_hash, encode(invite))?;
         Ok(())
     }
@@ -292,7 +323,11 @@ impl Store {
 
     /// The highest seq stored for a group (0 if none).
     pub fn last_seq(&self, group: &GroupId) -> Result<u64, StoreError> {
-        match self.groupid_seq_event.scan_prefix(keys::group_prefix(group)).next_back() {
+        match self
+            .groupid_seq_event
+            .scan_prefix(keys::group_prefix(group))
+            .next_back()
+        {
             None => Ok(0),
             Some(item) => {
                 let (key, _) = item?;
@@ -343,10 +378,23 @@ mod tests {
         let other = GroupId::parse("g2").unwrap();
         assert_eq!(store.last_seq(&g).unwrap(), 0);
         for seq in 1..=300 {
-            let event = StoredEvent { seq, ts: seq, env: env() };
+            let event = StoredEvent {
+                seq,
+                ts: seq,
+                env: env(),
+            };
             store.append_event(&g, &event).unwrap();
         }
-        store.append_event(&other, &StoredEvent { seq: 1, ts: 1, env: env() }).unwrap();
+        store
+            .append_event(
+                &other,
+                &StoredEvent {
+                    seq: 1,
+                    ts: 1,
+                    env: env(),
+                },
+            )
+            .unwrap();
         assert_eq!(store.last_seq(&g).unwrap(), 300);
         let page = store.events_between(&g, 255, 300, 10).unwrap();
         let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();

@@ -100,10 +100,11 @@ async fn serve_connection(
             }
         }
     };
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
-        router.clone().oneshot(request.map(Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            router.clone().oneshot(request.map(Body::new))
+        });
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
@@ -145,7 +146,11 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return refuse(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return Response::builder()
             .status(StatusCode::UPGRADE_REQUIRED)
             .header(header::SEC_WEBSOCKET_VERSION, "13")
@@ -156,7 +161,10 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
         return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let accept = derive_accept_key(key.as_bytes());
-    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
         return refuse(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
     if hub.shutdown.is_cancelled() {

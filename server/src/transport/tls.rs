@@ -84,7 +84,9 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .join(":")
 }
 
-fn read_pem(path: &Path) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), TlsError> {
+fn read_pem(
+    path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), TlsError> {
     let bytes = std::fs::read(path).map_err(|source| TlsError::Io {
         path: path.into(),
         source,

@@ -1,0 +1,441 @@
+//! A real WebSocket client that speaks the peerhub protocol.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use peerhub_protocol::frame::ServerFrame;
+use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, SignedEnvelope};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
+
+use crate::identity::gid;
+use crate::{Identity, FRAME_TIMEOUT};
+
+/// Plain TCP or TLS underneath the WebSocket.
+pub type Stream = Either<TlsStream<TcpStream>, TcpStream>;
+
+/// How the server closed the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The close code, if a close frame came.
+    pub code: Option<u16>,
+    /// Its reason.
+    pub reason: String,
+}
+
+/// One connection to the server.
+#[derive(Debug)]
+pub struct Client {
+    ws: WebSocketStream<Stream>,
+    /// The challenge from `hello`.
+    pub challenge: String,
+    /// `hello.server_time`.
+    pub server_time: u64,
+    /// Who logged in on this connection.
+    pub identity: Option<Identity>,
+    pending: VecDeque<ServerFrame>,
+    next_id: u64,
+}
+
+/// The request id of a reply frame.
+pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
+    match frame {
+        ServerFrame::AuthOk { id, .. }
+        | ServerFrame::Redeemed { id, .. }
+        | ServerFrame::GroupCreated { id, .. }
+        | ServerFrame::Joined { id, .. }
+        | ServerFrame::Left { id, .. }
+        | ServerFrame::Ack { id, .. }
+        | ServerFrame::Error { id, .. } => *id,
+        _ => None,
+    }
+}
+
+impl Client {
+    /// Connects over plain ws and reads `hello`.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        Self::handshake(format!("ws://{addr}/ws"), Either::Right(tcp)).await
+    }
+
+    /// Connects over wss, trusting what `config` trusts, and reads `hello`.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("name");
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self::handshake(
+            format!("wss://{server_name}:{}/ws", addr.port()),
+            Either::Left(tls),
+        )
+        .await
+    }
+
+    async fn handshake(url: String, stream: Stream) -> Self {
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("websocket handshake");
+        let mut client = Self {
+            ws,
+            challenge: String::new(),
+            server_time: 0,
+            identity: None,
+            pending: VecDeque::new(),
+            next_id: 0,
+        };
+        match client.recv().await.expect("hello") {
+            ServerFrame::Hello {
+                challenge,
+                server_time,
+                protocol,
+                ..
+            } => {
+                assert_eq!(protocol, peerhub_protocol::PROTOCOL_VERSION);
+                client.challenge = challenge;
+                client.server_time = server_time;
+            }
+            other => panic!("expected hello, got {other:?}"),
+        }
+        client
+    }
+
+    /// The TLS connection underneath, if any.
+    pub fn tls(&self) -> Option<&rustls::ClientConnection> {
+        match self.ws.get_ref() {
+            Either::Left(tls) => Some(tls.get_ref().1),
+            Either::Right(_) => None,
+        }
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a frame.
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_text(frame.to_json()).await;
+    }
+
+    /// Reads the next frame from the socket (not the buffer).
+    async fn read(&mut self) -> Result<ServerFrame, Closed> {
+        loop {
+            let next = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(text.as_str()).unwrap_or_else(|e| {
+                        panic!("server sent an undecodable frame {text}: {e}")
+                    }));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Closed {
+                        code: frame.as_ref().map(|f| u16::from(f.code)),
+                        reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    })
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    return Err(Closed {
+                        code: None,
+                        reason: String::new(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next frame: buffered ones first.
+    pub async fn recv(&mut self) -> Result<ServerFrame, Closed> {
+        match self.pending.pop_front() {
+            Some(frame) => Ok(frame),
+            None => self.read().await,
+        }
+    }
+
+    /// The first frame (buffered or new) that `want` accepts; others stay buffered
+    /// in order.
+    pub async fn recv_matching(
+        &mut self,
+        mut want: impl FnMut(&ServerFrame) -> bool,
+    ) -> Result<ServerFrame, Closed> {
+        if let Some(at) = self.pending.iter().position(&mut want) {
+            return Ok(self.pending.remove(at).expect("present"));
+        }
+        loop {
+            let frame = self.read().await?;
+            if want(&frame) {
+                return Ok(frame);
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// The reply to request `id`, or how the connection closed first.
+    pub async fn try_reply_to(&mut self, id: u64) -> Result<ServerFrame, Closed> {
+        self.recv_matching(|f| reply_id(f) == Some(id)).await
+    }
+
+    /// Posts a given envelope; the ack's seq, an error frame, or how the
+    /// connection closed first.
+    pub async fn try_post_env(
+        &mut self,
+        group: &str,
+        env: SignedEnvelope,
+    ) -> Result<ServerFrame, Closed> {
+        let id = self.next_id();
+        let frame = ClientFrame::Post {
+            id: Some(id),
+            group: gid(group),
+            env,
+        };
+        if self
+            .ws
+            .send(Message::Text(frame.to_json().into()))
+            .await
+            .is_err()
+        {
+            return Err(Closed {
+                code: None,
+                reason: "send failed".into(),
+            });
+        }
+        self.try_reply_to(id).await
+    }
+
+    /// The reply to request `id`.
+    pub async fn reply_to(&mut self, id: u64) -> ServerFrame {
+        self.recv_matching(|f| reply_id(f) == Some(id))
+            .await
+            .unwrap_or_else(|closed| panic!("closed while waiting for reply {id}: {closed:?}"))
+    }
+
+    /// Sends text and returns the error it got, checking its code and request id.
+    pub async fn expect_error(
+        &mut self,
+        text: impl Into<String>,
+        id: Option<u64>,
+        code: ErrorCode,
+    ) -> String {
+        self.send_text(text).await;
+        let frame = self
+            .recv_matching(|f| matches!(f, ServerFrame::Error { .. } | ServerFrame::Ack { .. }))
+            .await
+            .expect("error frame");
+        match frame {
+            ServerFrame::Error {
+                id: got_id,
+                code: got,
+                message,
+                ..
+            } => {
+                assert_eq!(got, code, "wrong code; message: {message}");
+                assert_eq!(got_id, id, "error for the wrong request");
+                message
+            }
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Logs in, or returns the error frame.
+    pub async fn try_login(&mut self, identity: &Identity) -> ServerFrame {
+        let id = self.next_id();
+        let env = identity.auth(&self.challenge);
+        self.send(&ClientFrame::Auth { id: Some(id), env }).await;
+        self.reply_to(id).await
+    }
+
+    /// Logs in (panics on refusal); raises the identity's counter above the
+    /// server's record.
+    pub async fn login(&mut self, identity: &Identity) {
+        match self.try_login(identity).await {
+            ServerFrame::AuthOk { key, counter, .. } => {
+                assert_eq!(key, identity.key());
+                identity.raise_counter(counter);
+                self.identity = Some(identity.clone());
+            }
+            other => panic!("login refused: {other:?}"),
+        }
+    }
+
+    fn me(&self) -> Identity {
+        self.identity.clone().expect("log in first")
+    }
+
+    /// Sends a signed request built by `frame(id)` and returns the reply.
+    pub async fn request(&mut self, frame: impl FnOnce(Option<u64>) -> ClientFrame) -> ServerFrame {
+        let id = self.next_id();
+        self.send(&frame(Some(id))).await;
+        self.reply_to(id).await
+    }
+
+    /// Redeems an invite token.
+    pub async fn redeem(&mut self, token: &str) -> ServerFrame {
+        let env = self.me().redeem(token);
+        self.request(|id| ClientFrame::Redeem { id, env }).await
+    }
+
+    /// Creates a group (needs admin).
+    pub async fn create_group(&mut self, group: &str, title: &str) -> ServerFrame {
+        let env =
+            self.me()
+                .create_group(group, title, peerhub_protocol::payload::GroupKind::DropIn);
+        self.request(|id| ClientFrame::CreateGroup { id, env })
+            .await
+    }
+
+    /// Joins a group; returns `joined` and the history events (seq ≤ head) that
+    /// follow it.
+    pub async fn join(&mut self, group: &str, name: &str, after: Option<u64>) -> Joined {
+        let env = self.me().join(group, name);
+        let reply = self
+            .request(|id| ClientFrame::Join {
+                id,
+                group: gid(group),
+                after,
+                env,
+            })
+            .await;
+        let ServerFrame::Joined { head, members, .. } = reply else {
+            panic!("join refused: {reply:?}");
+        };
+        let from =
+            after.unwrap_or_else(|| head.saturating_sub(peerhub_protocol::limits::HISTORY_ON_JOIN));
+        let mut history = Vec::new();
+        for _ in from..head {
+            history.push(self.next_event(group).await);
+        }
+        Joined {
+            head,
+            members,
+            history,
+        }
+    }
+
+    /// Posts and waits for the ack; returns the seq.
+    pub async fn post(&mut self, group: &str, body: &str) -> u64 {
+        let env = self.me().post(group, body);
+        self.post_env(group, env).await
+    }
+
+    /// Posts a given envelope and waits for the ack; returns the seq.
+    pub async fn post_env(&mut self, group: &str, env: SignedEnvelope) -> u64 {
+        match self
+            .request(|id| ClientFrame::Post {
+                id,
+                group: gid(group),
+                env,
+            })
+            .await
+        {
+            ServerFrame::Ack { seq, .. } => seq,
+            other => panic!("post refused: {other:?}"),
+        }
+    }
+
+    /// The next event of `group` (presence and other frames stay buffered).
+    pub async fn next_event(&mut self, group: &str) -> Event {
+        let group = gid(group);
+        let frame = self
+            .recv_matching(|f| matches!(f, ServerFrame::Event { group: g, .. } if *g == group))
+            .await
+            .unwrap_or_else(|closed| panic!("closed while waiting for an event: {closed:?}"));
+        let ServerFrame::Event {
+            group,
+            seq,
+            ts,
+            env,
+        } = frame
+        else {
+            unreachable!()
+        };
+        Event {
+            group,
+            seq,
+            ts,
+            env,
+        }
+    }
+
+    /// Reads until the server closes the connection; returns how.
+    pub async fn expect_closed(&mut self) -> Closed {
+        loop {
+            match self.read().await {
+                Ok(_) => continue,
+                Err(closed) => return closed,
+            }
+        }
+    }
+
+    /// Asserts that no frame arrives within `ms` milliseconds.
+    pub async fn assert_quiet(&mut self, ms: u64) {
+        assert!(
+            self.pending.is_empty(),
+            "frames already waiting: {:?}",
+            self.pending
+        );
+        let next = tokio::time::timeout(std::time::Duration::from_millis(ms), self.ws.next()).await;
+        if let Ok(Some(Ok(Message::Text(text)))) = next {
+            panic!("expected no frame, got {text}");
+        }
+    }
+}
+
+/// A `joined` reply and its history.
+#[derive(Debug)]
+pub struct Joined {
+    /// The head seq at join.
+    pub head: u64,
+    /// Members listed.
+    pub members: Vec<peerhub_protocol::frame::MemberInfo>,
+    /// History events (seq ≤ head), in order.
+    pub history: Vec<Event>,
+}
+
+/// An `event` frame.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Group.
+    pub group: GroupId,
+    /// Seq.
+    pub seq: u64,
+    /// Server time.
+    pub ts: u64,
+    /// The original envelope.
+    pub env: SignedEnvelope,
+}
+
+impl Event {
+    /// The post body, after checking the signature as a recipient would.
+    pub fn verified_body(&self) -> String {
+        self.env.verify().expect("recipient verifies the signature");
+        let payload: peerhub_protocol::payload::PostPayload =
+            self.env.payload_as().expect("post payload");
+        assert_eq!(
+            payload.group, self.group,
+            "payload names the group it came in"
+        );
+        payload.body
+    }
+}

@@ -1,0 +1,133 @@
+//! A person's key, as a client holds it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::payload::{
+    AuthPayload, CreateGroupPayload, GroupKind, JoinPayload, PostPayload, RedeemPayload,
+};
+use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
+use serde::Serialize;
+
+use crate::now_ms;
+
+/// An Ed25519 identity with a shared, rising counter (clones share it, like tabs of
+/// one browser sharing a key).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The private key.
+    pub signing: SigningKey,
+    counter: Arc<AtomicU64>,
+}
+
+impl Identity {
+    /// A fresh random identity.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random seed");
+        Self::from_seed(seed)
+    }
+
+    /// A fixed identity.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The public key: the account id.
+    pub fn key(&self) -> PublicKey {
+        PublicKey(self.signing.verifying_key().to_bytes())
+    }
+
+    /// The next counter: above every counter used before.
+    pub fn next_counter(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Makes sure later counters are above `floor` (from `auth_ok`).
+    pub fn raise_counter(&self, floor: u64) {
+        self.counter.fetch_max(floor, Ordering::SeqCst);
+    }
+
+    /// Signs any serialisable payload as `kind`.
+    pub fn sign<T: Serialize>(&self, kind: Kind, payload: &T) -> SignedEnvelope {
+        SignedEnvelope::sign_json(&self.signing, kind, payload)
+    }
+
+    /// An `auth` envelope for a challenge.
+    pub fn auth(&self, challenge: &str) -> SignedEnvelope {
+        self.sign(
+            Kind::Auth,
+            &AuthPayload {
+                challenge: challenge.to_string(),
+                ts: now_ms(),
+            },
+        )
+    }
+
+    /// A `post` envelope.
+    pub fn post(&self, group: &str, body: &str) -> SignedEnvelope {
+        self.post_at(group, body, self.next_counter(), now_ms())
+    }
+
+    /// A `post` envelope with an explicit counter and time.
+    pub fn post_at(&self, group: &str, body: &str, counter: u64, ts: u64) -> SignedEnvelope {
+        self.sign(
+            Kind::Post,
+            &PostPayload {
+                group: gid(group),
+                body: body.to_string(),
+                counter,
+                ts,
+            },
+        )
+    }
+
+    /// A `join` envelope.
+    pub fn join(&self, group: &str, name: &str) -> SignedEnvelope {
+        self.sign(
+            Kind::Join,
+            &JoinPayload {
+                group: gid(group),
+                name: name.to_string(),
+                counter: self.next_counter(),
+                ts: now_ms(),
+            },
+        )
+    }
+
+    /// A `redeem` envelope.
+    pub fn redeem(&self, token: &str) -> SignedEnvelope {
+        self.sign(
+            Kind::Redeem,
+            &RedeemPayload {
+                token: token.to_string(),
+                counter: self.next_counter(),
+                ts: now_ms(),
+            },
+        )
+    }
+
+    /// A `create_group` envelope.
+    pub fn create_group(&self, group: &str, title: &str, kind: GroupKind) -> SignedEnvelope {
+        self.sign(
+            Kind::CreateGroup,
+            &CreateGroupPayload {
+                group: gid(group),
+                title: title.to_string(),
+                group_kind: kind,
+                counter: self.next_counter(),
+                ts: now_ms(),
+            },
+        )
+    }
+}
+
+/// A group id from a literal (panics on a bad one: test data).
+pub fn gid(text: &str) -> GroupId {
+    GroupId::parse(text).expect("test group id")
+}

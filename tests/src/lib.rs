@@ -1,0 +1,32 @@
+//! Named helpers for peerhub's integration tests.
+//!
+//! - [`Identity`] — an Ed25519 key that signs payloads with ever-rising counters.
+//! - [`Client`] — a real WebSocket client (plain or TLS) that speaks the protocol:
+//!   `connect`, `login`, `request`, `join`, `post`, `expect_error`, `next_event` ...
+//! - [`TestServer`] — the real server in this process on `127.0.0.1:0`, with its
+//!   own temporary data folder; restartable on the same folder.
+//! - [`ProcessServer`] — the real `peerhub` binary as a child process (for signals
+//!   and `kill -9`).
+//!
+//! Nothing here fakes the server: every helper talks to it over sockets.
+
+pub mod client;
+pub mod identity;
+pub mod process;
+pub mod server;
+
+pub use client::{Client, Closed};
+pub use identity::Identity;
+pub use process::ProcessServer;
+pub use server::TestServer;
+
+/// How long a test waits for a frame before failing.
+pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,127 @@
+//! The real `peerhub` binary as a child process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// Where the `peerhub` binary is: `$PEERHUB_BIN`, or beside the test executable's
+/// folder (`target/<profile>/peerhub`). `cargo test --workspace` builds it because
+/// the server crate has integration tests of its own.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PEERHUB_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(format!("peerhub{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p peerhub-server` (the README test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `peerhub` process.
+#[derive(Debug)]
+pub struct ProcessServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Lines it printed on stdout up to `ready`.
+    pub stdout: Vec<String>,
+    /// Links it printed, by label (`first admin (single use, 24 h)`, ...).
+    pub links: HashMap<String, String>,
+}
+
+impl ProcessServer {
+    /// Starts `peerhub --listen 127.0.0.1:0 --data DIR ARGS...` and waits for `ready`.
+    pub async fn start(data: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn peerhub");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let reading = async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if line == "ready" {
+                    return;
+                }
+                seen.push(line);
+            }
+            panic!("peerhub exited before ready; printed {seen:?}");
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), reading)
+            .await
+            .expect("peerhub ready in time");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let url = seen
+            .iter()
+            .find_map(|l| l.strip_prefix("peerhub listening on "))
+            .expect("listening line");
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("address in the listening line");
+        let links = seen
+            .iter()
+            .filter_map(|l| l.split_once(": http"))
+            .map(|(label, rest)| (label.to_string(), format!("http{rest}")))
+            .collect();
+        Self {
+            child,
+            addr,
+            stdout: seen,
+            links,
+        }
+    }
+
+    /// The token in a printed link's `#invite=` part.
+    pub fn invite_token(&self, label: &str) -> Option<String> {
+        let link = self.links.get(label)?;
+        let fragment = link.split_once('#')?.1;
+        fragment
+            .split('&')
+            .find_map(|part| part.strip_prefix("invite="))
+            .map(str::to_string)
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait")
+    }
+}

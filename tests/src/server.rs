@@ -1,0 +1,126 @@
+//! The real server, in this process, on an ephemeral loopback port.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use peerhub_server::config::Config;
+use peerhub_server::hub::Hub;
+use peerhub_server::Server;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+use crate::{Client, Identity};
+
+/// A server with its own temporary data folder.
+#[derive(Debug)]
+pub struct TestServer {
+    server: Option<Server>,
+    dir: Arc<TempDir>,
+    config: Config,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    admin: Option<Identity>,
+    admin_token: Option<String>,
+}
+
+impl TestServer {
+    /// Starts with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::new(dir.path().join("data"));
+        tweak(&mut config);
+        Self::start_in(dir, config, None).await
+    }
+
+    async fn start_in(dir: Arc<TempDir>, config: Config, admin: Option<Identity>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(listener, config.clone())
+            .await
+            .expect("server starts");
+        Self {
+            addr: server.local_addr(),
+            admin_token: server.start_tokens().admin.clone(),
+            server: Some(server),
+            dir,
+            config,
+            admin,
+        }
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    /// Its shared state (to inspect the store).
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.server().hub()
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// A connected, not logged-in client.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// A client logged in as `identity`.
+    pub async fn login(&self, identity: &Identity) -> Client {
+        let mut client = self.client().await;
+        client.login(identity).await;
+        client
+    }
+
+    /// A client logged in as the admin (the first call redeems the start-up token).
+    pub async fn admin(&mut self) -> Client {
+        if let Some(admin) = &self.admin {
+            return self.login(admin).await;
+        }
+        let admin = Identity::generate();
+        let mut client = self.login(&admin).await;
+        let token = self
+            .admin_token
+            .take()
+            .expect("no admin yet, so a start-up token");
+        let reply = client.redeem(&token).await;
+        assert!(
+            matches!(reply, peerhub_protocol::ServerFrame::Redeemed { .. }),
+            "admin invite redeemed: {reply:?}"
+        );
+        self.admin = Some(admin);
+        client
+    }
+
+    /// Creates a drop-in group as the admin.
+    pub async fn create_group(&mut self, group: &str) {
+        let mut admin = self.admin().await;
+        let reply = admin.create_group(group, "Test group").await;
+        assert!(
+            matches!(reply, peerhub_protocol::ServerFrame::GroupCreated { .. }),
+            "group created: {reply:?}"
+        );
+    }
+
+    /// Gracefully stops the server and starts a new one on the same data folder.
+    pub async fn restart(mut self) -> Self {
+        let server = self.server.take().expect("running");
+        server.shutdown().await;
+        Self::start_in(self.dir.clone(), self.config.clone(), self.admin.clone()).await
+    }
+
+    /// Gracefully stops the server.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real server on `127.0.0.1:0`, real sockets.
+//!
+//! One test binary (faster to link), one module per area. New tests go in the
+//! module of the behaviour they check; a test for a fixed bug goes in
+//! `regression.rs` with the bug's story in its doc comment.
+
+mod bad_input;
+mod conversation;
+mod http;
+mod invites;
+mod login;
+mod resume;
+mod shutdown;
+mod tls;
