@@ -11,6 +11,7 @@ use rust_embed::RustEmbed;
 
 #[derive(RustEmbed)]
 #[folder = "../client-web/"]
+#[exclude = "*.md"]
 struct ClientWeb;
 
 /// The CSP sent with every page.

@@ -44,12 +44,14 @@ const WRITE_BATCH: usize = 64;
 pub mod close_code {
     /// Server shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// No login in time, failed logins, or too many bad frames.
+    /// Failed logins, or too many bad frames: do not reconnect automatically.
     pub const POLICY: u16 = 1008;
     /// A frame over the hard size cap.
     pub const TOO_BIG: u16 = 1009;
     /// The client did not keep up with its outbox; resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4001;
+    /// No login in time (a stalled or sleeping client); reconnecting is fine.
+    pub const LOGIN_TIMEOUT: u16 = 4002;
 }
 
 #[derive(Debug)]
@@ -131,7 +133,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
             _ = shutdown.cancelled() => break End::Shutdown,
             _ = queue.kicked.cancelled() => break End::Slow,
             _ = tokio::time::sleep_until(auth_deadline), if !logged_in => {
-                break End::Close(close_code::POLICY, "no login in time")
+                break End::Close(close_code::LOGIN_TIMEOUT, "no login in time")
             }
             Some(first) = queue.rx.recv() => {
                 let mut frames = Vec::with_capacity(WRITE_BATCH);

@@ -245,6 +245,10 @@ impl Store {
                 return Ok(Err(RedeemRefusal::Unknown));
             };
             let invite: InviteRecord = decode("tokenhash_invite", &current)?;
+            if invite.used_by == Some(*key) {
+                // The same key asking again (its first answer was lost): same answer.
+                return Ok(Ok(invite));
+            }
             if invite.used_by.is_some() {
                 return Ok(Err(RedeemRefusal::Used));
             }
@@ -429,7 +433,12 @@ mod tests {
         let a = PublicKey([1; 32]);
         assert!(store.redeem_invite([9; 32], &a, 200).unwrap() == Err(RedeemRefusal::Expired));
         assert!(store.redeem_invite([9; 32], &a, 50).unwrap().is_ok());
-        assert!(store.redeem_invite([9; 32], &a, 50).unwrap() == Err(RedeemRefusal::Used));
+        assert!(
+            store.redeem_invite([9; 32], &a, 60).unwrap().is_ok(),
+            "same key: same answer"
+        );
+        let b = PublicKey([2; 32]);
+        assert!(store.redeem_invite([9; 32], &b, 50).unwrap() == Err(RedeemRefusal::Used));
         assert!(store.redeem_invite([8; 32], &a, 50).unwrap() == Err(RedeemRefusal::Unknown));
     }
 }

@@ -67,6 +67,11 @@ async fn unknown_and_expired_invites_are_refused() {
         }
         other => panic!("a fresh invite works: {other:?}"),
     }
+    // Asking again with the same key (say its answer was lost) gets the same answer.
+    match client.redeem(&fresh).await {
+        ServerFrame::Redeemed { role, .. } => assert_eq!(role, Role::Facilitator),
+        other => panic!("a repeat by the same key is answered again: {other:?}"),
+    }
     // The role is the key's, on every later connection.
     let mut again = server.client().await;
     match again.try_login(&me).await {

@@ -1,0 +1,266 @@
+// peerhub browser client: the entry point.
+//
+// Map of the parts (each module's header says what it owns):
+//
+//   encoding.js        base64url, UTF-8, fingerprints, character counts
+//   ed25519-strict.js  the strict-verification byte checks WebCrypto does not promise
+//   keys.js            our key pair (non-extractable, kept in IndexedDB), sign, verify
+//   store.js           IndexedDB: the identity and the last counter, nothing else
+//   clock.js           server-corrected time for `ts`
+//   counters.js        per-key counters that never repeat, across tabs
+//   protocol.js        signing bytes, envelopes, payloads, frames, verification
+//   names.js           pseudonym normalisation, mirroring protocol/src/names.rs
+//   errors.js          every error code as a sentence (the one table)
+//   connection.js      socket, hello/auth, request ids, reconnect with backoff
+//   group-session.js   one joined group: members, verified log, outbox and retry rule
+//   links.js           #invite= and #group= in the address bar, without history entries
+//   config.js          deployment settings (quick-exit page, timings, helplines)
+//   ui/*.js            screens and widgets; they draw, the modules above decide
+//
+// Data flow: app.js loads the identity, opens one Connection, and routes between the
+// start, join and group screens. Joining creates a GroupSession (which rejoins by
+// itself after every reconnect); the group screen draws what the session reports.
+
+import { socketUrl } from "./config.js";
+import { ServerClock } from "./clock.js";
+import { Connection } from "./connection.js";
+import { CounterSource } from "./counters.js";
+import { describeErrorFrame, sentenceFor } from "./errors.js";
+import { GroupSession, SessionState } from "./group-session.js";
+import { loadOrCreateIdentity } from "./keys.js";
+import { forgetInvite, readLink, writeLink } from "./links.js";
+import { isValidGroupId, Kind, redeemPayload } from "./protocol.js";
+import { openStore } from "./store.js";
+import { initAnnouncer } from "./ui/announcer.js";
+import { byId, roleLabel } from "./ui/dom.js";
+import { createGroupView } from "./ui/group-view.js";
+import { initHelplines } from "./ui/helplines.js";
+import { createJoinView } from "./ui/join-view.js";
+import { clearNotice, clearNoticeIf, initNotices, showNotice } from "./ui/notices.js";
+import { initQuickExit } from "./ui/quick-exit.js";
+import { createStartView } from "./ui/start-view.js";
+import { bindStatusLine } from "./ui/status-line.js";
+
+const VIEWS = ["loading", "unsupported", "start", "join", "group"];
+
+let connection = null;
+let session = null;
+let views = null;
+
+// An invite from the address bar, redeemed after the first login; kept until the
+// server has answered so that a dropped connection does not lose it.
+let pendingInvite = null;
+let redeeming = false;
+let redeemSent = false;
+
+function showView(name, { focus = true } = {}) {
+  for (const view of VIEWS) {
+    byId(`view-${view}`).hidden = view !== name;
+  }
+  if (focus) {
+    // Move focus to the new screen's heading so screen readers announce it.
+    byId(`view-${name}`).querySelector("h1")?.focus();
+  }
+}
+
+// ---- routes ----
+
+function route(link, { initial = false } = {}) {
+  if (link.invite && link.invite !== pendingInvite && !redeemSent) {
+    pendingInvite = link.invite;
+    if (connection?.authenticated) {
+      redeemInvite();
+    }
+  }
+  if (link.group) {
+    if (!isValidGroupId(link.group)) {
+      goToStart({ focus: !initial });
+      showNotice(sentenceFor("invalid_group_id"), "error");
+      return;
+    }
+    if (session && session.groupId === link.group && session.state !== SessionState.FAILED) {
+      showView("group", { focus: !initial });
+      return;
+    }
+    showJoin(link.group, { focus: !initial });
+    return;
+  }
+  goToStart({ focus: !initial });
+}
+
+function goToGroup(groupId) {
+  clearNotice();
+  writeLink({ invite: pendingInvite, group: groupId });
+  showJoin(groupId);
+}
+
+function showJoin(groupId, { focus = true } = {}) {
+  leaveSession();
+  views.join.show(groupId);
+  showView("join", { focus: false });
+  if (focus) {
+    views.join.focusName();
+  }
+}
+
+function goToStart({ focus = true } = {}) {
+  leaveSession();
+  writeLink({ invite: pendingInvite });
+  views.start.show();
+  showView("start", { focus });
+}
+
+function leaveSession() {
+  if (session) {
+    const leaving = session;
+    session = null;
+    views.group.unmount();
+    leaving.leave();
+  }
+}
+
+/** Joins a group; resolves when joined, rejects with the error if refused. */
+function joinGroup(groupId, name) {
+  leaveSession();
+  const s = new GroupSession({ connection, identity: connection.identity, groupId, name });
+  session = s;
+  views.group.mount(s);
+  return new Promise((resolve, reject) => {
+    const onState = (ev) => {
+      const { state, error } = ev.detail;
+      if (state === SessionState.JOINED) {
+        s.removeEventListener("state", onState);
+        showView("group");
+        views.group.focusComposer();
+        resolve();
+      } else if (state === SessionState.FAILED || state === SessionState.LEFT) {
+        s.removeEventListener("state", onState);
+        if (session === s) {
+          session = null;
+          views.group.unmount();
+          s.dispose();
+        }
+        reject(error ?? { code: "disconnected" });
+      }
+    };
+    s.addEventListener("state", onState);
+    s.join().catch(() => {}); // reported through "state"
+  });
+}
+
+// ---- invites ----
+
+async function redeemInvite() {
+  const token = pendingInvite;
+  if (!token || redeeming) {
+    return;
+  }
+  redeeming = true;
+  const retried = redeemSent;
+  redeemSent = true;
+  try {
+    const reply = await connection.signedRequest("redeem", Kind.REDEEM, (counter, ts) =>
+      redeemPayload(token, counter, ts),
+    );
+    pendingInvite = null;
+    forgetInvite();
+    connection.roles = Array.isArray(reply.roles) ? reply.roles : connection.roles;
+    views.start.setRoles(connection.roles);
+    showNotice(`Invite accepted. This key now has the ${roleLabel(reply.role)} role.`, "success");
+  } catch (err) {
+    if (err.code === "disconnected" || err.code === "not_connected") {
+      return; // tried again after the next login
+    }
+    pendingInvite = null;
+    forgetInvite();
+    if (err.code === "bad_token" && retried && connection.roles.length > 0) {
+      // The first attempt may have succeeded before the connection dropped: invites
+      // are single use, so the retry cannot tell.
+      showNotice(
+        `This invite has been used, possibly by you just now. Roles held by this key: ${connection.roles.map(roleLabel).join(", ")}.`,
+        "info",
+      );
+    } else {
+      showNotice(err.frame ? describeErrorFrame(err.frame) : sentenceFor(err.code), "error");
+    }
+  } finally {
+    redeeming = false;
+  }
+}
+
+// ---- start ----
+
+function showUnsupported(code) {
+  byId("unsupported-text").textContent = sentenceFor(code);
+  showView("unsupported", { focus: false });
+}
+
+async function boot() {
+  initNotices();
+  initAnnouncer();
+  initHelplines();
+  initQuickExit({
+    button: byId("quick-exit"),
+    beforeExit: () => connection?.close(),
+  });
+  byId("skip-link").addEventListener("click", (ev) => {
+    // A real "#main" would add a history entry and a hash the router reads.
+    ev.preventDefault();
+    byId("main").focus();
+  });
+
+  const store = await openStore();
+  let identity;
+  try {
+    identity = await loadOrCreateIdentity(store);
+  } catch (err) {
+    showUnsupported(err.code ?? "no_ed25519");
+    return;
+  }
+
+  connection = new Connection({
+    url: socketUrl(),
+    identity,
+    counters: new CounterSource(store),
+    clock: new ServerClock(),
+  });
+  bindStatusLine(byId("connection-status"), byId("reconnect"), connection);
+
+  views = {
+    start: createStartView({ identity, connection, onGoToGroup: goToGroup }),
+    join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart() }),
+    group: createGroupView({ connection, onLeave: () => goToStart() }),
+  };
+
+  connection.addEventListener("authenticated", (ev) => {
+    clearNoticeIf(sentenceFor("shutting_down"));
+    views.start.setRoles(ev.detail.roles);
+    redeemInvite();
+  });
+  connection.addEventListener("shutdown", () => showNotice(sentenceFor("shutting_down")));
+  connection.addEventListener("server-error", (ev) => {
+    showNotice(describeErrorFrame(ev.detail), "error");
+  });
+  connection.addEventListener("fatal", (ev) => showNotice(sentenceFor(ev.detail.code), "error"));
+
+  globalThis.addEventListener("hashchange", () => route(readLink()));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") {
+      connection.wake();
+    }
+  });
+  globalThis.addEventListener("pageshow", (ev) => {
+    if (ev.persisted) {
+      connection.wake();
+    }
+  });
+
+  route(readLink(), { initial: true });
+  connection.start();
+}
+
+boot().catch((err) => {
+  // Nothing sensitive in here: a code or a JavaScript error message.
+  console.error("peerhub failed to start", err);
+  showUnsupported(err?.code ?? "internal");
+});

@@ -1,0 +1,96 @@
+// Every error a person might see, in words they can act on: the one table.
+//
+// Server codes are the stable strings of protocol/src/error.rs (`ErrorCode`); each one
+// has a sentence here. A code this version does not know gets the generic sentence
+// (error.rs promises new codes may be added). Codes marked "local" are raised by the
+// client itself and never sent by the server.
+//
+// Owns: wording. Never decides what to do about an error (retrying is the caller's
+// business) and never shows the server's own message as the main text.
+
+const SENTENCES = {
+  // ---- server codes (error.rs) ----
+  malformed:
+    "This app sent something the server couldn't read, so nothing was changed. Reloading the page usually fixes it.",
+  unknown_type:
+    "The server didn't recognise a request from this app. The app may be out of date: please reload the page.",
+  too_large: "That is too big to send in one go. Please split it into shorter messages.",
+  body_too_long: "That is longer than allowed. Please shorten it and try again.",
+  not_authenticated:
+    "You aren't signed in on this connection yet. Please wait a moment and try again.",
+  auth_failed: "Signing in didn't work. The app will try again by itself.",
+  already_authenticated: "You are already signed in.",
+  bad_key: "The server didn't accept this browser's key. Please reload the page.",
+  bad_signature:
+    "The server couldn't check this browser's signature, so nothing was changed. Please try again.",
+  wrong_kind:
+    "This app prepared a request the wrong way, so nothing was changed. Please reload the page.",
+  wrong_key:
+    "This request was signed with a different key from the one you signed in with. Please reload the page.",
+  wrong_group:
+    "This request was aimed at a different group, so nothing was changed. Please reload the page.",
+  replay: "That request had already been used, so the server ignored the copy. Please try again.",
+  stale:
+    "Your device's clock looks wrong, so the server didn't accept that. Please check the date and time settings, then try again.",
+  invalid: "Something in that isn't allowed. Please check it and try again.",
+  forbidden: "You don't have permission to do that.",
+  not_found: "We couldn't find that group. Please check the link or the group name.",
+  already_exists: "A group with that id already exists. Please choose another id.",
+  not_joined: "You aren't in this group on this connection. Rejoining…",
+  bad_token:
+    "This invite link has been used already, has expired, or isn't valid. Please ask the person who sent it for a new one.",
+  rate_limited: "That was a little fast. Please wait a moment before trying again.",
+  shutting_down: "The server is restarting. You'll be reconnected automatically.",
+  internal: "Something went wrong on the server, and nothing was changed. Please try again.",
+
+  // ---- local codes (raised by this client) ----
+  disconnected:
+    "The connection dropped before the server answered. It will be tried again when you are reconnected.",
+  not_connected: "You're offline at the moment. This will be sent when the connection is back.",
+  closed_policy:
+    "The server closed the connection because something this app sent wasn't accepted. Use “Reconnect” to try again; if it keeps happening, please reload the page.",
+  closed_too_big: "The server closed the connection because something sent was far too big. Use “Reconnect” to try again.",
+  protocol_version:
+    "This server speaks a different version of peerhub. Please reload the page; if that doesn't help, the service may be updating.",
+  no_ed25519:
+    "This browser can't create the signing key peerhub needs. Please update your browser, or try a recent Firefox, Chrome, Edge or Safari.",
+  insecure_context:
+    "This page must be opened over a secure connection (https) to create your key. Please check the link.",
+  storage_unavailable:
+    "This browser won't let peerhub keep your key, so you'll get a new identity next time you open the page.",
+  empty_body: "Please write something before sending.",
+  empty_title: "Please give the group a title.",
+  invalid_group_id:
+    "A group id uses only lower-case letters a–z, digits and '-', up to 32 characters, and can't start with '-'.",
+  send_failed: "Your message couldn't be sent.",
+};
+
+const GENERIC = "Something went wrong, and nothing was changed. Please try again.";
+
+/** The sentence for an error code (server or local); never empty. */
+export function sentenceFor(code) {
+  return Object.hasOwn(SENTENCES, code) ? SENTENCES[code] : GENERIC;
+}
+
+/**
+ * The sentence for an `error` frame. For the codes where the server's own message adds
+ * the detail a person needs (which field, which limit), it is appended as "Details: …".
+ * For rate limits the wait is given in seconds.
+ */
+export function describeErrorFrame(frame) {
+  const code = typeof frame?.code === "string" ? frame.code : "";
+  let text = sentenceFor(code);
+  if (code === "rate_limited" && Number.isFinite(frame.retry_after_ms)) {
+    const seconds = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
+    text += ` (about ${seconds} second${seconds === 1 ? "" : "s"})`;
+  }
+  if ((code === "invalid" || code === "body_too_long") && typeof frame.message === "string") {
+    text += ` Details: ${frame.message.slice(0, 200)}`;
+  }
+  return text;
+}
+
+/** Every server code this table covers, for checks against error.rs. */
+export const SERVER_CODES = Object.freeze(
+  Object.keys(SENTENCES).slice(0, Object.keys(SENTENCES).indexOf("disconnected")),
+);

@@ -1,0 +1,117 @@
+// The start screen: your key, going to a group by id, and (for admins) creating one.
+//
+// Owns: #view-start. Creating a group is the only request it makes; everything else is
+// handed to the app through `onGoToGroup`.
+
+import { fingerprint } from "../encoding.js";
+import { describeErrorFrame, sentenceFor } from "../errors.js";
+import { groupLink } from "../links.js";
+import { checkTitle, createGroupPayload, GROUP_KINDS, isValidGroupId, Kind } from "../protocol.js";
+import { byId, h, roleLabel, setFieldError } from "./dom.js";
+
+export function createStartView({ identity, connection, onGoToGroup }) {
+  byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
+  byId("key-fingerprint").title = identity.publicKey;
+  byId("key-persistence").hidden = identity.persistent;
+
+  // ---- go to a group ----
+  const goForm = byId("go-form");
+  const goInput = byId("go-group");
+  const goError = byId("go-group-error");
+  goForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = goInput.value.trim().toLowerCase();
+    if (!isValidGroupId(id)) {
+      setFieldError(goInput, goError, sentenceFor("invalid_group_id"));
+      goInput.focus();
+      return;
+    }
+    setFieldError(goInput, goError, "");
+    onGoToGroup(id);
+  });
+
+  // ---- create a group (admins) ----
+  const adminPanel = byId("admin-panel");
+  const createForm = byId("create-form");
+  const idInput = byId("create-id");
+  const idError = byId("create-id-error");
+  const titleInput = byId("create-title");
+  const titleError = byId("create-title-error");
+  const kindSelect = byId("create-kind");
+  const result = byId("create-result");
+  const submit = createForm.querySelector("button[type=submit]");
+
+  createForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const group = idInput.value.trim().toLowerCase();
+    const title = titleInput.value.trim();
+    const groupKind = GROUP_KINDS.includes(kindSelect.value) ? kindSelect.value : "drop_in";
+    const idProblem = isValidGroupId(group) ? "" : sentenceFor("invalid_group_id");
+    const titleCode = checkTitle(title);
+    setFieldError(idInput, idError, idProblem);
+    setFieldError(titleInput, titleError, titleCode ? sentenceFor(titleCode) : "");
+    if (idProblem || titleCode) {
+      (idProblem ? idInput : titleInput).focus();
+      return;
+    }
+    submit.disabled = true;
+    result.replaceChildren("Creating the group…");
+    try {
+      const created = await connection.signedRequest(
+        "create_group",
+        Kind.CREATE_GROUP,
+        (counter, ts) => createGroupPayload(group, title, groupKind, counter, ts),
+      );
+      const id = created.group?.id ?? group;
+      const link = groupLink(id);
+      result.replaceChildren(
+        h("p", { text: `Group "${created.group?.title ?? title}" created. Share this link with people who should join:` }),
+        h("p", { className: "share-link" }, h("code", { text: link })),
+        h(
+          "p",
+          {},
+          h("button", {
+            type: "button",
+            className: "secondary",
+            text: "Copy link",
+            on: {
+              click: async (e) => {
+                try {
+                  await navigator.clipboard.writeText(link);
+                  e.target.textContent = "Link copied";
+                } catch {
+                  e.target.textContent = "Copy the link above by hand";
+                }
+              },
+            },
+          }),
+          " ",
+          h("button", { type: "button", text: "Go to the group", on: { click: () => onGoToGroup(id) } }),
+        ),
+      );
+      createForm.reset();
+    } catch (err) {
+      result.replaceChildren(
+        h("p", { className: "error-text", text: err.frame ? describeErrorFrame(err.frame) : sentenceFor(err.code) }),
+      );
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  function showRoles(roles) {
+    const rolesEl = byId("key-roles");
+    rolesEl.hidden = roles.length === 0;
+    rolesEl.textContent = roles.length
+      ? `Roles held by this key: ${roles.map(roleLabel).join(", ")}.`
+      : "";
+    adminPanel.hidden = !roles.includes("admin");
+  }
+
+  return {
+    show() {
+      showRoles(connection.roles);
+    },
+    setRoles: showRoles,
+  };
+}

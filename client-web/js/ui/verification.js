@@ -1,0 +1,43 @@
+// How verification shows: the verified mark, the unverified warning and its reasons.
+//
+// Owns: these words and elements, so every screen marks trust the same way. A mark is
+// always words plus a symbol (never colour alone).
+
+import { h } from "./dom.js";
+
+const REASONS = {
+  bad_signature:
+    "Its signature doesn't match, so we can't be sure who wrote it or that it wasn't changed.",
+  wrong_group: "It was signed for a different group, so it may have been copied here.",
+  wrong_kind: "It was signed for a different purpose, so it may have been copied here.",
+  wrong_key: "It was signed by a different key from the person it is shown as.",
+  bad_payload: "It isn't in a form this app can check.",
+  malformed: "It isn't in a form this app can check.",
+  name_mismatch: "The name shown isn't the name this person signed.",
+  duplicate: "It reuses the counter of an earlier message from the same key, which the server never accepts, so it may be a copy.",
+};
+
+/** A sentence saying why something is unverified. */
+export function unverifiedReason(reason) {
+  return REASONS[reason] ?? "We couldn't check who this came from.";
+}
+
+/** The small "Verified" mark. */
+export function verifiedMark(what = "message") {
+  return h(
+    "span",
+    { className: "mark mark-ok", attrs: { title: `Signature checked: this ${what} is from the key shown and was not changed.` } },
+    h("span", { attrs: { "aria-hidden": "true" }, text: "✓ " }),
+    "Verified",
+  );
+}
+
+/** The plain, visible "Unverified" mark. */
+export function unverifiedMark() {
+  return h(
+    "span",
+    { className: "mark mark-bad" },
+    h("span", { attrs: { "aria-hidden": "true" }, text: "⚠ " }),
+    "Unverified",
+  );
+}
