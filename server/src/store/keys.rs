@@ -9,6 +9,7 @@
 //! | `groupid_group`       | group id (utf-8)                      | `GroupRecord`    |
 //! | `groupid_key_member`  | group id ‖ 0x00 ‖ public key (32)     | `MemberRecord`   |
 //! | `groupid_seq_event`   | group id ‖ 0x00 ‖ seq (u64 big-endian)| `StoredEvent`    |
+//! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
 //!
 //! Group ids never contain 0x00 ([`GroupId`] allows `a-z0-9-` only), so `id ‖ 0x00`
 //! is an exact prefix for one group, and big-endian seqs sort numerically.

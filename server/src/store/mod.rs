@@ -9,6 +9,7 @@
 //! commit) so that another embedded engine could replace sled: sled 0.34 is beta.
 //! Tree layouts are in [`keys`]; record types in [`records`].
 
+pub mod audit;
 mod commit;
 pub mod keys;
 pub mod records;
@@ -64,6 +65,7 @@ pub struct Store {
     groupid_group: sled::Tree,
     groupid_key_member: sled::Tree,
     groupid_seq_event: sled::Tree,
+    seq_audit: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,6 +99,7 @@ impl Store {
             groupid_group: tree("groupid_group")?,
             groupid_key_member: tree("groupid_key_member")?,
             groupid_seq_event: tree("groupid_seq_event")?,
+            seq_audit: tree("seq_audit")?,
             db,
         };
         if store.meta.get("schema")?.is_none() {
@@ -119,6 +122,7 @@ impl Store {
             ("groupid_group", &self.groupid_group),
             ("groupid_key_member", &self.groupid_key_member),
             ("groupid_seq_event", &self.groupid_seq_event),
+            ("seq_audit", &self.seq_audit),
         ];
         for (name, tree) in trees {
             hash.update(name.as_bytes());

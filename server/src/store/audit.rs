@@ -1,0 +1,1 @@
+//! The audit chain's tree (`seq_audit`). Written by the audit helper.
