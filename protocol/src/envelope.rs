@@ -35,8 +35,20 @@ pub enum Kind {
     CreateGroup,
     /// Join a group under a display name.
     Join,
-    /// A chat message in a group.
+    /// A chat message in a group (or a private check-in message).
     Post,
+    /// Make an invite.
+    Invite,
+    /// Accept a group agreement version.
+    Agree,
+    /// A facilitator control.
+    Control,
+    /// Report a message to the facilitators.
+    Report,
+    /// Step out of (or back into) the conversation.
+    StepOut,
+    /// A co-produced record.
+    Record,
 }
 
 impl Kind {
@@ -48,6 +60,12 @@ impl Kind {
             Self::CreateGroup => "create_group",
             Self::Join => "join",
             Self::Post => "post",
+            Self::Invite => "invite",
+            Self::Agree => "agree",
+            Self::Control => "control",
+            Self::Report => "report",
+            Self::StepOut => "step_out",
+            Self::Record => "record",
         }
     }
 }

@@ -54,6 +54,25 @@ pub enum ErrorCode {
     NotJoined,
     /// The invite token is unknown, already used or expired.
     BadToken,
+    /// The group's door is closed: no session is open for participants now (the
+    /// error gives `next_session_ms` when one is scheduled).
+    Closed,
+    /// The group is locked: nobody new is admitted.
+    Locked,
+    /// Wrong or missing access code, or not invited to this virtual group.
+    AccessDenied,
+    /// Accept the current group agreement (`agree`) first.
+    AgreementRequired,
+    /// Waiting to be admitted by a facilitator.
+    Waiting,
+    /// Muted by a facilitator until the time given (help can still be asked for).
+    Muted,
+    /// The group is paused: only facilitators post.
+    Paused,
+    /// Slow mode: wait `retry_after_ms` before the next message.
+    SlowMode,
+    /// Removed from (or declined by) this group.
+    Removed,
     /// Too many requests; retry after the time given.
     RateLimited,
     /// The server is shutting down; reconnect later.
@@ -86,6 +105,15 @@ impl ErrorCode {
             Self::AlreadyExists => "already_exists",
             Self::NotJoined => "not_joined",
             Self::BadToken => "bad_token",
+            Self::Closed => "closed",
+            Self::Locked => "locked",
+            Self::AccessDenied => "access_denied",
+            Self::AgreementRequired => "agreement_required",
+            Self::Waiting => "waiting",
+            Self::Muted => "muted",
+            Self::Paused => "paused",
+            Self::SlowMode => "slow_mode",
+            Self::Removed => "removed",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -114,6 +142,15 @@ impl ErrorCode {
         Self::AlreadyExists,
         Self::NotJoined,
         Self::BadToken,
+        Self::Closed,
+        Self::Locked,
+        Self::AccessDenied,
+        Self::AgreementRequired,
+        Self::Waiting,
+        Self::Muted,
+        Self::Paused,
+        Self::SlowMode,
+        Self::Removed,
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,

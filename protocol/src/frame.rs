@@ -12,7 +12,7 @@ use crate::envelope::SignedEnvelope;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::ids::GroupId;
 use crate::limits;
-use crate::payload::GroupKind;
+use crate::payload::{GroupKind, InviteRole};
 
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,11 +73,88 @@ pub enum ClientFrame {
         /// The group.
         group: GroupId,
     },
+    /// Make an invite.
+    Invite {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `invite`.
+        env: SignedEnvelope,
+    },
+    /// Accept the group agreement.
+    Agree {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `agree`.
+        env: SignedEnvelope,
+    },
+    /// A facilitator control.
+    Control {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `control`.
+        env: SignedEnvelope,
+    },
+    /// Report a message to the facilitators.
+    Report {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `report`.
+        env: SignedEnvelope,
+    },
+    /// Step out or back.
+    StepOut {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `step_out`.
+        env: SignedEnvelope,
+    },
+    /// Write to a co-produced record.
+    Record {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `record`.
+        env: SignedEnvelope,
+    },
+    /// List every record about the logged-in key.
+    Records {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
-pub const CLIENT_FRAME_TYPES: &[&str] =
-    &["auth", "redeem", "create_group", "join", "post", "leave"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &[
+    "auth",
+    "redeem",
+    "create_group",
+    "join",
+    "post",
+    "leave",
+    "invite",
+    "agree",
+    "control",
+    "report",
+    "step_out",
+    "record",
+    "records",
+];
 
 impl ClientFrame {
     /// The request id, if the client gave one.
@@ -88,7 +165,14 @@ impl ClientFrame {
             | Self::CreateGroup { id, .. }
             | Self::Join { id, .. }
             | Self::Post { id, .. }
-            | Self::Leave { id, .. } => *id,
+            | Self::Leave { id, .. }
+            | Self::Invite { id, .. }
+            | Self::Agree { id, .. }
+            | Self::Control { id, .. }
+            | Self::Report { id, .. }
+            | Self::StepOut { id, .. }
+            | Self::Record { id, .. }
+            | Self::Records { id } => *id,
         }
     }
 
@@ -186,6 +270,8 @@ pub struct Limits {
     pub max_title_chars: usize,
     /// Largest allowed distance between a payload's `ts` and the server clock.
     pub max_clock_skew_ms: u64,
+    /// Longest agreement, report reason, or record text, in characters.
+    pub max_text_chars: usize,
 }
 
 impl Default for Limits {
@@ -196,6 +282,7 @@ impl Default for Limits {
             max_name_chars: limits::MAX_NAME_CHARS,
             max_title_chars: limits::MAX_TITLE_CHARS,
             max_clock_skew_ms: limits::MAX_CLOCK_SKEW_MS,
+            max_text_chars: limits::MAX_TEXT_CHARS,
         }
     }
 }
@@ -211,6 +298,22 @@ pub struct GroupInfo {
     pub kind: GroupKind,
 }
 
+/// Where a member stands in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// Must accept the current group agreement first.
+    NeedsAgreement,
+    /// In the waiting room until a facilitator admits them.
+    Waiting,
+    /// In the conversation.
+    Admitted,
+    /// Turned away from the waiting room for this session.
+    Declined,
+    /// Removed by a facilitator (for the session, or for good).
+    Removed,
+}
+
 /// A member as the group sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -224,6 +327,133 @@ pub struct MemberInfo {
     pub online: bool,
     /// Their signed `join`, so the name can be verified.
     pub join: SignedEnvelope,
+    /// Where they stand.
+    pub status: MemberStatus,
+    /// Facilitator in this group (by role, or added as co-facilitator).
+    #[serde(default)]
+    pub facilitator: bool,
+    /// Muted until this time (ms), if muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until_ms: Option<u64>,
+    /// Has quietly stepped out.
+    #[serde(default)]
+    pub away: bool,
+}
+
+/// The group agreement in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// Version, from 1; each change adds one and everyone is asked again.
+    pub version: u32,
+    /// The text.
+    pub text: String,
+}
+
+/// A group's current state, as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Session number, from 1.
+    pub session: u64,
+    /// Whether a session is running (posts possible).
+    pub session_open: bool,
+    /// Whether participants can come in now (session running, within its window).
+    pub door_open: bool,
+    /// The next scheduled opening, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_session_ms: Option<u64>,
+    /// Only facilitators post.
+    pub paused: bool,
+    /// Nobody new is admitted.
+    pub locked: bool,
+    /// Seconds between one member's messages (0: off).
+    pub slow_mode_secs: u32,
+    /// The agreement in force.
+    pub agreement: Agreement,
+    /// Pinned message seqs.
+    pub pinned: Vec<u64>,
+    /// The lead facilitator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead: Option<PublicKey>,
+    /// Members given facilitator powers in this group.
+    #[serde(default)]
+    pub co_facilitators: Vec<PublicKey>,
+}
+
+/// Which log of a group an event belongs to; each has its own gap-free seq.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The conversation every admitted member sees.
+    #[default]
+    Main,
+    /// Facilitators only: reports, risk-phrase nudges, declines.
+    Staff,
+    /// A private check-in between two keys (sorted), one a facilitator.
+    Pair([PublicKey; 2]),
+}
+
+impl Channel {
+    /// Whether this is the main conversation.
+    pub fn is_main(&self) -> bool {
+        matches!(self, Self::Main)
+    }
+
+    /// The private channel of two keys (order does not matter).
+    pub fn pair(a: PublicKey, b: PublicKey) -> Self {
+        if a <= b {
+            Self::Pair([a, b])
+        } else {
+            Self::Pair([b, a])
+        }
+    }
+}
+
+/// Something the hub itself says in a log (not signed by a person; clients show it
+/// as from the hub).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    /// A message matched a risk phrase: a suggestion to check in privately.
+    RiskNudge {
+        /// Who wrote it.
+        member: PublicKey,
+        /// The message's seq in the main channel.
+        seq: u64,
+        /// What to consider, in words.
+        suggestion: String,
+    },
+    /// A mute ran out by itself.
+    MuteEnded {
+        /// Who.
+        member: PublicKey,
+    },
+}
+
+/// Why a message's text is hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    /// The facilitator who redacted it.
+    pub by: PublicKey,
+    /// Why.
+    pub reason: String,
+    /// The seq of the `redact` control (its signed envelope is there).
+    pub control_seq: u64,
+}
+
+/// A co-produced record: a facilitator's note and the member's own words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    /// Record id.
+    pub id: u64,
+    /// The group it was written in.
+    pub group: GroupId,
+    /// The member it is about (`None`: the session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<PublicKey>,
+    /// Every signed contribution, first the note that opened it.
+    pub entries: Vec<SignedEnvelope>,
 }
 
 /// Server → client.
@@ -271,17 +501,27 @@ pub enum ServerFrame {
         /// The new group.
         group: GroupInfo,
     },
-    /// Joined: events with `seq` up to `head` follow as history, later ones live.
+    /// Joined: when `status` is `admitted`, main-channel events with `seq` up to
+    /// `head` follow as history, later ones live. Sent again (without `id`) when a
+    /// waiting member is admitted.
     Joined {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The group.
         group: GroupInfo,
-        /// The newest seq at the moment of joining (0 for an empty group).
+        /// The newest main-channel seq at the moment of joining (0 if none).
         head: u64,
-        /// The members.
+        /// The oldest main-channel seq still kept (`head + 1` if none is): history
+        /// covers `max(after, oldest - 1) < seq <= head`. Retention removes the
+        /// oldest events first.
+        oldest: u64,
+        /// The members this connection may see.
         members: Vec<MemberInfo>,
+        /// Where the joiner stands.
+        status: MemberStatus,
+        /// The group's state.
+        state: GroupState,
     },
     /// Left a group.
     Left {
@@ -291,13 +531,16 @@ pub enum ServerFrame {
         /// The group.
         group: GroupId,
     },
-    /// A post is stored durably and has this seq.
+    /// A post or control is stored durably and has this seq.
     Ack {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// The group.
         group: GroupId,
+        /// The channel the seq belongs to (absent: `main`).
+        #[serde(default, skip_serializing_if = "Channel::is_main")]
+        channel: Channel,
         /// Its seq.
         seq: u64,
         /// The counter of the acknowledged envelope.
@@ -307,19 +550,77 @@ pub enum ServerFrame {
     Event {
         /// The group.
         group: GroupId,
-        /// Gap-free sequence number within the group, from 1.
+        /// Which log (absent: `main`).
+        #[serde(default, skip_serializing_if = "Channel::is_main")]
+        channel: Channel,
+        /// Gap-free sequence number within the channel, from 1.
         seq: u64,
         /// Server time the event was ordered (ms since the Unix epoch).
         ts: u64,
-        /// The original signed envelope.
-        env: SignedEnvelope,
+        /// The original signed envelope (absent when redacted for this reader, or
+        /// for a hub note).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<SignedEnvelope>,
+        /// A hub note, for events the hub itself writes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<Note>,
+        /// Set when a facilitator redacted the message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redacted: Option<Redaction>,
     },
-    /// A member came online, went offline, or first joined.
+    /// A member came online, went offline, joined, or their standing changed.
     Presence {
         /// The group.
         group: GroupId,
         /// The member.
         member: MemberInfo,
+    },
+    /// The group's state changed (session, pause, lock, slow mode, agreement, pins,
+    /// lead).
+    GroupUpdate {
+        /// The group.
+        group: GroupId,
+        /// Its state now.
+        state: GroupState,
+    },
+    /// Left the group's conversation by the server's doing (removed, declined, or
+    /// the session ended). The connection stays open.
+    Dismissed {
+        /// The group.
+        group: GroupId,
+        /// Why: `removed`, `declined`, `session_ended`.
+        reason: String,
+        /// Words for the person.
+        message: String,
+    },
+    /// An invite was made.
+    Invited {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The single-use token.
+        token: String,
+        /// The role it grants.
+        role: InviteRole,
+        /// For `member`: the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
+        /// When it stops working.
+        expires_ms: u64,
+    },
+    /// A request without a more specific reply succeeded.
+    Ok {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Records about the logged-in key, or a record just written.
+    Records {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The records.
+        records: Vec<RecordInfo>,
     },
     /// A request failed; nothing changed.
     Error {
@@ -330,9 +631,12 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// Words for a person.
         message: String,
-        /// When rate-limited: wait this long before retrying.
+        /// When rate-limited, slowed or muted: wait this long before retrying.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// When `closed`: the next scheduled opening.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_session_ms: Option<u64>,
     },
     /// The server is stopping; the connection will close. Reconnect and resume.
     Shutdown {
@@ -349,6 +653,7 @@ impl ServerFrame {
             code,
             message: message.into(),
             retry_after_ms: None,
+            next_session_ms: None,
         }
     }
 

@@ -15,6 +15,9 @@ pub const MAX_BODY_CHARS: usize = 4000;
 /// Longest display name, in Unicode scalar values after normalisation.
 pub const MAX_NAME_CHARS: usize = 32;
 
+/// Longest agreement, report reason, redaction reason or record text.
+pub const MAX_TEXT_CHARS: usize = 4000;
+
 /// Longest group title, in Unicode scalar values.
 pub const MAX_TITLE_CHARS: usize = 80;
 

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::PublicKey;
 use crate::ids::GroupId;
 
 /// Fields every counted payload shares, for the replay and freshness checks.
@@ -89,6 +90,28 @@ pub enum GroupKind {
     Virtual,
 }
 
+/// A time window in which a group's door is open (ms since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionWindow {
+    /// Opens at.
+    pub start_ms: u64,
+    /// Closes at (after `start_ms`).
+    pub end_ms: u64,
+}
+
+/// How long a group keeps its conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep nothing once a session ends (typical for drop-in groups).
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Otherwise, delete messages older than this many days (`None`: keep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u32>,
+}
+
 /// `create_group`: an admin creates a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +122,21 @@ pub struct CreateGroupPayload {
     pub title: String,
     /// Drop-in or virtual.
     pub group_kind: GroupKind,
+    /// The group agreement every member accepts before speaking (version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// An access code people must give to join (drop-in groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_code: Option<String>,
+    /// When the door is open; empty: whenever a session is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<SessionWindow>,
+    /// How long history is kept.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Whether a facilitator admits each participant (default: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<bool>,
     /// Per-key counter.
     pub counter: u64,
     /// Client clock.
@@ -114,6 +152,9 @@ pub struct JoinPayload {
     pub group: GroupId,
     /// The display name, already in its normalised form.
     pub name: String,
+    /// The group's access code, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_code: Option<String>,
     /// Per-key counter.
     pub counter: u64,
     /// Client clock.
@@ -129,9 +170,261 @@ pub struct PostPayload {
     pub group: GroupId,
     /// The message text: 1 to `max_body_chars` characters.
     pub body: String,
+    /// For a private check-in: the one other person who may read it (one of the two
+    /// must be a facilitator of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<PublicKey>,
     /// Per-key counter.
     pub counter: u64,
     /// Client clock.
     pub ts: u64,
 }
 counted!(PostPayload, group);
+
+/// Roles an invite can grant. `member` admits its holder to one virtual group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteRole {
+    /// Creates groups, invites people, keeps the rota.
+    Admin,
+    /// A peer worker who runs sessions.
+    Facilitator,
+    /// Receives escalations.
+    Supervisor,
+    /// A member of one virtual group (needs `group`).
+    Member,
+}
+
+/// `invite`: make a single-use invite (admins; facilitators for `member`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitePayload {
+    /// The role it grants.
+    pub role: InviteRole,
+    /// For `member`: the virtual group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    /// Validity in ms (default 24 h, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(InvitePayload);
+
+/// `agree`: accept a version of the group agreement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreePayload {
+    /// The group.
+    pub group: GroupId,
+    /// The agreement version read and accepted.
+    pub version: u32,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(AgreePayload, group);
+
+/// What a facilitator does. Each is announced and audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlAction {
+    /// Let someone in from the waiting room.
+    Admit {
+        /// Who.
+        member: PublicKey,
+    },
+    /// Turn someone away from the waiting room (told to them and facilitators only).
+    Decline {
+        /// Who.
+        member: PublicKey,
+        /// Why, in words for them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Stop someone posting for a while (they can still ask for help).
+    Mute {
+        /// Who.
+        member: PublicKey,
+        /// For how long, 1 to 1440 minutes.
+        minutes: u32,
+    },
+    /// End a mute early.
+    Unmute {
+        /// Who.
+        member: PublicKey,
+    },
+    /// Take someone out of the group.
+    Remove {
+        /// Who.
+        member: PublicKey,
+        /// Only until this session ends (otherwise for good).
+        #[serde(default)]
+        until_session_end: bool,
+        /// Why, in words for them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Admit nobody new.
+    Lock,
+    /// Admit again.
+    Unlock,
+    /// At most one message per `seconds` per member (0 turns it off).
+    SlowMode {
+        /// Seconds between one member's messages, 0 to 3600.
+        seconds: u32,
+    },
+    /// Only facilitators post.
+    Pause,
+    /// Everyone posts again.
+    Resume,
+    /// Hide a message's text from participants, saying why.
+    Redact {
+        /// The message's seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Pin a message.
+    Pin {
+        /// Its seq.
+        seq: u64,
+    },
+    /// Unpin a message.
+    Unpin {
+        /// Its seq.
+        seq: u64,
+    },
+    /// Give a member facilitator powers in this group.
+    AddCofacilitator {
+        /// Who.
+        member: PublicKey,
+    },
+    /// Make another facilitator the lead.
+    HandOver {
+        /// Who.
+        member: PublicKey,
+    },
+    /// Change the group agreement (everyone is asked again).
+    SetAgreement {
+        /// The new text.
+        text: String,
+    },
+    /// Open a new session (when none is open).
+    OpenSession,
+    /// End the session: everyone is told and the room closes.
+    EndSession,
+}
+
+impl ControlAction {
+    /// The wire name (`"mute"`, ...), also used in audit actions.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Admit { .. } => "admit",
+            Self::Decline { .. } => "decline",
+            Self::Mute { .. } => "mute",
+            Self::Unmute { .. } => "unmute",
+            Self::Remove { .. } => "remove",
+            Self::Lock => "lock",
+            Self::Unlock => "unlock",
+            Self::SlowMode { .. } => "slow_mode",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Redact { .. } => "redact",
+            Self::Pin { .. } => "pin",
+            Self::Unpin { .. } => "unpin",
+            Self::AddCofacilitator { .. } => "add_cofacilitator",
+            Self::HandOver { .. } => "hand_over",
+            Self::SetAgreement { .. } => "set_agreement",
+            Self::OpenSession => "open_session",
+            Self::EndSession => "end_session",
+        }
+    }
+
+    /// The member the action is about, if any.
+    pub fn member(&self) -> Option<&PublicKey> {
+        match self {
+            Self::Admit { member }
+            | Self::Decline { member, .. }
+            | Self::Mute { member, .. }
+            | Self::Unmute { member }
+            | Self::Remove { member, .. }
+            | Self::AddCofacilitator { member }
+            | Self::HandOver { member } => Some(member),
+            _ => None,
+        }
+    }
+}
+
+/// `control`: a facilitator action in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPayload {
+    /// The group.
+    pub group: GroupId,
+    /// What to do.
+    pub action: ControlAction,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(ControlPayload, group);
+
+/// `report`: tell the facilitators a message breaks the agreement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportPayload {
+    /// The group.
+    pub group: GroupId,
+    /// The message's seq.
+    pub seq: u64,
+    /// Why, in the reporter's words (may be empty).
+    pub reason: String,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(ReportPayload, group);
+
+/// `step_out`: a quiet "I'm stepping out" status (or back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepOutPayload {
+    /// The group.
+    pub group: GroupId,
+    /// Stepping out (true) or back (false).
+    pub away: bool,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(StepOutPayload, group);
+
+/// `record`: a co-produced session record — a facilitator's note about the session
+/// or one member, or a reply adding the member's own words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordPayload {
+    /// The group.
+    pub group: GroupId,
+    /// A new record about this member (facilitators; `None`: about the session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<PublicKey>,
+    /// Or: add words to this existing record (its member or a facilitator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// The words.
+    pub text: String,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(RecordPayload, group);

@@ -12,6 +12,15 @@ use crate::store::{Store, StoreError};
 /// The demo group's id.
 pub const DEMO_GROUP: &str = "demo";
 
+/// The demo group's agreement.
+pub const DEMO_AGREEMENT: &str = "This is a demo peer-support group.\n\
+    - Use any name you like; nobody needs your real name.\n\
+    - What people share here stays here.\n\
+    - Speak from your own experience; listen without judging.\n\
+    - You can leave at any time, and you can ask for help privately.\n\
+    - Facilitators will step in to keep the space safe, and will say when they do.\n\
+    This is not an emergency service: if you are in danger now, call 999.";
+
 /// Tokens made at start, for the operator's eyes only (printed, never logged).
 #[derive(Clone, Default)]
 pub struct StartTokens {
@@ -57,14 +66,22 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
             tree: "groupid_group",
             reason: e.to_string(),
         })?;
-        store.create_group(&GroupRecord {
-            id,
+        let created = store.create_group(&GroupRecord {
+            id: id.clone(),
             title: "Demo drop-in".into(),
             kind: GroupKind::DropIn,
             created_ms: now_ms,
             created_by: None,
             created_env: None,
+            access_code_hash: None,
+            schedule: Vec::new(),
+            retention: peerhub_protocol::payload::Retention::default(),
+            waiting_room: true,
         })?;
+        if created {
+            let state = crate::groups::new_group_state(Some(DEMO_AGREEMENT.into()));
+            store.put_group_state(&id, &state)?;
+        }
         for (role, slot) in [
             (Role::Facilitator, &mut tokens.demo_facilitator),
             (Role::Supervisor, &mut tokens.demo_supervisor),

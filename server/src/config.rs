@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 
 use crate::transport::tls::TlsSource;
 
@@ -67,12 +67,50 @@ pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), ConfigError> {
 }
 
 /// peerhub: a secure WebSocket hub for moderated peer-support groups.
+///
+/// With no command, serves, and the options below are for serving; a command
+/// takes only its own options.
 #[derive(Debug, Parser)]
 #[command(name = "peerhub", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Serving options.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// Commands other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tools for the tamper-evident audit chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `peerhub audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry of the audit chain: its place, its link to the entry
+    /// before, its hash, and the signature of every envelope in it.
+    ///
+    /// Prints `audit chain OK: N entries, last hash H` and exits 0, or
+    /// `audit chain BROKEN at entry S: reason` and exits 1. Exits 2 if the folder
+    /// holds no store or cannot be opened, including while a server is running on
+    /// it: stop the server first. Keep the printed last hash somewhere else; a
+    /// later check that reports a different hash for the same entry count means
+    /// the chain was rewritten.
+    Verify(AuditVerifyArgs),
+}
+
+/// Options for `peerhub audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Data folder of a stopped server (the one given to --data when serving).
+    #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+    pub data: PathBuf,
 }
 
 /// Options for serving.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use peerhub_protocol::frame::ServerFrame;
 use peerhub_protocol::{ErrorCode, GroupId, ProtocolError};
 
 use crate::store::{RedeemRefusal, StoreError};
@@ -70,6 +71,50 @@ pub enum ServerError {
         RedeemRefusal::Expired => "this invite link has expired",
     })]
     BadToken(RedeemRefusal),
+    /// The group's door is closed.
+    #[error("{}", match .next_session_ms {
+        Some(_) => "this group is closed now; the next session time is given",
+        None => "this group is closed now and no session is scheduled",
+    })]
+    Closed {
+        /// The next scheduled opening.
+        next_session_ms: Option<u64>,
+    },
+    /// Nobody new is admitted.
+    #[error("the group is locked: nobody new can come in right now")]
+    Locked,
+    /// Wrong access code or not invited.
+    #[error("{0}")]
+    AccessDenied(&'static str),
+    /// Accept the agreement first.
+    #[error("please read and accept the group agreement (version {0}) first")]
+    AgreementRequired(u32),
+    /// Waiting room.
+    #[error("you are in the waiting room; a facilitator will let you in")]
+    Waiting,
+    /// Muted until a time.
+    #[error("a facilitator has muted you for now; you can still ask for help")]
+    Muted {
+        /// Until (ms).
+        until_ms: u64,
+        /// ms from now.
+        retry_after_ms: u64,
+    },
+    /// Only facilitators post.
+    #[error("the group is paused: only facilitators can post for now")]
+    Paused,
+    /// Slow mode.
+    #[error("slow mode is on: please wait before your next message")]
+    SlowMode {
+        /// ms to wait.
+        retry_after_ms: u64,
+    },
+    /// Removed or declined.
+    #[error("{0}")]
+    Removed(String),
+    /// No such member, message or record.
+    #[error("{0}")]
+    NotFound(&'static str),
     /// The server is stopping.
     #[error("the server is shutting down; reconnect shortly")]
     ShuttingDown,
@@ -101,8 +146,36 @@ impl ServerError {
             Self::GroupExists(_) => ErrorCode::AlreadyExists,
             Self::NotJoined(_) => ErrorCode::NotJoined,
             Self::BadToken(_) => ErrorCode::BadToken,
+            Self::Closed { .. } => ErrorCode::Closed,
+            Self::Locked => ErrorCode::Locked,
+            Self::AccessDenied(_) => ErrorCode::AccessDenied,
+            Self::AgreementRequired(_) => ErrorCode::AgreementRequired,
+            Self::Waiting => ErrorCode::Waiting,
+            Self::Muted { .. } => ErrorCode::Muted,
+            Self::Paused => ErrorCode::Paused,
+            Self::SlowMode { .. } => ErrorCode::SlowMode,
+            Self::Removed(_) => ErrorCode::Removed,
+            Self::NotFound(_) => ErrorCode::NotFound,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The error frame a client receives for this error.
+    pub fn frame(&self, id: Option<u64>) -> ServerFrame {
+        let (retry_after_ms, next_session_ms) = match self {
+            Self::Muted { retry_after_ms, .. } | Self::SlowMode { retry_after_ms } => {
+                (Some(*retry_after_ms), None)
+            }
+            Self::Closed { next_session_ms } => (None, *next_session_ms),
+            _ => (None, None),
+        };
+        ServerFrame::Error {
+            id,
+            code: self.code(),
+            message: self.to_string(),
+            retry_after_ms,
+            next_session_ms,
         }
     }
 }

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::ReplayGuard;
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::groups::GroupRegistry;
 use crate::store::{Committer, Store};
@@ -27,6 +28,8 @@ pub struct Hub {
     pub store: Store,
     /// Group commits over the store.
     pub committer: Committer,
+    /// The tamper-evident audit chain; every task appends through this one log.
+    pub audit: AuditLog,
     /// Wall clock.
     pub clock: Clock,
     /// Per-key replay counters.

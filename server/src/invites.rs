@@ -4,9 +4,10 @@
 
 use peerhub_protocol::encoding::b64;
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::PublicKey;
+use peerhub_protocol::{PublicKey, SignedEnvelope};
 use sha2::{Digest as _, Sha256};
 
+use crate::audit::{action, NewEntry};
 use crate::error::ServerError;
 use crate::hub::Hub;
 use crate::store::records::InviteRecord;
@@ -62,19 +63,34 @@ pub fn create(
 }
 
 /// Redeems `token` for `key`, durably; returns the role granted and all roles held.
+/// `env` is the signed `redeem` it came in: the first redemption records it in the
+/// audit chain as a `role.grant`; the same key asking again records nothing more.
 pub async fn redeem(
     hub: &Hub,
     key: &PublicKey,
     token: &str,
     counter: u64,
+    env: &SignedEnvelope,
 ) -> Result<(Role, Vec<Role>), ServerError> {
     let now = hub.clock.now_ms();
+    let hash = token_hash(token);
     // Marked used before the grant: a crash in between loses an invite (an admin
-    // can make another) rather than letting one token grant twice.
-    let invite = hub
-        .store
-        .redeem_invite(token_hash(token), key, now)?
-        .map_err(ServerError::BadToken)?;
+    // can make another) rather than letting one token grant twice. The audit entry
+    // is written between the two, so a grant never outlives its entry. The chain is
+    // held while deciding, so of two redeems by one key at once exactly one finds
+    // the invite unused and records it; the guard is dropped before any await.
+    let invite = {
+        let mut chain = hub.audit.lock();
+        let repeat = hub.store.invite_redeemer(hash)? == Some(*key);
+        let invite = hub
+            .store
+            .redeem_invite(hash, key, now)?
+            .map_err(ServerError::BadToken)?;
+        if !repeat {
+            chain.append(NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key))?;
+        }
+        invite
+    };
     let account = hub.store.grant_role(key, invite.role, now)?;
     hub.store.raise_counter(key, counter)?;
     hub.committer.commit().await?;

@@ -19,6 +19,7 @@
 //! - [`outbound`] — a connection's bounded outbox as other tasks see it.
 //! - [`store`] — the only module that touches sled; [`store::Committer`] groups
 //!   flushes so an ack always follows a durable write.
+//! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
@@ -28,6 +29,7 @@
 
 pub mod admission;
 pub mod assets;
+pub mod audit;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
@@ -128,6 +130,7 @@ impl Server {
             .map(|source| transport::tls::setup(source, &config.data_dir))
             .transpose()?;
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
+        let audit = audit::AuditLog::open(store.clone())?;
         let (committer, commit_thread) =
             Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
@@ -138,9 +141,14 @@ impl Server {
                 committer.clone(),
                 clock.clone(),
                 groups.clone(),
+                groups::DEFAULT_RISK_PHRASES
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             ),
             store,
             committer,
+            audit,
             clock,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

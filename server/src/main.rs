@@ -1,26 +1,58 @@
-//! The `peerhub` binary: parse flags, set up logging, bind, serve until a signal.
+//! The `peerhub` binary: parse flags, set up logging, bind, serve until a signal;
+//! or run a command (`peerhub audit verify`).
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use peerhub_server::config::Cli;
-use peerhub_server::Server;
+use peerhub_server::config::{AuditCommand, Cli, Command};
+use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
+        None => serve_until_signal(cli),
+    }
+}
+
+/// Exit 0: intact; 1: broken; 2: the folder could not be opened (clap also uses 2
+/// for usage errors).
+fn audit_verify(data: &std::path::Path) -> ExitCode {
+    match audit::verify_data_dir(data) {
+        Ok(Ok(report)) => {
+            println!("audit chain OK: {report}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            println!(
+                "audit chain BROKEN at entry {}: {}",
+                broken.seq, broken.reason
+            );
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("peerhub audit verify: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve_until_signal(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("peerhub: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(serve(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("peerhub: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

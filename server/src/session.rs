@@ -15,17 +15,22 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::frame::{decode_client_frame, Limits, Role, ServerFrame};
-use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TITLE_CHARS};
+use peerhub_protocol::frame::{
+    decode_client_frame, Channel, Limits, RecordInfo, Role, ServerFrame,
+};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TEXT_CHARS, MAX_TITLE_CHARS};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
-    AuthPayload, CreateGroupPayload, JoinPayload, PostPayload, RedeemPayload,
+    AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, InvitePayload, JoinPayload,
+    PostPayload, RecordPayload, RedeemPayload, ReportPayload, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
 use crate::admission::{admit, check_fresh, Signer};
 use crate::error::ServerError;
-use crate::groups::{group_info, GroupHandle};
+use crate::groups::{
+    access_code_hash, group_info, history_frame, Action, GroupHandle, JoinRequest,
+};
 use crate::hub::Hub;
 use crate::outbound::{self, ConnId, FrameBytes, Outbox};
 use crate::store::records::GroupRecord;
@@ -233,8 +238,7 @@ impl Session {
             tracing::error!(conn = %self.conn, error = %e, "store failure");
         }
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
-        self.reply(ws, &ServerFrame::error(id, error.code(), error.to_string()))
-            .await;
+        self.reply(ws, &error.frame(id)).await;
         self.consecutive_errors += 1;
         if during_auth && !matches!(error, ServerError::AlreadyAuthenticated) {
             self.failed_auths += 1;
@@ -330,7 +334,16 @@ impl Session {
                 after,
                 env,
             } => self.join(id, group, after, env, ws).await,
-            ClientFrame::Post { id, group, env } => self.post(id, group, env).await,
+            ClientFrame::Post { id, group, env } => {
+                let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
+                check_text("body", &payload.body, MAX_BODY_CHARS)?;
+                let action = Action::Post {
+                    body: payload.body,
+                    to: payload.to,
+                };
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
             ClientFrame::Leave { id, group } => {
                 let handle = self
                     .joined
@@ -340,7 +353,85 @@ impl Session {
                 self.reply(ws, &ServerFrame::Left { id, group }).await;
                 Ok(())
             }
+            ClientFrame::Invite { id, env } => self.invite(id, env, ws).await,
+            ClientFrame::Agree { id, group, env } => {
+                let payload: AgreePayload = self.admit(&env, Kind::Agree, Some(&group))?;
+                let action = Action::Agree {
+                    version: payload.version,
+                };
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
+            ClientFrame::Control { id, group, env } => {
+                let payload: ControlPayload = self.admit(&env, Kind::Control, Some(&group))?;
+                let action = Action::Control(payload.action);
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
+            ClientFrame::Report { id, group, env } => {
+                let payload: ReportPayload = self.admit(&env, Kind::Report, Some(&group))?;
+                let action = Action::Report {
+                    seq: payload.seq,
+                    reason: payload.reason,
+                };
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
+            ClientFrame::StepOut { id, group, env } => {
+                let payload: StepOutPayload = self.admit(&env, Kind::StepOut, Some(&group))?;
+                let action = Action::StepOut { away: payload.away };
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
+            ClientFrame::Record { id, group, env } => {
+                let payload: RecordPayload = self.admit(&env, Kind::Record, Some(&group))?;
+                let action = Action::Record {
+                    about: payload.about,
+                    reply_to: payload.reply_to,
+                    text: payload.text,
+                };
+                self.forward_to_group(id, &group, payload.counter, env, action)
+                    .await
+            }
+            ClientFrame::Records { id } => {
+                let key = self.user()?.key;
+                let records = self
+                    .hub
+                    .store
+                    .records_about(&key)?
+                    .into_iter()
+                    .map(|r| RecordInfo {
+                        id: r.id,
+                        group: r.group,
+                        about: r.about,
+                        entries: r.entries,
+                    })
+                    .collect();
+                self.reply(ws, &ServerFrame::Records { id, records }).await;
+                Ok(())
+            }
         }
+    }
+
+    /// Hands an admitted action to the group's task, which answers through the
+    /// outbox once it is durable.
+    async fn forward_to_group(
+        &mut self,
+        id: Option<u64>,
+        group: &GroupId,
+        counter: u64,
+        env: SignedEnvelope,
+        action: Action,
+    ) -> Result<(), ServerError> {
+        let handle = self
+            .joined
+            .get(group)
+            .ok_or_else(|| ServerError::NotJoined(group.clone()))?
+            .clone();
+        let key = self.user()?.key;
+        handle
+            .signed(self.outbox.clone(), key, id, counter, env, action)
+            .await
     }
 
     async fn redeem(
@@ -352,7 +443,7 @@ impl Session {
         let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
         let (role, roles) =
-            crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter).await?;
+            crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
         tracing::info!(conn = %self.conn, role = role.as_str(), "invite redeemed");
         self.reply(ws, &ServerFrame::Redeemed { id, role, roles })
             .await;
@@ -374,6 +465,23 @@ impl Session {
         if title != payload.title {
             return Err(ProtocolError::invalid("title", "leading or trailing white space").into());
         }
+        if let Some(agreement) = &payload.agreement {
+            check_text("agreement", agreement, MAX_TEXT_CHARS)?;
+        }
+        if let Some(code) = &payload.access_code {
+            check_text("access_code", code, 64)?;
+        }
+        if payload.schedule.len() > 500 {
+            return Err(ProtocolError::invalid("schedule", "at most 500 windows").into());
+        }
+        if payload.schedule.iter().any(|w| w.start_ms >= w.end_ms) {
+            return Err(
+                ProtocolError::invalid("schedule", "each window must end after it starts").into(),
+            );
+        }
+        if payload.retention.history_days == Some(0) {
+            return Err(ProtocolError::invalid("retention", "history_days is at least 1").into());
+        }
         let record = GroupRecord {
             id: payload.group.clone(),
             title: payload.title.clone(),
@@ -381,11 +489,15 @@ impl Session {
             created_ms: self.hub.clock.now_ms(),
             created_by: Some(key),
             created_env: Some(env),
+            access_code_hash: payload.access_code.as_deref().map(access_code_hash),
+            schedule: payload.schedule.clone(),
+            retention: payload.retention,
+            waiting_room: payload.waiting_room.unwrap_or(true),
         };
         let group = group_info(&record);
         self.hub
             .groups
-            .create(record, &key, payload.counter)
+            .create(record, payload.agreement.clone(), &key, payload.counter)
             .await?;
         tracing::info!(conn = %self.conn, group = %group.id, "group created");
         self.reply(ws, &ServerFrame::GroupCreated { id, group })
@@ -412,9 +524,15 @@ impl Session {
         }
         let key = self.user()?.key;
         let handle = self.hub.groups.handle(&group)?;
-        let reply = handle
-            .join(self.outbox.clone(), key, payload.name, payload.counter, env)
-            .await?;
+        let request = JoinRequest {
+            key,
+            roles: self.hub.store.roles(&key)?,
+            name: payload.name,
+            access_code: payload.access_code,
+            counter: payload.counter,
+            env,
+        };
+        let reply = handle.join(self.outbox.clone(), request).await?;
         self.joined.insert(group.clone(), handle);
         let head = reply.head;
         self.reply(
@@ -423,55 +541,70 @@ impl Session {
                 id,
                 group: reply.info,
                 head,
+                oldest: reply.oldest,
                 members: reply.members,
+                status: reply.status,
+                state: reply.state,
             },
         )
         .await;
-        // History up to `head`, read from the store at this connection's own pace;
-        // events after `head` are already waiting in the outbox.
-        let mut from = after.unwrap_or_else(|| head.saturating_sub(HISTORY_ON_JOIN));
-        while from < head && !self.dead {
-            let page = self
-                .hub
-                .store
-                .events_between(&group, from, head, HISTORY_PAGE)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            let frames = page.into_iter().map(|e| {
-                bytes(&ServerFrame::Event {
-                    group: group.clone(),
-                    seq: e.seq,
-                    ts: e.ts,
-                    env: e.env,
-                })
-            });
-            if ws.send_all(frames.collect::<Vec<_>>()).await.is_err() {
-                self.dead = true;
-            }
-            from = last;
+        // History up to the heads, read from the store at this connection's own
+        // pace; later events are already waiting in the outbox.
+        if reply.in_room {
+            let from = after
+                .unwrap_or_else(|| head.saturating_sub(HISTORY_ON_JOIN))
+                .max(reply.oldest.saturating_sub(1));
+            self.send_history(ws, &group, Channel::Main, from, head, reply.facilitator)
+                .await?;
+        }
+        for (channel, channel_head) in reply.other_channels {
+            let from = channel_head.saturating_sub(HISTORY_ON_JOIN);
+            self.send_history(ws, &group, channel, from, channel_head, reply.facilitator)
+                .await?;
         }
         tracing::debug!(conn = %self.conn, %group, "joined");
         Ok(())
     }
 
-    async fn post(
+    async fn send_history(
         &mut self,
-        id: Option<u64>,
-        group: GroupId,
-        env: SignedEnvelope,
+        ws: &mut WsConnection,
+        group: &GroupId,
+        channel: Channel,
+        mut from: u64,
+        head: u64,
+        facilitator: bool,
     ) -> Result<(), ServerError> {
-        let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
-        let handle = self
-            .joined
-            .get(&group)
-            .ok_or_else(|| ServerError::NotJoined(group.clone()))?
-            .clone();
-        check_text("body", &payload.body, MAX_BODY_CHARS)?;
-        let key = self.user()?.key;
-        handle
-            .post(self.outbox.clone(), key, payload.counter, id, env)
-            .await
+        while from < head && !self.dead {
+            let page = self
+                .hub
+                .store
+                .events_between(group, &channel, from, head, HISTORY_PAGE)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            let frames: Vec<FrameBytes> = page
+                .into_iter()
+                .map(|e| bytes(&history_frame(group, channel, e, facilitator)))
+                .collect();
+            if ws.send_all(frames).await.is_err() {
+                self.dead = true;
+            }
+            from = last;
+        }
+        Ok(())
+    }
+
+    async fn invite(
+        &mut self,
+        _id: Option<u64>,
+        env: SignedEnvelope,
+        _ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
+        let _payload: InvitePayload = self.admit(&env, Kind::Invite, None)?;
+        Err(ServerError::Forbidden(
+            "making invites over the protocol is not available yet",
+        ))
     }
 }
 

@@ -48,3 +48,82 @@ fn help_names_every_option() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn help_names_the_audit_command_and_verify_help_is_complete() {
+    let out = peerhub().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("audit"), "{help}");
+
+    let out = peerhub()
+        .args(["audit", "verify", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for words in [
+        "--data <DIR>",
+        "audit chain OK: N entries, last hash H",
+        "audit chain BROKEN at entry S: reason",
+        "exits 0",
+        "exits 1",
+        "Exits 2",
+        "stop the server first",
+    ] {
+        assert!(help.contains(words), "{words:?} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn audit_verify_without_a_data_folder_is_a_usage_error() {
+    let out = peerhub()
+        .args(["audit", "verify"])
+        .env_remove("PEERHUB_DATA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data <DIR>"));
+}
+
+#[test]
+fn serving_flags_are_refused_with_the_audit_command() {
+    let out = peerhub()
+        .args(["--listen", "127.0.0.1:0", "audit", "verify", "--data", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+#[test]
+fn audit_verify_of_a_folder_without_a_store_exits_2_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = peerhub()
+        .args(["audit", "verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no peerhub store"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(!data.exists(), "verifying never creates a store");
+}
+
+#[test]
+fn audit_verify_of_a_fresh_store_is_ok_with_no_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(peerhub_server::store::Store::open(dir.path()).unwrap());
+    let out = peerhub()
+        .args(["audit", "verify", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("audit chain OK: 0 entries, last hash {}", "0".repeat(64))
+    );
+}

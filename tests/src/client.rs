@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use peerhub_protocol::frame::ServerFrame;
+use peerhub_protocol::frame::{Channel, ServerFrame};
 use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, SignedEnvelope};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -51,6 +51,9 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Joined { id, .. }
         | ServerFrame::Left { id, .. }
         | ServerFrame::Ack { id, .. }
+        | ServerFrame::Ok { id }
+        | ServerFrame::Records { id, .. }
+        | ServerFrame::Invited { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }
@@ -317,19 +320,43 @@ impl Client {
                 env,
             })
             .await;
-        let ServerFrame::Joined { head, members, .. } = reply else {
+        self.joined_reply(group, after, reply).await
+    }
+
+    /// Reads the history after a `joined` reply (only a member in the room gets
+    /// one) and returns both.
+    pub async fn joined_reply(
+        &mut self,
+        group: &str,
+        after: Option<u64>,
+        reply: ServerFrame,
+    ) -> Joined {
+        let ServerFrame::Joined {
+            head,
+            oldest,
+            members,
+            status,
+            state,
+            ..
+        } = reply
+        else {
             panic!("join refused: {reply:?}");
         };
-        let from =
-            after.unwrap_or_else(|| head.saturating_sub(peerhub_protocol::limits::HISTORY_ON_JOIN));
         let mut history = Vec::new();
-        for _ in from..head {
-            history.push(self.next_event(group).await);
+        if status == peerhub_protocol::frame::MemberStatus::Admitted {
+            let from = after
+                .unwrap_or_else(|| head.saturating_sub(peerhub_protocol::limits::HISTORY_ON_JOIN))
+                .max(oldest.saturating_sub(1));
+            for _ in from..head {
+                history.push(self.next_event(group).await);
+            }
         }
         Joined {
             head,
             members,
             history,
+            status,
+            state,
         }
     }
 
@@ -354,27 +381,40 @@ impl Client {
         }
     }
 
-    /// The next event of `group` (presence and other frames stay buffered).
+    /// The next main-channel event of `group` (other frames stay buffered).
     pub async fn next_event(&mut self, group: &str) -> Event {
+        self.next_event_in(group, Channel::Main).await
+    }
+
+    /// The next event of `group` in `channel` (other frames stay buffered).
+    pub async fn next_event_in(&mut self, group: &str, channel: Channel) -> Event {
         let group = gid(group);
         let frame = self
-            .recv_matching(|f| matches!(f, ServerFrame::Event { group: g, .. } if *g == group))
+            .recv_matching(|f| {
+                matches!(f, ServerFrame::Event { group: g, channel: c, .. } if *g == group && *c == channel)
+            })
             .await
             .unwrap_or_else(|closed| panic!("closed while waiting for an event: {closed:?}"));
         let ServerFrame::Event {
             group,
+            channel,
             seq,
             ts,
             env,
+            note,
+            redacted,
         } = frame
         else {
             unreachable!()
         };
         Event {
             group,
+            channel,
             seq,
             ts,
             env,
+            note,
+            redacted,
         }
     }
 
@@ -384,6 +424,30 @@ impl Client {
             match self.read().await {
                 Ok(_) => continue,
                 Err(closed) => return closed,
+            }
+        }
+    }
+
+    /// Asserts that no `event` frame is waiting or arrives within `ms`
+    /// milliseconds (presence and state updates may come and go).
+    pub async fn assert_no_events(&mut self, ms: u64) {
+        let waiting: Vec<_> = self.pending.drain(..).collect();
+        assert!(
+            !waiting
+                .iter()
+                .any(|f| matches!(f, ServerFrame::Event { .. })),
+            "unexpected events: {waiting:?}"
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if let Some(Ok(Message::Text(text))) = next {
+                let frame: ServerFrame = serde_json::from_str(text.as_str()).expect("frame");
+                assert!(
+                    !matches!(frame, ServerFrame::Event { .. }),
+                    "unexpected event: {frame:?}"
+                );
+            } else {
+                break;
             }
         }
     }
@@ -411,6 +475,10 @@ pub struct Joined {
     pub members: Vec<peerhub_protocol::frame::MemberInfo>,
     /// History events (seq ≤ head), in order.
     pub history: Vec<Event>,
+    /// Where the joiner stands.
+    pub status: peerhub_protocol::frame::MemberStatus,
+    /// The group's state.
+    pub state: peerhub_protocol::frame::GroupState,
 }
 
 /// An `event` frame.
@@ -418,20 +486,32 @@ pub struct Joined {
 pub struct Event {
     /// Group.
     pub group: GroupId,
+    /// Channel.
+    pub channel: Channel,
     /// Seq.
     pub seq: u64,
     /// Server time.
     pub ts: u64,
-    /// The original envelope.
-    pub env: SignedEnvelope,
+    /// The original envelope, unless redacted for this reader or a hub note.
+    pub env: Option<SignedEnvelope>,
+    /// A hub note.
+    pub note: Option<peerhub_protocol::frame::Note>,
+    /// Redaction, if any.
+    pub redacted: Option<peerhub_protocol::frame::Redaction>,
 }
 
 impl Event {
+    /// The envelope (panics for a hub note or a message redacted for this reader).
+    pub fn envelope(&self) -> &SignedEnvelope {
+        self.env.as_ref().expect("an event with an envelope")
+    }
+
     /// The post body, after checking the signature as a recipient would.
     pub fn verified_body(&self) -> String {
-        self.env.verify().expect("recipient verifies the signature");
+        let env = self.envelope();
+        env.verify().expect("recipient verifies the signature");
         let payload: peerhub_protocol::payload::PostPayload =
-            self.env.payload_as().expect("post payload");
+            env.payload_as().expect("post payload");
         assert_eq!(
             payload.group, self.group,
             "payload names the group it came in"

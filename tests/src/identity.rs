@@ -81,8 +81,23 @@ impl Identity {
             &PostPayload {
                 group: gid(group),
                 body: body.to_string(),
+                to: None,
                 counter,
                 ts,
+            },
+        )
+    }
+
+    /// A private check-in message to `to`.
+    pub fn private_post(&self, group: &str, to: PublicKey, body: &str) -> SignedEnvelope {
+        self.sign(
+            Kind::Post,
+            &PostPayload {
+                group: gid(group),
+                body: body.to_string(),
+                to: Some(to),
+                counter: self.next_counter(),
+                ts: now_ms(),
             },
         )
     }
@@ -94,6 +109,7 @@ impl Identity {
             &JoinPayload {
                 group: gid(group),
                 name: name.to_string(),
+                access_code: None,
                 counter: self.next_counter(),
                 ts: now_ms(),
             },
@@ -112,18 +128,46 @@ impl Identity {
         )
     }
 
-    /// A `create_group` envelope.
+    /// A `create_group` envelope for a group with no agreement and no waiting
+    /// room (the foundation tests' plain conversation).
     pub fn create_group(&self, group: &str, title: &str, kind: GroupKind) -> SignedEnvelope {
-        self.sign(
-            Kind::CreateGroup,
-            &CreateGroupPayload {
-                group: gid(group),
-                title: title.to_string(),
-                group_kind: kind,
-                counter: self.next_counter(),
-                ts: now_ms(),
-            },
-        )
+        self.create_group_with(group, title, kind, |p| p.waiting_room = Some(false))
+    }
+
+    /// A `create_group` envelope with settings changed by `tweak`.
+    pub fn create_group_with(
+        &self,
+        group: &str,
+        title: &str,
+        kind: GroupKind,
+        tweak: impl FnOnce(&mut CreateGroupPayload),
+    ) -> SignedEnvelope {
+        let mut payload = CreateGroupPayload {
+            group: gid(group),
+            title: title.to_string(),
+            group_kind: kind,
+            agreement: None,
+            access_code: None,
+            schedule: Vec::new(),
+            retention: Default::default(),
+            waiting_room: None,
+            counter: 0,
+            ts: now_ms(),
+        };
+        tweak(&mut payload);
+        payload.counter = self.next_counter();
+        self.sign(Kind::CreateGroup, &payload)
+    }
+
+    /// Any group-scoped payload, signed with a fresh counter and time: `make` gets
+    /// (counter, ts).
+    pub fn signed<T: Serialize>(
+        &self,
+        kind: Kind,
+        make: impl FnOnce(u64, u64) -> T,
+    ) -> SignedEnvelope {
+        let payload = make(self.next_counter(), now_ms());
+        self.sign(kind, &payload)
     }
 }
 

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use peerhub_protocol::frame::Role;
+use peerhub_protocol::payload::{CreateGroupPayload, GroupKind};
+use peerhub_server::clock::Clock;
 use peerhub_server::config::Config;
 use peerhub_server::hub::Hub;
 use peerhub_server::Server;
@@ -22,6 +25,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     admin: Option<Identity>,
     admin_token: Option<String>,
+    /// The server's clock: tests move it forward with `clock.advance(ms)`.
+    pub clock: Clock,
 }
 
 impl TestServer {
@@ -35,12 +40,17 @@ impl TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = Config::new(dir.path().join("data"));
         tweak(&mut config);
-        Self::start_in(dir, config, None).await
+        Self::start_in(dir, config, None, Clock::system()).await
     }
 
-    async fn start_in(dir: Arc<TempDir>, config: Config, admin: Option<Identity>) -> Self {
+    async fn start_in(
+        dir: Arc<TempDir>,
+        config: Config,
+        admin: Option<Identity>,
+        clock: Clock,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let server = Server::start(listener, config.clone())
+        let server = Server::start_with_clock(listener, config.clone(), clock.clone())
             .await
             .expect("server starts");
         Self {
@@ -50,6 +60,7 @@ impl TestServer {
             dir,
             config,
             admin,
+            clock,
         }
     }
 
@@ -110,11 +121,56 @@ impl TestServer {
         );
     }
 
+    /// Creates a group as the admin with the settings `tweak` chooses.
+    pub async fn create_group_with(
+        &mut self,
+        group: &str,
+        tweak: impl FnOnce(&mut CreateGroupPayload),
+    ) {
+        let mut admin = self.admin().await;
+        let me = admin.identity.clone().expect("admin identity");
+        let env = me.create_group_with(group, "Test group", GroupKind::DropIn, tweak);
+        let reply = admin
+            .request(|id| peerhub_protocol::ClientFrame::CreateGroup { id, env })
+            .await;
+        assert!(
+            matches!(reply, peerhub_protocol::ServerFrame::GroupCreated { .. }),
+            "group created: {reply:?}"
+        );
+    }
+
+    /// A new identity holding `role`, granted through a real invite redeemed over
+    /// a socket; returns it and its logged-in client.
+    pub async fn with_role(&self, role: Role) -> (Identity, Client) {
+        let spec = peerhub_server::invites::InviteSpec {
+            role,
+            ttl_ms: 60_000,
+            bootstrap: false,
+        };
+        let token =
+            peerhub_server::invites::create(&self.hub().store, spec, None, self.clock.now_ms())
+                .expect("invite");
+        let me = Identity::generate();
+        let mut client = self.login(&me).await;
+        let reply = client.redeem(&token).await;
+        assert!(
+            matches!(reply, peerhub_protocol::ServerFrame::Redeemed { .. }),
+            "{reply:?}"
+        );
+        (me, client)
+    }
+
     /// Gracefully stops the server and starts a new one on the same data folder.
     pub async fn restart(mut self) -> Self {
         let server = self.server.take().expect("running");
         server.shutdown().await;
-        Self::start_in(self.dir.clone(), self.config.clone(), self.admin.clone()).await
+        Self::start_in(
+            self.dir.clone(),
+            self.config.clone(),
+            self.admin.clone(),
+            self.clock.clone(),
+        )
+        .await
     }
 
     /// Gracefully stops the server.

@@ -1,31 +1,66 @@
-//! One group's task: orders its events, persists them, acknowledges, fans out.
+//! One group's task: orders its events, applies facilitator controls, persists,
+//! acknowledges and fans out.
 //!
-//! Owns the group's `head` (the last durable seq), its member records and the set of
-//! connections joined to it. It never touches a socket: it pushes pre-serialised
-//! frames into connections' bounded outboxes, and a connection whose outbox is full
-//! is kicked (it resumes from its last seq) rather than awaited.
+//! Owns the group's [`Room`] (its records and rules) and the connections joined to
+//! it. It never touches a socket: it pushes pre-serialised frames into connections'
+//! bounded outboxes, and a connection whose outbox is full is kicked (it resumes
+//! from its last seq) rather than awaited.
 //!
-//! Commands are taken in batches: every post in a batch is written, one commit
-//! makes them all durable, and only then are they acknowledged and fanned out. A
-//! store failure stops the task (each waiting sender is told); the registry starts
-//! a fresh task from the store on next use.
+//! Commands are taken in batches. Each command is checked first and refused with
+//! no change, or applied: its writes go to the store and what it must tell people
+//! is *deferred*. One commit then makes the whole batch durable, and only then are
+//! the deferred replies and fan-outs sent — so nobody hears of anything that could
+//! still be lost. A store failure stops the task (everyone waiting is told); the
+//! registry starts a fresh one from the store on next use.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use peerhub_protocol::frame::{MemberInfo, ServerFrame};
-use peerhub_protocol::{ErrorCode, PublicKey, SignedEnvelope};
+use peerhub_protocol::frame::{Channel, Note, Role, ServerFrame};
+use peerhub_protocol::limits::HISTORY_ON_JOIN;
+use peerhub_protocol::payload::ControlAction;
+use peerhub_protocol::{PublicKey, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot};
 
+use super::room::{Member, Room};
 use super::{group_info, JoinReply};
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
-use crate::store::records::{GroupRecord, MemberRecord, StoredEvent};
+use crate::store::records::{MemberRecord, StoredEvent};
 use crate::store::{Committer, Store, StoreError};
 
 /// Most commands taken from the mailbox for one commit.
 const MAX_BATCH: usize = 256;
+/// How often a room with a pending timer looks at the clock (so a clock moved by a
+/// test, or a suspended machine, is noticed soon).
+const TIMER_POLL: Duration = Duration::from_secs(1);
+
+/// A signed request other than join, already admitted by the session.
+#[derive(Debug)]
+pub(crate) enum Action {
+    Post {
+        body: String,
+        to: Option<PublicKey>,
+    },
+    Agree {
+        version: u32,
+    },
+    Control(ControlAction),
+    Report {
+        seq: u64,
+        reason: String,
+    },
+    StepOut {
+        away: bool,
+    },
+    Record {
+        about: Option<PublicKey>,
+        reply_to: Option<u64>,
+        text: String,
+    },
+}
 
 /// What sessions ask of a group's task.
 #[derive(Debug)]
@@ -33,17 +68,20 @@ pub(crate) enum GroupCommand {
     Join {
         outbox: Outbox,
         key: PublicKey,
+        roles: Vec<Role>,
         name: String,
+        access_code: Option<String>,
         counter: u64,
         env: SignedEnvelope,
         reply: oneshot::Sender<Result<JoinReply, ServerError>>,
     },
-    Post {
+    Signed {
         outbox: Outbox,
         key: PublicKey,
-        counter: u64,
         request_id: Option<u64>,
+        counter: u64,
         env: SignedEnvelope,
+        action: Action,
     },
     Leave {
         conn: ConnId,
@@ -51,29 +89,51 @@ pub(crate) enum GroupCommand {
 }
 
 #[derive(Debug)]
-struct Subscriber {
-    key: PublicKey,
-    outbox: Outbox,
+pub(super) struct Subscriber {
+    pub(super) key: PublicKey,
+    pub(super) outbox: Outbox,
 }
 
-/// A post written to the store and waiting for its commit.
+/// Something to tell people once the batch is durable.
 #[derive(Debug)]
-struct PendingPost {
-    outbox: Outbox,
-    request_id: Option<u64>,
-    counter: u64,
-    event: StoredEvent,
+pub(super) enum Deferred {
+    /// A reply to one request.
+    Reply(Outbox, ServerFrame),
+    /// The answer to a join.
+    JoinReply(oneshot::Sender<Result<JoinReply, ServerError>>, JoinReply),
+    /// A new event, to everyone who reads its channel.
+    Event(Channel, StoredEvent),
+    /// A redacted event, re-sent so readers replace it.
+    Redacted(u64),
+    /// A member's standing changed.
+    Presence(PublicKey),
+    /// A member joined on this connection: tell everyone else (the joiner learns
+    /// its standing from `joined`).
+    Arrived(PublicKey, ConnId),
+    /// The group's state changed.
+    GroupUpdate,
+    /// A member just came into the room: send `joined` and the history up to the
+    /// main-channel head as it was when this was deferred (later events reach
+    /// them live).
+    Rejoin(PublicKey, u64),
+    /// Take a member's connections out of the room, telling them why.
+    Dismiss(PublicKey, &'static str, String),
+    /// A co-produced record changed: tell the member it is about.
+    Record(Option<PublicKey>, ServerFrame),
 }
 
 pub(crate) struct GroupActor {
-    record: GroupRecord,
-    head: u64,
-    members: BTreeMap<PublicKey, MemberRecord>,
-    subscribers: HashMap<ConnId, Subscriber>,
-    store: Store,
+    pub(super) room: Room,
+    pub(super) subscribers: HashMap<ConnId, Subscriber>,
+    pub(super) store: Store,
     committer: Committer,
-    clock: Clock,
+    pub(super) clock: Clock,
+    risk_phrases: Arc<Vec<String>>,
     rx: mpsc::Receiver<GroupCommand>,
+    /// Deferred effects of the batch being built.
+    pub(super) deferred: Vec<Deferred>,
+    /// The batch wrote something.
+    pub(super) dirty: bool,
 }
 
 fn frame_bytes(frame: &ServerFrame) -> FrameBytes {
@@ -81,179 +141,379 @@ fn frame_bytes(frame: &ServerFrame) -> FrameBytes {
 }
 
 impl GroupActor {
-    pub(crate) fn load(
-        record: GroupRecord,
+    pub(crate) fn new(
+        room: Room,
         store: Store,
         committer: Committer,
         clock: Clock,
+        risk_phrases: Arc<Vec<String>>,
         rx: mpsc::Receiver<GroupCommand>,
-    ) -> Result<Self, StoreError> {
-        let head = store.last_seq(&record.id)?;
-        let members = store
-            .members(&record.id)?
-            .into_iter()
-            .map(|m| (m.key, m))
-            .collect();
-        Ok(Self {
-            record,
-            head,
-            members,
+    ) -> Self {
+        Self {
+            room,
             subscribers: HashMap::new(),
             store,
             committer,
             clock,
+            risk_phrases,
             rx,
-        })
+            deferred: Vec::new(),
+            dirty: false,
+        }
     }
 
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            if let Err(error) = self.handle_batch(&mut batch).await {
-                tracing::error!(group = %self.record.id, %error, "group task stopping after a store failure");
+        loop {
+            let wakeup = self.room.next_wakeup(self.clock.now_ms());
+            let received = match wakeup {
+                None => self.rx.recv_many(&mut batch, MAX_BATCH).await,
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(self.clock.now_ms()))
+                        .min(TIMER_POLL);
+                    tokio::select! {
+                        n = self.rx.recv_many(&mut batch, MAX_BATCH) => n,
+                        _ = tokio::time::sleep(wait) => usize::MAX,
+                    }
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            let result = self.handle_batch(&mut batch).await;
+            if let Err(error) = result {
+                tracing::error!(group = %self.room.group.id, %error, "group task stopping after a store failure");
                 self.fail_waiting(std::mem::take(&mut batch));
                 return;
             }
         }
-        tracing::debug!(group = %self.record.id, "group task finished");
+        tracing::debug!(group = %self.room.group.id, "group task finished");
     }
 
     async fn handle_batch(&mut self, batch: &mut Vec<GroupCommand>) -> Result<(), Arc<StoreError>> {
-        let mut pending: Vec<PendingPost> = Vec::new();
+        let now = self.clock.now_ms();
+        if let Err(error) = self.tick(now) {
+            return Err(self.store_failed(error));
+        }
         let mut commands = std::mem::take(batch).into_iter();
         while let Some(command) = commands.next() {
-            match command {
-                GroupCommand::Post {
-                    outbox,
-                    key,
-                    counter,
-                    request_id,
-                    env,
-                } => {
-                    if !self.subscribers.contains_key(&outbox.conn) {
-                        let error = ServerError::NotJoined(self.record.id.clone());
-                        outbox.push(&error_frame(request_id, &error));
-                        continue;
-                    }
-                    let event = StoredEvent {
-                        seq: self.head + 1 + pending.len() as u64,
-                        ts: self.clock.now_ms(),
-                        env,
-                    };
-                    let written = self
-                        .store
-                        .append_event(&self.record.id, &event)
-                        .and_then(|()| self.store.raise_counter(&key, counter));
-                    if let Err(error) = written {
-                        let error = Arc::new(error);
-                        outbox.push(&error_frame(request_id, &ServerError::Store(error.clone())));
-                        self.fail_pending(pending);
-                        batch.extend(commands);
-                        return Err(error);
-                    }
-                    pending.push(PendingPost {
-                        outbox,
-                        request_id,
-                        counter,
-                        event,
-                    });
-                }
+            let outcome = match command {
                 GroupCommand::Join {
                     outbox,
                     key,
+                    roles,
                     name,
+                    access_code,
                     counter,
                     env,
                     reply,
-                } => {
-                    if let Err(error) = self.commit_posts(&mut pending).await {
-                        let _ = reply.send(Err(ServerError::Store(error.clone())));
-                        batch.extend(commands);
-                        return Err(error);
+                } => match self.join(outbox, key, roles, name, access_code, counter, env, now) {
+                    Ok(answer) => {
+                        self.deferred.push(Deferred::JoinReply(reply, answer));
+                        Ok(())
                     }
-                    let result = self.join(outbox, key, name, counter, env).await;
-                    let failed = result.as_ref().err().and_then(|e| match e {
-                        ServerError::Store(e) => Some(e.clone()),
-                        _ => None,
-                    });
-                    let _ = reply.send(result);
-                    if let Some(error) = failed {
-                        batch.extend(commands);
-                        return Err(error);
+                    Err(ServerError::Store(e)) => {
+                        let _ = reply.send(Err(ServerError::Store(e.clone())));
+                        Err(e)
+                    }
+                    Err(refusal) => {
+                        let _ = reply.send(Err(refusal));
+                        Ok(())
+                    }
+                },
+                GroupCommand::Signed {
+                    outbox,
+                    key,
+                    request_id,
+                    counter,
+                    env,
+                    action,
+                } => {
+                    let result = self.signed(&outbox, key, request_id, counter, env, action, now);
+                    match result {
+                        Ok(()) => Ok(()),
+                        Err(ServerError::Store(e)) => {
+                            outbox.push(&frame_bytes(
+                                &ServerError::Store(e.clone()).frame(request_id),
+                            ));
+                            Err(e)
+                        }
+                        Err(refusal) => {
+                            outbox.push(&frame_bytes(&refusal.frame(request_id)));
+                            Ok(())
+                        }
                     }
                 }
-                GroupCommand::Leave { conn } => self.leave(conn),
+                GroupCommand::Leave { conn } => {
+                    self.leave(conn);
+                    Ok(())
+                }
+            };
+            if let Err(error) = outcome {
+                batch.extend(commands);
+                return Err(self.store_failed_arc(error));
             }
         }
-        self.commit_posts(&mut pending).await
+        self.commit_and_deliver().await
     }
 
-    /// Makes the pending posts durable, then acknowledges and fans them out.
-    async fn commit_posts(
-        &mut self,
-        pending: &mut Vec<PendingPost>,
-    ) -> Result<(), Arc<StoreError>> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if let Err(error) = self.committer.commit().await {
-            self.fail_pending(std::mem::take(pending));
-            return Err(error);
-        }
-        for post in pending.drain(..) {
-            self.head = post.event.seq;
-            let ack = ServerFrame::Ack {
-                id: post.request_id,
-                group: self.record.id.clone(),
-                seq: post.event.seq,
-                counter: post.counter,
-            };
-            post.outbox.push(&frame_bytes(&ack));
-            let event = frame_bytes(&ServerFrame::Event {
-                group: self.record.id.clone(),
-                seq: post.event.seq,
-                ts: post.event.ts,
-                env: post.event.env,
-            });
-            for subscriber in self.subscribers.values() {
-                subscriber.outbox.push(&event);
+    /// Time-driven changes: mutes that ran out, a scheduled window that opened.
+    fn tick(&mut self, now: u64) -> Result<(), StoreError> {
+        let expired: Vec<PublicKey> = self
+            .room
+            .members
+            .values()
+            .filter(|m| m.record.muted_until_ms.is_some_and(|t| t <= now))
+            .map(|m| m.record.key)
+            .collect();
+        for key in expired {
+            if let Some(member) = self.room.members.get_mut(&key) {
+                member.record.muted_until_ms = None;
+                let record = member.record.clone();
+                self.store.put_member(&self.room.group.id, &record)?;
             }
+            self.append_note(Channel::Main, Note::MuteEnded { member: key }, now)?;
+            self.deferred.push(Deferred::Presence(key));
+        }
+        if self.room.open_scheduled_session(now) {
+            self.save_state()?;
+            self.deferred.push(Deferred::GroupUpdate);
         }
         Ok(())
     }
 
-    async fn join(
+    fn store_failed(&mut self, error: StoreError) -> Arc<StoreError> {
+        self.store_failed_arc(Arc::new(error))
+    }
+
+    fn store_failed_arc(&mut self, error: Arc<StoreError>) -> Arc<StoreError> {
+        self.fail_deferred();
+        error
+    }
+
+    /// Makes the batch durable, then tells people.
+    async fn commit_and_deliver(&mut self) -> Result<(), Arc<StoreError>> {
+        if self.dirty {
+            if let Err(error) = self.committer.commit().await {
+                self.fail_deferred();
+                return Err(error);
+            }
+            self.dirty = false;
+        }
+        for effect in std::mem::take(&mut self.deferred) {
+            self.deliver(effect);
+        }
+        Ok(())
+    }
+
+    /// Everyone waiting for an answer hears that nothing happened.
+    fn fail_deferred(&mut self) {
+        for effect in std::mem::take(&mut self.deferred) {
+            let error = ServerError::Store(Arc::new(StoreError::Closed));
+            match effect {
+                Deferred::Reply(outbox, frame) => {
+                    outbox.push(&frame_bytes(&error.frame(reply_id(&frame))));
+                }
+                Deferred::JoinReply(reply, _) => {
+                    let _ = reply.send(Err(error));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- writing ----
+
+    /// Appends an event to a channel (written, not yet durable) and defers its
+    /// fan-out; returns it.
+    pub(super) fn append(
+        &mut self,
+        channel: Channel,
+        env: Option<SignedEnvelope>,
+        note: Option<Note>,
+        now: u64,
+    ) -> Result<StoredEvent, StoreError> {
+        let seq = self.room.next_seq(channel);
+        let event = StoredEvent {
+            seq,
+            ts: now,
+            env,
+            note,
+            redacted: None,
+        };
+        self.store
+            .put_event(&self.room.group.id, &channel, &event)?;
+        self.save_state()?;
+        self.deferred.push(Deferred::Event(channel, event.clone()));
+        Ok(event)
+    }
+
+    fn append_note(
+        &mut self,
+        channel: Channel,
+        note: Note,
+        now: u64,
+    ) -> Result<StoredEvent, StoreError> {
+        self.append(channel, None, Some(note), now)
+    }
+
+    pub(super) fn save_state(&mut self) -> Result<(), StoreError> {
+        self.store
+            .put_group_state(&self.room.group.id, &self.room.state)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(super) fn save_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
+        if let Some(member) = self.room.members.get(key) {
+            self.store.put_member(&self.room.group.id, &member.record)?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn spend_counter(
+        &mut self,
+        key: &PublicKey,
+        counter: u64,
+    ) -> Result<(), StoreError> {
+        self.store.raise_counter(key, counter)?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub(super) fn reply(&mut self, outbox: &Outbox, frame: ServerFrame) {
+        self.deferred.push(Deferred::Reply(outbox.clone(), frame));
+    }
+
+    pub(super) fn ack(
+        &mut self,
+        outbox: &Outbox,
+        request_id: Option<u64>,
+        channel: Channel,
+        seq: u64,
+        counter: u64,
+    ) {
+        let frame = ServerFrame::Ack {
+            id: request_id,
+            group: self.room.group.id.clone(),
+            channel,
+            seq,
+            counter,
+        };
+        self.reply(outbox, frame);
+    }
+
+    // ---- join and leave ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
         &mut self,
         outbox: Outbox,
         key: PublicKey,
+        roles: Vec<Role>,
         name: String,
+        access_code: Option<String>,
         counter: u64,
         env: SignedEnvelope,
+        now: u64,
     ) -> Result<JoinReply, ServerError> {
-        let now = self.clock.now_ms();
-        let record = MemberRecord {
-            key,
-            name,
-            join: env,
-            first_joined_ms: self.members.get(&key).map_or(now, |m| m.first_joined_ms),
+        let staff = self.room.is_staff(&key, &roles);
+        let known = self.room.members.contains_key(&key);
+        if self.room.group.kind == peerhub_protocol::payload::GroupKind::Virtual
+            && !staff
+            && !known
+            && !self.store.is_allowed(&self.room.group.id, &key)?
+        {
+            return Err(ServerError::AccessDenied(
+                "this group is for invited members; ask its facilitator for an invite",
+            ));
+        }
+        self.room.check_not_barred(&key)?;
+        if let Some(hash) = &self.room.group.access_code_hash {
+            if !staff && !self.room.in_room(&key) {
+                let given = access_code.as_deref().map(super::access_code_hash);
+                if given.as_deref() != Some(hash.as_str()) {
+                    return Err(ServerError::AccessDenied("the access code is not right"));
+                }
+            }
+        }
+        self.room.check_door(&key, &roles, now)?;
+
+        let previous = self.room.members.remove(&key);
+        let record = match previous.as_ref() {
+            Some(old) => MemberRecord {
+                name,
+                join: env,
+                ..old.record.clone()
+            },
+            None => MemberRecord {
+                key,
+                name,
+                join: env,
+                first_joined_ms: now,
+                agreed_version: 0,
+                agreement_env: None,
+                admitted_session: None,
+                declined_session: None,
+                removed: None,
+                muted_until_ms: None,
+                away: false,
+            },
         };
-        self.store.put_member(&self.record.id, &record)?;
-        self.store.raise_counter(&key, counter)?;
-        self.committer.commit().await?;
+        self.room.members.insert(
+            key,
+            Member {
+                record,
+                roles,
+                last_post_ms: previous.and_then(|m| m.last_post_ms),
+            },
+        );
+        if self.room.is_facilitator(&key) && self.room.state.lead.is_none() {
+            self.room.state.lead = Some(key);
+            self.save_state()?;
+            self.deferred.push(Deferred::GroupUpdate);
+        }
+        self.room.auto_admit(&key);
+        self.save_member(&key)?;
+        self.spend_counter(&key, counter)?;
         let conn = outbox.conn;
-        self.members.insert(key, record);
         self.subscribers.insert(conn, Subscriber { key, outbox });
-        let me = self.member_info(&key)?;
-        self.announce_presence(me, Some(conn));
+        self.deferred.push(Deferred::Arrived(key, conn));
+        self.join_reply(&key, self.room.head(&Channel::Main), now)
+    }
+
+    fn join_reply(&self, key: &PublicKey, head: u64, now: u64) -> Result<JoinReply, ServerError> {
         let members = self
+            .room
             .members
             .keys()
-            .map(|k| self.member_info(k))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter(|other| self.room.may_see_member(key, other))
+            .filter_map(|other| self.room.member_info(other, self.is_online(other), now))
+            .collect();
+        let readable = self
+            .room
+            .state
+            .heads
+            .iter()
+            .filter(|(channel, _)| !channel.is_main() && self.room.may_read(key, channel))
+            .copied()
+            .collect();
+        let oldest = self
+            .store
+            .first_seq(&self.room.group.id, &Channel::Main)?
+            .unwrap_or(head + 1)
+            .min(head + 1);
         Ok(JoinReply {
-            info: group_info(&self.record),
-            head: self.head,
+            info: group_info(&self.room.group),
+            head,
+            oldest,
             members,
+            status: self.room.status(key),
+            state: self.room.view(now),
+            in_room: self.room.in_room(key),
+            facilitator: self.room.is_facilitator(key),
+            other_channels: readable,
         })
     }
 
@@ -261,49 +521,345 @@ impl GroupActor {
         let Some(left) = self.subscribers.remove(&conn) else {
             return;
         };
-        if self.is_online(&left.key) {
-            return;
-        }
-        match self.member_info(&left.key) {
-            Ok(info) => self.announce_presence(info, None),
-            Err(error) => tracing::warn!(group = %self.record.id, %error, "presence not announced"),
+        if !self.is_online(&left.key) {
+            self.deliver(Deferred::Presence(left.key));
         }
     }
 
-    fn is_online(&self, key: &PublicKey) -> bool {
+    pub(super) fn is_online(&self, key: &PublicKey) -> bool {
         self.subscribers.values().any(|s| &s.key == key)
     }
 
-    fn member_info(&self, key: &PublicKey) -> Result<MemberInfo, ServerError> {
-        let record = self
-            .members
-            .get(key)
-            .ok_or_else(|| ServerError::NotJoined(self.record.id.clone()))?;
-        Ok(MemberInfo {
-            key: *key,
-            name: record.name.clone(),
-            roles: self.store.roles(key)?,
-            online: self.is_online(key),
-            join: record.join.clone(),
-        })
+    // ---- signed actions ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn signed(
+        &mut self,
+        outbox: &Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        action: Action,
+        now: u64,
+    ) -> Result<(), ServerError> {
+        if !self.subscribers.contains_key(&outbox.conn) {
+            self.room.check_not_barred(&key)?;
+            return Err(ServerError::NotJoined(self.room.group.id.clone()));
+        }
+        match action {
+            Action::Post { body, to: None } => {
+                self.room.check_post(&key, now)?;
+                self.spend_counter(&key, counter)?;
+                let event = self.append(Channel::Main, Some(env), None, now)?;
+                self.ack(outbox, request_id, Channel::Main, event.seq, counter);
+                if !self.room.is_facilitator(&key) {
+                    self.risk_nudge(&key, &body, event.seq, now)?;
+                }
+                Ok(())
+            }
+            Action::Post {
+                to: Some(other), ..
+            } => self.private_post(outbox, key, other, request_id, counter, env, now),
+            Action::Agree { version } => self.agree(outbox, key, request_id, counter, env, version),
+            Action::Control(action) => {
+                self.control(outbox, key, request_id, counter, env, action, now)
+            }
+            Action::Report { seq, reason } => {
+                let len = reason.chars().count();
+                if len > peerhub_protocol::limits::MAX_TEXT_CHARS {
+                    return Err(peerhub_protocol::ProtocolError::TooLong {
+                        field: "reason",
+                        len,
+                        limit: peerhub_protocol::limits::MAX_TEXT_CHARS,
+                    }
+                    .into());
+                }
+                if !self.room.in_room(&key) {
+                    return Err(ServerError::Waiting);
+                }
+                if self
+                    .store
+                    .event(&self.room.group.id, &Channel::Main, seq)?
+                    .is_none()
+                {
+                    return Err(ServerError::NotFound("no such message in this group"));
+                }
+                self.spend_counter(&key, counter)?;
+                self.append(Channel::Staff, Some(env), None, now)?;
+                self.reply(outbox, ServerFrame::Ok { id: request_id });
+                Ok(())
+            }
+            Action::StepOut { away } => {
+                self.room.check_not_barred(&key)?;
+                if let Some(member) = self.room.members.get_mut(&key) {
+                    member.record.away = away;
+                }
+                self.save_member(&key)?;
+                self.spend_counter(&key, counter)?;
+                self.deferred.push(Deferred::Presence(key));
+                self.reply(outbox, ServerFrame::Ok { id: request_id });
+                Ok(())
+            }
+            Action::Record {
+                about,
+                reply_to,
+                text,
+            } => self.record(
+                outbox, key, request_id, counter, env, about, reply_to, &text,
+            ),
+        }
     }
 
-    fn announce_presence(&self, member: MemberInfo, except: Option<ConnId>) {
+    /// A private check-in message: between a facilitator and one member.
+    #[allow(clippy::too_many_arguments)]
+    fn private_post(
+        &mut self,
+        outbox: &Outbox,
+        key: PublicKey,
+        other: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        now: u64,
+    ) -> Result<(), ServerError> {
+        self.room.check_not_barred(&key)?;
+        if other == key {
+            return Err(peerhub_protocol::ProtocolError::invalid(
+                "to",
+                "a check-in is with someone else",
+            )
+            .into());
+        }
+        if !self.room.members.contains_key(&other) {
+            return Err(ServerError::NotFound("no such member in this group"));
+        }
+        if !self.room.is_facilitator(&key) && !self.room.is_facilitator(&other) {
+            return Err(ServerError::Forbidden(
+                "private messages are check-ins with a facilitator",
+            ));
+        }
+        // A private line to a facilitator is a help path: mute, pause and slow mode
+        // do not apply to it.
+        self.spend_counter(&key, counter)?;
+        let channel = Channel::pair(key, other);
+        let event = self.append(channel, Some(env), None, now)?;
+        self.ack(outbox, request_id, channel, event.seq, counter);
+        Ok(())
+    }
+
+    fn agree(
+        &mut self,
+        outbox: &Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        version: u32,
+    ) -> Result<(), ServerError> {
+        let current = self.room.state.agreement.version;
+        if current == 0 {
+            return Err(peerhub_protocol::ProtocolError::invalid(
+                "version",
+                "this group has no agreement",
+            )
+            .into());
+        }
+        if version != current {
+            return Err(peerhub_protocol::ProtocolError::invalid(
+                "version",
+                format!("the agreement in force is version {current}"),
+            )
+            .into());
+        }
+        self.room.check_not_barred(&key)?;
+        let was_in_room = self.room.in_room(&key);
+        if let Some(member) = self.room.members.get_mut(&key) {
+            member.record.agreed_version = version;
+            member.record.agreement_env = Some(env);
+        }
+        self.room.auto_admit(&key);
+        self.save_member(&key)?;
+        self.spend_counter(&key, counter)?;
+        self.deferred.push(Deferred::Presence(key));
+        if !was_in_room && self.room.in_room(&key) {
+            let head = self.room.head(&Channel::Main);
+            self.deferred.push(Deferred::Rejoin(key, head));
+        }
+        self.reply(outbox, ServerFrame::Ok { id: request_id });
+        Ok(())
+    }
+
+    /// Alerts the facilitators privately when a message matches a risk phrase. It
+    /// never hides or sanctions anything.
+    fn risk_nudge(
+        &mut self,
+        key: &PublicKey,
+        body: &str,
+        seq: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let folded = body.to_lowercase();
+        if self
+            .risk_phrases
+            .iter()
+            .any(|phrase| folded.contains(phrase.as_str()))
+        {
+            let note = Note::RiskNudge {
+                member: *key,
+                seq,
+                suggestion: "This message may show someone at risk. Consider a private check-in."
+                    .into(),
+            };
+            self.append_note(Channel::Staff, note, now)?;
+        }
+        Ok(())
+    }
+
+    // ---- delivery ----
+
+    fn deliver(&mut self, effect: Deferred) {
+        let now = self.clock.now_ms();
+        match effect {
+            Deferred::Reply(outbox, frame) => {
+                outbox.push(&frame_bytes(&frame));
+            }
+            Deferred::JoinReply(reply, answer) => {
+                let _ = reply.send(Ok(answer));
+            }
+            Deferred::Event(channel, event) => self.fan_out(channel, &event),
+            Deferred::Redacted(seq) => {
+                if let Ok(Some(event)) = self.store.event(&self.room.group.id, &Channel::Main, seq)
+                {
+                    self.fan_out(Channel::Main, &event);
+                }
+            }
+            Deferred::Presence(key) => self.presence(&key, None, now),
+            Deferred::Arrived(key, conn) => self.presence(&key, Some(conn), now),
+            Deferred::GroupUpdate => {
+                let frame = frame_bytes(&ServerFrame::GroupUpdate {
+                    group: self.room.group.id.clone(),
+                    state: self.room.view(now),
+                });
+                for subscriber in self.subscribers.values() {
+                    subscriber.outbox.push(&frame);
+                }
+            }
+            Deferred::Rejoin(key, head) => self.rejoin(&key, head, now),
+            Deferred::Dismiss(key, reason, message) => {
+                let frame = frame_bytes(&ServerFrame::Dismissed {
+                    group: self.room.group.id.clone(),
+                    reason: reason.to_string(),
+                    message,
+                });
+                self.subscribers.retain(|_, subscriber| {
+                    if subscriber.key == key {
+                        subscriber.outbox.push(&frame);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                self.deliver(Deferred::Presence(key));
+            }
+            Deferred::Record(about, frame) => {
+                let bytes = frame_bytes(&frame);
+                for subscriber in self.subscribers.values() {
+                    if Some(subscriber.key) == about {
+                        subscriber.outbox.push(&bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells everyone who may see `key` where they stand now.
+    fn presence(&self, key: &PublicKey, except: Option<ConnId>, now: u64) {
+        let Some(info) = self.room.member_info(key, self.is_online(key), now) else {
+            return;
+        };
         let frame = frame_bytes(&ServerFrame::Presence {
-            group: self.record.id.clone(),
-            member,
+            group: self.room.group.id.clone(),
+            member: info,
         });
         for (conn, subscriber) in &self.subscribers {
-            if Some(*conn) != except {
+            if Some(*conn) != except && self.room.may_see_member(&subscriber.key, key) {
                 subscriber.outbox.push(&frame);
             }
         }
     }
 
-    fn fail_pending(&self, pending: Vec<PendingPost>) {
-        for post in pending {
-            let error = ServerError::Store(Arc::new(StoreError::Closed));
-            post.outbox.push(&error_frame(post.request_id, &error));
+    /// Sends an event to everyone who reads its channel; a redacted message goes
+    /// without its text to everyone but facilitators.
+    fn fan_out(&self, channel: Channel, event: &StoredEvent) {
+        let full = frame_bytes(&event_frame(&self.room.group.id, channel, event.clone()));
+        let hidden = event.redacted.as_ref().map(|_| {
+            let mut stripped = event.clone();
+            stripped.env = None;
+            frame_bytes(&event_frame(&self.room.group.id, channel, stripped))
+        });
+        for subscriber in self.subscribers.values() {
+            if !self.room.may_read(&subscriber.key, &channel) {
+                continue;
+            }
+            match &hidden {
+                Some(hidden) if !self.room.is_facilitator(&subscriber.key) => {
+                    subscriber.outbox.push(hidden)
+                }
+                _ => subscriber.outbox.push(&full),
+            };
+        }
+    }
+
+    /// A member just came into the room: their connections get `joined` and the
+    /// recent history, as if they had joined now.
+    fn rejoin(&self, key: &PublicKey, head: u64, now: u64) {
+        let answer = match self.join_reply(key, head, now) {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(group = %self.room.group.id, %error, "could not re-send joined");
+                return;
+            }
+        };
+        let joined = frame_bytes(&ServerFrame::Joined {
+            id: None,
+            group: answer.info,
+            head,
+            oldest: answer.oldest,
+            members: answer.members,
+            status: answer.status,
+            state: answer.state,
+        });
+        let history = self
+            .store
+            .events_between(
+                &self.room.group.id,
+                &Channel::Main,
+                head.saturating_sub(HISTORY_ON_JOIN)
+                    .max(answer.oldest.saturating_sub(1)),
+                head,
+                HISTORY_ON_JOIN as usize,
+            )
+            .unwrap_or_default();
+        let facilitator = self.room.is_facilitator(key);
+        let frames: Vec<FrameBytes> = history
+            .into_iter()
+            .map(|event| {
+                frame_bytes(&history_frame(
+                    &self.room.group.id,
+                    Channel::Main,
+                    event,
+                    facilitator,
+                ))
+            })
+            .collect();
+        for subscriber in self.subscribers.values() {
+            if &subscriber.key == key {
+                subscriber.outbox.push(&joined);
+                for frame in &frames {
+                    subscriber.outbox.push(frame);
+                }
+            }
         }
     }
 
@@ -311,16 +867,16 @@ impl GroupActor {
     fn fail_waiting(mut self, batch: Vec<GroupCommand>) {
         self.rx.close();
         let rest = std::iter::from_fn(|| self.rx.try_recv().ok());
+        let error = || ServerError::Store(Arc::new(StoreError::Closed));
         for command in batch.into_iter().chain(rest) {
             match command {
-                GroupCommand::Post {
+                GroupCommand::Signed {
                     outbox, request_id, ..
                 } => {
-                    let error = ServerError::Store(Arc::new(StoreError::Closed));
-                    outbox.push(&error_frame(request_id, &error));
+                    outbox.push(&frame_bytes(&error().frame(request_id)));
                 }
                 GroupCommand::Join { reply, .. } => {
-                    let _ = reply.send(Err(ServerError::Store(Arc::new(StoreError::Closed))));
+                    let _ = reply.send(Err(error()));
                 }
                 GroupCommand::Leave { .. } => {}
             }
@@ -328,7 +884,43 @@ impl GroupActor {
     }
 }
 
-fn error_frame(id: Option<u64>, error: &ServerError) -> FrameBytes {
-    debug_assert!(error.code() != ErrorCode::Malformed);
-    frame_bytes(&ServerFrame::error(id, error.code(), error.to_string()))
+/// An `event` frame for a stored event.
+pub fn event_frame(
+    group: &peerhub_protocol::GroupId,
+    channel: Channel,
+    event: StoredEvent,
+) -> ServerFrame {
+    ServerFrame::Event {
+        group: group.clone(),
+        channel,
+        seq: event.seq,
+        ts: event.ts,
+        env: event.env,
+        note: event.note,
+        redacted: event.redacted,
+    }
+}
+
+/// An `event` frame for history, with a redacted message's text kept only for
+/// facilitators.
+pub fn history_frame(
+    group: &peerhub_protocol::GroupId,
+    channel: Channel,
+    mut event: StoredEvent,
+    facilitator: bool,
+) -> ServerFrame {
+    if event.redacted.is_some() && !facilitator {
+        event.env = None;
+    }
+    event_frame(group, channel, event)
+}
+
+fn reply_id(frame: &ServerFrame) -> Option<u64> {
+    match frame {
+        ServerFrame::Ack { id, .. }
+        | ServerFrame::Ok { id }
+        | ServerFrame::Records { id, .. }
+        | ServerFrame::Error { id, .. } => *id,
+        _ => None,
+    }
 }

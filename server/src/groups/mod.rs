@@ -1,42 +1,79 @@
 //! Groups: the registry of live group tasks, and group creation.
 //!
-//! Each live group has one task ([`actor::GroupActor`]) that owns its order (the
-//! gap-free `seq`), its members and its subscribers. Sessions talk to it through a
-//! [`GroupHandle`]. The registry spawns a group's task on first use and respawns it
-//! if it stopped after a store failure; on shutdown it drops its handles so each
-//! task finishes the commands it holds and exits.
+//! Each live group has one task ([`actor::GroupActor`]) that owns its order (a
+//! gap-free `seq` per channel), its [`room::Room`] (members, session, controls) and
+//! its subscribers. Sessions talk to it through a [`GroupHandle`]. The registry
+//! spawns a group's task on first use and respawns it if it stopped after a store
+//! failure; on shutdown it drops its handles so each task finishes the commands it
+//! holds and exits.
 
 mod actor;
+mod controls;
+pub mod room;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use peerhub_protocol::frame::{GroupInfo, MemberInfo};
+use peerhub_protocol::frame::{Channel, GroupInfo, GroupState, MemberInfo, MemberStatus, Role};
 use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
+
+pub use actor::{event_frame, history_frame};
+pub(crate) use actor::{Action, GroupCommand};
 
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, Outbox};
-use crate::store::records::GroupRecord;
+use crate::store::records::{GroupRecord, GroupStateRecord};
 use crate::store::{Committer, Store};
-
-pub(crate) use actor::GroupCommand;
+use room::{Member, Room};
 
 /// How many commands may wait for a group's task before senders wait too.
 const MAILBOX_CAPACITY: usize = 1024;
+
+/// The phrases that, by default, prompt a private nudge to the facilitators.
+pub const DEFAULT_RISK_PHRASES: &[&str] = &[
+    "kill myself",
+    "end it all",
+    "end my life",
+    "want to die",
+    "suicide",
+    "hurt myself",
+    "self harm",
+    "no reason to live",
+    "can't go on",
+    "overdose",
+];
 
 /// What a session gets back from joining.
 #[derive(Debug)]
 pub struct JoinReply {
     /// The group.
     pub info: GroupInfo,
-    /// The newest durable seq when the join was ordered.
+    /// The newest durable main-channel seq when the join was ordered.
     pub head: u64,
-    /// Everyone who has joined the group, with who is online.
+    /// The oldest main-channel seq still kept (`head + 1` if none).
+    pub oldest: u64,
+    /// Members the joiner may see.
     pub members: Vec<MemberInfo>,
+    /// Where the joiner stands.
+    pub status: MemberStatus,
+    /// The group's state.
+    pub state: GroupState,
+    /// Whether the joiner sees the main channel (history follows).
+    pub in_room: bool,
+    /// Whether the joiner is a facilitator here (sees redacted text, staff channel).
+    pub facilitator: bool,
+    /// Other channels the joiner reads (staff, check-ins), with their heads.
+    pub other_channels: Vec<(Channel, u64)>,
+}
+
+/// The stored form of an access code.
+pub fn access_code_hash(code: &str) -> String {
+    hex::encode(Sha256::digest(code.trim().as_bytes()))
 }
 
 /// A session's line to one group's task. Cheap to clone.
@@ -46,6 +83,23 @@ pub struct GroupHandle {
     // Sender: sessions. Receiver: the group's task. Bounded: a flood of commands
     // makes the senders wait, which in turn stops them reading their sockets.
     tx: mpsc::Sender<GroupCommand>,
+}
+
+/// A join request as the session admitted it.
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The joining key.
+    pub key: PublicKey,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Its normalised display name.
+    pub name: String,
+    /// The access code given, if any.
+    pub access_code: Option<String>,
+    /// The spent counter.
+    pub counter: u64,
+    /// The signed join.
+    pub env: SignedEnvelope,
 }
 
 impl GroupHandle {
@@ -60,39 +114,40 @@ impl GroupHandle {
     pub async fn join(
         &self,
         outbox: Outbox,
-        key: PublicKey,
-        name: String,
-        counter: u64,
-        env: SignedEnvelope,
+        request: JoinRequest,
     ) -> Result<JoinReply, ServerError> {
         let (reply, answer) = oneshot::channel();
         self.send(GroupCommand::Join {
             outbox,
-            key,
-            name,
-            counter,
-            env,
+            key: request.key,
+            roles: request.roles,
+            name: request.name,
+            access_code: request.access_code,
+            counter: request.counter,
+            env: request.env,
             reply,
         })
         .await?;
         answer.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
-    /// Queues a post. The ack (after the commit) or an error goes to `outbox`.
-    pub async fn post(
+    /// Queues a signed action. Its ack or error goes to `outbox`.
+    pub(crate) async fn signed(
         &self,
         outbox: Outbox,
         key: PublicKey,
-        counter: u64,
         request_id: Option<u64>,
+        counter: u64,
         env: SignedEnvelope,
+        action: Action,
     ) -> Result<(), ServerError> {
-        self.send(GroupCommand::Post {
+        self.send(GroupCommand::Signed {
             outbox,
             key,
-            counter,
             request_id,
+            counter,
             env,
+            action,
         })
         .await
     }
@@ -116,6 +171,7 @@ pub struct GroupRegistry {
     committer: Committer,
     clock: Clock,
     tracker: TaskTracker,
+    risk_phrases: Arc<Vec<String>>,
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
     closed: AtomicBool,
@@ -123,15 +179,55 @@ pub struct GroupRegistry {
 
 impl GroupRegistry {
     /// An empty registry; group tasks are tracked by `tracker`.
-    pub fn new(store: Store, committer: Committer, clock: Clock, tracker: TaskTracker) -> Self {
+    pub fn new(
+        store: Store,
+        committer: Committer,
+        clock: Clock,
+        tracker: TaskTracker,
+        risk_phrases: Vec<String>,
+    ) -> Self {
+        let risk_phrases = risk_phrases.into_iter().map(|p| p.to_lowercase()).collect();
         Self {
             store,
             committer,
             clock,
             tracker,
+            risk_phrases: Arc::new(risk_phrases),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         }
+    }
+
+    fn load_room(&self, group: GroupRecord) -> Result<Room, ServerError> {
+        let state = match self.store.group_state(&group.id)? {
+            Some(state) => state,
+            None => {
+                // A group from before state records: derive the heads from its log.
+                let mut state = room::initial_state(None);
+                let main = self.store.last_seq(&group.id, &Channel::Main)?;
+                if main > 0 {
+                    state.heads.push((Channel::Main, main));
+                }
+                state
+            }
+        };
+        let mut members = BTreeMap::new();
+        for record in self.store.members(&group.id)? {
+            let roles = self.store.roles(&record.key)?;
+            members.insert(
+                record.key,
+                Member {
+                    record,
+                    roles,
+                    last_post_ms: None,
+                },
+            );
+        }
+        Ok(Room {
+            group,
+            state,
+            members,
+        })
     }
 
     /// The handle of a group's task, starting the task if needed.
@@ -149,30 +245,36 @@ impl GroupRegistry {
             .store
             .group(id)?
             .ok_or_else(|| ServerError::GroupNotFound(id.clone()))?;
+        let room = self.load_room(record)?;
         let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        let actor = actor::GroupActor::load(
-            record,
+        let actor = actor::GroupActor::new(
+            room,
             self.store.clone(),
             self.committer.clone(),
             self.clock.clone(),
+            self.risk_phrases.clone(),
             rx,
-        )?;
+        );
         self.tracker.spawn(actor.run());
         let handle = GroupHandle { id: id.clone(), tx };
         live.insert(id.clone(), handle.clone());
         Ok(handle)
     }
 
-    /// Creates a group record (durably). `counter` is the creator's spent counter.
+    /// Creates a group record and its first state (durably). `counter` is the
+    /// creator's spent counter.
     pub async fn create(
         &self,
         record: GroupRecord,
+        agreement: Option<String>,
         creator: &PublicKey,
         counter: u64,
     ) -> Result<(), ServerError> {
         if !self.store.create_group(&record)? {
             return Err(ServerError::GroupExists(record.id));
         }
+        self.store
+            .put_group_state(&record.id, &room::initial_state(agreement))?;
         self.store.raise_counter(creator, counter)?;
         self.committer.commit().await?;
         Ok(())
@@ -193,4 +295,9 @@ pub fn group_info(record: &GroupRecord) -> GroupInfo {
         title: record.title.clone(),
         kind: record.kind,
     }
+}
+
+/// A fresh state record for a new group.
+pub fn new_group_state(agreement: Option<String>) -> GroupStateRecord {
+    room::initial_state(agreement)
 }

@@ -1,1 +1,182 @@
-//! The audit chain's tree (`seq_audit`). Written by the audit helper.
+//! The audit chain's tree, `seq_audit`: raw entries keyed by their seq.
+//!
+//! | tree        | key                             | value                          |
+//! | ----------- | ------------------------------- | ------------------------------ |
+//! | `seq_audit` | seq (u64 big-endian), from 1    | one entry's stored bytes       |
+//!
+//! This file stores and returns bytes only; what the bytes mean (the entry layout and
+//! the hash rule) belongs to [`crate::audit`], which is the only writer. Entries are
+//! written, never rewritten: [`Store::append_audit`] refuses a seq that is taken.
+//! Like every store write, an append is in memory until a commit
+//! ([`super::Committer::commit`]) makes it durable.
+//!
+//! The key encoding lives here rather than in [`super::keys`] only while that file
+//! is being changed by other work; it belongs beside the other layouts there.
+
+use std::path::Path;
+
+use super::{Store, StoreError};
+
+const TREE: &str = "seq_audit";
+
+/// Key of one entry in `seq_audit`: its seq, big-endian, so keys sort by seq.
+pub fn audit_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The seq of an `audit_key`, if the key has that shape.
+pub fn seq_of_audit_key(key: &[u8]) -> Option<u64> {
+    key.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    seq_of_audit_key(key).ok_or_else(|| StoreError::Corrupt {
+        tree: TREE,
+        reason: format!("a key of {} bytes is not a seq", key.len()),
+    })
+}
+
+impl Store {
+    /// Whether `dir` already holds a store, so that [`Store::open`] would open it
+    /// rather than create an empty one (tools that must not create one check first).
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join("db").is_dir()
+    }
+
+    /// Writes entry `seq`. Refuses (as corruption) a seq that is already taken: the
+    /// chain is append-only, and two writers on one chain would otherwise overwrite
+    /// each other silently.
+    pub fn append_audit(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let swapped =
+            self.seq_audit
+                .compare_and_swap(audit_key(seq), None as Option<&[u8]>, Some(bytes))?;
+        swapped.map_err(|_| StoreError::Corrupt {
+            tree: TREE,
+            reason: format!("entry {seq} already exists; the chain is append-only"),
+        })
+    }
+
+    /// The last entry, as (seq, stored bytes), or `None` for an empty chain.
+    pub fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        match self.seq_audit.last()? {
+            None => Ok(None),
+            Some((key, value)) => Ok(Some((seq_of(&key)?, value.to_vec()))),
+        }
+    }
+
+    /// Every entry in seq order, as (seq, stored bytes). A key that is not a seq is
+    /// yielded as an error in its place, never skipped.
+    pub fn audit_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + Send + 'static {
+        self.seq_audit.iter().map(|item| {
+            let (key, value) = item?;
+            Ok((seq_of(&key)?, value.to_vec()))
+        })
+    }
+
+    /// Overwrites (or creates) entry `seq` with arbitrary bytes, bypassing the
+    /// append-only rule. For tamper tests only; not durable until a flush.
+    #[doc(hidden)]
+    pub fn put_audit_raw_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.seq_audit.insert(audit_key(seq), bytes)?;
+        Ok(())
+    }
+
+    /// Deletes entry `seq`. For tamper tests only; not durable until a flush.
+    #[doc(hidden)]
+    pub fn remove_audit_raw_for_tests(&self, seq: u64) -> Result<(), StoreError> {
+        self.seq_audit.remove(audit_key(seq))?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Who redeemed the invite stored under `token_hash`, if it exists and has been
+    /// redeemed. Read only.
+    ///
+    /// The audit chain needs it to tell a first redemption (a grant to record) from
+    /// the same key asking again (already recorded), which
+    /// [`Store::redeem_invite`] answers alike. It reads another tree, so it belongs
+    /// beside `redeem_invite` in `store/mod.rs`; it is here only while that file is
+    /// being changed by other work.
+    pub fn invite_redeemer(
+        &self,
+        token_hash: [u8; 32],
+    ) -> Result<Option<peerhub_protocol::PublicKey>, StoreError> {
+        let Some(bytes) = self.tokenhash_invite.get(token_hash)? else {
+            return Ok(None);
+        };
+        let invite: super::records::InviteRecord = super::decode("tokenhash_invite", &bytes)?;
+        Ok(invite.used_by)
+    }
+}
+
+impl StoreError {
+    /// Whether opening failed because another process (or another open handle)
+    /// holds the store's lock: typically a server running on the same folder.
+    pub fn is_in_use(&self) -> bool {
+        // sled reports a failed `flock` as an `Other` I/O error with this text.
+        matches!(self, StoreError::Engine(sled::Error::Io(e))
+            if e.to_string().contains("could not acquire lock"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_keys_round_trip_and_sort_by_seq() {
+        for seq in [0, 1, 255, 256, 65_536, u64::MAX] {
+            assert_eq!(seq_of_audit_key(&audit_key(seq)), Some(seq));
+        }
+        assert!(audit_key(2) < audit_key(10));
+        assert!(audit_key(255) < audit_key(256));
+        assert_eq!(seq_of_audit_key(b"short"), None);
+        assert_eq!(seq_of_audit_key(&[0; 9]), None);
+    }
+
+    #[test]
+    fn entries_read_back_in_seq_order_and_the_last_is_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_audit().unwrap(), None);
+        assert_eq!(store.audit_entries().count(), 0);
+        for seq in 1..=300u64 {
+            store
+                .append_audit(seq, format!("entry {seq}").as_bytes())
+                .unwrap();
+        }
+        let all: Vec<(u64, Vec<u8>)> = store.audit_entries().map(Result::unwrap).collect();
+        assert_eq!(all.len(), 300);
+        for (i, (seq, bytes)) in all.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1, "numeric order, not text order");
+            assert_eq!(bytes, format!("entry {seq}").as_bytes());
+        }
+        assert_eq!(
+            store.last_audit().unwrap(),
+            Some((300, b"entry 300".to_vec()))
+        );
+    }
+
+    #[test]
+    fn an_append_never_overwrites_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append_audit(1, b"first").unwrap();
+        let refused = store.append_audit(1, b"second").unwrap_err();
+        assert!(refused.to_string().contains("append-only"), "{refused}");
+        assert_eq!(store.last_audit().unwrap(), Some((1, b"first".to_vec())));
+    }
+
+    #[test]
+    fn a_second_open_of_a_folder_in_use_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!Store::exists_in(dir.path()));
+        let _open = Store::open(dir.path()).unwrap();
+        assert!(Store::exists_in(dir.path()));
+        let refused = Store::open(dir.path()).unwrap_err();
+        assert!(refused.is_in_use(), "{refused}");
+    }
+}

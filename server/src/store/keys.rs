@@ -8,12 +8,19 @@
 //! | `tokenhash_invite`    | SHA-256 of the invite token (32)      | `InviteRecord`   |
 //! | `groupid_group`       | group id (utf-8)                      | `GroupRecord`    |
 //! | `groupid_key_member`  | group id ‖ 0x00 ‖ public key (32)     | `MemberRecord`   |
-//! | `groupid_seq_event`   | group id ‖ 0x00 ‖ seq (u64 big-endian)| `StoredEvent`    |
+//! | `groupid_seq_event`   | group id ‖ 0x00 ‖ channel ‖ seq (u64 BE) | `StoredEvent` |
+//! | `groupid_state`       | group id (utf-8)                      | `GroupStateRecord` |
+//! | `groupid_key_allowed` | group id ‖ 0x00 ‖ public key (32)     | empty (virtual-group invitee) |
+//! | `recordid_record`     | record id (u64 big-endian)            | `RecordRecord`   |
+//! | `key_recordid`        | public key (32) ‖ record id (u64 BE)  | empty (index: records about a key) |
 //! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
 //!
 //! Group ids never contain 0x00 ([`GroupId`] allows `a-z0-9-` only), so `id ‖ 0x00`
 //! is an exact prefix for one group, and big-endian seqs sort numerically.
+//! A channel is one byte: 0 main, 1 staff, or 2 followed by the pair's two keys
+//! (64 bytes, sorted) — fixed lengths, so a channel's prefix never covers another's.
 
+use peerhub_protocol::frame::Channel;
 use peerhub_protocol::{GroupId, PublicKey};
 
 /// `group ‖ 0x00`: the prefix of every per-group key.
@@ -24,17 +31,45 @@ pub fn group_prefix(group: &GroupId) -> Vec<u8> {
     key
 }
 
-/// Key of one event in `groupid_seq_event`.
-pub fn event_key(group: &GroupId, seq: u64) -> Vec<u8> {
+/// `group ‖ 0x00 ‖ channel`: the prefix of one channel's events.
+pub fn channel_prefix(group: &GroupId, channel: &Channel) -> Vec<u8> {
     let mut key = group_prefix(group);
+    match channel {
+        Channel::Main => key.push(0),
+        Channel::Staff => key.push(1),
+        Channel::Pair([a, b]) => {
+            key.push(2);
+            key.extend_from_slice(&a.0);
+            key.extend_from_slice(&b.0);
+        }
+    }
+    key
+}
+
+/// Key of one event in `groupid_seq_event`.
+pub fn event_key(group: &GroupId, channel: &Channel, seq: u64) -> Vec<u8> {
+    let mut key = channel_prefix(group, channel);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
-/// The seq at the end of an `event_key`, if the key has that shape.
+/// Key in `key_recordid`.
+pub fn record_index_key(about: &PublicKey, id: u64) -> Vec<u8> {
+    let mut key = about.0.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The record id at the end of a `key_recordid` key.
+pub fn record_id_of_index_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(32..40)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// The seq at the end of an `event_key`.
 pub fn seq_of_event_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    (key.len() > 9 && key[key.len() - 9] == 0).then(|| u64::from_be_bytes(tail))
+    Some(u64::from_be_bytes(tail))
 }
 
 /// Key of one member in `groupid_key_member`.
@@ -61,19 +96,40 @@ mod tests {
     #[test]
     fn event_keys_round_trip_and_sort_by_seq() {
         let g = GroupId::parse("demo").unwrap();
-        for seq in [0, 1, 255, 256, u64::MAX] {
-            assert_eq!(seq_of_event_key(&event_key(&g, seq)), Some(seq));
+        let pair = Channel::pair(PublicKey([9; 32]), PublicKey([1; 32]));
+        for channel in [Channel::Main, Channel::Staff, pair] {
+            for seq in [0, 1, 255, 256, u64::MAX] {
+                let key = event_key(&g, &channel, seq);
+                assert_eq!(seq_of_event_key(&key), Some(seq));
+                assert!(key.starts_with(&channel_prefix(&g, &channel)));
+            }
+            assert!(event_key(&g, &channel, 2) < event_key(&g, &channel, 10));
+            assert!(event_key(&g, &channel, 255) < event_key(&g, &channel, 256));
         }
-        assert!(event_key(&g, 2) < event_key(&g, 10));
-        assert!(event_key(&g, 255) < event_key(&g, 256));
     }
 
     #[test]
-    fn one_group_prefix_never_covers_another_group() {
+    fn one_prefix_never_covers_another_group_or_channel() {
         let a = GroupId::parse("a").unwrap();
         let ab = GroupId::parse("ab").unwrap();
-        assert!(!event_key(&ab, 1).starts_with(&group_prefix(&a)));
-        assert!(event_key(&a, 1).starts_with(&group_prefix(&a)));
+        assert!(!event_key(&ab, &Channel::Main, 1).starts_with(&group_prefix(&a)));
+        assert!(event_key(&a, &Channel::Main, 1).starts_with(&group_prefix(&a)));
+        let pair = Channel::pair(PublicKey([0; 32]), PublicKey([0; 32]));
+        for (x, y) in [
+            (Channel::Main, Channel::Staff),
+            (Channel::Main, pair),
+            (Channel::Staff, pair),
+        ] {
+            assert!(!event_key(&a, &x, 7).starts_with(&channel_prefix(&a, &y)));
+            assert!(!event_key(&a, &y, 7).starts_with(&channel_prefix(&a, &x)));
+        }
+    }
+
+    #[test]
+    fn record_index_keys_round_trip() {
+        let key = record_index_key(&PublicKey([4; 32]), 77);
+        assert_eq!(record_id_of_index_key(&key), Some(77));
+        assert!(key.starts_with(&[4; 32]));
     }
 
     #[test]

@@ -16,12 +16,15 @@ pub mod records;
 
 use std::path::Path;
 
-use peerhub_protocol::frame::Role;
+use peerhub_protocol::frame::{Channel, Role};
 use peerhub_protocol::{GroupId, PublicKey};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use commit::Committer;
-use records::{AccountRecord, GroupRecord, InviteRecord, MemberRecord, StoredEvent};
+use records::{
+    AccountRecord, GroupRecord, GroupStateRecord, InviteRecord, MemberRecord, RecordRecord,
+    StoredEvent,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,10 @@ pub struct Store {
     groupid_group: sled::Tree,
     groupid_key_member: sled::Tree,
     groupid_seq_event: sled::Tree,
+    groupid_state: sled::Tree,
+    groupid_key_allowed: sled::Tree,
+    recordid_record: sled::Tree,
+    key_recordid: sled::Tree,
     seq_audit: sled::Tree,
 }
 
@@ -99,6 +106,10 @@ impl Store {
             groupid_group: tree("groupid_group")?,
             groupid_key_member: tree("groupid_key_member")?,
             groupid_seq_event: tree("groupid_seq_event")?,
+            groupid_state: tree("groupid_state")?,
+            groupid_key_allowed: tree("groupid_key_allowed")?,
+            recordid_record: tree("recordid_record")?,
+            key_recordid: tree("key_recordid")?,
             seq_audit: tree("seq_audit")?,
             db,
         };
@@ -122,6 +133,10 @@ impl Store {
             ("groupid_group", &self.groupid_group),
             ("groupid_key_member", &self.groupid_key_member),
             ("groupid_seq_event", &self.groupid_seq_event),
+            ("groupid_state", &self.groupid_state),
+            ("groupid_key_allowed", &self.groupid_key_allowed),
+            ("recordid_record", &self.recordid_record),
+            ("key_recordid", &self.key_recordid),
             ("seq_audit", &self.seq_audit),
         ];
         for (name, tree) in trees {
@@ -320,20 +335,74 @@ impl Store {
             .collect()
     }
 
-    // ---- events ----
-
-    /// Writes one event. The caller (the group's task) owns seq assignment.
-    pub fn append_event(&self, group: &GroupId, event: &StoredEvent) -> Result<(), StoreError> {
-        self.groupid_seq_event
-            .insert(keys::event_key(group, event.seq), encode(event))?;
+    /// Marks `key` as invited to a virtual group.
+    pub fn allow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
+        self.groupid_key_allowed
+            .insert(keys::member_key(group, key), &[])?;
         Ok(())
     }
 
-    /// The highest seq stored for a group (0 if none).
-    pub fn last_seq(&self, group: &GroupId) -> Result<u64, StoreError> {
+    /// Whether `key` was invited to a virtual group.
+    pub fn is_allowed(&self, group: &GroupId, key: &PublicKey) -> Result<bool, StoreError> {
+        Ok(self
+            .groupid_key_allowed
+            .contains_key(keys::member_key(group, key))?)
+    }
+
+    // ---- group state ----
+
+    /// A group's mutable state, if it has been written.
+    pub fn group_state(&self, group: &GroupId) -> Result<Option<GroupStateRecord>, StoreError> {
+        self.groupid_state
+            .get(group.as_str())?
+            .map(|v| decode("groupid_state", &v))
+            .transpose()
+    }
+
+    /// Writes a group's state (durable with the next commit).
+    pub fn put_group_state(
+        &self,
+        group: &GroupId,
+        state: &GroupStateRecord,
+    ) -> Result<(), StoreError> {
+        self.groupid_state.insert(group.as_str(), encode(state))?;
+        Ok(())
+    }
+
+    // ---- events ----
+
+    /// Writes (or rewrites, for a redaction) one event. The caller (the group's
+    /// task) owns seq assignment.
+    pub fn put_event(
+        &self,
+        group: &GroupId,
+        channel: &Channel,
+        event: &StoredEvent,
+    ) -> Result<(), StoreError> {
+        self.groupid_seq_event
+            .insert(keys::event_key(group, channel, event.seq), encode(event))?;
+        Ok(())
+    }
+
+    /// One event, if it is (still) stored.
+    pub fn event(
+        &self,
+        group: &GroupId,
+        channel: &Channel,
+        seq: u64,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        self.groupid_seq_event
+            .get(keys::event_key(group, channel, seq))?
+            .map(|v| decode("groupid_seq_event", &v))
+            .transpose()
+    }
+
+    /// The highest seq stored in a channel (0 if none). Used only when a group has
+    /// no state record yet; afterwards the state's heads are the authority.
+    pub fn last_seq(&self, group: &GroupId, channel: &Channel) -> Result<u64, StoreError> {
         match self
             .groupid_seq_event
-            .scan_prefix(keys::group_prefix(group))
+            .scan_prefix(keys::channel_prefix(group, channel))
             .next_back()
         {
             None => Ok(0),
@@ -347,10 +416,23 @@ impl Store {
         }
     }
 
-    /// Up to `limit` events with `after < seq <= up_to`, in order.
+    /// The lowest seq still stored in a channel, if any.
+    pub fn first_seq(&self, group: &GroupId, channel: &Channel) -> Result<Option<u64>, StoreError> {
+        match self
+            .groupid_seq_event
+            .scan_prefix(keys::channel_prefix(group, channel))
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => Ok(keys::seq_of_event_key(&item?.0)),
+        }
+    }
+
+    /// Up to `limit` events of a channel with `after < seq <= up_to`, in order.
     pub fn events_between(
         &self,
         group: &GroupId,
+        channel: &Channel,
         after: u64,
         up_to: u64,
         limit: usize,
@@ -358,13 +440,83 @@ impl Store {
         if after >= up_to {
             return Ok(Vec::new());
         }
-        let start = keys::event_key(group, after.saturating_add(1));
-        let end = keys::event_key(group, up_to);
+        let start = keys::event_key(group, channel, after.saturating_add(1));
+        let end = keys::event_key(group, channel, up_to);
         self.groupid_seq_event
             .range(start..=end)
             .take(limit)
             .map(|item| decode("groupid_seq_event", &item?.1))
             .collect()
+    }
+
+    /// Deletes a group's events (every channel) ordered before `before_ms`, or all
+    /// of them; returns how many. Seqs are never reused: the group state keeps the
+    /// heads.
+    pub fn delete_events(
+        &self,
+        group: &GroupId,
+        before_ms: Option<u64>,
+    ) -> Result<usize, StoreError> {
+        let mut doomed = Vec::new();
+        for item in self
+            .groupid_seq_event
+            .scan_prefix(keys::group_prefix(group))
+        {
+            let (key, value) = item?;
+            let keep = match before_ms {
+                None => false,
+                Some(cutoff) => decode::<StoredEvent>("groupid_seq_event", &value)?.ts >= cutoff,
+            };
+            if !keep {
+                doomed.push(key);
+            }
+        }
+        for key in &doomed {
+            self.groupid_seq_event.remove(key)?;
+        }
+        Ok(doomed.len())
+    }
+
+    // ---- co-produced records ----
+
+    /// A fresh record id (unique, increasing; not gap-free).
+    pub fn next_record_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Writes a record and indexes it under the member it is about.
+    pub fn put_record(&self, record: &RecordRecord) -> Result<(), StoreError> {
+        self.recordid_record
+            .insert(record.id.to_be_bytes(), encode(record))?;
+        if let Some(about) = &record.about {
+            self.key_recordid
+                .insert(keys::record_index_key(about, record.id), &[])?;
+        }
+        Ok(())
+    }
+
+    /// A record by id.
+    pub fn record(&self, id: u64) -> Result<Option<RecordRecord>, StoreError> {
+        self.recordid_record
+            .get(id.to_be_bytes())?
+            .map(|v| decode("recordid_record", &v))
+            .transpose()
+    }
+
+    /// Every record about `key`, oldest first.
+    pub fn records_about(&self, key: &PublicKey) -> Result<Vec<RecordRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.key_recordid.scan_prefix(key.0) {
+            let (index, _) = item?;
+            let id = keys::record_id_of_index_key(&index).ok_or(StoreError::Corrupt {
+                tree: "key_recordid",
+                reason: "key without an id".into(),
+            })?;
+            if let Some(record) = self.record(id)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -373,9 +525,19 @@ mod tests {
     use super::*;
     use peerhub_protocol::envelope::{Kind, SignedEnvelope};
 
-    fn env() -> SignedEnvelope {
+    fn env() -> Option<SignedEnvelope> {
         let signer = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-        SignedEnvelope::sign(&signer, Kind::Post, "{}".into())
+        Some(SignedEnvelope::sign(&signer, Kind::Post, "{}".into()))
+    }
+
+    fn event(seq: u64, ts: u64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            ts,
+            env: env(),
+            note: None,
+            redacted: None,
+        }
     }
 
     #[test]
@@ -384,30 +546,56 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let g = GroupId::parse("g").unwrap();
         let other = GroupId::parse("g2").unwrap();
-        assert_eq!(store.last_seq(&g).unwrap(), 0);
+        let main = Channel::Main;
+        assert_eq!(store.last_seq(&g, &main).unwrap(), 0);
         for seq in 1..=300 {
-            let event = StoredEvent {
-                seq,
-                ts: seq,
-                env: env(),
-            };
-            store.append_event(&g, &event).unwrap();
+            store.put_event(&g, &main, &event(seq, seq)).unwrap();
         }
-        store
-            .append_event(
-                &other,
-                &StoredEvent {
-                    seq: 1,
-                    ts: 1,
-                    env: env(),
-                },
-            )
-            .unwrap();
-        assert_eq!(store.last_seq(&g).unwrap(), 300);
-        let page = store.events_between(&g, 255, 300, 10).unwrap();
+        store.put_event(&other, &main, &event(1, 1)).unwrap();
+        store.put_event(&g, &Channel::Staff, &event(1, 1)).unwrap();
+        assert_eq!(store.last_seq(&g, &main).unwrap(), 300);
+        assert_eq!(store.last_seq(&g, &Channel::Staff).unwrap(), 1);
+        let page = store.events_between(&g, &main, 255, 300, 10).unwrap();
         let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (256..=265).collect::<Vec<_>>());
-        assert!(store.events_between(&g, 300, 300, 10).unwrap().is_empty());
+        assert!(store
+            .events_between(&g, &main, 300, 300, 10)
+            .unwrap()
+            .is_empty());
+        // Retention: seqs 1..=100 and the staff event are older than 101.
+        assert_eq!(store.delete_events(&g, Some(101)).unwrap(), 101);
+        assert_eq!(
+            store.events_between(&g, &main, 0, 300, 1000).unwrap().len(),
+            200
+        );
+        assert_eq!(store.delete_events(&g, None).unwrap(), 200);
+        assert_eq!(
+            store.events_between(&other, &main, 0, 1, 10).unwrap().len(),
+            1,
+            "other group kept"
+        );
+    }
+
+    #[test]
+    fn records_are_listed_for_the_member_they_are_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let g = GroupId::parse("g").unwrap();
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        for about in [Some(a), Some(b), Some(a), None] {
+            let id = store.next_record_id().unwrap();
+            let record = RecordRecord {
+                id,
+                group: g.clone(),
+                about,
+                entries: vec![env().unwrap()],
+            };
+            store.put_record(&record).unwrap();
+        }
+        let mine = store.records_about(&a).unwrap();
+        assert_eq!(mine.len(), 2);
+        assert!(mine.iter().all(|r| r.about == Some(a)));
+        assert!(mine[0].id < mine[1].id);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Values kept in the store, as JSON. Adding an optional field is a compatible
 //! change; renaming or removing one needs a migration.
 
-use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::GroupKind;
+use peerhub_protocol::frame::{Agreement, Channel, Note, Redaction, Role};
+use peerhub_protocol::payload::{GroupKind, Retention, SessionWindow};
 use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,8 @@ pub struct AccountRecord {
     pub created_ms: u64,
 }
 
-/// An invite: a single-use token that grants a role.
+/// An invite: a single-use token that grants a role (or membership of one
+/// virtual group).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteRecord {
     /// The role it grants.
@@ -50,6 +51,56 @@ pub struct GroupRecord {
     pub created_by: Option<PublicKey>,
     /// The signed `create_group`, when an admin created it.
     pub created_env: Option<SignedEnvelope>,
+    /// SHA-256 of the access code, if joining needs one.
+    #[serde(default)]
+    pub access_code_hash: Option<String>,
+    /// When the door is open (empty: whenever a session is open).
+    #[serde(default)]
+    pub schedule: Vec<SessionWindow>,
+    /// How long history is kept.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Whether a facilitator admits each participant.
+    #[serde(default)]
+    pub waiting_room: bool,
+}
+
+/// A group's mutable state, written with the events that change it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStateRecord {
+    /// Session number, from 1.
+    pub session: u64,
+    /// A session is running.
+    pub session_open: bool,
+    /// Only facilitators post.
+    pub paused: bool,
+    /// Nobody new is admitted.
+    pub locked: bool,
+    /// Seconds between one member's messages (0: off).
+    pub slow_mode_secs: u32,
+    /// The agreement in force (version 0: none).
+    pub agreement: Agreement,
+    /// Pinned seqs.
+    pub pinned: Vec<u64>,
+    /// Lead facilitator.
+    pub lead: Option<PublicKey>,
+    /// Members with facilitator powers here.
+    pub co_facilitators: Vec<PublicKey>,
+    /// Last seq of each channel. Kept here (not derived from the log) so deleting
+    /// old events never makes a seq come round again.
+    pub heads: Vec<(Channel, u64)>,
+    /// Start of the last schedule window that opened a session automatically.
+    #[serde(default)]
+    pub opened_window_start: Option<u64>,
+}
+
+/// A removal by a facilitator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Only for this session (`None`: for good).
+    pub session: Option<u64>,
+    /// Why, as told to them.
+    pub reason: Option<String>,
 }
 
 /// A member of a group: whoever has joined it at least once.
@@ -63,15 +114,55 @@ pub struct MemberRecord {
     pub join: SignedEnvelope,
     /// When they first joined.
     pub first_joined_ms: u64,
+    /// The agreement version they accepted (0: none).
+    #[serde(default)]
+    pub agreed_version: u32,
+    /// Their signed acceptance of it.
+    #[serde(default)]
+    pub agreement_env: Option<SignedEnvelope>,
+    /// The session they were admitted to.
+    #[serde(default)]
+    pub admitted_session: Option<u64>,
+    /// The session they were declined for.
+    #[serde(default)]
+    pub declined_session: Option<u64>,
+    /// Set when a facilitator removed them.
+    #[serde(default)]
+    pub removed: Option<Removal>,
+    /// Muted until (ms).
+    #[serde(default)]
+    pub muted_until_ms: Option<u64>,
+    /// Quietly stepped out.
+    #[serde(default)]
+    pub away: bool,
 }
 
 /// One event of a group's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Gap-free position in the group, from 1.
+    /// Gap-free position in its channel, from 1.
     pub seq: u64,
     /// Server time when it was ordered.
     pub ts: u64,
-    /// The original envelope.
-    pub env: SignedEnvelope,
+    /// The original envelope (`None` for a hub note).
+    pub env: Option<SignedEnvelope>,
+    /// A hub note.
+    #[serde(default)]
+    pub note: Option<Note>,
+    /// Set when a facilitator redacted it.
+    #[serde(default)]
+    pub redacted: Option<Redaction>,
+}
+
+/// A co-produced record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRecord {
+    /// Id, from 1.
+    pub id: u64,
+    /// The group it was written in.
+    pub group: GroupId,
+    /// The member it is about.
+    pub about: Option<PublicKey>,
+    /// Signed contributions, the opening note first.
+    pub entries: Vec<SignedEnvelope>,
 }

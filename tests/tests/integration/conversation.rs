@@ -23,7 +23,7 @@ async fn a_post_is_acknowledged_and_reaches_every_member_verifiably() {
     for client in &mut clients {
         let event = client.next_event("circle").await;
         assert_eq!(event.seq, 1);
-        assert_eq!(event.env.key, people[0].key());
+        assert_eq!(event.envelope().key, people[0].key());
         assert_eq!(event.verified_body(), "hello, everyone");
     }
 }

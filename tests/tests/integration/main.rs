@@ -4,8 +4,10 @@
 //! module of the behaviour they check; a test for a fixed bug goes in
 //! `regression.rs` with the bug's story in its doc comment.
 
+mod audit;
 mod bad_input;
 mod conversation;
+mod groups;
 mod http;
 mod invites;
 mod login;

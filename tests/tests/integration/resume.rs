@@ -82,10 +82,10 @@ async fn a_restart_on_the_same_data_keeps_every_acknowledged_message() {
     for ((seq, env), event) in sent.iter().zip(&joined.history) {
         assert_eq!(
             (event.seq, &event.env),
-            (*seq, env),
+            (*seq, &Some(env.clone())),
             "same seq, same signed bytes"
         );
-        event.env.verify().unwrap();
+        event.envelope().verify().unwrap();
     }
     // The order continues where it stopped, and spent counters stay spent.
     assert_eq!(client.post("circle", "after restart").await, 11);
@@ -187,11 +187,11 @@ async fn kill_9_loses_no_acknowledged_message() {
                 .iter()
                 .find(|e| e.seq == *seq)
                 .expect("acked seq exists");
-            let payload: PostPayload = found.env.payload_as().unwrap();
-            if found.env.key != who.key() || payload.counter != *counter {
+            let payload: PostPayload = found.envelope().payload_as().unwrap();
+            if found.envelope().key != who.key() || payload.counter != *counter {
                 lost += 1;
             }
-            found.env.verify().unwrap();
+            found.envelope().verify().unwrap();
         }
     }
     println!(

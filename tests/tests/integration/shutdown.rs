@@ -29,8 +29,16 @@ async fn sigterm_stops_the_binary_cleanly_and_keeps_the_data() {
     let me = Identity::generate();
     let mut client = Client::connect(process.addr).await;
     client.login(&me).await;
-    client.join("demo", "Visitor", None).await;
-    assert_eq!(client.post("demo", "still here after the restart").await, 1);
+    let token = process
+        .invite_token("first admin (single use, 24 h)")
+        .unwrap();
+    client.redeem(&token).await;
+    client.create_group("plain", "Plain").await;
+    client.join("plain", "Visitor", None).await;
+    assert_eq!(
+        client.post("plain", "still here after the restart").await,
+        1
+    );
     process.signal("TERM");
     let closed = client.expect_closed().await;
     assert_eq!(closed.code, Some(1001));
@@ -42,7 +50,7 @@ async fn sigterm_stops_the_binary_cleanly_and_keeps_the_data() {
     let process = ProcessServer::start(&data, &["--demo"]).await;
     let mut client = Client::connect(process.addr).await;
     client.login(&me).await;
-    let joined = client.join("demo", "Visitor", Some(0)).await;
+    let joined = client.join("plain", "Visitor", Some(0)).await;
     assert_eq!(joined.history.len(), 1);
     assert_eq!(
         joined.history[0].verified_body(),

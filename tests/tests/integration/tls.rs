@@ -48,7 +48,6 @@ async fn wss_with_certificate_files_carries_a_conversation() {
             cert: cert.clone(),
             key: key.clone(),
         });
-        c.demo = true;
     })
     .await;
     let config = trusting(made.cert.pem().as_bytes());
@@ -63,10 +62,13 @@ async fn wss_with_certificate_files_carries_a_conversation() {
     .await
     .expect("refused promptly");
     assert!(plain.is_err(), "plain ws on a TLS port must fail");
-    client.join("demo", "Over TLS", None).await;
-    assert_eq!(client.post("demo", "encrypted in transit").await, 1);
+    let token = server.server().start_tokens().admin.clone().unwrap();
+    client.redeem(&token).await;
+    client.create_group("tls", "Over TLS").await;
+    client.join("tls", "Over TLS", None).await;
+    assert_eq!(client.post("tls", "encrypted in transit").await, 1);
     assert_eq!(
-        client.next_event("demo").await.verified_body(),
+        client.next_event("tls").await.verified_body(),
         "encrypted in transit"
     );
     assert_eq!(
@@ -91,9 +93,14 @@ async fn self_signed_tls_prints_the_fingerprint_clients_see() {
     let mut client = Client::connect_tls(process.addr, trusting(&pem), "localhost").await;
     assert_eq!(fingerprint_of(&client), printed);
     client.login(&me).await;
-    client.join("demo", "Over TLS", None).await;
-    assert_eq!(client.post("demo", "encrypted in transit").await, 1);
-    let event = client.next_event("demo").await;
+    let token = process
+        .invite_token("first admin (single use, 24 h)")
+        .unwrap();
+    client.redeem(&token).await;
+    client.create_group("tls", "Over TLS").await;
+    client.join("tls", "Over TLS", None).await;
+    assert_eq!(client.post("tls", "encrypted in transit").await, 1);
+    let event = client.next_event("tls").await;
     assert_eq!(event.verified_body(), "encrypted in transit");
     assert!(
         process.links.values().all(|l| l.starts_with("https://")),

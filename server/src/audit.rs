@@ -1,0 +1,945 @@
+//! The tamper-evident audit chain: one linear, hash-linked log of every accountable
+//! action (role grants, facilitator controls, escalation steps), each entry carrying
+//! the signed commands that caused it.
+//!
+//! This module owns the entry layout, the hash rule, appending ([`AuditLog`]) and
+//! checking ([`verify`], which `peerhub audit verify` runs). It never touches sled:
+//! it hands whole entries, as bytes, to the store's `seq_audit` tree
+//! ([`crate::store::audit`]). It never flushes either: see "Durability" below.
+//!
+//! # Why it can be trusted
+//!
+//! - **Signed by the actor.** Every entry carries at least one [`SignedEnvelope`],
+//!   the actor's first: the exact signed command that caused the action (for a role
+//!   grant, the grantee's signed `redeem`). The server cannot forge one, so it cannot
+//!   invent an action and pin it on someone.
+//! - **Linked by hash.** Every entry names the hash of the one before it, so
+//!   changing, removing, inserting or reordering entries breaks the chain at that
+//!   entry unless every later hash is rewritten too. Someone who can write the data
+//!   folder *can* rewrite the tail of the chain (the hash is not keyed), and can
+//!   drop trailing entries unseen: keep the last hash [`verify`] reports somewhere
+//!   else (a ticket, an email to the supervisor) to anchor the chain up to there.
+//!
+//! # Stored layout
+//!
+//! Entry `seq` (from 1) is stored under its seq (see [`crate::store::audit`]) as
+//!
+//! ```text
+//! hash (64 lowercase hex) ‖ "\n" ‖ body
+//! body = {"seq":2,"ts":1714000000000,"prev":"<64 lowercase hex>","action":"role.grant",
+//!         "group":null,"subject":"<base64url key>","envelopes":[{"kind":"redeem",...}]}
+//! hash = SHA-256("peerhub-audit/1\n" ‖ prev as 32 raw bytes ‖ body)
+//! ```
+//!
+//! `body` is compact JSON written once, at append; the hash covers those exact bytes
+//! and [`verify`] hashes the bytes it reads back, never a re-serialisation, so there
+//! is no canonical form to agree on (the same rule as for signed envelopes). Every
+//! stored byte counts: the body is hashed, and the hash line must be exactly the
+//! lowercase hex of the recomputed hash. `prev` is all zeros for entry 1. The body's
+//! fields, in order: `seq`; `ts`, server time in ms since the Unix epoch; `prev`;
+//! `action`; `group`, the group it happened in (`null` for hub-wide actions);
+//! `subject`, the key it concerns (`null` if none); `envelopes`, the signed commands
+//! that caused it, the actor's first, each exactly as received.
+//!
+//! # Actions
+//!
+//! `action` is a stable dotted `area.verb` string, chosen by the caller; constants for
+//! the ones in use are in [`action`]. Known and planned:
+//!
+//! | action                | group | subject            | envelopes                       |
+//! | --------------------- | ----- | ------------------ | ------------------------------- |
+//! | `role.grant`          | none (the group, for a group-scoped role) | the grantee | the grantee's `redeem` |
+//! | `invite.create`       | for a `member` invite | —   | the inviter's `invite`          |
+//! | `group.create`        | the group | —              | the admin's `create_group`      |
+//! | `control.<name>`      | the group | the member acted on, if any | the facilitator's `control` (`<name>` is the control's wire name: `mute`, `remove`, `lock`, `redact`, ...) |
+//! | `escalation.<step>`   | the group | the member concerned | the step's own signed command first (`ack`, `resolve`, ...), then the flag it concerns; a step the server takes on a deadline carries the flag alone |
+//!
+//! Only `role.grant` is written today (by [`crate::invites::redeem`]).
+//!
+//! # Durability
+//!
+//! [`AuditLog::append`] writes the entry like any other store write: in memory until
+//! a commit. The caller writes its action and its audit entry, then makes both
+//! durable with its own [`Committer::commit`](crate::store::Committer::commit) before
+//! acknowledging, so the group commit covers them together and the audit log adds
+//! no flush of its own. Write the entry *before* the state change it records where
+//! possible: sled persists writes in order, so a crash can then lose an action's
+//! effect but never keep an effect without its entry.
+//!
+//! # Concurrency
+//!
+//! One [`AuditLog`] lives in the [`Hub`](crate::hub::Hub) and every task appends
+//! through it, so the chain stays linear: a mutex covers "read the tail, write the
+//! next entry". It is a `std` mutex and its guard ([`ChainLock`]) is not `Send`, so a
+//! spawned task cannot hold it across an `.await`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use peerhub_protocol::envelope::from_json_object;
+use peerhub_protocol::{GroupId, ProtocolError, PublicKey, SignedEnvelope};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// Actions in use, as written in entries. See the module doc for the full list.
+pub mod action {
+    /// A role granted by redeeming an invite.
+    pub const ROLE_GRANT: &str = "role.grant";
+    /// An invite made.
+    pub const INVITE_CREATE: &str = "invite.create";
+    /// A group created.
+    pub const GROUP_CREATE: &str = "group.create";
+    /// A facilitator muted someone (other controls follow the `control.<name>` form).
+    pub const CONTROL_MUTE: &str = "control.mute";
+    /// A supervisor acknowledged an escalation.
+    pub const ESCALATION_ACK: &str = "escalation.ack";
+}
+
+/// The domain separator hashed before every entry.
+pub const HASH_DOMAIN: &[u8] = b"peerhub-audit/1\n";
+
+/// The SHA-256 hash of an entry, written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EntryHash(pub [u8; 32]);
+
+impl EntryHash {
+    /// The `prev` of entry 1.
+    pub const GENESIS: Self = Self([0; 32]);
+
+    /// Parses exactly 64 lowercase hex digits (no other spelling of the same bytes,
+    /// so every stored byte is significant).
+    pub fn parse_hex(text: &[u8]) -> Option<Self> {
+        let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        if text.len() != 64 || !text.iter().all(lower_hex) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    /// The lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The hash of an entry whose body is `body`, following the entry whose hash is
+    /// `prev`.
+    pub fn of_entry(prev: &EntryHash, body: &[u8]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(HASH_DOMAIN);
+        hash.update(prev.0);
+        hash.update(body);
+        Self(hash.finalize().into())
+    }
+}
+
+impl fmt::Display for EntryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for EntryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntryHash({})", self.to_hex())
+    }
+}
+
+impl Serialize for EntryHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse_hex(text.as_bytes())
+            .ok_or_else(|| serde::de::Error::custom("a hash is 64 lowercase hex digits"))
+    }
+}
+
+/// The hashed part of an entry, in its stored field order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryBody {
+    seq: u64,
+    ts: u64,
+    prev: EntryHash,
+    action: String,
+    group: Option<GroupId>,
+    subject: Option<PublicKey>,
+    envelopes: Vec<SignedEnvelope>,
+}
+
+/// One entry as read back from the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Server time of the action (ms since the Unix epoch).
+    pub ts: u64,
+    /// The hash of the entry before (all zeros for entry 1).
+    pub prev: EntryHash,
+    /// What happened (`role.grant`, ...).
+    pub action: String,
+    /// The group it happened in, if any.
+    pub group: Option<GroupId>,
+    /// The key it concerns, if any.
+    pub subject: Option<PublicKey>,
+    /// The signed commands that caused it, the actor's first.
+    pub envelopes: Vec<SignedEnvelope>,
+    /// This entry's hash, as stored.
+    pub hash: EntryHash,
+}
+
+impl AuditEntry {
+    /// Splits stored bytes into the hash line and the body, and parses both. Checks
+    /// the layout only: [`verify`] checks the links, the hash and the signatures.
+    pub fn parse(stored: &[u8]) -> Result<(Self, &[u8]), BreakReason> {
+        let malformed = |why: &str| BreakReason::Malformed(why.to_string());
+        let (hash_line, body_bytes) = match stored.get(64) {
+            Some(b'\n') => (&stored[..64], &stored[65..]),
+            _ => return Err(malformed("it does not start with a hash line")),
+        };
+        let hash = EntryHash::parse_hex(hash_line)
+            .ok_or_else(|| malformed("its hash line is not 64 lowercase hex digits"))?;
+        let text =
+            std::str::from_utf8(body_bytes).map_err(|_| malformed("its body is not UTF-8 text"))?;
+        let body: EntryBody = from_json_object(text)
+            .map_err(|e| BreakReason::Malformed(format!("its body does not parse: {e}")))?;
+        let entry = Self {
+            seq: body.seq,
+            ts: body.ts,
+            prev: body.prev,
+            action: body.action,
+            group: body.group,
+            subject: body.subject,
+            envelopes: body.envelopes,
+            hash,
+        };
+        Ok((entry, body_bytes))
+    }
+
+    /// The key of whoever is accountable: the signer of the first envelope.
+    pub fn actor(&self) -> Option<PublicKey> {
+        self.envelopes.first().map(|env| env.key)
+    }
+}
+
+/// An action to record. Made with [`NewEntry::new`], which takes the actor's signed
+/// envelope, so an entry without one cannot be built.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    ts: u64,
+    action: String,
+    group: Option<GroupId>,
+    subject: Option<PublicKey>,
+    envelopes: Vec<SignedEnvelope>,
+}
+
+impl NewEntry {
+    /// `action` (see [`action`]) at server time `ts`, caused by the actor's signed
+    /// command `by`.
+    pub fn new(ts: u64, action: impl Into<String>, by: SignedEnvelope) -> Self {
+        Self {
+            ts,
+            action: action.into(),
+            group: None,
+            subject: None,
+            envelopes: vec![by],
+        }
+    }
+
+    /// The group it happened in.
+    pub fn group(mut self, group: GroupId) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// The key it concerns.
+    pub fn subject(mut self, key: PublicKey) -> Self {
+        self.subject = Some(key);
+        self
+    }
+
+    /// Another signed command it rests on (after the actor's).
+    pub fn envelope(mut self, env: SignedEnvelope) -> Self {
+        self.envelopes.push(env);
+        self
+    }
+}
+
+/// The last entry written: what the next one links to.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    seq: u64,
+    hash: EntryHash,
+}
+
+/// The chain, as every task appends to it. One per store.
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Store,
+    // Who: any task recording an action. Why: "read the tail, write the next entry"
+    // must be one step or two appends would link to the same entry. Held only for
+    // one in-memory store write (plus what a caller of `lock` does, also in
+    // memory); never across an await.
+    tail: Mutex<Tail>,
+}
+
+impl AuditLog {
+    /// Loads the tail of the chain in `store`. Fails if the last entry's hash line is
+    /// unreadable, since nothing could link to it (run `peerhub audit verify`).
+    pub fn open(store: Store) -> Result<Self, StoreError> {
+        let tail = match store.last_audit()? {
+            None => Tail {
+                seq: 0,
+                hash: EntryHash::GENESIS,
+            },
+            Some((seq, stored)) => {
+                let hash = stored
+                    .get(..64)
+                    .and_then(EntryHash::parse_hex)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: "seq_audit",
+                        reason: format!(
+                            "the last entry ({seq}) has no readable hash; run `peerhub audit verify`"
+                        ),
+                    })?;
+                Tail { seq, hash }
+            }
+        };
+        Ok(Self {
+            store,
+            tail: Mutex::new(tail),
+        })
+    }
+
+    /// Appends one entry (not durable until the caller commits); returns its seq.
+    pub fn append(&self, entry: NewEntry) -> Result<u64, StoreError> {
+        self.lock().append(entry)
+    }
+
+    /// Holds the chain so that a decision and the append it leads to are one step:
+    /// no other entry is appended until the returned guard is dropped. For a caller
+    /// whose "should this be recorded?" depends on state another task could change
+    /// at the same moment (two redeems of one invite by one key).
+    pub fn lock(&self) -> ChainLock<'_> {
+        ChainLock {
+            store: &self.store,
+            // A panic while holding the lock cannot leave the tail half-updated
+            // (it is updated after the write, in one assignment), so go on.
+            tail: self.tail.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// The last entry's seq (0 for an empty chain) and hash.
+    pub fn tail(&self) -> (u64, EntryHash) {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        (tail.seq, tail.hash)
+    }
+}
+
+/// The chain, held: see [`AuditLog::lock`]. Not `Send`, so never held across an
+/// await in a spawned task.
+#[derive(Debug)]
+pub struct ChainLock<'a> {
+    store: &'a Store,
+    tail: MutexGuard<'a, Tail>,
+}
+
+impl ChainLock<'_> {
+    /// Appends one entry (not durable until the caller commits); returns its seq.
+    pub fn append(&mut self, entry: NewEntry) -> Result<u64, StoreError> {
+        let seq = self.tail.seq + 1;
+        let prev = self.tail.hash;
+        let body = EntryBody {
+            seq,
+            ts: entry.ts,
+            prev,
+            action: entry.action,
+            group: entry.group,
+            subject: entry.subject,
+            envelopes: entry.envelopes,
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt {
+            tree: "seq_audit",
+            reason: format!("an entry could not be encoded: {e}"),
+        })?;
+        let hash = EntryHash::of_entry(&prev, &body);
+        let mut stored = Vec::with_capacity(65 + body.len());
+        stored.extend_from_slice(hash.to_hex().as_bytes());
+        stored.push(b'\n');
+        stored.extend_from_slice(&body);
+        self.store.append_audit(seq, &stored)?;
+        *self.tail = Tail { seq, hash };
+        Ok(seq)
+    }
+}
+
+/// A chain that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// How many entries.
+    pub entries: u64,
+    /// The last entry's hash (all zeros for an empty chain). Keep it elsewhere to
+    /// detect later rewriting or truncation.
+    pub last_hash: EntryHash,
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} entries, last hash {}", self.entries, self.last_hash)
+    }
+}
+
+/// The first entry at which the chain is broken, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at entry {seq}: {reason}")]
+pub struct ChainBreak {
+    /// The first broken entry (for a missing entry, the seq that is missing).
+    pub seq: u64,
+    /// Why.
+    pub reason: BreakReason,
+}
+
+/// Why an entry breaks the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BreakReason {
+    /// The store could not be read at this point.
+    #[error("the store could not be read here: {0}")]
+    Unreadable(String),
+    /// An entry is stored under seq 0; seqs start at 1.
+    #[error("an entry is stored under seq 0, but seqs start at 1")]
+    SeqZero,
+    /// This seq is absent: the next stored entry has a later one.
+    #[error("this entry is missing (the next stored entry is {next})")]
+    Missing {
+        /// The seq stored next.
+        next: u64,
+    },
+    /// The stored bytes are not an entry.
+    #[error("the stored bytes are not an entry: {0}")]
+    Malformed(String),
+    /// The entry says it has another seq than the one it is stored under.
+    #[error("it is stored as entry {stored_as} but says it is entry {says}")]
+    WrongSeq {
+        /// Where it is stored.
+        stored_as: u64,
+        /// What its body says.
+        says: u64,
+    },
+    /// `prev` is not the hash of the entry before.
+    #[error("its prev {found} is not the hash of the entry before it ({expected})")]
+    WrongPrev {
+        /// The hash it should name.
+        expected: EntryHash,
+        /// The hash it names.
+        found: EntryHash,
+    },
+    /// The stored hash is not the hash of the stored contents.
+    #[error("its contents do not match its hash (stored {stored}, computed {computed})")]
+    WrongHash {
+        /// The hash stored with it.
+        stored: EntryHash,
+        /// The hash of its bytes.
+        computed: EntryHash,
+    },
+    /// No signed envelope: nobody is accountable for it.
+    #[error("it carries no signed envelope, so nobody is accountable for it")]
+    NoEnvelope,
+    /// An envelope does not verify.
+    #[error("its envelope {number} (of {of}) does not verify: {error}")]
+    BadEnvelope {
+        /// Which envelope, from 1.
+        number: usize,
+        /// How many it has.
+        of: usize,
+        /// The verifier's complaint.
+        error: ProtocolError,
+    },
+}
+
+/// Checks the whole chain in `store`, in order: seqs run 1, 2, 3 ... with none
+/// missing; each entry parses; names its own seq; names the previous entry's hash as
+/// `prev` (zeros for entry 1); hashes to its stored hash; and carries at least one
+/// envelope, every one of which verifies strictly. Stops at the first break.
+pub fn verify(store: &Store) -> Result<VerifyReport, ChainBreak> {
+    let mut last_seq = 0u64;
+    let mut last_hash = EntryHash::GENESIS;
+    for item in store.audit_entries() {
+        let expected = last_seq + 1;
+        let (seq, stored) =
+            item.map_err(|e| broken(expected)(BreakReason::Unreadable(e.to_string())))?;
+        if seq == 0 {
+            return Err(broken(0)(BreakReason::SeqZero));
+        }
+        if seq != expected {
+            return Err(broken(expected)(BreakReason::Missing { next: seq }));
+        }
+        let hash = verify_entry(seq, &last_hash, &stored).map_err(broken(seq))?;
+        last_seq = seq;
+        last_hash = hash;
+    }
+    Ok(VerifyReport {
+        entries: last_seq,
+        last_hash,
+    })
+}
+
+fn broken(seq: u64) -> impl FnOnce(BreakReason) -> ChainBreak {
+    move |reason| ChainBreak { seq, reason }
+}
+
+/// Checks one stored entry against the hash of the entry before; returns its hash.
+fn verify_entry(seq: u64, prev: &EntryHash, stored: &[u8]) -> Result<EntryHash, BreakReason> {
+    let (entry, body) = AuditEntry::parse(stored)?;
+    if entry.seq != seq {
+        return Err(BreakReason::WrongSeq {
+            stored_as: seq,
+            says: entry.seq,
+        });
+    }
+    if entry.prev != *prev {
+        return Err(BreakReason::WrongPrev {
+            expected: *prev,
+            found: entry.prev,
+        });
+    }
+    let computed = EntryHash::of_entry(prev, body);
+    if computed != entry.hash {
+        return Err(BreakReason::WrongHash {
+            stored: entry.hash,
+            computed,
+        });
+    }
+    if entry.envelopes.is_empty() {
+        return Err(BreakReason::NoEnvelope);
+    }
+    let of = entry.envelopes.len();
+    for (i, env) in entry.envelopes.iter().enumerate() {
+        env.verify().map_err(|error| BreakReason::BadEnvelope {
+            number: i + 1,
+            of,
+            error,
+        })?;
+    }
+    Ok(entry.hash)
+}
+
+/// Every entry, parsed, in order (not verified: use [`verify`] for that). An entry
+/// that does not parse is an error at its seq (at seq 0 if its key is unreadable).
+pub fn entries(store: &Store) -> impl Iterator<Item = Result<AuditEntry, ChainBreak>> + '_ {
+    store.audit_entries().map(|item| {
+        let (seq, stored) = item.map_err(|e| ChainBreak {
+            seq: 0,
+            reason: BreakReason::Unreadable(e.to_string()),
+        })?;
+        AuditEntry::parse(&stored)
+            .map(|(entry, _)| entry)
+            .map_err(|reason| ChainBreak { seq, reason })
+    })
+}
+
+/// Why a data folder could not be opened for verification.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FolderError {
+    /// The folder holds no store.
+    #[error("{} holds no peerhub store (is it the folder given to --data when serving?)", .0.display())]
+    NoStore(PathBuf),
+    /// A running server holds the store's lock.
+    #[error(
+        "{} is in use, most likely by a running peerhub server; stop the server \
+         first (the store allows one process at a time)",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    /// The store could not be opened.
+    #[error("cannot open the store in {}: {source}", .path.display())]
+    Store {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+}
+
+/// Opens the store in data folder `dir` (never creating one) and verifies its chain.
+/// The outer error says the folder could not be opened; the inner result is the
+/// verdict.
+pub fn verify_data_dir(dir: &Path) -> Result<Result<VerifyReport, ChainBreak>, FolderError> {
+    if !Store::exists_in(dir) {
+        return Err(FolderError::NoStore(dir.to_path_buf()));
+    }
+    let store = Store::open(dir).map_err(|source| {
+        if source.is_in_use() {
+            FolderError::InUse(dir.to_path_buf())
+        } else {
+            FolderError::Store {
+                path: dir.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    Ok(verify(&store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use peerhub_protocol::envelope::Kind;
+
+    fn signer(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn redeem_env(n: u8) -> SignedEnvelope {
+        SignedEnvelope::sign(
+            &signer(n),
+            Kind::Redeem,
+            format!(r#"{{"token":"t{n}","counter":{n},"ts":1000}}"#),
+        )
+    }
+
+    /// A store holding a good chain of `n` role grants.
+    fn chain(n: u8) -> (tempfile::TempDir, Store, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = AuditLog::open(store.clone()).unwrap();
+        for i in 1..=n {
+            let env = redeem_env(i);
+            let entry = NewEntry::new(1_000 + u64::from(i), action::ROLE_GRANT, env.clone())
+                .subject(env.key);
+            assert_eq!(log.append(entry).unwrap(), u64::from(i));
+        }
+        (dir, store, log)
+    }
+
+    fn stored(store: &Store, seq: u64) -> Vec<u8> {
+        store
+            .audit_entries()
+            .map(Result::unwrap)
+            .find(|(s, _)| *s == seq)
+            .unwrap()
+            .1
+    }
+
+    /// Replaces the first `from` in entry `seq`'s stored bytes with `to`.
+    fn edit(store: &Store, seq: u64, from: &str, to: &str) {
+        let text = String::from_utf8(stored(store, seq)).unwrap();
+        assert!(text.contains(from), "{from} in {text}");
+        let edited = text.replacen(from, to, 1);
+        assert_eq!(edited.len(), text.len(), "tests change bytes, not lengths");
+        store
+            .put_audit_raw_for_tests(seq, edited.as_bytes())
+            .unwrap();
+    }
+
+    /// Rewrites entry `seq`'s body with `change`, then recomputes its hash and every
+    /// later entry's prev and hash: what someone who can write the folder could do.
+    fn rewrite_from(store: &Store, seq: u64, change: impl FnOnce(&mut EntryBody)) {
+        let mut prev = if seq == 1 {
+            EntryHash::GENESIS
+        } else {
+            AuditEntry::parse(&stored(store, seq - 1)).unwrap().0.hash
+        };
+        let all: Vec<(u64, Vec<u8>)> = store.audit_entries().map(Result::unwrap).collect();
+        let mut change = Some(change);
+        for (s, bytes) in all.into_iter().filter(|(s, _)| *s >= seq) {
+            let mut body: EntryBody = serde_json::from_slice(&bytes[65..]).unwrap();
+            if let Some(change) = change.take() {
+                change(&mut body);
+            }
+            body.prev = prev;
+            let body = serde_json::to_vec(&body).unwrap();
+            let hash = EntryHash::of_entry(&prev, &body);
+            let mut out = hash.to_hex().into_bytes();
+            out.push(b'\n');
+            out.extend_from_slice(&body);
+            store.put_audit_raw_for_tests(s, &out).unwrap();
+            prev = hash;
+        }
+    }
+
+    fn broken_at(store: &Store) -> (u64, BreakReason) {
+        let err = verify(store).expect_err("the chain must be reported broken");
+        (err.seq, err.reason)
+    }
+
+    #[test]
+    fn a_good_chain_verifies_and_reports_its_count_and_last_hash() {
+        let (_dir, store, log) = chain(3);
+        let report = verify(&store).unwrap();
+        assert_eq!(report.entries, 3);
+        assert_eq!(report.last_hash, log.tail().1);
+        assert_eq!(log.tail().0, 3);
+        let read: Vec<AuditEntry> = entries(&store).map(Result::unwrap).collect();
+        assert_eq!(read[0].prev, EntryHash::GENESIS);
+        assert_eq!(read[1].prev, read[0].hash);
+        assert_eq!(read[2].hash, report.last_hash);
+        assert_eq!(read[1].action, "role.grant");
+        assert_eq!(read[1].subject, Some(redeem_env(2).key));
+        assert_eq!(read[1].actor(), Some(redeem_env(2).key));
+        assert_eq!(read[1].envelopes, vec![redeem_env(2)]);
+    }
+
+    #[test]
+    fn an_empty_chain_verifies_with_a_zero_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let report = verify(&store).unwrap();
+        assert_eq!(report.entries, 0);
+        assert_eq!(report.last_hash, EntryHash::GENESIS);
+        assert_eq!(
+            report.to_string(),
+            format!("0 entries, last hash {}", "0".repeat(64))
+        );
+    }
+
+    #[test]
+    fn the_stored_layout_is_hash_line_then_body_and_the_hash_covers_the_body_bytes() {
+        let (_dir, store, _log) = chain(2);
+        let first = AuditEntry::parse(&stored(&store, 1)).unwrap().0.hash;
+        let bytes = stored(&store, 2);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let (hash_line, body) = text.split_once('\n').unwrap();
+        assert!(body.starts_with(&format!(
+            r#"{{"seq":2,"ts":1002,"prev":"{first}","action":"role.grant","group":null,"subject":""#
+        )), "{body}");
+        let mut hash = Sha256::new();
+        hash.update(b"peerhub-audit/1\n");
+        hash.update(first.0);
+        hash.update(body.as_bytes());
+        assert_eq!(hash_line, hex::encode(hash.finalize()));
+    }
+
+    #[test]
+    fn the_log_reopens_at_its_tail_and_keeps_linking() {
+        let (_dir, store, log) = chain(2);
+        let tail = log.tail();
+        drop(log);
+        let log = AuditLog::open(store.clone()).unwrap();
+        assert_eq!(log.tail(), tail);
+        let env = redeem_env(9);
+        assert_eq!(log.append(NewEntry::new(5, "role.grant", env)).unwrap(), 3);
+        assert_eq!(verify(&store).unwrap().entries, 3);
+    }
+
+    #[test]
+    fn concurrent_appends_keep_one_linear_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = AuditLog::open(store.clone()).unwrap();
+        std::thread::scope(|s| {
+            for t in 1..=8u8 {
+                let log = &log;
+                s.spawn(move || {
+                    for _ in 0..25 {
+                        log.append(NewEntry::new(1, action::CONTROL_MUTE, redeem_env(t)))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(verify(&store).unwrap().entries, 200);
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_body_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        edit(&store, 2, r#""ts":1002"#, r#""ts":1003"#);
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(matches!(reason, BreakReason::WrongHash { .. }), "{reason}");
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_subject_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        let subject = redeem_env(2).key.to_b64();
+        let mut other = subject.clone().into_bytes();
+        other[5] = if other[5] == b'A' { b'B' } else { b'A' };
+        edit(&store, 2, &subject, std::str::from_utf8(&other).unwrap());
+        assert_eq!(broken_at(&store).0, 2);
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_prev_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        let prev = AuditEntry::parse(&stored(&store, 2))
+            .unwrap()
+            .0
+            .prev
+            .to_hex();
+        let mut other = prev.clone().into_bytes();
+        other[10] = if other[10] == b'0' { b'1' } else { b'0' };
+        edit(&store, 2, &prev, std::str::from_utf8(&other).unwrap());
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(matches!(reason, BreakReason::WrongPrev { .. }), "{reason}");
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_stored_hash_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        let mut bytes = stored(&store, 2);
+        bytes[0] = if bytes[0] == b'a' { b'b' } else { b'a' };
+        store.put_audit_raw_for_tests(2, &bytes).unwrap();
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(matches!(reason, BreakReason::WrongHash { .. }), "{reason}");
+    }
+
+    #[test]
+    fn an_uppercase_spelling_of_a_stored_hash_counts_as_a_change() {
+        let (_dir, store, _log) = chain(3);
+        let mut bytes = stored(&store, 2);
+        bytes[..64].make_ascii_uppercase();
+        assert_ne!(bytes, stored(&store, 2), "the hash has hex letters");
+        store.put_audit_raw_for_tests(2, &bytes).unwrap();
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(matches!(reason, BreakReason::Malformed(_)), "{reason}");
+    }
+
+    #[test]
+    fn one_changed_byte_of_an_envelope_payload_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        // The payload sits in the body as an escaped JSON string.
+        edit(&store, 2, r#"\"token\":\"t2\""#, r#"\"token\":\"t7\""#);
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(matches!(reason, BreakReason::WrongHash { .. }), "{reason}");
+    }
+
+    #[test]
+    fn an_envelope_changed_under_a_rewritten_chain_is_caught_by_its_signature() {
+        let (_dir, store, _log) = chain(3);
+        rewrite_from(&store, 2, |body| {
+            body.envelopes[0].payload = body.envelopes[0].payload.replace("t2", "t7");
+        });
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(
+            matches!(
+                reason,
+                BreakReason::BadEnvelope {
+                    number: 1,
+                    of: 1,
+                    ..
+                }
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn one_changed_byte_of_a_signature_is_reported_at_that_entry() {
+        let (_dir, store, _log) = chain(3);
+        let sig = redeem_env(2).sig.to_b64();
+        let mut other = sig.clone().into_bytes();
+        other[3] = if other[3] == b'A' { b'B' } else { b'A' };
+        edit(&store, 2, &sig, std::str::from_utf8(&other).unwrap());
+        assert_eq!(broken_at(&store).0, 2);
+        let (_dir, store, _log) = chain(3);
+        rewrite_from(&store, 2, |body| body.envelopes[0].sig.0[3] ^= 1);
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 2);
+        assert!(
+            matches!(reason, BreakReason::BadEnvelope { .. }),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_entry_without_an_envelope_is_refused_even_with_good_hashes() {
+        let (_dir, store, _log) = chain(3);
+        rewrite_from(&store, 2, |body| body.envelopes.clear());
+        assert_eq!(broken_at(&store), (2, BreakReason::NoEnvelope));
+    }
+
+    #[test]
+    fn a_deleted_entry_is_reported_at_its_seq() {
+        let (_dir, store, _log) = chain(3);
+        store.remove_audit_raw_for_tests(2).unwrap();
+        assert_eq!(broken_at(&store), (2, BreakReason::Missing { next: 3 }));
+        let (_dir, store, _log) = chain(3);
+        store.remove_audit_raw_for_tests(1).unwrap();
+        assert_eq!(broken_at(&store), (1, BreakReason::Missing { next: 2 }));
+    }
+
+    #[test]
+    fn swapped_entries_are_reported_at_the_first_of_them() {
+        let (_dir, store, _log) = chain(4);
+        let (two, three) = (stored(&store, 2), stored(&store, 3));
+        store.put_audit_raw_for_tests(2, &three).unwrap();
+        store.put_audit_raw_for_tests(3, &two).unwrap();
+        assert_eq!(
+            broken_at(&store),
+            (
+                2,
+                BreakReason::WrongSeq {
+                    stored_as: 2,
+                    says: 3
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn an_entry_stored_under_seq_zero_is_reported() {
+        let (_dir, store, _log) = chain(2);
+        store
+            .put_audit_raw_for_tests(0, &stored(&store, 1))
+            .unwrap();
+        assert_eq!(broken_at(&store), (0, BreakReason::SeqZero));
+    }
+
+    #[test]
+    fn unparseable_bytes_are_reported_at_their_entry() {
+        let (_dir, store, _log) = chain(3);
+        store.put_audit_raw_for_tests(3, b"not an entry").unwrap();
+        let (seq, reason) = broken_at(&store);
+        assert_eq!(seq, 3);
+        assert!(matches!(reason, BreakReason::Malformed(_)), "{reason}");
+    }
+
+    #[test]
+    fn the_break_is_described_in_words() {
+        let err = ChainBreak {
+            seq: 2,
+            reason: BreakReason::Missing { next: 3 },
+        };
+        assert_eq!(
+            err.to_string(),
+            "audit chain broken at entry 2: this entry is missing (the next stored entry is 3)"
+        );
+    }
+
+    #[test]
+    fn verifying_a_folder_without_a_store_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nothing-here");
+        assert!(matches!(
+            verify_data_dir(&missing),
+            Err(FolderError::NoStore(_))
+        ));
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn verifying_a_folder_in_use_is_refused_as_in_use() {
+        let (dir, _store, _log) = chain(1);
+        let err = verify_data_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, FolderError::InUse(_)), "{err}");
+        assert!(err.to_string().contains("running peerhub server"), "{err}");
+    }
+}
