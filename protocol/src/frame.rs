@@ -488,8 +488,11 @@ pub enum ServerFrame {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        /// The role granted.
-        role: Role,
+        /// What the invite granted (`member`: membership of `group`).
+        role: InviteRole,
+        /// For a `member` invite: the virtual group now open to this key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<GroupId>,
         /// All roles the key now holds.
         roles: Vec<Role>,
     },

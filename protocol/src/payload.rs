@@ -195,6 +195,38 @@ pub enum InviteRole {
     Member,
 }
 
+impl InviteRole {
+    /// The account role this grants (`None` for `member`).
+    pub fn account_role(self) -> Option<crate::frame::Role> {
+        match self {
+            Self::Admin => Some(crate::frame::Role::Admin),
+            Self::Facilitator => Some(crate::frame::Role::Facilitator),
+            Self::Supervisor => Some(crate::frame::Role::Supervisor),
+            Self::Member => None,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Facilitator => "facilitator",
+            Self::Supervisor => "supervisor",
+            Self::Member => "member",
+        }
+    }
+}
+
+impl From<crate::frame::Role> for InviteRole {
+    fn from(role: crate::frame::Role) -> Self {
+        match role {
+            crate::frame::Role::Admin => Self::Admin,
+            crate::frame::Role::Facilitator => Self::Facilitator,
+            crate::frame::Role::Supervisor => Self::Supervisor,
+        }
+    }
+}
+
 /// `invite`: make a single-use invite (admins; facilitators for `member`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +346,12 @@ pub enum ControlAction {
         /// The new text.
         text: String,
     },
+    /// Start a private check-in with one member: written to the pair channel the
+    /// two share (and the audit chain), never announced to the group.
+    CheckIn {
+        /// Who.
+        member: PublicKey,
+    },
     /// Open a new session (when none is open).
     OpenSession,
     /// End the session: everyone is told and the room closes.
@@ -340,6 +378,7 @@ impl ControlAction {
             Self::AddCofacilitator { .. } => "add_cofacilitator",
             Self::HandOver { .. } => "hand_over",
             Self::SetAgreement { .. } => "set_agreement",
+            Self::CheckIn { .. } => "check_in",
             Self::OpenSession => "open_session",
             Self::EndSession => "end_session",
         }
@@ -354,7 +393,8 @@ impl ControlAction {
             | Self::Unmute { member }
             | Self::Remove { member, .. }
             | Self::AddCofacilitator { member }
-            | Self::HandOver { member } => Some(member),
+            | Self::HandOver { member }
+            | Self::CheckIn { member } => Some(member),
             _ => None,
         }
     }

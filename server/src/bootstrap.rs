@@ -55,7 +55,8 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
     store.remove_unused_bootstrap_invites()?;
     if !store.has_admin()? {
         let spec = InviteSpec {
-            role: Role::Admin,
+            role: Role::Admin.into(),
+            group: None,
             ttl_ms: DEFAULT_TTL_MS,
             bootstrap: true,
         };
@@ -87,7 +88,8 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
             (Role::Supervisor, &mut tokens.demo_supervisor),
         ] {
             let spec = InviteSpec {
-                role,
+                role: role.into(),
+                group: None,
                 ttl_ms: DEFAULT_TTL_MS,
                 bootstrap: true,
             };

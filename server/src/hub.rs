@@ -29,7 +29,7 @@ pub struct Hub {
     /// Group commits over the store.
     pub committer: Committer,
     /// The tamper-evident audit chain; every task appends through this one log.
-    pub audit: AuditLog,
+    pub audit: std::sync::Arc<AuditLog>,
     /// Wall clock.
     pub clock: Clock,
     /// Per-key replay counters.

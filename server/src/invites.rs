@@ -1,10 +1,13 @@
-//! Invites: single-use, expiring tokens that grant a role to whichever key redeems
-//! them. Only the SHA-256 of a token is stored, so the data folder alone cannot be
-//! used to redeem one.
+//! Invites: single-use, expiring tokens that grant a role (or membership of one
+//! virtual group) to whichever key redeems them. Only the SHA-256 of an unused token
+//! is stored, so the data folder alone cannot be used to redeem one. A redeemed
+//! token appears in its grantee's signed `redeem` in the audit chain, where it can
+//! no longer grant anything to anyone else.
 
 use peerhub_protocol::encoding::b64;
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::{PublicKey, SignedEnvelope};
+use peerhub_protocol::payload::InviteRole;
+use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use sha2::{Digest as _, Sha256};
 
 use crate::audit::{action, NewEntry};
@@ -15,6 +18,9 @@ use crate::store::{Store, StoreError};
 
 /// How long an invite stays valid unless said otherwise.
 pub const DEFAULT_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The longest an invite may stay valid.
+pub const MAX_TTL_MS: u64 = 30 * DEFAULT_TTL_MS;
 
 /// The stored form of a token.
 pub fn token_hash(token: &str) -> [u8; 32] {
@@ -31,10 +37,12 @@ pub fn new_token() -> String {
 }
 
 /// What to make an invite for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct InviteSpec {
-    /// The role it grants.
-    pub role: Role,
+    /// What it grants.
+    pub role: InviteRole,
+    /// For `member` invites: the virtual group.
+    pub group: Option<GroupId>,
     /// How long it is valid.
     pub ttl_ms: u64,
     /// Made by the server for the first admin.
@@ -51,6 +59,7 @@ pub fn create(
     let token = new_token();
     let record = InviteRecord {
         role: spec.role,
+        group: spec.group.clone(),
         created_ms: now_ms,
         expires_ms: now_ms.saturating_add(spec.ttl_ms),
         created_by,
@@ -62,7 +71,37 @@ pub fn create(
     Ok(token)
 }
 
-/// Redeems `token` for `key`, durably; returns the role granted and all roles held.
+/// Makes an invite at a person's signed request and records it in the audit chain
+/// (not yet durable: the caller commits).
+pub fn create_audited(
+    hub: &Hub,
+    spec: InviteSpec,
+    inviter: PublicKey,
+    env: &SignedEnvelope,
+    now_ms: u64,
+) -> Result<String, ServerError> {
+    let mut entry = NewEntry::new(now_ms, action::INVITE_CREATE, env.clone());
+    if let Some(group) = &spec.group {
+        entry = entry.group(group.clone());
+    }
+    let mut chain = hub.audit.lock();
+    let token = create(&hub.store, spec, Some(inviter), now_ms)?;
+    chain.append(entry)?;
+    Ok(token)
+}
+
+/// What a redemption granted.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    /// What the invite granted.
+    pub role: InviteRole,
+    /// For `member`: the group.
+    pub group: Option<GroupId>,
+    /// Every account role the key now holds.
+    pub roles: Vec<Role>,
+}
+
+/// Redeems `token` for `key`, durably; returns what it granted.
 /// `env` is the signed `redeem` it came in: the first redemption records it in the
 /// audit chain as a `role.grant`; the same key asking again records nothing more.
 pub async fn redeem(
@@ -71,7 +110,7 @@ pub async fn redeem(
     token: &str,
     counter: u64,
     env: &SignedEnvelope,
-) -> Result<(Role, Vec<Role>), ServerError> {
+) -> Result<Redeemed, ServerError> {
     let now = hub.clock.now_ms();
     let hash = token_hash(token);
     // Marked used before the grant: a crash in between loses an invite (an admin
@@ -87,12 +126,26 @@ pub async fn redeem(
             .redeem_invite(hash, key, now)?
             .map_err(ServerError::BadToken)?;
         if !repeat {
-            chain.append(NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key))?;
+            let mut entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
+            if let Some(group) = &invite.group {
+                entry = entry.group(group.clone());
+            }
+            chain.append(entry)?;
         }
         invite
     };
-    let account = hub.store.grant_role(key, invite.role, now)?;
+    match (invite.role.account_role(), &invite.group) {
+        (Some(role), _) => {
+            hub.store.grant_role(key, role, now)?;
+        }
+        (None, Some(group)) => hub.store.allow_member(group, key)?,
+        (None, None) => {}
+    }
     hub.store.raise_counter(key, counter)?;
     hub.committer.commit().await?;
-    Ok((invite.role, account.roles))
+    Ok(Redeemed {
+        role: invite.role,
+        group: invite.group,
+        roles: hub.store.roles(key)?,
+    })
 }

@@ -130,7 +130,7 @@ impl Server {
             .map(|source| transport::tls::setup(source, &config.data_dir))
             .transpose()?;
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
-        let audit = audit::AuditLog::open(store.clone())?;
+        let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         let (committer, commit_thread) =
             Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
@@ -141,6 +141,7 @@ impl Server {
                 committer.clone(),
                 clock.clone(),
                 groups.clone(),
+                audit.clone(),
                 groups::DEFAULT_RISK_PHRASES
                     .iter()
                     .map(ToString::to_string)

@@ -21,8 +21,9 @@ use peerhub_protocol::frame::{
 use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TEXT_CHARS, MAX_TITLE_CHARS};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
-    AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, InvitePayload, JoinPayload,
-    PostPayload, RecordPayload, RedeemPayload, ReportPayload, StepOutPayload,
+    AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, GroupKind, InvitePayload,
+    InviteRole, JoinPayload, PostPayload, RecordPayload, RedeemPayload, ReportPayload,
+    StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
@@ -442,11 +443,16 @@ impl Session {
     ) -> Result<(), ServerError> {
         let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
-        let (role, roles) =
+        let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
-        tracing::info!(conn = %self.conn, role = role.as_str(), "invite redeemed");
-        self.reply(ws, &ServerFrame::Redeemed { id, role, roles })
-            .await;
+        tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
+        let frame = ServerFrame::Redeemed {
+            id,
+            role: granted.role,
+            group: granted.group,
+            roles: granted.roles,
+        };
+        self.reply(ws, &frame).await;
         Ok(())
     }
 
@@ -595,16 +601,74 @@ impl Session {
         Ok(())
     }
 
+    /// Makes an invite: admins any kind; facilitators invites to a virtual group.
     async fn invite(
         &mut self,
-        _id: Option<u64>,
+        id: Option<u64>,
         env: SignedEnvelope,
-        _ws: &mut WsConnection,
+        ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
-        let _payload: InvitePayload = self.admit(&env, Kind::Invite, None)?;
-        Err(ServerError::Forbidden(
-            "making invites over the protocol is not available yet",
-        ))
+        let payload: InvitePayload = self.admit(&env, Kind::Invite, None)?;
+        let key = self.user()?.key;
+        let roles = self.hub.store.roles(&key)?;
+        let allowed = roles.contains(&Role::Admin)
+            || (payload.role == InviteRole::Member && roles.contains(&Role::Facilitator));
+        if !allowed {
+            return Err(ServerError::Forbidden(
+                "only an admin makes invites (facilitators: invites to a virtual group)",
+            ));
+        }
+        let ttl_ms = payload.ttl_ms.unwrap_or(crate::invites::DEFAULT_TTL_MS);
+        if ttl_ms == 0 || ttl_ms > crate::invites::MAX_TTL_MS {
+            return Err(ProtocolError::invalid("ttl_ms", "from 1 ms to 30 days").into());
+        }
+        match (payload.role, &payload.group) {
+            (InviteRole::Member, Some(group)) => {
+                let record = self
+                    .hub
+                    .store
+                    .group(group)?
+                    .ok_or_else(|| ServerError::GroupNotFound(group.clone()))?;
+                if record.kind != GroupKind::Virtual {
+                    return Err(ProtocolError::invalid(
+                        "group",
+                        "member invites are for virtual groups; drop-in groups are open",
+                    )
+                    .into());
+                }
+            }
+            (InviteRole::Member, None) => {
+                return Err(
+                    ProtocolError::invalid("group", "a member invite names its group").into(),
+                )
+            }
+            (_, Some(_)) => {
+                return Err(
+                    ProtocolError::invalid("group", "only member invites name a group").into(),
+                )
+            }
+            (_, None) => {}
+        }
+        let now = self.hub.clock.now_ms();
+        let spec = crate::invites::InviteSpec {
+            role: payload.role,
+            group: payload.group.clone(),
+            ttl_ms,
+            bootstrap: false,
+        };
+        let token = crate::invites::create_audited(&self.hub, spec, key, &env, now)?;
+        self.hub.store.raise_counter(&key, payload.counter)?;
+        self.hub.committer.commit().await?;
+        tracing::info!(conn = %self.conn, role = payload.role.as_str(), "invite made");
+        let frame = ServerFrame::Invited {
+            id,
+            token,
+            role: payload.role,
+            group: payload.group,
+            expires_ms: now + ttl_ms,
+        };
+        self.reply(ws, &frame).await;
+        Ok(())
     }
 }
 

@@ -143,7 +143,8 @@ impl TestServer {
     /// a socket; returns it and its logged-in client.
     pub async fn with_role(&self, role: Role) -> (Identity, Client) {
         let spec = peerhub_server::invites::InviteSpec {
-            role,
+            role: role.into(),
+            group: None,
             ttl_ms: 60_000,
             bootstrap: false,
         };

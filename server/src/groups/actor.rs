@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::room::{Member, Room};
 use super::{group_info, JoinReply};
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
@@ -128,6 +129,7 @@ pub(crate) struct GroupActor {
     pub(super) store: Store,
     committer: Committer,
     pub(super) clock: Clock,
+    pub(super) audit: Arc<AuditLog>,
     risk_phrases: Arc<Vec<String>>,
     rx: mpsc::Receiver<GroupCommand>,
     /// Deferred effects of the batch being built.
@@ -146,6 +148,7 @@ impl GroupActor {
         store: Store,
         committer: Committer,
         clock: Clock,
+        audit: Arc<AuditLog>,
         risk_phrases: Arc<Vec<String>>,
         rx: mpsc::Receiver<GroupCommand>,
     ) -> Self {
@@ -155,6 +158,7 @@ impl GroupActor {
             store,
             committer,
             clock,
+            audit,
             risk_phrases,
             rx,
             deferred: Vec::new(),

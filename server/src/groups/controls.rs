@@ -13,6 +13,7 @@ use peerhub_protocol::payload::ControlAction;
 use peerhub_protocol::{ProtocolError, PublicKey, SignedEnvelope};
 
 use super::actor::{Deferred, GroupActor};
+use crate::audit::NewEntry;
 use crate::error::ServerError;
 use crate::outbound::Outbox;
 use crate::store::records::{RecordRecord, Removal};
@@ -163,6 +164,17 @@ impl GroupActor {
                 }
             }
             ControlAction::SetAgreement { text } => text_field("text", text)?,
+            ControlAction::CheckIn { member } => {
+                self.target(member, false)?;
+                self.room.check_not_barred(member)?;
+                if member == key {
+                    return Err(ProtocolError::invalid(
+                        "member",
+                        "a check-in is with someone else",
+                    )
+                    .into());
+                }
+            }
             ControlAction::OpenSession if state.session_open => {
                 return Err(ProtocolError::invalid("do", "a session is already open").into())
             }
@@ -188,11 +200,18 @@ impl GroupActor {
     ) -> Result<(), ServerError> {
         self.check_control(&key, &action)?;
         self.spend_counter(&key, counter)?;
+        let mut entry = NewEntry::new(now, &format!("control.{}", action.name()), env.clone())
+            .group(self.room.group.id.clone());
+        if let Some(member) = action.member() {
+            entry = entry.subject(*member);
+        }
+        self.audit.append(entry)?;
         // Someone this control brings into the room gets `joined` with the history
         // before it, then the control itself live.
         let before = self.room.head(&Channel::Main);
-        let channel = match action {
+        let channel = match &action {
             ControlAction::Decline { .. } => Channel::Staff,
+            ControlAction::CheckIn { member } => Channel::pair(key, *member),
             _ => Channel::Main,
         };
         let event = self.append(channel, Some(env), None, now)?;
@@ -300,6 +319,7 @@ impl GroupActor {
                     self.deferred.push(Deferred::Presence(member));
                 }
             }
+            ControlAction::CheckIn { .. } => {}
             ControlAction::OpenSession => self.set_state(|s| {
                 s.session += 1;
                 s.session_open = true;

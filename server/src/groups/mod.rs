@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 pub use actor::{event_frame, history_frame};
 pub(crate) use actor::{Action, GroupCommand};
 
+use crate::audit::{action, AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, Outbox};
@@ -171,6 +172,7 @@ pub struct GroupRegistry {
     committer: Committer,
     clock: Clock,
     tracker: TaskTracker,
+    audit: Arc<AuditLog>,
     risk_phrases: Arc<Vec<String>>,
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
@@ -184,6 +186,7 @@ impl GroupRegistry {
         committer: Committer,
         clock: Clock,
         tracker: TaskTracker,
+        audit: Arc<AuditLog>,
         risk_phrases: Vec<String>,
     ) -> Self {
         let risk_phrases = risk_phrases.into_iter().map(|p| p.to_lowercase()).collect();
@@ -192,6 +195,7 @@ impl GroupRegistry {
             committer,
             clock,
             tracker,
+            audit,
             risk_phrases: Arc::new(risk_phrases),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -252,6 +256,7 @@ impl GroupRegistry {
             self.store.clone(),
             self.committer.clone(),
             self.clock.clone(),
+            self.audit.clone(),
             self.risk_phrases.clone(),
             rx,
         );
@@ -270,8 +275,20 @@ impl GroupRegistry {
         creator: &PublicKey,
         counter: u64,
     ) -> Result<(), ServerError> {
-        if !self.store.create_group(&record)? {
-            return Err(ServerError::GroupExists(record.id));
+        let Some(env) = record.created_env.clone() else {
+            return Err(ServerError::Forbidden(
+                "a group is created by an admin's signed request",
+            ));
+        };
+        let entry =
+            NewEntry::new(record.created_ms, action::GROUP_CREATE, env).group(record.id.clone());
+        {
+            // Create and record under the chain's lock; released before any await.
+            let mut chain = self.audit.lock();
+            if !self.store.create_group(&record)? {
+                return Err(ServerError::GroupExists(record.id));
+            }
+            chain.append(entry)?;
         }
         self.store
             .put_group_state(&record.id, &room::initial_state(agreement))?;

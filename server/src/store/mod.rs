@@ -613,7 +613,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let invite = InviteRecord {
-            role: Role::Facilitator,
+            role: Role::Facilitator.into(),
+            group: None,
             created_ms: 0,
             expires_ms: 100,
             created_by: None,

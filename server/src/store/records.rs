@@ -2,7 +2,7 @@
 //! change; renaming or removing one needs a migration.
 
 use peerhub_protocol::frame::{Agreement, Channel, Note, Redaction, Role};
-use peerhub_protocol::payload::{GroupKind, Retention, SessionWindow};
+use peerhub_protocol::payload::{GroupKind, InviteRole, Retention, SessionWindow};
 use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +19,11 @@ pub struct AccountRecord {
 /// virtual group).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteRecord {
-    /// The role it grants.
-    pub role: Role,
+    /// What it grants.
+    pub role: InviteRole,
+    /// For `member` invites: the virtual group.
+    #[serde(default)]
+    pub group: Option<GroupId>,
     /// When it was made.
     pub created_ms: u64,
     /// After this it is refused.

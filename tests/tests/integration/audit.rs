@@ -49,7 +49,7 @@ async fn server_in(dir: &TempDir) -> (TestServer, PathBuf) {
 /// Redeems `token` as `who`, expecting the role.
 async fn redeem_as(client: &mut Client, token: &str, role: Role) {
     match client.redeem(token).await {
-        ServerFrame::Redeemed { role: got, .. } => assert_eq!(got, role),
+        ServerFrame::Redeemed { role: got, .. } => assert_eq!(got, role.into()),
         other => panic!("redeem refused: {other:?}"),
     }
 }
@@ -57,7 +57,8 @@ async fn redeem_as(client: &mut Client, token: &str, role: Role) {
 /// A fresh facilitator invite, made as `tests/integration/invites.rs` does.
 fn facilitator_invite(server: &TestServer) -> String {
     let spec = InviteSpec {
-        role: Role::Facilitator,
+        role: Role::Facilitator.into(),
+        group: None,
         ttl_ms: invites::DEFAULT_TTL_MS,
         bootstrap: false,
     };
@@ -227,14 +228,14 @@ async fn one_key_redeeming_one_invite_many_times_at_once_records_one_grant() {
             tasks.spawn(async move {
                 invites::redeem(&hub, &key, &token, counter, &env)
                     .await
-                    .map(|(role, _)| role)
+                    .map(|granted| granted.role)
             });
         }
     }
     while let Some(done) = tasks.join_next().await {
         assert_eq!(
             done.unwrap().expect("every attempt is answered"),
-            Role::Facilitator
+            Role::Facilitator.into()
         );
     }
     let chain = entries(&server);

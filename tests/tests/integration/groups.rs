@@ -550,6 +550,23 @@ async fn a_private_check_in_is_seen_by_nobody_else() {
     let mut other = server.login(&Identity::generate()).await;
     other.join("circle", "Other", None).await;
     let fac_id = fac.identity.clone().unwrap();
+    // The check-in opens with a signed control that only the two of them see.
+    let opened = control(
+        &mut fac,
+        "circle",
+        ControlAction::CheckIn { member: p_id.key() },
+    )
+    .await;
+    let ServerFrame::Ack {
+        channel, seq: 1, ..
+    } = opened
+    else {
+        panic!("{opened:?}")
+    };
+    assert_eq!(channel, Channel::pair(fac_id.key(), p_id.key()));
+    let start = p.next_event_in("circle", channel).await;
+    assert_eq!(start.envelope().kind, Kind::Control);
+    start.envelope().verify().unwrap();
     let hello = fac_id.private_post("circle", p_id.key(), "How are you doing?");
     let ack = fac
         .request(|id| ClientFrame::Post {
@@ -562,7 +579,7 @@ async fn a_private_check_in_is_seen_by_nobody_else() {
         panic!("{ack:?}")
     };
     assert_eq!(channel, Channel::pair(fac_id.key(), p_id.key()));
-    assert_eq!(seq, 1);
+    assert_eq!(seq, 2);
     let got = p.next_event_in("circle", channel).await;
     assert_eq!(got.verified_body(), "How are you doing?");
     // Two participants cannot open a private channel between themselves.

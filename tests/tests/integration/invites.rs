@@ -43,11 +43,12 @@ async fn unknown_and_expired_invites_are_refused() {
     let server = TestServer::start().await;
     let store = &server.hub().store;
     let spec = InviteSpec {
-        role: Role::Facilitator,
+        role: Role::Facilitator.into(),
+        group: None,
         ttl_ms: 1_000,
         bootstrap: false,
     };
-    let expired = invites::create(store, spec, None, now_ms() - 60_000).unwrap();
+    let expired = invites::create(store, spec.clone(), None, now_ms() - 60_000).unwrap();
     let fresh = invites::create(store, spec, None, now_ms()).unwrap();
     let me = Identity::generate();
     let mut client = server.login(&me).await;
@@ -62,14 +63,14 @@ async fn unknown_and_expired_invites_are_refused() {
     }
     match client.redeem(&fresh).await {
         ServerFrame::Redeemed { role, roles, .. } => {
-            assert_eq!(role, Role::Facilitator);
+            assert_eq!(role, Role::Facilitator.into());
             assert_eq!(roles, vec![Role::Facilitator]);
         }
         other => panic!("a fresh invite works: {other:?}"),
     }
     // Asking again with the same key (say its answer was lost) gets the same answer.
     match client.redeem(&fresh).await {
-        ServerFrame::Redeemed { role, .. } => assert_eq!(role, Role::Facilitator),
+        ServerFrame::Redeemed { role, .. } => assert_eq!(role, Role::Facilitator.into()),
         other => panic!("a repeat by the same key is answered again: {other:?}"),
     }
     // The role is the key's, on every later connection.
