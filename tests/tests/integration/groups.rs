@@ -5,8 +5,8 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::frame::{Channel, MemberStatus, Note, Role};
 use peerhub_protocol::payload::{
-    AgreePayload, ControlAction, ControlPayload, JoinPayload, RecordPayload, ReportPayload,
-    SessionWindow, StepOutPayload,
+    AgreePayload, ControlAction, ControlPayload, InvitePayload, InviteRole, JoinPayload,
+    RecordPayload, ReportPayload, SessionWindow, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
@@ -945,4 +945,138 @@ async fn a_waiting_person_can_still_reach_a_facilitator_privately() {
         .next_event_in("circle", Channel::pair(fac_id.key(), me.key()))
         .await;
     assert_eq!(got.verified_body(), "I need to talk to someone");
+}
+
+#[tokio::test]
+async fn every_control_is_in_the_audit_chain_signed_by_its_facilitator() {
+    let Circle {
+        server,
+        mut fac,
+        p_id,
+        ..
+    } = circle().await;
+    let fac_key = fac.identity.clone().unwrap().key();
+    for action in [
+        ControlAction::Mute {
+            member: p_id.key(),
+            minutes: 5,
+        },
+        ControlAction::Lock,
+        ControlAction::CheckIn { member: p_id.key() },
+    ] {
+        assert_acked(&control(&mut fac, "circle", action).await);
+    }
+    // A refused control leaves no trace.
+    assert_code(
+        &control(&mut fac, "circle", ControlAction::Lock).await,
+        ErrorCode::Invalid,
+    );
+    let store = &server.hub().store;
+    peerhub_server::audit::verify(store).expect("the chain verifies");
+    let controls: Vec<_> = peerhub_server::audit::entries(store)
+        .map(|e| e.unwrap())
+        .filter(|e| e.action.starts_with("control."))
+        .collect();
+    let actions: Vec<&str> = controls.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["control.mute", "control.lock", "control.check_in"]
+    );
+    for entry in &controls {
+        assert_eq!(
+            entry.actor(),
+            Some(fac_key),
+            "signed by the facilitator who acted"
+        );
+        assert_eq!(entry.group.as_ref().map(|g| g.as_str()), Some("circle"));
+    }
+    assert_eq!(controls[0].subject, Some(p_id.key()));
+    let all: Vec<_> = peerhub_server::audit::entries(store)
+        .map(|e| e.unwrap().action)
+        .collect();
+    assert!(all.contains(&"group.create".to_string()) && all.contains(&"role.grant".to_string()));
+}
+
+#[tokio::test]
+async fn a_virtual_group_admits_only_people_invited_to_it() {
+    let mut server = TestServer::start().await;
+    server
+        .create_group_with("closed-circle", |g| {
+            g.group_kind = peerhub_protocol::payload::GroupKind::Virtual;
+            g.waiting_room = Some(false);
+        })
+        .await;
+    server.create_group_with("open-door", |_| {}).await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    let invite = |role: InviteRole, group: Option<&str>| {
+        let env = fac_id.signed(Kind::Invite, |counter, ts| InvitePayload {
+            role,
+            group: group.map(gid),
+            ttl_ms: None,
+            counter,
+            ts,
+        });
+        move |id| ClientFrame::Invite { id, env }
+    };
+    let reply = fac
+        .request(invite(InviteRole::Member, Some("closed-circle")))
+        .await;
+    let ServerFrame::Invited { token, group, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(group.as_ref().map(|g| g.as_str()), Some("closed-circle"));
+    // A facilitator may not make staff invites, nor member invites to a drop-in group.
+    assert_code(
+        &fac.request(invite(InviteRole::Facilitator, None)).await,
+        ErrorCode::Forbidden,
+    );
+    assert_code(
+        &fac.request(invite(InviteRole::Member, Some("open-door")))
+            .await,
+        ErrorCode::Invalid,
+    );
+    assert_code(
+        &fac.request(invite(InviteRole::Member, None)).await,
+        ErrorCode::Invalid,
+    );
+
+    let (guest, stranger) = (Identity::generate(), Identity::generate());
+    let mut guest_client = server.login(&guest).await;
+    let mut stranger_client = server.login(&stranger).await;
+    assert_code(
+        &join_with_code(&mut guest_client, "closed-circle", "Guest", None).await,
+        ErrorCode::AccessDenied,
+    );
+    match guest_client.redeem(&token).await {
+        ServerFrame::Redeemed {
+            role, group, roles, ..
+        } => {
+            assert_eq!(role, InviteRole::Member);
+            assert_eq!(group.unwrap().as_str(), "closed-circle");
+            assert!(roles.is_empty(), "membership is not a staff role");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        join_with_code(&mut guest_client, "closed-circle", "Guest", None).await,
+        ServerFrame::Joined { .. }
+    ));
+    assert_code(
+        &join_with_code(&mut stranger_client, "closed-circle", "Stranger", None).await,
+        ErrorCode::AccessDenied,
+    );
+    // A participant cannot make invites at all.
+    let env = stranger.signed(Kind::Invite, |counter, ts| InvitePayload {
+        role: InviteRole::Member,
+        group: Some(gid("closed-circle")),
+        ttl_ms: None,
+        counter,
+        ts,
+    });
+    assert_code(
+        &stranger_client
+            .request(|id| ClientFrame::Invite { id, env })
+            .await,
+        ErrorCode::Forbidden,
+    );
 }
