@@ -49,6 +49,12 @@ pub enum Kind {
     StepOut,
     /// A co-produced record.
     Record,
+    /// A distress flag.
+    Flag,
+    /// A supervisor's step on an escalation.
+    Escalation,
+    /// Replace the on-call rota.
+    Rota,
 }
 
 impl Kind {
@@ -66,6 +72,9 @@ impl Kind {
             Self::Report => "report",
             Self::StepOut => "step_out",
             Self::Record => "record",
+            Self::Flag => "flag",
+            Self::Escalation => "escalation",
+            Self::Rota => "rota",
         }
     }
 }

@@ -73,6 +73,8 @@ pub enum ErrorCode {
     SlowMode,
     /// Removed from (or declined by) this group.
     Removed,
+    /// Someone else already took it (an escalation another supervisor acknowledged).
+    Taken,
     /// Too many requests; retry after the time given.
     RateLimited,
     /// The server is shutting down; reconnect later.
@@ -114,6 +116,7 @@ impl ErrorCode {
             Self::Paused => "paused",
             Self::SlowMode => "slow_mode",
             Self::Removed => "removed",
+            Self::Taken => "taken",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -151,6 +154,7 @@ impl ErrorCode {
         Self::Paused,
         Self::SlowMode,
         Self::Removed,
+        Self::Taken,
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,

@@ -137,6 +137,44 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Raise a distress flag.
+    Flag {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// Envelope of kind `flag`.
+        env: SignedEnvelope,
+    },
+    /// A supervisor's step on an escalation.
+    Escalation {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `escalation`.
+        env: SignedEnvelope,
+    },
+    /// The escalation queue (supervisors, admins) or the escalations about me.
+    Escalations {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Replace the on-call rota (admins).
+    SetRota {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `rota`.
+        env: SignedEnvelope,
+    },
+    /// Read the on-call rota (supervisors, admins).
+    Rota {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -154,6 +192,11 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "step_out",
     "record",
     "records",
+    "flag",
+    "escalation",
+    "escalations",
+    "set_rota",
+    "rota",
 ];
 
 impl ClientFrame {
@@ -172,7 +215,12 @@ impl ClientFrame {
             | Self::Report { id, .. }
             | Self::StepOut { id, .. }
             | Self::Record { id, .. }
-            | Self::Records { id } => *id,
+            | Self::Records { id }
+            | Self::Flag { id, .. }
+            | Self::Escalation { id, .. }
+            | Self::Escalations { id }
+            | Self::SetRota { id, .. }
+            | Self::Rota { id } => *id,
         }
     }
 
@@ -616,6 +664,61 @@ pub enum ServerFrame {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+    },
+    /// A flag was stored and routed.
+    Flagged {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation it opened or joined.
+        escalation: u64,
+        /// Whether it joined an escalation already open about the same person.
+        merged: bool,
+        /// Whether a supervisor is on call now.
+        on_call: bool,
+        /// Signposting to show with the answer.
+        helplines: Vec<crate::escalation::Helpline>,
+    },
+    /// An escalation changed (to supervisors and admins).
+    Escalation {
+        /// The escalation as it is now.
+        escalation: crate::escalation::EscalationView,
+    },
+    /// The escalation queue, or the escalations about the caller.
+    Escalations {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalations.
+        escalations: Vec<crate::escalation::EscalationView>,
+    },
+    /// How a request for support is going, for the people it concerns.
+    SupportNotice {
+        /// The group.
+        group: GroupId,
+        /// The escalation.
+        escalation: u64,
+        /// `support_asked`, `acknowledged`, `unanswered` or `resolved`.
+        notice: String,
+        /// Words for a person.
+        message: String,
+        /// Signposting.
+        helplines: Vec<crate::escalation::Helpline>,
+    },
+    /// Whether a supervisor is on call now.
+    Coverage {
+        /// Someone is on the rota now.
+        on_call: bool,
+        /// Signposting, shown plainly when nobody is.
+        helplines: Vec<crate::escalation::Helpline>,
+    },
+    /// The on-call rota.
+    Rota {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Its entries.
+        entries: Vec<crate::escalation::RotaEntry>,
     },
     /// Records about the logged-in key, or a record just written.
     Records {

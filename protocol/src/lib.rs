@@ -19,6 +19,8 @@
 //! - [`encoding`] — keys, signatures and tokens as unpadded base64url.
 //! - [`ids`] and [`names`] — group ids and display names, validated the same way by
 //!   every party.
+//! - [`escalation`] — severities, consent, the on-call rota and helplines for
+//!   distress flags.
 //! - [`error`] — [`error::ErrorCode`], the stable codes sent in error frames, and
 //!   [`error::ProtocolError`], which maps every decoding failure to one of them.
 //!
@@ -27,6 +29,7 @@
 pub mod encoding;
 pub mod envelope;
 pub mod error;
+pub mod escalation;
 pub mod frame;
 pub mod ids;
 pub mod limits;

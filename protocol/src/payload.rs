@@ -468,3 +468,99 @@ pub struct RecordPayload {
     pub ts: u64,
 }
 counted!(RecordPayload, group);
+
+/// `flag`: ask for a supervisor's support for someone (oneself, another member, or
+/// the author of a message). Never held back by a mute, pause, slow mode or waiting
+/// room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagPayload {
+    /// The group.
+    pub group: GroupId,
+    /// The person it is about (the signer's own key for "I need support now").
+    pub about: PublicKey,
+    /// The message that prompted it, if any (main-channel seq).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// How serious.
+    pub severity: crate::escalation::Severity,
+    /// On what basis (`own` exactly when `about` is the signer).
+    pub consent: crate::escalation::Consent,
+    /// Required with `imminent_risk`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Only with `imminent_risk`: why the person should not be told yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withhold_notice: Option<String>,
+    /// Anything the supervisor should know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(FlagPayload, group);
+
+/// What a supervisor does with an escalation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EscalationAction {
+    /// Take it (the first to acknowledge has it; the others see who).
+    Ack,
+    /// Add a note to its log.
+    Note {
+        /// The note.
+        text: String,
+    },
+    /// Pass it to another supervisor.
+    Handover {
+        /// The supervisor taking it.
+        to: PublicKey,
+    },
+    /// Close it with an outcome.
+    Resolve {
+        /// What happened.
+        outcome: String,
+    },
+}
+
+impl EscalationAction {
+    /// The wire name (`"ack"`, ...), also used in audit actions.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Note { .. } => "note",
+            Self::Handover { .. } => "handover",
+            Self::Resolve { .. } => "resolve",
+        }
+    }
+}
+
+/// `escalation`: a supervisor's step on one escalation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationActPayload {
+    /// The escalation's id.
+    pub escalation: u64,
+    /// What to do.
+    pub action: EscalationAction,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(EscalationActPayload);
+
+/// `rota`: replace the on-call rota (admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotaPayload {
+    /// Every entry of the new rota.
+    pub entries: Vec<crate::escalation::RotaEntry>,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(RotaPayload);

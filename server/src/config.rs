@@ -24,6 +24,8 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// How long a connection may stay without logging in.
     pub auth_timeout: Duration,
+    /// Distress escalation: deadlines, helplines, pager hook.
+    pub escalation: crate::escalation::EscalationSettings,
 }
 
 impl Config {
@@ -34,6 +36,7 @@ impl Config {
             tls: None,
             demo: false,
             public_url: None,
+            escalation: crate::escalation::EscalationSettings::default(),
             outbox_capacity: 1024,
             auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,
         }
@@ -52,6 +55,12 @@ pub enum ConfigError {
     /// Half a certificate pair.
     #[error("--tls-cert and --tls-key go together")]
     HalfTlsPair,
+    /// A pager URL that is not http(s).
+    #[error("--pager-url must start with http:// or https://, not {0:?}")]
+    BadPagerUrl(String),
+    /// A zero deadline.
+    #[error("{0} must be more than 0")]
+    ZeroDeadline(&'static str),
     /// Both TLS sources.
     #[error("choose either --tls-cert/--tls-key or --tls-self-signed, not both")]
     TwoTlsSources,
@@ -141,6 +150,33 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, env = "PEERHUB_LOG_JSON")]
     pub log_json: bool,
+    /// POST a signed notice here at every escalation routing step (http or https).
+    #[arg(long, env = "PEERHUB_PAGER_URL", value_name = "URL")]
+    pub pager_url: Option<String>,
+    /// Time for a supervisor to acknowledge an emergency flag, per routing level.
+    #[arg(
+        long,
+        env = "PEERHUB_DEADLINE_EMERGENCY_MS",
+        value_name = "MS",
+        default_value_t = 60_000
+    )]
+    pub deadline_emergency_ms: u64,
+    /// Time to acknowledge an urgent flag, per routing level.
+    #[arg(
+        long,
+        env = "PEERHUB_DEADLINE_URGENT_MS",
+        value_name = "MS",
+        default_value_t = 180_000
+    )]
+    pub deadline_urgent_ms: u64,
+    /// Time to acknowledge a concern, per routing level.
+    #[arg(
+        long,
+        env = "PEERHUB_DEADLINE_CONCERN_MS",
+        value_name = "MS",
+        default_value_t = 900_000
+    )]
+    pub deadline_concern_ms: u64,
 }
 
 impl ServeArgs {
@@ -162,6 +198,24 @@ impl ServeArgs {
         config.tls = tls;
         config.demo = self.demo;
         config.public_url = self.public_url;
+        if let Some(url) = &self.pager_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::BadPagerUrl(url.clone()));
+            }
+        }
+        for (name, ms) in [
+            ("--deadline-emergency-ms", self.deadline_emergency_ms),
+            ("--deadline-urgent-ms", self.deadline_urgent_ms),
+            ("--deadline-concern-ms", self.deadline_concern_ms),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::ZeroDeadline(name));
+            }
+        }
+        config.escalation.pager_url = self.pager_url;
+        config.escalation.emergency_deadline = Duration::from_millis(self.deadline_emergency_ms);
+        config.escalation.urgent_deadline = Duration::from_millis(self.deadline_urgent_ms);
+        config.escalation.concern_deadline = Duration::from_millis(self.deadline_concern_ms);
         Ok((self.listen, config))
     }
 }

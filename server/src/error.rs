@@ -112,6 +112,9 @@ pub enum ServerError {
     /// Removed or declined.
     #[error("{0}")]
     Removed(String),
+    /// Already taken by someone else.
+    #[error("already acknowledged by another supervisor")]
+    Taken(peerhub_protocol::PublicKey),
     /// No such member, message or record.
     #[error("{0}")]
     NotFound(&'static str),
@@ -156,6 +159,7 @@ impl ServerError {
             Self::SlowMode { .. } => ErrorCode::SlowMode,
             Self::Removed(_) => ErrorCode::Removed,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Taken(_) => ErrorCode::Taken,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Store(_) => ErrorCode::Internal,
         }

@@ -34,6 +34,8 @@ pub struct Hub {
     pub clock: Clock,
     /// Per-key replay counters.
     pub replay: ReplayGuard,
+    /// The escalation router.
+    pub router: crate::escalation::RouterHandle,
     /// Live group tasks.
     pub groups: GroupRegistry,
     /// Cancelled once, when the server starts stopping. Every task selects on it.

@@ -22,6 +22,8 @@
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
+//! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
+//!   the pager hook, in one router task.
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
 //!
 //! Start a server with [`Server::start`] on a listener you bound (tests bind port
@@ -34,6 +36,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod escalation;
 pub mod groups;
 pub mod hub;
 pub mod invites;
@@ -92,6 +95,7 @@ pub struct Server {
     hub: Arc<Hub>,
     groups: TaskTracker,
     accept: JoinHandle<()>,
+    router_stop: CancellationToken,
     commit_thread: std::thread::JoinHandle<()>,
     local_addr: SocketAddr,
     base_url: String,
@@ -134,7 +138,20 @@ impl Server {
         let (committer, commit_thread) =
             Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
+        // The router outlives the connections (they unregister as they close) and
+        // stops with the group tasks.
+        let router_stop = CancellationToken::new();
+        let router = escalation::EscalationRouter::start(
+            store.clone(),
+            committer.clone(),
+            clock.clone(),
+            audit.clone(),
+            config.escalation.clone(),
+            &groups,
+            router_stop.clone(),
+        )?;
         let hub = Arc::new(Hub {
+            router,
             replay: ReplayGuard::new(store.clone()),
             groups: GroupRegistry::new(
                 store.clone(),
@@ -171,6 +188,7 @@ impl Server {
             hub,
             groups,
             accept,
+            router_stop,
             commit_thread,
             local_addr,
             base_url,
@@ -249,6 +267,7 @@ impl Server {
             hub,
             groups,
             accept,
+            router_stop,
             commit_thread,
             ..
         } = self;
@@ -257,6 +276,7 @@ impl Server {
         hub.connections.close();
         hub.connections.wait().await;
         hub.groups.close();
+        router_stop.cancel();
         groups.close();
         groups.wait().await;
         if let Err(error) = hub.store.flush() {

@@ -21,14 +21,15 @@ use peerhub_protocol::frame::{
 use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TEXT_CHARS, MAX_TITLE_CHARS};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
-    AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, GroupKind, InvitePayload,
-    InviteRole, JoinPayload, PostPayload, RecordPayload, RedeemPayload, ReportPayload,
-    StepOutPayload,
+    AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, EscalationActPayload,
+    FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload, PostPayload, RecordPayload,
+    RedeemPayload, ReportPayload, RotaPayload, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
 use crate::admission::{admit, check_fresh, Signer};
 use crate::error::ServerError;
+use crate::escalation::RouterCommand;
 use crate::groups::{
     access_code_hash, group_info, history_frame, Action, GroupHandle, JoinRequest,
 };
@@ -176,6 +177,9 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
     for (_, group) in session.joined.drain() {
         group.leave(conn).await;
     }
+    if matches!(session.auth, Auth::LoggedIn(_)) {
+        session.hub.router.unregister(conn).await;
+    }
     tracing::debug!(%conn, reason = ?end, "connection closing");
     match end {
         End::Shutdown => {
@@ -275,6 +279,16 @@ impl Session {
             key: env.key,
             verifying,
         });
+        // The router tells this connection about coverage and, for supervisors,
+        // every pending escalation.
+        self.hub
+            .router
+            .send(RouterCommand::Register {
+                outbox: self.outbox.clone(),
+                key: env.key,
+                roles: roles.clone(),
+            })
+            .await?;
         tracing::debug!(conn = %self.conn, "logged in");
         self.reply(
             ws,
@@ -394,6 +408,61 @@ impl Session {
                 self.forward_to_group(id, &group, payload.counter, env, action)
                     .await
             }
+            ClientFrame::Flag { id, group, env } => {
+                // The help path: no group task, so no sanction, stands in its way.
+                let payload: FlagPayload = self.admit(&env, Kind::Flag, Some(&group))?;
+                let key = self.user()?.key;
+                let command = RouterCommand::Raise {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                    env,
+                    payload,
+                };
+                self.hub.router.send(command).await
+            }
+            ClientFrame::Escalation { id, env } => {
+                let payload: EscalationActPayload = self.admit(&env, Kind::Escalation, None)?;
+                let key = self.user()?.key;
+                let command = RouterCommand::Act {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                    env,
+                    payload,
+                };
+                self.hub.router.send(command).await
+            }
+            ClientFrame::Escalations { id } => {
+                let key = self.user()?.key;
+                let command = RouterCommand::List {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                };
+                self.hub.router.send(command).await
+            }
+            ClientFrame::SetRota { id, env } => {
+                let payload: RotaPayload = self.admit(&env, Kind::Rota, None)?;
+                let key = self.user()?.key;
+                let command = RouterCommand::SetRota {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                    env,
+                    payload,
+                };
+                self.hub.router.send(command).await
+            }
+            ClientFrame::Rota { id } => {
+                let key = self.user()?.key;
+                let command = RouterCommand::GetRota {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                };
+                self.hub.router.send(command).await
+            }
             ClientFrame::Records { id } => {
                 let key = self.user()?.key;
                 let records = self
@@ -446,6 +515,13 @@ impl Session {
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
         tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
+        self.hub
+            .router
+            .send(RouterCommand::Roles {
+                conn: self.conn,
+                roles: granted.roles.clone(),
+            })
+            .await?;
         let frame = ServerFrame::Redeemed {
             id,
             role: granted.role,

@@ -54,6 +54,9 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Ok { id }
         | ServerFrame::Records { id, .. }
         | ServerFrame::Invited { id, .. }
+        | ServerFrame::Flagged { id, .. }
+        | ServerFrame::Escalations { id, .. }
+        | ServerFrame::Rota { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }

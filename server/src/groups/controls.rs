@@ -200,7 +200,7 @@ impl GroupActor {
     ) -> Result<(), ServerError> {
         self.check_control(&key, &action)?;
         self.spend_counter(&key, counter)?;
-        let mut entry = NewEntry::new(now, &format!("control.{}", action.name()), env.clone())
+        let mut entry = NewEntry::new(now, format!("control.{}", action.name()), env.clone())
             .group(self.room.group.id.clone());
         if let Some(member) = action.member() {
             entry = entry.subject(*member);

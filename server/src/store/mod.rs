@@ -21,9 +21,10 @@ use peerhub_protocol::{GroupId, PublicKey};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use commit::Committer;
+use peerhub_protocol::escalation::RotaEntry;
 use records::{
-    AccountRecord, GroupRecord, GroupStateRecord, InviteRecord, MemberRecord, RecordRecord,
-    StoredEvent,
+    AccountRecord, EscalationRecord, GroupRecord, GroupStateRecord, InviteRecord, MemberRecord,
+    RecordRecord, StoredEvent,
 };
 
 /// Why a store operation failed.
@@ -72,6 +73,7 @@ pub struct Store {
     groupid_key_allowed: sled::Tree,
     recordid_record: sled::Tree,
     key_recordid: sled::Tree,
+    escid_escalation: sled::Tree,
     seq_audit: sled::Tree,
 }
 
@@ -110,6 +112,7 @@ impl Store {
             groupid_key_allowed: tree("groupid_key_allowed")?,
             recordid_record: tree("recordid_record")?,
             key_recordid: tree("key_recordid")?,
+            escid_escalation: tree("escid_escalation")?,
             seq_audit: tree("seq_audit")?,
             db,
         };
@@ -137,6 +140,7 @@ impl Store {
             ("groupid_key_allowed", &self.groupid_key_allowed),
             ("recordid_record", &self.recordid_record),
             ("key_recordid", &self.key_recordid),
+            ("escid_escalation", &self.escid_escalation),
             ("seq_audit", &self.seq_audit),
         ];
         for (name, tree) in trees {
@@ -475,6 +479,75 @@ impl Store {
             self.groupid_seq_event.remove(key)?;
         }
         Ok(doomed.len())
+    }
+
+    // ---- escalations and the rota ----
+
+    /// A fresh escalation id (unique, increasing).
+    pub fn next_escalation_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()? + 1)
+    }
+
+    /// Writes an escalation (durable with the next commit).
+    pub fn put_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
+        self.escid_escalation
+            .insert(record.view.id.to_be_bytes(), encode(record))?;
+        Ok(())
+    }
+
+    /// Every escalation, oldest first.
+    pub fn escalations(&self) -> Result<Vec<EscalationRecord>, StoreError> {
+        self.escid_escalation
+            .iter()
+            .map(|item| decode("escid_escalation", &item?.1))
+            .collect()
+    }
+
+    /// The on-call rota (empty if never set).
+    pub fn rota(&self) -> Result<Vec<RotaEntry>, StoreError> {
+        self.meta
+            .get("rota")?
+            .map(|v| decode("meta", &v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Replaces the rota (durable with the next commit).
+    pub fn put_rota(&self, rota: &[RotaEntry]) -> Result<(), StoreError> {
+        self.meta.insert("rota", encode(&rota))?;
+        Ok(())
+    }
+
+    /// Every key holding one of `roles`.
+    pub fn keys_with_roles(&self, roles: &[Role]) -> Result<Vec<PublicKey>, StoreError> {
+        let mut keys = Vec::new();
+        for item in self.key_account.iter() {
+            let (key, value) = item?;
+            let account: AccountRecord = decode("key_account", &value)?;
+            if account.roles.iter().any(|r| roles.contains(r)) {
+                if let Ok(bytes) = <[u8; 32]>::try_from(key.as_ref()) {
+                    keys.push(PublicKey(bytes));
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The hub's own signing seed (made once), for the pager hook's signed bodies.
+    pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
+        if let Some(seed) = self.meta.get("hub_signing_seed")? {
+            if let Ok(seed) = <[u8; 32]>::try_from(seed.as_ref()) {
+                return Ok(seed);
+            }
+        }
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| StoreError::Corrupt {
+            tree: "meta",
+            reason: format!("no randomness for the hub key: {e}"),
+        })?;
+        self.meta.insert("hub_signing_seed", &seed)?;
+        self.db.flush()?;
+        Ok(seed)
     }
 
     // ---- co-produced records ----

@@ -157,6 +157,18 @@ pub struct StoredEvent {
     pub redacted: Option<Redaction>,
 }
 
+/// An escalation and what the hub needs beside what supervisors see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationRecord {
+    /// As supervisors see it.
+    pub view: peerhub_protocol::escalation::EscalationView,
+    /// Whether the person it is about is told (false when a flag withheld it for
+    /// imminent risk).
+    pub tell_subject: bool,
+    /// The keys that raised its flags (to tell them how it goes).
+    pub flaggers: Vec<PublicKey>,
+}
+
 /// A co-produced record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordRecord {

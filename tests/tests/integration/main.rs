@@ -7,10 +7,12 @@
 mod audit;
 mod bad_input;
 mod conversation;
+mod escalation;
 mod groups;
 mod http;
 mod invites;
 mod login;
 mod resume;
+mod safety_case;
 mod shutdown;
 mod tls;

@@ -37,7 +37,7 @@ async fn a_reconnecting_member_receives_exactly_what_it_missed() {
     talker.post("circle", "live again").await;
     let live = back.next_event("circle").await;
     assert_eq!((live.seq, live.verified_body().as_str()), (6, "live again"));
-    back.assert_quiet(200).await;
+    back.assert_no_events(200).await;
 }
 
 #[tokio::test]
