@@ -58,6 +58,9 @@ pub enum ConfigError {
     /// A pager URL that is not http(s).
     #[error("--pager-url must start with http:// or https://, not {0:?}")]
     BadPagerUrl(String),
+    /// The helplines file is unusable.
+    #[error("--helplines {0}: {1}")]
+    Helplines(PathBuf, String),
     /// A zero deadline.
     #[error("{0} must be more than 0")]
     ZeroDeadline(&'static str),
@@ -97,6 +100,33 @@ pub enum Command {
     /// Tools for the tamper-evident audit chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The on-call rota of a stopped server's data folder (a running server's rota
+    /// is kept by an admin over the protocol).
+    #[command(subcommand)]
+    Rota(RotaCommand),
+}
+
+/// `peerhub rota ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum RotaCommand {
+    /// Print the rota as JSON: `[{"supervisor": KEY, "start_ms": .., "end_ms": ..,
+    /// "level": 1|2}]`.
+    List {
+        /// Data folder of a stopped server.
+        #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Replace the rota with the entries in a JSON file (same shape as `list`
+    /// prints). Every entry must name a key holding the supervisor role. The change
+    /// is signed with the hub's key and written to the audit chain.
+    Set {
+        /// Data folder of a stopped server.
+        #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// The rota file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// `peerhub audit ...`
@@ -150,6 +180,10 @@ pub struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, env = "PEERHUB_LOG_JSON")]
     pub log_json: bool,
+    /// Helplines to signpost (JSON array of {name, contact, hours, nation,
+    /// emergency}); default: UK emergency services and national helplines.
+    #[arg(long, env = "PEERHUB_HELPLINES", value_name = "FILE")]
+    pub helplines: Option<PathBuf>,
     /// POST a signed notice here at every escalation routing step (http or https).
     #[arg(long, env = "PEERHUB_PAGER_URL", value_name = "URL")]
     pub pager_url: Option<String>,
@@ -211,6 +245,20 @@ impl ServeArgs {
             if ms == 0 {
                 return Err(ConfigError::ZeroDeadline(name));
             }
+        }
+        if let Some(path) = &self.helplines {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Helplines(path.clone(), e.to_string()))?;
+            let helplines: Vec<peerhub_protocol::escalation::Helpline> =
+                serde_json::from_str(&text)
+                    .map_err(|e| ConfigError::Helplines(path.clone(), e.to_string()))?;
+            if helplines.is_empty() {
+                return Err(ConfigError::Helplines(
+                    path.clone(),
+                    "lists no helpline".into(),
+                ));
+            }
+            config.escalation.helplines = helplines;
         }
         config.escalation.pager_url = self.pager_url;
         config.escalation.emergency_deadline = Duration::from_millis(self.deadline_emergency_ms);

@@ -20,6 +20,7 @@
 //! - [`store`] — the only module that touches sled; [`store::Committer`] groups
 //!   flushes so an ack always follows a durable write.
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
+//! - [`admin`] — commands on a stopped server's data folder (`peerhub rota ...`).
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
@@ -29,6 +30,7 @@
 //! Start a server with [`Server::start`] on a listener you bound (tests bind port
 //! 0), and stop it with [`Server::shutdown`] or [`Server::run_until`].
 
+pub mod admin;
 pub mod admission;
 pub mod assets;
 pub mod audit;

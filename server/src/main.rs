@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use peerhub_server::config::{AuditCommand, Cli, Command};
+use peerhub_server::config::{AuditCommand, Cli, Command, RotaCommand};
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
+        Some(Command::Rota(command)) => rota(command),
         None => serve_until_signal(cli),
     }
 }
@@ -35,6 +36,31 @@ fn audit_verify(data: &std::path::Path) -> ExitCode {
         }
         Err(error) => {
             eprintln!("peerhub audit verify: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Exit 0: done; 2: refused or the folder could not be used.
+fn rota(command: RotaCommand) -> ExitCode {
+    let result = match command {
+        RotaCommand::List { data } => peerhub_server::admin::rota_list(&data).map(|rota| {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rota).unwrap_or_default()
+            );
+        }),
+        RotaCommand::Set { data, file } => peerhub_server::admin::read_rota_file(&file)
+            .and_then(|entries| {
+                let count = entries.len();
+                peerhub_server::admin::rota_set(&data, entries).map(|()| count)
+            })
+            .map(|count| println!("rota set: {count} entries")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("peerhub rota: {error}");
             ExitCode::from(2)
         }
     }

@@ -638,9 +638,9 @@ impl GroupActor {
         if !self.room.members.contains_key(&other) {
             return Err(ServerError::NotFound("no such member in this group"));
         }
-        if !self.room.is_facilitator(&key) && !self.room.is_facilitator(&other) {
+        if !self.room.may_talk_privately(&key) && !self.room.may_talk_privately(&other) {
             return Err(ServerError::Forbidden(
-                "private messages are check-ins with a facilitator",
+                "private messages are with a facilitator or a supervisor",
             ));
         }
         // A private line to a facilitator is a help path: mute, pause and slow mode

@@ -66,6 +66,19 @@ impl Room {
                 .is_some_and(|m| m.roles.contains(&Role::Facilitator))
     }
 
+    /// Whether `key` (a member) holds the supervisor role.
+    pub fn is_supervisor(&self, key: &PublicKey) -> bool {
+        self.members
+            .get(key)
+            .is_some_and(|m| m.roles.contains(&Role::Supervisor))
+    }
+
+    /// Whether `key` may hold a private line with any member: a facilitator here, or
+    /// a supervisor (who may talk privately with the facilitator or the person).
+    pub fn may_talk_privately(&self, key: &PublicKey) -> bool {
+        self.is_facilitator(key) || self.is_supervisor(key)
+    }
+
     /// Whether `key` holds a staff role that passes the door (facilitator,
     /// supervisor or admin).
     pub fn is_staff(&self, key: &PublicKey, roles: &[Role]) -> bool {

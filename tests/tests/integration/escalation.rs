@@ -930,3 +930,190 @@ async fn the_pager_hook_is_posted_signed_and_retried_until_accepted() {
     signed.extend_from_slice(&body);
     key.verify_strict(&signed, &sig).expect("signed by the hub");
 }
+
+#[tokio::test]
+async fn a_supervisor_joins_the_group_and_talks_privately_with_the_person() {
+    let Desk {
+        mut p,
+        p_id,
+        mut fac,
+        mut sup1,
+        sup1_id,
+        ..
+    } = desk(true).await;
+    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    act(&mut sup1, id, EscalationAction::Ack).await;
+    // Joining is announced to the room: the supervisor appears with their role.
+    let joined = sup1.join("circle", "Sam", None).await;
+    assert_eq!(
+        joined.status,
+        peerhub_protocol::frame::MemberStatus::Admitted,
+        "supervisors pass the door"
+    );
+    let seen = fac
+        .recv_matching(
+            |f| matches!(f, ServerFrame::Presence { member, .. } if member.key == sup1_id.key()),
+        )
+        .await
+        .unwrap();
+    let ServerFrame::Presence { member, .. } = seen else {
+        unreachable!()
+    };
+    assert!(member.roles.contains(&Role::Supervisor));
+    let hello = sup1_id.private_post(
+        "circle",
+        p_id.key(),
+        "Hi River, I'm Sam, a supervisor. How are you now?",
+    );
+    let ack = sup1
+        .request(|rid| ClientFrame::Post {
+            id: rid,
+            group: gid("circle"),
+            env: hello,
+        })
+        .await;
+    let ServerFrame::Ack { channel, .. } = ack else {
+        panic!("{ack:?}")
+    };
+    let got = p.next_event_in("circle", channel).await;
+    assert!(got.verified_body().contains("supervisor"));
+    // And with the facilitator.
+    let fac_key = fac.identity.clone().unwrap().key();
+    let note = sup1_id.private_post(
+        "circle",
+        fac_key,
+        "I have this one; I'll check in after the session.",
+    );
+    assert!(matches!(
+        sup1.request(|rid| ClientFrame::Post {
+            id: rid,
+            group: gid("circle"),
+            env: note
+        })
+        .await,
+        ServerFrame::Ack { .. }
+    ));
+}
+
+#[tokio::test]
+async fn the_rota_is_kept_from_the_command_line_and_helplines_are_configuration() {
+    use peerhub_protocol::payload::{InvitePayload, InviteRole};
+    use peerhub_tests::ProcessServer;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut process = ProcessServer::start(&data, &[]).await;
+    let admin_id = Identity::generate();
+    let mut admin = Client::connect(process.addr).await;
+    admin.login(&admin_id).await;
+    admin
+        .redeem(
+            &process
+                .invite_token("first admin (single use, 24 h)")
+                .unwrap(),
+        )
+        .await;
+    let env = admin_id.signed(Kind::Invite, |counter, ts| InvitePayload {
+        role: InviteRole::Supervisor,
+        group: None,
+        ttl_ms: None,
+        counter,
+        ts,
+    });
+    let ServerFrame::Invited { token, .. } =
+        admin.request(|id| ClientFrame::Invite { id, env }).await
+    else {
+        panic!("invite")
+    };
+    let sup_id = Identity::generate();
+    let mut sup = Client::connect(process.addr).await;
+    sup.login(&sup_id).await;
+    sup.redeem(&token).await;
+    // While the server runs, the command refuses the folder.
+    let peerhub = peerhub_tests::process::binary();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&peerhub)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let data_arg = data.to_str().unwrap();
+    let busy = run(&["rota", "list", "--data", data_arg]);
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
+    process.signal("TERM");
+    process.wait().await;
+
+    let now = now_ms();
+    let rota = dir.path().join("rota.json");
+    let entry = RotaEntry {
+        supervisor: sup_id.key(),
+        start_ms: now - 1000,
+        end_ms: now + 3_600_000,
+        level: 1,
+    };
+    std::fs::write(&rota, serde_json::to_string(&vec![entry]).unwrap()).unwrap();
+    let set = run(&[
+        "rota",
+        "set",
+        "--data",
+        data_arg,
+        "--file",
+        rota.to_str().unwrap(),
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let listed = run(&["rota", "list", "--data", data_arg]);
+    let listed: Vec<RotaEntry> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed, vec![entry]);
+    // Only supervisors go on the rota.
+    let stranger = RotaEntry {
+        supervisor: admin_id.key(),
+        ..entry
+    };
+    std::fs::write(&rota, serde_json::to_string(&vec![stranger]).unwrap()).unwrap();
+    let refused = run(&[
+        "rota",
+        "set",
+        "--data",
+        data_arg,
+        "--file",
+        rota.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("supervisor role"));
+    let verified = run(&["audit", "verify", "--data", data_arg]);
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("audit chain OK"),
+        "the CLI change is audited"
+    );
+
+    // Restarted with its own helplines: a member sees someone on call, and them.
+    let helplines = dir.path().join("helplines.json");
+    std::fs::write(
+        &helplines,
+        r#"[{"name":"Emergency services","contact":"999","hours":"24 hours","nation":"UK","emergency":true},
+            {"name":"Our crisis line","contact":"0800 000 000","hours":"18:00-02:00","nation":"Wales"}]"#,
+    )
+    .unwrap();
+    let process = ProcessServer::start(&data, &["--helplines", helplines.to_str().unwrap()]).await;
+    let mut member = Client::connect(process.addr).await;
+    member.login(&Identity::generate()).await;
+    let coverage = member
+        .recv_matching(|f| matches!(f, ServerFrame::Coverage { .. }))
+        .await
+        .unwrap();
+    let ServerFrame::Coverage { on_call, helplines } = coverage else {
+        unreachable!()
+    };
+    assert!(on_call);
+    assert_eq!(
+        helplines
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>(),
+        ["Emergency services", "Our crisis line"]
+    );
+}
