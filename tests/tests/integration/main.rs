@@ -7,6 +7,7 @@
 mod audit;
 mod bad_input;
 mod conversation;
+mod crash;
 mod escalation;
 mod groups;
 mod http;

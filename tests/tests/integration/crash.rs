@@ -1,0 +1,222 @@
+//! Crash safety: acknowledged means durable, through repeated `kill -9`.
+//!
+//! The real `peerhub` binary is killed with SIGKILL at least 20 times while signed
+//! messages and distress flags flow at a steady rate, and restarted on the same data
+//! folder each time. Afterwards every acknowledged message must be there, in order,
+//! with gap-free seqs, every acknowledged flag must be in an escalation, and every
+//! escalation still waiting must have its deadline re-armed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::escalation::{Consent, EscalationStatus, Severity};
+use peerhub_protocol::payload::{FlagPayload, GroupKind, InvitePayload, InviteRole, PostPayload};
+use peerhub_protocol::{ClientFrame, ServerFrame};
+use peerhub_tests::identity::gid;
+use peerhub_tests::{Client, Identity, ProcessServer};
+
+const CYCLES: usize = 20;
+const SENDERS: usize = 2;
+
+/// Posts (and every fifth round, flags) at a steady pace until the connection dies.
+/// Returns acknowledged posts (counter → seq) and acknowledged flags (escalation ids).
+async fn send_until_killed(mut client: Client, me: Identity) -> (BTreeMap<u64, u64>, Vec<u64>) {
+    let mut posts = BTreeMap::new();
+    let mut flags = Vec::new();
+    for round in 0u64.. {
+        let frame = if round % 5 == 4 {
+            let env = me.signed(Kind::Flag, |counter, ts| FlagPayload {
+                group: gid("crash"),
+                about: me.key(),
+                seq: None,
+                severity: Severity::Concern,
+                consent: Consent::Own,
+                reason: None,
+                withhold_notice: None,
+                note: None,
+                counter,
+                ts,
+            });
+            ClientFrame::Flag {
+                id: None,
+                group: gid("crash"),
+                env,
+            }
+        } else {
+            let env = me.post("crash", &format!("steady {round}"));
+            ClientFrame::Post {
+                id: None,
+                group: gid("crash"),
+                env,
+            }
+        };
+        let counter = match &frame {
+            ClientFrame::Post { env, .. } => env.payload_as::<PostPayload>().unwrap().counter,
+            _ => 0,
+        };
+        let id = client.next_id();
+        let frame = match frame {
+            ClientFrame::Post { group, env, .. } => ClientFrame::Post {
+                id: Some(id),
+                group,
+                env,
+            },
+            ClientFrame::Flag { group, env, .. } => ClientFrame::Flag {
+                id: Some(id),
+                group,
+                env,
+            },
+            other => other,
+        };
+        let sent = tokio::time::timeout(Duration::from_secs(5), async {
+            client.send(&frame).await;
+            client.try_reply_to(id).await
+        })
+        .await;
+        match sent {
+            Ok(Ok(ServerFrame::Ack {
+                seq, counter: c, ..
+            })) => {
+                assert_eq!(c, counter);
+                posts.insert(counter, seq);
+            }
+            Ok(Ok(ServerFrame::Flagged { escalation, .. })) => flags.push(escalation),
+            Ok(Ok(other)) => panic!("unexpected reply {other:?}"),
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (posts, flags)
+}
+
+async fn connect_member(addr: std::net::SocketAddr, me: &Identity) -> Client {
+    let mut client = Client::connect(addr).await;
+    client.login(me).await;
+    client.join("crash", "Steady", Some(u64::MAX)).await;
+    client
+}
+
+#[tokio::test]
+async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Long deadlines: escalations must still be waiting (and re-armed) at the end.
+    let args = ["--deadline-concern-ms", "3600000"];
+    let mut process = ProcessServer::start(&data, &args).await;
+    let admin_id = Identity::generate();
+    let mut admin = Client::connect(process.addr).await;
+    admin.login(&admin_id).await;
+    admin
+        .redeem(
+            &process
+                .invite_token("first admin (single use, 24 h)")
+                .unwrap(),
+        )
+        .await;
+    let env = admin_id.create_group_with("crash", "Crash", GroupKind::DropIn, |g| {
+        g.waiting_room = Some(false)
+    });
+    admin
+        .request(|id| ClientFrame::CreateGroup { id, env })
+        .await;
+    let env = admin_id.signed(Kind::Invite, |counter, ts| InvitePayload {
+        role: InviteRole::Supervisor,
+        group: None,
+        ttl_ms: None,
+        counter,
+        ts,
+    });
+    let ServerFrame::Invited { token, .. } =
+        admin.request(|id| ClientFrame::Invite { id, env }).await
+    else {
+        panic!("invite")
+    };
+    let supervisor = Identity::generate();
+    let mut sup = Client::connect(process.addr).await;
+    sup.login(&supervisor).await;
+    sup.redeem(&token).await;
+    drop((admin, sup));
+
+    let senders: Vec<Identity> = (0..SENDERS).map(|_| Identity::generate()).collect();
+    let mut acked_posts: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); SENDERS];
+    let mut acked_flags: HashSet<u64> = HashSet::new();
+    let mut flag_acks = 0;
+    for cycle in 0..CYCLES {
+        let mut tasks = Vec::new();
+        for me in &senders {
+            let client = connect_member(process.addr, me).await;
+            tasks.push(tokio::spawn(send_until_killed(client, me.clone())));
+        }
+        // Vary the moment of the kill so it lands at different points of a commit.
+        tokio::time::sleep(Duration::from_millis(150 + (cycle as u64 * 37) % 200)).await;
+        process.signal("KILL");
+        process.wait().await;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let (posts, flags) = task.await.unwrap();
+            acked_posts[i].extend(posts);
+            flag_acks += flags.len();
+            acked_flags.extend(flags);
+        }
+        process = ProcessServer::start(&data, &args).await;
+    }
+
+    // Everything acknowledged is there, in order, gap-free.
+    let mut reader = Client::connect(process.addr).await;
+    reader.login(&Identity::generate()).await;
+    let joined = reader.join("crash", "Reader", Some(0)).await;
+    let seqs: Vec<u64> = joined.history.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=joined.head).collect::<Vec<_>>(),
+        "gap-free after {CYCLES} crashes"
+    );
+    let acknowledged: usize = acked_posts.iter().map(BTreeMap::len).sum();
+    let mut lost = 0;
+    for (me, posts) in senders.iter().zip(&acked_posts) {
+        let mut previous = 0;
+        for (counter, seq) in posts {
+            let kept = joined.history.iter().find(|e| e.seq == *seq).map(|e| {
+                let env = e.envelope();
+                env.verify().unwrap();
+                env.key == me.key() && env.payload_as::<PostPayload>().unwrap().counter == *counter
+            });
+            if kept != Some(true) {
+                lost += 1;
+            }
+            assert!(*seq > previous, "one sender's messages keep their order");
+            previous = *seq;
+        }
+    }
+    // Every acknowledged flag is in an escalation, still waiting, deadline re-armed.
+    let mut sup = Client::connect(process.addr).await;
+    sup.login(&supervisor).await;
+    let listed = sup.request(|id| ClientFrame::Escalations { id }).await;
+    let ServerFrame::Escalations { escalations, .. } = listed else {
+        panic!("{listed:?}")
+    };
+    let open: HashSet<u64> = escalations.iter().map(|e| e.id).collect();
+    let lost_flags = acked_flags.iter().filter(|id| !open.contains(id)).count();
+    for escalation in &escalations {
+        assert_eq!(escalation.status, EscalationStatus::Open);
+        assert!(
+            escalation.deadline_ms.is_some(),
+            "deadline re-armed after restart"
+        );
+    }
+    println!(
+        "crash loop: {CYCLES} kill -9 cycles; messages acknowledged {acknowledged}, recovered {}, lost {lost}; \
+         flags acknowledged {flag_acks} (merged into {} escalations), escalations lost {lost_flags}",
+        acknowledged - lost,
+        acked_flags.len()
+    );
+    assert!(
+        flag_acks >= CYCLES,
+        "the loop needs flags ({flag_acks} acked)"
+    );
+    assert!(
+        acknowledged > CYCLES * SENDERS,
+        "the loop needs traffic ({acknowledged} acked)"
+    );
+    assert_eq!((lost, lost_flags), (0, 0));
+}
