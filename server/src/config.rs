@@ -22,10 +22,19 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Frames a connection's outbox holds before it is dropped as slow.
     pub outbox_capacity: usize,
+    /// Bytes a connection's outbox holds before it is dropped as slow (1 MiB).
+    pub outbox_bytes: usize,
     /// How long a connection may stay without logging in.
     pub auth_timeout: Duration,
     /// Distress escalation: deadlines, helplines, pager hook.
     pub escalation: crate::escalation::EscalationSettings,
+    /// Rate limits and caps.
+    pub limits: crate::limits::LimitSettings,
+    /// The most the store keeps cached in memory.
+    pub store_cache_bytes: u64,
+    /// Browser origins allowed to open a WebSocket (besides the hub's own, which is
+    /// always allowed). Clients that send no Origin (not browsers) are allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -37,7 +46,11 @@ impl Config {
             demo: false,
             public_url: None,
             escalation: crate::escalation::EscalationSettings::default(),
-            outbox_capacity: 1024,
+            limits: crate::limits::LimitSettings::default(),
+            store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            allowed_origins: Vec::new(),
+            outbox_capacity: 4096,
+            outbox_bytes: 1024 * 1024,
             auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,
         }
     }
@@ -61,7 +74,7 @@ pub enum ConfigError {
     /// The helplines file is unusable.
     #[error("--helplines {0}: {1}")]
     Helplines(PathBuf, String),
-    /// A zero deadline.
+    /// A zero deadline or rate.
     #[error("{0} must be more than 0")]
     ZeroDeadline(&'static str),
     /// Both TLS sources.
@@ -187,6 +200,58 @@ pub struct ServeArgs {
     /// POST a signed notice here at every escalation routing step (http or https).
     #[arg(long, env = "PEERHUB_PAGER_URL", value_name = "URL")]
     pub pager_url: Option<String>,
+    /// The most the store keeps cached in memory, in MiB.
+    #[arg(
+        long,
+        env = "PEERHUB_STORE_CACHE_MB",
+        value_name = "MIB",
+        default_value_t = 512
+    )]
+    pub store_cache_mb: u64,
+    /// Messages per key per second, sustained (rate limit).
+    #[arg(
+        long,
+        env = "PEERHUB_MESSAGES_PER_SECOND",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub messages_per_second: u32,
+    /// Messages per key in a burst.
+    #[arg(
+        long,
+        env = "PEERHUB_MESSAGE_BURST",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub message_burst: u32,
+    /// Distress flags per key per minute (a flag over the limit is answered, never
+    /// dropped).
+    #[arg(
+        long,
+        env = "PEERHUB_FLAGS_PER_MINUTE",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub flags_per_minute: u32,
+    /// Other signed commands (controls, joins, ...) per key per second.
+    #[arg(
+        long,
+        env = "PEERHUB_COMMANDS_PER_SECOND",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub commands_per_second: u32,
+    /// Apply per-address limits to loopback too (off: behind a local proxy every
+    /// client arrives from 127.0.0.1).
+    #[arg(long, env = "PEERHUB_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+    /// Browser origin allowed to connect besides the hub's own (repeatable).
+    #[arg(
+        long = "allow-origin",
+        env = "PEERHUB_ALLOW_ORIGIN",
+        value_name = "ORIGIN"
+    )]
+    pub allow_origin: Vec<String>,
     /// Time for a supervisor to acknowledge an emergency flag, per routing level.
     #[arg(
         long,
@@ -260,6 +325,23 @@ impl ServeArgs {
             }
             config.escalation.helplines = helplines;
         }
+        for (name, n) in [
+            ("--messages-per-second", self.messages_per_second),
+            ("--message-burst", self.message_burst),
+            ("--flags-per-minute", self.flags_per_minute),
+            ("--commands-per-second", self.commands_per_second),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::ZeroDeadline(name));
+            }
+        }
+        config.store_cache_bytes = self.store_cache_mb.max(1) * 1024 * 1024;
+        config.limits.messages_per_second = self.messages_per_second;
+        config.limits.message_burst = self.message_burst;
+        config.limits.flags_per_minute = self.flags_per_minute;
+        config.limits.commands_per_second = self.commands_per_second;
+        config.limits.limit_loopback = self.limit_loopback;
+        config.allowed_origins = self.allow_origin;
         config.escalation.pager_url = self.pager_url;
         config.escalation.emergency_deadline = Duration::from_millis(self.deadline_emergency_ms);
         config.escalation.urgent_deadline = Duration::from_millis(self.deadline_urgent_ms);

@@ -112,6 +112,17 @@ pub enum ServerError {
     /// Removed or declined.
     #[error("{0}")]
     Removed(String),
+    /// A rate limit or cap: retry after the time given.
+    #[error("{what}; try again in {} s", retry_after_ms.div_ceil(1000))]
+    RateLimited {
+        /// ms to wait.
+        retry_after_ms: u64,
+        /// What was limited, in words.
+        what: &'static str,
+    },
+    /// The group has as many members as it may.
+    #[error("this group is full")]
+    Full,
     /// Already taken by someone else.
     #[error("already acknowledged by another supervisor")]
     Taken(peerhub_protocol::PublicKey),
@@ -160,6 +171,8 @@ impl ServerError {
             Self::Removed(_) => ErrorCode::Removed,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Taken(_) => ErrorCode::Taken,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Full => ErrorCode::Full,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Store(_) => ErrorCode::Internal,
         }
@@ -168,9 +181,9 @@ impl ServerError {
     /// The error frame a client receives for this error.
     pub fn frame(&self, id: Option<u64>) -> ServerFrame {
         let (retry_after_ms, next_session_ms) = match self {
-            Self::Muted { retry_after_ms, .. } | Self::SlowMode { retry_after_ms } => {
-                (Some(*retry_after_ms), None)
-            }
+            Self::Muted { retry_after_ms, .. }
+            | Self::SlowMode { retry_after_ms }
+            | Self::RateLimited { retry_after_ms, .. } => (Some(*retry_after_ms), None),
             Self::Closed { next_session_ms } => (None, *next_session_ms),
             _ => (None, None),
         };

@@ -17,8 +17,12 @@ use crate::store::{Committer, Store};
 pub struct Settings {
     /// Frames a connection's outbox holds before the connection is dropped as slow.
     pub outbox_capacity: usize,
+    /// Bytes a connection's outbox holds before the connection is dropped as slow.
+    pub outbox_bytes: usize,
     /// How long a connection may stay without logging in.
     pub auth_timeout: Duration,
+    /// Origins allowed besides the hub's own.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Everything the server's tasks share.
@@ -42,6 +46,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection task (HTTP and WebSocket), so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Rate limits and caps.
+    pub limits: crate::limits::Limits,
     /// Tunables.
     pub settings: Settings,
 }

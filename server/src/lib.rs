@@ -21,6 +21,7 @@
 //!   flushes so an ack always follows a durable write.
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
 //! - [`admin`] — commands on a stopped server's data folder (`peerhub rota ...`).
+//! - [`limits`] — rate limits (governor) and caps on connections and members.
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
@@ -42,6 +43,7 @@ pub mod escalation;
 pub mod groups;
 pub mod hub;
 pub mod invites;
+pub mod limits;
 pub mod outbound;
 pub mod session;
 pub mod store;
@@ -129,7 +131,7 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         let tls = config
             .tls
             .as_ref()
@@ -161,6 +163,7 @@ impl Server {
                 clock.clone(),
                 groups.clone(),
                 audit.clone(),
+                config.limits.max_members_per_group,
                 groups::DEFAULT_RISK_PHRASES
                     .iter()
                     .map(ToString::to_string)
@@ -172,9 +175,12 @@ impl Server {
             clock,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            limits: limits::Limits::new(config.limits.clone()),
             settings: Settings {
                 outbox_capacity: config.outbox_capacity,
+                outbox_bytes: config.outbox_bytes,
                 auth_timeout: config.auth_timeout,
+                allowed_origins: config.allowed_origins.clone(),
             },
         });
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -3,12 +3,14 @@
 //! Channel: group tasks (and anything else that pushes to a client) send
 //! pre-serialised frames into the connection's bounded queue with `try_send`; the
 //! connection's own task is the only receiver and writes them to the socket. A
-//! frame is serialised once and its bytes shared by every recipient. A full queue
-//! means the client is not keeping up: the sender trips `kicked`, and the
-//! connection closes with a reason instead of letting memory grow; the client
-//! resumes from its last seq.
+//! frame is serialised once and its bytes shared by every recipient. The queue is
+//! bounded twice: in frames, and in the bytes waiting for this client (about 1 MiB
+//! by default). Past either bound the client is not keeping up: the sender trips
+//! `kicked`, and the connection closes with a reason instead of letting memory
+//! grow; the client resumes from its last seq.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -42,28 +44,49 @@ pub struct Outbox {
     pub conn: ConnId,
     tx: mpsc::Sender<FrameBytes>,
     kicked: CancellationToken,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// The receiving half, owned by the connection's task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    /// Frames to write.
-    pub rx: mpsc::Receiver<FrameBytes>,
+    rx: mpsc::Receiver<FrameBytes>,
+    queued: Arc<AtomicUsize>,
     /// Tripped when a sender found the queue full.
     pub kicked: CancellationToken,
 }
 
-/// Makes a connection's queue of `capacity` frames.
-pub fn outbox(conn: ConnId, capacity: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+impl OutboxReceiver {
+    /// The next frame to write (cancel-safe).
+    pub async fn recv(&mut self) -> Option<FrameBytes> {
+        let frame = self.rx.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+
+    /// A frame already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<FrameBytes> {
+        let frame = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+}
+
+/// Makes a connection's queue of at most `frames` frames and `max_bytes` bytes.
+pub fn outbox(conn: ConnId, frames: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
+    let (tx, rx) = mpsc::channel(frames.max(1));
     let kicked = CancellationToken::new();
+    let queued = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
             conn,
             tx,
             kicked: kicked.clone(),
+            queued: queued.clone(),
+            max_bytes,
         },
-        OutboxReceiver { rx, kicked },
+        OutboxReceiver { rx, queued, kicked },
     )
 }
 
@@ -71,13 +94,24 @@ impl Outbox {
     /// Queues a frame without waiting. Returns `false` if the connection is gone or
     /// was too slow (it is then kicked and will close with a reason).
     pub fn push(&self, frame: &FrameBytes) -> bool {
+        if self.kicked.is_cancelled() {
+            return false;
+        }
+        let before = self.queued.fetch_add(frame.len(), Ordering::AcqRel);
+        if before + frame.len() > self.max_bytes {
+            self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+            self.kicked.cancel();
+            return false;
+        }
         match self.tx.try_send(frame.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kicked.cancel();
+            Err(error) => {
+                self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+                if matches!(error, mpsc::error::TrySendError::Full(_)) {
+                    self.kicked.cancel();
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 

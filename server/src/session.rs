@@ -10,6 +10,7 @@
 //! It must never log message content, display names or keys: only its `ConnId`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use crate::groups::{
     access_code_hash, group_info, history_frame, Action, GroupHandle, JoinRequest,
 };
 use crate::hub::Hub;
+use crate::limits::{ConnectionTicket, Place};
 use crate::outbound::{self, ConnId, FrameBytes, Outbox};
 use crate::store::records::GroupRecord;
 use crate::transport::ws::{Incoming, WsConnection};
@@ -59,6 +61,10 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4001;
     /// No login in time (a stalled or sleeping client); reconnecting is fine.
     pub const LOGIN_TIMEOUT: u16 = 4002;
+    /// Nothing heard (not even a pong) for the idle timeout; reconnecting is fine.
+    pub const IDLE: u16 = 4003;
+    /// Too many connections or logins right now; reconnect later.
+    pub const TRY_LATER: u16 = 1013;
 }
 
 #[derive(Debug)]
@@ -81,9 +87,27 @@ enum End {
     Gone,
 }
 
+/// What the transport hands a session: its id, the peer's address, and the
+/// places it holds under the connection caps.
+#[derive(Debug)]
+pub struct Link {
+    /// The connection's id.
+    pub conn: ConnId,
+    /// The peer's address (for per-address limits; never logged).
+    pub peer: IpAddr,
+    /// Places held under the caps while the connection is open.
+    pub ticket: ConnectionTicket,
+}
+
 struct Session {
     hub: Arc<Hub>,
     conn: ConnId,
+    peer: IpAddr,
+    ticket: ConnectionTicket,
+    /// This key's place under the per-key connection cap, once logged in.
+    key_place: Option<Place<PublicKey>>,
+    /// The key the last `auth` claimed (for the failed-login limit per key).
+    claimed_key: Option<PublicKey>,
     outbox: Outbox,
     auth: Auth,
     joined: HashMap<GroupId, GroupHandle>,
@@ -108,8 +132,13 @@ fn random_challenge() -> String {
 }
 
 /// Runs a connection from `hello` to close.
-pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
-    let (outbox, mut queue) = outbound::outbox(conn, hub.settings.outbox_capacity);
+pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
+    let Link { conn, peer, ticket } = link;
+    let (outbox, mut queue) = outbound::outbox(
+        conn,
+        hub.settings.outbox_capacity,
+        hub.settings.outbox_bytes,
+    );
     let challenge = random_challenge();
     let hello = ServerFrame::Hello {
         protocol: peerhub_protocol::PROTOCOL_VERSION,
@@ -124,6 +153,10 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
     let mut session = Session {
         hub,
         conn,
+        peer,
+        ticket,
+        key_place: None,
+        claimed_key: None,
         outbox,
         auth: Auth::Pending { challenge },
         joined: HashMap::new(),
@@ -133,22 +166,37 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
     };
     let auth_deadline = tokio::time::Instant::now() + session.hub.settings.auth_timeout;
     let shutdown = session.hub.shutdown.clone();
+    let (ping_every, idle_after) = {
+        let limits = session.hub.limits.settings();
+        (limits.ping_interval, limits.idle_timeout)
+    };
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut last_heard = tokio::time::Instant::now();
+    let kicked = queue.kicked.clone();
     let end = loop {
         let logged_in = matches!(session.auth, Auth::LoggedIn(_));
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break End::Shutdown,
-            _ = queue.kicked.cancelled() => break End::Slow,
+            _ = kicked.cancelled() => break End::Slow,
             _ = tokio::time::sleep_until(auth_deadline), if !logged_in => {
                 break End::Close(close_code::LOGIN_TIMEOUT, "no login in time")
             }
-            Some(first) = queue.rx.recv() => {
+            _ = pings.tick() => {
+                if last_heard.elapsed() >= idle_after {
+                    break End::Close(close_code::IDLE, "nothing heard for too long; reconnect and resume");
+                }
+                if ws.ping().await.is_err() {
+                    break End::Gone;
+                }
+            }
+            Some(first) = queue.recv() => {
                 let mut frames = Vec::with_capacity(WRITE_BATCH);
                 frames.push(first);
                 while frames.len() < WRITE_BATCH {
-                    match queue.rx.try_recv() {
-                        Ok(frame) => frames.push(frame),
-                        Err(_) => break,
+                    match queue.try_recv() {
+                        Some(frame) => frames.push(frame),
+                        None => break,
                     }
                 }
                 if ws.send_all(frames).await.is_err() {
@@ -156,7 +204,9 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, conn: ConnId) {
                 }
             }
             incoming = ws.recv() => {
+                last_heard = tokio::time::Instant::now();
                 let verdict = match incoming {
+                    Incoming::Alive => None,
                     Incoming::Text(text) => session.handle(text.as_str(), &mut ws).await,
                     Incoming::Binary => {
                         let error = ProtocolError::Malformed("binary frames are not used; send JSON text".into());
@@ -245,11 +295,35 @@ impl Session {
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
         self.reply(ws, &error.frame(id)).await;
         self.consecutive_errors += 1;
-        if during_auth && !matches!(error, ServerError::AlreadyAuthenticated) {
+        let counts_as_failed_login = !matches!(
+            error,
+            ServerError::AlreadyAuthenticated
+                | ServerError::RateLimited { .. }
+                | ServerError::Store(_)
+        );
+        if during_auth && counts_as_failed_login {
             self.failed_auths += 1;
             if self.failed_auths >= MAX_FAILED_AUTHS {
                 return Some(End::Close(close_code::POLICY, "too many failed logins"));
             }
+            if self
+                .hub
+                .limits
+                .failed_login(self.peer, self.claimed_key.as_ref())
+                .is_err()
+            {
+                return Some(End::Close(
+                    close_code::POLICY,
+                    "too many failed logins; wait a minute",
+                ));
+            }
+        }
+        if matches!(error, ServerError::RateLimited { what, .. } if what.starts_with("too many connections"))
+        {
+            return Some(End::Close(
+                close_code::TRY_LATER,
+                "too many connections for this key",
+            ));
         }
         (self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS)
             .then_some(End::Close(close_code::POLICY, "too many refused frames"))
@@ -264,6 +338,7 @@ impl Session {
         let Auth::Pending { challenge } = &self.auth else {
             return Err(ServerError::AlreadyAuthenticated);
         };
+        self.claimed_key = Some(env.key);
         env.expect_kind(Kind::Auth)?;
         let verifying = env.verify()?;
         let payload: AuthPayload = env.payload_as()?;
@@ -275,6 +350,8 @@ impl Session {
         check_fresh(payload.ts, self.hub.clock.now_ms())?;
         let roles = self.hub.store.roles(&env.key)?;
         let counter = self.hub.replay.last(&env.key)?;
+        self.key_place = Some(self.hub.limits.key_connection(env.key)?);
+        self.ticket.pending_login = None;
         self.auth = Auth::LoggedIn(User {
             key: env.key,
             verifying,
@@ -339,6 +416,23 @@ impl Session {
         frame: ClientFrame,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
+        let signed_command = matches!(
+            frame,
+            ClientFrame::Redeem { .. }
+                | ClientFrame::CreateGroup { .. }
+                | ClientFrame::Join { .. }
+                | ClientFrame::Invite { .. }
+                | ClientFrame::Agree { .. }
+                | ClientFrame::Control { .. }
+                | ClientFrame::Report { .. }
+                | ClientFrame::StepOut { .. }
+                | ClientFrame::Record { .. }
+                | ClientFrame::Escalation { .. }
+                | ClientFrame::SetRota { .. }
+        );
+        if signed_command {
+            self.hub.limits.command(&self.user()?.key)?;
+        }
         match frame {
             ClientFrame::Auth { .. } => Err(ServerError::AlreadyAuthenticated),
             ClientFrame::Redeem { id, env } => self.redeem(id, env, ws).await,
@@ -350,6 +444,7 @@ impl Session {
                 env,
             } => self.join(id, group, after, env, ws).await,
             ClientFrame::Post { id, group, env } => {
+                self.hub.limits.message(&self.user()?.key)?;
                 let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
                 check_text("body", &payload.body, MAX_BODY_CHARS)?;
                 let action = Action::Post {
@@ -409,7 +504,9 @@ impl Session {
                     .await
             }
             ClientFrame::Flag { id, group, env } => {
-                // The help path: no group task, so no sanction, stands in its way.
+                // The help path: no group task, so no sanction, stands in its way; a
+                // flag beyond the rate limit is answered, never dropped.
+                self.hub.limits.flag(&self.user()?.key)?;
                 let payload: FlagPayload = self.admit(&env, Kind::Flag, Some(&group))?;
                 let key = self.user()?.key;
                 let command = RouterCommand::Raise {

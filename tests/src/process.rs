@@ -49,6 +49,7 @@ impl ProcessServer {
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data)
+            .args(crate::server::GENEROUS_LIMIT_FLAGS)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -104,6 +105,11 @@ impl ProcessServer {
             .split('&')
             .find_map(|part| part.strip_prefix("invite="))
             .map(str::to_string)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, ...).

@@ -29,6 +29,26 @@ pub struct TestServer {
     pub clock: Clock,
 }
 
+/// Rate limits far above what any test sends (the limits tests set their own).
+pub fn generous_limits(limits: &mut peerhub_server::limits::LimitSettings) {
+    limits.messages_per_second = 100_000;
+    limits.message_burst = 100_000;
+    limits.flags_per_minute = 100_000;
+    limits.commands_per_second = 100_000;
+}
+
+/// The same, as `peerhub` flags.
+pub const GENEROUS_LIMIT_FLAGS: &[&str] = &[
+    "--messages-per-second",
+    "100000",
+    "--message-burst",
+    "100000",
+    "--flags-per-minute",
+    "100000",
+    "--commands-per-second",
+    "100000",
+];
+
 impl TestServer {
     /// Starts with default settings.
     pub async fn start() -> Self {
@@ -39,6 +59,8 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = Config::new(dir.path().join("data"));
+        // Tests send fast; the limits tests set their own.
+        generous_limits(&mut config.limits);
         tweak(&mut config);
         Self::start_in(dir, config, None, Clock::system()).await
     }

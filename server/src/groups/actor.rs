@@ -130,6 +130,7 @@ pub(crate) struct GroupActor {
     committer: Committer,
     pub(super) clock: Clock,
     pub(super) audit: Arc<AuditLog>,
+    max_members: usize,
     risk_phrases: Arc<Vec<String>>,
     rx: mpsc::Receiver<GroupCommand>,
     /// Deferred effects of the batch being built.
@@ -143,12 +144,14 @@ fn frame_bytes(frame: &ServerFrame) -> FrameBytes {
 }
 
 impl GroupActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         room: Room,
         store: Store,
         committer: Committer,
         clock: Clock,
         audit: Arc<AuditLog>,
+        max_members: usize,
         risk_phrases: Arc<Vec<String>>,
         rx: mpsc::Receiver<GroupCommand>,
     ) -> Self {
@@ -159,6 +162,7 @@ impl GroupActor {
             committer,
             clock,
             audit,
+            max_members,
             risk_phrases,
             rx,
             deferred: Vec::new(),
@@ -443,6 +447,9 @@ impl GroupActor {
             }
         }
         self.room.check_door(&key, &roles, now)?;
+        if !known && !staff && self.room.members.len() >= self.max_members {
+            return Err(ServerError::Full);
+        }
 
         let previous = self.room.members.remove(&key);
         let record = match previous.as_ref() {

@@ -173,6 +173,7 @@ pub struct GroupRegistry {
     clock: Clock,
     tracker: TaskTracker,
     audit: Arc<AuditLog>,
+    max_members: usize,
     risk_phrases: Arc<Vec<String>>,
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
@@ -187,6 +188,7 @@ impl GroupRegistry {
         clock: Clock,
         tracker: TaskTracker,
         audit: Arc<AuditLog>,
+        max_members: usize,
         risk_phrases: Vec<String>,
     ) -> Self {
         let risk_phrases = risk_phrases.into_iter().map(|p| p.to_lowercase()).collect();
@@ -196,6 +198,7 @@ impl GroupRegistry {
             clock,
             tracker,
             audit,
+            max_members,
             risk_phrases: Arc::new(risk_phrases),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -257,6 +260,7 @@ impl GroupRegistry {
             self.committer.clone(),
             self.clock.clone(),
             self.audit.clone(),
+            self.max_members,
             self.risk_phrases.clone(),
             rx,
         );

@@ -27,6 +27,9 @@ use records::{
     RecordRecord, StoredEvent,
 };
 
+/// The store's default in-memory cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -96,9 +99,18 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with the default cache (512 MiB).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir.join("db")).open()?;
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir`, caching at most `cache_bytes` in
+    /// memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
+            .open()?;
         let tree = |name: &str| db.open_tree(name);
         let store = Self {
             meta: tree("meta")?,

@@ -35,6 +35,7 @@ use tokio_util::either::Either;
 use tower::ServiceExt as _;
 
 use crate::hub::Hub;
+use crate::limits::Refusal;
 use crate::outbound::ConnId;
 
 /// How long a client may take to finish the TLS handshake.
@@ -59,9 +60,14 @@ pub fn websocket_config() -> WebSocketConfig {
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, hub: Arc<Hub>) {
     let router = router(hub.clone());
+    let mut tidy = tokio::time::interval(Duration::from_secs(60));
     loop {
         let accepted = tokio::select! {
             _ = hub.shutdown.cancelled() => break,
+            _ = tidy.tick() => {
+                hub.limits.forget_idle();
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -128,6 +134,29 @@ fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
+/// A browser's page may open a WebSocket only from the hub's own origin or one
+/// configured; a request with no Origin header is not from a browser page.
+fn origin_allowed(headers: &http::HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same origin: the Origin's host[:port] is the Host the request was sent to.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
 fn refuse(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
@@ -170,6 +199,36 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
     if hub.shutdown.is_cancelled() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    if !origin_allowed(request.headers(), &hub.settings.allowed_origins) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this page's origin may not connect to this hub",
+        );
+    }
+    let peer = request
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let ticket = match hub.limits.admit_connection(peer) {
+        Ok(ticket) => ticket,
+        Err(Refusal::TooFast(retry_ms)) => {
+            return Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(header::RETRY_AFTER, retry_ms.div_ceil(1000).to_string())
+                .body(Body::from(
+                    "too many new connections from your address; retry later",
+                ))
+                .unwrap_or_else(|_| refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections"));
+        }
+        Err(Refusal::Full(why)) => {
+            return Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header(header::RETRY_AFTER, "5")
+                .body(Body::from(why))
+                .unwrap_or_else(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "full"));
+        }
+    };
     let conn = ConnId::next();
     let session_hub = hub.clone();
     hub.connections.spawn(async move {
@@ -181,7 +240,8 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
                     Some(websocket_config()),
                 )
                 .await;
-                crate::session::run(session_hub, ws::WsConnection::new(stream), conn).await;
+                let link = crate::session::Link { conn, peer, ticket };
+                crate::session::run(session_hub, ws::WsConnection::new(stream), link).await;
             }
             Err(error) => tracing::debug!(%conn, %error, "upgrade failed"),
         }

@@ -26,6 +26,8 @@ pub enum Incoming {
     Text(FrameBytes),
     /// A binary frame (not part of the protocol).
     Binary,
+    /// A ping or pong: the peer is alive.
+    Alive,
     /// A frame over the hard size cap; the connection cannot continue.
     TooBig,
     /// The peer closed, or the connection broke.
@@ -55,7 +57,8 @@ impl WsConnection {
             match self.stream.next().await {
                 Some(Ok(Message::Text(text))) => return Incoming::Text(text),
                 Some(Ok(Message::Binary(_))) => return Incoming::Binary,
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Incoming::Alive,
+                Some(Ok(Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
                 Some(Err(WsError::Capacity(_))) => return Incoming::TooBig,
                 Some(Err(_)) => return Incoming::Closed,
@@ -75,6 +78,15 @@ impl WsConnection {
             self.stream.flush().await
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
+    /// Sends a ping (the peer's pong shows it is still there).
+    pub async fn ping(&mut self) -> Result<(), WriteFailed> {
+        let ping = async { self.stream.send(Message::Ping(Default::default())).await };
+        match tokio::time::timeout(WRITE_TIMEOUT, ping).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }

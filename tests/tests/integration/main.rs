@@ -12,6 +12,7 @@ mod escalation;
 mod groups;
 mod http;
 mod invites;
+mod limits;
 mod login;
 mod resume;
 mod safety_case;

@@ -1,0 +1,387 @@
+//! Rate limits and caps: what protects everyone from one abusive or broken client.
+//!
+//! Rates use `governor` (GCRA) keyed by IP address or by public key; caps are
+//! counters whose tickets give their place back when dropped. A refused client is
+//! always told, with a code and a time to retry: a rate-limited distress flag is
+//! answered like any other request, never dropped in silence.
+//!
+//! Per-IP limits and caps do not apply to loopback addresses unless
+//! `limit_loopback` is set: behind a local reverse proxy every client arrives from
+//! 127.0.0.1, and the proxy is the place to limit them.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use peerhub_protocol::PublicKey;
+
+use crate::error::ServerError;
+
+/// Tunables, with their defaults.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// New connections per IP per minute (burst: half of it).
+    pub connects_per_ip_per_minute: u32,
+    /// Failed logins per IP per minute (burst 10).
+    pub failed_logins_per_ip_per_minute: u32,
+    /// Failed logins per key per minute (burst 5).
+    pub failed_logins_per_key_per_minute: u32,
+    /// Messages per key per second, sustained.
+    pub messages_per_second: u32,
+    /// Messages per key in a burst.
+    pub message_burst: u32,
+    /// Flags per key per minute, sustained (burst 10). Refused flags are answered.
+    pub flags_per_minute: u32,
+    /// Controls and other signed commands per key per second (burst 30).
+    pub commands_per_second: u32,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections per IP.
+    pub max_connections_per_ip: usize,
+    /// Open connections per logged-in key.
+    pub max_connections_per_key: usize,
+    /// Connections that have not logged in yet.
+    pub max_pending_logins: usize,
+    /// Members one group may have.
+    pub max_members_per_group: usize,
+    /// Apply per-IP limits to loopback addresses too.
+    pub limit_loopback: bool,
+    /// How often an idle connection is pinged.
+    pub ping_interval: Duration,
+    /// A connection silent (no frame, no pong) this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            connects_per_ip_per_minute: 120,
+            failed_logins_per_ip_per_minute: 30,
+            failed_logins_per_key_per_minute: 10,
+            messages_per_second: 5,
+            message_burst: 20,
+            flags_per_minute: 20,
+            commands_per_second: 5,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            max_connections_per_key: 16,
+            max_pending_logins: 2_000,
+            max_members_per_group: 1_000,
+            limit_loopback: false,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+fn per_minute(rate: u32, burst: u32) -> Quota {
+    Quota::per_minute(nonzero(rate)).allow_burst(nonzero(burst))
+}
+
+fn per_second(rate: u32, burst: u32) -> Quota {
+    Quota::per_second(nonzero(rate)).allow_burst(nonzero(burst))
+}
+
+/// Checks one key against a limiter: `Ok`, or the time to wait.
+fn check<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), u64> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        (wait.as_millis() as u64).max(1)
+    })
+}
+
+/// Counts held places per key; a [`Place`] gives its place back when dropped.
+#[derive(Debug)]
+struct Counts<K: Hash + Eq>(Mutex<HashMap<K, usize>>);
+
+impl<K: Hash + Eq + Clone + Send + 'static> Counts<K> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(HashMap::new())))
+    }
+
+    fn take(self: &Arc<Self>, key: K, cap: usize) -> Option<Place<K>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(key.clone()).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Place {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    fn give_back(&self, key: &K) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// A held place under a cap.
+#[derive(Debug)]
+pub struct Place<K: Hash + Eq + Clone + Send + 'static> {
+    counts: Arc<Counts<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Drop for Place<K> {
+    fn drop(&mut self) {
+        self.counts.give_back(&self.key);
+    }
+}
+
+/// Places a connection holds while it is open.
+#[derive(Debug)]
+pub struct ConnectionTicket {
+    _total: Place<()>,
+    _ip: Option<Place<IpAddr>>,
+    /// Held until the connection logs in.
+    pub pending_login: Option<Place<()>>,
+}
+
+/// Why a connection was turned away before the WebSocket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many new connections from this address: retry after (ms).
+    TooFast(u64),
+    /// Too many open connections (in all, from this address, or not logged in).
+    Full(&'static str),
+}
+
+/// Every limiter and cap of one server.
+pub struct Limits {
+    settings: LimitSettings,
+    connects: DefaultKeyedRateLimiter<IpAddr>,
+    failed_ip: DefaultKeyedRateLimiter<IpAddr>,
+    failed_key: DefaultKeyedRateLimiter<PublicKey>,
+    messages: DefaultKeyedRateLimiter<PublicKey>,
+    flags: DefaultKeyedRateLimiter<PublicKey>,
+    commands: DefaultKeyedRateLimiter<PublicKey>,
+    total: Arc<Counts<()>>,
+    per_ip: Arc<Counts<IpAddr>>,
+    per_key: Arc<Counts<PublicKey>>,
+    pending: Arc<Counts<()>>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    /// Limiters and caps for `settings`.
+    pub fn new(settings: LimitSettings) -> Self {
+        let s = &settings;
+        Self {
+            connects: DefaultKeyedRateLimiter::keyed(per_minute(
+                s.connects_per_ip_per_minute,
+                s.connects_per_ip_per_minute / 2,
+            )),
+            failed_ip: DefaultKeyedRateLimiter::keyed(per_minute(
+                s.failed_logins_per_ip_per_minute,
+                10,
+            )),
+            failed_key: DefaultKeyedRateLimiter::keyed(per_minute(
+                s.failed_logins_per_key_per_minute,
+                5,
+            )),
+            messages: DefaultKeyedRateLimiter::keyed(per_second(
+                s.messages_per_second,
+                s.message_burst,
+            )),
+            flags: DefaultKeyedRateLimiter::keyed(per_minute(s.flags_per_minute, 10)),
+            commands: DefaultKeyedRateLimiter::keyed(per_second(s.commands_per_second, 30)),
+            total: Counts::new(),
+            per_ip: Counts::new(),
+            per_key: Counts::new(),
+            pending: Counts::new(),
+            settings,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    fn limits_ip(&self, ip: &IpAddr) -> bool {
+        self.settings.limit_loopback || !ip.is_loopback()
+    }
+
+    /// Admits a new connection from `ip`, or says why not.
+    pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnectionTicket, Refusal> {
+        let per_ip = self.limits_ip(&ip);
+        if per_ip {
+            check(&self.connects, &ip).map_err(Refusal::TooFast)?;
+        }
+        let total = self
+            .total
+            .take((), self.settings.max_connections)
+            .ok_or(Refusal::Full("the hub is full"))?;
+        let ip_place = match per_ip {
+            true => Some(
+                self.per_ip
+                    .take(ip, self.settings.max_connections_per_ip)
+                    .ok_or(Refusal::Full("too many connections from your address"))?,
+            ),
+            false => None,
+        };
+        let pending = self
+            .pending
+            .take((), self.settings.max_pending_logins)
+            .ok_or(Refusal::Full("too many connections waiting to log in"))?;
+        Ok(ConnectionTicket {
+            _total: total,
+            _ip: ip_place,
+            pending_login: Some(pending),
+        })
+    }
+
+    /// Counts a failed login; `Err` once the address or key has failed too often.
+    pub fn failed_login(&self, ip: IpAddr, key: Option<&PublicKey>) -> Result<(), u64> {
+        if self.limits_ip(&ip) {
+            check(&self.failed_ip, &ip)?;
+        }
+        if let Some(key) = key {
+            check(&self.failed_key, key)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a place for one more connection of `key`.
+    pub fn key_connection(&self, key: PublicKey) -> Result<Place<PublicKey>, ServerError> {
+        self.per_key
+            .take(key, self.settings.max_connections_per_key)
+            .ok_or(ServerError::RateLimited {
+                retry_after_ms: 5_000,
+                what: "too many connections for this key at once",
+            })
+    }
+
+    /// A message from `key`.
+    pub fn message(&self, key: &PublicKey) -> Result<(), ServerError> {
+        check(&self.messages, key).map_err(|retry_after_ms| ServerError::RateLimited {
+            retry_after_ms,
+            what: "you are sending messages too quickly",
+        })
+    }
+
+    /// A distress flag from `key` (refused flags are answered, never dropped).
+    pub fn flag(&self, key: &PublicKey) -> Result<(), ServerError> {
+        check(&self.flags, key).map_err(|retry_after_ms| ServerError::RateLimited {
+            retry_after_ms,
+            what: "many flags in a short time: yours are recorded; please wait a moment \
+                   before the next, and call 999 if anyone is in danger now",
+        })
+    }
+
+    /// Any other signed command from `key`.
+    pub fn command(&self, key: &PublicKey) -> Result<(), ServerError> {
+        check(&self.commands, key).map_err(|retry_after_ms| ServerError::RateLimited {
+            retry_after_ms,
+            what: "too many requests in a short time",
+        })
+    }
+
+    /// Forgets idle keys (call now and then so the maps stay small).
+    pub fn forget_idle(&self) {
+        self.connects.retain_recent();
+        self.failed_ip.retain_recent();
+        self.failed_key.retain_recent();
+        self.messages.retain_recent();
+        self.flags.retain_recent();
+        self.commands.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_give_places_back_when_dropped() {
+        let limits = Limits::new(LimitSettings {
+            max_connections_per_key: 2,
+            ..LimitSettings::default()
+        });
+        let key = PublicKey([1; 32]);
+        let a = limits.key_connection(key).unwrap();
+        let _b = limits.key_connection(key).unwrap();
+        assert!(limits.key_connection(key).is_err());
+        drop(a);
+        assert!(limits.key_connection(key).is_ok());
+    }
+
+    #[test]
+    fn messages_have_a_burst_then_a_rate() {
+        let limits = Limits::new(LimitSettings {
+            message_burst: 3,
+            messages_per_second: 1,
+            ..LimitSettings::default()
+        });
+        let key = PublicKey([2; 32]);
+        for _ in 0..3 {
+            limits.message(&key).unwrap();
+        }
+        match limits.message(&key) {
+            Err(ServerError::RateLimited { retry_after_ms, .. }) => {
+                assert!(retry_after_ms <= 1_000)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            limits.message(&PublicKey([3; 32])).is_ok(),
+            "keys are limited apart"
+        );
+    }
+
+    #[test]
+    fn loopback_is_exempt_from_per_ip_limits_unless_asked() {
+        let settings = LimitSettings {
+            connects_per_ip_per_minute: 2,
+            max_connections_per_ip: 1,
+            ..LimitSettings::default()
+        };
+        let open = Limits::new(settings.clone());
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let tickets: Vec<_> = (0..5).map(|_| open.admit_connection(lo).unwrap()).collect();
+        assert_eq!(tickets.len(), 5);
+        let strict = Limits::new(LimitSettings {
+            limit_loopback: true,
+            ..settings.clone()
+        });
+        let _first = strict.admit_connection(lo).unwrap();
+        assert!(
+            matches!(strict.admit_connection(lo), Err(Refusal::TooFast(_))),
+            "rate first"
+        );
+        let capped = Limits::new(LimitSettings {
+            limit_loopback: true,
+            connects_per_ip_per_minute: 100,
+            ..settings
+        });
+        let _held = capped.admit_connection(lo).unwrap();
+        assert!(
+            matches!(capped.admit_connection(lo), Err(Refusal::Full(_))),
+            "then the cap"
+        );
+    }
+}
