@@ -12,14 +12,21 @@
 //   names.js           pseudonym normalisation, mirroring protocol/src/names.rs
 //   errors.js          every error code as a sentence (the one table)
 //   connection.js      socket, hello/auth, request ids, reconnect with backoff
-//   group-session.js   one joined group: members, verified log, outbox and retry rule
+//   group-session.js   one joined group: standing, state, members, verified logs of
+//                      every channel, outbox and retry rule, signed group requests
+//   event-records.js   event frames of every channel → verified records
+//   standing.js        whether a post to the conversation can be sent now, and why not
+//   record-book.js     co-produced records about us (and written here), verified
+//   time-words.js      times and waits in words
 //   links.js           #invite= and #group= in the address bar, without history entries
 //   config.js          deployment settings (quick-exit page, timings, helplines)
 //   ui/*.js            screens and widgets; they draw, the modules above decide
 //
 // Data flow: app.js loads the identity, opens one Connection, and routes between the
 // start, join and group screens. Joining creates a GroupSession (which rejoins by
-// itself after every reconnect); the group screen draws what the session reports.
+// itself after every reconnect); the group screen draws what the session reports —
+// agreement, waiting room, conversation or "dismissed" — and the facilitator console
+// when this key moderates the group. The record book listens to the connection.
 
 import { socketUrl } from "./config.js";
 import { ServerClock } from "./clock.js";
@@ -28,6 +35,7 @@ import { CounterSource } from "./counters.js";
 import { describeErrorFrame, sentenceFor } from "./errors.js";
 import { GroupSession, SessionState } from "./group-session.js";
 import { loadOrCreateIdentity } from "./keys.js";
+import { RecordBook } from "./record-book.js";
 import { forgetInvite, readLink, writeLink } from "./links.js";
 import { isValidGroupId, Kind, redeemPayload } from "./protocol.js";
 import { openStore } from "./store.js";
@@ -57,6 +65,8 @@ function showView(name, { focus = true } = {}) {
   for (const view of VIEWS) {
     byId(`view-${view}`).hidden = view !== name;
   }
+  // The group screen is wider (conversation beside the private panel and console).
+  byId("main").dataset.view = name;
   if (focus) {
     // Move focus to the new screen's heading so screen readers announce it.
     byId(`view-${name}`).querySelector("h1")?.focus();
@@ -120,9 +130,9 @@ function leaveSession() {
 }
 
 /** Joins a group; resolves when joined, rejects with the error if refused. */
-function joinGroup(groupId, name) {
+function joinGroup(groupId, name, accessCode = null) {
   leaveSession();
-  const s = new GroupSession({ connection, identity: connection.identity, groupId, name });
+  const s = new GroupSession({ connection, identity: connection.identity, groupId, name, accessCode });
   session = s;
   views.group.mount(s);
   return new Promise((resolve, reject) => {
@@ -130,10 +140,10 @@ function joinGroup(groupId, name) {
       const { state, error } = ev.detail;
       if (state === SessionState.JOINED) {
         s.removeEventListener("state", onState);
-        showView("group");
-        views.group.focusComposer();
+        showView("group", { focus: false });
+        views.group.focusStage();
         resolve();
-      } else if (state === SessionState.FAILED || state === SessionState.LEFT) {
+      } else if (state === SessionState.FAILED || state === SessionState.LEFT || state === SessionState.DISMISSED) {
         s.removeEventListener("state", onState);
         if (session === s) {
           session = null;
@@ -145,6 +155,19 @@ function joinGroup(groupId, name) {
     };
     s.addEventListener("state", onState);
     s.join().catch(() => {}); // reported through "state"
+  });
+}
+
+/** "Join the next session" after the last one ended: a fresh join with the same name. */
+function joinAgain(ended) {
+  if (!ended) {
+    return;
+  }
+  const { groupId, name, accessCode } = ended;
+  joinGroup(groupId, name, accessCode).catch((err) => {
+    views.join.show(groupId);
+    showView("join", { focus: false });
+    views.join.showRefusal({ name, accessCode }, err);
   });
 }
 
@@ -166,7 +189,14 @@ async function redeemInvite() {
     forgetInvite();
     connection.roles = Array.isArray(reply.roles) ? reply.roles : connection.roles;
     views.start.setRoles(connection.roles);
-    showNotice(`Invite accepted. This key now has the ${roleLabel(reply.role)} role.`, "success");
+    if (reply.role === "member" && typeof reply.group === "string") {
+      if (!session && isValidGroupId(reply.group) && !readLink().group) {
+        goToGroup(reply.group);
+      }
+      showNotice(`Invite accepted. You can now join the group ${reply.group}.`, "success");
+    } else {
+      showNotice(`Invite accepted. This key now has the ${roleLabel(reply.role)} role.`, "success");
+    }
   } catch (err) {
     if (err.code === "disconnected" || err.code === "not_connected") {
       return; // tried again after the next login
@@ -226,10 +256,11 @@ async function boot() {
   });
   bindStatusLine(byId("connection-status"), byId("reconnect"), connection);
 
+  const recordBook = new RecordBook({ connection, identity });
   views = {
     start: createStartView({ identity, connection, onGoToGroup: goToGroup }),
     join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart() }),
-    group: createGroupView({ connection, onLeave: () => goToStart() }),
+    group: createGroupView({ connection, recordBook, onLeave: () => goToStart(), onRejoin: joinAgain }),
   };
 
   connection.addEventListener("authenticated", (ev) => {

@@ -51,3 +51,9 @@ export const HELPLINES = [
   { name: "NHS 111", tel: "111", shown: "111" },
   { name: "Samaritans", tel: "116123", shown: "116 123" },
 ];
+
+/** The words "I need support now" writes in for the person, to send or change. */
+export const SUPPORT_MESSAGE = "I need support now";
+
+/** Mute lengths a facilitator picks from, in minutes. */
+export const MUTE_CHOICES = [5, 10, 15, 30, 60, 120, 1440];

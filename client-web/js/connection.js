@@ -4,7 +4,9 @@
 // Data flow:
 //   socket ─► hello ─► sign auth (challenge, corrected ts) ─► auth_ok ─► "authenticated"
 //   reply with our id ─► resolves / rejects the request's promise
-//   event, presence ──► "push"      shutdown ─► "shutdown"     error without id ─► "server-error"
+//   event, presence, joined / group_update / dismissed (pushes) ─► "push"
+//   records (reply or push) ─► "records"   shutdown ─► "shutdown"
+//   error without id ─► "server-error"
 //
 // Owns: the socket, the pending-request table and the reconnect timer. It does not
 // know about groups: whoever needs to rejoin after a reconnect listens for
@@ -13,7 +15,10 @@
 // Events (CustomEvent, detail in brackets):
 //   "status"        { status, retryAt? }   connecting | connected | reconnecting | closed
 //   "authenticated" { key, roles, counter } after every successful login
-//   "push"          frame                 event and presence frames, in arrival order
+//   "push"          frame                 event, presence, group_update, dismissed, and
+//                                         joined without an id (admitted from the
+//                                         waiting room), in arrival order
+//   "records"       frame                 every `records` frame, reply or push
 //   "shutdown"      { reason }            the server is stopping (it will close 1001)
 //   "server-error"  frame                 error frames that answer no pending request
 //   "fatal"         { code }              this client cannot talk to this server, or the
@@ -255,6 +260,11 @@ export class Connection extends EventTarget {
       this.onHello(frame);
       return;
     }
+    if (frame.type === "records") {
+      // Records are about a person, not a group: whoever keeps them hears every list,
+      // whichever request (or push) brought it.
+      this.emit("records", frame);
+    }
     if (Number.isSafeInteger(frame.id) && this.pending.has(frame.id)) {
       const waiter = this.pending.get(frame.id);
       this.pending.delete(frame.id);
@@ -269,6 +279,9 @@ export class Connection extends EventTarget {
     switch (frame.type) {
       case "event":
       case "presence":
+      case "group_update":
+      case "dismissed":
+      case "joined":
         this.emit("push", frame);
         break;
       case "shutdown":

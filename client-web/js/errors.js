@@ -8,6 +8,8 @@
 // Owns: wording. Never decides what to do about an error (retrying is the caller's
 // business) and never shows the server's own message as the main text.
 
+import { durationWords, formatDateTime } from "./time-words.js";
+
 const SENTENCES = {
   // ---- server codes (error.rs) ----
   malformed:
@@ -34,11 +36,25 @@ const SENTENCES = {
     "Your device's clock looks wrong, so the server didn't accept that. Please check the date and time settings, then try again.",
   invalid: "Something in that isn't allowed. Please check it and try again.",
   forbidden: "You don't have permission to do that.",
-  not_found: "We couldn't find that group. Please check the link or the group name.",
+  not_found: "We couldn't find that. It may have gone, or the link may be wrong.",
   already_exists: "A group with that id already exists. Please choose another id.",
   not_joined: "You aren't in this group on this connection. Rejoining…",
   bad_token:
     "This invite link has been used already, has expired, or isn't valid. Please ask the person who sent it for a new one.",
+  closed: "The group isn't open right now.",
+  locked: "The group is locked at the moment: nobody new can come in. Please try again a little later.",
+  access_denied:
+    "This group needs an access code or an invite. Please check the code you were given, or ask the person who sent the link.",
+  agreement_required: "Please read the group agreement and agree to it before writing.",
+  waiting: "You're still in the waiting room. A facilitator will let you in soon.",
+  muted:
+    "A facilitator has muted you for a while, so you can't write to the group just now. You can still write privately to a facilitator.",
+  paused:
+    "The conversation is paused: only facilitators can write for now. You can still write privately to a facilitator.",
+  slow_mode: "Slow mode is on, so there is a short wait between your messages.",
+  removed: "A facilitator has taken you out of this group. You can still get help from the helplines.",
+  taken: "Someone else has already taken this on.",
+  full: "This group is full at the moment. Please try again a little later.",
   rate_limited: "That was a little fast. Please wait a moment before trying again.",
   shutting_down: "The server is restarting. You'll be reconnected automatically.",
   internal: "Something went wrong on the server, and nothing was changed. Please try again.",
@@ -63,6 +79,17 @@ const SENTENCES = {
   invalid_group_id:
     "A group id uses only lower-case letters a–z, digits and '-', up to 32 characters, and can't start with '-'.",
   send_failed: "Your message couldn't be sent.",
+  group_not_found: "We couldn't find that group. Please check the link or the group name.",
+  empty_text: "Please write something first.",
+  empty_reason: "Please give a reason. Everyone in the group will see it.",
+  empty_access_code: "Please type the access code you were given.",
+  invalid_minutes: "Please choose between 1 and 1440 minutes (one day).",
+  invalid_seconds: "Please choose between 0 and 3600 seconds (0 turns slow mode off).",
+  invalid_schedule: "Each time needs a start and an end, and the end must come after the start.",
+  invalid_days: "Please give a whole number of days, 1 or more.",
+  no_lead:
+    "No facilitator has arrived yet, so there is nobody to write to privately. The helplines below are there now.",
+  not_in_group: "This needs you to be in the group. Please join it again.",
 };
 
 const GENERIC = "Something went wrong, and nothing was changed. Please try again.";
@@ -72,19 +99,31 @@ export function sentenceFor(code) {
   return Object.hasOwn(SENTENCES, code) ? SENTENCES[code] : GENERIC;
 }
 
+// Codes where the server's own message names the detail a person needs (which field,
+// which limit, why a facilitator action was refused, the removal reason).
+const WITH_DETAILS = new Set(["invalid", "body_too_long", "not_found", "forbidden", "removed"]);
+
 /**
- * The sentence for an `error` frame. For the codes where the server's own message adds
- * the detail a person needs (which field, which limit), it is appended as "Details: …".
- * For rate limits the wait is given in seconds.
+ * The sentence for an `error` frame. For the codes in WITH_DETAILS the server's own
+ * message is appended as "Details: …". Waits are given in words; `closed` gives the
+ * next opening in local time when the server names one.
  */
 export function describeErrorFrame(frame) {
   const code = typeof frame?.code === "string" ? frame.code : "";
   let text = sentenceFor(code);
-  if (code === "rate_limited" && Number.isFinite(frame.retry_after_ms)) {
-    const seconds = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
-    text += ` (about ${seconds} second${seconds === 1 ? "" : "s"})`;
+  const wait = Number.isFinite(frame?.retry_after_ms) ? frame.retry_after_ms : null;
+  if (code === "rate_limited" && wait !== null) {
+    text += ` (about ${durationWords(wait)})`;
   }
-  if ((code === "invalid" || code === "body_too_long") && typeof frame.message === "string") {
+  if ((code === "muted" || code === "slow_mode") && wait !== null) {
+    text += ` You can write to the group again in ${durationWords(wait)}.`;
+  }
+  if (code === "closed") {
+    text += Number.isFinite(frame?.next_session_ms)
+      ? ` The next session opens ${formatDateTime(frame.next_session_ms)}.`
+      : " No next session is scheduled yet.";
+  }
+  if (WITH_DETAILS.has(code) && typeof frame?.message === "string" && frame.message) {
     text += ` Details: ${frame.message.slice(0, 200)}`;
   }
   return text;

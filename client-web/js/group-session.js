@@ -1,31 +1,65 @@
-// One joined group, as this tab sees it: members, the verified event log, and our own
-// posts on their way to being acknowledged.
+// One joined group, as this tab sees it: where we stand, the group's state, members,
+// the verified logs of every channel we read, and our own posts on their way.
 //
 // Data flow:
-//   join() ─► signed join ─► `joined` (members, head) ─► history `event`s ─► live `event`s
-//   post() ─► outbox ─► signed post ─► `ack` (durable, has a seq) ─► our own `event`
-//   reconnect ─► "authenticated" ─► signed join with after = highest seq seen
+//   join() ─► signed join ─► `joined` (status, state, members, head) ─► history `event`s
+//          ─► `records` round trip (every history frame has arrived) ─► settle outbox
+//   waiting room ─► facilitator admits ─► `joined` push (no id) + history ─► in the room
+//   post() ─► outbox ─► signed post (`to` for a private one) ─► `ack` ─► our own `event`
+//   presence / group_update / dismissed ─► standing and state ─► "standing", "group-state"
+//   reconnect ─► "authenticated" ─► signed join with after = highest main seq held
 //             ─► replayed events ─► settle the outbox (the retry rule below)
 //
-// Every envelope is verified here before anything else sees it; records carry
-// `verified` and, when false, a `reason`. Incoming frames are handled one at a time in
-// arrival order (verification is asynchronous), so the log and the outbox never race.
+// Channels: "main" (the conversation), "staff" (facilitators), "pair:<a>:<b>" (a private
+// check-in). Each has its own gap-free seq; only main is resumed with `after` — the
+// server re-sends the last 100 of the others on every join, and seqs already held are
+// skipped.
 //
-// The retry rule (server semantics, "Resume and retries"): a post sent but not
-// acknowledged may or may not be stored. After resuming, look for it (same key and
-// counter) among the replayed events; only if it is absent, sign it again with a NEW
-// counter and send it again.
+// Every envelope is verified (event-records.js) before anything else sees it. Incoming
+// frames are handled one at a time in arrival order (verification is asynchronous),
+// so the logs and the outbox never race.
+//
+// The retry rule (server semantics, "Resume and retries", kept by post-outbox.js): a
+// post sent but not acknowledged may or may not be stored. After resuming, look for it
+// (same key and counter) among the replayed events; only if it is absent, sign it
+// again with a NEW counter and send it again. Private posts follow the same rule:
+// their channels are replayed on every join, and the `records` round trip after
+// `joined` tells us the replay is complete.
 //
 // Owns: this group's state. Never touches the DOM; the UI listens to its events:
-//   "state"    { state, error? }   joining | joined | rejoining | failed | left
-//   "joined"   { info, members, resumed }
-//   "member"   member record
-//   "event"    { record, live, replaces? }   replaces = outbox id it supersedes
-//   "outbox"   outbox record (added or changed)
-//   "notice"   { code, frame? }   something a person should hear about
+//   "state"        { state, error? }   joining | joined | rejoining | failed | left | dismissed
+//   "joined"       { info, members, resumed }
+//   "member"       { record, previous }   a member appeared or changed
+//   "event"        { record, live, replaces? }   replaces = outbox id it supersedes
+//   "event-changed" { record }          a held event was redacted, or its redaction confirmed
+//   "outbox"       outbox record (added or changed; `to` set for a private one)
+//   "group-state"  { state, previous }
+//   "standing"     { status, inRoom }   our own place in the group changed
+//   "dismissed"    { reason, message }  the server took us out (declined, removed, ended)
 
-import { MAX_RESIGN_ATTEMPTS, RESUME_SETTLE_TIMEOUT_MS } from "./config.js";
-import { HISTORY_ON_JOIN, Kind, joinPayload, postPayload, verifyEnvelope } from "./protocol.js";
+import { RESUME_SETTLE_TIMEOUT_MS } from "./config.js";
+import { EventReader } from "./event-records.js";
+import { PostOutbox } from "./post-outbox.js";
+import {
+  agreePayload,
+  channelKey,
+  controlPayload,
+  HISTORY_ON_JOIN,
+  joinPayload,
+  Kind,
+  MAIN,
+  MemberStatus,
+  pairChannel,
+  pairPeer,
+  recordPayload,
+  reportPayload,
+  stepOutPayload,
+  verifyEnvelope,
+} from "./protocol.js";
+import { isStaffRole, postingBlock } from "./standing.js";
+
+// Delivery states live with the outbox; widgets import them from here.
+export { Delivery } from "./post-outbox.js";
 
 export const SessionState = Object.freeze({
   IDLE: "idle",
@@ -34,54 +68,82 @@ export const SessionState = Object.freeze({
   REJOINING: "rejoining",
   FAILED: "failed",
   LEFT: "left",
+  DISMISSED: "dismissed",
 });
 
-/** Outbox states, in the order a post normally passes through them. */
-export const Delivery = Object.freeze({
-  QUEUED: "queued", // not sent yet (offline, or waiting for the rejoin)
-  SENDING: "sending", // sent, waiting for the ack
-  UNCONFIRMED: "unconfirmed", // sent, then the connection dropped: outcome unknown
-  WAITING: "waiting", // rate limited: will be sent again after a pause
-  ACKNOWLEDGED: "acknowledged", // the server stored it (ack or our own event seen)
-  FAILED: "failed", // refused; the person can try again or discard it
-});
+const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
+
+/** The group state as this client uses it, with safe defaults for missing fields. */
+export function readGroupState(state) {
+  const s = state && typeof state === "object" ? state : {};
+  const agreement = s.agreement && typeof s.agreement === "object" ? s.agreement : {};
+  return {
+    session: isCount(s.session) ? s.session : 0,
+    session_open: s.session_open !== false,
+    door_open: s.door_open !== false,
+    next_session_ms: isCount(s.next_session_ms) ? s.next_session_ms : null,
+    paused: s.paused === true,
+    locked: s.locked === true,
+    slow_mode_secs: isCount(s.slow_mode_secs) ? s.slow_mode_secs : 0,
+    agreement: {
+      version: isCount(agreement.version) ? agreement.version : 0,
+      text: typeof agreement.text === "string" ? agreement.text : "",
+    },
+    pinned: Array.isArray(s.pinned) ? s.pinned.filter(isCount) : [],
+    lead: typeof s.lead === "string" && s.lead ? s.lead : null,
+    co_facilitators: Array.isArray(s.co_facilitators)
+      ? s.co_facilitators.filter((k) => typeof k === "string")
+      : [],
+  };
+}
 
 export class GroupSession extends EventTarget {
-  constructor({ connection, identity, groupId, name }) {
+  constructor({ connection, identity, groupId, name, accessCode = null }) {
     super();
     this.conn = connection;
     this.identity = identity;
     this.groupId = groupId;
     this.name = name;
+    this.accessCode = accessCode;
 
     this.state = SessionState.IDLE;
     this.info = null;
+    this.groupState = null;
+    this.status = null; // our MemberStatus
+    this.inRoom = false;
+    this.lastInRoom = false; // inRoom as last reported in "standing"
+    this.dismissal = null; // { reason, message } once the server took us out
     this.members = new Map(); // key -> member record
-    this.events = new Map(); // seq -> event record
+    this.logs = new Map(); // channel -> Map(seq -> record)
+    this.reader = new EventReader({ groupId, me: identity.publicKey });
+
+    // Main channel bookkeeping.
     this.maxSeq = 0;
-    // Highest seq below which we hold every event since our history began (null until
-    // the first event). Resuming asks for events after it, so a hole gets filled.
+    // Highest seq below which we hold every main event since our history began (null
+    // until the first event). Resuming asks for events after it, so a hole gets filled.
     this.contiguous = null;
     this.gapRejoinFor = null; // the `contiguous` value a gap rejoin was sent for
-    this.countersSeen = new Map(); // key -> Set of counters in verified events
     this.liveAfter = Infinity; // events above the last joined head are live
     this.everJoined = false;
+    // When slow mode next lets our message through (server time), or null.
+    this.slowUntilMs = null;
 
-    // Our posts not yet seen as events, by local id.
-    this.outbox = new Map();
-    this.nextLocalId = 1;
-    // Counter -> local id for every counter we signed a post with, so our own event
-    // can be matched to its outbox entry whichever arrives first.
-    this.localIdByCounter = new Map();
+    // Our posts not yet seen as events.
+    this.outbox = new PostOutbox(this);
 
-    this.resume = null; // { head, timer } while replayed history is still arriving
+    this.resume = null; // { timer } while replayed history is still arriving
+    // True from sending a join until its history has all arrived: events of the other
+    // channels (re-sent on every join) are history then, not news to announce.
+    this.replaying = false;
     this.joinInFlight = false;
     this.inbox = Promise.resolve();
 
     this.onAuthenticated = () => this.rejoin();
     this.onPush = (ev) => {
       const frame = ev.detail;
-      if (frame.group === this.groupId) {
+      // `joined` names its group with a GroupInfo; every other push with the id.
+      const group = typeof frame.group === "string" ? frame.group : frame.group?.id;
+      if (group === this.groupId) {
         this.enqueue(() => this.handlePush(frame));
       }
     };
@@ -114,7 +176,11 @@ export class GroupSession extends EventTarget {
 
   /** After a reconnect: join again and resume from the highest seq seen. */
   rejoin() {
-    if (this.state === SessionState.LEFT || this.state === SessionState.FAILED) {
+    if (
+      this.state === SessionState.LEFT ||
+      this.state === SessionState.FAILED ||
+      this.state === SessionState.DISMISSED
+    ) {
       return;
     }
     if (this.state === SessionState.IDLE || this.joinInFlight) {
@@ -129,6 +195,17 @@ export class GroupSession extends EventTarget {
         setTimeout(() => this.rejoin(), err.retryAfterMs ?? 2000);
         return;
       }
+      if (this.everJoined && (err.code === "removed" || err.code === "closed")) {
+        // Taken out (or the session ended) while we were away: say so as the server
+        // would have in a `dismissed` frame.
+        this.enqueue(() =>
+          this.applyDismissed({
+            reason: err.code === "removed" ? "removed" : "session_ended",
+            message: err.frame?.message ?? "",
+          }),
+        );
+        return;
+      }
       this.setState(SessionState.FAILED, err);
     });
   }
@@ -137,11 +214,12 @@ export class GroupSession extends EventTarget {
     const after = this.everJoined ? this.resumeAfter() : undefined;
     let joined;
     this.joinInFlight = true;
+    this.replaying = true;
     try {
       joined = await this.conn.signedRequest(
         "join",
         Kind.JOIN,
-        (counter, ts) => joinPayload(this.groupId, this.name, counter, ts),
+        (counter, ts) => joinPayload(this.groupId, this.name, this.accessCode, counter, ts),
         { group: this.groupId, after },
       );
     } finally {
@@ -150,6 +228,26 @@ export class GroupSession extends EventTarget {
     // Still inside the microtasks that follow the `joined` frame, so this runs before
     // the history events that follow it are handled.
     await this.enqueue(() => this.applyJoined(joined, after !== undefined));
+    this.awaitHistory();
+  }
+
+  /**
+   * The server writes all of a join's history before it reads our next frame, so the
+   * answer to a harmless `records` request comes after the last history event. Then
+   * the outbox can be settled (the records themselves go to the record book).
+   */
+  awaitHistory() {
+    this.conn
+      .request("records")
+      .then(() =>
+        this.enqueue(() => {
+          this.replaying = false;
+          this.settleOutbox();
+        }),
+      )
+      .catch(() => {
+        // Disconnected: the next join settles it, or the timer does.
+      });
   }
 
   /** The `after` for a rejoin: everything we hold without a hole. */
@@ -157,13 +255,13 @@ export class GroupSession extends EventTarget {
     if (this.contiguous !== null) {
       return this.contiguous;
     }
-    // Joined before but no event arrived (dropped during the history): ask for what
-    // a first join would have sent.
+    // Joined before but no event arrived (dropped during the history, or still
+    // waiting): ask for what a first join would have sent.
     return Math.max(0, (Number.isFinite(this.liveAfter) ? this.liveAfter : 0) - HISTORY_ON_JOIN);
   }
 
   async applyJoined(joined, resumed) {
-    if (this.state === SessionState.LEFT) {
+    if (this.state === SessionState.LEFT || this.state === SessionState.DISMISSED) {
       return;
     }
     this.info = joined.group ?? { id: this.groupId, title: this.groupId, kind: "drop_in" };
@@ -171,19 +269,36 @@ export class GroupSession extends EventTarget {
     this.liveAfter = head;
     const members = Array.isArray(joined.members) ? joined.members : [];
     const records = await Promise.all(members.map((m) => this.verifyMember(m)));
+    for (const record of records) {
+      const previous = this.members.get(record.key);
+      record.seenInRoom = record.status === MemberStatus.ADMITTED || previous?.seenInRoom === true;
+    }
     this.members = new Map(records.map((r) => [r.key, r]));
     this.everJoined = true;
+    this.setGroupState(joined.state);
+    const status = typeof joined.status === "string" ? joined.status : MemberStatus.WAITING;
+    const staff = this.isStaff();
+    if (status === MemberStatus.ADMITTED || staff) {
+      this.inRoom = true;
+    } else if (status === MemberStatus.WAITING) {
+      this.inRoom = false;
+    }
+    // needs_agreement keeps what we knew: people already in the room stay in it.
+    this.setStanding(status);
     this.setState(SessionState.JOINED);
     this.emit("joined", { info: this.info, members: [...this.members.values()], resumed });
 
     clearTimeout(this.resume?.timer);
     this.resume = {
-      head,
-      timer: setTimeout(() => this.enqueue(() => this.settleOutbox()), RESUME_SETTLE_TIMEOUT_MS),
+      timer: setTimeout(
+        () =>
+          this.enqueue(() => {
+            this.replaying = false;
+            this.settleOutbox();
+          }),
+        RESUME_SETTLE_TIMEOUT_MS,
+      ),
     };
-    if (this.maxSeq >= head) {
-      this.settleOutbox();
-    }
   }
 
   async verifyMember(member) {
@@ -201,6 +316,10 @@ export class GroupSession extends EventTarget {
       name,
       roles: Array.isArray(member?.roles) ? member.roles.filter((r) => typeof r === "string") : [],
       online: member?.online === true,
+      status: typeof member?.status === "string" ? member.status : MemberStatus.ADMITTED,
+      facilitator: member?.facilitator === true,
+      mutedUntilMs: isCount(member?.muted_until_ms) ? member.muted_until_ms : null,
+      away: member?.away === true,
       verified,
       reason,
       self: key === this.identity.publicKey,
@@ -220,9 +339,7 @@ export class GroupSession extends EventTarget {
 
   dispose() {
     clearTimeout(this.resume?.timer);
-    for (const entry of this.outbox.values()) {
-      clearTimeout(entry.retryTimer);
-    }
+    this.outbox.stopTimers();
     this.conn.removeEventListener("authenticated", this.onAuthenticated);
     this.conn.removeEventListener("push", this.onPush);
     this.conn.removeEventListener("status", this.onDisconnected);
@@ -237,93 +354,199 @@ export class GroupSession extends EventTarget {
   }
 
   async handlePush(frame) {
-    if (this.state === SessionState.LEFT) {
+    if (this.state === SessionState.LEFT || this.state === SessionState.DISMISSED) {
       return;
     }
-    if (frame.type === "presence") {
-      const record = await this.verifyMember(frame.member);
-      if (record.key) {
-        this.members.set(record.key, record);
-        this.emit("member", record);
+    switch (frame.type) {
+      case "presence":
+        await this.applyPresence(frame.member);
+        break;
+      case "event":
+        await this.handleEvent(frame);
+        break;
+      case "group_update":
+        this.setGroupState(frame.state);
+        break;
+      case "dismissed":
+        this.applyDismissed(frame);
+        break;
+      case "joined":
+        // Admitted from the waiting room (or brought in by agreeing): the main history
+        // follows, as after our own join. Nothing of ours can be among it (we could
+        // not post there while waiting), so the outbox is settled at once.
+        await this.applyJoined(frame, false);
+        this.settleOutbox();
+        break;
+      default:
+        break;
+    }
+  }
+
+  async applyPresence(member) {
+    const record = await this.verifyMember(member);
+    if (!record.key) {
+      return;
+    }
+    const previous = this.members.get(record.key);
+    // Whether we have seen them in the room: after an agreement change people in the
+    // room show as needs_agreement too, like someone still in the waiting room.
+    record.seenInRoom = record.status === MemberStatus.ADMITTED || previous?.seenInRoom === true;
+    this.members.set(record.key, record);
+    this.emit("member", { record, previous });
+    if (record.self) {
+      if (record.status === MemberStatus.ADMITTED) {
+        this.inRoom = true;
       }
-      return;
+      this.setStanding(record.status);
     }
-    if (frame.type === "event") {
-      await this.handleEvent(frame);
+  }
+
+  applyDismissed(frame) {
+    this.dismissal = {
+      reason: typeof frame.reason === "string" ? frame.reason : "",
+      message: typeof frame.message === "string" ? frame.message : "",
+    };
+    this.inRoom = false;
+    clearTimeout(this.resume?.timer);
+    this.resume = null;
+    this.outbox.failAll({ code: frame.reason === "session_ended" ? "closed" : "removed" });
+    this.setState(SessionState.DISMISSED);
+    this.emit("dismissed", this.dismissal);
+  }
+
+  /** The log of one channel (created empty on first use). */
+  log(channel) {
+    let log = this.logs.get(channel);
+    if (!log) {
+      log = new Map();
+      this.logs.set(channel, log);
     }
+    return log;
   }
 
   async handleEvent(frame) {
     const seq = frame.seq;
-    if (!Number.isSafeInteger(seq) || seq < 1 || this.events.has(seq)) {
-      return; // a duplicate from an overlapping resume, or nonsense
+    const channel = channelKey(frame.channel);
+    if (!Number.isSafeInteger(seq) || seq < 1 || channel === null) {
+      return; // nonsense
     }
-    const check = await verifyEnvelope(frame.env, { group: this.groupId });
-    const env = frame.env ?? {};
-    if (check.verified && env.kind === Kind.POST) {
-      // The server never accepts a counter twice from one key, so a second event with
-      // the same (key, counter) is a copy, whatever its signature says.
-      let seen = this.countersSeen.get(env.key);
-      if (!seen) {
-        seen = new Set();
-        this.countersSeen.set(env.key, seen);
+    const log = this.log(channel);
+    const held = log.get(seq);
+    if (held) {
+      // The same seq again: a redaction re-sent, or a duplicate from an overlapping
+      // resume (ignored).
+      if (frame.redacted && !held.redaction) {
+        await this.applyResentRedaction(held, frame);
       }
-      if (seen.has(check.payload.counter)) {
-        check.verified = false;
-        check.reason = "duplicate";
-      } else {
-        seen.add(check.payload.counter);
-      }
+      return;
     }
-    const record = {
-      seq,
-      ts: Number.isFinite(frame.ts) ? frame.ts : null,
-      kind: typeof env.kind === "string" ? env.kind : "unknown",
-      key: typeof env.key === "string" ? env.key : "",
-      verified: check.verified,
-      reason: check.reason,
-      // Only read from when verified is true; kept otherwise so the person can choose
-      // to look at it, clearly marked.
-      payload: check.payload ?? null,
-      rawPayload: typeof env.payload === "string" ? env.payload : "",
-      self: env.key === this.identity.publicKey,
-      delivery: null,
-    };
-    this.events.set(seq, record);
-    this.maxSeq = Math.max(this.maxSeq, seq);
-    const gap = this.trackContiguous(seq);
+    const record = await this.reader.read(frame, channel);
+    log.set(seq, record);
+    let gap = false;
+    if (channel === MAIN) {
+      if (!this.inRoom) {
+        // Only people in the room receive the conversation.
+        this.inRoom = true;
+        this.setStanding(this.status);
+      }
+      this.maxSeq = Math.max(this.maxSeq, seq);
+      gap = this.trackContiguous(seq);
+    }
 
-    let replaces;
     // Our own post, recognised by key and counter. Only a verified envelope counts:
     // anything else cannot be trusted to be ours.
-    if (record.self && record.verified && record.kind === Kind.POST) {
-      const localId = this.localIdByCounter.get(record.payload.counter);
-      const entry = localId !== undefined ? this.outbox.get(localId) : undefined;
-      if (entry) {
-        clearTimeout(entry.retryTimer);
-        this.outbox.delete(localId);
-        replaces = localId;
-        // An event is stored, whether or not its ack has arrived yet.
-        record.delivery = Delivery.ACKNOWLEDGED;
+    const replaces =
+      record.self && record.verified && record.kind === Kind.POST ? this.outbox.claim(record) : undefined;
+    if (record.redaction) {
+      this.confirmRedaction(record);
+      if (!this.canModerate()) {
+        this.hideRedacted(record);
       }
     }
-    this.emit("event", { record, live: seq > this.liveAfter, replaces });
+    const live = channel === MAIN ? seq > this.liveAfter : !this.replaying;
+    this.emit("event", { record, live, replaces });
 
-    if (this.resume && this.maxSeq >= this.resume.head) {
-      this.settleOutbox();
+    if (channel === MAIN && record.verified && record.kind === Kind.CONTROL) {
+      this.onControlEvent(record);
     }
     if (gap) {
-      // seq is gap-free per group: a hole means events were missed (PROTOCOL.md §10.2).
+      // seq is gap-free per channel: a hole means events were missed (PROTOCOL.md §10.2).
       this.rejoin();
     }
   }
 
+  /** A verified control in the conversation: apply what it means for held events. */
+  onControlEvent(control) {
+    const action = control.payload.action;
+    if (action.do !== "redact") {
+      return;
+    }
+    const target = this.log(MAIN).get(action.seq);
+    if (!target) {
+      return;
+    }
+    if (!target.redaction) {
+      // The facilitator's own signed request, seen before (or instead of) the hub's
+      // re-sent event: it is enough to hide the text.
+      target.redaction = { by: control.key, reason: action.reason, controlSeq: control.seq, confirmed: true };
+      if (!this.canModerate()) {
+        this.hideRedacted(target);
+      }
+      this.emit("event-changed", { record: target });
+    } else if (!target.redaction.confirmed && this.confirmRedaction(target)) {
+      this.emit("event-changed", { record: target });
+    }
+  }
+
+  async applyResentRedaction(held, frame) {
+    if (frame.env) {
+      // A facilitator's copy: the same envelope, now marked. Check it is the same.
+      const again = await this.reader.read(frame, held.channel, { repeat: true });
+      held.redaction = again.redaction;
+      if (!again.verified || again.rawPayload !== held.rawPayload) {
+        held.verified = false;
+        held.reason = again.verified ? "changed" : again.reason;
+      }
+    } else {
+      const again = await this.reader.read(frame, held.channel, { repeat: true });
+      held.redaction = again.redaction;
+      this.hideRedacted(held);
+    }
+    this.confirmRedaction(held);
+    this.emit("event-changed", { record: held });
+  }
+
+  /** Drops a removed message's text from a participant's copy. */
+  hideRedacted(record) {
+    record.hiddenText = true;
+    record.payload = null;
+    record.rawPayload = "";
+  }
+
+  /**
+   * Marks a redaction confirmed when the facilitator's signed `redact` control for it
+   * is in the conversation, signed by the key the hub names, with the same reason.
+   */
+  confirmRedaction(record) {
+    const r = record.redaction;
+    if (!r || r.confirmed) {
+      return Boolean(r?.confirmed);
+    }
+    const control = this.log(MAIN).get(r.controlSeq);
+    const action = control?.verified && control.kind === Kind.CONTROL ? control.payload.action : null;
+    if (action?.do === "redact" && action.seq === record.seq && action.reason === r.reason && control.key === r.by) {
+      r.confirmed = true;
+    }
+    return r.confirmed;
+  }
+
   /** Advances `contiguous`; returns true when a hole should be filled by rejoining. */
   trackContiguous(seq) {
+    const log = this.log(MAIN);
     if (this.contiguous === null) {
       this.contiguous = seq - 1; // our history starts here
     }
-    while (this.events.has(this.contiguous + 1)) {
+    while (log.has(this.contiguous + 1)) {
       this.contiguous += 1;
     }
     if (this.maxSeq <= this.contiguous) {
@@ -349,152 +572,205 @@ export class GroupSession extends EventTarget {
     }
     clearTimeout(this.resume.timer);
     this.resume = null;
-    for (const entry of [...this.outbox.values()]) {
-      if (entry.delivery === Delivery.UNCONFIRMED || entry.delivery === Delivery.QUEUED) {
-        // Not among the replayed events (those were removed from the outbox as they
-        // arrived), so it was not stored: send it again with a new counter.
-        this.sendEntry(entry);
+    this.outbox.settle();
+  }
+
+  // ---- standing and group state ----
+
+  setGroupState(raw) {
+    const previous = this.groupState;
+    const state = readGroupState(raw);
+    this.groupState = state;
+    if (previous && state.agreement.version > previous.agreement.version && this.status !== null) {
+      // A new agreement: everyone is asked again (the presence that says so follows).
+      this.setStanding(MemberStatus.NEEDS_AGREEMENT);
+    }
+    if (previous?.slow_mode_secs > 0 && state.slow_mode_secs === 0) {
+      // Slow mode is off: what was waiting for it can go now.
+      this.slowUntilMs = null;
+      this.outbox.sendWaiting("slow_mode");
+    }
+    this.emit("group-state", { state, previous });
+  }
+
+  setStanding(status) {
+    const changed = status !== this.status || this.lastInRoom !== this.inRoom;
+    this.status = status;
+    this.lastInRoom = this.inRoom;
+    if (changed) {
+      this.emit("standing", { status, inRoom: this.inRoom });
+    }
+  }
+
+  /** Our own member record, once known. */
+  me() {
+    return this.members.get(this.identity.publicKey) ?? null;
+  }
+
+  /** Staff are always in the room (facilitator, supervisor, admin, co-facilitator). */
+  isStaff() {
+    return isStaffRole(this.conn.roles) || this.canModerate();
+  }
+
+  /** Whether we have facilitator powers in this group. */
+  canModerate() {
+    const me = this.identity.publicKey;
+    return (
+      this.conn.roles.includes("facilitator") ||
+      this.me()?.facilitator === true ||
+      (this.groupState?.co_facilitators ?? []).includes(me)
+    );
+  }
+
+  /** Whether a key has facilitator powers here, as far as we can tell. */
+  isFacilitator(key) {
+    return (
+      this.members.get(key)?.facilitator === true ||
+      (this.groupState?.co_facilitators ?? []).includes(key) ||
+      this.groupState?.lead === key
+    );
+  }
+
+  /** Why a main-channel post can't be sent now (see standing.js), or null. */
+  postingBlock() {
+    return postingBlock({
+      status: this.status,
+      inRoom: this.inRoom,
+      dismissed: this.dismissal !== null,
+      state: this.groupState,
+      me: this.me(),
+      facilitator: this.canModerate(),
+      now: this.conn.clock.now(),
+      slowUntilMs: this.slowUntilMs,
+    });
+  }
+
+  /** The key of the lead facilitator, if there is one and it is not us. */
+  lead() {
+    const lead = this.groupState?.lead ?? null;
+    return lead && lead !== this.identity.publicKey ? lead : null;
+  }
+
+  /** Every private channel we hold events of, with the other key. */
+  privateChannels() {
+    const me = this.identity.publicKey;
+    return [...this.logs.keys()]
+      .map((channel) => ({ channel, peer: pairPeer(channel, me) }))
+      .filter((c) => c.peer !== null);
+  }
+
+  /** The private channel between us and `peer`. */
+  privateChannelWith(peer) {
+    return pairChannel(this.identity.publicKey, peer);
+  }
+
+  /**
+   * The verified control that set the agreement in force, if it is in the
+   * conversation we hold (version 1 comes with the group and is not signed to us).
+   */
+  agreementControl() {
+    const text = this.groupState?.agreement.text;
+    let found = null;
+    for (const record of this.log(MAIN).values()) {
+      if (
+        record.verified &&
+        record.kind === Kind.CONTROL &&
+        record.payload.action.do === "set_agreement" &&
+        record.payload.action.text === text
+      ) {
+        found = record;
       }
     }
+    return found;
   }
 
-  // ---- outgoing ----
+  // ---- outgoing: posts (post-outbox.js keeps them until stored) ----
 
-  /** Queues a message and sends it when possible. Returns the outbox record. */
-  post(body) {
-    const entry = {
-      localId: this.nextLocalId,
-      body,
-      counters: [],
-      delivery: Delivery.QUEUED,
-      seq: null,
-      error: null,
-      resigns: 0,
-      retryTimer: null,
-      createdAt: Date.now(),
-    };
-    this.nextLocalId += 1;
-    this.outbox.set(entry.localId, entry);
-    this.emit("outbox", entry);
-    this.sendEntry(entry);
-    return entry;
+  /**
+   * Queues a message and sends it when possible. `to`: a private message to that key
+   * (a check-in with a facilitator). Returns the outbox record.
+   */
+  post(body, { to = null } = {}) {
+    return this.outbox.add(body, to, to ? this.privateChannelWith(to) : MAIN);
   }
 
-  /** Sends a failed or waiting post again (the person pressed "Try again"). */
+  /** Sends a failed post again (the person pressed "Try again"). */
   retry(localId) {
-    const entry = this.outbox.get(localId);
-    if (entry && entry.delivery === Delivery.FAILED) {
-      entry.resigns = 0;
-      this.sendEntry(entry);
-    }
+    this.outbox.retry(localId);
   }
 
   /** Forgets a post that failed (the person pressed "Discard"). */
   discard(localId) {
-    const entry = this.outbox.get(localId);
-    if (entry && entry.delivery === Delivery.FAILED) {
-      this.outbox.delete(localId);
-      this.emit("outbox", { ...entry, discarded: true });
+    this.outbox.discard(localId);
+  }
+
+  /** Whether a post may go out now (else it waits for the rejoin's replay). */
+  canSendPosts() {
+    return this.state === SessionState.JOINED && !this.resume;
+  }
+
+  /** The outbox's hook: a post was stored. */
+  onPostStored(entry) {
+    if (!entry.to && this.groupState?.slow_mode_secs > 0) {
+      this.slowUntilMs = this.conn.clock.now() + this.groupState.slow_mode_secs * 1000;
+      this.emit("standing", { status: this.status, inRoom: this.inRoom });
     }
   }
 
-  async sendEntry(entry) {
-    clearTimeout(entry.retryTimer);
-    if (this.state !== SessionState.JOINED || this.resume) {
-      // settleOutbox() sends it once joined again and the history is complete.
-      if (entry.delivery !== Delivery.UNCONFIRMED) {
-        this.setDelivery(entry, Delivery.QUEUED);
-      }
-      return;
-    }
-    this.setDelivery(entry, Delivery.SENDING);
-    let signed = false;
-    try {
-      const ack = await this.conn.signedRequest(
-        "post",
-        Kind.POST,
-        (counter, ts) => postPayload(this.groupId, entry.body, counter, ts),
-        { group: this.groupId },
-        (counter) => {
-          signed = true;
-          entry.counters.push(counter);
-          this.localIdByCounter.set(counter, entry.localId);
-        },
-      );
-      if (this.outbox.has(entry.localId)) {
-        entry.seq = Number.isSafeInteger(ack.seq) ? ack.seq : null;
-        this.setDelivery(entry, Delivery.ACKNOWLEDGED);
-      }
-      // If our event came first, the entry has left the outbox already and the event
-      // record says it is stored.
-    } catch (err) {
-      if (!this.outbox.has(entry.localId)) {
-        return; // our event arrived meanwhile: it was stored after all
-      }
-      this.onSendFailed(entry, err, signed);
+  /** The outbox's hook: a post was refused for a reason about our standing. */
+  onPostRefused(entry, err) {
+    if (err.code === "slow_mode") {
+      this.slowUntilMs = this.conn.clock.now() + (err.retryAfterMs ?? 0);
+      this.emit("standing", { status: this.status, inRoom: this.inRoom });
+    } else if (err.code === "agreement_required") {
+      // The agreement changed before we heard: ask now.
+      this.setStanding(MemberStatus.NEEDS_AGREEMENT);
+    } else if (err.code === "not_joined") {
+      this.rejoin();
     }
   }
 
-  onSendFailed(entry, err, signed) {
-    switch (err.code) {
-      case "disconnected":
-        // Sent, no answer: maybe stored. Decided after the resume.
-        this.setDelivery(entry, signed ? Delivery.UNCONFIRMED : Delivery.QUEUED);
-        return;
-      case "not_connected":
-      case "shutting_down":
-        this.setDelivery(entry, Delivery.QUEUED);
-        return;
-      case "not_joined":
-        // Refused, so nothing was stored; rejoining sends it again.
-        this.setDelivery(entry, Delivery.QUEUED);
-        this.rejoin();
-        return;
-      case "replay":
-      case "stale":
-        // Another tab used a higher counter first, or the clock moved: a refused post
-        // changed nothing, so sign it again with a new counter and time.
-        if (entry.resigns < MAX_RESIGN_ATTEMPTS) {
-          entry.resigns += 1;
-          this.sendEntry(entry);
-          return;
-        }
-        break;
-      case "internal":
-        // Nothing happened on the server; try again a little later (PROTOCOL.md §10.7).
-        if (entry.resigns < MAX_RESIGN_ATTEMPTS) {
-          entry.resigns += 1;
-          entry.error = err;
-          this.setDelivery(entry, Delivery.WAITING);
-          entry.retryTimer = setTimeout(() => this.sendEntry(entry), 1000 * 2 ** entry.resigns);
-          return;
-        }
-        break;
-      case "rate_limited": {
-        const wait = err.retryAfterMs ?? 2000;
-        entry.error = err;
-        this.setDelivery(entry, Delivery.WAITING);
-        entry.retryTimer = setTimeout(() => this.sendEntry(entry), wait);
-        return;
-      }
-      default:
-        break;
+  // ---- outgoing: other signed requests ----
+  //
+  // Each resolves with the server's reply (ack, ok or records) or rejects with the
+  // RequestError; what changes arrives as pushes (presence, group_update, events).
+
+  signed(type, kind, makePayload) {
+    if (this.state === SessionState.DISMISSED) {
+      return Promise.reject(Object.assign(new Error("not in group"), { code: "not_in_group" }));
     }
-    entry.error = err;
-    this.setDelivery(entry, Delivery.FAILED);
+    return this.conn.signedRequest(type, kind, makePayload, { group: this.groupId });
   }
 
-  setDelivery(entry, delivery) {
-    entry.delivery = delivery;
-    if (delivery !== Delivery.FAILED && delivery !== Delivery.WAITING) {
-      entry.error = null;
-    }
-    this.emit("outbox", entry);
+  /** Accepts the agreement in force. */
+  agree() {
+    const version = this.groupState?.agreement.version ?? 0;
+    return this.signed("agree", Kind.AGREE, (counter, ts) => agreePayload(this.groupId, version, counter, ts));
+  }
+
+  /** A facilitator control (protocol.js `Control`). */
+  control(action) {
+    return this.signed("control", Kind.CONTROL, (counter, ts) => controlPayload(this.groupId, action, counter, ts));
+  }
+
+  /** Reports a message of the conversation to the facilitators. */
+  report(seq, reason) {
+    return this.signed("report", Kind.REPORT, (counter, ts) => reportPayload(this.groupId, seq, reason, counter, ts));
+  }
+
+  /** Steps out quietly (away = true) or comes back. */
+  stepOut(away) {
+    return this.signed("step_out", Kind.STEP_OUT, (counter, ts) => stepOutPayload(this.groupId, away, counter, ts));
+  }
+
+  /** Opens a record ({ about?, text }) or adds words to one ({ replyTo, text }). */
+  writeRecord(fields) {
+    return this.signed("record", Kind.RECORD, (counter, ts) => recordPayload(this.groupId, fields, counter, ts));
   }
 
   // ---- helpers ----
 
-  /** The member record for a key, if the key has joined. */
+  /** The member record for a key, if the key has joined and we may see it. */
   member(key) {
     return this.members.get(key);
   }

@@ -20,10 +20,35 @@ export const Kind = Object.freeze({
   CREATE_GROUP: "create_group",
   JOIN: "join",
   POST: "post",
+  INVITE: "invite",
+  AGREE: "agree",
+  CONTROL: "control",
+  REPORT: "report",
+  STEP_OUT: "step_out",
+  RECORD: "record",
 });
 
 /** Roles a key can hold (frame.rs `Role`). */
 export const ROLES = Object.freeze(["admin", "facilitator", "supervisor"]);
+
+/** Roles an invite can grant (payload.rs `InviteRole`); `member` opens one virtual group. */
+export const INVITE_ROLES = Object.freeze(["admin", "facilitator", "supervisor", "member"]);
+
+/** Where a member stands in a group (frame.rs `MemberStatus`). */
+export const MemberStatus = Object.freeze({
+  NEEDS_AGREEMENT: "needs_agreement",
+  WAITING: "waiting",
+  ADMITTED: "admitted",
+  DECLINED: "declined",
+  REMOVED: "removed",
+});
+
+/** Why the server took someone out of a group (`dismissed.reason`). */
+export const DismissReason = Object.freeze({
+  DECLINED: "declined",
+  REMOVED: "removed",
+  SESSION_ENDED: "session_ended",
+});
 
 /** Group kinds (payload.rs `GroupKind`). */
 export const GROUP_KINDS = Object.freeze(["drop_in", "virtual"]);
@@ -33,17 +58,41 @@ export const DEFAULT_LIMITS = Object.freeze({
   max_frame_bytes: 16 * 1024,
   max_body_chars: 4000,
   max_name_chars: 32,
+  max_title_chars: 80,
   max_clock_skew_ms: 120_000,
+  max_text_chars: 4000,
 });
 
 export const MAX_TITLE_CHARS = 80;
+/** Longest access code (server: create_group checks). */
+export const MAX_ACCESS_CODE_CHARS = 64;
+/** Most session windows in a schedule. */
+export const MAX_SCHEDULE_WINDOWS = 500;
+/** Mute length, in minutes (controls.rs). */
+export const MAX_MUTE_MINUTES = 24 * 60;
+/** Slow mode, in seconds between one member's messages (controls.rs). */
+export const MAX_SLOW_MODE_SECS = 3600;
+/** Most pinned messages at once (controls.rs). */
+export const MAX_PINS = 10;
+/** Invite validity: default and longest (server invites.rs). */
+export const DEFAULT_INVITE_TTL_MS = 24 * 60 * 60 * 1000;
+export const MAX_INVITE_TTL_MS = 30 * 24 * 60 * 60 * 1000;
 /** Events the server replays on a join without `after`. */
 export const HISTORY_ON_JOIN = 100;
 export const MAX_GROUP_ID_LEN = 32;
 const GROUP_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
 // Kinds whose payload names a group that must match the group it arrived in.
-const GROUP_SCOPED = new Set([Kind.CREATE_GROUP, Kind.JOIN, Kind.POST]);
+const GROUP_SCOPED = new Set([
+  Kind.CREATE_GROUP,
+  Kind.JOIN,
+  Kind.POST,
+  Kind.AGREE,
+  Kind.CONTROL,
+  Kind.REPORT,
+  Kind.STEP_OUT,
+  Kind.RECORD,
+]);
 
 /** The exact bytes a signature covers. */
 export function signingBytes(kind, payload) {
@@ -70,16 +119,173 @@ export function redeemPayload(token, counter, ts) {
   return { token, counter, ts };
 }
 
-export function createGroupPayload(group, title, groupKind, counter, ts) {
-  return { group, title: wellFormed(title), group_kind: groupKind, counter, ts };
+/**
+ * `settings` (all optional): agreement (text), accessCode (text), schedule
+ * ([{ start_ms, end_ms }]), retention ({ ephemeral, history_days? }), waitingRoom (bool).
+ * Absent settings are left out, so the server's defaults apply.
+ */
+export function createGroupPayload(group, title, groupKind, settings, counter, ts) {
+  const payload = { group, title: wellFormed(title), group_kind: groupKind };
+  if (settings.agreement) {
+    payload.agreement = wellFormed(settings.agreement);
+  }
+  if (settings.accessCode) {
+    payload.access_code = wellFormed(settings.accessCode);
+  }
+  if (settings.schedule?.length) {
+    payload.schedule = settings.schedule.map((w) => ({ start_ms: w.start_ms, end_ms: w.end_ms }));
+  }
+  if (settings.retention) {
+    payload.retention = { ephemeral: settings.retention.ephemeral === true };
+    if (Number.isSafeInteger(settings.retention.history_days)) {
+      payload.retention.history_days = settings.retention.history_days;
+    }
+  }
+  if (typeof settings.waitingRoom === "boolean") {
+    payload.waiting_room = settings.waitingRoom;
+  }
+  return { ...payload, counter, ts };
 }
 
-export function joinPayload(group, name, counter, ts) {
-  return { group, name: wellFormed(name), counter, ts };
+export function joinPayload(group, name, accessCode, counter, ts) {
+  const payload = { group, name: wellFormed(name) };
+  if (accessCode) {
+    payload.access_code = wellFormed(accessCode);
+  }
+  return { ...payload, counter, ts };
 }
 
-export function postPayload(group, body, counter, ts) {
-  return { group, body: wellFormed(body), counter, ts };
+/** A message; with `to`, a private check-in message to that one key. */
+export function postPayload(group, body, to, counter, ts) {
+  const payload = { group, body: wellFormed(body) };
+  if (to) {
+    payload.to = to;
+  }
+  return { ...payload, counter, ts };
+}
+
+export function invitePayload(role, group, ttlMs, counter, ts) {
+  const payload = { role };
+  if (group) {
+    payload.group = group;
+  }
+  if (Number.isSafeInteger(ttlMs)) {
+    payload.ttl_ms = ttlMs;
+  }
+  return { ...payload, counter, ts };
+}
+
+export function agreePayload(group, version, counter, ts) {
+  return { group, version, counter, ts };
+}
+
+export function controlPayload(group, action, counter, ts) {
+  return { group, action, counter, ts };
+}
+
+export function reportPayload(group, seq, reason, counter, ts) {
+  return { group, seq, reason: wellFormed(reason), counter, ts };
+}
+
+export function stepOutPayload(group, away, counter, ts) {
+  return { group, away, counter, ts };
+}
+
+/** A new record (`about` a member, or the session when absent) or, with `replyTo`, words added to one. */
+export function recordPayload(group, { about, replyTo, text }, counter, ts) {
+  const payload = { group };
+  if (about) {
+    payload.about = about;
+  }
+  if (Number.isSafeInteger(replyTo)) {
+    payload.reply_to = replyTo;
+  }
+  payload.text = wellFormed(text);
+  return { ...payload, counter, ts };
+}
+
+// ---- facilitator controls (payload.rs `ControlAction`, tagged by "do") ----
+
+const optionalText = (text) => (text && text.trim() ? wellFormed(text.trim()) : undefined);
+const withReason = (action, reason) => {
+  const text = optionalText(reason);
+  return text ? { ...action, reason: text } : action;
+};
+
+export const Control = Object.freeze({
+  admit: (member) => ({ do: "admit", member }),
+  decline: (member, reason) => withReason({ do: "decline", member }, reason),
+  mute: (member, minutes) => ({ do: "mute", member, minutes }),
+  unmute: (member) => ({ do: "unmute", member }),
+  remove: (member, untilSessionEnd, reason) =>
+    withReason({ do: "remove", member, until_session_end: untilSessionEnd === true }, reason),
+  lock: () => ({ do: "lock" }),
+  unlock: () => ({ do: "unlock" }),
+  slowMode: (seconds) => ({ do: "slow_mode", seconds }),
+  pause: () => ({ do: "pause" }),
+  resume: () => ({ do: "resume" }),
+  redact: (seq, reason) => ({ do: "redact", seq, reason: wellFormed(reason) }),
+  pin: (seq) => ({ do: "pin", seq }),
+  unpin: (seq) => ({ do: "unpin", seq }),
+  addCofacilitator: (member) => ({ do: "add_cofacilitator", member }),
+  handOver: (member) => ({ do: "hand_over", member }),
+  setAgreement: (text) => ({ do: "set_agreement", text: wellFormed(text) }),
+  checkIn: (member) => ({ do: "check_in", member }),
+  openSession: () => ({ do: "open_session" }),
+  endSession: () => ({ do: "end_session" }),
+});
+
+// ---- channels (frame.rs `Channel`) ----
+//
+// On the wire: absent or "main", "staff", or {"pair": [keyA, keyB]} (the server sorts
+// the keys by their bytes). Inside this client a channel is a string: "main", "staff"
+// or "pair:<keyA>:<keyB>" with the two base64url strings in string order (which is
+// not byte order, so the wire order is not relied on); base64url never contains ":".
+
+export const MAIN = "main";
+export const STAFF = "staff";
+
+/** The channel string of an event or ack, or null if it is not a channel. */
+export function channelKey(channel) {
+  if (channel === undefined || channel === null || channel === MAIN) {
+    return MAIN;
+  }
+  if (channel === STAFF) {
+    return STAFF;
+  }
+  const keys = channel?.pair;
+  if (
+    Array.isArray(keys) &&
+    keys.length === 2 &&
+    keys.every((k) => typeof k === "string" && k !== "" && !k.includes(":")) &&
+    keys[0] !== keys[1]
+  ) {
+    return pairChannel(keys[0], keys[1]);
+  }
+  return null;
+}
+
+/** The private channel of two keys. */
+export function pairChannel(a, b) {
+  return a < b ? `pair:${a}:${b}` : `pair:${b}:${a}`;
+}
+
+/** The two keys of a private channel, or null. */
+export function pairKeys(channel) {
+  if (typeof channel !== "string" || !channel.startsWith("pair:")) {
+    return null;
+  }
+  const [, a, b] = channel.split(":");
+  return [a, b];
+}
+
+/** The other key of a private channel `me` is in, or null. */
+export function pairPeer(channel, me) {
+  const keys = pairKeys(channel);
+  if (!keys || !keys.includes(me)) {
+    return null;
+  }
+  return keys[0] === me ? keys[1] : keys[0];
 }
 
 // ---- frames (frame.rs `ClientFrame`) ----
@@ -127,6 +333,20 @@ export function checkTitle(title) {
     return "empty_title";
   }
   if (scalarLength(title) > MAX_TITLE_CHARS) {
+    return "body_too_long";
+  }
+  return null;
+}
+
+/**
+ * Returns null if a longer text (agreement, reason, record) may be sent, or a code.
+ * `required`: blank is refused (agreements, redaction reasons, records).
+ */
+export function checkText(text, { required = true, limits = DEFAULT_LIMITS } = {}) {
+  if (required && text.trim() === "") {
+    return "empty_text";
+  }
+  if (scalarLength(text) > (limits.max_text_chars ?? DEFAULT_LIMITS.max_text_chars)) {
     return "body_too_long";
   }
   return null;
@@ -193,13 +413,59 @@ export async function verifyEnvelope(env, expect = {}) {
   return { verified: true, payload: parsed };
 }
 
+const isKey = (value) => typeof value === "string" && value !== "";
+const optional = (value, check) => value === undefined || check(value);
+const isText = (value) => typeof value === "string";
+
+// The fields each control action carries (payload.rs `ControlAction`).
+const ACTION_SHAPES = {
+  admit: (a) => isKey(a.member),
+  decline: (a) => isKey(a.member) && optional(a.reason, isText),
+  mute: (a) => isKey(a.member) && isCount(a.minutes),
+  unmute: (a) => isKey(a.member),
+  remove: (a) =>
+    isKey(a.member) && optional(a.until_session_end, (v) => typeof v === "boolean") && optional(a.reason, isText),
+  lock: () => true,
+  unlock: () => true,
+  slow_mode: (a) => isCount(a.seconds),
+  pause: () => true,
+  resume: () => true,
+  redact: (a) => isCount(a.seq) && isText(a.reason),
+  pin: (a) => isCount(a.seq),
+  unpin: (a) => isCount(a.seq),
+  add_cofacilitator: (a) => isKey(a.member),
+  hand_over: (a) => isKey(a.member),
+  set_agreement: (a) => isText(a.text),
+  check_in: (a) => isKey(a.member),
+  open_session: () => true,
+  end_session: () => true,
+};
+
 function checkPayloadShape(kind, p) {
   const counted = isCount(p.counter) && isCount(p.ts);
+  const scoped = counted && typeof p.group === "string";
   switch (kind) {
     case Kind.POST:
-      return counted && typeof p.group === "string" && typeof p.body === "string";
+      return scoped && isText(p.body) && optional(p.to, isKey);
     case Kind.JOIN:
-      return counted && typeof p.group === "string" && typeof p.name === "string";
+      return scoped && isText(p.name) && optional(p.access_code, isText);
+    case Kind.AGREE:
+      return scoped && isCount(p.version);
+    case Kind.CONTROL: {
+      // An action this version does not know still verifies (its signature is
+      // checked); it is shown as an action this app can't describe.
+      const action = p.action;
+      const known = isObject(action) && Object.hasOwn(ACTION_SHAPES, action.do);
+      return scoped && isObject(action) && typeof action.do === "string" && (!known || ACTION_SHAPES[action.do](action));
+    }
+    case Kind.REPORT:
+      return scoped && isCount(p.seq) && isText(p.reason);
+    case Kind.STEP_OUT:
+      return scoped && typeof p.away === "boolean";
+    case Kind.RECORD:
+      return scoped && isText(p.text) && optional(p.about, isKey) && optional(p.reply_to, isCount);
+    case Kind.INVITE:
+      return counted && isText(p.role) && optional(p.group, isText);
     case Kind.CREATE_GROUP:
       return counted && typeof p.group === "string" && typeof p.title === "string";
     case Kind.REDEEM:

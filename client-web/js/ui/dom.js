@@ -80,20 +80,9 @@ export function setFieldError(input, errorEl, text) {
   }
 }
 
-/** Human time for a server timestamp (ms): time today, else date and time. */
-export function formatTime(ms) {
-  const date = new Date(ms);
-  const now = new Date();
-  const sameDay = date.toDateString() === now.toDateString();
-  return sameDay
-    ? date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleString(undefined, {
-        day: "numeric",
-        month: "short",
-        hour: "2-digit",
-        minute: "2-digit",
-      });
-}
+// Time words live in time-words.js (errors.js needs them too); re-exported here for
+// the widgets.
+export { formatDateTime, formatTime } from "../time-words.js";
 
 /** Words for a role, as badges show it. */
 export function roleLabel(role) {
@@ -104,6 +93,8 @@ export function roleLabel(role) {
       return "Supervisor";
     case "admin":
       return "Admin";
+    case "member":
+      return "Member";
     default:
       return String(role);
   }

@@ -2,11 +2,13 @@
 //
 // Owns: #view-join. Normalises and checks the name the way the server will (names.js)
 // so the signed name is exactly the one the server stores; the joining itself is the
-// app's `onJoin(groupId, name)`, which resolves once joined or rejects with the error.
+// app's `onJoin(groupId, name, accessCode)`, which resolves once joined or rejects
+// with the error. The access code field appears when the group turns out to need one
+// (`access_denied`), and the person joins again with it.
 
 import { describeErrorFrame, sentenceFor } from "../errors.js";
 import { scalarLength } from "../encoding.js";
-import { isValidGroupId } from "../protocol.js";
+import { isValidGroupId, MAX_ACCESS_CODE_CHARS } from "../protocol.js";
 import { normaliseDisplayName } from "../names.js";
 import { byId, setFieldError } from "./dom.js";
 
@@ -18,8 +20,27 @@ export function createJoinView({ connection, onJoin, onBack }) {
   const error = byId("join-name-error");
   const formError = byId("join-error");
   const submit = byId("join-submit");
+  const codeField = byId("join-code-field");
+  const codeInput = byId("join-code");
+  const codeError = byId("join-code-error");
   const maxChars = () => connection.limits.max_name_chars;
   let groupId = null;
+
+  function showError(err) {
+    const code = err.code === "not_found" ? "group_not_found" : err.code;
+    const text = err.frame && code === err.code ? describeErrorFrame(err.frame) : sentenceFor(code);
+    if (err.code === "invalid" || err.code === "body_too_long") {
+      setFieldError(input, error, text);
+      input.focus();
+    } else if (err.code === "access_denied" && groupId) {
+      codeField.hidden = false;
+      setFieldError(codeInput, codeError, text);
+      codeInput.focus();
+    } else {
+      formError.textContent = text;
+      formError.hidden = false;
+    }
+  }
 
   byId("join-back").addEventListener("click", () => onBack());
   byId("join-max").textContent = String(maxChars());
@@ -42,19 +63,22 @@ export function createJoinView({ connection, onJoin, onBack }) {
     }
     setFieldError(input, error, "");
     input.value = checked.name;
+    let accessCode = null;
+    if (!codeField.hidden) {
+      accessCode = codeInput.value.trim();
+      if (!accessCode || scalarLength(accessCode) > MAX_ACCESS_CODE_CHARS) {
+        setFieldError(codeInput, codeError, sentenceFor(accessCode ? "body_too_long" : "empty_access_code"));
+        codeInput.focus();
+        return;
+      }
+      setFieldError(codeInput, codeError, "");
+    }
     submit.disabled = true;
     submit.textContent = connection.authenticated ? "Joining…" : "Waiting for the connection…";
     try {
-      await onJoin(groupId, checked.name);
+      await onJoin(groupId, checked.name, accessCode);
     } catch (err) {
-      const text = err.frame ? describeErrorFrame(err.frame) : sentenceFor(err.code);
-      if (err.code === "invalid" || err.code === "body_too_long") {
-        setFieldError(input, error, text);
-        input.focus();
-      } else {
-        formError.textContent = text;
-        formError.hidden = false;
-      }
+      showError(err);
     } finally {
       submit.disabled = false;
       submit.textContent = "Join";
@@ -68,7 +92,19 @@ export function createJoinView({ connection, onJoin, onBack }) {
       byId("join-max").textContent = String(maxChars());
       formError.hidden = true;
       setFieldError(input, error, "");
+      setFieldError(codeInput, codeError, "");
+      codeField.hidden = true;
+      codeInput.value = "";
       count.textContent = "";
+    },
+    /** Fills the form again (after "Join the next session" was refused) and says why. */
+    showRefusal({ name, accessCode }, err) {
+      input.value = name;
+      if (accessCode) {
+        codeField.hidden = false;
+        codeInput.value = accessCode;
+      }
+      showError(err);
     },
     focusName() {
       input.focus();

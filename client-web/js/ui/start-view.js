@@ -1,13 +1,17 @@
-// The start screen: your key, going to a group by id, and (for admins) creating one.
+// The start screen: your key, going to a group by id, (for admins) creating one with
+// its settings, and (for admins and facilitators) making invite links.
 //
-// Owns: #view-start. Creating a group is the only request it makes; everything else is
-// handed to the app through `onGoToGroup`.
+// Owns: #view-start. Creating a group is the only request it makes itself (the
+// settings fields are group-settings-form.js, invites invite-form.js); everything else
+// is handed to the app through `onGoToGroup`.
 
 import { fingerprint } from "../encoding.js";
 import { describeErrorFrame, sentenceFor } from "../errors.js";
 import { groupLink } from "../links.js";
 import { checkTitle, createGroupPayload, GROUP_KINDS, isValidGroupId, Kind } from "../protocol.js";
 import { byId, h, roleLabel, setFieldError } from "./dom.js";
+import { createGroupSettingsForm } from "./group-settings-form.js";
+import { createInviteForm } from "./invite-form.js";
 
 export function createStartView({ identity, connection, onGoToGroup }) {
   byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
@@ -40,6 +44,8 @@ export function createStartView({ identity, connection, onGoToGroup }) {
   const kindSelect = byId("create-kind");
   const result = byId("create-result");
   const submit = createForm.querySelector("button[type=submit]");
+  const settingsForm = createGroupSettingsForm();
+  const invites = createInviteForm({ connection });
 
   createForm.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -54,13 +60,17 @@ export function createStartView({ identity, connection, onGoToGroup }) {
       (idProblem ? idInput : titleInput).focus();
       return;
     }
+    const settings = settingsForm.read(connection.limits);
+    if (!settings) {
+      return;
+    }
     submit.disabled = true;
     result.replaceChildren("Creating the group…");
     try {
       const created = await connection.signedRequest(
         "create_group",
         Kind.CREATE_GROUP,
-        (counter, ts) => createGroupPayload(group, title, groupKind, counter, ts),
+        (counter, ts) => createGroupPayload(group, title, groupKind, settings, counter, ts),
       );
       const id = created.group?.id ?? group;
       const link = groupLink(id);
@@ -90,6 +100,7 @@ export function createStartView({ identity, connection, onGoToGroup }) {
         ),
       );
       createForm.reset();
+      settingsForm.reset();
     } catch (err) {
       result.replaceChildren(
         h("p", { className: "error-text", text: err.frame ? describeErrorFrame(err.frame) : sentenceFor(err.code) }),
@@ -106,6 +117,7 @@ export function createStartView({ identity, connection, onGoToGroup }) {
       ? `Roles held by this key: ${roles.map(roleLabel).join(", ")}.`
       : "";
     adminPanel.hidden = !roles.includes("admin");
+    invites.setRoles(roles);
   }
 
   return {

@@ -15,6 +15,10 @@ const REASONS = {
   malformed: "It isn't in a form this app can check.",
   name_mismatch: "The name shown isn't the name this person signed.",
   duplicate: "It reuses the counter of an earlier message from the same key, which the server never accepts, so it may be a copy.",
+  wrong_channel:
+    "It was signed for a different conversation (the group, a private check-in, or the facilitators' channel), so it may have been moved here.",
+  changed: "It came again with the same number but different contents, so it may have been changed.",
+  wrong_record: "It was signed for a different record, or for a different place in this one.",
 };
 
 /** A sentence saying why something is unverified. */

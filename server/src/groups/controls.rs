@@ -259,7 +259,8 @@ impl GroupActor {
                     "A facilitator has removed you from this group.".to_string()
                 };
                 if let Some(reason) = reason {
-                    message = format!("{message} Reason: {reason}");
+                    let reason = reason.trim_end_matches('.');
+                    message = format!("{message} Reason: {reason}.");
                 }
                 message.push_str(" You can still ask for help.");
                 self.deferred
@@ -270,7 +271,11 @@ impl GroupActor {
             ControlAction::Pause => self.set_state(|s| s.paused = true)?,
             ControlAction::Resume => self.set_state(|s| s.paused = false)?,
             ControlAction::SlowMode { seconds } => {
-                self.set_state(|s| s.slow_mode_secs = seconds)?
+                self.set_state(|s| s.slow_mode_secs = seconds)?;
+                // The spacing starts now: posts from before it was on do not count.
+                for member in self.room.members.values_mut() {
+                    member.last_post_ms = None;
+                }
             }
             ControlAction::Redact { seq, reason } => {
                 let group = self.room.group.id.clone();

@@ -1,0 +1,53 @@
+// What a person sees when the server takes them out of a group: declined from the
+// waiting room, removed by a facilitator, or the session ended. Kind and clear: what
+// happened, the words the facilitator gave, the helplines, and what comes next.
+//
+// Owns: #stage-dismissed. "Join the next session" and "Back to the start" are the
+// app's business (onRejoin, onHome).
+
+import { DismissReason } from "../protocol.js";
+import { formatDateTime } from "../time-words.js";
+import { byId } from "./dom.js";
+import { renderHelplines } from "./helplines.js";
+
+const TITLES = {
+  [DismissReason.DECLINED]: "You weren't let in this time",
+  [DismissReason.REMOVED]: "You've been taken out of the group",
+  [DismissReason.SESSION_ENDED]: "The session has ended",
+};
+
+const DETAILS = {
+  [DismissReason.DECLINED]:
+    "This can happen for many reasons, and it doesn't have to mean anything about you. If you're struggling, the helplines below are there now.",
+  [DismissReason.REMOVED]:
+    "If you think this was a mistake, you can say so to the organisers. If you're struggling, the helplines below are there now.",
+  [DismissReason.SESSION_ENDED]: "Nothing more is needed from you. You can close this page, or use Quick exit.",
+};
+
+export function createDismissedView({ onRejoin, onHome }) {
+  const title = byId("dismissed-title");
+  const message = byId("dismissed-message");
+  const detail = byId("dismissed-detail");
+  const next = byId("dismissed-next");
+  const rejoin = byId("dismissed-rejoin");
+  renderHelplines(byId("dismissed-helplines-lead"), byId("dismissed-helplines"));
+  rejoin.addEventListener("click", () => onRejoin());
+  byId("dismissed-home").addEventListener("click", () => onHome());
+
+  return {
+    show(dismissal, state) {
+      const reason = dismissal.reason;
+      title.textContent = TITLES[reason] ?? "You're no longer in the group";
+      message.textContent = dismissal.message;
+      message.hidden = !dismissal.message;
+      detail.textContent = DETAILS[reason] ?? "";
+      const ended = reason === DismissReason.SESSION_ENDED;
+      const nextMs = state?.next_session_ms;
+      next.hidden = !ended;
+      next.textContent = Number.isFinite(nextMs)
+        ? `The next session opens ${formatDateTime(nextMs)} (your local time).`
+        : "The next session's time hasn't been set yet. The facilitators will let you know.";
+      rejoin.hidden = !ended;
+    },
+  };
+}

@@ -1,0 +1,109 @@
+// "Invite someone": a single-use link for a role — admins make any; facilitators make
+// member invites to a virtual group. Shows <origin>/#invite=<token> (with &group= for
+// a member invite, so the link opens that group's join screen) to copy.
+//
+// Owns: #invite-panel. One signed `invite` request per link.
+
+import { sentenceFor } from "../errors.js";
+import { invitePayload, isValidGroupId, Kind } from "../protocol.js";
+import { formatDateTime } from "../time-words.js";
+import { byId, h, roleLabel, setFieldError } from "./dom.js";
+import { errorSentence } from "./feedback.js";
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** The link a person opens to use an invite. */
+export function inviteLink(token, group, loc = globalThis.location) {
+  const params = new URLSearchParams({ invite: token });
+  if (group) {
+    params.set("group", group);
+  }
+  return `${loc.origin}${loc.pathname === "/" ? "/" : loc.pathname}#${params}`;
+}
+
+export function createInviteForm({ connection }) {
+  const panel = byId("invite-panel");
+  const form = byId("invite-form");
+  const role = byId("invite-role");
+  const groupField = byId("invite-group-field");
+  const group = byId("invite-group");
+  const groupError = byId("invite-group-error");
+  const days = byId("invite-days");
+  const result = byId("invite-result");
+  const submit = form.querySelector("button[type=submit]");
+
+  const showGroup = () => {
+    groupField.hidden = role.value !== "member";
+  };
+  role.addEventListener("change", showGroup);
+  showGroup();
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const chosen = role.value;
+    let groupId = null;
+    if (chosen === "member") {
+      groupId = group.value.trim().toLowerCase();
+      if (!isValidGroupId(groupId)) {
+        setFieldError(group, groupError, sentenceFor("invalid_group_id"));
+        group.focus();
+        return;
+      }
+    }
+    setFieldError(group, groupError, "");
+    const ttl = Number(days.value) * DAY_MS;
+    submit.disabled = true;
+    result.replaceChildren("Making the invite…");
+    try {
+      const invited = await connection.signedRequest("invite", Kind.INVITE, (counter, ts) =>
+        invitePayload(chosen, groupId, ttl, counter, ts),
+      );
+      const link = inviteLink(invited.token, invited.group ?? groupId);
+      const what = invited.role === "member" ? `a member of ${invited.group ?? groupId}` : `the ${roleLabel(invited.role)} role`;
+      result.replaceChildren(
+        h("p", { text: `Invite for ${what}. It works once, until ${formatDateTime(invited.expires_ms)}. Send it only to the person it is for:` }),
+        h("p", { className: "share-link" }, h("code", { text: link })),
+        h(
+          "p",
+          {},
+          h("button", {
+            type: "button",
+            className: "secondary",
+            text: "Copy link",
+            on: {
+              click: async (e) => {
+                try {
+                  await navigator.clipboard.writeText(link);
+                  e.target.textContent = "Link copied";
+                } catch {
+                  e.target.textContent = "Copy the link above by hand";
+                }
+              },
+            },
+          }),
+        ),
+      );
+    } catch (err) {
+      result.replaceChildren(h("p", { className: "error-text", text: errorSentence(err) }));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  return {
+    /** Admins make any invite; facilitators member invites only. */
+    setRoles(roles) {
+      const admin = roles.includes("admin");
+      const facilitator = roles.includes("facilitator");
+      panel.hidden = !admin && !facilitator;
+      for (const option of role.options) {
+        option.hidden = !admin && option.value !== "member";
+        option.disabled = !admin && option.value !== "member";
+      }
+      if (!admin) {
+        role.value = "member";
+      }
+      showGroup();
+    },
+  };
+}

@@ -1,0 +1,161 @@
+// A facilitator's actions for one member: mute for a time, unmute, remove (for this
+// session or for good, with a reason they will read), check in privately, make
+// co-facilitator, hand over the lead.
+//
+// Owns: one actions panel per member key, kept between redraws of the people list so
+// what a facilitator is typing survives someone else's presence changing. Every action
+// is a signed control through the session; the group sees the result as a verified
+// sentence in the conversation, and the member's standing arrives as presence.
+// Sanctions are not offered against facilitators (the server refuses them).
+
+import { MUTE_CHOICES } from "../config.js";
+import { Control } from "../protocol.js";
+import { minutesWords } from "../time-words.js";
+import { h } from "./dom.js";
+import { runWithStatus } from "./feedback.js";
+import { who } from "./who.js";
+
+let panelCount = 0;
+
+export function createMemberActions({ session, onCheckIn }) {
+  const panels = new Map(); // key -> { wrap, update }
+
+  function build(key) {
+    panelCount += 1;
+    const id = `member-actions-${panelCount}`;
+    const name = () => who(session, key);
+    const status = h("p", { className: "hint action-status", attrs: { role: "status" } });
+    const send = (button, action, done) => runWithStatus(button, status, () => session.control(action), done);
+
+    const toggle = h("button", {
+      type: "button",
+      className: "link-button",
+      attrs: { "aria-expanded": "false", "aria-controls": id },
+    });
+    const panel = h("div", { className: "member-actions", id, hidden: true });
+
+    // Check in privately: the control opens the pair channel, then the panel shows it.
+    const checkIn = h("button", { type: "button", className: "secondary", text: "Check in privately" });
+    checkIn.addEventListener("click", async () => {
+      const ok = await send(checkIn, Control.checkIn(key), `A private check-in with ${name()} has started.`);
+      if (ok) {
+        onCheckIn(key);
+      }
+    });
+
+    // Mute for a time.
+    const minutes = h(
+      "select",
+      { id: `${id}-minutes` },
+      ...MUTE_CHOICES.map((m) => h("option", { value: String(m), text: minutesWords(m), selected: m === 10 })),
+    );
+    const mute = h("button", { type: "button", className: "secondary", text: "Mute" });
+    mute.addEventListener("click", () => {
+      const m = Number(minutes.value);
+      send(mute, Control.mute(key, m), `${name()} is muted for ${minutesWords(m)}.`);
+    });
+    const muteRow = h(
+      "div",
+      { className: "action-row" },
+      h("label", { attrs: { for: minutes.id }, text: "Mute for" }),
+      h("div", { className: "input-row" }, minutes, mute),
+    );
+    const unmute = h("button", { type: "button", className: "secondary", text: "Unmute" });
+    unmute.addEventListener("click", () => send(unmute, Control.unmute(key), `${name()} can write again.`));
+
+    // Remove, for this session or for good.
+    const groupName = `${id}-remove-for`;
+    const forSession = h("input", { type: "radio", name: groupName, id: `${id}-session`, value: "session", checked: true });
+    const forGood = h("input", { type: "radio", name: groupName, id: `${id}-good`, value: "good" });
+    const reason = h("input", { type: "text", id: `${id}-reason`, maxLength: 500, attrs: { "aria-describedby": `${id}-reason-hint` } });
+    const remove = h("button", { type: "button", className: "danger", text: "Remove" });
+    remove.addEventListener("click", () => {
+      const untilSessionEnd = forSession.checked;
+      send(
+        remove,
+        Control.remove(key, untilSessionEnd, reason.value),
+        `${name()} has been removed ${untilSessionEnd ? "from this session" : "from the group"}.`,
+      ).then((ok) => {
+        if (ok) {
+          reason.value = "";
+        }
+      });
+    });
+    const removeBox = h(
+      "fieldset",
+      { className: "fieldset action-remove" },
+      h("legend", { text: "Remove from the group" }),
+      h("div", { className: "check-row" }, forSession, h("label", { attrs: { for: forSession.id }, text: "For this session" })),
+      h("div", { className: "check-row" }, forGood, h("label", { attrs: { for: forGood.id }, text: "For good" })),
+      h("label", { attrs: { for: reason.id }, text: "Reason (optional)" }),
+      h("p", { className: "hint", id: `${id}-reason-hint`, text: "They will read it. Keep it kind and plain." }),
+      reason,
+      h("div", { className: "button-row" }, remove),
+    );
+
+    const cofac = h("button", { type: "button", className: "secondary", text: "Make co-facilitator" });
+    cofac.addEventListener("click", () => send(cofac, Control.addCofacilitator(key), `${name()} is now a co-facilitator.`));
+    const handOver = h("button", { type: "button", className: "secondary", text: "Hand over the lead" });
+    handOver.addEventListener("click", () => send(handOver, Control.handOver(key), `${name()} is now the lead facilitator.`));
+
+    panel.append(
+      h("div", { className: "button-row" }, checkIn),
+      muteRow,
+      h("div", { className: "button-row" }, unmute),
+      removeBox,
+      h("div", { className: "button-row" }, cofac, handOver),
+    );
+
+    const close = () => {
+      panel.hidden = true;
+      toggle.setAttribute("aria-expanded", "false");
+    };
+    toggle.addEventListener("click", () => {
+      const open = panel.hidden;
+      panel.hidden = !open;
+      toggle.setAttribute("aria-expanded", String(open));
+      if (open) {
+        status.textContent = "";
+        panel.querySelector("button, select, input")?.focus();
+      }
+    });
+    panel.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") {
+        close();
+        toggle.focus();
+      }
+    });
+
+    const wrap = h("div", { className: "member-actions-wrap" }, toggle, status, panel);
+    const update = (member) => {
+      toggle.textContent = `Actions for ${member.verified ? member.name : "this person"}`;
+      const facilitator = member.facilitator || session.isFacilitator(key);
+      const muted = Number.isFinite(member.mutedUntilMs) && member.mutedUntilMs > session.conn.clock.now();
+      muteRow.hidden = facilitator;
+      unmute.hidden = facilitator || !muted;
+      removeBox.hidden = facilitator;
+      cofac.hidden = facilitator;
+      handOver.hidden = session.groupState?.lead === key;
+    };
+    return { wrap, update };
+  }
+
+  return {
+    /** The actions element for a member (null for ourselves, or if we can't moderate). */
+    actionsFor(member) {
+      if (member.self || !session.canModerate()) {
+        return null;
+      }
+      let entry = panels.get(member.key);
+      if (!entry) {
+        entry = build(member.key);
+        panels.set(member.key, entry);
+      }
+      entry.update(member);
+      return entry.wrap;
+    },
+    clear() {
+      panels.clear();
+    },
+  };
+}

@@ -1,0 +1,315 @@
+// One event or outbox entry as a list item: the same rules in every channel.
+//
+// Owns: how a record looks. Text goes in with textContent only. What can be trusted is
+// said plainly:
+//   - a verified post shows its author's verified name, key tag, roles and "Verified";
+//   - a verified control is a sentence ("Jo muted River for 10 minutes.") + "Verified";
+//   - a hub note is "From the hub", never a person's message, and has no verified mark;
+//   - a removed message says "Removed by a facilitator: <reason>", marked verified
+//     only when the facilitator's signed request was found; facilitators still see
+//     its text, marked as removed for everyone else;
+//   - anything unverified gets a warning, no author name, and its text stays hidden
+//     until the person asks to see it, inside a box marked "Unverified".
+//
+// The caller may add controls to an item (`extrasFor(record)` → element or null).
+
+import { Delivery } from "../group-session.js";
+import { sentenceFor } from "../errors.js";
+import { fingerprint, shortTag } from "../encoding.js";
+import { Kind, MAIN } from "../protocol.js";
+import { describeControl } from "./control-words.js";
+import { formatTime, h, roleLabel } from "./dom.js";
+import { unverifiedMark, unverifiedReason, verifiedMark } from "./verification.js";
+import { facilitatorName, who } from "./who.js";
+
+const DELIVERY_WORDS = {
+  [Delivery.QUEUED]: "Waiting to send…",
+  [Delivery.SENDING]: "Sending…",
+  [Delivery.UNCONFIRMED]: "Connection lost. Checking whether it arrived…",
+  [Delivery.WAITING]: "Sending was paused for a moment. It will be sent shortly…",
+  [Delivery.ACKNOWLEDGED]: "✓ Delivered",
+  [Delivery.FAILED]: "Not sent.",
+};
+
+let unverifiedCount = 0;
+
+export function createMessageRenderer({ session, extrasFor = () => null }) {
+  function authorOf(key) {
+    const member = session.member(key);
+    if (member && member.verified) {
+      return { name: member.name, roles: member.roles, facilitator: session.isFacilitator(key) };
+    }
+    return null;
+  }
+
+  function keyTag(key) {
+    return h("span", {
+      className: "tag",
+      text: shortTag(key),
+      attrs: { title: `Key ${fingerprint(key)}`, "aria-label": `key ${fingerprint(key, 4)}` },
+    });
+  }
+
+  function timeEl(ms) {
+    if (!Number.isFinite(ms)) {
+      return null;
+    }
+    return h("time", { dateTime: new Date(ms).toISOString(), text: formatTime(ms) });
+  }
+
+  function item(record, className, ...children) {
+    return h(
+      "li",
+      { className, dataset: { seq: String(record.seq), channel: record.channel }, attrs: { tabindex: "-1" } },
+      ...children,
+      extrasFor(record),
+    );
+  }
+
+  function deliveryLine(entryOrRecord, entry = null) {
+    const line = h("p", { className: "msg-delivery" });
+    const delivery = entryOrRecord.delivery;
+    line.dataset.delivery = delivery;
+    line.append(DELIVERY_WORDS[delivery] ?? "");
+    if (delivery === Delivery.WAITING && entry?.error?.code === "slow_mode") {
+      line.append(" Slow mode is on.");
+    }
+    if (delivery === Delivery.FAILED && entry) {
+      const reason = entry.error ? sentenceFor(entry.error.code) : sentenceFor("send_failed");
+      line.append(" ", reason, " ");
+      line.append(
+        h("button", {
+          type: "button",
+          className: "link-button",
+          text: "Try again",
+          on: { click: () => session.retry(entry.localId) },
+        }),
+        " ",
+        h("button", {
+          type: "button",
+          className: "link-button",
+          text: "Discard",
+          on: { click: () => session.discard(entry.localId) },
+        }),
+      );
+    }
+    return line;
+  }
+
+  function renderUnverified(record, summary) {
+    unverifiedCount += 1;
+    const bodyId = `unverified-${unverifiedCount}`;
+    const p = record.payload;
+    const text =
+      typeof p?.body === "string"
+        ? p.body
+        : typeof p?.reason === "string" && p.reason
+          ? p.reason
+          : record.rawPayload;
+    const hiddenBody = h("div", { className: "msg-body msg-body-unverified", id: bodyId, hidden: true });
+    hiddenBody.append(
+      h("p", { className: "unverified-caption", text: "Unverified text, shown as received:" }),
+      h("p", { className: "unverified-text", text }),
+    );
+    const reveal = h("button", {
+      type: "button",
+      className: "link-button",
+      text: "Show the unverified text",
+      attrs: { "aria-expanded": "false", "aria-controls": bodyId },
+      on: {
+        click: () => {
+          const open = hiddenBody.hidden;
+          hiddenBody.hidden = !open;
+          reveal.setAttribute("aria-expanded", String(open));
+          reveal.textContent = open ? "Hide the unverified text" : "Show the unverified text";
+        },
+      },
+    });
+    return h(
+      "li",
+      { className: "msg msg-unverified", dataset: { seq: String(record.seq), channel: record.channel }, attrs: { tabindex: "-1" } },
+      h("p", { className: "msg-head" }, unverifiedMark(), " ", h("span", { className: "msg-author", text: summary }), " ", timeEl(record.ts)),
+      h("p", { className: "msg-warning", text: `${unverifiedReason(record.reason)} Don't rely on it.` }),
+      text ? reveal : null,
+      text ? hiddenBody : null,
+    );
+  }
+
+  function authorHead(record) {
+    const author = authorOf(record.key);
+    const head = h("p", { className: "msg-head" });
+    if (record.self) {
+      head.append(h("span", { className: "msg-author", text: "You" }));
+    } else if (author) {
+      head.append(h("span", { className: "msg-author", text: author.name }));
+    } else {
+      head.append(h("span", { className: "msg-author msg-author-unknown", text: "Name not verified" }));
+    }
+    head.append(" ", keyTag(record.key));
+    const roles = new Set(author?.roles ?? []);
+    if (author?.facilitator) {
+      roles.add("facilitator");
+    }
+    for (const role of roles) {
+      head.append(" ", h("span", { className: `badge badge-${role}`, text: roleLabel(role) }));
+    }
+    head.append(" ", verifiedMark(), " ", timeEl(record.ts));
+    return head;
+  }
+
+  /** "Removed by a facilitator: reason", with whether the request behind it was checked. */
+  function redactionLine(record, { forFacilitator }) {
+    const r = record.redaction;
+    const by = facilitatorName(session, r.by);
+    const line = h("p", { className: "msg-redaction" });
+    if (forFacilitator) {
+      line.append(`Removed for everyone else by ${by}. Reason: ${r.reason}`);
+    } else {
+      line.append(`Removed by a facilitator: ${r.reason}`);
+    }
+    line.append(" ");
+    if (r.confirmed) {
+      line.append(verifiedMark("removal"));
+    } else {
+      line.append(
+        h("span", {
+          className: "mark mark-pending",
+          text: "(the hub says so; this browser hasn't seen the facilitator's signed request yet)",
+        }),
+      );
+    }
+    return line;
+  }
+
+  function renderPost(record) {
+    const classes = ["msg"];
+    if (record.self) {
+      classes.push("msg-self");
+    }
+    if (record.redaction) {
+      classes.push("msg-redacted");
+    }
+    return item(
+      record,
+      classes.join(" "),
+      authorHead(record),
+      record.redaction ? redactionLine(record, { forFacilitator: true }) : null,
+      h("p", { className: "msg-body", text: record.payload.body }),
+      record.delivery ? deliveryLine(record) : null,
+    );
+  }
+
+  function renderRemoved(record) {
+    return item(record, "msg msg-removed", redactionLine(record, { forFacilitator: false }), h("p", { className: "msg-head" }, timeEl(record.ts)));
+  }
+
+  function renderControl(record) {
+    return item(
+      record,
+      "msg-control",
+      h("p", { className: "control-text" }, h("span", { text: describeControl(session, record) }), " ", verifiedMark("action"), " ", timeEl(record.ts)),
+    );
+  }
+
+  /** A short quote of a conversation message (for reports and nudges). */
+  function quoteOf(seq) {
+    const target = session.log(MAIN).get(seq);
+    if (!target) {
+      return h("p", { className: "quote quote-missing", text: `Message ${seq} isn't in this browser's history.` });
+    }
+    if (target.kind === "removed" || target.hiddenText) {
+      return h("p", { className: "quote", text: "A message that has been removed." });
+    }
+    if (!target.verified || target.kind !== Kind.POST) {
+      return h("p", { className: "quote quote-missing", text: `Message ${seq} could not be verified.` });
+    }
+    return h(
+      "blockquote",
+      { className: "quote" },
+      h("p", { className: "quote-author", text: `${who(session, target.key, { capital: true })} wrote:` }),
+      h("p", { className: "quote-body", text: target.payload.body }),
+    );
+  }
+
+  function renderReport(record) {
+    const reason = record.payload.reason.trim();
+    return item(
+      record,
+      "msg msg-staff",
+      h("p", { className: "msg-head" }, h("span", { className: "msg-author", text: `${who(session, record.key, { capital: true })} reported a message` }), " ", verifiedMark("report"), " ", timeEl(record.ts)),
+      h("p", { className: "msg-body", text: reason ? `Why: ${reason}` : "No reason given." }),
+      quoteOf(record.payload.seq),
+    );
+  }
+
+  function hubHead(record) {
+    return h("p", { className: "msg-head" }, h("span", { className: "hub-label", text: "From the hub" }), " ", h("span", { className: "hub-hint", text: "(not a person's message, not signed)" }), " ", timeEl(record.ts));
+  }
+
+  function renderNote(record) {
+    const note = record.note;
+    let body;
+    let quote = null;
+    if (note?.note === "mute_ended") {
+      body = note.member === session.identity.publicKey
+        ? "Your mute has ended. You can write to the group again."
+        : `${who(session, note.member, { capital: true })} can write again: their mute has ended.`;
+    } else if (note?.note === "risk_nudge") {
+      body = `About a message from ${who(session, note.member)}: ${note.suggestion || "it may show someone at risk."}`;
+      quote = quoteOf(note.seq);
+    } else {
+      body = "A note from the hub that this version of the app can't show.";
+    }
+    return item(record, "msg-hub", hubHead(record), h("p", { className: "msg-body", text: body }), quote);
+  }
+
+  function renderNotice(record) {
+    return item(
+      record,
+      "msg-notice",
+      h("span", { text: "Something this version of the app can't show. Reloading may help." }),
+      " ",
+      timeEl(record.ts),
+    );
+  }
+
+  function renderEvent(record) {
+    if (record.from === "hub") {
+      return record.kind === "removed" ? renderRemoved(record) : renderNote(record);
+    }
+    if (record.hiddenText) {
+      return renderRemoved(record);
+    }
+    if (!record.verified) {
+      const summary =
+        record.kind === Kind.POST
+          ? "Message from an unknown sender"
+          : record.kind === Kind.CONTROL
+            ? "A facilitator action that could not be checked"
+            : "Something that could not be checked";
+      return renderUnverified(record, summary);
+    }
+    switch (record.kind) {
+      case Kind.POST:
+        return renderPost(record);
+      case Kind.CONTROL:
+        return renderControl(record);
+      case Kind.REPORT:
+        return renderReport(record);
+      default:
+        return renderNotice(record);
+    }
+  }
+
+  function renderOutbox(entry) {
+    return h(
+      "li",
+      { className: "msg msg-self msg-pending", dataset: { localId: String(entry.localId) } },
+      h("p", { className: "msg-head" }, h("span", { className: "msg-author", text: "You" }), " ", timeEl(entry.createdAt)),
+      h("p", { className: "msg-body", text: entry.body }),
+      deliveryLine(entry, entry),
+    );
+  }
+
+  return { renderEvent, renderOutbox, quoteOf, timeEl };
+}

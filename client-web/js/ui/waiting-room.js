@@ -1,0 +1,154 @@
+// The waiting room, as facilitators see it: who is waiting (or still reading the
+// agreement), with "Let in" and "Decline" (with an optional reason the person reads).
+//
+// Owns: #waiting-list, #waiting-count, #waiting-empty. Arrivals are announced through
+// the polite live region ("Ash is in the waiting room."), so a facilitator using a
+// screen reader hears them without leaving the conversation. Items are kept per key,
+// so a half-typed decline reason survives other arrivals.
+
+import { fingerprint, shortTag } from "../encoding.js";
+import { Control, MemberStatus } from "../protocol.js";
+import { announce } from "./announcer.js";
+import { byId, h } from "./dom.js";
+import { runWithStatus } from "./feedback.js";
+import { who } from "./who.js";
+
+let itemCount = 0;
+
+/**
+ * Whether a member record belongs in the waiting room rather than the room: not a
+ * facilitator, not (yet) let in, and here now — someone from an earlier session who
+ * is offline is not waiting for anything.
+ */
+export function isWaiting(member) {
+  if (member.facilitator || !member.online) {
+    return false;
+  }
+  return (
+    member.status === MemberStatus.WAITING ||
+    (member.status === MemberStatus.NEEDS_AGREEMENT && !member.seenInRoom)
+  );
+}
+
+export function createWaitingRoom({ onCheckIn }) {
+  const list = byId("waiting-list");
+  const count = byId("waiting-count");
+  const empty = byId("waiting-empty");
+  const items = new Map(); // key -> { li, update }
+  let session = null;
+
+  function build(key) {
+    itemCount += 1;
+    const id = `waiting-${itemCount}`;
+    const name = () => who(session, key);
+    const label = h("p", { className: "waiting-name" });
+    const status = h("p", { className: "hint action-status", attrs: { role: "status" } });
+    const admit = h("button", { type: "button", text: "Let in" });
+    admit.addEventListener("click", () =>
+      runWithStatus(admit, status, () => session.control(Control.admit(key)), `${name()} has been let in.`),
+    );
+    const reason = h("input", { type: "text", id: `${id}-reason`, maxLength: 500, attrs: { "aria-describedby": `${id}-hint` } });
+    const declineConfirm = h("button", { type: "button", className: "danger", text: "Decline" });
+    const declineCancel = h("button", { type: "button", className: "secondary", text: "Cancel" });
+    const declineBox = h(
+      "div",
+      { className: "confirm", hidden: true },
+      h("label", { attrs: { for: reason.id }, text: "Reason (optional)" }),
+      h("p", { className: "hint", id: `${id}-hint`, text: "They will read it. Only facilitators see that they were declined." }),
+      reason,
+      h("div", { className: "button-row" }, declineConfirm, declineCancel),
+    );
+    const decline = h("button", { type: "button", className: "secondary", text: "Decline…", attrs: { "aria-expanded": "false" } });
+    decline.addEventListener("click", () => {
+      declineBox.hidden = false;
+      decline.setAttribute("aria-expanded", "true");
+      reason.focus();
+    });
+    declineCancel.addEventListener("click", () => {
+      declineBox.hidden = true;
+      decline.setAttribute("aria-expanded", "false");
+      decline.focus();
+    });
+    declineConfirm.addEventListener("click", () =>
+      runWithStatus(declineConfirm, status, () => session.control(Control.decline(key, reason.value)), `${name()} was declined.`),
+    );
+    const checkIn = h("button", { type: "button", className: "secondary", text: "Check in privately" });
+    checkIn.addEventListener("click", async () => {
+      const ok = await runWithStatus(checkIn, status, () => session.control(Control.checkIn(key)), `A private check-in with ${name()} has started.`);
+      if (ok) {
+        onCheckIn(key);
+      }
+    });
+    const li = h(
+      "li",
+      { className: "waiting-item" },
+      label,
+      h("div", { className: "button-row" }, admit, decline, checkIn),
+      declineBox,
+      status,
+    );
+    const update = (member) => {
+      const state = member.status === MemberStatus.NEEDS_AGREEMENT ? "still reading the agreement" : "has agreed, waiting";
+      label.replaceChildren(
+        member.verified
+          ? h("strong", { text: member.name })
+          : h("span", { className: "member-name-unverified", text: `“${member.name}” (name not verified)` }),
+        " ",
+        h("span", { className: "tag", text: shortTag(key), attrs: { title: `Key ${fingerprint(key)}`, "aria-label": `key ${fingerprint(key, 4)}` } }),
+        ` ${member.online ? "online" : "offline"}, ${state}`,
+      );
+    };
+    return { li, update };
+  }
+
+  function render() {
+    const waiting = [...session.members.values()].filter(isWaiting);
+    const keep = new Set();
+    for (const member of waiting) {
+      let item = items.get(member.key);
+      if (!item) {
+        item = build(member.key);
+        items.set(member.key, item);
+        list.append(item.li);
+      }
+      item.update(member);
+      keep.add(member.key);
+    }
+    for (const [key, item] of items) {
+      if (!keep.has(key)) {
+        item.li.remove();
+        items.delete(key);
+      }
+    }
+    count.textContent = String(waiting.length);
+    empty.hidden = waiting.length > 0;
+  }
+
+  return {
+    mount(s) {
+      session = s;
+      items.clear();
+      list.replaceChildren();
+    },
+    unmount() {
+      session = null;
+      items.clear();
+      list.replaceChildren();
+    },
+    render() {
+      if (session) {
+        render();
+      }
+    },
+    /** A member's presence changed: announce new arrivals, then redraw. */
+    onMember({ record, previous }) {
+      if (!session) {
+        return;
+      }
+      if (isWaiting(record) && (!previous || !isWaiting(previous)) && !record.self) {
+        announce(`${record.verified ? record.name : "Someone"} is in the waiting room.`);
+      }
+      render();
+    },
+  };
+}
