@@ -73,6 +73,8 @@ pub enum ErrorCode {
     SlowMode,
     /// Removed from (or declined by) this group.
     Removed,
+    /// The group has as many members as it may.
+    Full,
     /// Someone else already took it (an escalation another supervisor acknowledged).
     Taken,
     /// Too many requests; retry after the time given.
@@ -117,6 +119,7 @@ impl ErrorCode {
             Self::SlowMode => "slow_mode",
             Self::Removed => "removed",
             Self::Taken => "taken",
+            Self::Full => "full",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -155,6 +158,7 @@ impl ErrorCode {
         Self::SlowMode,
         Self::Removed,
         Self::Taken,
+        Self::Full,
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,

@@ -14,9 +14,39 @@
 //! Group-scoped payloads name their `group`, which must match the group the frame is
 //! sent to. Unknown fields are refused: a signer must know what it signs.
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::encoding::PublicKey;
+
+/// Reads a `"do"`-tagged action strictly: it must be a JSON object, and every key
+/// given must be one the action has (serde's tagged enums would otherwise accept an
+/// array, and ignore stray keys on variants without fields). A signer must know
+/// what it signs, so nothing is silently dropped. `null` for an optional field is
+/// refused: leave the field out.
+fn strict_action<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned + Serialize,
+{
+    use serde::de::Error as _;
+    let given: serde_json::Map<String, serde_json::Value> =
+        d.deserialize_map(crate::envelope::ObjectOnly::visitor())?;
+    let keys: Vec<String> = given.keys().cloned().collect();
+    let action: T =
+        serde_json::from_value(serde_json::Value::Object(given)).map_err(D::Error::custom)?;
+    let shown = serde_json::to_value(&action).map_err(D::Error::custom)?;
+    let known = shown
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    match keys.iter().find(|k| !known.contains(k)) {
+        Some(stray) => Err(D::Error::custom(format!(
+            "unknown or null field `{stray}` in action"
+        ))),
+        None => Ok(action),
+    }
+}
 use crate::ids::GroupId;
 
 /// Fields every counted payload shares, for the replay and freshness checks.
@@ -407,6 +437,7 @@ pub struct ControlPayload {
     /// The group.
     pub group: GroupId,
     /// What to do.
+    #[serde(deserialize_with = "strict_action")]
     pub action: ControlAction,
     /// Per-key counter.
     pub counter: u64,
@@ -544,6 +575,7 @@ pub struct EscalationActPayload {
     /// The escalation's id.
     pub escalation: u64,
     /// What to do.
+    #[serde(deserialize_with = "strict_action")]
     pub action: EscalationAction,
     /// Per-key counter.
     pub counter: u64,
@@ -564,3 +596,42 @@ pub struct RotaPayload {
     pub ts: u64,
 }
 counted!(RotaPayload);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::from_json_object;
+
+    fn control(action: &str) -> Result<ControlAction, serde_json::Error> {
+        let text = format!(r#"{{"group":"g","action":{action},"counter":1,"ts":1}}"#);
+        from_json_object::<ControlPayload>(&text).map(|p| p.action)
+    }
+
+    #[test]
+    fn actions_are_objects_with_only_their_own_fields() {
+        assert_eq!(control(r#"{"do":"lock"}"#).unwrap(), ControlAction::Lock);
+        assert!(
+            control(r#"{"do":"lock","why":"x"}"#).is_err(),
+            "stray field on a bare action"
+        );
+        assert!(control(r#"["lock"]"#).is_err(), "array form");
+        assert!(control(r#"{"do":"teleport"}"#).is_err());
+        let key = PublicKey([5; 32]).to_b64();
+        let mute = format!(r#"{{"do":"mute","member":"{key}","minutes":3}}"#);
+        assert!(matches!(
+            control(&mute).unwrap(),
+            ControlAction::Mute { minutes: 3, .. }
+        ));
+        let stray = format!(r#"{{"do":"mute","member":"{key}","minutes":3,"why":1}}"#);
+        assert!(control(&stray).is_err());
+        let remove = format!(r#"{{"do":"remove","member":"{key}"}}"#);
+        assert!(control(&remove).is_ok(), "optional fields may be left out");
+        let null = format!(r#"{{"do":"remove","member":"{key}","reason":null}}"#);
+        assert!(
+            control(&null).is_err(),
+            "null is refused: leave the field out"
+        );
+        let act = r#"{"escalation":1,"action":{"do":"ack","x":1},"counter":1,"ts":1}"#;
+        assert!(from_json_object::<EscalationActPayload>(act).is_err());
+    }
+}

@@ -2,7 +2,7 @@
 
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::payload::PostPayload;
-use peerhub_protocol::{ClientFrame, ErrorCode};
+use peerhub_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
@@ -379,4 +379,315 @@ async fn endless_bad_frames_close_the_connection() {
     }
     let closed = client.expect_closed().await;
     assert_eq!(closed.code, Some(1008), "{closed:?}");
+}
+
+#[tokio::test]
+async fn thousands_of_replays_are_all_refused_and_change_nothing() {
+    let Setup {
+        server,
+        me,
+        mut client,
+        mut watcher,
+    } = setup().await;
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let env = me.post("circle", &format!("original {i}"));
+        client.post_env("circle", env.clone()).await;
+        watcher.next_event("circle").await;
+        accepted.push(env);
+    }
+    let before = server.hub().store.digest().unwrap();
+    // 2,000 replays: every accepted envelope again, a hundred times each, ten at a
+    // time, over two connections of the same key.
+    let mut second = server.login(&me).await;
+    second.join("circle", "Sender", None).await;
+    let mut refused = 0;
+    for round in 0..200u64 {
+        let connection = if round % 2 == 0 {
+            &mut client
+        } else {
+            &mut second
+        };
+        let half = &accepted[(round as usize % 2) * 10..][..10];
+        for (n, env) in half.iter().enumerate() {
+            let id = 10_000 + round * 100 + n as u64;
+            connection
+                .send_text(post_frame(id, "circle", env.clone()))
+                .await;
+        }
+        for n in 0..half.len() {
+            let id = 10_000 + round * 100 + n as u64;
+            match connection.reply_to(id).await {
+                ServerFrame::Error {
+                    code: ErrorCode::Replay,
+                    ..
+                } => refused += 1,
+                other => panic!("a replay was not refused: {other:?}"),
+            }
+        }
+        // Keep both connections under the consecutive-error limit.
+        connection.post("circle", "between replays").await;
+        watcher.next_event("circle").await;
+    }
+    assert_eq!(refused, 2_000);
+    let mut after = server.hub().store.digest().unwrap();
+    assert_ne!(
+        after, before,
+        "only the fresh posts between rounds changed the store"
+    );
+    let _ = &mut after;
+    // Nothing was stored twice: the watcher saw each original once and no replay.
+    watcher.assert_no_events(200).await;
+}
+
+#[tokio::test]
+async fn a_malleated_signature_is_not_a_new_message() {
+    // Adding the group order L to S gives a second encoding of "the same" signature
+    // that lax verifiers accept. Strict verification refuses it, so a stored message
+    // can never come back as a "new" one by changing its signature bytes.
+    let Setup {
+        server,
+        me,
+        mut client,
+        ..
+    } = setup().await;
+    let env = me.post("circle", "said once");
+    client.post_env("circle", env.clone()).await;
+    let before = server.hub().store.digest().unwrap();
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut malleated = env.clone();
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let sum = malleated.sig.0[32 + i] as u16 + L[i] as u16 + carry;
+        malleated.sig.0[32 + i] = sum as u8;
+        carry = sum >> 8;
+    }
+    assert_ne!(malleated.sig, env.sig);
+    client
+        .expect_error(
+            post_frame(77, "circle", malleated),
+            Some(77),
+            ErrorCode::BadSignature,
+        )
+        .await;
+    assert_eq!(server.hub().store.digest().unwrap(), before);
+}
+
+#[tokio::test]
+async fn bad_group_and_escalation_frames_get_their_codes_and_change_nothing() {
+    use peerhub_protocol::escalation::{Consent, RotaEntry, Severity};
+    use peerhub_protocol::payload::{
+        AgreePayload, ControlAction, ControlPayload, EscalationActPayload, EscalationAction,
+        FlagPayload, InvitePayload, InviteRole, RecordPayload, ReportPayload, RotaPayload,
+        StepOutPayload,
+    };
+    let Setup {
+        server,
+        me,
+        mut client,
+        mut watcher,
+    } = setup().await;
+    // The second connection joins before the cases are signed, so their counters
+    // stay above everything already spent.
+    let mut second = server.login(&me).await;
+    second.join("circle", "Sender", None).await;
+    watcher
+        .recv()
+        .await
+        .expect("presence of the second connection");
+    let other = Identity::generate().key();
+    let flag = |about, consent, reason: Option<&str>, withhold: Option<&str>| {
+        me.signed(Kind::Flag, |counter, ts| FlagPayload {
+            group: gid("circle"),
+            about,
+            seq: None,
+            severity: Severity::Urgent,
+            consent,
+            reason: reason.map(str::to_string),
+            withhold_notice: withhold.map(str::to_string),
+            note: None,
+            counter,
+            ts,
+        })
+    };
+    let control = |action| {
+        let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
+            group: gid("circle"),
+            action,
+            counter,
+            ts,
+        });
+        ClientFrame::Control {
+            id: Some(1),
+            group: gid("circle"),
+            env,
+        }
+        .to_json()
+    };
+    let raw_control = |action: &str| {
+        let payload = format!(
+            r#"{{"group":"circle","action":{action},"counter":{},"ts":{}}}"#,
+            me.next_counter(),
+            now_ms()
+        );
+        let env = peerhub_protocol::SignedEnvelope::sign(&me.signing, Kind::Control, payload);
+        ClientFrame::Control {
+            id: Some(1),
+            group: gid("circle"),
+            env,
+        }
+        .to_json()
+    };
+    let cases: Vec<(&str, String, ErrorCode)> = vec![
+        ("control by a participant", control(ControlAction::Lock), ErrorCode::Forbidden),
+        ("unknown control", raw_control(r#"{"do":"teleport"}"#), ErrorCode::Malformed),
+        ("control with a stray field", raw_control(r#"{"do":"lock","why":"x"}"#), ErrorCode::Malformed),
+        ("control with a bad key", raw_control(r#"{"do":"mute","member":"AAAA","minutes":1}"#), ErrorCode::Malformed),
+        ("control as an array", raw_control(r#"["lock"]"#), ErrorCode::Malformed),
+        (
+            "agree without an agreement",
+            ClientFrame::Agree {
+                id: Some(1),
+                group: gid("circle"),
+                env: me.signed(Kind::Agree, |counter, ts| AgreePayload { group: gid("circle"), version: 1, counter, ts }),
+            }
+            .to_json(),
+            ErrorCode::Invalid,
+        ),
+        (
+            "report of a missing message",
+            ClientFrame::Report {
+                id: Some(1),
+                group: gid("circle"),
+                env: me.signed(Kind::Report, |counter, ts| ReportPayload {
+                    group: gid("circle"),
+                    seq: 999,
+                    reason: String::new(),
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::NotFound,
+        ),
+        (
+            "step out with a wrong kind",
+            ClientFrame::StepOut {
+                id: Some(1),
+                group: gid("circle"),
+                env: me.signed(Kind::Report, |counter, ts| StepOutPayload { group: gid("circle"), away: true, counter, ts }),
+            }
+            .to_json(),
+            ErrorCode::WrongKind,
+        ),
+        (
+            "record opened by a participant",
+            ClientFrame::Record {
+                id: Some(1),
+                group: gid("circle"),
+                env: me.signed(Kind::Record, |counter, ts| RecordPayload {
+                    group: gid("circle"),
+                    about: None,
+                    reply_to: None,
+                    text: "mine".into(),
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::Forbidden,
+        ),
+        (
+            "empty record text",
+            ClientFrame::Record {
+                id: Some(1),
+                group: gid("circle"),
+                env: me.signed(Kind::Record, |counter, ts| RecordPayload {
+                    group: gid("circle"),
+                    about: None,
+                    reply_to: Some(5),
+                    text: "  ".into(),
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::Invalid,
+        ),
+        (
+            "invite by a participant",
+            ClientFrame::Invite {
+                id: Some(1),
+                env: me.signed(Kind::Invite, |counter, ts| InvitePayload {
+                    role: InviteRole::Admin,
+                    group: None,
+                    ttl_ms: None,
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::Forbidden,
+        ),
+        ("flag about a stranger", ClientFrame::Flag { id: Some(1), group: gid("circle"), env: flag(other, Consent::Given, None, None) }.to_json(), ErrorCode::NotFound),
+        ("own flag with someone's consent", ClientFrame::Flag { id: Some(1), group: gid("circle"), env: flag(me.key(), Consent::Given, None, None) }.to_json(), ErrorCode::Invalid),
+        ("withheld notice without imminent risk", ClientFrame::Flag { id: Some(1), group: gid("circle"), env: flag(me.key(), Consent::Own, None, Some("x")) }.to_json(), ErrorCode::Invalid),
+        (
+            "flag for another group",
+            ClientFrame::Flag { id: Some(1), group: gid("other"), env: flag(me.key(), Consent::Own, None, None) }.to_json(),
+            ErrorCode::WrongGroup,
+        ),
+        (
+            "escalation step by a participant",
+            ClientFrame::Escalation {
+                id: Some(1),
+                env: me.signed(Kind::Escalation, |counter, ts| EscalationActPayload {
+                    escalation: 1,
+                    action: EscalationAction::Ack,
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::Forbidden,
+        ),
+        (
+            "rota by a participant",
+            ClientFrame::SetRota {
+                id: Some(1),
+                env: me.signed(Kind::Rota, |counter, ts| RotaPayload {
+                    entries: vec![RotaEntry { supervisor: other, start_ms: 0, end_ms: 1, level: 1 }],
+                    counter,
+                    ts,
+                }),
+            }
+            .to_json(),
+            ErrorCode::Forbidden,
+        ),
+        ("rota read by a participant", r#"{"type":"rota","id":1}"#.into(), ErrorCode::Forbidden),
+        ("join with an unknown field", r#"{"type":"join","id":1,"group":"circle","env":{},"x":1}"#.into(), ErrorCode::Malformed),
+        ("post with a numeric group", r#"{"type":"post","id":1,"group":5,"env":{}}"#.into(), ErrorCode::Malformed),
+        ("envelope with an unknown kind", r#"{"type":"post","id":1,"group":"circle","env":{"kind":"shout","key":"AAAA","payload":"{}","sig":"AAAA"}}"#.into(), ErrorCode::Malformed),
+        ("id that is not a number", r#"{"type":"teleport","id":"one"}"#.into(), ErrorCode::UnknownType),
+    ];
+    let before = server.hub().store.digest().unwrap();
+    for (n, (what, text, code)) in cases.into_iter().enumerate() {
+        let connection = if n < 11 { &mut client } else { &mut second };
+        let id = if what == "id that is not a number" {
+            None
+        } else {
+            Some(1)
+        };
+        let message = connection.expect_error(text, id, code).await;
+        assert!(!message.is_empty(), "{what}: the error says why");
+        assert_eq!(
+            server.hub().store.digest().unwrap(),
+            before,
+            "{what} changed stored state"
+        );
+    }
+    watcher.assert_no_events(200).await;
 }

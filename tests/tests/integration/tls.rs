@@ -108,3 +108,102 @@ async fn self_signed_tls_prints_the_fingerprint_clients_see() {
         process.links
     );
 }
+
+fn only(
+    version: &'static rustls::SupportedProtocolVersion,
+    cert_pem: &[u8],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// A minimal TLS 1.1 ClientHello (no supported_versions extension), as an old
+/// client would send it.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    body.extend_from_slice(&[0x11; 32]); // random
+    body.push(0); // no session id
+    let suites: [u16; 4] = [0xc013, 0xc014, 0x002f, 0x0035]; // ECDHE-RSA-AES, RSA-AES
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        body.extend_from_slice(&suite.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]); // compression: null
+    let mut sni = Vec::new();
+    let host = b"localhost";
+    sni.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&(host.len() as u16).to_be_bytes());
+    sni.extend_from_slice(host);
+    let mut extensions = vec![0x00, 0x00];
+    extensions.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(&sni);
+    body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    body.extend_from_slice(&extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![22, 0x03, 0x01]; // handshake record, TLS 1.0 record layer
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_spoken_and_tls_1_1_is_refused() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.tls = Some(TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let pem = made.cert.pem();
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut client =
+            Client::connect_tls(server.addr, only(version, pem.as_bytes()), "localhost").await;
+        assert_eq!(client.tls().unwrap().protocol_version(), Some(expected));
+        client.login(&Identity::generate()).await;
+    }
+    // An old client offering TLS 1.1 only gets an alert, never a ServerHello.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(&tls11_client_hello()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        !answer.is_empty(),
+        "the server answers (with an alert) rather than hanging"
+    );
+    assert_eq!(
+        answer[0], 21,
+        "a TLS alert record, not a handshake: {answer:?}"
+    );
+    let description = answer[6];
+    assert!(
+        description == 70 || description == 40,
+        "protocol_version (70) or handshake_failure (40), got {description}"
+    );
+}
