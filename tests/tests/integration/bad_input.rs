@@ -460,9 +460,9 @@ async fn a_malleated_signature_is_not_a_new_message() {
     ];
     let mut malleated = env.clone();
     let mut carry = 0u16;
-    for i in 0..32 {
-        let sum = malleated.sig.0[32 + i] as u16 + L[i] as u16 + carry;
-        malleated.sig.0[32 + i] = sum as u8;
+    for (byte, l) in malleated.sig.0[32..].iter_mut().zip(L) {
+        let sum = *byte as u16 + l as u16 + carry;
+        *byte = sum as u8;
         carry = sum >> 8;
     }
     assert_ne!(malleated.sig, env.sig);
