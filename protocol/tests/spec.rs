@@ -4,15 +4,21 @@
 //! The document marks what these tests read with the info string of fenced blocks:
 //!
 //! - ```` ```text worked-example-<name> ```` and ```` ```json … worked-example-frame ````:
-//!   the values of the worked example (§14), recomputed here from the seed;
+//!   the values of the worked example (§16), recomputed here from the seed;
 //! - ```` ```json client-frame ```` / ```` ```json server-frame ````: frame examples,
-//!   which must decode with the crate and whose envelopes must verify;
+//!   which must decode with the crate, re-encode to themselves, and whose envelopes
+//!   must verify and pass every check §12.8 asks of a client;
 //! - ```` ```text payload-<kind> ````: a payload shown on its own, which must parse as
-//!   that kind and be the payload of one of the client-frame examples.
+//!   that kind and be the payload of one of the client-frame examples;
+//! - ```` ```json control-actions ```` / ```` ```json escalation-actions ````: every
+//!   facilitator control action and every supervisor's step, as the crate encodes them.
 //!
-//! Frame types are checked against the headings of the "Client frames" and "Server
-//! frames" sections, error codes against the table of the "Error codes" section and
-//! limits against the table of the "Limits" section.
+//! Frame types are checked against the level-3 headings of the "Client frames" and
+//! "Server frames" sections; the field tables of each frame, payload and shared object
+//! (the `#### `Name`` headings) against the crate's serialised fields; the kinds,
+//! controls, escalation steps, statuses, notices, error codes and limits against their
+//! tables. A new variant of a frame, action, note or status enum does not compile here
+//! until it is named, and then fails until PROTOCOL.md documents it.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,17 +30,27 @@ use std::collections::BTreeSet;
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::encoding::{b64, PublicKey};
 use peerhub_protocol::envelope::{signing_bytes, Kind, SignedEnvelope};
+use peerhub_protocol::escalation::{
+    Consent, ContextEvent, EscalationStatus, EscalationStep, EscalationView, Helpline, RotaEntry,
+    Severity,
+};
 use peerhub_protocol::frame::{
-    decode_client_frame, ClientFrame, GroupInfo, Limits, MemberInfo, Role, ServerFrame,
-    CLIENT_FRAME_TYPES,
+    decode_client_frame, Agreement, Channel, ClientFrame, GroupInfo, GroupState, Limits,
+    MemberInfo, MemberStatus, Note, RecordInfo, Redaction, Role, ServerFrame, CLIENT_FRAME_TYPES,
 };
 use peerhub_protocol::ids::MAX_GROUP_ID_LEN;
 use peerhub_protocol::payload::{
-    AuthPayload, CreateGroupPayload, GroupKind, JoinPayload, PostPayload, RedeemPayload,
+    AgreePayload, AuthPayload, ControlAction, ControlPayload, CreateGroupPayload,
+    EscalationActPayload, EscalationAction, FlagPayload, GroupKind, InvitePayload, InviteRole,
+    JoinPayload, PostPayload, RecordPayload, RedeemPayload, ReportPayload, Retention, RotaPayload,
+    SessionWindow, StepOutPayload,
 };
 use peerhub_protocol::{limits, ErrorCode, GroupId, ProtocolError};
+use serde::Serialize;
+use serde_json::Value;
 
 const SPEC: &str = include_str!("../PROTOCOL.md");
+const LIMITS_RS: &str = include_str!("../src/limits.rs");
 
 // ---------------------------------------------------------------------------------
 // Reading the document
@@ -126,14 +142,28 @@ fn heading_level(line: &str) -> Option<usize> {
     (level > 0 && line[level..].starts_with(' ')).then_some(level)
 }
 
-/// The prose of the section whose heading contains `title`, up to the next heading
-/// of the same or a higher level.
-fn section(title: &str) -> Vec<&'static str> {
-    let lines = prose_lines(SPEC);
+/// A heading's text without its `#`s and its number: `### 6.1 `auth`` → `` `auth` ``.
+fn heading_title(line: &str) -> Option<&str> {
+    let level = heading_level(line)?;
+    let text = line[level..].trim();
+    match text.split_once(' ') {
+        Some((number, rest))
+            if number.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && number.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            Some(rest.trim())
+        }
+        _ => Some(text),
+    }
+}
+
+/// The lines under the first heading in `lines` that `pick` accepts, up to the next
+/// heading of the same or a higher level.
+fn part<'a>(lines: &[&'a str], what: &str, pick: impl Fn(&str) -> bool) -> Vec<&'a str> {
     let start = lines
         .iter()
-        .position(|l| heading_level(l).is_some() && l.contains(title))
-        .unwrap_or_else(|| panic!("PROTOCOL.md has no heading containing {title:?}"));
+        .position(|l| heading_level(l).is_some() && pick(l))
+        .unwrap_or_else(|| panic!("PROTOCOL.md has no heading for {what}"));
     let level = heading_level(lines[start]).unwrap();
     lines[start + 1..]
         .iter()
@@ -142,53 +172,137 @@ fn section(title: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The prose of the section titled exactly `title` (its number aside).
+fn section(title: &str) -> Vec<&'static str> {
+    part(&prose_lines(SPEC), title, |l| {
+        heading_title(l) == Some(title)
+    })
+}
+
+/// The prose under the level-3 heading of frame `ty` in the section `title`.
+fn frame_section(title: &str, ty: &str) -> Vec<&'static str> {
+    let lines = section(title);
+    part(&lines, &format!("{title}: `{ty}`"), |l| {
+        heading_level(l) == Some(3) && backticked(l) == [ty]
+    })
+}
+
+/// The prose under the `#### `name`` heading of a shared object.
+fn object_section(name: &str) -> Vec<&'static str> {
+    let title = format!("`{name}`");
+    part(&prose_lines(SPEC), &title, |l| {
+        heading_level(l) == Some(4) && heading_title(l) == Some(title.as_str())
+    })
+}
+
 /// The text between backticks in `line`.
 fn backticked(line: &str) -> Vec<&str> {
     line.split('`').skip(1).step_by(2).collect()
 }
 
-fn headings(lines: &[&'static str]) -> Vec<&'static str> {
+/// The names of the level-3 headings in `lines` (the words in backticks).
+fn level3_names(lines: &[&str]) -> BTreeSet<String> {
     lines
         .iter()
-        .filter(|l| heading_level(l).is_some())
-        .copied()
+        .filter(|l| heading_level(l) == Some(3))
+        .flat_map(|l| backticked(l))
+        .map(str::to_string)
         .collect()
 }
 
-/// The cells of every table row in `lines`, separator rows left out.
+/// The tables in `lines`: each a list of rows of trimmed cells, header first,
+/// separator rows left out.
+fn tables(lines: &[&str]) -> Vec<Vec<Vec<String>>> {
+    let mut out: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut in_table = false;
+    for line in lines {
+        let is_row = line.trim_start().starts_with('|');
+        if !is_row {
+            in_table = false;
+            continue;
+        }
+        let cells: Vec<String> = line
+            .trim()
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect();
+        let cells = cells[1..cells.len().saturating_sub(1)].to_vec();
+        if !in_table {
+            out.push(Vec::new());
+            in_table = true;
+        }
+        let separator = cells
+            .iter()
+            .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'));
+        if !separator {
+            out.last_mut().unwrap().push(cells);
+        }
+    }
+    out
+}
+
+/// Every table row in `lines`, headers included.
 fn table_rows(lines: &[&str]) -> Vec<Vec<String>> {
-    lines
+    tables(lines).into_iter().flatten().collect()
+}
+
+/// A cell that is exactly one backticked word, as that word.
+fn code_cell(cell: &str) -> Option<String> {
+    let inner = cell.strip_prefix('`')?.strip_suffix('`')?;
+    (!inner.contains('`')).then(|| inner.to_string())
+}
+
+/// The body rows of the one table in `lines` whose header starts with `header`.
+fn table_under(lines: &[&str], header: &str, at: &str) -> Vec<Vec<String>> {
+    let mut found: Vec<_> = tables(lines)
+        .into_iter()
+        .filter(|t| t.first().and_then(|h| h.first()).map(String::as_str) == Some(header))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{at}: needs exactly one table whose header starts with {header:?}"
+    );
+    found.remove(0).into_iter().skip(1).collect()
+}
+
+/// The field names (backticked first cells) of that table.
+fn field_table(lines: &[&str], header: &str, at: &str) -> BTreeSet<String> {
+    table_under(lines, header, at)
         .iter()
-        .filter(|l| l.trim_start().starts_with('|'))
-        .map(|l| {
-            let cells: Vec<String> = l.trim().split('|').map(|c| c.trim().to_string()).collect();
-            cells[1..cells.len().saturating_sub(1)].to_vec()
-        })
-        .filter(|cells| {
-            !cells
-                .iter()
-                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+        .map(|row| {
+            code_cell(&row[0]).unwrap_or_else(|| panic!("{at}: {:?} is not a `field` cell", row[0]))
         })
         .collect()
 }
 
-/// The first cell of each table row that is exactly one backticked word.
-fn first_column_names(lines: &[&str]) -> BTreeSet<String> {
-    table_rows(lines)
-        .into_iter()
-        .filter_map(|cells| {
-            let first = cells.first()?;
-            let inner = first.strip_prefix('`')?.strip_suffix('`')?;
-            Some(inner.to_string())
-        })
-        .collect()
+/// The keys of `value`'s JSON object.
+fn keys<T: Serialize>(value: &T) -> BTreeSet<String> {
+    match serde_json::to_value(value).unwrap() {
+        Value::Object(map) => map.keys().cloned().collect(),
+        other => panic!("not an object: {other}"),
+    }
+}
+
+#[track_caller]
+fn assert_same_fields(documented: &BTreeSet<String>, actual: &BTreeSet<String>, at: &str) {
+    let missing: Vec<_> = actual.difference(documented).collect();
+    let unknown: Vec<_> = documented.difference(actual).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "{at}: fields missing from the table {missing:?}, in the table but not in the crate {unknown:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------
-// One value of every frame variant
+// One value of every variant, with every optional field present
 
 fn signer() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
+}
+
+fn someone() -> PublicKey {
+    PublicKey(signer().verifying_key().to_bytes())
 }
 
 fn demo() -> GroupId {
@@ -199,48 +313,128 @@ fn env(kind: Kind) -> SignedEnvelope {
     SignedEnvelope::sign(&signer(), kind, "{}".into())
 }
 
-/// The wire `type` of a variant. The match has no wildcard on purpose: a new variant
-/// does not compile until it is named here, and then needs an example below.
-fn client_variant(frame: &ClientFrame) -> &'static str {
+/// The wire `type` of a variant and the kind of envelope it carries. The match has no
+/// wildcard on purpose: a new variant does not compile until it is named here, and
+/// then needs a heading, tables and an example in PROTOCOL.md.
+fn client_variant(frame: &ClientFrame) -> (&'static str, Option<Kind>) {
     match frame {
-        ClientFrame::Auth { .. } => "auth",
-        ClientFrame::Redeem { .. } => "redeem",
-        ClientFrame::CreateGroup { .. } => "create_group",
-        ClientFrame::Join { .. } => "join",
-        ClientFrame::Post { .. } => "post",
-        ClientFrame::Leave { .. } => "leave",
+        ClientFrame::Auth { .. } => ("auth", Some(Kind::Auth)),
+        ClientFrame::Redeem { .. } => ("redeem", Some(Kind::Redeem)),
+        ClientFrame::CreateGroup { .. } => ("create_group", Some(Kind::CreateGroup)),
+        ClientFrame::Join { .. } => ("join", Some(Kind::Join)),
+        ClientFrame::Post { .. } => ("post", Some(Kind::Post)),
+        ClientFrame::Leave { .. } => ("leave", None),
+        ClientFrame::Invite { .. } => ("invite", Some(Kind::Invite)),
+        ClientFrame::Agree { .. } => ("agree", Some(Kind::Agree)),
+        ClientFrame::Control { .. } => ("control", Some(Kind::Control)),
+        ClientFrame::Report { .. } => ("report", Some(Kind::Report)),
+        ClientFrame::StepOut { .. } => ("step_out", Some(Kind::StepOut)),
+        ClientFrame::Record { .. } => ("record", Some(Kind::Record)),
+        ClientFrame::Records { .. } => ("records", None),
+        ClientFrame::Flag { .. } => ("flag", Some(Kind::Flag)),
+        ClientFrame::Escalation { .. } => ("escalation", Some(Kind::Escalation)),
+        ClientFrame::Escalations { .. } => ("escalations", None),
+        ClientFrame::SetRota { .. } => ("set_rota", Some(Kind::Rota)),
+        ClientFrame::Rota { .. } => ("rota", None),
+    }
+}
+
+/// The frame's envelope and the group it is sent to, if it has them.
+fn client_env(frame: &ClientFrame) -> Option<(&SignedEnvelope, Option<&GroupId>)> {
+    match frame {
+        ClientFrame::Auth { env, .. }
+        | ClientFrame::Redeem { env, .. }
+        | ClientFrame::CreateGroup { env, .. }
+        | ClientFrame::Invite { env, .. }
+        | ClientFrame::Escalation { env, .. }
+        | ClientFrame::SetRota { env, .. } => Some((env, None)),
+        ClientFrame::Join { group, env, .. }
+        | ClientFrame::Post { group, env, .. }
+        | ClientFrame::Agree { group, env, .. }
+        | ClientFrame::Control { group, env, .. }
+        | ClientFrame::Report { group, env, .. }
+        | ClientFrame::StepOut { group, env, .. }
+        | ClientFrame::Record { group, env, .. }
+        | ClientFrame::Flag { group, env, .. } => Some((env, Some(group))),
+        ClientFrame::Leave { .. }
+        | ClientFrame::Records { .. }
+        | ClientFrame::Escalations { .. }
+        | ClientFrame::Rota { .. } => None,
     }
 }
 
 fn every_client_frame() -> Vec<ClientFrame> {
+    let id = Some(1);
     vec![
         ClientFrame::Auth {
-            id: Some(1),
+            id,
             env: env(Kind::Auth),
         },
         ClientFrame::Redeem {
-            id: None,
+            id,
             env: env(Kind::Redeem),
         },
         ClientFrame::CreateGroup {
-            id: Some(3),
+            id,
             env: env(Kind::CreateGroup),
         },
         ClientFrame::Join {
-            id: Some(4),
+            id,
             group: demo(),
             after: Some(9),
             env: env(Kind::Join),
         },
         ClientFrame::Post {
-            id: Some(5),
+            id,
             group: demo(),
             env: env(Kind::Post),
         },
-        ClientFrame::Leave {
-            id: Some(6),
-            group: demo(),
+        ClientFrame::Leave { id, group: demo() },
+        ClientFrame::Invite {
+            id,
+            env: env(Kind::Invite),
         },
+        ClientFrame::Agree {
+            id,
+            group: demo(),
+            env: env(Kind::Agree),
+        },
+        ClientFrame::Control {
+            id,
+            group: demo(),
+            env: env(Kind::Control),
+        },
+        ClientFrame::Report {
+            id,
+            group: demo(),
+            env: env(Kind::Report),
+        },
+        ClientFrame::StepOut {
+            id,
+            group: demo(),
+            env: env(Kind::StepOut),
+        },
+        ClientFrame::Record {
+            id,
+            group: demo(),
+            env: env(Kind::Record),
+        },
+        ClientFrame::Records { id },
+        ClientFrame::Flag {
+            id,
+            group: demo(),
+            env: env(Kind::Flag),
+        },
+        ClientFrame::Escalation {
+            id,
+            env: env(Kind::Escalation),
+        },
+        ClientFrame::Escalations { id },
+        ClientFrame::SetRota {
+            id,
+            env: env(Kind::Rota),
+        },
+        ClientFrame::Rota { id },
     ]
 }
 
@@ -256,25 +450,139 @@ fn server_variant(frame: &ServerFrame) -> &'static str {
         ServerFrame::Ack { .. } => "ack",
         ServerFrame::Event { .. } => "event",
         ServerFrame::Presence { .. } => "presence",
+        ServerFrame::GroupUpdate { .. } => "group_update",
+        ServerFrame::Dismissed { .. } => "dismissed",
+        ServerFrame::Invited { .. } => "invited",
+        ServerFrame::Ok { .. } => "ok",
+        ServerFrame::Records { .. } => "records",
+        ServerFrame::Flagged { .. } => "flagged",
+        ServerFrame::Escalation { .. } => "escalation",
+        ServerFrame::Escalations { .. } => "escalations",
+        ServerFrame::SupportNotice { .. } => "support_notice",
+        ServerFrame::Coverage { .. } => "coverage",
+        ServerFrame::Rota { .. } => "rota",
         ServerFrame::Error { .. } => "error",
         ServerFrame::Shutdown { .. } => "shutdown",
     }
 }
 
-fn every_server_frame() -> Vec<ServerFrame> {
-    let key = PublicKey(signer().verifying_key().to_bytes());
-    let info = GroupInfo {
+fn group_info() -> GroupInfo {
+    GroupInfo {
         id: demo(),
         title: "Demo".into(),
         kind: GroupKind::DropIn,
-    };
-    let member = MemberInfo {
-        key,
+    }
+}
+
+fn member_info() -> MemberInfo {
+    MemberInfo {
+        key: someone(),
         name: "River".into(),
         roles: vec![Role::Facilitator],
         online: true,
         join: env(Kind::Join),
-    };
+        status: MemberStatus::Admitted,
+        facilitator: true,
+        muted_until_ms: Some(5),
+        away: false,
+    }
+}
+
+fn group_state() -> GroupState {
+    GroupState {
+        session: 1,
+        session_open: true,
+        door_open: true,
+        next_session_ms: Some(7),
+        paused: false,
+        locked: false,
+        slow_mode_secs: 0,
+        agreement: Agreement {
+            version: 1,
+            text: "Be kind.".into(),
+        },
+        pinned: vec![1],
+        lead: Some(someone()),
+        co_facilitators: vec![someone()],
+    }
+}
+
+fn redaction() -> Redaction {
+    Redaction {
+        by: someone(),
+        reason: "why".into(),
+        control_seq: 2,
+    }
+}
+
+fn record_info() -> RecordInfo {
+    RecordInfo {
+        id: 1,
+        group: demo(),
+        about: Some(someone()),
+        entries: vec![env(Kind::Record)],
+    }
+}
+
+fn helpline() -> Helpline {
+    Helpline {
+        name: "Samaritans".into(),
+        contact: "116 123".into(),
+        hours: "24 hours".into(),
+        nation: "UK".into(),
+        emergency: false,
+    }
+}
+
+fn rota_entry() -> RotaEntry {
+    RotaEntry {
+        supervisor: someone(),
+        start_ms: 1,
+        end_ms: 2,
+        level: 1,
+    }
+}
+
+fn context_event() -> ContextEvent {
+    ContextEvent {
+        seq: 1,
+        ts: 1,
+        env: env(Kind::Post),
+    }
+}
+
+fn escalation_step() -> EscalationStep {
+    EscalationStep {
+        ts: 1,
+        step: "handover".into(),
+        actor: Some(someone()),
+        env: Some(env(Kind::Escalation)),
+        level: Some(1),
+        to: vec![someone()],
+    }
+}
+
+fn escalation_view() -> EscalationView {
+    EscalationView {
+        id: 1,
+        group: demo(),
+        about: someone(),
+        severity: Severity::Urgent,
+        status: EscalationStatus::Open,
+        level: 1,
+        waiting_for: vec![someone()],
+        deadline_ms: Some(2),
+        created_ms: 1,
+        handler: Some(someone()),
+        flags: vec![env(Kind::Flag)],
+        context: vec![context_event()],
+        steps: vec![escalation_step()],
+        outcome: Some("o".into()),
+    }
+}
+
+fn every_server_frame() -> Vec<ServerFrame> {
+    let id = Some(1);
     vec![
         ServerFrame::Hello {
             protocol: peerhub_protocol::PROTOCOL_VERSION,
@@ -283,55 +591,400 @@ fn every_server_frame() -> Vec<ServerFrame> {
             limits: Limits::default(),
         },
         ServerFrame::AuthOk {
-            id: Some(1),
-            key,
+            id,
+            key: someone(),
             roles: vec![],
             counter: 0,
         },
         ServerFrame::Redeemed {
-            id: Some(2),
-            role: Role::Admin,
+            id,
+            role: InviteRole::Member,
+            group: Some(demo()),
             roles: vec![Role::Admin],
         },
         ServerFrame::GroupCreated {
-            id: Some(3),
-            group: info.clone(),
+            id,
+            group: group_info(),
         },
         ServerFrame::Joined {
-            id: Some(4),
-            group: info,
+            id,
+            group: group_info(),
             head: 0,
-            members: vec![member.clone()],
+            oldest: 1,
+            members: vec![member_info()],
+            status: MemberStatus::Waiting,
+            state: group_state(),
         },
-        ServerFrame::Left {
-            id: Some(5),
-            group: demo(),
-        },
+        ServerFrame::Left { id, group: demo() },
         ServerFrame::Ack {
-            id: Some(6),
+            id,
             group: demo(),
+            channel: Channel::Staff,
             seq: 1,
             counter: 2,
         },
         ServerFrame::Event {
             group: demo(),
+            channel: Channel::Staff,
             seq: 1,
             ts: 1,
-            env: env(Kind::Post),
+            env: Some(env(Kind::Post)),
+            note: Some(Note::MuteEnded { member: someone() }),
+            redacted: Some(redaction()),
         },
         ServerFrame::Presence {
             group: demo(),
-            member,
+            member: member_info(),
         },
-        ServerFrame::error(Some(7), ErrorCode::Replay, "replay"),
+        ServerFrame::GroupUpdate {
+            group: demo(),
+            state: group_state(),
+        },
+        ServerFrame::Dismissed {
+            group: demo(),
+            reason: "removed".into(),
+            message: "m".into(),
+        },
+        ServerFrame::Invited {
+            id,
+            token: "t".into(),
+            role: InviteRole::Member,
+            group: Some(demo()),
+            expires_ms: 3,
+        },
+        ServerFrame::Ok { id },
+        ServerFrame::Records {
+            id,
+            records: vec![record_info()],
+        },
+        ServerFrame::Error {
+            id,
+            code: ErrorCode::Closed,
+            message: "closed".into(),
+            retry_after_ms: Some(1),
+            next_session_ms: Some(2),
+        },
         ServerFrame::Shutdown {
             reason: "bye".into(),
+        },
+        ServerFrame::Flagged {
+            id,
+            escalation: 1,
+            merged: false,
+            on_call: true,
+            helplines: vec![helpline()],
+        },
+        ServerFrame::Escalation {
+            escalation: escalation_view(),
+        },
+        ServerFrame::Escalations {
+            id,
+            escalations: vec![escalation_view()],
+        },
+        ServerFrame::SupportNotice {
+            group: demo(),
+            escalation: 1,
+            notice: "resolved".into(),
+            message: "m".into(),
+            helplines: vec![helpline()],
+        },
+        ServerFrame::Coverage {
+            on_call: false,
+            helplines: vec![helpline()],
+        },
+        ServerFrame::Rota {
+            id,
+            entries: vec![rota_entry()],
         },
     ]
 }
 
+/// As [`client_variant`], for control actions: the wire name, and the channel the
+/// control is written to when signed by `by` (§8.1).
+fn control_variant(action: &ControlAction, by: PublicKey) -> (&'static str, Channel) {
+    let name = action.name();
+    let channel = match action {
+        ControlAction::Decline { .. } => Channel::Staff,
+        ControlAction::CheckIn { member } => Channel::pair(by, *member),
+        ControlAction::Admit { .. }
+        | ControlAction::Mute { .. }
+        | ControlAction::Unmute { .. }
+        | ControlAction::Remove { .. }
+        | ControlAction::Lock
+        | ControlAction::Unlock
+        | ControlAction::SlowMode { .. }
+        | ControlAction::Pause
+        | ControlAction::Resume
+        | ControlAction::Redact { .. }
+        | ControlAction::Pin { .. }
+        | ControlAction::Unpin { .. }
+        | ControlAction::AddCofacilitator { .. }
+        | ControlAction::HandOver { .. }
+        | ControlAction::SetAgreement { .. }
+        | ControlAction::OpenSession
+        | ControlAction::EndSession => Channel::Main,
+    };
+    (name, channel)
+}
+
+fn every_control_action() -> Vec<ControlAction> {
+    let member = someone();
+    let reason = Some("why".to_string());
+    vec![
+        ControlAction::Admit { member },
+        ControlAction::Decline {
+            member,
+            reason: reason.clone(),
+        },
+        ControlAction::Mute { member, minutes: 5 },
+        ControlAction::Unmute { member },
+        ControlAction::Remove {
+            member,
+            until_session_end: true,
+            reason,
+        },
+        ControlAction::Lock,
+        ControlAction::Unlock,
+        ControlAction::SlowMode { seconds: 30 },
+        ControlAction::Pause,
+        ControlAction::Resume,
+        ControlAction::Redact {
+            seq: 1,
+            reason: "why".into(),
+        },
+        ControlAction::Pin { seq: 1 },
+        ControlAction::Unpin { seq: 1 },
+        ControlAction::AddCofacilitator { member },
+        ControlAction::HandOver { member },
+        ControlAction::SetAgreement { text: "t".into() },
+        ControlAction::CheckIn { member },
+        ControlAction::OpenSession,
+        ControlAction::EndSession,
+    ]
+}
+
+/// The wire name of a note and the channel the hub writes it to (§8.10).
+fn note_variant(note: &Note) -> (&'static str, Channel) {
+    match note {
+        Note::RiskNudge { .. } => ("risk_nudge", Channel::Staff),
+        Note::MuteEnded { .. } => ("mute_ended", Channel::Main),
+    }
+}
+
+fn every_note() -> Vec<Note> {
+    vec![
+        Note::RiskNudge {
+            member: someone(),
+            seq: 1,
+            suggestion: "s".into(),
+        },
+        Note::MuteEnded { member: someone() },
+    ]
+}
+
+fn status_name(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::NeedsAgreement => "needs_agreement",
+        MemberStatus::Waiting => "waiting",
+        MemberStatus::Admitted => "admitted",
+        MemberStatus::Declined => "declined",
+        MemberStatus::Removed => "removed",
+    }
+}
+
+const EVERY_STATUS: [MemberStatus; 5] = [
+    MemberStatus::NeedsAgreement,
+    MemberStatus::Waiting,
+    MemberStatus::Admitted,
+    MemberStatus::Declined,
+    MemberStatus::Removed,
+];
+
+/// As [`client_variant`], for a supervisor's step: its wire name and the name of the
+/// step it adds to `EscalationView.steps`.
+fn escalation_action_variant(action: &EscalationAction) -> (&'static str, &'static str) {
+    match action {
+        EscalationAction::Ack => ("ack", "acknowledged"),
+        EscalationAction::Note { .. } => ("note", "note"),
+        EscalationAction::Handover { .. } => ("handover", "handover"),
+        EscalationAction::Resolve { .. } => ("resolve", "resolved"),
+    }
+}
+
+fn every_escalation_action() -> Vec<EscalationAction> {
+    vec![
+        EscalationAction::Ack,
+        EscalationAction::Note { text: "t".into() },
+        EscalationAction::Handover { to: someone() },
+        EscalationAction::Resolve {
+            outcome: "o".into(),
+        },
+    ]
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Concern => "concern",
+        Severity::Urgent => "urgent",
+        Severity::Emergency => "emergency",
+    }
+}
+
+fn consent_name(consent: Consent) -> &'static str {
+    match consent {
+        Consent::Own => "own",
+        Consent::Given => "given",
+        Consent::ImminentRisk => "imminent_risk",
+    }
+}
+
+fn escalation_status_name(status: EscalationStatus) -> &'static str {
+    match status {
+        EscalationStatus::Open => "open",
+        EscalationStatus::Acknowledged => "acknowledged",
+        EscalationStatus::Resolved => "resolved",
+    }
+}
+
+/// The `notice` values of `support_notice` the server sends (a string in the crate).
+const NOTICES: [&str; 4] = ["support_asked", "acknowledged", "unanswered", "resolved"];
+
+/// The `step` values of `EscalationStep` the server writes (a string in the crate).
+const STEPS: [&str; 8] = [
+    "raised",
+    "merged",
+    "routed",
+    "unanswered",
+    "acknowledged",
+    "note",
+    "handover",
+    "resolved",
+];
+
+/// A payload of `kind` with every optional field present, as JSON.
+fn full_payload(kind: Kind) -> Value {
+    let group = demo();
+    let (counter, ts) = (1, 2);
+    let value = match kind {
+        Kind::Auth => serde_json::to_value(AuthPayload {
+            challenge: "c".into(),
+            ts,
+        }),
+        Kind::Redeem => serde_json::to_value(RedeemPayload {
+            token: "t".into(),
+            counter,
+            ts,
+        }),
+        Kind::CreateGroup => serde_json::to_value(CreateGroupPayload {
+            group,
+            title: "T".into(),
+            group_kind: GroupKind::Virtual,
+            agreement: Some("a".into()),
+            access_code: Some("c".into()),
+            schedule: vec![full_window()],
+            retention: full_retention(),
+            waiting_room: Some(false),
+            counter,
+            ts,
+        }),
+        Kind::Join => serde_json::to_value(JoinPayload {
+            group,
+            name: "n".into(),
+            access_code: Some("c".into()),
+            counter,
+            ts,
+        }),
+        Kind::Post => serde_json::to_value(PostPayload {
+            group,
+            body: "b".into(),
+            to: Some(someone()),
+            counter,
+            ts,
+        }),
+        Kind::Invite => serde_json::to_value(InvitePayload {
+            role: InviteRole::Member,
+            group: Some(group),
+            ttl_ms: Some(1),
+            counter,
+            ts,
+        }),
+        Kind::Agree => serde_json::to_value(AgreePayload {
+            group,
+            version: 1,
+            counter,
+            ts,
+        }),
+        Kind::Control => serde_json::to_value(ControlPayload {
+            group,
+            action: ControlAction::Lock,
+            counter,
+            ts,
+        }),
+        Kind::Report => serde_json::to_value(ReportPayload {
+            group,
+            seq: 1,
+            reason: "r".into(),
+            counter,
+            ts,
+        }),
+        Kind::StepOut => serde_json::to_value(StepOutPayload {
+            group,
+            away: true,
+            counter,
+            ts,
+        }),
+        Kind::Record => serde_json::to_value(RecordPayload {
+            group,
+            about: Some(someone()),
+            reply_to: Some(1),
+            text: "t".into(),
+            counter,
+            ts,
+        }),
+        Kind::Flag => serde_json::to_value(FlagPayload {
+            group,
+            about: someone(),
+            seq: Some(1),
+            severity: Severity::Emergency,
+            consent: Consent::ImminentRisk,
+            reason: Some("r".into()),
+            withhold_notice: Some("w".into()),
+            note: Some("n".into()),
+            counter,
+            ts,
+        }),
+        Kind::Escalation => serde_json::to_value(EscalationActPayload {
+            escalation: 1,
+            action: EscalationAction::Ack,
+            counter,
+            ts,
+        }),
+        Kind::Rota => serde_json::to_value(RotaPayload {
+            entries: vec![rota_entry()],
+            counter,
+            ts,
+        }),
+        other => panic!("no payload type known to this test for {other:?}"),
+    };
+    value.unwrap()
+}
+
+fn full_window() -> SessionWindow {
+    SessionWindow {
+        start_ms: 1,
+        end_ms: 2,
+    }
+}
+
+fn full_retention() -> Retention {
+    Retention {
+        ephemeral: false,
+        history_days: Some(30),
+    }
+}
+
 fn type_of(json: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+    let value: Value = serde_json::from_str(json).unwrap();
     value["type"]
         .as_str()
         .unwrap_or_else(|| panic!("no string type in {json}"))
@@ -343,13 +996,22 @@ fn client_types() -> BTreeSet<String> {
         .iter()
         .map(|frame| {
             let wire = type_of(&frame.to_json());
-            assert_eq!(wire, client_variant(frame), "serde name of {frame:?}");
+            assert_eq!(wire, client_variant(frame).0, "serde name of {frame:?}");
             wire
         })
         .collect();
     let listed: BTreeSet<String> = CLIENT_FRAME_TYPES.iter().map(|t| t.to_string()).collect();
     assert_eq!(types, listed, "CLIENT_FRAME_TYPES differs from ClientFrame");
     types
+}
+
+/// Every kind a client frame carries.
+fn client_kinds() -> BTreeSet<&'static str> {
+    every_client_frame()
+        .iter()
+        .filter_map(|frame| client_variant(frame).1)
+        .map(Kind::as_str)
+        .collect()
 }
 
 fn server_types() -> BTreeSet<String> {
@@ -367,10 +1029,10 @@ fn server_types() -> BTreeSet<String> {
 }
 
 // ---------------------------------------------------------------------------------
-// Checking envelopes found in examples
+// Checking what examples carry, as a conforming client would (§12.8)
 
 /// Parses `payload` as the payload type of `kind` (unknown fields refused) and
-/// returns the group it names, if any.
+/// returns the group it is bound to, for the kinds sent to a group.
 fn parse_payload(kind: Kind, payload: &str) -> Result<Option<GroupId>, ProtocolError> {
     let probe = SignedEnvelope {
         kind,
@@ -387,9 +1049,27 @@ fn parse_payload(kind: Kind, payload: &str) -> Result<Option<GroupId>, ProtocolE
             probe.payload_as::<RedeemPayload>()?;
             None
         }
+        Kind::Invite => {
+            probe.payload_as::<InvitePayload>()?;
+            None
+        }
+        Kind::Escalation => {
+            probe.payload_as::<EscalationActPayload>()?;
+            None
+        }
+        Kind::Rota => {
+            probe.payload_as::<RotaPayload>()?;
+            None
+        }
+        Kind::Flag => Some(probe.payload_as::<FlagPayload>()?.group),
         Kind::CreateGroup => Some(probe.payload_as::<CreateGroupPayload>()?.group),
         Kind::Join => Some(probe.payload_as::<JoinPayload>()?.group),
         Kind::Post => Some(probe.payload_as::<PostPayload>()?.group),
+        Kind::Agree => Some(probe.payload_as::<AgreePayload>()?.group),
+        Kind::Control => Some(probe.payload_as::<ControlPayload>()?.group),
+        Kind::Report => Some(probe.payload_as::<ReportPayload>()?.group),
+        Kind::StepOut => Some(probe.payload_as::<StepOutPayload>()?.group),
+        Kind::Record => Some(probe.payload_as::<RecordPayload>()?.group),
         other => panic!("no payload type known to this test for {other:?}"),
     })
 }
@@ -411,6 +1091,29 @@ fn check_envelope(env: &SignedEnvelope, kind: Kind, group: Option<&GroupId>, at:
     }
 }
 
+/// The channel an envelope relayed in an `event` belongs to (§8.1, §12.8).
+fn channel_of(env: &SignedEnvelope, at: &str) -> Channel {
+    match env.kind {
+        Kind::Post => match env.payload_as::<PostPayload>().unwrap().to {
+            None => Channel::Main,
+            Some(to) => Channel::pair(env.key, to),
+        },
+        Kind::Control => {
+            let payload: ControlPayload = env.payload_as().unwrap();
+            control_variant(&payload.action, env.key).1
+        }
+        Kind::Report => Channel::Staff,
+        other => panic!("{at}: an event never carries a {other:?} envelope"),
+    }
+}
+
+/// A pair channel names two different keys, in ascending byte order (§8.1).
+fn check_channel(channel: &Channel, at: &str) {
+    if let Channel::Pair([a, b]) = channel {
+        assert!(a.0 < b.0, "{at}: pair keys not in ascending byte order");
+    }
+}
+
 fn check_member(member: &MemberInfo, group: &GroupId, at: &str) {
     check_envelope(&member.join, Kind::Join, Some(group), at);
     assert_eq!(
@@ -424,23 +1127,227 @@ fn check_member(member: &MemberInfo, group: &GroupId, at: &str) {
     );
 }
 
+fn check_state(state: &GroupState, at: &str) {
+    assert_eq!(
+        state.agreement.version == 0,
+        state.agreement.text.is_empty(),
+        "{at}: agreement version 0 is exactly the empty agreement"
+    );
+    assert!(state.session >= 1, "{at}: sessions count from 1");
+    assert!(
+        !state.door_open || state.session_open,
+        "{at}: the door is only open in a session"
+    );
+}
+
+/// §8.9: the entries of a record, in order.
+fn check_record(record: &RecordInfo, at: &str) {
+    assert!(!record.entries.is_empty(), "{at}: a record has an entry");
+    for (i, entry) in record.entries.iter().enumerate() {
+        check_envelope(entry, Kind::Record, Some(&record.group), at);
+        let payload: RecordPayload = entry.payload_as().unwrap();
+        if i == 0 {
+            assert_eq!(payload.reply_to, None, "{at}: the first entry opens it");
+            assert_eq!(payload.about, record.about, "{at}: about differs");
+        } else {
+            assert_eq!(payload.reply_to, Some(record.id), "{at}: entry {i}");
+            assert_eq!(payload.about, None, "{at}: entry {i} names about");
+        }
+    }
+}
+
+/// §12.8: an escalation's flags, context and steps.
+fn check_view(view: &EscalationView, at: &str) {
+    assert!(!view.flags.is_empty(), "{at}: an escalation has a flag");
+    let mut severity = Severity::Concern;
+    for flag in &view.flags {
+        check_envelope(flag, Kind::Flag, Some(&view.group), at);
+        let payload: FlagPayload = flag.payload_as().unwrap();
+        assert_eq!(payload.about, view.about, "{at}: a flag about someone else");
+        severity = severity.max(payload.severity);
+    }
+    assert_eq!(view.severity, severity, "{at}: not the highest severity");
+    for event in &view.context {
+        check_envelope(&event.env, event.env.kind, Some(&view.group), at);
+        assert_eq!(
+            channel_of(&event.env, at),
+            Channel::Main,
+            "{at}: context outside main"
+        );
+    }
+    assert_eq!(
+        view.steps.first().map(|s| s.step.as_str()),
+        Some("raised"),
+        "{at}: the first step"
+    );
+    for step in &view.steps {
+        assert!(
+            STEPS.contains(&step.step.as_str()),
+            "{at}: step {:?}",
+            step.step
+        );
+        match (&step.actor, &step.env) {
+            (Some(actor), Some(env)) => {
+                env.verify()
+                    .unwrap_or_else(|e| panic!("{at}: step does not verify: {e}"));
+                assert_eq!(env.key, *actor, "{at}: step signed by another key");
+                if ["raised", "merged"].contains(&step.step.as_str()) {
+                    assert!(
+                        view.flags.contains(env),
+                        "{at}: a step's flag is not listed"
+                    );
+                } else {
+                    check_envelope(env, Kind::Escalation, None, at);
+                    let payload: EscalationActPayload = env.payload_as().unwrap();
+                    assert_eq!(payload.escalation, view.id, "{at}: another escalation");
+                    let step_name = escalation_action_variant(&payload.action).1;
+                    assert_eq!(step.step, step_name, "{at}: step and action differ");
+                }
+            }
+            (None, None) => {
+                assert!(
+                    ["routed", "unanswered"].contains(&step.step.as_str()),
+                    "{at}: a {} step without its signer",
+                    step.step
+                );
+                assert!(step.level.is_some(), "{at}: a routing step names its level");
+            }
+            _ => panic!("{at}: a step has an actor without an envelope, or the reverse"),
+        }
+    }
+    match view.status {
+        EscalationStatus::Open => assert!(view.handler.is_none(), "{at}: open but taken"),
+        EscalationStatus::Acknowledged => assert!(view.handler.is_some(), "{at}: no handler"),
+        EscalationStatus::Resolved => assert!(view.outcome.is_some(), "{at}: no outcome"),
+    }
+}
+
 /// Decodes a documented client frame and checks it as the server would.
 fn check_client_example(block: &Block) -> ClientFrame {
     let at = format!("client-frame example at PROTOCOL.md line {}", block.line);
     let frame = decode_client_frame(&block.body)
         .unwrap_or_else(|e| panic!("{at} does not decode: {:?}", e.error));
-    let documented: serde_json::Value = serde_json::from_str(&block.body).unwrap();
-    let encoded: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
+    let documented: Value = serde_json::from_str(&block.body).unwrap();
+    let encoded: Value = serde_json::from_str(&frame.to_json()).unwrap();
     assert_eq!(documented, encoded, "{at} does not re-encode to itself");
-    match &frame {
-        ClientFrame::Auth { env, .. } => check_envelope(env, Kind::Auth, None, &at),
-        ClientFrame::Redeem { env, .. } => check_envelope(env, Kind::Redeem, None, &at),
-        ClientFrame::CreateGroup { env, .. } => check_envelope(env, Kind::CreateGroup, None, &at),
-        ClientFrame::Join { group, env, .. } => check_envelope(env, Kind::Join, Some(group), &at),
-        ClientFrame::Post { group, env, .. } => check_envelope(env, Kind::Post, Some(group), &at),
-        ClientFrame::Leave { .. } => {}
+    if let (Some((env, group)), Some(kind)) = (client_env(&frame), client_variant(&frame).1) {
+        check_envelope(env, kind, group, &at);
     }
     frame
+}
+
+/// Checks a documented server frame; returns it with where it was found.
+fn check_server_example(block: &Block) -> (ServerFrame, String) {
+    let at = format!("server-frame example at PROTOCOL.md line {}", block.line);
+    let frame: ServerFrame = serde_json::from_str(&block.body)
+        .unwrap_or_else(|e| panic!("{at} does not deserialize: {e}"));
+    // ServerFrame ignores unknown fields, so compare again after encoding: a field
+    // that was renamed or removed in the crate but not here fails.
+    let documented: Value = serde_json::from_str(&block.body).unwrap();
+    let encoded: Value = serde_json::from_str(&frame.to_json()).unwrap();
+    assert_eq!(documented, encoded, "{at} does not re-encode to itself");
+    match &frame {
+        ServerFrame::Hello {
+            protocol, limits, ..
+        } => {
+            assert_eq!(*protocol, peerhub_protocol::PROTOCOL_VERSION, "{at}");
+            assert_eq!(
+                *limits,
+                Limits::default(),
+                "{at}: limits differ from limits.rs"
+            );
+        }
+        ServerFrame::Ack { channel, .. } => check_channel(channel, &at),
+        ServerFrame::Event {
+            group,
+            channel,
+            env,
+            note,
+            redacted,
+            ..
+        } => {
+            check_channel(channel, &at);
+            match (env, note) {
+                (Some(env), None) => {
+                    check_envelope(env, env.kind, Some(group), &at);
+                    assert_eq!(*channel, channel_of(env, &at), "{at}: wrong channel");
+                    if redacted.is_some() {
+                        assert_eq!(env.kind, Kind::Post, "{at}: only posts are redacted");
+                        assert_eq!(*channel, Channel::Main, "{at}: redacted outside main");
+                    }
+                }
+                (None, Some(note)) => {
+                    assert_eq!(*channel, note_variant(note).1, "{at}: note channel");
+                    assert!(redacted.is_none(), "{at}: a note is never redacted");
+                }
+                (None, None) => {
+                    assert!(redacted.is_some(), "{at}: an event without env or note");
+                    assert_eq!(*channel, Channel::Main, "{at}: redacted outside main");
+                }
+                (Some(_), Some(_)) => panic!("{at}: an event with both env and note"),
+            }
+        }
+        ServerFrame::Presence { group, member } => check_member(member, group, &at),
+        ServerFrame::Joined {
+            group,
+            members,
+            head,
+            oldest,
+            state,
+            ..
+        } => {
+            for member in members {
+                check_member(member, &group.id, &at);
+            }
+            assert!(
+                (1..=head + 1).contains(oldest),
+                "{at}: oldest is within 1..=head+1"
+            );
+            check_state(state, &at);
+        }
+        ServerFrame::GroupUpdate { state, .. } => check_state(state, &at),
+        ServerFrame::Records { records, .. } => {
+            for record in records {
+                check_record(record, &at);
+            }
+        }
+        ServerFrame::Escalation { escalation } => check_view(escalation, &at),
+        ServerFrame::Escalations { escalations, .. } => {
+            for view in escalations {
+                check_view(view, &at);
+            }
+        }
+        ServerFrame::SupportNotice { notice, .. } => assert!(
+            NOTICES.contains(&notice.as_str()),
+            "{at}: notice {notice:?}"
+        ),
+        ServerFrame::Dismissed { reason, .. } => assert!(
+            ["removed", "declined", "session_ended"].contains(&reason.as_str()),
+            "{at}: dismissed for {reason:?}"
+        ),
+        ServerFrame::Error {
+            code,
+            retry_after_ms,
+            next_session_ms,
+            ..
+        } => {
+            let waits = [
+                ErrorCode::Muted,
+                ErrorCode::SlowMode,
+                ErrorCode::RateLimited,
+            ];
+            assert!(
+                retry_after_ms.is_none() || waits.contains(code),
+                "{at}: retry_after_ms with {code}"
+            );
+            assert!(
+                next_session_ms.is_none() || *code == ErrorCode::Closed,
+                "{at}: next_session_ms with {code}"
+            );
+        }
+        _ => {}
+    }
+    (frame, at)
 }
 
 // ---------------------------------------------------------------------------------
@@ -472,6 +1379,7 @@ fn worked_example_payload_is_the_post_the_text_describes() {
     assert_eq!(post.counter, 1);
     assert_eq!(post.ts, 1_764_000_000_000);
     assert!(!post.body.is_empty());
+    assert_eq!(post.to, None, "a main-channel post");
     assert!(
         payload.is_ascii(),
         "keep the example's bytes easy to check by hand"
@@ -555,7 +1463,7 @@ fn every_error_code_is_documented() {
             "PROTOCOL.md never mentions `{code}`"
         );
     }
-    let table = first_column_names(&section("Error codes"));
+    let table = field_table(&section("Error codes"), "code", "error codes");
     let all: BTreeSet<String> = ErrorCode::ALL.iter().map(|c| c.as_str().into()).collect();
     let missing: Vec<_> = all.difference(&table).collect();
     let unknown: Vec<_> = table.difference(&all).collect();
@@ -570,17 +1478,12 @@ fn every_error_code_is_documented() {
 }
 
 // ---------------------------------------------------------------------------------
-// (c) Frame types
+// (c) Frame types, kinds and their tables
 
-/// Every type has a heading of its own in `title`'s section, and every name in those
-/// headings is a type.
+/// Every type has a level-3 heading of its own in `title`'s section, and every name
+/// in those headings is a type.
 fn assert_headings_match(title: &str, types: &BTreeSet<String>) {
-    let lines = section(title);
-    let named: BTreeSet<String> = headings(&lines)
-        .into_iter()
-        .flat_map(backticked)
-        .map(str::to_string)
-        .collect();
+    let named = level3_names(&section(title));
     let missing: Vec<_> = types.difference(&named).collect();
     let unknown: Vec<_> = named.difference(types).collect();
     assert!(missing.is_empty(), "{title}: no heading for {missing:?}");
@@ -593,11 +1496,26 @@ fn assert_headings_match(title: &str, types: &BTreeSet<String>) {
 #[test]
 fn every_client_frame_type_has_a_heading() {
     assert_headings_match("Client frames", &client_types());
-    // The summary table of the section lists them too.
-    let table = first_column_names(&section("Client frames"));
-    for t in client_types() {
-        assert!(table.contains(&t), "client frame summary table lacks `{t}`");
+    // The summary table of the section lists them too, with the kind each carries.
+    let rows = table_under(&section("Client frames"), "`type`", "client frame summary");
+    for frame in every_client_frame() {
+        let (ty, kind) = client_variant(&frame);
+        let row = rows
+            .iter()
+            .find(|r| code_cell(&r[0]).as_deref() == Some(ty))
+            .unwrap_or_else(|| panic!("client frame summary table lacks `{ty}`"));
+        let documented = code_cell(&row[1]);
+        assert_eq!(
+            documented.as_deref(),
+            kind.map(Kind::as_str),
+            "summary table: the signed kind of `{ty}`"
+        );
+        assert!(
+            kind.is_some() || row[1] == "none",
+            "summary table: `{ty}` is not signed"
+        );
     }
+    assert_eq!(rows.len(), CLIENT_FRAME_TYPES.len(), "summary table rows");
 }
 
 #[test]
@@ -606,23 +1524,32 @@ fn every_server_frame_type_has_a_heading() {
 }
 
 #[test]
-fn every_signed_kind_is_in_the_kinds_table() {
-    let table = first_column_names(&section("Kinds"));
+fn every_signed_kind_is_in_the_kinds_table_with_its_fields() {
+    let rows = table_under(&section("Kinds"), "kind", "kinds table");
+    let mut seen = BTreeSet::new();
     for frame in every_client_frame() {
-        let env = match frame {
-            ClientFrame::Auth { env, .. }
-            | ClientFrame::Redeem { env, .. }
-            | ClientFrame::CreateGroup { env, .. }
-            | ClientFrame::Join { env, .. }
-            | ClientFrame::Post { env, .. } => env,
-            ClientFrame::Leave { .. } => continue,
+        let (ty, Some(kind)) = client_variant(&frame) else {
+            continue;
         };
-        assert!(
-            table.contains(env.kind.as_str()),
-            "kinds table lacks `{}`",
-            env.kind.as_str()
+        let row = rows
+            .iter()
+            .find(|r| code_cell(&r[0]).as_deref() == Some(kind.as_str()))
+            .unwrap_or_else(|| panic!("kinds table lacks `{}`", kind.as_str()));
+        assert_eq!(
+            code_cell(&row[1]).as_deref(),
+            Some(ty),
+            "kinds table: the frame that carries `{}`",
+            kind.as_str()
         );
+        let fields: BTreeSet<String> = backticked(&row[2]).into_iter().map(Into::into).collect();
+        assert_same_fields(
+            &fields,
+            &keys(&full_payload(kind)),
+            &format!("kinds table row `{}`", kind.as_str()),
+        );
+        seen.insert(kind.as_str());
     }
+    assert_eq!(rows.len(), seen.len(), "kinds table rows that are no kind");
 }
 
 #[test]
@@ -637,6 +1564,68 @@ fn every_frame_type_has_an_example() {
         .map(|b| type_of(&b.body))
         .collect();
     assert_eq!(server, server_types(), "server frame types with examples");
+}
+
+#[test]
+fn client_frame_and_payload_field_tables_match_the_crate() {
+    for frame in every_client_frame() {
+        let (ty, kind) = client_variant(&frame);
+        let lines = frame_section("Client frames", ty);
+        let at = format!("client frame `{ty}`");
+        assert_same_fields(&field_table(&lines, "field", &at), &keys(&frame), &at);
+        if let Some(kind) = kind {
+            let at = format!("payload of `{}`", kind.as_str());
+            let documented = field_table(&lines, "payload field", &at);
+            assert_same_fields(&documented, &keys(&full_payload(kind)), &at);
+        }
+    }
+    let lines = frame_section("Client frames", "create_group");
+    let at = "create_group schedule windows";
+    assert_same_fields(
+        &field_table(&lines, "window field", at),
+        &keys(&full_window()),
+        at,
+    );
+    let at = "create_group retention";
+    assert_same_fields(
+        &field_table(&lines, "retention field", at),
+        &keys(&full_retention()),
+        at,
+    );
+}
+
+#[test]
+fn server_frame_and_object_field_tables_match_the_crate() {
+    for frame in every_server_frame() {
+        let ty = server_variant(&frame);
+        let lines = frame_section("Server frames", ty);
+        let at = format!("server frame `{ty}`");
+        assert_same_fields(&field_table(&lines, "field", &at), &keys(&frame), &at);
+    }
+    let note_fields: BTreeSet<String> = every_note().iter().flat_map(keys).collect();
+    let objects: [(&str, BTreeSet<String>); 13] = [
+        ("Limits", keys(&Limits::default())),
+        ("GroupInfo", keys(&group_info())),
+        ("MemberInfo", keys(&member_info())),
+        ("GroupState", keys(&group_state())),
+        ("Agreement", keys(&group_state().agreement)),
+        ("Note", note_fields),
+        ("Redaction", keys(&redaction())),
+        ("RecordInfo", keys(&record_info())),
+        ("Helpline", keys(&helpline())),
+        ("RotaEntry", keys(&rota_entry())),
+        ("EscalationView", keys(&escalation_view())),
+        ("EscalationStep", keys(&escalation_step())),
+        ("ContextEvent", keys(&context_event())),
+    ];
+    for (name, fields) in objects {
+        let at = format!("shared object `{name}`");
+        let documented = field_table(&object_section(name), "field", &at);
+        assert_same_fields(&documented, &fields, &at);
+    }
+    let at = "the envelope object";
+    let documented = field_table(&section("The envelope object"), "field", at);
+    assert_same_fields(&documented, &keys(&env(Kind::Post)), at);
 }
 
 // ---------------------------------------------------------------------------------
@@ -655,37 +1644,44 @@ fn client_frame_examples_decode_and_their_envelopes_verify() {
 fn server_frame_examples_deserialize_and_their_envelopes_verify() {
     let examples = tagged("server-frame");
     assert!(examples.len() >= server_types().len());
-    for block in &examples {
-        let at = format!("server-frame example at PROTOCOL.md line {}", block.line);
-        let frame: ServerFrame = serde_json::from_str(&block.body)
-            .unwrap_or_else(|e| panic!("{at} does not deserialize: {e}"));
-        // ServerFrame ignores unknown fields, so compare again after encoding: a field
-        // that was renamed or removed in the crate but not here fails.
-        let documented: serde_json::Value = serde_json::from_str(&block.body).unwrap();
-        let encoded: serde_json::Value = serde_json::from_str(&frame.to_json()).unwrap();
-        assert_eq!(documented, encoded, "{at} does not re-encode to itself");
-        match &frame {
-            ServerFrame::Hello {
-                protocol, limits, ..
-            } => {
-                assert_eq!(*protocol, peerhub_protocol::PROTOCOL_VERSION, "{at}");
-                assert_eq!(
-                    *limits,
-                    Limits::default(),
-                    "{at}: limits differ from limits.rs"
-                );
-            }
-            ServerFrame::Event { group, env, .. } => {
-                check_envelope(env, Kind::Post, Some(group), &at)
-            }
-            ServerFrame::Presence { group, member } => check_member(member, group, &at),
-            ServerFrame::Joined { group, members, .. } => {
-                for member in members {
-                    check_member(member, &group.id, &at);
-                }
-            }
-            _ => {}
-        }
+    let frames: Vec<(ServerFrame, String)> = examples.iter().map(check_server_example).collect();
+    // A redaction points at a `redact` control, by the same facilitator, naming the
+    // message and the reason (§8.7): the examples show one, so it must be there.
+    let events: Vec<(Channel, u64, &SignedEnvelope)> = frames
+        .iter()
+        .filter_map(|(frame, _)| match frame {
+            ServerFrame::Event {
+                channel,
+                seq,
+                env: Some(env),
+                ..
+            } => Some((*channel, *seq, env)),
+            _ => None,
+        })
+        .collect();
+    for (frame, at) in &frames {
+        let ServerFrame::Event {
+            seq,
+            redacted: Some(redaction),
+            ..
+        } = frame
+        else {
+            continue;
+        };
+        let (_, _, control) = events
+            .iter()
+            .find(|(channel, s, _)| channel.is_main() && *s == redaction.control_seq)
+            .unwrap_or_else(|| panic!("{at}: no example of main event {}", redaction.control_seq));
+        assert_eq!(control.key, redaction.by, "{at}: redacted by another key");
+        let payload: ControlPayload = control.payload_as().unwrap();
+        assert_eq!(
+            payload.action,
+            ControlAction::Redact {
+                seq: *seq,
+                reason: redaction.reason.clone()
+            },
+            "{at}: the control at control_seq is not this redaction"
+        );
     }
 }
 
@@ -696,32 +1692,238 @@ fn payload_examples_parse_and_match_a_frame_example() {
         .map(check_client_example)
         .collect();
     let shown: Vec<(Kind, String)> = frames
-        .into_iter()
-        .filter_map(|frame| match frame {
-            ClientFrame::Auth { env, .. }
-            | ClientFrame::Redeem { env, .. }
-            | ClientFrame::CreateGroup { env, .. }
-            | ClientFrame::Join { env, .. }
-            | ClientFrame::Post { env, .. } => Some((env.kind, env.payload)),
-            ClientFrame::Leave { .. } => None,
-        })
+        .iter()
+        .filter_map(client_env)
+        .map(|(env, _)| (env.kind, env.payload.clone()))
         .collect();
-    let mut count = 0;
+    let mut kinds = BTreeSet::new();
     for block in blocks(SPEC) {
         let Some(kind) = block.info.iter().find_map(|w| w.strip_prefix("payload-")) else {
             continue;
         };
-        count += 1;
         let at = format!("payload example at PROTOCOL.md line {}", block.line);
-        let kind: Kind = serde_json::from_value(serde_json::Value::String(kind.into()))
+        let kind: Kind = serde_json::from_value(Value::String(kind.into()))
             .unwrap_or_else(|_| panic!("{at}: {kind} is not a kind"));
         parse_payload(kind, &block.body).unwrap_or_else(|e| panic!("{at}: {e}"));
         assert!(
             shown.contains(&(kind, block.body.clone())),
             "{at} is not the payload of any client-frame example"
         );
+        kinds.insert(kind.as_str());
     }
-    assert!(count >= 5, "a payload example for every kind");
+    assert_eq!(kinds, client_kinds(), "kinds with a payload example");
+}
+
+// ---------------------------------------------------------------------------------
+// (e) Groups: controls, notes, channels, standing
+
+#[test]
+fn every_control_action_is_in_the_table_and_the_example_block() {
+    let by = someone();
+    let all: Vec<(&str, ControlAction)> = every_control_action()
+        .into_iter()
+        .map(|a| (control_variant(&a, by).0, a))
+        .collect();
+    // The table: one row per action, with its fields and its channel.
+    let rows = table_under(&section("Facilitator controls"), "`do`", "controls table");
+    assert_eq!(rows.len(), all.len(), "controls table rows");
+    for (name, action) in &all {
+        let row = rows
+            .iter()
+            .find(|r| code_cell(&r[0]).as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("controls table lacks `{name}`"));
+        let mut fields = keys(action);
+        fields.remove("do");
+        let documented: BTreeSet<String> =
+            backticked(&row[1]).into_iter().map(Into::into).collect();
+        assert_same_fields(&documented, &fields, &format!("control `{name}`"));
+        let channel = match control_variant(action, by).1 {
+            Channel::Main => "main",
+            Channel::Staff => "staff",
+            Channel::Pair(_) => "pair of the two",
+        };
+        assert_eq!(row[3], channel, "control `{name}`: channel column");
+    }
+    // The example block: every action once, each as the crate encodes it.
+    let block = one("control-actions");
+    let documented: Vec<Value> = serde_json::from_str(&block.body).unwrap();
+    let mut names = BTreeSet::new();
+    for value in documented {
+        let action: ControlAction = serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("control-actions: {value} does not decode: {e}"));
+        assert_eq!(
+            serde_json::to_value(&action).unwrap(),
+            value,
+            "control-actions: {value} does not re-encode to itself"
+        );
+        assert!(names.insert(action.name()), "{} twice", action.name());
+    }
+    let expected: BTreeSet<&str> = all.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, expected, "control-actions block");
+}
+
+#[test]
+fn every_note_and_channel_has_an_event_example() {
+    let mut channels = BTreeSet::new();
+    let mut notes = BTreeSet::new();
+    for block in tagged("server-frame") {
+        let Ok(ServerFrame::Event { channel, note, .. }) = serde_json::from_str(&block.body) else {
+            continue;
+        };
+        channels.insert(match channel {
+            Channel::Main => "main",
+            Channel::Staff => "staff",
+            Channel::Pair(_) => "pair",
+        });
+        if let Some(note) = note {
+            notes.insert(note_variant(&note).0);
+        }
+    }
+    assert_eq!(channels, BTreeSet::from(["main", "staff", "pair"]));
+    let all: BTreeSet<&str> = every_note().iter().map(|n| note_variant(n).0).collect();
+    assert_eq!(notes, all, "notes with an event example");
+    // The `note` row of the `Note` table names every note, by its wire tag.
+    let rows = table_under(&object_section("Note"), "field", "Note");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "`note`")
+        .expect("the Note table has a `note` row");
+    let documented: BTreeSet<&str> = backticked(&row[1])
+        .into_iter()
+        .map(|w| w.trim_matches('"'))
+        .collect();
+    for note in every_note() {
+        let tag = serde_json::to_value(&note).unwrap()["note"].clone();
+        assert_eq!(tag, note_variant(&note).0, "wire tag of {note:?}");
+    }
+    assert_eq!(documented, all, "notes named in the Note table");
+}
+
+#[test]
+fn every_member_status_is_in_the_standing_table() {
+    let lines = section("Standing, the room and the waiting room");
+    let documented = field_table(&lines, "status", "standing table");
+    let all: BTreeSet<String> = EVERY_STATUS
+        .iter()
+        .map(|s| {
+            let wire = serde_json::to_value(s).unwrap();
+            assert_eq!(wire, status_name(*s), "wire name of {s:?}");
+            status_name(*s).to_string()
+        })
+        .collect();
+    assert_same_fields(&documented, &all, "standing table");
+}
+
+// ---------------------------------------------------------------------------------
+// (f) Escalation: steps, notices and the values of its enums
+
+#[test]
+fn every_escalation_action_is_in_the_table_and_the_example_block() {
+    let all: Vec<(&str, EscalationAction)> = every_escalation_action()
+        .into_iter()
+        .map(|a| (escalation_action_variant(&a).0, a))
+        .collect();
+    let rows = table_under(&section("Supervisors' steps"), "`do`", "steps table");
+    assert_eq!(rows.len(), all.len(), "steps table rows");
+    for (name, action) in &all {
+        assert_eq!(action.name(), *name, "wire name of {action:?}");
+        let row = rows
+            .iter()
+            .find(|r| code_cell(&r[0]).as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("steps table lacks `{name}`"));
+        let mut fields = keys(action);
+        fields.remove("do");
+        let documented: BTreeSet<String> =
+            backticked(&row[1]).into_iter().map(Into::into).collect();
+        assert_same_fields(&documented, &fields, &format!("escalation action `{name}`"));
+    }
+    let block = one("escalation-actions");
+    let documented: Vec<Value> = serde_json::from_str(&block.body).unwrap();
+    let mut names = BTreeSet::new();
+    for value in documented {
+        let action: EscalationAction = serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("escalation-actions: {value} does not decode: {e}"));
+        assert_eq!(
+            serde_json::to_value(&action).unwrap(),
+            value,
+            "escalation-actions: {value} does not re-encode to itself"
+        );
+        assert!(names.insert(action.name()), "{} twice", action.name());
+    }
+    let expected: BTreeSet<&str> = all.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, expected, "escalation-actions block");
+}
+
+/// The quoted values listed in the type cell of `field`'s row of a field table.
+fn listed_values(lines: &[&str], header: &str, field: &str, at: &str) -> BTreeSet<String> {
+    let rows = table_under(lines, header, at);
+    let row = rows
+        .iter()
+        .find(|r| code_cell(&r[0]).as_deref() == Some(field))
+        .unwrap_or_else(|| panic!("{at}: no row for `{field}`"));
+    backticked(&row[1])
+        .into_iter()
+        .map(|w| w.trim_matches('"').to_string())
+        .collect()
+}
+
+#[test]
+fn escalation_values_are_listed_where_they_are_used() {
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let severities = [Severity::Concern, Severity::Urgent, Severity::Emergency];
+    let consents = [Consent::Own, Consent::Given, Consent::ImminentRisk];
+    let statuses = [
+        EscalationStatus::Open,
+        EscalationStatus::Acknowledged,
+        EscalationStatus::Resolved,
+    ];
+    for severity in severities {
+        assert_eq!(
+            serde_json::to_value(severity).unwrap(),
+            severity_name(severity)
+        );
+    }
+    for consent in consents {
+        assert_eq!(
+            serde_json::to_value(consent).unwrap(),
+            consent_name(consent)
+        );
+    }
+    for status in statuses {
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            escalation_status_name(status)
+        );
+    }
+    let severities = set(&severities.map(severity_name));
+    let flag = frame_section("Client frames", "flag");
+    let at = "flag payload";
+    assert_eq!(
+        listed_values(&flag, "payload field", "severity", at),
+        severities
+    );
+    let consents = set(&consents.map(consent_name));
+    assert_eq!(
+        listed_values(&flag, "payload field", "consent", at),
+        consents
+    );
+    let view = object_section("EscalationView");
+    let at = "EscalationView";
+    assert_eq!(listed_values(&view, "field", "severity", at), severities);
+    let statuses = set(&statuses.map(escalation_status_name));
+    assert_eq!(listed_values(&view, "field", "status", at), statuses);
+    // Steps and notices are strings in the crate: the lists the server uses.
+    let steps = object_section("EscalationStep");
+    let rows = table_under(&steps, "field", "EscalationStep");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "`step`")
+        .expect("a `step` row");
+    let documented: BTreeSet<String> = backticked(&row[2]).into_iter().map(Into::into).collect();
+    assert_eq!(documented, set(&STEPS), "EscalationStep.step values");
+    let notices = field_table(&section("Who is told"), "`notice`", "notices table");
+    assert_eq!(notices, set(&NOTICES), "support_notice values");
 }
 
 // ---------------------------------------------------------------------------------
@@ -729,11 +1931,12 @@ fn payload_examples_parse_and_match_a_frame_example() {
 
 #[test]
 fn limits_table_matches_limits_rs() {
-    let expected: [(&str, u64); 8] = [
+    let expected: [(&str, u64); 9] = [
         ("max_frame_bytes", limits::MAX_FRAME_BYTES as u64),
         ("hard_frame_bytes", limits::HARD_FRAME_BYTES as u64),
         ("max_body_chars", limits::MAX_BODY_CHARS as u64),
         ("max_name_chars", limits::MAX_NAME_CHARS as u64),
+        ("max_text_chars", limits::MAX_TEXT_CHARS as u64),
         ("max_title_chars", limits::MAX_TITLE_CHARS as u64),
         ("max_clock_skew_ms", limits::MAX_CLOCK_SKEW_MS),
         ("history_on_join", limits::HISTORY_ON_JOIN),
@@ -750,6 +1953,19 @@ fn limits_table_matches_limits_rs() {
             .unwrap_or_else(|_| panic!("`{name}`: {:?} is not a number", row[1]));
         assert_eq!(documented, value, "`{name}` in PROTOCOL.md");
     }
+    // A limit added to limits.rs must be added to the list above (and the table).
+    let declared: BTreeSet<String> = LIMITS_RS
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_lowercase)
+        .collect();
+    let checked: BTreeSet<String> = expected.iter().map(|(n, _)| n.to_string()).collect();
+    let unchecked: Vec<_> = declared.difference(&checked).collect();
+    assert!(
+        unchecked.is_empty(),
+        "limits.rs constants not checked: {unchecked:?}"
+    );
 }
 
 #[test]
