@@ -49,9 +49,14 @@ pub enum ClientFrame {
         id: Option<u64>,
         /// The group.
         group: GroupId,
-        /// Resume: send every event with a seq greater than this.
+        /// Resume: send every main-channel event with a seq greater than this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
+        /// The group's access code, if it has one. Outside the envelope on purpose:
+        /// the signed join is relayed to other members, and the code is a
+        /// credential the server checks and keeps nothing of.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_code: Option<String>,
         /// Envelope of kind `join`.
         env: SignedEnvelope,
     },

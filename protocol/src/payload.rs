@@ -182,9 +182,6 @@ pub struct JoinPayload {
     pub group: GroupId,
     /// The display name, already in its normalised form.
     pub name: String,
-    /// The group's access code, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_code: Option<String>,
     /// Per-key counter.
     pub counter: u64,
     /// Client clock.

@@ -117,12 +117,14 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             request_id(),
             group_id(),
             proptest::option::of(any::<u64>()),
+            proptest::option::of("[a-z]{1,12}"),
             envelope(Kind::Join)
         )
-            .prop_map(|(id, group, after, env)| ClientFrame::Join {
+            .prop_map(|(id, group, after, access_code, env)| ClientFrame::Join {
                 id,
                 group,
                 after,
+                access_code,
                 env
             }),
         (request_id(), group_id(), envelope(Kind::Post))
@@ -273,18 +275,15 @@ fn payload() -> impl Strategy<Value = (Kind, String)> {
                     }
                 )
             ),
-        (group_id(), text(20), opt_text(), counted()).prop_map(
-            |(group, name, access_code, (counter, ts))| json(
-                Kind::Join,
-                &JoinPayload {
-                    group,
-                    name,
-                    access_code,
-                    counter,
-                    ts,
-                }
-            )
-        ),
+        (group_id(), text(20), counted()).prop_map(|(group, name, (counter, ts))| json(
+            Kind::Join,
+            &JoinPayload {
+                group,
+                name,
+                counter,
+                ts,
+            }
+        )),
         (
             group_id(),
             text(40),

@@ -382,6 +382,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
             id,
             group: demo(),
             after: Some(9),
+            access_code: Some("tulip".into()),
             env: env(Kind::Join),
         },
         ClientFrame::Post {
@@ -890,7 +891,6 @@ fn full_payload(kind: Kind) -> Value {
         Kind::Join => serde_json::to_value(JoinPayload {
             group,
             name: "n".into(),
-            access_code: Some("c".into()),
             counter,
             ts,
         }),

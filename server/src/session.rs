@@ -441,8 +441,9 @@ impl Session {
                 id,
                 group,
                 after,
+                access_code,
                 env,
-            } => self.join(id, group, after, env, ws).await,
+            } => self.join(id, group, after, access_code, env, ws).await,
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
                 let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
@@ -689,6 +690,7 @@ impl Session {
         id: Option<u64>,
         group: GroupId,
         after: Option<u64>,
+        access_code: Option<String>,
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
@@ -707,7 +709,7 @@ impl Session {
             key,
             roles: self.hub.store.roles(&key)?,
             name: payload.name,
-            access_code: payload.access_code,
+            access_code,
             counter: payload.counter,
             env,
         };

@@ -320,6 +320,7 @@ impl Client {
                 id,
                 group: gid(group),
                 after,
+                access_code: None,
                 env,
             })
             .await;

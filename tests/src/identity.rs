@@ -109,7 +109,6 @@ impl Identity {
             &JoinPayload {
                 group: gid(group),
                 name: name.to_string(),
-                access_code: None,
                 counter: self.next_counter(),
                 ts: now_ms(),
             },

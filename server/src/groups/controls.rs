@@ -46,9 +46,9 @@ impl GroupActor {
         if !self.room.members.contains_key(member) {
             return Err(ServerError::NotFound("no such member in this group"));
         }
-        if sanction && self.room.is_facilitator(member) {
+        if sanction && self.room.is_staff_member(member) {
             return Err(ServerError::Forbidden(
-                "facilitators cannot be sanctioned here; hand over or ask an admin",
+                "facilitators, supervisors and admins cannot be sanctioned here",
             ));
         }
         Ok(())
@@ -378,7 +378,7 @@ impl GroupActor {
             .subscribers
             .values()
             .map(|s| s.key)
-            .filter(|k| !self.room.is_facilitator(k))
+            .filter(|k| !self.room.is_staff_member(k))
             .collect();
         for member in participants {
             self.deferred.push(Deferred::Dismiss(

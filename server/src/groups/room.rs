@@ -73,6 +73,17 @@ impl Room {
             .is_some_and(|m| m.roles.contains(&Role::Supervisor))
     }
 
+    /// Whether a member holds any staff standing here: facilitator (by role or
+    /// co-facilitator), supervisor or admin.
+    pub fn is_staff_member(&self, key: &PublicKey) -> bool {
+        self.is_facilitator(key)
+            || self.members.get(key).is_some_and(|m| {
+                m.roles
+                    .iter()
+                    .any(|r| matches!(r, Role::Supervisor | Role::Admin))
+            })
+    }
+
     /// Whether `key` may hold a private line with any member: a facilitator here, or
     /// a supervisor (who may talk privately with the facilitator or the person).
     pub fn may_talk_privately(&self, key: &PublicKey) -> bool {
@@ -263,7 +274,7 @@ impl Room {
                 next_session_ms: self.next_session_ms(now),
             });
         }
-        let facilitator = self.is_facilitator(key);
+        let facilitator = self.is_staff_member(key);
         if self.state.paused && !facilitator {
             return Err(ServerError::Paused);
         }

@@ -301,6 +301,7 @@ async fn bad_joins_leaves_and_names_change_nothing() {
                 id: Some(9),
                 group: gid("circle"),
                 after: None,
+                access_code: None,
                 env: me.join("circle", "Facilitator Sam"),
             }
             .to_json(),
@@ -312,6 +313,7 @@ async fn bad_joins_leaves_and_names_change_nothing() {
                 id: Some(10),
                 group: gid("circle"),
                 after: None,
+                access_code: None,
                 env: me.join("circle", " padded "),
             }
             .to_json(),

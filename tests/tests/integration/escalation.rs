@@ -1117,3 +1117,41 @@ async fn the_rota_is_kept_from_the_command_line_and_helplines_are_configuration(
         ["Emergency services", "Our crisis line"]
     );
 }
+
+#[tokio::test]
+async fn the_person_a_flag_is_about_does_not_learn_who_raised_it() {
+    let Desk {
+        mut p,
+        p_id,
+        mut other,
+        ..
+    } = desk(true).await;
+    let other_key = other.identity.clone().unwrap().key();
+    let (id, ..) = flagged(
+        &flag(
+            &mut other,
+            p_id.key(),
+            Severity::Concern,
+            Consent::Given,
+            |f| f.note = Some("River said they have not slept for days".into()),
+        )
+        .await,
+    );
+    notice(&mut p, "support_asked").await;
+    let listed = p.request(|rid| ClientFrame::Escalations { id: rid }).await;
+    let ServerFrame::Escalations { escalations, .. } = listed else {
+        panic!("{listed:?}")
+    };
+    let mine = escalations
+        .iter()
+        .find(|e| e.id == id)
+        .expect("listed for the person");
+    assert!(mine.flags.is_empty(), "not the flag raised by someone else");
+    let raised = mine.steps.iter().find(|s| s.step == "raised").unwrap();
+    assert!(raised.actor.is_none() && raised.env.is_none());
+    let text = serde_json::to_string(mine).unwrap();
+    assert!(
+        !text.contains(&other_key.to_b64()) && !text.contains("not slept"),
+        "{text}"
+    );
+}

@@ -58,15 +58,16 @@ async fn join_with_code(
     let env = me.signed(Kind::Join, |counter, ts| JoinPayload {
         group: gid(group),
         name: name.into(),
-        access_code: code.map(str::to_string),
         counter,
         ts,
     });
+    let access_code = code.map(str::to_string);
     client
         .request(|id| ClientFrame::Join {
             id,
             group: gid(group),
             after: None,
+            access_code,
             env,
         })
         .await
@@ -857,6 +858,7 @@ async fn a_risk_phrase_nudges_the_facilitators_and_hides_nothing() {
 
 #[tokio::test]
 async fn access_codes_virtual_groups_and_schedules_guard_the_door() {
+    // (The access code travels outside the signed join, so it is never relayed.)
     let mut server = TestServer::start().await;
     server
         .create_group_with("coded", |g| {

@@ -103,6 +103,7 @@ async fn only_an_admin_creates_groups_and_ids_are_unique() {
         id: Some(5),
         group: gid("nowhere"),
         after: None,
+        access_code: None,
         env: join,
     };
     participant

@@ -251,6 +251,7 @@ async fn a_full_group_admits_no_new_member_but_staff_still_come_in() {
             id,
             group: gid("small"),
             after: None,
+            access_code: None,
             env,
         })
         .await;

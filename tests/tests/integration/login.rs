@@ -50,6 +50,7 @@ async fn a_forged_signature_is_refused() {
         id: Some(3),
         group: peerhub_tests::identity::gid("demo"),
         after: None,
+        access_code: None,
         env: join,
     };
     client

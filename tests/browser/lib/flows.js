@@ -1,0 +1,57 @@
+// Steps every test takes the way a person would: open a link, choose a name, agree,
+// let someone in, write. Each waits for what the person would see next.
+
+import assert from "node:assert/strict";
+
+/** Opens an invite link and waits for "Invite accepted". */
+export async function redeem(page, link) {
+  await page.goto(link);
+  await page.locator("#app-notice-text", { hasText: "Invite accepted" }).waitFor();
+}
+
+/** On the join screen: choose a name and join. */
+export async function joinAs(page, name) {
+  await page.locator("#join-name").fill(name);
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+}
+
+/** Reads and accepts the agreement shown (first stage, or the card above the room). */
+export async function agree(page) {
+  await page.locator("#stage-agreement").waitFor();
+  await page.locator("#agreement-accept").click();
+  await page.locator("#stage-agreement").waitFor({ state: "hidden" });
+}
+
+/** Writes to the group's conversation. */
+export async function say(page, text) {
+  const box = page.locator("#composer-input");
+  await box.fill(text);
+  await box.press("Enter");
+}
+
+/** The conversation item showing `text`. */
+export function message(page, text) {
+  return page.locator("#message-list > li", { hasText: text });
+}
+
+/** Waits until the message with `text` shows the verified mark. */
+export async function expectVerified(page, text) {
+  const item = message(page, text);
+  await item.locator(".mark-ok", { hasText: "Verified" }).first().waitFor();
+  assert.equal(await item.locator(".mark-bad").count(), 0, `"${text}" shows no unverified mark`);
+}
+
+/** The public key this browser holds (start screen, "Show the full key"). */
+export async function publicKey(page) {
+  const key = (await page.locator("#key-full").textContent())?.trim();
+  assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+  return key;
+}
+
+/** An admin puts `key` on the rota at level 1 from now for eight hours, and saves. */
+export async function putOnRota(adminPage, key) {
+  await adminPage.locator("#rota-key").fill(key);
+  await adminPage.getByRole("button", { name: "Add to the list" }).click();
+  await adminPage.getByRole("button", { name: "Save the rota" }).click();
+  await adminPage.locator("#rota-result", { hasText: "The rota is saved and in force." }).waitFor();
+}
