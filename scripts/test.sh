@@ -18,3 +18,19 @@ echo "== tests"
 # --workspace builds the peerhub binary too (the server crate has integration
 # tests), which the process tests in tests/ start and kill.
 cargo test --workspace --locked
+
+echo "== browser"
+# End-to-end tests of client-web in Debian's headless Chromium, driven by
+# playwright-core (tests/browser); they start target/debug/peerhub, built above.
+# Chromium comes from Debian's packages (never a downloaded browser build); CI runs
+# this script as root. Node.js 20 and npm are on the machine.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+cargo build --locked -p peerhub-server --bin peerhub
+(
+  cd tests/browser
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+  node --test --test-concurrency=1
+)

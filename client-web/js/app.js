@@ -17,6 +17,8 @@
 //   event-records.js   event frames of every channel → verified records
 //   standing.js        whether a post to the conversation can be sent now, and why not
 //   record-book.js     co-produced records about us (and written here), verified
+//   signposting.js     the hub's helplines and whether a supervisor is on call
+//   escalation-desk.js escalations a supervisor may act on, verified; the rota
 //   time-words.js      times and waits in words
 //   links.js           #invite= and #group= in the address bar, without history entries
 //   config.js          deployment settings (quick-exit page, timings, helplines)
@@ -27,33 +29,44 @@
 // itself after every reconnect); the group screen draws what the session reports —
 // agreement, waiting room, conversation or "dismissed" — and the facilitator console
 // when this key moderates the group. The record book listens to the connection.
+// Supervisors and admins also have the console (the escalation desk's queue), reached
+// from the top bar's on-call button; leaving it for a group and back keeps both.
+// Support notices go to the group screen when it shows their group, else to the
+// page's notice.
 
 import { socketUrl } from "./config.js";
 import { ServerClock } from "./clock.js";
 import { Connection } from "./connection.js";
 import { CounterSource } from "./counters.js";
 import { describeErrorFrame, sentenceFor } from "./errors.js";
+import { EscalationDesk } from "./escalation-desk.js";
 import { GroupSession, SessionState } from "./group-session.js";
 import { loadOrCreateIdentity } from "./keys.js";
 import { RecordBook } from "./record-book.js";
 import { forgetInvite, readLink, writeLink } from "./links.js";
 import { isValidGroupId, Kind, redeemPayload } from "./protocol.js";
+import { Signposting } from "./signposting.js";
 import { openStore } from "./store.js";
 import { initAnnouncer } from "./ui/announcer.js";
 import { byId, roleLabel } from "./ui/dom.js";
 import { createGroupView } from "./ui/group-view.js";
 import { initHelplines } from "./ui/helplines.js";
 import { createJoinView } from "./ui/join-view.js";
+import { createOnCallIndicator } from "./ui/on-call.js";
+import { createSupervisorView } from "./ui/supervisor-view.js";
+import { NOTICE_TITLE } from "./ui/support-words.js";
 import { clearNotice, clearNoticeIf, initNotices, showNotice } from "./ui/notices.js";
 import { initQuickExit } from "./ui/quick-exit.js";
 import { createStartView } from "./ui/start-view.js";
 import { bindStatusLine } from "./ui/status-line.js";
 
-const VIEWS = ["loading", "unsupported", "start", "join", "group"];
+const VIEWS = ["loading", "unsupported", "start", "join", "group", "supervisor"];
 
 let connection = null;
 let session = null;
 let views = null;
+let desk = null;
+let onCall = null;
 
 // An invite from the address bar, redeemed after the first login; kept until the
 // server has answered so that a dropped connection does not lose it.
@@ -96,6 +109,54 @@ function route(link, { initial = false } = {}) {
     return;
   }
   goToStart({ focus: !initial });
+}
+
+// ---- the supervisor console ----
+
+function showConsole() {
+  views.supervisor.show();
+  showView("supervisor");
+}
+
+/** Back from the console: to the group if one is open, else the start. */
+function leaveConsole() {
+  if (session && session.state !== SessionState.FAILED) {
+    showView("group", { focus: false });
+    views.group.focusStage();
+  } else {
+    goToStart();
+  }
+}
+
+/** A supervisor joins an escalation's group (the normal join; staff pass the door). */
+async function joinFromConsole(groupId, name) {
+  if (session && session.groupId === groupId && session.state === SessionState.JOINED) {
+    showView("group", { focus: false });
+    views.group.focusStage();
+    return;
+  }
+  writeLink({ group: groupId });
+  await joinGroup(groupId, name, null);
+  views.supervisor.refreshNames();
+}
+
+/** A supervisor writes privately to the person (a key) or the lead facilitator. */
+async function privateFromConsole(groupId, key, name) {
+  await joinFromConsole(groupId, name);
+  const peer = key === "lead" ? session?.lead() : key;
+  if (!peer) {
+    throw Object.assign(new Error("no lead"), { code: "no_lead_here" });
+  }
+  views.group.openPrivate(peer);
+}
+
+/** A verified pseudonym for a key of a group, when the group on screen is that one. */
+function nameFor(groupId, key) {
+  if (!session || session.groupId !== groupId) {
+    return null;
+  }
+  const member = session.member(key);
+  return member?.verified ? member.name : null;
 }
 
 function goToGroup(groupId) {
@@ -189,6 +250,11 @@ async function redeemInvite() {
     forgetInvite();
     connection.roles = Array.isArray(reply.roles) ? reply.roles : connection.roles;
     views.start.setRoles(connection.roles);
+    if (desk.isStaff()) {
+      // A new supervisor or admin: the queue arrives as pushes; read the rota too.
+      desk.loadRota();
+    }
+    onCall.render();
     if (reply.role === "member" && typeof reply.group === "string") {
       if (!session && isValidGroupId(reply.group) && !readLink().group) {
         goToGroup(reply.group);
@@ -228,7 +294,6 @@ function showUnsupported(code) {
 async function boot() {
   initNotices();
   initAnnouncer();
-  initHelplines();
   initQuickExit({
     button: byId("quick-exit"),
     beforeExit: () => connection?.close(),
@@ -239,6 +304,8 @@ async function boot() {
     byId("main").focus();
   });
 
+  const signposting = new Signposting();
+  initHelplines(signposting);
   const store = await openStore();
   let identity;
   try {
@@ -256,16 +323,41 @@ async function boot() {
   });
   bindStatusLine(byId("connection-status"), byId("reconnect"), connection);
 
+  signposting.listen(connection);
   const recordBook = new RecordBook({ connection, identity });
+  desk = new EscalationDesk({ connection, identity });
   views = {
-    start: createStartView({ identity, connection, onGoToGroup: goToGroup }),
+    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole }),
     join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart() }),
-    group: createGroupView({ connection, recordBook, onLeave: () => goToStart(), onRejoin: joinAgain }),
+    group: createGroupView({ connection, recordBook, signposting, onLeave: () => goToStart(), onRejoin: joinAgain }),
+    supervisor: createSupervisorView({
+      desk,
+      connection,
+      identity,
+      signposting,
+      nameFor,
+      onJoin: joinFromConsole,
+      onPrivate: privateFromConsole,
+      onBack: leaveConsole,
+      onOpen: showConsole,
+    }),
   };
+  onCall = createOnCallIndicator({ desk, connection, onOpen: showConsole });
+
+  // How a request for support is going: on the group screen when it shows that group.
+  connection.addEventListener("support", (ev) => {
+    const frame = ev.detail;
+    if (!views.group.supportNotice(frame)) {
+      const title = NOTICE_TITLE[frame.notice] ?? "News about a request for support";
+      const group = typeof frame.group === "string" ? ` (group ${frame.group})` : "";
+      showNotice(`${title}${group}. ${typeof frame.message === "string" ? frame.message.slice(0, 500) : ""}`, "info");
+    }
+  });
 
   connection.addEventListener("authenticated", (ev) => {
     clearNoticeIf(sentenceFor("shutting_down"));
     views.start.setRoles(ev.detail.roles);
+    onCall.render();
     redeemInvite();
   });
   connection.addEventListener("shutdown", () => showNotice(sentenceFor("shutting_down")));

@@ -42,18 +42,27 @@ export const MAX_RESIGN_ATTEMPTS = 3;
 export const RESUME_SETTLE_TIMEOUT_MS = 10_000;
 
 /**
- * Placeholder helplines until the server provides configured ones: the sentence shown
- * first, then one line per service.
+ * Helplines shown only until the hub sends its own (every `coverage`, `flagged` and
+ * `support_notice` frame carries the configured list, which replaces this one). Same
+ * shape as the protocol's `Helpline`.
  */
-export const HELPLINES_LEAD = "If you are in danger now call 999.";
-export const HELPLINES = [
-  { name: "Emergency services", tel: "999", shown: "999" },
-  { name: "NHS 111", tel: "111", shown: "111" },
-  { name: "Samaritans", tel: "116123", shown: "116 123" },
+export const FALLBACK_HELPLINES = [
+  { name: "Emergency services", contact: "999", hours: "24 hours", nation: "UK", emergency: true },
+  { name: "NHS 111 (press 2 for mental health)", contact: "111", hours: "24 hours", nation: "England", emergency: false },
+  { name: "Samaritans", contact: "116 123", hours: "24 hours", nation: "UK", emergency: false },
 ];
 
 /** The words "I need support now" writes in for the person, to send or change. */
 export const SUPPORT_MESSAGE = "I need support now";
+
+/** How often the supervisor console redraws deadlines and waiting times. */
+export const COUNTDOWN_TICK_MS = 1000;
+
+/** How often the on-call indicator re-reads the rota (windows start and end). */
+export const ROTA_REFRESH_MS = 60_000;
+
+/** Default length of a new rota window an admin adds, in hours. */
+export const ROTA_DEFAULT_HOURS = 8;
 
 /** Mute lengths a facilitator picks from, in minutes. */
 export const MUTE_CHOICES = [5, 10, 15, 30, 60, 120, 1440];

@@ -6,6 +6,7 @@
 //   reply with our id ─► resolves / rejects the request's promise
 //   event, presence, joined / group_update / dismissed (pushes) ─► "push"
 //   records (reply or push) ─► "records"   shutdown ─► "shutdown"
+//   coverage ─► "coverage"   escalation (push) ─► "escalation"   support_notice ─► "support"
 //   error without id ─► "server-error"
 //
 // Owns: the socket, the pending-request table and the reconnect timer. It does not
@@ -19,6 +20,11 @@
 //                                         joined without an id (admitted from the
 //                                         waiting room), in arrival order
 //   "records"       frame                 every `records` frame, reply or push
+//   "coverage"      frame                 whether a supervisor is on call, with the
+//                                         helplines (after login and on every change)
+//   "escalation"    frame                 an escalation changed (supervisors, admins)
+//   "support"       frame                 a `support_notice`: how a request for support
+//                                         is going, for the people it concerns
 //   "shutdown"      { reason }            the server is stopping (it will close 1001)
 //   "server-error"  frame                 error frames that answer no pending request
 //   "fatal"         { code }              this client cannot talk to this server, or the
@@ -283,6 +289,15 @@ export class Connection extends EventTarget {
       case "dismissed":
       case "joined":
         this.emit("push", frame);
+        break;
+      case "coverage":
+        this.emit("coverage", frame);
+        break;
+      case "escalation":
+        this.emit("escalation", frame);
+        break;
+      case "support_notice":
+        this.emit("support", frame);
         break;
       case "shutdown":
         this.emit("shutdown", { reason: typeof frame.reason === "string" ? frame.reason : "" });

@@ -90,6 +90,19 @@ const SENTENCES = {
   no_lead:
     "No facilitator has arrived yet, so there is nobody to write to privately. The helplines below are there now.",
   not_in_group: "This needs you to be in the group. Please join it again.",
+  empty_flag_reason: "Please say why. The supervisor needs it to act on this.",
+  empty_note: "Please write the note first.",
+  empty_outcome: "Please say how it ended: the outcome is kept with the escalation.",
+  no_handover_target: "Please choose the supervisor to hand it over to.",
+  invalid_key:
+    "That isn't a whole key. Please paste the supervisor's full key, as shown under “Show the full key” on their start screen or in their console.",
+  invalid_window: "Please give a start and an end, with the end after the start.",
+  too_many_rota_entries: "A rota can have at most 1,000 entries.",
+  no_lead_here: "This group has no lead facilitator at the moment, so there is nobody to write to there yet.",
+  no_supervisor_name: "Please choose the name people will see before joining a group.",
+  notifications_unsupported: "This browser can't show notifications. The sound and this page will still tell you.",
+  notifications_denied:
+    "Notifications are blocked for this site. You can allow them in the browser's site settings; the sound and this page will still tell you.",
 };
 
 const GENERIC = "Something went wrong, and nothing was changed. Please try again.";

@@ -60,7 +60,7 @@ export function readRedaction(redacted) {
 }
 
 /** Whether a verified envelope belongs in this channel; returns a reason if not. */
-function channelProblem(channel, kind, payload, key) {
+export function channelProblem(channel, kind, payload, key) {
   const action = payload?.action?.do;
   if (channel === MAIN) {
     if (kind === Kind.POST) {

@@ -44,7 +44,9 @@ import {
   agreePayload,
   channelKey,
   controlPayload,
+  flagPayload,
   HISTORY_ON_JOIN,
+  joinFrameFields,
   joinPayload,
   Kind,
   MAIN,
@@ -219,8 +221,8 @@ export class GroupSession extends EventTarget {
       joined = await this.conn.signedRequest(
         "join",
         Kind.JOIN,
-        (counter, ts) => joinPayload(this.groupId, this.name, this.accessCode, counter, ts),
-        { group: this.groupId, after },
+        (counter, ts) => joinPayload(this.groupId, this.name, counter, ts),
+        joinFrameFields(this.groupId, after, this.accessCode),
       );
     } finally {
       this.joinInFlight = false;
@@ -766,6 +768,21 @@ export class GroupSession extends EventTarget {
   /** Opens a record ({ about?, text }) or adds words to one ({ replyTo, text }). */
   writeRecord(fields) {
     return this.signed("record", Kind.RECORD, (counter, ts) => recordPayload(this.groupId, fields, counter, ts));
+  }
+
+  /**
+   * Raises a distress flag (protocol.js `flagPayload` fields: about, seq?, severity,
+   * consent, reason?, withholdNotice?, note?). Resolves with the `flagged` answer.
+   * This is the help path: it goes even after the server took us out of the group
+   * (removed people can still ask for help there), and nothing here holds it back.
+   */
+  flag(fields) {
+    return this.conn.signedRequest(
+      "flag",
+      Kind.FLAG,
+      (counter, ts) => flagPayload(this.groupId, fields, counter, ts),
+      { group: this.groupId },
+    );
   }
 
   // ---- helpers ----

@@ -26,6 +26,9 @@ export const Kind = Object.freeze({
   REPORT: "report",
   STEP_OUT: "step_out",
   RECORD: "record",
+  FLAG: "flag",
+  ESCALATION: "escalation",
+  ROTA: "rota",
 });
 
 /** Roles a key can hold (frame.rs `Role`). */
@@ -92,6 +95,7 @@ const GROUP_SCOPED = new Set([
   Kind.REPORT,
   Kind.STEP_OUT,
   Kind.RECORD,
+  Kind.FLAG,
 ]);
 
 /** The exact bytes a signature covers. */
@@ -147,12 +151,18 @@ export function createGroupPayload(group, title, groupKind, settings, counter, t
   return { ...payload, counter, ts };
 }
 
-export function joinPayload(group, name, accessCode, counter, ts) {
-  const payload = { group, name: wellFormed(name) };
-  if (accessCode) {
-    payload.access_code = wellFormed(accessCode);
-  }
-  return { ...payload, counter, ts };
+/**
+ * The signed join. A group's access code is not in it: the signed join is relayed to
+ * other members, so the code travels beside it as the join frame's `access_code`
+ * (see `joinFrameFields`).
+ */
+export function joinPayload(group, name, counter, ts) {
+  return { group, name: wellFormed(name), counter, ts };
+}
+
+/** The join frame's fields beside `env`: the group, resume point and access code. */
+export function joinFrameFields(group, after, accessCode) {
+  return { group, after, access_code: accessCode ? wellFormed(accessCode) : undefined };
 }
 
 /** A message; with `to`, a private check-in message to that one key. */
@@ -203,6 +213,75 @@ export function recordPayload(group, { about, replyTo, text }, counter, ts) {
   payload.text = wellFormed(text);
   return { ...payload, counter, ts };
 }
+
+/**
+ * A distress flag (payload.rs `FlagPayload`). `fields`: about (key), seq (optional
+ * main-channel seq), severity, consent ("own" exactly when about is the signer),
+ * reason (required with imminent_risk), withholdNotice (only with imminent_risk),
+ * note. Empty optional texts are left out.
+ */
+export function flagPayload(group, fields, counter, ts) {
+  const payload = { group, about: fields.about };
+  if (Number.isSafeInteger(fields.seq)) {
+    payload.seq = fields.seq;
+  }
+  payload.severity = fields.severity;
+  payload.consent = fields.consent;
+  const reason = optionalText(fields.reason);
+  if (reason) {
+    payload.reason = reason;
+  }
+  const withhold = optionalText(fields.withholdNotice);
+  if (withhold) {
+    payload.withhold_notice = withhold;
+  }
+  const note = optionalText(fields.note);
+  if (note) {
+    payload.note = note;
+  }
+  return { ...payload, counter, ts };
+}
+
+/** A supervisor's step on an escalation (`EscalationActPayload`); see `EscalationAct`. */
+export function escalationActPayload(escalation, action, counter, ts) {
+  return { escalation, action, counter, ts };
+}
+
+/** The whole new on-call rota (`RotaPayload`): [{ supervisor, start_ms, end_ms, level }]. */
+export function rotaPayload(entries, counter, ts) {
+  return {
+    entries: entries.map((e) => ({ supervisor: e.supervisor, start_ms: e.start_ms, end_ms: e.end_ms, level: e.level })),
+    counter,
+    ts,
+  };
+}
+
+// ---- escalations (escalation.rs, payload.rs `EscalationAction`, tagged by "do") ----
+
+/** Severities, least serious first (escalation.rs `Severity`). */
+export const SEVERITIES = Object.freeze(["concern", "urgent", "emergency"]);
+/** On what basis a flag is raised (escalation.rs `Consent`). */
+export const CONSENTS = Object.freeze(["own", "given", "imminent_risk"]);
+/** Where an escalation stands (escalation.rs `EscalationStatus`). */
+export const EscalationStatus = Object.freeze({ OPEN: "open", ACKNOWLEDGED: "acknowledged", RESOLVED: "resolved" });
+/** Routing level 4: nobody acknowledged in time and people were told. */
+export const LEVEL_UNANSWERED = 4;
+/** Rota levels: 1 primary, 2 second line. */
+export const ROTA_LEVELS = Object.freeze([1, 2]);
+/** Most rota entries the server accepts. */
+export const MAX_ROTA_ENTRIES = 1000;
+
+/** 0 for concern, 1 urgent, 2 emergency; -1 for anything else. */
+export function severityRank(severity) {
+  return SEVERITIES.indexOf(severity);
+}
+
+export const EscalationAct = Object.freeze({
+  ack: () => ({ do: "ack" }),
+  note: (text) => ({ do: "note", text: wellFormed(text) }),
+  handover: (to) => ({ do: "handover", to }),
+  resolve: (outcome) => ({ do: "resolve", outcome: wellFormed(outcome) }),
+});
 
 // ---- facilitator controls (payload.rs `ControlAction`, tagged by "do") ----
 
@@ -441,6 +520,14 @@ const ACTION_SHAPES = {
   end_session: () => true,
 };
 
+// The fields each escalation action carries (payload.rs `EscalationAction`).
+const ESCALATION_SHAPES = {
+  ack: () => true,
+  note: (a) => isText(a.text),
+  handover: (a) => isKey(a.to),
+  resolve: (a) => isText(a.outcome),
+};
+
 function checkPayloadShape(kind, p) {
   const counted = isCount(p.counter) && isCount(p.ts);
   const scoped = counted && typeof p.group === "string";
@@ -470,6 +557,34 @@ function checkPayloadShape(kind, p) {
       return counted && typeof p.group === "string" && typeof p.title === "string";
     case Kind.REDEEM:
       return counted && typeof p.token === "string";
+    case Kind.FLAG:
+      return (
+        scoped &&
+        isKey(p.about) &&
+        optional(p.seq, isCount) &&
+        SEVERITIES.includes(p.severity) &&
+        CONSENTS.includes(p.consent) &&
+        optional(p.reason, isText) &&
+        optional(p.withhold_notice, isText) &&
+        optional(p.note, isText)
+      );
+    case Kind.ESCALATION: {
+      const action = p.action;
+      const known = isObject(action) && Object.hasOwn(ESCALATION_SHAPES, action.do);
+      return (
+        counted &&
+        isCount(p.escalation) &&
+        isObject(action) &&
+        typeof action.do === "string" &&
+        (!known || ESCALATION_SHAPES[action.do](action))
+      );
+    }
+    case Kind.ROTA:
+      return (
+        counted &&
+        Array.isArray(p.entries) &&
+        p.entries.every((e) => isObject(e) && isKey(e.supervisor) && isCount(e.start_ms) && isCount(e.end_ms) && isCount(e.level))
+      );
     case Kind.AUTH:
       return isCount(p.ts) && typeof p.challenge === "string";
     default:

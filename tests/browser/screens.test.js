@@ -138,7 +138,15 @@ before(async () => {
     await item.locator(".flag-form").waitFor();
     await item.getByLabel(/No: I believe they are at risk/).check();
     await visit("flag-message", p, ".flag-form");
-    await item.getByRole("button", { name: "Cancel" }).click();
+    // Sent without asking, for a risk of immediate harm, and not told yet: both need a reason.
+    await item.getByRole("button", { name: "Ask a supervisor" }).click();
+    await item.locator(".field-error", { hasText: "Please say why" }).waitFor();
+    await item.getByLabel("Why do you believe the risk is immediate? (required)").fill("They said they were saying goodbye.");
+    await item.getByLabel("Don't tell them yet").check();
+    await item.getByLabel(/Why telling them now could make things worse/).fill("They said they would leave if anyone noticed.");
+    await item.getByRole("button", { name: "Ask a supervisor" }).click();
+    await item.locator(".flag-answer", { hasText: "Your request for a supervisor to offer them support has been sent" }).waitFor();
+    await item.getByRole("button", { name: "Close" }).click();
 
     // Asking for support (the form), then its answer.
     await p.getByRole("button", { name: "I need support now" }).first().click();

@@ -16,6 +16,9 @@ const ALTERED = "Meet at the usual placf";
 
 let server;
 let browser;
+// The two people of the first test, in the group, for the second.
+let reader;
+let writer;
 
 before(async () => {
   server = await startServer();
@@ -43,8 +46,8 @@ function tamper(text) {
 }
 
 test("a message altered in transit is shown as unverified, its text hidden behind a warning", { timeout: 90_000 }, async () => {
-  const reader = await person(browser, "reader");
-  const writer = await person(browser, "writer");
+  reader = await person(browser, "reader");
+  writer = await person(browser, "writer");
   const r = reader.page;
   const w = writer.page;
 
@@ -69,6 +72,11 @@ test("a message altered in transit is shown as unverified, its text hidden behin
   await joinAs(r, "Ada");
   await agree(r);
 
+  // Nobody is on the rota: the room says so plainly, with the helplines.
+  await w.locator("#coverage-line", { hasText: "No supervisor is on call right now" }).waitFor();
+  await w.locator("#coverage-helplines li", { hasText: "Emergency services" }).waitFor();
+  await w.getByRole("button", { name: "All helplines" }).waitFor();
+
   await say(w, "Good evening, everyone.");
   await say(w, `${MARKER} at eight.`);
   await expectVerified(w, `${MARKER} at eight.`);
@@ -88,5 +96,28 @@ test("a message altered in transit is shown as unverified, its text hidden behin
   await bad.getByRole("button", { name: "Show the unverified text" }).click();
   assert.match(await text.textContent(), new RegExp(ALTERED));
   assert.equal(await message(r, `${MARKER} at eight.`).count(), 0, "the original words never appear as verified");
+  assert.deepEqual([...reader.problems, ...writer.problems], []);
+});
+
+test("a facilitator asks a supervisor to offer a member support; the member is told, kindly, with the helplines", { timeout: 60_000 }, async () => {
+  assert.ok(reader && writer, "runs after the first test, in the same group");
+  const w = writer.page;
+  const r = reader.page;
+  const row = w.locator("#member-list li", { hasText: "Ada" });
+  await row.getByRole("button", { name: "Actions for Ada" }).click();
+  await row.getByRole("button", { name: "Ask a supervisor to offer support" }).click();
+  const form = row.locator(".flag-form");
+  await form.getByLabel("Worth a supervisor's look soon").check();
+  await form.getByLabel("Yes, they have agreed").check();
+  await form.getByLabel(/Anything else the supervisor should know/).fill("Ada asked me to, after the session.");
+  await form.getByRole("button", { name: "Ask a supervisor" }).click();
+  // Nobody is on call here: the answer says so, with the helplines.
+  await form.locator(".flag-answer", { hasText: "No supervisor is on call right now" }).waitFor();
+  await form.locator(".helplines-list li").first().waitFor();
+  // Ada hears that someone asked for support for her.
+  const told = r.locator("#support-updates li", { hasText: "Someone has asked for support for you" });
+  await told.waitFor();
+  assert.match(await told.textContent(), /You are not in trouble/);
+  await r.locator("#support-helplines li").first().waitFor();
   assert.deepEqual([...reader.problems, ...writer.problems], []);
 });

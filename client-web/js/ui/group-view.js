@@ -12,7 +12,9 @@
 //                                 ├─► composer-state (why writing is blocked)
 //                                 ├─► member-list (+ member-actions), waiting-room
 //                                 ├─► private-panel, staff-panel, records-panel
+//                                 ├─► support-now (self-flag, support notices)
 //                                 └─► group-controls
+//   signposting (coverage) ─► the "A supervisor is on call" line with the helplines
 
 import { SessionState } from "../group-session.js";
 import { describeErrorFrame, sentenceFor } from "../errors.js";
@@ -28,6 +30,7 @@ import { byId } from "./dom.js";
 import { errorSentence } from "./feedback.js";
 import { createGroupControls } from "./group-controls.js";
 import { createGroupStage, Stage } from "./group-stage.js";
+import { renderHelplines } from "./helplines.js";
 import { createMemberActions } from "./member-actions.js";
 import { createMemberList } from "./member-list.js";
 import { createMessageActions } from "./message-actions.js";
@@ -44,7 +47,7 @@ import { who } from "./who.js";
 
 const KIND_WORDS = { drop_in: "Drop-in group", virtual: "Virtual group" };
 
-export function createGroupView({ connection, recordBook, onLeave, onRejoin }) {
+export function createGroupView({ connection, recordBook, signposting, onLeave, onRejoin }) {
   const view = byId("view-group");
   const title = byId("group-title");
   const meta = byId("group-meta");
@@ -81,6 +84,33 @@ export function createGroupView({ connection, recordBook, onLeave, onRejoin }) {
   });
   const agreement = createAgreementView();
   createWaitingView({ onSupport: () => support.request() });
+  byId("dismissed-support").addEventListener("click", () => support.request());
+
+  // Whether a supervisor is on call, in the room, with the helplines when nobody is.
+  const coverage = byId("coverage");
+  const coverageLine = byId("coverage-line");
+  const coverageList = byId("coverage-helplines");
+  const coverageMore = byId("coverage-more");
+  coverageMore.addEventListener("click", () => {
+    if (byId("helplines").hidden) {
+      byId("helplines-toggle").click();
+    } else {
+      byId("helplines-title").focus();
+    }
+  });
+  renderHelplines(null, coverageList);
+  function renderCoverage() {
+    const onCall = signposting.onCall;
+    coverage.hidden = onCall === null;
+    coverage.dataset.state = onCall ? "on" : "off";
+    coverageLine.textContent = onCall
+      ? "A supervisor is on call: “I need support now” reaches them."
+      : "No supervisor is on call right now. A request for support is kept until someone can answer. If you need help now:";
+    coverageList.hidden = onCall !== false;
+    coverageMore.hidden = onCall !== false;
+  }
+  signposting.addEventListener("change", renderCoverage);
+  renderCoverage();
   const dismissed = createDismissedView({ onRejoin: () => onRejoin(session), onHome: () => onLeave() });
   const waitingRoom = createWaitingRoom({ onCheckIn: checkIn });
   const controls = createGroupControls();
@@ -135,6 +165,9 @@ export function createGroupView({ connection, recordBook, onLeave, onRejoin }) {
     consoleEl.hidden = !moderator;
     staff.setVisible(moderator);
     supportButton.hidden = moderator || Boolean(session.dismissal);
+    // The kind of per-person actions depends on our powers: build them again.
+    memberActions?.clear();
+    members?.refresh();
     records.render();
     waitingRoom.render();
     controls.render();
@@ -155,8 +188,10 @@ export function createGroupView({ connection, recordBook, onLeave, onRejoin }) {
     }
     stepOut.hidden = now !== Stage.ROOM;
     supportButton.hidden = session.canModerate() || now === Stage.DISMISSED;
-    // The dismissed screen has its own "Back to the start".
+    // The dismissed screen has its own "Back to the start" and "I need support now".
     byId("leave-group").hidden = now === Stage.DISMISSED;
+    byId("dismissed-support-row").hidden = now !== Stage.DISMISSED;
+    support.refresh();
   }
 
   function renderStepOut() {
@@ -370,6 +405,18 @@ export function createGroupView({ connection, recordBook, onLeave, onRejoin }) {
     },
 
     /** Moves focus to where the current stage starts (after the screen is shown). */
+    /** Shows a `support_notice` if it is about the group on screen; returns whether it did. */
+    supportNotice(frame) {
+      return support.notice(frame);
+    },
+
+    /** Opens the private conversation with `key` (a supervisor's console uses it). */
+    openPrivate(key) {
+      if (session) {
+        privatePanel.open(key);
+      }
+    },
+
     focusStage() {
       if (!session) {
         return;

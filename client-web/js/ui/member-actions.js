@@ -1,6 +1,8 @@
 // A facilitator's actions for one member: mute for a time, unmute, remove (for this
 // session or for good, with a reason they will read), check in privately, make
-// co-facilitator, hand over the lead.
+// co-facilitator, hand over the lead, raise a distress flag about them (ask a
+// supervisor to offer them support). A supervisor or admin in the group (no
+// facilitator powers) gets one action: write privately to the person.
 //
 // Owns: one actions panel per member key, kept between redraws of the people list so
 // what a facilitator is typing survives someone else's presence changing. Every action
@@ -13,6 +15,7 @@ import { Control } from "../protocol.js";
 import { minutesWords } from "../time-words.js";
 import { h } from "./dom.js";
 import { runWithStatus } from "./feedback.js";
+import { createFlagForm } from "./flag-form.js";
 import { who } from "./who.js";
 
 let panelCount = 0;
@@ -93,13 +96,41 @@ export function createMemberActions({ session, onCheckIn }) {
       h("div", { className: "button-row" }, remove),
     );
 
+    // Raise a flag: the form opens in place, below the buttons.
+    const flagSlot = h("div", { className: "flag-slot" });
+    const flag = h("button", { type: "button", className: "secondary", text: "Ask a supervisor to offer support", attrs: { "aria-expanded": "false" } });
+    const closeFlag = () => {
+      flagSlot.replaceChildren();
+      flag.setAttribute("aria-expanded", "false");
+      flag.focus();
+    };
+    flag.addEventListener("click", () => {
+      if (flagSlot.firstChild) {
+        closeFlag();
+        return;
+      }
+      const form = createFlagForm({
+        session,
+        about: key,
+        name: name(),
+        onFlagged: () => {
+          status.textContent = `A supervisor has been asked to offer ${name()} support.`;
+        },
+        onCancel: closeFlag,
+      });
+      flagSlot.replaceChildren(form.form);
+      flag.setAttribute("aria-expanded", "true");
+      form.focus();
+    });
+
     const cofac = h("button", { type: "button", className: "secondary", text: "Make co-facilitator" });
     cofac.addEventListener("click", () => send(cofac, Control.addCofacilitator(key), `${name()} is now a co-facilitator.`));
     const handOver = h("button", { type: "button", className: "secondary", text: "Hand over the lead" });
     handOver.addEventListener("click", () => send(handOver, Control.handOver(key), `${name()} is now the lead facilitator.`));
 
     panel.append(
-      h("div", { className: "button-row" }, checkIn),
+      h("div", { className: "button-row" }, checkIn, flag),
+      flagSlot,
       muteRow,
       h("div", { className: "button-row" }, unmute),
       removeBox,
@@ -140,11 +171,35 @@ export function createMemberActions({ session, onCheckIn }) {
     return { wrap, update };
   }
 
+  // A supervisor's (or admin's) only action: the private line, which the hub allows
+  // them with anyone in the group.
+  function buildPrivateOnly(key) {
+    const button = h("button", { type: "button", className: "link-button", text: "Write privately" });
+    button.addEventListener("click", () => onCheckIn(key));
+    const wrap = h("div", { className: "member-actions-wrap" }, button);
+    const update = (member) => {
+      button.textContent = `Write privately to ${member.verified ? member.name : "this person"}`;
+    };
+    return { wrap, update };
+  }
+
   return {
-    /** The actions element for a member (null for ourselves, or if we can't moderate). */
+    /** The actions element for a member (null for ourselves, or if we have none). */
     actionsFor(member) {
-      if (member.self || !session.canModerate()) {
+      if (member.self) {
         return null;
+      }
+      if (!session.canModerate()) {
+        if (!session.isStaff()) {
+          return null;
+        }
+        let entry = panels.get(member.key);
+        if (!entry) {
+          entry = buildPrivateOnly(member.key);
+          panels.set(member.key, entry);
+        }
+        entry.update(member);
+        return entry.wrap;
       }
       let entry = panels.get(member.key);
       if (!entry) {

@@ -1,5 +1,6 @@
-// The small menu on each message of the conversation: report it, and for
-// facilitators pin, unpin or remove it (with a reason everyone sees).
+// The small menu on each message of the conversation: report it, flag it (ask a
+// supervisor to offer its writer support), and for facilitators pin, unpin or remove
+// it (with a reason everyone sees).
 //
 // Owns: the menu's elements and its little forms. Each choice is one signed request
 // through the session (report, control); what it changes comes back as events and
@@ -12,6 +13,8 @@ import { sentenceFor } from "../errors.js";
 import { checkText, Control, Kind, MAIN } from "../protocol.js";
 import { h, setFieldError } from "./dom.js";
 import { errorSentence as errorText } from "./feedback.js";
+import { createFlagForm } from "./flag-form.js";
+import { who } from "./who.js";
 
 let menuCount = 0;
 
@@ -125,6 +128,31 @@ export function createMessageActions({ session }) {
           }),
         );
       }
+      if (canReport) {
+        buttons.push(
+          h("button", {
+            type: "button",
+            className: "secondary",
+            text: "Flag this message",
+            attrs: { "aria-describedby": `${panelId}-flag-hint` },
+            on: {
+              click: () =>
+                showForm(
+                  createFlagForm({
+                    session,
+                    about: record.key,
+                    seq: record.seq,
+                    name: who(session, record.key, { capital: true }),
+                    onFlagged: () => {
+                      status.textContent = "A supervisor has been asked to offer support.";
+                    },
+                    onCancel: close,
+                  }),
+                ),
+            },
+          }),
+        );
+      }
       if (moderator) {
         buttons.push(
           h("button", {
@@ -173,7 +201,16 @@ export function createMessageActions({ session }) {
         return;
       }
       status.textContent = "";
-      panel.replaceChildren(h("div", { className: "button-row" }, ...choices()));
+      panel.replaceChildren(
+        h("div", { className: "button-row" }, ...choices()),
+        canReport
+          ? h("p", {
+              className: "hint",
+              id: `${panelId}-flag-hint`,
+              text: "Flag it if you're worried about the person who wrote it: a supervisor is asked to offer them support. Report it if it breaks the group agreement.",
+            })
+          : null,
+      );
       panel.hidden = false;
       toggle.setAttribute("aria-expanded", "true");
       panel.querySelector("button")?.focus();

@@ -1,5 +1,7 @@
-// The start screen: your key, going to a group by id, (for admins) creating one with
-// its settings, and (for admins and facilitators) making invite links.
+// The start screen: your key (its fingerprint, and the full key to give an admin),
+// going to a group by id, the supervisor console (supervisors, admins), (for admins)
+// creating a group with its settings and keeping the on-call rota, and (for admins and
+// facilitators) making invite links.
 //
 // Owns: #view-start. Creating a group is the only request it makes itself (the
 // settings fields are group-settings-form.js, invites invite-form.js); everything else
@@ -12,11 +14,24 @@ import { checkTitle, createGroupPayload, GROUP_KINDS, isValidGroupId, Kind } fro
 import { byId, h, roleLabel, setFieldError } from "./dom.js";
 import { createGroupSettingsForm } from "./group-settings-form.js";
 import { createInviteForm } from "./invite-form.js";
+import { createRotaEditor } from "./rota-editor.js";
 
-export function createStartView({ identity, connection, onGoToGroup }) {
+export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole }) {
   byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
   byId("key-fingerprint").title = identity.publicKey;
   byId("key-persistence").hidden = identity.persistent;
+  byId("key-full").textContent = identity.publicKey;
+  byId("key-copy").addEventListener("click", async () => {
+    const result = byId("key-copy-result");
+    try {
+      await navigator.clipboard.writeText(identity.publicKey);
+      result.textContent = "Copied.";
+    } catch {
+      result.textContent = "Copy it from above by hand.";
+    }
+  });
+  byId("console-open").addEventListener("click", () => onOpenConsole());
+  const rota = createRotaEditor({ desk, connection, identity });
 
   // ---- go to a group ----
   const goForm = byId("go-form");
@@ -117,6 +132,8 @@ export function createStartView({ identity, connection, onGoToGroup }) {
       ? `Roles held by this key: ${roles.map(roleLabel).join(", ")}.`
       : "";
     adminPanel.hidden = !roles.includes("admin");
+    rota.setVisible(roles.includes("admin"));
+    byId("console-open-row").hidden = !(roles.includes("supervisor") || roles.includes("admin"));
     invites.setRoles(roles);
   }
 

@@ -1,44 +1,243 @@
-// "I need support now": what happens when a person asks for help.
+// "I need support now": a person asks for help for themselves, and hears how it goes.
 //
-// Owns: the request, as a list of steps run in order. Today:
-//   1. open the private panel to the lead facilitator, with "I need support now"
-//      written in for them (sending stays their choice), or — when no facilitator
-//      has arrived — the panel's "nobody to write to yet" words;
-//   2. show the helplines beside it.
-// The distress flag to the on-call supervisors will be one more step (a signed flag
-// through the session, told back to the person); adding it means adding a step here,
-// and every button that asks for support already comes through `request`.
+// Owns: #support-panel. Asking is two steps, in this order:
+//   1. a distress flag about oneself (consent "own"), signed and sent through the
+//      session, with a severity chosen in plain words — "I need support soon"
+//      (urgent, the default), "I'm in danger now" (emergency), or "it can wait a
+//      little" (concern) — and an optional note; the `flagged` answer is shown kindly
+//      with the helplines it carries;
+//   2. the private line to the lead facilitator, one button away (the words "I need
+//      support now" written in for the person; sending stays their choice).
+// Every `support_notice` for this group (support_asked, acknowledged, unanswered,
+// resolved) is listed here with its words and the helplines from the frame, and
+// announced. Notices are not replayed by the hub, so after a reconnect the escalations
+// this page knows of are read again (`escalations`) and what changed meanwhile (picked
+// up, closed) is said. The flag is the help path: no mute, pause, slow mode, waiting room or
+// removal stands in its way, so the button is offered on every stage.
 
 import { SUPPORT_MESSAGE } from "../config.js";
+import { sentenceFor } from "../errors.js";
+import { checkText } from "../protocol.js";
+import { alertNow, announce } from "./announcer.js";
+import { byId, formatTime, h, setFieldError } from "./dom.js";
+import { errorSentence } from "./feedback.js";
+import { currentHelplines, renderHelplines, helplinesFrom } from "./helplines.js";
+import { NOTICE_TITLE, NOTICE_TONE, flaggedWords } from "./support-words.js";
+import { facilitatorName } from "./who.js";
 
-/** Steps take the context { session, privatePanel } and may be async. */
-const openPrivateToLead = ({ session, privatePanel }) => {
-  privatePanel.open(session.lead(), { prefill: SUPPORT_MESSAGE });
-};
+// What the hub's escalation status means, as the notice that would have said it.
+const STATUS_NOTICE = { acknowledged: "acknowledged", resolved: "resolved" };
 
-const showHelplines = ({ privatePanel }) => {
-  privatePanel.showHelplines();
-};
-
-export const SUPPORT_STEPS = [openPrivateToLead, showHelplines];
-
-export function createSupportNow({ privatePanel, steps = SUPPORT_STEPS }) {
+export function createSupportNow({ privatePanel }) {
+  const panel = byId("support-panel");
+  const title = byId("support-title");
+  const form = byId("support-form");
+  const danger = byId("support-danger");
+  const note = byId("support-note");
+  const noteError = byId("support-note-error");
+  const send = byId("support-send");
+  const result = byId("support-result");
+  const updates = byId("support-updates");
+  const privateRow = byId("support-private-row");
+  const privateText = byId("support-private-text");
+  const privateButton = byId("support-private");
+  const helplinesLead = byId("support-helplines-lead");
+  const helplinesList = byId("support-helplines");
   let session = null;
+  let returnFocusTo = null;
+  // Escalations this page has heard of (our flags, notices to us): id -> status.
+  const known = new Map();
+
+  function addUpdate(kind, message, { away = false } = {}) {
+    const heading = NOTICE_TITLE[kind] ?? "News about a request for support";
+    updates.append(
+      h(
+        "li",
+        { className: "support-update", dataset: { notice: kind, tone: NOTICE_TONE[kind] ?? "info" } },
+        h("p", { className: "support-update-head" }, h("strong", { text: heading }), " ", h("time", { text: formatTime(Date.now()) })),
+        message ? h("p", { text: message }) : null,
+        h("p", { className: "hub-hint", text: away ? "While you were disconnected." : "From the hub (not a person's message)." }),
+      ),
+    );
+    open({ asking: false, focus: false });
+    announce(`${heading}. ${message}`);
+  }
+
+  /** After a reconnect: what happened to the escalations we know of while away. */
+  async function catchUp() {
+    if (!session || known.size === 0) {
+      return;
+    }
+    let reply;
+    try {
+      reply = await session.conn.request("escalations");
+    } catch {
+      return;
+    }
+    for (const view of Array.isArray(reply.escalations) ? reply.escalations : []) {
+      const kind = STATUS_NOTICE[view?.status];
+      if (!session || !known.has(view?.id) || view.group !== session.groupId || !kind || known.get(view.id) === view.status) {
+        continue;
+      }
+      known.set(view.id, view.status);
+      addUpdate(kind, view.status === "resolved" ? "The request for support was closed." : "A supervisor has seen the request for support and is on it.", { away: true });
+    }
+  }
+  const onAuthenticated = () => catchUp();
+
+  const severity = () => form.querySelector("input[name=support-severity]:checked")?.value ?? "urgent";
+
+  function showDanger() {
+    const emergency = currentHelplines().find((l) => l.emergency);
+    danger.hidden = severity() !== "emergency";
+    danger.textContent = emergency
+      ? `If you are in danger now, please also call ${emergency.contact} (${emergency.name}). Asking here is not an emergency service.`
+      : "If you are in danger now, please also call the emergency services. Asking here is not an emergency service.";
+  }
+  form.addEventListener("change", showDanger);
+
+  function renderPrivateRow() {
+    if (!session) {
+      return;
+    }
+    const lead = session.lead();
+    // Facilitators are the private line themselves; taken out of the group, it's closed.
+    privateRow.hidden = Boolean(session.dismissal) || session.canModerate();
+    privateText.textContent = lead
+      ? `You can also write privately to ${facilitatorName(session, lead)}, the facilitator leading this group. Only they will read it.`
+      : "You can also write privately to a facilitator when one is here.";
+    privateButton.textContent = lead ? `Write privately to ${facilitatorName(session, lead)}` : "Write privately to a facilitator";
+  }
+
+  function open({ asking, focus }) {
+    if (panel.hidden && focus) {
+      returnFocusTo = document.activeElement;
+    }
+    panel.hidden = false;
+    renderPrivateRow();
+    if (asking) {
+      title.textContent = "Ask for support now";
+      form.hidden = false;
+      result.replaceChildren();
+      showDanger();
+    }
+    if (focus) {
+      (asking ? form.querySelector("input[name=support-severity]:checked") : title)?.focus();
+    }
+  }
+
+  function close() {
+    panel.hidden = true;
+    form.hidden = true;
+    if (returnFocusTo?.isConnected) {
+      returnFocusTo.focus();
+    }
+    returnFocusTo = null;
+  }
+
+  byId("support-close").addEventListener("click", close);
+  panel.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !ev.defaultPrevented) {
+      close();
+    }
+  });
+  privateButton.addEventListener("click", () => {
+    if (!session) {
+      return;
+    }
+    privatePanel.open(session.lead(), { prefill: SUPPORT_MESSAGE });
+    privatePanel.showHelplines();
+  });
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!session) {
+      return;
+    }
+    const problem = checkText(note.value.trim(), { required: false, limits: session.conn.limits });
+    if (problem) {
+      setFieldError(note, noteError, sentenceFor(problem));
+      note.focus();
+      return;
+    }
+    setFieldError(note, noteError, "");
+    send.disabled = true;
+    result.replaceChildren("Sending your request…");
+    try {
+      const reply = await session.flag({
+        about: session.identity.publicKey,
+        severity: severity(),
+        consent: "own",
+        note: note.value,
+      });
+      renderHelplines(helplinesLead, helplinesList, helplinesFrom(reply.helplines));
+      if (Number.isSafeInteger(reply.escalation) && !known.has(reply.escalation)) {
+        known.set(reply.escalation, "open");
+      }
+      const words = flaggedWords(reply, { self: true });
+      result.replaceChildren(h("p", { className: "support-answer", text: words }));
+      result.dataset.tone = reply.on_call === true ? "success" : "warning";
+      form.hidden = true;
+      note.value = "";
+      title.textContent = "Support";
+      alertNow(words);
+      privateButton.focus();
+    } catch (err) {
+      result.replaceChildren(
+        h("p", {
+          className: "error-text",
+          text: `${errorSentence(err)} If you need help now, please use the helplines below.`,
+        }),
+      );
+      result.dataset.tone = "error";
+    } finally {
+      send.disabled = false;
+    }
+  });
+
   return {
     mount(s) {
+      this.unmount();
       session = s;
+      s.conn.addEventListener("authenticated", onAuthenticated);
+      renderHelplines(helplinesLead, helplinesList);
     },
     unmount() {
+      session?.conn.removeEventListener("authenticated", onAuthenticated);
       session = null;
+      known.clear();
+      panel.hidden = true;
+      form.hidden = true;
+      result.replaceChildren();
+      updates.replaceChildren();
+      note.value = "";
+      setFieldError(note, noteError, "");
+      returnFocusTo = null;
     },
-    async request() {
-      if (!session) {
-        return;
+    /** Opens the panel to ask for support (every "I need support now" button). */
+    request() {
+      if (session) {
+        open({ asking: true, focus: true });
       }
-      const context = { session, privatePanel };
-      for (const step of steps) {
-        await step(context);
+    },
+    /** Shows a `support_notice` for this group; returns whether it was shown. */
+    notice(frame) {
+      if (!session || frame.group !== session.groupId) {
+        return false;
       }
+      const kind = typeof frame.notice === "string" ? frame.notice : "";
+      const message = typeof frame.message === "string" ? frame.message.slice(0, 1000) : "";
+      renderHelplines(helplinesLead, helplinesList, helplinesFrom(frame.helplines));
+      if (Number.isSafeInteger(frame.escalation)) {
+        const status = kind === "acknowledged" ? "acknowledged" : kind === "resolved" ? "resolved" : known.get(frame.escalation) ?? "open";
+        known.set(frame.escalation, status);
+      }
+      addUpdate(kind, message);
+      return true;
+    },
+    /** The person was taken out of the group: the private line closes, asking stays. */
+    refresh() {
+      renderPrivateRow();
     },
   };
 }

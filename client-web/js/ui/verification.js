@@ -19,6 +19,8 @@ const REASONS = {
     "It was signed for a different conversation (the group, a private check-in, or the facilitators' channel), so it may have been moved here.",
   changed: "It came again with the same number but different contents, so it may have been changed.",
   wrong_record: "It was signed for a different record, or for a different place in this one.",
+  wrong_subject: "It was signed about a different person from the one this escalation is about.",
+  wrong_escalation: "It was signed for a different escalation, or for a different step.",
 };
 
 /** A sentence saying why something is unverified. */
