@@ -7,6 +7,8 @@
 //! escalation still waiting must have its deadline re-armed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerhub_protocol::envelope::Kind;
@@ -19,13 +21,18 @@ use peerhub_tests::{Client, Identity, ProcessServer};
 const CYCLES: usize = 20;
 const SENDERS: usize = 2;
 
-/// Posts (and every fifth round, flags) at a steady pace until the connection dies.
-/// Returns acknowledged posts (counter → seq) and acknowledged flags (escalation ids).
-async fn send_until_killed(mut client: Client, me: Identity) -> (BTreeMap<u64, u64>, Vec<u64>) {
+/// Flags first, then posts (and every fifth round a flag) at a steady pace until the
+/// connection dies; counts every acknowledgement in `acks`. Returns acknowledged
+/// posts (counter → seq) and acknowledged flags (escalation ids).
+async fn send_until_killed(
+    mut client: Client,
+    me: Identity,
+    acks: Arc<AtomicUsize>,
+) -> (BTreeMap<u64, u64>, Vec<u64>) {
     let mut posts = BTreeMap::new();
     let mut flags = Vec::new();
     for round in 0u64.. {
-        let frame = if round % 5 == 4 {
+        let frame = if round % 5 == 0 {
             let env = me.signed(Kind::Flag, |counter, ts| FlagPayload {
                 group: gid("crash"),
                 about: me.key(),
@@ -80,8 +87,12 @@ async fn send_until_killed(mut client: Client, me: Identity) -> (BTreeMap<u64, u
             })) => {
                 assert_eq!(c, counter);
                 posts.insert(counter, seq);
+                acks.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(Ok(ServerFrame::Flagged { escalation, .. })) => flags.push(escalation),
+            Ok(Ok(ServerFrame::Flagged { escalation, .. })) => {
+                flags.push(escalation);
+                acks.fetch_add(1, Ordering::SeqCst);
+            }
             Ok(Ok(other)) => panic!("unexpected reply {other:?}"),
             _ => break,
         }
@@ -144,9 +155,20 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
     let mut flag_acks = 0;
     for cycle in 0..CYCLES {
         let mut tasks = Vec::new();
+        let acks = Arc::new(AtomicUsize::new(0));
         for me in &senders {
             let client = connect_member(process.addr, me).await;
-            tasks.push(tokio::spawn(send_until_killed(client, me.clone())));
+            tasks.push(tokio::spawn(send_until_killed(
+                client,
+                me.clone(),
+                acks.clone(),
+            )));
+        }
+        // Every sender has had its first request (a flag) acknowledged before the
+        // clock for the kill starts, however slow the machine is.
+        let started = tokio::time::Instant::now();
+        while acks.load(Ordering::SeqCst) < SENDERS && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Vary the moment of the kill so it lands at different points of a commit.
         tokio::time::sleep(Duration::from_millis(150 + (cycle as u64 * 37) % 200)).await;
@@ -211,8 +233,8 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
         acked_flags.len()
     );
     assert!(
-        flag_acks >= CYCLES,
-        "the loop needs flags ({flag_acks} acked)"
+        flag_acks >= CYCLES * SENDERS,
+        "every cycle starts with a flag per sender ({flag_acks} acked)"
     );
     assert!(
         acknowledged > CYCLES * SENDERS,

@@ -154,9 +154,24 @@ async fn set_rota(admin: &mut Client, entries: Vec<RotaEntry>) -> ServerFrame {
 }
 
 /// A group with a facilitator, two participants, and two supervisors on the rota
-/// (level 1 and level 2) when `rota` is true.
+/// (level 1 and level 2) when `rota` is true. Deadlines are long: a test that
+/// watches re-routing uses [`desk_rerouting`].
 async fn desk(rota: bool) -> Desk {
-    let mut server = TestServer::start_with(short_deadlines).await;
+    desk_with(rota, Duration::from_secs(30)).await
+}
+
+/// As [`desk`], with [`DEADLINE`] at every level so re-routing can be watched.
+async fn desk_rerouting(rota: bool) -> Desk {
+    desk_with(rota, DEADLINE).await
+}
+
+async fn desk_with(rota: bool, deadline: Duration) -> Desk {
+    let mut server = TestServer::start_with(|c| {
+        c.escalation.concern_deadline = deadline;
+        c.escalation.urgent_deadline = deadline;
+        c.escalation.emergency_deadline = deadline;
+    })
+    .await;
     server
         .create_group_with("circle", |g| g.waiting_room = Some(false))
         .await;
@@ -240,7 +255,7 @@ async fn acknowledging_stops_rerouting_and_the_flagger_hears() {
         mut sup1,
         mut sup2,
         ..
-    } = desk(true).await;
+    } = desk_rerouting(true).await;
     let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
     escalation_where(&mut sup1, id, |_| true).await;
     assert!(matches!(
@@ -249,11 +264,25 @@ async fn acknowledging_stops_rerouting_and_the_flagger_hears() {
     ));
     notice(&mut p, "acknowledged").await;
     tokio::time::sleep(DEADLINE * 3).await;
-    let latest = escalation_where(&mut sup2, id, |e| {
-        e.status == EscalationStatus::Acknowledged
-    })
-    .await;
-    assert_eq!(latest.level, 1, "no re-routing after an acknowledgement");
+    let listed = sup2
+        .request(|rid| ClientFrame::Escalations { id: rid })
+        .await;
+    let ServerFrame::Escalations { escalations, .. } = listed else {
+        panic!("{listed:?}")
+    };
+    let latest = escalations.into_iter().find(|e| e.id == id).unwrap();
+    assert_eq!(latest.status, EscalationStatus::Acknowledged);
+    let after_ack: Vec<&str> = latest
+        .steps
+        .iter()
+        .map(|s| s.step.as_str())
+        .skip_while(|s| *s != "acknowledged")
+        .collect();
+    assert_eq!(
+        after_ack,
+        ["acknowledged"],
+        "no re-routing after an acknowledgement"
+    );
     assert!(latest.deadline_ms.is_none());
 }
 
@@ -267,7 +296,7 @@ async fn an_unanswered_flag_goes_to_level_2_then_everyone_then_people_are_told()
         sup2_id,
         mut admin,
         ..
-    } = desk(true).await;
+    } = desk_rerouting(true).await;
     let (id, ..) = flagged(
         &flag(
             &mut p,

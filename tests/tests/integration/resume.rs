@@ -156,7 +156,17 @@ async fn kill_9_loses_no_acknowledged_message() {
             "crash",
         )));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Kill mid-traffic: once the senders are well under way, however slow the
+    // machine is (the senders' acks are counted in the store's event log).
+    let started = tokio::time::Instant::now();
+    let mut watcher = Client::connect(process.addr).await;
+    watcher.login(&Identity::generate()).await;
+    let joined = watcher.join("crash", "Watcher", Some(u64::MAX)).await;
+    let mut seen = joined.head;
+    while seen < 30 && started.elapsed() < std::time::Duration::from_secs(30) {
+        seen = watcher.next_event("crash").await.seq;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     process.signal("KILL");
     process.wait().await;
     let mut acked = Vec::new();
