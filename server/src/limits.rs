@@ -289,7 +289,7 @@ impl Limits {
         check(&self.flags, key).map_err(|retry_after_ms| ServerError::RateLimited {
             retry_after_ms,
             what: "many flags in a short time: yours are recorded; please wait a moment \
-                   before the next, and call 999 if anyone is in danger now",
+                   before the next, and call the emergency services if anyone is in danger now",
         })
     }
 

@@ -725,9 +725,16 @@ impl EscalationRouter {
         let Some(record) = self.open.get(&id) else {
             return;
         };
+        let emergency = self
+            .settings
+            .helplines
+            .iter()
+            .find(|h| h.emergency)
+            .map(|h| format!("call {} ({})", h.contact, h.name))
+            .unwrap_or_else(|| "call the emergency services".into());
         let message = format!(
             "{why} The request for support is still open and will be answered as soon as \
-             someone can. If anyone is in danger now, call 999, or use the helplines below."
+             someone can. If anyone is in danger now, {emergency}, or use the helplines below."
         );
         let keys = self.interested(record);
         self.notify(&keys, &record.view.group, id, "unanswered", message);
