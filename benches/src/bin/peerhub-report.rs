@@ -1,0 +1,1316 @@
+//! `peerhub-report`: turns one run's results into docs/PERFORMANCE.md.
+//!
+//! Reads the run folder `scripts/perf.sh` fills (`baseline.json`, `bare-g*.json`,
+//! `hub-*.json`, `profile-*.data`, `meta.txt`) and criterion's estimates, works out
+//! the cost model and every goal's ratio, and writes the page. A result that is
+//! missing shows as "not run" rather than stopping the report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use peerhub_bench::report::{self, model_posts_per_s, BaselineReport, Latency, LoadReport};
+
+/// peerhub-report: writes docs/PERFORMANCE.md from a perf run.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Criterion's output folder.
+    #[arg(long, default_value = "target/criterion")]
+    criterion: PathBuf,
+    /// The page to write.
+    #[arg(long, default_value = "docs/PERFORMANCE.md")]
+    out: PathBuf,
+}
+
+/// The group sizes of the fan-out comparison.
+const FANOUT_G: [usize; 3] = [5, 10, 30];
+
+struct Run {
+    dir: PathBuf,
+    meta: BTreeMap<String, String>,
+    base: Option<BaselineReport>,
+}
+
+impl Run {
+    /// Every repeat of a run: `NAME.json`, `NAME.r2.json`, ...
+    fn repeats(&self, name: &str) -> Vec<LoadReport> {
+        let mut found: Vec<LoadReport> = report::read(&self.dir.join(format!("{name}.json")))
+            .into_iter()
+            .collect();
+        for r in 2..=9 {
+            if let Ok(result) = report::read(&self.dir.join(format!("{name}.r{r}.json"))) {
+                found.push(result);
+            }
+        }
+        found
+    }
+
+    /// The least disturbed repeat of a run: the one with the most accepted posts/s.
+    fn load(&self, name: &str) -> Option<LoadReport> {
+        self.repeats(name)
+            .into_iter()
+            .max_by(|a, b| a.accepted_per_s.total_cmp(&b.accepted_per_s))
+    }
+
+    fn meta(&self, key: &str) -> &str {
+        self.meta.get(key).map(String::as_str).unwrap_or("?")
+    }
+}
+
+struct Goal {
+    number: &'static str,
+    what: String,
+    measured: String,
+    /// The same ratio per CPU-second (server CPU time, the baselines' own thread
+    /// time), or what else says how far the figure can be trusted.
+    robust: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let meta = std::fs::read_to_string(args.run.join("meta.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let run = Run {
+        base: report::read(&args.run.join("baseline.json")).ok(),
+        dir: args.run.clone(),
+        meta,
+    };
+    let page = render(&run, &args.criterion);
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, page)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn rate(x: f64) -> String {
+    let n = x.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn time_us(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.0} ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else if us >= 10.0 {
+        format!("{us:.0} µs")
+    } else if us >= 1.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{:.0} ns", us * 1000.0)
+    }
+}
+
+fn bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", b / 1024.0 / 1024.0)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn yes_no(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "**met**",
+        Some(false) => "**missed**",
+        None => "not run",
+    }
+}
+
+fn lat(l: &Latency) -> String {
+    if l.count == 0 {
+        return "–".into();
+    }
+    format!(
+        "{} / {} / {}",
+        time_us(l.p50_us),
+        time_us(l.p99_us),
+        time_us(l.p999_us)
+    )
+}
+
+#[allow(clippy::too_many_lines)]
+fn render(run: &Run, criterion: &Path) -> String {
+    let mut md = String::new();
+    let base = run.base.clone();
+    let v = base.as_ref().map(|b| b.verify_per_s).unwrap_or(0.0);
+    let s = base.as_ref().map(|b| b.store_insert_per_s).unwrap_or(0.0);
+    let f = base.as_ref().map(|b| b.flush_per_s).unwrap_or(0.0);
+    let v_cpu = base.as_ref().map(|b| b.verify_per_cpu_s).unwrap_or(0.0);
+    let s_cpu = base
+        .as_ref()
+        .map(|b| b.store_insert_per_cpu_s)
+        .unwrap_or(0.0);
+    let bare: BTreeMap<usize, LoadReport> = [1, 5, 10, 30]
+        .into_iter()
+        .filter_map(|g| run.load(&format!("bare-g{g}")).map(|r| (g, r)))
+        .collect();
+    let hub: BTreeMap<usize, LoadReport> = [1, 5, 10, 30]
+        .into_iter()
+        .filter_map(|g| run.load(&format!("hub-g{g}")).map(|r| (g, r)))
+        .collect();
+    let two_cores = run.load("hub-g1-2cores");
+    let lat50 = run.load("hub-g10-rate50");
+    let lat80 = run.load("hub-g10-rate80");
+    let idle_hub = run.load("hub-idle");
+    let idle_bare = run.load("bare-idle");
+    let stall = run.load("hub-stall");
+    let disk = run.load("hub-disk");
+
+    let _ = writeln!(md, "# peerhub performance\n");
+    let _ = writeln!(
+        md,
+        "Written by `scripts/perf.sh` from one run ({} → {}, {} s in all, {} s of it \
+         building). **Every goal is a ratio against a baseline measured in the same run**, \
+         because this machine is shared: other people's builds, tests and browsers ran \
+         beside it, so absolute figures move from run to run (see [Noise](#noise)). \
+         Regenerate with `scripts/perf.sh`; how to read and reproduce each figure is at \
+         the end.\n",
+        run.meta("started"),
+        run.meta("finished"),
+        run.meta("total_s"),
+        run.meta("build_s"),
+    );
+
+    // ---- machine ----
+    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(md, "| | |\n| --- | --- |");
+    for (label, key) in [
+        ("CPU", "cpu"),
+        ("cores", "cores"),
+        ("memory", "memory"),
+        ("kernel", "kernel"),
+        ("filesystem of the data folders", "filesystem"),
+        ("rustc", "rustc"),
+        ("commit", "commit"),
+        ("build", "build"),
+        ("open files limit", "nofile"),
+        ("load average at start / end", "load"),
+    ] {
+        let _ = writeln!(md, "| {label} | {} |", run.meta(key));
+    }
+    let _ = writeln!(
+        md,
+        "| pinning | server on CPU {}, generator on CPU {} (`taskset`), unless a run says otherwise |\n",
+        run.meta("server_cpu"),
+        run.meta("generator_cpu")
+    );
+
+    // ---- goals ----
+    let mut goals: Vec<Goal> = Vec::new();
+    let g1 = hub.get(&1);
+    goals.push(Goal {
+        number: "1",
+        what: "Ingest, G = 1: accepted (verified, durable) posts/s ÷ V".into(),
+        measured: match g1 {
+            Some(h) if v > 0.0 => format!(
+                "{} / {} = **{:.0} %**",
+                rate(h.accepted_per_s),
+                rate(v),
+                100.0 * h.accepted_per_s / v
+            ),
+            _ => "not run".into(),
+        },
+        robust: match (g1, v_cpu > 0.0) {
+            (Some(h), true) => format!(
+                "{} / {} = {:.0} %",
+                rate(h.accepted_per_cpu_s()),
+                rate(v_cpu),
+                100.0 * h.accepted_per_cpu_s() / v_cpu
+            ),
+            _ => "–".into(),
+        },
+        target: "≥ 70 %".into(),
+        met: g1.filter(|_| v > 0.0).map(|h| h.accepted_per_s / v >= 0.70),
+    });
+    for g in FANOUT_G {
+        let (h, w) = (hub.get(&g), bare.get(&g));
+        let bound =
+            w.map(|w| model_posts_per_s(v, s, w.delivered_others_per_s, g) * (g as f64 - 1.0));
+        let bound_cpu = w.filter(|_| v_cpu > 0.0 && s_cpu > 0.0).map(|w| {
+            model_posts_per_s(v_cpu, s_cpu, w.delivered_per_cpu_s(), g) * (g as f64 - 1.0)
+        });
+        goals.push(Goal {
+            number: "2",
+            what: format!("Fan-out, G = {g}: delivered frames/s ÷ B(G)·(G−1)"),
+            measured: match (h, bound) {
+                (Some(h), Some(b)) if b > 0.0 => format!(
+                    "{} / {} = **{:.0} %**",
+                    rate(h.delivered_others_per_s),
+                    rate(b),
+                    100.0 * h.delivered_others_per_s / b
+                ),
+                _ => "not run".into(),
+            },
+            robust: match (h, bound_cpu) {
+                (Some(h), Some(b)) if b > 0.0 => format!(
+                    "{} / {} = {:.0} %",
+                    rate(h.delivered_per_cpu_s()),
+                    rate(b),
+                    100.0 * h.delivered_per_cpu_s() / b
+                ),
+                _ => "–".into(),
+            },
+            target: "≥ 75 %".into(),
+            met: match (h, bound) {
+                (Some(h), Some(b)) if b > 0.0 => Some(h.delivered_others_per_s / b >= 0.75),
+                _ => None,
+            },
+        });
+    }
+    goals.push(Goal {
+        number: "3",
+        what: "Both cores: ingest (G = 1) with the server on CPUs 0–1 ÷ on one core".into(),
+        measured: match (&two_cores, g1) {
+            (Some(t), Some(o)) if o.accepted_per_s > 0.0 => format!(
+                "{} / {} = **{:.2}×**",
+                rate(t.accepted_per_s),
+                rate(o.accepted_per_s),
+                t.accepted_per_s / o.accepted_per_s
+            ),
+            _ => "not run".into(),
+        },
+        robust: two_cores
+            .as_ref()
+            .map(|t| {
+                format!(
+                    "the server used {:.2} cores; the machine left {:.2} idle",
+                    t.server_cpu_cores, t.machine_idle_cores
+                )
+            })
+            .unwrap_or_else(|| "–".into()),
+        target: "≥ 1.3×".into(),
+        met: match (&two_cores, g1) {
+            (Some(t), Some(o)) if o.accepted_per_s > 0.0 => {
+                Some(t.accepted_per_s / o.accepted_per_s >= 1.3)
+            }
+            _ => None,
+        },
+    });
+    let ack_limit_us = if f > 0.0 { 5000.0 + 2e6 / f } else { 5000.0 };
+    let conditions = |r: &Option<LoadReport>| {
+        r.as_ref()
+            .map(|r| {
+                format!(
+                    "server CPU {:.2} (waited {:.2}); machine idle {:.2} cores",
+                    r.server_cpu_cores, r.server_cpu_wait, r.machine_idle_cores
+                )
+            })
+            .unwrap_or_default()
+    };
+    goals.push(Goal {
+        number: "4a",
+        what: "Latency, G = 10 at 50 % of the hub's max: delivery p50 / p99".into(),
+        measured: lat50
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "{} / {} (offered {}/s, accepted {}/s)",
+                    time_us(l.delivery.p50_us),
+                    time_us(l.delivery.p99_us),
+                    rate(l.offered_per_s),
+                    rate(l.accepted_per_s)
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: conditions(&lat50),
+        target: "p50 ≤ 2 ms, p99 ≤ 10 ms".into(),
+        met: lat50.as_ref().map(|l| {
+            l.delivery.count > 0 && l.delivery.p50_us <= 2000.0 && l.delivery.p99_us <= 10_000.0
+        }),
+    });
+    goals.push(Goal {
+        number: "4b",
+        what: "Latency, G = 10 at 80 % of the hub's max: delivery p99".into(),
+        measured: lat80
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "{} (offered {}/s, accepted {}/s)",
+                    time_us(l.delivery.p99_us),
+                    rate(l.offered_per_s),
+                    rate(l.accepted_per_s)
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: conditions(&lat80),
+        target: "p99 ≤ 50 ms".into(),
+        met: lat80
+            .as_ref()
+            .map(|l| l.delivery.count > 0 && l.delivery.p99_us <= 50_000.0),
+    });
+    goals.push(Goal {
+        number: "4c",
+        what: "Durable acks (group commit) at 50 %: ack p99".into(),
+        measured: lat50
+            .as_ref()
+            .map(|l| time_us(l.ack.p99_us))
+            .unwrap_or_else(|| "not run".into()),
+        robust: format!("F = {}/s in this run", rate(f)),
+        target: format!("≤ 5 ms + 2/F = {}", time_us(ack_limit_us)),
+        met: lat50
+            .as_ref()
+            .map(|l| l.ack.count > 0 && l.ack.p99_us <= ack_limit_us),
+    });
+    let idle_ratio = match (&idle_hub, &idle_bare) {
+        (Some(h), Some(b)) => match (&h.idle, &b.idle) {
+            (Some(h), Some(b)) if b.bytes_per_connection > 0.0 => Some((
+                h.bytes_per_connection,
+                b.bytes_per_connection,
+                h.connections,
+            )),
+            _ => None,
+        },
+        _ => None,
+    };
+    goals.push(Goal {
+        number: "5",
+        what: "Memory: RSS growth per idle joined connection, hub ÷ bare".into(),
+        measured: idle_ratio
+            .map(|(h, b, n)| {
+                format!(
+                    "{} / {} = **{:.2}×** at {} connections",
+                    bytes(h),
+                    bytes(b),
+                    h / b,
+                    rate(n as f64)
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: String::new(),
+        target: "≤ 1.5×".into(),
+        met: idle_ratio.map(|(h, b, _)| h / b <= 1.5),
+    });
+    let stall_report = stall.as_ref().and_then(|r| r.stall.clone());
+    goals.push(Goal {
+        number: "6a",
+        what: "Slow member: bytes held for it before it is dropped (outbox + server socket)".into(),
+        measured: stall_report
+            .as_ref()
+            .map(|st| {
+                format!(
+                    "{} ({} outbox + {} kernel send queue); dropped after {}",
+                    bytes(st.held_bytes()),
+                    bytes(st.held_user_bytes()),
+                    bytes(st.max_server_send_queue as f64),
+                    st.dropped_after_s
+                        .map(|d| format!("{d:.1} s"))
+                        .unwrap_or_else(|| format!("more than {:.0} s", st.stall_for_s)),
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: String::new(),
+        target: "about 1 MiB (≤ 1.25 MiB)".into(),
+        met: stall_report
+            .as_ref()
+            .map(|st| st.dropped_after_s.is_some() && st.held_bytes() <= 1.25 * 1024.0 * 1024.0),
+    });
+    goals.push(Goal {
+        number: "6b",
+        what: "Slow member: the others' delivered frames/s while it stalls".into(),
+        measured: stall_report
+            .as_ref()
+            .map(|st| {
+                format!(
+                    "{} → {} /s: **{:.1} %** lost",
+                    rate(st.others_before_per_s),
+                    rate(st.others_during_per_s),
+                    100.0 * st.others_loss()
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: String::new(),
+        target: "≤ 10 % lost".into(),
+        met: stall_report.as_ref().map(|st| st.others_loss() <= 0.10),
+    });
+    let disk_report = disk.as_ref().and_then(|d| d.disk.clone());
+    goals.push(Goal {
+        number: "7",
+        what: "Disk after the messages: allocated bytes ÷ logical bytes".into(),
+        measured: disk_report
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "{} / {} = **{:.2}×** after {} messages",
+                    bytes(d.disk_allocated_bytes as f64),
+                    bytes(d.logical_bytes as f64),
+                    d.disk_allocated_bytes as f64 / d.logical_bytes.max(1) as f64,
+                    rate(d.events as f64)
+                )
+            })
+            .unwrap_or_else(|| "not run".into()),
+        robust: String::new(),
+        target: "≤ 3× after 1,000,000".into(),
+        met: disk_report.as_ref().map(|d| {
+            d.events >= 1_000_000 && (d.disk_allocated_bytes as f64) <= 3.0 * d.logical_bytes as f64
+        }),
+    });
+
+    let met = goals.iter().filter(|g| g.met == Some(true)).count();
+    let missed = goals.iter().filter(|g| g.met == Some(false)).count();
+    let _ = writeln!(md, "## Goals\n");
+    let _ = writeln!(
+        md,
+        "{met} met, {missed} missed, {} not run. The cost model: B(G) = 1 / (1/V + 1/S + \
+         (G−1)/W(G)) posts/s, with V, S and W(G) from the [baselines](#baselines).\n",
+        goals.len() - met - missed
+    );
+    let _ = writeln!(
+        md,
+        "The verdict uses the wall-clock figures, as the goals are stated. The column \
+         after it gives the same ratio per CPU-second — the server's CPU time for the \
+         hub and the bare server, the measuring thread's own for V and S — which other \
+         processes taking the server's core disturb much less: where the two agree, the \
+         verdict does not depend on the noise.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| # | goal | measured | target | | per CPU-second, or how far to trust it |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for goal in &goals {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            goal.number,
+            goal.what,
+            goal.measured,
+            goal.target,
+            yes_no(goal.met),
+            goal.robust
+        );
+    }
+    md.push('\n');
+
+    // ---- missed goals ----
+    let missed_goals: Vec<&Goal> = goals.iter().filter(|g| g.met == Some(false)).collect();
+    if !missed_goals.is_empty() {
+        let _ = writeln!(
+            md,
+            "### What the missed goals cost, from this run's profiles\n"
+        );
+        let profile_g1 = profile_categories(&run.dir.join("profile-g1.data"));
+        let profile_g10 = profile_categories(&run.dir.join("profile-g10.data"));
+        let per_post = |name: &str| {
+            run.load(name)
+                .filter(|r| r.accepted_per_s > 0.0)
+                .map(|r| r.server_cpu_cores * 1e6 / r.accepted_per_s)
+        };
+        let top = |cats: &Option<Vec<(String, f64)>>, us: Option<f64>, skip: &str| -> String {
+            match (cats, us) {
+                (Some(cats), Some(us)) => cats
+                    .iter()
+                    .filter(|(name, _)| !name.starts_with(skip))
+                    .take(4)
+                    .map(|(name, pct)| format!("{name} {}", time_us(us * pct / 100.0)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "no profile".into(),
+            }
+        };
+        let numbers: Vec<&str> = missed_goals.iter().map(|g| g.number).collect();
+        if numbers.contains(&"1") {
+            let us = per_post("profile-g1");
+            let _ = writeln!(
+                md,
+                "- **1 (ingest).** In `profile-g1` the hub spends {} of CPU per post; \
+                 verification is {} of it (1/V). To reach 70 % of V the rest must shrink \
+                 to {} per post. Beyond verification the largest parts are: {}.",
+                us.map(time_us).unwrap_or_else(|| "?".into()),
+                time_us(if v > 0.0 { 1e6 / v } else { 0.0 }),
+                time_us(if v > 0.0 {
+                    1e6 / v * (1.0 / 0.7 - 1.0)
+                } else {
+                    0.0
+                }),
+                top(&profile_g1, us, "Ed25519"),
+            );
+        }
+        if numbers.contains(&"2") {
+            let us = per_post("profile-g10");
+            let _ = writeln!(
+                md,
+                "- **2 (fan-out).** In `profile-g10` the hub spends {} of CPU per post at \
+                 G = 10; the largest parts: {}. The socket writes are one `send` per frame \
+                 (see the write-buffer what-if).",
+                us.map(time_us).unwrap_or_else(|| "?".into()),
+                top(&profile_g10, us, "Ed25519"),
+            );
+        }
+        if numbers.contains(&"3") {
+            let _ = writeln!(
+                md,
+                "- **3 (both cores).** The two-core figure is bounded by the CPU the machine \
+                 had left: see the goal's last column."
+            );
+        }
+        if numbers.iter().any(|n| n.starts_with('4')) {
+            let _ = writeln!(
+                md,
+                "- **4 (latency).** Latency grows as the server nears its own maximum: at \
+                 80 % it has little idle time, and the group commit adds a flush (1/F = {}) \
+                 per batch. Everything that lowers the CPU per post (above) lowers these.",
+                time_us(if f > 0.0 { 1e6 / f } else { 0.0 }),
+            );
+        }
+        if numbers.contains(&"5") {
+            let _ = writeln!(
+                md,
+                "- **5 (memory).** Per idle joined connection the hub holds {} more than the \
+                 bare server, which has the same read buffer and outbox. The difference is \
+                 the hub's per-connection state: its session task, the write buffer grown to \
+                 the largest frame sent (the `joined` reply carries every member's signed \
+                 join), the member in the group task and in the store's cache.",
+                idle_ratio
+                    .map(|(h, b, _)| bytes(h - b))
+                    .unwrap_or_else(|| "?".into()),
+            );
+        }
+        if numbers.contains(&"6a") {
+            let _ = writeln!(
+                md,
+                "- **6 (slow member).** The outbox bound works (1 MiB), but the kernel send \
+                 buffer of the member's socket grows to `tcp_wmem` max ({}) first, and the \
+                 member is dropped only when a write times out, not when the outbox fills \
+                 (see the socket-send-buffer what-if). The close it saw: {}.",
+                run.meta("tcp_wmem_max"),
+                stall_report
+                    .as_ref()
+                    .and_then(|st| st.close_code)
+                    .map(|c| format!("code {c}"))
+                    .unwrap_or_else(|| {
+                        "none, the connection was reset (no `slow_consumer` reason)".into()
+                    }),
+            );
+        }
+        if numbers.contains(&"7") {
+            let _ = writeln!(md, "- **7 (disk).** See [Disk](#disk).");
+        }
+        md.push('\n');
+    }
+
+    // ---- baselines ----
+    let _ = writeln!(md, "## Baselines\n");
+    match &base {
+        Some(b) => {
+            let _ = writeln!(
+                md,
+                "Measured by `peerhub-baseline` on CPU {} with the server's own crates and \
+                 build, on a real post ({} B body, {} B envelope, {} B stored record, {} B \
+                 `post` frame, {} B `event` frame).\n",
+                b.cpus,
+                b.body_bytes,
+                b.envelope_bytes,
+                b.record_bytes,
+                b.post_frame_bytes,
+                b.event_frame_bytes
+            );
+            let _ = writeln!(
+                md,
+                "| | figure | per op | what |\n| --- | --- | --- | --- |"
+            );
+            let row = |md: &mut String, name: &str, x: f64, what: &str| {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {}/s | {} | {what} |",
+                    rate(x),
+                    time_us(if x > 0.0 { 1e6 / x } else { 0.0 })
+                );
+            };
+            row(&mut md, "**V**", b.verify_per_s, "`SignedEnvelope::verify_with`: signing bytes + `verify_strict`, cached `VerifyingKey`");
+            row(
+                &mut md,
+                "",
+                b.verify_per_cpu_s,
+                "V per CPU-second of the measuring thread",
+            );
+            row(
+                &mut md,
+                "",
+                b.verify_uncached_per_s,
+                "the same, decoding the key each time",
+            );
+            row(
+                &mut md,
+                "",
+                b.sign_per_s,
+                "signing (the generator pre-signs)",
+            );
+            row(
+                &mut md,
+                "**S**",
+                b.store_insert_per_s,
+                "`Store::put_event` of the real record, no flush",
+            );
+            row(
+                &mut md,
+                "",
+                b.store_insert_per_cpu_s,
+                "S per CPU-second of the measuring thread",
+            );
+            row(
+                &mut md,
+                "",
+                b.store_post_writes_per_s,
+                "the hub's write set for one post (counter + event + group state), no flush",
+            );
+            row(
+                &mut md,
+                "**F**",
+                b.flush_per_s,
+                "`Store::flush` after one record",
+            );
+            row(
+                &mut md,
+                "",
+                b.flush64_per_s,
+                "`Store::flush` after 64 records",
+            );
+            md.push('\n');
+        }
+        None => md.push_str("Baselines not run.\n\n"),
+    }
+    let _ = writeln!(
+        md,
+        "**W(G)**: `peerhub-bare` — the hub's transport (plain `TcpListener`, TCP_NODELAY, \
+         hyper HTTP/1.1 upgrade as `peerhub_server::transport` does it, tokio-tungstenite \
+         with `peerhub_server::transport::websocket_config()`), the same outbox bounds and \
+         write batching, the hub's `event` frame serialised once and shared — and no \
+         verification, no store, no limiter, no group task — driven by the same generator.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| G | conns | W(G): delivered frames/s | per server CPU-second | posts/s | delivery p50 / p99 / p99.9 | server CPU | generator CPU | B(G) posts/s | B(G)·(G−1) frames/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (g, r) in &bare {
+        let b = model_posts_per_s(v, s, r.delivered_others_per_s, *g);
+        let _ = writeln!(
+            md,
+            "| {g} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            r.connections,
+            rate(r.delivered_others_per_s),
+            rate(r.delivered_per_cpu_s()),
+            rate(r.accepted_per_s),
+            lat(&r.delivery),
+            r.server_cpu_cores,
+            r.generator_cpu_cores,
+            rate(b),
+            rate(b * (*g as f64 - 1.0)),
+        );
+    }
+    md.push('\n');
+
+    // ---- hub figures ----
+    let _ = writeln!(md, "## The hub's figures\n");
+    let _ = writeln!(
+        md,
+        "`peerhub` (release build) started by `peerhub-load` on a fresh data folder, its \
+         per-key rate limits raised out of the way (`--messages-per-second`, \
+         `--message-burst`, `--commands-per-second` 1000000: the limiter still runs on \
+         every post). \"delivered\" counts `event` frames received by members other than \
+         the sender; delivery latency is send → the last other member received it (G = 1: \
+         send → the sender's own copy); ack latency is send → durable ack.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| run | G | conns | mode | accepted posts/s | delivered frames/s | delivery p50 / p99 / p99.9 | ack p50 / p99 | server CPU (waited) | generator CPU | errors | closes |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let mut all: Vec<LoadReport> = hub.values().cloned().collect();
+    all.extend(two_cores.clone());
+    all.extend(lat50.clone());
+    all.extend(lat80.clone());
+    all.extend(stall.clone());
+    all.extend(disk.clone());
+    for r in &all {
+        let mode = match r.mode.as_str() {
+            "rate" => format!(
+                "rate {}/s (sent late by p99 {})",
+                rate(r.offered_per_s),
+                time_us(r.send_lag.p99_us)
+            ),
+            "ack" => format!("ack, window {}", r.window),
+            m => m.to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {:.2} ({:.2}) | {:.2} | {} | {} |",
+            r.label,
+            r.group_size,
+            r.connections,
+            mode,
+            rate(r.accepted_per_s),
+            rate(r.delivered_others_per_s),
+            lat(&r.delivery),
+            time_us(r.ack.p50_us),
+            time_us(r.ack.p99_us),
+            r.server_cpu_cores,
+            r.server_cpu_wait,
+            r.generator_cpu_cores,
+            map_text(&r.errors),
+            map_text(&r.closes),
+        );
+    }
+    md.push('\n');
+    for r in &all {
+        for note in &r.notes {
+            let _ = writeln!(md, "- `{}`: {note}", r.label);
+        }
+    }
+    md.push('\n');
+
+    // memory
+    let _ = writeln!(md, "### Memory per idle connection\n");
+    for r in [&idle_hub, &idle_bare].into_iter().flatten() {
+        if let Some(i) = &r.idle {
+            let _ = writeln!(
+                md,
+                "- `{}`: {} connections in groups of {} (from {}), logged in and joined in {:.1} s; RSS {} → {}: **{} per connection**.",
+                r.label,
+                rate(i.connections as f64),
+                r.group_size,
+                i.source_addresses.join(", "),
+                i.connect_s,
+                bytes(i.rss_before_kib as f64 * 1024.0),
+                bytes(i.rss_after_kib as f64 * 1024.0),
+                bytes(i.bytes_per_connection)
+            );
+        }
+    }
+    md.push('\n');
+
+    // stall
+    if let (Some(r), Some(st)) = (&stall, &stall_report) {
+        let _ = writeln!(md, "### A member that stops reading\n");
+        let _ = writeln!(
+            md,
+            "`{}`: {} groups of {}, as fast as acked; one member of the first group (not a \
+             sender) stops reading {:.0} s into the window for up to {:.0} s. Frames fanned \
+             out to it until the drop: about {} × {} = {}. It read {} when it resumed \
+             (what the kernel had buffered: the server's send queue peaked at {}, its own \
+             receive queue at {}). The server's outbox bound is {}. Dropped after: {}; close \
+             code seen: {}. The server's RSS grew {} over the stall (the store's cache grows \
+             with every write, so this is an upper bound).\n",
+            r.label,
+            r.groups,
+            r.group_size,
+            st.stall_at_s,
+            st.stall_for_s,
+            rate(st.frames_queued_bound as f64),
+            bytes(st.frame_bytes),
+            bytes(st.frames_queued_bound as f64 * st.frame_bytes),
+            bytes(st.drained_bytes as f64),
+            bytes(st.max_server_send_queue as f64),
+            bytes(st.max_client_recv_queue as f64),
+            bytes(st.outbox_bytes as f64),
+            st.dropped_after_s
+                .map(|d| format!("{d:.1} s"))
+                .unwrap_or_else(|| "not within the stall".into()),
+            st.close_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none (the connection was reset)".into()),
+            bytes(st.server_rss_growth_kib as f64 * 1024.0),
+        );
+    }
+
+    // disk
+    if let Some(d) = &disk_report {
+        let _ = writeln!(md, "### Disk\n");
+        let _ = writeln!(
+            md,
+            "After {} messages and a graceful stop: the data folder holds {} ({} allocated); \
+             the events read back through the store API are {} logical bytes (keys + JSON \
+             values as the store encodes them), of which {} are the signed envelopes \
+             themselves. Allocated ÷ logical = {:.2}×; ÷ envelopes = {:.2}×.\n",
+            rate(d.events as f64),
+            bytes(d.disk_apparent_bytes as f64),
+            bytes(d.disk_allocated_bytes as f64),
+            bytes(d.logical_bytes as f64),
+            bytes(d.envelope_bytes as f64),
+            d.disk_allocated_bytes as f64 / d.logical_bytes.max(1) as f64,
+            d.disk_allocated_bytes as f64 / d.envelope_bytes.max(1) as f64,
+        );
+    }
+
+    // ---- what-if ----
+    let _ = writeln!(md, "## What-if runs\n");
+    let _ = writeln!(
+        md,
+        "Evidence for the server changes proposed below; they change only the bare \
+         server's options or the hub's allocator (through `LD_PRELOAD`), never its code, \
+         and no goal uses them.\n"
+    );
+    let control_bare = run
+        .load("whatif-bare-g10-control")
+        .or_else(|| bare.get(&10).cloned());
+    if let (Some(w), Some(b)) = (run.load("whatif-bare-g10-wb8k"), control_bare) {
+        let _ = writeln!(
+            md,
+            "- **WebSocket write buffer.** The bare server at G = 10 with tungstenite's \
+             `write_buffer_size` at 8 KiB instead of the hub's 0, right after a control run \
+             with 0: {} delivered frames/s against {} (**{:.2}×**; per server CPU-second \
+             {} against {}, **{:.2}×**), delivery p50 {} against {}. With 0, every frame \
+             of a batch is its own `send` system call, so the `feed`-then-`flush` batching \
+             writes nothing together.",
+            rate(w.delivered_others_per_s),
+            rate(b.delivered_others_per_s),
+            w.delivered_others_per_s / b.delivered_others_per_s.max(1.0),
+            rate(w.delivered_per_cpu_s()),
+            rate(b.delivered_per_cpu_s()),
+            w.delivered_per_cpu_s() / b.delivered_per_cpu_s().max(1.0),
+            time_us(w.delivery.p50_us),
+            time_us(b.delivery.p50_us),
+        );
+    }
+    let control_hub = run
+        .load("whatif-hub-g1-control")
+        .or_else(|| hub.get(&1).cloned());
+    if let (Some(j), Some(h)) = (run.load("whatif-hub-g1-jemalloc"), control_hub) {
+        let _ = writeln!(
+            md,
+            "- **Allocator.** The hub at G = 1 with jemalloc preloaded, right after a \
+             control run with glibc malloc: {} accepted posts/s against {} (**{:.2}×**; per \
+             server CPU-second {} against {}, **{:.2}×**).",
+            rate(j.accepted_per_s),
+            rate(h.accepted_per_s),
+            j.accepted_per_s / h.accepted_per_s.max(1.0),
+            rate(j.accepted_per_cpu_s()),
+            rate(h.accepted_per_cpu_s()),
+            j.accepted_per_cpu_s() / h.accepted_per_cpu_s().max(1.0),
+        );
+    }
+    if let Some(st) = run.load("whatif-bare-stall-sndbuf").and_then(|r| r.stall) {
+        let _ = writeln!(
+            md,
+            "- **Socket send buffer.** The bare server with SO_SNDBUF = 128 KiB on every \
+             accepted socket, same slow-member run: the server's kernel send queue for the \
+             stalled member peaked at {} (the hub's, with the kernel default that grows to \
+             `tcp_wmem` max = {}, peaked at {}).",
+            bytes(st.max_server_send_queue as f64),
+            run.meta("tcp_wmem_max"),
+            stall_report
+                .as_ref()
+                .map(|s| bytes(s.max_server_send_queue as f64))
+                .unwrap_or_else(|| "–".into()),
+        );
+    }
+    md.push('\n');
+
+    // ---- profiles ----
+    let _ = writeln!(md, "## Where the hub's CPU goes\n");
+    let _ = writeln!(
+        md,
+        "`perf record -g` of the server over the window of separate runs (`profile-*`, \
+         same shape as the measured ones), grouped by what the code is for. Percent of the \
+         server's samples; \"per post\" spreads the server's CPU time over the posts it \
+         accepted in that run.\n"
+    );
+    for (name, label) in [("profile-g1", "G = 1"), ("profile-g10", "G = 10")] {
+        let data = run.dir.join(format!("{name}.data"));
+        let result = run.load(name);
+        match profile_categories(&data) {
+            Some(cats) => {
+                let per_post_us = result
+                    .as_ref()
+                    .filter(|r| r.accepted_per_s > 0.0)
+                    .map(|r| r.server_cpu_cores * 1e6 / r.accepted_per_s);
+                let _ = writeln!(
+                    md,
+                    "**{label}** ({}; {} posts/s, server CPU {:.2}):\n",
+                    name,
+                    result
+                        .as_ref()
+                        .map(|r| rate(r.accepted_per_s))
+                        .unwrap_or_default(),
+                    result.as_ref().map(|r| r.server_cpu_cores).unwrap_or(0.0),
+                );
+                let _ = writeln!(md, "| part | share | per post |\n| --- | --- | --- |");
+                for (cat, pct) in cats {
+                    let _ = writeln!(
+                        md,
+                        "| {cat} | {pct:.1} % | {} |",
+                        per_post_us
+                            .map(|us| time_us(us * pct / 100.0))
+                            .unwrap_or_else(|| "–".into())
+                    );
+                }
+                md.push('\n');
+            }
+            None => {
+                let _ = writeln!(md, "{label}: no profile in this run.\n");
+            }
+        }
+    }
+
+    // ---- criterion ----
+    let _ = writeln!(md, "## Micro-benchmarks (criterion)\n");
+    let benches = criterion_estimates(criterion);
+    if benches.is_empty() {
+        md.push_str("Not run.\n\n");
+    } else {
+        let _ = writeln!(
+            md,
+            "`cargo bench -p peerhub-bench --bench hot_path`, on CPU {} (short warm-up and \
+             measurement times in this run). Time per iteration (mean), and per element \
+             where the bench handles several.\n",
+            run.meta("server_cpu")
+        );
+        let _ = writeln!(md, "| bench | time | per element |\n| --- | --- | --- |");
+        for (name, ns, elements) in benches {
+            let per = if elements > 1 {
+                time_us(ns / elements as f64 / 1000.0)
+            } else {
+                "".into()
+            };
+            let _ = writeln!(md, "| `{name}` | {} | {per} |", time_us(ns / 1000.0));
+        }
+        md.push('\n');
+    }
+
+    // ---- noise ----
+    let _ = writeln!(md, "## Noise\n");
+    let _ = writeln!(
+        md,
+        "The machine has 2 cores and was shared with other work during the run. Each \
+         throughput pair (bare, hub) ran {} time(s), interleaved, and the goals use the \
+         best repeat of each (\"kept\"): the least disturbed. For every run: the 1-minute \
+         load average when its window began, how many cores the whole machine left idle \
+         during the window, the CPU each process used and how long its threads waited for \
+         a CPU while runnable (seconds per second: time taken by other processes or by \
+         its own other threads), and the coefficient of variation of accepted posts/s \
+         across 1 s slices.\n",
+        run.meta("repeat")
+    );
+    let _ = writeln!(
+        md,
+        "| run | accepted posts/s | delivered frames/s | load | machine idle (cores) | server CPU (waited) | generator CPU (waited) | CV |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let mut names: Vec<String> = Vec::new();
+    for g in [1, 5, 10, 30] {
+        names.push(format!("bare-g{g}"));
+        names.push(format!("hub-g{g}"));
+    }
+    for name in [
+        "hub-g1-2cores",
+        "hub-g10-rate50",
+        "hub-g10-rate80",
+        "hub-stall",
+        "profile-g1",
+        "profile-g10",
+        "hub-disk",
+        "whatif-bare-g10-control",
+        "whatif-bare-g10-wb8k",
+        "whatif-hub-g1-control",
+        "whatif-hub-g1-jemalloc",
+        "whatif-bare-stall-sndbuf",
+    ] {
+        names.push(name.to_string());
+    }
+    for name in &names {
+        let repeats = run.repeats(name);
+        let best = repeats
+            .iter()
+            .map(|r| r.accepted_per_s)
+            .fold(f64::MIN, f64::max);
+        for r in &repeats {
+            let mark = if repeats.len() > 1 && r.accepted_per_s == best {
+                " (kept)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                md,
+                "| {}{mark} | {} | {} | {:.1} | {:.2} | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.0} % |",
+                r.label,
+                rate(r.accepted_per_s),
+                rate(r.delivered_others_per_s),
+                r.load_average,
+                r.machine_idle_cores,
+                r.server_cpu_cores,
+                r.server_cpu_wait,
+                r.generator_cpu_cores,
+                r.generator_cpu_wait,
+                100.0 * r.accepted_cv
+            );
+        }
+    }
+    md.push('\n');
+
+    // ---- reproduce ----
+    let _ = writeln!(md, "## How to reproduce\n");
+    let _ = writeln!(
+        md,
+        "```sh\nscripts/perf.sh            # builds --release, runs everything, writes this page\n\
+         PERF_QUICK=1 scripts/perf.sh   # shorter windows and fewer messages, for trying it out\n```\n\n\
+         Results (JSON per run, perf profiles, logs) stay in `{}`. Each figure comes from \
+         one binary of the `peerhub-bench` crate (`benches/`):\n\n\
+         - `peerhub-baseline` — V, S, F (`taskset -c 0 target/release/peerhub-baseline --dir DIR --out baseline.json`).\n\
+         - `peerhub-load --target bare|hub` — starts `peerhub-bare` or `target/release/peerhub` \
+         (`--listen 127.0.0.1:0 --data <fresh folder>`, pinned with `--server-cpus`), creates \
+         the groups as the first admin (drop-in, no waiting room), opens the members' \
+         connections, pre-signs every post, then sends `--mode ack` (at most `--window` \
+         unacknowledged posts per sender) or `--mode rate`, and writes a JSON result. \
+         `--mode idle` measures memory, `--stall-at` the slow member, `--disk` the data \
+         folder, `--profile` records `perf`. `peerhub-load --help` lists every option.\n\
+         - `cargo bench -p peerhub-bench --bench hot_path` — the criterion benches.\n\
+         - `peerhub-report --run DIR` — this page.\n\n\
+         The exact command of every run is in `{}/commands.txt`.\n",
+        run.dir.display(),
+        run.dir.display()
+    );
+    md
+}
+
+fn map_text(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "–".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Criterion's mean estimate per bench: (group/name, ns, elements per iteration).
+fn criterion_estimates(dir: &Path) -> Vec<(String, f64, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut depth_guard = 0;
+    while let Some(path) = stack.pop() {
+        depth_guard += 1;
+        if depth_guard > 10_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == "new") {
+                    if let Some(found) = read_estimate(&p) {
+                        out.push(found);
+                    }
+                } else if p.file_name().is_some_and(|n| n != "base" && n != "report") {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn read_estimate(new_dir: &Path) -> Option<(String, f64, u64)> {
+    let estimates: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(new_dir.join("estimates.json")).ok()?)
+            .ok()?;
+    let bench: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(new_dir.join("benchmark.json")).ok()?)
+            .ok()?;
+    let ns = estimates["mean"]["point_estimate"].as_f64()?;
+    let name = bench["full_id"].as_str()?.to_string();
+    let elements = bench["throughput"]["Elements"].as_u64().unwrap_or(1);
+    Some((name, ns, elements))
+}
+
+/// What share of a profile's samples each part of the hub takes.
+fn profile_categories(data: &Path) -> Option<Vec<(String, f64)>> {
+    if !data.exists() {
+        return None;
+    }
+    let flat = perf_report(data, false)?;
+    let children = perf_report(data, true).unwrap_or_default();
+    let user_parts: [(&str, &[&str]); 9] = [
+        (
+            "Ed25519 verification (curve25519, SHA-512)",
+            &["curve25519", "sha2::sha512", "ed25519", "sha512"],
+        ),
+        (
+            "store (sled)",
+            &["sled::", "crc32fast", "crossbeam_epoch", "crossbeam_utils"],
+        ),
+        (
+            "memory allocator (glibc malloc/free)",
+            &[
+                "malloc",
+                "free",
+                "_int_",
+                "unlink_chunk",
+                "realloc",
+                "calloc",
+                "tcache",
+            ],
+        ),
+        (
+            "JSON and base64 (serde_json, base64)",
+            &["serde_json", "serde::", "base64::"],
+        ),
+        (
+            "WebSocket and HTTP (tungstenite, hyper)",
+            &["tungstenite", "hyper", "httparse"],
+        ),
+        ("async runtime (tokio)", &["tokio::", "tokio_util"]),
+        (
+            "copies and compares (memcpy, memcmp)",
+            &["memmove", "memcpy", "memcmp", "memset", "memchr"],
+        ),
+        ("rate limiter (governor)", &["governor"]),
+        ("the hub's own code", &["peerhub_"]),
+    ];
+    let mut shares: BTreeMap<String, f64> = BTreeMap::new();
+    let mut kernel = 0.0;
+    let mut other = 0.0;
+    for (pct, symbol) in &flat {
+        if symbol.starts_with("[k]") {
+            kernel += pct;
+            continue;
+        }
+        match user_parts
+            .iter()
+            .find(|(_, needles)| needles.iter().any(|n| symbol.contains(n)))
+        {
+            Some((name, _)) => *shares.entry((*name).to_string()).or_default() += pct,
+            None => other += pct,
+        }
+    }
+    // The kernel's share, split by the system calls it ran under.
+    let syscalls: [(&str, &[&str]); 5] = [
+        (
+            "kernel: socket writes",
+            &[
+                "__x64_sys_sendto",
+                "__x64_sys_write",
+                "__x64_sys_writev",
+                "__x64_sys_sendmsg",
+            ],
+        ),
+        (
+            "kernel: socket reads",
+            &[
+                "__x64_sys_recvfrom",
+                "__x64_sys_read",
+                "__x64_sys_readv",
+                "__x64_sys_recvmsg",
+            ],
+        ),
+        (
+            "kernel: thread wake-ups and waits (futex)",
+            &["__x64_sys_futex"],
+        ),
+        (
+            "kernel: disk (pwrite, fsync, sync_file_range)",
+            &[
+                "__x64_sys_pwrite64",
+                "__x64_sys_fsync",
+                "__x64_sys_fdatasync",
+                "__x64_sys_sync_file_range",
+            ],
+        ),
+        (
+            "kernel: epoll",
+            &["__x64_sys_epoll_wait", "__x64_sys_epoll_ctl"],
+        ),
+    ];
+    let mut kernel_named = 0.0;
+    for (name, needles) in syscalls {
+        let pct: f64 = children
+            .iter()
+            .filter(|(_, sym)| needles.iter().any(|n| sym.ends_with(n)))
+            .map(|(p, _)| *p)
+            .sum();
+        if pct > 0.0 {
+            // Children percentages include user time below the call only in rare
+            // cases; cap at what the kernel took in all.
+            let pct = pct.min(kernel - kernel_named);
+            kernel_named += pct;
+            shares.insert(name.to_string(), pct);
+        }
+    }
+    if kernel - kernel_named > 0.05 {
+        shares.insert(
+            "kernel: other (scheduling, interrupts, page faults)".into(),
+            kernel - kernel_named,
+        );
+    }
+    shares.insert("other".into(), other);
+    let mut out: Vec<(String, f64)> = shares.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(out)
+}
+
+/// `perf report` as (percent, symbol) lines: self time, or with `children`.
+fn perf_report(data: &Path, children: bool) -> Option<Vec<(f64, String)>> {
+    let output = std::process::Command::new("perf")
+        .arg("report")
+        .arg("-i")
+        .arg(data)
+        .arg(if children {
+            "--children"
+        } else {
+            "--no-children"
+        })
+        .args([
+            "--sort",
+            "symbol",
+            "--stdio",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.01",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        let Ok(pct) = first.trim_end_matches('%').parse::<f64>() else {
+            continue;
+        };
+        // With --children the second column is the self percentage.
+        if children {
+            fields.next();
+        }
+        let rest: Vec<&str> = fields.collect();
+        let symbol = rest.join(" ");
+        let symbol = symbol
+            .trim_end_matches(" - -")
+            .trim_end_matches('-')
+            .trim()
+            .to_string();
+        out.push((pct, symbol));
+    }
+    Some(out)
+}
