@@ -26,6 +26,7 @@
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
 //!   the pager hook, in one router task.
+//! - [`text`] — the one rule for free-text fields.
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
 //!
 //! Start a server with [`Server::start`] on a listener you bound (tests bind port
@@ -47,6 +48,7 @@ pub mod limits;
 pub mod outbound;
 pub mod session;
 pub mod store;
+pub mod text;
 pub mod transport;
 
 use std::future::Future;

@@ -38,6 +38,7 @@ use crate::hub::Hub;
 use crate::limits::{ConnectionTicket, Place};
 use crate::outbound::{self, ConnId, FrameBytes, Outbox};
 use crate::store::records::GroupRecord;
+use crate::text::check_text;
 use crate::transport::ws::{Incoming, WsConnection};
 
 /// Failed logins before the connection is closed.
@@ -845,24 +846,6 @@ impl Session {
         self.reply(ws, &frame).await;
         Ok(())
     }
-}
-
-/// Refuses empty (or blank) text and text over `limit` characters; returns it
-/// trimmed.
-fn check_text<'t>(
-    field: &'static str,
-    text: &'t str,
-    limit: usize,
-) -> Result<&'t str, ServerError> {
-    let len = text.chars().count();
-    if len > limit {
-        return Err(ProtocolError::TooLong { field, len, limit }.into());
-    }
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(ProtocolError::invalid(field, "cannot be empty").into());
-    }
-    Ok(trimmed)
 }
 
 /// How long a connection may stay without logging in.

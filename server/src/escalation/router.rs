@@ -23,6 +23,7 @@ use crate::error::ServerError;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
 use crate::store::records::EscalationRecord;
 use crate::store::{Committer, Store, StoreError};
+use crate::text::check_text;
 
 /// How often the router looks at the clock while a deadline is pending.
 const TIMER_POLL: Duration = Duration::from_secs(1);
@@ -66,19 +67,7 @@ fn bytes(frame: &ServerFrame) -> FrameBytes {
 }
 
 fn text(field: &'static str, value: &str) -> Result<(), ServerError> {
-    let len = value.chars().count();
-    if len > MAX_TEXT_CHARS {
-        return Err(ProtocolError::TooLong {
-            field,
-            len,
-            limit: MAX_TEXT_CHARS,
-        }
-        .into());
-    }
-    if value.trim().is_empty() {
-        return Err(ProtocolError::invalid(field, "cannot be empty").into());
-    }
-    Ok(())
+    check_text(field, value, MAX_TEXT_CHARS).map(|_| ())
 }
 
 fn is_staff(roles: &[Role]) -> bool {

@@ -137,6 +137,8 @@ pub(crate) struct GroupActor {
     pub(super) deferred: Vec<Deferred>,
     /// The batch wrote something.
     pub(super) dirty: bool,
+    /// The batch changed the group's state (heads, session, settings).
+    state_changed: bool,
 }
 
 fn frame_bytes(frame: &ServerFrame) -> FrameBytes {
@@ -167,6 +169,7 @@ impl GroupActor {
             rx,
             deferred: Vec::new(),
             dirty: false,
+            state_changed: false,
         }
     }
 
@@ -284,7 +287,7 @@ impl GroupActor {
             self.deferred.push(Deferred::Presence(key));
         }
         if self.room.open_scheduled_session(now) {
-            self.save_state()?;
+            self.state_changed();
             self.deferred.push(Deferred::GroupUpdate);
         }
         Ok(())
@@ -301,6 +304,15 @@ impl GroupActor {
 
     /// Makes the batch durable, then tells people.
     async fn commit_and_deliver(&mut self) -> Result<(), Arc<StoreError>> {
+        if std::mem::take(&mut self.state_changed) {
+            if let Err(error) = self
+                .store
+                .put_group_state(&self.room.group.id, &self.room.state)
+            {
+                self.fail_deferred();
+                return Err(Arc::new(error));
+            }
+        }
         if self.dirty {
             if let Err(error) = self.committer.commit().await {
                 self.fail_deferred();
@@ -351,7 +363,7 @@ impl GroupActor {
         };
         self.store
             .put_event(&self.room.group.id, &channel, &event)?;
-        self.save_state()?;
+        self.state_changed();
         self.deferred.push(Deferred::Event(channel, event.clone()));
         Ok(event)
     }
@@ -365,11 +377,11 @@ impl GroupActor {
         self.append(channel, None, Some(note), now)
     }
 
-    pub(super) fn save_state(&mut self) -> Result<(), StoreError> {
-        self.store
-            .put_group_state(&self.room.group.id, &self.room.state)?;
+    /// Notes that the group's state changed; it is written once, just before the
+    /// batch's commit, however many posts and controls changed it.
+    pub(super) fn state_changed(&mut self) {
+        self.state_changed = true;
         self.dirty = true;
-        Ok(())
     }
 
     pub(super) fn save_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
@@ -482,7 +494,7 @@ impl GroupActor {
         );
         if self.room.is_facilitator(&key) && self.room.state.lead.is_none() {
             self.room.state.lead = Some(key);
-            self.save_state()?;
+            self.state_changed();
             self.deferred.push(Deferred::GroupUpdate);
         }
         self.room.auto_admit(&key);

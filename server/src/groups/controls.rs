@@ -17,6 +17,7 @@ use crate::audit::NewEntry;
 use crate::error::ServerError;
 use crate::outbound::Outbox;
 use crate::store::records::{RecordRecord, Removal};
+use crate::text::check_text;
 
 /// Longest mute, in minutes (a day).
 pub const MAX_MUTE_MINUTES: u32 = 24 * 60;
@@ -26,19 +27,7 @@ pub const MAX_SLOW_MODE_SECS: u32 = 3600;
 pub const MAX_PINS: usize = 10;
 
 fn text_field(field: &'static str, text: &str) -> Result<(), ServerError> {
-    let len = text.chars().count();
-    if len > MAX_TEXT_CHARS {
-        return Err(ProtocolError::TooLong {
-            field,
-            len,
-            limit: MAX_TEXT_CHARS,
-        }
-        .into());
-    }
-    if text.trim().is_empty() {
-        return Err(ProtocolError::invalid(field, "cannot be empty").into());
-    }
-    Ok(())
+    check_text(field, text, MAX_TEXT_CHARS).map(|_| ())
 }
 
 impl GroupActor {
@@ -351,7 +340,7 @@ impl GroupActor {
         change: impl FnOnce(&mut crate::store::records::GroupStateRecord),
     ) -> Result<(), ServerError> {
         change(&mut self.room.state);
-        self.save_state()?;
+        self.state_changed();
         self.deferred.push(Deferred::GroupUpdate);
         Ok(())
     }
