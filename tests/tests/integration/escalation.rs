@@ -1184,3 +1184,68 @@ async fn the_person_a_flag_is_about_does_not_learn_who_raised_it() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_supervisor_in_the_group_is_not_paused_sanctioned_or_sent_away() {
+    let Desk {
+        mut fac,
+        mut p,
+        mut sup1,
+        sup1_id,
+        ..
+    } = desk(true).await;
+    sup1.join("circle", "Sam", None).await;
+    let fac_id = fac.identity.clone().unwrap();
+    let control = |action| {
+        let env = fac_id.signed(Kind::Control, |counter, ts| ControlPayload {
+            group: gid("circle"),
+            action,
+            counter,
+            ts,
+        });
+        move |id| ClientFrame::Control {
+            id,
+            group: gid("circle"),
+            env,
+        }
+    };
+    assert!(matches!(
+        fac.request(control(ControlAction::Pause)).await,
+        ServerFrame::Ack { .. }
+    ));
+    // Paused: the participant is held, the supervisor is not.
+    let env = p.identity.clone().unwrap().post("circle", "hi");
+    let refused = p
+        .request(|id| ClientFrame::Post {
+            id,
+            group: gid("circle"),
+            env,
+        })
+        .await;
+    assert_code(&refused, ErrorCode::Paused);
+    sup1.post("circle", "I'm here to help if anyone needs it")
+        .await;
+    // A supervisor cannot be muted, and is not sent away when the session ends.
+    let mute = control(ControlAction::Mute {
+        member: sup1_id.key(),
+        minutes: 5,
+    });
+    assert_code(&fac.request(mute).await, ErrorCode::Forbidden);
+    assert!(matches!(
+        fac.request(control(ControlAction::EndSession)).await,
+        ServerFrame::Ack { .. }
+    ));
+    let dismissed = p
+        .recv_matching(|f| matches!(f, ServerFrame::Dismissed { .. }))
+        .await;
+    assert!(
+        dismissed.is_ok(),
+        "the participant is told the session ended"
+    );
+    let stays = tokio::time::timeout(
+        Duration::from_millis(300),
+        sup1.recv_matching(|f| matches!(f, ServerFrame::Dismissed { .. })),
+    )
+    .await;
+    assert!(stays.is_err(), "the supervisor stays: {stays:?}");
+}
