@@ -302,6 +302,29 @@ impl Client {
         self.request(|id| ClientFrame::Redeem { id, env }).await
     }
 
+    /// Makes an invite over the wire and returns its token (panics if refused).
+    pub async fn invite(
+        &mut self,
+        role: peerhub_protocol::payload::InviteRole,
+        group: Option<&str>,
+    ) -> String {
+        let env = self
+            .me()
+            .signed(peerhub_protocol::envelope::Kind::Invite, |counter, ts| {
+                peerhub_protocol::payload::InvitePayload {
+                    role,
+                    group: group.map(gid),
+                    ttl_ms: None,
+                    counter,
+                    ts,
+                }
+            });
+        match self.request(|id| ClientFrame::Invite { id, env }).await {
+            ServerFrame::Invited { token, .. } => token,
+            other => panic!("invite refused: {other:?}"),
+        }
+    }
+
     /// Creates a group (needs admin).
     pub async fn create_group(&mut self, group: &str, title: &str) -> ServerFrame {
         let env =

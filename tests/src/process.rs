@@ -107,6 +107,27 @@ impl ProcessServer {
             .map(str::to_string)
     }
 
+    /// A new admin, logged in, who redeemed the printed first-admin link.
+    pub async fn admin(&self) -> crate::Client {
+        let token = self
+            .invite_token("first admin (single use, 24 h)")
+            .expect("the first-admin link is printed while no admin exists");
+        self.redeemed(&token).await.1
+    }
+
+    /// A new identity, logged in, that redeemed `token`.
+    pub async fn redeemed(&self, token: &str) -> (crate::Identity, crate::Client) {
+        let me = crate::Identity::generate();
+        let mut client = crate::Client::connect(self.addr).await;
+        client.login(&me).await;
+        let reply = client.redeem(token).await;
+        assert!(
+            matches!(reply, peerhub_protocol::ServerFrame::Redeemed { .. }),
+            "{reply:?}"
+        );
+        (me, client)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("still running")

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, EscalationStatus, Severity};
-use peerhub_protocol::payload::{FlagPayload, GroupKind, InvitePayload, InviteRole, PostPayload};
+use peerhub_protocol::payload::{FlagPayload, InviteRole, PostPayload};
 use peerhub_protocol::{ClientFrame, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{Client, Identity, ProcessServer};
@@ -115,38 +115,10 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
     // Long deadlines: escalations must still be waiting (and re-armed) at the end.
     let args = ["--deadline-concern-ms", "3600000"];
     let mut process = ProcessServer::start(&data, &args).await;
-    let admin_id = Identity::generate();
-    let mut admin = Client::connect(process.addr).await;
-    admin.login(&admin_id).await;
-    admin
-        .redeem(
-            &process
-                .invite_token("first admin (single use, 24 h)")
-                .unwrap(),
-        )
-        .await;
-    let env = admin_id.create_group_with("crash", "Crash", GroupKind::DropIn, |g| {
-        g.waiting_room = Some(false)
-    });
-    admin
-        .request(|id| ClientFrame::CreateGroup { id, env })
-        .await;
-    let env = admin_id.signed(Kind::Invite, |counter, ts| InvitePayload {
-        role: InviteRole::Supervisor,
-        group: None,
-        ttl_ms: None,
-        counter,
-        ts,
-    });
-    let ServerFrame::Invited { token, .. } =
-        admin.request(|id| ClientFrame::Invite { id, env }).await
-    else {
-        panic!("invite")
-    };
-    let supervisor = Identity::generate();
-    let mut sup = Client::connect(process.addr).await;
-    sup.login(&supervisor).await;
-    sup.redeem(&token).await;
+    let mut admin = process.admin().await;
+    admin.create_group("crash", "Crash").await;
+    let token = admin.invite(InviteRole::Supervisor, None).await;
+    let (supervisor, sup) = process.redeemed(&token).await;
     drop((admin, sup));
 
     let senders: Vec<Identity> = (0..SENDERS).map(|_| Identity::generate()).collect();

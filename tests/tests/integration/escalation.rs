@@ -772,45 +772,17 @@ async fn an_offline_supervisor_gets_every_pending_escalation_on_connecting() {
 
 #[tokio::test]
 async fn a_pending_escalation_survives_kill_9_and_its_deadline_is_still_enforced() {
-    use peerhub_protocol::payload::{GroupKind, InvitePayload, InviteRole};
+    use peerhub_protocol::payload::InviteRole;
     use peerhub_tests::ProcessServer;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = ["--deadline-urgent-ms", "1500"];
     let mut process = ProcessServer::start(&data, &args).await;
     // Everything set up over the wire, as an organisation would.
-    let admin_id = Identity::generate();
-    let mut admin = Client::connect(process.addr).await;
-    admin.login(&admin_id).await;
-    admin
-        .redeem(
-            &process
-                .invite_token("first admin (single use, 24 h)")
-                .unwrap(),
-        )
-        .await;
-    let env = admin_id.create_group_with("circle", "Circle", GroupKind::DropIn, |g| {
-        g.waiting_room = Some(false)
-    });
-    admin
-        .request(|id| ClientFrame::CreateGroup { id, env })
-        .await;
-    let env = admin_id.signed(Kind::Invite, |counter, ts| InvitePayload {
-        role: InviteRole::Supervisor,
-        group: None,
-        ttl_ms: None,
-        counter,
-        ts,
-    });
-    let ServerFrame::Invited { token, .. } =
-        admin.request(|id| ClientFrame::Invite { id, env }).await
-    else {
-        panic!("invite")
-    };
-    let sup_id = Identity::generate();
-    let mut sup = Client::connect(process.addr).await;
-    sup.login(&sup_id).await;
-    sup.redeem(&token).await;
+    let mut admin = process.admin().await;
+    admin.create_group("circle", "Circle").await;
+    let token = admin.invite(InviteRole::Supervisor, None).await;
+    let (sup_id, sup) = process.redeemed(&token).await;
     let now = now_ms();
     let entry = RotaEntry {
         supervisor: sup_id.key(),
@@ -1026,37 +998,15 @@ async fn a_supervisor_joins_the_group_and_talks_privately_with_the_person() {
 
 #[tokio::test]
 async fn the_rota_is_kept_from_the_command_line_and_helplines_are_configuration() {
-    use peerhub_protocol::payload::{InvitePayload, InviteRole};
+    use peerhub_protocol::payload::InviteRole;
     use peerhub_tests::ProcessServer;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut process = ProcessServer::start(&data, &[]).await;
-    let admin_id = Identity::generate();
-    let mut admin = Client::connect(process.addr).await;
-    admin.login(&admin_id).await;
-    admin
-        .redeem(
-            &process
-                .invite_token("first admin (single use, 24 h)")
-                .unwrap(),
-        )
-        .await;
-    let env = admin_id.signed(Kind::Invite, |counter, ts| InvitePayload {
-        role: InviteRole::Supervisor,
-        group: None,
-        ttl_ms: None,
-        counter,
-        ts,
-    });
-    let ServerFrame::Invited { token, .. } =
-        admin.request(|id| ClientFrame::Invite { id, env }).await
-    else {
-        panic!("invite")
-    };
-    let sup_id = Identity::generate();
-    let mut sup = Client::connect(process.addr).await;
-    sup.login(&sup_id).await;
-    sup.redeem(&token).await;
+    let mut admin = process.admin().await;
+    let admin_id = admin.identity.clone().unwrap();
+    let token = admin.invite(InviteRole::Supervisor, None).await;
+    let (sup_id, _sup) = process.redeemed(&token).await;
     // While the server runs, the command refuses the folder.
     let peerhub = peerhub_tests::process::binary();
     let run = |args: &[&str]| {

@@ -328,25 +328,8 @@ async fn a_member_that_stops_reading_is_dropped_while_the_others_get_everything(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let process = ProcessServer::start(&data, &["--store-cache-mb", "1"]).await;
-    let admin_id = Identity::generate();
-    let mut admin = Client::connect(process.addr).await;
-    admin.login(&admin_id).await;
-    admin
-        .redeem(
-            &process
-                .invite_token("first admin (single use, 24 h)")
-                .unwrap(),
-        )
-        .await;
-    let env = admin_id.create_group_with(
-        "flood",
-        "Flood",
-        peerhub_protocol::payload::GroupKind::DropIn,
-        |g| g.waiting_room = Some(false),
-    );
-    admin
-        .request(|id| ClientFrame::CreateGroup { id, env })
-        .await;
+    let mut admin = process.admin().await;
+    admin.create_group("flood", "Flood").await;
     // The slow member joins, then never reads again.
     let slow_id = Identity::generate();
     let mut slow = Client::connect(process.addr).await;
