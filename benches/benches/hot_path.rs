@@ -102,7 +102,7 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let mut state = peerhub_server::groups::new_group_state(None);
+    let mut state = peerhub_server::groups::room::initial_state(None);
     let signer = env.key;
     let other = peerhub_protocol::GroupId::parse("g1").expect("id");
     let mut seq2 = 0u64;

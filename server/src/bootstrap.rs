@@ -80,7 +80,7 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
             waiting_room: true,
         })?;
         if created {
-            let state = crate::groups::new_group_state(Some(DEMO_AGREEMENT.into()));
+            let state = crate::groups::room::initial_state(Some(DEMO_AGREEMENT.into()));
             store.put_group_state(&id, &state)?;
         }
         for (role, slot) in [

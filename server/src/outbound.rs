@@ -114,9 +114,4 @@ impl Outbox {
             }
         }
     }
-
-    /// Whether the connection is still there and keeping up.
-    pub fn is_live(&self) -> bool {
-        !self.tx.is_closed() && !self.kicked.is_cancelled()
-    }
 }

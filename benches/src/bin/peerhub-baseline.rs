@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     {
         let store = Store::open(&scratch.path().join("p")).map_err(store_err)?;
         let event = sample::stored_event(0, env.clone());
-        let mut state = peerhub_server::groups::new_group_state(None);
+        let mut state = peerhub_server::groups::room::initial_state(None);
         let signer = PublicKey(env.key.0);
         report.store_post_writes_per_s = per_second(args.seconds, |i| {
             let mut event = event.clone();

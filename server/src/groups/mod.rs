@@ -28,7 +28,7 @@ use crate::audit::{action, AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, Outbox};
-use crate::store::records::{GroupRecord, GroupStateRecord};
+use crate::store::records::GroupRecord;
 use crate::store::{Committer, Store};
 use room::{Member, Room};
 
@@ -80,7 +80,6 @@ pub fn access_code_hash(code: &str) -> String {
 /// A session's line to one group's task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GroupHandle {
-    id: GroupId,
     // Sender: sessions. Receiver: the group's task. Bounded: a flood of commands
     // makes the senders wait, which in turn stops them reading their sockets.
     tx: mpsc::Sender<GroupCommand>,
@@ -157,11 +156,6 @@ impl GroupHandle {
     pub async fn leave(&self, conn: ConnId) {
         // A group task that is gone has no subscriber to remove.
         let _ = self.send(GroupCommand::Leave { conn }).await;
-    }
-
-    /// The group's id.
-    pub fn id(&self) -> &GroupId {
-        &self.id
     }
 }
 
@@ -265,7 +259,7 @@ impl GroupRegistry {
             rx,
         );
         self.tracker.spawn(actor.run());
-        let handle = GroupHandle { id: id.clone(), tx };
+        let handle = GroupHandle { tx };
         live.insert(id.clone(), handle.clone());
         Ok(handle)
     }
@@ -316,9 +310,4 @@ pub fn group_info(record: &GroupRecord) -> GroupInfo {
         title: record.title.clone(),
         kind: record.kind,
     }
-}
-
-/// A fresh state record for a new group.
-pub fn new_group_state(agreement: Option<String>) -> GroupStateRecord {
-    room::initial_state(agreement)
 }
