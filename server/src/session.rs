@@ -200,7 +200,13 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                         None => break,
                     }
                 }
-                if ws.send_all(frames).await.is_err() {
+                // A peer that stopped reading blocks this write; its outbox filling
+                // up meanwhile ends it with the slow-consumer reason, not a timeout.
+                let written = tokio::select! {
+                    written = ws.send_all(frames) => written,
+                    _ = kicked.cancelled() => break End::Slow,
+                };
+                if written.is_err() {
                     break End::Gone;
                 }
             }

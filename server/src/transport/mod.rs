@@ -45,13 +45,19 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// The kernel send buffer of every accepted socket. Left alone, Linux grows it
+/// to `tcp_wmem` max (megabytes) for a peer that stops reading, on top of the
+/// outbox; capped, a stalled peer fills it quickly and the outbox bound decides.
+pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
 /// The WebSocket settings every session uses: a small read buffer (the default
-/// 128 KiB per connection would dominate memory) and hard caps on what a peer can
-/// make us hold.
+/// 128 KiB per connection would dominate memory), a write buffer so a batch of
+/// frames goes out in few socket writes, and hard caps on what a peer can make
+/// us hold.
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(peerhub_protocol::limits::HARD_FRAME_BYTES))
         .max_frame_size(Some(peerhub_protocol::limits::HARD_FRAME_BYTES))
@@ -93,6 +99,7 @@ async fn serve_connection(
     hub: Arc<Hub>,
 ) {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES);
     let io = match tls {
         None => Either::Right(stream),
         Some(acceptor) => {
