@@ -35,6 +35,8 @@ pub struct Config {
     /// Browser origins allowed to open a WebSocket (besides the hub's own, which is
     /// always allowed). Clients that send no Origin (not browsers) are allowed.
     pub allowed_origins: Vec<String>,
+    /// Serve `/metrics` to any address (default: to this machine only).
+    pub metrics_public: bool,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             limits: crate::limits::LimitSettings::default(),
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             allowed_origins: Vec::new(),
+            metrics_public: false,
             outbox_capacity: 4096,
             outbox_bytes: 1024 * 1024,
             auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub auth_timeout: Duration,
     /// Origins allowed besides the hub's own.
     pub allowed_origins: Vec<String>,
+    /// Serve `/metrics` to any address, not only to this machine.
+    pub metrics_public: bool,
 }
 
 /// Everything the server's tasks share.
@@ -50,4 +52,6 @@ pub struct Hub {
     pub limits: crate::limits::Limits,
     /// Tunables.
     pub settings: Settings,
+    /// Counters and gauges for `GET /metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }

@@ -22,6 +22,7 @@
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
 //! - [`admin`] — commands on a stopped server's data folder (`peerhub rota ...`).
 //! - [`limits`] — rate limits (governor) and caps on connections and members.
+//! - [`metrics`] — counters and gauges for `GET /metrics` (Prometheus text).
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
@@ -45,6 +46,7 @@ pub mod groups;
 pub mod hub;
 pub mod invites;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod session;
 pub mod store;
@@ -144,6 +146,7 @@ impl Server {
         let (committer, commit_thread) =
             Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
+        let metrics = Arc::new(metrics::Metrics::new());
         // The router outlives the connections (they unregister as they close) and
         // stops with the group tasks.
         let router_stop = CancellationToken::new();
@@ -155,6 +158,7 @@ impl Server {
             config.escalation.clone(),
             &groups,
             router_stop.clone(),
+            metrics.clone(),
         )?;
         let hub = Arc::new(Hub {
             router,
@@ -166,6 +170,7 @@ impl Server {
                 groups.clone(),
                 audit.clone(),
                 config.limits.max_members_per_group,
+                metrics.clone(),
                 groups::DEFAULT_RISK_PHRASES
                     .iter()
                     .map(ToString::to_string)
@@ -177,12 +182,15 @@ impl Server {
             clock,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
-            limits: limits::Limits::new(config.limits.clone()),
+            limits: limits::Limits::new(config.limits.clone())
+                .counting_hits_in(metrics.rate_limit_hits()),
+            metrics,
             settings: Settings {
                 outbox_capacity: config.outbox_capacity,
                 outbox_bytes: config.outbox_bytes,
                 auth_timeout: config.auth_timeout,
                 allowed_origins: config.allowed_origins.clone(),
+                metrics_public: config.metrics_public,
             },
         });
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -121,6 +121,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> Counts<K> {
         })
     }
 
+    fn held(&self, key: &K) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied().unwrap_or(0)
+    }
+
     fn give_back(&self, key: &K) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = map.get_mut(key) {
@@ -176,6 +181,8 @@ pub struct Limits {
     per_ip: Arc<Counts<IpAddr>>,
     per_key: Arc<Counts<PublicKey>>,
     pending: Arc<Counts<()>>,
+    /// Where hits are counted (`peerhub_rate_limited_total`), when running in a hub.
+    hits: Option<prometheus::IntCounterVec>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -214,7 +221,28 @@ impl Limits {
             per_key: Counts::new(),
             pending: Counts::new(),
             settings,
+            hits: None,
         }
+    }
+
+    /// Counts every hit, by limit, in `hits` (a counter vector labelled `limit`).
+    pub fn counting_hits_in(mut self, hits: prometheus::IntCounterVec) -> Self {
+        self.hits = Some(hits);
+        self
+    }
+
+    fn hit<T>(&self, limit: &str, outcome: Result<T, u64>) -> Result<T, u64> {
+        if outcome.is_err() {
+            if let Some(hits) = &self.hits {
+                hits.with_label_values(&[limit]).inc();
+            }
+        }
+        outcome
+    }
+
+    /// Open connections, and of those the ones not logged in yet.
+    pub fn connection_counts(&self) -> (usize, usize) {
+        (self.total.held(&()), self.pending.held(&()))
     }
 
     /// The settings in force.
@@ -230,24 +258,29 @@ impl Limits {
     pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnectionTicket, Refusal> {
         let per_ip = self.limits_ip(&ip);
         if per_ip {
-            check(&self.connects, &ip).map_err(Refusal::TooFast)?;
+            self.hit("connections", check(&self.connects, &ip))
+                .map_err(Refusal::TooFast)?;
         }
+        let full = |why: &'static str| {
+            let _ = self.hit::<()>("connection_caps", Err(0));
+            Refusal::Full(why)
+        };
         let total = self
             .total
             .take((), self.settings.max_connections)
-            .ok_or(Refusal::Full("the hub is full"))?;
+            .ok_or_else(|| full("the hub is full"))?;
         let ip_place = match per_ip {
             true => Some(
                 self.per_ip
                     .take(ip, self.settings.max_connections_per_ip)
-                    .ok_or(Refusal::Full("too many connections from your address"))?,
+                    .ok_or_else(|| full("too many connections from your address"))?,
             ),
             false => None,
         };
         let pending = self
             .pending
             .take((), self.settings.max_pending_logins)
-            .ok_or(Refusal::Full("too many connections waiting to log in"))?;
+            .ok_or_else(|| full("too many connections waiting to log in"))?;
         Ok(ConnectionTicket {
             _total: total,
             _ip: ip_place,
@@ -258,19 +291,22 @@ impl Limits {
     /// Counts a failed login; `Err` once the address or key has failed too often.
     pub fn failed_login(&self, ip: IpAddr, key: Option<&PublicKey>) -> Result<(), u64> {
         if self.limits_ip(&ip) {
-            check(&self.failed_ip, &ip)?;
+            self.hit("failed_logins_per_address", check(&self.failed_ip, &ip))?;
         }
         if let Some(key) = key {
-            check(&self.failed_key, key)?;
+            self.hit("failed_logins_per_key", check(&self.failed_key, key))?;
         }
         Ok(())
     }
 
     /// Takes a place for one more connection of `key`.
     pub fn key_connection(&self, key: PublicKey) -> Result<Place<PublicKey>, ServerError> {
-        self.per_key
+        let place = self
+            .per_key
             .take(key, self.settings.max_connections_per_key)
-            .ok_or(ServerError::RateLimited {
+            .ok_or(0);
+        self.hit("connections_per_key", place)
+            .map_err(|_| ServerError::RateLimited {
                 retry_after_ms: 5_000,
                 what: "too many connections for this key at once",
             })
@@ -278,27 +314,30 @@ impl Limits {
 
     /// A message from `key`.
     pub fn message(&self, key: &PublicKey) -> Result<(), ServerError> {
-        check(&self.messages, key).map_err(|retry_after_ms| ServerError::RateLimited {
-            retry_after_ms,
-            what: "you are sending messages too quickly",
-        })
+        self.hit("messages", check(&self.messages, key))
+            .map_err(|retry_after_ms| ServerError::RateLimited {
+                retry_after_ms,
+                what: "you are sending messages too quickly",
+            })
     }
 
     /// A distress flag from `key` (refused flags are answered, never dropped).
     pub fn flag(&self, key: &PublicKey) -> Result<(), ServerError> {
-        check(&self.flags, key).map_err(|retry_after_ms| ServerError::RateLimited {
-            retry_after_ms,
-            what: "many flags in a short time: yours are recorded; please wait a moment \
+        self.hit("flags", check(&self.flags, key))
+            .map_err(|retry_after_ms| ServerError::RateLimited {
+                retry_after_ms,
+                what: "many flags in a short time: yours are recorded; please wait a moment \
                    before the next, and call the emergency services if anyone is in danger now",
-        })
+            })
     }
 
     /// Any other signed command from `key`.
     pub fn command(&self, key: &PublicKey) -> Result<(), ServerError> {
-        check(&self.commands, key).map_err(|retry_after_ms| ServerError::RateLimited {
-            retry_after_ms,
-            what: "too many requests in a short time",
-        })
+        self.hit("commands", check(&self.commands, key))
+            .map_err(|retry_after_ms| ServerError::RateLimited {
+                retry_after_ms,
+                what: "too many requests in a short time",
+            })
     }
 
     /// Forgets idle keys (call now and then so the maps stay small).

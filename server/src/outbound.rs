@@ -46,6 +46,7 @@ pub struct Outbox {
     kicked: CancellationToken,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    drops: prometheus::IntCounter,
 }
 
 /// The receiving half, owned by the connection's task.
@@ -73,8 +74,14 @@ impl OutboxReceiver {
     }
 }
 
-/// Makes a connection's queue of at most `frames` frames and `max_bytes` bytes.
-pub fn outbox(conn: ConnId, frames: usize, max_bytes: usize) -> (Outbox, OutboxReceiver) {
+/// Makes a connection's queue of at most `frames` frames and `max_bytes` bytes;
+/// frames it cannot take are counted in `drops`.
+pub fn outbox(
+    conn: ConnId,
+    frames: usize,
+    max_bytes: usize,
+    drops: prometheus::IntCounter,
+) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::channel(frames.max(1));
     let kicked = CancellationToken::new();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -85,6 +92,7 @@ pub fn outbox(conn: ConnId, frames: usize, max_bytes: usize) -> (Outbox, OutboxR
             kicked: kicked.clone(),
             queued: queued.clone(),
             max_bytes,
+            drops,
         },
         OutboxReceiver { rx, queued, kicked },
     )
@@ -95,12 +103,14 @@ impl Outbox {
     /// was too slow (it is then kicked and will close with a reason).
     pub fn push(&self, frame: &FrameBytes) -> bool {
         if self.kicked.is_cancelled() {
+            self.drops.inc();
             return false;
         }
         let before = self.queued.fetch_add(frame.len(), Ordering::AcqRel);
         if before + frame.len() > self.max_bytes {
             self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
             self.kicked.cancel();
+            self.drops.inc();
             return false;
         }
         match self.tx.try_send(frame.clone()) {
@@ -110,6 +120,7 @@ impl Outbox {
                 if matches!(error, mpsc::error::TrySendError::Full(_)) {
                     self.kicked.cancel();
                 }
+                self.drops.inc();
                 false
             }
         }

@@ -139,6 +139,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         conn,
         hub.settings.outbox_capacity,
         hub.settings.outbox_bytes,
+        hub.metrics.outbox_drops.clone(),
     );
     let challenge = random_challenge();
     let hello = ServerFrame::Hello {
@@ -248,6 +249,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                 .await;
         }
         End::Slow => {
+            session.hub.metrics.slow_disconnects.inc();
             ws.close(
                 close_code::SLOW_CONSUMER,
                 "slow_consumer: reconnect and resume from your last seq",
@@ -300,6 +302,7 @@ impl Session {
             tracing::error!(conn = %self.conn, error = %e, "store failure");
         }
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
+        self.hub.metrics.rejected(error.code().as_str());
         self.reply(ws, &error.frame(id)).await;
         self.consecutive_errors += 1;
         let counts_as_failed_login = !matches!(

@@ -150,6 +150,11 @@ impl RouterHandle {
             .map_err(|_| ServerError::ShuttingDown)
     }
 
+    /// Whether the router task is still running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Tells the router a connection closed (never fails).
     pub async fn unregister(&self, conn: ConnId) {
         let _ = self.tx.send(RouterCommand::Unregister { conn }).await;

@@ -20,6 +20,7 @@ use super::{rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSA
 use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
+use crate::metrics::Metrics;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
 use crate::store::records::EscalationRecord;
 use crate::store::{Committer, Store, StoreError};
@@ -51,6 +52,7 @@ pub struct EscalationRouter {
     rota: Vec<RotaEntry>,
     covered: bool,
     pager: Option<Pager>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for EscalationRouter {
@@ -79,6 +81,7 @@ fn is_staff(roles: &[Role]) -> bool {
 impl EscalationRouter {
     /// Loads every unresolved escalation and the rota, and starts the task on
     /// `tracker`. It stops when `stop` is cancelled.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         store: Store,
         committer: Committer,
@@ -87,6 +90,7 @@ impl EscalationRouter {
         settings: EscalationSettings,
         tracker: &TaskTracker,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<RouterHandle, StoreError> {
         let open = store
             .escalations()?
@@ -119,6 +123,7 @@ impl EscalationRouter {
             open,
             rota,
             pager,
+            metrics,
         };
         if !router.open.is_empty() {
             tracing::info!(
@@ -141,6 +146,7 @@ impl EscalationRouter {
         for id in pending {
             self.page(id);
         }
+        self.metrics.set_escalations(self.open.values());
         loop {
             let wait = self.next_wake().map(|at| {
                 Duration::from_millis(at.saturating_sub(self.clock.now_ms())).min(TIMER_POLL)
@@ -157,6 +163,7 @@ impl EscalationRouter {
                     }
                 }
             }
+            self.metrics.set_escalations(self.open.values());
         }
         tracing::debug!("escalation router stopped");
     }
@@ -191,6 +198,7 @@ impl EscalationRouter {
                 payload,
             } => {
                 if let Err(error) = self.raise(&outbox, key, request_id, env, payload).await {
+                    self.metrics.rejected(error.code().as_str());
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
             }
@@ -202,6 +210,7 @@ impl EscalationRouter {
                 payload,
             } => {
                 if let Err(error) = self.act(&outbox, key, request_id, env, payload).await {
+                    self.metrics.rejected(error.code().as_str());
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
             }

@@ -131,6 +131,7 @@ pub(crate) struct GroupActor {
     pub(super) clock: Clock,
     pub(super) audit: Arc<AuditLog>,
     max_members: usize,
+    metrics: Arc<crate::metrics::Metrics>,
     risk_phrases: Arc<Vec<String>>,
     rx: mpsc::Receiver<GroupCommand>,
     /// Deferred effects of the batch being built.
@@ -154,6 +155,7 @@ impl GroupActor {
         clock: Clock,
         audit: Arc<AuditLog>,
         max_members: usize,
+        metrics: Arc<crate::metrics::Metrics>,
         risk_phrases: Arc<Vec<String>>,
         rx: mpsc::Receiver<GroupCommand>,
     ) -> Self {
@@ -165,6 +167,7 @@ impl GroupActor {
             clock,
             audit,
             max_members,
+            metrics,
             risk_phrases,
             rx,
             deferred: Vec::new(),
@@ -250,6 +253,7 @@ impl GroupActor {
                             Err(e)
                         }
                         Err(refusal) => {
+                            self.metrics.rejected(refusal.code().as_str());
                             outbox.push(&frame_bytes(&refusal.frame(request_id)));
                             Ok(())
                         }
@@ -576,6 +580,7 @@ impl GroupActor {
                 self.spend_counter(&key, counter)?;
                 let event = self.append(Channel::Main, Some(env), None, now)?;
                 self.ack(outbox, request_id, Channel::Main, event.seq, counter);
+                self.metrics.messages.inc();
                 if !self.room.is_facilitator(&key) {
                     self.risk_nudge(&key, &body, event.seq, now)?;
                 }
@@ -668,6 +673,7 @@ impl GroupActor {
         let channel = Channel::pair(key, other);
         let event = self.append(channel, Some(env), None, now)?;
         self.ack(outbox, request_id, channel, event.seq, counter);
+        self.metrics.messages.inc();
         Ok(())
     }
 

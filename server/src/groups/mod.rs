@@ -168,6 +168,7 @@ pub struct GroupRegistry {
     tracker: TaskTracker,
     audit: Arc<AuditLog>,
     max_members: usize,
+    metrics: Arc<crate::metrics::Metrics>,
     risk_phrases: Arc<Vec<String>>,
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
@@ -176,6 +177,7 @@ pub struct GroupRegistry {
 
 impl GroupRegistry {
     /// An empty registry; group tasks are tracked by `tracker`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         committer: Committer,
@@ -183,6 +185,7 @@ impl GroupRegistry {
         tracker: TaskTracker,
         audit: Arc<AuditLog>,
         max_members: usize,
+        metrics: Arc<crate::metrics::Metrics>,
         risk_phrases: Vec<String>,
     ) -> Self {
         let risk_phrases = risk_phrases.into_iter().map(|p| p.to_lowercase()).collect();
@@ -193,6 +196,7 @@ impl GroupRegistry {
             tracker,
             audit,
             max_members,
+            metrics,
             risk_phrases: Arc::new(risk_phrases),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -255,6 +259,7 @@ impl GroupRegistry {
             self.clock.clone(),
             self.audit.clone(),
             self.max_members,
+            self.metrics.clone(),
             self.risk_phrases.clone(),
             rx,
         );
@@ -293,6 +298,12 @@ impl GroupRegistry {
         self.store.raise_counter(creator, counter)?;
         self.committer.commit().await?;
         Ok(())
+    }
+
+    /// How many groups have a running task.
+    pub fn live_count(&self) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.values().filter(|h| !h.tx.is_closed()).count()
     }
 
     /// Refuses new group tasks and drops every handle, so each task ends once the

@@ -168,6 +168,11 @@ impl Store {
         Ok(hash.finalize().into())
     }
 
+    /// The store's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Makes every write so far durable. Prefer [`Committer::commit`], which shares
     /// one flush between concurrent writers.
     pub fn flush(&self) -> Result<(), StoreError> {

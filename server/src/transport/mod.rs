@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! TcpListener ─accept─► [TLS handshake] ─► hyper HTTP/1.1 ─► router
-//!                                              ├─ GET /healthz  → "ok"
+//!                                              ├─ GET /healthz, /readyz, /metrics → ops
 //!                                              ├─ GET /ws       → upgrade → WsConnection → session::run
 //!                                              └─ anything else → embedded client files
 //! ```
@@ -11,6 +11,7 @@
 //! one of them watches the shutdown token: HTTP connections finish their request
 //! and close; WebSocket sessions say goodbye (see `session`).
 
+pub mod ops;
 pub mod tls;
 pub mod ws;
 
@@ -135,7 +136,9 @@ async fn serve_connection(
 
 fn router(hub: Arc<Hub>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .route("/ws", get(upgrade))
         .fallback(crate::assets::serve)
         .with_state(hub)
@@ -248,7 +251,9 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
                 )
                 .await;
                 let link = crate::session::Link { conn, peer, ticket };
-                crate::session::run(session_hub, ws::WsConnection::new(stream), link).await;
+                let frames_sent = session_hub.metrics.frames_sent.clone();
+                let ws = ws::WsConnection::new(stream, frames_sent);
+                crate::session::run(session_hub, ws, link).await;
             }
             Err(error) => tracing::debug!(%conn, %error, "upgrade failed"),
         }

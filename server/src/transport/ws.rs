@@ -42,12 +42,19 @@ pub struct WriteFailed;
 #[derive(Debug)]
 pub struct WsConnection {
     stream: WebSocketStream<TokioIo<Upgraded>>,
+    frames_sent: prometheus::IntCounter,
 }
 
 impl WsConnection {
-    /// Wraps an upgraded stream.
-    pub fn new(stream: WebSocketStream<TokioIo<Upgraded>>) -> Self {
-        Self { stream }
+    /// Wraps an upgraded stream; every frame written is counted in `frames_sent`.
+    pub fn new(
+        stream: WebSocketStream<TokioIo<Upgraded>>,
+        frames_sent: prometheus::IntCounter,
+    ) -> Self {
+        Self {
+            stream,
+            frames_sent,
+        }
     }
 
     /// The next frame that matters. Cancel-safe: nothing is lost if the future is
@@ -71,14 +78,19 @@ impl WsConnection {
     where
         I: IntoIterator<Item = FrameBytes>,
     {
+        let mut written = 0;
         let write = async {
             for frame in frames {
                 self.stream.feed(Message::Text(frame)).await?;
+                written += 1;
             }
             self.stream.flush().await
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.frames_sent.inc_by(written);
+                Ok(())
+            }
             _ => Err(WriteFailed),
         }
     }

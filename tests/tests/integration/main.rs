@@ -14,6 +14,7 @@ mod http;
 mod invites;
 mod limits;
 mod login;
+mod metrics;
 mod resume;
 mod safety_case;
 mod shutdown;
