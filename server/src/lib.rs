@@ -22,6 +22,7 @@
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
 //! - [`admin`] — commands on a stopped server's data folder (`peerhub rota ...`).
 //! - [`limits`] — rate limits (governor) and caps on connections and members.
+//! - [`logging`] — tracing set-up; caps the libraries that would log wire bytes.
 //! - [`metrics`] — counters and gauges for `GET /metrics` (Prometheus text).
 //! - [`invites`], [`bootstrap`] — roles by invite; the first-admin link and demo.
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
@@ -46,6 +47,7 @@ pub mod groups;
 pub mod hub;
 pub mod invites;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod session;

@@ -8,7 +8,6 @@ use clap::Parser as _;
 use peerhub_server::config::{AuditCommand, Cli, Command, RotaCommand};
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of the system allocator: the hub allocates many small,
 /// short-lived buffers across threads, where it measured 1.19x faster ingest
@@ -90,15 +89,7 @@ fn serve_until_signal(cli: Cli) -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.serve.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    peerhub_server::logging::init(cli.serve.log_json);
     let (listen, config) = cli.serve.into_config()?;
     let listener = TcpListener::bind(listen)
         .await

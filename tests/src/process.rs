@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -39,11 +40,22 @@ pub struct ProcessServer {
     pub stdout: Vec<String>,
     /// Links it printed, by label (`first admin (single use, 24 h)`, ...).
     pub links: HashMap<String, String>,
+    /// What it wrote on stderr (its logs), when started with [`Self::start_logging`].
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ProcessServer {
     /// Starts `peerhub --listen 127.0.0.1:0 --data DIR ARGS...` and waits for `ready`.
     pub async fn start(data: &Path, args: &[&str]) -> Self {
+        Self::spawn(data, args, "warn", false).await
+    }
+
+    /// As [`Self::start`], logging at `rust_log` into [`Self::logs`].
+    pub async fn start_logging(data: &Path, args: &[&str], rust_log: &str) -> Self {
+        Self::spawn(data, args, rust_log, true).await
+    }
+
+    async fn spawn(data: &Path, args: &[&str], rust_log: &str, capture: bool) -> Self {
         let mut child = Command::new(binary())
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -51,12 +63,26 @@ impl ProcessServer {
             .arg(data)
             .args(crate::server::GENEROUS_LIMIT_FLAGS)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("spawn peerhub");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().expect("log lines").push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = Vec::new();
@@ -94,6 +120,7 @@ impl ProcessServer {
             addr,
             stdout: seen,
             links,
+            logs,
         }
     }
 

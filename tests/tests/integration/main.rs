@@ -14,6 +14,7 @@ mod http;
 mod invites;
 mod limits;
 mod login;
+mod logs;
 mod metrics;
 mod resume;
 mod safety_case;
