@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use peerhub_server::config::{AuditCommand, Cli, Command, RotaCommand};
+use peerhub_server::config::{AuditCommand, Cli, Command, RotaCommand, Serving};
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
 
@@ -20,7 +20,21 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
         Some(Command::Rota(command)) => rota(command),
-        None => serve_until_signal(cli),
+        None => {
+            let check_only = cli.serve.check_config;
+            match cli.serve.into_serving() {
+                Err(error) => {
+                    eprintln!("peerhub: {error}");
+                    ExitCode::from(2)
+                }
+                Ok(serving) if check_only => {
+                    print!("{}", serving.settings.redacted());
+                    println!("# configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Ok(serving) => serve_until_signal(serving),
+            }
+        }
     }
 }
 
@@ -71,7 +85,7 @@ fn rota(command: RotaCommand) -> ExitCode {
     }
 }
 
-fn serve_until_signal(cli: Cli) -> ExitCode {
+fn serve_until_signal(serving: Serving) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -79,7 +93,7 @@ fn serve_until_signal(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli)) {
+    match runtime.block_on(serve(serving)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("peerhub: {error:#}");
@@ -88,9 +102,9 @@ fn serve_until_signal(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<()> {
-    peerhub_server::logging::init(cli.serve.log_json);
-    let (listen, config) = cli.serve.into_config()?;
+async fn serve(serving: Serving) -> anyhow::Result<()> {
+    peerhub_server::logging::init(serving.log_json);
+    let Serving { listen, config, .. } = serving;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

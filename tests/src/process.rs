@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-/// Where the `peerhub` binary is: `$PEERHUB_BIN`, or beside the test executable's
+/// Where the `peerhub` binary is: `$TEST_PEERHUB_BIN` (not `PEERHUB_*`: the server refuses unknown variables of its own prefix), or beside the test executable's
 /// folder (`target/<profile>/peerhub`). `cargo test --workspace` builds it because
 /// the server crate has integration tests of its own.
 pub fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PEERHUB_BIN") {
+    if let Some(path) = std::env::var_os("TEST_PEERHUB_BIN") {
         return path.into();
     }
     let exe = std::env::current_exe().expect("current exe");

@@ -1,0 +1,293 @@
+//! The command line: serving flags (the top layer of the configuration) and the
+//! commands other than serving.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+
+use super::file::{self, FileSettings};
+use super::{Config, ConfigError};
+
+const ENV_HELP: &str = "Configuration comes from, lowest first: built-in defaults, the TOML \
+file given by --config (or PEERHUB_CONFIG), environment variables, then these flags. Every \
+key of the file has an environment variable: PEERHUB_ and the key's path in capitals with \
+_ for . (limits.messages_per_second is PEERHUB_LIMITS_MESSAGES_PER_SECOND; lists are \
+comma-separated). peerhub.example.toml lists every key with its default and meaning. \
+Unknown keys and variables are refused by name. --check-config prints the result.";
+
+/// peerhub: a secure WebSocket hub for moderated peer-support groups.
+///
+/// With no command, serves, and the options below are for serving; a command
+/// takes only its own options.
+#[derive(Debug, Parser)]
+#[command(name = "peerhub", version, about, long_about = None, after_help = ENV_HELP)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Commands other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tools for the tamper-evident audit chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The on-call rota of a stopped server's data folder (a running server's rota
+    /// is kept by an admin over the protocol).
+    #[command(subcommand)]
+    Rota(RotaCommand),
+}
+
+/// `peerhub rota ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum RotaCommand {
+    /// Print the rota as JSON: `[{"supervisor": KEY, "start_ms": .., "end_ms": ..,
+    /// "level": 1|2}]`.
+    List {
+        /// Data folder of a stopped server.
+        #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Replace the rota with the entries in a JSON file (same shape as `list`
+    /// prints). Every entry must name a key holding the supervisor role. The change
+    /// is signed with the hub's key and written to the audit chain.
+    Set {
+        /// Data folder of a stopped server.
+        #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+        data: PathBuf,
+        /// The rota file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// `peerhub audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every entry of the audit chain: its place, its link to the entry
+    /// before, its hash, and the signature of every envelope in it.
+    ///
+    /// Prints `audit chain OK: N entries, last hash H` and exits 0, or
+    /// `audit chain BROKEN at entry S: reason` and exits 1. Exits 2 if the folder
+    /// holds no store or cannot be opened, including while a server is running on
+    /// it: stop the server first. Keep the printed last hash somewhere else; a
+    /// later check that reports a different hash for the same entry count means
+    /// the chain was rewritten.
+    Verify(AuditVerifyArgs),
+}
+
+/// Options for `peerhub audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// Data folder of a stopped server (the one given to --data when serving).
+    #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
+    pub data: PathBuf,
+}
+
+/// Options for serving. Each flag overrides the file key named in its help; a
+/// flag left out leaves the file's (or the environment's) value alone.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The TOML configuration file (see peerhub.example.toml).
+    #[arg(long, env = "PEERHUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the configuration that would be used (secrets hidden) and exit: 0 if
+    /// it is valid, 2 if not.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address and port to listen on; plain ws only on loopback [key: listen;
+    /// default 127.0.0.1:7070].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Data folder, created if missing [key: data; default peerhub-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TLS certificate chain, PEM [key: tls.cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM [key: tls.key].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate kept in the data folder; its
+    /// fingerprint is printed at start [key: tls.self_signed].
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Create a demo drop-in group and print invite links for every role [key:
+    /// demo].
+    #[arg(long)]
+    pub demo: bool,
+    /// Base URL for printed links [key: public_url; default from --listen].
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Log as JSON lines [key: log_json].
+    #[arg(long)]
+    pub log_json: bool,
+    /// Helplines to signpost: a JSON array of {name, contact, hours, nation,
+    /// emergency} [key: escalation.helplines; default UK services].
+    #[arg(long, value_name = "FILE")]
+    pub helplines: Option<PathBuf>,
+    /// POST a signed, content-free notice here at every escalation routing step
+    /// (a secret: never printed) [key: escalation.pager_url].
+    #[arg(long, value_name = "URL")]
+    pub pager_url: Option<String>,
+    /// Memory the store may use as cache, MiB [key: store.cache_mb; default 512].
+    #[arg(long, value_name = "MIB")]
+    pub store_cache_mb: Option<u64>,
+    /// Messages per key per second [key: limits.messages_per_second; default 5].
+    #[arg(long, value_name = "N")]
+    pub messages_per_second: Option<u32>,
+    /// Messages per key in a burst [key: limits.message_burst; default 20].
+    #[arg(long, value_name = "N")]
+    pub message_burst: Option<u32>,
+    /// Distress flags per key per minute; a flag over the limit is answered, never
+    /// dropped [key: limits.flags_per_minute; default 20].
+    #[arg(long, value_name = "N")]
+    pub flags_per_minute: Option<u32>,
+    /// Other signed commands per key per second [key: limits.commands_per_second;
+    /// default 5].
+    #[arg(long, value_name = "N")]
+    pub commands_per_second: Option<u32>,
+    /// Apply per-address limits to loopback too (off: behind a local proxy every
+    /// client arrives from 127.0.0.1) [key: limits.limit_loopback].
+    #[arg(long)]
+    pub limit_loopback: bool,
+    /// A browser origin allowed to connect besides the hub's own; repeatable
+    /// [key: allow_origins].
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Time to acknowledge an emergency, per routing level [key:
+    /// escalation.emergency_deadline_ms; default 60000].
+    #[arg(long, value_name = "MS")]
+    pub deadline_emergency_ms: Option<u64>,
+    /// Time to acknowledge an urgent flag [key: escalation.urgent_deadline_ms;
+    /// default 180000].
+    #[arg(long, value_name = "MS")]
+    pub deadline_urgent_ms: Option<u64>,
+    /// Time to acknowledge a concern [key: escalation.concern_deadline_ms; default
+    /// 900000].
+    #[arg(long, value_name = "MS")]
+    pub deadline_concern_ms: Option<u64>,
+    /// Serve /metrics to any address, not only to this machine [key:
+    /// metrics.public].
+    #[arg(long)]
+    pub metrics_public: bool,
+}
+
+/// What serving needs, validated.
+#[derive(Debug)]
+pub struct Serving {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The server's configuration.
+    pub config: Config,
+    /// Log as JSON lines.
+    pub log_json: bool,
+    /// The merged settings (for `--check-config`; print with [`FileSettings::redacted`]).
+    pub settings: FileSettings,
+}
+
+impl ServeArgs {
+    /// The flags given, as a layer over the file and the environment.
+    fn layer(&self) -> Figment {
+        let mut layer = Figment::new();
+        let mut set = |key: &'static str, value: figment::value::Value| {
+            let name = format!("the command line (the flag for {key})");
+            layer = std::mem::take(&mut layer).merge(file::Named { name, key, value });
+        };
+        use figment::value::Value;
+        let path = |p: &PathBuf| Value::from(p.to_string_lossy().into_owned());
+        if let Some(v) = self.listen {
+            set("listen", Value::from(v.to_string()));
+        }
+        if let Some(v) = &self.data {
+            set("data", path(v));
+        }
+        if let Some(v) = &self.tls_cert {
+            set("tls.cert", path(v));
+        }
+        if let Some(v) = &self.tls_key {
+            set("tls.key", path(v));
+        }
+        for (given, key) in [
+            (self.tls_self_signed, "tls.self_signed"),
+            (self.demo, "demo"),
+            (self.log_json, "log_json"),
+            (self.limit_loopback, "limits.limit_loopback"),
+            (self.metrics_public, "metrics.public"),
+        ] {
+            if given {
+                set(key, Value::from(true));
+            }
+        }
+        if let Some(v) = &self.public_url {
+            set("public_url", Value::from(v.clone()));
+        }
+        if let Some(v) = &self.helplines {
+            set("escalation.helplines", path(v));
+        }
+        if let Some(v) = &self.pager_url {
+            set("escalation.pager_url", Value::from(v.clone()));
+        }
+        if !self.allow_origin.is_empty() {
+            let list: Vec<Value> = self
+                .allow_origin
+                .iter()
+                .map(|o| Value::from(o.clone()))
+                .collect();
+            set("allow_origins", Value::from(list));
+        }
+        for (value, key) in [
+            (self.store_cache_mb, "store.cache_mb"),
+            (
+                self.messages_per_second.map(u64::from),
+                "limits.messages_per_second",
+            ),
+            (self.message_burst.map(u64::from), "limits.message_burst"),
+            (
+                self.flags_per_minute.map(u64::from),
+                "limits.flags_per_minute",
+            ),
+            (
+                self.commands_per_second.map(u64::from),
+                "limits.commands_per_second",
+            ),
+            (
+                self.deadline_emergency_ms,
+                "escalation.emergency_deadline_ms",
+            ),
+            (self.deadline_urgent_ms, "escalation.urgent_deadline_ms"),
+            (self.deadline_concern_ms, "escalation.concern_deadline_ms"),
+        ] {
+            if let Some(n) = value {
+                set(key, Value::from(n));
+            }
+        }
+        layer
+    }
+
+    /// Merges the file, the process's environment and these flags, and validates
+    /// the result.
+    pub fn into_serving(self) -> Result<Serving, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        self.into_serving_with_env(&env)
+    }
+
+    /// [`Self::into_serving`] with a given environment (tests).
+    pub fn into_serving_with_env(self, env: &[(String, String)]) -> Result<Serving, ConfigError> {
+        let settings = file::load(self.config.as_deref(), env, self.layer())?;
+        let (listen, config) = settings.clone().validate()?;
+        Ok(Serving {
+            listen,
+            config,
+            log_json: settings.log_json,
+            settings,
+        })
+    }
+}

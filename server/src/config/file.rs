@@ -1,0 +1,611 @@
+//! The settings schema and its layers: built-in defaults, then the TOML file
+//! (`--config FILE`), then `PEERHUB_*` environment variables, then flags — each
+//! layer overriding the one before (figment does the merging and names the key and
+//! the source in every error).
+//!
+//! Every key has an environment variable: `PEERHUB_` and the key's path in capitals
+//! with `_` for `.` (`limits.messages_per_second` → `PEERHUB_LIMITS_MESSAGES_PER_SECOND`).
+//! Unknown keys, in the file or as `PEERHUB_*` variables, are refused by name.
+//! `peerhub.example.toml` at the top of the repository lists every key with its
+//! default; [`KEYS`] is the same list for the code, and a test keeps the two equal.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// Every setting, as the file spells it. Sections are tables; durations are in
+/// the unit their name says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSettings {
+    /// Address and port to listen on. Plain ws only on loopback.
+    pub listen: SocketAddr,
+    /// Data folder (created if missing).
+    pub data: PathBuf,
+    /// Base URL for printed links (empty: from `listen`).
+    pub public_url: String,
+    /// Create the demo group and print invites for every role.
+    pub demo: bool,
+    /// Logs as JSON lines.
+    pub log_json: bool,
+    /// Browser origins allowed to open a WebSocket besides the hub's own.
+    pub allow_origins: Vec<String>,
+    /// TLS.
+    pub tls: TlsSection,
+    /// Distress escalation.
+    pub escalation: EscalationSection,
+    /// Rate limits, caps and timeouts.
+    pub limits: LimitsSection,
+    /// The store.
+    pub store: StoreSection,
+    /// `/metrics`.
+    pub metrics: MetricsSection,
+    /// How long each kind of data is kept.
+    pub retention: RetentionSection,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain (empty: none).
+    pub cert: PathBuf,
+    /// PEM private key (empty: none).
+    pub key: PathBuf,
+    /// A self-signed certificate kept in the data folder.
+    pub self_signed: bool,
+}
+
+/// `[escalation]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSection {
+    /// Time to acknowledge an emergency, per routing level.
+    pub emergency_deadline_ms: u64,
+    /// Time to acknowledge an urgent flag, per routing level.
+    pub urgent_deadline_ms: u64,
+    /// Time to acknowledge a concern, per routing level.
+    pub concern_deadline_ms: u64,
+    /// Helplines file (JSON); empty: UK defaults.
+    pub helplines: PathBuf,
+    /// Pager hook URL (a secret: never printed); empty: none.
+    pub pager_url: String,
+    /// What the person a flag is about is told.
+    pub support_wording: String,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Messages per key per second, sustained.
+    pub messages_per_second: u32,
+    /// Messages per key in a burst.
+    pub message_burst: u32,
+    /// Distress flags per key per minute (burst 10); refused flags are answered.
+    pub flags_per_minute: u32,
+    /// Other signed commands per key per second (burst 30).
+    pub commands_per_second: u32,
+    /// New connections per address per minute.
+    pub connects_per_ip_per_minute: u32,
+    /// Failed logins per address per minute.
+    pub failed_logins_per_ip_per_minute: u32,
+    /// Failed logins per key per minute.
+    pub failed_logins_per_key_per_minute: u32,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections per address.
+    pub max_connections_per_ip: usize,
+    /// Open connections per key.
+    pub max_connections_per_key: usize,
+    /// Connections not logged in yet.
+    pub max_pending_logins: usize,
+    /// Members per group.
+    pub max_members_per_group: usize,
+    /// Apply per-address limits to loopback too.
+    pub limit_loopback: bool,
+    /// Seconds between pings to an idle connection.
+    pub ping_interval_secs: u64,
+    /// Seconds of silence before a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection may take to log in.
+    pub login_timeout_secs: u64,
+    /// Bytes waiting for one slow client before it is dropped.
+    pub outbox_bytes: usize,
+    /// Frames waiting for one slow client before it is dropped.
+    pub outbox_frames: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Memory the store may use as cache, in MiB.
+    pub cache_mb: u64,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` to any address (default: this machine only).
+    pub public: bool,
+}
+
+/// `[retention]` (days; 0 keeps for ever)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Chat history, for groups that set no `history_days` of their own.
+    pub chat_history_days: u32,
+    /// Resolved escalations and co-produced records.
+    pub safeguarding_days: u32,
+    /// Audit entries.
+    pub audit_days: u32,
+    /// Seconds between retention passes.
+    pub interval_secs: u64,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        let config = super::Config::new("peerhub-data");
+        let limits = &config.limits;
+        let escalation = &config.escalation;
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data: config.data_dir.clone(),
+            public_url: String::new(),
+            demo: false,
+            log_json: false,
+            allow_origins: Vec::new(),
+            tls: TlsSection::default(),
+            escalation: EscalationSection {
+                emergency_deadline_ms: escalation.emergency_deadline.as_millis() as u64,
+                urgent_deadline_ms: escalation.urgent_deadline.as_millis() as u64,
+                concern_deadline_ms: escalation.concern_deadline.as_millis() as u64,
+                helplines: PathBuf::new(),
+                pager_url: String::new(),
+                support_wording: escalation.support_wording.clone(),
+            },
+            limits: LimitsSection {
+                messages_per_second: limits.messages_per_second,
+                message_burst: limits.message_burst,
+                flags_per_minute: limits.flags_per_minute,
+                commands_per_second: limits.commands_per_second,
+                connects_per_ip_per_minute: limits.connects_per_ip_per_minute,
+                failed_logins_per_ip_per_minute: limits.failed_logins_per_ip_per_minute,
+                failed_logins_per_key_per_minute: limits.failed_logins_per_key_per_minute,
+                max_connections: limits.max_connections,
+                max_connections_per_ip: limits.max_connections_per_ip,
+                max_connections_per_key: limits.max_connections_per_key,
+                max_pending_logins: limits.max_pending_logins,
+                max_members_per_group: limits.max_members_per_group,
+                limit_loopback: limits.limit_loopback,
+                ping_interval_secs: limits.ping_interval.as_secs(),
+                idle_timeout_secs: limits.idle_timeout.as_secs(),
+                login_timeout_secs: config.auth_timeout.as_secs(),
+                outbox_bytes: config.outbox_bytes,
+                outbox_frames: config.outbox_capacity,
+            },
+            store: StoreSection {
+                cache_mb: config.store_cache_bytes / (1024 * 1024),
+            },
+            metrics: MetricsSection::default(),
+            retention: RetentionSection {
+                chat_history_days: 30,
+                safeguarding_days: 2922,
+                audit_days: 2922,
+                interval_secs: 3600,
+            },
+        }
+    }
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        FileSettings::default().escalation
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        FileSettings::default().limits
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        FileSettings::default().store
+    }
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        FileSettings::default().retention
+    }
+}
+
+/// Every key, as `section.key` (top-level keys have no section). The example
+/// file and the environment variables follow this list.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "data",
+    "public_url",
+    "demo",
+    "log_json",
+    "allow_origins",
+    "tls.cert",
+    "tls.key",
+    "tls.self_signed",
+    "escalation.emergency_deadline_ms",
+    "escalation.urgent_deadline_ms",
+    "escalation.concern_deadline_ms",
+    "escalation.helplines",
+    "escalation.pager_url",
+    "escalation.support_wording",
+    "limits.messages_per_second",
+    "limits.message_burst",
+    "limits.flags_per_minute",
+    "limits.commands_per_second",
+    "limits.connects_per_ip_per_minute",
+    "limits.failed_logins_per_ip_per_minute",
+    "limits.failed_logins_per_key_per_minute",
+    "limits.max_connections",
+    "limits.max_connections_per_ip",
+    "limits.max_connections_per_key",
+    "limits.max_pending_logins",
+    "limits.max_members_per_group",
+    "limits.limit_loopback",
+    "limits.ping_interval_secs",
+    "limits.idle_timeout_secs",
+    "limits.login_timeout_secs",
+    "limits.outbox_bytes",
+    "limits.outbox_frames",
+    "store.cache_mb",
+    "metrics.public",
+    "retention.chat_history_days",
+    "retention.safeguarding_days",
+    "retention.audit_days",
+    "retention.interval_secs",
+];
+
+/// Keys whose values are secrets: never printed, never in an error message.
+pub const SECRET_KEYS: &[&str] = &["escalation.pager_url"];
+
+/// `PEERHUB_*` variables that are not settings: the config file's own path.
+const NOT_SETTINGS: &[&str] = &["PEERHUB_CONFIG"];
+
+/// The environment variable of a key.
+pub fn env_name(key: &str) -> String {
+    format!("PEERHUB_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// The layers, merged: defaults, then `file` (which must exist), then the
+/// environment `env` (name, value), then `flags` (key, value).
+pub fn load(
+    file: Option<&Path>,
+    env: &[(String, String)],
+    flags: Figment,
+) -> Result<FileSettings, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(FileSettings::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::File(format!(
+                "{}: no such file",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    for (name, value) in env {
+        if !name.starts_with("PEERHUB_") || NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(key) = KEYS.iter().find(|k| env_name(k) == *name) else {
+            return Err(ConfigError::File(format!(
+                "unknown environment variable {name}: no setting has that name \
+                 (every setting's variable is PEERHUB_ and its key in capitals)"
+            )));
+        };
+        figment = figment.merge(Named {
+            name: format!("environment variable {name}"),
+            key,
+            value: env_value(key, value),
+        });
+    }
+    figment
+        .merge(flags)
+        .extract::<FileSettings>()
+        // figment's messages name the key and the layer it came from. A secret is a
+        // string, and every string is of the right type, so no message quotes one.
+        .map_err(|e| ConfigError::File(e.to_string().replace("key \"default.", "key \"")))
+}
+
+/// One key's value from a named source (an environment variable, a flag), so
+/// that an error says where the bad value came from.
+pub(super) struct Named {
+    /// What to call the source in errors.
+    pub name: String,
+    /// The key it sets.
+    pub key: &'static str,
+    /// Its value.
+    pub value: figment::value::Value,
+}
+
+impl figment::Provider for Named {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(self.name.clone())
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::default(self.key, self.value.clone()).data()
+    }
+}
+
+/// An environment value as the type its key wants: lists are comma-separated,
+/// numbers and booleans are parsed as TOML would, anything else is a string.
+fn env_value(key: &str, value: &str) -> figment::value::Value {
+    use figment::value::Value;
+    if key == "allow_origins" {
+        let items = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::from(s.to_string()))
+            .collect::<Vec<_>>();
+        return Value::from(items);
+    }
+    if let Ok(b) = value.parse::<bool>() {
+        return Value::from(b);
+    }
+    if let Ok(n) = value.parse::<u64>() {
+        return Value::from(n);
+    }
+    Value::from(value.to_string())
+}
+
+impl FileSettings {
+    /// Checks every value and builds the server's [`super::Config`]; every refusal
+    /// names its key (and flag, where there is one).
+    pub fn validate(self) -> Result<(SocketAddr, super::Config), ConfigError> {
+        use std::time::Duration;
+        let tls = match (
+            !self.tls.cert.as_os_str().is_empty(),
+            !self.tls.key.as_os_str().is_empty(),
+            self.tls.self_signed,
+        ) {
+            (true, true, true) => return Err(ConfigError::TwoTlsSources),
+            (true, true, false) => Some(super::TlsSource::Files {
+                cert: self.tls.cert.clone(),
+                key: self.tls.key.clone(),
+            }),
+            (false, false, true) => {
+                let mut hosts = vec!["localhost".to_string(), self.listen.ip().to_string()];
+                hosts.dedup();
+                Some(super::TlsSource::SelfSigned { hosts })
+            }
+            (false, false, false) => None,
+            _ => return Err(ConfigError::HalfTlsPair),
+        };
+        super::check_listen(self.listen, tls.is_some())?;
+        let e = &self.escalation;
+        let l = &self.limits;
+        for (name, n) in [
+            (
+                "escalation.emergency_deadline_ms (--deadline-emergency-ms)",
+                e.emergency_deadline_ms,
+            ),
+            (
+                "escalation.urgent_deadline_ms (--deadline-urgent-ms)",
+                e.urgent_deadline_ms,
+            ),
+            (
+                "escalation.concern_deadline_ms (--deadline-concern-ms)",
+                e.concern_deadline_ms,
+            ),
+            (
+                "limits.messages_per_second (--messages-per-second)",
+                u64::from(l.messages_per_second),
+            ),
+            (
+                "limits.message_burst (--message-burst)",
+                u64::from(l.message_burst),
+            ),
+            (
+                "limits.flags_per_minute (--flags-per-minute)",
+                u64::from(l.flags_per_minute),
+            ),
+            (
+                "limits.commands_per_second (--commands-per-second)",
+                u64::from(l.commands_per_second),
+            ),
+            (
+                "limits.connects_per_ip_per_minute",
+                u64::from(l.connects_per_ip_per_minute),
+            ),
+            (
+                "limits.failed_logins_per_ip_per_minute",
+                u64::from(l.failed_logins_per_ip_per_minute),
+            ),
+            (
+                "limits.failed_logins_per_key_per_minute",
+                u64::from(l.failed_logins_per_key_per_minute),
+            ),
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_connections_per_ip",
+                l.max_connections_per_ip as u64,
+            ),
+            (
+                "limits.max_connections_per_key",
+                l.max_connections_per_key as u64,
+            ),
+            ("limits.max_pending_logins", l.max_pending_logins as u64),
+            (
+                "limits.max_members_per_group",
+                l.max_members_per_group as u64,
+            ),
+            ("limits.ping_interval_secs", l.ping_interval_secs),
+            ("limits.idle_timeout_secs", l.idle_timeout_secs),
+            ("limits.login_timeout_secs", l.login_timeout_secs),
+            ("limits.outbox_bytes", l.outbox_bytes as u64),
+            ("limits.outbox_frames", l.outbox_frames as u64),
+            ("store.cache_mb (--store-cache-mb)", self.store.cache_mb),
+            ("retention.interval_secs", self.retention.interval_secs),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if l.idle_timeout_secs <= l.ping_interval_secs {
+            return Err(ConfigError::File(
+                "limits.idle_timeout_secs must be longer than limits.ping_interval_secs \
+                 (a quiet but healthy client answers the pings)"
+                    .into(),
+            ));
+        }
+        let pager_ok = e.pager_url.is_empty()
+            || e.pager_url.starts_with("http://")
+            || e.pager_url.starts_with("https://");
+        if !pager_ok {
+            return Err(ConfigError::BadPagerUrl);
+        }
+        if e.support_wording.trim().is_empty() {
+            return Err(ConfigError::File(
+                "escalation.support_wording must say something".into(),
+            ));
+        }
+        let mut config = super::Config::new(self.data.clone());
+        config.tls = tls;
+        config.demo = self.demo;
+        config.public_url = Some(self.public_url.clone()).filter(|u| !u.is_empty());
+        if !e.helplines.as_os_str().is_empty() {
+            config.escalation.helplines = read_helplines(&e.helplines)?;
+        }
+        config.escalation.pager_url = Some(e.pager_url.clone()).filter(|u| !u.is_empty());
+        config.escalation.support_wording = e.support_wording.clone();
+        config.escalation.emergency_deadline = Duration::from_millis(e.emergency_deadline_ms);
+        config.escalation.urgent_deadline = Duration::from_millis(e.urgent_deadline_ms);
+        config.escalation.concern_deadline = Duration::from_millis(e.concern_deadline_ms);
+        let limits = &mut config.limits;
+        limits.messages_per_second = l.messages_per_second;
+        limits.message_burst = l.message_burst;
+        limits.flags_per_minute = l.flags_per_minute;
+        limits.commands_per_second = l.commands_per_second;
+        limits.connects_per_ip_per_minute = l.connects_per_ip_per_minute;
+        limits.failed_logins_per_ip_per_minute = l.failed_logins_per_ip_per_minute;
+        limits.failed_logins_per_key_per_minute = l.failed_logins_per_key_per_minute;
+        limits.max_connections = l.max_connections;
+        limits.max_connections_per_ip = l.max_connections_per_ip;
+        limits.max_connections_per_key = l.max_connections_per_key;
+        limits.max_pending_logins = l.max_pending_logins;
+        limits.max_members_per_group = l.max_members_per_group;
+        limits.limit_loopback = l.limit_loopback;
+        limits.ping_interval = Duration::from_secs(l.ping_interval_secs);
+        limits.idle_timeout = Duration::from_secs(l.idle_timeout_secs);
+        config.auth_timeout = Duration::from_secs(l.login_timeout_secs);
+        config.outbox_bytes = l.outbox_bytes;
+        config.outbox_capacity = l.outbox_frames;
+        config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
+        config.allowed_origins = self.allow_origins.clone();
+        config.metrics_public = self.metrics.public;
+        Ok((self.listen, config))
+    }
+
+    /// The settings as TOML, with every secret that is set shown as `(hidden)`.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.escalation.pager_url.is_empty() {
+            shown.escalation.pager_url = "(hidden)".into();
+        }
+        toml::to_string(&shown).unwrap_or_default()
+    }
+}
+
+fn read_helplines(path: &Path) -> Result<Vec<peerhub_protocol::escalation::Helpline>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Helplines(path.to_path_buf(), e.to_string()))?;
+    let helplines: Vec<peerhub_protocol::escalation::Helpline> = serde_json::from_str(&text)
+        .map_err(|e| ConfigError::Helplines(path.to_path_buf(), e.to_string()))?;
+    if helplines.is_empty() {
+        return Err(ConfigError::Helplines(
+            path.to_path_buf(),
+            "lists no helpline".into(),
+        ));
+    }
+    Ok(helplines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_in_the_schema_and_the_schema_has_no_other() {
+        let value = figment::value::Value::serialize(FileSettings::default()).unwrap();
+        let dict = value.into_dict().unwrap();
+        let mut found = Vec::new();
+        for (name, value) in dict {
+            match value.into_dict() {
+                Some(section) if name != "allow_origins" => {
+                    for key in section.keys() {
+                        found.push(format!("{name}.{key}"));
+                    }
+                }
+                _ => found.push(name),
+            }
+        }
+        found.sort();
+        let mut keys: Vec<String> = KEYS.iter().map(ToString::to_string).collect();
+        keys.sort();
+        assert_eq!(found, keys);
+    }
+
+    #[test]
+    fn the_example_file_lists_every_key_with_its_default() {
+        let text = include_str!("../../../peerhub.example.toml");
+        let parse = |text: &str| {
+            Figment::from(Toml::string(text))
+                .extract::<FileSettings>()
+                .unwrap()
+        };
+        // With its commented defaults switched on, the example is the defaults; as
+        // shipped (everything commented) it is an empty, valid file.
+        assert_eq!(parse(&uncomment(text)), FileSettings::default());
+        assert_eq!(parse(text), FileSettings::default());
+        for key in KEYS {
+            let name = key.rsplit('.').next().unwrap_or(key);
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("# {name} = "))),
+                "{key} is not in the example file"
+            );
+        }
+    }
+
+    /// The example's `# key = value` lines, switched on.
+    fn uncomment(text: &str) -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn env_names_follow_the_keys() {
+        assert_eq!(
+            env_name("limits.messages_per_second"),
+            "PEERHUB_LIMITS_MESSAGES_PER_SECOND"
+        );
+        assert_eq!(env_name("listen"), "PEERHUB_LISTEN");
+    }
+}
