@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cli::{AuditCommand, AuditVerifyArgs, Cli, Command, RotaCommand, ServeArgs, Serving};
+pub use cli::{
+    AuditCommand, AuditVerifyArgs, Cli, Command, GroupCommand, InviteRoleArg, RotaCommand,
+    ServeArgs, Serving,
+};
 
 use crate::transport::tls::TlsSource;
 

@@ -204,6 +204,18 @@ impl Server {
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
         tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
+        let control_path = config.data_dir.join(admin::SOCKET);
+        match transport::control::bind(&control_path) {
+            Ok(control) => {
+                hub.connections.spawn(transport::control::serve(
+                    control,
+                    control_path,
+                    hub.clone(),
+                ));
+            }
+            // Commands on the folder then need a stopped server; serving goes on.
+            Err(error) => tracing::warn!(%error, "control socket unavailable"),
+        }
         Ok(Self {
             hub,
             groups,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use peerhub_server::config::{AuditCommand, Cli, Command, RotaCommand, Serving};
+use peerhub_server::config::{AuditCommand, Cli, Command, GroupCommand, RotaCommand, Serving};
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
 
@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
         Some(Command::Rota(command)) => rota(command),
+        Some(Command::Restore { from, data }) => restore(&from, &data),
+        Some(command) => operate(command),
         None => {
             let check_only = cli.serve.check_config;
             match cli.serve.into_serving() {
@@ -34,6 +36,103 @@ fn main() -> ExitCode {
                 }
                 Ok(serving) => serve_until_signal(serving),
             }
+        }
+    }
+}
+
+/// Operator requests that work on a running or a stopped server. Exit 0 done, 2
+/// refused or failed.
+fn operate(command: Command) -> ExitCode {
+    use peerhub_server::admin::ops::AdminRequest;
+    let absolute =
+        |path: &std::path::Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let (name, data, request, link) = match command {
+        Command::Backup { data, out } => (
+            "backup",
+            data,
+            AdminRequest::Backup {
+                out: absolute(&out),
+            },
+            None,
+        ),
+        Command::Invite {
+            data,
+            role,
+            group,
+            hours,
+            public_url,
+        } => {
+            let group = match group
+                .map(|g| peerhub_protocol::GroupId::parse(&g))
+                .transpose()
+            {
+                Ok(group) => group,
+                Err(error) => {
+                    eprintln!("peerhub invite: --group: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = AdminRequest::Invite {
+                role: role.into(),
+                group,
+                ttl_hours: Some(hours),
+            };
+            ("invite", data, request, Some(public_url))
+        }
+        Command::Group(GroupCommand::List { data }) => {
+            ("group list", data, AdminRequest::GroupList, None)
+        }
+        Command::Audit(_) | Command::Rota(_) | Command::Restore { .. } => return ExitCode::from(2),
+    };
+    match peerhub_server::admin::run(&data, request) {
+        Ok(output) => {
+            match (link, output.get("token").and_then(|t| t.as_str())) {
+                (Some(Some(url)), Some(token)) => {
+                    println!(
+                        "{}#invite={token}",
+                        url.trim_end_matches('/').to_string() + "/"
+                    );
+                }
+                (Some(None), Some(token)) => println!("{token}"),
+                _ => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output).unwrap_or_default()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("peerhub {name}: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn restore(from: &std::path::Path, data: &std::path::Path) -> ExitCode {
+    let file = match std::fs::File::open(from) {
+        Ok(file) => file,
+        Err(error) => {
+            eprintln!("peerhub restore: {}: {error}", from.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = std::fs::create_dir_all(data) {
+        eprintln!("peerhub restore: {}: {error}", data.display());
+        return ExitCode::from(2);
+    }
+    match peerhub_server::store::Store::restore_from(data, std::io::BufReader::new(file)) {
+        Ok(summary) => {
+            println!(
+                "restored {} entries into {}; digest {}",
+                summary.entries,
+                data.display(),
+                summary.digest
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("peerhub restore: {error}");
+            ExitCode::from(2)
         }
     }
 }

@@ -43,6 +43,86 @@ pub enum Command {
     /// is kept by an admin over the protocol).
     #[command(subcommand)]
     Rota(RotaCommand),
+    /// Write a consistent copy of the whole store to a file, from a running
+    /// server (through the data folder's control socket) or a stopped one. Prints
+    /// the entry count and the store's digest; the copy is audited.
+    Backup {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The backup file to create (refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new data folder (refused if the folder holds a
+    /// store), check it against the digest it recorded, and print the digest.
+    /// Start the server on the folder afterwards.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The new data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Make a single-use invite link for a facilitator, supervisor, admin, or a
+    /// member of a virtual group; printed once, never logged.
+    Invite {
+        /// The hub's data folder (the server may be running).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// What it grants.
+        #[arg(long, value_enum)]
+        role: InviteRoleArg,
+        /// For a member invite: the virtual group.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Hours it stays valid (1 to 720).
+        #[arg(long, value_name = "HOURS", default_value_t = 24)]
+        hours: u64,
+        /// The hub's public URL, to print the link (default: the token alone).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+    },
+    /// Groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+/// A role an invite grants, as the command line spells it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InviteRoleArg {
+    /// Creates groups, invites people, keeps the rota.
+    Admin,
+    /// A peer worker who runs sessions.
+    Facilitator,
+    /// Receives escalations.
+    Supervisor,
+    /// A member of one virtual group (needs --group).
+    Member,
+}
+
+impl From<InviteRoleArg> for peerhub_protocol::payload::InviteRole {
+    fn from(role: InviteRoleArg) -> Self {
+        match role {
+            InviteRoleArg::Admin => Self::Admin,
+            InviteRoleArg::Facilitator => Self::Facilitator,
+            InviteRoleArg::Supervisor => Self::Supervisor,
+            InviteRoleArg::Member => Self::Member,
+        }
+    }
+}
+
+/// `peerhub group ...`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Print every group as JSON (id, title, kind, schedule, retention, whether a
+    /// session is open); the server may be running.
+    List {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
 }
 
 /// `peerhub rota ...`

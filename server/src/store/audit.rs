@@ -47,6 +47,7 @@ impl Store {
     /// chain is append-only, and two writers on one chain would otherwise overwrite
     /// each other silently.
     pub fn append_audit(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let _writing = self.writing();
         let swapped =
             self.seq_audit
                 .compare_and_swap(audit_key(seq), None as Option<&[u8]>, Some(bytes))?;
@@ -79,6 +80,7 @@ impl Store {
     /// append-only rule. For tamper tests only; not durable until a flush.
     #[doc(hidden)]
     pub fn put_audit_raw_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let _writing = self.writing();
         self.seq_audit.insert(audit_key(seq), bytes)?;
         Ok(())
     }
@@ -86,6 +88,7 @@ impl Store {
     /// Deletes entry `seq`. For tamper tests only; not durable until a flush.
     #[doc(hidden)]
     pub fn remove_audit_raw_for_tests(&self, seq: u64) -> Result<(), StoreError> {
+        let _writing = self.writing();
         self.seq_audit.remove(audit_key(seq))?;
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! Tree layouts are in [`keys`]; record types in [`records`].
 
 pub mod audit;
+pub mod backup;
 mod commit;
 pub mod keys;
 pub mod records;
@@ -79,6 +80,10 @@ pub struct Store {
     escid_escalation: sled::Tree,
     seq_audit: sled::Tree,
 }
+    /// Every write holds it shared; a backup holds it alone, so the snapshot falls
+    /// between two writes (the state a crash at that moment would leave, which
+    /// recovery handles).
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +104,35 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
 }
 
 impl Store {
+/// The digest rule: SHA-256 over each tree's name, then its keys and values
+/// with their lengths, in key order.
+pub(crate) struct StoreDigest(sha2::Sha256);
+
+impl StoreDigest {
+    pub(crate) fn new() -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::new())
+    }
+
+    pub(crate) fn tree(&mut self, name: &str) {
+        use sha2::Digest as _;
+        self.0.update(name.as_bytes());
+    }
+
+    pub(crate) fn entry(&mut self, key: &[u8], value: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update((key.len() as u64).to_be_bytes());
+        self.0.update(key);
+        self.0.update((value.len() as u64).to_be_bytes());
+        self.0.update(value);
+    }
+
+    pub(crate) fn finish(self) -> [u8; 32] {
+        use sha2::Digest as _;
+        self.0.finalize().into()
+    }
+}
+
     /// Opens (or creates) the store in `dir` with the default cache (512 MiB).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
@@ -127,6 +161,7 @@ impl Store {
             escid_escalation: tree("escid_escalation")?,
             seq_audit: tree("seq_audit")?,
             db,
+            gate: Default::default(),
         };
         if store.meta.get("schema")?.is_none() {
             store.meta.insert("schema", "1")?;
@@ -138,9 +173,25 @@ impl Store {
     /// A SHA-256 over every tree's keys and values, in a fixed order: equal digests
     /// mean equal stored state (tests use it to prove a refusal changed nothing).
     pub fn digest(&self) -> Result<[u8; 32], StoreError> {
-        use sha2::{Digest as _, Sha256};
-        let mut hash = Sha256::new();
-        let trees = [
+        let mut digest = StoreDigest::new();
+        for (name, tree) in self.named_trees() {
+            digest.tree(name);
+            for item in tree.iter() {
+                let (key, value) = item?;
+                digest.entry(&key, &value);
+            }
+        }
+        Ok(digest.finish())
+    }
+
+    /// Held by every write (see `gate`).
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every tree with its name, in the fixed order digests and backups use.
+    fn named_trees(&self) -> [(&'static str, &sled::Tree); 13] {
+        [
             ("meta", &self.meta),
             ("key_account", &self.key_account),
             ("key_counter", &self.key_counter),
@@ -154,18 +205,7 @@ impl Store {
             ("key_recordid", &self.key_recordid),
             ("escid_escalation", &self.escid_escalation),
             ("seq_audit", &self.seq_audit),
-        ];
-        for (name, tree) in trees {
-            hash.update(name.as_bytes());
-            for item in tree.iter() {
-                let (key, value) = item?;
-                hash.update((key.len() as u64).to_be_bytes());
-                hash.update(&key);
-                hash.update((value.len() as u64).to_be_bytes());
-                hash.update(&value);
-            }
-        }
-        Ok(hash.finalize().into())
+        ]
     }
 
     /// The store's size on disk, in bytes.
@@ -203,6 +243,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<AccountRecord, StoreError> {
         let mut account = self.account(key)?.unwrap_or(AccountRecord {
+        let _writing = self.writing();
             roles: Vec::new(),
             created_ms: now_ms,
         });
@@ -241,6 +282,7 @@ impl Store {
     /// tasks writing the same key's counter concurrently never lower it.
     pub fn raise_counter(&self, key: &PublicKey, counter: u64) -> Result<(), StoreError> {
         self.key_counter.fetch_and_update(key.0, |old| {
+        let _writing = self.writing();
             let old = old.map(keys::counter_from).unwrap_or(0);
             Some(keys::counter_bytes(old.max(counter)).to_vec())
         })?;
@@ -256,12 +298,14 @@ impl Store {
         invite: &InviteRecord,
     ) -> Result<(), StoreError> {
         self.tokenhash_invite.insert(token_hash, encode(invite))?;
+        let _writing = self.writing();
         Ok(())
     }
 
     /// Removes unredeemed bootstrap invites (a new one is made at each start).
     pub fn remove_unused_bootstrap_invites(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
+        let _writing = self.writing();
         for item in self.tokenhash_invite.iter() {
             let (hash, value) = item?;
             let invite: InviteRecord = decode("tokenhash_invite", &value)?;
@@ -281,6 +325,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<Result<InviteRecord, RedeemRefusal>, StoreError> {
         loop {
+        let _writing = self.writing();
             let Some(current) = self.tokenhash_invite.get(token_hash)? else {
                 return Ok(Err(RedeemRefusal::Unknown));
             };
@@ -316,6 +361,7 @@ impl Store {
     /// Creates a group; `false` if the id is taken.
     pub fn create_group(&self, group: &GroupRecord) -> Result<bool, StoreError> {
         let swapped = self.groupid_group.compare_and_swap(
+        let _writing = self.writing();
             group.id.as_str(),
             None as Option<&[u8]>,
             Some(encode(group)),
@@ -344,6 +390,7 @@ impl Store {
     /// Stores (or replaces) a member record.
     pub fn put_member(&self, group: &GroupId, member: &MemberRecord) -> Result<(), StoreError> {
         self.groupid_key_member
+        let _writing = self.writing();
             .insert(keys::member_key(group, &member.key), encode(member))?;
         Ok(())
     }
@@ -359,6 +406,7 @@ impl Store {
     /// Marks `key` as invited to a virtual group.
     pub fn allow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
         self.groupid_key_allowed
+        let _writing = self.writing();
             .insert(keys::member_key(group, key), &[])?;
         Ok(())
     }
@@ -387,6 +435,7 @@ impl Store {
         state: &GroupStateRecord,
     ) -> Result<(), StoreError> {
         self.groupid_state.insert(group.as_str(), encode(state))?;
+        let _writing = self.writing();
         Ok(())
     }
 
@@ -401,6 +450,7 @@ impl Store {
         event: &StoredEvent,
     ) -> Result<(), StoreError> {
         self.groupid_seq_event
+        let _writing = self.writing();
             .insert(keys::event_key(group, channel, event.seq), encode(event))?;
         Ok(())
     }
@@ -479,6 +529,7 @@ impl Store {
         before_ms: Option<u64>,
     ) -> Result<usize, StoreError> {
         let mut doomed = Vec::new();
+        let _writing = self.writing();
         for item in self
             .groupid_seq_event
             .scan_prefix(keys::group_prefix(group))
@@ -503,11 +554,13 @@ impl Store {
     /// A fresh escalation id (unique, increasing).
     pub fn next_escalation_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()? + 1)
+        let _writing = self.writing();
     }
 
     /// Writes an escalation (durable with the next commit).
     pub fn put_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
         self.escid_escalation
+        let _writing = self.writing();
             .insert(record.view.id.to_be_bytes(), encode(record))?;
         Ok(())
     }
@@ -532,6 +585,7 @@ impl Store {
     /// Replaces the rota (durable with the next commit).
     pub fn put_rota(&self, rota: &[RotaEntry]) -> Result<(), StoreError> {
         self.meta.insert("rota", encode(&rota))?;
+        let _writing = self.writing();
         Ok(())
     }
 
@@ -553,6 +607,7 @@ impl Store {
     /// The hub's own signing seed (made once), for the pager hook's signed bodies.
     pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
         if let Some(seed) = self.meta.get("hub_signing_seed")? {
+        let _writing = self.writing();
             if let Ok(seed) = <[u8; 32]>::try_from(seed.as_ref()) {
                 return Ok(seed);
             }
@@ -572,11 +627,13 @@ impl Store {
     /// A fresh record id (unique, increasing; not gap-free).
     pub fn next_record_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()? + 1)
+        let _writing = self.writing();
     }
 
     /// Writes a record and indexes it under the member it is about.
     pub fn put_record(&self, record: &RecordRecord) -> Result<(), StoreError> {
         self.recordid_record
+        let _writing = self.writing();
             .insert(record.id.to_be_bytes(), encode(record))?;
         if let Some(about) = &record.about {
             self.key_recordid

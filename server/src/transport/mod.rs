@@ -11,6 +11,7 @@
 //! one of them watches the shutdown token: HTTP connections finish their request
 //! and close; WebSocket sessions say goodbye (see `session`).
 
+pub mod control;
 pub mod ops;
 pub mod tls;
 pub mod ws;

@@ -17,6 +17,7 @@ mod login;
 mod logs;
 mod metrics;
 mod resume;
+mod operations;
 mod safety_case;
 mod shutdown;
 mod tls;

@@ -1,9 +1,14 @@
-//! Admin commands on the data folder of a stopped server (`peerhub rota ...`).
+//! Operators' commands on a hub's data folder (`peerhub backup`, `invite`, ...).
 //!
-//! sled locks its folder, so these refuse clearly while a server runs on it; the
-//! same changes are available over the protocol to an admin's signed requests. A
-//! change made here is signed with the hub's own key (the operator acting through
-//! the hub) and written to the audit chain like any other.
+//! sled locks its folder, so a command finds the server one of two ways: if the
+//! folder is free it opens it itself; if a server holds it, it sends the request
+//! over the folder's control socket (`admin.sock`, owner-only) and the server
+//! carries it out ([`ops`] is the one implementation both use). The rota commands
+//! still need a stopped server (a running one's rota is kept by an admin over the
+//! protocol). A change made here is signed with the hub's own key (the operator
+//! acting through the hub) and written to the audit chain like any other.
+
+pub mod ops;
 
 use std::path::{Path, PathBuf};
 
@@ -39,11 +44,65 @@ pub enum AdminError {
         /// Why.
         reason: String,
     },
-    /// The new rota is refused.
-    #[error("rota refused: {0}")]
+    /// The request is refused.
+    #[error("refused: {0}")]
     Invalid(String),
+    /// The running server could not be reached or answered with an error.
+    #[error("the running server: {0}")]
+    Server(String),
 }
 
+/// The control socket's file name in the data folder.
+pub const SOCKET: &str = "admin.sock";
+
+/// The control socket's reply: one JSON line.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Done: what the command prints.
+    Ok(serde_json::Value),
+    /// Refused or failed, with why.
+    Error(String),
+}
+
+/// Carries out `request` on the hub whose data folder is `dir`: itself if the
+/// folder is free, through the running server's control socket if not.
+pub fn run(dir: &Path, request: ops::AdminRequest) -> Result<serde_json::Value, AdminError> {
+    if !Store::exists_in(dir) {
+        return Err(AdminError::NoStore(dir.to_path_buf()));
+    }
+    match Store::open(dir) {
+        Ok(store) => {
+            let audit = AuditLog::open(store.clone())?;
+            let operator = ops::Operator {
+                store: &store,
+                audit: &audit,
+                now_ms: Clock::system().now_ms(),
+            };
+            let output = operator.execute(request)?;
+            store.flush()?;
+            Ok(output)
+        }
+        Err(error) if error.is_in_use() => ask_running_server(dir, &request),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn ask_running_server(
+    dir: &Path,
+    request: &ops::AdminRequest,
+) -> Result<serde_json::Value, AdminError> {
+    let path = dir.join(SOCKET);
+    match crate::transport::control::ask(&path, request) {
+        Ok(Reply::Ok(value)) => Ok(value),
+        Ok(Reply::Error(why)) => Err(AdminError::Server(why)),
+        Err(e) => Err(AdminError::Server(format!(
+            "{} is in use, but its control socket {} does not answer: {e}",
+            dir.display(),
+            path.display()
+        ))),
+    }
+}
 fn open_stopped(dir: &Path) -> Result<Store, AdminError> {
     if !Store::exists_in(dir) {
         return Err(AdminError::NoStore(dir.to_path_buf()));

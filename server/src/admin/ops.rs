@@ -1,0 +1,187 @@
+//! What an operator can ask of a hub from its machine: the same requests whether
+//! the server is running (they travel over the data folder's control socket and
+//! run inside the server) or stopped (the command opens the folder itself).
+//!
+//! Every change is signed with the hub's own key (the operator acting through the
+//! hub) and written to the audit chain like any other action.
+
+use std::path::PathBuf;
+
+use ed25519_dalek::SigningKey;
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::payload::{InvitePayload, InviteRole};
+use peerhub_protocol::{GroupId, SignedEnvelope};
+use serde::{Deserialize, Serialize};
+
+use super::AdminError;
+use crate::audit::{action, AuditLog, NewEntry};
+use crate::invites::{InviteSpec, DEFAULT_TTL_MS, MAX_TTL_MS};
+use crate::store::Store;
+
+/// One operator request (the control socket's wire form: one JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// A consistent copy of the whole store, written by the hub to `out`.
+    Backup {
+        /// Where to write it (absolute; must not exist).
+        out: PathBuf,
+    },
+    /// A single-use invite link.
+    Invite {
+        /// What it grants.
+        role: InviteRole,
+        /// For `member`: the virtual group.
+        group: Option<GroupId>,
+        /// How long it stays valid (default 24 h, at most 30 days).
+        ttl_hours: Option<u64>,
+    },
+    /// Every group.
+    GroupList,
+}
+
+/// Someone acting on a hub's data: its store and audit chain, at a time.
+#[derive(Debug)]
+pub struct Operator<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// The audit chain.
+    pub audit: &'a AuditLog,
+    /// Now, ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl Operator<'_> {
+    fn hub_key(&self) -> Result<SigningKey, AdminError> {
+        Ok(SigningKey::from_bytes(&self.store.hub_signing_seed()?))
+    }
+
+    /// Carries out `request` (not yet durable: the caller commits or flushes).
+    pub fn execute(&self, request: AdminRequest) -> Result<serde_json::Value, AdminError> {
+        match request {
+            AdminRequest::Backup { out } => self.backup(out),
+            AdminRequest::Invite {
+                role,
+                group,
+                ttl_hours,
+            } => self.invite(role, group, ttl_hours),
+            AdminRequest::GroupList => self.group_list(),
+        }
+    }
+
+    fn backup(&self, out: PathBuf) -> Result<serde_json::Value, AdminError> {
+        let file_error = |reason: String| AdminError::File {
+            path: out.clone(),
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&out)
+            .map_err(|e| file_error(e.to_string()))?;
+        let mut writer = std::io::BufWriter::new(file);
+        let summary = self.store.backup_to(&mut writer, self.now_ms)?;
+        writer
+            .into_inner()
+            .map_err(|e| file_error(e.to_string()))?
+            .sync_all()
+            .map_err(|e| file_error(e.to_string()))?;
+        Ok(serde_json::json!({
+            "file": out,
+            "entries": summary.entries,
+            "digest": summary.digest,
+        }))
+    }
+
+    fn invite(
+        &self,
+        role: InviteRole,
+        group: Option<GroupId>,
+        ttl_hours: Option<u64>,
+    ) -> Result<serde_json::Value, AdminError> {
+        let ttl_ms = ttl_hours.map_or(DEFAULT_TTL_MS, |h| h.saturating_mul(3_600_000));
+        if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+            return Err(AdminError::Invalid(
+                "an invite lasts from 1 hour to 30 days (720 hours)".into(),
+            ));
+        }
+        match (&role, &group) {
+            (InviteRole::Member, None) => {
+                return Err(AdminError::Invalid(
+                    "a member invite names its virtual group (--group)".into(),
+                ))
+            }
+            (InviteRole::Member, Some(id)) => {
+                let Some(record) = self.store.group(id)? else {
+                    return Err(AdminError::Invalid(format!("no group {id}")));
+                };
+                if record.kind != peerhub_protocol::payload::GroupKind::Virtual {
+                    return Err(AdminError::Invalid(format!(
+                        "{id} is a drop-in group: anyone may join it without an invite"
+                    )));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(AdminError::Invalid(
+                    "only member invites name a group".into(),
+                ))
+            }
+            (_, None) => {}
+        }
+        let hub = self.hub_key()?;
+        let payload = InvitePayload {
+            role,
+            group: group.clone(),
+            ttl_ms: Some(ttl_ms),
+            counter: self.now_ms,
+            ts: self.now_ms,
+        };
+        let env = SignedEnvelope::sign_json(&hub, Kind::Invite, &payload);
+        let mut entry = NewEntry::new(self.now_ms, action::INVITE_CREATE, env);
+        if let Some(group) = &group {
+            entry = entry.group(group.clone());
+        }
+        let mut chain = self.audit.lock();
+        let spec = InviteSpec {
+            role,
+            group,
+            ttl_ms,
+            bootstrap: false,
+        };
+        let token = crate::invites::create(self.store, spec, None, self.now_ms)?;
+        chain.append(entry)?;
+        Ok(serde_json::json!({
+            "role": role,
+            "token": token,
+            "expires_ms": self.now_ms + ttl_ms,
+        }))
+    }
+
+    fn group_list(&self) -> Result<serde_json::Value, AdminError> {
+        let groups: Vec<serde_json::Value> = self
+            .store
+            .groups()?
+            .into_iter()
+            .map(|g| {
+                let open = self
+                    .store
+                    .group_state(&g.id)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.session_open);
+                serde_json::json!({
+                    "id": g.id,
+                    "title": g.title,
+                    "kind": g.kind,
+                    "created_ms": g.created_ms,
+                    "waiting_room": g.waiting_room,
+                    "access_code": g.access_code_hash.is_some(),
+                    "schedule": g.schedule,
+                    "retention": g.retention,
+                    "session_open": open,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(groups))
+    }
+}

@@ -1,0 +1,98 @@
+//! The control socket: a Unix socket in the data folder (`admin.sock`, owner-only)
+//! through which `peerhub` commands reach the server that holds the folder.
+//!
+//! Whoever can open it can already read the data folder, so the file's owner-only
+//! mode is the whole of its access control. One JSON request line in, one JSON
+//! reply line out ([`crate::admin::ops::AdminRequest`], [`crate::admin::Reply`]);
+//! requests run one at a time.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixListener;
+
+use crate::admin::ops::{AdminRequest, Operator};
+use crate::admin::Reply;
+use crate::hub::Hub;
+
+/// Longest request line accepted.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Binds the socket at `path` (replacing a stale one: the store's lock proves no
+/// other server uses this folder), owner-only.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves requests until shutdown, then removes the socket file.
+pub async fn serve(listener: UnixListener, path: PathBuf, hub: Arc<Hub>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = hub.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES as u64));
+        let reply = match reader.read_line(&mut line).await {
+            Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
+                Ok(request) => execute(&hub, request).await,
+                Err(e) => Reply::Error(format!("not a request: {e}")),
+            },
+            Err(e) => Reply::Error(format!("reading the request: {e}")),
+        };
+        let mut text = serde_json::to_string(&reply).unwrap_or_default();
+        text.push('\n');
+        let _ = write.write_all(text.as_bytes()).await;
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
+    let name = format!("{request:?}")
+        .split([' ', '{'])
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let worker = hub.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let operator = Operator {
+            store: &worker.store,
+            audit: &worker.audit,
+            now_ms: worker.clock.now_ms(),
+        };
+        operator.execute(request)
+    })
+    .await;
+    let output = match done {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Reply::Error(e.to_string()),
+        Err(_) => return Reply::Error("the request failed inside the server".into()),
+    };
+    if let Err(e) = hub.committer.commit().await {
+        return Reply::Error(format!("not made durable: {e}"));
+    }
+    tracing::info!(command = %name, "operator request carried out");
+    Reply::Ok(output)
+}
+
+/// Sends `request` to the server listening at `path` and waits for its reply.
+pub fn ask(path: &Path, request: &AdminRequest) -> std::io::Result<Reply> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    let mut line = serde_json::to_string(request).unwrap_or_default();
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

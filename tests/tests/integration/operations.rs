@@ -1,0 +1,249 @@
+//! Operators' commands on the real binary, against a running server (through the
+//! data folder's control socket) and a stopped one: backup taken while the server
+//! takes writes, restored into a fresh folder and compared; invites; group list.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use peerhub_protocol::payload::InviteRole;
+use peerhub_protocol::ServerFrame;
+use peerhub_tests::process::binary;
+use peerhub_tests::{Client, Identity, ProcessServer};
+
+/// Runs `peerhub ARGS...` off the async runtime.
+async fn peerhub(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(&args)
+            .env_remove("PEERHUB_CONFIG")
+            .output()
+            .expect("run peerhub")
+    })
+    .await
+    .expect("joined")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn a_backup_taken_under_writes_restores_to_a_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ProcessServer::start(&data, &[]).await;
+    let mut admin = server.admin().await;
+    let created = admin.create_group("circle", "Circle").await;
+    assert!(
+        matches!(created, ServerFrame::GroupCreated { .. }),
+        "{created:?}"
+    );
+    let mut writer = Client::connect(server.addr).await;
+    writer.login(&Identity::generate()).await;
+    writer.join("circle", "River", None).await;
+    // Messages keep arriving while the backup runs.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writing = {
+        let acked = acked.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                i += 1;
+                let seq = writer.post("circle", &format!("message {i}")).await;
+                acked.store(seq, Ordering::SeqCst);
+            }
+            writer
+        })
+    };
+    while acked.load(Ordering::SeqCst) < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let acked_before = acked.load(Ordering::SeqCst);
+    let file = dir.path().join("hub.backup");
+    let out = peerhub(args(&[
+        "backup",
+        "--data",
+        &path(&data),
+        "--out",
+        &path(&file),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = report["digest"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stop.cancel();
+    let _writer = writing.await.unwrap();
+    let acked_after = acked.load(Ordering::SeqCst);
+    assert!(
+        acked_after > acked_before,
+        "writes went on during and after the backup"
+    );
+
+    // A second backup to the same file is refused; the first is untouched.
+    let again = peerhub(args(&[
+        "backup",
+        "--data",
+        &path(&data),
+        "--out",
+        &path(&file),
+    ]))
+    .await;
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+
+    // Restore into a fresh folder: the digest it recorded is the one it restores.
+    let restored = dir.path().join("restored");
+    let out = peerhub(args(&[
+        "restore",
+        "--from",
+        &path(&file),
+        "--data",
+        &path(&restored),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&digest), "{}", text(&out));
+    // Restoring over a store is refused.
+    let out = peerhub(args(&[
+        "restore",
+        "--from",
+        &path(&file),
+        "--data",
+        &path(&restored),
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // The restored audit chain is whole.
+    let out = peerhub(args(&["audit", "verify", "--data", &path(&restored)])).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Serve the copy: every message acknowledged before the backup is there, in
+    // order, gap-free, each verifying; nothing after the copy's last seq.
+    let copy = ProcessServer::start(&restored, &[]).await;
+    let mut reader = Client::connect(copy.addr).await;
+    reader.login(&Identity::generate()).await;
+    let joined = reader.join("circle", "Sky", Some(0)).await;
+    let seqs: Vec<u64> = joined.history.iter().map(|e| e.seq).collect();
+    let last = *seqs.last().unwrap();
+    assert!(last >= acked_before, "{last} < {acked_before}");
+    assert!(last <= acked_after);
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "gap-free from 1");
+    for event in &joined.history {
+        if let Some(env) = &event.env {
+            env.verify().expect("signed as sent");
+        }
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ProcessServer::start(&data, &[]).await;
+    let mut admin = server.admin().await;
+    admin.create_group("circle", "Circle").await;
+    let data_arg = path(&data);
+
+    // Running: the request goes through the control socket.
+    let out = peerhub(args(&[
+        "invite",
+        "--data",
+        &data_arg,
+        "--role",
+        "facilitator",
+        "--public-url",
+        "https://hub.example/",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = link
+        .strip_prefix("https://hub.example/#invite=")
+        .unwrap_or_else(|| panic!("a link: {link}"))
+        .to_string();
+    let me = Identity::generate();
+    let mut fac = Client::connect(server.addr).await;
+    fac.login(&me).await;
+    let reply = fac.redeem(&token).await;
+    assert!(
+        matches!(
+            reply,
+            ServerFrame::Redeemed {
+                role: InviteRole::Facilitator,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    let out = peerhub(args(&["group", "list", "--data", &data_arg])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let groups: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(groups[0]["id"], "circle");
+    assert_eq!(groups[0]["title"], "Circle");
+
+    // Refused requests say why and change nothing.
+    for bad in [
+        vec!["invite", "--data", &data_arg, "--role", "member"],
+        vec![
+            "invite", "--data", &data_arg, "--role", "member", "--group", "nope",
+        ],
+        vec![
+            "invite", "--data", &data_arg, "--role", "admin", "--hours", "0",
+        ],
+        vec![
+            "invite", "--data", &data_arg, "--role", "admin", "--group", "circle",
+        ],
+    ] {
+        let out = peerhub(args(&bad)).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+        assert!(text(&out).contains("refused"), "{bad:?}: {}", text(&out));
+    }
+
+    // Stopped: the command opens the folder itself.
+    server.signal("TERM");
+    server.wait().await;
+    let out = peerhub(args(&[
+        "invite",
+        "--data",
+        &data_arg,
+        "--role",
+        "supervisor",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = peerhub(args(&["audit", "verify", "--data", &data_arg])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let server = ProcessServer::start(&data, &[]).await;
+    let mut sup = Client::connect(server.addr).await;
+    sup.login(&Identity::generate()).await;
+    let reply = sup.redeem(&token).await;
+    assert!(
+        matches!(
+            reply,
+            ServerFrame::Redeemed {
+                role: InviteRole::Supervisor,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // A folder with no store is not created by a command.
+    let none = dir.path().join("none");
+    let out = peerhub(args(&["group", "list", "--data", &path(&none)])).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!none.exists());
+}
