@@ -55,6 +55,9 @@ pub enum Kind {
     Escalation,
     /// Replace the on-call rota.
     Rota,
+    /// An operator's command on the hub (backup, export, erase), signed with the
+    /// hub's own key for the audit chain; never sent by a client.
+    Admin,
 }
 
 impl Kind {
@@ -75,6 +78,7 @@ impl Kind {
             Self::Flag => "flag",
             Self::Escalation => "escalation",
             Self::Rota => "rota",
+            Self::Admin => "admin",
         }
     }
 }

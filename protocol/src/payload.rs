@@ -594,6 +594,23 @@ pub struct RotaPayload {
 }
 counted!(RotaPayload);
 
+/// `admin`: an operator's command carried out by the hub, signed with the hub's own
+/// key and kept in the audit chain (never sent by a client).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminPayload {
+    /// What was done: `backup`, `export`, `erase`.
+    pub action: String,
+    /// The key it concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<PublicKey>,
+    /// Per-key counter (the hub's: its clock).
+    pub counter: u64,
+    /// Hub clock.
+    pub ts: u64,
+}
+counted!(AdminPayload);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,7 +40,7 @@ use peerhub_protocol::frame::{
 };
 use peerhub_protocol::ids::MAX_GROUP_ID_LEN;
 use peerhub_protocol::payload::{
-    AgreePayload, AuthPayload, ControlAction, ControlPayload, CreateGroupPayload,
+    AdminPayload, AgreePayload, AuthPayload, ControlAction, ControlPayload, CreateGroupPayload,
     EscalationActPayload, EscalationAction, FlagPayload, GroupKind, InvitePayload, InviteRole,
     JoinPayload, PostPayload, RecordPayload, RedeemPayload, ReportPayload, Retention, RotaPayload,
     SessionWindow, StepOutPayload,
@@ -964,6 +964,12 @@ fn full_payload(kind: Kind) -> Value {
             counter,
             ts,
         }),
+        Kind::Admin => serde_json::to_value(AdminPayload {
+            action: "export".into(),
+            subject: Some(someone()),
+            counter,
+            ts,
+        }),
         other => panic!("no payload type known to this test for {other:?}"),
     };
     value.unwrap()
@@ -1539,6 +1545,26 @@ fn every_signed_kind_is_in_the_kinds_table_with_its_fields() {
             code_cell(&row[1]).as_deref(),
             Some(ty),
             "kinds table: the frame that carries `{}`",
+            kind.as_str()
+        );
+        let fields: BTreeSet<String> = backticked(&row[2]).into_iter().map(Into::into).collect();
+        assert_same_fields(
+            &fields,
+            &keys(&full_payload(kind)),
+            &format!("kinds table row `{}`", kind.as_str()),
+        );
+        seen.insert(kind.as_str());
+    }
+    // The kind no client frame carries: the hub signs it itself.
+    {
+        let kind = Kind::Admin;
+        let row = rows
+            .iter()
+            .find(|r| code_cell(&r[0]).as_deref() == Some(kind.as_str()))
+            .unwrap_or_else(|| panic!("kinds table lacks `{}`", kind.as_str()));
+        assert!(
+            row[1].starts_with("none"),
+            "kinds table: no frame carries `{}`",
             kind.as_str()
         );
         let fields: BTreeSet<String> = backticked(&row[2]).into_iter().map(Into::into).collect();

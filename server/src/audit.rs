@@ -96,6 +96,10 @@ pub mod action {
     pub const CONTROL_MUTE: &str = "control.mute";
     /// A supervisor acknowledged an escalation.
     pub const ESCALATION_ACK: &str = "escalation.ack";
+    /// An operator's backup of the whole store (signed by the hub's key).
+    pub const ADMIN_BACKUP: &str = "admin.backup";
+    /// An operator's export of one key's data (signed by the hub's key).
+    pub const ADMIN_EXPORT: &str = "admin.export";
 }
 
 /// The domain separator hashed before every entry.

@@ -20,6 +20,7 @@
 //! - [`store`] — the only module that touches sled; [`store::Committer`] groups
 //!   flushes so an ack always follows a durable write.
 //! - [`audit`] — the signed, hash-linked audit chain and its check (`audit verify`).
+//! - [`export`] — everything held about one key, as JSON (people's data rights).
 //! - [`admin`] — commands on a stopped server's data folder (`peerhub rota ...`).
 //! - [`limits`] — rate limits (governor) and caps on connections and members.
 //! - [`logging`] — tracing set-up; caps the libraries that would log wire bytes.
@@ -43,6 +44,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod escalation;
+pub mod export;
 pub mod groups;
 pub mod hub;
 pub mod invites;
@@ -202,8 +204,6 @@ impl Server {
             .map(|url| url.trim_end_matches('/').to_string() + "/")
             .unwrap_or_else(|| format!("{scheme}://{local_addr}/"));
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
-        tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
         let control_path = config.data_dir.join(admin::SOCKET);
         match transport::control::bind(&control_path) {
             Ok(control) => {
@@ -216,6 +216,8 @@ impl Server {
             // Commands on the folder then need a stopped server; serving goes on.
             Err(error) => tracing::warn!(%error, "control socket unavailable"),
         }
+        let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
+        tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
         Ok(Self {
             hub,
             groups,

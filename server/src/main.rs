@@ -79,6 +79,13 @@ fn operate(command: Command) -> ExitCode {
             };
             ("invite", data, request, Some(public_url))
         }
+        Command::Export { data, key } => match peerhub_protocol::PublicKey::parse(&key) {
+            Ok(key) => ("export", data, AdminRequest::Export { key }, None),
+            Err(error) => {
+                eprintln!("peerhub export: --key: {error}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::payload::{InvitePayload, InviteRole};
+use peerhub_protocol::payload::{AdminPayload, InvitePayload, InviteRole};
 use peerhub_protocol::{GroupId, SignedEnvelope};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,11 @@ pub enum AdminRequest {
     },
     /// Every group.
     GroupList,
+    /// Everything held about one key, as JSON (the person's own data).
+    Export {
+        /// Whose.
+        key: peerhub_protocol::PublicKey,
+    },
 }
 
 /// Someone acting on a hub's data: its store and audit chain, at a time.
@@ -56,6 +61,28 @@ impl Operator<'_> {
         Ok(SigningKey::from_bytes(&self.store.hub_signing_seed()?))
     }
 
+    /// Records an operator's action in the audit chain, signed by the hub's key.
+    fn audit_admin(
+        &self,
+        action: &str,
+        name: &str,
+        subject: Option<peerhub_protocol::PublicKey>,
+    ) -> Result<(), AdminError> {
+        let payload = AdminPayload {
+            action: name.into(),
+            subject,
+            counter: self.now_ms,
+            ts: self.now_ms,
+        };
+        let env = SignedEnvelope::sign_json(&self.hub_key()?, Kind::Admin, &payload);
+        let mut entry = NewEntry::new(self.now_ms, action, env);
+        if let Some(subject) = subject {
+            entry = entry.subject(subject);
+        }
+        self.audit.lock().append(entry)?;
+        Ok(())
+    }
+
     /// Carries out `request` (not yet durable: the caller commits or flushes).
     pub fn execute(&self, request: AdminRequest) -> Result<serde_json::Value, AdminError> {
         match request {
@@ -66,6 +93,10 @@ impl Operator<'_> {
                 ttl_hours,
             } => self.invite(role, group, ttl_hours),
             AdminRequest::GroupList => self.group_list(),
+            AdminRequest::Export { key } => {
+                self.audit_admin(action::ADMIN_EXPORT, "export", Some(key))?;
+                Ok(crate::export::export_key(self.store, &key, self.now_ms)?)
+            }
         }
     }
 
@@ -79,6 +110,8 @@ impl Operator<'_> {
             .create_new(true)
             .open(&out)
             .map_err(|e| file_error(e.to_string()))?;
+        // The copy holds the record of itself.
+        self.audit_admin(action::ADMIN_BACKUP, "backup", None)?;
         let mut writer = std::io::BufWriter::new(file);
         let summary = self.store.backup_to(&mut writer, self.now_ms)?;
         writer

@@ -87,6 +87,17 @@ pub enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Print everything the hub holds about one key as JSON: the person's own
+    /// messages (with their signatures), memberships, records, escalations as they
+    /// may see them, and audit entries. The export itself is audited.
+    Export {
+        /// The hub's data folder (the server may be running).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The person's public key (base64url).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
 }
 
 /// A role an invite grants, as the command line spells it.

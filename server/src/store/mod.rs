@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod backup;
 mod commit;
+pub mod export;
 pub mod keys;
 pub mod records;
 
@@ -79,11 +80,11 @@ pub struct Store {
     key_recordid: sled::Tree,
     escid_escalation: sled::Tree,
     seq_audit: sled::Tree,
-}
     /// Every write holds it shared; a backup holds it alone, so the snapshot falls
     /// between two writes (the state a crash at that moment would leave, which
     /// recovery handles).
     gate: std::sync::Arc<std::sync::RwLock<()>>,
+}
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +104,6 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
     })
 }
 
-impl Store {
 /// The digest rule: SHA-256 over each tree's name, then its keys and values
 /// with their lengths, in key order.
 pub(crate) struct StoreDigest(sha2::Sha256);
@@ -133,6 +133,7 @@ impl StoreDigest {
     }
 }
 
+impl Store {
     /// Opens (or creates) the store in `dir` with the default cache (512 MiB).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
@@ -160,8 +161,8 @@ impl StoreDigest {
             key_recordid: tree("key_recordid")?,
             escid_escalation: tree("escid_escalation")?,
             seq_audit: tree("seq_audit")?,
-            db,
             gate: Default::default(),
+            db,
         };
         if store.meta.get("schema")?.is_none() {
             store.meta.insert("schema", "1")?;
@@ -242,8 +243,8 @@ impl StoreDigest {
         role: Role,
         now_ms: u64,
     ) -> Result<AccountRecord, StoreError> {
-        let mut account = self.account(key)?.unwrap_or(AccountRecord {
         let _writing = self.writing();
+        let mut account = self.account(key)?.unwrap_or(AccountRecord {
             roles: Vec::new(),
             created_ms: now_ms,
         });
@@ -281,8 +282,8 @@ impl StoreDigest {
     /// Raises the stored counter of `key` to at least `counter`. Atomic, so group
     /// tasks writing the same key's counter concurrently never lower it.
     pub fn raise_counter(&self, key: &PublicKey, counter: u64) -> Result<(), StoreError> {
-        self.key_counter.fetch_and_update(key.0, |old| {
         let _writing = self.writing();
+        self.key_counter.fetch_and_update(key.0, |old| {
             let old = old.map(keys::counter_from).unwrap_or(0);
             Some(keys::counter_bytes(old.max(counter)).to_vec())
         })?;
@@ -297,15 +298,15 @@ impl StoreDigest {
         token_hash: [u8; 32],
         invite: &InviteRecord,
     ) -> Result<(), StoreError> {
-        self.tokenhash_invite.insert(token_hash, encode(invite))?;
         let _writing = self.writing();
+        self.tokenhash_invite.insert(token_hash, encode(invite))?;
         Ok(())
     }
 
     /// Removes unredeemed bootstrap invites (a new one is made at each start).
     pub fn remove_unused_bootstrap_invites(&self) -> Result<usize, StoreError> {
-        let mut removed = 0;
         let _writing = self.writing();
+        let mut removed = 0;
         for item in self.tokenhash_invite.iter() {
             let (hash, value) = item?;
             let invite: InviteRecord = decode("tokenhash_invite", &value)?;
@@ -324,8 +325,8 @@ impl StoreDigest {
         key: &PublicKey,
         now_ms: u64,
     ) -> Result<Result<InviteRecord, RedeemRefusal>, StoreError> {
-        loop {
         let _writing = self.writing();
+        loop {
             let Some(current) = self.tokenhash_invite.get(token_hash)? else {
                 return Ok(Err(RedeemRefusal::Unknown));
             };
@@ -360,8 +361,8 @@ impl StoreDigest {
 
     /// Creates a group; `false` if the id is taken.
     pub fn create_group(&self, group: &GroupRecord) -> Result<bool, StoreError> {
-        let swapped = self.groupid_group.compare_and_swap(
         let _writing = self.writing();
+        let swapped = self.groupid_group.compare_and_swap(
             group.id.as_str(),
             None as Option<&[u8]>,
             Some(encode(group)),
@@ -389,8 +390,8 @@ impl StoreDigest {
 
     /// Stores (or replaces) a member record.
     pub fn put_member(&self, group: &GroupId, member: &MemberRecord) -> Result<(), StoreError> {
-        self.groupid_key_member
         let _writing = self.writing();
+        self.groupid_key_member
             .insert(keys::member_key(group, &member.key), encode(member))?;
         Ok(())
     }
@@ -405,8 +406,8 @@ impl StoreDigest {
 
     /// Marks `key` as invited to a virtual group.
     pub fn allow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
-        self.groupid_key_allowed
         let _writing = self.writing();
+        self.groupid_key_allowed
             .insert(keys::member_key(group, key), &[])?;
         Ok(())
     }
@@ -434,8 +435,8 @@ impl StoreDigest {
         group: &GroupId,
         state: &GroupStateRecord,
     ) -> Result<(), StoreError> {
-        self.groupid_state.insert(group.as_str(), encode(state))?;
         let _writing = self.writing();
+        self.groupid_state.insert(group.as_str(), encode(state))?;
         Ok(())
     }
 
@@ -449,8 +450,8 @@ impl StoreDigest {
         channel: &Channel,
         event: &StoredEvent,
     ) -> Result<(), StoreError> {
-        self.groupid_seq_event
         let _writing = self.writing();
+        self.groupid_seq_event
             .insert(keys::event_key(group, channel, event.seq), encode(event))?;
         Ok(())
     }
@@ -528,8 +529,8 @@ impl StoreDigest {
         group: &GroupId,
         before_ms: Option<u64>,
     ) -> Result<usize, StoreError> {
-        let mut doomed = Vec::new();
         let _writing = self.writing();
+        let mut doomed = Vec::new();
         for item in self
             .groupid_seq_event
             .scan_prefix(keys::group_prefix(group))
@@ -553,14 +554,14 @@ impl StoreDigest {
 
     /// A fresh escalation id (unique, increasing).
     pub fn next_escalation_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
         let _writing = self.writing();
+        Ok(self.db.generate_id()? + 1)
     }
 
     /// Writes an escalation (durable with the next commit).
     pub fn put_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
-        self.escid_escalation
         let _writing = self.writing();
+        self.escid_escalation
             .insert(record.view.id.to_be_bytes(), encode(record))?;
         Ok(())
     }
@@ -584,8 +585,8 @@ impl StoreDigest {
 
     /// Replaces the rota (durable with the next commit).
     pub fn put_rota(&self, rota: &[RotaEntry]) -> Result<(), StoreError> {
-        self.meta.insert("rota", encode(&rota))?;
         let _writing = self.writing();
+        self.meta.insert("rota", encode(&rota))?;
         Ok(())
     }
 
@@ -606,8 +607,8 @@ impl StoreDigest {
 
     /// The hub's own signing seed (made once), for the pager hook's signed bodies.
     pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
-        if let Some(seed) = self.meta.get("hub_signing_seed")? {
         let _writing = self.writing();
+        if let Some(seed) = self.meta.get("hub_signing_seed")? {
             if let Ok(seed) = <[u8; 32]>::try_from(seed.as_ref()) {
                 return Ok(seed);
             }
@@ -626,14 +627,14 @@ impl StoreDigest {
 
     /// A fresh record id (unique, increasing; not gap-free).
     pub fn next_record_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()? + 1)
         let _writing = self.writing();
+        Ok(self.db.generate_id()? + 1)
     }
 
     /// Writes a record and indexes it under the member it is about.
     pub fn put_record(&self, record: &RecordRecord) -> Result<(), StoreError> {
-        self.recordid_record
         let _writing = self.writing();
+        self.recordid_record
             .insert(record.id.to_be_bytes(), encode(record))?;
         if let Some(about) = &record.about {
             self.key_recordid

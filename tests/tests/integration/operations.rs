@@ -129,6 +129,13 @@ async fn a_backup_taken_under_writes_restores_to_a_consistent_store() {
     let out = peerhub(args(&["audit", "verify", "--data", &path(&restored)])).await;
     assert!(out.status.success(), "{}", text(&out));
 
+    // The copy holds the record of itself, signed by the hub.
+    {
+        let store = peerhub_server::store::Store::open(&restored).unwrap();
+        let actions = audit_actions(&store);
+        assert!(actions.contains(&"admin.backup".to_string()), "{actions:?}");
+    }
+
     // Serve the copy: every message acknowledged before the backup is there, in
     // order, gap-free, each verifying; nothing after the copy's last seq.
     let copy = ProcessServer::start(&restored, &[]).await;
@@ -146,6 +153,66 @@ async fn a_backup_taken_under_writes_restores_to_a_consistent_store() {
         }
     }
     drop(server);
+}
+
+/// The `action` of every audit entry, in order.
+fn audit_actions(store: &peerhub_server::store::Store) -> Vec<String> {
+    store
+        .audit_entries()
+        .map(|entry| {
+            let (_, bytes) = entry.unwrap();
+            let text = String::from_utf8(bytes).unwrap();
+            let body = text.split_once('\n').unwrap().1.to_string();
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            body["action"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_export_of_a_running_hub_holds_the_persons_messages_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ProcessServer::start(&data, &[]).await;
+    let mut admin = server.admin().await;
+    admin.create_group("circle", "Circle").await;
+    let river = Identity::generate();
+    let mut client = Client::connect(server.addr).await;
+    client.login(&river).await;
+    client.join("circle", "River", None).await;
+    client.post("circle", "a message of my own").await;
+    let data_arg = path(&data);
+    let out = peerhub(args(&[
+        "export",
+        "--data",
+        &data_arg,
+        "--key",
+        &river.key().to_string(),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let export: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(export["key"], river.key().to_string());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a message of my own"),
+        "{export}"
+    );
+    for bad in ["not-a-key", ""] {
+        let out = peerhub(args(&["export", "--data", &data_arg, "--key", bad])).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+    }
+    server.signal("TERM");
+    server.wait().await;
+    let store = peerhub_server::store::Store::open(&data).unwrap();
+    let actions = audit_actions(&store);
+    assert_eq!(
+        actions.iter().filter(|a| *a == "admin.export").count(),
+        1,
+        "{actions:?}"
+    );
+    drop(store);
+    let out = peerhub(args(&["audit", "verify", "--data", &data_arg])).await;
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[tokio::test]
