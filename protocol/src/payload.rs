@@ -599,11 +599,17 @@ counted!(RotaPayload);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminPayload {
-    /// What was done: `backup`, `export`, `erase`.
+    /// What was done: `backup`, `export`, `erase`, `group.schedule`.
     pub action: String,
     /// The key it concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<PublicKey>,
+    /// The group it concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    /// What was set, as JSON text (for `group.schedule`: the new windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Per-key counter (the hub's: its clock).
     pub counter: u64,
     /// Hub clock.

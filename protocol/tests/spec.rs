@@ -967,6 +967,8 @@ fn full_payload(kind: Kind) -> Value {
         Kind::Admin => serde_json::to_value(AdminPayload {
             action: "export".into(),
             subject: Some(someone()),
+            group: Some(group),
+            detail: Some("[]".into()),
             counter,
             ts,
         }),

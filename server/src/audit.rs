@@ -100,6 +100,8 @@ pub mod action {
     pub const ADMIN_BACKUP: &str = "admin.backup";
     /// An operator's export of one key's data (signed by the hub's key).
     pub const ADMIN_EXPORT: &str = "admin.export";
+    /// An operator replaced a group's schedule (signed by the hub's key).
+    pub const GROUP_SCHEDULE: &str = "group.schedule";
 }
 
 /// The domain separator hashed before every entry.

@@ -86,6 +86,68 @@ fn operate(command: Command) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Group(GroupCommand::Create {
+            data,
+            id,
+            title,
+            kind,
+            agreement,
+            access_code,
+            no_waiting_room,
+            history_days,
+            ephemeral,
+            windows,
+        }) => {
+            let group = match peerhub_protocol::GroupId::parse(&id) {
+                Ok(group) => group,
+                Err(error) => {
+                    eprintln!("peerhub group create: --id: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let agreement = match agreement.map(std::fs::read_to_string).transpose() {
+                Ok(text) => text,
+                Err(error) => {
+                    eprintln!("peerhub group create: --agreement: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = peerhub_protocol::payload::CreateGroupPayload {
+                group,
+                title,
+                group_kind: kind.into(),
+                agreement,
+                access_code,
+                schedule: windows,
+                retention: peerhub_protocol::payload::Retention {
+                    ephemeral,
+                    history_days,
+                },
+                waiting_room: Some(!no_waiting_room),
+                counter: 0,
+                ts: 0,
+            };
+            let request = AdminRequest::GroupCreate {
+                request: Box::new(request),
+            };
+            ("group create", data, request, None)
+        }
+        Command::Group(GroupCommand::Schedule {
+            data,
+            group,
+            windows,
+        }) => match peerhub_protocol::GroupId::parse(&group) {
+            Ok(group) => (
+                "group schedule",
+                data,
+                AdminRequest::GroupSchedule { group, windows },
+                None,
+            ),
+            Err(error) => {
+                eprintln!("peerhub group schedule: --group: {error}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }

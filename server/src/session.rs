@@ -19,7 +19,7 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::frame::{
     decode_client_frame, Channel, Limits, RecordInfo, Role, ServerFrame,
 };
-use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_TEXT_CHARS, MAX_TITLE_CHARS};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
     AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, EscalationActPayload,
@@ -31,13 +31,10 @@ use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnv
 use crate::admission::{admit, check_fresh, Signer};
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
-use crate::groups::{
-    access_code_hash, group_info, history_frame, Action, GroupHandle, JoinRequest,
-};
+use crate::groups::{group_info, history_frame, Action, GroupHandle, JoinRequest};
 use crate::hub::Hub;
 use crate::limits::{ConnectionTicket, Place};
 use crate::outbound::{self, ConnId, FrameBytes, Outbox};
-use crate::store::records::GroupRecord;
 use crate::text::check_text;
 use crate::transport::ws::{Incoming, WsConnection};
 
@@ -651,39 +648,8 @@ impl Session {
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden("only an admin can create groups"));
         }
-        let title = check_text("title", &payload.title, MAX_TITLE_CHARS)?;
-        if title != payload.title {
-            return Err(ProtocolError::invalid("title", "leading or trailing white space").into());
-        }
-        if let Some(agreement) = &payload.agreement {
-            check_text("agreement", agreement, MAX_TEXT_CHARS)?;
-        }
-        if let Some(code) = &payload.access_code {
-            check_text("access_code", code, 64)?;
-        }
-        if payload.schedule.len() > 500 {
-            return Err(ProtocolError::invalid("schedule", "at most 500 windows").into());
-        }
-        if payload.schedule.iter().any(|w| w.start_ms >= w.end_ms) {
-            return Err(
-                ProtocolError::invalid("schedule", "each window must end after it starts").into(),
-            );
-        }
-        if payload.retention.history_days == Some(0) {
-            return Err(ProtocolError::invalid("retention", "history_days is at least 1").into());
-        }
-        let record = GroupRecord {
-            id: payload.group.clone(),
-            title: payload.title.clone(),
-            kind: payload.group_kind,
-            created_ms: self.hub.clock.now_ms(),
-            created_by: Some(key),
-            created_env: Some(env),
-            access_code_hash: payload.access_code.as_deref().map(access_code_hash),
-            schedule: payload.schedule.clone(),
-            retention: payload.retention,
-            waiting_room: payload.waiting_room.unwrap_or(true),
-        };
+        let now = self.hub.clock.now_ms();
+        let record = crate::groups::record_from_request(&payload, Some(key), env, now)?;
         let group = group_info(&record);
         self.hub
             .groups

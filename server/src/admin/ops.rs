@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::payload::{AdminPayload, InvitePayload, InviteRole};
+use peerhub_protocol::payload::{
+    AdminPayload, CreateGroupPayload, InvitePayload, InviteRole, SessionWindow,
+};
 use peerhub_protocol::{GroupId, SignedEnvelope};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,19 @@ pub enum AdminRequest {
     },
     /// Every group.
     GroupList,
+    /// A new group, as an admin would create it over the protocol.
+    GroupCreate {
+        /// Everything a `create_group` request carries (`counter`/`ts` are set by
+        /// the hub).
+        request: Box<CreateGroupPayload>,
+    },
+    /// Replace a group's schedule of session windows.
+    GroupSchedule {
+        /// Which group.
+        group: GroupId,
+        /// The new windows (empty: sessions open whenever a facilitator opens one).
+        windows: Vec<SessionWindow>,
+    },
     /// Everything held about one key, as JSON (the person's own data).
     Export {
         /// Whose.
@@ -61,23 +76,28 @@ impl Operator<'_> {
         Ok(SigningKey::from_bytes(&self.store.hub_signing_seed()?))
     }
 
-    /// Records an operator's action in the audit chain, signed by the hub's key.
-    fn audit_admin(
-        &self,
-        action: &str,
-        name: &str,
-        subject: Option<peerhub_protocol::PublicKey>,
-    ) -> Result<(), AdminError> {
-        let payload = AdminPayload {
+    /// An `admin` payload for `name` at this operator's time.
+    fn admin_payload(&self, name: &str) -> AdminPayload {
+        AdminPayload {
             action: name.into(),
-            subject,
+            subject: None,
+            group: None,
+            detail: None,
             counter: self.now_ms,
             ts: self.now_ms,
-        };
+        }
+    }
+
+    /// Records an operator's action in the audit chain, signed by the hub's key.
+    fn audit_admin(&self, action: &str, payload: AdminPayload) -> Result<(), AdminError> {
+        let (subject, group) = (payload.subject, payload.group.clone());
         let env = SignedEnvelope::sign_json(&self.hub_key()?, Kind::Admin, &payload);
         let mut entry = NewEntry::new(self.now_ms, action, env);
         if let Some(subject) = subject {
             entry = entry.subject(subject);
+        }
+        if let Some(group) = group {
+            entry = entry.group(group);
         }
         self.audit.lock().append(entry)?;
         Ok(())
@@ -93,8 +113,14 @@ impl Operator<'_> {
                 ttl_hours,
             } => self.invite(role, group, ttl_hours),
             AdminRequest::GroupList => self.group_list(),
+            AdminRequest::GroupCreate { request } => self.group_create(*request),
+            AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
             AdminRequest::Export { key } => {
-                self.audit_admin(action::ADMIN_EXPORT, "export", Some(key))?;
+                let payload = AdminPayload {
+                    subject: Some(key),
+                    ..self.admin_payload("export")
+                };
+                self.audit_admin(action::ADMIN_EXPORT, payload)?;
                 Ok(crate::export::export_key(self.store, &key, self.now_ms)?)
             }
         }
@@ -111,7 +137,7 @@ impl Operator<'_> {
             .open(&out)
             .map_err(|e| file_error(e.to_string()))?;
         // The copy holds the record of itself.
-        self.audit_admin(action::ADMIN_BACKUP, "backup", None)?;
+        self.audit_admin(action::ADMIN_BACKUP, self.admin_payload("backup"))?;
         let mut writer = std::io::BufWriter::new(file);
         let summary = self.store.backup_to(&mut writer, self.now_ms)?;
         writer
@@ -188,6 +214,42 @@ impl Operator<'_> {
             "token": token,
             "expires_ms": self.now_ms + ttl_ms,
         }))
+    }
+
+    fn group_create(
+        &self,
+        mut payload: CreateGroupPayload,
+    ) -> Result<serde_json::Value, AdminError> {
+        payload.counter = self.now_ms;
+        payload.ts = self.now_ms;
+        let env = SignedEnvelope::sign_json(&self.hub_key()?, Kind::CreateGroup, &payload);
+        let refused = |e: crate::error::ServerError| AdminError::Invalid(e.to_string());
+        let record = crate::groups::record_from_request(&payload, None, env.clone(), self.now_ms)
+            .map_err(refused)?;
+        let id = record.id.clone();
+        crate::groups::write_new_group(self.store, self.audit, record, env, payload.agreement)
+            .map_err(refused)?;
+        Ok(serde_json::json!({ "created": id }))
+    }
+
+    fn group_schedule(
+        &self,
+        group: GroupId,
+        windows: Vec<SessionWindow>,
+    ) -> Result<serde_json::Value, AdminError> {
+        crate::groups::check_schedule(&windows).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let Some(mut record) = self.store.group(&group)? else {
+            return Err(AdminError::Invalid(format!("no group {group}")));
+        };
+        let payload = AdminPayload {
+            group: Some(group.clone()),
+            detail: Some(serde_json::to_string(&windows).unwrap_or_default()),
+            ..self.admin_payload("group.schedule")
+        };
+        self.audit_admin(action::GROUP_SCHEDULE, payload)?;
+        record.schedule = windows;
+        self.store.put_group(&record)?;
+        Ok(serde_json::json!({ "group": group, "windows": record.schedule.len() }))
     }
 
     fn group_list(&self) -> Result<serde_json::Value, AdminError> {

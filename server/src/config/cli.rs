@@ -100,6 +100,46 @@ pub enum Command {
     },
 }
 
+/// A group kind, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupKindArg {
+    /// Open door while a session runs; pseudonymous.
+    DropIn,
+    /// Scheduled sessions for invited members.
+    Virtual,
+}
+
+impl From<GroupKindArg> for peerhub_protocol::payload::GroupKind {
+    fn from(kind: GroupKindArg) -> Self {
+        match kind {
+            GroupKindArg::DropIn => Self::DropIn,
+            GroupKindArg::Virtual => Self::Virtual,
+        }
+    }
+}
+
+/// `START/END` in RFC 3339 → a session window.
+fn parse_window(text: &str) -> Result<peerhub_protocol::payload::SessionWindow, String> {
+    let (start, end) = text
+        .split_once('/')
+        .ok_or("expected START/END, e.g. 2026-12-01T18:00:00Z/2026-12-01T19:30:00Z")?;
+    let ms = |t: &str| -> Result<u64, String> {
+        let at = humantime::parse_rfc3339_weak(t.trim()).map_err(|e| format!("{t}: {e}"))?;
+        let since = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| format!("{t}: before 1970"))?;
+        Ok(since.as_millis() as u64)
+    };
+    let window = peerhub_protocol::payload::SessionWindow {
+        start_ms: ms(start)?,
+        end_ms: ms(end)?,
+    };
+    if window.end_ms <= window.start_ms {
+        return Err(format!("{text}: the window must end after it starts"));
+    }
+    Ok(window)
+}
+
 /// A role an invite grants, as the command line spells it.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum InviteRoleArg {
@@ -127,6 +167,55 @@ impl From<InviteRoleArg> for peerhub_protocol::payload::InviteRole {
 /// `peerhub group ...`
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
+    /// Create a group, as an admin would over the protocol; the server may be
+    /// running. The request is signed with the hub's key and audited.
+    Create {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Its id: a-z, 0-9 and -.
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Its title, shown to members.
+        #[arg(long)]
+        title: String,
+        /// Drop-in (open door while a session runs, pseudonymous) or virtual
+        /// (invited members).
+        #[arg(long, value_enum, default_value_t = GroupKindArg::DropIn)]
+        kind: GroupKindArg,
+        /// A file holding the group agreement people accept before speaking.
+        #[arg(long, value_name = "FILE")]
+        agreement: Option<PathBuf>,
+        /// A code people need to join (drop-in groups).
+        #[arg(long, value_name = "CODE")]
+        access_code: Option<String>,
+        /// Let people in without a facilitator admitting each one.
+        #[arg(long)]
+        no_waiting_room: bool,
+        /// Keep the conversation this many days (default: the hub's retention).
+        #[arg(long, value_name = "DAYS", conflicts_with = "ephemeral")]
+        history_days: Option<u32>,
+        /// Keep nothing once a session ends.
+        #[arg(long)]
+        ephemeral: bool,
+        /// A session window, START/END in RFC 3339 (2026-12-01T18:00:00Z/2026-12-01T19:30:00Z);
+        /// repeatable.
+        #[arg(long = "window", value_name = "START/END", value_parser = parse_window)]
+        windows: Vec<peerhub_protocol::payload::SessionWindow>,
+    },
+    /// Replace a group's session windows; the server may be running (members are
+    /// told at once). Audited.
+    Schedule {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Which group.
+        #[arg(long, value_name = "ID")]
+        group: String,
+        /// A window, START/END in RFC 3339; repeatable. None: clear the schedule.
+        #[arg(long = "window", value_name = "START/END", value_parser = parse_window)]
+        windows: Vec<peerhub_protocol::payload::SessionWindow>,
+    },
     /// Print every group as JSON (id, title, kind, schedule, retention, whether a
     /// session is open); the server may be running.
     List {

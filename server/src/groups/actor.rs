@@ -87,6 +87,9 @@ pub(crate) enum GroupCommand {
     Leave {
         conn: ConnId,
     },
+    /// The group's record changed in the store (an operator's command): read it
+    /// again and tell the members.
+    Reload,
 }
 
 #[derive(Debug)]
@@ -263,6 +266,15 @@ impl GroupActor {
                     self.leave(conn);
                     Ok(())
                 }
+                GroupCommand::Reload => match self.store.group(&self.room.group.id) {
+                    Ok(Some(record)) => {
+                        self.room.group = record;
+                        self.deferred.push(Deferred::GroupUpdate);
+                        Ok(())
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(Arc::new(e)),
+                },
             };
             if let Err(error) = outcome {
                 batch.extend(commands);
@@ -907,7 +919,7 @@ impl GroupActor {
                 GroupCommand::Join { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                GroupCommand::Leave { .. } => {}
+                GroupCommand::Leave { .. } | GroupCommand::Reload => {}
             }
         }
     }

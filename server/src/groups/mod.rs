@@ -283,21 +283,22 @@ impl GroupRegistry {
                 "a group is created by an admin's signed request",
             ));
         };
-        let entry =
-            NewEntry::new(record.created_ms, action::GROUP_CREATE, env).group(record.id.clone());
-        {
-            // Create and record under the chain's lock; released before any await.
-            let mut chain = self.audit.lock();
-            if !self.store.create_group(&record)? {
-                return Err(ServerError::GroupExists(record.id));
-            }
-            chain.append(entry)?;
-        }
-        self.store
-            .put_group_state(&record.id, &room::initial_state(agreement))?;
+        write_new_group(&self.store, &self.audit, record, env, agreement)?;
         self.store.raise_counter(creator, counter)?;
         self.committer.commit().await?;
         Ok(())
+    }
+
+    /// Tells a running group task to read its record again (after an operator
+    /// changed it); a group without a task reads it when it next starts.
+    pub async fn reload(&self, id: &GroupId) {
+        let handle = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(id).cloned()
+        };
+        if let Some(handle) = handle {
+            let _ = handle.send(actor::GroupCommand::Reload).await;
+        }
     }
 
     /// How many groups have a running task.
@@ -312,6 +313,83 @@ impl GroupRegistry {
         self.closed.store(true, Ordering::Release);
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// Checks a `create_group` request and makes the group's record: the one rule
+/// for admins over the protocol and operators on the command line.
+pub fn record_from_request(
+    payload: &peerhub_protocol::payload::CreateGroupPayload,
+    creator: Option<PublicKey>,
+    env: SignedEnvelope,
+    now_ms: u64,
+) -> Result<GroupRecord, ServerError> {
+    use peerhub_protocol::limits::{MAX_TEXT_CHARS, MAX_TITLE_CHARS};
+    use peerhub_protocol::ProtocolError;
+    let title = crate::text::check_text("title", &payload.title, MAX_TITLE_CHARS)?;
+    if title != payload.title {
+        return Err(ProtocolError::invalid("title", "leading or trailing white space").into());
+    }
+    if let Some(agreement) = &payload.agreement {
+        crate::text::check_text("agreement", agreement, MAX_TEXT_CHARS)?;
+    }
+    if let Some(code) = &payload.access_code {
+        crate::text::check_text("access_code", code, 64)?;
+    }
+    check_schedule(&payload.schedule)?;
+    if payload.retention.history_days == Some(0) {
+        return Err(ProtocolError::invalid("retention", "history_days is at least 1").into());
+    }
+    Ok(GroupRecord {
+        id: payload.group.clone(),
+        title: payload.title.clone(),
+        kind: payload.group_kind,
+        created_ms: now_ms,
+        created_by: creator,
+        created_env: Some(env),
+        access_code_hash: payload.access_code.as_deref().map(access_code_hash),
+        schedule: payload.schedule.clone(),
+        retention: payload.retention,
+        waiting_room: payload.waiting_room.unwrap_or(true),
+    })
+}
+
+/// A schedule's rule: at most 500 windows, each ending after it starts.
+pub fn check_schedule(
+    schedule: &[peerhub_protocol::payload::SessionWindow],
+) -> Result<(), ServerError> {
+    use peerhub_protocol::ProtocolError;
+    if schedule.len() > 500 {
+        return Err(ProtocolError::invalid("schedule", "at most 500 windows").into());
+    }
+    if schedule.iter().any(|w| w.start_ms >= w.end_ms) {
+        return Err(
+            ProtocolError::invalid("schedule", "each window must end after it starts").into(),
+        );
+    }
+    Ok(())
+}
+
+/// Writes a new group's record, its audit entry (`env`, the signed request) and
+/// its first state. Not yet durable: the caller commits.
+pub fn write_new_group(
+    store: &Store,
+    audit: &AuditLog,
+    record: GroupRecord,
+    env: SignedEnvelope,
+    agreement: Option<String>,
+) -> Result<(), ServerError> {
+    let entry =
+        NewEntry::new(record.created_ms, action::GROUP_CREATE, env).group(record.id.clone());
+    {
+        // Create and record under the chain's lock.
+        let mut chain = audit.lock();
+        if !store.create_group(&record)? {
+            return Err(ServerError::GroupExists(record.id));
+        }
+        chain.append(entry)?;
+    }
+    store.put_group_state(&record.id, &room::initial_state(agreement))?;
+    Ok(())
 }
 
 /// The public view of a group record.

@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod backup;
 mod commit;
+pub mod erase;
 pub mod export;
 pub mod keys;
 pub mod records;
@@ -368,6 +369,14 @@ impl Store {
             Some(encode(group)),
         )?;
         Ok(swapped.is_ok())
+    }
+
+    /// Replaces an existing group's record (settings an operator changed).
+    pub fn put_group(&self, group: &GroupRecord) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.groupid_group
+            .insert(group.id.as_str(), encode(group))?;
+        Ok(())
     }
 
     /// A group by id.

@@ -63,6 +63,10 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         .next()
         .unwrap_or("")
         .to_string();
+    let reload = match &request {
+        AdminRequest::GroupSchedule { group, .. } => Some(group.clone()),
+        _ => None,
+    };
     let worker = hub.clone();
     let done = tokio::task::spawn_blocking(move || {
         let operator = Operator {
@@ -80,6 +84,9 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
     };
     if let Err(e) = hub.committer.commit().await {
         return Reply::Error(format!("not made durable: {e}"));
+    }
+    if let Some(group) = reload {
+        hub.groups.reload(&group).await;
     }
     tracing::info!(command = %name, "operator request carried out");
     Reply::Ok(output)

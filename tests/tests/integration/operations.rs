@@ -314,3 +314,99 @@ async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!none.exists());
 }
+
+/// `START/END` in RFC 3339 for a window from `from_now_s` lasting `len_s`.
+fn window(from_now_s: i64, len_s: u64) -> String {
+    let now = std::time::SystemTime::now();
+    let start = if from_now_s >= 0 {
+        now + std::time::Duration::from_secs(from_now_s as u64)
+    } else {
+        now - std::time::Duration::from_secs(from_now_s.unsigned_abs())
+    };
+    let end = start + std::time::Duration::from_secs(len_s);
+    format!(
+        "{}/{}",
+        humantime::format_rfc3339_seconds(start),
+        humantime::format_rfc3339_seconds(end)
+    )
+}
+
+#[tokio::test]
+async fn groups_are_created_and_rescheduled_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ProcessServer::start(&data, &[]).await;
+    let _admin = server.admin().await;
+    let data_arg = path(&data);
+    let tomorrow = window(86_400, 3_600);
+    let out = peerhub(args(&[
+        "group",
+        "create",
+        "--data",
+        &data_arg,
+        "--id",
+        "evening",
+        "--title",
+        "Evening drop-in",
+        "--no-waiting-room",
+        "--window",
+        &tomorrow,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    // Refusals: the same id again, a padded title, a window that ends first.
+    for bad in [
+        vec![
+            "group", "create", "--data", &data_arg, "--id", "evening", "--title", "Again",
+        ],
+        vec![
+            "group", "create", "--data", &data_arg, "--id", "other", "--title", " padded ",
+        ],
+        vec![
+            "group",
+            "create",
+            "--data",
+            &data_arg,
+            "--id",
+            "other",
+            "--title",
+            "T",
+            "--window",
+            "2026-12-01T19:00:00Z/2026-12-01T18:00:00Z",
+        ],
+        vec!["group", "schedule", "--data", &data_arg, "--group", "nope"],
+    ] {
+        let out = peerhub(args(&bad)).await;
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+    }
+    let out = peerhub(args(&["group", "list", "--data", &data_arg])).await;
+    let groups: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+
+    // Outside its window the door is shut.
+    let mut person = Client::connect(server.addr).await;
+    person.login(&Identity::generate()).await;
+    let env = person.identity.clone().unwrap().join("evening", "River");
+    let reply = person
+        .request(|id| peerhub_protocol::ClientFrame::Join {
+            id,
+            group: peerhub_tests::identity::gid("evening"),
+            after: None,
+            access_code: None,
+            env,
+        })
+        .await;
+    assert!(
+        matches!(reply, ServerFrame::Error { .. }),
+        "the door is shut until tomorrow: {reply:?}"
+    );
+    // Rescheduled to now, on the running server: the door opens at once.
+    let now = window(-600, 3_600);
+    let out = peerhub(args(&[
+        "group", "schedule", "--data", &data_arg, "--group", "evening", "--window", &now,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let joined = person.join("evening", "River", None).await;
+    let _ = joined;
+}
