@@ -30,10 +30,10 @@ quick=${PERF_QUICK:-}
 disk_messages=${PERF_DISK_MESSAGES:-1000000}
 idle_connections=${PERF_IDLE_CONNECTIONS:-10000}
 if [[ -n $quick ]]; then
-  warmup=0.5 duration=2 stall_at=2 stall_for=16 disk_messages=${PERF_DISK_MESSAGES:-100000}
+  warmup=0.5 duration=2 stall_at=2 stall_for=8 disk_messages=${PERF_DISK_MESSAGES:-100000}
   idle_connections=${PERF_IDLE_CONNECTIONS:-2000} bench_time=0.5 repeat=${PERF_REPEAT:-1}
 else
-  warmup=1 duration=4 stall_at=4 stall_for=20 bench_time=1 repeat=${PERF_REPEAT:-2}
+  warmup=1 duration=4 stall_at=3 stall_for=10 bench_time=1 repeat=${PERF_REPEAT:-2}
 fi
 mkdir -p "$run_dir/data"
 data=$run_dir/data
@@ -91,12 +91,16 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 
 say "baselines V, S, F on CPU $server_cpu"
 run taskset -c "$server_cpu" "$bin/peerhub-baseline" --dir "$data" --out "$run_dir/baseline.json"
-V=$(sed -n 's/.*"verify_per_s": *\([0-9.]*\).*/\1/p' "$run_dir/baseline.json")
-# Pre-signed pools: enough for the window at V (no hub run can verify faster on
-# one core), twice that for two cores.
-pool=$(awk -v v="$V" -v t="$warmup" -v d="$duration" 'BEGIN { printf "%d", v * (t + d) * 1.2 + 2000 }')
-
-pool_fanout=$(awk -v p="$pool" 'BEGIN { printf "%d", p / 2 + 2000 }')
+# A number from a JSON result ("" if the file or the field is missing).
+field() { { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p" "$2" 2>/dev/null || true; } | head -n 1; }
+# Pre-signed pools: enough for the window at V (no hub run, whatever its G, can
+# verify faster on one core), twice that for two cores. V per CPU-second too, in
+# case a neighbour slowed the wall-clock V down.
+V=$(field verify_per_s "$run_dir/baseline.json")
+V_cpu=$(field verify_per_cpu_s "$run_dir/baseline.json")
+pool=$(awk -v v="${V:-30000}" -v c="${V_cpu:-0}" -v t="$warmup" -v d="$duration" \
+  'BEGIN { if (c > v) v = c; printf "%d", v * (t + d) * 1.3 + 2000 }')
+pool_fanout=$pool
 say "W(G) (bare broadcast server) and the hub, G = 1, 5, 10, 30; $repeat time(s), interleaved"
 for ((r = 1; r <= repeat; r++)); do
   suffix=$([[ $r == 1 ]] && echo "" || echo ".r$r")
@@ -134,8 +138,16 @@ for target in hub bare; do
 done
 
 say "a member that stops reading"
+# Its pool: the hub's best G = 10 rate so far over the whole (longer) window.
+g10_rate=0
+for f in "$run_dir"/hub-g10.json "$run_dir"/hub-g10.r*.json; do
+  r=$(field accepted_per_s "$f")
+  g10_rate=$(awk -v a="$g10_rate" -v b="${r:-0}" 'BEGIN { print (b > a) ? b : a }')
+done
+pool_stall=$(awk -v r="$g10_rate" -v v="${V:-30000}" -v t="$warmup" -v d=$((stall_at + stall_for)) \
+  'BEGIN { if (r <= 0) r = v; printf "%d", r * (t + d) * 1.3 + 2000 }')
 load hub-stall --target hub --group-size 10 --groups 3 --window 8 \
-  --messages "$pool" --warmup "$warmup" --duration $((stall_at + stall_for)) \
+  --messages "$pool_stall" --warmup "$warmup" --duration $((stall_at + stall_for)) \
   --stall-at "$stall_at" --stall-for "$stall_for"
 
 say "profiles"
@@ -144,21 +156,20 @@ load profile-g1 --target hub --group-size 1 --groups 64 --window 16 \
 load profile-g10 --target hub --group-size 10 --groups 30 --window 4 \
   --messages "$pool_fanout" --warmup "$warmup" --duration "$duration" --profile "$run_dir/profile-g10.data"
 
-say "what-if runs, each right after its control (evidence for server changes; no goal uses them)"
+say "what-if runs, each right after its control (evidence for the next server change; no goal uses them)"
+# The hub's socket send buffer (SEND_BUFFER_BYTES) halved, on the bare server,
+# which has the hub's transport: what the kernel then holds for a member that
+# stops reading, and whether fan-out loses anything.
+load whatif-bare-stall-control --target bare --group-size 10 --groups 3 --window 8 \
+  --messages 600000 --warmup "$warmup" --duration $((stall_at + stall_for)) \
+  --stall-at "$stall_at" --stall-for "$stall_for"
+load whatif-bare-stall-sndbuf64k --target bare --group-size 10 --groups 3 --window 8 \
+  --messages 600000 --warmup "$warmup" --duration $((stall_at + stall_for)) \
+  --stall-at "$stall_at" --stall-for "$stall_for" --server-arg=--sndbuf=65536
 load whatif-bare-g10-control --target bare --group-size 10 --groups 30 --window 4 \
   --messages 600000 --warmup "$warmup" --duration "$duration"
-load whatif-bare-g10-wb8k --target bare --group-size 10 --groups 30 --window 4 \
-  --messages 600000 --warmup "$warmup" --duration "$duration" --server-arg=--write-buffer=8192
-jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
-if [[ -e $jemalloc ]]; then
-  load whatif-hub-g1-control --target hub --group-size 1 --groups 64 --window 16 \
-    --messages "$pool" --warmup "$warmup" --duration "$duration"
-  load whatif-hub-g1-jemalloc --target hub --group-size 1 --groups 64 --window 16 \
-    --messages "$pool" --warmup "$warmup" --duration "$duration" --server-env "LD_PRELOAD=$jemalloc"
-fi
-load whatif-bare-stall-sndbuf --target bare --group-size 10 --groups 3 --window 8 \
-  --messages 600000 --warmup "$warmup" --duration $((stall_at + 12)) \
-  --stall-at "$stall_at" --stall-for 12 --server-arg=--sndbuf=131072
+load whatif-bare-g10-sndbuf64k --target bare --group-size 10 --groups 30 --window 4 \
+  --messages 600000 --warmup "$warmup" --duration "$duration" --server-arg=--sndbuf=65536
 
 say "disk after $disk_messages messages (server and generator on both cores)"
 run taskset -c 0,1 "$bin/peerhub-load" --server-cpus 0,1 --data-parent "$data" \
@@ -185,10 +196,14 @@ finished_epoch=$(date +%s)
   echo "kernel=$(uname -r)"
   echo "filesystem=$(df -T "$data" | awk 'NR == 2 { print $2 " on " $1 }')"
   echo "rustc=$(rustc --version)"
-  echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
+  # Others may be editing the tree: say where the uncommitted changes are.
+  dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $NF }' |
+    cut -d/ -f1 | sort -u | paste -sd, - | sed 's/,/, /g')
+  echo "commit=$(git rev-parse --short HEAD)${dirty:+ (with uncommitted changes in: $dirty)}"
   echo "build=cargo --release (debug = 1 line tables), one build for the hub and every tool"
   echo "nofile=$nofile"
   echo "tcp_wmem_max=$(awk '{ printf "%.0f KiB", $3 / 1024 }' /proc/sys/net/ipv4/tcp_wmem)"
+  echo "allocator=jemalloc (tikv-jemallocator) in peerhub, peerhub-bare, peerhub-baseline and the benches"
   echo "load=$load_before / $(cut -d' ' -f1 /proc/loadavg)"
   echo "server_cpu=$server_cpu"
   echo "generator_cpu=$gen_cpu"

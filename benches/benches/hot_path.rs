@@ -11,7 +11,7 @@
 //!   outboxes.
 //!
 //! Run: `cargo bench -p peerhub-bench --bench hot_path` (scripts/perf.sh runs it
-//! with shorter times).
+//! with shorter times). Like the `peerhub` binary, the benches run on jemalloc.
 
 use std::hint::black_box;
 
@@ -25,6 +25,10 @@ use peerhub_protocol::payload::PostPayload;
 use peerhub_protocol::ClientFrame;
 use peerhub_server::store::Store;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// The `peerhub` binary's allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn verify(c: &mut Criterion) {
     let (_, env) = sample::post_envelope(sample::DEFAULT_BODY_BYTES);

@@ -25,6 +25,9 @@ pub struct BaselineReport {
     pub flush_per_s: f64,
     /// Flushes per second, each after 64 records were written.
     pub flush64_per_s: f64,
+    /// How long one flush (after one record) took, over every flush of F's loop.
+    #[serde(default)]
+    pub flush_latency: Latency,
     /// V per second of the measuring thread's own CPU time (robust to neighbours).
     #[serde(default)]
     pub verify_per_cpu_s: f64,
@@ -96,6 +99,16 @@ pub struct IdleReport {
     pub rss_after_kib: u64,
     /// (after − before) / connections, bytes.
     pub bytes_per_connection: f64,
+    /// Server RSS with every connection logged in, before any joined, KiB (0: the
+    /// phases were not measured apart).
+    #[serde(default)]
+    pub rss_logged_in_kib: u64,
+    /// (logged in − before) / connections, bytes: the connection and the login.
+    #[serde(default)]
+    pub logged_in_bytes_per_connection: f64,
+    /// Mean length of the `joined` replies, bytes (0: not measured).
+    #[serde(default)]
+    pub joined_reply_bytes: f64,
     /// Seconds to open, log in and join them all.
     pub connect_s: f64,
     /// Source addresses used.
@@ -112,6 +125,10 @@ pub struct StallReport {
     /// Seconds from the stall until its group mates saw it go offline (the server
     /// dropped it); `None` if they never did within the stall.
     pub dropped_after_s: Option<f64>,
+    /// Seconds from the stall until the server's end of its socket left
+    /// ESTABLISHED (the server closed it), as `/proc/net/tcp` showed it.
+    #[serde(default)]
+    pub socket_closed_after_s: Option<f64>,
     /// The close code it read when it resumed, if any (`4001`: slow consumer).
     pub close_code: Option<u16>,
     /// Bytes it read after resuming (what the kernel buffered for it, plus
@@ -130,6 +147,12 @@ pub struct StallReport {
     pub frame_bytes: f64,
     /// The hub's per-connection outbox bound in bytes (its default config).
     pub outbox_bytes: u64,
+    /// The hub's tungstenite `write_buffer_size`, bytes.
+    #[serde(default)]
+    pub write_buffer_bytes: u64,
+    /// The SO_SNDBUF the hub sets on accepted sockets, bytes (Linux doubles it).
+    #[serde(default)]
+    pub send_buffer_bytes: u64,
     /// The others' delivered frames/s before the stall.
     pub others_before_per_s: f64,
     /// The others' delivered frames/s during the stall.
@@ -246,12 +269,19 @@ pub struct LoadReport {
 }
 
 impl StallReport {
-    /// Bytes the server's outbox held for the member in user space before it was
-    /// dropped: what was fanned out to it (until the drop) and never reached a
-    /// socket (the member drained everything that did), at most the bound.
+    /// Bytes the server held for the member in user space when it was dropped —
+    /// its outbox, the batch being written and the WebSocket write buffer: what was
+    /// fanned out to it (until the drop) and never reached its socket (the member
+    /// drained everything that did).
     pub fn held_user_bytes(&self) -> f64 {
         let produced = self.frames_queued_bound as f64 * self.frame_bytes;
-        (produced - self.drained_bytes as f64).clamp(0.0, self.outbox_bytes as f64)
+        (produced - self.drained_bytes as f64).max(0.0)
+    }
+
+    /// User-space bytes beyond the outbox bound: the batch being written and the
+    /// WebSocket write buffer (and the measurement's own error).
+    pub fn held_beyond_outbox(&self) -> f64 {
+        self.held_user_bytes() - self.outbox_bytes as f64
     }
 
     /// User-space bytes plus the most the server's kernel send queue held for it.
@@ -321,5 +351,27 @@ mod tests {
         assert!((b - 25_000.0).abs() < 1e-6);
         let b1 = model_posts_per_s(100_000.0, 100_000.0, 0.0, 1);
         assert!((b1 - 50_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn held_bytes_are_not_capped_at_the_outbox() {
+        // 4,000 frames of 400 B fanned out, 300,000 B drained: 1,300,000 B held in
+        // user space, 251,424 B beyond a 1 MiB outbox, plus the kernel's queue.
+        let st = StallReport {
+            frames_queued_bound: 4_000,
+            frame_bytes: 400.0,
+            drained_bytes: 300_000,
+            outbox_bytes: 1_048_576,
+            max_server_send_queue: 200_000,
+            ..Default::default()
+        };
+        assert!((st.held_user_bytes() - 1_300_000.0).abs() < 1e-6);
+        assert!((st.held_beyond_outbox() - 251_424.0).abs() < 1e-6);
+        assert!((st.held_bytes() - 1_500_000.0).abs() < 1e-6);
+        let drained_more = StallReport {
+            drained_bytes: 2_000_000,
+            ..st
+        };
+        assert_eq!(drained_more.held_user_bytes(), 0.0);
     }
 }

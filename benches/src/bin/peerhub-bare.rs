@@ -1,15 +1,21 @@
 //! `peerhub-bare`: a bare WebSocket broadcast server, the fan-out baseline W(G).
 //!
 //! It serves the same wire as peerhub, with the same transport, and nothing else:
-//! no signature check, no store, no limiter, no group task. Transport: a plain
-//! `TcpListener`, `TCP_NODELAY`, hyper HTTP/1.1 with the same builder settings and
-//! the same RFC 6455 upgrade as `peerhub_server::transport`, then tokio-tungstenite
-//! with [`peerhub_server::transport::websocket_config`] (the hub's own config). It
-//! skips axum's router, which costs once per connection, not per message.
+//! no signature check, no store, no limiter, no group task. Transport, as in
+//! `peerhub_server::transport`: a plain `TcpListener`, `TCP_NODELAY`, SO_SNDBUF =
+//! [`peerhub_server::transport::SEND_BUFFER_BYTES`] on every accepted socket, hyper
+//! HTTP/1.1 with the same builder settings and the same RFC 6455 upgrade, then
+//! tokio-tungstenite with [`peerhub_server::transport::websocket_config`] (the hub's
+//! own config: its read buffer, its write buffer — frames are gathered up to
+//! `write_buffer_size` before a socket write — and its caps). It skips axum's
+//! router, which costs once per connection, not per message. Like the `peerhub`
+//! binary it runs on jemalloc, so the ratios against it compare the hub's work, not
+//! two allocators.
 //!
 //! Per connection, as in the hub: one task, an outbox bounded in frames and in bytes
 //! (4096 frames, 1 MiB: the hub's defaults) fed with `try_send`; a full outbox drops
-//! the connection with close code 4001; writes are batched (up to 64 frames, `feed`
+//! the connection with close code 4001, also while a write to it is blocked (the
+//! write races the `kicked` signal); writes are batched (up to 64 frames, `feed`
 //! then one `flush`) and bounded in time.
 //!
 //! Frames: `auth` → `auth_ok` (unchecked); `join` → a minimal `{"type":"joined"}`;
@@ -18,10 +24,9 @@
 //! frame, its bytes shared by every member's outbox (the sender included, as the
 //! hub does), then an `ack` to the sender.
 //!
-//! Two options exist only for what-if runs (the baseline uses neither):
-//! `--write-buffer` sets tungstenite's `write_buffer_size` (the hub's is 0: every
-//! frame is written to the socket on its own) and `--sndbuf` caps each socket's
-//! kernel send buffer.
+//! Two options exist only for what-if runs (the baseline uses neither): `--write-buffer`
+//! replaces the hub's tungstenite `write_buffer_size`, and `--sndbuf` the hub's
+//! SO_SNDBUF (`--sndbuf 0` leaves the kernel's own sizing).
 //!
 //! Prints `peerhub-bare listening on http://ADDR/` and `ready`; stops on SIGTERM or
 //! Ctrl-C.
@@ -41,7 +46,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use peerhub_protocol::frame::{decode_client_frame, Channel, Limits, ServerFrame};
 use peerhub_protocol::{ClientFrame, ErrorCode, GroupId};
-use peerhub_server::transport::websocket_config;
+use peerhub_server::transport::{websocket_config, SEND_BUFFER_BYTES};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -50,6 +55,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+
+/// The same allocator as the `peerhub` binary.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Frames a connection's outbox holds (the hub's default `outbox_capacity`).
 const OUTBOX: usize = 4096;
@@ -69,7 +78,9 @@ struct Args {
     /// What-if: tungstenite `write_buffer_size` in bytes instead of the hub's.
     #[arg(long)]
     write_buffer: Option<usize>,
-    /// What-if: SO_SNDBUF for every accepted socket, in bytes.
+    /// What-if: SO_SNDBUF for every accepted socket, in bytes, instead of the hub's
+    /// `SEND_BUFFER_BYTES`; 0 leaves the kernel's own sizing (it grows the buffer up
+    /// to `tcp_wmem` max).
     #[arg(long)]
     sndbuf: Option<usize>,
 }
@@ -78,6 +89,7 @@ struct Args {
 #[derive(Debug, Clone, Copy)]
 struct Transport {
     write_buffer: Option<usize>,
+    /// SO_SNDBUF to set; `None`: leave the kernel's.
     sndbuf: Option<usize>,
 }
 
@@ -156,7 +168,11 @@ fn main() -> std::process::ExitCode {
     };
     let transport = Transport {
         write_buffer: args.write_buffer,
-        sndbuf: args.sndbuf,
+        sndbuf: match args.sndbuf {
+            None => Some(SEND_BUFFER_BYTES),
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+        },
     };
     match runtime.block_on(serve(args.listen, transport)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -288,6 +304,27 @@ async fn write_all(ws: &mut ServerWs, frames: Vec<Utf8Bytes>) -> bool {
     matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
 }
 
+/// Why a write did not complete.
+enum Blocked {
+    /// The outbox filled up meanwhile.
+    Kicked,
+    /// It failed or timed out.
+    Failed,
+}
+
+/// [`write_all`] raced against `kicked`, as the hub's session does: a peer that
+/// stopped reading blocks the write, and its outbox filling up meanwhile ends it.
+async fn write_or_kicked(
+    ws: &mut ServerWs,
+    frames: Vec<Utf8Bytes>,
+    kicked: &CancellationToken,
+) -> Result<(), Blocked> {
+    tokio::select! {
+        written = write_all(ws, frames) => if written { Ok(()) } else { Err(Blocked::Failed) },
+        _ = kicked.cancelled() => Err(Blocked::Kicked),
+    }
+}
+
 async fn session(mut ws: ServerWs, groups: Arc<Groups>, stop: CancellationToken) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let conn = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -329,8 +366,10 @@ async fn session(mut ws: ServerWs, groups: Arc<Groups>, stop: CancellationToken)
                     }
                 }
                 queued.fetch_sub(bytes, Ordering::AcqRel);
-                if !write_all(&mut ws, frames).await {
-                    break None;
+                match write_or_kicked(&mut ws, frames, &kicked).await {
+                    Ok(()) => {}
+                    Err(Blocked::Kicked) => break Some((4001, "slow_consumer")),
+                    Err(Blocked::Failed) => break None,
                 }
             }
             incoming = ws.next() => {

@@ -7,24 +7,30 @@
 //! - S: `Store::put_event` of the real record (the `StoredEvent` the hub writes for
 //!   that post) per second, without an explicit flush, through the server's store
 //!   API on a fresh store in `--dir`.
-//! - F: `Store::flush` per second, each after one record was written.
+//! - F: `Store::flush` per second, each after one record was written, and the
+//!   distribution of single flush times (the group commit holds acks and fan-out
+//!   until its flush returns, so a slow flush is a latency tail).
 //!
 //! Also, to explain gaps: verification without the cached key, signing, the hub's
 //! whole write set for one post, and flushes after 64 records. Each loop runs for
 //! `--seconds` (and at most 10 million iterations per slice), cut into slices of
-//! which the best counts.
+//! which the best counts. Like the `peerhub` binary, it runs on jemalloc.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use peerhub_bench::report::{self, BaselineReport};
+use peerhub_bench::report::{self, BaselineReport, Latency};
 use peerhub_bench::{procfs, sample};
 use peerhub_protocol::envelope::decode_key;
 use peerhub_protocol::frame::Channel;
 use peerhub_protocol::PublicKey;
 use peerhub_server::store::Store;
+
+/// The `peerhub` binary's allocator: sled's writes allocate, so S and F depend on it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The most iterations any one loop runs.
 const MAX_ITERATIONS: u64 = 10_000_000;
@@ -94,6 +100,27 @@ fn rates(
         }
     }
     Ok((best, best_cpu))
+}
+
+/// The most single-flush times kept for the distribution.
+const MAX_SAMPLES: usize = 1_000_000;
+
+/// Percentiles of `samples` (microseconds).
+fn distribution(mut samples: Vec<f64>) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Latency {
+        count: samples.len() as u64,
+        p50_us: at(0.50),
+        p90_us: at(0.90),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: samples[samples.len() - 1],
+        mean_us: samples.iter().sum::<f64>() / samples.len() as f64,
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -191,6 +218,7 @@ fn main() -> anyhow::Result<()> {
     ] {
         let store = Store::open(&scratch.path().join(format!("f{batch}"))).map_err(store_err)?;
         let event = sample::stored_event(0, env.clone());
+        let mut times_us: Vec<f64> = Vec::new();
         *slot = per_second(args.seconds, |i| {
             for j in 0..batch {
                 let mut event = event.clone();
@@ -199,9 +227,25 @@ fn main() -> anyhow::Result<()> {
                     .put_event(&group, &Channel::Main, &event)
                     .map_err(store_err)?;
             }
-            store.flush().map_err(store_err)
+            let start = Instant::now();
+            store.flush().map_err(store_err)?;
+            if batch == 1 && times_us.len() < MAX_SAMPLES {
+                times_us.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(())
         })?;
         eprintln!("F  flush after {batch} record(s): {:.0}/s", *slot);
+        if batch == 1 {
+            report.flush_latency = distribution(times_us);
+            eprintln!(
+                "   one flush: p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs ({} flushes)",
+                report.flush_latency.p50_us,
+                report.flush_latency.p99_us,
+                report.flush_latency.p999_us,
+                report.flush_latency.max_us,
+                report.flush_latency.count
+            );
+        }
     }
 
     if let Some(out) = &args.out {

@@ -12,8 +12,8 @@
 //! Measured: acks/s (accepted: verified and durable), event frames/s delivered to
 //! the other members, send → last member received and send → ack latencies
 //! (HdrHistogram), errors by code, closes by code, the server's RSS and both
-//! processes' CPU. `--mode idle` measures memory per idle joined connection;
-//! `--stall-at` makes one member stop reading; `--disk` measures the data folder
+//! processes' CPU. `--mode idle` measures memory per idle connection, logged in
+//! and then joined; `--stall-at` makes one member stop reading; `--disk` measures the data folder
 //! after a graceful stop against the logical bytes stored.
 //!
 //! Tasks (one thread: pin the generator with `taskset`): per member a reader; per
@@ -242,6 +242,12 @@ struct Counters {
     acked_total: u64,
     exhausted_at: Option<Duration>,
     offline_seen: Option<Duration>,
+    /// Acks received in the stalled member's group: each a frame fanned out to it.
+    stalled_group_acks: u64,
+    /// `stalled_group_acks` when the member stopped reading...
+    acks_at_stall: Option<u64>,
+    /// ... and when its group mates saw it go offline.
+    acks_at_offline: Option<u64>,
     stalled_drained: u64,
     stalled_close: Option<u16>,
     event_bytes: u64,
@@ -380,9 +386,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let rss_before = procfs::rss_kib(pid).unwrap_or(0);
 
+    // Idle mode measures the memory of a logged-in connection and of joining apart:
+    // every member logs in, the server settles, then every member joins.
+    let phased = args.mode == Mode::Idle && !args.no_join;
     let started = Instant::now();
-    let members = connect_members(&args, server.addr, &group_ids, &mut report.notes).await?;
-    let connect_s = started.elapsed().as_secs_f64();
+    let mut members = connect_members(
+        &args,
+        server.addr,
+        &group_ids,
+        !args.no_join && !phased,
+        &mut report.notes,
+    )
+    .await?;
+    let mut connect_s = started.elapsed().as_secs_f64();
+    let mut rss_logged_in = None;
+    let mut joined_reply_bytes = 0.0;
+    if phased {
+        tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+        rss_logged_in = procfs::rss_kib(pid);
+        let started = Instant::now();
+        joined_reply_bytes = join_members(&args, &mut members, &group_ids).await?;
+        connect_s += started.elapsed().as_secs_f64();
+    }
     eprintln!(
         "[{}] {} members joined in {connect_s:.1} s",
         args.label,
@@ -390,7 +415,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let result = if args.mode == Mode::Idle {
-        idle(&args, pid, members, rss_before, connect_s, &mut report).await
+        idle(
+            &args,
+            pid,
+            members,
+            (rss_before, rss_logged_in),
+            (connect_s, joined_reply_bytes),
+            &mut report,
+        )
+        .await
     } else {
         traffic(&args, pid, members, &group_ids, &mut report).await
     };
@@ -447,18 +480,18 @@ async fn create_groups(server: &ServerChild, groups: &[GroupId]) -> anyhow::Resu
     Ok(())
 }
 
-/// Opens, logs in and joins every member: member `i` is in group `i / G`.
+/// Opens, logs in and (if `join`) joins every member: member `i` is in group `i / G`.
 async fn connect_members(
     args: &Args,
     addr: std::net::SocketAddr,
     groups: &[GroupId],
+    join: bool,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Member>> {
     let connections = args.group_size * args.groups;
     let sources = args.source_ips.clone();
     let read_buffer = args.read_buffer;
     let group_size = args.group_size;
-    let join = !args.no_join;
     let opened = futures_util::stream::iter(0..connections)
         .map(|i| {
             let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
@@ -522,25 +555,60 @@ async fn open_member(
         .with_context(|| format!("connection {i}"))?;
     client.login(&mut identity).await?;
     if join {
-        let env = identity.join(group, &format!("Load {i}"));
-        client
-            .request_json(
-                "joined",
-                |id| serde_json::json!({ "type": "join", "id": id, "group": group, "env": env }),
-            )
-            .await
-            .with_context(|| format!("joining connection {i}"))?;
+        join_group(&mut identity, &mut client, group, i).await?;
     }
     Ok((identity, client))
 }
 
-/// Memory per idle, joined connection.
+/// Joins member `i`, logged in on `client`, to `group`; returns the `joined`
+/// reply's length in bytes.
+async fn join_group(
+    identity: &mut Identity,
+    client: &mut SetupClient,
+    group: &GroupId,
+    i: usize,
+) -> anyhow::Result<usize> {
+    let env = identity.join(group, &format!("Load {i}"));
+    let reply = client
+        .request_json(
+            "joined",
+            |id| serde_json::json!({ "type": "join", "id": id, "group": group, "env": env }),
+        )
+        .await
+        .with_context(|| format!("joining connection {i}"))?;
+    Ok(reply.len())
+}
+
+/// Joins every logged-in member to its group; returns the mean length of the
+/// `joined` replies, bytes.
+async fn join_members(
+    args: &Args,
+    members: &mut [Member],
+    groups: &[GroupId],
+) -> anyhow::Result<f64> {
+    let count = members.len().max(1);
+    let joins = futures_util::stream::iter(members.iter_mut().enumerate())
+        .map(|(i, member)| {
+            let group = groups[member.group].clone();
+            async move { join_group(&mut member.identity, &mut member.client, &group, i).await }
+        })
+        .buffer_unordered(args.connect_concurrency.max(1));
+    tokio::pin!(joins);
+    let mut total = 0;
+    while let Some(result) = joins.next().await {
+        total += result?;
+    }
+    Ok(total as f64 / count as f64)
+}
+
+/// Memory per idle, joined connection (and per logged-in one, when `rss_logged_in`
+/// was measured between the phases).
 async fn idle(
     args: &Args,
     pid: u32,
     members: Vec<Member>,
-    rss_before: u64,
-    connect_s: f64,
+    (rss_before, rss_logged_in): (u64, Option<u64>),
+    (connect_s, joined_reply_bytes): (f64, f64),
     report: &mut LoadReport,
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
@@ -572,6 +640,11 @@ async fn idle(
         rss_after_kib: rss_after,
         bytes_per_connection: (rss_after as f64 - rss_before as f64) * 1024.0
             / connections.max(1) as f64,
+        rss_logged_in_kib: rss_logged_in.unwrap_or(0),
+        joined_reply_bytes,
+        logged_in_bytes_per_connection: rss_logged_in
+            .map(|l| (l as f64 - rss_before as f64) * 1024.0 / connections.max(1) as f64)
+            .unwrap_or(0.0),
         connect_s,
         source_addresses: if args.source_ips.is_empty() {
             vec!["127.0.0.1".into()]
@@ -810,6 +883,9 @@ async fn traffic(
             acked_total: 0,
             exhausted_at: None,
             offline_seen: None,
+            stalled_group_acks: 0,
+            acks_at_stall: None,
+            acks_at_offline: None,
             stalled_drained: 0,
             stalled_close: None,
             event_bytes: 0,
@@ -1037,6 +1113,9 @@ fn coefficient_of_variation(slices: &[&Slice]) -> f64 {
 struct StallProbe {
     max_server_send_queue: u64,
     max_client_recv_queue: u64,
+    /// When the server's end of the stalled connection first left ESTABLISHED (it
+    /// closed its socket), after `Shared::base`.
+    server_closed_at: Option<Duration>,
 }
 
 /// Samples the server's RSS into the timeline every slice and, in a stall run, the
@@ -1066,9 +1145,12 @@ async fn monitor(
             // The client's socket: local = its port. The server's: remote = its port.
             if let Ok(text) = std::fs::read_to_string("/proc/net/tcp") {
                 let needle = format!(":{port:04X}");
+                let mut server_established = false;
                 for line in text.lines().skip(1) {
                     let f: Vec<&str> = line.split_whitespace().collect();
-                    let (Some(l), Some(r), Some(q)) = (f.get(1), f.get(2), f.get(4)) else {
+                    let (Some(l), Some(r), Some(st), Some(q)) =
+                        (f.get(1), f.get(2), f.get(3), f.get(4))
+                    else {
                         continue;
                     };
                     let Some((tx, rx)) = q.split_once(':') else {
@@ -1080,7 +1162,13 @@ async fn monitor(
                         probe.max_client_recv_queue = probe.max_client_recv_queue.max(rx);
                     } else if r.ends_with(&needle) {
                         probe.max_server_send_queue = probe.max_server_send_queue.max(tx);
+                        // State 01 is ESTABLISHED.
+                        server_established |= *st == "01";
                     }
+                }
+                if !server_established && probe.server_closed_at.is_none() {
+                    probe.server_closed_at =
+                        Some(Instant::now().saturating_duration_since(shared.base));
                 }
             }
         }
@@ -1109,16 +1197,20 @@ fn stall_report(
     let dropped_after = counters
         .offline_seen
         .map(|t| t.as_secs_f64() - at_ms as f64 / 1000.0);
-    // Until the drop (or the end of the stall), what its group was sent.
+    // Until the drop (or the end of the stall), what its group was sent: counted
+    // exactly between the two moments when both were seen, else from the slices.
     let held_until = dropped_after
         .map(|d| at_ms + (d * 1000.0) as u64)
         .unwrap_or(at_ms + (args.stall_for * 1000.0) as u64);
-    let frames_queued_bound: u64 = counters
-        .slices
-        .iter()
-        .filter(|s| s.t_ms >= at_ms && s.t_ms < held_until)
-        .map(|s| s.stalled_group_accepted)
-        .sum();
+    let frames_queued_bound: u64 = match (counters.acks_at_stall, counters.acks_at_offline) {
+        (Some(from), Some(to)) => to.saturating_sub(from),
+        _ => counters
+            .slices
+            .iter()
+            .filter(|s| s.t_ms >= at_ms && s.t_ms < held_until)
+            .map(|s| s.stalled_group_accepted)
+            .sum(),
+    };
     let before: Vec<u64> = counters
         .slices
         .iter()
@@ -1137,6 +1229,9 @@ fn stall_report(
         stall_at_s: stall_at,
         stall_for_s: args.stall_for,
         dropped_after_s: dropped_after,
+        socket_closed_after_s: probe
+            .server_closed_at
+            .map(|t| t.as_secs_f64() - at_ms as f64 / 1000.0),
         close_code: counters.stalled_close,
         drained_bytes: counters.stalled_drained,
         max_server_send_queue: probe.max_server_send_queue,
@@ -1145,6 +1240,8 @@ fn stall_report(
         frames_queued_bound,
         frame_bytes: counters.event_bytes as f64 / counters.event_frames.max(1) as f64,
         outbox_bytes: peerhub_server::config::Config::new(".").outbox_bytes as u64,
+        write_buffer_bytes: peerhub_server::transport::websocket_config().write_buffer_size as u64,
+        send_buffer_bytes: peerhub_server::transport::SEND_BUFFER_BYTES as u64,
         // The two seconds before the stall (not the ramp-up at the start).
         others_before_per_s: rate(at_ms.saturating_sub(2000).max(warm_ms), at_ms),
         others_during_per_s: rate(at_ms, held_until.min(end_ms.max(at_ms + 100))),
@@ -1291,6 +1388,9 @@ async fn reader(
         if let Some((from, until)) = stall {
             if Instant::now() >= from {
                 // Stop reading: the server sees a member that does not keep up.
+                shared.with(|c| {
+                    c.acks_at_stall.get_or_insert(c.stalled_group_acks);
+                });
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = tokio::time::sleep_until(until.into()) => {}
@@ -1381,6 +1481,9 @@ async fn reader(
                             s.stalled_group_accepted += 1;
                         }
                     }
+                    if in_stalled_group {
+                        c.stalled_group_acks += 1;
+                    }
                     if t0 > 0 && shared.in_window(t0) {
                         let _ = c.ack.record(((now_ns - t0.min(now_ns)) / 1000).max(1));
                     }
@@ -1410,6 +1513,7 @@ async fn reader(
                     let at = now.saturating_duration_since(shared.base);
                     shared.with(|c| {
                         c.offline_seen.get_or_insert(at);
+                        c.acks_at_offline.get_or_insert(c.stalled_group_acks);
                     });
                 }
             }
@@ -1486,8 +1590,11 @@ fn print_summary(report: &LoadReport) {
     );
     if let Some(idle) = &report.idle {
         eprintln!(
-            "[{}] idle: {} connections, {:.0} bytes each",
-            report.label, idle.connections, idle.bytes_per_connection
+            "[{}] idle: {} connections, {:.0} bytes each ({:.0} logged in, before joining)",
+            report.label,
+            idle.connections,
+            idle.bytes_per_connection,
+            idle.logged_in_bytes_per_connection
         );
     }
     if let Some(stall) = &report.stall {

@@ -211,6 +211,7 @@ fn render(run: &Run, criterion: &Path) -> String {
         ("rustc", "rustc"),
         ("commit", "commit"),
         ("build", "build"),
+        ("allocator", "allocator"),
         ("open files limit", "nofile"),
         ("load average at start / end", "load"),
     ] {
@@ -269,13 +270,31 @@ fn render(run: &Run, criterion: &Path) -> String {
                 ),
                 _ => "not run".into(),
             },
-            robust: match (h, bound_cpu) {
-                (Some(h), Some(b)) if b > 0.0 => format!(
-                    "{} / {} = {:.0} %",
-                    rate(h.delivered_per_cpu_s()),
-                    rate(b),
-                    100.0 * h.delivered_per_cpu_s() / b
-                ),
+            robust: match (h, bound_cpu, bound) {
+                (Some(h), Some(b), Some(wall)) if b > 0.0 && wall > 0.0 => {
+                    let cpu_ratio = h.delivered_per_cpu_s() / b;
+                    let wall_ratio = h.delivered_others_per_s / wall;
+                    let mut text = format!(
+                        "{} / {} = {:.0} %",
+                        rate(h.delivered_per_cpu_s()),
+                        rate(b),
+                        100.0 * cpu_ratio
+                    );
+                    if (cpu_ratio >= 0.75) != (wall_ratio >= 0.75) {
+                        let _ = write!(
+                            text,
+                            " — **{}** per CPU-second: the verdicts disagree (for a CPU, the \
+                             bare server waited {:.2} s/s and used {:.2} cores; the hub \
+                             waited {:.2} s/s and used {:.2})",
+                            if cpu_ratio >= 0.75 { "met" } else { "missed" },
+                            w.map(|w| w.server_cpu_wait).unwrap_or(0.0),
+                            w.map(|w| w.server_cpu_cores).unwrap_or(0.0),
+                            h.server_cpu_wait,
+                            h.server_cpu_cores,
+                        );
+                    }
+                    text
+                }
                 _ => "–".into(),
             },
             target: "≥ 75 %".into(),
@@ -416,7 +435,8 @@ fn render(run: &Run, criterion: &Path) -> String {
             .as_ref()
             .map(|st| {
                 format!(
-                    "{} ({} outbox + {} kernel send queue); dropped after {}",
+                    "{} ({} user space: outbox, batch being written, WebSocket buffer; + {} \
+                     kernel send queue); dropped after {}",
                     bytes(st.held_bytes()),
                     bytes(st.held_user_bytes()),
                     bytes(st.max_server_send_queue as f64),
@@ -553,12 +573,48 @@ fn render(run: &Run, criterion: &Path) -> String {
             );
         }
         if numbers.contains(&"2") {
+            for g in FANOUT_G {
+                let missed_here = missed_goals
+                    .iter()
+                    .any(|m| m.number == "2" && m.what.contains(&format!("G = {g}:")));
+                let (true, Some(h), Some(w)) = (missed_here, hub.get(&g), bare.get(&g)) else {
+                    continue;
+                };
+                if h.accepted_per_s <= 0.0 || v_cpu <= 0.0 || s_cpu <= 0.0 {
+                    continue;
+                }
+                let w_cpu = w.delivered_per_cpu_s();
+                let hub_us = h.server_cpu_cores * 1e6 / h.accepted_per_s;
+                let model_us = 1e6 / v_cpu
+                    + 1e6 / s_cpu
+                    + if w_cpu > 0.0 {
+                        (g as f64 - 1.0) * 1e6 / w_cpu
+                    } else {
+                        0.0
+                    };
+                let _ = writeln!(
+                    md,
+                    "- **2 (fan-out), G = {g}.** `{}` spent {} of server CPU per post; the \
+                     cost model's parts per CPU-second add up to {} (1/V {} + 1/S {} + \
+                     (G−1)/W(G) {}), so the hub's own overhead is {} per post ({:.0} % of \
+                     the model's cost). At 75 % of the bound it could spend at most {} per \
+                     post.",
+                    h.label,
+                    time_us(hub_us),
+                    time_us(model_us),
+                    time_us(1e6 / v_cpu),
+                    time_us(1e6 / s_cpu),
+                    time_us(model_us - 1e6 / v_cpu - 1e6 / s_cpu),
+                    time_us(hub_us - model_us),
+                    100.0 * (hub_us - model_us) / model_us,
+                    time_us(model_us / 0.75),
+                );
+            }
             let us = per_post("profile-g10");
             let _ = writeln!(
                 md,
-                "- **2 (fan-out).** In `profile-g10` the hub spends {} of CPU per post at \
-                 G = 10; the largest parts: {}. The socket writes are one `send` per frame \
-                 (see the write-buffer what-if).",
+                "  In `profile-g10` the hub spends {} of CPU per post at G = 10; the \
+                 largest parts beyond verification: {}.",
                 us.map(time_us).unwrap_or_else(|| "?".into()),
                 top(&profile_g10, us, "Ed25519"),
             );
@@ -571,43 +627,167 @@ fn render(run: &Run, criterion: &Path) -> String {
             );
         }
         if numbers.iter().any(|n| n.starts_with('4')) {
-            let _ = writeln!(
-                md,
-                "- **4 (latency).** Latency grows as the server nears its own maximum: at \
-                 80 % it has little idle time, and the group commit adds a flush (1/F = {}) \
-                 per batch. Everything that lowers the CPU per post (above) lowers these.",
-                time_us(if f > 0.0 { 1e6 / f } else { 0.0 }),
-            );
+            let max_run = hub.get(&10);
+            for (pct, r) in [(50, &lat50), (80, &lat80)] {
+                let Some(r) = r else { continue };
+                let mut gaps = rate_gaps(r);
+                if let Some(m) = max_run.filter(|m| m.accepted_per_s > 0.0) {
+                    if r.accepted_per_s > 0.0 {
+                        let here = r.server_cpu_cores * 1e6 / r.accepted_per_s;
+                        let at_max = m.server_cpu_cores * 1e6 / m.accepted_per_s;
+                        let _ = write!(
+                            gaps,
+                            " The server spent {} of CPU per post at this rate, against {} at \
+                             its maximum (`{}`: {}/s, {:.2} cores): {:.2}× as much per post.",
+                            time_us(here),
+                            time_us(at_max),
+                            m.label,
+                            rate(m.accepted_per_s),
+                            m.server_cpu_cores,
+                            here / at_max,
+                        );
+                    }
+                }
+                let _ = writeln!(
+                    md,
+                    "- **4 (latency) at {pct} %.** Offered {}/s, accepted {}/s; delivery p50 \
+                     {}, p90 {}, p99 {}, max {}; ack p99 {}. The server used {:.2} cores \
+                     (its threads waited {:.2} s/s for a CPU) and the machine left {:.2} \
+                     cores idle. {}",
+                    rate(r.offered_per_s),
+                    rate(r.accepted_per_s),
+                    time_us(r.delivery.p50_us),
+                    time_us(r.delivery.p90_us),
+                    time_us(r.delivery.p99_us),
+                    time_us(r.delivery.max_us),
+                    time_us(r.ack.p99_us),
+                    r.server_cpu_cores,
+                    r.server_cpu_wait,
+                    r.machine_idle_cores,
+                    gaps,
+                );
+            }
+            if let Some(b) = base.as_ref().filter(|b| b.flush_latency.count > 0) {
+                let fl = &b.flush_latency;
+                let worst = lat50
+                    .as_ref()
+                    .map(|r| r.delivery.p99_us)
+                    .unwrap_or(0.0)
+                    .max(lat80.as_ref().map(|r| r.delivery.p99_us).unwrap_or(0.0));
+                let _ = writeln!(
+                    md,
+                    "  One sled flush (`Store::flush` after one record, in `peerhub-baseline`, \
+                     {} flushes): p50 {}, p99 {}, p99.9 {}, max {}. The group commit holds a \
+                     batch's acks and its fan-out until its flush returns, so the slowest \
+                     flushes reach every post of their batch; the slowest flush seen is {:.0} \
+                     % of the worse delivery p99 above.",
+                    rate(fl.count as f64),
+                    time_us(fl.p50_us),
+                    time_us(fl.p99_us),
+                    time_us(fl.p999_us),
+                    time_us(fl.max_us),
+                    if worst > 0.0 {
+                        100.0 * fl.max_us / worst
+                    } else {
+                        0.0
+                    },
+                );
+            }
         }
         if numbers.contains(&"5") {
-            let _ = writeln!(
-                md,
-                "- **5 (memory).** Per idle joined connection the hub holds {} more than the \
-                 bare server, which has the same read buffer and outbox. The difference is \
-                 the hub's per-connection state: its session task, the write buffer grown to \
-                 the largest frame sent (the `joined` reply carries every member's signed \
-                 join), the member in the group task and in the store's cache.",
-                idle_ratio
-                    .map(|(h, b, _)| bytes(h - b))
-                    .unwrap_or_else(|| "?".into()),
-            );
+            if let (Some(h), Some(b)) = (
+                idle_hub.as_ref().and_then(|r| r.idle.clone()),
+                idle_bare.as_ref().and_then(|r| r.idle.clone()),
+            ) {
+                let phases = h.rss_logged_in_kib > 0 && b.rss_logged_in_kib > 0;
+                let text = if phases {
+                    let (hl, bl) = (
+                        h.logged_in_bytes_per_connection,
+                        b.logged_in_bytes_per_connection,
+                    );
+                    let (hj, bj) = (h.bytes_per_connection - hl, b.bytes_per_connection - bl);
+                    format!(
+                        "Measured in two phases: logged in, before joining, the hub grew {} \
+                         per connection and the bare server {} ({}); joining then added {} \
+                         in the hub and {} in the bare server ({}). Of the {} per connection \
+                         the hub holds beyond the bare server, {:.0} % comes with the \
+                         connection and login and {:.0} % with the join. The `joined` reply \
+                         averaged {} from the hub and {} from the bare server. At ≤ 1.5× \
+                         the hub may grow {} per connection.",
+                        bytes(hl),
+                        bytes(bl),
+                        ratio_text(hl, bl),
+                        bytes(hj),
+                        bytes(bj),
+                        ratio_text(hj, bj),
+                        bytes(h.bytes_per_connection - b.bytes_per_connection),
+                        100.0 * (hl - bl) / (h.bytes_per_connection - b.bytes_per_connection),
+                        100.0 * (hj - bj) / (h.bytes_per_connection - b.bytes_per_connection),
+                        bytes(h.joined_reply_bytes),
+                        bytes(b.joined_reply_bytes),
+                        bytes(1.5 * b.bytes_per_connection),
+                    )
+                } else {
+                    format!(
+                        "The hub holds {} per idle joined connection more than the bare \
+                         server (the phases were not measured apart in this run).",
+                        bytes(h.bytes_per_connection - b.bytes_per_connection)
+                    )
+                };
+                let _ = writeln!(md, "- **5 (memory).** {text}");
+            }
         }
         if numbers.contains(&"6a") {
-            let _ = writeln!(
-                md,
-                "- **6 (slow member).** The outbox bound works (1 MiB), but the kernel send \
-                 buffer of the member's socket grows to `tcp_wmem` max ({}) first, and the \
-                 member is dropped only when a write times out, not when the outbox fills \
-                 (see the socket-send-buffer what-if). The close it saw: {}.",
-                run.meta("tcp_wmem_max"),
-                stall_report
-                    .as_ref()
-                    .and_then(|st| st.close_code)
-                    .map(|c| format!("code {c}"))
-                    .unwrap_or_else(|| {
-                        "none, the connection was reset (no `slow_consumer` reason)".into()
-                    }),
-            );
+            if let Some(st) = &stall_report {
+                let _ = writeln!(md, "- **6 (slow member).** {}", stall_breakdown(st));
+                if let Some(w) = run
+                    .load("whatif-bare-stall-sndbuf64k")
+                    .and_then(|r| r.stall)
+                {
+                    let room = 1.25 * 1024.0 * 1024.0 - st.held_user_bytes();
+                    let _ = writeln!(
+                        md,
+                        "  With this user-space figure the kernel's part must stay under {} \
+                         to meet the goal; with SO_SNDBUF at 64 KiB the bare server's kernel \
+                         send queue for a stalled member peaked at {} (see the [what-if \
+                         runs](#what-if-runs)).",
+                        bytes(room.max(0.0)),
+                        bytes(w.max_server_send_queue as f64),
+                    );
+                }
+            }
+        }
+        if numbers.contains(&"6b") {
+            if let (Some(r), Some(st)) = (&stall, &stall_report) {
+                let control = run.load("whatif-bare-stall-control").and_then(|c| {
+                    c.stall
+                        .map(|st| (c.server_cpu_cores, c.server_cpu_wait, st))
+                });
+                let _ = writeln!(
+                    md,
+                    "- **6b (the others during a stall).** `{}` lost {:.1} % of the others' \
+                     delivered frames/s; over its window the server used {:.2} cores (its \
+                     threads waited {:.2} s/s for a CPU), the generator {:.2} (waited {:.2}), \
+                     the machine left {:.2} cores idle and accepted posts/s varied by {:.0} % \
+                     (CV) from second to second.{}",
+                    r.label,
+                    100.0 * st.others_loss(),
+                    r.server_cpu_cores,
+                    r.server_cpu_wait,
+                    r.generator_cpu_cores,
+                    r.generator_cpu_wait,
+                    r.machine_idle_cores,
+                    100.0 * r.accepted_cv,
+                    control
+                        .map(|(cpu, wait, c)| format!(
+                            " The bare server in the same slow-member run (`whatif-bare-stall-control`, \
+                             {cpu:.2} cores, waited {wait:.2} s/s) {} {:.1} %.",
+                            if c.others_loss() < 0.0 { "gained" } else { "lost" },
+                            100.0 * c.others_loss().abs()
+                        ))
+                        .unwrap_or_default(),
+                );
+            }
         }
         if numbers.contains(&"7") {
             let _ = writeln!(md, "- **7 (disk).** See [Disk](#disk).");
@@ -699,10 +879,12 @@ fn render(run: &Run, criterion: &Path) -> String {
     let _ = writeln!(
         md,
         "**W(G)**: `peerhub-bare` — the hub's transport (plain `TcpListener`, TCP_NODELAY, \
-         hyper HTTP/1.1 upgrade as `peerhub_server::transport` does it, tokio-tungstenite \
-         with `peerhub_server::transport::websocket_config()`), the same outbox bounds and \
-         write batching, the hub's `event` frame serialised once and shared — and no \
-         verification, no store, no limiter, no group task — driven by the same generator.\n"
+         SO_SNDBUF = `peerhub_server::transport::SEND_BUFFER_BYTES`, hyper HTTP/1.1 upgrade \
+         as `peerhub_server::transport` does it, tokio-tungstenite with \
+         `peerhub_server::transport::websocket_config()`, write buffer included), the same \
+         outbox bounds and write batching, the hub's `event` frame serialised once and \
+         shared, the hub's allocator (jemalloc) — and no verification, no store, no \
+         limiter, no group task — driven by the same generator.\n"
     );
     let _ = writeln!(
         md,
@@ -790,15 +972,32 @@ fn render(run: &Run, criterion: &Path) -> String {
         if let Some(i) = &r.idle {
             let _ = writeln!(
                 md,
-                "- `{}`: {} connections in groups of {} (from {}), logged in and joined in {:.1} s; RSS {} → {}: **{} per connection**.",
+                "- `{}`: {} connections in groups of {} (from {}), logged in and joined in {:.1} s; RSS {}{} → {}: **{} per connection**{}.",
                 r.label,
                 rate(i.connections as f64),
                 r.group_size,
                 i.source_addresses.join(", "),
                 i.connect_s,
                 bytes(i.rss_before_kib as f64 * 1024.0),
+                if i.rss_logged_in_kib > 0 {
+                    format!(
+                        " → {} logged in",
+                        bytes(i.rss_logged_in_kib as f64 * 1024.0)
+                    )
+                } else {
+                    String::new()
+                },
                 bytes(i.rss_after_kib as f64 * 1024.0),
-                bytes(i.bytes_per_connection)
+                bytes(i.bytes_per_connection),
+                if i.rss_logged_in_kib > 0 {
+                    format!(
+                        " ({} logged in, {} more joined)",
+                        bytes(i.logged_in_bytes_per_connection),
+                        bytes(i.bytes_per_connection - i.logged_in_bytes_per_connection)
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -810,30 +1009,31 @@ fn render(run: &Run, criterion: &Path) -> String {
         let _ = writeln!(
             md,
             "`{}`: {} groups of {}, as fast as acked; one member of the first group (not a \
-             sender) stops reading {:.0} s into the window for up to {:.0} s. Frames fanned \
-             out to it until the drop: about {} × {} = {}. It read {} when it resumed \
-             (what the kernel had buffered: the server's send queue peaked at {}, its own \
-             receive queue at {}). The server's outbox bound is {}. Dropped after: {}; close \
-             code seen: {}. The server's RSS grew {} over the stall (the store's cache grows \
-             with every write, so this is an upper bound).\n",
+             sender) stops reading {:.0} s into the window for up to {:.0} s. {} Frames \
+             fanned out to it from the stall until its group saw it offline (its group's \
+             acks in between): {} × {} = {}. It read {} when it resumed (what the kernel had \
+             buffered: the server's send queue peaked at {}, its own receive queue at {}). \
+             The difference, {}, is what the server held in user space when it dropped the \
+             member (its outbox bound is {}). Close code it read: {}. The server's RSS grew \
+             {} over the stall (the store's cache grows with every write, so this is an \
+             upper bound).\n",
             r.label,
             r.groups,
             r.group_size,
             st.stall_at_s,
             st.stall_for_s,
+            drop_timing(st),
             rate(st.frames_queued_bound as f64),
             bytes(st.frame_bytes),
             bytes(st.frames_queued_bound as f64 * st.frame_bytes),
             bytes(st.drained_bytes as f64),
             bytes(st.max_server_send_queue as f64),
             bytes(st.max_client_recv_queue as f64),
+            bytes(st.held_user_bytes()),
             bytes(st.outbox_bytes as f64),
-            st.dropped_after_s
-                .map(|d| format!("{d:.1} s"))
-                .unwrap_or_else(|| "not within the stall".into()),
             st.close_code
                 .map(|c| c.to_string())
-                .unwrap_or_else(|| "none (the connection was reset)".into()),
+                .unwrap_or_else(|| "none (its stream ended without a close frame)".into()),
             bytes(st.server_rss_growth_kib as f64 * 1024.0),
         );
     }
@@ -858,68 +1058,67 @@ fn render(run: &Run, criterion: &Path) -> String {
     }
 
     // ---- what-if ----
-    let _ = writeln!(md, "## What-if runs\n");
-    let _ = writeln!(
-        md,
-        "Evidence for the server changes proposed below; they change only the bare \
-         server's options or the hub's allocator (through `LD_PRELOAD`), never its code, \
-         and no goal uses them.\n"
-    );
-    let control_bare = run
-        .load("whatif-bare-g10-control")
-        .or_else(|| bare.get(&10).cloned());
-    if let (Some(w), Some(b)) = (run.load("whatif-bare-g10-wb8k"), control_bare) {
+    let whatif = [
+        run.load("whatif-bare-stall-control"),
+        run.load("whatif-bare-stall-sndbuf64k"),
+        run.load("whatif-bare-g10-control"),
+        run.load("whatif-bare-g10-sndbuf64k"),
+    ];
+    if whatif.iter().any(Option::is_some) {
+        let _ = writeln!(md, "## What-if runs\n");
         let _ = writeln!(
             md,
-            "- **WebSocket write buffer.** The bare server at G = 10 with tungstenite's \
-             `write_buffer_size` at 8 KiB instead of the hub's 0, right after a control run \
-             with 0: {} delivered frames/s against {} (**{:.2}×**; per server CPU-second \
-             {} against {}, **{:.2}×**), delivery p50 {} against {}. With 0, every frame \
-             of a batch is its own `send` system call, so the `feed`-then-`flush` batching \
-             writes nothing together.",
-            rate(w.delivered_others_per_s),
-            rate(b.delivered_others_per_s),
-            w.delivered_others_per_s / b.delivered_others_per_s.max(1.0),
-            rate(w.delivered_per_cpu_s()),
-            rate(b.delivered_per_cpu_s()),
-            w.delivered_per_cpu_s() / b.delivered_per_cpu_s().max(1.0),
-            time_us(w.delivery.p50_us),
-            time_us(b.delivery.p50_us),
+            "Evidence for the next server change. Each changes only an option of the bare \
+             server, which otherwise has the hub's transport, right after a control run \
+             with the hub's settings; no goal uses them.\n"
         );
+        let [stall_control, stall_64k, g10_control, g10_64k] = whatif;
+        if let (Some(c), Some(w)) = (
+            stall_control.as_ref().and_then(|r| r.stall.clone()),
+            stall_64k.as_ref().and_then(|r| r.stall.clone()),
+        ) {
+            let closed = |st: &report::StallReport| {
+                st.socket_closed_after_s
+                    .map(|c| format!("{c:.1} s"))
+                    .unwrap_or_else(|| "not within the stall".into())
+            };
+            let _ = writeln!(
+                md,
+                "- **Socket send buffer halved, a member that stops reading.** SO_SNDBUF \
+                 64 KiB instead of {}: the server's kernel send queue for the stalled member \
+                 peaked at {} against {} ({}); the server closed its socket {} after the \
+                 stall began, against {}.",
+                bytes(c.send_buffer_bytes as f64),
+                bytes(w.max_server_send_queue as f64),
+                bytes(c.max_server_send_queue as f64),
+                signed_bytes(w.max_server_send_queue as f64 - c.max_server_send_queue as f64),
+                closed(&w),
+                closed(&c),
+            );
+        }
+        if let (Some(c), Some(w)) = (&g10_control, &g10_64k) {
+            let _ = writeln!(
+                md,
+                "- **Socket send buffer halved, fan-out.** The bare server at G = 10 with \
+                 SO_SNDBUF 64 KiB: {} delivered frames/s against {} (**{}**; per server \
+                 CPU-second {} against {}, **{}**), delivery p50 {} against {}, p99 {} \
+                 against {}. Single runs of {:.0} s: the [noise](#noise) table shows how far \
+                 repeats of one configuration differ.",
+                rate(w.delivered_others_per_s),
+                rate(c.delivered_others_per_s),
+                ratio_text(w.delivered_others_per_s, c.delivered_others_per_s),
+                rate(w.delivered_per_cpu_s()),
+                rate(c.delivered_per_cpu_s()),
+                ratio_text(w.delivered_per_cpu_s(), c.delivered_per_cpu_s()),
+                time_us(w.delivery.p50_us),
+                time_us(c.delivery.p50_us),
+                time_us(w.delivery.p99_us),
+                time_us(c.delivery.p99_us),
+                w.duration_s,
+            );
+        }
+        md.push('\n');
     }
-    let control_hub = run
-        .load("whatif-hub-g1-control")
-        .or_else(|| hub.get(&1).cloned());
-    if let (Some(j), Some(h)) = (run.load("whatif-hub-g1-jemalloc"), control_hub) {
-        let _ = writeln!(
-            md,
-            "- **Allocator.** The hub at G = 1 with jemalloc preloaded, right after a \
-             control run with glibc malloc: {} accepted posts/s against {} (**{:.2}×**; per \
-             server CPU-second {} against {}, **{:.2}×**).",
-            rate(j.accepted_per_s),
-            rate(h.accepted_per_s),
-            j.accepted_per_s / h.accepted_per_s.max(1.0),
-            rate(j.accepted_per_cpu_s()),
-            rate(h.accepted_per_cpu_s()),
-            j.accepted_per_cpu_s() / h.accepted_per_cpu_s().max(1.0),
-        );
-    }
-    if let Some(st) = run.load("whatif-bare-stall-sndbuf").and_then(|r| r.stall) {
-        let _ = writeln!(
-            md,
-            "- **Socket send buffer.** The bare server with SO_SNDBUF = 128 KiB on every \
-             accepted socket, same slow-member run: the server's kernel send queue for the \
-             stalled member peaked at {} (the hub's, with the kernel default that grows to \
-             `tcp_wmem` max = {}, peaked at {}).",
-            bytes(st.max_server_send_queue as f64),
-            run.meta("tcp_wmem_max"),
-            stall_report
-                .as_ref()
-                .map(|s| bytes(s.max_server_send_queue as f64))
-                .unwrap_or_else(|| "–".into()),
-        );
-    }
-    md.push('\n');
 
     // ---- profiles ----
     let _ = writeln!(md, "## Where the hub's CPU goes\n");
@@ -1023,11 +1222,10 @@ fn render(run: &Run, criterion: &Path) -> String {
         "profile-g1",
         "profile-g10",
         "hub-disk",
+        "whatif-bare-stall-control",
+        "whatif-bare-stall-sndbuf64k",
         "whatif-bare-g10-control",
-        "whatif-bare-g10-wb8k",
-        "whatif-hub-g1-control",
-        "whatif-hub-g1-jemalloc",
-        "whatif-bare-stall-sndbuf",
+        "whatif-bare-g10-sndbuf64k",
     ] {
         names.push(name.to_string());
     }
@@ -1084,6 +1282,136 @@ fn render(run: &Run, criterion: &Path) -> String {
         run.dir.display()
     );
     md
+}
+
+/// `a` against `b` as "N.NN×", or "–".
+fn ratio_text(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// How evenly a fixed-rate run was acknowledged: the 100 ms slices of its window
+/// that acknowledged less than half the offered rate.
+fn rate_gaps(r: &LoadReport) -> String {
+    let from = (r.warmup_s * 1000.0).round() as u64;
+    let to = from + (r.duration_s * 1000.0).round() as u64;
+    let expected = r.offered_per_s / 10.0;
+    let window: Vec<&report::Slice> = r
+        .timeline
+        .iter()
+        .filter(|s| s.t_ms >= from && s.t_ms < to)
+        .collect();
+    if window.is_empty() || expected <= 0.0 {
+        return String::new();
+    }
+    let (mut slow, mut run, mut longest) = (0, 0, 0);
+    for slice in &window {
+        if (slice.accepted as f64) < 0.5 * expected {
+            slow += 1;
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    if slow == 0 {
+        format!(
+            "Every one of the window's {} 100 ms slices acknowledged at least half the \
+             offered rate.",
+            window.len()
+        )
+    } else {
+        format!(
+            "{slow} of the window's {} 100 ms slices acknowledged less than half the offered \
+             rate (the longest run of them: {} ms).",
+            window.len(),
+            longest * 100
+        )
+    }
+}
+
+/// Where the bytes held for a stalled member were, from the stall run's figures.
+fn stall_breakdown(st: &report::StallReport) -> String {
+    let kernel = st.max_server_send_queue as f64;
+    let sndbuf = if st.send_buffer_bytes > 0 {
+        format!(
+            " (SO_SNDBUF is set to {}, which Linux doubles: the peak is {:.2}× the value set)",
+            bytes(st.send_buffer_bytes as f64),
+            kernel / st.send_buffer_bytes as f64
+        )
+    } else {
+        String::new()
+    };
+    let beyond = st.held_beyond_outbox();
+    let user = if beyond > 0.0 {
+        format!(
+            "the outbox (bound {}) and, {} beyond it, the batch being written and the \
+             WebSocket write buffer (`write_buffer_size` {})",
+            bytes(st.outbox_bytes as f64),
+            bytes(beyond),
+            bytes(st.write_buffer_bytes as f64)
+        )
+    } else {
+        format!(
+            "{} under the outbox bound of {}, so nothing measurable beyond the outbox (the \
+             batch being written, the WebSocket write buffer of up to {})",
+            bytes(-beyond),
+            bytes(st.outbox_bytes as f64),
+            bytes(st.write_buffer_bytes as f64)
+        )
+    };
+    let over = st.held_bytes() - 1.25 * 1024.0 * 1024.0;
+    format!(
+        "Held for the silent member: {} in user space — {} — plus a kernel send queue \
+         that peaked at {}{}: {} in all, {} {} the goal's 1.25 MiB. {} Close code it read \
+         on resuming: {}.",
+        bytes(st.held_user_bytes()),
+        user,
+        bytes(kernel),
+        sndbuf,
+        bytes(st.held_bytes()),
+        bytes(over.abs()),
+        if over > 0.0 { "over" } else { "under" },
+        drop_timing(st),
+        st.close_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none (its stream ended without a close frame)".into()),
+    )
+}
+
+/// When the stalled member was dropped, as its group and its socket showed it.
+fn drop_timing(st: &report::StallReport) -> String {
+    let offline = st
+        .dropped_after_s
+        .map(|d| format!("Its group mates saw it go offline {d:.1} s after it stopped reading"))
+        .unwrap_or_else(|| {
+            format!(
+                "Its group mates did not see it go offline within the {:.0} s stall",
+                st.stall_for_s
+            )
+        });
+    let closed = match (st.socket_closed_after_s, st.dropped_after_s) {
+        (Some(c), Some(d)) => format!(
+            "the server closed its socket {c:.1} s after it stopped ({:.1} s after the group \
+             saw it offline)",
+            c - d
+        ),
+        (Some(c), None) => format!("the server closed its socket {c:.1} s after it stopped"),
+        (None, _) => "the server's end of its socket stayed open".into(),
+    };
+    format!("{offline}; {closed}.")
+}
+
+/// Bytes with a sign: "+12.0 KiB", "−3.0 KiB".
+fn signed_bytes(b: f64) -> String {
+    if b < 0.0 {
+        format!("−{}", bytes(-b))
+    } else {
+        format!("+{}", bytes(b))
+    }
 }
 
 fn map_text(map: &BTreeMap<String, u64>) -> String {
@@ -1156,8 +1484,14 @@ fn profile_categories(data: &Path) -> Option<Vec<(String, f64)>> {
             &["sled::", "crc32fast", "crossbeam_epoch", "crossbeam_utils"],
         ),
         (
-            "memory allocator (glibc malloc/free)",
+            "memory allocator (jemalloc, malloc/free)",
             &[
+                "_rjem_",
+                "jemalloc",
+                "__rust_alloc",
+                "__rust_dealloc",
+                "__rust_realloc",
+                "__rdl_",
                 "malloc",
                 "free",
                 "_int_",
