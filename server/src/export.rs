@@ -82,7 +82,8 @@
 //!   (`null` if the group record is gone), the display names the hub holds (it keeps
 //!   only the latest join's name, so this is one name), when it first joined, its
 //!   standing as stored (`removed` is `{"session", "reason"}` or `null`), its latest
-//!   signed `join` and its signed acceptance of the agreement, if any.
+//!   signed `join` and its signed acceptance of the agreement, if any. After an
+//!   erasure ([`crate::erase`]) the name reads `(erased)` and `join` is `null`.
 //! - `messages` — every logged event the key signed, by group id, then channel
 //!   (`main`, `staff`, then `pair` channels), then seq: posts, private check-in
 //!   messages, reports it made (these sit in the `staff` channel), controls it used
@@ -207,7 +208,7 @@ struct Membership {
     display_names: Vec<String>,
     first_joined_ms: u64,
     status: MemberStatus,
-    join: SignedEnvelope,
+    join: Option<SignedEnvelope>,
     agreement: Option<SignedEnvelope>,
 }
 
@@ -523,7 +524,7 @@ mod tests {
             let member = MemberRecord {
                 key: key_of(s),
                 name: name.into(),
-                join: sign(s, Kind::Join, name),
+                join: Some(sign(s, Kind::Join, name)),
                 first_joined_ms: 5,
                 agreed_version: 0,
                 agreement_env: None,

@@ -483,13 +483,13 @@ impl GroupActor {
         let record = match previous.as_ref() {
             Some(old) => MemberRecord {
                 name,
-                join: env,
+                join: Some(env),
                 ..old.record.clone()
             },
             None => MemberRecord {
                 key,
                 name,
-                join: env,
+                join: Some(env),
                 first_joined_ms: now,
                 agreed_version: 0,
                 agreement_env: None,

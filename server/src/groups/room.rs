@@ -350,7 +350,8 @@ impl Room {
             name: member.record.name.clone(),
             roles: member.roles.clone(),
             online,
-            join: member.record.join.clone(),
+            // An erased member (no signed join left) is not listed.
+            join: member.record.join.clone()?,
             status: self.status(key),
             facilitator: self.is_facilitator(key),
             muted_until_ms: member.record.muted_until_ms.filter(|&t| t > now),
@@ -410,7 +411,7 @@ mod tests {
         let record = MemberRecord {
             key,
             name: format!("m{byte}"),
-            join,
+            join: Some(join),
             first_joined_ms: 0,
             agreed_version: 0,
             agreement_env: None,

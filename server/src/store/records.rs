@@ -113,8 +113,10 @@ pub struct MemberRecord {
     pub key: PublicKey,
     /// Their display name from their latest signed join.
     pub name: String,
-    /// That signed join.
-    pub join: SignedEnvelope,
+    /// That signed join (`None` once the member's data was erased: see
+    /// [`crate::erase`]).
+    #[serde(default)]
+    pub join: Option<SignedEnvelope>,
     /// When they first joined.
     pub first_joined_ms: u64,
     /// The agreement version they accepted (0: none).

@@ -1,0 +1,277 @@
+//! Store reads and writes for erasing one key's personal data ([`crate::erase`]).
+//!
+//! Every write here takes the write gate like the others in [`super`]. They are
+//! for a stopped server's folder: a running hub's group tasks hold members in
+//! memory and would write them back. Nothing here flushes; the caller does.
+//!
+//! [`Store::rewrite_audit_for_erasure`] is the one place the append-only
+//! `seq_audit` tree is rewritten, and only [`crate::audit`] calls it, with entries
+//! it has re-linked and re-hashed.
+
+use peerhub_protocol::frame::Note;
+use peerhub_protocol::PublicKey;
+
+use super::audit::audit_key;
+use super::export::{split_event_key, LocatedEvent};
+use super::records::{InviteRecord, StoredEvent};
+use super::{decode, encode, keys, Store, StoreError};
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Store {
+    /// Every stored event that carries `key`'s personal data: those it signed, and
+    /// hub notes about it (a risk-phrase nudge about its message, its mute ending).
+    /// In store order. Events already erased (no envelope, no note) are not listed.
+    pub fn events_of_key(&self, key: &PublicKey) -> Result<Vec<LocatedEvent>, StoreError> {
+        let needle = key.to_b64();
+        let mut out = Vec::new();
+        for item in self.groupid_seq_event.iter() {
+            let (store_key, value) = item?;
+            if !contains(&value, needle.as_bytes()) {
+                continue;
+            }
+            let event: StoredEvent = decode("groupid_seq_event", &value)?;
+            let signed = event.env.as_ref().is_some_and(|env| env.key == *key);
+            let noted = match &event.note {
+                Some(Note::RiskNudge { member, .. }) | Some(Note::MuteEnded { member }) => {
+                    member == key
+                }
+                None => false,
+            };
+            if !signed && !noted {
+                continue;
+            }
+            let (group, channel, _) = split_event_key(&store_key).ok_or(StoreError::Corrupt {
+                tree: "groupid_seq_event",
+                reason: "key is not group ‖ 0 ‖ channel ‖ seq".into(),
+            })?;
+            out.push(LocatedEvent {
+                group,
+                channel,
+                event,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes `key`'s account (its roles) and its replay counter; returns whether
+    /// each was there.
+    pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
+        let _writing = self.writing();
+        let account = self.key_account.remove(key.0)?.is_some();
+        let counter = self.key_counter.remove(key.0)?.is_some();
+        Ok((account, counter))
+    }
+
+    /// Removes `key` from every virtual group's allow-list; returns how many
+    /// entries went.
+    pub fn remove_allowed_everywhere(&self, key: &PublicKey) -> Result<usize, StoreError> {
+        let _writing = self.writing();
+        let mut doomed = Vec::new();
+        for item in self.groupid_key_allowed.iter() {
+            let (store_key, _) = item?;
+            // `group ‖ 0x00 ‖ key`.
+            let Some(nul) = store_key.len().checked_sub(33) else {
+                continue;
+            };
+            if store_key[nul] == 0 && store_key.ends_with(&key.0) {
+                doomed.push(store_key);
+            }
+        }
+        for store_key in &doomed {
+            self.groupid_key_allowed.remove(store_key)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Removes the invites `key` redeemed (spent tokens: a removed token is refused
+    /// as unknown, as a used one was); returns how many.
+    pub fn remove_invites_redeemed_by(&self, key: &PublicKey) -> Result<usize, StoreError> {
+        let _writing = self.writing();
+        let mut doomed = Vec::new();
+        for item in self.tokenhash_invite.iter() {
+            let (hash, value) = item?;
+            let invite: InviteRecord = decode("tokenhash_invite", &value)?;
+            if invite.used_by == Some(*key) {
+                doomed.push(hash);
+            }
+        }
+        for hash in &doomed {
+            self.tokenhash_invite.remove(hash)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Replaces existing audit entries with re-linked, re-hashed ones, in one atomic
+    /// batch. Only [`crate::audit::AuditLog::rewrite_for_erasure`] calls it; a seq
+    /// that is not already stored is refused (this never extends the chain).
+    #[doc(hidden)]
+    pub fn rewrite_audit_for_erasure(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        let mut batch = sled::Batch::default();
+        for (seq, bytes) in entries {
+            if !self.seq_audit.contains_key(audit_key(*seq))? {
+                return Err(StoreError::Corrupt {
+                    tree: "seq_audit",
+                    reason: format!("entry {seq} does not exist; a rewrite never appends"),
+                });
+            }
+            batch.insert(&audit_key(*seq), bytes.as_slice());
+        }
+        self.seq_audit.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The names of the trees where `needle` occurs in a key or a value, in the
+    /// fixed tree order. For tests and checks after an erasure; a full scan.
+    #[doc(hidden)]
+    pub fn trees_containing(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
+        let mut out = Vec::new();
+        for (name, tree) in self.named_trees() {
+            for item in tree.iter() {
+                let (key, value) = item?;
+                if contains(&key, needle) || contains(&value, needle) {
+                    out.push(name);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one event back where it was (an erasure's tombstone).
+    pub fn put_located_event(&self, located: &LocatedEvent) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.groupid_seq_event.insert(
+            keys::event_key(&located.group, &located.channel, located.event.seq),
+            encode(&located.event),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerhub_protocol::envelope::{Kind, SignedEnvelope};
+    use peerhub_protocol::frame::{Channel, Role};
+    use peerhub_protocol::payload::InviteRole;
+    use peerhub_protocol::GroupId;
+
+    fn signed_by(seed: u8) -> SignedEnvelope {
+        let signer = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        SignedEnvelope::sign(&signer, Kind::Post, "{}".into())
+    }
+
+    #[test]
+    fn events_of_a_key_are_its_own_and_hub_notes_about_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (mine, theirs) = (signed_by(1), signed_by(2));
+        let me = mine.key;
+        let g = GroupId::parse("g").unwrap();
+        let event = |seq, env: Option<&SignedEnvelope>, note| StoredEvent {
+            seq,
+            ts: seq,
+            env: env.cloned(),
+            note,
+            redacted: None,
+        };
+        store
+            .put_event(&g, &Channel::Main, &event(1, Some(&mine), None))
+            .unwrap();
+        store
+            .put_event(&g, &Channel::Main, &event(2, Some(&theirs), None))
+            .unwrap();
+        let nudge = Note::RiskNudge {
+            member: me,
+            seq: 1,
+            suggestion: "check in".into(),
+        };
+        store
+            .put_event(&g, &Channel::Staff, &event(1, None, Some(nudge)))
+            .unwrap();
+        let other_note = Note::MuteEnded { member: theirs.key };
+        store
+            .put_event(&g, &Channel::Staff, &event(2, None, Some(other_note)))
+            .unwrap();
+        let found: Vec<(Channel, u64)> = store
+            .events_of_key(&me)
+            .unwrap()
+            .iter()
+            .map(|e| (e.channel, e.event.seq))
+            .collect();
+        assert_eq!(found, vec![(Channel::Main, 1), (Channel::Staff, 1)]);
+    }
+
+    #[test]
+    fn account_counter_allow_list_and_spent_invites_go_for_that_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (me, other) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let (g, h) = (GroupId::parse("g").unwrap(), GroupId::parse("h").unwrap());
+        for key in [&me, &other] {
+            store.grant_role(key, Role::Facilitator, 1).unwrap();
+            store.raise_counter(key, 9).unwrap();
+            store.allow_member(&g, key).unwrap();
+            store.allow_member(&h, key).unwrap();
+        }
+        for (n, used_by) in [(1u8, Some(me)), (2, Some(other)), (3, None)] {
+            let invite = InviteRecord {
+                role: InviteRole::Member,
+                group: Some(g.clone()),
+                created_ms: 0,
+                expires_ms: 10,
+                created_by: None,
+                bootstrap: false,
+                used_by,
+                used_ms: used_by.map(|_| 1),
+            };
+            store.put_invite([n; 32], &invite).unwrap();
+        }
+        assert_eq!(store.remove_account_and_counter(&me).unwrap(), (true, true));
+        assert_eq!(
+            store.remove_account_and_counter(&me).unwrap(),
+            (false, false)
+        );
+        assert_eq!(store.remove_allowed_everywhere(&me).unwrap(), 2);
+        assert_eq!(store.remove_invites_redeemed_by(&me).unwrap(), 1);
+        assert!(store.roles(&me).unwrap().is_empty());
+        assert_eq!(store.counter(&me).unwrap(), 0);
+        assert!(!store.is_allowed(&g, &me).unwrap() && !store.is_allowed(&h, &me).unwrap());
+        assert_eq!(store.roles(&other).unwrap(), vec![Role::Facilitator]);
+        assert_eq!(store.counter(&other).unwrap(), 9);
+        assert!(store.is_allowed(&g, &other).unwrap() && store.is_allowed(&h, &other).unwrap());
+        assert_eq!(store.invite_redeemer([2; 32]).unwrap(), Some(other));
+        assert!(store.trees_containing(&me.0).unwrap().is_empty());
+        // (Invite 2 is stored under the token hash [2; 32], the same bytes.)
+        assert_eq!(
+            store.trees_containing(&other.0).unwrap(),
+            vec![
+                "key_account",
+                "key_counter",
+                "tokenhash_invite",
+                "groupid_key_allowed"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_audit_rewrite_replaces_existing_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append_audit(1, b"one").unwrap();
+        store.append_audit(2, b"two").unwrap();
+        store
+            .rewrite_audit_for_erasure(&[(2, b"TWO".to_vec())])
+            .unwrap();
+        assert!(store
+            .rewrite_audit_for_erasure(&[(1, b"ONE".to_vec()), (3, b"three".to_vec())])
+            .is_err());
+        let all: Vec<(u64, Vec<u8>)> = store.audit_entries().map(Result::unwrap).collect();
+        assert_eq!(all, vec![(1, b"one".to_vec()), (2, b"TWO".to_vec())]);
+    }
+}

@@ -1,0 +1,273 @@
+//! People's data rights: `erase::erase_key` on a stopped server's folder that the
+//! real server filled over the wire erases one person and leaves everyone else's
+//! data as it was; the server then serves the folder again with tombstones.
+
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::escalation::{Consent, Severity};
+use peerhub_protocol::frame::Role;
+use peerhub_protocol::payload::{FlagPayload, RecordPayload, ReportPayload};
+use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
+use peerhub_server::audit::{self, AuditLog};
+use peerhub_server::erase::{erase_key, ERASED_NAME, TOMBSTONE_REASON};
+use peerhub_server::export::export_key;
+use peerhub_server::store::Store;
+use peerhub_tests::identity::gid;
+use peerhub_tests::Identity;
+use peerhub_tests::{Client, TestServer};
+
+const A_NAME: &str = "Wren Ashdown";
+const B_NAME: &str = "Bramblewick";
+const A_MAIN: &str = "Wren here: the week was long and heavy";
+const A_PRIVATE: &str = "Wren to Jo only: I am not sleeping";
+const A_FLAG_NOTE: &str = "Wren's own flag: I need someone tonight";
+const B_MAIN: &str = "Bramble speaking: my own private story";
+const B_REPORT: &str = "Bramble reports: that worried me";
+const FAC_PRIVATE: &str = "Jo to Wren: thank you for telling me";
+const RECORD_NOTE: &str = "Jo's note: talked about sleep";
+const RECORD_REPLY: &str = "Wren's words: the walk helped";
+const EXPORT_MS: u64 = 1_800_000_000_000;
+
+async fn request(
+    client: &mut Client,
+    frame: impl FnOnce(Option<u64>, SignedEnvelope) -> ClientFrame,
+    env: SignedEnvelope,
+) -> ServerFrame {
+    client.request(|id| frame(id, env)).await
+}
+
+async fn private(client: &mut Client, env: SignedEnvelope) {
+    let reply = request(
+        client,
+        |id, env| ClientFrame::Post {
+            id,
+            group: gid("circle"),
+            env,
+        },
+        env,
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+}
+
+async fn record(client: &mut Client, env: SignedEnvelope) -> u64 {
+    match request(
+        client,
+        |id, env| ClientFrame::Record {
+            id,
+            group: gid("circle"),
+            env,
+        },
+        env,
+    )
+    .await
+    {
+        ServerFrame::Records { records, .. } => records[0].id,
+        other => panic!("record refused: {other:?}"),
+    }
+}
+
+fn flag_env(me: &Identity, about: PublicKey, note: &str) -> SignedEnvelope {
+    me.signed(Kind::Flag, |counter, ts| FlagPayload {
+        group: gid("circle"),
+        about,
+        seq: None,
+        severity: Severity::Concern,
+        consent: Consent::Own,
+        reason: None,
+        withhold_notice: None,
+        note: Some(note.into()),
+        counter,
+        ts,
+    })
+}
+
+/// Trees holding `text`, other than the escalations kept for safeguarding.
+fn found_outside_escalations(store: &Store, text: &str) -> Vec<&'static str> {
+    let mut trees = store.trees_containing(text.as_bytes()).unwrap();
+    trees.retain(|t| *t != "escid_escalation");
+    trees
+}
+
+#[tokio::test]
+async fn erasing_one_key_leaves_everyone_elses_data_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let at = data.clone();
+    let mut server = TestServer::start_with(move |c| c.data_dir = at).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("circle", "Jo", None).await;
+    let (_, _sup) = server.with_role(Role::Supervisor).await;
+    let a_id = Identity::generate();
+    let mut a = server.login(&a_id).await;
+    a.join("circle", A_NAME, None).await;
+    let b_id = Identity::generate();
+    let mut b = server.login(&b_id).await;
+    b.join("circle", B_NAME, None).await;
+    let (a_key, b_key, fac_key) = (a_id.key(), b_id.key(), fac_id.key());
+
+    // A and B talk in the main channel; A and the facilitator privately.
+    let a_seq = a.post("circle", A_MAIN).await;
+    let b_seq = b.post("circle", B_MAIN).await;
+    private(&mut a, a_id.private_post("circle", fac_key, A_PRIVATE)).await;
+    private(&mut fac, fac_id.private_post("circle", a_key, FAC_PRIVATE)).await;
+    // A record about A, with A's reply.
+    let note = fac_id.signed(Kind::Record, |counter, ts| RecordPayload {
+        group: gid("circle"),
+        about: Some(a_key),
+        reply_to: None,
+        text: RECORD_NOTE.into(),
+        counter,
+        ts,
+    });
+    let record_id = record(&mut fac, note).await;
+    let reply = a_id.signed(Kind::Record, |counter, ts| RecordPayload {
+        group: gid("circle"),
+        about: None,
+        reply_to: Some(record_id),
+        text: RECORD_REPLY.into(),
+        counter,
+        ts,
+    });
+    record(&mut a, reply).await;
+    // A flags themself; B reports A's message.
+    let flagged = request(
+        &mut a,
+        |id, env| ClientFrame::Flag {
+            id,
+            group: gid("circle"),
+            env,
+        },
+        flag_env(&a_id, a_key, A_FLAG_NOTE),
+    )
+    .await;
+    assert!(
+        matches!(flagged, ServerFrame::Flagged { .. }),
+        "{flagged:?}"
+    );
+    let report = b_id.signed(Kind::Report, |counter, ts| ReportPayload {
+        group: gid("circle"),
+        seq: a_seq,
+        reason: B_REPORT.into(),
+        counter,
+        ts,
+    });
+    let reported = request(
+        &mut b,
+        |id, env| ClientFrame::Report {
+            id,
+            group: gid("circle"),
+            env,
+        },
+        report,
+    )
+    .await;
+    assert!(matches!(reported, ServerFrame::Ok { .. }), "{reported:?}");
+
+    let b_before = export_key(&server.hub().store, &b_key, EXPORT_MS)
+        .unwrap()
+        .to_string();
+    let fac_before = export_key(&server.hub().store, &fac_key, EXPORT_MS)
+        .unwrap()
+        .to_string();
+    drop((a, b, fac));
+    server.shutdown().await;
+
+    // Offline: while a server ran, the folder could not even be opened.
+    let store = Store::open(&data).expect("the stopped server's folder");
+    let log = AuditLog::open(store.clone()).unwrap();
+    let report = erase_key(&store, &log, &a_key, EXPORT_MS).expect("erased");
+    store.flush().unwrap();
+    assert!(report.events >= 2, "{report:?}");
+    assert_eq!(report.memberships, 1);
+    assert_eq!(report.record_entries, 1);
+
+    // A's export: no messages, no name, none of A's words.
+    let a_doc = export_key(&store, &a_key, EXPORT_MS).unwrap();
+    let a_text = a_doc.to_string();
+    assert_eq!(a_doc["messages"], serde_json::json!([]));
+    assert_eq!(
+        a_doc["memberships"][0]["display_names"],
+        serde_json::json!([ERASED_NAME])
+    );
+    assert_eq!(a_doc["memberships"][0]["join"], serde_json::Value::Null);
+    assert_eq!(a_doc["audit"], serde_json::json!([]));
+    for gone in [A_NAME, A_MAIN, A_PRIVATE, RECORD_REPLY] {
+        assert!(!a_text.contains(gone), "A's export still holds {gone:?}");
+    }
+
+    // Everyone else's data is exactly as it was.
+    let b_after = export_key(&store, &b_key, EXPORT_MS).unwrap();
+    assert_eq!(b_after.to_string(), b_before, "B's export changed");
+    assert_eq!(
+        export_key(&store, &fac_key, EXPORT_MS).unwrap().to_string(),
+        fac_before,
+        "the facilitator's export changed"
+    );
+    for message in b_after["messages"].as_array().unwrap() {
+        let env: SignedEnvelope = serde_json::from_value(message["envelope"].clone()).unwrap();
+        env.verify().expect("B's signature still verifies");
+    }
+
+    // A's words and name are nowhere but in the escalation kept for safeguarding
+    // (its flag and context), which retention deletes.
+    for gone in [A_NAME, A_MAIN, A_PRIVATE, RECORD_REPLY, A_FLAG_NOTE] {
+        assert_eq!(
+            found_outside_escalations(&store, gone),
+            Vec::<&str>::new(),
+            "{gone:?} left"
+        );
+    }
+    for kept in [B_MAIN, B_REPORT, FAC_PRIVATE, RECORD_NOTE] {
+        assert!(
+            !store.trees_containing(kept.as_bytes()).unwrap().is_empty(),
+            "{kept:?} was lost"
+        );
+    }
+
+    // The chain verifies, counts the erased envelopes, and names A by pseudonym.
+    let verified = audit::verify(&store).expect("the rewritten chain verifies");
+    assert!(verified.erased_envelopes >= 1, "{verified}");
+    assert_eq!(verified.erased_envelopes, report.audit.envelopes_erased);
+    let chain: Vec<_> = audit::entries(&store).map(Result::unwrap).collect();
+    assert!(chain.iter().all(|e| e.subject != Some(a_key)));
+    assert!(chain
+        .iter()
+        .all(|e| e.envelopes.iter().all(|env| env.key != a_key)));
+    assert!(chain
+        .iter()
+        .any(|e| e.subject_pseudonym.as_ref() == Some(&report.pseudonym)));
+    let last = chain.last().unwrap();
+    assert_eq!(last.action, audit::action::ADMIN_ERASE);
+    assert_eq!(last.subject, None);
+    assert!(!last.envelopes[0].payload.contains(&a_key.to_b64()));
+    drop((log, store));
+
+    // Served again: gap-free history, A's message a tombstone, B's intact.
+    let at = data.clone();
+    let server = TestServer::start_with(move |c| c.data_dir = at).await;
+    let mut b = server.login(&b_id).await;
+    let joined = b.join("circle", B_NAME, None).await;
+    let seqs: Vec<u64> = joined.history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=joined.head).collect::<Vec<_>>(), "gap-free");
+    let erased = &joined.history[(a_seq - 1) as usize];
+    assert_eq!(erased.env, None);
+    assert_eq!(
+        erased.redacted.as_ref().map(|r| r.reason.as_str()),
+        Some(TOMBSTONE_REASON)
+    );
+    assert_eq!(joined.history[(b_seq - 1) as usize].verified_body(), B_MAIN);
+    assert!(joined
+        .members
+        .iter()
+        .all(|m| m.key != a_key && m.name != A_NAME));
+    // A facilitator sees the tombstone too, never the text.
+    let mut fac = server.login(&fac_id).await;
+    let joined = fac.join("circle", "Jo", None).await;
+    let erased = &joined.history[(a_seq - 1) as usize];
+    assert_eq!((erased.env.as_ref(), erased.note.as_ref()), (None, None));
+    assert!(erased.redacted.is_some());
+    server.shutdown().await;
+}
