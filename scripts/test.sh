@@ -19,6 +19,14 @@ echo "== tests"
 # tests), which the process tests in tests/ start and kill.
 cargo test --workspace --locked
 
+echo "== autobahn"
+# WebSocket conformance: the Autobahn|Testsuite fuzzing client (cases 1 to 10, on
+# pyenv's Python 2.7, pip-installed into target/autobahn-py) against the binary's
+# hidden echo endpoint, compared with tests/autobahn/expected.json; see its README.
+autobahn_started=$SECONDS
+bash tests/autobahn/run.sh
+echo "autobahn: $((SECONDS - autobahn_started)) s"
+
 echo "== browser"
 # End-to-end tests of client-web in Debian's headless Chromium, driven by
 # playwright-core (tests/browser); they start target/debug/peerhub, built above.

@@ -25,6 +25,9 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Serve `/metrics` to any address, not only to this machine.
     pub metrics_public: bool,
+    /// Serve the echo endpoint the WebSocket conformance suite drives
+    /// (`transport::echo`); off in every real deployment.
+    pub conformance_echo: bool,
 }
 
 /// Everything the server's tasks share.

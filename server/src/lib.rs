@@ -195,6 +195,7 @@ impl Server {
                 auth_timeout: config.auth_timeout,
                 allowed_origins: config.allowed_origins.clone(),
                 metrics_public: config.metrics_public,
+                conformance_echo: config.conformance_echo,
             },
         });
         let scheme = if tls.is_some() { "https" } else { "http" };

@@ -358,6 +358,10 @@ pub struct ServeArgs {
     /// metrics.public].
     #[arg(long)]
     pub metrics_public: bool,
+    /// Serve an echo endpoint for the WebSocket conformance suite (tests/autobahn).
+    /// Hidden, and a flag only (no file key or variable): never for a deployment.
+    #[arg(long, hide = true)]
+    pub conformance_echo: bool,
 }
 
 /// What serving needs, validated.
@@ -462,7 +466,8 @@ impl ServeArgs {
     /// [`Self::into_serving`] with a given environment (tests).
     pub fn into_serving_with_env(self, env: &[(String, String)]) -> Result<Serving, ConfigError> {
         let settings = file::load(self.config.as_deref(), env, self.layer())?;
-        let (listen, config) = settings.clone().validate()?;
+        let (listen, mut config) = settings.clone().validate()?;
+        config.conformance_echo = self.conformance_echo;
         Ok(Serving {
             listen,
             config,

@@ -4,6 +4,7 @@
 //! TcpListener ─accept─► [TLS handshake] ─► hyper HTTP/1.1 ─► router
 //!                                              ├─ GET /healthz, /readyz, /metrics → ops
 //!                                              ├─ GET /ws       → upgrade → WsConnection → session::run
+//!                                              ├─ GET /conformance/echo → echo (only with --conformance-echo)
 //!                                              └─ anything else → embedded client files
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! and close; WebSocket sessions say goodbye (see `session`).
 
 pub mod control;
+pub mod echo;
 pub mod ops;
 pub mod tls;
 pub mod ws;
@@ -50,7 +52,9 @@ pub struct PeerAddr(pub SocketAddr);
 /// The kernel send buffer of every accepted socket. Left alone, Linux grows it
 /// to `tcp_wmem` max (megabytes) for a peer that stops reading, on top of the
 /// outbox; capped, a stalled peer fills it quickly and the outbox bound decides.
-pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
+/// Linux doubles the figure set; 64 KiB kept a silent member's kernel queue near
+/// 175 KiB with no fan-out cost in the perf runs (docs/PERFORMANCE.md).
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The WebSocket settings every session uses: a small read buffer (the default
 /// 128 KiB per connection would dominate memory), a write buffer so a batch of
@@ -136,13 +140,15 @@ async fn serve_connection(
 }
 
 fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/ws", get(upgrade))
-        .fallback(crate::assets::serve)
-        .with_state(hub)
+        .route("/ws", get(upgrade));
+    if hub.settings.conformance_echo {
+        router = router.route(echo::PATH, get(echo::upgrade));
+    }
+    router.fallback(crate::assets::serve).with_state(hub)
 }
 
 /// A browser's page may open a WebSocket only from the hub's own origin or one
@@ -172,9 +178,24 @@ fn refuse(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
 
-/// Completes the WebSocket handshake (RFC 6455 §4.2) and hands the upgraded
-/// connection to a session task.
-async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
+/// A WebSocket upgrade request that passed [`check_upgrade`]: what answering it
+/// and serving the upgraded connection need.
+struct Handshake {
+    /// The `Sec-WebSocket-Accept` value for the 101 response.
+    accept: String,
+    /// Resolves to the raw connection once the 101 response is sent.
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    /// The peer's address.
+    peer: std::net::IpAddr,
+    /// The connection's place under the connection caps, held while it lives.
+    ticket: crate::limits::ConnectionTicket,
+}
+
+/// The checks every WebSocket upgrade passes, whatever then runs on the
+/// connection: the RFC 6455 §4.2 headers, shutdown, Origin, connection admission.
+/// `Err` is the response that refuses it.
+#[allow(clippy::result_large_err)] // The refusal is returned at once, not carried.
+fn check_upgrade(hub: &Hub, request: &mut Request) -> Result<Handshake, Response> {
     let headers = request.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -184,37 +205,43 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
         })
     };
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return refuse(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade",
+        ));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
-        return Response::builder()
+        return Err(Response::builder()
             .status(StatusCode::UPGRADE_REQUIRED)
             .header(header::SEC_WEBSOCKET_VERSION, "13")
             .body(Body::from("WebSocket version 13 is required"))
-            .unwrap_or_else(|_| refuse(StatusCode::BAD_REQUEST, "bad version"));
+            .unwrap_or_else(|_| refuse(StatusCode::BAD_REQUEST, "bad version")));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+        return Err(refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
     };
     let accept = derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
     else {
-        return refuse(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "connection cannot be upgraded",
+        ));
     };
     if hub.shutdown.is_cancelled() {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
     if !origin_allowed(request.headers(), &hub.settings.allowed_origins) {
-        return refuse(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "this page's origin may not connect to this hub",
-        );
+        ));
     }
     let peer = request
         .extensions()
@@ -224,21 +251,54 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
     let ticket = match hub.limits.admit_connection(peer) {
         Ok(ticket) => ticket,
         Err(Refusal::TooFast(retry_ms)) => {
-            return Response::builder()
+            return Err(Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header(header::RETRY_AFTER, retry_ms.div_ceil(1000).to_string())
                 .body(Body::from(
                     "too many new connections from your address; retry later",
                 ))
-                .unwrap_or_else(|_| refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections"));
+                .unwrap_or_else(|_| {
+                    refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections")
+                }));
         }
         Err(Refusal::Full(why)) => {
-            return Response::builder()
+            return Err(Response::builder()
                 .status(StatusCode::SERVICE_UNAVAILABLE)
                 .header(header::RETRY_AFTER, "5")
                 .body(Body::from(why))
-                .unwrap_or_else(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "full"));
+                .unwrap_or_else(|_| refuse(StatusCode::SERVICE_UNAVAILABLE, "full")));
         }
+    };
+    Ok(Handshake {
+        accept,
+        on_upgrade,
+        peer,
+        ticket,
+    })
+}
+
+/// The 101 response that completes a checked handshake.
+fn switching_protocols(accept: String) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+}
+
+/// Completes the WebSocket handshake (RFC 6455 §4.2) and hands the upgraded
+/// connection to a session task.
+async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
+    let Handshake {
+        accept,
+        on_upgrade,
+        peer,
+        ticket,
+    } = match check_upgrade(&hub, &mut request) {
+        Ok(handshake) => handshake,
+        Err(refused) => return refused,
     };
     let conn = ConnId::next();
     let session_hub = hub.clone();
@@ -259,11 +319,5 @@ async fn upgrade(State(hub): State<Arc<Hub>>, mut request: Request) -> Response 
             Err(error) => tracing::debug!(%conn, %error, "upgrade failed"),
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+    switching_protocols(accept)
 }
