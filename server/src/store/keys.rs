@@ -15,6 +15,7 @@
 //! | `key_recordid`        | public key (32) ‖ record id (u64 BE)  | empty (index: records about a key) |
 //! | `escid_escalation`    | escalation id (u64 big-endian)        | `EscalationRecord` |
 //! | `meta` `rota`         | —                                     | JSON `[RotaEntry]` |
+//! | `meta` `audit_anchor` | —                                     | JSON `{seq, hash}`: last audit entry pruned (see `store::retention`) |
 //! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
 //!
 //! Group ids never contain 0x00 ([`GroupId`] allows `a-z0-9-` only), so `id ‖ 0x00`

@@ -16,6 +16,7 @@ pub mod erase;
 pub mod export;
 pub mod keys;
 pub mod records;
+pub mod retention;
 
 use std::path::Path;
 
