@@ -54,7 +54,41 @@
 //! | `control.<name>`      | the group | the member acted on, if any | the facilitator's `control` (`<name>` is the control's wire name: `mute`, `remove`, `lock`, `redact`, ...) |
 //! | `escalation.<step>`   | the group | the member concerned | the step's own signed command first (`ack`, `resolve`, ...), then the flag it concerns; a step the server takes on a deadline carries the flag alone |
 //!
+//! | `retention.run`       | none  | —                  | the hub's own `admin` envelope: counts deleted per kind, the cutoffs, and `audit_through_seq` |
+//!
 //! Only `role.grant` is written today (by [`crate::invites::redeem`]).
+//!
+//! # Erasure
+//!
+//! When a person's data is erased ([`crate::erase`]) their entries stay, but
+//! pseudonymised by [`AuditLog::rewrite_for_erasure`]: a `subject` that was their
+//! key becomes `"erased-<16 hex>"` (a [`Pseudonym`]), and each envelope they
+//! signed, or the hub signed naming them, becomes `{"erased":"<64 hex>"}`, the
+//! SHA-256 of that envelope's JSON (whoever kept the original can still show it
+//! was this one). Envelopes other people signed are kept byte for byte, even when
+//! they name the person: changing them would break their signatures, and they are
+//! what holds those people to account. The chain is rewritten from the first
+//! changed entry on (new `prev` and hashes); [`verify`] accepts an erased envelope
+//! without a signature and counts it. An entry must still carry at least one
+//! envelope, signed or erased. Keep the hashes the `admin.erase` entry reports
+//! beside any anchor you kept of the old chain: the old anchor stops matching at
+//! the first rewritten entry.
+//!
+//! # Retention: pruning the front
+//!
+//! The retention pass ([`crate::retention`]) removes entries older than the audit
+//! retention from the *front* of the chain only, never from the middle or the end.
+//! Before removing them it appends a `retention.run` entry (saying, among its
+//! counts, the last seq it prunes) and stores an **anchor**: the seq and hash of the
+//! last pruned entry ([`anchor`]). [`verify`] then starts from the anchor instead of
+//! from zeros: the first stored entry after it must be entry `anchor.seq + 1` and
+//! name the anchor's hash as `prev`, and everything after is checked as before, so
+//! any change after the anchor is still reported at its entry. Stored entries at or
+//! before the anchor (a prune cut short by a crash) are skipped; the next pass
+//! removes them. Only entries that verify are ever pruned: a broken stretch stays
+//! for [`verify`] to report. The anchor is no stronger than the chain (it is not
+//! keyed): compare it with the `retention.run` entries, and keep the last hash
+//! elsewhere as above.
 //!
 //! # Durability
 //!
@@ -96,12 +130,17 @@ pub mod action {
     pub const CONTROL_MUTE: &str = "control.mute";
     /// A supervisor acknowledged an escalation.
     pub const ESCALATION_ACK: &str = "escalation.ack";
+    /// The retention pass deleted expired data (signed by the hub's key).
+    pub const RETENTION_RUN: &str = "retention.run";
     /// An operator's backup of the whole store (signed by the hub's key).
     pub const ADMIN_BACKUP: &str = "admin.backup";
     /// An operator's export of one key's data (signed by the hub's key).
     pub const ADMIN_EXPORT: &str = "admin.export";
     /// An operator replaced a group's schedule (signed by the hub's key).
     pub const GROUP_SCHEDULE: &str = "group.schedule";
+    /// An operator erased one key's personal data (signed by the hub's key; see
+    /// [`crate::erase`]).
+    pub const ADMIN_ERASE: &str = "admin.erase";
 }
 
 /// The domain separator hashed before every entry.
@@ -178,8 +217,78 @@ struct EntryBody {
     prev: EntryHash,
     action: String,
     group: Option<GroupId>,
-    subject: Option<PublicKey>,
-    envelopes: Vec<SignedEnvelope>,
+    subject: Option<EntrySubject>,
+    envelopes: Vec<EntryEnvelope>,
+}
+
+/// A `subject` as stored: a key, or the pseudonym that replaced an erased key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum EntrySubject {
+    Key(PublicKey),
+    Erased(Pseudonym),
+}
+
+/// An envelope as stored: signed, or erased (see "Erasure" in the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum EntryEnvelope {
+    Signed(SignedEnvelope),
+    Erased(ErasedEnvelope),
+}
+
+/// `{"erased":"<64 lowercase hex>"}`: the SHA-256 of the erased envelope's JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasedEnvelope {
+    erased: EntryHash,
+}
+
+/// What stands for an erased key in the chain: `erased-` and the first 16 hex
+/// digits of SHA-256(hub signing seed ‖ key). The same key always gets the same
+/// pseudonym on one hub (its entries stay linkable to each other), and nobody
+/// without the hub's seed can tell whose key it was.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Pseudonym(String);
+
+impl Pseudonym {
+    const PREFIX: &'static str = "erased-";
+
+    /// The pseudonym of `key` on the hub whose signing seed is `hub_seed`.
+    pub fn of(hub_seed: &[u8; 32], key: &PublicKey) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"peerhub-erase/1\n");
+        hash.update(hub_seed);
+        hash.update(key.0);
+        let digest = hash.finalize();
+        Self(format!("{}{}", Self::PREFIX, hex::encode(&digest[..8])))
+    }
+
+    /// Parses `erased-` and exactly 16 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix(Self::PREFIX)?;
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        (hex.len() == 16 && hex.bytes().all(lower_hex)).then(|| Self(text.to_string()))
+    }
+
+    /// The text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Pseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pseudonym {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom("a pseudonym is erased-<16 lowercase hex>"))
+    }
 }
 
 /// One entry as read back from the chain.
@@ -195,10 +304,16 @@ pub struct AuditEntry {
     pub action: String,
     /// The group it happened in, if any.
     pub group: Option<GroupId>,
-    /// The key it concerns, if any.
+    /// The key it concerns, if any (`None` too when that key was erased).
     pub subject: Option<PublicKey>,
-    /// The signed commands that caused it, the actor's first.
+    /// The pseudonym standing for the key it concerned, if that key was erased.
+    pub subject_pseudonym: Option<Pseudonym>,
+    /// The signed commands that caused it, the actor's first, without the erased
+    /// ones.
     pub envelopes: Vec<SignedEnvelope>,
+    /// The erased envelopes: their position among all the entry's envelopes
+    /// (from 0) and the SHA-256 of the original envelope's JSON.
+    pub erased: Vec<(usize, EntryHash)>,
     /// This entry's hash, as stored.
     pub hash: EntryHash,
 }
@@ -218,21 +333,40 @@ impl AuditEntry {
             std::str::from_utf8(body_bytes).map_err(|_| malformed("its body is not UTF-8 text"))?;
         let body: EntryBody = from_json_object(text)
             .map_err(|e| BreakReason::Malformed(format!("its body does not parse: {e}")))?;
+        let (subject, subject_pseudonym) = match body.subject {
+            None => (None, None),
+            Some(EntrySubject::Key(key)) => (Some(key), None),
+            Some(EntrySubject::Erased(pseudonym)) => (None, Some(pseudonym)),
+        };
+        let mut envelopes = Vec::with_capacity(body.envelopes.len());
+        let mut erased = Vec::new();
+        for (i, env) in body.envelopes.into_iter().enumerate() {
+            match env {
+                EntryEnvelope::Signed(env) => envelopes.push(env),
+                EntryEnvelope::Erased(e) => erased.push((i, e.erased)),
+            }
+        }
         let entry = Self {
             seq: body.seq,
             ts: body.ts,
             prev: body.prev,
             action: body.action,
             group: body.group,
-            subject: body.subject,
-            envelopes: body.envelopes,
+            subject,
+            subject_pseudonym,
+            envelopes,
+            erased,
             hash,
         };
         Ok((entry, body_bytes))
     }
 
-    /// The key of whoever is accountable: the signer of the first envelope.
+    /// The key of whoever is accountable: the signer of the first envelope
+    /// (`None` if that envelope was erased).
     pub fn actor(&self) -> Option<PublicKey> {
+        if self.erased.first().is_some_and(|(i, _)| *i == 0) {
+            return None;
+        }
         self.envelopes.first().map(|env| env.key)
     }
 }
@@ -303,10 +437,13 @@ impl AuditLog {
     /// unreadable, since nothing could link to it (run `peerhub audit verify`).
     pub fn open(store: Store) -> Result<Self, StoreError> {
         let tail = match store.last_audit()? {
-            None => Tail {
-                seq: 0,
-                hash: EntryHash::GENESIS,
-            },
+            None => {
+                let anchor = anchor(&store)?;
+                Tail {
+                    seq: anchor.seq,
+                    hash: anchor.hash,
+                }
+            }
             Some((seq, stored)) => {
                 let hash = stored
                     .get(..64)
@@ -370,8 +507,12 @@ impl ChainLock<'_> {
             prev,
             action: entry.action,
             group: entry.group,
-            subject: entry.subject,
-            envelopes: entry.envelopes,
+            subject: entry.subject.map(EntrySubject::Key),
+            envelopes: entry
+                .envelopes
+                .into_iter()
+                .map(EntryEnvelope::Signed)
+                .collect(),
         };
         let body = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt {
             tree: "seq_audit",
@@ -388,6 +529,159 @@ impl ChainLock<'_> {
     }
 }
 
+/// What [`AuditLog::rewrite_for_erasure`] changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureRewrite {
+    /// The pseudonym that now stands for the key.
+    pub pseudonym: Pseudonym,
+    /// Entries whose body changed (subject or envelopes), not counting those
+    /// rewritten only for their new `prev`.
+    pub entries_changed: u64,
+    /// Subjects replaced by the pseudonym.
+    pub subjects_replaced: u64,
+    /// Envelopes replaced by their digest.
+    pub envelopes_erased: u64,
+    /// The first rewritten entry, if any was.
+    pub first_rewritten: Option<u64>,
+    /// That entry's hash before the rewrite.
+    pub old_hash: Option<EntryHash>,
+    /// That entry's hash after it.
+    pub new_hash: Option<EntryHash>,
+    /// The chain's last hash before and after.
+    pub old_last_hash: EntryHash,
+    /// The chain's last hash after the rewrite.
+    pub new_last_hash: EntryHash,
+}
+
+/// Why the chain could not be rewritten.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RewriteError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain does not verify as it is: rewriting its hashes would hide that.
+    #[error("refusing to rewrite a chain that does not verify: {0}")]
+    Broken(#[from] ChainBreak),
+}
+
+impl AuditLog {
+    /// Pseudonymises `key` throughout the chain for an erasure (see "Erasure" in
+    /// the module docs): subjects naming it become `pseudonym`; envelopes it signed,
+    /// and envelopes `hub` signed whose payload names it, become their digest. Every
+    /// entry from the first changed one on is rewritten with its new `prev` and
+    /// hash (an unchanged entry keeps its bytes but for `prev`), in one atomic
+    /// batch, and the tail follows. Refuses a chain that does not verify first,
+    /// since recomputing hashes would hide a break. Holds the chain throughout.
+    /// Not durable until the caller flushes.
+    pub fn rewrite_for_erasure(
+        &self,
+        key: &PublicKey,
+        pseudonym: &Pseudonym,
+        hub: &PublicKey,
+    ) -> Result<ErasureRewrite, RewriteError> {
+        let mut chain = self.lock();
+        let needle = key.to_b64();
+        let mut out = ErasureRewrite {
+            pseudonym: pseudonym.clone(),
+            entries_changed: 0,
+            subjects_replaced: 0,
+            envelopes_erased: 0,
+            first_rewritten: None,
+            old_hash: None,
+            new_hash: None,
+            old_last_hash: chain.tail.hash,
+            new_last_hash: chain.tail.hash,
+        };
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
+        // A chain pruned by retention starts after its anchor, which stays valid:
+        // the first kept entry's `prev` never changes here.
+        let anchor = anchor(&self.store)?;
+        let (mut old_prev, mut new_prev) = (anchor.hash, anchor.hash);
+        let mut expected = anchor.seq + 1;
+        for item in self.store.audit_entries() {
+            let (seq, stored) = item.map_err(|e| ChainBreak {
+                seq: expected,
+                reason: BreakReason::Unreadable(e.to_string()),
+            })?;
+            if seq != 0 && seq <= anchor.seq {
+                // Pruned, its removal cut short: not part of the chain any more.
+                continue;
+            }
+            if seq != expected {
+                let reason = if seq == 0 {
+                    BreakReason::SeqZero
+                } else {
+                    BreakReason::Missing { next: seq }
+                };
+                return Err(ChainBreak { seq, reason }.into());
+            }
+            let (old_hash, _) = verify_entry(seq, &old_prev, &stored).map_err(broken(seq))?;
+            let body_bytes = &stored[65..];
+            let mut body: EntryBody =
+                from_json_object(std::str::from_utf8(body_bytes).unwrap_or_default())
+                    .map_err(|e| broken(seq)(BreakReason::Malformed(e.to_string())))?;
+            let mut changed = false;
+            if body.subject == Some(EntrySubject::Key(*key)) {
+                body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
+                out.subjects_replaced += 1;
+                changed = true;
+            }
+            for env in &mut body.envelopes {
+                let EntryEnvelope::Signed(signed) = env else {
+                    continue;
+                };
+                let names_key = signed.key == *hub && signed.payload.contains(&needle);
+                if signed.key == *key || names_key {
+                    let json = serde_json::to_vec(signed).unwrap_or_default();
+                    let digest = EntryHash(Sha256::digest(&json).into());
+                    *env = EntryEnvelope::Erased(ErasedEnvelope { erased: digest });
+                    out.envelopes_erased += 1;
+                    changed = true;
+                }
+            }
+            if changed || !writes.is_empty() {
+                let new_body = if changed {
+                    body.prev = new_prev;
+                    out.entries_changed += 1;
+                    serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt {
+                        tree: "seq_audit",
+                        reason: format!("an entry could not be encoded: {e}"),
+                    })?
+                } else {
+                    // Same bytes but the link: `prev` is the third field, and the
+                    // fields before it are numbers, so its text occurs first.
+                    let text = std::str::from_utf8(body_bytes).unwrap_or_default();
+                    let from = format!(r#""prev":"{}""#, old_prev.to_hex());
+                    let to = format!(r#""prev":"{}""#, new_prev.to_hex());
+                    text.replacen(&from, &to, 1).into_bytes()
+                };
+                let new_hash = EntryHash::of_entry(&new_prev, &new_body);
+                if out.first_rewritten.is_none() {
+                    out.first_rewritten = Some(seq);
+                    out.old_hash = Some(old_hash);
+                    out.new_hash = Some(new_hash);
+                }
+                let mut bytes = new_hash.to_hex().into_bytes();
+                bytes.push(b'\n');
+                bytes.extend_from_slice(&new_body);
+                writes.push((seq, bytes));
+                new_prev = new_hash;
+            } else {
+                new_prev = old_hash;
+            }
+            old_prev = old_hash;
+            expected = seq + 1;
+        }
+        if !writes.is_empty() {
+            self.store.rewrite_audit_for_erasure(&writes)?;
+            chain.tail.hash = new_prev;
+            out.new_last_hash = new_prev;
+        }
+        Ok(out)
+    }
+}
+
 /// A chain that verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -396,11 +690,27 @@ pub struct VerifyReport {
     /// The last entry's hash (all zeros for an empty chain). Keep it elsewhere to
     /// detect later rewriting or truncation.
     pub last_hash: EntryHash,
+    /// How many envelopes were erased at a person's request (accepted unsigned).
+    pub erased_envelopes: u64,
+    /// How many entries retention pruned from the front (the anchor's seq): the
+    /// chain's last seq is `pruned + entries`.
+    pub pruned: u64,
 }
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} entries, last hash {}", self.entries, self.last_hash)
+        write!(f, "{} entries, last hash {}", self.entries, self.last_hash)?;
+        if self.pruned > 0 {
+            write!(f, " ({} earlier entries pruned by retention)", self.pruned)?;
+        }
+        if self.erased_envelopes > 0 {
+            write!(
+                f,
+                " ({} envelopes erased at a person's request)",
+                self.erased_envelopes
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -475,10 +785,17 @@ pub enum BreakReason {
 /// Checks the whole chain in `store`, in order: seqs run 1, 2, 3 ... with none
 /// missing; each entry parses; names its own seq; names the previous entry's hash as
 /// `prev` (zeros for entry 1); hashes to its stored hash; and carries at least one
-/// envelope, every one of which verifies strictly. Stops at the first break.
+/// envelope, every one of which verifies strictly, except an envelope erased at a
+/// person's request (`{"erased":"<hex>"}`), which has no signature left and is
+/// counted instead. Stops at the first break.
+///
+/// A chain pruned by retention is checked from its anchor (see "Retention" above):
+/// seqs run from `anchor.seq + 1`, whose `prev` is the anchor's hash.
 pub fn verify(store: &Store) -> Result<VerifyReport, ChainBreak> {
-    let mut last_seq = 0u64;
-    let mut last_hash = EntryHash::GENESIS;
+    let anchor = anchor(store).map_err(|e| broken(0)(BreakReason::Unreadable(e.to_string())))?;
+    let mut last_seq = anchor.seq;
+    let mut last_hash = anchor.hash;
+    let mut erased_envelopes = 0u64;
     for item in store.audit_entries() {
         let expected = last_seq + 1;
         let (seq, stored) =
@@ -486,16 +803,23 @@ pub fn verify(store: &Store) -> Result<VerifyReport, ChainBreak> {
         if seq == 0 {
             return Err(broken(0)(BreakReason::SeqZero));
         }
+        if seq <= anchor.seq {
+            // Pruned; its removal was cut short. The next retention pass ends it.
+            continue;
+        }
         if seq != expected {
             return Err(broken(expected)(BreakReason::Missing { next: seq }));
         }
-        let hash = verify_entry(seq, &last_hash, &stored).map_err(broken(seq))?;
+        let (hash, erased) = verify_entry(seq, &last_hash, &stored).map_err(broken(seq))?;
         last_seq = seq;
         last_hash = hash;
+        erased_envelopes += erased as u64;
     }
     Ok(VerifyReport {
-        entries: last_seq,
+        entries: last_seq - anchor.seq,
+        pruned: anchor.seq,
         last_hash,
+        erased_envelopes,
     })
 }
 
@@ -503,8 +827,13 @@ fn broken(seq: u64) -> impl FnOnce(BreakReason) -> ChainBreak {
     move |reason| ChainBreak { seq, reason }
 }
 
-/// Checks one stored entry against the hash of the entry before; returns its hash.
-fn verify_entry(seq: u64, prev: &EntryHash, stored: &[u8]) -> Result<EntryHash, BreakReason> {
+/// Checks one stored entry against the hash of the entry before; returns its hash
+/// and how many of its envelopes are erased.
+fn verify_entry(
+    seq: u64,
+    prev: &EntryHash,
+    stored: &[u8],
+) -> Result<(EntryHash, usize), BreakReason> {
     let (entry, body) = AuditEntry::parse(stored)?;
     if entry.seq != seq {
         return Err(BreakReason::WrongSeq {
@@ -525,18 +854,19 @@ fn verify_entry(seq: u64, prev: &EntryHash, stored: &[u8]) -> Result<EntryHash, 
             computed,
         });
     }
-    if entry.envelopes.is_empty() {
+    let of = entry.envelopes.len() + entry.erased.len();
+    if of == 0 {
         return Err(BreakReason::NoEnvelope);
     }
-    let of = entry.envelopes.len();
-    for (i, env) in entry.envelopes.iter().enumerate() {
+    let positions = (0..of).filter(|i| !entry.erased.iter().any(|(e, _)| e == i));
+    for (i, env) in positions.zip(&entry.envelopes) {
         env.verify().map_err(|error| BreakReason::BadEnvelope {
             number: i + 1,
             of,
             error,
         })?;
     }
-    Ok(entry.hash)
+    Ok((entry.hash, entry.erased.len()))
 }
 
 /// Every entry, parsed, in order (not verified: use [`verify`] for that). An entry
@@ -551,6 +881,79 @@ pub fn entries(store: &Store) -> impl Iterator<Item = Result<AuditEntry, ChainBr
             .map(|(entry, _)| entry)
             .map_err(|reason| ChainBreak { seq, reason })
     })
+}
+
+/// Where a pruned chain starts: the seq and hash of the last entry retention removed
+/// from its front ([`EntryHash::GENESIS`] at seq 0 if none was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// The last pruned entry's seq (0: nothing pruned).
+    pub seq: u64,
+    /// Its hash: the `prev` of the first entry kept.
+    pub hash: EntryHash,
+}
+
+/// The chain's anchor in `store`.
+pub fn anchor(store: &Store) -> Result<Anchor, StoreError> {
+    Ok(match store.audit_anchor()? {
+        Some((seq, hash)) => Anchor {
+            seq,
+            hash: EntryHash(hash),
+        },
+        None => Anchor {
+            seq: 0,
+            hash: EntryHash::GENESIS,
+        },
+    })
+}
+
+/// The run of entries at the front of the chain (after the anchor) written before
+/// `before_ms`, if any: the anchor pruning them would leave, and how many they are.
+/// Stops at the first entry that is newer or does not verify, so only a sound
+/// stretch of the chain is ever pruned.
+pub fn expired_front(store: &Store, before_ms: u64) -> Result<Option<(Anchor, u64)>, StoreError> {
+    let start = anchor(store)?;
+    let mut last = start;
+    for item in store.audit_entries() {
+        let (seq, stored) = item?;
+        if seq <= start.seq {
+            continue;
+        }
+        if seq != last.seq + 1 {
+            break;
+        }
+        let Ok((entry, _)) = AuditEntry::parse(&stored) else {
+            break;
+        };
+        if entry.ts >= before_ms {
+            break;
+        }
+        let Ok((hash, _)) = verify_entry(seq, &last.hash, &stored) else {
+            break;
+        };
+        last = Anchor { seq, hash };
+    }
+    Ok((last.seq > start.seq).then_some((last, last.seq - start.seq)))
+}
+
+impl AuditLog {
+    /// Prunes the chain's front through `through` (from [`expired_front`]): stores
+    /// the new anchor, then removes the entries (not durable until a commit).
+    /// Refuses to prune the last entry: append the entry that records the pruning
+    /// first, so the chain is never empty and the record precedes the removal.
+    pub fn prune(&self, through: Anchor) -> Result<usize, StoreError> {
+        if through.seq >= self.tail().0 {
+            return Err(StoreError::Corrupt {
+                tree: "seq_audit",
+                reason: format!(
+                    "refusing to prune through entry {}: it is the last one",
+                    through.seq
+                ),
+            });
+        }
+        self.store.put_audit_anchor(through.seq, through.hash.0)?;
+        self.store.remove_audit_through(through.seq)
+    }
 }
 
 /// Why a data folder could not be opened for verification.
@@ -830,7 +1233,10 @@ mod tests {
     fn an_envelope_changed_under_a_rewritten_chain_is_caught_by_its_signature() {
         let (_dir, store, _log) = chain(3);
         rewrite_from(&store, 2, |body| {
-            body.envelopes[0].payload = body.envelopes[0].payload.replace("t2", "t7");
+            let EntryEnvelope::Signed(env) = &mut body.envelopes[0] else {
+                unreachable!("a signed envelope")
+            };
+            env.payload = env.payload.replace("t2", "t7");
         });
         let (seq, reason) = broken_at(&store);
         assert_eq!(seq, 2);
@@ -856,7 +1262,11 @@ mod tests {
         edit(&store, 2, &sig, std::str::from_utf8(&other).unwrap());
         assert_eq!(broken_at(&store).0, 2);
         let (_dir, store, _log) = chain(3);
-        rewrite_from(&store, 2, |body| body.envelopes[0].sig.0[3] ^= 1);
+        rewrite_from(&store, 2, |body| {
+            if let EntryEnvelope::Signed(env) = &mut body.envelopes[0] {
+                env.sig.0[3] ^= 1;
+            }
+        });
         let (seq, reason) = broken_at(&store);
         assert_eq!(seq, 2);
         assert!(

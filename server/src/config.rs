@@ -48,6 +48,8 @@ pub struct Config {
     /// Serve the WebSocket conformance echo endpoint (tests/autobahn only; the
     /// hidden `--conformance-echo` flag, no file key).
     pub conformance_echo: bool,
+    /// How long each kind of data is kept, and how often the job runs.
+    pub retention: crate::retention::RetentionSettings,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             outbox_capacity: 4096,
             outbox_bytes: 1024 * 1024,
             auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,
+            retention: crate::retention::RetentionSettings::default(),
         }
     }
 }

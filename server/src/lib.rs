@@ -29,6 +29,8 @@
 //! - [`hub`] — the shared state; [`config`] — flags and validation; [`clock`].
 //! - [`escalation`] — distress flags, the on-call rota, deadlines, re-routing and
 //!   the pager hook, in one router task.
+//! - [`retention`] — how long each kind of data is kept; the job that deletes
+//!   what expired and records it in the audit chain.
 //! - [`text`] — the one rule for free-text fields.
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
 //!
@@ -42,6 +44,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod erase;
 pub mod error;
 pub mod escalation;
 pub mod export;
@@ -52,6 +55,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod retention;
 pub mod session;
 pub mod store;
 pub mod text;
@@ -113,6 +117,7 @@ pub struct Server {
     base_url: String,
     tokens: StartTokens,
     tls: Option<TlsSetup>,
+    retention: retention::RetentionHandle,
 }
 
 impl Server {
@@ -217,6 +222,8 @@ impl Server {
             // Commands on the folder then need a stopped server; serving goes on.
             Err(error) => tracing::warn!(%error, "control socket unavailable"),
         }
+        // Stops when the hub starts shutting down; shutdown waits for it with the groups.
+        let retention = retention::start(hub.clone(), config.retention.clone(), &groups);
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
         tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
         Ok(Self {
@@ -229,6 +236,7 @@ impl Server {
             base_url,
             tokens,
             tls,
+            retention,
         })
     }
 
@@ -278,6 +286,11 @@ impl Server {
             ));
         }
         links
+    }
+
+    /// The retention job (tests wait on its passes).
+    pub fn retention(&self) -> &retention::RetentionHandle {
+        &self.retention
     }
 
     /// The shared state (tests and admin tools).

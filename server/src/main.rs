@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
         Some(Command::Rota(command)) => rota(command),
         Some(Command::Restore { from, data }) => restore(&from, &data),
+        Some(Command::Erase { data, key }) => erase(&data, &key),
         Some(command) => operate(command),
         None => {
             let check_only = cli.serve.check_config;
@@ -151,7 +152,9 @@ fn operate(command: Command) -> ExitCode {
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }
-        Command::Audit(_) | Command::Rota(_) | Command::Restore { .. } => return ExitCode::from(2),
+        Command::Audit(_) | Command::Rota(_) | Command::Restore { .. } | Command::Erase { .. } => {
+            return ExitCode::from(2)
+        }
     };
     match peerhub_server::admin::run(&data, request) {
         Ok(output) => {
@@ -172,6 +175,52 @@ fn operate(command: Command) -> ExitCode {
         }
         Err(error) => {
             eprintln!("peerhub {name}: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Erasure needs the folder to itself: a running server holds members in memory.
+fn erase(data: &std::path::Path, key: &str) -> ExitCode {
+    let key = match peerhub_protocol::PublicKey::parse(key) {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("peerhub erase: --key: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = || -> Result<serde_json::Value, String> {
+        if !peerhub_server::store::Store::exists_in(data) {
+            return Err(format!("{}: no peerhub data folder here", data.display()));
+        }
+        let store = peerhub_server::store::Store::open(data).map_err(|error| {
+            if error.is_in_use() {
+                format!(
+                    "{} is in use by a running server: stop it first (erasure needs the \
+                     folder to itself)",
+                    data.display()
+                )
+            } else {
+                error.to_string()
+            }
+        })?;
+        let audit = audit::AuditLog::open(store.clone()).map_err(|e| e.to_string())?;
+        let now = peerhub_server::clock::Clock::system().now_ms();
+        let report = peerhub_server::erase::erase_key(&store, &audit, &key, now)
+            .map_err(|e| e.to_string())?;
+        store.flush().map_err(|e| e.to_string())?;
+        Ok(serde_json::to_value(&report).unwrap_or_default())
+    };
+    match run() {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("peerhub erase: {error}");
             ExitCode::from(2)
         }
     }

@@ -87,6 +87,20 @@ pub enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Erase one person's personal data from a STOPPED server's data folder: their
+    /// messages become tombstones (seqs kept), their display names and signed joins
+    /// are removed, their account goes, and the audit chain keeps its entries with
+    /// a pseudonym in place of the key. Safeguarding records (escalations, the
+    /// facilitators' notes in records) are kept until retention deletes them.
+    /// Audited (`admin.erase`). Prints what it changed as JSON.
+    Erase {
+        /// The hub's data folder (stop the server first).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The person's public key (base64url).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
     /// Print everything the hub holds about one key as JSON: the person's own
     /// messages (with their signatures), memberships, records, escalations as they
     /// may see them, and audit entries. The export itself is audited.

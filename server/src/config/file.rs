@@ -197,10 +197,10 @@ impl Default for FileSettings {
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
-                chat_history_days: 30,
-                safeguarding_days: 2922,
-                audit_days: 2922,
-                interval_secs: 3600,
+                chat_history_days: config.retention.chat_history_days.unwrap_or(0),
+                safeguarding_days: config.retention.safeguarding_days.unwrap_or(0),
+                audit_days: config.retention.audit_days.unwrap_or(0),
+                interval_secs: config.retention.interval.as_secs(),
             },
         }
     }
@@ -516,6 +516,11 @@ impl FileSettings {
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
+        let days = |d: u32| Some(d).filter(|d| *d > 0);
+        config.retention.chat_history_days = days(self.retention.chat_history_days);
+        config.retention.safeguarding_days = days(self.retention.safeguarding_days);
+        config.retention.audit_days = days(self.retention.audit_days);
+        config.retention.interval = Duration::from_secs(self.retention.interval_secs);
         Ok((self.listen, config))
     }
 
@@ -598,6 +603,23 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn file_values_reach_the_server_config_and_zero_days_keep_for_ever() {
+        let mut settings = FileSettings::default();
+        settings.retention.chat_history_days = 0;
+        settings.retention.audit_days = 400;
+        settings.limits.max_members_per_group = 12;
+        settings.limits.login_timeout_secs = 7;
+        settings.metrics.public = true;
+        let (_, config) = settings.validate().unwrap();
+        assert_eq!(config.retention.chat_history_days, None);
+        assert_eq!(config.retention.audit_days, Some(400));
+        assert_eq!(config.retention.safeguarding_days, Some(2922));
+        assert_eq!(config.limits.max_members_per_group, 12);
+        assert_eq!(config.auth_timeout, std::time::Duration::from_secs(7));
+        assert!(config.metrics_public);
     }
 
     #[test]

@@ -410,3 +410,45 @@ async fn groups_are_created_and_rescheduled_on_a_running_server() {
     let joined = person.join("evening", "River", None).await;
     let _ = joined;
 }
+
+#[tokio::test]
+async fn erase_needs_a_stopped_server_and_leaves_a_verifiable_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ProcessServer::start(&data, &[]).await;
+    let mut admin = server.admin().await;
+    admin.create_group("circle", "Circle").await;
+    let river = Identity::generate();
+    let mut client = Client::connect(server.addr).await;
+    client.login(&river).await;
+    client.join("circle", "Marigold", None).await;
+    client
+        .post("circle", "words that are mine to take back")
+        .await;
+    let data_arg = path(&data);
+    let key = river.key().to_string();
+    let out = peerhub(args(&["erase", "--data", &data_arg, "--key", &key])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("stop it first"), "{}", text(&out));
+    drop(client);
+    server.signal("TERM");
+    server.wait().await;
+    let out = peerhub(args(&["erase", "--data", &data_arg, "--key", &key])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["pseudonym"].as_str().unwrap().starts_with("erased-"),
+        "{report}"
+    );
+    assert!(
+        !text(&out).contains(&key),
+        "the report does not name the key"
+    );
+    let out = peerhub(args(&["audit", "verify", "--data", &data_arg])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = peerhub(args(&["export", "--data", &data_arg, "--key", &key])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let export = String::from_utf8_lossy(&out.stdout);
+    assert!(!export.contains("words that are mine"), "{export}");
+    assert!(!export.contains("Marigold"), "{export}");
+}
