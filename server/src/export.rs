@@ -129,7 +129,7 @@ use peerhub_protocol::frame::{Channel, Redaction, Role};
 use peerhub_protocol::{GroupId, Kind, PublicKey, SignedEnvelope};
 use serde::Serialize;
 
-use crate::store::records::{EscalationRecord, Removal};
+use crate::store::records::Removal;
 use crate::store::{Store, StoreError};
 
 /// The `format` of the document [`export_key`] builds.
@@ -159,27 +159,7 @@ pub fn export_key(
     })
 }
 
-/// An escalation as the person it is about may read it, or `None` while telling
-/// them is withheld (imminent risk) and it is still open. The same rule as the
-/// protocol's escalation list for a non-supervisor: no context messages, no flag
-/// but their own, and nobody else's `raised`/`merged` step says who or how.
-pub fn subject_view(record: &EscalationRecord, key: &PublicKey) -> Option<EscalationView> {
-    let resolved = record.view.status == EscalationStatus::Resolved;
-    if record.view.about != *key || !(record.tell_subject || resolved) {
-        return None;
-    }
-    let mut view = record.view.clone();
-    view.context.clear();
-    view.flags.retain(|flag| flag.key == *key);
-    for step in &mut view.steps {
-        let someone_else = step.actor.is_some_and(|a| a != *key);
-        if someone_else && matches!(step.step.as_str(), "raised" | "merged") {
-            step.actor = None;
-            step.env = None;
-        }
-    }
-    Some(view)
-}
+pub use crate::escalation::subject_view;
 
 #[derive(Debug, Serialize)]
 struct Export {
@@ -437,7 +417,7 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
 mod tests {
     use super::*;
     use crate::audit::{AuditLog, NewEntry};
-    use crate::store::records::{MemberRecord, RecordRecord, StoredEvent};
+    use crate::store::records::{EscalationRecord, MemberRecord, RecordRecord, StoredEvent};
     use ed25519_dalek::SigningKey;
     use peerhub_protocol::escalation::{EscalationStep, Severity};
 

@@ -160,3 +160,29 @@ impl RouterHandle {
         let _ = self.tx.send(RouterCommand::Unregister { conn }).await;
     }
 }
+
+/// An escalation as the person it is about may read it, or `None` while telling
+/// them is withheld (imminent risk) and it is still open: the one rule for the
+/// protocol's escalation list (a non-supervisor's) and for a data export. It puts
+/// nobody at risk who asked for help for them: no context messages, no flag
+/// but their own, and nobody else's `raised`/`merged` step says who or how.
+pub fn subject_view(
+    record: &crate::store::records::EscalationRecord,
+    key: &PublicKey,
+) -> Option<peerhub_protocol::escalation::EscalationView> {
+    let resolved = record.view.status == peerhub_protocol::escalation::EscalationStatus::Resolved;
+    if record.view.about != *key || !(record.tell_subject || resolved) {
+        return None;
+    }
+    let mut view = record.view.clone();
+    view.context.clear();
+    view.flags.retain(|flag| flag.key == *key);
+    for step in &mut view.steps {
+        let someone_else = step.actor.is_some_and(|a| a != *key);
+        if someone_else && matches!(step.step.as_str(), "raised" | "merged") {
+            step.actor = None;
+            step.env = None;
+        }
+    }
+    Some(view)
+}

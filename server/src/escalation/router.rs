@@ -314,23 +314,12 @@ impl EscalationRouter {
         // unless telling them was withheld and it is still open — but not the
         // group's messages, nor who raised a flag about them or in what words: that
         // would put the people who asked for help for them at risk.
-        let mut mine = Vec::new();
-        for record in self.store.escalations()? {
-            let resolved = record.view.status == EscalationStatus::Resolved;
-            if record.view.about == *key && (record.tell_subject || resolved) {
-                let mut view = record.view;
-                view.context.clear();
-                view.flags.retain(|flag| flag.key == *key);
-                for step in &mut view.steps {
-                    let someone_else = step.actor.is_some_and(|a| a != *key);
-                    if someone_else && matches!(step.step.as_str(), "raised" | "merged") {
-                        step.actor = None;
-                        step.env = None;
-                    }
-                }
-                mine.push(view);
-            }
-        }
+        let mine = self
+            .store
+            .escalations()?
+            .iter()
+            .filter_map(|record| super::subject_view(record, key))
+            .collect();
         Ok(mine)
     }
 
