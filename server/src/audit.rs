@@ -138,6 +138,8 @@ pub mod action {
     pub const ADMIN_EXPORT: &str = "admin.export";
     /// An operator replaced a group's schedule (signed by the hub's key).
     pub const GROUP_SCHEDULE: &str = "group.schedule";
+    /// A data folder restored from a backup (signed by the hub's key).
+    pub const ADMIN_RESTORE: &str = "admin.restore";
     /// An operator erased one key's personal data (signed by the hub's key; see
     /// [`crate::erase`]).
     pub const ADMIN_ERASE: &str = "admin.erase";

@@ -238,7 +238,7 @@ fn restore(from: &std::path::Path, data: &std::path::Path) -> ExitCode {
         eprintln!("peerhub restore: {}: {error}", data.display());
         return ExitCode::from(2);
     }
-    match peerhub_server::store::Store::restore_from(data, std::io::BufReader::new(file)) {
+    match peerhub_server::admin::restore(data, std::io::BufReader::new(file)) {
         Ok(summary) => {
             println!(
                 "restored {} entries into {}; digest {}",

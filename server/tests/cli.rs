@@ -127,3 +127,51 @@ fn audit_verify_of_a_fresh_store_is_ok_with_no_entries() {
         format!("audit chain OK: 0 entries, last hash {}", "0".repeat(64))
     );
 }
+
+#[test]
+fn every_command_has_help_naming_its_options() {
+    let commands: &[(&[&str], &[&str])] = &[
+        (&["backup"], &["--data", "--out"]),
+        (&["restore"], &["--from", "--data"]),
+        (
+            &["invite"],
+            &["--data", "--role", "--group", "--hours", "--public-url"],
+        ),
+        (&["export"], &["--data", "--key"]),
+        (&["erase"], &["--data", "--key", "stop the server first"]),
+        (
+            &["group", "create"],
+            &[
+                "--data",
+                "--id",
+                "--title",
+                "--kind",
+                "--window",
+                "--agreement",
+            ],
+        ),
+        (&["group", "schedule"], &["--data", "--group", "--window"]),
+        (&["group", "list"], &["--data"]),
+        (&["rota", "list"], &["--data"]),
+        (&["rota", "set"], &["--data", "--file"]),
+        (&["audit", "verify"], &["--data"]),
+    ];
+    for (command, options) in commands {
+        let out = peerhub().args(*command).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command:?} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for option in *options {
+            assert!(
+                help.contains(option),
+                "{command:?} --help lacks {option}:\n{help}"
+            );
+        }
+    }
+    let out = peerhub().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "backup", "restore", "invite", "export", "erase", "group", "rota", "audit",
+    ] {
+        assert!(help.contains(command), "--help lacks the {command} command");
+    }
+}

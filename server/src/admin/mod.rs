@@ -88,6 +88,25 @@ pub fn run(dir: &Path, request: ops::AdminRequest) -> Result<serde_json::Value, 
     }
 }
 
+/// Restores a backup into `dir` (which must hold no store), checks it, and
+/// records the restore in its audit chain.
+pub fn restore(
+    dir: &Path,
+    input: impl std::io::BufRead,
+) -> Result<crate::store::backup::BackupSummary, AdminError> {
+    let (store, summary) =
+        Store::restore_open(dir, input).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let audit = AuditLog::open(store.clone())?;
+    let operator = ops::Operator {
+        store: &store,
+        audit: &audit,
+        now_ms: Clock::system().now_ms(),
+    };
+    operator.record_restore(&summary)?;
+    store.flush()?;
+    Ok(summary)
+}
+
 fn ask_running_server(
     dir: &Path,
     request: &ops::AdminRequest,

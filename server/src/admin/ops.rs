@@ -252,6 +252,20 @@ impl Operator<'_> {
         Ok(serde_json::json!({ "group": group, "windows": record.schedule.len() }))
     }
 
+    /// Records that this folder was restored from a backup whose digest checked
+    /// out (the entry comes after the restored chain, so the copy stays exact up to
+    /// it).
+    pub fn record_restore(
+        &self,
+        summary: &crate::store::backup::BackupSummary,
+    ) -> Result<(), AdminError> {
+        let payload = AdminPayload {
+            detail: Some(serde_json::to_string(summary).unwrap_or_default()),
+            ..self.admin_payload("restore")
+        };
+        self.audit_admin(action::ADMIN_RESTORE, payload)
+    }
+
     fn group_list(&self) -> Result<serde_json::Value, AdminError> {
         let groups: Vec<serde_json::Value> = self
             .store

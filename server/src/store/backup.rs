@@ -147,6 +147,14 @@ impl Store {
     /// Restores a backup into `dir`, which must not hold a store; on any failure
     /// the half-made store is removed again.
     pub fn restore_from(dir: &Path, input: impl BufRead) -> Result<BackupSummary, RestoreError> {
+        Self::restore_open(dir, input).map(|(_, summary)| summary)
+    }
+
+    /// [`Store::restore_from`], keeping the restored store open.
+    pub fn restore_open(
+        dir: &Path,
+        input: impl BufRead,
+    ) -> Result<(Store, BackupSummary), RestoreError> {
         if Store::exists_in(dir) {
             return Err(RestoreError::NotEmpty(dir.to_path_buf()));
         }
@@ -157,7 +165,10 @@ impl Store {
         result
     }
 
-    fn restore_inner(dir: &Path, input: impl BufRead) -> Result<BackupSummary, RestoreError> {
+    fn restore_inner(
+        dir: &Path,
+        input: impl BufRead,
+    ) -> Result<(Store, BackupSummary), RestoreError> {
         let bad = |why: String| RestoreError::Bad(why);
         let mut lines = input.lines();
         let header: Header = match lines.next() {
@@ -228,7 +239,7 @@ impl Store {
         // not in any tree: move it past every id restored.
         while store.db.generate_id().map_err(StoreError::from)? < max_id {}
         store.flush()?;
-        Ok(BackupSummary { entries, digest })
+        Ok((store, BackupSummary { entries, digest }))
     }
 }
 

@@ -134,6 +134,11 @@ async fn a_backup_taken_under_writes_restores_to_a_consistent_store() {
         let store = peerhub_server::store::Store::open(&restored).unwrap();
         let actions = audit_actions(&store);
         assert!(actions.contains(&"admin.backup".to_string()), "{actions:?}");
+        assert_eq!(
+            actions.last().map(String::as_str),
+            Some("admin.restore"),
+            "the restore is recorded after the restored chain"
+        );
     }
 
     // Serve the copy: every message acknowledged before the backup is there, in
