@@ -102,6 +102,28 @@ impl Identity {
         )
     }
 
+    /// A `record` envelope: a facilitator opens one `about` a member, or anyone it
+    /// concerns adds words `reply_to` an existing record.
+    pub fn record(
+        &self,
+        group: &str,
+        about: Option<PublicKey>,
+        reply_to: Option<u64>,
+        text: &str,
+    ) -> SignedEnvelope {
+        self.sign(
+            Kind::Record,
+            &peerhub_protocol::payload::RecordPayload {
+                group: gid(group),
+                about,
+                reply_to,
+                text: text.to_string(),
+                counter: self.next_counter(),
+                ts: now_ms(),
+            },
+        )
+    }
+
     /// A `join` envelope.
     pub fn join(&self, group: &str, name: &str) -> SignedEnvelope {
         self.sign(

@@ -5,7 +5,7 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{FlagPayload, RecordPayload, ReportPayload};
+use peerhub_protocol::payload::{FlagPayload, ReportPayload};
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
 use peerhub_server::audit::{self, AuditLog};
 use peerhub_server::erase::{erase_key, ERASED_NAME, TOMBSTONE_REASON};
@@ -114,23 +114,9 @@ async fn erasing_one_key_leaves_everyone_elses_data_intact() {
     private(&mut a, a_id.private_post("circle", fac_key, A_PRIVATE)).await;
     private(&mut fac, fac_id.private_post("circle", a_key, FAC_PRIVATE)).await;
     // A record about A, with A's reply.
-    let note = fac_id.signed(Kind::Record, |counter, ts| RecordPayload {
-        group: gid("circle"),
-        about: Some(a_key),
-        reply_to: None,
-        text: RECORD_NOTE.into(),
-        counter,
-        ts,
-    });
+    let note = fac_id.record("circle", Some(a_key), None, RECORD_NOTE);
     let record_id = record(&mut fac, note).await;
-    let reply = a_id.signed(Kind::Record, |counter, ts| RecordPayload {
-        group: gid("circle"),
-        about: None,
-        reply_to: Some(record_id),
-        text: RECORD_REPLY.into(),
-        counter,
-        ts,
-    });
+    let reply = a_id.record("circle", None, Some(record_id), RECORD_REPLY);
     record(&mut a, reply).await;
     // A flags themself; B reports A's message.
     let flagged = request(

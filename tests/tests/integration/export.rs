@@ -6,7 +6,7 @@ use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, Role};
 use peerhub_protocol::payload::{
     ControlAction, ControlPayload, EscalationActPayload, EscalationAction, FlagPayload,
-    RecordPayload, ReportPayload, StepOutPayload,
+    ReportPayload, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
 use peerhub_server::export::export_key;
@@ -247,23 +247,9 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
         .await,
     );
     // A record about A, and A's own words in it.
-    let note = fac_id.signed(Kind::Record, |counter, ts| RecordPayload {
-        group: gid("circle"),
-        about: Some(a_key),
-        reply_to: None,
-        text: RECORD_NOTE.into(),
-        counter,
-        ts,
-    });
+    let note = fac_id.record("circle", Some(a_key), None, RECORD_NOTE);
     let record_id = record(&mut fac, note).await;
-    let reply = a_id.signed(Kind::Record, |counter, ts| RecordPayload {
-        group: gid("circle"),
-        about: None,
-        reply_to: Some(record_id),
-        text: RECORD_REPLY.into(),
-        counter,
-        ts,
-    });
+    let reply = a_id.record("circle", None, Some(record_id), RECORD_REPLY);
     record(&mut a, reply).await;
     // B flags A (urgent); A flags themself (merged into the same escalation); a
     // supervisor takes it and closes it.
