@@ -231,11 +231,17 @@ impl Limits {
         self
     }
 
+    /// Counts one refusal by `limit`.
+    fn count_hit(&self, limit: &str) {
+        if let Some(hits) = &self.hits {
+            hits.with_label_values(&[limit]).inc();
+        }
+    }
+
+    /// `outcome`, counted when it is a refusal.
     fn hit<T>(&self, limit: &str, outcome: Result<T, u64>) -> Result<T, u64> {
         if outcome.is_err() {
-            if let Some(hits) = &self.hits {
-                hits.with_label_values(&[limit]).inc();
-            }
+            self.count_hit(limit);
         }
         outcome
     }
@@ -262,7 +268,7 @@ impl Limits {
                 .map_err(Refusal::TooFast)?;
         }
         let full = |why: &'static str| {
-            let _ = self.hit::<()>("connection_caps", Err(0));
+            self.count_hit("connection_caps");
             Refusal::Full(why)
         };
         let total = self
@@ -303,13 +309,14 @@ impl Limits {
     pub fn key_connection(&self, key: PublicKey) -> Result<Place<PublicKey>, ServerError> {
         let place = self
             .per_key
-            .take(key, self.settings.max_connections_per_key)
-            .ok_or(0);
-        self.hit("connections_per_key", place)
-            .map_err(|_| ServerError::RateLimited {
-                retry_after_ms: 5_000,
-                what: "too many connections for this key at once",
-            })
+            .take(key, self.settings.max_connections_per_key);
+        if place.is_none() {
+            self.count_hit("connections_per_key");
+        }
+        place.ok_or(ServerError::RateLimited {
+            retry_after_ms: 5_000,
+            what: "too many connections for this key at once",
+        })
     }
 
     /// A message from `key`.

@@ -189,29 +189,7 @@ fn erase(data: &std::path::Path, key: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let run = || -> Result<serde_json::Value, String> {
-        if !peerhub_server::store::Store::exists_in(data) {
-            return Err(format!("{}: no peerhub data folder here", data.display()));
-        }
-        let store = peerhub_server::store::Store::open(data).map_err(|error| {
-            if error.is_in_use() {
-                format!(
-                    "{} is in use by a running server: stop it first (erasure needs the \
-                     folder to itself)",
-                    data.display()
-                )
-            } else {
-                error.to_string()
-            }
-        })?;
-        let audit = audit::AuditLog::open(store.clone()).map_err(|e| e.to_string())?;
-        let now = peerhub_server::clock::Clock::system().now_ms();
-        let report = peerhub_server::erase::erase_key(&store, &audit, &key, now)
-            .map_err(|e| e.to_string())?;
-        store.flush().map_err(|e| e.to_string())?;
-        Ok(serde_json::to_value(&report).unwrap_or_default())
-    };
-    match run() {
+    match peerhub_server::admin::erase(data, &key) {
         Ok(report) => {
             println!(
                 "{}",
@@ -234,7 +212,15 @@ fn restore(from: &std::path::Path, data: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = std::fs::create_dir_all(data) {
+    // The data folder holds every conversation: owner-only.
+    let created = {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+    };
+    if let Err(error) = created {
         eprintln!("peerhub restore: {}: {error}", data.display());
         return ExitCode::from(2);
     }

@@ -307,7 +307,7 @@ pub fn run_pass(
 
 /// Runs one pass on a running hub at `now_ms` (off the async workers) and commits
 /// what it wrote before returning.
-pub async fn run_once(
+async fn run_once(
     hub: &Hub,
     settings: &RetentionSettings,
     now_ms: u64,

@@ -307,3 +307,23 @@ fn help_documents_the_layers_and_every_flag() {
         );
     }
 }
+
+#[test]
+fn environment_values_take_their_keys_types() {
+    // A folder named 2024 is a folder, not a number; a boolean key wants a boolean.
+    let out = check(
+        &[
+            ("PEERHUB_DATA", "2024"),
+            ("PEERHUB_PUBLIC_URL", "true"),
+            ("PEERHUB_DEMO", "true"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(value(&out, "", "data"), "\"2024\"");
+    assert_eq!(value(&out, "", "public_url"), "\"true\"");
+    assert_eq!(value(&out, "", "demo"), "true");
+    let out = check(&[("PEERHUB_DEMO", "yes")], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("PEERHUB_DEMO"), "{}", stderr(&out));
+}

@@ -107,6 +107,20 @@ pub fn restore(
     Ok(summary)
 }
 
+/// Erases one key's personal data from a stopped server's folder (see
+/// [`crate::erase`]); a running server holds members in memory, so it is refused.
+pub fn erase(
+    dir: &Path,
+    key: &peerhub_protocol::PublicKey,
+) -> Result<crate::erase::ErasureReport, AdminError> {
+    let store = open_stopped(dir)?;
+    let audit = AuditLog::open(store.clone())?;
+    let report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    store.flush()?;
+    Ok(report)
+}
+
 fn ask_running_server(
     dir: &Path,
     request: &ops::AdminRequest,

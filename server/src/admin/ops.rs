@@ -60,6 +60,20 @@ pub enum AdminRequest {
     },
 }
 
+impl AdminRequest {
+    /// The command's name, for logs (no arguments: they can name people).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Backup { .. } => "backup",
+            Self::Invite { .. } => "invite",
+            Self::GroupList => "group list",
+            Self::GroupCreate { .. } => "group create",
+            Self::GroupSchedule { .. } => "group schedule",
+            Self::Export { .. } => "export",
+        }
+    }
+}
+
 /// Someone acting on a hub's data: its store and audit chain, at a time.
 #[derive(Debug)]
 pub struct Operator<'a> {
@@ -127,24 +141,38 @@ impl Operator<'_> {
     }
 
     fn backup(&self, out: PathBuf) -> Result<serde_json::Value, AdminError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let file_error = |reason: String| AdminError::File {
             path: out.clone(),
             reason,
         };
+        // It holds everything: owner-only, like the data folder.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&out)
             .map_err(|e| file_error(e.to_string()))?;
-        // The copy holds the record of itself.
-        self.audit_admin(action::ADMIN_BACKUP, self.admin_payload("backup"))?;
-        let mut writer = std::io::BufWriter::new(file);
-        let summary = self.store.backup_to(&mut writer, self.now_ms)?;
-        writer
-            .into_inner()
-            .map_err(|e| file_error(e.to_string()))?
-            .sync_all()
-            .map_err(|e| file_error(e.to_string()))?;
+        let copied = (|| {
+            // The copy holds the record of itself.
+            self.audit_admin(action::ADMIN_BACKUP, self.admin_payload("backup"))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let summary = self.store.backup_to(&mut writer, self.now_ms)?;
+            writer
+                .into_inner()
+                .map_err(|e| file_error(e.to_string()))?
+                .sync_all()
+                .map_err(|e| file_error(e.to_string()))?;
+            Ok(summary)
+        })();
+        let summary = match copied {
+            Ok(summary) => summary,
+            Err(error) => {
+                // No half-written file that looks like a backup.
+                let _ = std::fs::remove_file(&out);
+                return Err(error);
+            }
+        };
         Ok(serde_json::json!({
             "file": out,
             "entries": summary.entries,

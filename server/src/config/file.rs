@@ -349,26 +349,29 @@ impl figment::Provider for Named {
     }
 }
 
-/// An environment value as the type its key wants: lists are comma-separated,
-/// numbers and booleans are parsed as TOML would, anything else is a string.
+/// An environment value as the type its key's default has: a list is
+/// comma-separated, a number or a boolean is parsed (and left as text, for figment
+/// to refuse with the key named, when it is not one), a string stays a string
+/// whatever it looks like (`PEERHUB_DATA=2024` is a folder).
 fn env_value(key: &str, value: &str) -> figment::value::Value {
     use figment::value::Value;
-    if key == "allow_origins" {
-        let items = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| Value::from(s.to_string()))
-            .collect::<Vec<_>>();
-        return Value::from(items);
+    let default = Figment::from(Serialized::defaults(FileSettings::default()))
+        .find_value(key)
+        .ok();
+    let text = || Value::from(value.to_string());
+    match default {
+        Some(Value::Array(..)) => Value::from(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::from(s.to_string()))
+                .collect::<Vec<_>>(),
+        ),
+        Some(Value::Bool(..)) => value.parse::<bool>().map_or_else(|_| text(), Value::from),
+        Some(Value::Num(..)) => value.parse::<u64>().map_or_else(|_| text(), Value::from),
+        _ => text(),
     }
-    if let Ok(b) = value.parse::<bool>() {
-        return Value::from(b);
-    }
-    if let Ok(n) = value.parse::<u64>() {
-        return Value::from(n);
-    }
-    Value::from(value.to_string())
 }
 
 impl FileSettings {

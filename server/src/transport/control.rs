@@ -21,6 +21,14 @@ use crate::hub::Hub;
 /// Longest request line accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// How long a client may take to send its request line (a stuck or idle client
+/// must not hold anything).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the command waits for the server's answer (a backup of a large store
+/// takes a while).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Binds the socket at `path` (replacing a stale one: the store's lock proves no
 /// other server uses this folder), owner-only.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -40,29 +48,40 @@ pub async fn serve(listener: UnixListener, path: PathBuf, hub: Arc<Hub>) {
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES as u64));
-        let reply = match reader.read_line(&mut line).await {
-            Ok(_) => match serde_json::from_str::<AdminRequest>(&line) {
-                Ok(request) => execute(&hub, request).await,
-                Err(e) => Reply::Error(format!("not a request: {e}")),
-            },
-            Err(e) => Reply::Error(format!("reading the request: {e}")),
-        };
-        let mut text = serde_json::to_string(&reply).unwrap_or_default();
-        text.push('\n');
-        let _ = write.write_all(text.as_bytes()).await;
+        // Each client on its own task: one that sends nothing holds no one else.
+        hub.connections.spawn(answer(stream, hub.clone()));
     }
     let _ = std::fs::remove_file(&path);
 }
 
+/// Reads one request line (within [`REQUEST_TIMEOUT`] and [`MAX_REQUEST_BYTES`]),
+/// carries it out and writes the reply.
+async fn answer(stream: tokio::net::UnixStream, hub: Arc<Hub>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES as u64 + 1));
+    let read = tokio::select! {
+        _ = hub.shutdown.cancelled() => return,
+        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)) => read,
+    };
+    let reply = match read {
+        Err(_) => Reply::Error("no request line in time".into()),
+        Ok(Err(e)) => Reply::Error(format!("reading the request: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST_BYTES => {
+            Reply::Error(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        }
+        Ok(Ok(_)) => match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(request) => execute(&hub, request).await,
+            Err(e) => Reply::Error(format!("not a request: {e}")),
+        },
+    };
+    let mut text = serde_json::to_string(&reply).unwrap_or_default();
+    text.push('\n');
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
 async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
-    let name = format!("{request:?}")
-        .split([' ', '{'])
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let name = request.name();
     let reload = match &request {
         AdminRequest::GroupSchedule { group, .. } => Some(group.clone()),
         _ => None,
@@ -95,6 +114,8 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
 /// Sends `request` to the server listening at `path` and waits for its reply.
 pub fn ask(path: &Path, request: &AdminRequest) -> std::io::Result<Reply> {
     let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut line = serde_json::to_string(request).unwrap_or_default();
     line.push('\n');
     stream.write_all(line.as_bytes())?;

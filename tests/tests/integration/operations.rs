@@ -449,3 +449,47 @@ async fn erase_needs_a_stopped_server_and_leaves_a_verifiable_chain() {
     assert!(!export.contains("words that are mine"), "{export}");
     assert!(!export.contains("Marigold"), "{export}");
 }
+
+#[tokio::test]
+async fn the_control_socket_answers_bad_requests_and_an_idle_client_holds_no_one() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = ProcessServer::start(&data, &[]).await;
+    let _admin = server.admin().await;
+    let socket = data.join("admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600,
+        "owner-only"
+    );
+    // A client that connects and says nothing holds no one else up.
+    let _idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let out = peerhub(args(&["group", "list", "--data", &path(&data)])).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // Bad lines get a clear error each.
+    let ask = |line: Vec<u8>| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+            stream.write_all(&line).unwrap();
+            let mut answer = String::new();
+            BufReader::new(stream).read_line(&mut answer).unwrap();
+            answer
+        })
+    };
+    let answer = ask(b"not a request\n".to_vec()).await.unwrap();
+    assert!(
+        answer.contains("\"error\"") && answer.contains("not a request"),
+        "{answer}"
+    );
+    let answer = ask(br#"{"command":"erase_everything"}"#.iter().chain(b"\n").copied().collect())
+        .await
+        .unwrap();
+    assert!(answer.contains("\"error\""), "{answer}");
+    let mut long = vec![b'x'; 70 * 1024];
+    long.push(b'\n');
+    let answer = ask(long).await.unwrap();
+    assert!(answer.contains("longer than 65536 bytes"), "{answer}");
+}
