@@ -187,6 +187,31 @@ async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
 }
 
 #[tokio::test]
+async fn a_header_the_proxy_does_not_write_cannot_pick_an_address() {
+    // nginx, Caddy and Traefik write X-Forwarded-For and pass a client's own
+    // Forwarded header through untouched: only the configured header is read.
+    let server = TestServer::start_with(|c| {
+        c.trusted_proxies = proxy_on_loopback(ClientAddressHeader::XForwardedFor);
+        c.limits.max_pending_logins = 50;
+    })
+    .await;
+    let attack = flood(server.addr, ip("127.0.0.1"), 60, |i| {
+        vec![
+            ("forwarded", format!("for=198.18.0.{}", i + 1)),
+            ("x-forwarded-for", "203.0.113.66".to_string()),
+        ]
+    })
+    .await;
+    genuine_login(
+        server.addr,
+        ip("127.0.0.1"),
+        &[("x-forwarded-for", "198.51.100.7")],
+    )
+    .await;
+    held_back_at_the_cap(&attack);
+}
+
+#[tokio::test]
 async fn a_malformed_client_address_from_a_trusted_proxy_is_refused_with_400() {
     for (header, bad) in [
         (
@@ -251,6 +276,54 @@ async fn an_idle_upgrade_is_closed_by_the_login_timeout_and_gives_its_place_back
         .expect("a place came free")
         .login(&Identity::generate())
         .await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_failed_logins_are_limited_per_client_not_per_proxy() {
+    let server = TestServer::start_with(|c| {
+        c.trusted_proxies = proxy_on_loopback(ClientAddressHeader::XForwardedFor);
+        c.limits.failed_logins_per_ip_per_minute = 1; // burst 10
+    })
+    .await;
+    let mut held_back = false;
+    // A guesser behind the proxy rotates its address within its /64 and its key on
+    // every connection (so the per-key limit never trips); each connection may
+    // fail three times, and the third closes it before the address is counted.
+    for i in 0..10 {
+        let me = Identity::generate();
+        let forwarded = format!("2001:db8:66:1::{:x}", i + 1);
+        let mut guesser = Client::connect_from(
+            server.addr,
+            ip("127.0.0.1"),
+            &[("x-forwarded-for", &forwarded)],
+        )
+        .await
+        .expect("upgrade");
+        for _ in 0..3 {
+            guesser
+                .send(&peerhub_protocol::ClientFrame::Auth {
+                    id: None,
+                    env: me.auth("wrong challenge"),
+                })
+                .await;
+        }
+        let closed = guesser.expect_closed().await;
+        if closed.reason.contains("wait a minute") {
+            held_back = true;
+            break;
+        }
+    }
+    assert!(
+        held_back,
+        "the client behind the proxy is held back, though the proxy is loopback"
+    );
+    // Someone else behind the same proxy is not.
+    genuine_login(
+        server.addr,
+        ip("127.0.0.1"),
+        &[("x-forwarded-for", "198.51.100.7")],
+    )
+    .await;
 }
 
 #[tokio::test]
