@@ -45,6 +45,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Serve `/metrics` to any address (default: to this machine only).
     pub metrics_public: bool,
+    /// Reverse proxies whose header says who the client is (per-address limits
+    /// then apply to the client, not to the proxy).
+    pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
     /// Serve the WebSocket conformance echo endpoint (tests/autobahn only; the
     /// hidden `--conformance-echo` flag, no file key).
     pub conformance_echo: bool,
@@ -65,6 +68,7 @@ impl Config {
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             allowed_origins: Vec::new(),
             metrics_public: false,
+            trusted_proxies: Default::default(),
             conformance_echo: false,
             outbox_capacity: 4096,
             outbox_bytes: 1024 * 1024,

@@ -25,6 +25,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Serve `/metrics` to any address, not only to this machine.
     pub metrics_public: bool,
+    /// Proxies whose client-address header is believed (`transport::forwarded`).
+    pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
     /// Serve the echo endpoint the WebSocket conformance suite drives
     /// (`transport::echo`); off in every real deployment.
     pub conformance_echo: bool,

@@ -200,6 +200,7 @@ impl Server {
                 auth_timeout: config.auth_timeout,
                 allowed_origins: config.allowed_origins.clone(),
                 metrics_public: config.metrics_public,
+                trusted_proxies: config.trusted_proxies.clone(),
                 conformance_echo: config.conformance_echo,
             },
         });

@@ -5,13 +5,20 @@
 //! always told, with a code and a time to retry: a rate-limited distress flag is
 //! answered like any other request, never dropped in silence.
 //!
-//! Per-IP limits and caps do not apply to loopback addresses unless
-//! `limit_loopback` is set: behind a local reverse proxy every client arrives from
-//! 127.0.0.1, and the proxy is the place to limit them.
+//! Per-address limits (new connections, open connections, connections not yet
+//! logged in, failed logins) count an IPv6 address by its /64 — one subscriber's
+//! allocation, in which an attacker may pick any of 2^64 addresses — and an
+//! IPv4-mapped IPv6 address as the IPv4 address it is ([`address_key`]).
+//!
+//! The address is the client's: behind a configured trusted proxy it is the one
+//! the proxy names (`transport::forwarded`), so these limits work behind nginx.
+//! Loopback addresses are exempt unless `limit_loopback` is set: without a
+//! trusted-proxy list, every client behind a local proxy arrives from 127.0.0.1,
+//! and limiting that one address would limit everyone together.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +54,8 @@ pub struct LimitSettings {
     pub max_connections_per_key: usize,
     /// Connections that have not logged in yet.
     pub max_pending_logins: usize,
+    /// Connections from one address (an IPv6 /64) that have not logged in yet.
+    pub max_pending_logins_per_ip: usize,
     /// Members one group may have.
     pub max_members_per_group: usize,
     /// Apply per-IP limits to loopback addresses too.
@@ -71,6 +80,7 @@ impl Default for LimitSettings {
             max_connections_per_ip: 1_000,
             max_connections_per_key: 16,
             max_pending_logins: 2_000,
+            max_pending_logins_per_ip: 20,
             max_members_per_group: 1_000,
             limit_loopback: false,
             ping_interval: Duration::from_secs(30),
@@ -150,13 +160,30 @@ impl<K: Hash + Eq + Clone + Send + 'static> Drop for Place<K> {
     }
 }
 
+/// The key an address is counted under by every per-address limit: IPv4 as it
+/// is (IPv4-mapped IPv6 included), IPv6 by its /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+    }
+}
+
 /// Places a connection holds while it is open.
 #[derive(Debug)]
 pub struct ConnectionTicket {
     _total: Place<()>,
     _ip: Option<Place<IpAddr>>,
     /// Held until the connection logs in.
-    pub pending_login: Option<Place<()>>,
+    pub pending_login: Option<PendingLogin>,
+}
+
+/// A connection's places under the caps on connections not logged in yet: in
+/// all, and from its address (when per-address limits apply to it).
+#[derive(Debug)]
+pub struct PendingLogin {
+    _total: Place<()>,
+    _ip: Option<Place<IpAddr>>,
 }
 
 /// Why a connection was turned away before the WebSocket handshake.
@@ -181,6 +208,7 @@ pub struct Limits {
     per_ip: Arc<Counts<IpAddr>>,
     per_key: Arc<Counts<PublicKey>>,
     pending: Arc<Counts<()>>,
+    pending_per_ip: Arc<Counts<IpAddr>>,
     /// Where hits are counted (`peerhub_rate_limited_total`), when running in a hub.
     hits: Option<prometheus::IntCounterVec>,
 }
@@ -220,6 +248,7 @@ impl Limits {
             per_ip: Counts::new(),
             per_key: Counts::new(),
             pending: Counts::new(),
+            pending_per_ip: Counts::new(),
             settings,
             hits: None,
         }
@@ -257,12 +286,13 @@ impl Limits {
     }
 
     fn limits_ip(&self, ip: &IpAddr) -> bool {
-        self.settings.limit_loopback || !ip.is_loopback()
+        self.settings.limit_loopback || !ip.to_canonical().is_loopback()
     }
 
-    /// Admits a new connection from `ip`, or says why not.
+    /// Admits a new connection from the client address `ip`, or says why not.
     pub fn admit_connection(&self, ip: IpAddr) -> Result<ConnectionTicket, Refusal> {
         let per_ip = self.limits_ip(&ip);
+        let ip = address_key(ip);
         if per_ip {
             self.hit("connections", check(&self.connects, &ip))
                 .map_err(Refusal::TooFast)?;
@@ -283,6 +313,18 @@ impl Limits {
             ),
             false => None,
         };
+        // One address's share first, so that it cannot take the whole pool.
+        let pending_ip = match per_ip {
+            true => Some(
+                self.pending_per_ip
+                    .take(ip, self.settings.max_pending_logins_per_ip)
+                    .ok_or_else(|| {
+                        self.count_hit("pending_logins_per_address");
+                        Refusal::Full("too many connections from your address waiting to log in")
+                    })?,
+            ),
+            false => None,
+        };
         let pending = self
             .pending
             .take((), self.settings.max_pending_logins)
@@ -290,13 +332,17 @@ impl Limits {
         Ok(ConnectionTicket {
             _total: total,
             _ip: ip_place,
-            pending_login: Some(pending),
+            pending_login: Some(PendingLogin {
+                _total: pending,
+                _ip: pending_ip,
+            }),
         })
     }
 
     /// Counts a failed login; `Err` once the address or key has failed too often.
     pub fn failed_login(&self, ip: IpAddr, key: Option<&PublicKey>) -> Result<(), u64> {
         if self.limits_ip(&ip) {
+            let ip = address_key(ip);
             self.hit("failed_logins_per_address", check(&self.failed_ip, &ip))?;
         }
         if let Some(key) = key {
@@ -429,5 +475,116 @@ mod tests {
             matches!(capped.admit_connection(lo), Err(Refusal::Full(_))),
             "then the cap"
         );
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:ffff::1")),
+            address_key(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(address_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_ne!(
+            address_key(ip("::ffff:203.0.113.7")),
+            address_key(ip("::ffff:203.0.113.8")),
+            "mapped IPv4 addresses are not one /64"
+        );
+        assert_eq!(address_key(ip("203.0.113.7")), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn pending_logins_are_capped_per_address_and_per_64_within_the_pool() {
+        let limits = Limits::new(LimitSettings {
+            max_pending_logins: 5,
+            max_pending_logins_per_ip: 2,
+            ..LimitSettings::default()
+        });
+        let a = limits.admit_connection(ip("2001:db8::1")).unwrap();
+        let _b = limits.admit_connection(ip("2001:db8::ffff:2")).unwrap();
+        assert_eq!(
+            limits.admit_connection(ip("2001:db8::3")).err(),
+            Some(Refusal::Full(
+                "too many connections from your address waiting to log in"
+            )),
+            "a third from the same /64"
+        );
+        let _c = limits.admit_connection(ip("2001:db8:0:1::1")).unwrap();
+        let _d = limits.admit_connection(ip("198.51.100.1")).unwrap();
+        let _e = limits.admit_connection(ip("::ffff:198.51.100.1")).unwrap();
+        assert!(
+            limits.admit_connection(ip("198.51.100.1")).is_err(),
+            "the mapped form is the same address"
+        );
+        assert_eq!(
+            limits.admit_connection(ip("192.0.2.1")).err(),
+            Some(Refusal::Full("too many connections waiting to log in")),
+            "the pool is full"
+        );
+        // Logging in gives both places back.
+        let mut a = a;
+        a.pending_login = None;
+        assert!(limits.admit_connection(ip("2001:db8::4")).is_ok());
+        assert_eq!(limits.connection_counts(), (5, 4), "a is open, logged in");
+    }
+
+    #[test]
+    fn every_per_address_limit_counts_a_64_as_one() {
+        let limits = Limits::new(LimitSettings {
+            connects_per_ip_per_minute: 4,      // burst 2
+            failed_logins_per_ip_per_minute: 1, // burst 10
+            ..LimitSettings::default()
+        });
+        let _one = limits.admit_connection(ip("2001:db8:5:6::1")).unwrap();
+        let _two = limits.admit_connection(ip("2001:db8:5:6::2")).unwrap();
+        assert!(matches!(
+            limits.admit_connection(ip("2001:db8:5:6::3")),
+            Err(Refusal::TooFast(_))
+        ));
+        assert!(limits.admit_connection(ip("2001:db8:5:7::1")).is_ok());
+        for i in 0..10 {
+            let rotating = ip(&format!("2001:db8:9:9::{:x}", i + 1));
+            limits.failed_login(rotating, None).unwrap();
+        }
+        assert!(limits.failed_login(ip("2001:db8:9:9::ff"), None).is_err());
+        assert!(limits.failed_login(ip("2001:db8:9:a::1"), None).is_ok());
+
+        let capped = Limits::new(LimitSettings {
+            max_connections_per_ip: 1,
+            ..LimitSettings::default()
+        });
+        let _held = capped.admit_connection(ip("2001:db8::1")).unwrap();
+        assert_eq!(
+            capped.admit_connection(ip("2001:db8::2")).err(),
+            Some(Refusal::Full("too many connections from your address"))
+        );
+    }
+
+    #[test]
+    fn mapped_loopback_is_loopback() {
+        let limits = Limits::new(LimitSettings {
+            max_pending_logins_per_ip: 1,
+            ..LimitSettings::default()
+        });
+        let _a = limits.admit_connection(ip("::ffff:127.0.0.1")).unwrap();
+        let _b = limits.admit_connection(ip("::ffff:127.0.0.1")).unwrap();
+        let strict = Limits::new(LimitSettings {
+            max_pending_logins_per_ip: 1,
+            limit_loopback: true,
+            ..LimitSettings::default()
+        });
+        let _c = strict.admit_connection(ip("127.0.0.1")).unwrap();
+        assert!(strict.admit_connection(ip("::ffff:127.0.0.1")).is_err());
     }
 }

@@ -91,7 +91,8 @@ enum End {
 pub struct Link {
     /// The connection's id.
     pub conn: ConnId,
-    /// The peer's address (for per-address limits; never logged).
+    /// The client's address: the TCP peer's, or the one a trusted proxy named
+    /// (for per-address limits; never logged).
     pub peer: IpAddr,
     /// Places held under the caps while the connection is open.
     pub ticket: ConnectionTicket,
@@ -236,6 +237,10 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         session.hub.router.unregister(conn).await;
     }
     tracing::debug!(%conn, reason = ?end, "connection closing");
+    // A connection that is closing waits to log in no more: its place under the
+    // pending-login caps comes back now, not after a peer that ignores the close
+    // has run out the closing handshake's time.
+    session.ticket.pending_login = None;
     match end {
         End::Shutdown => {
             let frame = ServerFrame::Shutdown {

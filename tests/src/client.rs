@@ -69,6 +69,42 @@ impl Client {
         Self::handshake(format!("ws://{addr}/ws"), Either::Right(tcp)).await
     }
 
+    /// Connects over plain ws from the local address `from` (any of 127.0.0.0/8
+    /// on Linux, so tests can be several clients), with extra request `headers`
+    /// (a proxy's `X-Forwarded-For`, say); reads `hello`. `Err` is the HTTP status
+    /// of a refused upgrade.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket.bind(SocketAddr::new(from, 0)).expect("bind");
+        let tcp = socket.connect(addr).await.expect("tcp connect");
+        let mut request = format!("ws://{addr}/ws")
+            .into_client_request()
+            .expect("request");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        match tokio_tungstenite::client_async(request, Either::Right(tcp)).await {
+            Ok((ws, _)) => Ok(Self::greeted(ws).await),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("websocket handshake: {other}"),
+        }
+    }
+
     /// Connects over wss, trusting what `config` trusts, and reads `hello`.
     pub async fn connect_tls(
         addr: SocketAddr,
@@ -92,6 +128,11 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .expect("websocket handshake");
+        Self::greeted(ws).await
+    }
+
+    /// A client on an open WebSocket, once it has read `hello`.
+    async fn greeted(ws: WebSocketStream<Stream>) -> Self {
         let mut client = Self {
             ws,
             challenge: String::new(),

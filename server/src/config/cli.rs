@@ -349,13 +349,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub commands_per_second: Option<u32>,
     /// Apply per-address limits to loopback too (off: behind a local proxy every
-    /// client arrives from 127.0.0.1) [key: limits.limit_loopback].
+    /// client arrives from 127.0.0.1; list the proxy with --trusted-proxy instead)
+    /// [key: limits.limit_loopback].
     #[arg(long)]
     pub limit_loopback: bool,
     /// A browser origin allowed to connect besides the hub's own; repeatable
     /// [key: allow_origins].
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// A reverse proxy (address or block) whose client-address header is believed;
+    /// repeatable [key: trusted_proxies].
+    #[arg(long = "trusted-proxy", value_name = "ADDRESS[/BITS]")]
+    pub trusted_proxy: Vec<String>,
     /// Time to acknowledge an emergency, per routing level [key:
     /// escalation.emergency_deadline_ms; default 60000].
     #[arg(long, value_name = "MS")]
@@ -440,6 +445,14 @@ impl ServeArgs {
                 .map(|o| Value::from(o.clone()))
                 .collect();
             set("allow_origins", Value::from(list));
+        }
+        if !self.trusted_proxy.is_empty() {
+            let list: Vec<Value> = self
+                .trusted_proxy
+                .iter()
+                .map(|o| Value::from(o.clone()))
+                .collect();
+            set("trusted_proxies", Value::from(list));
         }
         for (value, key) in [
             (self.store_cache_mb, "store.cache_mb"),

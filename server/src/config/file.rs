@@ -35,6 +35,10 @@ pub struct FileSettings {
     pub log_json: bool,
     /// Browser origins allowed to open a WebSocket besides the hub's own.
     pub allow_origins: Vec<String>,
+    /// Reverse proxies (addresses or blocks) whose header names the client.
+    pub trusted_proxies: Vec<String>,
+    /// The header they write: `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub client_address_header: String,
     /// TLS.
     pub tls: TlsSection,
     /// Distress escalation.
@@ -105,6 +109,8 @@ pub struct LimitsSection {
     pub max_connections_per_key: usize,
     /// Connections not logged in yet.
     pub max_pending_logins: usize,
+    /// Connections not logged in yet from one address (an IPv6 /64).
+    pub max_pending_logins_per_ip: usize,
     /// Members per group.
     pub max_members_per_group: usize,
     /// Apply per-address limits to loopback too.
@@ -163,6 +169,8 @@ impl Default for FileSettings {
             demo: false,
             log_json: false,
             allow_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            client_address_header: config.trusted_proxies.header.name().to_string(),
             tls: TlsSection::default(),
             escalation: EscalationSection {
                 emergency_deadline_ms: escalation.emergency_deadline.as_millis() as u64,
@@ -184,6 +192,7 @@ impl Default for FileSettings {
                 max_connections_per_ip: limits.max_connections_per_ip,
                 max_connections_per_key: limits.max_connections_per_key,
                 max_pending_logins: limits.max_pending_logins,
+                max_pending_logins_per_ip: limits.max_pending_logins_per_ip,
                 max_members_per_group: limits.max_members_per_group,
                 limit_loopback: limits.limit_loopback,
                 ping_interval_secs: limits.ping_interval.as_secs(),
@@ -239,6 +248,8 @@ pub const KEYS: &[&str] = &[
     "demo",
     "log_json",
     "allow_origins",
+    "trusted_proxies",
+    "client_address_header",
     "tls.cert",
     "tls.key",
     "tls.self_signed",
@@ -259,6 +270,7 @@ pub const KEYS: &[&str] = &[
     "limits.max_connections_per_ip",
     "limits.max_connections_per_key",
     "limits.max_pending_logins",
+    "limits.max_pending_logins_per_ip",
     "limits.max_members_per_group",
     "limits.limit_loopback",
     "limits.ping_interval_secs",
@@ -452,6 +464,10 @@ impl FileSettings {
             ),
             ("limits.max_pending_logins", l.max_pending_logins as u64),
             (
+                "limits.max_pending_logins_per_ip",
+                l.max_pending_logins_per_ip as u64,
+            ),
+            (
                 "limits.max_members_per_group",
                 l.max_members_per_group as u64,
             ),
@@ -509,6 +525,7 @@ impl FileSettings {
         limits.max_connections_per_ip = l.max_connections_per_ip;
         limits.max_connections_per_key = l.max_connections_per_key;
         limits.max_pending_logins = l.max_pending_logins;
+        limits.max_pending_logins_per_ip = l.max_pending_logins_per_ip;
         limits.max_members_per_group = l.max_members_per_group;
         limits.limit_loopback = l.limit_loopback;
         limits.ping_interval = Duration::from_secs(l.ping_interval_secs);
@@ -519,6 +536,18 @@ impl FileSettings {
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
+        config.trusted_proxies.header = self.client_address_header.parse().map_err(|()| {
+            ConfigError::File(format!(
+                "client_address_header must be \"x-forwarded-for\" or \"forwarded\", not {:?}",
+                self.client_address_header
+            ))
+        })?;
+        config.trusted_proxies.blocks = self
+            .trusted_proxies
+            .iter()
+            .map(|entry| entry.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::File(format!("trusted_proxies (--trusted-proxy): {e}")))?;
         let days = |d: u32| Some(d).filter(|d| *d > 0);
         config.retention.chat_history_days = days(self.retention.chat_history_days);
         config.retention.safeguarding_days = days(self.retention.safeguarding_days);
@@ -623,6 +652,68 @@ mod tests {
         assert_eq!(config.limits.max_members_per_group, 12);
         assert_eq!(config.auth_timeout, std::time::Duration::from_secs(7));
         assert!(config.metrics_public);
+    }
+
+    #[test]
+    fn trusted_proxies_reach_the_config_and_bad_ones_are_refused_by_key() {
+        let mut settings = FileSettings {
+            trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.0/8".into(), "fd00::/8".into()],
+            client_address_header: "Forwarded".into(),
+            ..FileSettings::default()
+        };
+        settings.limits.max_pending_logins_per_ip = 3;
+        let (_, config) = settings.clone().validate().unwrap();
+        let proxies = &config.trusted_proxies;
+        assert_eq!(proxies.blocks.len(), 3);
+        assert!(proxies.trusts("10.200.0.1".parse().unwrap()));
+        assert!(proxies.trusts("fd12::1".parse().unwrap()));
+        assert!(!proxies.trusts("127.0.0.2".parse().unwrap()));
+        assert_eq!(
+            proxies.header,
+            crate::transport::forwarded::ClientAddressHeader::Forwarded
+        );
+        assert_eq!(config.limits.max_pending_logins_per_ip, 3);
+        assert!(FileSettings::default()
+            .validate()
+            .unwrap()
+            .1
+            .trusted_proxies
+            .blocks
+            .is_empty());
+
+        let mut bad = settings.clone();
+        bad.trusted_proxies = vec!["nginx.local".into()];
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("trusted_proxies"), "{error}");
+        let mut bad = settings.clone();
+        bad.client_address_header = "x-real-ip".into();
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("client_address_header"), "{error}");
+        let mut zero = settings;
+        zero.limits.max_pending_logins_per_ip = 0;
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_environment_as_a_list() {
+        let env = [
+            (
+                "PEERHUB_TRUSTED_PROXIES".to_string(),
+                "127.0.0.1, 10.0.0.0/8".to_string(),
+            ),
+            (
+                "PEERHUB_CLIENT_ADDRESS_HEADER".to_string(),
+                "forwarded".to_string(),
+            ),
+            (
+                "PEERHUB_LIMITS_MAX_PENDING_LOGINS_PER_IP".to_string(),
+                "7".to_string(),
+            ),
+        ];
+        let settings = load(None, &env, Figment::new()).unwrap();
+        assert_eq!(settings.trusted_proxies, ["127.0.0.1", "10.0.0.0/8"]);
+        assert_eq!(settings.client_address_header, "forwarded");
+        assert_eq!(settings.limits.max_pending_logins_per_ip, 7);
     }
 
     #[test]

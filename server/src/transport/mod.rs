@@ -8,12 +8,17 @@
 //!                                              └─ anything else → embedded client files
 //! ```
 //!
+//! An upgrade is admitted under the connection caps by its client's address: the
+//! TCP peer's, or — when the peer is a trusted proxy — the one the proxy names
+//! ([`forwarded`]).
+//!
 //! Every accepted connection is a task on the hub's connection tracker, and every
 //! one of them watches the shutdown token: HTTP connections finish their request
 //! and close; WebSocket sessions say goodbye (see `session`).
 
 pub mod control;
 pub mod echo;
+pub mod forwarded;
 pub mod ops;
 pub mod tls;
 pub mod ws;
@@ -185,7 +190,7 @@ struct Handshake {
     accept: String,
     /// Resolves to the raw connection once the 101 response is sent.
     on_upgrade: hyper::upgrade::OnUpgrade,
-    /// The peer's address.
+    /// The client's address: the TCP peer's, or the one a trusted proxy names.
     peer: std::net::IpAddr,
     /// The connection's place under the connection caps, held while it lives.
     ticket: crate::limits::ConnectionTicket,
@@ -243,11 +248,15 @@ fn check_upgrade(hub: &Hub, request: &mut Request) -> Result<Handshake, Response
             "this page's origin may not connect to this hub",
         ));
     }
-    let peer = request
+    let tcp_peer = request
         .extensions()
         .get::<PeerAddr>()
         .map(|p| p.0.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // Behind a trusted proxy, the client is who the proxy says (`forwarded`).
+    let peer =
+        forwarded::client_address(tcp_peer, request.headers(), &hub.settings.trusted_proxies)
+            .map_err(|bad| refuse(StatusCode::BAD_REQUEST, bad.0))?;
     let ticket = match hub.limits.admit_connection(peer) {
         Ok(ticket) => ticket,
         Err(Refusal::TooFast(retry_ms)) => {

@@ -16,6 +16,7 @@ mod http;
 mod invites;
 mod limits;
 mod login;
+mod login_flood;
 mod logs;
 mod metrics;
 mod operations;
