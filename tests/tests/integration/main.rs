@@ -12,6 +12,7 @@ mod erase;
 mod escalation;
 mod export;
 mod groups;
+mod history;
 mod http;
 mod invites;
 mod limits;
