@@ -25,3 +25,4 @@ mod retention;
 mod safety_case;
 mod shutdown;
 mod tls;
+mod waiting_room;
