@@ -598,6 +598,50 @@ mod tests {
     }
 
     #[test]
+    fn knocks_count_toward_the_waiting_room_and_only_people_present_fill_the_room() {
+        let mut r = room(true, None, vec![]);
+        let waiting = add(&mut r, 1, vec![]);
+        let admitted = add(&mut r, 2, vec![]);
+        let declined = add(&mut r, 3, vec![]);
+        let removed = add(&mut r, 4, vec![]);
+        let staff = add(&mut r, 5, vec![Role::Facilitator]);
+        r.members
+            .get_mut(&admitted)
+            .unwrap()
+            .record
+            .admitted_session = Some(1);
+        r.members
+            .get_mut(&declined)
+            .unwrap()
+            .record
+            .declined_session = Some(1);
+        r.members.get_mut(&removed).unwrap().record.removed =
+            Some(crate::store::records::Removal {
+                session: None,
+                reason: None,
+            });
+        assert!(r.is_waiting_only(&waiting) && r.is_waiting_only(&declined));
+        assert!(!r.is_waiting_only(&admitted) && !r.is_waiting_only(&removed));
+        assert!(!r.is_waiting_only(&staff));
+        assert_eq!(
+            r.waiting(),
+            vec![waiting],
+            "a decline is a bar, not a knock"
+        );
+        // The room counts those in it who are here: the admitted member and staff.
+        assert_eq!(r.occupancy(|_| true), 2);
+        assert_eq!(r.occupancy(|k| *k == staff), 1);
+        assert_eq!(r.occupancy(|k| *k == waiting), 0);
+        // A knock expires from its first join; nothing else does.
+        r.members.get_mut(&waiting).unwrap().record.first_joined_ms = 1_000;
+        assert_eq!(r.next_wakeup(0, 60_000), Some(61_000));
+        assert_eq!(r.next_wakeup(61_000, 60_000), None);
+        // In the next session the decline lapses and that knock counts again.
+        r.state.session = 2;
+        assert_eq!(r.waiting().len(), 2);
+    }
+
+    #[test]
     fn channels_are_read_by_their_audience_only() {
         let mut r = room(false, None, vec![]);
         let p = add(&mut r, 1, vec![]);
