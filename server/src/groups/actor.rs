@@ -132,6 +132,9 @@ pub(super) enum Deferred {
     Record(Option<PublicKey>, ServerFrame),
     /// An operator's clearing of the waiting room is durable: how many left.
     Cleared(oneshot::Sender<Result<usize, ServerError>>, usize),
+    /// A knock was forgotten while its person was here: facilitators see them
+    /// leave (their last standing, offline), as no record is left to read it from.
+    Forgotten(peerhub_protocol::frame::MemberInfo),
 }
 
 pub(crate) struct GroupActor {
@@ -372,8 +375,12 @@ impl GroupActor {
     /// again). Returns how many left.
     pub(super) fn clear_waiting_room(&mut self) -> Result<usize, ServerError> {
         let waiting = self.room.waiting();
+        let now = self.clock.now_ms();
         for key in &waiting {
             if self.is_online(key) {
+                if let Some(info) = self.room.member_info(key, false, now) {
+                    self.deferred.push(Deferred::Forgotten(info));
+                }
                 self.deferred.push(Deferred::Dismiss(
                     *key,
                     "waiting_cleared",
@@ -933,6 +940,17 @@ impl GroupActor {
             }
             Deferred::Cleared(reply, n) => {
                 let _ = reply.send(Ok(n));
+            }
+            Deferred::Forgotten(info) => {
+                let frame = frame_bytes(&ServerFrame::Presence {
+                    group: self.room.group.id.clone(),
+                    member: info,
+                });
+                for subscriber in self.subscribers.values() {
+                    if self.room.is_facilitator(&subscriber.key) {
+                        subscriber.outbox.push(&frame);
+                    }
+                }
             }
         }
     }

@@ -396,6 +396,11 @@ impl GroupActor {
             .copied()
             .collect();
         for key in knocks {
+            if self.is_online(&key) {
+                if let Some(info) = self.room.member_info(&key, false, now) {
+                    self.deferred.push(Deferred::Forgotten(info));
+                }
+            }
             self.forget_member(&key)?;
         }
         Ok(())

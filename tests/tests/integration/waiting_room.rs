@@ -365,6 +365,13 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
         matches!(frame, ServerFrame::Dismissed { ref reason, .. } if reason == "waiting_cleared"),
         "{frame:?}"
     );
+    // The facilitator sees them leave the waiting room.
+    let here_key = here_id.key();
+    fac.recv_matching(|f| {
+        matches!(f, ServerFrame::Presence { member, .. } if member.key == here_key && !member.online)
+    })
+    .await
+    .unwrap();
     assert!(audited(&server.hub().store)
         .iter()
         .any(|a| a == "control.clear_waiting"));
