@@ -55,6 +55,8 @@ const SENTENCES = {
   removed: "A facilitator has taken you out of this group. You can still get help from the helplines.",
   taken: "Someone else has already taken this on.",
   full: "This group is full at the moment. Please try again a little later.",
+  waiting_room_full:
+    "The waiting room is full at the moment. Please try again a little later, or use the helplines if you need support now.",
   rate_limited: "That was a little fast. Please wait a moment before trying again.",
   shutting_down: "The server is restarting. You'll be reconnected automatically.",
   internal: "Something went wrong on the server, and nothing was changed. Please try again.",

@@ -67,7 +67,7 @@ export function channelProblem(channel, kind, payload, key) {
       return payload.to === undefined ? null : "wrong_channel";
     }
     if (kind === Kind.CONTROL) {
-      return action === "decline" || action === "check_in" ? "wrong_channel" : null;
+      return action === "decline" || action === "check_in" || action === "clear_waiting" ? "wrong_channel" : null;
     }
     return "wrong_channel";
   }
@@ -75,7 +75,7 @@ export function channelProblem(channel, kind, payload, key) {
     if (kind === Kind.REPORT) {
       return null;
     }
-    return kind === Kind.CONTROL && action === "decline" ? null : "wrong_channel";
+    return kind === Kind.CONTROL && (action === "decline" || action === "clear_waiting") ? null : "wrong_channel";
   }
   const keys = pairKeys(channel);
   if (!keys || !keys.includes(key)) {

@@ -51,6 +51,7 @@ export const DismissReason = Object.freeze({
   DECLINED: "declined",
   REMOVED: "removed",
   SESSION_ENDED: "session_ended",
+  WAITING_CLEARED: "waiting_cleared",
 });
 
 /** Group kinds (payload.rs `GroupKind`). */
@@ -312,6 +313,7 @@ export const Control = Object.freeze({
   checkIn: (member) => ({ do: "check_in", member }),
   openSession: () => ({ do: "open_session" }),
   endSession: () => ({ do: "end_session" }),
+  clearWaiting: () => ({ do: "clear_waiting" }),
 });
 
 // ---- channels (frame.rs `Channel`) ----
@@ -518,6 +520,7 @@ const ACTION_SHAPES = {
   check_in: (a) => isKey(a.member),
   open_session: () => true,
   end_session: () => true,
+  clear_waiting: () => true,
 };
 
 // The fields each escalation action carries (payload.rs `EscalationAction`).

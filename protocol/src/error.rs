@@ -75,6 +75,8 @@ pub enum ErrorCode {
     Removed,
     /// The group has as many members as it may.
     Full,
+    /// The group's waiting room holds as many people as it may, all still here.
+    WaitingRoomFull,
     /// Someone else already took it (an escalation another supervisor acknowledged).
     Taken,
     /// Too many requests; retry after the time given.
@@ -120,6 +122,7 @@ impl ErrorCode {
             Self::Removed => "removed",
             Self::Taken => "taken",
             Self::Full => "full",
+            Self::WaitingRoomFull => "waiting_room_full",
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -159,6 +162,7 @@ impl ErrorCode {
         Self::Removed,
         Self::Taken,
         Self::Full,
+        Self::WaitingRoomFull,
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,

@@ -383,6 +383,10 @@ pub enum ControlAction {
     OpenSession,
     /// End the session: everyone is told and the room closes.
     EndSession,
+    /// Clear the waiting room: everyone who is waiting and was never admitted
+    /// leaves it (those connected are told, and may knock again). Written to the
+    /// staff channel: the group never knew they were waiting.
+    ClearWaiting,
 }
 
 impl ControlAction {
@@ -408,6 +412,7 @@ impl ControlAction {
             Self::CheckIn { .. } => "check_in",
             Self::OpenSession => "open_session",
             Self::EndSession => "end_session",
+            Self::ClearWaiting => "clear_waiting",
         }
     }
 

@@ -213,6 +213,7 @@ fn control_action() -> impl Strategy<Value = ControlAction> {
         public_key().prop_map(|member| ControlAction::CheckIn { member }),
         Just(ControlAction::OpenSession),
         Just(ControlAction::EndSession),
+        Just(ControlAction::ClearWaiting),
     ]
 }
 
@@ -763,6 +764,7 @@ fn actions_in_payloads_are_strict_objects() {
         "resume",
         "open_session",
         "end_session",
+        "clear_waiting",
     ] {
         assert!(
             control(&format!(r#"{{"do":"{action}"}}"#)).is_ok(),

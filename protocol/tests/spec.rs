@@ -705,7 +705,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
 fn control_variant(action: &ControlAction, by: PublicKey) -> (&'static str, Channel) {
     let name = action.name();
     let channel = match action {
-        ControlAction::Decline { .. } => Channel::Staff,
+        ControlAction::Decline { .. } | ControlAction::ClearWaiting => Channel::Staff,
         ControlAction::CheckIn { member } => Channel::pair(by, *member),
         ControlAction::Admit { .. }
         | ControlAction::Mute { .. }
@@ -761,6 +761,7 @@ fn every_control_action() -> Vec<ControlAction> {
         ControlAction::CheckIn { member },
         ControlAction::OpenSession,
         ControlAction::EndSession,
+        ControlAction::ClearWaiting,
     ]
 }
 

@@ -143,6 +143,8 @@ pub mod action {
     /// An operator erased one key's personal data (signed by the hub's key; see
     /// [`crate::erase`]).
     pub const ADMIN_ERASE: &str = "admin.erase";
+    /// An operator cleared a group's waiting room (signed by the hub's key).
+    pub const GROUP_CLEAR_WAITING: &str = "group.clear_waiting";
 }
 
 /// The domain separator hashed before every entry.

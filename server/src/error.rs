@@ -123,6 +123,9 @@ pub enum ServerError {
     /// The group has as many members as it may.
     #[error("this group is full")]
     Full,
+    /// The waiting room is full of people still connected.
+    #[error("the waiting room is full; please try again a little later, or ask for help from the helplines")]
+    WaitingRoomFull,
     /// Already taken by someone else.
     #[error("already acknowledged by another supervisor")]
     Taken(peerhub_protocol::PublicKey),
@@ -173,6 +176,7 @@ impl ServerError {
             Self::Taken(_) => ErrorCode::Taken,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Full => ErrorCode::Full,
+            Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Store(_) => ErrorCode::Internal,
         }

@@ -178,7 +178,7 @@ impl Server {
                 clock.clone(),
                 groups.clone(),
                 audit.clone(),
-                config.limits.max_members_per_group,
+                groups::GroupLimits::from_settings(&config.limits),
                 metrics.clone(),
                 groups::DEFAULT_RISK_PHRASES
                     .iter()

@@ -56,8 +56,16 @@ pub struct LimitSettings {
     pub max_pending_logins: usize,
     /// Connections from one address (an IPv6 /64) that have not logged in yet.
     pub max_pending_logins_per_ip: usize,
-    /// Members one group may have.
+    /// People one group's room may hold: participants admitted this session and
+    /// staff (people only waiting do not count).
     pub max_members_per_group: usize,
+    /// People one group's waiting room may hold (never admitted, not staff); a
+    /// newcomer past it replaces the longest-gone one who is offline, or is told
+    /// `waiting_room_full`.
+    pub max_waiting_per_group: usize,
+    /// A waiting-only record (never admitted) of someone not connected expires
+    /// this long after their first join; all of them expire when a session ends.
+    pub waiting_expiry: Duration,
     /// Apply per-IP limits to loopback addresses too.
     pub limit_loopback: bool,
     /// How often an idle connection is pinged.
@@ -82,6 +90,8 @@ impl Default for LimitSettings {
             max_pending_logins: 2_000,
             max_pending_logins_per_ip: 20,
             max_members_per_group: 1_000,
+            max_waiting_per_group: 200,
+            waiting_expiry: Duration::from_secs(3_600),
             limit_loopback: false,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),

@@ -149,6 +149,20 @@ fn operate(command: Command) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        Command::Group(GroupCommand::ClearWaiting { data, group }) => {
+            match peerhub_protocol::GroupId::parse(&group) {
+                Ok(group) => (
+                    "group clear-waiting",
+                    data,
+                    AdminRequest::GroupClearWaiting { group },
+                    None,
+                ),
+                Err(error) => {
+                    eprintln!("peerhub group clear-waiting: GROUP: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }

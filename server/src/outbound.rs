@@ -99,6 +99,20 @@ pub fn outbox(
 }
 
 impl Outbox {
+    /// Bytes this connection may still be sent before it counts as slow: the
+    /// bound less what already waits for it. Its session fills this much (at
+    /// least one frame) with history at a time, so an unread history holds no
+    /// more than a full outbox.
+    pub fn room(&self) -> usize {
+        self.max_bytes
+            .saturating_sub(self.queued.load(Ordering::Acquire))
+    }
+
+    /// Whether a sender found the queue full (the connection is closing as slow).
+    pub fn kicked(&self) -> &CancellationToken {
+        &self.kicked
+    }
+
     /// Queues a frame without waiting. Returns `false` if the connection is gone or
     /// was too slow (it is then kicked and will close with a reason).
     pub fn push(&self, frame: &FrameBytes) -> bool {

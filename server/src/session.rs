@@ -3,7 +3,10 @@
 //! The task owns the connection and selects over four things: the shutdown token,
 //! its `kicked` signal (its outbox filled up), its outbox (frames from group tasks:
 //! acks, events, presence) and the socket. Replies to its own requests (errors,
-//! `auth_ok`, `joined` and history) it writes directly. Signatures are verified
+//! `auth_ok`, `joined` and history) it writes directly, history in pages no larger
+//! than the room left in its outbox: a client that stops reading holds at most
+//! the outbox bound, and a write it does not take within the write timeout closes
+//! it as a slow consumer (4001), as a full outbox does. Signatures are verified
 //! here, so verification runs in parallel across connections; ordering and
 //! persistence belong to the group tasks.
 //!
@@ -36,14 +39,15 @@ use crate::hub::Hub;
 use crate::limits::{ConnectionTicket, Place};
 use crate::outbound::{self, ConnId, FrameBytes, Outbox};
 use crate::text::check_text;
-use crate::transport::ws::{Incoming, WsConnection};
+use crate::transport::ws::{Incoming, WriteFailed, WsConnection};
 
 /// Failed logins before the connection is closed.
 const MAX_FAILED_AUTHS: u32 = 3;
 /// Errors in a row before the connection is closed.
 const MAX_CONSECUTIVE_ERRORS: u32 = 20;
-/// Events read from the store per history page.
-const HISTORY_PAGE: usize = 256;
+/// Events read from the store at a time while filling a history page (a page
+/// itself is bounded in bytes by the room left in the outbox).
+const HISTORY_READ: usize = 32;
 /// Frames taken from the outbox per socket flush.
 const WRITE_BATCH: usize = 64;
 
@@ -114,6 +118,8 @@ struct Session {
     consecutive_errors: u32,
     /// A write failed: the connection is finished.
     dead: bool,
+    /// A write was not taken in time: the connection closes as a slow consumer.
+    slow: bool,
 }
 
 fn bytes(frame: &ServerFrame) -> FrameBytes {
@@ -163,6 +169,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         failed_auths: 0,
         consecutive_errors: 0,
         dead: false,
+        slow: false,
     };
     let auth_deadline = tokio::time::Instant::now() + session.hub.settings.auth_timeout;
     let shutdown = session.hub.shutdown.clone();
@@ -205,8 +212,10 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                     written = ws.send_all(frames) => written,
                     _ = kicked.cancelled() => break End::Slow,
                 };
-                if written.is_err() {
-                    break End::Gone;
+                match written {
+                    Ok(()) => {}
+                    Err(WriteFailed::TimedOut) => break End::Slow,
+                    Err(WriteFailed::Broken) => break End::Gone,
                 }
             }
             incoming = ws.recv() => {
@@ -223,6 +232,9 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                 };
                 if let Some(end) = verdict {
                     break end;
+                }
+                if session.slow {
+                    break End::Slow;
                 }
                 if session.dead {
                     break End::Gone;
@@ -287,8 +299,16 @@ impl Session {
     }
 
     async fn reply(&mut self, ws: &mut WsConnection, frame: &ServerFrame) {
-        if ws.send(bytes(frame)).await.is_err() {
-            self.dead = true;
+        if let Err(failed) = ws.send(bytes(frame)).await {
+            self.write_failed(failed);
+        }
+    }
+
+    /// Notes how a write failed: the connection is finished either way.
+    fn write_failed(&mut self, failed: WriteFailed) {
+        match failed {
+            WriteFailed::TimedOut => self.slow = true,
+            WriteFailed::Broken => self.dead = true,
         }
     }
 
@@ -728,6 +748,11 @@ impl Session {
         Ok(())
     }
 
+    /// Writes a channel's events after `from` up to `head`, a page at a time. A
+    /// page holds at most the room left in the outbox (and at least one event), so
+    /// history never holds more memory than the outbox would; a page the client
+    /// does not take within the write timeout, or live events overflowing its
+    /// outbox meanwhile, end the connection as a slow consumer.
     async fn send_history(
         &mut self,
         ws: &mut WsConnection,
@@ -737,22 +762,42 @@ impl Session {
         head: u64,
         facilitator: bool,
     ) -> Result<(), ServerError> {
-        while from < head && !self.dead {
-            let page = self
-                .hub
-                .store
-                .events_between(group, &channel, from, head, HISTORY_PAGE)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            let frames: Vec<FrameBytes> = page
-                .into_iter()
-                .map(|e| bytes(&history_frame(group, channel, e, facilitator)))
-                .collect();
-            if ws.send_all(frames).await.is_err() {
-                self.dead = true;
+        let kicked = self.outbox.kicked().clone();
+        while from < head && !self.dead && !self.slow {
+            let room = self.outbox.room();
+            let mut frames: Vec<FrameBytes> = Vec::new();
+            let mut page_bytes = 0;
+            'page: while from < head {
+                let events =
+                    self.hub
+                        .store
+                        .events_between(group, &channel, from, head, HISTORY_READ)?;
+                if events.is_empty() {
+                    // Nothing kept up to the head (deleted meanwhile): done.
+                    from = head;
+                    break;
+                }
+                for event in events {
+                    let seq = event.seq;
+                    let frame = bytes(&history_frame(group, channel, event, facilitator));
+                    if !frames.is_empty() && page_bytes + frame.len() > room {
+                        break 'page;
+                    }
+                    page_bytes += frame.len();
+                    frames.push(frame);
+                    from = seq;
+                }
             }
-            from = last;
+            if frames.is_empty() {
+                break;
+            }
+            let written = tokio::select! {
+                written = ws.send_all(frames) => written,
+                _ = kicked.cancelled() => Err(WriteFailed::TimedOut),
+            };
+            if let Err(failed) = written {
+                self.write_failed(failed);
+            }
         }
         Ok(())
     }

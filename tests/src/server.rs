@@ -196,6 +196,15 @@ impl TestServer {
         .await
     }
 
+    /// Gracefully stops the server and runs `f` on its data folder while it is
+    /// stopped (an operator's command on a stopped hub); the folder goes after.
+    pub async fn while_stopped<T>(mut self, f: impl FnOnce(&Path) -> T) -> T {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        f(&self.config.data_dir)
+    }
+
     /// Gracefully stops the server.
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {

@@ -58,6 +58,8 @@ export function describeControl(session, record) {
       return `${actor} opened a new session.`;
     case "end_session":
       return `${actor} ended the session.`;
+    case "clear_waiting":
+      return `${actor} cleared the waiting room.`;
     default:
       return `${actor} did something this version of the app can't describe. Reloading may help.`;
   }

@@ -14,6 +14,7 @@ const TITLES = {
   [DismissReason.DECLINED]: "You weren't let in this time",
   [DismissReason.REMOVED]: "You've been taken out of the group",
   [DismissReason.SESSION_ENDED]: "The session has ended",
+  [DismissReason.WAITING_CLEARED]: "The waiting room was cleared",
 };
 
 const DETAILS = {
@@ -22,6 +23,8 @@ const DETAILS = {
   [DismissReason.REMOVED]:
     "If you think this was a mistake, you can say so to the organisers. If you're struggling, the helplines below are there now.",
   [DismissReason.SESSION_ENDED]: "Nothing more is needed from you. You can close this page, or use Quick exit.",
+  [DismissReason.WAITING_CLEARED]:
+    "It isn't about you: everyone waiting was asked to leave. You can knock again. If you're struggling, the helplines below are there now.",
 };
 
 export function createDismissedView({ onRejoin, onHome }) {
@@ -47,7 +50,7 @@ export function createDismissedView({ onRejoin, onHome }) {
       next.textContent = Number.isFinite(nextMs)
         ? `The next session opens ${formatDateTime(nextMs)} (your local time).`
         : "The next session's time hasn't been set yet. The facilitators will let you know.";
-      rejoin.hidden = !ended;
+      rejoin.hidden = !ended && reason !== DismissReason.WAITING_CLEARED;
     },
   };
 }

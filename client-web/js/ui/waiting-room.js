@@ -1,7 +1,8 @@
 // The waiting room, as facilitators see it: who is waiting (or still reading the
 // agreement), with "Let in" and "Decline" (with an optional reason the person reads).
 //
-// Owns: #waiting-list, #waiting-count, #waiting-empty. Arrivals are announced through
+// Owns: #waiting-list, #waiting-count, #waiting-empty, and "Clear the waiting room"
+// (#waiting-clear, after a plain confirmation). Arrivals are announced through
 // the polite live region ("Ash is in the waiting room."), so a facilitator using a
 // screen reader hears them without leaving the conversation. Items are kept per key,
 // so a half-typed decline reason survives other arrivals.
@@ -35,7 +36,33 @@ export function createWaitingRoom({ onCheckIn }) {
   const count = byId("waiting-count");
   const empty = byId("waiting-empty");
   const items = new Map(); // key -> { li, update }
+  const clear = byId("waiting-clear");
+  const clearConfirm = byId("waiting-clear-confirm");
+  const clearYes = byId("waiting-clear-yes");
+  const clearNo = byId("waiting-clear-no");
+  const clearStatus = byId("waiting-clear-status");
   let session = null;
+
+  const closeConfirm = () => {
+    clearConfirm.hidden = true;
+    clear.setAttribute("aria-expanded", "false");
+  };
+  clear.addEventListener("click", () => {
+    clearConfirm.hidden = false;
+    clear.setAttribute("aria-expanded", "true");
+    clearYes.focus();
+  });
+  clearNo.addEventListener("click", () => {
+    closeConfirm();
+    clear.focus();
+  });
+  clearYes.addEventListener("click", async () => {
+    if (!session) {
+      return;
+    }
+    await runWithStatus(clearYes, clearStatus, () => session.control(Control.clearWaiting()), "The waiting room has been cleared.");
+    closeConfirm();
+  });
 
   function build(key) {
     itemCount += 1;
@@ -122,6 +149,10 @@ export function createWaitingRoom({ onCheckIn }) {
     }
     count.textContent = String(waiting.length);
     empty.hidden = waiting.length > 0;
+    clear.hidden = waiting.length === 0;
+    if (waiting.length === 0) {
+      closeConfirm();
+    }
   }
 
   return {
@@ -129,6 +160,8 @@ export function createWaitingRoom({ onCheckIn }) {
       session = s;
       items.clear();
       list.replaceChildren();
+      clearStatus.textContent = "";
+      closeConfirm();
     },
     unmount() {
       session = null;

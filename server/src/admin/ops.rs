@@ -1,6 +1,8 @@
 //! What an operator can ask of a hub from its machine: the same requests whether
 //! the server is running (they travel over the data folder's control socket and
 //! run inside the server) or stopped (the command opens the folder itself).
+//! Clearing a waiting room on a running hub goes through the group's task, which
+//! holds its members; this module makes its audit entry.
 //!
 //! Every change is signed with the hub's own key (the operator acting through the
 //! hub) and written to the audit chain like any other action.
@@ -53,6 +55,14 @@ pub enum AdminRequest {
         /// The new windows (empty: sessions open whenever a facilitator opens one).
         windows: Vec<SessionWindow>,
     },
+    /// Clear a group's waiting room: every record of someone who only ever
+    /// waited (never admitted, not declined this session) is forgotten; people
+    /// connected are told and may knock again. On a running hub the group's task
+    /// does it.
+    GroupClearWaiting {
+        /// Which group.
+        group: GroupId,
+    },
     /// Everything held about one key, as JSON (the person's own data).
     Export {
         /// Whose.
@@ -69,6 +79,7 @@ impl AdminRequest {
             Self::GroupList => "group list",
             Self::GroupCreate { .. } => "group create",
             Self::GroupSchedule { .. } => "group schedule",
+            Self::GroupClearWaiting { .. } => "group clear-waiting",
             Self::Export { .. } => "export",
         }
     }
@@ -129,6 +140,7 @@ impl Operator<'_> {
             AdminRequest::GroupList => self.group_list(),
             AdminRequest::GroupCreate { request } => self.group_create(*request),
             AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
+            AdminRequest::GroupClearWaiting { group } => self.group_clear_waiting(group),
             AdminRequest::Export { key } => {
                 let payload = AdminPayload {
                     subject: Some(key),
@@ -278,6 +290,32 @@ impl Operator<'_> {
         record.schedule = windows;
         self.store.put_group(&record)?;
         Ok(serde_json::json!({ "group": group, "windows": record.schedule.len() }))
+    }
+
+    /// The audit entry of an operator's clearing of `group`'s waiting room, signed
+    /// by the hub's key (a running hub's group task appends it as it clears).
+    pub fn clear_waiting_entry(&self, group: &GroupId) -> Result<NewEntry, AdminError> {
+        let payload = AdminPayload {
+            group: Some(group.clone()),
+            ..self.admin_payload("group.clear_waiting")
+        };
+        let env = SignedEnvelope::sign_json(&self.hub_key()?, Kind::Admin, &payload);
+        Ok(NewEntry::new(self.now_ms, action::GROUP_CLEAR_WAITING, env).group(group.clone()))
+    }
+
+    /// Clears the waiting room of a group in a stopped hub's folder.
+    fn group_clear_waiting(&self, group: GroupId) -> Result<serde_json::Value, AdminError> {
+        let Some(record) = self.store.group(&group)? else {
+            return Err(AdminError::Invalid(format!("no group {group}")));
+        };
+        let room = crate::groups::load_room(self.store, record)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let waiting = room.waiting();
+        self.audit.append(self.clear_waiting_entry(&group)?)?;
+        for key in &waiting {
+            self.store.delete_member(&group, key)?;
+        }
+        Ok(serde_json::json!({ "group": group, "cleared": waiting.len() }))
     }
 
     /// Records that this folder was restored from a backup whose digest checked

@@ -230,6 +230,18 @@ pub enum GroupCommand {
         #[arg(long = "window", value_name = "START/END", value_parser = parse_window)]
         windows: Vec<peerhub_protocol::payload::SessionWindow>,
     },
+    /// Clear a group's waiting room: everyone who only ever waited (never
+    /// admitted, not declined this session) is forgotten, and those connected are
+    /// told and may knock again. The server may be running. Audited
+    /// (`group.clear_waiting`). Prints how many left.
+    ClearWaiting {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Which group.
+        #[arg(value_name = "GROUP")]
+        group: String,
+    },
     /// Print every group as JSON (id, title, kind, schedule, retention, whether a
     /// session is open); the server may be running.
     List {

@@ -113,6 +113,10 @@ pub struct LimitsSection {
     pub max_pending_logins_per_ip: usize,
     /// Members per group.
     pub max_members_per_group: usize,
+    /// People waiting per group.
+    pub max_waiting_per_group: usize,
+    /// Seconds before an offline waiting-only record expires.
+    pub waiting_expiry_secs: u64,
     /// Apply per-address limits to loopback too.
     pub limit_loopback: bool,
     /// Seconds between pings to an idle connection.
@@ -194,6 +198,8 @@ impl Default for FileSettings {
                 max_pending_logins: limits.max_pending_logins,
                 max_pending_logins_per_ip: limits.max_pending_logins_per_ip,
                 max_members_per_group: limits.max_members_per_group,
+                max_waiting_per_group: limits.max_waiting_per_group,
+                waiting_expiry_secs: limits.waiting_expiry.as_secs(),
                 limit_loopback: limits.limit_loopback,
                 ping_interval_secs: limits.ping_interval.as_secs(),
                 idle_timeout_secs: limits.idle_timeout.as_secs(),
@@ -272,6 +278,8 @@ pub const KEYS: &[&str] = &[
     "limits.max_pending_logins",
     "limits.max_pending_logins_per_ip",
     "limits.max_members_per_group",
+    "limits.max_waiting_per_group",
+    "limits.waiting_expiry_secs",
     "limits.limit_loopback",
     "limits.ping_interval_secs",
     "limits.idle_timeout_secs",
@@ -471,6 +479,11 @@ impl FileSettings {
                 "limits.max_members_per_group",
                 l.max_members_per_group as u64,
             ),
+            (
+                "limits.max_waiting_per_group",
+                l.max_waiting_per_group as u64,
+            ),
+            ("limits.waiting_expiry_secs", l.waiting_expiry_secs),
             ("limits.ping_interval_secs", l.ping_interval_secs),
             ("limits.idle_timeout_secs", l.idle_timeout_secs),
             ("limits.login_timeout_secs", l.login_timeout_secs),
@@ -527,6 +540,8 @@ impl FileSettings {
         limits.max_pending_logins = l.max_pending_logins;
         limits.max_pending_logins_per_ip = l.max_pending_logins_per_ip;
         limits.max_members_per_group = l.max_members_per_group;
+        limits.max_waiting_per_group = l.max_waiting_per_group;
+        limits.waiting_expiry = Duration::from_secs(l.waiting_expiry_secs);
         limits.limit_loopback = l.limit_loopback;
         limits.ping_interval = Duration::from_secs(l.ping_interval_secs);
         limits.idle_timeout = Duration::from_secs(l.idle_timeout_secs);

@@ -24,8 +24,8 @@ use peerhub_protocol::{PublicKey, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot};
 
 use super::room::{Member, Room};
-use super::{group_info, JoinReply};
-use crate::audit::AuditLog;
+use super::{group_info, GroupLimits, JoinReply};
+use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
@@ -90,6 +90,12 @@ pub(crate) enum GroupCommand {
     /// The group's record changed in the store (an operator's command): read it
     /// again and tell the members.
     Reload,
+    /// An operator clears the waiting room; `entry` is the audit entry, signed by
+    /// the hub's key. The reply says how many left, once that is durable.
+    ClearWaiting {
+        entry: NewEntry,
+        reply: oneshot::Sender<Result<usize, ServerError>>,
+    },
 }
 
 #[derive(Debug)]
@@ -124,6 +130,11 @@ pub(super) enum Deferred {
     Dismiss(PublicKey, &'static str, String),
     /// A co-produced record changed: tell the member it is about.
     Record(Option<PublicKey>, ServerFrame),
+    /// An operator's clearing of the waiting room is durable: how many left.
+    Cleared(oneshot::Sender<Result<usize, ServerError>>, usize),
+    /// A knock was forgotten while its person was here: facilitators see them
+    /// leave (their last standing, offline), as no record is left to read it from.
+    Forgotten(peerhub_protocol::frame::MemberInfo),
 }
 
 pub(crate) struct GroupActor {
@@ -133,7 +144,7 @@ pub(crate) struct GroupActor {
     committer: Committer,
     pub(super) clock: Clock,
     pub(super) audit: Arc<AuditLog>,
-    max_members: usize,
+    pub(super) limits: GroupLimits,
     metrics: Arc<crate::metrics::Metrics>,
     risk_phrases: Arc<Vec<String>>,
     rx: mpsc::Receiver<GroupCommand>,
@@ -157,7 +168,7 @@ impl GroupActor {
         committer: Committer,
         clock: Clock,
         audit: Arc<AuditLog>,
-        max_members: usize,
+        limits: GroupLimits,
         metrics: Arc<crate::metrics::Metrics>,
         risk_phrases: Arc<Vec<String>>,
         rx: mpsc::Receiver<GroupCommand>,
@@ -169,7 +180,7 @@ impl GroupActor {
             committer,
             clock,
             audit,
-            max_members,
+            limits,
             metrics,
             risk_phrases,
             rx,
@@ -182,7 +193,9 @@ impl GroupActor {
     pub(crate) async fn run(mut self) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let wakeup = self.room.next_wakeup(self.clock.now_ms());
+            let wakeup = self
+                .room
+                .next_wakeup(self.clock.now_ms(), self.limits.waiting_expiry_ms);
             let received = match wakeup {
                 None => self.rx.recv_many(&mut batch, MAX_BATCH).await,
                 Some(at) => {
@@ -275,6 +288,28 @@ impl GroupActor {
                     Ok(None) => Ok(()),
                     Err(e) => Err(Arc::new(e)),
                 },
+                GroupCommand::ClearWaiting { entry, reply } => {
+                    let cleared = self
+                        .audit
+                        .append(entry)
+                        .map_err(ServerError::from)
+                        .and_then(|_| self.clear_waiting_room());
+                    match cleared {
+                        Ok(n) => {
+                            self.dirty = true;
+                            self.deferred.push(Deferred::Cleared(reply, n));
+                            Ok(())
+                        }
+                        Err(ServerError::Store(e)) => {
+                            let _ = reply.send(Err(ServerError::Store(e.clone())));
+                            Err(e)
+                        }
+                        Err(refusal) => {
+                            let _ = reply.send(Err(refusal));
+                            Ok(())
+                        }
+                    }
+                }
             };
             if let Err(error) = outcome {
                 batch.extend(commands);
@@ -305,6 +340,79 @@ impl GroupActor {
         if self.room.open_scheduled_session(now) {
             self.state_changed();
             self.deferred.push(Deferred::GroupUpdate);
+        }
+        // Knocks on the waiting room by people who are gone expire.
+        let expiry = self.limits.waiting_expiry_ms;
+        let expired: Vec<PublicKey> = self
+            .room
+            .waiting()
+            .into_iter()
+            .filter(|key| !self.is_online(key))
+            .filter(|key| {
+                self.room
+                    .members
+                    .get(key)
+                    .is_some_and(|m| m.record.first_joined_ms.saturating_add(expiry) <= now)
+            })
+            .collect();
+        for key in expired {
+            self.forget_member(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a waiting-only member: their record leaves the room and the store.
+    pub(super) fn forget_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
+        if self.room.members.remove(key).is_some() {
+            self.store.delete_member(&self.room.group.id, key)?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Everyone in the waiting room leaves it: their records are forgotten, and
+    /// their connections are told and taken out of the group (they may knock
+    /// again). Returns how many left.
+    pub(super) fn clear_waiting_room(&mut self) -> Result<usize, ServerError> {
+        let waiting = self.room.waiting();
+        let now = self.clock.now_ms();
+        for key in &waiting {
+            if self.is_online(key) {
+                if let Some(info) = self.room.member_info(key, false, now) {
+                    self.deferred.push(Deferred::Forgotten(info));
+                }
+                self.deferred.push(Deferred::Dismiss(
+                    *key,
+                    "waiting_cleared",
+                    "A facilitator has cleared the waiting room. You can join again, \
+                     and you can still ask for help."
+                        .into(),
+                ));
+            }
+            self.forget_member(key)?;
+        }
+        Ok(waiting.len())
+    }
+
+    /// Makes way in the waiting room for a newcomer: past the cap, the longest-gone
+    /// person who is not connected is forgotten; if everyone waiting is here, the
+    /// newcomer is refused. Changes nothing when it refuses.
+    fn make_way_in_waiting_room(&mut self) -> Result<(), ServerError> {
+        let waiting = self.room.waiting();
+        if waiting.len() < self.limits.max_waiting {
+            return Ok(());
+        }
+        let excess = waiting.len() + 1 - self.limits.max_waiting;
+        let gone: Vec<PublicKey> = waiting
+            .into_iter()
+            .filter(|key| !self.is_online(key))
+            .take(excess)
+            .collect();
+        if gone.len() < excess {
+            return Err(ServerError::WaitingRoomFull);
+        }
+        for key in gone {
+            self.forget_member(&key)?;
         }
         Ok(())
     }
@@ -351,6 +459,9 @@ impl GroupActor {
                     outbox.push(&frame_bytes(&error.frame(reply_id(&frame))));
                 }
                 Deferred::JoinReply(reply, _) => {
+                    let _ = reply.send(Err(error));
+                }
+                Deferred::Cleared(reply, _) => {
                     let _ = reply.send(Err(error));
                 }
                 _ => {}
@@ -475,8 +586,15 @@ impl GroupActor {
             }
         }
         self.room.check_door(&key, &roles, now)?;
-        if !known && !staff && self.room.members.len() >= self.max_members {
-            return Err(ServerError::Full);
+        // The cap counts people in the room, not everyone who ever knocked; the
+        // waiting room has its own cap, and people long gone from it make way.
+        if !staff && !self.room.in_room(&key) {
+            if self.occupancy() >= self.limits.max_members {
+                return Err(ServerError::Full);
+            }
+            if !known {
+                self.make_way_in_waiting_room()?;
+            }
         }
 
         let previous = self.room.members.remove(&key);
@@ -567,6 +685,13 @@ impl GroupActor {
 
     pub(super) fn is_online(&self, key: &PublicKey) -> bool {
         self.subscribers.values().any(|s| &s.key == key)
+    }
+
+    /// People in the room and connected: what the member cap counts.
+    pub(super) fn occupancy(&self) -> usize {
+        let online: std::collections::HashSet<PublicKey> =
+            self.subscribers.values().map(|s| s.key).collect();
+        self.room.occupancy(|key| online.contains(key))
     }
 
     // ---- signed actions ----
@@ -719,7 +844,9 @@ impl GroupActor {
             member.record.agreed_version = version;
             member.record.agreement_env = Some(env);
         }
-        self.room.auto_admit(&key);
+        if was_in_room || self.occupancy() < self.limits.max_members {
+            self.room.auto_admit(&key);
+        }
         self.save_member(&key)?;
         self.spend_counter(&key, counter)?;
         self.deferred.push(Deferred::Presence(key));
@@ -808,6 +935,20 @@ impl GroupActor {
                 for subscriber in self.subscribers.values() {
                     if Some(subscriber.key) == about {
                         subscriber.outbox.push(&bytes);
+                    }
+                }
+            }
+            Deferred::Cleared(reply, n) => {
+                let _ = reply.send(Ok(n));
+            }
+            Deferred::Forgotten(info) => {
+                let frame = frame_bytes(&ServerFrame::Presence {
+                    group: self.room.group.id.clone(),
+                    member: info,
+                });
+                for subscriber in self.subscribers.values() {
+                    if self.room.is_facilitator(&subscriber.key) {
+                        subscriber.outbox.push(&frame);
                     }
                 }
             }
@@ -917,6 +1058,9 @@ impl GroupActor {
                     outbox.push(&frame_bytes(&error().frame(request_id)));
                 }
                 GroupCommand::Join { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                GroupCommand::ClearWaiting { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
                 GroupCommand::Leave { .. } | GroupCommand::Reload => {}

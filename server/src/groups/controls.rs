@@ -3,9 +3,9 @@
 //! Every control is checked in full before anything changes; then it is appended
 //! to the group's log as the facilitator's own signed envelope (so the group sees
 //! exactly who did what, and can verify it), its effect is applied and saved, and
-//! who must be told is deferred until the batch is durable. A decline is told to
-//! the person and the facilitators only (the staff channel): the group never knew
-//! they were waiting.
+//! who must be told is deferred until the batch is durable. A decline, and the
+//! clearing of the waiting room, are told to the people concerned and the
+//! facilitators only (the staff channel): the group never knew they were waiting.
 
 use peerhub_protocol::frame::{Agreement, Channel, RecordInfo, Redaction, ServerFrame};
 use peerhub_protocol::limits::MAX_TEXT_CHARS;
@@ -58,6 +58,14 @@ impl GroupActor {
                 if self.room.in_room(member) {
                     return Err(ProtocolError::invalid("member", "already in the group").into());
                 }
+                if matches!(action, ControlAction::Admit { .. })
+                    && self.occupancy() >= self.limits.max_members
+                {
+                    return Err(ServerError::Full);
+                }
+            }
+            ControlAction::ClearWaiting if self.room.waiting().is_empty() => {
+                return Err(ProtocolError::invalid("do", "nobody is waiting").into())
             }
             ControlAction::Mute { member, minutes } => {
                 self.target(member, true)?;
@@ -199,7 +207,7 @@ impl GroupActor {
         // before it, then the control itself live.
         let before = self.room.head(&Channel::Main);
         let channel = match &action {
-            ControlAction::Decline { .. } => Channel::Staff,
+            ControlAction::Decline { .. } | ControlAction::ClearWaiting => Channel::Staff,
             ControlAction::CheckIn { member } => Channel::pair(key, *member),
             _ => Channel::Main,
         };
@@ -319,6 +327,9 @@ impl GroupActor {
                 s.session_open = true;
             })?,
             ControlAction::EndSession => self.end_session(now)?,
+            ControlAction::ClearWaiting => {
+                self.clear_waiting_room()?;
+            }
         }
         Ok(())
     }
@@ -375,6 +386,22 @@ impl GroupActor {
                 "session_ended",
                 "The session has ended. Thank you for being here.".into(),
             ));
+        }
+        // Knocks on this session's waiting room (and its declines) end with it.
+        let knocks: Vec<PublicKey> = self
+            .room
+            .members
+            .keys()
+            .filter(|key| self.room.is_waiting_only(key))
+            .copied()
+            .collect();
+        for key in knocks {
+            if self.is_online(&key) {
+                if let Some(info) = self.room.member_info(&key, false, now) {
+                    self.deferred.push(Deferred::Forgotten(info));
+                }
+            }
+            self.forget_member(&key)?;
         }
         Ok(())
     }

@@ -49,6 +49,30 @@ pub const DEFAULT_RISK_PHRASES: &[&str] = &[
     "overdose",
 ];
 
+/// How many people a group's room and waiting room hold, and how long a knock
+/// on the waiting room is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// People in the room: participants admitted this session, and staff.
+    pub max_members: usize,
+    /// People in the waiting room (never admitted, not declined this session).
+    pub max_waiting: usize,
+    /// A waiting-only record of someone not connected expires this long (ms)
+    /// after their first join.
+    pub waiting_expiry_ms: u64,
+}
+
+impl GroupLimits {
+    /// The limits a hub's settings give.
+    pub fn from_settings(limits: &crate::limits::LimitSettings) -> Self {
+        Self {
+            max_members: limits.max_members_per_group,
+            max_waiting: limits.max_waiting_per_group,
+            waiting_expiry_ms: limits.waiting_expiry.as_millis() as u64,
+        }
+    }
+}
+
 /// What a session gets back from joining.
 #[derive(Debug)]
 pub struct JoinReply {
@@ -152,6 +176,15 @@ impl GroupHandle {
         .await
     }
 
+    /// An operator clears the waiting room (`entry`: the audit entry, signed by
+    /// the hub's key); returns how many people left it, once that is durable.
+    pub async fn clear_waiting(&self, entry: NewEntry) -> Result<usize, ServerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(GroupCommand::ClearWaiting { entry, reply })
+            .await?;
+        answer.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
     /// Stops sending the group's events to a connection.
     pub async fn leave(&self, conn: ConnId) {
         // A group task that is gone has no subscriber to remove.
@@ -167,7 +200,7 @@ pub struct GroupRegistry {
     clock: Clock,
     tracker: TaskTracker,
     audit: Arc<AuditLog>,
-    max_members: usize,
+    limits: GroupLimits,
     metrics: Arc<crate::metrics::Metrics>,
     risk_phrases: Arc<Vec<String>>,
     // Locked only to look up or insert a handle; never held across an await.
@@ -184,7 +217,7 @@ impl GroupRegistry {
         clock: Clock,
         tracker: TaskTracker,
         audit: Arc<AuditLog>,
-        max_members: usize,
+        limits: GroupLimits,
         metrics: Arc<crate::metrics::Metrics>,
         risk_phrases: Vec<String>,
     ) -> Self {
@@ -195,7 +228,7 @@ impl GroupRegistry {
             clock,
             tracker,
             audit,
-            max_members,
+            limits,
             metrics,
             risk_phrases: Arc::new(risk_phrases),
             live: Mutex::new(HashMap::new()),
@@ -204,35 +237,7 @@ impl GroupRegistry {
     }
 
     fn load_room(&self, group: GroupRecord) -> Result<Room, ServerError> {
-        let state = match self.store.group_state(&group.id)? {
-            Some(state) => state,
-            None => {
-                // A group from before state records: derive the heads from its log.
-                let mut state = room::initial_state(None);
-                let main = self.store.last_seq(&group.id, &Channel::Main)?;
-                if main > 0 {
-                    state.heads.push((Channel::Main, main));
-                }
-                state
-            }
-        };
-        let mut members = BTreeMap::new();
-        for record in self.store.members(&group.id)? {
-            let roles = self.store.roles(&record.key)?;
-            members.insert(
-                record.key,
-                Member {
-                    record,
-                    roles,
-                    last_post_ms: None,
-                },
-            );
-        }
-        Ok(Room {
-            group,
-            state,
-            members,
-        })
+        load_room(&self.store, group)
     }
 
     /// The handle of a group's task, starting the task if needed.
@@ -258,7 +263,7 @@ impl GroupRegistry {
             self.committer.clone(),
             self.clock.clone(),
             self.audit.clone(),
-            self.max_members,
+            self.limits,
             self.metrics.clone(),
             self.risk_phrases.clone(),
             rx,
@@ -301,6 +306,12 @@ impl GroupRegistry {
         }
     }
 
+    /// An operator clears a group's waiting room through its task (started if
+    /// needed); returns how many people left it.
+    pub async fn clear_waiting(&self, id: &GroupId, entry: NewEntry) -> Result<usize, ServerError> {
+        self.handle(id)?.clear_waiting(entry).await
+    }
+
     /// How many groups have a running task.
     pub fn live_count(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,6 +324,40 @@ impl GroupRegistry {
         self.closed.store(true, Ordering::Release);
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// A group's records from the store, as its task holds them (operators use it on
+/// a stopped hub's folder).
+pub fn load_room(store: &Store, group: GroupRecord) -> Result<Room, ServerError> {
+    let state = match store.group_state(&group.id)? {
+        Some(state) => state,
+        None => {
+            // A group from before state records: derive the heads from its log.
+            let mut state = room::initial_state(None);
+            let main = store.last_seq(&group.id, &Channel::Main)?;
+            if main > 0 {
+                state.heads.push((Channel::Main, main));
+            }
+            state
+        }
+    };
+    let mut members = BTreeMap::new();
+    for record in store.members(&group.id)? {
+        let roles = store.roles(&record.key)?;
+        members.insert(
+            record.key,
+            Member {
+                record,
+                roles,
+                last_post_ms: None,
+            },
+        );
+    }
+    Ok(Room {
+        group,
+        state,
+        members,
+    })
 }
 
 /// Checks a `create_group` request and makes the group's record: the one rule

@@ -90,6 +90,50 @@ impl Room {
         self.is_facilitator(key) || self.is_supervisor(key)
     }
 
+    /// Whether a member's record holds nothing but knocks on the waiting room:
+    /// never admitted, never removed, no staff standing. Such records do not count
+    /// toward the room, expire, and are forgotten when a session ends.
+    pub fn is_waiting_only(&self, key: &PublicKey) -> bool {
+        self.members.get(key).is_some_and(|m| {
+            m.record.admitted_session.is_none()
+                && m.record.removed.is_none()
+                && !self.is_staff_member(key)
+        })
+    }
+
+    /// Whether a member is in the waiting room's count: waiting-only and not
+    /// declined this session (a decline is a bar until the session ends).
+    pub fn is_waiting(&self, key: &PublicKey) -> bool {
+        self.is_waiting_only(key)
+            && self
+                .members
+                .get(key)
+                .is_some_and(|m| m.record.declined_session != Some(self.state.session))
+    }
+
+    /// The waiting room: everyone in its count, oldest knock first.
+    pub fn waiting(&self) -> Vec<PublicKey> {
+        let mut waiting: Vec<(u64, PublicKey)> = self
+            .members
+            .iter()
+            .filter(|(key, _)| self.is_waiting(key))
+            .map(|(key, m)| (m.record.first_joined_ms, *key))
+            .collect();
+        waiting.sort();
+        waiting.into_iter().map(|(_, key)| key).collect()
+    }
+
+    /// People in the room now, as the member cap counts them: those in the room
+    /// (participants admitted to the open session, and staff) who are `online`.
+    /// Someone who knocked and went, or was admitted and left, holds no place;
+    /// if they come back while in the room, they pass the cap.
+    pub fn occupancy(&self, online: impl Fn(&PublicKey) -> bool) -> usize {
+        self.members
+            .keys()
+            .filter(|key| online(key) && self.in_room(key))
+            .count()
+    }
+
     /// Whether `key` holds a staff role that passes the door (facilitator,
     /// supervisor or admin).
     pub fn is_staff(&self, key: &PublicKey, roles: &[Role]) -> bool {
@@ -233,15 +277,22 @@ impl Room {
     }
 
     /// The earliest future moment the room must look at again (a mute ending, a
-    /// window opening).
-    pub fn next_wakeup(&self, now: u64) -> Option<u64> {
+    /// window opening, a waiting-only record expiring `waiting_expiry_ms` after
+    /// its first join).
+    pub fn next_wakeup(&self, now: u64, waiting_expiry_ms: u64) -> Option<u64> {
         let mutes = self
             .members
             .values()
             .filter_map(|m| m.record.muted_until_ms)
             .filter(|&t| t > now);
         let windows = self.next_session_ms(now);
-        mutes.chain(windows).min()
+        let expiries = self
+            .members
+            .iter()
+            .filter(|(key, _)| self.is_waiting(key))
+            .map(|(_, m)| m.record.first_joined_ms.saturating_add(waiting_expiry_ms))
+            .filter(|&t| t > now);
+        mutes.chain(windows).chain(expiries).min()
     }
 
     /// Refuses a participant who may not come in now.
@@ -544,6 +595,50 @@ mod tests {
         assert_eq!(r.status(&p), MemberStatus::Removed);
         r.state.session = 2;
         assert_ne!(r.status(&p), MemberStatus::Removed);
+    }
+
+    #[test]
+    fn knocks_count_toward_the_waiting_room_and_only_people_present_fill_the_room() {
+        let mut r = room(true, None, vec![]);
+        let waiting = add(&mut r, 1, vec![]);
+        let admitted = add(&mut r, 2, vec![]);
+        let declined = add(&mut r, 3, vec![]);
+        let removed = add(&mut r, 4, vec![]);
+        let staff = add(&mut r, 5, vec![Role::Facilitator]);
+        r.members
+            .get_mut(&admitted)
+            .unwrap()
+            .record
+            .admitted_session = Some(1);
+        r.members
+            .get_mut(&declined)
+            .unwrap()
+            .record
+            .declined_session = Some(1);
+        r.members.get_mut(&removed).unwrap().record.removed =
+            Some(crate::store::records::Removal {
+                session: None,
+                reason: None,
+            });
+        assert!(r.is_waiting_only(&waiting) && r.is_waiting_only(&declined));
+        assert!(!r.is_waiting_only(&admitted) && !r.is_waiting_only(&removed));
+        assert!(!r.is_waiting_only(&staff));
+        assert_eq!(
+            r.waiting(),
+            vec![waiting],
+            "a decline is a bar, not a knock"
+        );
+        // The room counts those in it who are here: the admitted member and staff.
+        assert_eq!(r.occupancy(|_| true), 2);
+        assert_eq!(r.occupancy(|k| *k == staff), 1);
+        assert_eq!(r.occupancy(|k| *k == waiting), 0);
+        // A knock expires from its first join; nothing else does.
+        r.members.get_mut(&waiting).unwrap().record.first_joined_ms = 1_000;
+        assert_eq!(r.next_wakeup(0, 60_000), Some(61_000));
+        assert_eq!(r.next_wakeup(61_000, 60_000), None);
+        // In the next session the decline lapses and that knock counts again.
+        r.state.session = 2;
+        assert_eq!(r.waiting().len(), 2);
     }
 
     #[test]

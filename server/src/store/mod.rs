@@ -406,6 +406,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a member record (a knock on the waiting room that expired or was
+    /// cleared).
+    pub fn delete_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.groupid_key_member
+            .remove(keys::member_key(group, key))?;
+        Ok(())
+    }
+
     /// Every member of a group.
     pub fn members(&self, group: &GroupId) -> Result<Vec<MemberRecord>, StoreError> {
         self.groupid_key_member

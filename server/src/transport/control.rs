@@ -82,6 +82,10 @@ async fn answer(stream: tokio::net::UnixStream, hub: Arc<Hub>) {
 
 async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
     let name = request.name();
+    if let AdminRequest::GroupClearWaiting { group } = request {
+        // The group's task holds its members: it clears them itself.
+        return clear_waiting(hub, group).await;
+    }
     let reload = match &request {
         AdminRequest::GroupSchedule { group, .. } => Some(group.clone()),
         _ => None,
@@ -109,6 +113,35 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
     }
     tracing::info!(command = %name, "operator request carried out");
     Reply::Ok(output)
+}
+
+/// Clears a group's waiting room on the running hub, through the group's task
+/// (which writes the audit entry and answers once it is durable).
+async fn clear_waiting(hub: &Arc<Hub>, group: peerhub_protocol::GroupId) -> Reply {
+    match hub.store.group(&group) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Reply::Error(format!("refused: no group {group}")),
+        Err(e) => return Reply::Error(e.to_string()),
+    }
+    let operator = Operator {
+        store: &hub.store,
+        audit: &hub.audit,
+        now_ms: hub.clock.now_ms(),
+    };
+    let entry = match operator.clear_waiting_entry(&group) {
+        Ok(entry) => entry,
+        Err(e) => return Reply::Error(e.to_string()),
+    };
+    match hub.groups.clear_waiting(&group, entry).await {
+        Ok(cleared) => {
+            tracing::info!(
+                command = "group clear-waiting",
+                "operator request carried out"
+            );
+            Reply::Ok(serde_json::json!({ "group": group, "cleared": cleared }))
+        }
+        Err(e) => Reply::Error(e.to_string()),
+    }
 }
 
 /// Sends `request` to the server listening at `path` and waits for its reply.

@@ -35,8 +35,14 @@ pub enum Incoming {
 }
 
 /// Why a write failed; the connection is finished either way.
-#[derive(Debug)]
-pub struct WriteFailed;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFailed {
+    /// The peer took nothing for [`WRITE_TIMEOUT`]: it stopped reading (a slow
+    /// consumer, told so with close 4001).
+    TimedOut,
+    /// The connection broke.
+    Broken,
+}
 
 /// One WebSocket connection.
 #[derive(Debug)]
@@ -91,7 +97,8 @@ impl WsConnection {
                 self.frames_sent.inc_by(written);
                 Ok(())
             }
-            _ => Err(WriteFailed),
+            Ok(Err(_)) => Err(WriteFailed::Broken),
+            Err(_) => Err(WriteFailed::TimedOut),
         }
     }
 
@@ -100,7 +107,8 @@ impl WsConnection {
         let ping = async { self.stream.send(Message::Ping(Default::default())).await };
         match tokio::time::timeout(WRITE_TIMEOUT, ping).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(WriteFailed),
+            Ok(Err(_)) => Err(WriteFailed::Broken),
+            Err(_) => Err(WriteFailed::TimedOut),
         }
     }
 

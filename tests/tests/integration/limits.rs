@@ -243,12 +243,12 @@ async fn a_full_group_admits_no_new_member_but_staff_still_come_in() {
     server
         .create_group_with("small", |g| g.waiting_room = Some(false))
         .await;
+    // The cap counts people in the room now: these two stay connected.
+    let mut present = Vec::new();
     for name in ["One", "Two"] {
-        server
-            .login(&Identity::generate())
-            .await
-            .join("small", name, None)
-            .await;
+        let mut client = server.login(&Identity::generate()).await;
+        client.join("small", name, None).await;
+        present.push(client);
     }
     let before = server.hub().store.digest().unwrap();
     let me = Identity::generate();
@@ -276,6 +276,32 @@ async fn a_full_group_admits_no_new_member_but_staff_still_come_in() {
     assert_eq!(server.hub().store.digest().unwrap(), before);
     let (_, mut fac) = server.with_role(Role::Facilitator).await;
     fac.join("small", "Jo", None).await;
+    // Someone who left holds no place (staff count too): once one of the two and
+    // the facilitator go, the third gets in.
+    drop(present.pop());
+    drop(fac);
+    let mut joined = None;
+    for _ in 0..15 {
+        let env = me.join("small", "Three");
+        let reply = third
+            .request(|id| ClientFrame::Join {
+                id,
+                group: gid("small"),
+                after: None,
+                access_code: None,
+                env,
+            })
+            .await;
+        if matches!(reply, ServerFrame::Joined { .. }) {
+            joined = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        joined.is_some(),
+        "a place freed by someone who left is taken"
+    );
 }
 
 #[tokio::test]
