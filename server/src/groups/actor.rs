@@ -1038,7 +1038,21 @@ impl GroupActor {
         for subscriber in self.subscribers.values() {
             if &subscriber.key == key {
                 subscriber.outbox.push(&joined);
-                for frame in &frames {
+                // Only the most recent messages that fit half the room left in the
+                // outbox: a long conversation must not get the person just let in
+                // closed as a slow consumer before they read a word. They are the
+                // newest, gap-free up to the head; older ones come with a resume.
+                let budget = subscriber.outbox.room() / 2;
+                let mut used = 0;
+                let fits = frames
+                    .iter()
+                    .rev()
+                    .take_while(|frame| {
+                        used += frame.len();
+                        used <= budget
+                    })
+                    .count();
+                for frame in &frames[frames.len() - fits..] {
                     subscriber.outbox.push(frame);
                 }
             }

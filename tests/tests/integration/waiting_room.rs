@@ -476,3 +476,53 @@ async fn an_operator_clears_a_waiting_room_on_a_running_and_a_stopped_hub() {
         })
         .await;
 }
+
+/// Found while fixing issue 13: on admission the group task pushed up to 100 history
+/// frames into the newcomer's outbox at once, so after a long conversation the
+/// person just let in was closed as a slow consumer (4001) before reading a word.
+/// The recent history sent on admission now fits the room left in their outbox.
+#[tokio::test]
+async fn admission_after_a_long_conversation_does_not_close_the_newcomer() {
+    let mut server = TestServer::start_with(|c| c.outbox_bytes = 96 * 1024).await;
+    server
+        .create_group_with("long", |g| g.waiting_room = Some(true))
+        .await;
+    let (_fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("long", "Jo", None).await;
+    let (_talker_id, mut talker) = knock(&server, "long", "Talker").await;
+    let reply = control(
+        &mut fac,
+        "long",
+        ControlAction::Admit {
+            member: _talker_id.key(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    // 60 messages of 3,000 characters: about 190 KiB of history, twice the outbox.
+    let long = "a".repeat(3_000);
+    let mut head = 0;
+    for _ in 0..60 {
+        head = talker.post("long", &long).await;
+    }
+
+    let (me, mut newcomer) = knock(&server, "long", "Newcomer").await;
+    let reply = control(&mut fac, "long", ControlAction::Admit { member: me.key() }).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    newcomer
+        .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
+        .await
+        .expect("the newcomer hears they are in");
+    // The most recent messages arrive, gap-free up to the head, and the newcomer
+    // stays connected and can speak.
+    let mut seqs = Vec::new();
+    loop {
+        let event = newcomer.next_event("long").await;
+        seqs.push(event.seq);
+        if event.seq >= head {
+            break;
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    newcomer.post("long", "hello, I made it in").await;
+}
