@@ -856,6 +856,55 @@ async fn a_risk_phrase_nudges_the_facilitators_and_hides_nothing() {
     assert_acked(&post_raw(&mut p, "circle", "I'm still allowed to speak").await);
 }
 
+/// The next risk nudge in the facilitators' channel: which message it is about.
+async fn next_nudge(fac: &mut peerhub_tests::Client) -> u64 {
+    match fac.next_event_in("circle", Channel::Staff).await.note {
+        Some(Note::RiskNudge { seq, .. }) => seq,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_risk_nudge_catches_how_people_type_on_phones() {
+    // Before risk_phrases.rs, a lower-case substring search: the curly apostrophe
+    // phones type, a missing apostrophe and stretched letters all went unnoticed.
+    let Circle { mut fac, mut p, .. } = circle().await;
+    for text in [
+        "I can\u{2019}t go on",
+        "i cant go on",
+        "I CAN'T GO ONNN",
+        "been self-harming again",
+        "feeling suicidal tonight",
+    ] {
+        let seq = assert_acked(&post_raw(&mut p, "circle", text).await);
+        assert_eq!(next_nudge(&mut fac).await, seq, "{text:?} nudges");
+    }
+    // Ordinary words that share letters pass without a note: the next nudge is
+    // about the message after them.
+    assert_acked(&post_raw(&mut p, "circle", "can't go online at work").await);
+    assert_acked(&post_raw(&mut p, "circle", "my new suit is too big").await);
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I want to end it all").await);
+    assert_eq!(next_nudge(&mut fac).await, seq);
+}
+
+#[tokio::test]
+async fn the_risk_phrases_are_a_setting() {
+    let mut server = TestServer::start_with(|c| c.risk_phrases = vec!["so lonely".into()]).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (_, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("circle", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("circle", "River", None).await;
+    presence_of(&mut fac, p_id.key()).await;
+    // The configured list replaces the defaults.
+    assert_acked(&post_raw(&mut p, "circle", "I want to die").await);
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I feel sooo lonely").await);
+    assert_eq!(next_nudge(&mut fac).await, seq);
+}
+
 #[tokio::test]
 async fn access_codes_virtual_groups_and_schedules_guard_the_door() {
     // (The access code travels outside the signed join, so it is never relayed.)
