@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, expectVerified, joinAs, message, redeem, say } from "./lib/flows.js";
+import { agree, expectVerified, joinAs, message, redeem, say, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 const MARKER = "Meet at the usual place";
@@ -115,9 +115,11 @@ test("a facilitator asks a supervisor to offer a member support; the member is t
   await form.locator(".flag-answer", { hasText: "No supervisor is on call right now" }).waitFor();
   await form.locator(".helplines-list li").first().waitFor();
   // Ada hears that someone asked for support for her.
-  const told = r.locator("#support-updates li", { hasText: "Someone has asked for support for you" });
-  await told.waitFor();
+  const told = await supportNews(r, "Someone has asked for support for you");
   assert.match(await told.textContent(), /You are not in trouble/);
-  await r.locator("#support-helplines li").first().waitFor();
+  // The emergency line is said; the one helplines sheet is a tap away.
+  await r.locator("#support-helplines-lead", { hasText: "call 999" }).waitFor();
+  await r.locator("#support-helplines-open").click();
+  await r.locator("#helplines-list li").first().waitFor();
   assert.deepEqual([...reader.problems, ...writer.problems], []);
 });
