@@ -269,7 +269,7 @@ async function redeemInvite() {
       }
       showNotice(`Invite accepted. You can now join the group ${reply.group}.`, "success");
     } else {
-      showNotice(`Invite accepted. This key now has the ${roleLabel(reply.role)} role.`, "success");
+      showNotice(`Invite accepted. You now have the ${roleLabel(reply.role).toLowerCase()} role on this device.`, "success");
     }
   } catch (err) {
     if (err.code === "disconnected" || err.code === "not_connected") {
@@ -281,7 +281,7 @@ async function redeemInvite() {
       // The first attempt may have succeeded before the connection dropped: invites
       // are single use, so the retry cannot tell.
       showNotice(
-        `This invite has been used, possibly by you just now. Roles held by this key: ${connection.roles.map(roleLabel).join(", ")}.`,
+        `This invite has been used, possibly by you just now. Your roles on this device: ${connection.roles.map(roleLabel).join(", ")}.`,
         "info",
       );
     } else {

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, expectVerified, joinAs, message, redeem, say, supportNews } from "./lib/flows.js";
+import { agree, expectVerified, joinAs, message, noCryptoWords, redeem, say, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 const MARKER = "Meet at the usual place";
@@ -96,6 +96,11 @@ test("a message altered in transit is shown as unverified, its text hidden behin
   await bad.getByRole("button", { name: "Show the unverified text" }).click();
   assert.match(await text.textContent(), new RegExp(ALTERED));
   assert.equal(await message(r, `${MARKER} at eight.`).count(), 0, "the original words never appear as verified");
+  // Trust by exception: the words about signatures are on the message that failed,
+  // and nowhere else on the page.
+  assert.match(await bad.innerText(), /signature/);
+  await noCryptoWords(r, "a room with one altered message", { except: ".msg-unverified" });
+  await noCryptoWords(w, "the writer's room");
   assert.deepEqual([...reader.problems, ...writer.problems], []);
 });
 

@@ -72,3 +72,29 @@ export async function supportNews(page, text) {
   await item.waitFor();
   return item;
 }
+
+export const CRYPTO_WORDS = /\bkeys?\b|fingerprint|signature|signed|\bverif/i;
+
+/** Nothing about keys, fingerprints or signatures on screen, in labels or in titles. */
+export async function noCryptoWords(page, step, { except = null } = {}) {
+  const texts = await page.evaluate((skip) => {
+    const out = [];
+    const visible = (el) => el.getClientRects().length > 0;
+    // innerText of the live page (only what is rendered), minus the excepted items.
+    let text = document.body.innerText;
+    for (const el of skip ? document.querySelectorAll(skip) : []) {
+      text = text.replace(el.innerText, "");
+    }
+    out.push(text);
+    for (const el of document.querySelectorAll("[aria-label], [title]")) {
+      if (visible(el) && !(skip && el.closest(skip))) {
+        out.push(el.getAttribute("aria-label") ?? "", el.getAttribute("title") ?? "");
+      }
+    }
+    return out;
+  }, except);
+  for (const t of texts) {
+    const hit = CRYPTO_WORDS.exec(t);
+    assert.equal(hit ? t.slice(Math.max(0, hit.index - 60), hit.index + 40) : null, null, `${step}: no keys, fingerprints or signatures are shown`);
+  }
+}
