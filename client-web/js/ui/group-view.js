@@ -164,6 +164,24 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       [...byId("side-column").querySelectorAll("h2")].find((el) => el.offsetParent !== null)?.focus();
     }
   }
+  // The console button says how many are waiting to be let in (a phone shows the
+  // waiting room only in the console sheet).
+  const waitingCount = byId("waiting-count");
+  const consoleCount = byId("sheet-console-count");
+  function renderConsoleButton() {
+    const moderator = session?.canModerate() ?? false;
+    byId("sheet-console-text").textContent = moderator ? "Console" : "Records";
+    const n = Number(waitingCount.textContent) || 0;
+    consoleCount.hidden = !moderator || n === 0;
+    consoleCount.textContent = n ? `${n} waiting` : "";
+  }
+  new MutationObserver(renderConsoleButton).observe(waitingCount, { childList: true, characterData: true, subtree: true });
+  // A record written about a participant shows the "Records" button.
+  new MutationObserver(() => {
+    if (session && stage.current === Stage.ROOM) {
+      sheetButtons.console.hidden = !session.canModerate() && byId("records-panel").hidden;
+    }
+  }).observe(byId("records-panel"), { attributes: true, attributeFilter: ["hidden"] });
   sheetButtons.people.addEventListener("click", () => setSheet("people"));
   sheetButtons.console.addEventListener("click", () => setSheet("console"));
   for (const button of view.querySelectorAll("[data-close-sheet]")) {
@@ -223,6 +241,7 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     view.classList.toggle("is-facilitator", moderator);
     consoleEl.hidden = !moderator;
     sheetButtons.console.hidden = !moderator && byId("records-panel").hidden;
+    renderConsoleButton();
     staff.setVisible(moderator);
     supportButton.hidden = moderator || Boolean(session.dismissal);
     // The kind of per-person actions depends on our powers: build them again.

@@ -129,7 +129,7 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
     const rolesEl = byId("key-roles");
     rolesEl.hidden = roles.length === 0;
     rolesEl.textContent = roles.length
-      ? `Roles held by this key: ${roles.map(roleLabel).join(", ")}.`
+      ? `Your roles on this device: ${roles.map(roleLabel).join(", ")}.`
       : "";
     adminPanel.hidden = !roles.includes("admin");
     rota.setVisible(roles.includes("admin"));
