@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, joinAs, redeem } from "./lib/flows.js";
+import { agree, joinAs, redeem, tapTargets } from "./lib/flows.js";
 import { REPO, startServer } from "./lib/server.js";
 
 const require = createRequire(import.meta.url);
@@ -78,6 +78,7 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   const waiting = fac.locator("#waiting-list li", { hasText: "River" });
   await waiting.waitFor();
   assert.ok(await inViewport(fac, "#waiting-list li"), "the waiting room is on screen");
+  await tapTargets(fac, "console sheet");
   assert.ok(await inViewport(fac, "#quick-exit"), "Quick exit is on screen");
   await fac.screenshot({ path: join(REPO, "docs/screenshots/phone-facilitator-console.png"), animations: "disabled", caret: "hide" });
   await axeAt(fac, "facilitator console sheet", failures);
@@ -91,6 +92,7 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   const row = fac.locator("#member-list li", { hasText: "River" });
   await row.getByRole("button", { name: "Actions for River" }).tap();
   assert.equal(await row.getByRole("button", { name: "Hand over the lead" }).count(), 0);
+  await tapTargets(fac, "people sheet");
   assert.ok(await inViewport(fac, "#quick-exit"), "Quick exit is on screen");
   await fac.screenshot({ path: join(REPO, "docs/screenshots/phone-facilitator-people.png"), animations: "disabled", caret: "hide" });
   await axeAt(fac, "facilitator people sheet", failures);

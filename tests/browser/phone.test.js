@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, joinAs, message, noCryptoWords, publicKey, putOnRota, redeem, say } from "./lib/flows.js";
+import { agree, joinAs, message, noCryptoWords, publicKey, putOnRota, redeem, say, tapTargets } from "./lib/flows.js";
 import { REPO, startServer } from "./lib/server.js";
 
 const require = createRequire(import.meta.url);
@@ -73,8 +73,10 @@ function onScreen(page, selector) {
   }, selector);
 }
 
-/** Quick exit and "I need support now" are on screen, at the top and after scrolling to the end. */
+/** Quick exit and "I need support now" are on screen, at the top and after scrolling to
+ * the end; and every tap target is big enough. */
 async function helpInReach(page, step) {
+  await tapTargets(page, step);
   for (const where of ["top", "bottom"]) {
     await page.evaluate((w) => globalThis.scrollTo(0, w === "top" ? 0 : document.documentElement.scrollHeight), where);
     for (const sel of ["#quick-exit", "#support-now"]) {

@@ -98,3 +98,15 @@ export async function noCryptoWords(page, step, { except = null } = {}) {
     assert.equal(hit ? t.slice(Math.max(0, hit.index - 60), hit.index + 40) : null, null, `${step}: no keys, fingerprints or signatures are shown`);
   }
 }
+
+/** Every visible button, link and summary on the page is at least 44 × 44 px. */
+export async function tapTargets(page, step) {
+  const small = await page.evaluate(() =>
+    [...document.querySelectorAll("button, a[href], summary")]
+      .filter((el) => el.getClientRects().length > 0 && !el.closest(".visually-hidden, .skip-link"))
+      .map((el) => ({ el, r: el.getBoundingClientRect() }))
+      .filter(({ r }) => r.width < 44 || r.height < 44)
+      .map(({ el, r }) => `${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 30)}" ${Math.round(r.width)}×${Math.round(r.height)}`),
+  );
+  assert.deepEqual(small, [], `${step}: every tap target is at least 44 × 44 px`);
+}
