@@ -344,13 +344,14 @@ async function boot() {
     try {
       await names.forget();
       byId("names-forget-result").textContent = "Done: this device no longer remembers them.";
+      views.start.show();
     } catch {
       byId("names-forget-result").textContent = "This device couldn't forget them. Clearing this site's data in the browser's settings does.";
     }
   });
   desk = new EscalationDesk({ connection, identity });
   views = {
-    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole }),
+    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole, names }),
     join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart(), names }),
     group: createGroupView({
       connection,

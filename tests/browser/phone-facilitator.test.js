@@ -1,6 +1,7 @@
 // A facilitator on a phone (375 × 740, touch): the waiting room is one tap away in the
 // console sheet, whose button says how many are waiting; the people sheet holds each
-// person's actions; Quick exit stays on screen. axe-core at 320 px and 1280 px.
+// person's actions; Quick exit stays on screen; the start screen lists the groups this
+// device has joined (staff only). axe-core at 320 px and 1280 px.
 
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
@@ -96,6 +97,16 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   assert.ok(await inViewport(fac, "#quick-exit"), "Quick exit is on screen");
   await fac.screenshot({ path: join(REPO, "docs/screenshots/phone-facilitator-people.png"), animations: "disabled", caret: "hide" });
   await axeAt(fac, "facilitator people sheet", failures);
+
+  // Leaving asks first; the start screen then lists this device's groups for staff.
+  await fac.locator("#members-panel [data-close-sheet]").tap();
+  await fac.locator("#leave-group").tap();
+  await fac.getByRole("button", { name: "Yes, leave the group" }).tap();
+  await fac.getByRole("heading", { name: "Welcome" }).waitFor();
+  await fac.locator("#app-notice-text", { hasText: "You've left the group." }).waitFor();
+  await fac.getByRole("button", { name: "demo, as Jo" }).tap();
+  await fac.getByRole("heading", { name: /Join the group/ }).waitFor();
+  await fac.waitForFunction(() => document.querySelector("#join-name").value === "Jo");
 
   assert.deepEqual(failures, [], "axe-core finds nothing serious at 320 px or 1280 px");
   assert.deepEqual([...problems, ...participant.problems], []);

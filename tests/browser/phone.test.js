@@ -319,6 +319,7 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   await p.getByRole("button", { name: "Back to the start" }).tap();
   await p.getByRole("heading", { name: "Welcome" }).waitFor();
   await noCryptoWords(p, "start");
+  assert.equal(await p.locator("#my-groups").isVisible(), false, "a participant's groups are not listed for anyone to see");
   await p.goto(server.links.participant);
   await p.getByRole("heading", { name: /Join the group/ }).waitFor();
   await p.locator("#join-name[value], #join-name").first().waitFor();

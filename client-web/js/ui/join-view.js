@@ -30,6 +30,14 @@ export function createNameMemory(store) {
         // Remembering is a convenience; joining worked.
       }
     },
+    /** Every group remembered here: { [group id]: name }. */
+    async all() {
+      try {
+        return (await store.get("names")) ?? {};
+      } catch {
+        return {};
+      }
+    },
     async forget() {
       await store.put("names", {});
     },
