@@ -205,6 +205,24 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   await shot(p, "room");
   await axeAt(p, "room", axeFailures);
 
+  // Withdrawing one's own message asks first; the group sees it withdrawn, the
+  // facilitators keep the text (a signed retraction).
+  await say(p, "Sorry, I shouldn't have said that last bit.");
+  const mine = message(p, "I shouldn't have said that");
+  await mine.getByRole("button", { name: /Options/ }).waitFor();
+  await mine.getByRole("button", { name: /Options/ }).tap();
+  await mine.getByRole("button", { name: "Withdraw my message" }).tap();
+  await mine.locator(".confirm", { hasText: "Withdraw this message?" }).waitFor();
+  await mine.getByRole("button", { name: "Keep it" }).tap();
+  assert.equal(await mine.locator(".confirm").count(), 0, "kept");
+  await mine.getByRole("button", { name: /Options/ }).tap();
+  await mine.getByRole("button", { name: "Withdraw my message" }).tap();
+  await mine.getByRole("button", { name: "Yes, withdraw it" }).tap();
+  await p.locator("#message-list .msg-redaction", { hasText: "You withdrew this message." }).waitFor();
+  assert.equal(await message(p, "I shouldn't have said that").count(), 0, "the text is gone from the writer's screen too");
+  await fac.locator("#message-list .msg-control", { hasText: "River withdrew their message." }).waitFor();
+  await message(fac, "I shouldn't have said that").locator(".msg-redaction", { hasText: "River withdrew this message. Only facilitators still see it" }).waitFor();
+
   // People are a sheet; the leave button asks first.
   await p.locator("#sheet-people").tap();
   await p.locator("#members-panel").waitFor();

@@ -23,6 +23,19 @@ import { formatTime, h, roleLabel } from "./dom.js";
 import { unverifiedMark, unverifiedReason } from "./verification.js";
 import { facilitatorName, rolesOf, spokenAuthor, who } from "./who.js";
 
+/**
+ * Whether a redacted message was withdrawn by its own writer (a signed retraction),
+ * not removed by a facilitator. When this page no longer knows the writer, only a
+ * non-facilitator's redaction can be one (the hub allows nothing else).
+ */
+export function isWithdrawn(session, record) {
+  const by = record.redaction?.by;
+  if (!by) {
+    return false;
+  }
+  return record.key ? record.key === by : !session.isFacilitator(by);
+}
+
 const DELIVERY_WORDS = {
   [Delivery.QUEUED]: "Waiting to send…",
   [Delivery.SENDING]: "Sending…",
@@ -136,12 +149,20 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
     return head;
   }
 
-  /** "Removed by a facilitator: reason", with whether the request behind it was checked. */
+  /** "Removed by a facilitator: reason" (or "River withdrew this message"), with
+   * whether the request behind it was checked. */
   function redactionLine(record, { forFacilitator }) {
     const r = record.redaction;
     const by = facilitatorName(session, r.by);
     const line = h("p", { className: "msg-redaction" });
-    if (forFacilitator) {
+    if (isWithdrawn(session, record)) {
+      const writer = r.by === session.identity.publicKey ? "You" : who(session, r.by, { capital: true });
+      line.append(
+        forFacilitator
+          ? `${writer} withdrew this message. Only facilitators still see it, to keep everyone safe.`
+          : `${writer} withdrew this message.`,
+      );
+    } else if (forFacilitator) {
       line.append(`Removed for everyone else by ${by}. Reason: ${r.reason}`);
     } else {
       line.append(`Removed by a facilitator: ${r.reason}`);

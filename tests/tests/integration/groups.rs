@@ -509,6 +509,66 @@ async fn redaction_hides_the_text_from_participants_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_participant_withdraws_their_own_message_and_facilitators_keep_its_text() {
+    // A signed retraction is a `redact` control by the message's own writer. Before,
+    // only facilitators could send one, so a person could not take back their words.
+    let Circle {
+        server,
+        mut fac,
+        mut p,
+        p_id,
+    } = circle().await;
+    let other_id = Identity::generate();
+    let mut other = server.login(&other_id).await;
+    other.join("circle", "Other", None).await;
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I said too much just now").await);
+    let other_seq = assert_acked(&post_raw(&mut other, "circle", "not yours").await);
+    let withdraw = ControlAction::Redact {
+        seq,
+        reason: "Withdrawn by its writer.".into(),
+    };
+    let control_seq = assert_acked(&control(&mut p, "circle", withdraw).await);
+    // The group sees it withdrawn, by its writer, without its text.
+    let replaced = loop {
+        let event = other.next_event("circle").await;
+        if event.seq == seq && event.redacted.is_some() {
+            break event;
+        }
+    };
+    assert!(replaced.env.is_none(), "the group no longer gets the text");
+    let why = replaced.redacted.unwrap();
+    assert_eq!((why.by, why.control_seq), (p_id.key(), control_seq));
+    // The facilitators keep the text, for safeguarding.
+    let seen = loop {
+        let event = fac.next_event("circle").await;
+        if event.seq == seq && event.redacted.is_some() {
+            break event;
+        }
+    };
+    assert_eq!(seen.verified_body(), "I said too much just now");
+    // Someone else's message, one already withdrawn, or one that does not exist:
+    // refused alike, as not allowed, and nothing changes.
+    for seq in [other_seq, seq, 9_999] {
+        let reply = control(
+            &mut p,
+            "circle",
+            ControlAction::Redact {
+                seq,
+                reason: "mine?".into(),
+            },
+        )
+        .await;
+        match reply {
+            ServerFrame::Error { code, .. } if seq == other_seq || seq == 9_999 => {
+                assert_eq!(code, ErrorCode::Forbidden, "seq {seq}")
+            }
+            ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::Invalid, "seq {seq}"),
+            other => panic!("seq {seq}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn pins_and_lead_changes_reach_everyone() {
     let Circle {
         mut fac,
