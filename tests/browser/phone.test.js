@@ -205,6 +205,16 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   await shot(p, "room");
   await axeAt(p, "room", axeFailures);
 
+  // Flagging a message: the form has the screen; the message box steps aside.
+  const fromJoItem = message(p, "Message 15 from Jo");
+  await fromJoItem.getByRole("button", { name: /Options/ }).tap();
+  await fromJoItem.getByRole("button", { name: "Flag this message" }).tap();
+  await fromJoItem.locator(".flag-form").waitFor();
+  assert.equal(await p.locator("#composer").isVisible(), false, "no message box inside the flag form");
+  await helpInReach(p, "flag form");
+  await fromJoItem.getByRole("button", { name: "Cancel" }).tap();
+  await p.locator("#composer").waitFor();
+
   // Withdrawing one's own message asks first; the group sees it withdrawn, the
   // facilitators keep the text (a signed retraction).
   await say(p, "Sorry, I shouldn't have said that last bit.");
