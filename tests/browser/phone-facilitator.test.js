@@ -1,7 +1,7 @@
 // A facilitator on a phone (375 × 740, touch): the waiting room is one tap away in the
 // console sheet, whose button says how many are waiting; the people sheet holds each
 // person's actions; Quick exit stays on screen; the start screen lists the groups this
-// device has joined (staff only). axe-core at 320 px and 1280 px.
+// device has joined (staff only); a chime for arrivals. axe-core at 320 px and 1280 px.
 
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
@@ -73,8 +73,10 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   await agree(p);
   await p.getByRole("heading", { name: "A facilitator will let you in soon" }).waitFor();
 
-  // The console button counts who is waiting; the sheet shows them on screen.
+  // The console button counts who is waiting; the sheet shows them on screen. A
+  // soft chime says someone arrived (counted on the console: tests cannot listen).
   await fac.locator("#sheet-console-count", { hasText: "1 waiting" }).waitFor();
+  await fac.waitForFunction(() => Number(document.querySelector("#facilitator-console").dataset.chimes) >= 1);
   await fac.locator("#sheet-console").tap();
   const waiting = fac.locator("#waiting-list li", { hasText: "River" });
   await waiting.waitFor();
@@ -86,6 +88,9 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   await waiting.getByRole("button", { name: "Let in" }).tap();
   await p.locator("#composer-input:not([disabled])").waitFor();
   await fac.locator("#sheet-console-count").waitFor({ state: "hidden" });
+  // The sound can be turned off, and stays off on this device.
+  await fac.locator("#console-sound").tap();
+  assert.equal(await fac.locator("#console-sound").getAttribute("aria-pressed"), "false");
   await fac.locator("#side-column [data-close-sheet]").tap();
 
   // The people sheet: River's actions, with no hand over for a participant.

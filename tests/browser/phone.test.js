@@ -194,6 +194,13 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   await message(p, "Message 15 from Jo").waitFor();
   await say(p, "Hi, I'm River. First time here.");
   await message(fac, "I'm River").waitFor();
+  // Typed as phones type it, the risk phrase still reaches the facilitators, with a
+  // chime; River's message is delivered as written.
+  const chimesBefore = await fac.evaluate(() => Number(document.querySelector("#facilitator-console").dataset.chimes ?? 0));
+  await say(p, "Some days I just can’t go on.");
+  await fac.locator("#staff-list li", { hasText: "may show someone at risk" }).waitFor();
+  await fac.waitForFunction((n) => Number(document.querySelector("#facilitator-console").dataset.chimes) > n, chimesBefore);
+  await message(fac, "Some days I just can’t go on.").waitFor();
   await helpInReach(p, "room, after 15 messages");
   const composerBox = await p.locator("#composer").boundingBox();
   assert.ok(composerBox.height < PHONE.height / 6, `the message box takes less than a sixth of the screen (${composerBox.height} px)`);

@@ -39,6 +39,7 @@ import { createPinnedList } from "./pinned-list.js";
 import { createPrivatePanel } from "./private-panel.js";
 import { createRecordsPanel } from "./records-panel.js";
 import { createStaffPanel } from "./staff-panel.js";
+import { createStaffSound } from "./staff-sound.js";
 import { createSupportNow } from "./support-now.js";
 import { createWaitingRoom } from "./waiting-room.js";
 import { createWaitingView } from "./waiting-view.js";
@@ -168,7 +169,14 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
   // waiting room only in the console sheet).
   const waitingCount = byId("waiting-count");
   const consoleCount = byId("sheet-console-count");
+  const sound = createStaffSound();
+  let waitingBefore = 0;
   function renderConsoleButton() {
+    const waitingNow = Number(waitingCount.textContent) || 0;
+    if (session?.canModerate() && waitingNow > waitingBefore) {
+      sound.chime(); // someone new is waiting to be let in
+    }
+    waitingBefore = waitingNow;
     const moderator = session?.canModerate() ?? false;
     byId("sheet-console-text").textContent = moderator ? "Console" : "Records";
     const n = Number(waitingCount.textContent) || 0;
@@ -339,6 +347,9 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     event: (ev) => {
       const { record, live } = ev.detail;
       if (record.channel !== MAIN) {
+        if (live && record.from === "hub" && record.note?.note === "risk_nudge" && session.canModerate()) {
+          sound.chime(); // the hub noticed a possible risk: worth a look
+        }
         return;
       }
       messages.addEvent(ev.detail);
