@@ -112,7 +112,7 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       onCall === false
         ? "If something is difficult right now, you don't have to wait. No supervisor is on call right now, so “I need support now” at the top tells the facilitators of this group and every supervisor, and your request is kept until one of them can answer. The helplines answer now. You can also write privately to a facilitator."
         : onCall
-          ? "If something is difficult right now, you don't have to wait: “I need support now” at the top asks the supervisor on call to offer you support, and you can write privately to a facilitator too."
+          ? "If something is difficult right now, you don't have to wait: “I need support now” at the top asks the supervisor on call to offer you support and tells this group's facilitators at once, and you can write privately to a facilitator too."
           : "If something is difficult right now, you don't have to wait: “I need support now” at the top asks for support, and you can write privately to a facilitator too.";
   }
   signposting.addEventListener("change", renderCoverage);
