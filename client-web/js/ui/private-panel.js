@@ -140,7 +140,8 @@ export function createPrivatePanel({ connection }) {
     toggle.hidden = !session || conversations.size === 0;
     toggle.setAttribute("aria-expanded", String(!panel.hidden));
     unreadBadge.hidden = n === 0;
-    unreadBadge.textContent = n ? `${n} new` : "";
+    // The number is seen; "new" is said (the top bar is narrow on a phone).
+    unreadBadge.replaceChildren(...(n ? [String(n), h("span", { className: "visually-hidden", text: " new" })] : []));
     byId("private-toggle-text").textContent = conversations.size > 1 ? "Private messages" : "Private";
     if (document.title !== "New tab") {
       document.title = n ? `(${n}) ${BASE_TITLE}` : BASE_TITLE;
