@@ -112,6 +112,14 @@ test("a facilitator on a phone sees who is waiting and lets them in from the con
   await fac.getByRole("button", { name: "demo, as Jo" }).tap();
   await fac.getByRole("heading", { name: /Join the group/ }).waitFor();
   await fac.waitForFunction(() => document.querySelector("#join-name").value === "Jo");
+  // "About this device" holds the key, and forgets the names on request.
+  await fac.getByRole("button", { name: "Back" }).tap();
+  await fac.getByRole("heading", { name: "Welcome" }).waitFor();
+  await fac.locator("#about-device summary").tap();
+  await fac.locator("#key-full").waitFor();
+  await fac.getByRole("button", { name: "Forget the names" }).tap();
+  await fac.locator("#names-forget-result", { hasText: "no longer remembers" }).waitFor();
+  await fac.locator("#my-groups").waitFor({ state: "hidden" });
 
   assert.deepEqual(failures, [], "axe-core finds nothing serious at 320 px or 1280 px");
   assert.deepEqual([...problems, ...participant.problems], []);
