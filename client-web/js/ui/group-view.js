@@ -416,7 +416,6 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       return;
     }
     if (record.kind === Kind.POST) {
-      const member = session.member(record.key);
       announce(`${spokenAuthor(session, record.key)}: ${record.payload.body}`);
     } else if (record.kind === Kind.CONTROL) {
       const el = messages.elementFor(record.seq);
