@@ -150,6 +150,8 @@ test("on a phone, help stays in reach, private messages are seen when they come,
     assert.ok(box.height >= 44 && box.width >= 44, `the helpline link ${await link.textContent()} is at least 44 × 44 px`);
   }
   assert.match(await p.locator("#helplines-list a").first().getAttribute("href"), /^tel:/);
+  // "text SHOUT to 85258" is a tappable text message, the word filled in.
+  assert.equal(await p.locator("#helplines-list a", { hasText: "Text SHOUT to 85258" }).getAttribute("href"), "sms:85258?body=SHOUT");
   await shot(p, "helplines");
   await axeAt(p, "helplines", axeFailures);
   // "Cover your tracks", beside Quick exit, says what Quick exit does and what it can't.
