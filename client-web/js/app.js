@@ -51,7 +51,7 @@ import { initAnnouncer } from "./ui/announcer.js";
 import { byId, roleLabel } from "./ui/dom.js";
 import { createGroupView } from "./ui/group-view.js";
 import { initHelplines } from "./ui/helplines.js";
-import { createJoinView } from "./ui/join-view.js";
+import { createJoinView, createNameMemory } from "./ui/join-view.js";
 import { createOnCallIndicator } from "./ui/on-call.js";
 import { createSupervisorView } from "./ui/supervisor-view.js";
 import { NOTICE_TITLE } from "./ui/support-words.js";
@@ -80,6 +80,14 @@ function showView(name, { focus = true } = {}) {
   }
   // The group screen is wider (conversation beside the private panel and console).
   byId("main").dataset.view = name;
+  document.body.dataset.view = name;
+  // "I need support now" is in the top bar on every screen a participant sees; the
+  // supervisor console has no use for it (group-view hides it for facilitators).
+  if (name === "supervisor") {
+    byId("support-now").hidden = true;
+  } else if (name !== "group" || !session?.canModerate()) {
+    byId("support-now").hidden = false;
+  }
   if (focus) {
     // Move focus to the new screen's heading so screen readers announce it.
     byId(`view-${name}`).querySelector("h1")?.focus();
@@ -261,7 +269,7 @@ async function redeemInvite() {
       }
       showNotice(`Invite accepted. You can now join the group ${reply.group}.`, "success");
     } else {
-      showNotice(`Invite accepted. This key now has the ${roleLabel(reply.role)} role.`, "success");
+      showNotice(`Invite accepted. You now have the ${roleLabel(reply.role).toLowerCase()} role on this device.`, "success");
     }
   } catch (err) {
     if (err.code === "disconnected" || err.code === "not_connected") {
@@ -273,7 +281,7 @@ async function redeemInvite() {
       // The first attempt may have succeeded before the connection dropped: invites
       // are single use, so the retry cannot tell.
       showNotice(
-        `This invite has been used, possibly by you just now. Roles held by this key: ${connection.roles.map(roleLabel).join(", ")}.`,
+        `This invite has been used, possibly by you just now. Your roles on this device: ${connection.roles.map(roleLabel).join(", ")}.`,
         "info",
       );
     } else {
@@ -294,6 +302,12 @@ function showUnsupported(code) {
 async function boot() {
   initNotices();
   initAnnouncer();
+  // Sheets open under the top bar, whose height changes (a notice, wrapping, zoom).
+  const topbar = byId("topbar");
+  const keepTopbarHeight = () =>
+    document.documentElement.style.setProperty("--topbar-h", `${Math.ceil(topbar.getBoundingClientRect().height)}px`);
+  keepTopbarHeight();
+  globalThis.ResizeObserver ? new ResizeObserver(keepTopbarHeight).observe(topbar) : globalThis.addEventListener("resize", keepTopbarHeight);
   initQuickExit({
     button: byId("quick-exit"),
     beforeExit: () => connection?.close(),
@@ -325,11 +339,32 @@ async function boot() {
 
   signposting.listen(connection);
   const recordBook = new RecordBook({ connection, identity });
+  const names = createNameMemory(store);
+  byId("names-forget").addEventListener("click", async () => {
+    try {
+      await names.forget();
+      byId("names-forget-result").textContent = "Done: this device no longer remembers them.";
+      views.start.show();
+    } catch {
+      byId("names-forget-result").textContent = "This device couldn't forget them. Clearing this site's data in the browser's settings does.";
+    }
+  });
   desk = new EscalationDesk({ connection, identity });
   views = {
-    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole }),
-    join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart() }),
-    group: createGroupView({ connection, recordBook, signposting, onLeave: () => goToStart(), onRejoin: joinAgain }),
+    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole, names }),
+    join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart(), names }),
+    group: createGroupView({
+      connection,
+      recordBook,
+      signposting,
+      onLeave: ({ left = false } = {}) => {
+        goToStart();
+        if (left) {
+          showNotice("You've left the group.", "info");
+        }
+      },
+      onRejoin: joinAgain,
+    }),
     supervisor: createSupervisorView({
       desk,
       connection,

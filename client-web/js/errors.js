@@ -97,7 +97,7 @@ const SENTENCES = {
   empty_outcome: "Please say how it ended: the outcome is kept with the escalation.",
   no_handover_target: "Please choose the supervisor to hand it over to.",
   invalid_key:
-    "That isn't a whole key. Please paste the supervisor's full key, as shown under “Show the full key” on their start screen or in their console.",
+    "That isn't a whole key. Please paste the supervisor's full key, as shown under “About this device” on their start screen or in their console.",
   invalid_window: "Please give a start and an end, with the end after the start.",
   too_many_rota_entries: "A rota can have at most 1,000 entries.",
   no_lead_here: "This group has no lead facilitator at the moment, so there is nobody to write to there yet.",

@@ -487,7 +487,10 @@ export class GroupSession extends EventTarget {
     if (!target) {
       return;
     }
-    if (!target.redaction) {
+    // Only a facilitator, or the message's own writer withdrawing it, may redact it
+    // (PROTOCOL.md §8.6): the hub refuses anyone else, and so does this page.
+    const allowed = this.isFacilitator(control.key) || (target.key && target.key === control.key);
+    if (!target.redaction && allowed) {
       // The facilitator's own signed request, seen before (or instead of) the hub's
       // re-sent event: it is enough to hide the text.
       target.redaction = { by: control.key, reason: action.reason, controlSeq: control.seq, confirmed: true };
@@ -495,7 +498,7 @@ export class GroupSession extends EventTarget {
         this.hideRedacted(target);
       }
       this.emit("event-changed", { record: target });
-    } else if (!target.redaction.confirmed && this.confirmRedaction(target)) {
+    } else if (target.redaction && !target.redaction.confirmed && this.confirmRedaction(target)) {
       this.emit("event-changed", { record: target });
     }
   }

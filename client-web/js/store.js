@@ -6,9 +6,12 @@
 //                 The private CryptoKey is non-extractable; IndexedDB stores it by
 //                 structured clone, so its bytes never reach JavaScript.
 //   "counter"  -> number, the last counter this browser signed (any tab).
+//   "names"    -> { [group id]: pseudonym }, the name last used in each group, so a
+//                 person coming back need not retype it ("About this device" empties
+//                 it; a memory-only store forgets it with the tab).
 //
-// Never stores messages, names or group membership: a person using a shared device
-// should leave as little behind as possible.
+// Never stores messages: a person using a shared device should leave as little
+// behind as possible.
 //
 // When IndexedDB is unavailable (some private-browsing modes), a memory-only store is
 // used instead and `persistent` is false, so the interface can tell the person that

@@ -53,6 +53,8 @@ pub struct Config {
     pub conformance_echo: bool,
     /// How long each kind of data is kept, and how often the job runs.
     pub retention: crate::retention::RetentionSettings,
+    /// Phrases that nudge the facilitators towards a private check-in (§8.10).
+    pub risk_phrases: Vec<String>,
 }
 
 impl Config {
@@ -74,6 +76,10 @@ impl Config {
             outbox_bytes: 1024 * 1024,
             auth_timeout: crate::session::DEFAULT_AUTH_TIMEOUT,
             retention: crate::retention::RetentionSettings::default(),
+            risk_phrases: crate::risk_phrases::DEFAULT_RISK_PHRASES
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - [`retention`] — how long each kind of data is kept; the job that deletes
 //!   what expired and records it in the audit chain.
 //! - [`text`] — the one rule for free-text fields.
+//! - [`risk_phrases`] — the facilitators' risk-phrase nudge: matching as people type.
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
 //!
 //! Start a server with [`Server::start`] on a listener you bound (tests bind port
@@ -56,6 +57,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod retention;
+pub mod risk_phrases;
 pub mod session;
 pub mod store;
 pub mod text;
@@ -180,10 +182,7 @@ impl Server {
                 audit.clone(),
                 groups::GroupLimits::from_settings(&config.limits),
                 metrics.clone(),
-                groups::DEFAULT_RISK_PHRASES
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
+                config.risk_phrases.clone(),
             ),
             store,
             committer,

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, joinAs, publicKey, redeem } from "./lib/flows.js";
+import { agree, joinAs, publicKey, redeem, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 let server;
@@ -64,7 +64,7 @@ test("an unacknowledged flag moves to level 2; one supervisor has it, the other 
   await p.goto(server.links.participant);
   await joinAs(p, "River");
   await agree(p);
-  await p.locator("#waiting-support").click();
+  await p.locator("#support-now").click();
   await p.getByLabel("I'm in danger now").check();
   await p.getByRole("button", { name: "Ask for support" }).click();
   await p.locator("#support-result", { hasText: "Your request for support has been sent" }).waitFor();
@@ -80,7 +80,7 @@ test("an unacknowledged flag moves to level 2; one supervisor has it, the other 
   await c2.locator(".esc-state", { hasText: "You have it" }).waitFor();
   await c1.locator(".esc-state", { hasText: "Taken by someone" }).waitFor();
   assert.equal(await c1.getByRole("button", { name: "Acknowledge: I'll take it" }).count(), 0, "nothing to acknowledge once taken");
-  await p.locator("#support-updates li", { hasText: "A supervisor is on it" }).waitFor();
+  await supportNews(p, "A supervisor is on it");
 
   // Handed back to the first, who resolves it.
   await c2.getByLabel("Hand over to another supervisor").selectOption(k1);
@@ -88,7 +88,7 @@ test("an unacknowledged flag moves to level 2; one supervisor has it, the other 
   await c1.locator(".esc-state", { hasText: "You have it" }).waitFor();
   await c1.getByLabel("Resolve: what was the outcome?").fill("Called back; safe.");
   await c1.getByRole("button", { name: "Resolve", exact: true }).click();
-  await p.locator("#support-updates li", { hasText: "The request for support is closed" }).waitFor();
+  await supportNews(p, "The request for support is closed");
 
   // The step log, every step signed by its actor or said to be the hub's.
   const done = s2.locator("#closed-list > li").first();

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, expectVerified, joinAs, publicKey, putOnRota, redeem, say } from "./lib/flows.js";
+import { agree, expectVerified, joinAs, publicKey, putOnRota, redeem, say, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 let server;
@@ -87,7 +87,7 @@ test("after a dropped connection the participant resumes: missed messages, their
   await expectVerified(p, "Said while River was away.");
   await expectVerified(p, "Are you still there?");
   await expectVerified(fac, "Are you still there?");
-  const news = p.locator("#support-updates li", { hasText: "A supervisor is on it" });
+  const news = await supportNews(p, "A supervisor is on it");
   await news.waitFor();
   assert.match(await news.textContent(), /While you were disconnected/);
   assert.equal(await p.locator("#message-list > li", { hasText: "Are you still there?" }).count(), 1, "sent once");

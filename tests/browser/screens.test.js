@@ -51,11 +51,15 @@ async function axe(page) {
     .map((v) => ({ id: v.id, impact: v.impact, help: v.help, targets: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
 }
 
-/** Checks and photographs one screen at both widths; `focus` is scrolled into view. */
-async function visit(name, page, focus = null) {
+/** Checks and photographs one screen at both widths; `focus` is scrolled into view.
+ * `narrow` opens what a phone shows as a sheet (and is undone by `wide`). */
+async function visit(name, page, focus = null, { narrow = null, wide = null } = {}) {
   const results = {};
   for (const [width, size] of [["desktop", DESKTOP], ["narrow", NARROW]]) {
     await page.setViewportSize(size);
+    if (width === "narrow" && narrow) {
+      await narrow(page);
+    }
     if (focus) {
       await page.locator(focus).first().scrollIntoViewIfNeeded();
     } else {
@@ -64,6 +68,9 @@ async function visit(name, page, focus = null) {
     results[width] = await axe(page);
     const file = join(SHOTS, width === "desktop" ? `${name}.png` : `${name}-320.png`);
     await page.screenshot({ path: file, animations: "disabled", caret: "hide" });
+  }
+  if (narrow && wide) {
+    await wide(page);
   }
   await page.setViewportSize(DESKTOP);
   found.set(name, results);
@@ -123,13 +130,17 @@ before(async () => {
     await say(fac, "Welcome, everyone. There's no rush: say hello when you're ready.");
     await say(p, "Hi. It's my first time here; it's been a hard week.");
     await say(fac, "Thank you for coming, River. We're glad you're here.");
-    await message(p, "We're glad you're here.").locator(".mark-ok").waitFor();
+    await p.locator('#message-list > li[data-verified="true"]', { hasText: "We're glad you're here." }).waitFor();
     await visit("room", p, "#composer");
 
     // The facilitator console, with River in the room.
-    await message(fac, "it's been a hard week").locator(".mark-ok").waitFor();
+    await fac.locator('#message-list > li[data-verified="true"]', { hasText: "it's been a hard week" }).waitFor();
     await fac.getByRole("button", { name: "Actions for River" }).click();
-    await visit("facilitator-console", fac, "#members-panel");
+    // On a phone the people (with River's actions) are a sheet, opened from the room bar.
+    await visit("facilitator-console", fac, "#members-panel", {
+      narrow: (page) => page.locator("#sheet-people").click(),
+      wide: (page) => page.locator("#members-panel [data-close-sheet]").click(),
+    });
 
     // Flagging someone else's message: the form says who is told, and when not.
     const item = message(p, "We're glad you're here.");
@@ -165,7 +176,7 @@ before(async () => {
     await visit("supervisor-console", sup);
 
     // Helplines, one click away.
-    await p.getByRole("button", { name: "Get help now" }).click();
+    await p.locator("#helplines-toggle").click();
     await p.locator("#helplines").waitFor();
     await visit("helplines", p);
     await p.locator("#helplines-close").click();

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, expectVerified, joinAs, message, redeem, say } from "./lib/flows.js";
+import { agree, expectVerified, joinAs, message, noCryptoWords, redeem, say, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 const MARKER = "Meet at the usual place";
@@ -96,6 +96,11 @@ test("a message altered in transit is shown as unverified, its text hidden behin
   await bad.getByRole("button", { name: "Show the unverified text" }).click();
   assert.match(await text.textContent(), new RegExp(ALTERED));
   assert.equal(await message(r, `${MARKER} at eight.`).count(), 0, "the original words never appear as verified");
+  // Trust by exception: the words about signatures are on the message that failed,
+  // and nowhere else on the page.
+  assert.match(await bad.innerText(), /signature/);
+  await noCryptoWords(r, "a room with one altered message", { except: ".msg-unverified" });
+  await noCryptoWords(w, "the writer's room");
   assert.deepEqual([...reader.problems, ...writer.problems], []);
 });
 
@@ -115,9 +120,11 @@ test("a facilitator asks a supervisor to offer a member support; the member is t
   await form.locator(".flag-answer", { hasText: "No supervisor is on call right now" }).waitFor();
   await form.locator(".helplines-list li").first().waitFor();
   // Ada hears that someone asked for support for her.
-  const told = r.locator("#support-updates li", { hasText: "Someone has asked for support for you" });
-  await told.waitFor();
+  const told = await supportNews(r, "Someone has asked for support for you");
   assert.match(await told.textContent(), /You are not in trouble/);
-  await r.locator("#support-helplines li").first().waitFor();
+  // The emergency line is said; the one helplines sheet is a tap away.
+  await r.locator("#support-helplines-lead", { hasText: "call 999" }).waitFor();
+  await r.locator("#support-helplines-open").click();
+  await r.locator("#helplines-list li").first().waitFor();
   assert.deepEqual([...reader.problems, ...writer.problems], []);
 });

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
-import { agree, expectVerified, joinAs, message, publicKey, putOnRota, redeem, say } from "./lib/flows.js";
+import { agree, expectVerified, joinAs, message, publicKey, putOnRota, redeem, say, supportNews } from "./lib/flows.js";
 import { startServer } from "./lib/server.js";
 
 let server;
@@ -88,8 +88,8 @@ test("a participant's call for help reaches the on-call supervisor, who acknowle
   const actions = fac.locator("#member-list li", { hasText: "River" });
   await actions.getByRole("button", { name: "Actions for River" }).click();
   await actions.getByRole("button", { name: "Mute", exact: true }).click();
-  const muteSentence = p.locator("#message-list .msg-control", { hasText: "Jo muted you for 10 minutes." });
-  await muteSentence.locator(".mark-ok").waitFor();
+  const muteSentence = p.locator('#message-list .msg-control[data-verified="true"]', { hasText: "Jo muted you for 10 minutes." });
+  await muteSentence.waitFor();
   await p.locator("#composer-state", { hasText: "A facilitator has muted you" }).waitFor();
   assert.equal(await p.locator("#composer-input").isDisabled(), true, "the muted participant's composer is off");
 
@@ -123,16 +123,18 @@ test("a participant's call for help reaches the on-call supervisor, who acknowle
   // Acknowledge; River is told, kindly.
   await card.getByRole("button", { name: "Acknowledge: I'll take it" }).click();
   await card.locator(".esc-state", { hasText: "You have it" }).waitFor();
-  await p.locator("#support-updates li", { hasText: "A supervisor is on it" }).waitFor();
-  await fac.locator("#support-updates li", { hasText: "A supervisor is on it" }).waitFor();
+  await supportNews(p, "A supervisor is on it");
+  await supportNews(fac, "A supervisor is on it");
 
   // The supervisor joins the group and writes to River privately.
   await card.getByRole("button", { name: "Write privately to the person" }).click();
   await sup.locator("#private-panel").waitFor();
   await sup.locator("#private-input").fill("Hi River, I'm Sam, a supervisor. I'm here now.");
   await sup.locator("#private-input").press("Enter");
-  const fromSam = p.locator("#private-logs li", { hasText: "I'm Sam, a supervisor" });
-  await fromSam.locator(".mark-ok").waitFor();
+  // Told under the top bar, tap to open; verified, with no mark to read past.
+  await p.locator("#private-alert-open", { hasText: "has written to you privately" }).click();
+  const fromSam = p.locator('#private-logs li[data-verified="true"]', { hasText: "I'm Sam, a supervisor" });
+  await fromSam.waitFor();
 
   // Back in the console: a note, then resolve with an outcome.
   await sup.locator("#oncall").click();
@@ -144,13 +146,15 @@ test("a participant's call for help reaches the on-call supervisor, who acknowle
   await card.getByLabel("Resolve: what was the outcome?").fill("Safe plan agreed with River.");
   await card.getByRole("button", { name: "Resolve", exact: true }).click();
   await sup.locator("#closed-list > li", { hasText: "Safe plan agreed with River." }).waitFor();
-  await p.locator("#support-updates li", { hasText: "The request for support is closed" }).waitFor();
+  await supportNews(p, "The request for support is closed");
 
   // The facilitator ends the session; River sees that it has ended.
   await fac.getByRole("button", { name: "End the session" }).click();
   await fac.getByRole("button", { name: "Yes, end the session" }).click();
   await p.getByRole("heading", { name: "The session has ended" }).waitFor();
-  await p.locator("#dismissed-helplines li").first().waitFor();
+  await p.locator("#dismissed-helplines-lead", { hasText: "call 999" }).waitFor();
+  await p.getByRole("button", { name: /^Helplines/ }).last().click();
+  await p.locator("#helplines-list li").first().waitFor();
 
   const problems = people.flatMap((x) => x.problems);
   assert.deepEqual(problems, [], "no page errors in any browser");

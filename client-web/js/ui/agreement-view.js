@@ -8,7 +8,6 @@
 
 import { describeErrorFrame, sentenceFor } from "../errors.js";
 import { byId, h } from "./dom.js";
-import { verifiedMark } from "./verification.js";
 import { who } from "./who.js";
 
 export function createAgreementView() {
@@ -55,15 +54,12 @@ export function createAgreementView() {
       textEl.textContent = agreement.text;
       const control = s.agreementControl();
       if (control) {
-        source.replaceChildren(
-          `Version ${agreement.version}, set by ${who(s, control.key)}. `,
-          verifiedMark("agreement"),
-        );
+        source.replaceChildren(`Version ${agreement.version}, set by ${who(s, control.key)}.`);
       } else if (agreement.version <= 1) {
         source.replaceChildren(`Version ${agreement.version}, set when the group was created.`);
       } else {
         source.replaceChildren(
-          h("span", { text: `Version ${agreement.version}. The change isn't in the part of the conversation this browser holds, so it can't show who made it.` }),
+          h("span", { text: `Version ${agreement.version}. This device hasn't got the part of the conversation that says who changed it.` }),
         );
       }
       error.hidden = true;

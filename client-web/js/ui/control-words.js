@@ -4,6 +4,7 @@
 // verified controls, so the actor named is the key that signed it. A control this
 // version does not know is said to be one, never guessed at.
 
+import { MAIN } from "../protocol.js";
 import { minutesWords } from "../time-words.js";
 import { who } from "./who.js";
 
@@ -40,8 +41,15 @@ export function describeControl(session, record) {
       return `${actor} paused the conversation: only facilitators can write for now.`;
     case "resume":
       return `${actor} resumed the conversation: everyone can write again.`;
-    case "redact":
+    case "redact": {
+      // A writer withdrawing their own message (PROTOCOL.md §8.7), or a facilitator's removal.
+      const target = session.log(MAIN).get(action.seq);
+      const own = target?.key ? target.key === record.key : !session.isFacilitator(record.key);
+      if (own) {
+        return `${actor} withdrew ${record.key === session.identity.publicKey ? "your" : "their"} message.`;
+      }
       return `${actor} removed a message. Reason: ${action.reason}`;
+    }
     case "pin":
       return `${actor} pinned a message.`;
     case "unpin":

@@ -33,7 +33,7 @@ export function createDismissedView({ onRejoin, onHome }) {
   const detail = byId("dismissed-detail");
   const next = byId("dismissed-next");
   const rejoin = byId("dismissed-rejoin");
-  renderHelplines(byId("dismissed-helplines-lead"), byId("dismissed-helplines"));
+  renderHelplines(byId("dismissed-helplines-lead"), null);
   rejoin.addEventListener("click", () => onRejoin());
   byId("dismissed-home").addEventListener("click", () => onHome());
 
@@ -41,16 +41,26 @@ export function createDismissedView({ onRejoin, onHome }) {
     show(dismissal, state) {
       const reason = dismissal.reason;
       title.textContent = TITLES[reason] ?? "You're no longer in the group";
-      message.textContent = dismissal.message;
-      message.hidden = !dismissal.message;
+      // The hub's words often repeat the title ("The session has ended. Thank you
+      // for being here."): say the title once.
+      const title0 = title.textContent.toLowerCase();
+      const words = String(dismissal.message ?? "").trim();
+      const rest = words.toLowerCase().startsWith(title0) ? words.slice(title0.length).replace(/^[.!]\s*/, "") : words;
+      message.textContent = rest;
+      message.hidden = !rest;
       detail.textContent = DETAILS[reason] ?? "";
       const ended = reason === DismissReason.SESSION_ENDED;
       const nextMs = state?.next_session_ms;
+      const timed = Number.isFinite(nextMs);
       next.hidden = !ended;
-      next.textContent = Number.isFinite(nextMs)
+      next.textContent = timed
         ? `The next session opens ${formatDateTime(nextMs)} (your local time).`
-        : "The next session's time hasn't been set yet. The facilitators will let you know.";
-      rejoin.hidden = !ended && reason !== DismissReason.WAITING_CLEARED;
+        : "No time is set for the next session yet.";
+      // "Join the next session" only when there is one to join; after the waiting
+      // room was cleared, a way to knock again.
+      const cleared = reason === DismissReason.WAITING_CLEARED;
+      rejoin.hidden = !((ended && timed) || cleared);
+      rejoin.textContent = cleared ? "Knock again" : "Join the next session";
     },
   };
 }

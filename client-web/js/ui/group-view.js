@@ -18,7 +18,6 @@
 
 import { SessionState } from "../group-session.js";
 import { describeErrorFrame, sentenceFor } from "../errors.js";
-import { fingerprint, shortTag } from "../encoding.js";
 import { Kind, MAIN, MemberStatus } from "../protocol.js";
 import { isStaffRole } from "../standing.js";
 import { announce } from "./announcer.js";
@@ -30,7 +29,7 @@ import { byId } from "./dom.js";
 import { errorSentence } from "./feedback.js";
 import { createGroupControls } from "./group-controls.js";
 import { createGroupStage, Stage } from "./group-stage.js";
-import { renderHelplines } from "./helplines.js";
+import { openHelplines, renderHelplines } from "./helplines.js";
 import { createMemberActions } from "./member-actions.js";
 import { createMemberList } from "./member-list.js";
 import { createMessageActions } from "./message-actions.js";
@@ -40,10 +39,11 @@ import { createPinnedList } from "./pinned-list.js";
 import { createPrivatePanel } from "./private-panel.js";
 import { createRecordsPanel } from "./records-panel.js";
 import { createStaffPanel } from "./staff-panel.js";
+import { createStaffSound } from "./staff-sound.js";
 import { createSupportNow } from "./support-now.js";
 import { createWaitingRoom } from "./waiting-room.js";
 import { createWaitingView } from "./waiting-view.js";
-import { who } from "./who.js";
+import { spokenAuthor, who } from "./who.js";
 
 const KIND_WORDS = { drop_in: "Drop-in group", virtual: "Virtual group" };
 
@@ -83,8 +83,7 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     },
   });
   const agreement = createAgreementView();
-  createWaitingView({ onSupport: () => support.request() });
-  byId("dismissed-support").addEventListener("click", () => support.request());
+  createWaitingView();
 
   // Whether a supervisor is on call, in the room, with the helplines when nobody is.
   const coverage = byId("coverage");
@@ -108,6 +107,13 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       : "No supervisor is on call right now. A request for support is kept until someone can answer. If you need help now:";
     coverageList.hidden = onCall !== false;
     coverageMore.hidden = onCall !== false;
+    // The waiting room says what "I need support now" does now, not what it would do.
+    byId("waiting-support-line").textContent =
+      onCall === false
+        ? "If something is difficult right now, you don't have to wait. No supervisor is on call right now, so “I need support now” at the top tells the facilitators of this group and every supervisor, and your request is kept until one of them can answer. The helplines answer now. You can also write privately to a facilitator."
+        : onCall
+          ? "If something is difficult right now, you don't have to wait: “I need support now” at the top asks the supervisor on call to offer you support and tells this group's facilitators at once, and you can write privately to a facilitator too."
+          : "If something is difficult right now, you don't have to wait: “I need support now” at the top asks for support, and you can write privately to a facilitator too.";
   }
   signposting.addEventListener("change", renderCoverage);
   renderCoverage();
@@ -117,8 +123,91 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
   const staff = createStaffPanel({ onCheckIn: checkIn });
   const records = createRecordsPanel({ recordBook });
 
-  byId("leave-group").addEventListener("click", () => onLeave());
-  supportButton.addEventListener("click", () => support.request());
+  // Leaving is guarded: it sits near "I need support now", and a slip would cost the
+  // person their place. Quick exit is the unguarded way out.
+  const leaveButton = byId("leave-group");
+  const leaveConfirm = byId("leave-confirm");
+  leaveButton.addEventListener("click", () => {
+    leaveConfirm.hidden = false;
+    leaveButton.setAttribute("aria-expanded", "true");
+    byId("leave-confirm-no").focus();
+  });
+  const cancelLeave = () => {
+    leaveConfirm.hidden = true;
+    leaveButton.setAttribute("aria-expanded", "false");
+  };
+  byId("leave-confirm-no").addEventListener("click", () => {
+    cancelLeave();
+    leaveButton.focus();
+  });
+  byId("leave-confirm-yes").addEventListener("click", () => {
+    cancelLeave();
+    onLeave({ left: true });
+  });
+  // The top bar's "I need support now": in a group, the self-flag; elsewhere (the
+  // start and join screens, where there is no group to ask in yet) the helplines.
+  supportButton.addEventListener("click", () => (session ? support.request() : openHelplines()));
+
+  // On a phone the people and the console are sheets over the conversation; on a
+  // desktop they are columns, and these buttons are not shown.
+  const sheetButtons = { people: byId("sheet-people"), console: byId("sheet-console") };
+  function setSheet(name) {
+    const now = view.dataset.sheet === name ? "" : name;
+    view.dataset.sheet = now;
+    for (const [key, button] of Object.entries(sheetButtons)) {
+      button.setAttribute("aria-expanded", String(key === now));
+    }
+    document.body.classList.toggle("sheet-open", Boolean(now));
+    if (now === "people") {
+      byId("members-panel").open = true;
+      byId("members-panel").querySelector("summary")?.focus();
+    } else if (now === "console") {
+      [...byId("side-column").querySelectorAll("h2")].find((el) => el.offsetParent !== null)?.focus();
+    }
+  }
+  // The console button says how many are waiting to be let in (a phone shows the
+  // waiting room only in the console sheet).
+  const waitingCount = byId("waiting-count");
+  const consoleCount = byId("sheet-console-count");
+  const sound = createStaffSound();
+  let waitingBefore = 0;
+  function renderConsoleButton() {
+    const waitingNow = Number(waitingCount.textContent) || 0;
+    if (session?.canModerate() && waitingNow > waitingBefore) {
+      sound.chime(); // someone new is waiting to be let in
+    }
+    waitingBefore = waitingNow;
+    const moderator = session?.canModerate() ?? false;
+    byId("sheet-console-text").textContent = moderator ? "Console" : "Records";
+    const n = Number(waitingCount.textContent) || 0;
+    consoleCount.hidden = !moderator || n === 0;
+    consoleCount.textContent = n ? `${n} waiting` : "";
+  }
+  new MutationObserver(renderConsoleButton).observe(waitingCount, { childList: true, characterData: true, subtree: true });
+  // A record written about a participant shows the "Records" button.
+  new MutationObserver(() => {
+    if (session && stage.current === Stage.ROOM) {
+      sheetButtons.console.hidden = !session.canModerate() && byId("records-panel").hidden;
+    }
+  }).observe(byId("records-panel"), { attributes: true, attributeFilter: ["hidden"] });
+  sheetButtons.people.addEventListener("click", () => setSheet("people"));
+  sheetButtons.console.addEventListener("click", () => setSheet("console"));
+  for (const button of view.querySelectorAll("[data-close-sheet]")) {
+    button.addEventListener("click", () => {
+      const open = view.dataset.sheet;
+      setSheet("");
+      sheetButtons[open]?.focus();
+    });
+  }
+  for (const id of ["members-panel", "side-column"]) {
+    byId(id).addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && view.dataset.sheet) {
+        const open = view.dataset.sheet;
+        setSheet("");
+        sheetButtons[open]?.focus();
+      }
+    });
+  }
   stepOut.addEventListener("click", async () => {
     if (!session) {
       return;
@@ -151,11 +240,7 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
   }
 
   function describeSelf() {
-    const me = session.identity.publicKey;
-    meta.replaceChildren(
-      `${KIND_WORDS[session.info?.kind] ?? "Group"} · You are here as ${session.name} (key ${shortTag(me)})`,
-    );
-    meta.title = `Your key ${fingerprint(me)}`;
+    meta.replaceChildren(`${KIND_WORDS[session.info?.kind] ?? "Group"} · You are here as ${session.name}`);
   }
 
   /** What depends on whether we moderate this group. */
@@ -163,6 +248,8 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     const moderator = session.canModerate();
     view.classList.toggle("is-facilitator", moderator);
     consoleEl.hidden = !moderator;
+    sheetButtons.console.hidden = !moderator && byId("records-panel").hidden;
+    renderConsoleButton();
     staff.setVisible(moderator);
     supportButton.hidden = moderator || Boolean(session.dismissal);
     // The kind of per-person actions depends on our powers: build them again.
@@ -187,10 +274,18 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       dismissed.show(session.dismissal, session.groupState);
     }
     stepOut.hidden = now !== Stage.ROOM;
-    supportButton.hidden = session.canModerate() || now === Stage.DISMISSED;
-    // The dismissed screen has its own "Back to the start" and "I need support now".
+    // "I need support now" stays in the top bar on every stage, dismissed included.
+    supportButton.hidden = session.canModerate();
+    // The dismissed screen has its own "Back to the start".
     byId("leave-group").hidden = now === Stage.DISMISSED;
-    byId("dismissed-support-row").hidden = now !== Stage.DISMISSED;
+    if (now === Stage.DISMISSED) {
+      byId("leave-confirm").hidden = true;
+    }
+    sheetButtons.people.hidden = now !== Stage.ROOM;
+    sheetButtons.console.hidden = now !== Stage.ROOM || (!session.canModerate() && byId("records-panel").hidden);
+    if (now !== Stage.ROOM && view.dataset.sheet) {
+      setSheet("");
+    }
     support.refresh();
   }
 
@@ -231,10 +326,12 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       applyStage();
       renderStepOut();
       pinned.render();
+      byId("sheet-people-count").textContent = `(${byId("member-count").textContent})`;
     },
     member: (ev) => {
       const { record, previous } = ev.detail;
       members.upsert(record);
+      byId("sheet-people-count").textContent = `(${byId("member-count").textContent})`;
       waitingRoom.onMember(ev.detail);
       privatePanel.refreshNames();
       records.membersChanged();
@@ -250,6 +347,9 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     event: (ev) => {
       const { record, live } = ev.detail;
       if (record.channel !== MAIN) {
+        if (live && record.from === "hub" && record.note?.note === "risk_nudge" && session.canModerate()) {
+          sound.chime(); // the hub noticed a possible risk: worth a look
+        }
         return;
       }
       messages.addEvent(ev.detail);
@@ -316,9 +416,7 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       return;
     }
     if (record.kind === Kind.POST) {
-      const member = session.member(record.key);
-      const name = member?.verified ? member.name : "someone whose name is not verified";
-      announce(`${name}: ${record.payload.body}`);
+      announce(`${spokenAuthor(session, record.key)}: ${record.payload.body}`);
     } else if (record.kind === Kind.CONTROL) {
       const el = messages.elementFor(record.seq);
       if (el) {
@@ -374,6 +472,8 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       staff.mount(s);
       consoleEl.hidden = true;
       view.classList.remove("is-facilitator");
+      view.dataset.sheet = "";
+      byId("leave-confirm").hidden = true;
       for (const [type, fn] of Object.entries(listeners)) {
         s.addEventListener(type, fn);
       }
@@ -402,6 +502,9 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       stage.reset();
       consoleEl.hidden = true;
       view.classList.remove("is-facilitator");
+      view.dataset.sheet = "";
+      document.body.classList.remove("sheet-open");
+      supportButton.hidden = false;
     },
 
     /** Moves focus to where the current stage starts (after the screen is shown). */

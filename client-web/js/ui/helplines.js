@@ -1,7 +1,10 @@
-// The "Get help now" panel: helplines one click away from every screen.
+// The helplines sheet ("Helplines: get help now"): the one list of helplines, one tap away from every screen
+// (the top bar's "Helplines", and every "Helplines" button with class
+// `open-helplines`), with the "Cover your tracks" note at its end.
 //
-// Owns: the toggle button and the #helplines panel, and how a list of helplines
-// looks wherever it is shown. The list is the hub's (signposting.js): every place
+// Owns: the toggle buttons and the #helplines sheet, and how a list of helplines
+// looks wherever it is shown (a number is a tel: link, "text WORD to 85258" an sms:
+// link). The list is the hub's (signposting.js): every place
 // that shows helplines registers its elements once and is redrawn whenever the hub
 // sends a new list, so no screen keeps showing the placeholder after the hub spoke.
 
@@ -16,14 +19,23 @@ const targets = [];
 export function helplineItems(helplines) {
   return helplines.map((line) => {
     const number = dialable(line.contact);
+    const sms = textable(line.contact);
     const contact = number
       ? h("a", {
+          className: "helpline-link",
           href: `tel:${number}`,
           text: `Call ${line.contact}`,
           // The visible words come first in the name (WCAG 2.5.3, label in name).
           attrs: { "aria-label": `Call ${line.contact}, ${line.name}` },
         })
-      : h("span", { className: "helpline-contact", text: line.contact });
+      : sms
+        ? h("a", {
+            className: "helpline-link",
+            href: `sms:${sms.number}?body=${encodeURIComponent(sms.word)}`,
+            text: line.contact.charAt(0).toUpperCase() + line.contact.slice(1),
+            attrs: { "aria-label": `${line.contact.charAt(0).toUpperCase() + line.contact.slice(1)}, ${line.name}` },
+          })
+        : h("span", { className: "helpline-contact", text: line.contact });
     const when = [line.hours, line.nation].filter(Boolean).join(", ");
     return h(
       "li",
@@ -34,6 +46,19 @@ export function helplineItems(helplines) {
       when ? h("span", { className: "helpline-when", text: ` (${when})` }) : null,
     );
   });
+}
+
+/** "text SHOUT to 85258" → { word: "SHOUT", number: "85258" }, or null. */
+export function textable(contact) {
+  const m = /^text\s+(\S+)\s+to\s+(\+?[0-9][0-9 ]{1,20})$/i.exec(String(contact).trim());
+  return m ? { word: m[1], number: m[2].replace(/\s/g, "") } : null;
+}
+
+let openSheet = null;
+
+/** Opens the helplines sheet (at the "Cover your tracks" note with `tracks`). */
+export function openHelplines({ tracks = false } = {}) {
+  openSheet?.(tracks);
 }
 
 /**
@@ -56,7 +81,7 @@ export function currentHelplines() {
  */
 export function renderHelplines(leadEl, listEl, helplines = null) {
   if (!helplines) {
-    if (!targets.some((t) => t.listEl === listEl)) {
+    if (!targets.some((t) => (listEl ? t.listEl === listEl : t.leadEl === leadEl))) {
       targets.push({ leadEl, listEl });
     }
     helplines = signposting?.helplines ?? [];
@@ -64,7 +89,7 @@ export function renderHelplines(leadEl, listEl, helplines = null) {
   if (leadEl) {
     leadEl.textContent = helplines.length ? leadSentence(helplines) : "";
   }
-  listEl.replaceChildren(...helplineItems(helplines));
+  listEl?.replaceChildren(...helplineItems(helplines));
 }
 
 function redrawAll() {
@@ -84,22 +109,40 @@ export function initHelplines(source) {
   redrawAll();
   source.addEventListener("change", redrawAll);
 
-  const setOpen = (open) => {
+  let opener = null;
+  const setOpen = (open, { tracks = false } = {}) => {
+    if (open && panel.hidden) {
+      opener = document.activeElement;
+    }
     panel.hidden = !open;
     toggle.setAttribute("aria-expanded", String(open));
+    document.body.classList.toggle("sheet-open", open);
     if (open) {
-      byId("helplines-title").focus();
+      byId(tracks ? "tracks-title" : "helplines-title").focus();
+      if (tracks) {
+        byId("tracks-title").scrollIntoView({ block: "start" });
+      } else {
+        panel.scrollTop = 0;
+      }
     }
   };
+  openSheet = (tracks) => setOpen(true, { tracks });
   toggle.addEventListener("click", () => setOpen(panel.hidden));
-  close.addEventListener("click", () => {
-    setOpen(false);
-    toggle.focus();
+  byId("tracks-toggle").addEventListener("click", () => setOpen(true, { tracks: true }));
+  document.addEventListener("click", (ev) => {
+    if (ev.target instanceof Element && ev.target.closest(".open-helplines")) {
+      setOpen(true);
+    }
   });
+  const closeAndReturn = () => {
+    setOpen(false);
+    (opener?.isConnected && !opener.closest("[hidden]") ? opener : toggle).focus();
+    opener = null;
+  };
+  close.addEventListener("click", closeAndReturn);
   panel.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape") {
-      setOpen(false);
-      toggle.focus();
+      closeAndReturn();
     }
   });
   return { open: () => setOpen(true) };

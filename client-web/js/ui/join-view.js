@@ -12,7 +12,39 @@ import { isValidGroupId, MAX_ACCESS_CODE_CHARS } from "../protocol.js";
 import { normaliseDisplayName } from "../names.js";
 import { byId, setFieldError } from "./dom.js";
 
-export function createJoinView({ connection, onJoin, onBack }) {
+/** The name last used in each group on this device (store.js "names"). */
+export function createNameMemory(store) {
+  return {
+    async get(groupId) {
+      try {
+        const names = (await store.get("names")) ?? {};
+        return typeof names[groupId] === "string" ? names[groupId] : "";
+      } catch {
+        return "";
+      }
+    },
+    async remember(groupId, name) {
+      try {
+        await store.update("names", (names) => ({ ...(names ?? {}), [groupId]: name }));
+      } catch {
+        // Remembering is a convenience; joining worked.
+      }
+    },
+    /** Every group remembered here: { [group id]: name }. */
+    async all() {
+      try {
+        return (await store.get("names")) ?? {};
+      } catch {
+        return {};
+      }
+    },
+    async forget() {
+      await store.put("names", {});
+    },
+  };
+}
+
+export function createJoinView({ connection, onJoin, onBack, names = null }) {
   const form = byId("join-form");
   const groupLabel = byId("join-group-id");
   const input = byId("join-name");
@@ -77,6 +109,7 @@ export function createJoinView({ connection, onJoin, onBack }) {
     submit.textContent = connection.authenticated ? "Joining…" : "Waiting for the connection…";
     try {
       await onJoin(groupId, checked.name, accessCode);
+      names?.remember(groupId, checked.name);
     } catch (err) {
       showError(err);
     } finally {
@@ -96,6 +129,14 @@ export function createJoinView({ connection, onJoin, onBack }) {
       codeField.hidden = true;
       codeInput.value = "";
       count.textContent = "";
+      input.value = "";
+      // The name used here before, on this device, so it need not be retyped.
+      const shown = groupId;
+      names?.get(groupId).then((name) => {
+        if (name && groupId === shown && !input.value) {
+          input.value = name;
+        }
+      });
     },
     /** Fills the form again (after "Join the next session" was refused) and says why. */
     showRefusal({ name, accessCode }, err) {

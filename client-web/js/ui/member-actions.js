@@ -9,9 +9,13 @@
 // is a signed control through the session; the group sees the result as a verified
 // sentence in the conversation, and the member's standing arrives as presence.
 // Sanctions are not offered against facilitators (the server refuses them).
+// Guarded: "Remove" and "Hand over the lead" ask first, in a confirm box that says
+// what will happen; hand over and co-facilitator are offered only for staff (never an
+// anonymous participant); a mute can be undone at once ("Undo": unmute).
 
 import { MUTE_CHOICES } from "../config.js";
 import { Control } from "../protocol.js";
+import { isStaffRole } from "../standing.js";
 import { minutesWords } from "../time-words.js";
 import { h } from "./dom.js";
 import { runWithStatus } from "./feedback.js";
@@ -19,6 +23,37 @@ import { createFlagForm } from "./flag-form.js";
 import { who } from "./who.js";
 
 let panelCount = 0;
+
+/**
+ * A confirm box for `button`: clicking it shows `question()` with "yes" and "no";
+ * "yes" runs `onYes`. Returns the box (to place after the button's row).
+ */
+function guard(button, { question, yes, onYes }) {
+  const text = h("p", {});
+  const yesButton = h("button", { type: "button", className: "danger", text: yes });
+  const noButton = h("button", { type: "button", className: "secondary", text: "Cancel" });
+  const box = h("div", { className: "confirm", hidden: true, attrs: { role: "group" } }, text, h("div", { className: "button-row" }, yesButton, noButton));
+  button.setAttribute("aria-expanded", "false");
+  button.addEventListener("click", () => {
+    text.textContent = question();
+    box.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    noButton.focus();
+  });
+  const hide = () => {
+    box.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+  };
+  noButton.addEventListener("click", () => {
+    hide();
+    button.focus();
+  });
+  yesButton.addEventListener("click", () => {
+    hide();
+    onYes();
+  });
+  return box;
+}
 
 export function createMemberActions({ session, onCheckIn }) {
   const panels = new Map(); // key -> { wrap, update }
@@ -53,15 +88,22 @@ export function createMemberActions({ session, onCheckIn }) {
       ...MUTE_CHOICES.map((m) => h("option", { value: String(m), text: minutesWords(m), selected: m === 10 })),
     );
     const mute = h("button", { type: "button", className: "secondary", text: "Mute" });
-    mute.addEventListener("click", () => {
+    const undoMute = h("button", { type: "button", className: "link-button undo", text: "Undo", hidden: true });
+    mute.addEventListener("click", async () => {
       const m = Number(minutes.value);
-      send(mute, Control.mute(key, m), `${name()} is muted for ${minutesWords(m)}.`);
+      const ok = await send(mute, Control.mute(key, m), `${name()} is muted for ${minutesWords(m)}.`);
+      undoMute.hidden = !ok;
+    });
+    undoMute.addEventListener("click", async () => {
+      undoMute.hidden = true;
+      await send(undoMute, Control.unmute(key), `Undone: ${name()} can write again.`);
     });
     const muteRow = h(
       "div",
       { className: "action-row" },
       h("label", { attrs: { for: minutes.id }, text: "Mute for" }),
       h("div", { className: "input-row" }, minutes, mute),
+      undoMute,
     );
     const unmute = h("button", { type: "button", className: "secondary", text: "Unmute" });
     unmute.addEventListener("click", () => send(unmute, Control.unmute(key), `${name()} can write again.`));
@@ -72,7 +114,15 @@ export function createMemberActions({ session, onCheckIn }) {
     const forGood = h("input", { type: "radio", name: groupName, id: `${id}-good`, value: "good" });
     const reason = h("input", { type: "text", id: `${id}-reason`, maxLength: 500, attrs: { "aria-describedby": `${id}-reason-hint` } });
     const remove = h("button", { type: "button", className: "danger", text: "Remove" });
-    remove.addEventListener("click", () => {
+    const removeConfirm = guard(remove, {
+      question: () =>
+        forSession.checked
+          ? `Remove ${name()} from this session? They can't come back until the next one. This can't be undone.`
+          : `Remove ${name()} from the group for good? They won't be able to come back. This can't be undone.`,
+      yes: "Yes, remove them",
+      onYes: () => doRemove(),
+    });
+    const doRemove = () => {
       const untilSessionEnd = forSession.checked;
       send(
         remove,
@@ -83,7 +133,7 @@ export function createMemberActions({ session, onCheckIn }) {
           reason.value = "";
         }
       });
-    });
+    };
     const removeBox = h(
       "fieldset",
       { className: "fieldset action-remove" },
@@ -94,6 +144,7 @@ export function createMemberActions({ session, onCheckIn }) {
       h("p", { className: "hint", id: `${id}-reason-hint`, text: "They will read it. Keep it kind and plain." }),
       reason,
       h("div", { className: "button-row" }, remove),
+      removeConfirm,
     );
 
     // Raise a flag: the form opens in place, below the buttons.
@@ -126,7 +177,12 @@ export function createMemberActions({ session, onCheckIn }) {
     const cofac = h("button", { type: "button", className: "secondary", text: "Make co-facilitator" });
     cofac.addEventListener("click", () => send(cofac, Control.addCofacilitator(key), `${name()} is now a co-facilitator.`));
     const handOver = h("button", { type: "button", className: "secondary", text: "Hand over the lead" });
-    handOver.addEventListener("click", () => send(handOver, Control.handOver(key), `${name()} is now the lead facilitator.`));
+    const handOverConfirm = guard(handOver, {
+      question: () =>
+        `Hand the lead over to ${name()}? They will run the group, and you will no longer lead it. Only they can hand it back.`,
+      yes: `Yes, hand over`,
+      onYes: () => send(handOver, Control.handOver(key), `${name()} is now the lead facilitator.`),
+    });
 
     panel.append(
       h("div", { className: "button-row" }, checkIn, flag),
@@ -135,6 +191,7 @@ export function createMemberActions({ session, onCheckIn }) {
       h("div", { className: "button-row" }, unmute),
       removeBox,
       h("div", { className: "button-row" }, cofac, handOver),
+      handOverConfirm,
     );
 
     const close = () => {
@@ -162,11 +219,16 @@ export function createMemberActions({ session, onCheckIn }) {
       toggle.textContent = `Actions for ${member.verified ? member.name : "this person"}`;
       const facilitator = member.facilitator || session.isFacilitator(key);
       const muted = Number.isFinite(member.mutedUntilMs) && member.mutedUntilMs > session.conn.clock.now();
+      // Leading a group is a staff role: never offered for an anonymous participant.
+      const staff = facilitator || (member.verified && isStaffRole(member.roles));
       muteRow.hidden = facilitator;
       unmute.hidden = facilitator || !muted;
       removeBox.hidden = facilitator;
-      cofac.hidden = facilitator;
-      handOver.hidden = session.groupState?.lead === key;
+      cofac.hidden = facilitator || !staff;
+      handOver.hidden = !staff || session.groupState?.lead === key;
+      if (handOver.hidden) {
+        handOverConfirm.hidden = true;
+      }
     };
     return { wrap, update };
   }

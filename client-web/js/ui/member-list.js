@@ -3,13 +3,12 @@
 //
 // Owns: the members <ul> and its count. Online state is said in words as well as
 // shown by a dot. A name whose signed join does not verify is shown in quotes with a
-// plain "name not verified" warning, never as a trusted name.
+// plain warning ("we couldn't check this name"), never as a trusted name. No keys.
 //
 // Items are kept per key and updated in place, so a facilitator's open actions panel
 // (member-actions.js, passed in as `actionsFor`) keeps its typing and focus when
 // someone else's presence changes.
 
-import { fingerprint, shortTag } from "../encoding.js";
 import { h, roleLabel } from "./dom.js";
 import { unverifiedReason } from "./verification.js";
 
@@ -51,12 +50,6 @@ export function createMemberList(listEl, countEl, onlineCountEl, { include = () 
         { className: "member-main" },
         nameEl,
         m.self ? h("span", { className: "member-you", text: " (you)" }) : null,
-        " ",
-        h("span", {
-          className: "tag",
-          text: shortTag(m.key),
-          attrs: { title: `Key ${fingerprint(m.key)}`, "aria-label": `key ${fingerprint(m.key, 4)}` },
-        }),
         ...[...roles].map((role) => [" ", h("span", { className: `badge badge-${role}`, text: roleLabel(role) })]),
       ),
       h("span", { className: "member-state", text: states.join(", ") }),
@@ -66,7 +59,7 @@ export function createMemberList(listEl, countEl, onlineCountEl, { include = () 
             "span",
             { className: "member-warning", attrs: { title: unverifiedReason(m.reason) } },
             h("span", { attrs: { "aria-hidden": "true" }, text: "⚠ " }),
-            "name not verified",
+            "we couldn't check this name: don't rely on it",
           ),
     ];
   }

@@ -1,6 +1,7 @@
 // The small menu on each message of the conversation: report it, flag it (ask a
-// supervisor to offer its writer support), and for facilitators pin, unpin or remove
-// it (with a reason everyone sees).
+// supervisor to offer its writer support), withdraw one's own (a signed retraction,
+// after a confirmation; facilitators keep the text), and for facilitators pin, unpin
+// or remove it (with a reason everyone sees).
 //
 // Owns: the menu's elements and its little forms. Each choice is one signed request
 // through the session (report, control); what it changes comes back as events and
@@ -65,7 +66,8 @@ export function createMessageActions({ session }) {
     const pinned = (session.groupState?.pinned ?? []).includes(record.seq);
     const canReport = !record.self;
     const canRedact = moderator && !record.redaction;
-    if (!canReport && !moderator) {
+    const canWithdraw = record.self && !record.redaction;
+    if (!canReport && !moderator && !canWithdraw) {
       return null;
     }
     menuCount += 1;
@@ -101,6 +103,25 @@ export function createMessageActions({ session }) {
       } catch (err) {
         finish(errorText(err));
       }
+    };
+
+    // Withdrawing asks first: it can't be undone, and says who still reads the text.
+    const withdrawConfirm = () => {
+      const yes = h("button", { type: "button", className: "danger", text: "Yes, withdraw it" });
+      const no = h("button", { type: "button", className: "secondary", text: "Keep it" });
+      const box = h(
+        "div",
+        { className: "confirm", attrs: { role: "group" } },
+        h("p", {
+          text: "Withdraw this message? The group will see that you withdrew it, not what it said. The facilitators can still read it, to keep everyone safe. This can't be undone.",
+        }),
+        h("div", { className: "button-row" }, yes, no),
+      );
+      no.addEventListener("click", close);
+      yes.addEventListener("click", () =>
+        run(() => session.control(Control.redact(record.seq, "Withdrawn by its writer.")), "You withdrew it."),
+      );
+      return { form: box, focus: () => no.focus() };
     };
 
     const choices = () => {
@@ -166,6 +187,16 @@ export function createMessageActions({ session }) {
                   pinned ? "Unpinned." : "Pinned.",
                 ),
             },
+          }),
+        );
+      }
+      if (canWithdraw) {
+        buttons.push(
+          h("button", {
+            type: "button",
+            className: "secondary",
+            text: "Withdraw my message",
+            on: { click: () => showForm(withdrawConfirm()) },
           }),
         );
       }

@@ -1,9 +1,11 @@
 // One event or outbox entry as a list item: the same rules in every channel.
 //
-// Owns: how a record looks. Text goes in with textContent only. What can be trusted is
-// said plainly:
-//   - a verified post shows its author's verified name, key tag, roles and "Verified";
-//   - a verified control is a sentence ("Jo muted River for 10 minutes.") + "Verified";
+// Owns: how a record looks. Text goes in with textContent only. Trust by exception:
+// what verifies looks ordinary, and only what fails is marked, in plain words. Keys,
+// fingerprints and the word "signature" appear only on what failed.
+//   - a verified post shows its author's verified name and roles; a screen reader
+//     hears "Jo, facilitator: <message>" and nothing else;
+//   - a verified control is a sentence ("Jo muted River for 10 minutes.");
 //   - a hub note is "From the hub", never a person's message, and has no verified mark;
 //   - a removed message says "Removed by a facilitator: <reason>", marked verified
 //     only when the facilitator's signed request was found; facilitators still see
@@ -15,12 +17,24 @@
 
 import { Delivery } from "../group-session.js";
 import { sentenceFor } from "../errors.js";
-import { fingerprint, shortTag } from "../encoding.js";
 import { Kind, MAIN } from "../protocol.js";
 import { describeControl } from "./control-words.js";
 import { formatTime, h, roleLabel } from "./dom.js";
-import { unverifiedMark, unverifiedReason, verifiedMark } from "./verification.js";
-import { facilitatorName, who } from "./who.js";
+import { unverifiedMark, unverifiedReason } from "./verification.js";
+import { facilitatorName, rolesOf, spokenAuthor, who } from "./who.js";
+
+/**
+ * Whether a redacted message was withdrawn by its own writer (a signed retraction),
+ * not removed by a facilitator. When this page no longer knows the writer, only a
+ * non-facilitator's redaction can be one (the hub allows nothing else).
+ */
+export function isWithdrawn(session, record) {
+  const by = record.redaction?.by;
+  if (!by) {
+    return false;
+  }
+  return record.key ? record.key === by : !session.isFacilitator(by);
+}
 
 const DELIVERY_WORDS = {
   [Delivery.QUEUED]: "Waiting to send…",
@@ -34,22 +48,6 @@ const DELIVERY_WORDS = {
 let unverifiedCount = 0;
 
 export function createMessageRenderer({ session, extrasFor = () => null }) {
-  function authorOf(key) {
-    const member = session.member(key);
-    if (member && member.verified) {
-      return { name: member.name, roles: member.roles, facilitator: session.isFacilitator(key) };
-    }
-    return null;
-  }
-
-  function keyTag(key) {
-    return h("span", {
-      className: "tag",
-      text: shortTag(key),
-      attrs: { title: `Key ${fingerprint(key)}`, "aria-label": `key ${fingerprint(key, 4)}` },
-    });
-  }
-
   function timeEl(ms) {
     if (!Number.isFinite(ms)) {
       return null;
@@ -60,7 +58,8 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
   function item(record, className, ...children) {
     return h(
       "li",
-      { className, dataset: { seq: String(record.seq), channel: record.channel }, attrs: { tabindex: "-1" } },
+      // data-verified: this browser checked it (tests read it; people see nothing).
+      { className, dataset: { seq: String(record.seq), channel: record.channel, verified: "true" }, attrs: { tabindex: "-1" } },
       ...children,
       extrasFor(record),
     );
@@ -127,7 +126,7 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
     });
     return h(
       "li",
-      { className: "msg msg-unverified", dataset: { seq: String(record.seq), channel: record.channel }, attrs: { tabindex: "-1" } },
+      { className: "msg msg-unverified", dataset: { seq: String(record.seq), channel: record.channel, verified: "false" }, attrs: { tabindex: "-1" } },
       h("p", { className: "msg-head" }, unverifiedMark(), " ", h("span", { className: "msg-author", text: summary }), " ", timeEl(record.ts)),
       h("p", { className: "msg-warning", text: `${unverifiedReason(record.reason)} Don't rely on it.` }),
       text ? reveal : null,
@@ -136,45 +135,44 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
   }
 
   function authorHead(record) {
-    const author = authorOf(record.key);
     const head = h("p", { className: "msg-head" });
-    if (record.self) {
-      head.append(h("span", { className: "msg-author", text: "You" }));
-    } else if (author) {
-      head.append(h("span", { className: "msg-author", text: author.name }));
-    } else {
-      head.append(h("span", { className: "msg-author msg-author-unknown", text: "Name not verified" }));
+    // What a screen reader hears: "Jo, facilitator: " then the message. The visible
+    // name, role and time are hidden from it so nothing else is read first.
+    head.append(h("span", { className: "visually-hidden", text: `${spokenAuthor(session, record.key)}: ` }));
+    const seen = h("span", { className: "msg-head-seen", attrs: { "aria-hidden": "true" } });
+    seen.append(h("span", { className: "msg-author", text: record.self ? "You" : who(session, record.key, { capital: true }) }));
+    for (const role of rolesOf(session, record.key)) {
+      seen.append(" ", h("span", { className: `badge badge-${role}`, text: roleLabel(role) }));
     }
-    head.append(" ", keyTag(record.key));
-    const roles = new Set(author?.roles ?? []);
-    if (author?.facilitator) {
-      roles.add("facilitator");
-    }
-    for (const role of roles) {
-      head.append(" ", h("span", { className: `badge badge-${role}`, text: roleLabel(role) }));
-    }
-    head.append(" ", verifiedMark(), " ", timeEl(record.ts));
+    seen.append(" ", timeEl(record.ts));
+    head.append(seen);
     return head;
   }
 
-  /** "Removed by a facilitator: reason", with whether the request behind it was checked. */
+  /** "Removed by a facilitator: reason" (or "River withdrew this message"), with
+   * whether the request behind it was checked. */
   function redactionLine(record, { forFacilitator }) {
     const r = record.redaction;
     const by = facilitatorName(session, r.by);
     const line = h("p", { className: "msg-redaction" });
-    if (forFacilitator) {
+    if (isWithdrawn(session, record)) {
+      const writer = r.by === session.identity.publicKey ? "You" : who(session, r.by, { capital: true });
+      line.append(
+        forFacilitator
+          ? `${writer} withdrew this message. Only facilitators still see it, to keep everyone safe.`
+          : `${writer} withdrew this message.`,
+      );
+    } else if (forFacilitator) {
       line.append(`Removed for everyone else by ${by}. Reason: ${r.reason}`);
     } else {
       line.append(`Removed by a facilitator: ${r.reason}`);
     }
-    line.append(" ");
-    if (r.confirmed) {
-      line.append(verifiedMark("removal"));
-    } else {
+    if (!r.confirmed) {
+      line.append(" ");
       line.append(
         h("span", {
           className: "mark mark-pending",
-          text: "(the hub says so; this browser hasn't seen the facilitator's signed request yet)",
+          text: "(the hub says so; this device hasn't seen the facilitator's own request yet)",
         }),
       );
     }
@@ -207,7 +205,7 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
     return item(
       record,
       "msg-control",
-      h("p", { className: "control-text" }, h("span", { text: describeControl(session, record) }), " ", verifiedMark("action"), " ", timeEl(record.ts)),
+      h("p", { className: "control-text" }, h("span", { text: describeControl(session, record) }), " ", timeEl(record.ts)),
     );
   }
 
@@ -236,14 +234,14 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
     return item(
       record,
       "msg msg-staff",
-      h("p", { className: "msg-head" }, h("span", { className: "msg-author", text: `${who(session, record.key, { capital: true })} reported a message` }), " ", verifiedMark("report"), " ", timeEl(record.ts)),
+      h("p", { className: "msg-head" }, h("span", { className: "msg-author", text: `${who(session, record.key, { capital: true })} reported a message` }), " ", timeEl(record.ts)),
       h("p", { className: "msg-body", text: reason ? `Why: ${reason}` : "No reason given." }),
       quoteOf(record.payload.seq),
     );
   }
 
   function hubHead(record) {
-    return h("p", { className: "msg-head" }, h("span", { className: "hub-label", text: "From the hub" }), " ", h("span", { className: "hub-hint", text: "(not a person's message, not signed)" }), " ", timeEl(record.ts));
+    return h("p", { className: "msg-head" }, h("span", { className: "hub-label", text: "From the hub" }), " ", h("span", { className: "hub-hint", text: "(not a person's message)" }), " ", timeEl(record.ts));
   }
 
   function renderNote(record) {

@@ -1,8 +1,12 @@
-// Private check-ins: "Private with <facilitator>", one conversation per pair channel,
-// with its own composer.
+// Private lines as conversations: one thread per pair channel (a facilitator's
+// check-in, a supervisor), each with its own unread count, and one composer.
 //
-// Owns: #private-panel (and #private-open, the list of private conversations when the
-// panel shows another one or is closed). Every private message is verified like any
+// Owns: #private-panel (a sheet over the conversation on a phone, a column on a
+// desktop), its thread buttons, the top bar's "Private" button with the unread
+// badge, the notice under the top bar at the moment someone writes ("Sam, a
+// supervisor, has written to you privately" — tap to open), the unread count in the
+// tab title, and #private-open (unused now: the top bar lists the threads). A message
+// or a later check-in never takes the panel over: it counts as unread and is told. Every private message is verified like any
 // other (the session does it, with the pair channel's rules); this module draws them
 // with the shared renderer, one message list per conversation.
 //
@@ -17,14 +21,21 @@ import { byId, h } from "./dom.js";
 import { renderHelplines } from "./helplines.js";
 import { createMessageList } from "./message-list.js";
 import { createMessageRenderer } from "./message-render.js";
-import { facilitatorName, who } from "./who.js";
+import { facilitatorName, rolesOf, who } from "./who.js";
+
+const BASE_TITLE = "peerhub";
 
 export function createPrivatePanel({ connection }) {
   const panel = byId("private-panel");
   const title = byId("private-title");
   const note = byId("private-note");
   const switcher = byId("private-switch");
-  const select = byId("private-peer");
+  const threads = byId("private-threads");
+  const toggle = byId("private-toggle");
+  const unreadBadge = byId("private-unread");
+  const alertBox = byId("private-alert");
+  const alertOpen = byId("private-alert-open");
+  let alertPeer = null;
   const logs = byId("private-logs");
   const empty = byId("private-empty");
   const form = byId("private-composer");
@@ -32,7 +43,7 @@ export function createPrivatePanel({ connection }) {
   const help = byId("private-helplines");
   const openSection = byId("private-open");
   const openList = byId("private-open-list");
-  renderHelplines(byId("private-helplines-lead"), byId("private-helplines-list"));
+  renderHelplines(byId("private-helplines-lead"), null);
 
   let session = null;
   let renderer = null;
@@ -58,7 +69,32 @@ export function createPrivatePanel({ connection }) {
       close({ returnFocus: true });
     }
   });
-  select.addEventListener("change", () => show(select.value));
+  toggle.addEventListener("click", () => {
+    if (!panel.hidden) {
+      close({ returnFocus: false });
+      toggle.focus();
+      return;
+    }
+    // The thread with something new first, else the one last shown.
+    const unread = [...conversations.entries()].find(([, c]) => c.unread > 0)?.[0];
+    open(unread ?? current ?? conversations.keys().next().value ?? null);
+  });
+  alertOpen.addEventListener("click", () => {
+    const peer = alertPeer;
+    hideAlert();
+    if (peer) {
+      open(peer);
+    }
+  });
+  byId("private-alert-dismiss").addEventListener("click", () => {
+    hideAlert();
+    toggle.focus();
+  });
+
+  function hideAlert() {
+    alertBox.hidden = true;
+    alertPeer = null;
+  }
 
   let returnFocusTo = null;
 
@@ -76,6 +112,42 @@ export function createPrivatePanel({ connection }) {
     return capital ? "Someone from the team" : "someone from the team";
   }
 
+  /** "Sam, a supervisor" / "Jo, a facilitator" / "Someone from the team". */
+  function peerWithRole(peer) {
+    const name = peerName(peer, { capital: true });
+    const roles = session ? rolesOf(session, peer) : [];
+    const role = roles.includes("supervisor")
+      ? "a supervisor"
+      : roles.includes("facilitator")
+        ? "a facilitator"
+        : roles.includes("admin")
+          ? "an admin"
+          : "";
+    return role && !name.startsWith("Someone") && !name.startsWith("A ") ? `${name}, ${role},` : name;
+  }
+
+  function totalUnread() {
+    let n = 0;
+    for (const c of conversations.values()) {
+      n += c.unread;
+    }
+    return n;
+  }
+
+  /** The top bar's button and badge, and the tab title, from the unread counts. */
+  function renderCounts() {
+    const n = session ? totalUnread() : 0;
+    toggle.hidden = !session || conversations.size === 0;
+    toggle.setAttribute("aria-expanded", String(!panel.hidden));
+    unreadBadge.hidden = n === 0;
+    // The number is seen; "new" is said (the top bar is narrow on a phone).
+    unreadBadge.replaceChildren(...(n ? [String(n), h("span", { className: "visually-hidden", text: " new" })] : []));
+    byId("private-toggle-text").textContent = conversations.size > 1 ? "Private messages" : "Private";
+    if (document.title !== "New tab") {
+      document.title = n ? `(${n}) ${BASE_TITLE}` : BASE_TITLE;
+    }
+  }
+
   function conversation(peer) {
     let c = conversations.get(peer);
     if (!c) {
@@ -89,24 +161,27 @@ export function createPrivatePanel({ connection }) {
 
   function renderSwitcher() {
     const peers = [...conversations.keys()];
-    switcher.hidden = peers.length < 2;
-    select.replaceChildren(
-      ...peers.map((peer) => h("option", { value: peer, text: peerName(peer, { capital: true }), selected: peer === current })),
-    );
-    // The list of private conversations, when the panel doesn't show them all.
-    const others = peers.filter((peer) => panel.hidden || peer !== current);
-    openSection.hidden = others.length === 0;
-    openList.replaceChildren(
-      ...others.map((peer) => {
+    switcher.hidden = peers.length < 2 || panel.hidden;
+    threads.replaceChildren(
+      ...peers.map((peer) => {
         const c = conversations.get(peer);
-        const label = `With ${peerName(peer)}${c.unread ? ` (${c.unread} new)` : ""}`;
+        const label = `${peerName(peer, { capital: true })}${c.unread ? ` (${c.unread} new)` : ""}`;
         return h(
           "li",
           {},
-          h("button", { type: "button", className: "link-button", text: label, on: { click: () => open(peer) } }),
+          h("button", {
+            type: "button",
+            className: "thread-button",
+            text: label,
+            attrs: peer === current ? { "aria-current": "true" } : {},
+            on: { click: () => open(peer) },
+          }),
         );
       }),
     );
+    openSection.hidden = true;
+    openList.replaceChildren();
+    renderCounts();
   }
 
   function show(peer) {
@@ -117,6 +192,9 @@ export function createPrivatePanel({ connection }) {
     }
     if (c) {
       c.unread = 0;
+    }
+    if (alertPeer === peer) {
+      hideAlert();
     }
     empty.hidden = !c || c.ol.childElementCount > 0;
     const name = peer ? peerName(peer) : "a facilitator";
@@ -139,6 +217,8 @@ export function createPrivatePanel({ connection }) {
       returnFocusTo = document.activeElement;
     }
     panel.hidden = false;
+    document.body.classList.add("private-open");
+    document.body.dataset.front = "private";
     show(peer);
     if (prefill && peer) {
       const textarea = byId("private-input");
@@ -156,6 +236,7 @@ export function createPrivatePanel({ connection }) {
   function close({ returnFocus = false } = {}) {
     panel.hidden = true;
     help.hidden = true;
+    document.body.classList.remove("private-open");
     renderSwitcher();
     if (returnFocus && returnFocusTo?.isConnected) {
       returnFocusTo.focus();
@@ -180,23 +261,29 @@ export function createPrivatePanel({ connection }) {
         renderSwitcher();
         return;
       }
-      const name = peerName(peer, { capital: true });
       const opening = record.verified && record.kind === "control";
-      if (panel.hidden || peer !== current) {
+      const seen = !panel.hidden && peer === current;
+      if (!seen) {
+        // Never take the panel over (the person may be reading or writing another
+        // thread): count it, and say so under the top bar, tap to open.
         c.unread += 1;
-        if (opening || panel.hidden) {
-          // A check-in was started, or a message came while the panel was closed:
-          // show it without taking focus from what the person is doing.
-          open(peer, { focus: false });
-        }
-      }
-      announce(
-        opening
-          ? `${name} started a private check-in with you. It's in the private panel.`
+        const writer = peerWithRole(peer);
+        const words = opening
+          ? `${writer} started a private check-in with you.`
           : record.verified
-            ? `Private message from ${name}: ${record.payload.body}`
-            : "New private message that could not be verified.",
-      );
+            ? `${writer} has written to you privately.`
+            : "A private message came that we couldn't check.";
+        alertPeer = peer;
+        alertOpen.textContent = `${words} Tap to open.`;
+        alertBox.hidden = false;
+        announce(`${words} Open it with the Private button at the top.`);
+      } else {
+        announce(
+          record.verified
+            ? `Private message from ${peerName(peer, { capital: true })}: ${record.payload.body}`
+            : "A private message came that we couldn't check.",
+        );
+      }
       renderSwitcher();
     },
     "event-changed": (ev) => {
@@ -253,6 +340,9 @@ export function createPrivatePanel({ connection }) {
       openSection.hidden = true;
       openList.replaceChildren();
       returnFocusTo = null;
+      hideAlert();
+      document.body.classList.remove("private-open");
+      renderCounts();
     },
     open,
     close,

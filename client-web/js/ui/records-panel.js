@@ -10,7 +10,7 @@ import { sentenceFor } from "../errors.js";
 import { checkText } from "../protocol.js";
 import { byId, formatTime, h, setFieldError } from "./dom.js";
 import { errorSentence } from "./feedback.js";
-import { unverifiedMark, unverifiedReason, verifiedMark } from "./verification.js";
+import { unverifiedMark, unverifiedReason } from "./verification.js";
 import { who } from "./who.js";
 
 let formCount = 0;
@@ -59,13 +59,13 @@ export function createRecordsPanel({ recordBook }) {
   function entryEl(entry) {
     const head = h("p", { className: "msg-head" });
     if (entry.verified) {
-      head.append(h("span", { className: "msg-author", text: who(session, entry.key, { capital: true }) }), " ", verifiedMark("entry"));
+      head.append(h("span", { className: "msg-author", text: who(session, entry.key, { capital: true }) }));
       if (Number.isFinite(entry.ts)) {
         head.append(" ", h("time", { dateTime: new Date(entry.ts).toISOString(), text: formatTime(entry.ts) }));
       }
       return h("li", { className: "record-entry" }, head, h("p", { className: "msg-body", text: entry.text }));
     }
-    head.append(unverifiedMark(), " ", h("span", { className: "msg-author", text: "Writer not verified" }));
+    head.append(unverifiedMark(), " ", h("span", { className: "msg-author", text: "We couldn't check who wrote this" }));
     return h(
       "li",
       { className: "record-entry msg-unverified" },

@@ -16,7 +16,7 @@ import { createGroupSettingsForm } from "./group-settings-form.js";
 import { createInviteForm } from "./invite-form.js";
 import { createRotaEditor } from "./rota-editor.js";
 
-export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole }) {
+export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole, names = null }) {
   byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
   byId("key-fingerprint").title = identity.publicKey;
   byId("key-persistence").hidden = identity.persistent;
@@ -129,12 +129,38 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
     const rolesEl = byId("key-roles");
     rolesEl.hidden = roles.length === 0;
     rolesEl.textContent = roles.length
-      ? `Roles held by this key: ${roles.map(roleLabel).join(", ")}.`
+      ? `Your roles on this device: ${roles.map(roleLabel).join(", ")}.`
       : "";
     adminPanel.hidden = !roles.includes("admin");
     rota.setVisible(roles.includes("admin"));
     byId("console-open-row").hidden = !(roles.includes("supervisor") || roles.includes("admin"));
     invites.setRoles(roles);
+    showMyGroups(roles);
+  }
+
+  // Staff see the groups this device has joined (from the names it remembers), so a
+  // facilitator or an admin need not keep the ids. Not shown to participants: on a
+  // shared device a list of support groups says too much.
+  async function showMyGroups(roles) {
+    const section = byId("my-groups");
+    const staff = roles.some((r) => r === "facilitator" || r === "supervisor" || r === "admin");
+    const all = staff && names ? await names.all() : {};
+    const ids = Object.keys(all).filter(isValidGroupId).sort();
+    section.hidden = ids.length === 0;
+    byId("my-groups-list").replaceChildren(
+      ...ids.map((id) =>
+        h(
+          "li",
+          {},
+          h("button", {
+            type: "button",
+            className: "secondary",
+            text: `${id}, as ${all[id]}`,
+            on: { click: () => onGoToGroup(id) },
+          }),
+        ),
+      ),
+    );
   }
 
   return {

@@ -42,11 +42,25 @@ export function createSupportNow({ privatePanel }) {
   const privateText = byId("support-private-text");
   const privateButton = byId("support-private");
   const helplinesLead = byId("support-helplines-lead");
-  const helplinesList = byId("support-helplines");
+  // The list itself is the one sheet's (top bar); here only the emergency line.
+  const helplinesList = null;
   let session = null;
   let returnFocusTo = null;
   // Escalations this page has heard of (our flags, notices to us): id -> status.
   const known = new Map();
+
+  // News while the panel is closed is told under the top bar (tap to open), so it
+  // never covers what the person is reading.
+  const alertBox = byId("support-alert");
+  const alertOpen = byId("support-alert-open");
+  const hideAlert = () => {
+    alertBox.hidden = true;
+  };
+  alertOpen.addEventListener("click", () => {
+    hideAlert();
+    open({ asking: false, focus: true });
+  });
+  byId("support-alert-dismiss").addEventListener("click", hideAlert);
 
   function addUpdate(kind, message, { away = false } = {}) {
     const heading = NOTICE_TITLE[kind] ?? "News about a request for support";
@@ -59,7 +73,10 @@ export function createSupportNow({ privatePanel }) {
         h("p", { className: "hub-hint", text: away ? "While you were disconnected." : "From the hub (not a person's message)." }),
       ),
     );
-    open({ asking: false, focus: false });
+    if (panel.hidden) {
+      alertOpen.textContent = `${heading}. Tap to read.`;
+      alertBox.hidden = false;
+    }
     announce(`${heading}. ${message}`);
   }
 
@@ -113,7 +130,9 @@ export function createSupportNow({ privatePanel }) {
     if (panel.hidden && focus) {
       returnFocusTo = document.activeElement;
     }
+    hideAlert();
     panel.hidden = false;
+    document.body.dataset.front = "support";
     renderPrivateRow();
     if (asking) {
       title.textContent = "Ask for support now";
@@ -210,6 +229,7 @@ export function createSupportNow({ privatePanel }) {
       form.hidden = true;
       result.replaceChildren();
       updates.replaceChildren();
+      hideAlert();
       note.value = "";
       setFieldError(note, noteError, "");
       returnFocusTo = null;

@@ -72,7 +72,7 @@ export function flaggedWords(reply, { self }) {
     parts.push("A supervisor is on call and has been asked to pick it up. You'll see here when someone has.");
   } else {
     parts.push(
-      "No supervisor is on call right now. The request is kept and will be answered as soon as someone can. If anyone is in danger now, please use the helplines below.",
+      "No supervisor is on call right now. The request is kept and will be answered as soon as someone can. If anyone is in danger now, please use the helplines.",
     );
   }
   return parts.join(" ");

@@ -1,14 +1,10 @@
-// The waiting room, as the person waiting sees it: calm words, "I need support now",
-// and the helplines.
+// The waiting room, as the person waiting sees it: calm words, what "I need support
+// now" (in the top bar) does right now, and a button to the helplines sheet.
 //
 // Owns: #stage-waiting. It changes by itself when a facilitator lets the person in
-// (the session reports it; group-stage.js moves on).
+// (the session reports it; group-stage.js moves on). The line about support follows
+// the hub's coverage (group-view.js draws it with the coverage line).
 
-import { byId } from "./dom.js";
-import { renderHelplines } from "./helplines.js";
-
-export function createWaitingView({ onSupport }) {
-  renderHelplines(byId("waiting-helplines-lead"), byId("waiting-helplines"));
-  byId("waiting-support").addEventListener("click", () => onSupport());
+export function createWaitingView() {
   return {};
 }

@@ -1,10 +1,11 @@
 // How people are named in sentences: "you", a verified pseudonym, or a plain
-// "someone (key abcd)" when the name can't be trusted or isn't known.
+// "someone" when the name can't be trusted or isn't known.
 //
 // Owns: these words. A name whose signed join did not verify is never used as if it
-// were trusted: it is quoted and marked.
+// were trusted, and keys never appear in a sentence: "Jo let someone in", not "Jo let
+// someone (key 7dRu) in". Keys live on the "About this device" card only.
 
-import { shortTag } from "../encoding.js";
+import { roleLabel } from "./dom.js";
 
 /**
  * A name for `key` in a sentence. `session` gives members; `capital` starts the
@@ -18,11 +19,7 @@ export function who(session, key, { capital = false } = {}) {
   if (member?.verified) {
     return member.name;
   }
-  const tag = key ? ` (key ${shortTag(key)})` : "";
-  if (member) {
-    return `${capital ? "Someone" : "someone"} calling themselves “${member.name}”, name not verified${tag}`;
-  }
-  return `${capital ? "Someone" : "someone"}${tag}`;
+  return capital ? "Someone" : "someone";
 }
 
 /** A facilitator's name, or "a facilitator" when we can't see who they are. */
@@ -32,4 +29,24 @@ export function facilitatorName(session, key, { capital = false } = {}) {
     return member.name;
   }
   return capital ? "A facilitator" : "a facilitator";
+}
+
+/** The roles worth saying beside a name: "facilitator", "supervisor"… (none for members). */
+export function rolesOf(session, key) {
+  const member = key ? session.member(key) : null;
+  const roles = new Set(member?.verified ? (member.roles ?? []) : []);
+  if (session.isFacilitator(key)) {
+    roles.add("facilitator");
+  }
+  return [...roles].filter((r) => r !== "member");
+}
+
+/** How a screen reader names a message's writer: "Jo, facilitator" — nothing else. */
+export function spokenAuthor(session, key) {
+  if (key && key === session.identity.publicKey) {
+    return "You";
+  }
+  const name = who(session, key, { capital: true });
+  const roles = rolesOf(session, key).map((r) => roleLabel(r).toLowerCase());
+  return roles.length ? `${name}, ${roles.join(", ")}` : name;
 }

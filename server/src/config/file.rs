@@ -81,6 +81,8 @@ pub struct EscalationSection {
     pub pager_url: String,
     /// What the person a flag is about is told.
     pub support_wording: String,
+    /// Phrases that nudge facilitators towards a check-in (empty: no nudges).
+    pub risk_phrases: Vec<String>,
 }
 
 /// `[limits]`
@@ -183,6 +185,7 @@ impl Default for FileSettings {
                 helplines: PathBuf::new(),
                 pager_url: String::new(),
                 support_wording: escalation.support_wording.clone(),
+                risk_phrases: config.risk_phrases.clone(),
             },
             limits: LimitsSection {
                 messages_per_second: limits.messages_per_second,
@@ -265,6 +268,7 @@ pub const KEYS: &[&str] = &[
     "escalation.helplines",
     "escalation.pager_url",
     "escalation.support_wording",
+    "escalation.risk_phrases",
     "limits.messages_per_second",
     "limits.message_burst",
     "limits.flags_per_minute",
@@ -523,6 +527,16 @@ impl FileSettings {
         }
         config.escalation.pager_url = Some(e.pager_url.clone()).filter(|u| !u.is_empty());
         config.escalation.support_wording = e.support_wording.clone();
+        if let Some(p) = e
+            .risk_phrases
+            .iter()
+            .find(|p| crate::risk_phrases::normalise(p).is_empty())
+        {
+            return Err(ConfigError::File(format!(
+                "escalation.risk_phrases: {p:?} has no letters or digits to match"
+            )));
+        }
+        config.risk_phrases = e.risk_phrases.clone();
         config.escalation.emergency_deadline = Duration::from_millis(e.emergency_deadline_ms);
         config.escalation.urgent_deadline = Duration::from_millis(e.urgent_deadline_ms);
         config.escalation.concern_deadline = Duration::from_millis(e.concern_deadline_ms);

@@ -867,12 +867,7 @@ impl GroupActor {
         seq: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        let folded = body.to_lowercase();
-        if self
-            .risk_phrases
-            .iter()
-            .any(|phrase| folded.contains(phrase.as_str()))
-        {
+        if crate::risk_phrases::contains_risk_phrase(&self.risk_phrases, body) {
             let note = Note::RiskNudge {
                 member: *key,
                 seq,

@@ -43,9 +43,28 @@ impl GroupActor {
         Ok(())
     }
 
+    /// Whether `action` is `key` withdrawing their own message: a `redact` of a post
+    /// they signed (PROTOCOL.md §8.7). Anything else — another's message, a seq that
+    /// does not exist — is not, so a refusal says no more than "not allowed".
+    fn is_own_retraction(
+        &self,
+        key: &PublicKey,
+        action: &ControlAction,
+    ) -> Result<bool, ServerError> {
+        let ControlAction::Redact { seq, .. } = action else {
+            return Ok(false);
+        };
+        let event = self
+            .store
+            .event(&self.room.group.id, &Channel::Main, *seq)?;
+        Ok(event
+            .and_then(|e| e.env)
+            .is_some_and(|env| env.kind == peerhub_protocol::Kind::Post && env.key == *key))
+    }
+
     /// Checks a control against the room as it is; changes nothing.
     fn check_control(&self, key: &PublicKey, action: &ControlAction) -> Result<(), ServerError> {
-        if !self.room.is_facilitator(key) {
+        if !self.room.is_facilitator(key) && !self.is_own_retraction(key, action)? {
             return Err(ServerError::Forbidden(
                 "only a facilitator of this group can do that",
             ));

@@ -35,19 +35,9 @@ use room::{Member, Room};
 /// How many commands may wait for a group's task before senders wait too.
 const MAILBOX_CAPACITY: usize = 1024;
 
-/// The phrases that, by default, prompt a private nudge to the facilitators.
-pub const DEFAULT_RISK_PHRASES: &[&str] = &[
-    "kill myself",
-    "end it all",
-    "end my life",
-    "want to die",
-    "suicide",
-    "hurt myself",
-    "self harm",
-    "no reason to live",
-    "can't go on",
-    "overdose",
-];
+/// The phrases that, by default, prompt a private nudge to the facilitators (the
+/// matching lives in [`crate::risk_phrases`]).
+pub use crate::risk_phrases::DEFAULT_RISK_PHRASES;
 
 /// How many people a group's room and waiting room hold, and how long a knock
 /// on the waiting room is kept.
@@ -221,7 +211,6 @@ impl GroupRegistry {
         metrics: Arc<crate::metrics::Metrics>,
         risk_phrases: Vec<String>,
     ) -> Self {
-        let risk_phrases = risk_phrases.into_iter().map(|p| p.to_lowercase()).collect();
         Self {
             store,
             committer,

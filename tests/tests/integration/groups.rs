@@ -509,6 +509,66 @@ async fn redaction_hides_the_text_from_participants_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_participant_withdraws_their_own_message_and_facilitators_keep_its_text() {
+    // A signed retraction is a `redact` control by the message's own writer. Before,
+    // only facilitators could send one, so a person could not take back their words.
+    let Circle {
+        server,
+        mut fac,
+        mut p,
+        p_id,
+    } = circle().await;
+    let other_id = Identity::generate();
+    let mut other = server.login(&other_id).await;
+    other.join("circle", "Other", None).await;
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I said too much just now").await);
+    let other_seq = assert_acked(&post_raw(&mut other, "circle", "not yours").await);
+    let withdraw = ControlAction::Redact {
+        seq,
+        reason: "Withdrawn by its writer.".into(),
+    };
+    let control_seq = assert_acked(&control(&mut p, "circle", withdraw).await);
+    // The group sees it withdrawn, by its writer, without its text.
+    let replaced = loop {
+        let event = other.next_event("circle").await;
+        if event.seq == seq && event.redacted.is_some() {
+            break event;
+        }
+    };
+    assert!(replaced.env.is_none(), "the group no longer gets the text");
+    let why = replaced.redacted.unwrap();
+    assert_eq!((why.by, why.control_seq), (p_id.key(), control_seq));
+    // The facilitators keep the text, for safeguarding.
+    let seen = loop {
+        let event = fac.next_event("circle").await;
+        if event.seq == seq && event.redacted.is_some() {
+            break event;
+        }
+    };
+    assert_eq!(seen.verified_body(), "I said too much just now");
+    // Someone else's message, one already withdrawn, or one that does not exist:
+    // refused alike, as not allowed, and nothing changes.
+    for seq in [other_seq, seq, 9_999] {
+        let reply = control(
+            &mut p,
+            "circle",
+            ControlAction::Redact {
+                seq,
+                reason: "mine?".into(),
+            },
+        )
+        .await;
+        match reply {
+            ServerFrame::Error { code, .. } if seq == other_seq || seq == 9_999 => {
+                assert_eq!(code, ErrorCode::Forbidden, "seq {seq}")
+            }
+            ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::Invalid, "seq {seq}"),
+            other => panic!("seq {seq}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn pins_and_lead_changes_reach_everyone() {
     let Circle {
         mut fac,
@@ -854,6 +914,55 @@ async fn a_risk_phrase_nudges_the_facilitators_and_hides_nothing() {
         "Some days I want to die, honestly"
     );
     assert_acked(&post_raw(&mut p, "circle", "I'm still allowed to speak").await);
+}
+
+/// The next risk nudge in the facilitators' channel: which message it is about.
+async fn next_nudge(fac: &mut peerhub_tests::Client) -> u64 {
+    match fac.next_event_in("circle", Channel::Staff).await.note {
+        Some(Note::RiskNudge { seq, .. }) => seq,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_risk_nudge_catches_how_people_type_on_phones() {
+    // Before risk_phrases.rs, a lower-case substring search: the curly apostrophe
+    // phones type, a missing apostrophe and stretched letters all went unnoticed.
+    let Circle { mut fac, mut p, .. } = circle().await;
+    for text in [
+        "I can\u{2019}t go on",
+        "i cant go on",
+        "I CAN'T GO ONNN",
+        "been self-harming again",
+        "feeling suicidal tonight",
+    ] {
+        let seq = assert_acked(&post_raw(&mut p, "circle", text).await);
+        assert_eq!(next_nudge(&mut fac).await, seq, "{text:?} nudges");
+    }
+    // Ordinary words that share letters pass without a note: the next nudge is
+    // about the message after them.
+    assert_acked(&post_raw(&mut p, "circle", "can't go online at work").await);
+    assert_acked(&post_raw(&mut p, "circle", "my new suit is too big").await);
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I want to end it all").await);
+    assert_eq!(next_nudge(&mut fac).await, seq);
+}
+
+#[tokio::test]
+async fn the_risk_phrases_are_a_setting() {
+    let mut server = TestServer::start_with(|c| c.risk_phrases = vec!["so lonely".into()]).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (_, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("circle", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("circle", "River", None).await;
+    presence_of(&mut fac, p_id.key()).await;
+    // The configured list replaces the defaults.
+    assert_acked(&post_raw(&mut p, "circle", "I want to die").await);
+    let seq = assert_acked(&post_raw(&mut p, "circle", "I feel sooo lonely").await);
+    assert_eq!(next_nudge(&mut fac).await, seq);
 }
 
 #[tokio::test]
