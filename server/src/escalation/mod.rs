@@ -23,6 +23,7 @@
 mod pager;
 pub mod rota;
 mod router;
+pub mod staff;
 
 use std::time::Duration;
 

@@ -53,6 +53,8 @@ pub struct EscalationRouter {
     covered: bool,
     pager: Option<Pager>,
     metrics: Arc<Metrics>,
+    /// The facilitators' `support_asked` notes (`staff.rs`).
+    staff: super::staff::StaffNotices,
 }
 
 impl std::fmt::Debug for EscalationRouter {
@@ -91,6 +93,7 @@ impl EscalationRouter {
         tracker: &TaskTracker,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
+        staff: super::staff::StaffNotices,
     ) -> Result<RouterHandle, StoreError> {
         let open = store
             .escalations()?
@@ -124,6 +127,7 @@ impl EscalationRouter {
             rota,
             pager,
             metrics,
+            staff,
         };
         if !router.open.is_empty() {
             tracing::info!(
@@ -420,6 +424,9 @@ impl EscalationRouter {
             helplines: self.settings.helplines.clone(),
         }));
         self.broadcast(id);
+        if let Some(record) = self.open.get(&id) {
+            self.staff.flag(record, &flag, key);
+        }
         if !merged {
             let record = &self.open[&id];
             if record.tell_subject && flag.about != key {
@@ -869,6 +876,7 @@ impl EscalationRouter {
                     "resolved",
                     "The supervisor has closed this request for support.".into(),
                 );
+                self.staff.resolved(record);
                 self.open.remove(&id);
             }
             _ => {}

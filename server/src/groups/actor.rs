@@ -90,6 +90,12 @@ pub(crate) enum GroupCommand {
     /// The group's record changed in the store (an operator's command): read it
     /// again and tell the members.
     Reload,
+    /// A note the hub writes into one of the group's channels on another task's
+    /// behalf (the escalation router's `support_asked`, §8.10).
+    HubNote {
+        channel: Channel,
+        note: Note,
+    },
 }
 
 #[derive(Debug)]
@@ -266,6 +272,10 @@ impl GroupActor {
                     self.leave(conn);
                     Ok(())
                 }
+                GroupCommand::HubNote { channel, note } => self
+                    .append_note(channel, note, now)
+                    .map(|_| ())
+                    .map_err(Arc::new),
                 GroupCommand::Reload => match self.store.group(&self.room.group.id) {
                     Ok(Some(record)) => {
                         self.room.group = record;
@@ -919,7 +929,9 @@ impl GroupActor {
                 GroupCommand::Join { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                GroupCommand::Leave { .. } | GroupCommand::Reload => {}
+                GroupCommand::Leave { .. }
+                | GroupCommand::Reload
+                | GroupCommand::HubNote { .. } => {}
             }
         }
     }

@@ -23,4 +23,5 @@ mod resume;
 mod retention;
 mod safety_case;
 mod shutdown;
+mod support_notes;
 mod tls;
