@@ -143,6 +143,11 @@ pub mod action {
     /// An operator erased one key's personal data (signed by the hub's key; see
     /// [`crate::erase`]).
     pub const ADMIN_ERASE: &str = "admin.erase";
+    /// An escalation resolved (by a supervisor; or by an operator's
+    /// `peerhub escalation resolve`, then the hub's own `admin` envelope first).
+    pub const ESCALATION_RESOLVE: &str = "escalation.resolve";
+    /// An operator listed the escalation queue (signed by the hub's key).
+    pub const ADMIN_ESCALATION_LIST: &str = "admin.escalation_list";
 }
 
 /// The domain separator hashed before every entry.

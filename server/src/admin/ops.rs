@@ -58,6 +58,21 @@ pub enum AdminRequest {
         /// Whose.
         key: peerhub_protocol::PublicKey,
     },
+    /// Escalations as bounded summaries (no words, no people but the handler).
+    EscalationList {
+        /// Which (default: every unresolved one).
+        #[serde(default)]
+        filter: super::escalations::EscalationFilter,
+        /// At most this many (default 200).
+        limit: Option<usize>,
+    },
+    /// Resolve one escalation with an outcome. On a running hub the router does it.
+    EscalationResolve {
+        /// Which.
+        id: u64,
+        /// What was done, as a supervisor would record it.
+        outcome: String,
+    },
 }
 
 impl AdminRequest {
@@ -70,6 +85,8 @@ impl AdminRequest {
             Self::GroupCreate { .. } => "group create",
             Self::GroupSchedule { .. } => "group schedule",
             Self::Export { .. } => "export",
+            Self::EscalationList { .. } => "escalation list",
+            Self::EscalationResolve { .. } => "escalation resolve",
         }
     }
 }
@@ -136,6 +153,26 @@ impl Operator<'_> {
                 };
                 self.audit_admin(action::ADMIN_EXPORT, payload)?;
                 Ok(crate::export::export_key(self.store, &key, self.now_ms)?)
+            }
+            AdminRequest::EscalationList { filter, limit } => {
+                let limit = limit.unwrap_or(super::escalations::DEFAULT_LIST_LIMIT);
+                let listed = super::escalations::list(self.store, filter, limit, self.now_ms)?;
+                super::escalations::audit_list(self.store, self.audit, filter, self.now_ms)?;
+                Ok(listed)
+            }
+            AdminRequest::EscalationResolve { id, outcome } => {
+                // A stopped hub's folder: nobody to tell, no router to keep right.
+                super::escalations::check_outcome(&outcome)?;
+                let Some(mut record) = self.store.escalation(id)? else {
+                    return Err(super::escalations::not_open(self.store, id));
+                };
+                super::escalations::resolve(
+                    self.store,
+                    self.audit,
+                    &mut record,
+                    outcome,
+                    self.now_ms,
+                )
             }
         }
     }

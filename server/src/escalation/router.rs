@@ -1,5 +1,7 @@
 //! The escalation router task. See the module map in `escalation/mod.rs`.
 
+mod operator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,6 +248,9 @@ impl EscalationRouter {
                 if let Err(error) = self.set_rota(&outbox, key, request_id, env, payload).await {
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
+            }
+            RouterCommand::OperatorResolve { id, outcome, reply } => {
+                let _ = reply.send(self.operator_resolve(id, outcome).await);
             }
             RouterCommand::GetRota {
                 outbox,
