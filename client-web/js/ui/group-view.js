@@ -42,6 +42,7 @@ import { createRecordsPanel } from "./records-panel.js";
 import { createStaffPanel } from "./staff-panel.js";
 import { createSupportNow } from "./support-now.js";
 import { createWaitingRoom } from "./waiting-room.js";
+import { isSupportNote, openRequests, requestState } from "./support-requests.js";
 import { createWaitingView } from "./waiting-view.js";
 import { who } from "./who.js";
 
@@ -249,6 +250,11 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     },
     event: (ev) => {
       const { record, live } = ev.detail;
+      if (isSupportNote(record)) {
+        // Someone asked for support (or it closed): the console shows it on them.
+        members.refresh();
+        waitingRoom.render();
+      }
       if (record.channel !== MAIN) {
         return;
       }
@@ -353,6 +359,10 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
           }
           if (m.status === MemberStatus.NEEDS_AGREEMENT) {
             words.push("reading the new agreement");
+          }
+          const asked = s.canModerate() ? requestState(openRequests(s).get(m.key)) : null;
+          if (asked) {
+            words.push(asked);
           }
           return words;
         },
