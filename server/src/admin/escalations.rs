@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{EscalationStatus, EscalationStep};
 use peerhub_protocol::payload::AdminPayload;
-use peerhub_protocol::{PublicKey, SignedEnvelope};
+use peerhub_protocol::SignedEnvelope;
 use serde::{Deserialize, Serialize};
 
 use super::AdminError;
@@ -152,8 +152,8 @@ pub fn not_open(store: &Store, id: u64) -> AdminError {
 
 /// Resolves `record` (not yet resolved) with `outcome` as the operator: an
 /// `escalation.resolve` audit entry carrying the hub's signed `admin` request and
-/// the first flag, then the record, resolved, with a `resolved` step by the hub's
-/// key. Not yet durable: the caller commits or flushes. Returns its summary.
+/// the first flag, then the record, resolved, with a `resolved` step of the hub's
+/// (no actor). Not yet durable: the caller commits or flushes. Returns its summary.
 pub fn resolve(
     store: &Store,
     audit: &AuditLog,
@@ -190,11 +190,13 @@ pub fn resolve(
     view.deadline_ms = None;
     view.waiting_for.clear();
     view.outcome = Some(outcome);
+    // A step of the hub's own, like a deadline's (no person signed it): the hub's
+    // signed request is in the audit entry.
     view.steps.push(EscalationStep {
         ts: now_ms,
         step: "resolved".into(),
-        actor: Some(PublicKey(hub.verifying_key().to_bytes())),
-        env: Some(env),
+        actor: None,
+        env: None,
         level: None,
         to: Vec::new(),
     });

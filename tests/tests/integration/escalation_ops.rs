@@ -199,11 +199,25 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out));
-    sup.recv_matching(|f| {
-        matches!(f, ServerFrame::Escalation { escalation } if escalation.id == id && escalation.status == EscalationStatus::Resolved)
-    })
-    .await
-    .expect("the supervisor sees it resolved");
+    let pushed = sup
+        .recv_matching(|f| {
+            matches!(f, ServerFrame::Escalation { escalation } if escalation.id == id && escalation.status == EscalationStatus::Resolved)
+        })
+        .await
+        .expect("the supervisor sees it resolved");
+    let ServerFrame::Escalation { escalation } = pushed else {
+        unreachable!()
+    };
+    assert_eq!(
+        escalation.outcome.as_deref(),
+        Some("closed by the operator")
+    );
+    let last = escalation.steps.last().unwrap();
+    assert_eq!(last.step, "resolved");
+    assert!(
+        last.actor.is_none() && last.env.is_none(),
+        "the hub's own step, not a person's: {last:?}"
+    );
     loop {
         let event = fac.next_event_in("circle", Channel::Staff).await;
         if event.note
