@@ -115,6 +115,8 @@ impl EscalationRouter {
         };
         let (tx, rx) = mpsc::channel(1024);
         let now = clock.now_ms();
+        let mut staff = staff;
+        staff.rearm(open.values());
         let router = Self {
             covered: rota::covered(&rota, now),
             store,

@@ -8,6 +8,11 @@
 //! waits for it: a full line hands the note to a task that waits its turn (tokio's
 //! bounded channel serves waiting senders in order, so notes keep their order).
 //!
+//! The flag and its note are made durable by two commits (the router's, then the
+//! group's). So that a crash between them loses no note, the router tells every
+//! open escalation again at start ([`StaffNotices::rearm`]), and the courier skips
+//! those its group's staff channel already tells.
+//!
 //! What a note never carries: who raised a flag about someone else, the words of an
 //! imminent-risk flag (nor any flag's `reason` or `withhold_notice`), the escalation
 //! id, the context messages.
@@ -23,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::Hub;
 use crate::store::records::EscalationRecord;
+use crate::store::Store;
 
 /// Notes that may wait for the courier before the router hands them to a waiting
 /// task instead.
@@ -33,6 +39,8 @@ const LINE_CAPACITY: usize = 1024;
 pub struct StaffNote {
     group: GroupId,
     note: Note,
+    /// Sent again at start: skipped if the staff channel already says as much.
+    again: bool,
 }
 
 /// What the facilitators of an escalation's group were last told.
@@ -70,6 +78,37 @@ impl StaffNotices {
             },
             StaffNoteLine { rx },
         )
+    }
+
+    /// At start: every open escalation is told again, unless its group's staff
+    /// channel already says so (the courier checks), so a note lost to a crash
+    /// between the flag's commit and the note's is written after all.
+    pub(crate) fn rearm<'a>(&mut self, open: impl IntoIterator<Item = &'a EscalationRecord>) {
+        for record in open {
+            let view = &record.view;
+            let flags = u32::try_from(view.flags.len()).unwrap_or(u32::MAX).max(1);
+            self.told.insert(
+                view.id,
+                Told {
+                    severity: view.severity,
+                    flags,
+                },
+            );
+            let note = Note::SupportAsked {
+                member: view.about,
+                severity: view.severity,
+                own: record.flaggers.contains(&view.about),
+                flags,
+                withheld: !record.tell_subject,
+                // The consent of each flag is not looked up again: no words.
+                words: None,
+            };
+            self.queue(StaffNote {
+                group: view.group.clone(),
+                note,
+                again: true,
+            });
+        }
     }
 
     /// A flag was written into `record` (a new escalation or a merge) by
@@ -125,7 +164,15 @@ impl StaffNotices {
     }
 
     fn send(&self, group: GroupId, note: Note) {
-        match self.tx.try_send(StaffNote { group, note }) {
+        self.queue(StaffNote {
+            group,
+            note,
+            again: false,
+        });
+    }
+
+    fn queue(&self, note: StaffNote) {
+        match self.tx.try_send(note) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(note)) => {
                 tracing::warn!("staff-note line full; a note waits its turn");
@@ -170,9 +217,46 @@ fn support_asked(
     }
 }
 
+/// How far back in a staff channel a note sent again at start looks for itself.
+const RECHECK_EVENTS: u64 = 100;
+
+/// Whether `group`'s staff channel already tells what `note` (a `support_asked`
+/// sent again at start) says: its latest support note about the member is a
+/// `support_asked` at least as serious.
+fn already_told(store: &Store, group: &GroupId, note: &Note) -> bool {
+    let Note::SupportAsked {
+        member, severity, ..
+    } = note
+    else {
+        return false;
+    };
+    let Ok(head) = store.last_seq(group, &Channel::Staff) else {
+        return false;
+    };
+    let from = head.saturating_sub(RECHECK_EVENTS);
+    let recent = store
+        .events_between(group, &Channel::Staff, from, head, RECHECK_EVENTS as usize)
+        .unwrap_or_default();
+    for event in recent.iter().rev() {
+        match &event.note {
+            Some(Note::SupportAsked {
+                member: m,
+                severity: s,
+                ..
+            }) if m == member => return s >= severity,
+            Some(Note::SupportResolved { member: m }) if m == member => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The courier: writes each note through its group's task until the router is gone.
 pub async fn deliver(mut line: StaffNoteLine, hub: Arc<Hub>) {
-    while let Some(StaffNote { group, note }) = line.rx.recv().await {
+    while let Some(StaffNote { group, note, again }) = line.rx.recv().await {
+        if again && already_told(&hub.store, &group, &note) {
+            continue;
+        }
         let written = match hub.groups.handle(&group) {
             Ok(handle) => handle.hub_note(Channel::Staff, note).await,
             Err(error) => Err(error),

@@ -314,3 +314,89 @@ async fn a_flood_of_flags_is_told_bounded_with_counts() {
         }
     );
 }
+
+/// The group in `server` with a facilitator `Jo` and a member `River` (no waiting
+/// room); River flags themselves at `severity`, and Jo is told.
+async fn river_flags(
+    server: &mut TestServer,
+    severity: Severity,
+) -> (Identity, Client, Identity, Client) {
+    let (jo, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("circle", "Jo", None).await;
+    let river = Identity::generate();
+    let mut p = server.login(&river).await;
+    p.join("circle", "River", None).await;
+    flag_in(
+        &mut p,
+        "circle",
+        river.key(),
+        severity,
+        Consent::Own,
+        |_| {},
+    )
+    .await;
+    let (_, note) = staff_note(&mut fac, "circle").await;
+    assert_eq!(asked(&note).1, severity);
+    (jo, fac, river, p)
+}
+
+/// The flag and its note are made durable by two commits. A crash between them
+/// (left here by removing the group's events from the stopped folder) loses no
+/// note: the next start tells the open request again.
+#[tokio::test]
+async fn a_note_lost_between_the_two_commits_is_written_at_the_next_start() {
+    let mut server = TestServer::start().await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (jo, fac, river, p) = river_flags(&mut server, Severity::Urgent).await;
+    drop((fac, p));
+    let server = server
+        .restart_with(|data| {
+            let store = peerhub_server::store::Store::open(data).unwrap();
+            store.delete_events(&gid("circle"), None).unwrap();
+            store.flush().unwrap();
+        })
+        .await;
+    let mut fac = server.login(&jo).await;
+    fac.join("circle", "Jo", None).await;
+    let (_, note) = staff_note(&mut fac, "circle").await;
+    let (member, severity, own, ..) = asked(&note);
+    assert_eq!(
+        (member, severity, own),
+        (river.key(), Severity::Urgent, true)
+    );
+}
+
+/// A graceful restart writes no second note for a request already told.
+#[tokio::test]
+async fn a_restart_does_not_tell_the_same_request_twice() {
+    let mut server = TestServer::start().await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (jo, fac, river, p) = river_flags(&mut server, Severity::Urgent).await;
+    drop((fac, p));
+    let server = server.restart().await;
+    let mut fac = server.login(&jo).await;
+    fac.join("circle", "Jo", None).await;
+    let mut p = server.login(&river).await;
+    p.join("circle", "River", None).await;
+    flag_in(
+        &mut p,
+        "circle",
+        river.key(),
+        Severity::Emergency,
+        Consent::Own,
+        |_| {},
+    )
+    .await;
+    // The staff channel, from its start: the first note, then the emergency.
+    let mut told = Vec::new();
+    while told.last().map(|(s, _)| *s) != Some(Severity::Emergency) {
+        let (_, note) = staff_note(&mut fac, "circle").await;
+        let (_, severity, _, flags, ..) = asked(&note);
+        told.push((severity, flags));
+    }
+    assert_eq!(told, vec![(Severity::Urgent, 1), (Severity::Emergency, 2)]);
+}
