@@ -12,13 +12,14 @@
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{EscalationStatus, EscalationStep};
+use peerhub_protocol::frame::{Channel, Note};
 use peerhub_protocol::payload::AdminPayload;
 use peerhub_protocol::SignedEnvelope;
 use serde::{Deserialize, Serialize};
 
 use super::AdminError;
 use crate::audit::{action, AuditLog, NewEntry};
-use crate::store::records::EscalationRecord;
+use crate::store::records::{EscalationRecord, StoredEvent};
 use crate::store::Store;
 
 /// Summaries a listing shows unless told otherwise.
@@ -202,6 +203,43 @@ pub fn resolve(
     });
     store.put_escalation(record)?;
     Ok(summary(record, now_ms))
+}
+
+/// On a STOPPED hub (no group task orders the group's channels): writes the
+/// `support_resolved` note about `record`'s person into its group's staff
+/// channel, at the channel's next seq, so the facilitators' console stops showing
+/// the request. Not yet durable: the caller flushes.
+pub fn note_resolved_in_stopped_folder(
+    store: &Store,
+    record: &EscalationRecord,
+    now_ms: u64,
+) -> Result<(), AdminError> {
+    let group = &record.view.group;
+    let Some(mut state) = store.group_state(group)? else {
+        return Ok(());
+    };
+    let seq = match state.heads.iter_mut().find(|(c, _)| *c == Channel::Staff) {
+        Some((_, head)) => {
+            *head += 1;
+            *head
+        }
+        None => {
+            state.heads.push((Channel::Staff, 1));
+            1
+        }
+    };
+    let event = StoredEvent {
+        seq,
+        ts: now_ms,
+        env: None,
+        note: Some(Note::SupportResolved {
+            member: record.view.about,
+        }),
+        redacted: None,
+    };
+    store.put_event(group, &Channel::Staff, &event)?;
+    store.put_group_state(group, &state)?;
+    Ok(())
 }
 
 /// Records that an operator listed the queue (who looked, and at what).

@@ -66,7 +66,9 @@ pub enum AdminRequest {
         /// At most this many (default 200).
         limit: Option<usize>,
     },
-    /// Resolve one escalation with an outcome. On a running hub the router does it.
+    /// Resolve one escalation with an outcome. On a running hub the control socket
+    /// hands it to the router task, never to [`Operator::execute`] (which, for this
+    /// request, is for a stopped hub's folder only).
     EscalationResolve {
         /// Which.
         id: u64,
@@ -161,18 +163,25 @@ impl Operator<'_> {
                 Ok(listed)
             }
             AdminRequest::EscalationResolve { id, outcome } => {
-                // A stopped hub's folder: nobody to tell, no router to keep right.
+                // A stopped hub's folder: nobody online to tell, no router to keep
+                // right; the facilitators find the note in their staff channel.
                 super::escalations::check_outcome(&outcome)?;
                 let Some(mut record) = self.store.escalation(id)? else {
                     return Err(super::escalations::not_open(self.store, id));
                 };
-                super::escalations::resolve(
+                let summary = super::escalations::resolve(
                     self.store,
                     self.audit,
                     &mut record,
                     outcome,
                     self.now_ms,
-                )
+                )?;
+                super::escalations::note_resolved_in_stopped_folder(
+                    self.store,
+                    &record,
+                    self.now_ms,
+                )?;
+                Ok(summary)
             }
         }
     }

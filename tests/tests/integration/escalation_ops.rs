@@ -90,7 +90,7 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
     let mut admin = server.admin().await;
     admin.create_group("circle", "Circle").await;
     let token = admin.invite(InviteRole::Facilitator, None).await;
-    let (_, mut fac) = server.redeemed(&token).await;
+    let (jo, mut fac) = server.redeemed(&token).await;
     fac.join("circle", "Jo", None).await;
     let token = admin.invite(InviteRole::Supervisor, None).await;
     let (_, mut sup) = server.redeemed(&token).await;
@@ -309,8 +309,24 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
         "{actions:?}"
     );
 
-    // Restarted: nothing is pending; the supervisor is sent no escalation.
+    // Restarted: nothing is pending, and the facilitators' staff channel says both
+    // requests were closed (the second by the stopped folder's command).
     let server = ProcessServer::start(&data, &[]).await;
     assert_eq!(list(&data_arg, &[]).await["matching"], 0);
+    let mut fac = Client::connect(server.addr).await;
+    fac.login(&jo).await;
+    fac.join("circle", "Jo", None).await;
+    let mut notes = Vec::new();
+    while notes.len() < 4 {
+        if let Some(note) = fac.next_event_in("circle", Channel::Staff).await.note {
+            notes.push(note);
+        }
+    }
+    let asked = |n: &Note| matches!(n, Note::SupportAsked { member, .. } if *member == river.key());
+    let closed = Note::SupportResolved {
+        member: river.key(),
+    };
+    assert!(asked(&notes[0]) && asked(&notes[2]), "{notes:?}");
+    assert_eq!((&notes[1], &notes[3]), (&closed, &closed));
     drop(server);
 }
