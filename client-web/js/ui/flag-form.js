@@ -109,7 +109,7 @@ export function createFlagForm({ session, about, seq = null, name, onFlagged = (
       className: "flag-intro",
       text:
         `Who is told: the supervisor on call, who is asked to offer ${name} support (if they can't answer in time, the next supervisor, then every supervisor and admin), ` +
-        `and the facilitators of this group, at once: that someone asked for ${name} and how urgent it is — never who asked. Nobody else in the group is told.`,
+        `and the facilitators of this group, at once: that someone asked for ${name} and how urgent it is, but not that it was you. Nobody else in the group is told.`,
     }),
     severity,
     consent,
