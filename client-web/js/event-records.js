@@ -42,6 +42,21 @@ export function readNote(note) {
   if (note.note === "mute_ended" && isKey(note.member)) {
     return { note: "mute_ended", member: note.member };
   }
+  const SEVERITIES = ["concern", "urgent", "emergency"];
+  if (note.note === "support_asked" && isKey(note.member) && SEVERITIES.includes(note.severity)) {
+    return {
+      note: "support_asked",
+      member: note.member,
+      severity: note.severity,
+      own: note.own === true,
+      flags: isCount(note.flags) ? note.flags : 1,
+      withheld: note.withheld === true,
+      words: typeof note.words === "string" && note.words !== "" ? note.words : null,
+    };
+  }
+  if (note.note === "support_resolved" && isKey(note.member)) {
+    return { note: "support_resolved", member: note.member };
+  }
   return { note: "unknown" };
 }
 

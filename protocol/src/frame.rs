@@ -482,6 +482,33 @@ pub enum Note {
         /// Who.
         member: PublicKey,
     },
+    /// Someone asked for support for a member of this group (a flag): the
+    /// facilitators are told at once (staff channel, §8.10).
+    SupportAsked {
+        /// Who the request for support is about.
+        member: PublicKey,
+        /// The request's severity now (the most serious of its flags).
+        severity: crate::escalation::Severity,
+        /// The person asked for themselves; `false`: someone else asked for them
+        /// (who is never said).
+        own: bool,
+        /// Flags on this request so far (one note per severity rise, and when this
+        /// count reaches 2, 4, 8, ...).
+        flags: u32,
+        /// The person is not told (a flag withheld it for imminent risk): do not
+        /// tell them.
+        withheld: bool,
+        /// The flag's own words, only for a flag the person raised themselves or
+        /// agreed to (never for an imminent-risk flag).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        words: Option<String>,
+    },
+    /// A request for support about `member` was closed by a supervisor (or an
+    /// operator).
+    SupportResolved {
+        /// Who it was about.
+        member: PublicKey,
+    },
 }
 
 /// Why a message's text is hidden.

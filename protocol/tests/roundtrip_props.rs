@@ -499,6 +499,27 @@ fn event_frame() -> impl Strategy<Value = ServerFrame> {
             }
         }),
         public_key().prop_map(|member| Note::MuteEnded { member }),
+        (
+            public_key(),
+            prop_oneof![
+                Just(Severity::Concern),
+                Just(Severity::Urgent),
+                Just(Severity::Emergency)
+            ],
+            any::<(bool, bool, u32)>(),
+            proptest::option::of(text(20)),
+        )
+            .prop_map(|(member, severity, (own, withheld, flags), words)| {
+                Note::SupportAsked {
+                    member,
+                    severity,
+                    own,
+                    flags,
+                    withheld,
+                    words,
+                }
+            }),
+        public_key().prop_map(|member| Note::SupportResolved { member }),
     ];
     let redaction =
         (public_key(), text(20), any::<u64>()).prop_map(|(by, reason, control_seq)| Redaction {

@@ -770,6 +770,8 @@ fn note_variant(note: &Note) -> (&'static str, Channel) {
     match note {
         Note::RiskNudge { .. } => ("risk_nudge", Channel::Staff),
         Note::MuteEnded { .. } => ("mute_ended", Channel::Main),
+        Note::SupportAsked { .. } => ("support_asked", Channel::Staff),
+        Note::SupportResolved { .. } => ("support_resolved", Channel::Staff),
     }
 }
 
@@ -781,6 +783,15 @@ fn every_note() -> Vec<Note> {
             suggestion: "s".into(),
         },
         Note::MuteEnded { member: someone() },
+        Note::SupportAsked {
+            member: someone(),
+            severity: Severity::Urgent,
+            own: true,
+            flags: 1,
+            withheld: false,
+            words: Some("w".into()),
+        },
+        Note::SupportResolved { member: someone() },
     ]
 }
 

@@ -145,6 +145,11 @@ pub mod action {
     pub const ADMIN_ERASE: &str = "admin.erase";
     /// An operator cleared a group's waiting room (signed by the hub's key).
     pub const GROUP_CLEAR_WAITING: &str = "group.clear_waiting";
+    /// An escalation resolved (by a supervisor; or by an operator's
+    /// `peerhub escalation resolve`, then the hub's own `admin` envelope first).
+    pub const ESCALATION_RESOLVE: &str = "escalation.resolve";
+    /// An operator listed the escalation queue (signed by the hub's key).
+    pub const ADMIN_ESCALATION_LIST: &str = "admin.escalation_list";
 }
 
 /// The domain separator hashed before every entry.

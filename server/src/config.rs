@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{
-    AuditCommand, AuditVerifyArgs, Cli, Command, GroupCommand, InviteRoleArg, RotaCommand,
-    ServeArgs, Serving,
+    AuditCommand, AuditVerifyArgs, Cli, Command, EscalationCommand, EscalationStateArg,
+    GroupCommand, InviteRoleArg, RotaCommand, ServeArgs, Serving,
 };
 
 use crate::transport::tls::TlsSource;

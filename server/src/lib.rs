@@ -161,6 +161,7 @@ impl Server {
         // The router outlives the connections (they unregister as they close) and
         // stops with the group tasks.
         let router_stop = CancellationToken::new();
+        let (staff_notices, staff_line) = escalation::staff::StaffNotices::new();
         let router = escalation::EscalationRouter::start(
             store.clone(),
             committer.clone(),
@@ -170,6 +171,7 @@ impl Server {
             &groups,
             router_stop.clone(),
             metrics.clone(),
+            staff_notices,
         )?;
         let hub = Arc::new(Hub {
             router,
@@ -222,6 +224,8 @@ impl Server {
             // Commands on the folder then need a stopped server; serving goes on.
             Err(error) => tracing::warn!(%error, "control socket unavailable"),
         }
+        // The router's notes to facilitators; ends with the router, awaited with the groups.
+        groups.spawn(escalation::staff::deliver(staff_line, hub.clone()));
         // Stops when the hub starts shutting down; shutdown waits for it with the groups.
         let retention = retention::start(hub.clone(), config.retention.clone(), &groups);
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));

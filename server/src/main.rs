@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use peerhub_server::config::{AuditCommand, Cli, Command, GroupCommand, RotaCommand, Serving};
+use peerhub_server::config::{
+    AuditCommand, Cli, Command, EscalationCommand, GroupCommand, RotaCommand, Serving,
+};
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
 
@@ -166,6 +168,29 @@ fn operate(command: Command) -> ExitCode {
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }
+        Command::Escalation(EscalationCommand::List {
+            data,
+            all,
+            state,
+            limit,
+        }) => {
+            let filter = match (all, state) {
+                (true, _) => peerhub_server::admin::escalations::EscalationFilter::All,
+                (false, Some(state)) => state.into(),
+                (false, None) => Default::default(),
+            };
+            let request = AdminRequest::EscalationList {
+                filter,
+                limit: Some(limit),
+            };
+            ("escalation list", data, request, None)
+        }
+        Command::Escalation(EscalationCommand::Resolve { data, id, outcome }) => (
+            "escalation resolve",
+            data,
+            AdminRequest::EscalationResolve { id, outcome },
+            None,
+        ),
         Command::Audit(_) | Command::Rota(_) | Command::Restore { .. } | Command::Erase { .. } => {
             return ExitCode::from(2)
         }

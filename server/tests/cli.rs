@@ -152,6 +152,20 @@ fn every_command_has_help_naming_its_options() {
         ),
         (&["group", "schedule"], &["--data", "--group", "--window"]),
         (&["group", "list"], &["--data"]),
+        (
+            &["escalation", "list"],
+            &[
+                "--data",
+                "--all",
+                "--state",
+                "--limit",
+                "Never a flag's words",
+            ],
+        ),
+        (
+            &["escalation", "resolve"],
+            &["--data", "<ID>", "--outcome", "already resolved"],
+        ),
         (&["rota", "list"], &["--data"]),
         (&["rota", "set"], &["--data", "--file"]),
         (&["audit", "verify"], &["--data"]),
@@ -170,7 +184,15 @@ fn every_command_has_help_naming_its_options() {
     let out = peerhub().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for command in [
-        "backup", "restore", "invite", "export", "erase", "group", "rota", "audit",
+        "backup",
+        "restore",
+        "invite",
+        "export",
+        "erase",
+        "group",
+        "rota",
+        "audit",
+        "escalation",
     ] {
         assert!(help.contains(command), "--help lacks the {command} command");
     }

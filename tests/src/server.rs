@@ -205,6 +205,21 @@ impl TestServer {
         f(&self.config.data_dir)
     }
 
+    /// Gracefully stops the server, lets `meanwhile` change the stopped data folder
+    /// (to leave what a crash would have left), and starts a new one on it.
+    pub async fn restart_with(mut self, meanwhile: impl FnOnce(&Path)) -> Self {
+        let server = self.server.take().expect("running");
+        server.shutdown().await;
+        meanwhile(&self.config.data_dir);
+        Self::start_in(
+            self.dir.clone(),
+            self.config.clone(),
+            self.admin.clone(),
+            self.clock.clone(),
+        )
+        .await
+    }
+
     /// Gracefully stops the server.
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {

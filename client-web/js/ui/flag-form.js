@@ -90,7 +90,12 @@ export function createFlagForm({ session, about, seq = null, name, onFlagged = (
     withholdWhyBox,
   );
 
-  const note = h("textarea", { id: `${id}-note`, rows: 2, attrs: { "aria-describedby": `${id}-note-error` } });
+  const note = h("textarea", { id: `${id}-note`, rows: 2, attrs: { "aria-describedby": `${id}-note-hint ${id}-note-error` } });
+  const noteHint = h("p", {
+    className: "hint",
+    id: `${id}-note-hint`,
+    text: `The supervisor reads it, and this group's facilitators too when ${name} has agreed; with a risk of immediate harm, only supervisors do.`,
+  });
   const noteError = h("p", { className: "field-error", id: `${id}-note-error`, hidden: true, attrs: { role: "alert" } });
   const error = h("p", { className: "error-text", hidden: true, attrs: { role: "alert" } });
   const result = h("div", { className: "flag-result", attrs: { role: "status" } });
@@ -100,12 +105,18 @@ export function createFlagForm({ session, about, seq = null, name, onFlagged = (
   const form = h(
     "form",
     { className: "flag-form", attrs: { novalidate: true, "aria-label": `Ask a supervisor to offer ${name} support` } },
-    h("p", { className: "flag-intro", text: `Ask the supervisor on call to offer ${name} support. The facilitators are told too.` }),
+    h("p", {
+      className: "flag-intro",
+      text:
+        `Who is told: the supervisor on call, who is asked to offer ${name} support (if they can't answer in time, the next supervisor, then every supervisor and admin), ` +
+        `and the facilitators of this group, at once: that someone asked for ${name} and how urgent it is, but not that it was you. Nobody else in the group is told.`,
+    }),
     severity,
     consent,
     told,
     riskBox,
     h("label", { attrs: { for: note.id }, text: "Anything else the supervisor should know (optional)" }),
+    noteHint,
     note,
     noteError,
     error,

@@ -42,6 +42,7 @@ import { createStaffPanel } from "./staff-panel.js";
 import { createStaffSound } from "./staff-sound.js";
 import { createSupportNow } from "./support-now.js";
 import { createWaitingRoom } from "./waiting-room.js";
+import { isSupportNote, openRequests, requestState } from "./support-requests.js";
 import { createWaitingView } from "./waiting-view.js";
 import { spokenAuthor, who } from "./who.js";
 
@@ -346,6 +347,11 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
     },
     event: (ev) => {
       const { record, live } = ev.detail;
+      if (isSupportNote(record)) {
+        // Someone asked for support (or it closed): the console shows it on them.
+        members.refresh();
+        waitingRoom.render();
+      }
       if (record.channel !== MAIN) {
         if (live && record.from === "hub" && record.note?.note === "risk_nudge" && session.canModerate()) {
           sound.chime(); // the hub noticed a possible risk: worth a look
@@ -451,6 +457,10 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
           }
           if (m.status === MemberStatus.NEEDS_AGREEMENT) {
             words.push("reading the new agreement");
+          }
+          const asked = s.canModerate() ? requestState(openRequests(s).get(m.key)) : null;
+          if (asked) {
+            words.push(asked);
           }
           return words;
         },

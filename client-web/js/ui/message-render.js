@@ -21,6 +21,7 @@ import { Kind, MAIN } from "../protocol.js";
 import { describeControl } from "./control-words.js";
 import { formatTime, h, roleLabel } from "./dom.js";
 import { unverifiedMark, unverifiedReason } from "./verification.js";
+import { noteSentence } from "./support-requests.js";
 import { facilitatorName, rolesOf, spokenAuthor, who } from "./who.js";
 
 /**
@@ -255,6 +256,12 @@ export function createMessageRenderer({ session, extrasFor = () => null }) {
     } else if (note?.note === "risk_nudge") {
       body = `About a message from ${who(session, note.member)}: ${note.suggestion || "it may show someone at risk."}`;
       quote = quoteOf(note.seq);
+    } else if (note?.note === "support_asked" || note?.note === "support_resolved") {
+      body = noteSentence(note, who(session, note.member));
+      if (note.words) {
+        const words = note.own ? "In their words" : "In the words of the person who asked, with their agreement";
+        quote = h("blockquote", { className: "msg-quote support-words-quote" }, h("p", { text: `${words}: “${note.words}”` }));
+      }
     } else {
       body = "A note from the hub that this version of the app can't show.";
     }

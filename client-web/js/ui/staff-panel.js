@@ -1,14 +1,17 @@
 // "For facilitators": the staff channel — reports (with the message reported),
-// risk-phrase nudges from the hub (with a "Check in" button), and declines.
+// risk-phrase nudges from the hub (with a "Check in" button), requests for support
+// in this group (`support_asked`: who, how serious, their words where they agreed;
+// announced assertively), and declines.
 //
 // Owns: #staff-panel and its list. Entries are verified like everything else; hub
 // nudges are shown as from the hub. New live entries are announced politely.
 
 import { Kind, MAIN, STAFF } from "../protocol.js";
-import { announce } from "./announcer.js";
+import { alertNow, announce } from "./announcer.js";
 import { byId, h } from "./dom.js";
 import { createMessageList } from "./message-list.js";
 import { createMessageRenderer } from "./message-render.js";
+import { isSupportNote, severityWords } from "./support-requests.js";
 import { who } from "./who.js";
 
 export function createStaffPanel({ onCheckIn }) {
@@ -20,7 +23,7 @@ export function createStaffPanel({ onCheckIn }) {
 
   /** The member a staff entry is about: the nudged writer, or the reported message's writer. */
   function subjectOf(record) {
-    if (record.from === "hub" && record.note?.note === "risk_nudge") {
+    if (record.from === "hub" && (record.note?.note === "risk_nudge" || record.note?.note === "support_asked")) {
       return record.note.member;
     }
     if (record.verified && record.kind === Kind.REPORT) {
@@ -57,6 +60,13 @@ export function createStaffPanel({ onCheckIn }) {
       if (live && !record.self) {
         if (record.from === "hub" && record.note?.note === "risk_nudge") {
           announce(`For facilitators: a message from ${who(session, record.note.member)} may show someone at risk.`);
+        } else if (isSupportNote(record) && record.note.note === "support_asked") {
+          // A call for help in the room: it interrupts, like a supervisor's new escalation.
+          const note = record.note;
+          const how = note.own
+            ? `${who(session, note.member, { capital: true })} asked for support`
+            : `Someone asked for support for ${who(session, note.member)}`;
+          alertNow(`For facilitators: ${how}, ${severityWords(note.severity)}.`);
         } else if (record.verified && record.kind === Kind.REPORT) {
           announce(`For facilitators: ${who(session, record.key)} reported a message.`);
         }

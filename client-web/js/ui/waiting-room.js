@@ -1,5 +1,6 @@
 // The waiting room, as facilitators see it: who is waiting (or still reading the
-// agreement), with "Let in" and "Decline" (with an optional reason the person reads).
+// agreement), whether they asked for support and how seriously (support-requests.js),
+// with "Let in" and "Decline" (with an optional reason the person reads).
 //
 // Owns: #waiting-list, #waiting-count, #waiting-empty, and "Clear the waiting room"
 // (#waiting-clear, after a plain confirmation). Arrivals are announced through
@@ -12,6 +13,7 @@ import { Control, MemberStatus } from "../protocol.js";
 import { announce } from "./announcer.js";
 import { byId, h } from "./dom.js";
 import { runWithStatus } from "./feedback.js";
+import { openRequests, requestState } from "./support-requests.js";
 import { who } from "./who.js";
 
 let itemCount = 0;
@@ -106,16 +108,22 @@ export function createWaitingRoom({ onCheckIn }) {
         onCheckIn(key);
       }
     });
+    const support = h("p", { className: "waiting-support", hidden: true });
     const li = h(
       "li",
       { className: "waiting-item" },
       label,
+      support,
       h("div", { className: "button-row" }, admit, decline, checkIn),
       declineBox,
       status,
     );
-    const update = (member) => {
+    const update = (member, request) => {
       const state = member.status === MemberStatus.NEEDS_AGREEMENT ? "still reading the agreement" : "has agreed, waiting";
+      li.classList.toggle("has-asked-support", Boolean(request));
+      support.hidden = !request;
+      const asked = requestState(request);
+      support.textContent = asked ? `${asked[0].toUpperCase()}${asked.slice(1)}.` : "";
       label.replaceChildren(
         member.verified
           ? h("strong", { text: member.name })
@@ -130,6 +138,7 @@ export function createWaitingRoom({ onCheckIn }) {
 
   function render() {
     const waiting = [...session.members.values()].filter(isWaiting);
+    const requests = openRequests(session);
     const keep = new Set();
     for (const member of waiting) {
       let item = items.get(member.key);
@@ -138,7 +147,7 @@ export function createWaitingRoom({ onCheckIn }) {
         items.set(member.key, item);
         list.append(item.li);
       }
-      item.update(member);
+      item.update(member, requests.get(member.key));
       keep.add(member.key);
     }
     for (const [key, item] of items) {

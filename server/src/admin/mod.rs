@@ -8,6 +8,7 @@
 //! protocol). A change made here is signed with the hub's own key (the operator
 //! acting through the hub) and written to the audit chain like any other.
 
+pub mod escalations;
 pub mod ops;
 
 use std::path::{Path, PathBuf};

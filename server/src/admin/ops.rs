@@ -68,6 +68,23 @@ pub enum AdminRequest {
         /// Whose.
         key: peerhub_protocol::PublicKey,
     },
+    /// Escalations as bounded summaries (no words, no people but the handler).
+    EscalationList {
+        /// Which (default: every unresolved one).
+        #[serde(default)]
+        filter: super::escalations::EscalationFilter,
+        /// At most this many (default 200).
+        limit: Option<usize>,
+    },
+    /// Resolve one escalation with an outcome. On a running hub the control socket
+    /// hands it to the router task, never to [`Operator::execute`] (which, for this
+    /// request, is for a stopped hub's folder only).
+    EscalationResolve {
+        /// Which.
+        id: u64,
+        /// What was done, as a supervisor would record it.
+        outcome: String,
+    },
 }
 
 impl AdminRequest {
@@ -81,6 +98,8 @@ impl AdminRequest {
             Self::GroupSchedule { .. } => "group schedule",
             Self::GroupClearWaiting { .. } => "group clear-waiting",
             Self::Export { .. } => "export",
+            Self::EscalationList { .. } => "escalation list",
+            Self::EscalationResolve { .. } => "escalation resolve",
         }
     }
 }
@@ -148,6 +167,33 @@ impl Operator<'_> {
                 };
                 self.audit_admin(action::ADMIN_EXPORT, payload)?;
                 Ok(crate::export::export_key(self.store, &key, self.now_ms)?)
+            }
+            AdminRequest::EscalationList { filter, limit } => {
+                let limit = limit.unwrap_or(super::escalations::DEFAULT_LIST_LIMIT);
+                let listed = super::escalations::list(self.store, filter, limit, self.now_ms)?;
+                super::escalations::audit_list(self.store, self.audit, filter, self.now_ms)?;
+                Ok(listed)
+            }
+            AdminRequest::EscalationResolve { id, outcome } => {
+                // A stopped hub's folder: nobody online to tell, no router to keep
+                // right; the facilitators find the note in their staff channel.
+                super::escalations::check_outcome(&outcome)?;
+                let Some(mut record) = self.store.escalation(id)? else {
+                    return Err(super::escalations::not_open(self.store, id));
+                };
+                let summary = super::escalations::resolve(
+                    self.store,
+                    self.audit,
+                    &mut record,
+                    outcome,
+                    self.now_ms,
+                )?;
+                super::escalations::note_resolved_in_stopped_folder(
+                    self.store,
+                    &record,
+                    self.now_ms,
+                )?;
+                Ok(summary)
             }
         }
     }

@@ -87,6 +87,11 @@ pub enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The escalation queue, for the day something goes wrong: list it, or
+    /// resolve one; the server may be running (the router does it) or stopped.
+    /// Signed with the hub's key and audited.
+    #[command(subcommand)]
+    Escalation(EscalationCommand),
     /// Erase one person's personal data from a STOPPED server's data folder: their
     /// messages become tombstones (seqs kept), their display names and signed joins
     /// are removed, their account goes, and the audit chain keeps its entries with
@@ -248,6 +253,71 @@ pub enum GroupCommand {
         /// The hub's data folder.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+    },
+}
+
+/// Which escalations `peerhub escalation list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EscalationStateArg {
+    /// Open or acknowledged (the default).
+    Unresolved,
+    /// Waiting to be acknowledged.
+    Open,
+    /// Acknowledged, not yet resolved.
+    Acknowledged,
+    /// Resolved.
+    Resolved,
+    /// Every one still kept.
+    All,
+}
+
+impl From<EscalationStateArg> for crate::admin::escalations::EscalationFilter {
+    fn from(state: EscalationStateArg) -> Self {
+        match state {
+            EscalationStateArg::Unresolved => Self::Unresolved,
+            EscalationStateArg::Open => Self::Open,
+            EscalationStateArg::Acknowledged => Self::Acknowledged,
+            EscalationStateArg::Resolved => Self::Resolved,
+            EscalationStateArg::All => Self::All,
+        }
+    }
+}
+
+/// `peerhub escalation ...`
+#[derive(Debug, Subcommand)]
+pub enum EscalationCommand {
+    /// Print escalations as JSON summaries: id, group, severity, status, level,
+    /// age_s, created_ms, handler. Never a flag's words, who raised it, who it is
+    /// about, or the context. Unresolved ones by risk, then resolved ones newest
+    /// first. Audited (`admin.escalation_list`).
+    List {
+        /// The hub's data folder (the server may be running).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Every escalation still kept, resolved ones too (same as --state all).
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
+        /// Which: unresolved (default), open, acknowledged, resolved, all.
+        #[arg(long, value_enum)]
+        state: Option<EscalationStateArg>,
+        /// Show at most this many (1 to 10000).
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        limit: usize,
+    },
+    /// Resolve escalation ID with an outcome, as its supervisor would: the people
+    /// a supervisor's resolve tells are told (on a running hub), and it is audited
+    /// (`escalation.resolve`, signed with the hub's key). An unknown or already
+    /// resolved ID is refused and nothing changes.
+    Resolve {
+        /// The hub's data folder (the server may be running).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The escalation's id (from `peerhub escalation list`).
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// What was done, in words (required).
+        #[arg(long, value_name = "TEXT")]
+        outcome: String,
     },
 }
 

@@ -23,6 +23,7 @@
 mod pager;
 pub mod rota;
 mod router;
+pub mod staff;
 
 use std::time::Duration;
 
@@ -132,6 +133,13 @@ pub(crate) enum RouterCommand {
         key: PublicKey,
         request_id: Option<u64>,
     },
+    /// An operator resolves an escalation (`peerhub escalation resolve`, through
+    /// the control socket).
+    OperatorResolve {
+        id: u64,
+        outcome: String,
+        reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, crate::admin::AdminError>>,
+    },
 }
 
 /// A session's line to the router. Cheap to clone.
@@ -153,6 +161,22 @@ impl RouterHandle {
     /// Whether the router task is still running.
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// Resolves escalation `id` as an operator, through the router task.
+    pub async fn operator_resolve(
+        &self,
+        id: u64,
+        outcome: String,
+    ) -> Result<serde_json::Value, crate::admin::AdminError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(RouterCommand::OperatorResolve { id, outcome, reply })
+            .await
+            .map_err(|_| crate::admin::AdminError::Server("the hub is stopping".into()))?;
+        answer
+            .await
+            .map_err(|_| crate::admin::AdminError::Server("the hub is stopping".into()))?
     }
 
     /// Tells the router a connection closed (never fails).

@@ -1,5 +1,7 @@
 //! The escalation router task. See the module map in `escalation/mod.rs`.
 
+mod operator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,8 @@ pub struct EscalationRouter {
     covered: bool,
     pager: Option<Pager>,
     metrics: Arc<Metrics>,
+    /// The facilitators' `support_asked` notes (`staff.rs`).
+    staff: super::staff::StaffNotices,
 }
 
 impl std::fmt::Debug for EscalationRouter {
@@ -91,6 +95,7 @@ impl EscalationRouter {
         tracker: &TaskTracker,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
+        staff: super::staff::StaffNotices,
     ) -> Result<RouterHandle, StoreError> {
         let open = store
             .escalations()?
@@ -110,6 +115,8 @@ impl EscalationRouter {
         };
         let (tx, rx) = mpsc::channel(1024);
         let now = clock.now_ms();
+        let mut staff = staff;
+        staff.rearm(open.values());
         let router = Self {
             covered: rota::covered(&rota, now),
             store,
@@ -124,6 +131,7 @@ impl EscalationRouter {
             rota,
             pager,
             metrics,
+            staff,
         };
         if !router.open.is_empty() {
             tracing::info!(
@@ -242,6 +250,9 @@ impl EscalationRouter {
                 if let Err(error) = self.set_rota(&outbox, key, request_id, env, payload).await {
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
+            }
+            RouterCommand::OperatorResolve { id, outcome, reply } => {
+                let _ = reply.send(self.operator_resolve(id, outcome).await);
             }
             RouterCommand::GetRota {
                 outbox,
@@ -420,6 +431,9 @@ impl EscalationRouter {
             helplines: self.settings.helplines.clone(),
         }));
         self.broadcast(id);
+        if let Some(record) = self.open.get(&id) {
+            self.staff.flag(record, &flag, key);
+        }
         if !merged {
             let record = &self.open[&id];
             if record.tell_subject && flag.about != key {
@@ -869,6 +883,7 @@ impl EscalationRouter {
                     "resolved",
                     "The supervisor has closed this request for support.".into(),
                 );
+                self.staff.resolved(record);
                 self.open.remove(&id);
             }
             _ => {}

@@ -96,6 +96,12 @@ pub(crate) enum GroupCommand {
         entry: NewEntry,
         reply: oneshot::Sender<Result<usize, ServerError>>,
     },
+    /// A note the hub writes into one of the group's channels on another task's
+    /// behalf (the escalation router's `support_asked`, §8.10).
+    HubNote {
+        channel: Channel,
+        note: Note,
+    },
 }
 
 #[derive(Debug)]
@@ -279,6 +285,10 @@ impl GroupActor {
                     self.leave(conn);
                     Ok(())
                 }
+                GroupCommand::HubNote { channel, note } => self
+                    .append_note(channel, note, now)
+                    .map(|_| ())
+                    .map_err(Arc::new),
                 GroupCommand::Reload => match self.store.group(&self.room.group.id) {
                     Ok(Some(record)) => {
                         self.room.group = record;
@@ -1072,7 +1082,9 @@ impl GroupActor {
                 GroupCommand::ClearWaiting { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                GroupCommand::Leave { .. } | GroupCommand::Reload => {}
+                                GroupCommand::Leave { .. }
+                | GroupCommand::Reload
+                | GroupCommand::HubNote { .. } => {}
             }
         }
     }

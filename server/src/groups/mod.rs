@@ -175,6 +175,16 @@ impl GroupHandle {
         answer.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
+    /// Writes a hub note into `channel` (durable with the group's next commit, then
+    /// fanned out to whoever reads the channel).
+    pub async fn hub_note(
+        &self,
+        channel: Channel,
+        note: peerhub_protocol::frame::Note,
+    ) -> Result<(), ServerError> {
+        self.send(GroupCommand::HubNote { channel, note }).await
+    }
+
     /// Stops sending the group's events to a connection.
     pub async fn leave(&self, conn: ConnId) {
         // A group task that is gone has no subscriber to remove.

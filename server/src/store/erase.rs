@@ -23,7 +23,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 impl Store {
     /// Every stored event that carries `key`'s personal data: those it signed, and
-    /// hub notes about it (a risk-phrase nudge about its message, its mute ending).
+    /// hub notes about it (a risk-phrase nudge about its message, its mute ending,
+    /// a request for support about it).
     /// In store order. Events already erased (no envelope, no note) are not listed.
     pub fn events_of_key(&self, key: &PublicKey) -> Result<Vec<LocatedEvent>, StoreError> {
         let needle = key.to_b64();
@@ -36,9 +37,10 @@ impl Store {
             let event: StoredEvent = decode("groupid_seq_event", &value)?;
             let signed = event.env.as_ref().is_some_and(|env| env.key == *key);
             let noted = match &event.note {
-                Some(Note::RiskNudge { member, .. }) | Some(Note::MuteEnded { member }) => {
-                    member == key
-                }
+                Some(Note::RiskNudge { member, .. })
+                | Some(Note::MuteEnded { member })
+                | Some(Note::SupportAsked { member, .. })
+                | Some(Note::SupportResolved { member }) => member == key,
                 None => false,
             };
             if !signed && !noted {

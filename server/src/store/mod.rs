@@ -585,6 +585,14 @@ impl Store {
         Ok(())
     }
 
+    /// One escalation, by id.
+    pub fn escalation(&self, id: u64) -> Result<Option<EscalationRecord>, StoreError> {
+        self.escid_escalation
+            .get(id.to_be_bytes())?
+            .map(|value| decode("escid_escalation", &value))
+            .transpose()
+    }
+
     /// Every escalation, oldest first.
     pub fn escalations(&self) -> Result<Vec<EscalationRecord>, StoreError> {
         self.escid_escalation

@@ -86,6 +86,16 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         // The group's task holds its members: it clears them itself.
         return clear_waiting(hub, group).await;
     }
+    if let AdminRequest::EscalationResolve { id, outcome } = request {
+        // The router owns the open escalations: it resolves, commits and tells.
+        return match hub.router.operator_resolve(id, outcome).await {
+            Ok(output) => {
+                tracing::info!(command = %name, "operator request carried out");
+                Reply::Ok(output)
+            }
+            Err(e) => Reply::Error(e.to_string()),
+        };
+    }
     let reload = match &request {
         AdminRequest::GroupSchedule { group, .. } => Some(group.clone()),
         _ => None,

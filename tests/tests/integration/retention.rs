@@ -448,7 +448,9 @@ async fn the_retention_job_removes_exactly_what_expired() {
         vec![e2_open, e3_acknowledged]
     );
     assert_eq!(record_ids(&mut p).await, vec![r2]);
-    assert_eq!(one_run_since(&store, seen, &people), (3, 1, 1, 0));
+    // Chat: 3 messages, and the 6 support notes of the 4 flags in "plain"'s staff
+    // channel (4 asked, 2 resolved), which age like the conversation.
+    assert_eq!(one_run_since(&store, seen, &people), (9, 1, 1, 0));
     assert_eq!(audit::verify(&store).unwrap().pruned, 0);
     seen = last_seq(&store);
     let before: Vec<AuditEntry> = chain(&store);
@@ -568,10 +570,12 @@ async fn nothing_expired_means_nothing_deleted_and_nothing_recorded() {
     assert!(runs_after(&store, 0).is_empty());
     assert_eq!(history(&server, &p_id, "circle").await.1.len(), 1);
 
-    // Two minutes later the message is past the 30-day default, and only it goes.
+    // Two minutes later the message is past the 30-day default, and only the
+    // conversation goes (the message and the staff notes of the same day).
     server.clock.advance(120_000);
     next_pass(&server).await;
-    assert_eq!(one_run_since(&store, tail.0, &[p_id.key()]), (1, 0, 0, 0));
+    // The message, and the staff channel's support notes (asked, resolved).
+    assert_eq!(one_run_since(&store, tail.0, &[p_id.key()]), (3, 0, 0, 0));
     let (oldest, kept) = history(&server, &p_id, "circle").await;
     assert!(kept.is_empty() && oldest > said);
     assert_eq!(record_ids(&mut p).await.len(), 1);
