@@ -95,6 +95,13 @@ fn every_control_in_the_safety_case_names_code_and_existing_tests() {
             problems.push(format!("C{id}: names no test"));
         }
         for test in named {
+            // A browser end-to-end test is named by its file in tests/browser.
+            if test.ends_with(".test.js") {
+                if !repo().join("tests/browser").join(&test).is_file() {
+                    problems.push(format!("C{id}: no browser test file {test}"));
+                }
+                continue;
+            }
             if !tests.contains(&test) {
                 problems.push(format!("C{id}: no test named {test}"));
             }
@@ -119,4 +126,6 @@ fn the_consistency_check_notices_a_missing_test() {
     // The checker above must be able to fail: a made-up name is not found.
     assert!(!test_names().contains("a_test_that_does_not_exist_anywhere"));
     assert!(test_names().contains("every_control_in_the_safety_case_names_code_and_existing_tests"));
+    assert!(repo().join("tests/browser/phone.test.js").is_file());
+    assert!(!repo().join("tests/browser/no-such.test.js").is_file());
 }
