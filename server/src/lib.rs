@@ -168,6 +168,7 @@ impl Server {
             &groups,
             router_stop.clone(),
             metrics.clone(),
+            limits::FlagLimits::new(&config.limits),
         )?;
         let hub = Arc::new(Hub {
             router,

@@ -10,6 +10,7 @@ mod conversation;
 mod crash;
 mod erase;
 mod escalation;
+mod escalation_bounds;
 mod export;
 mod groups;
 mod http;
