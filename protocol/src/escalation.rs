@@ -180,7 +180,10 @@ pub struct EscalationStep {
     pub text: Option<String>,
 }
 
-/// An escalation as supervisors see it.
+/// An escalation whole, as the hub keeps it (and a person's data export shows it).
+/// It is never sent whole on the wire: pushes and lists carry an
+/// [`EscalationSummary`], and its flags, steps and context are read a page at a
+/// time (`escalation_detail`), so no frame outgrows a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EscalationView {
     /// Id, from 1.
