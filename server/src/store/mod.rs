@@ -912,6 +912,87 @@ mod tests {
         assert!(mine[0].id < mine[1].id);
     }
 
+    fn escalation(id: u64, about: PublicKey, status: EscalationStatus) -> EscalationRecord {
+        use peerhub_protocol::escalation::{EscalationView, Severity};
+        EscalationRecord {
+            view: EscalationView {
+                id,
+                group: GroupId::parse("g").unwrap(),
+                about,
+                severity: Severity::Urgent,
+                status,
+                level: 1,
+                waiting_for: Vec::new(),
+                deadline_ms: None,
+                created_ms: 1,
+                handler: None,
+                flags: vec![env().unwrap()],
+                context: Vec::new(),
+                steps: Vec::new(),
+                outcome: None,
+            },
+            tell_subject: true,
+            flaggers: vec![PublicKey([9; 32])],
+            merged: 0,
+            counted: 0,
+            consent: None,
+        }
+    }
+
+    use peerhub_protocol::escalation::EscalationStatus;
+
+    #[test]
+    fn escalations_are_found_through_the_index_as_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        store
+            .put_escalation(&escalation(1, a, EscalationStatus::Open))
+            .unwrap();
+        store
+            .put_escalation(&escalation(2, b, EscalationStatus::Open))
+            .unwrap();
+        let mut taken = escalation(2, b, EscalationStatus::Acknowledged);
+        taken.view.handler = Some(a);
+        store.put_escalation(&taken).unwrap();
+        store
+            .put_escalation(&escalation(1, a, EscalationStatus::Resolved))
+            .unwrap();
+        let unresolved: Vec<u64> = store
+            .unresolved_escalations()
+            .unwrap()
+            .iter()
+            .map(|e| e.view.id)
+            .collect();
+        assert_eq!(unresolved, vec![2], "the resolved one left the state index");
+        assert_eq!(store.escalation_ids_about(&a).unwrap(), vec![1]);
+        assert_eq!(store.escalation_ids_handled_by(&a).unwrap(), vec![2]);
+        assert_eq!(
+            store
+                .escalation_ids_flagged_by(&PublicKey([9; 32]))
+                .unwrap(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_escalation(&escalation(7, PublicKey([1; 32]), EscalationStatus::Open))
+                .unwrap();
+            store.escindex_escid.clear().unwrap();
+            store.flush().unwrap();
+            assert!(store.unresolved_escalations().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let unresolved = store.unresolved_escalations().unwrap();
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!(unresolved[0].view.id, 7);
+    }
+
     #[test]
     fn counters_only_rise() {
         let dir = tempfile::tempdir().unwrap();
