@@ -39,6 +39,9 @@ const TIMER_POLL: Duration = Duration::from_secs(1);
 const UNANSWERED: u8 = 4;
 /// Escalations moved on by one timer tick at most (the rest on the next, at once).
 const TICK_BATCH: usize = 256;
+/// Keys of `waiting_for` in a summary at most (level 3 waits for every supervisor
+/// and admin: the summary stays small however many there are).
+const MAX_WAITING_SHOWN: usize = 32;
 
 /// An open escalation's place in the queue: most severe first, then the longest
 /// waiting, then by id.
@@ -104,7 +107,12 @@ fn summarise(record: &EscalationRecord, view: &EscalationView) -> EscalationSumm
         consent: consent_of(record),
         status: view.status,
         level: view.level,
-        waiting_for: view.waiting_for.clone(),
+        waiting_for: view
+            .waiting_for
+            .iter()
+            .take(MAX_WAITING_SHOWN)
+            .copied()
+            .collect(),
         deadline_ms: view.deadline_ms,
         created_ms: view.created_ms,
         handler: view.handler,
@@ -508,21 +516,42 @@ impl EscalationRouter {
     /// sort or a store read.
     fn queue_page(&self, request_id: Option<u64>, after: Option<QueueKey>) -> ServerFrame {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let size = self.settings.page_size.max(1);
-        let mut keys = self.queue.range((start, Bound::Unbounded));
-        let page: Vec<&QueueKey> = keys.by_ref().take(size).collect();
-        let more = keys.next().is_some();
-        let escalations = page
-            .iter()
-            .filter_map(|key| self.open.get(&key.2))
-            .map(Self::staff_summary)
-            .collect();
+        let mut keys = self.queue.range((start, Bound::Unbounded)).peekable();
+        let mut escalations = Vec::new();
+        let mut last = None;
+        let mut bytes = 0usize;
+        while let Some(key) = keys.peek() {
+            let Some(record) = self.open.get(&key.2) else {
+                keys.next();
+                continue;
+            };
+            let summary = Self::staff_summary(record);
+            if !self.page_has_room(escalations.len(), &mut bytes, &summary) {
+                break;
+            }
+            escalations.push(summary);
+            last = keys.next();
+        }
+        let more = keys.peek().is_some();
         ServerFrame::Escalations {
             id: request_id,
             escalations,
             total: self.queue.len() as u64,
-            next: more.then(|| page.last().map(|k| cursor(k))).flatten(),
+            next: more.then(|| last.map(cursor)).flatten(),
         }
+    }
+
+    /// Whether a page holding `count` summaries (`bytes` of JSON so far) takes
+    /// `summary` too: at most `page_size` of them and `detail_page_bytes` of JSON,
+    /// one always.
+    fn page_has_room(&self, count: usize, bytes: &mut usize, summary: &EscalationSummary) -> bool {
+        let size = serde_json::to_vec(summary).map_or(0, |v| v.len());
+        let fits = count < self.settings.page_size.max(1)
+            && (count == 0 || *bytes + size <= self.settings.detail_page_bytes);
+        if fits {
+            *bytes += size;
+        }
+        fits
     }
 
     fn list(
@@ -559,9 +588,14 @@ impl EscalationRouter {
             }
         }
         let total = mine.len();
-        let size = self.settings.page_size.max(1);
-        let escalations: Vec<EscalationSummary> =
-            mine.into_iter().skip(offset).take(size).collect();
+        let mut escalations = Vec::new();
+        let mut bytes = 0usize;
+        for summary in mine.into_iter().skip(offset) {
+            if !self.page_has_room(escalations.len(), &mut bytes, &summary) {
+                break;
+            }
+            escalations.push(summary);
+        }
         let end = offset + escalations.len();
         Ok(ServerFrame::Escalations {
             id: request_id,

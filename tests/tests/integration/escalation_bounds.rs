@@ -738,3 +738,66 @@ async fn a_supervisor_logging_in_to_a_thousand_open_escalations_gets_one_bounded
         "every open escalation, each once, by pages"
     );
 }
+
+#[tokio::test]
+async fn queue_pages_are_bounded_in_bytes_too_and_page_through_everything() {
+    let (_server, _, mut sup, mut members) =
+        group_with_members(|c| c.escalation.detail_page_bytes = 1_000, 5).await;
+    for (me, client) in &mut members {
+        let reply = flag(client, "circle", me.key(), Severity::Concern, None).await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    }
+    let mut after = None;
+    let mut seen = Vec::new();
+    loop {
+        let reply = sup
+            .request(|id| ClientFrame::Escalations {
+                id,
+                after: after.clone(),
+            })
+            .await;
+        let text = reply.to_json();
+        let ServerFrame::Escalations {
+            escalations,
+            total,
+            next,
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(total, 5);
+        assert!(!escalations.is_empty());
+        assert!(
+            escalations.len() == 1 || text.len() < 1_500,
+            "a page stays near its byte bound: {} bytes",
+            text.len()
+        );
+        assert!(escalations.len() < 5, "the byte bound splits the queue");
+        seen.extend(escalations.into_iter().filter_map(|e| e.id));
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "every escalation, once");
+    // A cursor the hub did not give is refused.
+    let reply = sup
+        .request(|id| ClientFrame::Escalations {
+            id,
+            after: Some("not-a-cursor".into()),
+        })
+        .await;
+    assert!(
+        matches!(
+            reply,
+            ServerFrame::Error {
+                code: peerhub_protocol::ErrorCode::Invalid,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}
