@@ -801,3 +801,72 @@ async fn queue_pages_are_bounded_in_bytes_too_and_page_through_everything() {
         "{reply:?}"
     );
 }
+
+#[tokio::test]
+async fn the_person_reads_supervisors_steps_without_the_id_their_signed_commands_name() {
+    let (_server, _, mut sup, mut members) = group_with_members(|_| {}, 2).await;
+    let river = members[0].0.key();
+    let (_, sky) = &mut members[1];
+    let reply = flag(sky, "circle", river, Severity::Urgent, None).await;
+    assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    let id = listed(&mut sup).await[0].id.unwrap();
+    assert!(matches!(ack(&mut sup, id).await, ServerFrame::Ok { .. }));
+    let note = EscalationAction::Note {
+        text: "Spoke with River; safe tonight.".into(),
+    };
+    assert!(matches!(
+        act(&mut sup, id, note).await,
+        ServerFrame::Ok { .. }
+    ));
+    let (_, river_client) = &mut members[0];
+    let mine = listed(river_client).await;
+    let reference = mine[0].reference.clone().expect("their reference");
+    let reply = river_client
+        .request(|rid| ClientFrame::EscalationDetail {
+            id: rid,
+            escalation: None,
+            reference: Some(reference.clone()),
+            part: peerhub_protocol::escalation::EscalationPart::Steps,
+            offset: None,
+        })
+        .await;
+    let ServerFrame::EscalationDetail { steps, .. } = &reply else {
+        panic!("{reply:?}")
+    };
+    let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(names, ["raised", "routed", "acknowledged", "note"]);
+    assert!(
+        steps.iter().all(|s| s.env.is_none()),
+        "no one else's signed command (they name the id): {steps:?}"
+    );
+    let note = steps.iter().find(|s| s.step == "note").unwrap();
+    assert_eq!(
+        note.text.as_deref(),
+        Some("Spoke with River; safe tonight.")
+    );
+    assert!(
+        !reply.to_json().contains(&format!("\"escalation\\\":{id}")),
+        "the id appears nowhere"
+    );
+    // Someone else's reference, or a made-up one, reads nothing.
+    let (_, sky) = &mut members[1];
+    let reply = sky
+        .request(|rid| ClientFrame::EscalationDetail {
+            id: rid,
+            escalation: None,
+            reference: Some(reference),
+            part: peerhub_protocol::escalation::EscalationPart::Steps,
+            offset: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            reply,
+            ServerFrame::Error {
+                code: peerhub_protocol::ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+}
