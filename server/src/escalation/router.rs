@@ -1,7 +1,8 @@
 //! The escalation router task. See the module map in `escalation/mod.rs`.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ const TIMER_POLL: Duration = Duration::from_secs(1);
 const UNANSWERED: u8 = 4;
 /// Escalations moved on by one timer tick at most (the rest on the next, at once).
 const TICK_BATCH: usize = 256;
+/// How often a held-back staff connection is looked at (see `catch_up`).
+const CATCH_UP_POLL_MS: u64 = 200;
 /// Keys of `waiting_for` in a summary at most (level 3 waits for every supervisor
 /// and admin: the summary stays small however many there are).
 const MAX_WAITING_SHOWN: usize = 32;
@@ -176,6 +179,10 @@ pub struct EscalationRouter {
     flag_limits: FlagLimits,
     /// The hub's secret for references (see [`super::reference`]).
     secret: [u8; 32],
+    /// Staff connections whose queue was half full when a summary was due: held
+    /// back rather than pushed towards the slow-consumer close, they get the
+    /// queue's first page again once it has drained (`catch_up`).
+    behind: RefCell<HashSet<ConnId>>,
 }
 
 impl std::fmt::Debug for EscalationRouter {
@@ -249,6 +256,7 @@ impl EscalationRouter {
             metrics,
             flag_limits,
             secret,
+            behind: RefCell::default(),
         };
         for record in unresolved {
             router.insert_open(record);
@@ -303,6 +311,7 @@ impl EscalationRouter {
             if changed {
                 self.metrics.set_escalations(self.open.values());
             }
+            self.catch_up();
         }
         tracing::debug!("escalation router stopped");
     }
@@ -310,10 +319,34 @@ impl EscalationRouter {
     fn next_wake(&self) -> Option<u64> {
         let now = self.clock.now_ms();
         let deadline = self.deadlines.first().map(|(at, _)| *at);
+        // While a connection is behind, look again soon whether it has drained.
+        let behind = (!self.behind.borrow().is_empty()).then_some(now + CATCH_UP_POLL_MS);
         deadline
             .into_iter()
             .chain(rota::next_change(&self.rota, now))
+            .chain(behind)
             .min()
+    }
+
+    /// Sends the queue's first page to each staff connection that was held back
+    /// and has drained (its client reads on by `after`).
+    fn catch_up(&self) {
+        if self.behind.borrow().is_empty() {
+            return;
+        }
+        let waiting: Vec<ConnId> = self.behind.borrow().iter().copied().collect();
+        for conn in waiting {
+            match self.online.get(&conn) {
+                None => {
+                    self.behind.borrow_mut().remove(&conn);
+                }
+                Some(online) if !online.outbox.half_full() => {
+                    self.behind.borrow_mut().remove(&conn);
+                    online.outbox.push(&bytes(&self.queue_page(None, None)));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     // ---- the open escalations and their indexes ----
@@ -1100,8 +1133,14 @@ impl EscalationRouter {
         let frame = bytes(&ServerFrame::Escalation {
             escalation: Self::staff_summary(record),
         });
-        for online in self.online.values().filter(|o| is_staff(&o.roles)) {
-            online.outbox.push(&frame);
+        for (conn, online) in self.online.iter().filter(|(_, o)| is_staff(&o.roles)) {
+            if online.outbox.half_full() || self.behind.borrow().contains(conn) {
+                // A later page replaces this summary; the connection is not pushed
+                // towards the slow-consumer close by a flood of changes.
+                self.behind.borrow_mut().insert(*conn);
+            } else {
+                online.outbox.push(&frame);
+            }
         }
     }
 
