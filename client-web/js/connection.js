@@ -7,6 +7,7 @@
 //   event, presence, joined / group_update / dismissed (pushes) ─► "push"
 //   records (reply or push) ─► "records"   shutdown ─► "shutdown"
 //   coverage ─► "coverage"   escalation (push) ─► "escalation"   support_notice ─► "support"
+//   escalations (pushed at login: the queue's first page) ─► "escalations"
 //   error without id ─► "server-error"
 //
 // Owns: the socket, the pending-request table and the reconnect timer. It does not
@@ -295,6 +296,10 @@ export class Connection extends EventTarget {
         break;
       case "escalation":
         this.emit("escalation", frame);
+        break;
+      case "escalations":
+        // The queue's first page, pushed (without id) at login.
+        this.emit("escalations", frame);
         break;
       case "support_notice":
         this.emit("support", frame);

@@ -1,12 +1,16 @@
 // The supervisor's desk: every escalation this key may act on, verified, and the
 // on-call rota.
 //
-// Data flow:
-//   `escalation` push (raised, merged, routed, acknowledged, note, handover, resolved;
-//     every unresolved one after login) ─► read + verify every envelope ─► "change"
-//   login as supervisor / admin ─► `escalations` (the queue now: drops what was
-//     resolved while we were away) and `rota` ─► "change", "rota"
-//   act(id, action) ─► signed `escalation` ─► ok (the new view arrives as a push)
+// Data flow (the hub sends bounded summaries; the words come on demand):
+//   `escalation` push (a summary: raised, routed, acknowledged, note, handover,
+//     resolved) ─► "change"
+//   login as supervisor / admin ─► `escalations` pushed (the queue's first page) ─►
+//     the other pages by `after` ─► "change" (drops what was resolved while away);
+//     `rota` ─► "rota"
+//   loadDetail(id) (a card opened) ─► `escalation_detail` pages of its flags, steps
+//     and context, one request at a time ─► verify every envelope ─► "change";
+//     read again when a later summary says the escalation changed
+//   act(id, action) ─► signed `escalation` ─► ok (the new summary arrives as a push)
 //   setRota(entries) ─► signed `set_rota` ─► ok ─► `rota` again
 //
 // Verification (strict, as everywhere in this client; see protocol.js):
@@ -41,7 +45,7 @@ const STATUSES = Object.values(EscalationStatus);
 // The escalation action each signed step must carry.
 const STEP_ACTIONS = { acknowledged: "ack", note: "note", handover: "handover", resolved: "resolve" };
 
-/** An EscalationView with the shapes this client relies on, or null. */
+/** An EscalationSummary (or a view) with the shapes this client relies on, or null. */
 export function readView(v) {
   if (
     !v ||
@@ -72,8 +76,27 @@ export function readView(v) {
     context: Array.isArray(v.context) ? v.context.filter((c) => c && isCount(c.seq)) : [],
     steps: Array.isArray(v.steps) ? v.steps.filter((s) => s && typeof s.step === "string") : [],
     outcome: typeof v.outcome === "string" ? v.outcome : null,
+    counts: readCounts(v.counts, v),
   };
 }
+
+/** What a summary says the escalation holds (or, for a full view, its lengths). */
+function readCounts(c, v) {
+  const n = (x, fallback) => (isCount(x) ? x : fallback);
+  const len = (list) => (Array.isArray(list) ? list.length : 0);
+  return {
+    flags: n(c?.flags, len(v.flags)),
+    merged: n(c?.merged, Math.max(0, len(v.flags) - 1)),
+    counted: n(c?.counted, 0),
+    context: n(c?.context, len(v.context)),
+    steps: n(c?.steps, len(v.steps)),
+  };
+}
+
+const sameCounts = (a, b) => a && b && a.flags === b.flags && a.context === b.context && a.steps === b.steps;
+
+// Pages of the queue read after login at most (a page is 100 summaries).
+const MAX_PAGES = 50;
 
 /** Most serious first, then the longest waiting (as the hub orders its queue). */
 export function byRisk(a, b) {
@@ -189,12 +212,17 @@ export class EscalationDesk extends EventTarget {
     this.rota = null; // entries as last read, or null before
     this.inbox = Promise.resolve();
 
+    this.details = Promise.resolve(); // one escalation_detail request at a time
     connection.addEventListener("escalation", (ev) => {
       this.enqueue(() => this.apply(ev.detail.escalation));
     });
+    // The queue's first page, pushed at login (and when a role is granted).
+    connection.addEventListener("escalations", (ev) => {
+      this.refresh(ev.detail);
+    });
     connection.addEventListener("authenticated", (ev) => {
       if (isStaffRole(ev.detail.roles)) {
-        this.refresh();
+        this.loadRota();
       }
     });
     // Coverage changes when the rota is saved or a window starts or ends.
@@ -217,13 +245,25 @@ export class EscalationDesk extends EventTarget {
   }
 
   async apply(raw) {
-    const view = readView(raw);
-    if (!view) {
+    const summary = readView(raw);
+    if (!summary) {
       return;
     }
-    const checks = await verifyView(view);
-    const entry = { view, checks };
-    const previous = this.open.get(view.id) ?? null;
+    const previous = this.open.get(summary.id) ?? null;
+    // A summary carries no words: keep what was read of it, and read it again
+    // (if it was read) when the summary says it changed.
+    const loaded = previous?.loaded ?? false;
+    const view = {
+      ...summary,
+      flags: previous?.view.flags ?? [],
+      context: previous?.view.context ?? [],
+      steps: previous?.view.steps ?? [],
+    };
+    const checks = previous?.checks ?? { flags: [], context: [], steps: [] };
+    const entry = { view, checks, loaded };
+    if (loaded && !sameCounts(previous.view.counts, summary.counts)) {
+      queueMicrotask(() => this.loadDetail(summary.id, { again: true }));
+    }
     if (view.status === EscalationStatus.RESOLVED) {
       this.open.delete(view.id);
       this.resolved.set(view.id, entry);
@@ -238,16 +278,21 @@ export class EscalationDesk extends EventTarget {
     this.emit("change", { id: view.id, entry, previous: previous?.view ?? null, isNew: !previous });
   }
 
-  /** Reads the queue again (after login): what is gone was resolved while away. */
-  async refresh() {
-    this.loadRota();
-    let reply;
-    try {
-      reply = await this.conn.request("escalations");
-    } catch {
-      return; // offline: the next login asks again
+  /** The queue after login, from its pushed first page then by `after`: what is
+   *  gone was resolved while away. */
+  async refresh(first) {
+    const list = Array.isArray(first?.escalations) ? [...first.escalations] : [];
+    let next = typeof first?.next === "string" ? first.next : null;
+    for (let page = 1; next && page < MAX_PAGES; page += 1) {
+      let reply;
+      try {
+        reply = await this.conn.request("escalations", { after: next });
+      } catch {
+        return; // offline: the next login sends the queue again
+      }
+      list.push(...(Array.isArray(reply.escalations) ? reply.escalations : []));
+      next = typeof reply.next === "string" ? reply.next : null;
     }
-    const list = Array.isArray(reply.escalations) ? reply.escalations : [];
     await this.enqueue(async () => {
       const ids = new Set(list.map((v) => v?.id));
       for (const id of [...this.open.keys()]) {
@@ -260,6 +305,56 @@ export class EscalationDesk extends EventTarget {
     for (const view of list) {
       this.enqueue(() => this.apply(view));
     }
+  }
+
+  /** Every page of one part of escalation `id` (`escalation_detail`). */
+  async readPart(id, part) {
+    const items = [];
+    for (let guard = 0; guard < 200; guard += 1) {
+      const reply = await this.conn.request("escalation_detail", { escalation: id, part, offset: items.length });
+      const page = Array.isArray(reply[part]) ? reply[part] : [];
+      items.push(...page);
+      if (page.length === 0 || !isCount(reply.total) || items.length >= reply.total) {
+        break;
+      }
+    }
+    return items;
+  }
+
+  /** Reads an escalation's flags, steps and context (a card was opened), verifies
+   *  them, and keeps them with it. One request at a time. */
+  loadDetail(id, { again = false } = {}) {
+    const entry = this.open.get(id) ?? this.resolved.get(id);
+    if (!entry || (entry.loaded && !again) || entry.loading) {
+      return this.details;
+    }
+    entry.loading = true;
+    const run = this.details.then(async () => {
+      let parts;
+      try {
+        const flags = await this.readPart(id, "flags");
+        const steps = await this.readPart(id, "steps");
+        const context = await this.readPart(id, "context");
+        parts = { flags, steps, context: context.filter((c) => c && isCount(c.seq)) };
+      } catch {
+        return; // offline or refused: opening the card again asks again
+      } finally {
+        entry.loading = false;
+      }
+      await this.enqueue(async () => {
+        const current = this.open.get(id) ?? this.resolved.get(id);
+        if (!current) {
+          return;
+        }
+        const view = { ...current.view, ...parts, steps: parts.steps.filter((s) => s && typeof s.step === "string") };
+        const checks = await verifyView(view);
+        const next = { ...current, view, checks, loaded: true };
+        (this.open.has(id) ? this.open : this.resolved).set(id, next);
+        this.emit("change", { id, entry: next, previous: current.view, isNew: false });
+      });
+    });
+    this.details = run.catch(() => {});
+    return run;
   }
 
   async loadRota() {

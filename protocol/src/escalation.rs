@@ -173,9 +173,17 @@ pub struct EscalationStep {
     /// Who it was routed to (routing steps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<PublicKey>,
+    /// A `note` step's words, when the signed command is left out (the person an
+    /// escalation is about reads supervisors' notes without the signed commands,
+    /// which name the escalation's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
-/// An escalation as supervisors see it.
+/// An escalation whole, as the hub keeps it (and a person's data export shows it).
+/// It is never sent whole on the wire: pushes and lists carry an
+/// [`EscalationSummary`], and its flags, steps and context are read a page at a
+/// time (`escalation_detail`), so no frame outgrows a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EscalationView {
     /// Id, from 1.
@@ -211,4 +219,74 @@ pub struct EscalationView {
     /// The outcome, once resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+}
+
+/// How much an escalation holds, so a console can show it without fetching it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationCounts {
+    /// Flags kept in full (readable with `escalation_detail` part `flags`).
+    pub flags: u32,
+    /// Flags merged into it after the first (kept in full or only counted).
+    pub merged: u32,
+    /// Merged flags only counted: over the cap on flags kept in full, or over a
+    /// per-group, per-person or per-key limit. Their signed flags are in the audit
+    /// chain.
+    pub counted: u32,
+    /// Context messages kept (part `context`).
+    pub context: u32,
+    /// Steps (part `steps`).
+    pub steps: u32,
+}
+
+/// An escalation as pushed and listed: bounded, without flag texts, context or
+/// steps (those are read on demand with `escalation_detail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationSummary {
+    /// The escalation's id: for supervisors and admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// For anyone else: an opaque reference, random to them and different for
+    /// each person (never the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The group it came from.
+    pub group: crate::GroupId,
+    /// The person it is about.
+    pub about: PublicKey,
+    /// The highest severity of its flags.
+    pub severity: Severity,
+    /// The consent of its first flag.
+    pub consent: Consent,
+    /// Where it stands.
+    pub status: EscalationStatus,
+    /// Routing level (1 to 4).
+    pub level: u8,
+    /// Who it is waiting for now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<PublicKey>,
+    /// When the current level's time to acknowledge runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// When it was raised.
+    pub created_ms: u64,
+    /// The supervisor who has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<PublicKey>,
+    /// The outcome, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// What it holds.
+    pub counts: EscalationCounts,
+}
+
+/// Which part of an escalation `escalation_detail` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationPart {
+    /// The signed flags kept in full, the first first.
+    Flags,
+    /// The steps, in order.
+    Steps,
+    /// The group's messages when it was raised (supervisors and admins only).
+    Context,
 }

@@ -160,11 +160,32 @@ pub enum ClientFrame {
         /// Envelope of kind `escalation`.
         env: SignedEnvelope,
     },
-    /// The escalation queue (supervisors, admins) or the escalations about me.
+    /// The escalation queue (supervisors, admins) or the escalations about me, a
+    /// page at a time.
     Escalations {
         /// Request id (optional).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// The `next` of the page before (absent: the first page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    /// One page of an escalation's flags, steps or context.
+    EscalationDetail {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id (supervisors and admins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escalation: Option<u64>,
+        /// Or the caller's reference to it (anyone else).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        /// Which part.
+        part: crate::escalation::EscalationPart,
+        /// How many items of the part to skip (absent: 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u32>,
     },
     /// Replace the on-call rota (admins).
     SetRota {
@@ -200,6 +221,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "flag",
     "escalation",
     "escalations",
+    "escalation_detail",
     "set_rota",
     "rota",
 ];
@@ -223,7 +245,8 @@ impl ClientFrame {
             | Self::Records { id }
             | Self::Flag { id, .. }
             | Self::Escalation { id, .. }
-            | Self::Escalations { id }
+            | Self::Escalations { id, .. }
+            | Self::EscalationDetail { id, .. }
             | Self::SetRota { id, .. }
             | Self::Rota { id } => *id,
         }
@@ -697,15 +720,15 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
-    /// A flag was stored and routed.
+    /// A flag was stored and routed. It does not say whether the flag opened an
+    /// escalation or joined one.
     Flagged {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        /// The escalation it opened or joined.
-        escalation: u64,
-        /// Whether it joined an escalation already open about the same person.
-        merged: bool,
+        /// The caller's opaque reference to the escalation (as in their
+        /// `support_notice`s and `escalations`), never its id.
+        reference: String,
         /// Whether a supervisor is on call now.
         on_call: bool,
         /// Signposting to show with the answer.
@@ -713,23 +736,56 @@ pub enum ServerFrame {
     },
     /// An escalation changed (to supervisors and admins).
     Escalation {
-        /// The escalation as it is now.
-        escalation: crate::escalation::EscalationView,
+        /// The escalation as it is now, summarised.
+        escalation: crate::escalation::EscalationSummary,
     },
-    /// The escalation queue, or the escalations about the caller.
+    /// A page of the escalation queue, or of the escalations about the caller.
+    /// Pushed without `id` at login (the queue's first page).
     Escalations {
         /// Echoed request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
-        /// The escalations.
-        escalations: Vec<crate::escalation::EscalationView>,
+        /// The escalations on this page.
+        escalations: Vec<crate::escalation::EscalationSummary>,
+        /// How many there are in all.
+        total: u64,
+        /// Present when more follow: send it as `after` for the next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// A page of one escalation's flags, steps or context.
+    EscalationDetail {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id (supervisors and admins).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escalation: Option<u64>,
+        /// Or the caller's reference to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        /// Which part.
+        part: crate::escalation::EscalationPart,
+        /// The position of the first item.
+        offset: u32,
+        /// How many items the part has in all.
+        total: u32,
+        /// Part `flags`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        flags: Vec<SignedEnvelope>,
+        /// Part `steps`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<crate::escalation::EscalationStep>,
+        /// Part `context`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        context: Vec<crate::escalation::ContextEvent>,
     },
     /// How a request for support is going, for the people it concerns.
     SupportNotice {
         /// The group.
         group: GroupId,
-        /// The escalation.
-        escalation: u64,
+        /// The recipient's opaque reference to the escalation (never its id).
+        reference: String,
         /// `support_asked`, `acknowledged`, `unanswered` or `resolved`.
         notice: String,
         /// Words for a person.
@@ -775,6 +831,9 @@ pub enum ServerFrame {
         /// When `closed`: the next scheduled opening.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_session_ms: Option<u64>,
+        /// When a `flag` was refused (`rate_limited`): the signposting to show.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        helplines: Option<Vec<crate::escalation::Helpline>>,
     },
     /// The server is stopping; the connection will close. Reconnect and resume.
     Shutdown {
@@ -792,6 +851,7 @@ impl ServerFrame {
             message: message.into(),
             retry_after_ms: None,
             next_session_ms: None,
+            helplines: None,
         }
     }
 

@@ -165,7 +165,28 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         (request_id(), envelope(Kind::Escalation))
             .prop_map(|(id, env)| ClientFrame::Escalation { id, env }),
-        request_id().prop_map(|id| ClientFrame::Escalations { id }),
+        (request_id(), proptest::option::of(text(12)))
+            .prop_map(|(id, after)| ClientFrame::Escalations { id, after }),
+        (
+            request_id(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(text(22)),
+            prop_oneof![
+                Just(peerhub_protocol::escalation::EscalationPart::Flags),
+                Just(peerhub_protocol::escalation::EscalationPart::Steps),
+                Just(peerhub_protocol::escalation::EscalationPart::Context),
+            ],
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(|(id, escalation, reference, part, offset)| {
+                ClientFrame::EscalationDetail {
+                    id,
+                    escalation,
+                    reference,
+                    part,
+                    offset,
+                }
+            }),
         (request_id(), envelope(Kind::Rota)).prop_map(|(id, env)| ClientFrame::SetRota { id, env }),
         request_id().prop_map(|id| ClientFrame::Rota { id }),
     ]

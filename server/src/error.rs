@@ -197,6 +197,7 @@ impl ServerError {
             message: self.to_string(),
             retry_after_ms,
             next_session_ms,
+            helplines: None,
         }
     }
 }

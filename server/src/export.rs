@@ -63,11 +63,11 @@
 //!     "entries": [{"author": "<facilitator>", "envelope": {"kind": "record", ...}}]
 //!   }],
 //!   "escalations": {
-//!     "about_you": [{"id": 3, "group": "circle", "about": "<the key>", "severity": "urgent",
+//!     "about_you": [{"reference": "q3J…", "group": "circle", "about": "<the key>", "severity": "urgent",
 //!                    "status": "resolved", "level": 1, "created_ms": 1713000000000,
 //!                    "flags": [], "context": [], "steps": [{"ts": 1713000000000, "step": "raised"}],
 //!                    "outcome": "talked, safe"}],
-//!     "raised_by_you": [{"id": 3, "group": "circle", "status": "resolved", "about_you": true,
+//!     "raised_by_you": [{"reference": "q3J…", "group": "circle", "status": "resolved", "about_you": true,
 //!                        "flags": [{"step": "merged", "ts": 1713000000100, "envelope": {...}}]}]
 //!   },
 //!   "audit": [{"seq": 5, "ts": 1713000000000, "action": "control.redact", "group": "circle",
@@ -98,10 +98,13 @@
 //!   list them over the protocol ([`subject_view`]): not while telling them is
 //!   withheld for imminent risk and still open; without the group's messages
 //!   (`context: []`), without anyone else's flags, and with the `raised`/`merged`
-//!   steps of others stripped of who and how. Severity, status, routing, the
-//!   supervisors' signed steps and the outcome stay.
-//! - `escalations.raised_by_you` — by id, every escalation holding a flag the key
-//!   signed: its id, group, status, whether it is about the key, and the key's own
+//!   steps of others stripped of who and how, and every step by someone else
+//!   without its signed command (it names the escalation's id; a `note` keeps its
+//!   `text`). In place of the id, the person's own `reference` (as the protocol
+//!   gives it). Severity, status, routing, the supervisors' steps and the outcome
+//!   stay.
+//! - `escalations.raised_by_you` — every escalation holding a flag the key
+//!   signed (found through the escalation index): the key's reference, group, status, whether it is about the key, and the key's own
 //!   flags in full (with the `raised`/`merged` step's time). Not others' flags, the
 //!   context, or the outcome of an escalation about someone else.
 //! - `audit` — in chain order, every audit entry whose subject is the key or whose
@@ -229,13 +232,25 @@ struct RecordEntry {
 
 #[derive(Debug, Serialize)]
 struct Escalations {
-    about_you: Vec<EscalationView>,
+    /// Each as [`subject_view`] shows it, its `id` replaced by the person's
+    /// `reference` (as in the protocol: a person never learns escalation ids).
+    about_you: Vec<serde_json::Value>,
     raised_by_you: Vec<Raised>,
+}
+
+/// An escalation's view for its subject, with their reference instead of the id.
+fn with_reference(view: &EscalationView, reference: String) -> serde_json::Value {
+    let mut value = serde_json::to_value(view).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("id");
+        object.insert("reference".into(), serde_json::Value::String(reference));
+    }
+    value
 }
 
 #[derive(Debug, Serialize)]
 struct Raised {
-    id: u64,
+    reference: String,
     group: GroupId,
     status: EscalationStatus,
     about_you: bool,
@@ -340,10 +355,22 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
     // Flags of escalations about the key that it may not read yet: audit entries
     // resting on them are left out too.
     let mut withheld: Vec<SignedEnvelope> = Vec::new();
-    for record in store.escalations()? {
+    // Through the escalation index: those about the key and those it flagged.
+    let secret = store.escalation_reference_secret()?;
+    let mut ids = store.escalation_ids_about(key)?;
+    ids.extend(store.escalation_ids_flagged_by(key)?);
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let Some(record) = store.escalation(id)? else {
+            continue;
+        };
+        let reference = crate::escalation::reference(&secret, id, key);
         if record.view.about == *key {
             match subject_view(&record, key) {
-                Some(view) => escalations.about_you.push(view),
+                Some(view) => escalations
+                    .about_you
+                    .push(with_reference(&view, reference.clone())),
                 None => withheld.extend(record.view.flags.iter().cloned()),
             }
         }
@@ -367,7 +394,7 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
             .collect();
         if !flags.is_empty() {
             escalations.raised_by_you.push(Raised {
-                id: record.view.id,
+                reference,
                 group: record.view.group.clone(),
                 status: record.view.status,
                 about_you: record.view.about == *key,
@@ -461,11 +488,15 @@ mod tests {
                     env: Some(flag.clone()),
                     level: None,
                     to: Vec::new(),
+                    text: None,
                 }],
                 outcome: None,
             },
             tell_subject,
             flaggers: vec![flag.key],
+            merged: 0,
+            counted: 0,
+            consent: None,
         }
     }
 
@@ -640,16 +671,25 @@ mod tests {
 
         assert_eq!(doc["records"][0]["entries"][0]["author"], fac_key.to_b64());
 
-        let about: Vec<u64> = doc["escalations"]["about_you"]
+        let secret = store.escalation_reference_secret().unwrap();
+        let reference = |id| crate::escalation::reference(&secret, id, &my_key);
+        let about: Vec<String> = doc["escalations"]["about_you"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["id"].as_u64().unwrap())
+            .map(|e| {
+                assert!(e.get("id").is_none(), "no escalation id for the person");
+                e["reference"].as_str().unwrap().to_owned()
+            })
             .collect();
-        assert_eq!(about, vec![1, 3], "withheld-and-open stays hidden");
+        assert_eq!(
+            about,
+            vec![reference(1), reference(3)],
+            "withheld-and-open stays hidden"
+        );
         let raised = &doc["escalations"]["raised_by_you"];
         assert_eq!(raised.as_array().unwrap().len(), 1);
-        assert_eq!(raised[0]["id"], 4);
+        assert_eq!(raised[0]["reference"], reference(4));
         assert_eq!(raised[0]["about_you"], false);
         assert_eq!(raised[0]["flags"][0]["step"], "raised");
         assert!(text.contains("my flag about them"), "own flag in full");

@@ -172,6 +172,7 @@ impl Server {
             router_stop.clone(),
             metrics.clone(),
             staff_notices,
+            limits::FlagLimits::new(&config.limits),
         )?;
         let hub = Arc::new(Hub {
             router,

@@ -46,6 +46,16 @@ pub struct LimitSettings {
     pub flags_per_minute: u32,
     /// Controls and other signed commands per key per second (burst 30).
     pub commands_per_second: u32,
+    /// Flags kept in full per group per minute (burst the same). Beyond it a flag
+    /// is still recorded and routed, as a counted merge (or a new escalation
+    /// without context), and answered as usual.
+    pub flags_per_group_per_minute: u32,
+    /// Flags kept in full about one person in one group per minute (burst the
+    /// same); beyond it, as for the group.
+    pub flags_per_person_per_minute: u32,
+    /// Unsigned requests (`escalations`, `escalation_detail`, `rota`, `records`)
+    /// per key per second (burst 10).
+    pub reads_per_second: u32,
     /// Open connections in all.
     pub max_connections: usize,
     /// Open connections per IP.
@@ -84,6 +94,9 @@ impl Default for LimitSettings {
             message_burst: 20,
             flags_per_minute: 20,
             commands_per_second: 5,
+            flags_per_group_per_minute: 30,
+            flags_per_person_per_minute: 10,
+            reads_per_second: 2,
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
             max_connections_per_key: 16,
@@ -214,6 +227,7 @@ pub struct Limits {
     messages: DefaultKeyedRateLimiter<PublicKey>,
     flags: DefaultKeyedRateLimiter<PublicKey>,
     commands: DefaultKeyedRateLimiter<PublicKey>,
+    reads: DefaultKeyedRateLimiter<PublicKey>,
     total: Arc<Counts<()>>,
     per_ip: Arc<Counts<IpAddr>>,
     per_key: Arc<Counts<PublicKey>>,
@@ -254,6 +268,7 @@ impl Limits {
             )),
             flags: DefaultKeyedRateLimiter::keyed(per_minute(s.flags_per_minute, 10)),
             commands: DefaultKeyedRateLimiter::keyed(per_second(s.commands_per_second, 30)),
+            reads: DefaultKeyedRateLimiter::keyed(per_second(s.reads_per_second, 10)),
             total: Counts::new(),
             per_ip: Counts::new(),
             per_key: Counts::new(),
@@ -394,6 +409,23 @@ impl Limits {
             })
     }
 
+    /// A distress flag from `key` over its limit: `Err(retry_after_ms)`. The flag is
+    /// still checked and counted on the escalation about the same person, if one
+    /// is open, and its raiser is answered with the helplines.
+    pub fn flag_wait(&self, key: &PublicKey) -> Result<(), u64> {
+        self.hit("flags", check(&self.flags, key))
+    }
+
+    /// An unsigned request (`escalations`, `escalation_detail`, `rota`,
+    /// `records`) from `key`.
+    pub fn read(&self, key: &PublicKey) -> Result<(), ServerError> {
+        self.hit("reads", check(&self.reads, key))
+            .map_err(|retry_after_ms| ServerError::RateLimited {
+                retry_after_ms,
+                what: "too many requests in a short time",
+            })
+    }
+
     /// Any other signed command from `key`.
     pub fn command(&self, key: &PublicKey) -> Result<(), ServerError> {
         self.hit("commands", check(&self.commands, key))
@@ -411,6 +443,47 @@ impl Limits {
         self.messages.retain_recent();
         self.flags.retain_recent();
         self.commands.retain_recent();
+        self.reads.retain_recent();
+    }
+}
+
+/// The flag limits per group and per person, kept by the escalation router (it
+/// checks them only for flags that passed every other check, so nobody outside a
+/// group spends its allowance).
+pub struct FlagLimits {
+    group: DefaultKeyedRateLimiter<peerhub_protocol::GroupId>,
+    person: DefaultKeyedRateLimiter<(peerhub_protocol::GroupId, PublicKey)>,
+}
+
+impl std::fmt::Debug for FlagLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlagLimits").finish_non_exhaustive()
+    }
+}
+
+impl FlagLimits {
+    /// The limiters for `settings`.
+    pub fn new(settings: &LimitSettings) -> Self {
+        let group = settings.flags_per_group_per_minute;
+        let person = settings.flags_per_person_per_minute;
+        Self {
+            group: DefaultKeyedRateLimiter::keyed(per_minute(group, group)),
+            person: DefaultKeyedRateLimiter::keyed(per_minute(person, person)),
+        }
+    }
+
+    /// Whether a flag in `group` about `about` is within both limits (each check
+    /// spends one from each allowance).
+    pub fn within(&self, group: &peerhub_protocol::GroupId, about: &PublicKey) -> bool {
+        let by_group = self.group.check_key(group).is_ok();
+        let by_person = self.person.check_key(&(group.clone(), *about)).is_ok();
+        by_group && by_person
+    }
+
+    /// Forgets idle keys.
+    pub fn forget_idle(&self) {
+        self.group.retain_recent();
+        self.person.retain_recent();
     }
 }
 

@@ -140,3 +140,34 @@ impl Outbox {
         }
     }
 }
+
+impl Outbox {
+    /// Whether more than half of this connection's queue is taken (bytes or
+    /// frames). A sender of something a later frame replaces (an escalation
+    /// summary) holds it back then, instead of pushing a slow reader towards the
+    /// slow-consumer close.
+    pub fn half_full(&self) -> bool {
+        self.queued.load(Ordering::Acquire) * 2 > self.max_bytes
+            || self.tx.capacity() * 2 < self.tx.max_capacity()
+    }
+}
+
+#[cfg(test)]
+mod half_full_tests {
+    use super::*;
+
+    #[test]
+    fn half_full_by_bytes_or_by_frames() {
+        let drops = prometheus::IntCounter::new("d", "d").unwrap();
+        let (outbox, mut rx) = outbox(ConnId(1), 4, 100, drops.clone());
+        assert!(!outbox.half_full());
+        assert!(outbox.push(&FrameBytes::from("x".repeat(60))));
+        assert!(outbox.half_full(), "60 of 100 bytes");
+        rx.try_recv().unwrap();
+        assert!(!outbox.half_full());
+        for _ in 0..3 {
+            assert!(outbox.push(&FrameBytes::from("y")));
+        }
+        assert!(outbox.half_full(), "3 of 4 frames");
+    }
+}

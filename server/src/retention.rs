@@ -457,6 +457,7 @@ mod tests {
             env: None,
             level: None,
             to: Vec::new(),
+            text: None,
         }
     }
 
@@ -480,6 +481,9 @@ mod tests {
             },
             tell_subject: true,
             flaggers: Vec::new(),
+            merged: 0,
+            counted: 0,
+            consent: None,
         }
     }
 

@@ -116,6 +116,10 @@ struct Session {
     joined: HashMap<GroupId, GroupHandle>,
     failed_auths: u32,
     consecutive_errors: u32,
+    /// Set while this connection has an unsigned request of each kind with the
+    /// router (see `escalation::ReadTicket`): one list, one detail and one rota
+    /// read at a time.
+    router_reads: [Arc<std::sync::atomic::AtomicBool>; 3],
     /// A write failed: the connection is finished.
     dead: bool,
     /// A write was not taken in time: the connection closes as a slow consumer.
@@ -168,6 +172,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         joined: HashMap::new(),
         failed_auths: 0,
         consecutive_errors: 0,
+        router_reads: Default::default(),
         dead: false,
         slow: false,
     };
@@ -412,6 +417,22 @@ impl Session {
         Ok(())
     }
 
+    /// An unsigned request to the router: within the key's rate, and the only one
+    /// this connection has under way.
+    fn router_read(
+        &self,
+        key: &PublicKey,
+        kind: usize,
+    ) -> Result<crate::escalation::ReadTicket, ServerError> {
+        self.hub.limits.read(key)?;
+        crate::escalation::ReadTicket::take(&self.router_reads[kind]).ok_or(
+            ServerError::RateLimited {
+                retry_after_ms: 100,
+                what: "one request at a time: wait for the answer to the last",
+            },
+        )
+    }
+
     fn user(&self) -> Result<&User, ServerError> {
         match &self.auth {
             Auth::LoggedIn(user) => Ok(user),
@@ -537,17 +558,20 @@ impl Session {
                     .await
             }
             ClientFrame::Flag { id, group, env } => {
-                // The help path: no group task, so no sanction, stands in its way; a
-                // flag beyond the rate limit is answered, never dropped.
-                self.hub.limits.flag(&self.user()?.key)?;
+                // The help path: no group task, so no sanction, stands in its way. A
+                // flag beyond the key's rate limit is still checked and counted on
+                // the escalation about the same person (the router answers it with
+                // the helplines), never dropped.
                 let payload: FlagPayload = self.admit(&env, Kind::Flag, Some(&group))?;
                 let key = self.user()?.key;
+                let over_key_limit = self.hub.limits.flag_wait(&key).err();
                 let command = RouterCommand::Raise {
                     outbox: self.outbox.clone(),
                     key,
                     request_id: id,
                     env,
                     payload,
+                    over_key_limit,
                 };
                 self.hub.router.send(command).await
             }
@@ -563,12 +587,36 @@ impl Session {
                 };
                 self.hub.router.send(command).await
             }
-            ClientFrame::Escalations { id } => {
+            ClientFrame::Escalations { id, after } => {
                 let key = self.user()?.key;
+                let ticket = self.router_read(&key, 0)?;
                 let command = RouterCommand::List {
                     outbox: self.outbox.clone(),
                     key,
                     request_id: id,
+                    after,
+                    ticket,
+                };
+                self.hub.router.send(command).await
+            }
+            ClientFrame::EscalationDetail {
+                id,
+                escalation,
+                reference,
+                part,
+                offset,
+            } => {
+                let key = self.user()?.key;
+                let ticket = self.router_read(&key, 1)?;
+                let command = RouterCommand::Detail {
+                    outbox: self.outbox.clone(),
+                    key,
+                    request_id: id,
+                    escalation,
+                    reference,
+                    part,
+                    offset: offset.unwrap_or(0),
+                    ticket,
                 };
                 self.hub.router.send(command).await
             }
@@ -586,15 +634,18 @@ impl Session {
             }
             ClientFrame::Rota { id } => {
                 let key = self.user()?.key;
+                let ticket = self.router_read(&key, 2)?;
                 let command = RouterCommand::GetRota {
                     outbox: self.outbox.clone(),
                     key,
                     request_id: id,
+                    ticket,
                 };
                 self.hub.router.send(command).await
             }
             ClientFrame::Records { id } => {
                 let key = self.user()?.key;
+                self.hub.limits.read(&key)?;
                 let records = self
                     .hub
                     .store

@@ -93,6 +93,8 @@ test("an unacknowledged flag moves to level 2; one supervisor has it, the other 
   // The step log, every step signed by its actor or said to be the hub's.
   const done = s2.locator("#closed-list > li").first();
   await done.getByText(/What has happened/).click();
+  // The steps are read from the hub when the part is opened.
+  await done.locator(".esc-steps > li", { hasText: "resolved it" }).waitFor();
   const steps = done.locator(".esc-steps > li");
   const words = await steps.allTextContents();
   assert.ok(words.some((w) => /routed it to level 2/.test(w)), words.join("\n"));

@@ -56,6 +56,7 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Invited { id, .. }
         | ServerFrame::Flagged { id, .. }
         | ServerFrame::Escalations { id, .. }
+        | ServerFrame::EscalationDetail { id, .. }
         | ServerFrame::Rota { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,

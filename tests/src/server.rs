@@ -35,6 +35,9 @@ pub fn generous_limits(limits: &mut peerhub_server::limits::LimitSettings) {
     limits.message_burst = 100_000;
     limits.flags_per_minute = 100_000;
     limits.commands_per_second = 100_000;
+    limits.flags_per_group_per_minute = 100_000;
+    limits.flags_per_person_per_minute = 100_000;
+    limits.reads_per_second = 100_000;
 }
 
 /// The same, as `peerhub` flags.

@@ -174,12 +174,20 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   const handoverEmpty = h("p", { className: "hint", text: "No other supervisor is on the rota to hand over to." });
 
   const actions = h("div", { className: "button-row esc-actions" }, ack, join, toPerson, toLead);
+  // The hub sends summaries; opening any part reads the words (once, and again
+  // when the escalation changes while it was read).
+  const loadingHint = () => h("li", { className: "hint", text: "Reading it from the hub…" });
+  const readOnOpen = (ev) => {
+    if (ev.target.open && view && !entry.loaded) {
+      desk.loadDetail(view.id);
+    }
+  };
   const details = h(
     "div",
     { className: "esc-details" },
-    h("details", { className: "esc-part" }, flagsSummary, flagsList),
-    h("details", { className: "esc-part" }, contextSummary, contextEmpty, contextList),
-    h("details", { className: "esc-part" }, stepsSummary, stepsList),
+    h("details", { className: "esc-part", on: { toggle: readOnOpen } }, flagsSummary, flagsList),
+    h("details", { className: "esc-part", on: { toggle: readOnOpen } }, contextSummary, contextEmpty, contextList),
+    h("details", { className: "esc-part", on: { toggle: readOnOpen } }, stepsSummary, stepsList),
   );
   const handling = h("div", { className: "esc-handling" }, noteForm, handoverForm, handoverEmpty, resolveForm);
   const li = h(
@@ -227,7 +235,13 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   }
 
   function drawFlags() {
-    flagsSummary.textContent = `The flag${view.flags.length === 1 ? "" : "s"} (${view.flags.length})`;
+    const kept = entry.loaded ? view.flags.length : view.counts.flags;
+    const counted = view.counts.counted > 0 ? `, and ${view.counts.counted} more only counted` : "";
+    flagsSummary.textContent = `The flag${kept === 1 ? "" : "s"} (${kept}${counted})`;
+    if (!entry.loaded) {
+      flagsList.replaceChildren(loadingHint());
+      return;
+    }
     flagsList.replaceChildren(
       ...view.flags.map((env, i) => {
         const check = entry.checks.flags[i];
@@ -260,9 +274,13 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   }
 
   function drawContext() {
-    const n = view.context.length;
+    const n = entry.loaded ? view.context.length : view.counts.context;
     contextSummary.textContent = `What was said before it (${n} message${n === 1 ? "" : "s"})`;
     contextEmpty.hidden = n > 0;
+    if (!entry.loaded) {
+      contextList.replaceChildren(...(n > 0 ? [loadingHint()] : []));
+      return;
+    }
     contextList.replaceChildren(
       ...view.context.map((event, i) => {
         const check = entry.checks.context[i];
@@ -306,7 +324,12 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   }
 
   function drawSteps() {
-    stepsSummary.textContent = `What has happened (${view.steps.length} step${view.steps.length === 1 ? "" : "s"})`;
+    const n = entry.loaded ? view.steps.length : view.counts.steps;
+    stepsSummary.textContent = `What has happened (${n} step${n === 1 ? "" : "s"})`;
+    if (!entry.loaded) {
+      stepsList.replaceChildren(loadingHint());
+      return;
+    }
     stepsList.replaceChildren(
       ...view.steps.map((step, i) => {
         const check = entry.checks.steps[i];

@@ -182,7 +182,9 @@ export function createFlagForm({ session, about, seq = null, name, onFlagged = (
       cancel.textContent = "Close";
       onFlagged(reply);
     } catch (err) {
-      result.replaceChildren();
+      // A refused flag (too many at once) is still counted, and carries the helplines.
+      const helplines = Array.isArray(err?.frame?.helplines) ? helplinesFrom(err.frame.helplines) : [];
+      result.replaceChildren(...(helplines.length ? [h("ul", { className: "helplines-list" }, ...helplineItems(helplines))] : []));
       error.textContent = errorSentence(err);
       error.hidden = false;
     } finally {

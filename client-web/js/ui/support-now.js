@@ -46,7 +46,8 @@ export function createSupportNow({ privatePanel }) {
   const helplinesList = null;
   let session = null;
   let returnFocusTo = null;
-  // Escalations this page has heard of (our flags, notices to us): id -> status.
+  // Escalations this page has heard of (our flags, notices to us), by our own
+  // reference (the hub never tells us an id): reference -> status.
   const known = new Map();
 
   // News while the panel is closed is told under the top bar (tap to open), so it
@@ -93,10 +94,10 @@ export function createSupportNow({ privatePanel }) {
     }
     for (const view of Array.isArray(reply.escalations) ? reply.escalations : []) {
       const kind = STATUS_NOTICE[view?.status];
-      if (!session || !known.has(view?.id) || view.group !== session.groupId || !kind || known.get(view.id) === view.status) {
+      if (!session || !known.has(view?.reference) || view.group !== session.groupId || !kind || known.get(view.reference) === view.status) {
         continue;
       }
-      known.set(view.id, view.status);
+      known.set(view.reference, view.status);
       addUpdate(kind, view.status === "resolved" ? "The request for support was closed." : "A supervisor has seen the request for support and is on it.", { away: true });
     }
   }
@@ -190,8 +191,8 @@ export function createSupportNow({ privatePanel }) {
         note: note.value,
       });
       renderHelplines(helplinesLead, helplinesList, helplinesFrom(reply.helplines));
-      if (Number.isSafeInteger(reply.escalation) && !known.has(reply.escalation)) {
-        known.set(reply.escalation, "open");
+      if (typeof reply.reference === "string" && !known.has(reply.reference)) {
+        known.set(reply.reference, "open");
       }
       const words = flaggedWords(reply, { self: true });
       result.replaceChildren(h("p", { className: "support-answer", text: words }));
@@ -202,6 +203,10 @@ export function createSupportNow({ privatePanel }) {
       alertNow(words);
       privateButton.focus();
     } catch (err) {
+      // A refused flag (too many at once) is still counted, and carries the helplines.
+      if (Array.isArray(err?.frame?.helplines)) {
+        renderHelplines(helplinesLead, helplinesList, helplinesFrom(err.frame.helplines));
+      }
       result.replaceChildren(
         h("p", {
           className: "error-text",
@@ -248,9 +253,9 @@ export function createSupportNow({ privatePanel }) {
       const kind = typeof frame.notice === "string" ? frame.notice : "";
       const message = typeof frame.message === "string" ? frame.message.slice(0, 1000) : "";
       renderHelplines(helplinesLead, helplinesList, helplinesFrom(frame.helplines));
-      if (Number.isSafeInteger(frame.escalation)) {
-        const status = kind === "acknowledged" ? "acknowledged" : kind === "resolved" ? "resolved" : known.get(frame.escalation) ?? "open";
-        known.set(frame.escalation, status);
+      if (typeof frame.reference === "string") {
+        const status = kind === "acknowledged" ? "acknowledged" : kind === "resolved" ? "resolved" : known.get(frame.reference) ?? "open";
+        known.set(frame.reference, status);
       }
       addUpdate(kind, message);
       return true;

@@ -55,19 +55,13 @@ export const NOTICE_TONE = {
 export function flaggedWords(reply, { self }) {
   const onCall = reply.on_call === true;
   const parts = [];
-  if (reply.merged) {
-    parts.push(
-      self
-        ? "There was already an open request for support for you here. What you sent has been added to it, so the supervisor sees it."
-        : "There was already an open request for support for this person. What you sent has been added to it.",
-    );
-  } else {
-    parts.push(
-      self
-        ? "Your request for support has been sent."
-        : "Your request for a supervisor to offer them support has been sent.",
-    );
-  }
+  // The hub does not say whether someone had already asked (that would tell
+  // anyone who flags that a person is already flagged): the words fit both.
+  parts.push(
+    self
+      ? "Your request for support has been sent."
+      : "Your request for a supervisor to offer them support has been sent.",
+  );
   if (onCall) {
     parts.push("A supervisor is on call and has been asked to pick it up. You'll see here when someone has.");
   } else {

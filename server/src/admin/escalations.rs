@@ -200,6 +200,7 @@ pub fn resolve(
         env: None,
         level: None,
         to: Vec::new(),
+        text: None,
     });
     store.put_escalation(record)?;
     Ok(summary(record, now_ms))

@@ -83,6 +83,15 @@ pub struct EscalationSection {
     pub support_wording: String,
     /// Phrases that nudge facilitators towards a check-in (empty: no nudges).
     pub risk_phrases: Vec<String>,
+    /// Flags kept in full per escalation (the first included); later ones are
+    /// counted and audited only.
+    pub max_kept_flags: usize,
+    /// Bytes of the group's messages copied into an escalation as its context.
+    pub max_context_bytes: usize,
+    /// Escalation summaries per `escalations` page, and pushed at login.
+    pub page_size: usize,
+    /// Bytes of items in one `escalation_detail` page at most.
+    pub detail_page_bytes: usize,
 }
 
 /// `[limits]`
@@ -97,6 +106,12 @@ pub struct LimitsSection {
     pub flags_per_minute: u32,
     /// Other signed commands per key per second (burst 30).
     pub commands_per_second: u32,
+    /// Flags kept in full per group per minute; beyond, counted (never dropped).
+    pub flags_per_group_per_minute: u32,
+    /// Flags kept in full about one person per minute; beyond, counted.
+    pub flags_per_person_per_minute: u32,
+    /// Unsigned requests per key per second (burst 10).
+    pub reads_per_second: u32,
     /// New connections per address per minute.
     pub connects_per_ip_per_minute: u32,
     /// Failed logins per address per minute.
@@ -186,12 +201,19 @@ impl Default for FileSettings {
                 pager_url: String::new(),
                 support_wording: escalation.support_wording.clone(),
                 risk_phrases: config.risk_phrases.clone(),
+                max_kept_flags: escalation.max_kept_flags,
+                max_context_bytes: escalation.max_context_bytes,
+                page_size: escalation.page_size,
+                detail_page_bytes: escalation.detail_page_bytes,
             },
             limits: LimitsSection {
                 messages_per_second: limits.messages_per_second,
                 message_burst: limits.message_burst,
                 flags_per_minute: limits.flags_per_minute,
                 commands_per_second: limits.commands_per_second,
+                flags_per_group_per_minute: limits.flags_per_group_per_minute,
+                flags_per_person_per_minute: limits.flags_per_person_per_minute,
+                reads_per_second: limits.reads_per_second,
                 connects_per_ip_per_minute: limits.connects_per_ip_per_minute,
                 failed_logins_per_ip_per_minute: limits.failed_logins_per_ip_per_minute,
                 failed_logins_per_key_per_minute: limits.failed_logins_per_key_per_minute,
@@ -269,10 +291,17 @@ pub const KEYS: &[&str] = &[
     "escalation.pager_url",
     "escalation.support_wording",
     "escalation.risk_phrases",
+    "escalation.max_kept_flags",
+    "escalation.max_context_bytes",
+    "escalation.page_size",
+    "escalation.detail_page_bytes",
     "limits.messages_per_second",
     "limits.message_burst",
     "limits.flags_per_minute",
     "limits.commands_per_second",
+    "limits.flags_per_group_per_minute",
+    "limits.flags_per_person_per_minute",
+    "limits.reads_per_second",
     "limits.connects_per_ip_per_minute",
     "limits.failed_logins_per_ip_per_minute",
     "limits.failed_logins_per_key_per_minute",
@@ -453,6 +482,19 @@ impl FileSettings {
                 "limits.commands_per_second (--commands-per-second)",
                 u64::from(l.commands_per_second),
             ),
+            ("escalation.max_kept_flags", e.max_kept_flags as u64),
+            ("escalation.max_context_bytes", e.max_context_bytes as u64),
+            ("escalation.page_size", e.page_size as u64),
+            ("escalation.detail_page_bytes", e.detail_page_bytes as u64),
+            (
+                "limits.flags_per_group_per_minute",
+                u64::from(l.flags_per_group_per_minute),
+            ),
+            (
+                "limits.flags_per_person_per_minute",
+                u64::from(l.flags_per_person_per_minute),
+            ),
+            ("limits.reads_per_second", u64::from(l.reads_per_second)),
             (
                 "limits.connects_per_ip_per_minute",
                 u64::from(l.connects_per_ip_per_minute),
@@ -540,11 +582,18 @@ impl FileSettings {
         config.escalation.emergency_deadline = Duration::from_millis(e.emergency_deadline_ms);
         config.escalation.urgent_deadline = Duration::from_millis(e.urgent_deadline_ms);
         config.escalation.concern_deadline = Duration::from_millis(e.concern_deadline_ms);
+        config.escalation.max_kept_flags = e.max_kept_flags;
+        config.escalation.max_context_bytes = e.max_context_bytes;
+        config.escalation.page_size = e.page_size;
+        config.escalation.detail_page_bytes = e.detail_page_bytes;
         let limits = &mut config.limits;
         limits.messages_per_second = l.messages_per_second;
         limits.message_burst = l.message_burst;
         limits.flags_per_minute = l.flags_per_minute;
         limits.commands_per_second = l.commands_per_second;
+        limits.flags_per_group_per_minute = l.flags_per_group_per_minute;
+        limits.flags_per_person_per_minute = l.flags_per_person_per_minute;
+        limits.reads_per_second = l.reads_per_second;
         limits.connects_per_ip_per_minute = l.connects_per_ip_per_minute;
         limits.failed_logins_per_ip_per_minute = l.failed_logins_per_ip_per_minute;
         limits.failed_logins_per_key_per_minute = l.failed_logins_per_key_per_minute;

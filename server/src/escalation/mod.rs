@@ -38,8 +38,16 @@ pub use router::EscalationRouter;
 use crate::error::ServerError;
 use crate::outbound::{ConnId, Outbox};
 
-/// Messages of the group attached to a flag as its context.
+/// Messages of the group attached to a flag as its context (at most; see
+/// [`EscalationSettings::max_context_bytes`]).
 pub const CONTEXT_MESSAGES: usize = 20;
+
+/// Keys of flaggers kept per escalation to tell them how it goes; more are
+/// counted, and were answered with the helplines when they flagged.
+pub const MAX_FLAGGERS_TOLD: usize = 64;
+
+/// Items in one `escalation_detail` page at most (fewer if they pass the byte cap).
+pub const DETAIL_PAGE_ITEMS: usize = 50;
 
 /// Escalation settings.
 #[derive(Debug, Clone)]
@@ -56,6 +64,15 @@ pub struct EscalationSettings {
     pub support_wording: String,
     /// Where to POST a signed notice at every routing step, if anywhere.
     pub pager_url: Option<String>,
+    /// Flags kept in full per escalation, the first included; later merged flags
+    /// are counted (and audited) only.
+    pub max_kept_flags: usize,
+    /// Bytes of context (signed envelopes) copied into an escalation at most.
+    pub max_context_bytes: usize,
+    /// Summaries per `escalations` page, and pushed at login.
+    pub page_size: usize,
+    /// Bytes of items in one `escalation_detail` page at most (one item always).
+    pub detail_page_bytes: usize,
 }
 
 impl Default for EscalationSettings {
@@ -69,6 +86,10 @@ impl Default for EscalationSettings {
                  You are not in trouble; a supervisor may get in touch privately."
                 .into(),
             pager_url: None,
+            max_kept_flags: 20,
+            max_context_bytes: 64 * 1024,
+            page_size: 100,
+            detail_page_bytes: 256 * 1024,
         }
     }
 }
@@ -97,13 +118,16 @@ pub(crate) enum RouterCommand {
     Unregister { conn: ConnId },
     /// Its roles changed (an invite was redeemed).
     Roles { conn: ConnId, roles: Vec<Role> },
-    /// A flag.
+    /// A flag. `over_key_limit`: the key has flagged too often (wait this long);
+    /// the flag is checked and counted on the open escalation about the same
+    /// person, if there is one, and answered `rate_limited` with the helplines.
     Raise {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
         env: SignedEnvelope,
         payload: FlagPayload,
+        over_key_limit: Option<u64>,
     },
     /// A supervisor's step on an escalation.
     Act {
@@ -113,11 +137,24 @@ pub(crate) enum RouterCommand {
         env: SignedEnvelope,
         payload: EscalationActPayload,
     },
-    /// The queue (supervisors, admins) or the escalations about me.
+    /// A page of the queue (supervisors, admins) or of the escalations about me.
     List {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
+        after: Option<String>,
+        ticket: ReadTicket,
+    },
+    /// A page of one escalation's flags, steps or context.
+    Detail {
+        outbox: Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: Option<u64>,
+        reference: Option<String>,
+        part: peerhub_protocol::escalation::EscalationPart,
+        offset: u32,
+        ticket: ReadTicket,
     },
     /// Replace the rota (admins).
     SetRota {
@@ -132,6 +169,7 @@ pub(crate) enum RouterCommand {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
+        ticket: ReadTicket,
     },
     /// An operator resolves an escalation (`peerhub escalation resolve`, through
     /// the control socket).
@@ -140,6 +178,44 @@ pub(crate) enum RouterCommand {
         outcome: String,
         reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, crate::admin::AdminError>>,
     },
+}
+
+/// A connection's one unsigned request to the router under way: taken by the
+/// session before it sends `List`, `Detail` or `GetRota`, given back when the
+/// router drops the command (after replying). A second request meanwhile is
+/// refused, so one connection never queues more than one read on the router.
+#[derive(Debug)]
+pub(crate) struct ReadTicket(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadTicket {
+    /// Takes the connection's ticket, or `None` while a request is under way.
+    pub(crate) fn take(slot: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        slot.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self(slot.clone()))
+    }
+}
+
+impl Drop for ReadTicket {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// The opaque reference `key` has to escalation `id`: random to anyone without the
+/// hub's secret, different for each person (so two people cannot compare theirs to
+/// learn that their flags met in one escalation), and stable across restarts. The
+/// sequential id, shared with records, would tell a flagger the hub's volume.
+pub fn reference(secret: &[u8; 32], id: u64, key: &PublicKey) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"peerhub escalation reference v1\0");
+    hash.update(secret);
+    hash.update(id.to_be_bytes());
+    hash.update(key.0);
+    let digest = hash.finalize();
+    peerhub_protocol::encoding::b64(&digest[..16])
 }
 
 /// A session's line to the router. Cheap to clone.
@@ -205,8 +281,48 @@ pub fn subject_view(
         let someone_else = step.actor.is_some_and(|a| a != *key);
         if someone_else && matches!(step.step.as_str(), "raised" | "merged") {
             step.actor = None;
+        }
+        // Others' signed commands name the escalation's id, which the person is
+        // not told (they know it by their reference): their steps keep who, when
+        // and what, not the signed command.
+        if someone_else {
+            if step.step == "note" {
+                step.text = step
+                    .env
+                    .as_ref()
+                    .and_then(|env| env.payload_as::<EscalationActPayload>().ok())
+                    .and_then(|act| match act.action {
+                        peerhub_protocol::payload::EscalationAction::Note { text } => Some(text),
+                        _ => None,
+                    });
+            }
             step.env = None;
         }
     }
     Some(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_read_ticket_per_connection_given_back_on_drop() {
+        let slot = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let first = ReadTicket::take(&slot).expect("free");
+        assert!(ReadTicket::take(&slot).is_none(), "one at a time");
+        drop(first);
+        assert!(ReadTicket::take(&slot).is_some(), "given back");
+    }
+
+    #[test]
+    fn references_differ_per_person_and_escalation_and_are_stable() {
+        let secret = [7; 32];
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        assert_eq!(reference(&secret, 1, &a), reference(&secret, 1, &a));
+        assert_ne!(reference(&secret, 1, &a), reference(&secret, 1, &b));
+        assert_ne!(reference(&secret, 1, &a), reference(&secret, 2, &a));
+        assert_ne!(reference(&secret, 1, &a), reference(&[8; 32], 1, &a));
+        assert_eq!(reference(&secret, 1, &a).len(), 22);
+    }
 }

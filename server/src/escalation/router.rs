@@ -2,12 +2,16 @@
 
 mod operator;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
 use peerhub_protocol::escalation::{
-    Consent, ContextEvent, EscalationStatus, EscalationStep, EscalationView, RotaEntry,
+    Consent, ContextEvent, EscalationCounts, EscalationPart, EscalationStatus, EscalationStep,
+    EscalationSummary, EscalationView, RotaEntry, Severity,
 };
 use peerhub_protocol::frame::{Channel, Role, ServerFrame};
 use peerhub_protocol::limits::MAX_TEXT_CHARS;
@@ -18,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::pager::Pager;
-use super::{rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES};
+use super::{
+    reference, rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES,
+    DETAIL_PAGE_ITEMS, MAX_FLAGGERS_TOLD,
+};
 use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
+use crate::limits::FlagLimits;
 use crate::metrics::Metrics;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
 use crate::store::records::EscalationRecord;
@@ -32,6 +40,113 @@ use crate::text::check_text;
 const TIMER_POLL: Duration = Duration::from_secs(1);
 /// The last routing level: nobody acknowledged; people were told.
 const UNANSWERED: u8 = 4;
+/// Escalations moved on by one timer tick at most (the rest on the next, at once).
+const TICK_BATCH: usize = 256;
+/// How often a held-back staff connection is looked at (see `catch_up`).
+const CATCH_UP_POLL_MS: u64 = 200;
+/// Keys of `waiting_for` in a summary at most (level 3 waits for every supervisor
+/// and admin: the summary stays small however many there are).
+const MAX_WAITING_SHOWN: usize = 32;
+
+/// An open escalation's place in the queue: most severe first, then the longest
+/// waiting, then by id.
+type QueueKey = (Reverse<Severity>, u64, u64);
+
+fn queue_key(view: &EscalationView) -> QueueKey {
+    (Reverse(view.severity), view.created_ms, view.id)
+}
+
+fn severity_rank(severity: Severity) -> u8 {
+    match severity {
+        Severity::Concern => 0,
+        Severity::Urgent => 1,
+        Severity::Emergency => 2,
+    }
+}
+
+/// A queue cursor as the wire carries it: `rank.created.id`.
+fn cursor(key: &QueueKey) -> String {
+    format!("{}.{}.{}", severity_rank(key.0 .0), key.1, key.2)
+}
+
+fn parse_cursor(text: &str) -> Option<QueueKey> {
+    let mut parts = text.split('.');
+    let severity = match parts.next()? {
+        "0" => Severity::Concern,
+        "1" => Severity::Urgent,
+        "2" => Severity::Emergency,
+        _ => return None,
+    };
+    let created = parts.next()?.parse().ok()?;
+    let id = parts.next()?.parse().ok()?;
+    parts
+        .next()
+        .is_none()
+        .then_some((Reverse(severity), created, id))
+}
+
+/// The consent of an escalation's first flag.
+fn consent_of(record: &EscalationRecord) -> Consent {
+    record.consent.unwrap_or_else(|| {
+        record
+            .view
+            .flags
+            .first()
+            .and_then(|env| env.payload_as::<FlagPayload>().ok())
+            .map_or(Consent::Own, |flag| flag.consent)
+    })
+}
+
+/// An escalation's bounded summary as `view` shows it (the whole record, or what
+/// its subject may read).
+fn summarise(record: &EscalationRecord, view: &EscalationView) -> EscalationSummary {
+    let merged = record
+        .merged
+        .max(record.view.flags.len().saturating_sub(1) as u32);
+    EscalationSummary {
+        id: None,
+        reference: None,
+        group: view.group.clone(),
+        about: view.about,
+        severity: view.severity,
+        consent: consent_of(record),
+        status: view.status,
+        level: view.level,
+        waiting_for: view
+            .waiting_for
+            .iter()
+            .take(MAX_WAITING_SHOWN)
+            .copied()
+            .collect(),
+        deadline_ms: view.deadline_ms,
+        created_ms: view.created_ms,
+        handler: view.handler,
+        outcome: view.outcome.clone(),
+        counts: EscalationCounts {
+            flags: view.flags.len() as u32,
+            merged,
+            counted: record.counted,
+            context: view.context.len() as u32,
+            steps: view.steps.len() as u32,
+        },
+    }
+}
+
+/// Items `offset..` of `items`, at most [`DETAIL_PAGE_ITEMS`] and `max_bytes` of
+/// JSON (one item always, so every item can be read).
+fn page_of<T: Clone + serde::Serialize>(items: &[T], offset: u32, max_bytes: usize) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in items.iter().skip(offset as usize).take(DETAIL_PAGE_ITEMS) {
+        let size = serde_json::to_vec(item).map_or(0, |v| v.len());
+        if !out.is_empty() && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        out.push(item.clone());
+    }
+    out
+}
 
 #[derive(Debug)]
 struct Online {
@@ -50,13 +165,28 @@ pub struct EscalationRouter {
     rx: mpsc::Receiver<RouterCommand>,
     stop: CancellationToken,
     online: HashMap<ConnId, Online>,
+    /// Every unresolved escalation, by id. Changed only through `insert_open` and
+    /// `remove_open`, which keep the three indexes below in step.
     open: BTreeMap<u64, EscalationRecord>,
+    /// The queue order, for pages without sorting.
+    queue: BTreeSet<QueueKey>,
+    /// Pending deadlines `(deadline_ms, id)` of open escalations.
+    deadlines: BTreeSet<(u64, u64)>,
+    /// The unresolved escalation about a person in a group.
+    by_subject: HashMap<(GroupId, PublicKey), u64>,
     rota: Vec<RotaEntry>,
     covered: bool,
     pager: Option<Pager>,
     metrics: Arc<Metrics>,
     /// The facilitators' `support_asked` notes (`staff.rs`).
     staff: super::staff::StaffNotices,
+    flag_limits: FlagLimits,
+    /// The hub's secret for references (see [`super::reference`]).
+    secret: [u8; 32],
+    /// Staff connections whose queue was half full when a summary was due: held
+    /// back rather than pushed towards the slow-consumer close, they get the
+    /// queue's first page again once it has drained (`catch_up`).
+    behind: RefCell<HashSet<ConnId>>,
 }
 
 impl std::fmt::Debug for EscalationRouter {
@@ -96,14 +226,11 @@ impl EscalationRouter {
         stop: CancellationToken,
         metrics: Arc<Metrics>,
         staff: super::staff::StaffNotices,
+        flag_limits: FlagLimits,
     ) -> Result<RouterHandle, StoreError> {
-        let open = store
-            .escalations()?
-            .into_iter()
-            .filter(|e| e.view.status != EscalationStatus::Resolved)
-            .map(|e| (e.view.id, e))
-            .collect::<BTreeMap<_, _>>();
+        let unresolved = store.unresolved_escalations()?;
         let rota = store.rota()?;
+        let secret = store.escalation_reference_secret()?;
         let pager = match &settings.pager_url {
             Some(url) => Some(Pager::new(
                 url.clone(),
@@ -115,9 +242,7 @@ impl EscalationRouter {
         };
         let (tx, rx) = mpsc::channel(1024);
         let now = clock.now_ms();
-        let mut staff = staff;
-        staff.rearm(open.values());
-        let router = Self {
+        let mut router = Self {
             covered: rota::covered(&rota, now),
             store,
             committer,
@@ -127,12 +252,22 @@ impl EscalationRouter {
             rx,
             stop,
             online: HashMap::new(),
-            open,
+            open: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            by_subject: HashMap::new(),
             rota,
             pager,
             metrics,
             staff,
+            flag_limits,
+            secret,
+            behind: RefCell::default(),
         };
+        for record in unresolved {
+            router.insert_open(record);
+        }
+        router.staff.rearm(router.open.values());
         if !router.open.is_empty() {
             tracing::info!(
                 pending = router.open.len(),
@@ -159,27 +294,126 @@ impl EscalationRouter {
             let wait = self.next_wake().map(|at| {
                 Duration::from_millis(at.saturating_sub(self.clock.now_ms())).min(TIMER_POLL)
             });
-            tokio::select! {
+            let changed = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 command = self.rx.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                    Some(command) => {
+                        // Reads change nothing: only steps recount the gauges.
+                        let changes = matches!(
+                            command,
+                            RouterCommand::Raise { .. } | RouterCommand::Act { .. }
+                        );
+                        self.handle(command).await;
+                        changes
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep(wait.unwrap_or(TIMER_POLL)), if wait.is_some() => {
                     if let Err(error) = self.tick().await {
                         tracing::error!(%error, "escalation routing step failed; retrying");
                     }
+                    true
                 }
+            };
+            if changed {
+                self.metrics.set_escalations(self.open.values());
             }
-            self.metrics.set_escalations(self.open.values());
+            self.catch_up();
         }
         tracing::debug!("escalation router stopped");
     }
 
     fn next_wake(&self) -> Option<u64> {
         let now = self.clock.now_ms();
-        let deadlines = self.open.values().filter_map(|e| e.view.deadline_ms);
-        deadlines.chain(rota::next_change(&self.rota, now)).min()
+        let deadline = self.deadlines.first().map(|(at, _)| *at);
+        // While a connection is behind, look again soon whether it has drained.
+        let behind = (!self.behind.borrow().is_empty()).then_some(now + CATCH_UP_POLL_MS);
+        deadline
+            .into_iter()
+            .chain(rota::next_change(&self.rota, now))
+            .chain(behind)
+            .min()
+    }
+
+    /// Sends the queue's first page to each staff connection that was held back
+    /// and has drained (its client reads on by `after`).
+    fn catch_up(&self) {
+        if self.behind.borrow().is_empty() {
+            return;
+        }
+        let waiting: Vec<ConnId> = self.behind.borrow().iter().copied().collect();
+        for conn in waiting {
+            match self.online.get(&conn) {
+                None => {
+                    self.behind.borrow_mut().remove(&conn);
+                }
+                Some(online) if !online.outbox.half_full() => {
+                    self.behind.borrow_mut().remove(&conn);
+                    online.outbox.push(&bytes(&self.queue_page(None, None)));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    // ---- the open escalations and their indexes ----
+
+    fn insert_open(&mut self, record: EscalationRecord) {
+        let view = &record.view;
+        let id = view.id;
+        self.remove_open(id);
+        if view.status == EscalationStatus::Resolved {
+            return;
+        }
+        self.queue.insert(queue_key(view));
+        if let (EscalationStatus::Open, Some(at)) = (view.status, view.deadline_ms) {
+            self.deadlines.insert((at, id));
+        }
+        self.by_subject.insert((view.group.clone(), view.about), id);
+        self.open.insert(id, record);
+    }
+
+    fn remove_open(&mut self, id: u64) -> Option<EscalationRecord> {
+        let record = self.open.remove(&id)?;
+        let view = &record.view;
+        self.queue.remove(&queue_key(view));
+        if let Some(at) = view.deadline_ms {
+            self.deadlines.remove(&(at, id));
+        }
+        let subject = (view.group.clone(), view.about);
+        if self.by_subject.get(&subject) == Some(&id) {
+            self.by_subject.remove(&subject);
+        }
+        Some(record)
+    }
+
+    /// The summary supervisors and admins see.
+    fn staff_summary(record: &EscalationRecord) -> EscalationSummary {
+        EscalationSummary {
+            id: Some(record.view.id),
+            ..summarise(record, &record.view)
+        }
+    }
+
+    /// The summary the person it is about sees, or `None` while withheld.
+    fn subject_summary(
+        &self,
+        record: &EscalationRecord,
+        key: &PublicKey,
+    ) -> Option<EscalationSummary> {
+        let view = super::subject_view(record, key)?;
+        Some(EscalationSummary {
+            reference: Some(reference(&self.secret, record.view.id, key)),
+            ..summarise(record, &view)
+        })
+    }
+
+    /// An escalation by id: the open one in memory, or a point read.
+    fn record(&self, id: u64) -> Result<Option<EscalationRecord>, StoreError> {
+        match self.open.get(&id) {
+            Some(record) => Ok(Some(record.clone())),
+            None => self.store.escalation(id),
+        }
     }
 
     async fn handle(&mut self, command: RouterCommand) {
@@ -204,8 +438,12 @@ impl EscalationRouter {
                 request_id,
                 env,
                 payload,
+                over_key_limit,
             } => {
-                if let Err(error) = self.raise(&outbox, key, request_id, env, payload).await {
+                let result = self
+                    .raise(&outbox, key, request_id, env, payload, over_key_limit)
+                    .await;
+                if let Err(error) = result {
                     self.metrics.rejected(error.code().as_str());
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
@@ -226,19 +464,32 @@ impl EscalationRouter {
                 outbox,
                 key,
                 request_id,
+                after,
+                ticket,
             } => {
-                let result = self.list(&key);
-                match result {
-                    Ok(escalations) => {
-                        outbox.push(&bytes(&ServerFrame::Escalations {
-                            id: request_id,
-                            escalations,
-                        }));
-                    }
-                    Err(error) => {
-                        outbox.push(&bytes(&error.frame(request_id)));
-                    }
-                }
+                let frame = self
+                    .list(&key, request_id, after.as_deref())
+                    .unwrap_or_else(|error| error.frame(request_id));
+                // Given back before the reply goes out, so a client that sends its
+                // next request on reading the reply always finds it free.
+                drop(ticket);
+                outbox.push(&bytes(&frame));
+            }
+            RouterCommand::Detail {
+                outbox,
+                key,
+                request_id,
+                escalation,
+                reference,
+                part,
+                offset,
+                ticket,
+            } => {
+                let frame = self
+                    .detail(&key, request_id, escalation, reference, part, offset)
+                    .unwrap_or_else(|error| error.frame(request_id));
+                drop(ticket);
+                outbox.push(&bytes(&frame));
             }
             RouterCommand::SetRota {
                 outbox,
@@ -258,8 +509,10 @@ impl EscalationRouter {
                 outbox,
                 key,
                 request_id,
+                ticket,
             } => {
                 let allowed = self.store.roles(&key).map(|r| is_staff(&r));
+                drop(ticket);
                 match allowed {
                     Ok(true) => {
                         let frame = ServerFrame::Rota {
@@ -282,18 +535,15 @@ impl EscalationRouter {
     }
 
     /// A connection that just logged in learns the coverage, and a supervisor or
-    /// admin gets every pending escalation.
+    /// admin the first page of the queue (one bounded frame; the rest by
+    /// `escalations` with `after`).
     fn greet(&self, conn: ConnId) {
         let Some(online) = self.online.get(&conn) else {
             return;
         };
         online.outbox.push(&bytes(&self.coverage_frame()));
         if is_staff(&online.roles) {
-            for record in self.queue() {
-                online.outbox.push(&bytes(&ServerFrame::Escalation {
-                    escalation: record.view.clone(),
-                }));
-            }
+            online.outbox.push(&bytes(&self.queue_page(None, None)));
         }
     }
 
@@ -304,34 +554,175 @@ impl EscalationRouter {
         }
     }
 
-    /// Unresolved escalations by risk: severity first, then the longest waiting.
-    fn queue(&self) -> Vec<&EscalationRecord> {
-        let mut queue: Vec<&EscalationRecord> = self.open.values().collect();
-        queue.sort_by(|a, b| {
-            b.view
-                .severity
-                .cmp(&a.view.severity)
-                .then(a.view.created_ms.cmp(&b.view.created_ms))
-                .then(a.view.id.cmp(&b.view.id))
-        });
-        queue
+    /// A page of the queue (unresolved escalations by risk: severity first, then
+    /// the longest waiting) after `after`: a range of the ordered index, never a
+    /// sort or a store read.
+    fn queue_page(&self, request_id: Option<u64>, after: Option<QueueKey>) -> ServerFrame {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys = self.queue.range((start, Bound::Unbounded)).peekable();
+        let mut escalations = Vec::new();
+        let mut last = None;
+        let mut bytes = 0usize;
+        while let Some(key) = keys.peek() {
+            let Some(record) = self.open.get(&key.2) else {
+                keys.next();
+                continue;
+            };
+            let summary = Self::staff_summary(record);
+            if !self.page_has_room(escalations.len(), &mut bytes, &summary) {
+                break;
+            }
+            escalations.push(summary);
+            last = keys.next();
+        }
+        let more = keys.peek().is_some();
+        ServerFrame::Escalations {
+            id: request_id,
+            escalations,
+            total: self.queue.len() as u64,
+            next: more.then(|| last.map(cursor)).flatten(),
+        }
     }
 
-    fn list(&self, key: &PublicKey) -> Result<Vec<EscalationView>, ServerError> {
+    /// Whether a page holding `count` summaries (`bytes` of JSON so far) takes
+    /// `summary` too: at most `page_size` of them and `detail_page_bytes` of JSON,
+    /// one always.
+    fn page_has_room(&self, count: usize, bytes: &mut usize, summary: &EscalationSummary) -> bool {
+        let size = serde_json::to_vec(summary).map_or(0, |v| v.len());
+        let fits = count < self.settings.page_size.max(1)
+            && (count == 0 || *bytes + size <= self.settings.detail_page_bytes);
+        if fits {
+            *bytes += size;
+        }
+        fits
+    }
+
+    fn list(
+        &self,
+        key: &PublicKey,
+        request_id: Option<u64>,
+        after: Option<&str>,
+    ) -> Result<ServerFrame, ServerError> {
+        let not_a_cursor = || ProtocolError::invalid("after", "not a `next` from this list");
         if is_staff(&self.store.roles(key)?) {
-            return Ok(self.queue().into_iter().map(|e| e.view.clone()).collect());
+            let after = after
+                .map(|text| parse_cursor(text).ok_or_else(not_a_cursor))
+                .transpose()?;
+            return Ok(self.queue_page(request_id, after));
         }
         // The person a flag is about reads what was done and recorded about them,
         // unless telling them was withheld and it is still open — but not the
         // group's messages, nor who raised a flag about them or in what words: that
-        // would put the people who asked for help for them at risk.
-        let mine = self
-            .store
-            .escalations()?
-            .iter()
-            .filter_map(|record| super::subject_view(record, key))
-            .collect();
-        Ok(mine)
+        // would put the people who asked for help for them at risk. Read through
+        // the index of escalations about them, newest first; never a scan.
+        let offset: usize = match after {
+            None => 0,
+            Some(text) => text
+                .strip_prefix('o')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(not_a_cursor)?,
+        };
+        let mut mine = Vec::new();
+        for id in self.store.escalation_ids_about(key)?.into_iter().rev() {
+            if let Some(record) = self.record(id)? {
+                if let Some(summary) = self.subject_summary(&record, key) {
+                    mine.push(summary);
+                }
+            }
+        }
+        let total = mine.len();
+        let mut escalations = Vec::new();
+        let mut bytes = 0usize;
+        for summary in mine.into_iter().skip(offset) {
+            if !self.page_has_room(escalations.len(), &mut bytes, &summary) {
+                break;
+            }
+            escalations.push(summary);
+        }
+        let end = offset + escalations.len();
+        Ok(ServerFrame::Escalations {
+            id: request_id,
+            escalations,
+            total: total as u64,
+            next: (end < total).then(|| format!("o{end}")),
+        })
+    }
+
+    /// A page of one escalation's flags, steps or context: by id for supervisors
+    /// and admins (the whole record), by reference for the person it is about
+    /// (what [`super::subject_view`] shows them).
+    fn detail(
+        &self,
+        key: &PublicKey,
+        request_id: Option<u64>,
+        escalation: Option<u64>,
+        reference_given: Option<String>,
+        part: EscalationPart,
+        offset: u32,
+    ) -> Result<ServerFrame, ServerError> {
+        let view = match (escalation, &reference_given) {
+            (Some(id), None) => {
+                if !is_staff(&self.store.roles(key)?) {
+                    return Err(ServerError::Forbidden(
+                        "only supervisors and admins read an escalation by id",
+                    ));
+                }
+                self.record(id)?
+                    .ok_or(ServerError::NotFound("no escalation with that id"))?
+                    .view
+            }
+            (None, Some(wanted)) => {
+                let mut found = None;
+                for id in self.store.escalation_ids_about(key)? {
+                    if reference(&self.secret, id, key) == *wanted {
+                        found = self
+                            .record(id)?
+                            .and_then(|record| super::subject_view(&record, key));
+                        break;
+                    }
+                }
+                found.ok_or(ServerError::NotFound("no escalation with that reference"))?
+            }
+            _ => {
+                return Err(ProtocolError::invalid(
+                    "escalation",
+                    "give the escalation's id or your reference to it, not both",
+                )
+                .into())
+            }
+        };
+        let max = self.settings.detail_page_bytes;
+        let (total, flags, steps, context) = match part {
+            EscalationPart::Flags => (
+                view.flags.len(),
+                page_of(&view.flags, offset, max),
+                Vec::new(),
+                Vec::new(),
+            ),
+            EscalationPart::Steps => (
+                view.steps.len(),
+                Vec::new(),
+                page_of(&view.steps, offset, max),
+                Vec::new(),
+            ),
+            EscalationPart::Context => (
+                view.context.len(),
+                Vec::new(),
+                Vec::new(),
+                page_of(&view.context, offset, max),
+            ),
+        };
+        Ok(ServerFrame::EscalationDetail {
+            id: request_id,
+            escalation,
+            reference: reference_given,
+            part,
+            offset,
+            total: total as u32,
+            flags,
+            steps,
+            context,
+        })
     }
 
     // ---- raising ----
@@ -343,21 +734,22 @@ impl EscalationRouter {
         request_id: Option<u64>,
         env: SignedEnvelope,
         flag: FlagPayload,
+        over_key_limit: Option<u64>,
     ) -> Result<(), ServerError> {
         let now = self.clock.now_ms();
         let group = flag.group.clone();
         if self.store.group(&group)?.is_none() {
             return Err(ServerError::GroupNotFound(group));
         }
-        let members = self.store.members(&group)?;
-        let roles = self.store.roles(&key)?;
-        let is_member = |k: &PublicKey| members.iter().any(|m| &m.key == k);
-        if !is_member(&key) && roles.is_empty() {
+        // Point reads: the flagger's and the person's member records, never the
+        // whole member list.
+        let flagger_is_member = self.store.member_of(&group, &key)?.is_some();
+        if !flagger_is_member && self.store.roles(&key)?.is_empty() {
             return Err(ServerError::Forbidden(
                 "join the group before raising a flag there",
             ));
         }
-        if flag.about != key && !is_member(&flag.about) {
+        if flag.about != key && self.store.member_of(&group, &flag.about)?.is_none() {
             return Err(ServerError::NotFound("no such member in this group"));
         }
         match (flag.about == key, flag.consent) {
@@ -402,39 +794,67 @@ impl EscalationRouter {
             }
         }
 
-        let open = self
-            .open
-            .values()
-            .find(|e| e.view.group == group && e.view.about == flag.about)
-            .map(|e| e.view.id);
-        let (id, merged) = match open {
-            Some(id) => {
-                self.merge(id, key, &env, &flag, now)?;
-                (id, true)
+        let open = self.by_subject.get(&(group.clone(), flag.about)).copied();
+        if let Some(retry_after_ms) = over_key_limit {
+            // Over the key's limit: never dropped in silence. Counted on the
+            // escalation about the same person if one is open (it opens none),
+            // and answered alike either way, with the helplines.
+            if let Some(id) = open {
+                let push = self.merge(id, key, &env, &flag, now, true)?;
+                self.store.raise_counter(&key, flag.counter)?;
+                self.committer.commit().await?;
+                if push {
+                    self.broadcast(id);
+                }
             }
-            None => (self.open_new(key, &env, &flag, now)?, false),
+            tracing::info!(
+                severity = flag.severity.as_str(),
+                "flag over the key's limit"
+            );
+            outbox.push(&bytes(&ServerFrame::Error {
+                id: request_id,
+                code: peerhub_protocol::ErrorCode::RateLimited,
+                message: "many flags in a short time: yours are recorded; please wait a \
+                          moment before the next, and call the emergency services if anyone \
+                          is in danger now"
+                    .into(),
+                retry_after_ms: Some(retry_after_ms),
+                next_session_ms: None,
+                helplines: Some(self.settings.helplines.clone()),
+            }));
+            return Ok(());
+        }
+        // Over the group's or the person's limit a flag is still recorded and
+        // routed, but costs little: a counted merge, or a new escalation without
+        // a copy of the group's messages.
+        let within = self.flag_limits.within(&group, &flag.about);
+        let (id, push, new) = match open {
+            Some(id) => (id, self.merge(id, key, &env, &flag, now, !within)?, false),
+            None => (self.open_new(key, &env, &flag, now, within)?, true, true),
         };
         self.store.raise_counter(&key, flag.counter)?;
         self.committer.commit().await?;
         tracing::info!(
-            escalation = id,
             severity = flag.severity.as_str(),
-            merged,
+            within_limits = within,
             "flag raised"
         );
 
+        // The answer is the same whether the flag opened an escalation or joined
+        // one: `merged` would tell any member that someone is already flagged.
         outbox.push(&bytes(&ServerFrame::Flagged {
             id: request_id,
-            escalation: id,
-            merged,
+            reference: reference(&self.secret, id, &key),
             on_call: self.covered,
             helplines: self.settings.helplines.clone(),
         }));
-        self.broadcast(id);
+        if push {
+            self.broadcast(id);
+        }
         if let Some(record) = self.open.get(&id) {
             self.staff.flag(record, &flag, key);
         }
-        if !merged {
+        if new {
             let record = &self.open[&id];
             if record.tell_subject && flag.about != key {
                 let message = self.settings.support_wording.clone();
@@ -448,6 +868,8 @@ impl EscalationRouter {
         Ok(())
     }
 
+    /// The group's last messages (and the flagged one), newest kept first, within
+    /// [`EscalationSettings::max_context_bytes`].
     fn context(&self, group: &GroupId, seq: Option<u64>) -> Result<Vec<ContextEvent>, StoreError> {
         let head = self
             .store
@@ -455,32 +877,47 @@ impl EscalationRouter {
             .and_then(|s| s.heads.iter().find(|(c, _)| c.is_main()).map(|(_, h)| *h))
             .unwrap_or(0);
         let from = head.saturating_sub(CONTEXT_MESSAGES as u64);
-        let mut context: Vec<ContextEvent> = self
-            .store
-            .events_between(group, &Channel::Main, from, head, CONTEXT_MESSAGES)?
-            .into_iter()
-            .filter_map(|e| {
-                e.env.map(|env| ContextEvent {
-                    seq: e.seq,
-                    ts: e.ts,
-                    env,
-                })
-            })
-            .collect();
-        if let Some(seq) = seq.filter(|s| *s <= from) {
+        let budget = self.settings.max_context_bytes;
+        let size = |event: &ContextEvent| serde_json::to_vec(event).map_or(0, |v| v.len());
+        let mut used = 0usize;
+        let mut context = Vec::new();
+        // The flagged message first: it is why the flag was raised.
+        if let Some(seq) = seq {
             if let Some(event) = self.store.event(group, &Channel::Main, seq)? {
                 if let Some(env) = event.env {
-                    context.insert(
-                        0,
-                        ContextEvent {
-                            seq,
-                            ts: event.ts,
-                            env,
-                        },
-                    );
+                    let event = ContextEvent {
+                        seq,
+                        ts: event.ts,
+                        env,
+                    };
+                    if size(&event) <= budget {
+                        used += size(&event);
+                        context.push(event);
+                    }
                 }
             }
         }
+        let recent =
+            self.store
+                .events_between(group, &Channel::Main, from, head, CONTEXT_MESSAGES)?;
+        for event in recent.into_iter().rev() {
+            let Some(env) = event.env else { continue };
+            if Some(event.seq) == seq {
+                continue;
+            }
+            let event = ContextEvent {
+                seq: event.seq,
+                ts: event.ts,
+                env,
+            };
+            let bytes = size(&event);
+            if used + bytes > budget {
+                break;
+            }
+            used += bytes;
+            context.push(event);
+        }
+        context.sort_by_key(|event| event.seq);
         Ok(context)
     }
 
@@ -490,9 +927,13 @@ impl EscalationRouter {
         env: &SignedEnvelope,
         flag: &FlagPayload,
         now: u64,
+        with_context: bool,
     ) -> Result<u64, ServerError> {
         let id = self.store.next_escalation_id()?;
-        let context = self.context(&flag.group, flag.seq)?;
+        let context = match with_context {
+            true => self.context(&flag.group, flag.seq)?,
+            false => Vec::new(),
+        };
         let mut record = EscalationRecord {
             view: EscalationView {
                 id,
@@ -514,11 +955,15 @@ impl EscalationRouter {
                     env: Some(env.clone()),
                     level: None,
                     to: Vec::new(),
+                    text: None,
                 }],
                 outcome: None,
             },
             tell_subject: flag.withhold_notice.is_none(),
             flaggers: vec![flagger],
+            merged: 0,
+            counted: 0,
+            consent: Some(flag.consent),
         };
         self.audit.append(
             NewEntry::new(now, "escalation.raise", env.clone())
@@ -527,10 +972,16 @@ impl EscalationRouter {
         )?;
         self.advance(&mut record, now)?;
         self.store.put_escalation(&record)?;
-        self.open.insert(id, record);
+        self.insert_open(record);
         Ok(id)
     }
 
+    /// Merges a flag into open escalation `id`: kept in full while fewer than
+    /// [`EscalationSettings::max_kept_flags`] are (and `counted_only` is false),
+    /// else counted. Either way it is audited with its signed flag, its severity
+    /// counts, and its flagger hears how it goes. Returns whether supervisors
+    /// should be sent the new summary (not for a counted merge that changed
+    /// nothing they act on, so a flood of flags is not a flood of pushes).
     fn merge(
         &mut self,
         id: u64,
@@ -538,27 +989,37 @@ impl EscalationRouter {
         env: &SignedEnvelope,
         flag: &FlagPayload,
         now: u64,
-    ) -> Result<(), ServerError> {
+        counted_only: bool,
+    ) -> Result<bool, ServerError> {
         let deadline = self.settings.deadline(flag.severity).as_millis() as u64;
-        let Some(record) = self.open.get_mut(&id) else {
-            return Ok(());
+        let Some(mut record) = self.open.get(&id).cloned() else {
+            return Ok(false);
         };
-        record.view.flags.push(env.clone());
-        record.view.steps.push(EscalationStep {
-            ts: now,
-            step: "merged".into(),
-            actor: Some(flagger),
-            env: Some(env.clone()),
-            level: None,
-            to: Vec::new(),
-        });
-        if !record.flaggers.contains(&flagger) {
+        record.merged += 1;
+        let keep = !counted_only && record.view.flags.len() < self.settings.max_kept_flags;
+        if keep {
+            record.view.flags.push(env.clone());
+            record.view.steps.push(EscalationStep {
+                ts: now,
+                step: "merged".into(),
+                actor: Some(flagger),
+                env: Some(env.clone()),
+                level: None,
+                to: Vec::new(),
+                text: None,
+            });
+        } else {
+            record.counted += 1;
+        }
+        if !record.flaggers.contains(&flagger) && record.flaggers.len() < MAX_FLAGGERS_TOLD {
             record.flaggers.push(flagger);
         }
         if flag.withhold_notice.is_some() {
             record.tell_subject = false;
         }
+        let mut changed = keep;
         if flag.severity > record.view.severity {
+            changed = true;
             record.view.severity = flag.severity;
             // A more serious flag shortens the wait, never lengthens it.
             if let Some(current) = record.view.deadline_ms {
@@ -570,8 +1031,9 @@ impl EscalationRouter {
                 .group(flag.group.clone())
                 .subject(flag.about),
         )?;
-        self.store.put_escalation(record)?;
-        Ok(())
+        self.store.put_escalation(&record)?;
+        self.insert_open(record);
+        Ok(changed)
     }
 
     // ---- routing ----
@@ -611,43 +1073,40 @@ impl EscalationRouter {
             env: None,
             level: Some(level),
             to: targets,
+            text: None,
         });
         Ok(())
     }
 
-    /// Deadlines that passed move their escalations on; coverage changes are told.
+    /// Deadlines that passed move their escalations on (a bounded batch, read from
+    /// the deadline index); coverage changes are told.
     async fn tick(&mut self) -> Result<(), ServerError> {
         let now = self.clock.now_ms();
+        self.flag_limits.forget_idle();
         let due: Vec<u64> = self
-            .open
-            .values()
-            .filter(|e| {
-                e.view.status == EscalationStatus::Open
-                    && e.view.deadline_ms.is_some_and(|d| d <= now)
-            })
-            .map(|e| e.view.id)
+            .deadlines
+            .range(..=(now, u64::MAX))
+            .take(TICK_BATCH)
+            .map(|(_, id)| *id)
             .collect();
         for id in &due {
-            let Some(mut record) = self.open.remove(id) else {
+            let Some(mut record) = self.open.get(id).cloned() else {
                 continue;
             };
             let first = record.view.flags[0].clone();
-            let result = self.advance(&mut record, now).and_then(|()| {
-                let action = if record.view.level == UNANSWERED {
-                    "escalation.unanswered"
-                } else {
-                    "escalation.reroute"
-                };
-                self.audit.append(
-                    NewEntry::new(now, action, first)
-                        .group(record.view.group.clone())
-                        .subject(record.view.about),
-                )?;
-                self.store.put_escalation(&record)?;
-                Ok(())
-            });
-            self.open.insert(*id, record);
-            result?;
+            self.advance(&mut record, now)?;
+            let action = if record.view.level == UNANSWERED {
+                "escalation.unanswered"
+            } else {
+                "escalation.reroute"
+            };
+            self.audit.append(
+                NewEntry::new(now, action, first)
+                    .group(record.view.group.clone())
+                    .subject(record.view.about),
+            )?;
+            self.store.put_escalation(&record)?;
+            self.insert_open(record);
         }
         if !due.is_empty() {
             self.committer.commit().await?;
@@ -675,42 +1134,62 @@ impl EscalationRouter {
         }
     }
 
-    /// Pushes an escalation's view to every supervisor and admin online.
+    /// Pushes an escalation's summary to every supervisor and admin online.
     fn broadcast(&self, id: u64) {
         let Some(record) = self.open.get(&id) else {
             return;
         };
+        self.broadcast_record(record);
+    }
+
+    fn broadcast_record(&self, record: &EscalationRecord) {
         let frame = bytes(&ServerFrame::Escalation {
-            escalation: record.view.clone(),
+            escalation: Self::staff_summary(record),
         });
-        for online in self.online.values().filter(|o| is_staff(&o.roles)) {
-            online.outbox.push(&frame);
+        for (conn, online) in self.online.iter().filter(|(_, o)| is_staff(&o.roles)) {
+            if online.outbox.half_full() || self.behind.borrow().contains(conn) {
+                // A later page replaces this summary; the connection is not pushed
+                // towards the slow-consumer close by a flood of changes.
+                self.behind.borrow_mut().insert(*conn);
+            } else {
+                online.outbox.push(&frame);
+            }
         }
     }
 
-    /// Sends a support notice to every online connection of `keys`.
+    /// Sends a support notice to every online connection of `keys`, each with
+    /// its own reference to the escalation (never the id).
     fn notify(&self, keys: &[PublicKey], group: &GroupId, id: u64, notice: &str, message: String) {
-        let frame = bytes(&ServerFrame::SupportNotice {
-            group: group.clone(),
-            escalation: id,
-            notice: notice.into(),
-            message,
-            helplines: self.settings.helplines.clone(),
-        });
-        for online in self.online.values().filter(|o| keys.contains(&o.key)) {
-            online.outbox.push(&frame);
+        for key in keys {
+            let frame = bytes(&ServerFrame::SupportNotice {
+                group: group.clone(),
+                reference: reference(&self.secret, id, key),
+                notice: notice.into(),
+                message: message.clone(),
+                helplines: self.settings.helplines.clone(),
+            });
+            for online in self.online.values().filter(|o| o.key == *key) {
+                online.outbox.push(&frame);
+            }
         }
     }
 
     /// Who hears how an escalation goes: its flaggers, the facilitators of its
     /// group, and the person it is about unless that was withheld.
     fn interested(&self, record: &EscalationRecord) -> Vec<PublicKey> {
-        let members = self.store.members(&record.view.group).unwrap_or_default();
         let mut keys = record.flaggers.clone();
         for online in self.online.values() {
-            let facilitator = online.roles.contains(&Role::Facilitator)
-                && members.iter().any(|m| m.key == online.key);
-            if facilitator && !keys.contains(&online.key) {
+            if !online.roles.contains(&Role::Facilitator) || keys.contains(&online.key) {
+                continue;
+            }
+            // A point read per online facilitator, not the group's member list.
+            let member = self
+                .store
+                .member_of(&record.view.group, &online.key)
+                .ok()
+                .flatten()
+                .is_some();
+            if member {
                 keys.push(online.key);
             }
         }
@@ -799,7 +1278,7 @@ impl EscalationRouter {
             }
         }
         let name = act.action.name();
-        let Some(mut record) = self.open.remove(&act.escalation) else {
+        let Some(mut record) = self.open.get(&act.escalation).cloned() else {
             return Err(ServerError::NotFound("no open escalation with that id"));
         };
         let mut step = EscalationStep {
@@ -815,6 +1294,7 @@ impl EscalationRouter {
             env: Some(env.clone()),
             level: None,
             to: Vec::new(),
+            text: None,
         };
         match act.action {
             EscalationAction::Ack => {
@@ -857,12 +1337,12 @@ impl EscalationRouter {
             });
         let id = record.view.id;
         let status = record.view.status;
-        self.open.insert(id, record);
         written?;
+        self.insert_open(record.clone());
         self.committer.commit().await?;
         outbox.push(&bytes(&ServerFrame::Ok { id: request_id }));
-        self.broadcast(id);
-        let record = &self.open[&id];
+        self.broadcast_record(&record);
+        let record = &record;
         match status {
             EscalationStatus::Acknowledged if name == "ack" => {
                 let keys = self.interested(record);
@@ -884,7 +1364,6 @@ impl EscalationRouter {
                     "The supervisor has closed this request for support.".into(),
                 );
                 self.staff.resolved(record);
-                self.open.remove(&id);
             }
             _ => {}
         }

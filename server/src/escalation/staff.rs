@@ -86,7 +86,7 @@ impl StaffNotices {
     pub(crate) fn rearm<'a>(&mut self, open: impl IntoIterator<Item = &'a EscalationRecord>) {
         for record in open {
             let view = &record.view;
-            let flags = u32::try_from(view.flags.len()).unwrap_or(u32::MAX).max(1);
+            let flags = total_flags(record);
             self.told.insert(
                 view.id,
                 Told {
@@ -124,10 +124,7 @@ impl StaffNotices {
         // Counted here, not from the flags the record keeps in full (those may be
         // capped); an escalation first seen since a start counts what it holds.
         let (count, tell) = match self.told.get(&view.id) {
-            None => (
-                u32::try_from(view.flags.len()).unwrap_or(u32::MAX).max(1),
-                true,
-            ),
+            None => (total_flags(record), true),
             Some(told) => {
                 let count = told.flags.saturating_add(1);
                 (
@@ -267,6 +264,12 @@ pub async fn deliver(mut line: StaffNoteLine, hub: Arc<Hub>) {
     }
 }
 
+/// Every flag an escalation has had: the first, and each merged one (kept in
+/// full or only counted).
+fn total_flags(record: &EscalationRecord) -> u32 {
+    record.merged.saturating_add(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +324,9 @@ mod tests {
             },
             tell_subject: true,
             flaggers: Vec::new(),
+            merged: u32::try_from(flags.saturating_sub(1)).unwrap(),
+            counted: 0,
+            consent: None,
         }
     }
 

@@ -238,6 +238,8 @@ impl Store {
         // Ids for escalations and records come from sled's id generator, which is
         // not in any tree: move it past every id restored.
         while store.db.generate_id().map_err(StoreError::from)? < max_id {}
+        // A backup from before the escalation index has none: build it now.
+        store.index_escalations_if_missing()?;
         store.flush()?;
         Ok((store, BackupSummary { entries, digest }))
     }

@@ -14,6 +14,10 @@
 //! | `recordid_record`     | record id (u64 big-endian)            | `RecordRecord`   |
 //! | `key_recordid`        | public key (32) ‖ record id (u64 BE)  | empty (index: records about a key) |
 //! | `escid_escalation`    | escalation id (u64 big-endian)        | `EscalationRecord` |
+//! | `escindex_escid`      | `s` ‖ subject key (32) ‖ id (u64 BE)  | empty (escalations about a key) |
+//! |                       | `f` ‖ flagger key (32) ‖ id (u64 BE)  | empty (escalations a key flagged) |
+//! |                       | `t` ‖ state (1: 0 open, 1 acknowledged, 2 resolved) ‖ id | empty |
+//! |                       | `h` ‖ handler key (32) ‖ id (u64 BE)  | empty (escalations a supervisor has) |
 //! | `meta` `rota`         | —                                     | JSON `[RotaEntry]` |
 //! | `meta` `audit_anchor` | —                                     | JSON `{seq, hash}`: last audit entry pruned (see `store::retention`) |
 //! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
@@ -66,6 +70,59 @@ pub fn record_index_key(about: &PublicKey, id: u64) -> Vec<u8> {
 /// The record id at the end of a `key_recordid` key.
 pub fn record_id_of_index_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(32..40)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// Index prefix of the escalations about a key.
+pub const ESC_BY_SUBJECT: u8 = b's';
+/// Index prefix of the escalations a key flagged.
+pub const ESC_BY_FLAGGER: u8 = b'f';
+/// Index prefix of the escalations in a state.
+pub const ESC_BY_STATE: u8 = b't';
+/// Index prefix of the escalations a supervisor has.
+pub const ESC_BY_HANDLER: u8 = b'h';
+
+/// `tag ‖ key`: the prefix of one key's escalations in `escindex_escid`.
+pub fn escalation_key_prefix(tag: u8, key: &PublicKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(41);
+    out.push(tag);
+    out.extend_from_slice(&key.0);
+    out
+}
+
+/// `t ‖ state`: the prefix of the escalations in one state.
+pub fn escalation_state_prefix(state: u8) -> Vec<u8> {
+    vec![ESC_BY_STATE, state]
+}
+
+/// Every `escindex_escid` key of one escalation.
+pub fn escalation_index_keys(
+    id: u64,
+    about: &PublicKey,
+    flaggers: &[PublicKey],
+    state: u8,
+    handler: Option<&PublicKey>,
+) -> Vec<Vec<u8>> {
+    let with_id = |mut key: Vec<u8>| {
+        key.extend_from_slice(&id.to_be_bytes());
+        key
+    };
+    let mut keys = vec![
+        with_id(escalation_key_prefix(ESC_BY_SUBJECT, about)),
+        with_id(escalation_state_prefix(state)),
+    ];
+    for flagger in flaggers {
+        keys.push(with_id(escalation_key_prefix(ESC_BY_FLAGGER, flagger)));
+    }
+    if let Some(handler) = handler {
+        keys.push(with_id(escalation_key_prefix(ESC_BY_HANDLER, handler)));
+    }
+    keys
+}
+
+/// The escalation id at the end of an `escindex_escid` key.
+pub fn escalation_id_of_index_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
 }
 
@@ -133,6 +190,23 @@ mod tests {
         let key = record_index_key(&PublicKey([4; 32]), 77);
         assert_eq!(record_id_of_index_key(&key), Some(77));
         assert!(key.starts_with(&[4; 32]));
+    }
+
+    #[test]
+    fn escalation_index_keys_round_trip_and_never_cover_another_key() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let keys = escalation_index_keys(300, &a, &[b], 1, Some(&b));
+        assert_eq!(keys.len(), 4);
+        for key in &keys {
+            assert_eq!(escalation_id_of_index_key(key), Some(300));
+        }
+        assert!(keys[0].starts_with(&escalation_key_prefix(ESC_BY_SUBJECT, &a)));
+        assert!(!keys[0].starts_with(&escalation_key_prefix(ESC_BY_SUBJECT, &b)));
+        assert!(keys[1].starts_with(&escalation_state_prefix(1)));
+        assert!(keys[2].starts_with(&escalation_key_prefix(ESC_BY_FLAGGER, &b)));
+        assert!(keys[3].starts_with(&escalation_key_prefix(ESC_BY_HANDLER, &b)));
+        let later = escalation_index_keys(301, &a, &[], 1, None);
+        assert!(keys[0] < later[0], "ids sort numerically under a key");
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub struct Store {
     recordid_record: sled::Tree,
     key_recordid: sled::Tree,
     escid_escalation: sled::Tree,
+    escindex_escid: sled::Tree,
     seq_audit: sled::Tree,
     /// Every write holds it shared; a backup holds it alone, so the snapshot falls
     /// between two writes (the state a crash at that moment would leave, which
@@ -104,6 +105,26 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
         tree,
         reason: e.to_string(),
     })
+}
+
+fn escalation_state_byte(status: peerhub_protocol::escalation::EscalationStatus) -> u8 {
+    use peerhub_protocol::escalation::EscalationStatus;
+    match status {
+        EscalationStatus::Open => 0,
+        EscalationStatus::Acknowledged => 1,
+        EscalationStatus::Resolved => 2,
+    }
+}
+
+fn escalation_index_keys(record: &EscalationRecord) -> Vec<Vec<u8>> {
+    let view = &record.view;
+    keys::escalation_index_keys(
+        view.id,
+        &view.about,
+        &record.flaggers,
+        escalation_state_byte(view.status),
+        view.handler.as_ref(),
+    )
 }
 
 /// The digest rule: SHA-256 over each tree's name, then its keys and values
@@ -162,6 +183,7 @@ impl Store {
             recordid_record: tree("recordid_record")?,
             key_recordid: tree("key_recordid")?,
             escid_escalation: tree("escid_escalation")?,
+            escindex_escid: tree("escindex_escid")?,
             seq_audit: tree("seq_audit")?,
             gate: Default::default(),
             db,
@@ -170,6 +192,7 @@ impl Store {
             store.meta.insert("schema", "1")?;
             store.db.flush()?;
         }
+        store.index_escalations_if_missing()?;
         Ok(store)
     }
 
@@ -193,7 +216,7 @@ impl Store {
     }
 
     /// Every tree with its name, in the fixed order digests and backups use.
-    fn named_trees(&self) -> [(&'static str, &sled::Tree); 13] {
+    fn named_trees(&self) -> [(&'static str, &sled::Tree); 14] {
         [
             ("meta", &self.meta),
             ("key_account", &self.key_account),
@@ -207,6 +230,7 @@ impl Store {
             ("recordid_record", &self.recordid_record),
             ("key_recordid", &self.key_recordid),
             ("escid_escalation", &self.escid_escalation),
+            ("escindex_escid", &self.escindex_escid),
             ("seq_audit", &self.seq_audit),
         ]
     }
@@ -415,6 +439,18 @@ impl Store {
         Ok(())
     }
 
+    /// One member of a group (a point read).
+    pub fn member_of(
+        &self,
+        group: &GroupId,
+        key: &PublicKey,
+    ) -> Result<Option<MemberRecord>, StoreError> {
+        self.groupid_key_member
+            .get(keys::member_key(group, key))?
+            .map(|v| decode("groupid_key_member", &v))
+            .transpose()
+    }
+
     /// Every member of a group.
     pub fn members(&self, group: &GroupId) -> Result<Vec<MemberRecord>, StoreError> {
         self.groupid_key_member
@@ -577,28 +613,140 @@ impl Store {
         Ok(self.db.generate_id()? + 1)
     }
 
-    /// Writes an escalation (durable with the next commit).
+    /// Writes an escalation and its index entries together (durable with the next
+    /// commit).
     pub fn put_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
+        use sled::transaction::TransactionError;
+        use sled::Transactional as _;
         let _writing = self.writing();
-        self.escid_escalation
-            .insert(record.view.id.to_be_bytes(), encode(record))?;
-        Ok(())
+        let id = record.view.id;
+        let old = self.escalation(id)?;
+        let remove = old.as_ref().map(escalation_index_keys).unwrap_or_default();
+        let add = escalation_index_keys(record);
+        let value = encode(record);
+        (&self.escid_escalation, &self.escindex_escid)
+            .transaction(|(escalations, index)| {
+                for key in remove.iter().filter(|k| !add.contains(k)) {
+                    index.remove(key.as_slice())?;
+                }
+                for key in &add {
+                    index.insert(key.as_slice(), &[] as &[u8])?;
+                }
+                escalations.insert(&id.to_be_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::Engine(e),
+                TransactionError::Abort(()) => StoreError::Closed,
+            })
     }
 
-    /// One escalation, by id.
+    /// One escalation by id.
     pub fn escalation(&self, id: u64) -> Result<Option<EscalationRecord>, StoreError> {
         self.escid_escalation
             .get(id.to_be_bytes())?
-            .map(|value| decode("escid_escalation", &value))
+            .map(|v| decode("escid_escalation", &v))
             .transpose()
     }
 
-    /// Every escalation, oldest first.
+    fn escalation_ids(&self, prefix: &[u8]) -> Result<Vec<u64>, StoreError> {
+        self.escindex_escid
+            .scan_prefix(prefix)
+            .keys()
+            .map(|key| {
+                let key = key?;
+                keys::escalation_id_of_index_key(&key).ok_or(StoreError::Corrupt {
+                    tree: "escindex_escid",
+                    reason: "index key without an id".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// The ids of every escalation about `key`, oldest first (an index read).
+    pub fn escalation_ids_about(&self, key: &PublicKey) -> Result<Vec<u64>, StoreError> {
+        self.escalation_ids(&keys::escalation_key_prefix(keys::ESC_BY_SUBJECT, key))
+    }
+
+    /// The ids of every escalation `key` raised a flag in, oldest first.
+    pub fn escalation_ids_flagged_by(&self, key: &PublicKey) -> Result<Vec<u64>, StoreError> {
+        self.escalation_ids(&keys::escalation_key_prefix(keys::ESC_BY_FLAGGER, key))
+    }
+
+    /// The ids of every escalation supervisor `key` has (or had), oldest first.
+    pub fn escalation_ids_handled_by(&self, key: &PublicKey) -> Result<Vec<u64>, StoreError> {
+        self.escalation_ids(&keys::escalation_key_prefix(keys::ESC_BY_HANDLER, key))
+    }
+
+    /// Every unresolved escalation, oldest first, read through the state index
+    /// (resolved ones, kept for years, are never read).
+    pub fn unresolved_escalations(&self) -> Result<Vec<EscalationRecord>, StoreError> {
+        let mut ids = self.escalation_ids(&keys::escalation_state_prefix(0))?;
+        ids.extend(self.escalation_ids(&keys::escalation_state_prefix(1))?);
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.escalation(id)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every escalation, oldest first: a full scan, for operator jobs and tests
+    /// only (never on a request path).
     pub fn escalations(&self) -> Result<Vec<EscalationRecord>, StoreError> {
         self.escid_escalation
             .iter()
             .map(|item| decode("escid_escalation", &item?.1))
             .collect()
+    }
+
+    /// Builds the escalation index when escalations exist without one (a store or
+    /// backup from before the index): once, at open.
+    pub(crate) fn index_escalations_if_missing(&self) -> Result<(), StoreError> {
+        if !self.escindex_escid.is_empty() || self.escid_escalation.is_empty() {
+            return Ok(());
+        }
+        let mut indexed = 0usize;
+        for item in self.escid_escalation.iter() {
+            let (_, value) = item?;
+            let record: EscalationRecord = decode("escid_escalation", &value)?;
+            for key in escalation_index_keys(&record) {
+                self.escindex_escid.insert(key, &[] as &[u8])?;
+            }
+            indexed += 1;
+        }
+        self.db.flush()?;
+        tracing::info!(escalations = indexed, "escalation index built");
+        Ok(())
+    }
+
+    /// The hub's secret for escalation references (made once): see
+    /// `escalation::reference`.
+    pub fn escalation_reference_secret(&self) -> Result<[u8; 32], StoreError> {
+        let _writing = self.writing();
+        if let Some(secret) = self.meta.get("escalation_reference_secret")? {
+            if let Ok(secret) = <[u8; 32]>::try_from(secret.as_ref()) {
+                return Ok(secret);
+            }
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| StoreError::Corrupt {
+            tree: "meta",
+            reason: format!("no randomness for the reference secret: {e}"),
+        })?;
+        self.meta.insert("escalation_reference_secret", &secret)?;
+        self.db.flush()?;
+        Ok(secret)
+    }
+
+    /// Removes the index entries of an escalation that retention deleted.
+    pub(crate) fn unindex_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
+        for key in escalation_index_keys(record) {
+            self.escindex_escid.remove(key)?;
+        }
+        Ok(())
     }
 
     /// The on-call rota (empty if never set).
@@ -771,6 +919,87 @@ mod tests {
         assert_eq!(mine.len(), 2);
         assert!(mine.iter().all(|r| r.about == Some(a)));
         assert!(mine[0].id < mine[1].id);
+    }
+
+    fn escalation(id: u64, about: PublicKey, status: EscalationStatus) -> EscalationRecord {
+        use peerhub_protocol::escalation::{EscalationView, Severity};
+        EscalationRecord {
+            view: EscalationView {
+                id,
+                group: GroupId::parse("g").unwrap(),
+                about,
+                severity: Severity::Urgent,
+                status,
+                level: 1,
+                waiting_for: Vec::new(),
+                deadline_ms: None,
+                created_ms: 1,
+                handler: None,
+                flags: vec![env().unwrap()],
+                context: Vec::new(),
+                steps: Vec::new(),
+                outcome: None,
+            },
+            tell_subject: true,
+            flaggers: vec![PublicKey([9; 32])],
+            merged: 0,
+            counted: 0,
+            consent: None,
+        }
+    }
+
+    use peerhub_protocol::escalation::EscalationStatus;
+
+    #[test]
+    fn escalations_are_found_through_the_index_as_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        store
+            .put_escalation(&escalation(1, a, EscalationStatus::Open))
+            .unwrap();
+        store
+            .put_escalation(&escalation(2, b, EscalationStatus::Open))
+            .unwrap();
+        let mut taken = escalation(2, b, EscalationStatus::Acknowledged);
+        taken.view.handler = Some(a);
+        store.put_escalation(&taken).unwrap();
+        store
+            .put_escalation(&escalation(1, a, EscalationStatus::Resolved))
+            .unwrap();
+        let unresolved: Vec<u64> = store
+            .unresolved_escalations()
+            .unwrap()
+            .iter()
+            .map(|e| e.view.id)
+            .collect();
+        assert_eq!(unresolved, vec![2], "the resolved one left the state index");
+        assert_eq!(store.escalation_ids_about(&a).unwrap(), vec![1]);
+        assert_eq!(store.escalation_ids_handled_by(&a).unwrap(), vec![2]);
+        assert_eq!(
+            store
+                .escalation_ids_flagged_by(&PublicKey([9; 32]))
+                .unwrap(),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_the_index_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put_escalation(&escalation(7, PublicKey([1; 32]), EscalationStatus::Open))
+                .unwrap();
+            store.escindex_escid.clear().unwrap();
+            store.flush().unwrap();
+            assert!(store.unresolved_escalations().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let unresolved = store.unresolved_escalations().unwrap();
+        assert_eq!(unresolved.len(), 1);
+        assert_eq!(unresolved[0].view.id, 7);
     }
 
     #[test]

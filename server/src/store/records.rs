@@ -167,8 +167,19 @@ pub struct EscalationRecord {
     /// Whether the person it is about is told (false when a flag withheld it for
     /// imminent risk).
     pub tell_subject: bool,
-    /// The keys that raised its flags (to tell them how it goes).
+    /// The keys that raised its flags (to tell them how it goes), at most
+    /// `escalation::MAX_FLAGGERS_TOLD`.
     pub flaggers: Vec<PublicKey>,
+    /// Flags merged into it after the first, kept in full or only counted.
+    #[serde(default)]
+    pub merged: u32,
+    /// Merged flags only counted (over the cap on flags kept, or over a limit).
+    #[serde(default)]
+    pub counted: u32,
+    /// The consent of its first flag (`None` in records from before it was kept:
+    /// read from the first flag).
+    #[serde(default)]
+    pub consent: Option<peerhub_protocol::escalation::Consent>,
 }
 
 /// A co-produced record.

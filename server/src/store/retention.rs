@@ -136,11 +136,15 @@ impl Store {
             }
         }
         for (key, value) in expired.escalations {
+            let record: Option<EscalationRecord> = decode("escid_escalation", &value).ok();
             let swapped =
                 self.escid_escalation
                     .compare_and_swap(key, Some(value), None as Option<&[u8]>)?;
             if swapped.is_ok() {
                 deleted.escalations += 1;
+                if let Some(record) = record {
+                    self.unindex_escalation(&record)?;
+                }
             }
         }
         for (key, value, about) in expired.records {

@@ -23,12 +23,12 @@ const SENDERS: usize = 2;
 
 /// Flags first, then posts (and every fifth round a flag) at a steady pace until the
 /// connection dies; counts every acknowledgement in `acks`. Returns acknowledged
-/// posts (counter → seq) and acknowledged flags (escalation ids).
+/// posts (counter → seq) and acknowledged flags (the sender's references).
 async fn send_until_killed(
     mut client: Client,
     me: Identity,
     acks: Arc<AtomicUsize>,
-) -> (BTreeMap<u64, u64>, Vec<u64>) {
+) -> (BTreeMap<u64, u64>, Vec<String>) {
     let mut posts = BTreeMap::new();
     let mut flags = Vec::new();
     for round in 0u64.. {
@@ -89,8 +89,8 @@ async fn send_until_killed(
                 posts.insert(counter, seq);
                 acks.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(Ok(ServerFrame::Flagged { escalation, .. })) => {
-                flags.push(escalation);
+            Ok(Ok(ServerFrame::Flagged { reference, .. })) => {
+                flags.push(reference);
                 acks.fetch_add(1, Ordering::SeqCst);
             }
             Ok(Ok(other)) => panic!("unexpected reply {other:?}"),
@@ -123,7 +123,7 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
 
     let senders: Vec<Identity> = (0..SENDERS).map(|_| Identity::generate()).collect();
     let mut acked_posts: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); SENDERS];
-    let mut acked_flags: HashSet<u64> = HashSet::new();
+    let mut acked_flags: HashSet<String> = HashSet::new();
     let mut flag_acks = 0;
     for cycle in 0..CYCLES {
         let mut tasks = Vec::new();
@@ -185,12 +185,26 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
     // Every acknowledged flag is in an escalation, still waiting, deadline re-armed.
     let mut sup = Client::connect(process.addr).await;
     sup.login(&supervisor).await;
-    let listed = sup.request(|id| ClientFrame::Escalations { id }).await;
+    let listed = sup
+        .request(|id| ClientFrame::Escalations { id, after: None })
+        .await;
     let ServerFrame::Escalations { escalations, .. } = listed else {
         panic!("{listed:?}")
     };
-    let open: HashSet<u64> = escalations.iter().map(|e| e.id).collect();
-    let lost_flags = acked_flags.iter().filter(|id| !open.contains(id)).count();
+    // Each sender flagged themselves: their own list, by their references.
+    let mut open: HashSet<String> = HashSet::new();
+    for me in &senders {
+        let mut client = Client::connect(process.addr).await;
+        client.login(me).await;
+        let listed = client
+            .request(|id| ClientFrame::Escalations { id, after: None })
+            .await;
+        let ServerFrame::Escalations { escalations, .. } = listed else {
+            panic!("{listed:?}")
+        };
+        open.extend(escalations.into_iter().filter_map(|e| e.reference));
+    }
+    let lost_flags = acked_flags.iter().filter(|r| !open.contains(*r)).count();
     for escalation in &escalations {
         assert_eq!(escalation.status, EscalationStatus::Open);
         assert!(

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{
-    Consent, EscalationStatus, EscalationView, RotaEntry, Severity,
+    Consent, EscalationPart, EscalationStatus, EscalationSummary, EscalationView, RotaEntry,
+    Severity,
 };
 use peerhub_protocol::frame::Role;
 use peerhub_protocol::payload::{
@@ -71,20 +72,140 @@ async fn act(client: &mut Client, escalation: u64, action: EscalationAction) -> 
         .await
 }
 
-/// The next escalation push about `id` that `want` accepts.
+/// Every page of one part of an escalation, read as a supervisor (by id) or as
+/// the person it is about (by reference).
+async fn part(
+    client: &mut Client,
+    escalation: Option<u64>,
+    reference: Option<String>,
+    part: EscalationPart,
+) -> (
+    Vec<peerhub_protocol::SignedEnvelope>,
+    Vec<peerhub_protocol::escalation::EscalationStep>,
+    Vec<peerhub_protocol::escalation::ContextEvent>,
+) {
+    let (mut flags, mut steps, mut context) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let offset = (flags.len() + steps.len() + context.len()) as u32;
+        let reply = client
+            .request(|id| ClientFrame::EscalationDetail {
+                id,
+                escalation,
+                reference: reference.clone(),
+                part,
+                offset: Some(offset),
+            })
+            .await;
+        let ServerFrame::EscalationDetail {
+            total,
+            flags: f,
+            steps: s,
+            context: c,
+            ..
+        } = reply
+        else {
+            panic!("{reply:?}")
+        };
+        let got = f.len() + s.len() + c.len();
+        flags.extend(f);
+        steps.extend(s);
+        context.extend(c);
+        if got == 0 || (flags.len() + steps.len() + context.len()) as u32 >= total {
+            return (flags, steps, context);
+        }
+    }
+}
+
+/// An escalation in full as a supervisor reads it: its summary, then its flags,
+/// steps and context fetched on demand.
+async fn full_view(client: &mut Client, summary: EscalationSummary) -> EscalationView {
+    let id = summary.id.expect("supervisors see ids");
+    let (flags, _, _) = part(client, Some(id), None, EscalationPart::Flags).await;
+    let (_, steps, _) = part(client, Some(id), None, EscalationPart::Steps).await;
+    let (_, _, context) = part(client, Some(id), None, EscalationPart::Context).await;
+    EscalationView {
+        id,
+        group: summary.group,
+        about: summary.about,
+        severity: summary.severity,
+        status: summary.status,
+        level: summary.level,
+        waiting_for: summary.waiting_for,
+        deadline_ms: summary.deadline_ms,
+        created_ms: summary.created_ms,
+        handler: summary.handler,
+        flags,
+        context,
+        steps,
+        outcome: summary.outcome,
+    }
+}
+
+/// The next escalation push about `id` that `want` accepts, read in full.
 async fn escalation_where(
     client: &mut Client,
     id: u64,
-    want: impl Fn(&EscalationView) -> bool,
+    want: impl Fn(&EscalationSummary) -> bool,
 ) -> EscalationView {
+    let summary = pushed(client, |e| e.id == Some(id) && want(e)).await;
+    full_view(client, summary).await
+}
+
+/// The next escalation summary pushed (or listed at login) that `want` accepts.
+async fn pushed(
+    client: &mut Client,
+    want: impl Fn(&EscalationSummary) -> bool,
+) -> EscalationSummary {
     let frame = client
-        .recv_matching(|f| matches!(f, ServerFrame::Escalation { escalation } if escalation.id == id && want(escalation)))
+        .recv_matching(|f| match f {
+            ServerFrame::Escalation { escalation } => want(escalation),
+            ServerFrame::Escalations {
+                id: None,
+                escalations,
+                ..
+            } => escalations.iter().any(&want),
+            _ => false,
+        })
         .await
         .expect("escalation push");
-    let ServerFrame::Escalation { escalation } = frame else {
-        unreachable!()
+    match frame {
+        ServerFrame::Escalation { escalation } => escalation,
+        ServerFrame::Escalations { escalations, .. } => {
+            escalations.into_iter().find(|e| want(e)).expect("matched")
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// The id of the open escalation about `about`, as a supervisor or admin learns it
+/// (from the pushes: a flagger is told a reference, never the id).
+async fn id_about(staff: &mut Client, about: PublicKey) -> u64 {
+    pushed(staff, |e| {
+        e.about == about && e.status == EscalationStatus::Open
+    })
+    .await
+    .id
+    .expect("staff see ids")
+}
+
+/// The open escalation about `about` as a supervisor next sees it, read in full.
+async fn view_about(staff: &mut Client, about: PublicKey) -> EscalationView {
+    let summary = pushed(staff, |e| {
+        e.about == about && e.status == EscalationStatus::Open
+    })
+    .await;
+    full_view(staff, summary).await
+}
+
+/// The escalations a client may list (its first page).
+async fn listed(client: &mut Client) -> Vec<EscalationSummary> {
+    let reply = client
+        .request(|id| ClientFrame::Escalations { id, after: None })
+        .await;
+    let ServerFrame::Escalations { escalations, .. } = reply else {
+        panic!("{reply:?}")
     };
-    escalation
+    escalations
 }
 
 /// The next support notice of kind `notice`.
@@ -102,12 +223,12 @@ async fn notice(client: &mut Client, kind: &str) -> (String, usize) {
     (message, helplines.len())
 }
 
+/// A `flagged` answer: the flagger's reference and whether someone is on call.
 #[track_caller]
-fn flagged(frame: &ServerFrame) -> (u64, bool, bool) {
+fn flagged(frame: &ServerFrame) -> (String, bool) {
     match frame {
         ServerFrame::Flagged {
-            escalation,
-            merged,
+            reference,
             on_call,
             helplines,
             ..
@@ -116,7 +237,7 @@ fn flagged(frame: &ServerFrame) -> (u64, bool, bool) {
                 !helplines.is_empty(),
                 "every flag answer carries the helplines"
             );
-            (*escalation, *merged, *on_call)
+            (reference.clone(), *on_call)
         }
         other => panic!("expected flagged, got {other:?}"),
     }
@@ -228,9 +349,9 @@ async fn a_flag_reaches_the_on_call_supervisor_with_verifiable_context() {
         f.note = Some("I need support now".into())
     })
     .await;
-    let (id, merged, on_call) = flagged(&reply);
-    assert!(!merged && on_call);
-    let view = escalation_where(&mut sup1, id, |_| true).await;
+    let (_, on_call) = flagged(&reply);
+    assert!(on_call);
+    let view = view_about(&mut sup1, p_id.key()).await;
     assert_eq!((view.level, view.status), (1, EscalationStatus::Open));
     assert_eq!(view.waiting_for, vec![sup1_id.key()]);
     assert!(view.deadline_ms.is_some());
@@ -256,21 +377,20 @@ async fn acknowledging_stops_rerouting_and_the_flagger_hears() {
         mut sup2,
         ..
     } = desk_rerouting(true).await;
-    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
-    escalation_where(&mut sup1, id, |_| true).await;
+    flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    let id = id_about(&mut sup1, p_id.key()).await;
     assert!(matches!(
         act(&mut sup1, id, EscalationAction::Ack).await,
         ServerFrame::Ok { .. }
     ));
     notice(&mut p, "acknowledged").await;
     tokio::time::sleep(DEADLINE * 3).await;
-    let listed = sup2
-        .request(|rid| ClientFrame::Escalations { id: rid })
-        .await;
-    let ServerFrame::Escalations { escalations, .. } = listed else {
-        panic!("{listed:?}")
-    };
-    let latest = escalations.into_iter().find(|e| e.id == id).unwrap();
+    let summary = listed(&mut sup2)
+        .await
+        .into_iter()
+        .find(|e| e.id == Some(id))
+        .unwrap();
+    let latest = full_view(&mut sup2, summary).await;
     assert_eq!(latest.status, EscalationStatus::Acknowledged);
     let after_ack: Vec<&str> = latest
         .steps
@@ -297,7 +417,7 @@ async fn an_unanswered_flag_goes_to_level_2_then_everyone_then_people_are_told()
         mut admin,
         ..
     } = desk_rerouting(true).await;
-    let (id, ..) = flagged(
+    flagged(
         &flag(
             &mut p,
             p_id.key(),
@@ -307,6 +427,7 @@ async fn an_unanswered_flag_goes_to_level_2_then_everyone_then_people_are_told()
         )
         .await,
     );
+    let id = id_about(&mut admin, p_id.key()).await;
     let level2 = escalation_where(&mut sup2, id, |e| e.level == 2).await;
     assert_eq!(level2.waiting_for, vec![sup2_id.key()]);
     let everyone = escalation_where(&mut admin, id, |e| e.level == 3).await;
@@ -340,14 +461,14 @@ async fn with_nobody_on_the_rota_people_are_told_at_once() {
         mut sup1,
         ..
     } = desk(false).await;
-    let (id, _, on_call) =
+    let (_, on_call) =
         flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
     assert!(!on_call);
     let (message, _) = notice(&mut p, "unanswered").await;
     assert!(message.contains("No supervisor is on call"), "{message}");
     notice(&mut fac, "unanswered").await;
     // Still routed to everyone who could take it.
-    assert_eq!(escalation_where(&mut sup1, id, |_| true).await.level, 3);
+    assert_eq!(view_about(&mut sup1, p_id.key()).await.level, 3);
 }
 
 #[tokio::test]
@@ -361,7 +482,8 @@ async fn two_supervisors_acknowledging_at_once_one_wins() {
         sup2_id,
         ..
     } = desk(true).await;
-    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    let id = id_about(&mut sup1, p_id.key()).await;
     let (a, b) = tokio::join!(
         act(&mut sup1, id, EscalationAction::Ack),
         act(&mut sup2, id, EscalationAction::Ack)
@@ -396,7 +518,7 @@ async fn duplicate_flags_about_one_person_merge_and_every_flagger_hears_back() {
         mut sup1,
         ..
     } = desk(true).await;
-    let (first, merged, _) = flagged(
+    let (first, _) = flagged(
         &flag(
             &mut other,
             p_id.key(),
@@ -406,8 +528,7 @@ async fn duplicate_flags_about_one_person_merge_and_every_flagger_hears_back() {
         )
         .await,
     );
-    assert!(!merged);
-    let (second, merged, _) = flagged(
+    let (second, _) = flagged(
         &flag(
             &mut fac,
             p_id.key(),
@@ -417,17 +538,19 @@ async fn duplicate_flags_about_one_person_merge_and_every_flagger_hears_back() {
         )
         .await,
     );
-    assert!(merged);
-    assert_eq!(first, second);
-    let (third, merged, _) =
-        flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
-    assert!(merged && third == first);
-    let view = escalation_where(&mut sup1, first, |e| e.flags.len() == 3).await;
+    assert_ne!(
+        first, second,
+        "each flagger has their own reference: comparing them tells nothing"
+    );
+    flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
+    let id = id_about(&mut sup1, p_id.key()).await;
+    let view = escalation_where(&mut sup1, id, |e| e.counts.flags == 3).await;
     assert_eq!(
         view.severity,
         Severity::Urgent,
         "the most serious flag counts"
     );
+    assert_eq!(view.flags.len(), 3, "one escalation holds the three flags");
 }
 
 #[tokio::test]
@@ -515,7 +638,7 @@ async fn the_person_a_flag_is_about_is_told_unless_imminent_risk_withholds_it() 
         mut sup1,
         ..
     } = desk(true).await;
-    let (id, ..) = flagged(
+    flagged(
         &flag(
             &mut other,
             p_id.key(),
@@ -525,20 +648,19 @@ async fn the_person_a_flag_is_about_is_told_unless_imminent_risk_withholds_it() 
         )
         .await,
     );
+    let id = id_about(&mut sup1, p_id.key()).await;
     let (message, helplines) = notice(&mut p, "support_asked").await;
     assert!(message.contains("support") && helplines > 0, "{message}");
-    let listed = p.request(|id| ClientFrame::Escalations { id }).await;
-    let ServerFrame::Escalations { escalations, .. } = listed else {
-        panic!("{listed:?}")
-    };
+    let escalations = listed(&mut p).await;
+    assert_eq!(escalations.len(), 1);
+    assert_eq!(escalations[0].id, None, "the person is not told the id");
+    let reference = escalations[0].reference.clone().expect("their reference");
     assert_eq!(
-        escalations.iter().map(|e| e.id).collect::<Vec<_>>(),
-        vec![id]
-    );
-    assert!(
-        escalations[0].context.is_empty(),
+        escalations[0].counts.context, 0,
         "the person reads the entries, not others' messages"
     );
+    let (_, _, context) = part(&mut p, None, Some(reference), EscalationPart::Context).await;
+    assert!(context.is_empty());
     // Resolve it; then a flag that withholds the notice for imminent risk.
     act(&mut sup1, id, EscalationAction::Ack).await;
     act(
@@ -570,11 +692,11 @@ async fn the_person_a_flag_is_about_is_told_unless_imminent_risk_withholds_it() 
         },
     )
     .await;
-    let (hidden, ..) = flagged(&withheld);
+    flagged(&withheld);
     let told = tokio::time::timeout(
         Duration::from_millis(300),
         p.recv_matching(
-            |f| matches!(f, ServerFrame::SupportNotice { escalation, .. } if *escalation == hidden),
+            |f| matches!(f, ServerFrame::SupportNotice { notice, .. } if notice == "support_asked"),
         ),
     )
     .await;
@@ -582,13 +704,12 @@ async fn the_person_a_flag_is_about_is_told_unless_imminent_risk_withholds_it() 
         told.is_err(),
         "not told while the imminent-risk reason stands: {told:?}"
     );
-    let listed = p.request(|id| ClientFrame::Escalations { id }).await;
-    let ServerFrame::Escalations { escalations, .. } = listed else {
-        panic!("{listed:?}")
-    };
+    let escalations = listed(&mut p).await;
     assert!(
-        escalations.iter().all(|e| e.id != hidden),
-        "withheld while open"
+        escalations
+            .iter()
+            .all(|e| e.status == EscalationStatus::Resolved),
+        "withheld while open: {escalations:?}"
     );
 }
 
@@ -604,7 +725,8 @@ async fn supervisors_note_hand_over_and_resolve_and_every_step_is_signed() {
         sup2_id,
         ..
     } = desk(true).await;
-    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    let id = id_about(&mut sup1, p_id.key()).await;
     assert_code(
         &act(
             &mut sup2,
@@ -692,9 +814,9 @@ async fn the_queue_is_ordered_by_risk_then_waiting_time() {
     } = desk(true).await;
     let other_key = other.identity.clone().unwrap().key();
     let fac_key = fac.identity.clone().unwrap().key();
-    let (concern, ..) =
-        flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
-    let (urgent, ..) = flagged(
+    flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
+    let concern = id_about(&mut sup1, p_id.key()).await;
+    flagged(
         &flag(
             &mut other,
             other_key,
@@ -704,14 +826,11 @@ async fn the_queue_is_ordered_by_risk_then_waiting_time() {
         )
         .await,
     );
-    let (emergency, ..) =
-        flagged(&flag(&mut fac, fac_key, Severity::Emergency, Consent::Own, |_| {}).await);
-    let listed = sup1.request(|id| ClientFrame::Escalations { id }).await;
-    let ServerFrame::Escalations { escalations, .. } = listed else {
-        panic!("{listed:?}")
-    };
-    let order: Vec<u64> = escalations.iter().map(|e| e.id).collect();
-    assert_eq!(order, vec![emergency, urgent, concern]);
+    let urgent = id_about(&mut sup1, other_key).await;
+    flagged(&flag(&mut fac, fac_key, Severity::Emergency, Consent::Own, |_| {}).await);
+    let emergency = id_about(&mut sup1, fac_key).await;
+    let order: Vec<Option<u64>> = listed(&mut sup1).await.iter().map(|e| e.id).collect();
+    assert_eq!(order, vec![Some(emergency), Some(urgent), Some(concern)]);
 }
 
 #[tokio::test]
@@ -763,11 +882,10 @@ async fn an_offline_supervisor_gets_every_pending_escalation_on_connecting() {
         p_id,
         ..
     } = desk(true).await;
-    let (id, ..) =
-        flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
+    flagged(&flag(&mut p, p_id.key(), Severity::Concern, Consent::Own, |_| {}).await);
     let (_, mut late) = server.with_role(Role::Supervisor).await;
     // Roles granted after login: the pending queue arrives with the grant.
-    escalation_where(&mut late, id, |_| true).await;
+    view_about(&mut late, p_id.key()).await;
 }
 
 #[tokio::test]
@@ -799,7 +917,8 @@ async fn a_pending_escalation_survives_kill_9_and_its_deadline_is_still_enforced
     let mut p = Client::connect(process.addr).await;
     p.login(&p_id).await;
     p.join("circle", "River", None).await;
-    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    let id = id_about(&mut admin, p_id.key()).await;
 
     process.signal("KILL");
     process.wait().await;
@@ -882,7 +1001,7 @@ async fn the_pager_hook_is_posted_signed_and_retried_until_accepted() {
     let p_id = Identity::generate();
     let mut p = server.login(&p_id).await;
     p.join("circle", "River", None).await;
-    let (id, ..) = flagged(
+    flagged(
         &flag(
             &mut p,
             p_id.key(),
@@ -892,6 +1011,13 @@ async fn the_pager_hook_is_posted_signed_and_retried_until_accepted() {
         )
         .await,
     );
+    let id = *server
+        .hub()
+        .store
+        .escalation_ids_about(&p_id.key())
+        .unwrap()
+        .last()
+        .expect("stored");
     let mut statuses = Vec::new();
     let (headers, body) = loop {
         let (headers, body, status) = tokio::time::timeout(Duration::from_secs(20), pages.recv())
@@ -942,7 +1068,8 @@ async fn a_supervisor_joins_the_group_and_talks_privately_with_the_person() {
         sup1_id,
         ..
     } = desk(true).await;
-    let (id, ..) = flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    flagged(&flag(&mut p, p_id.key(), Severity::Urgent, Consent::Own, |_| {}).await);
+    let id = id_about(&mut sup1, p_id.key()).await;
     act(&mut sup1, id, EscalationAction::Ack).await;
     // Joining is announced to the room: the supervisor appears with their role.
     let joined = sup1.join("circle", "Sam", None).await;
@@ -1106,7 +1233,7 @@ async fn the_person_a_flag_is_about_does_not_learn_who_raised_it() {
         ..
     } = desk(true).await;
     let other_key = other.identity.clone().unwrap().key();
-    let (id, ..) = flagged(
+    flagged(
         &flag(
             &mut other,
             p_id.key(),
@@ -1117,18 +1244,16 @@ async fn the_person_a_flag_is_about_does_not_learn_who_raised_it() {
         .await,
     );
     notice(&mut p, "support_asked").await;
-    let listed = p.request(|rid| ClientFrame::Escalations { id: rid }).await;
-    let ServerFrame::Escalations { escalations, .. } = listed else {
-        panic!("{listed:?}")
-    };
-    let mine = escalations
-        .iter()
-        .find(|e| e.id == id)
-        .expect("listed for the person");
-    assert!(mine.flags.is_empty(), "not the flag raised by someone else");
-    let raised = mine.steps.iter().find(|s| s.step == "raised").unwrap();
+    let escalations = listed(&mut p).await;
+    let mine = escalations.first().expect("listed for the person");
+    assert_eq!(mine.counts.flags, 0, "not the flag raised by someone else");
+    let reference = mine.reference.clone().unwrap();
+    let (flags, _, _) = part(&mut p, None, Some(reference.clone()), EscalationPart::Flags).await;
+    assert!(flags.is_empty(), "not the flag raised by someone else");
+    let (_, steps, _) = part(&mut p, None, Some(reference), EscalationPart::Steps).await;
+    let raised = steps.iter().find(|s| s.step == "raised").unwrap();
     assert!(raised.actor.is_none() && raised.env.is_none());
-    let text = serde_json::to_string(mine).unwrap();
+    let text = serde_json::to_string(&(mine, &steps)).unwrap();
     assert!(
         !text.contains(&other_key.to_b64()) && !text.contains("not slept"),
         "{text}"

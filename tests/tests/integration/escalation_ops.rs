@@ -201,7 +201,7 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
     assert!(out.status.success(), "{}", text(&out));
     let pushed = sup
         .recv_matching(|f| {
-            matches!(f, ServerFrame::Escalation { escalation } if escalation.id == id && escalation.status == EscalationStatus::Resolved)
+            matches!(f, ServerFrame::Escalation { escalation } if escalation.id == Some(id) && escalation.status == EscalationStatus::Resolved)
         })
         .await
         .expect("the supervisor sees it resolved");
@@ -212,7 +212,20 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
         escalation.outcome.as_deref(),
         Some("closed by the operator")
     );
-    let last = escalation.steps.last().unwrap();
+    // Its steps are read on demand (the push is a bounded summary).
+    let reply = sup
+        .request(|rid| ClientFrame::EscalationDetail {
+            id: rid,
+            escalation: Some(id),
+            reference: None,
+            part: peerhub_protocol::escalation::EscalationPart::Steps,
+            offset: Some(escalation.counts.steps.saturating_sub(1)),
+        })
+        .await;
+    let ServerFrame::EscalationDetail { steps, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let last = steps.last().unwrap();
     assert_eq!(last.step, "resolved");
     assert!(
         last.actor.is_none() && last.env.is_none(),

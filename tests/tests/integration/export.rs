@@ -77,7 +77,8 @@ fn flag_env(me: &Identity, about: PublicKey, severity: Severity, note: &str) -> 
     })
 }
 
-async fn flag(client: &mut Client, env: SignedEnvelope) -> u64 {
+/// Raises a flag; returns the flagger's reference to its escalation.
+async fn flag(client: &mut Client, env: SignedEnvelope) -> String {
     let reply = signed_request(
         client,
         |id, env| ClientFrame::Flag {
@@ -89,7 +90,7 @@ async fn flag(client: &mut Client, env: SignedEnvelope) -> u64 {
     )
     .await;
     match reply {
-        ServerFrame::Flagged { escalation, .. } => escalation,
+        ServerFrame::Flagged { reference, .. } => reference,
         other => panic!("flag refused: {other:?}"),
     }
 }
@@ -253,13 +254,29 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
     record(&mut a, reply).await;
     // B flags A (urgent); A flags themself (merged into the same escalation); a
     // supervisor takes it and closes it.
-    let escalation = flag(
+    let b_reference = flag(
         &mut b,
         flag_env(&b_id, a_key, Severity::Urgent, B_FLAG_NOTE),
     )
     .await;
     let own_flag = flag_env(&a_id, a_key, Severity::Concern, A_FLAG_NOTE);
-    assert_eq!(flag(&mut a, own_flag.clone()).await, escalation, "merged");
+    let a_reference = flag(&mut a, own_flag.clone()).await;
+    assert_ne!(
+        a_reference, b_reference,
+        "each person has their own reference"
+    );
+    // The supervisor knows it by id, from the pushed summary.
+    let pushed = sup
+        .recv_matching(|f| {
+            matches!(f, ServerFrame::Escalation { escalation } if escalation.about == a_key
+                && escalation.counts.flags == 2)
+        })
+        .await
+        .expect("pushed to the supervisor: merged");
+    let ServerFrame::Escalation { escalation } = pushed else {
+        unreachable!()
+    };
+    let escalation = escalation.id.expect("supervisors see ids");
     act(&mut sup, escalation, EscalationAction::Ack).await;
     act(
         &mut sup,
@@ -389,7 +406,8 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
     let about = doc["escalations"]["about_you"].as_array().unwrap();
     assert_eq!(about.len(), 1);
     let seen = &about[0];
-    assert_eq!(seen["id"], escalation);
+    assert!(seen.get("id").is_none(), "no escalation id for the person");
+    assert_eq!(seen["reference"], a_reference);
     assert_eq!(seen["about"], a_key.to_b64());
     assert_eq!(seen["status"], "resolved");
     assert_eq!(seen["severity"], "urgent");
@@ -416,7 +434,7 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
     // A's own flag, in full.
     let mine = doc["escalations"]["raised_by_you"].as_array().unwrap();
     assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0]["id"], escalation);
+    assert_eq!(mine[0]["reference"], a_reference);
     assert_eq!(mine[0]["about_you"], true);
     assert_eq!(mine[0]["flags"][0]["step"], "merged");
     let own: SignedEnvelope =
@@ -478,6 +496,7 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
     let b_raised = &doc_b["escalations"]["raised_by_you"];
     assert_eq!(b_raised.as_array().unwrap().len(), 1);
     assert_eq!(b_raised[0]["about_you"], false);
+    assert_eq!(b_raised[0]["reference"], b_reference);
     assert_eq!(b_raised[0]["flags"][0]["step"], "raised");
     assert!(text_b.contains(B_FLAG_NOTE), "B's own flag, in full");
     assert_eq!(doc_b["records"], serde_json::json!([]));

@@ -10,6 +10,7 @@ mod conversation;
 mod crash;
 mod erase;
 mod escalation;
+mod escalation_bounds;
 mod escalation_ops;
 mod export;
 mod groups;

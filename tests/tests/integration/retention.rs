@@ -121,7 +121,16 @@ async fn flag_self(server: &TestServer, client: &mut Client, group: &str) -> u64
         })
         .await
     {
-        ServerFrame::Flagged { escalation, .. } => escalation,
+        // The flagger is told a reference, not the id; the test reads the id as
+        // supervisors would know it, from the hub's index of escalations about
+        // the person.
+        ServerFrame::Flagged { .. } => *server
+            .hub()
+            .store
+            .escalation_ids_about(&me.key())
+            .unwrap()
+            .last()
+            .expect("stored"),
         other => panic!("flag refused: {other:?}"),
     }
 }
@@ -203,13 +212,31 @@ async fn history(server: &TestServer, who: &Identity, group: &str) -> (u64, Vec<
     (oldest, kept)
 }
 
-/// The ids of the escalations `client` may list.
-async fn escalation_ids(client: &mut Client) -> Vec<u64> {
-    let reply = client.request(|id| ClientFrame::Escalations { id }).await;
+/// The ids of the escalations `client` may list: as listed for supervisors; for
+/// anyone else, the escalation behind each of their references.
+async fn escalation_ids(server: &TestServer, client: &mut Client) -> Vec<u64> {
+    let reply = client
+        .request(|id| ClientFrame::Escalations { id, after: None })
+        .await;
     let ServerFrame::Escalations { escalations, .. } = reply else {
         panic!("{reply:?}")
     };
-    let mut ids: Vec<u64> = escalations.iter().map(|e| e.id).collect();
+    let store = &server.hub().store;
+    let key = client.identity.as_ref().expect("logged in").key();
+    let secret = store.escalation_reference_secret().unwrap();
+    let mut ids: Vec<u64> = escalations
+        .into_iter()
+        .map(|e| match (e.id, e.reference) {
+            (Some(id), _) => id,
+            (None, Some(reference)) => store
+                .escalation_ids_about(&key)
+                .unwrap()
+                .into_iter()
+                .find(|id| peerhub_server::escalation::reference(&secret, *id, &key) == reference)
+                .expect("a reference to one of theirs"),
+            _ => panic!("neither id nor reference"),
+        })
+        .collect();
     ids.sort_unstable();
     ids
 }
@@ -421,9 +448,9 @@ async fn the_retention_job_removes_exactly_what_expired() {
             (plain_mid, "plain, day 5".into())
         ]
     );
-    assert_eq!(escalation_ids(&mut p).await, vec![e1, e4]);
+    assert_eq!(escalation_ids(&server, &mut p).await, vec![e1, e4]);
     assert_eq!(
-        escalation_ids(&mut sup).await,
+        escalation_ids(&server, &mut sup).await,
         vec![e2_open, e3_acknowledged]
     );
     assert_eq!(record_ids(&mut p).await, vec![r1, r2]);
@@ -442,9 +469,9 @@ async fn the_retention_job_removes_exactly_what_expired() {
     let (oldest, kept) = history(&server, &fac_id, "plain").await;
     assert!(kept.is_empty() && oldest > plain_mid, "{oldest} {kept:?}");
     assert_eq!(history(&server, &fac_id, "long").await.1.len(), 2);
-    assert_eq!(escalation_ids(&mut p).await, vec![e4]);
+    assert_eq!(escalation_ids(&server, &mut p).await, vec![e4]);
     assert_eq!(
-        escalation_ids(&mut sup).await,
+        escalation_ids(&server, &mut sup).await,
         vec![e2_open, e3_acknowledged]
     );
     assert_eq!(record_ids(&mut p).await, vec![r2]);
@@ -464,9 +491,9 @@ async fn the_retention_job_removes_exactly_what_expired() {
         history(&server, &fac_id, "long").await,
         (long_mid, vec![(long_mid, "long, day 5".into())])
     );
-    assert_eq!(escalation_ids(&mut p).await, Vec::<u64>::new());
+    assert_eq!(escalation_ids(&server, &mut p).await, Vec::<u64>::new());
     assert_eq!(
-        escalation_ids(&mut sup).await,
+        escalation_ids(&server, &mut sup).await,
         vec![e2_open, e3_acknowledged],
         "open and acknowledged escalations are kept however old"
     );
@@ -579,7 +606,7 @@ async fn nothing_expired_means_nothing_deleted_and_nothing_recorded() {
     let (oldest, kept) = history(&server, &p_id, "circle").await;
     assert!(kept.is_empty() && oldest > said);
     assert_eq!(record_ids(&mut p).await.len(), 1);
-    assert_eq!(escalation_ids(&mut p).await, vec![id]);
+    assert_eq!(escalation_ids(&server, &mut p).await, vec![id]);
 }
 
 #[tokio::test]

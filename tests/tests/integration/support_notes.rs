@@ -280,14 +280,18 @@ async fn a_flood_of_flags_is_told_bounded_with_counts() {
     );
     // Resolving it tells them too; nothing else was written in between.
     let (_, mut sup) = server.with_role(Role::Supervisor).await;
+    // At login a supervisor is sent the queue's first page of summaries.
     let id = sup
-        .recv_matching(|f| matches!(f, ServerFrame::Escalation { .. }))
+        .recv_matching(|f| {
+            matches!(f, ServerFrame::Escalations { id: None, escalations, .. } if !escalations.is_empty())
+        })
         .await
         .map(|f| match f {
-            ServerFrame::Escalation { escalation } => escalation.id,
+            ServerFrame::Escalations { escalations, .. } => escalations[0].id,
             _ => unreachable!(),
         })
-        .unwrap();
+        .unwrap()
+        .expect("staff see ids");
     for action in [
         EscalationAction::Ack,
         EscalationAction::Resolve {

@@ -23,13 +23,14 @@ impl EscalationRouter {
         let mut record = open.clone();
         let now = self.clock.now_ms();
         let summary = escalations::resolve(&self.store, &self.audit, &mut record, outcome, now)?;
-        self.open.insert(id, record);
+        // Resolved: out of the queue, the deadlines and the by-subject index, so a
+        // new flag about the person opens a new escalation.
+        self.insert_open(record.clone());
         if let Err(error) = self.committer.commit().await {
             return Err(AdminError::Server(format!("not made durable: {error}")));
         }
-        self.broadcast(id);
-        let record = &self.open[&id];
-        let keys = self.interested(record);
+        self.broadcast_record(&record);
+        let keys = self.interested(&record);
         self.notify(
             &keys,
             &record.view.group,
@@ -37,8 +38,7 @@ impl EscalationRouter {
             "resolved",
             "This request for support has been closed.".into(),
         );
-        self.staff.resolved(record);
-        self.open.remove(&id);
+        self.staff.resolved(&record);
         tracing::info!(escalation = id, "escalation resolved by an operator");
         Ok(summary)
     }
