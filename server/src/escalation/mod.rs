@@ -13,14 +13,17 @@
 //!                     │ ─deadline─► level 3: every supervisor and admin
 //!                     │ ─deadline─► level 4: the facilitators and the flagger are told
 //!                     │             plainly, with the helplines (it stays open)
-//!                     └──► pager hook (signed POST, retried) at every routing step
+//!                     └──► alerts (content-free summaries): pager formats and Web
+//!                          Push, repeated until acknowledged (see `alerts`)
 //! ```
 //!
 //! Every step is written (and flushed) before anyone hears of it, and written to the
 //! audit chain with the signed command that caused it. At start the router loads
 //! every unresolved escalation and re-arms its deadline, so a restart loses none.
 
-mod pager;
+pub mod alerts;
+pub mod pager;
+pub mod push;
 pub mod rota;
 mod router;
 
@@ -55,6 +58,14 @@ pub struct EscalationSettings {
     pub support_wording: String,
     /// Where to POST a signed notice at every routing step, if anywhere.
     pub pager_url: Option<String>,
+    /// The pager hook's format.
+    pub pager_format: pager::PagerFormat,
+    /// The pager's routing key, API key or token, if it needs one (a secret).
+    pub pager_key: Option<String>,
+    /// How often a Web Push is re-sent while its escalation waits.
+    pub push_repeat: Duration,
+    /// The VAPID contact (`mailto:` or `https:`); empty: the hub's public URL.
+    pub push_contact: String,
 }
 
 impl Default for EscalationSettings {
@@ -68,11 +79,24 @@ impl Default for EscalationSettings {
                  You are not in trouble; a supervisor may get in touch privately."
                 .into(),
             pager_url: None,
+            pager_format: pager::PagerFormat::Generic,
+            pager_key: None,
+            push_repeat: Duration::from_secs(60),
+            push_contact: String::new(),
         }
     }
 }
 
 impl EscalationSettings {
+    /// The pager hook's settings, if one is configured.
+    pub fn pager(&self) -> Option<pager::PagerSettings> {
+        self.pager_url.as_ref().map(|url| pager::PagerSettings {
+            format: self.pager_format,
+            url: url.clone(),
+            key: self.pager_key.clone(),
+        })
+    }
+
     /// Time to acknowledge a flag of `severity`, at each level.
     pub fn deadline(&self, severity: Severity) -> Duration {
         match severity {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::pager::Pager;
+use super::alerts::{AlertSummary, Alerts};
 use super::{rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES};
 use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
@@ -51,7 +51,7 @@ pub struct EscalationRouter {
     open: BTreeMap<u64, EscalationRecord>,
     rota: Vec<RotaEntry>,
     covered: bool,
-    pager: Option<Pager>,
+    alerts: Alerts,
     metrics: Arc<Metrics>,
 }
 
@@ -91,6 +91,7 @@ impl EscalationRouter {
         tracker: &TaskTracker,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
+        alerts: Alerts,
     ) -> Result<RouterHandle, StoreError> {
         let open = store
             .escalations()?
@@ -99,15 +100,6 @@ impl EscalationRouter {
             .map(|e| (e.view.id, e))
             .collect::<BTreeMap<_, _>>();
         let rota = store.rota()?;
-        let pager = match &settings.pager_url {
-            Some(url) => Some(Pager::new(
-                url.clone(),
-                store.hub_signing_seed()?,
-                tracker.clone(),
-                stop.clone(),
-            )),
-            None => None,
-        };
         let (tx, rx) = mpsc::channel(1024);
         let now = clock.now_ms();
         let router = Self {
@@ -122,7 +114,7 @@ impl EscalationRouter {
             online: HashMap::new(),
             open,
             rota,
-            pager,
+            alerts,
             metrics,
         };
         if !router.open.is_empty() {
@@ -727,11 +719,29 @@ impl EscalationRouter {
         self.notify(&keys, &record.view.group, id, "unanswered", message);
     }
 
+    /// Tells the alerts task (pagers, Web Push) where an escalation now waits.
     fn page(&self, id: u64) {
-        let (Some(pager), Some(record)) = (&self.pager, self.open.get(&id)) else {
+        let Some(record) = self.open.get(&id) else {
             return;
         };
-        pager.page(&record.view);
+        let view = &record.view;
+        let group_name = self
+            .store
+            .group(&view.group)
+            .ok()
+            .flatten()
+            .map(|g| g.title)
+            .unwrap_or_else(|| view.group.as_str().to_string());
+        self.alerts.routed(AlertSummary {
+            id,
+            severity: view.severity,
+            group: view.group.clone(),
+            group_name,
+            level: view.level,
+            deadline_ms: view.deadline_ms,
+            created_ms: view.created_ms,
+            to: view.waiting_for.clone(),
+        });
     }
 
     // ---- supervisors ----
@@ -851,6 +861,7 @@ impl EscalationRouter {
         let record = &self.open[&id];
         match status {
             EscalationStatus::Acknowledged if name == "ack" => {
+                self.alerts.acknowledged(id);
                 let keys = self.interested(record);
                 self.notify(
                     &keys,
@@ -861,6 +872,7 @@ impl EscalationRouter {
                 );
             }
             EscalationStatus::Resolved => {
+                self.alerts.resolved(id);
                 let keys = self.interested(record);
                 self.notify(
                     &keys,

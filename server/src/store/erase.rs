@@ -57,12 +57,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes `key`'s account (its roles) and its replay counter; returns whether
-    /// each was there.
+    /// Removes `key`'s account (its roles), its push subscriptions and its replay
+    /// counter; returns whether the account and the counter were there.
     pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
         let _writing = self.writing();
         let account = self.key_account.remove(key.0)?.is_some();
         let counter = self.key_counter.remove(key.0)?.is_some();
+        for item in self.key_pushsub.scan_prefix(key.0) {
+            self.key_pushsub.remove(item?.0)?;
+        }
         Ok((account, counter))
     }
 

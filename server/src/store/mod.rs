@@ -15,6 +15,7 @@ mod commit;
 pub mod erase;
 pub mod export;
 pub mod keys;
+pub mod push;
 pub mod records;
 pub mod retention;
 
@@ -82,6 +83,7 @@ pub struct Store {
     key_recordid: sled::Tree,
     escid_escalation: sled::Tree,
     seq_audit: sled::Tree,
+    key_pushsub: sled::Tree,
     /// Every write holds it shared; a backup holds it alone, so the snapshot falls
     /// between two writes (the state a crash at that moment would leave, which
     /// recovery handles).
@@ -163,6 +165,7 @@ impl Store {
             key_recordid: tree("key_recordid")?,
             escid_escalation: tree("escid_escalation")?,
             seq_audit: tree("seq_audit")?,
+            key_pushsub: tree("key_pushsub")?,
             gate: Default::default(),
             db,
         };
@@ -193,7 +196,7 @@ impl Store {
     }
 
     /// Every tree with its name, in the fixed order digests and backups use.
-    fn named_trees(&self) -> [(&'static str, &sled::Tree); 13] {
+    fn named_trees(&self) -> [(&'static str, &sled::Tree); 14] {
         [
             ("meta", &self.meta),
             ("key_account", &self.key_account),
@@ -208,6 +211,7 @@ impl Store {
             ("key_recordid", &self.key_recordid),
             ("escid_escalation", &self.escid_escalation),
             ("seq_audit", &self.seq_audit),
+            ("key_pushsub", &self.key_pushsub),
         ]
     }
 

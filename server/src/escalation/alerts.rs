@@ -1,0 +1,363 @@
+//! Out-of-band alerting: what reaches a supervisor who has no peerhub tab open.
+//!
+//! The router tells an [`Alerts`] handle three things, each as a content-free
+//! [`AlertSummary`] or an id: an escalation was routed (or re-routed), acknowledged,
+//! resolved. One task owns what follows:
+//!
+//! ```text
+//! router ──routed/acked/resolved──► alerts task ──► pager worker (PagerDuty, Opsgenie, ntfy, generic)
+//!                                        │
+//!                                        └──► Web Push to each waiting supervisor's subscriptions,
+//!                                             re-sent every `push_repeat` until acknowledged
+//! ```
+//!
+//! It never holds up the router: the channel is bounded and written with
+//! `try_send`, and a full channel is logged (the console and the escalation's own
+//! deadlines still carry it). It never sees names, notes, messages or the context.
+//! It also keeps [`AlertStatus`]: which supervisors on the rota could not be reached
+//! (no push subscription and no pager), for `/metrics` and the admin screen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peerhub_protocol::escalation::Severity;
+use peerhub_protocol::{GroupId, PublicKey};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::pager::{PageEvent, Pager, PagerSettings};
+use super::push::{PushOutcome, PushSender};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Events waiting for the alerts task.
+const QUEUE: usize = 4096;
+/// How often the reachability of the rota is re-read.
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
+
+/// What an alert may say about an escalation, and whom it is for. Content-free:
+/// no name, key (but the recipients'), note, message or context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSummary {
+    /// The escalation's id.
+    pub id: u64,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its group.
+    pub group: GroupId,
+    /// The group's title (its id if it has none).
+    pub group_name: String,
+    /// Routing level (1 primary, 2 second line, 3 everyone).
+    pub level: u8,
+    /// When it moves on if nobody acknowledges.
+    pub deadline_ms: Option<u64>,
+    /// When it was raised.
+    pub created_ms: u64,
+    /// The supervisors (and admins) it waits for: who gets the push. Never sent.
+    pub to: Vec<PublicKey>,
+}
+
+/// Alerting settings.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// The pager hook, if any.
+    pub pager: Option<PagerSettings>,
+    /// How often a push is re-sent while its escalation waits.
+    pub push_repeat: Duration,
+    /// The VAPID `sub` claim: a `mailto:` or `https:` contact for push services.
+    pub push_contact: String,
+    /// The console's base URL, for links (`https://hub.example/`).
+    pub base_url: String,
+}
+
+/// Whether on-call supervisors can be reached away from the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertStatus {
+    /// A pager hook is configured.
+    pub pager: bool,
+    /// Supervisors on the rota with no push subscription, when there is no pager.
+    pub unreachable: Vec<PublicKey>,
+}
+
+#[derive(Debug)]
+enum AlertEvent {
+    Routed(AlertSummary),
+    Acknowledged(u64),
+    Resolved(u64),
+    SubscriptionsChanged,
+}
+
+/// The router's (and the sessions') line to the alerts task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    // Sender: the router and sessions. Receiver: the alerts task. Bounded; see the
+    // module doc for why a full queue drops rather than waits.
+    tx: mpsc::Sender<AlertEvent>,
+    status: Arc<Mutex<AlertStatus>>,
+    push: Option<Arc<PushSender>>,
+}
+
+impl Alerts {
+    /// Starts the alerts task on `tracker`; it stops when `stop` is cancelled.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        store: Store,
+        clock: Clock,
+        settings: AlertSettings,
+        hub_seed: [u8; 32],
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let pager = settings
+            .pager
+            .clone()
+            .map(|p| Pager::new(p, hub_seed, tracker, stop.clone()));
+        let push = PushSender::from_store(&store, settings.push_contact.clone())?.map(Arc::new);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let status = Arc::new(Mutex::new(AlertStatus {
+            pager: pager.is_some(),
+            unreachable: Vec::new(),
+        }));
+        let task = AlertTask {
+            store,
+            clock,
+            settings,
+            pager,
+            push: push.clone(),
+            rx,
+            stop,
+            metrics,
+            waiting: HashMap::new(),
+            status: status.clone(),
+            tracker: tracker.clone(),
+        };
+        task.refresh_status();
+        tracker.spawn(task.run());
+        Ok(Self { tx, status, push })
+    }
+
+    fn tell(&self, event: AlertEvent) {
+        if let Err(error) = self.tx.try_send(event) {
+            tracing::warn!(%error, "alerts queue full or closed; alert dropped");
+        }
+    }
+
+    /// An escalation was routed (or re-routed) to `summary.to`.
+    pub fn routed(&self, summary: AlertSummary) {
+        self.tell(AlertEvent::Routed(summary));
+    }
+
+    /// An escalation was acknowledged: its repeats stop, the pager hears.
+    pub fn acknowledged(&self, id: u64) {
+        self.tell(AlertEvent::Acknowledged(id));
+    }
+
+    /// An escalation was resolved.
+    pub fn resolved(&self, id: u64) {
+        self.tell(AlertEvent::Resolved(id));
+    }
+
+    /// A push subscription was added or removed.
+    pub fn subscriptions_changed(&self) {
+        self.tell(AlertEvent::SubscriptionsChanged);
+    }
+
+    /// Reachability of the rota, as last computed.
+    pub fn status(&self) -> AlertStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The hub's VAPID public key (uncompressed P-256 point, base64url), for
+    /// `pushManager.subscribe`.
+    pub fn vapid_public_key(&self) -> Option<String> {
+        self.push.as_ref().map(|p| p.public_key_b64())
+    }
+}
+
+/// An escalation that still waits, and when its push is next repeated.
+#[derive(Debug)]
+struct Waiting {
+    summary: AlertSummary,
+    acknowledged: bool,
+    next_push_ms: u64,
+}
+
+struct AlertTask {
+    store: Store,
+    clock: Clock,
+    settings: AlertSettings,
+    pager: Option<Pager>,
+    push: Option<Arc<PushSender>>,
+    rx: mpsc::Receiver<AlertEvent>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+    waiting: HashMap<u64, Waiting>,
+    status: Arc<Mutex<AlertStatus>>,
+    tracker: TaskTracker,
+}
+
+impl AlertTask {
+    async fn run(mut self) {
+        let mut refresh = tokio::time::interval(STATUS_REFRESH);
+        loop {
+            let now = self.clock.now_ms();
+            let next_push = self
+                .waiting
+                .values()
+                .filter(|w| !w.acknowledged)
+                .map(|w| w.next_push_ms)
+                .min();
+            let wait = next_push.map(|at| Duration::from_millis(at.saturating_sub(now)));
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                event = self.rx.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                _ = refresh.tick() => self.refresh_status(),
+                _ = tokio::time::sleep(wait.unwrap_or(STATUS_REFRESH)), if wait.is_some() => {
+                    self.repeat_due();
+                }
+            }
+        }
+        tracing::debug!("alerts task stopped");
+    }
+
+    fn link(&self, id: u64) -> String {
+        format!(
+            "{}#escalation={id}",
+            self.settings.base_url.trim_end_matches('#')
+        )
+    }
+
+    fn handle(&mut self, event: AlertEvent) {
+        let now = self.clock.now_ms();
+        match event {
+            AlertEvent::Routed(summary) => {
+                if let Some(pager) = &self.pager {
+                    pager.send(PageEvent::Trigger, &summary, &self.link(summary.id), now);
+                }
+                self.push_now(&summary);
+                let next_push_ms = now + self.settings.push_repeat.as_millis() as u64;
+                self.waiting.insert(
+                    summary.id,
+                    Waiting {
+                        summary,
+                        acknowledged: false,
+                        next_push_ms,
+                    },
+                );
+            }
+            AlertEvent::Acknowledged(id) => {
+                let link = self.link(id);
+                let Some(waiting) = self.waiting.get_mut(&id) else {
+                    return;
+                };
+                waiting.acknowledged = true;
+                if let Some(pager) = &self.pager {
+                    pager.send(PageEvent::Acknowledge, &waiting.summary, &link, now);
+                }
+            }
+            AlertEvent::Resolved(id) => {
+                let Some(waiting) = self.waiting.remove(&id) else {
+                    return;
+                };
+                if let Some(pager) = &self.pager {
+                    pager.send(PageEvent::Resolve, &waiting.summary, &self.link(id), now);
+                }
+            }
+            AlertEvent::SubscriptionsChanged => self.refresh_status(),
+        }
+    }
+
+    /// Re-sends the push of every unacknowledged escalation whose repeat is due.
+    fn repeat_due(&mut self) {
+        let now = self.clock.now_ms();
+        let every = self.settings.push_repeat.as_millis() as u64;
+        let due: Vec<AlertSummary> = self
+            .waiting
+            .values_mut()
+            .filter(|w| !w.acknowledged && w.next_push_ms <= now)
+            .map(|w| {
+                w.next_push_ms = now + every;
+                w.summary.clone()
+            })
+            .collect();
+        for summary in due {
+            self.push_now(&summary);
+        }
+    }
+
+    /// Sends the escalation's push to every subscription of everyone it waits for,
+    /// each in its own task; a subscription the push service says is gone (404,
+    /// 410) is removed.
+    fn push_now(&self, summary: &AlertSummary) {
+        let Some(push) = &self.push else { return };
+        let now = self.clock.now_ms();
+        let payload = super::push::payload(summary, &self.link(summary.id), now);
+        for key in &summary.to {
+            let subscriptions = match self.store.push_subscriptions(key) {
+                Ok(subscriptions) => subscriptions,
+                Err(error) => {
+                    tracing::error!(%error, "reading push subscriptions failed");
+                    continue;
+                }
+            };
+            for subscription in subscriptions {
+                let (push, store, payload, key) =
+                    (push.clone(), self.store.clone(), payload.clone(), *key);
+                let (id, severity, metrics) = (summary.id, summary.severity, self.metrics.clone());
+                let repeat = self.settings.push_repeat;
+                self.tracker.spawn(async move {
+                    let outcome = push
+                        .send(&subscription, &payload, severity, id, repeat)
+                        .await;
+                    metrics.alert_sent("push", outcome.as_str());
+                    if outcome == PushOutcome::Gone {
+                        tracing::info!(escalation = id, "push subscription gone; removed");
+                        if let Err(error) =
+                            store.remove_push_subscription(&key, &subscription.endpoint)
+                        {
+                            tracing::error!(%error, "removing a push subscription failed");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Recomputes which supervisors on the rota nobody could reach away from the
+    /// console, for `/metrics` and the admin screen.
+    fn refresh_status(&self) {
+        let pager = self.pager.is_some();
+        let mut unreachable = Vec::new();
+        if !pager {
+            let rota = self.store.rota().unwrap_or_default();
+            for entry in rota {
+                if unreachable.contains(&entry.supervisor) {
+                    continue;
+                }
+                let subscribed = self
+                    .push
+                    .is_some()
+                    .then(|| self.store.push_subscriptions(&entry.supervisor))
+                    .and_then(Result::ok)
+                    .is_some_and(|s| !s.is_empty());
+                if !subscribed {
+                    unreachable.push(entry.supervisor);
+                }
+            }
+        }
+        self.metrics
+            .oncall_unreachable
+            .set(i64::try_from(unreachable.len()).unwrap_or(i64::MAX));
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = AlertStatus { pager, unreachable };
+    }
+}

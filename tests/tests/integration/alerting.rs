@@ -1,0 +1,378 @@
+//! Out-of-band alerting (issue 16): pager formats and Web Push reach a supervisor
+//! with no tab open, repeat until acknowledged, and say nothing about anyone.
+//!
+//! Every paging and push service here is a real HTTP receiver on loopback
+//! ([`HttpReceiver`]); the hub talks to it over a socket as it would to the real one.
+
+use peerhub_protocol::encoding::b64;
+use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::escalation::{Consent, RotaEntry, Severity};
+use peerhub_protocol::frame::Role;
+use peerhub_protocol::payload::{EscalationActPayload, EscalationAction, FlagPayload, RotaPayload};
+use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
+use peerhub_server::escalation::pager::PagerFormat;
+use peerhub_tests::identity::gid;
+use peerhub_tests::receiver::Received;
+use peerhub_tests::{now_ms, Client, HttpReceiver, Identity, TestServer};
+
+/// What the hub knows about the people in these tests; none of it may leave in
+/// an alert.
+const NAME: &str = "River";
+const NOTE: &str = "I need support now";
+
+#[allow(dead_code)] // The server and admin are kept alive (and used by other tests).
+pub(crate) struct Scene {
+    pub server: TestServer,
+    pub p: Client,
+    pub p_id: Identity,
+    pub sup: Client,
+    pub sup_id: Identity,
+    pub admin: Client,
+}
+
+pub(crate) async fn set_rota(admin: &mut Client, entries: Vec<RotaEntry>) -> ServerFrame {
+    let me = admin.identity.clone().unwrap();
+    let env = me.signed(Kind::Rota, |counter, ts| RotaPayload {
+        entries,
+        counter,
+        ts,
+    });
+    admin.request(|id| ClientFrame::SetRota { id, env }).await
+}
+
+pub(crate) fn on_call(supervisor: PublicKey, level: u8) -> RotaEntry {
+    let now = now_ms();
+    RotaEntry {
+        supervisor,
+        start_ms: now - 3_600_000,
+        end_ms: now + 3_600_000,
+        level,
+    }
+}
+
+/// A group, a participant in it, a supervisor on call at level 1, and the admin;
+/// `tweak` sets the server up (pager, push).
+pub(crate) async fn scene(tweak: impl FnOnce(&mut peerhub_server::config::Config)) -> Scene {
+    let mut server = TestServer::start_with(tweak).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let mut admin = server.admin().await;
+    let (sup_id, sup) = server.with_role(Role::Supervisor).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("circle", NAME, None).await;
+    p.post("circle", "it's been a really hard week").await;
+    let reply = set_rota(&mut admin, vec![on_call(sup_id.key(), 1)]).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    Scene {
+        server,
+        p,
+        p_id,
+        sup,
+        sup_id,
+        admin,
+    }
+}
+
+/// Raises an emergency about the participant themselves; returns the escalation id.
+pub(crate) async fn raise(p: &mut Client, about: PublicKey) -> u64 {
+    let me = p.identity.clone().unwrap();
+    let env = me.signed(Kind::Flag, |counter, ts| FlagPayload {
+        group: gid("circle"),
+        about,
+        seq: None,
+        severity: Severity::Emergency,
+        consent: Consent::Own,
+        reason: None,
+        withhold_notice: None,
+        note: Some(NOTE.into()),
+        counter,
+        ts,
+    });
+    let reply = p
+        .request(|id| ClientFrame::Flag {
+            id,
+            group: gid("circle"),
+            env,
+        })
+        .await;
+    match reply {
+        ServerFrame::Flagged { escalation, .. } => escalation,
+        other => panic!("flag answered {other:?}"),
+    }
+}
+
+pub(crate) async fn act(
+    client: &mut Client,
+    escalation: u64,
+    action: EscalationAction,
+) -> ServerFrame {
+    let me = client.identity.clone().unwrap();
+    let env = me.signed(Kind::Escalation, |counter, ts| EscalationActPayload {
+        escalation,
+        action,
+        counter,
+        ts,
+    });
+    client
+        .request(|id| ClientFrame::Escalation { id, env })
+        .await
+}
+
+/// Nothing about a person in an alert: no name, no note, no key of the
+/// participant or the supervisor (in any encoding the hub uses).
+pub(crate) fn assert_content_free(bytes: &[u8], people: &[PublicKey]) {
+    let text = String::from_utf8_lossy(bytes);
+    assert!(!text.contains(NAME), "a name in an alert: {text}");
+    assert!(!text.contains(NOTE), "a note in an alert: {text}");
+    assert!(!text.contains("hard week"), "a message in an alert: {text}");
+    for key in people {
+        assert!(!text.contains(&b64(&key.0)), "a key in an alert: {text}");
+        assert!(
+            !text.contains(&hex::encode(key.0)),
+            "a key in an alert: {text}"
+        );
+    }
+}
+
+fn assert_request_content_free(request: &Received, people: &[PublicKey]) {
+    assert_content_free(&request.body, people);
+    for (_, value) in &request.headers {
+        assert_content_free(value.as_bytes(), people);
+    }
+    assert_content_free(request.target.as_bytes(), people);
+}
+
+/// A hub paging `receiver` in `format` (with key `secret`), its scene, and the
+/// escalation raised in it, taken through acknowledge and resolve.
+async fn page_through(
+    format: PagerFormat,
+    receiver: &mut HttpReceiver,
+    path: &str,
+) -> (Vec<Received>, Scene, u64) {
+    let url = format!("{}{path}", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = format;
+        c.escalation.pager_key = Some("secret-routing-key".into());
+    })
+    .await;
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    let mut seen = vec![receiver.next(20).await];
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    seen.push(receiver.next(20).await);
+    let reply = act(
+        &mut scene.sup,
+        id,
+        EscalationAction::Resolve {
+            outcome: "talked it through".into(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    seen.push(receiver.next(20).await);
+    let people = [scene.p_id.key(), scene.sup_id.key()];
+    for request in &seen {
+        assert_request_content_free(request, &people);
+        assert!(
+            !String::from_utf8_lossy(&request.body).contains("talked it through"),
+            "an outcome in an alert"
+        );
+    }
+    (seen, scene, id)
+}
+
+#[tokio::test]
+async fn pagerduty_events_v2_trigger_acknowledge_and_resolve_share_one_dedup_key() {
+    let mut receiver = HttpReceiver::start(|_, _| 202).await;
+    let (seen, _scene, id) =
+        page_through(PagerFormat::PagerDuty, &mut receiver, "/v2/enqueue").await;
+    for request in &seen {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.target, "/v2/enqueue");
+        assert!(request
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/json"));
+    }
+    let (trigger, ack, resolve) = (seen[0].json(), seen[1].json(), seen[2].json());
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(ack["event_action"], "acknowledge");
+    assert_eq!(resolve["event_action"], "resolve");
+    for body in [&trigger, &ack, &resolve] {
+        assert_eq!(body["routing_key"], "secret-routing-key");
+    }
+    let dedup = trigger["dedup_key"].as_str().unwrap();
+    assert!(dedup.ends_with(&format!("-{id}")), "{dedup}");
+    assert!(dedup.len() <= 255);
+    assert_eq!(ack["dedup_key"], dedup);
+    assert_eq!(resolve["dedup_key"], dedup);
+    // The fields PagerDuty requires of a trigger, with a severity it knows.
+    let payload = &trigger["payload"];
+    assert_eq!(payload["severity"], "critical");
+    assert_eq!(payload["source"], "peerhub");
+    let summary = payload["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("emergency") && summary.contains("Test group"),
+        "{summary}"
+    );
+    assert!(summary.len() <= 1024);
+    assert!(trigger["links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("#escalation={id}")));
+}
+
+#[tokio::test]
+async fn opsgenie_alert_is_created_acknowledged_and_closed_by_alias() {
+    let mut receiver = HttpReceiver::start(|_, _| 202).await;
+    let (seen, _scene, id) = page_through(PagerFormat::Opsgenie, &mut receiver, "/v2/alerts").await;
+    for request in &seen {
+        assert_eq!(request.method, "POST");
+        assert_eq!(
+            request.header("authorization"),
+            Some("GenieKey secret-routing-key")
+        );
+    }
+    let create = seen[0].json();
+    assert_eq!(seen[0].target, "/v2/alerts");
+    let alias = create["alias"].as_str().unwrap();
+    assert!(alias.ends_with(&format!("-{id}")) && alias.len() <= 512);
+    assert_eq!(create["priority"], "P1");
+    assert!(create["message"].as_str().unwrap().chars().count() <= 130);
+    assert_eq!(
+        seen[1].target,
+        format!("/v2/alerts/{alias}/acknowledge?identifierType=alias")
+    );
+    assert_eq!(
+        seen[2].target,
+        format!("/v2/alerts/{alias}/close?identifierType=alias")
+    );
+    assert_eq!(seen[1].json()["source"], "peerhub");
+}
+
+#[tokio::test]
+async fn ntfy_gets_a_priority_by_severity_a_link_and_the_follow_ups() {
+    let mut receiver = HttpReceiver::start(|_, _| 200).await;
+    let (seen, _scene, id) =
+        page_through(PagerFormat::Ntfy, &mut receiver, "/peerhub-oncall").await;
+    for request in &seen {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.target, "/peerhub-oncall");
+        assert_eq!(
+            request.header("authorization"),
+            Some("Bearer secret-routing-key")
+        );
+    }
+    assert_eq!(
+        seen[0].header("priority"),
+        Some("5"),
+        "emergency is ntfy's max"
+    );
+    assert!(seen[0]
+        .header("click")
+        .unwrap()
+        .ends_with(&format!("#escalation={id}")));
+    let text = String::from_utf8_lossy(&seen[0].body);
+    assert!(
+        text.contains("emergency") && text.contains(&id.to_string()),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&seen[1].body).contains("acknowledged"));
+    assert!(String::from_utf8_lossy(&seen[2].body).contains("resolved"));
+    assert_eq!(seen[2].header("priority"), Some("2"));
+}
+
+#[tokio::test]
+async fn the_generic_hook_is_signed_and_follows_acknowledge_and_resolve() {
+    let mut receiver = HttpReceiver::start(|_, _| 200).await;
+    let (seen, _scene, id) = page_through(PagerFormat::Generic, &mut receiver, "/page").await;
+    let events: Vec<String> = seen
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["routed", "acknowledged", "resolved"]);
+    for request in &seen {
+        let body = request.json();
+        assert_eq!(body["escalation"], id);
+        assert_eq!(body["group_name"], "Test group");
+        let key = ed25519_dalek::VerifyingKey::from_bytes(
+            &peerhub_protocol::encoding::unb64(request.header("x-peerhub-key").unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        )
+        .unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(
+            &peerhub_protocol::encoding::unb64(request.header("x-peerhub-signature").unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let mut signed = b"peerhub/1/pager\n".to_vec();
+        signed.extend_from_slice(&request.body);
+        key.verify_strict(&signed, &sig).expect("signed by the hub");
+    }
+}
+
+#[tokio::test]
+async fn a_pager_answering_5xx_is_retried_and_later_events_wait_their_turn() {
+    // The first two attempts fail (503, 500); the trigger is then accepted, and the
+    // acknowledgement only follows it.
+    let mut receiver = HttpReceiver::start(|n, _| match n {
+        0 => 503,
+        1 => 500,
+        _ => 202,
+    })
+    .await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+        c.escalation.pager_key = Some("k".into());
+    })
+    .await;
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let request = receiver.next(20).await;
+        seen.push((
+            request.json()["event_action"].as_str().unwrap().to_string(),
+            request.status,
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("trigger".to_string(), 503),
+            ("trigger".to_string(), 500),
+            ("trigger".to_string(), 202),
+            ("acknowledge".to_string(), 202),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pager_refusing_a_page_with_4xx_is_not_retried_for_ever() {
+    let mut receiver = HttpReceiver::start(|n, _| if n == 0 { 400 } else { 202 }).await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+        c.escalation.pager_key = Some("k".into());
+    })
+    .await;
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    assert_eq!(receiver.next(20).await.status, 400);
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let next = receiver.next(20).await;
+    assert_eq!(
+        next.json()["event_action"],
+        "acknowledge",
+        "the bad trigger was dropped, not repeated"
+    );
+}
