@@ -57,6 +57,7 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Flagged { id, .. }
         | ServerFrame::Escalations { id, .. }
         | ServerFrame::Rota { id, .. }
+        | ServerFrame::Alerting { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }

@@ -9,6 +9,8 @@
 //!   and `kill -9`).
 //! - [`HttpReceiver`] — a loopback HTTP server standing in for a pager or a Web
 //!   Push service; the test picks each answer's status.
+//! - [`webpush::PushSubscriber`] — a browser's push keys: decrypts pushes and checks
+//!   their VAPID header independently of the hub's crate.
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
@@ -17,6 +19,7 @@ pub mod identity;
 pub mod process;
 pub mod receiver;
 pub mod server;
+pub mod webpush;
 
 pub use client::{Client, Closed};
 pub use identity::Identity;

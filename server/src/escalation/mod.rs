@@ -26,6 +26,7 @@ pub mod pager;
 pub mod push;
 pub mod rota;
 mod router;
+pub mod subscriptions;
 
 use std::time::Duration;
 

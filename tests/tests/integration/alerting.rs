@@ -376,3 +376,248 @@ async fn a_pager_refusing_a_page_with_4xx_is_not_retried_for_ever() {
         "the bad trigger was dropped, not repeated"
     );
 }
+
+// ---- Web Push ----
+
+use peerhub_protocol::payload::{PushAction, PushPayload};
+use peerhub_tests::webpush::{check_vapid, PushSubscriber};
+
+const REPEAT: std::time::Duration = std::time::Duration::from_millis(300);
+const CONTACT: &str = "mailto:oncall@example.org";
+
+fn with_push(c: &mut peerhub_server::config::Config) {
+    c.escalation.push_repeat = REPEAT;
+    c.escalation.push_contact = CONTACT.into();
+}
+
+pub(crate) async fn alerting(client: &mut Client) -> ServerFrame {
+    client.request(|id| ClientFrame::Alerting { id }).await
+}
+
+pub(crate) async fn vapid_key(client: &mut Client) -> String {
+    match alerting(client).await {
+        ServerFrame::Alerting {
+            vapid_key: Some(key),
+            ..
+        } => key,
+        other => panic!("alerting answered {other:?}"),
+    }
+}
+
+pub(crate) async fn subscriptions(client: &mut Client) -> u32 {
+    match alerting(client).await {
+        ServerFrame::Alerting { subscriptions, .. } => subscriptions,
+        other => panic!("alerting answered {other:?}"),
+    }
+}
+
+pub(crate) fn push_env(
+    who: &Identity,
+    action: PushAction,
+    endpoint: &str,
+    subscriber: &PushSubscriber,
+) -> peerhub_protocol::SignedEnvelope {
+    who.signed(Kind::Push, |counter, ts| PushPayload {
+        action,
+        endpoint: endpoint.into(),
+        p256dh: (action == PushAction::Subscribe).then(|| subscriber.p256dh()),
+        auth: (action == PushAction::Subscribe).then(|| subscriber.auth_b64()),
+        counter,
+        ts,
+    })
+}
+
+pub(crate) async fn subscribe(
+    client: &mut Client,
+    endpoint: &str,
+    subscriber: &PushSubscriber,
+) -> ServerFrame {
+    let me = client.identity.clone().unwrap();
+    let env = push_env(&me, PushAction::Subscribe, endpoint, subscriber);
+    client.request(|id| ClientFrame::Push { id, env }).await
+}
+
+/// Checks one push as the push service and the browser would: RFC 8030 headers,
+/// the VAPID JWT (signature with the hub's key, aud, exp, sub), and the decrypted
+/// payload, which must be content-free. Returns the payload.
+fn open_push(
+    push: &Received,
+    subscriber: &PushSubscriber,
+    vapid: &str,
+    origin: &str,
+    people: &[PublicKey],
+) -> serde_json::Value {
+    assert_eq!(push.method, "POST");
+    assert_eq!(push.header("content-encoding"), Some("aes128gcm"));
+    assert!(push.header("ttl").unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(
+        push.header("urgency"),
+        Some("high"),
+        "an emergency is urgent"
+    );
+    let claims = check_vapid(push.header("authorization").unwrap(), vapid).unwrap();
+    assert_eq!(claims.aud, origin, "aud is the push service's origin");
+    assert_eq!(claims.sub, CONTACT);
+    let now = now_ms() / 1000;
+    assert!(
+        claims.exp > now && claims.exp <= now + 24 * 3600,
+        "exp within 24 h"
+    );
+    let plain = subscriber.decrypt(&push.body).expect("the push decrypts");
+    assert_content_free(&plain, people);
+    serde_json::from_slice(&plain).unwrap()
+}
+
+#[tokio::test]
+async fn a_push_reaches_the_supervisor_encrypted_signed_and_content_free_and_repeats_until_acknowledged(
+) {
+    let mut service = HttpReceiver::start(|_, _| 201).await;
+    let mut scene = scene(with_push).await;
+    let vapid = vapid_key(&mut scene.sup).await;
+    let subscriber = PushSubscriber::generate();
+    let endpoint = format!("{}/push/sup-phone", service.base);
+    let reply = subscribe(&mut scene.sup, &endpoint, &subscriber).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    assert_eq!(subscriptions(&mut scene.sup).await, 1);
+
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    let people = [scene.p_id.key(), scene.sup_id.key()];
+    let first = service.next(20).await;
+    assert_eq!(first.target, "/push/sup-phone");
+    let shown = open_push(&first, &subscriber, &vapid, &service.base, &people);
+    assert_eq!(shown["escalation"], id);
+    assert_eq!(shown["severity"], "emergency");
+    assert_eq!(shown["group"], "Test group");
+    assert!(shown["seconds_left"].as_u64().is_some());
+    assert!(shown["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("#escalation={id}")));
+    // Unacknowledged, it comes again.
+    let again = service.next(20).await;
+    assert_eq!(
+        open_push(&again, &subscriber, &vapid, &service.base, &people)["escalation"],
+        id
+    );
+
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    // A repeat may have been on its way as the ack landed; after that, silence for
+    // many repeat intervals.
+    let _ = service.try_next(REPEAT.as_millis() as u64).await;
+    assert!(
+        service
+            .try_next(6 * REPEAT.as_millis() as u64)
+            .await
+            .is_none(),
+        "no push after the acknowledgement"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_the_push_service_says_is_gone_is_removed() {
+    for gone in [404u16, 410] {
+        let mut service = HttpReceiver::start(move |_, _| gone).await;
+        let mut scene = scene(with_push).await;
+        let subscriber = PushSubscriber::generate();
+        let endpoint = format!("{}/push/old-phone", service.base);
+        let reply = subscribe(&mut scene.sup, &endpoint, &subscriber).await;
+        assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+        assert_eq!(subscriptions(&mut scene.sup).await, 1);
+        raise(&mut scene.p, scene.p_id.key()).await;
+        assert_eq!(service.next(20).await.status, gone);
+        let mut left = 1;
+        for _ in 0..100 {
+            left = subscriptions(&mut scene.sup).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(left, 0, "{gone}: the subscription is removed");
+        // And no more pushes go to it.
+        assert!(service
+            .try_next(4 * REPEAT.as_millis() as u64)
+            .await
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn only_staff_subscribe_with_keys_that_work_and_a_replayed_subscribe_is_refused() {
+    let service = HttpReceiver::start(|_, _| 201).await;
+    let mut scene = scene(with_push).await;
+    let subscriber = PushSubscriber::generate();
+    let endpoint = format!("{}/push/x", service.base);
+    let before = scene.server.hub().store.digest().unwrap();
+
+    // A participant: not allowed (and told nothing else).
+    let reply = subscribe(&mut scene.p, &endpoint, &subscriber).await;
+    assert!(
+        matches!(&reply, ServerFrame::Error { code, .. } if *code == peerhub_protocol::ErrorCode::Forbidden),
+        "{reply:?}"
+    );
+    let reply = alerting(&mut scene.p).await;
+    assert!(matches!(reply, ServerFrame::Error { .. }), "{reply:?}");
+
+    // Bad subscriptions.
+    let me = scene.sup.identity.clone().unwrap();
+    let bad = |tweak: fn(&mut PushPayload)| {
+        me.signed(Kind::Push, |counter, ts| {
+            let mut payload = PushPayload {
+                action: PushAction::Subscribe,
+                endpoint: endpoint.clone(),
+                p256dh: Some(subscriber.p256dh()),
+                auth: Some(subscriber.auth_b64()),
+                counter,
+                ts,
+            };
+            tweak(&mut payload);
+            payload
+        })
+    };
+    for (env, field) in [
+        (
+            bad(|p| p.endpoint = "http://push.example/x".into()),
+            "endpoint",
+        ),
+        (bad(|p| p.p256dh = Some(b64(&[4; 65]))), "p256dh"),
+        (bad(|p| p.p256dh = None), "p256dh"),
+        (bad(|p| p.auth = Some(b64(&[1; 8]))), "auth"),
+    ] {
+        let reply = scene.sup.request(|id| ClientFrame::Push { id, env }).await;
+        match &reply {
+            ServerFrame::Error { code, message, .. } => {
+                assert_eq!(*code, peerhub_protocol::ErrorCode::Invalid, "{reply:?}");
+                assert!(message.contains(field), "{field}: {message}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        scene.server.hub().store.digest().unwrap(),
+        before,
+        "refusals change nothing"
+    );
+
+    // A good one, then the same envelope again: a replay.
+    let env = push_env(&me, PushAction::Subscribe, &endpoint, &subscriber);
+    let reply = scene
+        .sup
+        .request(|id| ClientFrame::Push {
+            id,
+            env: env.clone(),
+        })
+        .await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let reply = scene.sup.request(|id| ClientFrame::Push { id, env }).await;
+    assert!(
+        matches!(&reply, ServerFrame::Error { code, .. } if *code == peerhub_protocol::ErrorCode::Replay),
+        "{reply:?}"
+    );
+    // Unsubscribing removes it.
+    let env = push_env(&me, PushAction::Unsubscribe, &endpoint, &subscriber);
+    let reply = scene.sup.request(|id| ClientFrame::Push { id, env }).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    assert_eq!(subscriptions(&mut scene.sup).await, 0);
+}
