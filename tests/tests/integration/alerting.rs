@@ -621,3 +621,167 @@ async fn only_staff_subscribe_with_keys_that_work_and_a_replayed_subscribe_is_re
     assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
     assert_eq!(subscriptions(&mut scene.sup).await, 0);
 }
+
+// ---- Acknowledging from the notification ----
+
+/// POSTs `body` to the hub's `/push/ack` as a service worker would; returns the
+/// status and the JSON answer.
+pub(crate) async fn post_ack(server: &TestServer, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = server.server().local_addr();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /push/ack HTTP/1.1\r\nhost: {addr}\r\norigin: http://{addr}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+fn ack_env(who: &Identity, escalation: u64, action: EscalationAction) -> String {
+    serde_json::to_string(
+        &who.signed(Kind::Escalation, |counter, ts| EscalationActPayload {
+            escalation,
+            action,
+            counter,
+            ts,
+        }),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_ack_from_the_notification_is_taken_once_and_stops_the_repeats() {
+    let mut service = HttpReceiver::start(|_, _| 201).await;
+    let mut scene = scene(with_push).await;
+    let subscriber = PushSubscriber::generate();
+    let endpoint = format!("{}/push/sw", service.base);
+    let reply = subscribe(&mut scene.sup, &endpoint, &subscriber).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    service.next(20).await;
+
+    let body = ack_env(&scene.sup_id, id, EscalationAction::Ack);
+    let (status, answer) = post_ack(&scene.server, &body).await;
+    assert_eq!(
+        (status, answer["type"].as_str()),
+        (200, Some("ok")),
+        "{answer}"
+    );
+    // The console sees it acknowledged by this supervisor.
+    let seen = scene
+        .sup
+        .recv_matching(|f| {
+            matches!(f, ServerFrame::Escalation { escalation }
+                if escalation.id == id
+                && escalation.status == peerhub_protocol::escalation::EscalationStatus::Acknowledged)
+        })
+        .await
+        .unwrap();
+    let ServerFrame::Escalation { escalation } = seen else {
+        unreachable!()
+    };
+    assert_eq!(escalation.handler, Some(scene.sup_id.key()));
+
+    // The same request again is a replay, and changes nothing.
+    let before = scene.server.hub().store.digest().unwrap();
+    let (status, answer) = post_ack(&scene.server, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("replay")),
+        "{answer}"
+    );
+    assert_eq!(scene.server.hub().store.digest().unwrap(), before);
+
+    // Pushes stop.
+    let _ = service.try_next(REPEAT.as_millis() as u64).await;
+    assert!(service
+        .try_next(6 * REPEAT.as_millis() as u64)
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_notification_ack_with_a_bad_signature_or_from_a_non_supervisor_is_refused() {
+    let mut scene = scene(with_push).await;
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    let before = scene.server.hub().store.digest().unwrap();
+
+    // A flipped signature bit.
+    let mut env: serde_json::Value =
+        serde_json::from_str(&ack_env(&scene.sup_id, id, EscalationAction::Ack)).unwrap();
+    let sig = env["sig"].as_str().unwrap().to_string();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    env["sig"] = serde_json::Value::from(format!("{flipped}{}", &sig[1..]));
+    let (status, answer) = post_ack(&scene.server, &env.to_string()).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("bad_signature")),
+        "{answer}"
+    );
+
+    // The participant signs an ack of the escalation about themselves.
+    let body = ack_env(&scene.p_id, id, EscalationAction::Ack);
+    let (status, answer) = post_ack(&scene.server, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("forbidden")),
+        "{answer}"
+    );
+
+    // A stranger's key the hub has never seen.
+    let body = ack_env(&Identity::generate(), id, EscalationAction::Ack);
+    let (status, answer) = post_ack(&scene.server, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("forbidden")),
+        "{answer}"
+    );
+
+    // Only an ack is taken here, and only an escalation envelope.
+    let body = ack_env(
+        &scene.sup_id,
+        id,
+        EscalationAction::Resolve {
+            outcome: "x".into(),
+        },
+    );
+    let (status, answer) = post_ack(&scene.server, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("invalid")),
+        "{answer}"
+    );
+    let post = serde_json::to_string(&scene.sup_id.post("circle", "hi")).unwrap();
+    let (status, answer) = post_ack(&scene.server, &post).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("wrong_kind")),
+        "{answer}"
+    );
+    let (status, answer) = post_ack(&scene.server, "not json").await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("malformed")),
+        "{answer}"
+    );
+
+    assert_eq!(
+        scene.server.hub().store.digest().unwrap(),
+        before,
+        "refusals change nothing"
+    );
+    // Still open for the supervisor to take.
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+}
