@@ -785,3 +785,94 @@ async fn a_notification_ack_with_a_bad_signature_or_from_a_non_supervisor_is_ref
     let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
     assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
 }
+
+// ---- Coverage that cannot reach anyone is visible ----
+
+async fn unreachable_gauge(server: &TestServer) -> f64 {
+    let (status, _, body) = super::http::get(server.addr, "/metrics", "").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix("peerhub_oncall_unreachable "))
+        .unwrap_or_else(|| panic!("no peerhub_oncall_unreachable in\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+async fn admin_sees_unreachable(admin: &mut Client) -> Vec<PublicKey> {
+    match alerting(admin).await {
+        ServerFrame::Alerting { unreachable, .. } => unreachable,
+        other => panic!("alerting answered {other:?}"),
+    }
+}
+
+/// Polls until `check` holds (the status is recomputed on every subscription
+/// change and every 2 s), failing after 10 s.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never became true");
+}
+
+#[tokio::test]
+async fn a_supervisor_on_the_rota_with_no_push_and_no_pager_shows_on_metrics_and_the_admin_screen()
+{
+    let service = HttpReceiver::start(|_, _| 201).await;
+    let mut scene = scene(with_push).await;
+    let sup = scene.sup_id.key();
+    eventually(|| async { unreachable_gauge(&scene.server).await == 1.0 }).await;
+    assert_eq!(admin_sees_unreachable(&mut scene.admin).await, vec![sup]);
+    // A supervisor asking sees their own count, not the list.
+    match alerting(&mut scene.sup).await {
+        ServerFrame::Alerting {
+            unreachable,
+            subscriptions,
+            pager,
+            ..
+        } => {
+            assert!(unreachable.is_empty());
+            assert_eq!((subscriptions, pager), (0, false));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second supervisor joins the rota, also unreachable.
+    let (sup2_id, _sup2) = scene.server.with_role(Role::Supervisor).await;
+    let reply = set_rota(
+        &mut scene.admin,
+        vec![on_call(sup, 1), on_call(sup2_id.key(), 2)],
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    eventually(|| async { unreachable_gauge(&scene.server).await == 2.0 }).await;
+
+    // The first subscribes: only the second is left.
+    let endpoint = format!("{}/push/p", service.base);
+    let reply = subscribe(&mut scene.sup, &endpoint, &PushSubscriber::generate()).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    eventually(|| async { unreachable_gauge(&scene.server).await == 1.0 }).await;
+    assert_eq!(
+        admin_sees_unreachable(&mut scene.admin).await,
+        vec![sup2_id.key()]
+    );
+}
+
+#[tokio::test]
+async fn with_a_pager_nobody_on_the_rota_is_unreachable() {
+    let receiver = HttpReceiver::start(|_, _| 202).await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+    })
+    .await;
+    assert_eq!(unreachable_gauge(&scene.server).await, 0.0);
+    match alerting(&mut scene.admin).await {
+        ServerFrame::Alerting {
+            unreachable, pager, ..
+        } => assert!(pager && unreachable.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
