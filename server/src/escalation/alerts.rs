@@ -18,7 +18,7 @@
 //! (no push subscription and no pager), for `/metrics` and the admin screen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerhub_protocol::escalation::Severity;
@@ -96,7 +96,8 @@ pub struct Alerts {
     // Sender: the router and sessions. Receiver: the alerts task. Bounded; see the
     // module doc for why a full queue drops rather than waits.
     tx: mpsc::Sender<AlertEvent>,
-    status: Arc<Mutex<AlertStatus>>,
+    store: Store,
+    pager: bool,
     push: Option<Arc<PushSender>>,
 }
 
@@ -118,12 +119,9 @@ impl Alerts {
             .map(|p| Pager::new(p, hub_seed, tracker, stop.clone()));
         let push = PushSender::from_store(&store, settings.push_contact.clone())?.map(Arc::new);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let status = Arc::new(Mutex::new(AlertStatus {
-            pager: pager.is_some(),
-            unreachable: Vec::new(),
-        }));
+        let has_pager = pager.is_some();
         let task = AlertTask {
-            store,
+            store: store.clone(),
             clock,
             settings,
             pager,
@@ -132,12 +130,16 @@ impl Alerts {
             stop,
             metrics,
             waiting: HashMap::new(),
-            status: status.clone(),
             tracker: tracker.clone(),
         };
         task.refresh_status();
         tracker.spawn(task.run());
-        Ok(Self { tx, status, push })
+        Ok(Self {
+            tx,
+            store,
+            pager: has_pager,
+            push,
+        })
     }
 
     fn tell(&self, event: AlertEvent) {
@@ -166,12 +168,9 @@ impl Alerts {
         self.tell(AlertEvent::SubscriptionsChanged);
     }
 
-    /// Reachability of the rota, as last computed.
+    /// Reachability of the rota, read now.
     pub fn status(&self) -> AlertStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        reachability(&self.store, self.pager, self.push.is_some())
     }
 
     /// The hub's VAPID public key (uncompressed P-256 point, base64url), for
@@ -199,8 +198,29 @@ struct AlertTask {
     stop: CancellationToken,
     metrics: Arc<Metrics>,
     waiting: HashMap<u64, Waiting>,
-    status: Arc<Mutex<AlertStatus>>,
     tracker: TaskTracker,
+}
+
+/// Which supervisors on the rota nobody can reach away from the console: none if a
+/// pager is set; otherwise those without a push subscription. A bounded read: the
+/// rota, then one prefix scan per supervisor on it.
+fn reachability(store: &Store, pager: bool, push: bool) -> AlertStatus {
+    let mut unreachable = Vec::new();
+    if !pager {
+        for entry in store.rota().unwrap_or_default() {
+            if unreachable.contains(&entry.supervisor) {
+                continue;
+            }
+            let subscribed = push
+                && store
+                    .push_subscriptions(&entry.supervisor)
+                    .is_ok_and(|s| !s.is_empty());
+            if !subscribed {
+                unreachable.push(entry.supervisor);
+            }
+        }
+    }
+    AlertStatus { pager, unreachable }
 }
 
 impl AlertTask {
@@ -333,31 +353,11 @@ impl AlertTask {
         }
     }
 
-    /// Recomputes which supervisors on the rota nobody could reach away from the
-    /// console, for `/metrics` and the admin screen.
+    /// Recomputes the unreachable gauge on `/metrics`.
     fn refresh_status(&self) {
-        let pager = self.pager.is_some();
-        let mut unreachable = Vec::new();
-        if !pager {
-            let rota = self.store.rota().unwrap_or_default();
-            for entry in rota {
-                if unreachable.contains(&entry.supervisor) {
-                    continue;
-                }
-                let subscribed = self
-                    .push
-                    .is_some()
-                    .then(|| self.store.push_subscriptions(&entry.supervisor))
-                    .and_then(Result::ok)
-                    .is_some_and(|s| !s.is_empty());
-                if !subscribed {
-                    unreachable.push(entry.supervisor);
-                }
-            }
-        }
+        let status = reachability(&self.store, self.pager.is_some(), self.push.is_some());
         self.metrics
             .oncall_unreachable
-            .set(i64::try_from(unreachable.len()).unwrap_or(i64::MAX));
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = AlertStatus { pager, unreachable };
+            .set(i64::try_from(status.unreachable.len()).unwrap_or(i64::MAX));
     }
 }
