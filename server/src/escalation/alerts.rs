@@ -85,8 +85,8 @@ pub struct AlertStatus {
 #[derive(Debug)]
 enum AlertEvent {
     Routed(AlertSummary),
-    Acknowledged(u64),
-    Resolved(u64),
+    Acknowledged(AlertSummary),
+    Resolved(AlertSummary),
     SubscriptionsChanged,
 }
 
@@ -97,6 +97,7 @@ pub struct Alerts {
     // module doc for why a full queue drops rather than waits.
     tx: mpsc::Sender<AlertEvent>,
     store: Store,
+    clock: Clock,
     pager: bool,
     push: Option<Arc<PushSender>>,
 }
@@ -122,7 +123,7 @@ impl Alerts {
         let has_pager = pager.is_some();
         let task = AlertTask {
             store: store.clone(),
-            clock,
+            clock: clock.clone(),
             settings,
             pager,
             push: push.clone(),
@@ -137,6 +138,7 @@ impl Alerts {
         Ok(Self {
             tx,
             store,
+            clock,
             pager: has_pager,
             push,
         })
@@ -153,14 +155,15 @@ impl Alerts {
         self.tell(AlertEvent::Routed(summary));
     }
 
-    /// An escalation was acknowledged: its repeats stop, the pager hears.
-    pub fn acknowledged(&self, id: u64) {
-        self.tell(AlertEvent::Acknowledged(id));
+    /// An escalation was acknowledged: its repeats stop, the pager hears. The
+    /// summary comes along so the pager hears even of one routed before a restart.
+    pub fn acknowledged(&self, summary: AlertSummary) {
+        self.tell(AlertEvent::Acknowledged(summary));
     }
 
     /// An escalation was resolved.
-    pub fn resolved(&self, id: u64) {
-        self.tell(AlertEvent::Resolved(id));
+    pub fn resolved(&self, summary: AlertSummary) {
+        self.tell(AlertEvent::Resolved(summary));
     }
 
     /// A push subscription was added or removed.
@@ -170,7 +173,12 @@ impl Alerts {
 
     /// Reachability of the rota, read now.
     pub fn status(&self) -> AlertStatus {
-        reachability(&self.store, self.pager, self.push.is_some())
+        reachability(
+            &self.store,
+            self.pager,
+            self.push.is_some(),
+            self.clock.now_ms(),
+        )
     }
 
     /// The hub's VAPID public key (uncompressed P-256 point, base64url), for
@@ -180,11 +188,10 @@ impl Alerts {
     }
 }
 
-/// An escalation that still waits, and when its push is next repeated.
+/// An unacknowledged escalation, and when its push is next repeated.
 #[derive(Debug)]
 struct Waiting {
     summary: AlertSummary,
-    acknowledged: bool,
     next_push_ms: u64,
 }
 
@@ -201,14 +208,14 @@ struct AlertTask {
     tracker: TaskTracker,
 }
 
-/// Which supervisors on the rota nobody can reach away from the console: none if a
-/// pager is set; otherwise those without a push subscription. A bounded read: the
-/// rota, then one prefix scan per supervisor on it.
-fn reachability(store: &Store, pager: bool, push: bool) -> AlertStatus {
+/// Which supervisors on the rota (now or later) nobody can reach away from the
+/// console: none if a pager is set; otherwise those without a push subscription.
+/// A bounded read: the rota, then one prefix scan per supervisor on it.
+fn reachability(store: &Store, pager: bool, push: bool, now_ms: u64) -> AlertStatus {
     let mut unreachable = Vec::new();
     if !pager {
         for entry in store.rota().unwrap_or_default() {
-            if unreachable.contains(&entry.supervisor) {
+            if entry.end_ms <= now_ms || unreachable.contains(&entry.supervisor) {
                 continue;
             }
             let subscribed = push
@@ -228,12 +235,7 @@ impl AlertTask {
         let mut refresh = tokio::time::interval(STATUS_REFRESH);
         loop {
             let now = self.clock.now_ms();
-            let next_push = self
-                .waiting
-                .values()
-                .filter(|w| !w.acknowledged)
-                .map(|w| w.next_push_ms)
-                .min();
+            let next_push = self.waiting.values().map(|w| w.next_push_ms).min();
             let wait = next_push.map(|at| Duration::from_millis(at.saturating_sub(now)));
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -270,27 +272,25 @@ impl AlertTask {
                     summary.id,
                     Waiting {
                         summary,
-                        acknowledged: false,
                         next_push_ms,
                     },
                 );
             }
-            AlertEvent::Acknowledged(id) => {
-                let link = self.link(id);
-                let Some(waiting) = self.waiting.get_mut(&id) else {
-                    return;
-                };
-                waiting.acknowledged = true;
+            AlertEvent::Acknowledged(summary) => {
                 if let Some(pager) = &self.pager {
-                    pager.send(PageEvent::Acknowledge, &waiting.summary, &link, now);
+                    pager.send(
+                        PageEvent::Acknowledge,
+                        &summary,
+                        &self.link(summary.id),
+                        now,
+                    );
                 }
+                self.waiting.remove(&summary.id);
             }
-            AlertEvent::Resolved(id) => {
-                let Some(waiting) = self.waiting.remove(&id) else {
-                    return;
-                };
+            AlertEvent::Resolved(summary) => {
+                self.waiting.remove(&summary.id);
                 if let Some(pager) = &self.pager {
-                    pager.send(PageEvent::Resolve, &waiting.summary, &self.link(id), now);
+                    pager.send(PageEvent::Resolve, &summary, &self.link(summary.id), now);
                 }
             }
             AlertEvent::SubscriptionsChanged => self.refresh_status(),
@@ -304,7 +304,7 @@ impl AlertTask {
         let due: Vec<AlertSummary> = self
             .waiting
             .values_mut()
-            .filter(|w| !w.acknowledged && w.next_push_ms <= now)
+            .filter(|w| w.next_push_ms <= now)
             .map(|w| {
                 w.next_push_ms = now + every;
                 w.summary.clone()
@@ -355,7 +355,12 @@ impl AlertTask {
 
     /// Recomputes the unreachable gauge on `/metrics`.
     fn refresh_status(&self) {
-        let status = reachability(&self.store, self.pager.is_some(), self.push.is_some());
+        let status = reachability(
+            &self.store,
+            self.pager.is_some(),
+            self.push.is_some(),
+            self.clock.now_ms(),
+        );
         self.metrics
             .oncall_unreachable
             .set(i64::try_from(status.unreachable.len()).unwrap_or(i64::MAX));

@@ -721,10 +721,14 @@ impl EscalationRouter {
 
     /// Tells the alerts task (pagers, Web Push) where an escalation now waits.
     fn page(&self, id: u64) {
-        let Some(record) = self.open.get(&id) else {
-            return;
-        };
-        let view = &record.view;
+        if let Some(summary) = self.alert_summary(id) {
+            self.alerts.routed(summary);
+        }
+    }
+
+    /// What an alert may say about an escalation (content-free; see `alerts`).
+    fn alert_summary(&self, id: u64) -> Option<AlertSummary> {
+        let view = &self.open.get(&id)?.view;
         let group_name = self
             .store
             .group(&view.group)
@@ -732,7 +736,7 @@ impl EscalationRouter {
             .flatten()
             .map(|g| g.title)
             .unwrap_or_else(|| view.group.as_str().to_string());
-        self.alerts.routed(AlertSummary {
+        Some(AlertSummary {
             id,
             severity: view.severity,
             group: view.group.clone(),
@@ -741,7 +745,7 @@ impl EscalationRouter {
             deadline_ms: view.deadline_ms,
             created_ms: view.created_ms,
             to: view.waiting_for.clone(),
-        });
+        })
     }
 
     // ---- supervisors ----
@@ -861,7 +865,9 @@ impl EscalationRouter {
         let record = &self.open[&id];
         match status {
             EscalationStatus::Acknowledged if name == "ack" => {
-                self.alerts.acknowledged(id);
+                if let Some(summary) = self.alert_summary(id) {
+                    self.alerts.acknowledged(summary);
+                }
                 let keys = self.interested(record);
                 self.notify(
                     &keys,
@@ -872,7 +878,9 @@ impl EscalationRouter {
                 );
             }
             EscalationStatus::Resolved => {
-                self.alerts.resolved(id);
+                if let Some(summary) = self.alert_summary(id) {
+                    self.alerts.resolved(summary);
+                }
                 let keys = self.interested(record);
                 self.notify(
                     &keys,

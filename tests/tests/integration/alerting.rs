@@ -838,11 +838,16 @@ async fn a_supervisor_on_the_rota_with_no_push_and_no_pager_shows_on_metrics_and
         }
         other => panic!("{other:?}"),
     }
-    // A second supervisor joins the rota, also unreachable.
+    // A second supervisor joins the rota, also unreachable; a third's window has
+    // already ended, so they do not count.
     let (sup2_id, _sup2) = scene.server.with_role(Role::Supervisor).await;
+    let (sup3_id, _sup3) = scene.server.with_role(Role::Supervisor).await;
+    let mut past = on_call(sup3_id.key(), 2);
+    past.end_ms = now_ms() - 60_000;
+    past.start_ms = past.end_ms - 3_600_000;
     let reply = set_rota(
         &mut scene.admin,
-        vec![on_call(sup, 1), on_call(sup2_id.key(), 2)],
+        vec![on_call(sup, 1), on_call(sup2_id.key(), 2), past],
     )
     .await;
     assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
@@ -875,4 +880,45 @@ async fn with_a_pager_nobody_on_the_rota_is_unreachable() {
         } => assert!(pager && unreachable.is_empty()),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn an_escalation_acknowledged_before_a_restart_is_still_resolved_at_the_pager() {
+    // Regression: the alerts task forgot what it paged at a restart, and a
+    // resolution afterwards never reached PagerDuty (whose acknowledged incidents
+    // re-trigger after their ack timeout).
+    let mut receiver = HttpReceiver::start(|_, _| 202).await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+        c.escalation.pager_key = Some("k".into());
+    })
+    .await;
+    let id = raise(&mut scene.p, scene.p_id.key()).await;
+    let trigger = receiver.next(20).await.json();
+    let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    assert_eq!(
+        receiver.next(20).await.json()["event_action"],
+        "acknowledge"
+    );
+
+    let server = scene.server.restart().await;
+    let mut sup = server.login(&scene.sup_id).await;
+    let reply = act(
+        &mut sup,
+        id,
+        EscalationAction::Resolve {
+            outcome: "ok".into(),
+        },
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+    let resolve = receiver.next(20).await.json();
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(
+        resolve["dedup_key"], trigger["dedup_key"],
+        "the same incident"
+    );
 }
