@@ -161,7 +161,53 @@ test("the staff console installs, subscribes, survives a reload and counts what 
     await sup.locator("#queue-list > li").first().waitFor();
     assert.equal(await sup.evaluate(() => location.hash), "", "the link is tidied away");
 
-    const problems = [...supervisor.problems, ...participant.problems, ...admin.problems];
+    // A push reaching the worker becomes a content-free notification with an
+    // Acknowledge action (delivered through the debugging protocol, as the browser's
+    // push service would).
+    const cdp = await supervisor.context.newCDPSession(sup);
+    const registrations = [];
+    cdp.on("ServiceWorker.workerRegistrationUpdated", (ev) => registrations.push(...ev.registrations));
+    await cdp.send("ServiceWorker.enable");
+    for (let i = 0; i < 50 && !registrations.some((r) => r.scopeURL === `${origin}/staff/`); i += 1) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const registration = registrations.find((r) => r.scopeURL === `${origin}/staff/`);
+    assert.ok(registration, "the staff worker is registered");
+    await cdp.send("ServiceWorker.deliverPushMessage", {
+      origin,
+      registrationId: registration.registrationId,
+      data: JSON.stringify({ escalation: 1, severity: "urgent", group: "Demo drop-in", seconds_left: 75, url: `${origin}/#escalation=1` }),
+    });
+    let shown = [];
+    for (let i = 0; i < 100 && shown.length === 0; i += 1) {
+      shown = await sup.evaluate(async () => {
+        const reg = await navigator.serviceWorker.getRegistration("./staff/");
+        const list = await reg.getNotifications();
+        return list.map((n) => ({ title: n.title, body: n.body, tag: n.tag, actions: n.actions.map((x) => x.action) }));
+      });
+      if (shown.length === 0) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const [notification] = shown;
+    assert.ok(notification, "the worker showed a notification");
+    assert.equal(notification.title, "peerhub: Urgent escalation");
+    assert.equal(notification.body, "In Demo drop-in, 1 min 15 s left. Open to respond, or acknowledge here.");
+    assert.equal(notification.tag, "escalation-1");
+    assert.deepEqual(notification.actions, ["ack"]);
+
+    // "Acknowledge": the worker's own code signs with the key in IndexedDB and
+    // posts to /push/ack; the console sees it taken and the title stops counting.
+    const acked = await sup.evaluate(async () => (await import("/js/staff-notify.js")).acknowledge(1, location.href));
+    assert.deepEqual(acked, { ok: true, status: 200, code: null });
+    await sup.waitForFunction(() => document.title === "peerhub");
+    const again = await sup.evaluate(async () => (await import("/js/staff-notify.js")).acknowledge(1, location.href));
+    assert.deepEqual(again, { ok: false, status: 409, code: "taken" });
+
+    // The one failed request on purpose: the second acknowledgement (409).
+    const problems = [...supervisor.problems, ...participant.problems, ...admin.problems].filter(
+      (text) => !text.includes("status of 409 (Conflict)"),
+    );
     assert.deepEqual(problems, []);
   } finally {
     for (const who of [supervisor, participant, admin, facilitator]) {
