@@ -222,6 +222,13 @@ mod tests {
             store.allow_member(&g, key).unwrap();
             store.allow_member(&h, key).unwrap();
         }
+        let subscription = crate::store::records::PushSubscriptionRecord {
+            endpoint: "https://push.example/1".into(),
+            p256dh: "p".into(),
+            auth: "a".into(),
+            created_ms: 1,
+        };
+        store.put_push_subscription(&me, &subscription).unwrap();
         for (n, used_by) in [(1u8, Some(me)), (2, Some(other)), (3, None)] {
             let invite = InviteRecord {
                 role: InviteRole::Member,
