@@ -91,6 +91,12 @@ test("the staff console installs, subscribes, survives a reload and counts what 
   const admin = await person(browser, "admin");
   const facilitator = await person(browser, "facilitator");
   await supervisor.context.addInitScript(fakePushService, endpoint);
+  // The alarm repeats every 30 s in use; every 400 ms here, so a test can hear it.
+  await supervisor.context.route("**/js/config.js", async (route) => {
+    const response = await route.fetch();
+    const text = (await response.text()).replace(/ALARM_REPEAT_MS = [\d_]+/, "ALARM_REPEAT_MS = 400");
+    await route.fulfill({ response, body: text });
+  });
   const sup = supervisor.page;
   const p = participant.page;
   try {
@@ -137,6 +143,8 @@ test("the staff console installs, subscribes, survives a reload and counts what 
     await p.getByRole("button", { name: "Ask for support" }).click();
     await p.locator("#support-result", { hasText: "Your request for support has been sent" }).waitFor();
     await sup.waitForFunction(() => document.title === "(1) peerhub");
+    // While it waits, the console sounds its alarm again (and says so).
+    await sup.locator("#alerts-status", { hasText: /Alarm repeated at .*: 1 waiting/ }).waitFor();
     const deadline = Date.now() + 15_000;
     while (!pushes.some((x) => x.url === "/push/supervisor-phone") && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));

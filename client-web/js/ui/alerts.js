@@ -132,9 +132,15 @@ export function createAlerts({ button, statusEl, onOpen }) {
     get enabled() {
       return enabled;
     },
-    /** The alarm again, while something still waits: sound only. */
-    repeat() {
-      return enabled && chime();
+    /** The alarm again while `waiting` escalations wait: sound only, and said. */
+    repeat(waiting) {
+      if (!enabled) {
+        return false;
+      }
+      const sound = chime();
+      lastAlert = `Alarm repeated at ${formatTime(Date.now())}: ${waiting} waiting${sound ? "" : " (the sound could not play)"}.`;
+      describe();
+      return sound;
     },
     /** Alerts now: { title, body, tag }. Returns what was used. */
     alert({ title, body, tag }) {

@@ -8,12 +8,11 @@
 // no page), this browser's push subscription and its `push` command, document.title,
 // the alarm repeat, and #push-status / #rota-reach (who nobody can reach).
 
+import { ALARM_REPEAT_MS } from "../config.js";
 import { fromBase64Url, toBase64Url } from "../encoding.js";
 import { EscalationStatus, Kind, pushPayload } from "../protocol.js";
 import { byId } from "./dom.js";
 
-/** How often the console's alarm sounds again while an escalation waits. */
-export const ALARM_REPEAT_MS = 30_000;
 const BASE_TITLE = "peerhub";
 
 export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscalation }) {
@@ -151,8 +150,9 @@ export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscala
     setTimeout(() => install(), 0);
   });
   setInterval(() => {
-    if (desk.isStaff() && waiting() > 0) {
-      alerts.repeat();
+    const n = desk.isStaff() ? waiting() : 0;
+    if (n > 0) {
+      alerts.repeat(n);
     }
   }, ALARM_REPEAT_MS);
   renderTitle();
