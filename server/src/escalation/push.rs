@@ -1,6 +1,8 @@
 //! Web Push to staff devices: RFC 8030 delivery, RFC 8291 message encryption
-//! (`aes128gcm`), RFC 8292 VAPID, all through `web-push-native` (pure Rust,
-//! RustCrypto); nothing here implements cryptography.
+//! (`aes128gcm`) through `web-push-native`, RFC 8292 VAPID with an ES256 JWT signed
+//! by `p256`'s ECDSA (both pure Rust, RustCrypto). Nothing here implements
+//! cryptography: this module only lays out the JWT (base64url JSON) around the
+//! signature the crate makes.
 //!
 //! The hub's VAPID key pair is made once and kept in the store (`meta`
 //! `vapid_secret`). Subscriptions are kept per key (`store::push`). A push says only
@@ -10,12 +12,10 @@
 
 use std::time::Duration;
 
+use p256::ecdsa::signature::Signer as _;
 use peerhub_protocol::encoding::{b64, unb64};
 use peerhub_protocol::escalation::Severity;
-use web_push_native::jwt_simple::prelude::{
-    Claims, ECDSAP256KeyPairLike as _, ECDSAP256PublicKeyLike as _, ES256KeyPair,
-};
-use web_push_native::{p256, Auth, WebPushBuilder};
+use web_push_native::{Auth, WebPushBuilder};
 
 use super::alerts::AlertSummary;
 use crate::store::records::PushSubscriptionRecord;
@@ -49,7 +49,7 @@ impl PushOutcome {
 
 /// Sends pushes signed with the hub's VAPID key.
 pub struct PushSender {
-    keys: ES256KeyPair,
+    keys: p256::ecdsa::SigningKey,
     contact: String,
     client: reqwest::Client,
 }
@@ -79,10 +79,10 @@ impl PushSender {
     /// The sender for the hub's VAPID key pair, made and stored on first use.
     /// `None` if the stored key cannot be read as a P-256 key (logged).
     pub fn from_store(store: &Store, contact: String) -> Result<Option<Self>, StoreError> {
-        let secret = store.vapid_secret(|| ES256KeyPair::generate().to_bytes())?;
-        match ES256KeyPair::from_bytes(&secret) {
-            Ok(keys) => Ok(Some(Self {
-                keys,
+        let secret = store.vapid_secret(new_secret)?;
+        match p256::SecretKey::from_slice(&secret) {
+            Ok(secret) => Ok(Some(Self {
+                keys: p256::ecdsa::SigningKey::from(secret),
                 contact,
                 client: super::pager::http_client(),
             })),
@@ -96,7 +96,7 @@ impl PushSender {
     /// The public key as `pushManager.subscribe` takes it: the uncompressed
     /// P-256 point, base64url.
     pub fn public_key_b64(&self) -> String {
-        b64(&self.keys.public_key().public_key().to_bytes_uncompressed())
+        b64(self.keys.verifying_key().to_encoded_point(false).as_bytes())
     }
 
     /// The `Authorization: vapid t=…, k=…` value for a push to `endpoint`
@@ -104,10 +104,22 @@ impl PushSender {
     fn vapid(&self, endpoint: &http::Uri) -> Option<String> {
         let scheme = endpoint.scheme_str()?;
         let authority = endpoint.authority()?;
-        let claims = Claims::create(TOKEN_LIFETIME.into())
-            .with_audience(format!("{scheme}://{authority}"))
-            .with_subject(&self.contact);
-        let token = self.keys.sign(claims).ok()?;
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .saturating_add(TOKEN_LIFETIME)
+            .as_secs();
+        let header = b64(br#"{"typ":"JWT","alg":"ES256"}"#);
+        let claims = serde_json::json!({
+            "aud": format!("{scheme}://{authority}"),
+            "exp": exp,
+            "sub": self.contact,
+        });
+        let claims = b64(serde_json::to_string(&claims).ok()?.as_bytes());
+        let signing_input = format!("{header}.{claims}");
+        // ES256 (RFC 7518 §3.4): ECDSA P-256 with SHA-256, the signature as r ‖ s.
+        let signature: p256::ecdsa::Signature = self.keys.sign(signing_input.as_bytes());
+        let token = format!("{signing_input}.{}", b64(&signature.to_bytes()));
         Some(format!("vapid t={token}, k={}", self.public_key_b64()))
     }
 
@@ -173,5 +185,31 @@ impl PushSender {
         // One topic per escalation: a repeat replaces an undelivered earlier push.
         headers.insert("topic", format!("esc{escalation}").parse().ok()?);
         Some(request)
+    }
+}
+
+/// 32 random bytes that are a valid P-256 private key (all but about 2^-32 of
+/// draws are; a few tries are plenty).
+fn new_secret() -> Result<Vec<u8>, String> {
+    let mut bytes = [0u8; 32];
+    for _ in 0..16 {
+        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the VAPID key: {e}"))?;
+        if p256::SecretKey::from_slice(&bytes).is_ok() {
+            return Ok(bytes.to_vec());
+        }
+    }
+    Err("no valid VAPID key in 16 draws".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_secret_is_a_p256_key() {
+        let secret = new_secret().unwrap();
+        assert_eq!(secret.len(), 32);
+        assert!(p256::SecretKey::from_slice(&secret).is_ok());
+        assert_ne!(secret, new_secret().unwrap());
     }
 }

@@ -12,12 +12,18 @@ pub const MAX_SUBSCRIPTIONS_PER_KEY: usize = 8;
 
 impl Store {
     /// The hub's VAPID private key, made by `make` and stored (durably) on first use.
-    pub fn vapid_secret(&self, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    pub fn vapid_secret(
+        &self,
+        make: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, StoreError> {
         let _writing = self.writing();
         if let Some(secret) = self.meta.get("vapid_secret")? {
             return Ok(secret.to_vec());
         }
-        let secret = make();
+        let secret = make().map_err(|reason| StoreError::Corrupt {
+            tree: "meta",
+            reason,
+        })?;
         self.meta.insert("vapid_secret", secret.as_slice())?;
         self.db.flush()?;
         Ok(secret)
@@ -139,8 +145,8 @@ mod tests {
     fn the_vapid_secret_is_made_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let first = store.vapid_secret(|| vec![7; 32]).unwrap();
-        let second = store.vapid_secret(|| vec![8; 32]).unwrap();
+        let first = store.vapid_secret(|| Ok(vec![7; 32])).unwrap();
+        let second = store.vapid_secret(|| Ok(vec![8; 32])).unwrap();
         assert_eq!(first, vec![7; 32]);
         assert_eq!(second, first);
     }
