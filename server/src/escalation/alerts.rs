@@ -335,10 +335,13 @@ impl AlertTask {
                     (push.clone(), self.store.clone(), payload.clone(), *key);
                 let (id, severity, metrics) = (summary.id, summary.severity, self.metrics.clone());
                 let repeat = self.settings.push_repeat;
+                let stop = self.stop.clone();
                 self.tracker.spawn(async move {
-                    let outcome = push
-                        .send(&subscription, &payload, severity, id, repeat)
-                        .await;
+                    // A push in flight does not hold up the hub's shutdown.
+                    let outcome = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        outcome = push.send(&subscription, &payload, severity, id, repeat) => outcome,
+                    };
                     metrics.alert_sent("push", outcome.as_str());
                     if outcome == PushOutcome::Gone {
                         tracing::info!(escalation = id, "push subscription gone; removed");

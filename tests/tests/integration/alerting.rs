@@ -535,6 +535,13 @@ async fn a_subscription_the_push_service_says_is_gone_is_removed() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(left, 0, "{gone}: the subscription is removed");
+        let (_, _, metrics) = super::http::get(scene.server.addr, "/metrics", "").await;
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "peerhub_alerts_total{channel=\"push\",outcome=\"gone\"} 1"),
+            "{metrics}"
+        );
         // And no more pushes go to it.
         assert!(service
             .try_next(4 * REPEAT.as_millis() as u64)
