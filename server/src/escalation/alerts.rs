@@ -119,6 +119,15 @@ impl Alerts {
             .clone()
             .map(|p| Pager::new(p, hub_seed, tracker, stop.clone()));
         let push = PushSender::from_store(&store, settings.push_contact.clone())?.map(Arc::new);
+        let contact_ok = settings.push_contact.starts_with("mailto:")
+            || settings.push_contact.starts_with("https://");
+        if !contact_ok {
+            // Some push services refuse a VAPID `sub` that is neither (RFC 8292 §2.1).
+            tracing::warn!(
+                "escalation.push_contact is not set and the public URL is not https: \
+                 some push services will refuse this hub's pushes"
+            );
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let has_pager = pager.is_some();
         let task = AlertTask {
