@@ -54,6 +54,8 @@ import { initHelplines } from "./ui/helplines.js";
 import { createJoinView, createNameMemory } from "./ui/join-view.js";
 import { createOnCallIndicator } from "./ui/on-call.js";
 import { createSupervisorView } from "./ui/supervisor-view.js";
+import { createStaffApp } from "./ui/staff-app.js";
+import { readStaffPrefs, writeStaffPrefs } from "./staff-prefs.js";
 import { NOTICE_TITLE } from "./ui/support-words.js";
 import { clearNotice, clearNoticeIf, initNotices, showNotice } from "./ui/notices.js";
 import { initQuickExit } from "./ui/quick-exit.js";
@@ -124,10 +126,36 @@ function route(link, { initial = false } = {}) {
 function showConsole() {
   views.supervisor.show();
   showView("supervisor");
+  writeStaffPrefs({ console: true });
+}
+
+// A console link (#console, #escalation=<id>, or the console open before a reload)
+// waits for login: only then is it known whether this key is staff.
+let consoleWanted = null;
+
+function openConsoleLink() {
+  if (!consoleWanted || !desk?.isStaff()) {
+    return;
+  }
+  const { escalation } = consoleWanted;
+  consoleWanted = null;
+  writeLink({});
+  showConsole();
+  if (escalation !== null) {
+    // The queue may still be loading: try again for a little while.
+    let tries = 0;
+    const focus = () => {
+      if (!views.supervisor.focusEscalation(escalation) && (tries += 1) < 20) {
+        setTimeout(focus, 250);
+      }
+    };
+    focus();
+  }
 }
 
 /** Back from the console: to the group if one is open, else the start. */
 function leaveConsole() {
+  writeStaffPrefs({ console: false });
   if (session && session.state !== SessionState.FAILED) {
     showView("group", { focus: false });
     views.group.focusStage();
@@ -378,6 +406,16 @@ async function boot() {
     }),
   };
   onCall = createOnCallIndicator({ desk, connection, onOpen: showConsole });
+  createStaffApp({
+    desk,
+    connection,
+    alerts: views.supervisor.alerts,
+    nameFor,
+    onOpenEscalation: (id) => {
+      consoleWanted = { escalation: id };
+      openConsoleLink();
+    },
+  });
 
   // How a request for support is going: on the group screen when it shows that group.
   connection.addEventListener("support", (ev) => {
@@ -394,6 +432,7 @@ async function boot() {
     views.start.setRoles(ev.detail.roles);
     onCall.render();
     redeemInvite();
+    openConsoleLink();
   });
   connection.addEventListener("shutdown", () => showNotice(sentenceFor("shutting_down")));
   connection.addEventListener("server-error", (ev) => {
@@ -401,7 +440,15 @@ async function boot() {
   });
   connection.addEventListener("fatal", (ev) => showNotice(sentenceFor(ev.detail.code), "error"));
 
-  globalThis.addEventListener("hashchange", () => route(readLink()));
+  globalThis.addEventListener("hashchange", () => {
+    const link = readLink();
+    if (link.console) {
+      consoleWanted = { escalation: link.escalation };
+      openConsoleLink();
+      return;
+    }
+    route(link);
+  });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") {
       connection.wake();
@@ -413,7 +460,11 @@ async function boot() {
     }
   });
 
-  route(readLink(), { initial: true });
+  const first = readLink();
+  if (first.console || (readStaffPrefs().console && !first.group && !first.invite)) {
+    consoleWanted = { escalation: first.escalation };
+  }
+  route(first, { initial: true });
   connection.start();
 }
 

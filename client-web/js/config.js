@@ -61,6 +61,9 @@ export const COUNTDOWN_TICK_MS = 1000;
 /** How often the on-call indicator re-reads the rota (windows start and end). */
 export const ROTA_REFRESH_MS = 60_000;
 
+/** How often the staff console sounds its alarm again while an escalation waits. */
+export const ALARM_REPEAT_MS = 30_000;
+
 /** Default length of a new rota window an admin adds, in hours. */
 export const ROTA_DEFAULT_HOURS = 8;
 

@@ -13,9 +13,13 @@ export function readLink(hash = globalThis.location.hash) {
   const params = new URLSearchParams(String(hash).replace(/^#/, ""));
   const invite = params.get("invite");
   const group = params.get("group");
+  const escalation = Number(params.get("escalation"));
   return {
     invite: invite && invite.length <= 512 ? invite : null,
     group: group || null,
+    // Staff console links (a notification's): #escalation=<id>, #console.
+    escalation: Number.isSafeInteger(escalation) && escalation > 0 ? escalation : null,
+    console: params.has("console") || params.has("escalation"),
   };
 }
 

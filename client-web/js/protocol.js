@@ -29,6 +29,7 @@ export const Kind = Object.freeze({
   FLAG: "flag",
   ESCALATION: "escalation",
   ROTA: "rota",
+  PUSH: "push",
 });
 
 /** Roles a key can hold (frame.rs `Role`). */
@@ -246,6 +247,16 @@ export function flagPayload(group, fields, counter, ts) {
 /** A supervisor's step on an escalation (`EscalationActPayload`); see `EscalationAct`. */
 export function escalationActPayload(escalation, action, counter, ts) {
   return { escalation, action, counter, ts };
+}
+
+/** A Web Push subscription of this browser (`PushPayload`). */
+export function pushPayload(action, subscription, counter, ts) {
+  const payload = { action, endpoint: subscription.endpoint };
+  if (action === "subscribe") {
+    payload.p256dh = subscription.p256dh;
+    payload.auth = subscription.auth;
+  }
+  return { ...payload, counter, ts };
 }
 
 /** The whole new on-call rota (`RotaPayload`): [{ supervisor, start_ms, end_ms, level }]. */

@@ -55,6 +55,8 @@ pub enum Kind {
     Escalation,
     /// Replace the on-call rota.
     Rota,
+    /// Add or remove a Web Push subscription.
+    Push,
     /// An operator's command on the hub (backup, export, erase), signed with the
     /// hub's own key for the audit chain; never sent by a client.
     Admin,
@@ -78,6 +80,7 @@ impl Kind {
             Self::Flag => "flag",
             Self::Escalation => "escalation",
             Self::Rota => "rota",
+            Self::Push => "push",
             Self::Admin => "admin",
         }
     }

@@ -201,6 +201,20 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Add or remove a Web Push subscription (supervisors, admins).
+    Push {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `push`.
+        env: SignedEnvelope,
+    },
+    /// How on-call staff are reached away from the console (supervisors, admins).
+    Alerting {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -224,6 +238,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "escalation_detail",
     "set_rota",
     "rota",
+    "push",
+    "alerting",
 ];
 
 impl ClientFrame {
@@ -248,7 +264,9 @@ impl ClientFrame {
             | Self::Escalations { id, .. }
             | Self::EscalationDetail { id, .. }
             | Self::SetRota { id, .. }
-            | Self::Rota { id } => *id,
+            | Self::Rota { id }
+            | Self::Push { id, .. }
+            | Self::Alerting { id } => *id,
         }
     }
 
@@ -807,6 +825,23 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// Its entries.
         entries: Vec<crate::escalation::RotaEntry>,
+    },
+    /// Reply to `alerting`: how on-call staff are reached away from the console.
+    Alerting {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The hub's VAPID public key (uncompressed P-256 point, base64url), for
+        /// `pushManager.subscribe`; absent when Web Push is off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vapid_key: Option<String>,
+        /// Push subscriptions the asking key has.
+        subscriptions: u32,
+        /// Whether a pager hook is configured.
+        pager: bool,
+        /// Supervisors on the rota nobody can reach away from the console (no push
+        /// subscription, no pager). Admins only; empty for a supervisor.
+        unreachable: Vec<crate::PublicKey>,
     },
     /// Records about the logged-in key, or a record just written.
     Records {

@@ -599,6 +599,38 @@ pub struct RotaPayload {
 }
 counted!(RotaPayload);
 
+/// What a `push` envelope does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushAction {
+    /// Store the subscription (or refresh it).
+    Subscribe,
+    /// Remove it.
+    Unsubscribe,
+}
+
+/// `push`: add or remove a Web Push subscription of the signer's browser
+/// (supervisors, admins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushPayload {
+    /// Subscribe or unsubscribe.
+    pub action: PushAction,
+    /// The push service URL from `PushSubscription.endpoint`.
+    pub endpoint: String,
+    /// The subscription's P-256 key (`getKey("p256dh")`, base64url); subscribe only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p256dh: Option<String>,
+    /// The subscription's auth secret (`getKey("auth")`, base64url); subscribe only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(PushPayload);
+
 /// `admin`: an operator's command carried out by the hub, signed with the hub's own
 /// key and kept in the audit chain (never sent by a client).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

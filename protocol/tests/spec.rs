@@ -42,8 +42,8 @@ use peerhub_protocol::ids::MAX_GROUP_ID_LEN;
 use peerhub_protocol::payload::{
     AdminPayload, AgreePayload, AuthPayload, ControlAction, ControlPayload, CreateGroupPayload,
     EscalationActPayload, EscalationAction, FlagPayload, GroupKind, InvitePayload, InviteRole,
-    JoinPayload, PostPayload, RecordPayload, RedeemPayload, ReportPayload, Retention, RotaPayload,
-    SessionWindow, StepOutPayload,
+    JoinPayload, PostPayload, PushAction, PushPayload, RecordPayload, RedeemPayload, ReportPayload,
+    Retention, RotaPayload, SessionWindow, StepOutPayload,
 };
 use peerhub_protocol::{limits, ErrorCode, GroupId, ProtocolError};
 use serde::Serialize;
@@ -337,6 +337,8 @@ fn client_variant(frame: &ClientFrame) -> (&'static str, Option<Kind>) {
         ClientFrame::EscalationDetail { .. } => ("escalation_detail", None),
         ClientFrame::SetRota { .. } => ("set_rota", Some(Kind::Rota)),
         ClientFrame::Rota { .. } => ("rota", None),
+        ClientFrame::Push { .. } => ("push", Some(Kind::Push)),
+        ClientFrame::Alerting { .. } => ("alerting", None),
     }
 }
 
@@ -348,7 +350,8 @@ fn client_env(frame: &ClientFrame) -> Option<(&SignedEnvelope, Option<&GroupId>)
         | ClientFrame::CreateGroup { env, .. }
         | ClientFrame::Invite { env, .. }
         | ClientFrame::Escalation { env, .. }
-        | ClientFrame::SetRota { env, .. } => Some((env, None)),
+        | ClientFrame::SetRota { env, .. }
+        | ClientFrame::Push { env, .. } => Some((env, None)),
         ClientFrame::Join { group, env, .. }
         | ClientFrame::Post { group, env, .. }
         | ClientFrame::Agree { group, env, .. }
@@ -361,7 +364,8 @@ fn client_env(frame: &ClientFrame) -> Option<(&SignedEnvelope, Option<&GroupId>)
         | ClientFrame::Records { .. }
         | ClientFrame::Escalations { .. }
         | ClientFrame::EscalationDetail { .. }
-        | ClientFrame::Rota { .. } => None,
+        | ClientFrame::Rota { .. }
+        | ClientFrame::Alerting { .. } => None,
     }
 }
 
@@ -448,6 +452,11 @@ fn every_client_frame() -> Vec<ClientFrame> {
             env: env(Kind::Rota),
         },
         ClientFrame::Rota { id },
+        ClientFrame::Push {
+            id,
+            env: env(Kind::Push),
+        },
+        ClientFrame::Alerting { id },
     ]
 }
 
@@ -475,6 +484,7 @@ fn server_variant(frame: &ServerFrame) -> &'static str {
         ServerFrame::SupportNotice { .. } => "support_notice",
         ServerFrame::Coverage { .. } => "coverage",
         ServerFrame::Rota { .. } => "rota",
+        ServerFrame::Alerting { .. } => "alerting",
         ServerFrame::Error { .. } => "error",
         ServerFrame::Shutdown { .. } => "shutdown",
     }
@@ -733,6 +743,13 @@ fn every_server_frame() -> Vec<ServerFrame> {
         ServerFrame::Rota {
             id,
             entries: vec![rota_entry()],
+        },
+        ServerFrame::Alerting {
+            id,
+            vapid_key: Some("k".into()),
+            subscriptions: 1,
+            pager: false,
+            unreachable: vec![someone()],
         },
     ]
 }
@@ -1013,6 +1030,14 @@ fn full_payload(kind: Kind) -> Value {
             counter,
             ts,
         }),
+        Kind::Push => serde_json::to_value(PushPayload {
+            action: PushAction::Subscribe,
+            endpoint: "https://push.example/1".into(),
+            p256dh: Some("p".into()),
+            auth: Some("a".into()),
+            counter,
+            ts,
+        }),
         Kind::Admin => serde_json::to_value(AdminPayload {
             action: "export".into(),
             subject: Some(someone()),
@@ -1116,6 +1141,10 @@ fn parse_payload(kind: Kind, payload: &str) -> Result<Option<GroupId>, ProtocolE
         }
         Kind::Rota => {
             probe.payload_as::<RotaPayload>()?;
+            None
+        }
+        Kind::Push => {
+            probe.payload_as::<PushPayload>()?;
             None
         }
         Kind::Flag => Some(probe.payload_as::<FlagPayload>()?.group),

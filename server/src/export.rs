@@ -29,7 +29,8 @@
 //!   "account": {
 //!     "roles": ["facilitator"],
 //!     "first_granted_ms": 1713000000000,
-//!     "counter": 42
+//!     "counter": 42,
+//!     "push_subscriptions": [{"endpoint": "https://push.example/...", "created_ms": 1713000000000}]
 //!   },
 //!   "memberships": [{
 //!     "group": "circle",
@@ -76,8 +77,9 @@
 //! ```
 //!
 //! - `account` — from the key's account record: the roles it holds, when its
-//!   first role was granted (`null`: never), and the last replay counter accepted
-//!   from it (0: none).
+//!   first role was granted (`null`: never), the last replay counter accepted
+//!   from it (0: none), and the Web Push subscriptions held for its browsers (staff
+//!   only): each push service URL and when it was stored.
 //! - `memberships` — by group id, every group the key has joined: the group's title
 //!   (`null` if the group record is gone), the display names the hub holds (it keeps
 //!   only the latest join's name, so this is one name), when it first joined, its
@@ -182,6 +184,13 @@ struct Account {
     roles: Vec<Role>,
     first_granted_ms: Option<u64>,
     counter: u64,
+    push_subscriptions: Vec<PushSubscription>,
+}
+
+#[derive(Debug, Serialize)]
+struct PushSubscription {
+    endpoint: String,
+    created_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -283,6 +292,14 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
             .unwrap_or_default(),
         first_granted_ms: account.map(|a| a.created_ms),
         counter: store.counter(key)?,
+        push_subscriptions: store
+            .push_subscriptions(key)?
+            .into_iter()
+            .map(|s| PushSubscription {
+                endpoint: s.endpoint,
+                created_ms: s.created_ms,
+            })
+            .collect(),
     };
 
     let mut memberships = Vec::new();
@@ -512,7 +529,7 @@ mod tests {
                 "format": "peerhub-export/1",
                 "key": key.to_b64(),
                 "exported_ms": 1234,
-                "account": {"roles": [], "first_granted_ms": null, "counter": 0},
+                "account": {"roles": [], "first_granted_ms": null, "counter": 0, "push_subscriptions": []},
                 "memberships": [],
                 "messages": [],
                 "records": [],
@@ -531,6 +548,17 @@ mod tests {
         let g = GroupId::parse("g").unwrap();
         store.grant_role(&my_key, Role::Supervisor, 7).unwrap();
         store.raise_counter(&my_key, 41).unwrap();
+        store
+            .put_push_subscription(
+                &my_key,
+                &crate::store::records::PushSubscriptionRecord {
+                    endpoint: "https://push.example/mine".into(),
+                    p256dh: "p".into(),
+                    auth: "a".into(),
+                    created_ms: 8,
+                },
+            )
+            .unwrap();
         for (s, name) in [(&me, "Wren"), (&other, "Otherperson")] {
             let member = MemberRecord {
                 key: key_of(s),
@@ -654,6 +682,10 @@ mod tests {
         assert_eq!(doc["account"]["roles"], serde_json::json!(["supervisor"]));
         assert_eq!(doc["account"]["first_granted_ms"], 7);
         assert_eq!(doc["account"]["counter"], 41);
+        assert_eq!(
+            doc["account"]["push_subscriptions"],
+            serde_json::json!([{"endpoint": "https://push.example/mine", "created_ms": 8}])
+        );
         let membership = &doc["memberships"][0];
         assert_eq!(membership["display_names"], serde_json::json!(["Wren"]));
         assert_eq!(membership["status"]["muted_until_ms"], 99);

@@ -47,6 +47,8 @@ pub struct Hub {
     pub replay: ReplayGuard,
     /// The escalation router.
     pub router: crate::escalation::RouterHandle,
+    /// Out-of-band alerting (pagers, Web Push) and its reachability status.
+    pub alerts: crate::escalation::alerts::Alerts,
     /// Live group tasks.
     pub groups: GroupRegistry,
     /// Cancelled once, when the server starts stopping. Every task selects on it.

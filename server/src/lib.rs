@@ -162,6 +162,28 @@ impl Server {
         // stops with the group tasks.
         let router_stop = CancellationToken::new();
         let (staff_notices, staff_line) = escalation::staff::StaffNotices::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = config
+            .public_url
+            .clone()
+            .map(|url| url.trim_end_matches('/').to_string() + "/")
+            .unwrap_or_else(|| format!("{scheme}://{local_addr}/"));
+        let alerts = escalation::alerts::Alerts::start(
+            store.clone(),
+            clock.clone(),
+            escalation::alerts::AlertSettings {
+                pager: config.escalation.pager(),
+                push_repeat: config.escalation.push_repeat,
+                push_contact: Some(config.escalation.push_contact.clone())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| base_url.clone()),
+                base_url: base_url.clone(),
+            },
+            store.hub_signing_seed()?,
+            &groups,
+            router_stop.clone(),
+            metrics.clone(),
+        )?;
         let router = escalation::EscalationRouter::start(
             store.clone(),
             committer.clone(),
@@ -173,8 +195,10 @@ impl Server {
             metrics.clone(),
             staff_notices,
             limits::FlagLimits::new(&config.limits),
+            alerts.clone(),
         )?;
         let hub = Arc::new(Hub {
+            alerts,
             router,
             replay: ReplayGuard::new(store.clone()),
             groups: GroupRegistry::new(
@@ -206,12 +230,6 @@ impl Server {
                 conformance_echo: config.conformance_echo,
             },
         });
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let base_url = config
-            .public_url
-            .clone()
-            .map(|url| url.trim_end_matches('/').to_string() + "/")
-            .unwrap_or_else(|| format!("{scheme}://{local_addr}/"));
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
         let control_path = config.data_dir.join(admin::SOCKET);
         match transport::control::bind(&control_path) {

@@ -21,6 +21,8 @@
 //! | `peerhub_escalations_unacknowledged` | gauge | escalations nobody has acknowledged |
 //! | `peerhub_escalation_oldest_unacknowledged_seconds` | gauge | age of the oldest of those (0 if none): **alert on this** |
 //! | `peerhub_store_bytes` | gauge | the store's size on disk |
+//! | `peerhub_oncall_unreachable` | gauge | supervisors on the rota with no push subscription, when no pager is set: **alert on this** |
+//! | `peerhub_alerts_total{channel,outcome}` | counter | pushes sent out of band, by outcome (`delivered`, `gone`, `failed`) |
 
 use std::sync::Mutex;
 
@@ -67,6 +69,9 @@ pub struct Metrics {
     oldest_unacknowledged: Gauge,
     store_bytes: IntGauge,
     escalations: Mutex<EscalationSummary>,
+    /// Supervisors on the rota nobody can reach away from the console.
+    pub oncall_unreachable: IntGauge,
+    alerts: IntCounterVec,
 }
 
 /// What a scrape reads from the rest of the hub.
@@ -148,7 +153,22 @@ impl Metrics {
         .expect("a valid metric");
         r.register(Box::new(oldest_unacknowledged.clone()))
             .expect("once");
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "peerhub_alerts_total",
+                "Out-of-band alerts sent, by channel and outcome.",
+            ),
+            &["channel", "outcome"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(alerts.clone())).expect("once");
         Self {
+            oncall_unreachable: gauge(
+                &r,
+                "peerhub_oncall_unreachable",
+                "Supervisors on the rota with no push subscription and no pager.",
+            ),
+            alerts,
             messages: counter(&r, "peerhub_messages_total", "Messages accepted."),
             frames_sent: counter(
                 &r,
@@ -190,6 +210,11 @@ impl Metrics {
     /// Counts a refused request.
     pub fn rejected(&self, code: &str) {
         self.rejected.with_label_values(&[code]).inc();
+    }
+
+    /// Counts an out-of-band alert.
+    pub fn alert_sent(&self, channel: &str, outcome: &str) {
+        self.alerts.with_label_values(&[channel, outcome]).inc();
     }
 
     /// The rate-limit hit counter, labelled `limit`, for [`crate::limits::Limits`].

@@ -482,6 +482,7 @@ impl Session {
                 | ClientFrame::Record { .. }
                 | ClientFrame::Escalation { .. }
                 | ClientFrame::SetRota { .. }
+                | ClientFrame::Push { .. }
         );
         if signed_command {
             self.hub.limits.command(&self.user()?.key)?;
@@ -642,6 +643,20 @@ impl Session {
                     ticket,
                 };
                 self.hub.router.send(command).await
+            }
+            ClientFrame::Push { id, env } => {
+                let payload: peerhub_protocol::payload::PushPayload =
+                    self.admit(&env, Kind::Push, None)?;
+                let key = self.user()?.key;
+                crate::escalation::subscriptions::push_command(&self.hub, &key, payload).await?;
+                self.reply(ws, &ServerFrame::Ok { id }).await;
+                Ok(())
+            }
+            ClientFrame::Alerting { id } => {
+                let key = self.user()?.key;
+                let frame = crate::escalation::subscriptions::alerting_frame(&self.hub, &key, id)?;
+                self.reply(ws, &frame).await;
+                Ok(())
             }
             ClientFrame::Records { id } => {
                 let key = self.user()?.key;

@@ -327,3 +327,42 @@ fn environment_values_take_their_keys_types() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("PEERHUB_DEMO"), "{}", stderr(&out));
 }
+
+#[test]
+fn alerting_settings_are_checked_and_the_pager_key_is_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "a.toml",
+        "[escalation]\npager_url = \"https://events.pagerduty.com/v2/enqueue\"\n\
+         pager_format = \"pagerduty\"\npager_key = \"r0ut1ng-s3cr3t\"\n\
+         push_contact = \"mailto:oncall@example.org\"\n",
+    );
+    let out = check(
+        &[("PEERHUB_ESCALATION_PUSH_REPEAT_SECS", "45")],
+        &["--config", &file],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(value(&out, "escalation", "pager_format"), "\"pagerduty\"");
+    assert_eq!(value(&out, "escalation", "pager_key"), "\"(hidden)\"");
+    assert_eq!(value(&out, "escalation", "push_repeat_secs"), "45");
+    assert!(!stdout(&out).contains("s3cr3t"));
+    for (env, key) in [
+        ("PEERHUB_ESCALATION_PAGER_FORMAT", "escalation.pager_format"),
+        ("PEERHUB_ESCALATION_PUSH_CONTACT", "escalation.push_contact"),
+        (
+            "PEERHUB_ESCALATION_PUSH_REPEAT_SECS",
+            "escalation.push_repeat_secs",
+        ),
+    ] {
+        let bad = if env.ends_with("SECS") {
+            "0"
+        } else {
+            "pagerdooty"
+        };
+        let out = check(&[(env, bad)], &[]);
+        assert_eq!(out.status.code(), Some(2), "{env}={bad}");
+        let said = stderr(&out) + &stdout(&out);
+        assert!(said.contains(key), "{said}");
+    }
+}

@@ -58,6 +58,7 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Escalations { id, .. }
         | ServerFrame::EscalationDetail { id, .. }
         | ServerFrame::Rota { id, .. }
+        | ServerFrame::Alerting { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }

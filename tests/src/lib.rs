@@ -7,17 +7,24 @@
 //!   own temporary data folder; restartable on the same folder.
 //! - [`ProcessServer`] — the real `peerhub` binary as a child process (for signals
 //!   and `kill -9`).
+//! - [`HttpReceiver`] — a loopback HTTP server standing in for a pager or a Web
+//!   Push service; the test picks each answer's status.
+//! - [`webpush::PushSubscriber`] — a browser's push keys: decrypts pushes and checks
+//!   their VAPID header independently of the hub's crate.
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
 pub mod client;
 pub mod identity;
 pub mod process;
+pub mod receiver;
 pub mod server;
+pub mod webpush;
 
 pub use client::{Client, Closed};
 pub use identity::Identity;
 pub use process::ProcessServer;
+pub use receiver::HttpReceiver;
 pub use server::TestServer;
 
 /// How long a test waits for a frame before failing.

@@ -10,12 +10,32 @@
 // screen.
 
 import { sentenceFor } from "../errors.js";
+import { readStaffPrefs, writeStaffPrefs } from "../staff-prefs.js";
 import { formatTime } from "./dom.js";
 
 export function createAlerts({ button, statusEl, onOpen }) {
   let audio = null;
   let enabled = false;
   let lastAlert = null;
+
+  const Context = () => globalThis.AudioContext ?? globalThis.webkitAudioContext;
+
+  // Turned on before a reload: on again. The browser lets sound start only after
+  // the person's next click or key press in the page, so it is armed for that.
+  if (readStaffPrefs().alerts) {
+    enabled = true;
+    button.textContent = "Sound and notifications are on";
+    button.classList.add("secondary");
+    const arm = () => {
+      const AudioContext = Context();
+      if (AudioContext) {
+        audio = audio ?? new AudioContext();
+        audio.resume().catch(() => {}).finally(describe);
+      }
+    };
+    globalThis.addEventListener("pointerdown", arm, { once: true, capture: true });
+    globalThis.addEventListener("keydown", arm, { once: true, capture: true });
+  }
 
   const notificationsSupported = () => typeof globalThis.Notification === "function";
 
@@ -87,15 +107,16 @@ export function createAlerts({ button, statusEl, onOpen }) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const Context = globalThis.AudioContext ?? globalThis.webkitAudioContext;
-      if (Context) {
-        audio = audio ?? new Context();
+      const AudioContext = Context();
+      if (AudioContext) {
+        audio = audio ?? new AudioContext();
         await audio.resume().catch(() => {});
       }
       if (notificationsSupported() && Notification.permission === "default") {
         await Notification.requestPermission().catch(() => "default");
       }
       enabled = true;
+      writeStaffPrefs({ alerts: true });
       chime(); // so the person knows what it sounds like
       button.textContent = "Sound and notifications are on";
       button.classList.add("secondary");
@@ -107,6 +128,20 @@ export function createAlerts({ button, statusEl, onOpen }) {
   describe();
 
   return {
+    /** Whether sound and notifications are turned on. */
+    get enabled() {
+      return enabled;
+    },
+    /** The alarm again while `waiting` escalations wait: sound only, and said. */
+    repeat(waiting) {
+      if (!enabled) {
+        return false;
+      }
+      const sound = chime();
+      lastAlert = `Alarm repeated at ${formatTime(Date.now())}: ${waiting} waiting${sound ? "" : " (the sound could not play)"}.`;
+      describe();
+      return sound;
+    },
     /** Alerts now: { title, body, tag }. Returns what was used. */
     alert({ title, body, tag }) {
       const sound = chime();

@@ -156,9 +156,20 @@ export function createSupervisorView({ desk, connection, identity, signposting, 
   renderQueue();
 
   return {
+    /** Sound and notifications (ui/alerts.js), for the staff app's repeats. */
+    alerts,
     show() {
       renderOnCall();
       renderQueue();
+    },
+    /** Brings one escalation's card into view (opened from a notification). */
+    focusEscalation(id) {
+      const card = cards.get(id);
+      if (card) {
+        card.li.scrollIntoView({ block: "start" });
+        card.li.querySelector("h3, h2, [tabindex]")?.focus?.();
+      }
+      return Boolean(card);
     },
     /** Names may have become known (a group was joined): draw the cards again. */
     refreshNames() {

@@ -79,6 +79,14 @@ pub struct EscalationSection {
     pub helplines: PathBuf,
     /// Pager hook URL (a secret: never printed); empty: none.
     pub pager_url: String,
+    /// Pager format: `generic`, `pagerduty`, `opsgenie` or `ntfy`.
+    pub pager_format: String,
+    /// PagerDuty routing key, Opsgenie API key or ntfy token (a secret).
+    pub pager_key: String,
+    /// Seconds between repeats of a Web Push while its escalation waits.
+    pub push_repeat_secs: u64,
+    /// VAPID contact (`mailto:` or `https:`); empty: the public URL.
+    pub push_contact: String,
     /// What the person a flag is about is told.
     pub support_wording: String,
     /// Phrases that nudge facilitators towards a check-in (empty: no nudges).
@@ -199,6 +207,10 @@ impl Default for FileSettings {
                 concern_deadline_ms: escalation.concern_deadline.as_millis() as u64,
                 helplines: PathBuf::new(),
                 pager_url: String::new(),
+                pager_format: "generic".into(),
+                pager_key: String::new(),
+                push_repeat_secs: escalation.push_repeat.as_secs(),
+                push_contact: String::new(),
                 support_wording: escalation.support_wording.clone(),
                 risk_phrases: config.risk_phrases.clone(),
                 max_kept_flags: escalation.max_kept_flags,
@@ -289,6 +301,10 @@ pub const KEYS: &[&str] = &[
     "escalation.concern_deadline_ms",
     "escalation.helplines",
     "escalation.pager_url",
+    "escalation.pager_format",
+    "escalation.pager_key",
+    "escalation.push_repeat_secs",
+    "escalation.push_contact",
     "escalation.support_wording",
     "escalation.risk_phrases",
     "escalation.max_kept_flags",
@@ -328,7 +344,7 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.
-pub const SECRET_KEYS: &[&str] = &["escalation.pager_url"];
+pub const SECRET_KEYS: &[&str] = &["escalation.pager_url", "escalation.pager_key"];
 
 /// `PEERHUB_*` variables that are not settings: the config file's own path.
 const NOT_SETTINGS: &[&str] = &["PEERHUB_CONFIG"];
@@ -537,6 +553,7 @@ impl FileSettings {
             ("limits.outbox_frames", l.outbox_frames as u64),
             ("store.cache_mb (--store-cache-mb)", self.store.cache_mb),
             ("retention.interval_secs", self.retention.interval_secs),
+            ("escalation.push_repeat_secs", e.push_repeat_secs),
         ] {
             if n == 0 {
                 return Err(ConfigError::Zero(name));
@@ -554,6 +571,21 @@ impl FileSettings {
             || e.pager_url.starts_with("https://");
         if !pager_ok {
             return Err(ConfigError::BadPagerUrl);
+        }
+        let Some(pager_format) = crate::escalation::pager::PagerFormat::parse(&e.pager_format)
+        else {
+            return Err(ConfigError::File(format!(
+                "escalation.pager_format must be one of {}",
+                crate::escalation::pager::PagerFormat::NAMES.join(", ")
+            )));
+        };
+        let contact_ok = e.push_contact.is_empty()
+            || e.push_contact.starts_with("mailto:")
+            || e.push_contact.starts_with("https://");
+        if !contact_ok {
+            return Err(ConfigError::File(
+                "escalation.push_contact must be a mailto: or https: URL (RFC 8292)".into(),
+            ));
         }
         if e.support_wording.trim().is_empty() {
             return Err(ConfigError::File(
@@ -579,6 +611,10 @@ impl FileSettings {
             )));
         }
         config.risk_phrases = e.risk_phrases.clone();
+        config.escalation.pager_format = pager_format;
+        config.escalation.pager_key = Some(e.pager_key.clone()).filter(|k| !k.is_empty());
+        config.escalation.push_repeat = Duration::from_secs(e.push_repeat_secs);
+        config.escalation.push_contact = e.push_contact.clone();
         config.escalation.emergency_deadline = Duration::from_millis(e.emergency_deadline_ms);
         config.escalation.urgent_deadline = Duration::from_millis(e.urgent_deadline_ms);
         config.escalation.concern_deadline = Duration::from_millis(e.concern_deadline_ms);
@@ -639,6 +675,9 @@ impl FileSettings {
         let mut shown = self.clone();
         if !shown.escalation.pager_url.is_empty() {
             shown.escalation.pager_url = "(hidden)".into();
+        }
+        if !shown.escalation.pager_key.is_empty() {
+            shown.escalation.pager_key = "(hidden)".into();
         }
         toml::to_string(&shown).unwrap_or_default()
     }

@@ -13,17 +13,21 @@
 //!                     │ ─deadline─► level 3: every supervisor and admin
 //!                     │ ─deadline─► level 4: the facilitators and the flagger are told
 //!                     │             plainly, with the helplines (it stays open)
-//!                     └──► pager hook (signed POST, retried) at every routing step
+//!                     └──► alerts (content-free summaries): pager formats and Web
+//!                          Push, repeated until acknowledged (see `alerts`)
 //! ```
 //!
 //! Every step is written (and flushed) before anyone hears of it, and written to the
 //! audit chain with the signed command that caused it. At start the router loads
 //! every unresolved escalation and re-arms its deadline, so a restart loses none.
 
-mod pager;
+pub mod alerts;
+pub mod pager;
+pub mod push;
 pub mod rota;
 mod router;
 pub mod staff;
+pub mod subscriptions;
 
 use std::time::Duration;
 
@@ -73,6 +77,14 @@ pub struct EscalationSettings {
     pub page_size: usize,
     /// Bytes of items in one `escalation_detail` page at most (one item always).
     pub detail_page_bytes: usize,
+    /// The pager hook's format.
+    pub pager_format: pager::PagerFormat,
+    /// The pager's routing key, API key or token, if it needs one (a secret).
+    pub pager_key: Option<String>,
+    /// How often a Web Push is re-sent while its escalation waits.
+    pub push_repeat: Duration,
+    /// The VAPID contact (`mailto:` or `https:`); empty: the hub's public URL.
+    pub push_contact: String,
 }
 
 impl Default for EscalationSettings {
@@ -90,11 +102,24 @@ impl Default for EscalationSettings {
             max_context_bytes: 64 * 1024,
             page_size: 100,
             detail_page_bytes: 256 * 1024,
+            pager_format: pager::PagerFormat::Generic,
+            pager_key: None,
+            push_repeat: Duration::from_secs(60),
+            push_contact: String::new(),
         }
     }
 }
 
 impl EscalationSettings {
+    /// The pager hook's settings, if one is configured.
+    pub fn pager(&self) -> Option<pager::PagerSettings> {
+        self.pager_url.as_ref().map(|url| pager::PagerSettings {
+            format: self.pager_format,
+            url: url.clone(),
+            key: self.pager_key.clone(),
+        })
+    }
+
     /// Time to acknowledge a flag of `severity`, at each level.
     pub fn deadline(&self, severity: Severity) -> Duration {
         match severity {

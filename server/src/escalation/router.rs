@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::pager::Pager;
+use super::alerts::{AlertSummary, Alerts};
 use super::{
     reference, rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES,
     DETAIL_PAGE_ITEMS, MAX_FLAGGERS_TOLD,
@@ -176,7 +176,7 @@ pub struct EscalationRouter {
     by_subject: HashMap<(GroupId, PublicKey), u64>,
     rota: Vec<RotaEntry>,
     covered: bool,
-    pager: Option<Pager>,
+    alerts: Alerts,
     metrics: Arc<Metrics>,
     /// The facilitators' `support_asked` notes (`staff.rs`).
     staff: super::staff::StaffNotices,
@@ -227,19 +227,11 @@ impl EscalationRouter {
         metrics: Arc<Metrics>,
         staff: super::staff::StaffNotices,
         flag_limits: FlagLimits,
+        alerts: Alerts,
     ) -> Result<RouterHandle, StoreError> {
         let unresolved = store.unresolved_escalations()?;
         let rota = store.rota()?;
         let secret = store.escalation_reference_secret()?;
-        let pager = match &settings.pager_url {
-            Some(url) => Some(Pager::new(
-                url.clone(),
-                store.hub_signing_seed()?,
-                tracker.clone(),
-                stop.clone(),
-            )),
-            None => None,
-        };
         let (tx, rx) = mpsc::channel(1024);
         let now = clock.now_ms();
         let mut router = Self {
@@ -257,7 +249,7 @@ impl EscalationRouter {
             deadlines: BTreeSet::new(),
             by_subject: HashMap::new(),
             rota,
-            pager,
+            alerts,
             metrics,
             staff,
             flag_limits,
@@ -1220,11 +1212,39 @@ impl EscalationRouter {
         self.notify(&keys, &record.view.group, id, "unanswered", message);
     }
 
+    /// Tells the alerts task (pagers, Web Push) where an escalation now waits.
     fn page(&self, id: u64) {
-        let (Some(pager), Some(record)) = (&self.pager, self.open.get(&id)) else {
-            return;
-        };
-        pager.page(&record.view);
+        if let Some(summary) = self.alert_summary(id) {
+            self.alerts.routed(summary);
+        }
+    }
+
+    /// What an alert may say about an escalation (content-free; see `alerts`).
+    fn alert_summary(&self, id: u64) -> Option<AlertSummary> {
+        Some(self.alert_summary_of(self.open.get(&id)?))
+    }
+
+    /// The same for a record that may no longer be open (just resolved).
+    fn alert_summary_of(&self, record: &EscalationRecord) -> AlertSummary {
+        let view = &record.view;
+        let id = view.id;
+        let group_name = self
+            .store
+            .group(&view.group)
+            .ok()
+            .flatten()
+            .map(|g| g.title)
+            .unwrap_or_else(|| view.group.as_str().to_string());
+        AlertSummary {
+            id,
+            severity: view.severity,
+            group: view.group.clone(),
+            group_name,
+            level: view.level,
+            deadline_ms: view.deadline_ms,
+            created_ms: view.created_ms,
+            to: view.waiting_for.clone(),
+        }
     }
 
     // ---- supervisors ----
@@ -1345,6 +1365,7 @@ impl EscalationRouter {
         let record = &record;
         match status {
             EscalationStatus::Acknowledged if name == "ack" => {
+                self.alerts.acknowledged(self.alert_summary_of(record));
                 let keys = self.interested(record);
                 self.notify(
                     &keys,
@@ -1355,6 +1376,7 @@ impl EscalationRouter {
                 );
             }
             EscalationStatus::Resolved => {
+                self.alerts.resolved(self.alert_summary_of(record));
                 let keys = self.interested(record);
                 self.notify(
                     &keys,

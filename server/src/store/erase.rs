@@ -59,12 +59,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes `key`'s account (its roles) and its replay counter; returns whether
-    /// each was there.
+    /// Removes `key`'s account (its roles), its push subscriptions and its replay
+    /// counter; returns whether the account and the counter were there.
     pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
         let _writing = self.writing();
         let account = self.key_account.remove(key.0)?.is_some();
         let counter = self.key_counter.remove(key.0)?.is_some();
+        for item in self.key_pushsub.scan_prefix(key.0) {
+            self.key_pushsub.remove(item?.0)?;
+        }
         Ok((account, counter))
     }
 
@@ -221,6 +224,13 @@ mod tests {
             store.allow_member(&g, key).unwrap();
             store.allow_member(&h, key).unwrap();
         }
+        let subscription = crate::store::records::PushSubscriptionRecord {
+            endpoint: "https://push.example/1".into(),
+            p256dh: "p".into(),
+            auth: "a".into(),
+            created_ms: 1,
+        };
+        store.put_push_subscription(&me, &subscription).unwrap();
         for (n, used_by) in [(1u8, Some(me)), (2, Some(other)), (3, None)] {
             let invite = InviteRecord {
                 role: InviteRole::Member,

@@ -21,6 +21,8 @@
 //! | `meta` `rota`         | —                                     | JSON `[RotaEntry]` |
 //! | `meta` `audit_anchor` | —                                     | JSON `{seq, hash}`: last audit entry pruned (see `store::retention`) |
 //! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
+//! | `key_pushsub`         | public key (32) ‖ SHA-256 of the endpoint (32) | `PushSubscriptionRecord` |
+//! | `meta` `vapid_secret` | —                                     | the hub's VAPID P-256 private key (32 bytes) |
 //!
 //! Group ids never contain 0x00 ([`GroupId`] allows `a-z0-9-` only), so `id ‖ 0x00`
 //! is an exact prefix for one group, and big-endian seqs sort numerically.
@@ -147,6 +149,15 @@ pub fn counter_bytes(counter: u64) -> [u8; 8] {
 /// A stored counter value; malformed values read as 0 (never stored by us).
 pub fn counter_from(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Key in `key_pushsub`: the staff key, then SHA-256 of the endpoint (fixed length,
+/// so one key's prefix never covers another's).
+pub fn push_subscription_key(key: &PublicKey, endpoint: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut out = key.0.to_vec();
+    out.extend_from_slice(&sha2::Sha256::digest(endpoint.as_bytes()));
+    out
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod commit;
 pub mod erase;
 pub mod export;
 pub mod keys;
+pub mod push;
 pub mod records;
 pub mod retention;
 
@@ -83,6 +84,7 @@ pub struct Store {
     escid_escalation: sled::Tree,
     escindex_escid: sled::Tree,
     seq_audit: sled::Tree,
+    key_pushsub: sled::Tree,
     /// Every write holds it shared; a backup holds it alone, so the snapshot falls
     /// between two writes (the state a crash at that moment would leave, which
     /// recovery handles).
@@ -185,6 +187,7 @@ impl Store {
             escid_escalation: tree("escid_escalation")?,
             escindex_escid: tree("escindex_escid")?,
             seq_audit: tree("seq_audit")?,
+            key_pushsub: tree("key_pushsub")?,
             gate: Default::default(),
             db,
         };
@@ -216,7 +219,7 @@ impl Store {
     }
 
     /// Every tree with its name, in the fixed order digests and backups use.
-    fn named_trees(&self) -> [(&'static str, &sled::Tree); 14] {
+    fn named_trees(&self) -> [(&'static str, &sled::Tree); 15] {
         [
             ("meta", &self.meta),
             ("key_account", &self.key_account),
@@ -232,6 +235,7 @@ impl Store {
             ("escid_escalation", &self.escid_escalation),
             ("escindex_escid", &self.escindex_escid),
             ("seq_audit", &self.seq_audit),
+            ("key_pushsub", &self.key_pushsub),
         ]
     }
 

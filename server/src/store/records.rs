@@ -194,3 +194,16 @@ pub struct RecordRecord {
     /// Signed contributions, the opening note first.
     pub entries: Vec<SignedEnvelope>,
 }
+
+/// A Web Push subscription of a supervisor's or admin's browser (`key_pushsub`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscriptionRecord {
+    /// The push service URL to POST to (a capability: never logged).
+    pub endpoint: String,
+    /// The browser's P-256 public key (uncompressed point, base64url).
+    pub p256dh: String,
+    /// The browser's 16-byte auth secret (base64url).
+    pub auth: String,
+    /// When it was stored.
+    pub created_ms: u64,
+}

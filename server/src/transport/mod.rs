@@ -4,6 +4,7 @@
 //! TcpListener ─accept─► [TLS handshake] ─► hyper HTTP/1.1 ─► router
 //!                                              ├─ GET /healthz, /readyz, /metrics → ops
 //!                                              ├─ GET /ws       → upgrade → WsConnection → session::run
+//!                                              ├─ POST /push/ack → push (a notification's signed ack)
 //!                                              ├─ GET /conformance/echo → echo (only with --conformance-echo)
 //!                                              └─ anything else → embedded client files
 //! ```
@@ -20,6 +21,7 @@ pub mod control;
 pub mod echo;
 pub mod forwarded;
 pub mod ops;
+pub mod push;
 pub mod tls;
 pub mod ws;
 
@@ -149,7 +151,8 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/ws", get(upgrade));
+        .route("/ws", get(upgrade))
+        .route(push::ACK_PATH, axum::routing::post(push::ack));
     if hub.settings.conformance_echo {
         router = router.route(echo::PATH, get(echo::upgrade));
     }

@@ -39,6 +39,7 @@ impl EscalationRouter {
             "This request for support has been closed.".into(),
         );
         self.staff.resolved(&record);
+        self.alerts.resolved(self.alert_summary_of(&record));
         tracing::info!(escalation = id, "escalation resolved by an operator");
         Ok(summary)
     }
