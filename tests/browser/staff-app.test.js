@@ -184,14 +184,18 @@ test("the staff console installs, subscribes, survives a reload and counts what 
     await cdp.send("ServiceWorker.deliverPushMessage", {
       origin,
       registrationId: registration.registrationId,
-      data: JSON.stringify({ escalation: 1, severity: "urgent", group: "Demo drop-in", seconds_left: 75, url: `${origin}/#escalation=1` }),
+      // An id of its own: the open console alerts for escalation 1 itself, with the
+      // same tag, and whichever comes last would replace the other.
+      data: JSON.stringify({ escalation: 99, severity: "urgent", group: "Demo drop-in", seconds_left: 75, url: `${origin}/#escalation=99` }),
     });
     let shown = [];
     for (let i = 0; i < 100 && shown.length === 0; i += 1) {
       shown = await sup.evaluate(async () => {
         const reg = await navigator.serviceWorker.getRegistration("./staff/");
         const list = await reg.getNotifications();
-        return list.map((n) => ({ title: n.title, body: n.body, tag: n.tag, actions: n.actions.map((x) => x.action) }));
+        return list
+          .filter((n) => n.tag === "escalation-99")
+          .map((n) => ({ title: n.title, body: n.body, tag: n.tag, actions: n.actions.map((x) => x.action) }));
       });
       if (shown.length === 0) {
         await new Promise((r) => setTimeout(r, 100));
@@ -201,7 +205,7 @@ test("the staff console installs, subscribes, survives a reload and counts what 
     assert.ok(notification, "the worker showed a notification");
     assert.equal(notification.title, "peerhub: Urgent escalation");
     assert.equal(notification.body, "In Demo drop-in, 1 min 15 s left. Open to respond, or acknowledge here.");
-    assert.equal(notification.tag, "escalation-1");
+    assert.equal(notification.tag, "escalation-99");
     assert.deepEqual(notification.actions, ["ack"]);
 
     // "Acknowledge": the worker's own code signs with the key in IndexedDB and
