@@ -29,7 +29,7 @@ impl Store {
     pub fn events_of_key(&self, key: &PublicKey) -> Result<Vec<LocatedEvent>, StoreError> {
         let needle = key.to_b64();
         let mut out = Vec::new();
-        for item in self.groupid_seq_event.iter() {
+        for item in self.t().groupid_seq_event.iter() {
             let (store_key, value) = item?;
             if !contains(&value, needle.as_bytes()) {
                 continue;
@@ -63,8 +63,8 @@ impl Store {
     /// each was there.
     pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
         let _writing = self.writing();
-        let account = self.key_account.remove(key.0)?.is_some();
-        let counter = self.key_counter.remove(key.0)?.is_some();
+        let account = self.t().key_account.remove(key.0)?.is_some();
+        let counter = self.t().key_counter.remove(key.0)?.is_some();
         Ok((account, counter))
     }
 
@@ -73,7 +73,7 @@ impl Store {
     pub fn remove_allowed_everywhere(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut doomed = Vec::new();
-        for item in self.groupid_key_allowed.iter() {
+        for item in self.t().groupid_key_allowed.iter() {
             let (store_key, _) = item?;
             // `group ‖ 0x00 ‖ key`.
             let Some(nul) = store_key.len().checked_sub(33) else {
@@ -84,7 +84,7 @@ impl Store {
             }
         }
         for store_key in &doomed {
-            self.groupid_key_allowed.remove(store_key)?;
+            self.t().groupid_key_allowed.remove(store_key)?;
         }
         Ok(doomed.len())
     }
@@ -94,7 +94,7 @@ impl Store {
     pub fn remove_invites_redeemed_by(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut doomed = Vec::new();
-        for item in self.tokenhash_invite.iter() {
+        for item in self.t().tokenhash_invite.iter() {
             let (hash, value) = item?;
             let invite: InviteRecord = decode("tokenhash_invite", &value)?;
             if invite.used_by == Some(*key) {
@@ -102,7 +102,7 @@ impl Store {
             }
         }
         for hash in &doomed {
-            self.tokenhash_invite.remove(hash)?;
+            self.t().tokenhash_invite.remove(hash)?;
         }
         Ok(doomed.len())
     }
@@ -115,7 +115,7 @@ impl Store {
         let _writing = self.writing();
         let mut batch = sled::Batch::default();
         for (seq, bytes) in entries {
-            if !self.seq_audit.contains_key(audit_key(*seq))? {
+            if !self.t().seq_audit.contains_key(audit_key(*seq))? {
                 return Err(StoreError::Corrupt {
                     tree: "seq_audit",
                     reason: format!("entry {seq} does not exist; a rewrite never appends"),
@@ -123,7 +123,7 @@ impl Store {
             }
             batch.insert(&audit_key(*seq), bytes.as_slice());
         }
-        self.seq_audit.apply_batch(batch)?;
+        self.t().seq_audit.apply_batch(batch)?;
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl Store {
     #[doc(hidden)]
     pub fn trees_containing(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
         let mut out = Vec::new();
-        for (name, tree) in self.named_trees() {
+        for (name, tree) in self.t().named() {
             for item in tree.iter() {
                 let (key, value) = item?;
                 if contains(&key, needle) || contains(&value, needle) {
@@ -147,7 +147,7 @@ impl Store {
     /// Writes one event back where it was (an erasure's tombstone).
     pub fn put_located_event(&self, located: &LocatedEvent) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_seq_event.insert(
+        self.t().groupid_seq_event.insert(
             keys::event_key(&located.group, &located.channel, located.event.seq),
             encode(&located.event),
         )?;
