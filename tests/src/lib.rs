@@ -7,12 +7,14 @@
 //!   own temporary data folder; restartable on the same folder.
 //! - [`ProcessServer`] — the real `peerhub` binary as a child process (for signals
 //!   and `kill -9`).
+//! - [`scan`] — byte scans of every file in a data folder.
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
 pub mod client;
 pub mod identity;
 pub mod process;
+pub mod scan;
 pub mod server;
 
 pub use client::{Client, Closed};

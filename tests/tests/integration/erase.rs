@@ -257,3 +257,97 @@ async fn erasing_one_key_leaves_everyone_elses_data_intact() {
     assert!(erased.redacted.is_some());
     server.shutdown().await;
 }
+
+// Markers for the byte scans: ASCII letters and hyphens only, so their JSON-escaped
+// form is the same bytes; the scan also looks for their UTF-16 forms.
+const W_NAME: &str = "Quillwren";
+const W_MAIN: &str = "qw-main-disclosure-5e1c he hits me when he drinks";
+const W_PRIVATE: &str = "qw-private-words-8b2d I sleep in the car";
+const W_RECORD: &str = "qw-record-words-c4a9 the refuge number helped";
+const V_NAME: &str = "Vetchmarrow";
+const V_MAIN: &str = "vm-main-kept-2f07 my own words stay";
+const J_PRIVATE: &str = "jo-private-kept-91ab thank you for telling me";
+
+/// Runs the real `peerhub` binary with `args`; returns (exit code, stdout, stderr).
+fn peerhub(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(peerhub_tests::process::binary())
+        .args(args)
+        .output()
+        .expect("run peerhub");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 14, item 4: after `peerhub erase` on a stopped hub, no file in the data
+/// folder holds the person's name or words, in any encoding, while everyone
+/// else's words are still there and the audit chain verifies.
+#[tokio::test]
+async fn after_peerhub_erase_no_file_in_the_data_folder_holds_the_persons_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let at = data.clone();
+    let mut server = TestServer::start_with(move |c| c.data_dir = at).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("circle", "Jo", None).await;
+    let w_id = Identity::generate();
+    let mut w = server.login(&w_id).await;
+    w.join("circle", W_NAME, None).await;
+    let v_id = Identity::generate();
+    let mut v = server.login(&v_id).await;
+    v.join("circle", V_NAME, None).await;
+    let (w_key, fac_key) = (w_id.key(), fac_id.key());
+    w.post("circle", W_MAIN).await;
+    let v_seq = v.post("circle", V_MAIN).await;
+    private(&mut w, w_id.private_post("circle", fac_key, W_PRIVATE)).await;
+    private(&mut fac, fac_id.private_post("circle", w_key, J_PRIVATE)).await;
+    let note = fac_id.record("circle", Some(w_key), None, RECORD_NOTE);
+    let record_id = record(&mut fac, note).await;
+    record(
+        &mut w,
+        w_id.record("circle", None, Some(record_id), W_RECORD),
+    )
+    .await;
+    drop((w, v, fac));
+    server.shutdown().await;
+
+    let data_arg = data.to_str().unwrap();
+    for text in [W_NAME, W_MAIN, W_PRIVATE, W_RECORD] {
+        assert!(
+            !peerhub_tests::scan::files_holding(&data, text).is_empty(),
+            "precondition: the folder holds {text:?} before the erasure"
+        );
+    }
+    let (code, stdout, stderr) = peerhub(&["erase", "--data", data_arg, "--key", &w_key.to_b64()]);
+    assert_eq!(code, 0, "peerhub erase: {stdout}{stderr}");
+
+    for text in [W_NAME, W_MAIN, W_PRIVATE, W_RECORD] {
+        assert_eq!(
+            peerhub_tests::scan::files_holding(&data, text),
+            Vec::new(),
+            "{text:?} is still in the data folder after the erasure"
+        );
+    }
+    for kept in [V_NAME, V_MAIN, J_PRIVATE, RECORD_NOTE] {
+        assert!(
+            !peerhub_tests::scan::files_holding(&data, kept).is_empty(),
+            "{kept:?} was lost"
+        );
+    }
+    let (code, stdout, stderr) = peerhub(&["audit", "verify", "--data", data_arg]);
+    assert_eq!(code, 0, "audit verify: {stdout}{stderr}");
+
+    // Served again: everyone else's words are there and verify.
+    let at = data.clone();
+    let server = TestServer::start_with(move |c| c.data_dir = at).await;
+    let mut v = server.login(&v_id).await;
+    let joined = v.join("circle", V_NAME, None).await;
+    assert_eq!(joined.history[(v_seq - 1) as usize].verified_body(), V_MAIN);
+    assert!(joined.members.iter().all(|m| m.name != W_NAME));
+    server.shutdown().await;
+}
