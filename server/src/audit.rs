@@ -128,6 +128,8 @@ pub mod action {
     pub const GROUP_CREATE: &str = "group.create";
     /// A facilitator muted someone (other controls follow the `control.<name>` form).
     pub const CONTROL_MUTE: &str = "control.mute";
+    /// A facilitator redacted a message (its envelope carries the reason).
+    pub const CONTROL_REDACT: &str = "control.redact";
     /// A supervisor acknowledged an escalation.
     pub const ESCALATION_ACK: &str = "escalation.ack";
     /// The retention pass deleted expired data (signed by the hub's key).
@@ -589,8 +591,93 @@ impl AuditLog {
         pseudonym: &Pseudonym,
         hub: &PublicKey,
     ) -> Result<ErasureRewrite, RewriteError> {
-        let mut chain = self.lock();
         let needle = key.to_b64();
+        self.rewrite_with(pseudonym, |body, out| {
+            let mut changed = false;
+            if body.subject == Some(EntrySubject::Key(*key)) {
+                body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
+                out.subjects_replaced += 1;
+                changed = true;
+            }
+            for env in &mut body.envelopes {
+                let EntryEnvelope::Signed(signed) = env else {
+                    continue;
+                };
+                let names_key = signed.key == *hub && signed.payload.contains(&needle);
+                if signed.key == *key || names_key {
+                    *env = erased_envelope(signed);
+                    out.envelopes_erased += 1;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
+    /// Pseudonymises the participants of an ephemeral group's session that ended
+    /// (see [`crate::groups`], `end_session`): as [`AuditLog::rewrite_for_erasure`]
+    /// does for each of `participants` (key, pseudonym), and in the entries of
+    /// `group`, every envelope whose payload names one of them or that carries a
+    /// reason given for a redaction (`control.redact`) becomes its digest. The
+    /// returned `pseudonym` is the first participant's. Not durable until the
+    /// caller commits.
+    pub fn rewrite_for_session_end(
+        &self,
+        group: &GroupId,
+        participants: &[(PublicKey, Pseudonym)],
+        hub: &PublicKey,
+    ) -> Result<ErasureRewrite, RewriteError> {
+        let Some((_, first)) = participants.first() else {
+            let (_, hash) = self.tail();
+            return Ok(ErasureRewrite {
+                pseudonym: Pseudonym::of(&[0; 32], hub),
+                entries_changed: 0,
+                subjects_replaced: 0,
+                envelopes_erased: 0,
+                first_rewritten: None,
+                old_hash: None,
+                new_hash: None,
+                old_last_hash: hash,
+                new_last_hash: hash,
+            });
+        };
+        let needles: Vec<String> = participants.iter().map(|(k, _)| k.to_b64()).collect();
+        self.rewrite_with(first, |body, out| {
+            let mut changed = false;
+            if let Some(EntrySubject::Key(subject)) = &body.subject {
+                if let Some((_, pseudonym)) = participants.iter().find(|(k, _)| k == subject) {
+                    body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
+                    out.subjects_replaced += 1;
+                    changed = true;
+                }
+            }
+            let in_group = body.group.as_ref() == Some(group);
+            let redaction = in_group && body.action == action::CONTROL_REDACT;
+            for env in &mut body.envelopes {
+                let EntryEnvelope::Signed(signed) = env else {
+                    continue;
+                };
+                let signer = participants.iter().any(|(k, _)| *k == signed.key);
+                let names = (in_group || signed.key == *hub)
+                    && needles.iter().any(|n| signed.payload.contains(n.as_str()));
+                if signer || names || redaction {
+                    *env = erased_envelope(signed);
+                    out.envelopes_erased += 1;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
+    /// Rewrites the chain: `change` edits one entry's body (counting in `out`) and
+    /// says whether it changed it; see [`AuditLog::rewrite_for_erasure`].
+    fn rewrite_with(
+        &self,
+        pseudonym: &Pseudonym,
+        mut change: impl FnMut(&mut EntryBody, &mut ErasureRewrite) -> bool,
+    ) -> Result<ErasureRewrite, RewriteError> {
+        let mut chain = self.lock();
         let mut out = ErasureRewrite {
             pseudonym: pseudonym.clone(),
             entries_changed: 0,
@@ -630,25 +717,7 @@ impl AuditLog {
             let mut body: EntryBody =
                 from_json_object(std::str::from_utf8(body_bytes).unwrap_or_default())
                     .map_err(|e| broken(seq)(BreakReason::Malformed(e.to_string())))?;
-            let mut changed = false;
-            if body.subject == Some(EntrySubject::Key(*key)) {
-                body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
-                out.subjects_replaced += 1;
-                changed = true;
-            }
-            for env in &mut body.envelopes {
-                let EntryEnvelope::Signed(signed) = env else {
-                    continue;
-                };
-                let names_key = signed.key == *hub && signed.payload.contains(&needle);
-                if signed.key == *key || names_key {
-                    let json = serde_json::to_vec(signed).unwrap_or_default();
-                    let digest = EntryHash(Sha256::digest(&json).into());
-                    *env = EntryEnvelope::Erased(ErasedEnvelope { erased: digest });
-                    out.envelopes_erased += 1;
-                    changed = true;
-                }
-            }
+            let changed = change(&mut body, &mut out);
             if changed || !writes.is_empty() {
                 let new_body = if changed {
                     body.prev = new_prev;
@@ -689,6 +758,13 @@ impl AuditLog {
         }
         Ok(out)
     }
+}
+
+/// An envelope replaced by the SHA-256 of its JSON.
+fn erased_envelope(signed: &SignedEnvelope) -> EntryEnvelope {
+    let json = serde_json::to_vec(signed).unwrap_or_default();
+    let digest = EntryHash(Sha256::digest(&json).into());
+    EntryEnvelope::Erased(ErasedEnvelope { erased: digest })
 }
 
 /// A chain that verified.

@@ -141,6 +141,9 @@ pub(super) enum Deferred {
     /// A knock was forgotten while its person was here: facilitators see them
     /// leave (their last standing, offline), as no record is left to read it from.
     Forgotten(peerhub_protocol::frame::MemberInfo),
+    /// An ephemeral session ended: once its deletions are durable, the store is
+    /// rewritten so their bytes leave the data folder.
+    Compact,
 }
 
 pub(crate) struct GroupActor {
@@ -957,6 +960,27 @@ impl GroupActor {
                     }
                 }
             }
+            Deferred::Compact => {
+                // Off the async workers: it holds the store's write gate alone for
+                // the length of the copy, so writes (and their acks) wait, none is
+                // lost. The group's deletions are already durable.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || match store.compact() {
+                    Ok(report) => tracing::info!(
+                        entries = report.entries,
+                        bytes_before = report.bytes_before,
+                        bytes_after = report.bytes_after,
+                        "store compacted after an ephemeral session ended"
+                    ),
+                    // The deletions stand; their bytes stay in the files until a
+                    // later compaction (the next ephemeral session's end, or
+                    // `peerhub erase`). A half-done one is finished or undone at
+                    // the next start.
+                    Err(error) => {
+                        tracing::error!("compaction after an ephemeral session failed: {error}")
+                    }
+                });
+            }
         }
     }
 
@@ -1082,7 +1106,7 @@ impl GroupActor {
                 GroupCommand::ClearWaiting { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                                GroupCommand::Leave { .. }
+                GroupCommand::Leave { .. }
                 | GroupCommand::Reload
                 | GroupCommand::HubNote { .. } => {}
             }

@@ -5,7 +5,7 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{FlagPayload, ReportPayload};
+use peerhub_protocol::payload::{ControlAction, ControlPayload, FlagPayload, ReportPayload};
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
 use peerhub_server::audit::{self, AuditLog};
 use peerhub_server::erase::{erase_key, ERASED_NAME, TOMBSTONE_REASON};
@@ -349,5 +349,169 @@ async fn after_peerhub_erase_no_file_in_the_data_folder_holds_the_persons_words(
     let joined = v.join("circle", V_NAME, None).await;
     assert_eq!(joined.history[(v_seq - 1) as usize].verified_body(), V_MAIN);
     assert!(joined.members.iter().all(|m| m.name != W_NAME));
+    server.shutdown().await;
+}
+
+const P_NAME: &str = "Marrowlark";
+const P_MAIN: &str = "ml-main-words-3d8e I left the house last night";
+const P_PRIVATE: &str = "ml-private-words-a61f please do not tell anyone";
+const R_REASON: &str = "rr-redact-reason-77c2 quoted the address";
+const Q_NAME: &str = "Thistledown";
+const Q_MAIN: &str = "td-kept-words-0b5a in the other group";
+
+async fn control_env(client: &mut Client, group: &str, action: ControlAction) -> ServerFrame {
+    let me = client.identity.clone().expect("logged in");
+    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
+        group: gid(group),
+        action,
+        counter,
+        ts,
+    });
+    client
+        .request(|id| ClientFrame::Control {
+            id,
+            group: gid(group),
+            env,
+        })
+        .await
+}
+
+/// Waits (up to 30 s) until no file under `data` holds any of `texts`; returns
+/// what still held them if that never happened.
+async fn until_gone(data: &std::path::Path, texts: &[&str]) -> Vec<(String, Vec<String>)> {
+    let left = || {
+        texts
+            .iter()
+            .map(|t| {
+                let files = peerhub_tests::scan::files_holding(data, t);
+                (
+                    t.to_string(),
+                    files
+                        .iter()
+                        .map(|(p, n)| format!("{} ×{n}", p.display()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, files)| !files.is_empty())
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..300 {
+        if left().is_empty() {
+            return Vec::new();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    left()
+}
+
+/// Issue 14, item 5: when an ephemeral group's session ends, who attended and as
+/// whom goes — the export no longer lists the name, the store holds neither the
+/// name nor the redaction's reason, and no file in the data folder holds the
+/// words — while the hub runs and after it stops; another group's data stays and
+/// the audit chain verifies.
+#[tokio::test]
+async fn an_ephemeral_sessions_end_leaves_none_of_its_words_or_names_in_the_data_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let at = data.clone();
+    let mut server = TestServer::start_with(move |c| c.data_dir = at).await;
+    server
+        .create_group_with("dropin", |g| {
+            g.waiting_room = Some(false);
+            g.retention.ephemeral = true;
+        })
+        .await;
+    server
+        .create_group_with("steady", |g| g.waiting_room = Some(false))
+        .await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("dropin", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("dropin", P_NAME, None).await;
+    let q_id = Identity::generate();
+    let mut q = server.login(&q_id).await;
+    q.join("steady", Q_NAME, None).await;
+    let q_seq = q.post("steady", Q_MAIN).await;
+    let (p_key, fac_key) = (p_id.key(), fac_id.key());
+    let said = p.post("dropin", P_MAIN).await;
+    let reply = request(
+        &mut p,
+        |id, env| ClientFrame::Post {
+            id,
+            group: gid("dropin"),
+            env,
+        },
+        p_id.private_post("dropin", fac_key, P_PRIVATE),
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    let redact = ControlAction::Redact {
+        seq: said,
+        reason: R_REASON.into(),
+    };
+    let reply = control_env(&mut fac, "dropin", redact).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    server.hub().store.flush().unwrap();
+    for text in [P_NAME, P_MAIN, P_PRIVATE, R_REASON] {
+        assert!(
+            !peerhub_tests::scan::files_holding(&data, text).is_empty(),
+            "precondition: the folder holds {text:?} during the session"
+        );
+    }
+
+    let reply = control_env(&mut fac, "dropin", ControlAction::EndSession).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+
+    // The hub still runs: the export and the live store hold no name, no reason.
+    let store = server.hub().store.clone();
+    let export = export_key(&store, &p_key, EXPORT_MS).unwrap().to_string();
+    assert!(
+        !export.contains(P_NAME),
+        "the export lists the name: {export}"
+    );
+    for text in [P_NAME, P_MAIN, P_PRIVATE, R_REASON] {
+        assert_eq!(
+            store.trees_containing(text.as_bytes()).unwrap(),
+            Vec::<&str>::new(),
+            "the live store holds {text:?}"
+        );
+    }
+    // ... and, once the rewrite after the session's end is done, no file does.
+    assert_eq!(
+        until_gone(&data, &[P_NAME, P_MAIN, P_PRIVATE, R_REASON]).await,
+        Vec::<(String, Vec<String>)>::new(),
+        "left in the data folder while the hub runs"
+    );
+    assert!(!peerhub_tests::scan::files_holding(&data, Q_MAIN).is_empty());
+    audit::verify(&store).expect("the chain verifies");
+    let chain: Vec<_> = audit::entries(&store).map(Result::unwrap).collect();
+    assert!(chain.iter().all(|e| e.subject != Some(p_key)));
+    assert!(chain.iter().any(|e| e.actor() == Some(fac_key)));
+
+    // Nothing acknowledged is lost, and the hub takes new work after the rewrite.
+    let more = q.post("steady", "td-after-the-rewrite").await;
+    assert!(more > q_seq);
+    let reply = control_env(&mut fac, "dropin", ControlAction::OpenSession).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    drop((p, q, fac, store));
+    server.shutdown().await;
+
+    // Stopped: still nothing, others' words kept, the chain verifies.
+    for text in [P_NAME, P_MAIN, P_PRIVATE, R_REASON] {
+        assert_eq!(
+            peerhub_tests::scan::files_holding(&data, text),
+            Vec::new(),
+            "{text:?} is in the data folder after the hub stopped"
+        );
+    }
+    assert!(!peerhub_tests::scan::files_holding(&data, "td-after-the-rewrite").is_empty());
+    let (code, stdout, stderr) = peerhub(&["audit", "verify", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "audit verify: {stdout}{stderr}");
+    let at = data.clone();
+    let server = TestServer::start_with(move |c| c.data_dir = at).await;
+    let mut q = server.login(&q_id).await;
+    let joined = q.join("steady", Q_NAME, None).await;
+    assert_eq!(joined.history[(q_seq - 1) as usize].verified_body(), Q_MAIN);
     server.shutdown().await;
 }
