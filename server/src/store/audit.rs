@@ -40,7 +40,8 @@ impl Store {
     /// Whether `dir` already holds a store, so that [`Store::open`] would open it
     /// rather than create an empty one (tools that must not create one check first).
     pub fn exists_in(dir: &Path) -> bool {
-        dir.join("db").is_dir()
+        // Or a compaction a crash cut short, which the next open finishes or undoes.
+        dir.join("db").is_dir() || super::compact::cut_short_in(dir)
     }
 
     /// Writes entry `seq`. Refuses (as corruption) a seq that is already taken: the

@@ -113,6 +113,12 @@ fn rename(from: &Path, to: &Path) -> Result<(), StoreError> {
     std::fs::rename(from, to).map_err(|e| io("renaming", from, e))
 }
 
+/// Whether `dir` holds a store only as a compaction a crash cut short left it
+/// (the live folder moved aside): [`recover`] makes it whole again.
+pub(crate) fn cut_short_in(dir: &Path) -> bool {
+    dir.join(OLD).is_dir() || (dir.join(READY).exists() && dir.join(BUILDING).is_dir())
+}
+
 /// Finishes or undoes a compaction a crash cut short (see the module docs). Run
 /// before the store in `dir` is opened; does nothing if none was under way.
 pub fn recover(dir: &Path) -> Result<(), StoreError> {
@@ -177,7 +183,7 @@ impl Store {
         let crash = crash.or_else(crash_point_from_env);
         let stop = |point: CrashPoint| -> Result<(), StoreError> {
             if crash == Some(point) {
-                if std::env::var_os("PEERHUB_TEST_COMPACT_CRASH_AT").is_some() {
+                if std::env::var_os("TEST_PEERHUB_COMPACT_CRASH_AT").is_some() {
                     // The process dies here, as under kill -9 (no destructors run).
                     std::process::abort();
                 }
@@ -276,11 +282,11 @@ impl Store {
     }
 }
 
-/// A crash point named by `PEERHUB_TEST_COMPACT_CRASH_AT` (debug builds only: the
+/// A crash point named by `TEST_PEERHUB_COMPACT_CRASH_AT` (debug builds only: the
 /// kill -9 tests make the real binary die part-way).
 fn crash_point_from_env() -> Option<CrashPoint> {
     if cfg!(debug_assertions) {
-        std::env::var("PEERHUB_TEST_COMPACT_CRASH_AT")
+        std::env::var("TEST_PEERHUB_COMPACT_CRASH_AT")
             .ok()
             .and_then(|name| CrashPoint::parse(&name))
     } else {

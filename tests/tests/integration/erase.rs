@@ -515,3 +515,97 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_or_names_in_the_data
     assert_eq!(joined.history[(q_seq - 1) as usize].verified_body(), Q_MAIN);
     server.shutdown().await;
 }
+
+/// Copies the folder `from` to `to`, recursively (the control socket is skipped).
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_folder(&entry.path(), &to.join(entry.file_name()));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The compaction after `peerhub erase` is crash-safe: the real binary dies
+/// (abort, no destructors, as under kill -9) at each step of it; the next open
+/// finds one whole store holding everything acknowledged — the erasure too, which
+/// was flushed before — and leaves no half-made folder; erasing again then
+/// removes the bytes.
+#[tokio::test]
+async fn a_crash_at_any_step_of_the_rewrite_leaves_a_whole_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let filled = dir.path().join("filled");
+    let at = filled.clone();
+    let mut server = TestServer::start_with(move |c| c.data_dir = at).await;
+    server
+        .create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let w_id = Identity::generate();
+    let mut w = server.login(&w_id).await;
+    w.join("circle", W_NAME, None).await;
+    let v_id = Identity::generate();
+    let mut v = server.login(&v_id).await;
+    v.join("circle", V_NAME, None).await;
+    let w_seq = w.post("circle", W_MAIN).await;
+    let v_seq = v.post("circle", V_MAIN).await;
+    drop((w, v));
+    server.shutdown().await;
+
+    for point in ["built", "marked", "moved_old", "swapped", "unmarked"] {
+        let data = dir.path().join(point);
+        copy_folder(&filled, &data);
+        let data_arg = data.to_str().unwrap();
+        let out = std::process::Command::new(peerhub_tests::process::binary())
+            .args(["erase", "--data", data_arg, "--key", &w_id.key().to_b64()])
+            .env("TEST_PEERHUB_COMPACT_CRASH_AT", point)
+            .output()
+            .expect("run peerhub erase");
+        assert!(
+            !out.status.success(),
+            "{point}: the process should have died part-way: {out:?}"
+        );
+
+        // The next open recovers: the chain verifies, one store, no leftovers.
+        let (code, stdout, stderr) = peerhub(&["audit", "verify", "--data", data_arg]);
+        assert_eq!(code, 0, "{point}: audit verify: {stdout}{stderr}");
+        let mut names: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "admin.sock")
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["db".to_string()], "{point}: leftovers");
+
+        // Everything acknowledged is there: V's words verify, W's are erased.
+        let at = data.clone();
+        let server = TestServer::start_with(move |c| c.data_dir = at).await;
+        let mut v = server.login(&v_id).await;
+        let joined = v.join("circle", V_NAME, None).await;
+        assert_eq!(
+            joined.history[(v_seq - 1) as usize].verified_body(),
+            V_MAIN,
+            "{point}"
+        );
+        let erased = &joined.history[(w_seq - 1) as usize];
+        assert_eq!(erased.env, None, "{point}: the erasure was kept");
+        assert!(joined.members.iter().all(|m| m.name != W_NAME), "{point}");
+        drop(v);
+        server.shutdown().await;
+
+        // Erasing again finishes the job.
+        let (code, stdout, stderr) =
+            peerhub(&["erase", "--data", data_arg, "--key", &w_id.key().to_b64()]);
+        assert_eq!(code, 0, "{point}: {stdout}{stderr}");
+        for text in [W_NAME, W_MAIN] {
+            assert_eq!(
+                peerhub_tests::scan::files_holding(&data, text),
+                Vec::new(),
+                "{point}: {text:?} left"
+            );
+        }
+    }
+}
