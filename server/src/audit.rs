@@ -616,11 +616,13 @@ impl AuditLog {
 
     /// Pseudonymises the participants of an ephemeral group's session that ended
     /// (see [`crate::groups`], `end_session`): as [`AuditLog::rewrite_for_erasure`]
-    /// does for each of `participants` (key, pseudonym), and in the entries of
-    /// `group`, every envelope whose payload names one of them or that carries a
-    /// reason given for a redaction (`control.redact`) becomes its digest. The
-    /// returned `pseudonym` is the first participant's. Not durable until the
-    /// caller commits.
+    /// does for each of `participants` (key, pseudonym) — subjects become
+    /// pseudonyms; their envelopes, and the hub's naming them, become digests — and
+    /// in the entries of `group`, every redaction's envelope (`control.redact`,
+    /// whose reason may quote what was said) becomes its digest too. Facilitators'
+    /// other envelopes stay, as an erasure keeps them: they hold the facilitators
+    /// to account. The returned `pseudonym` is the first participant's. Not
+    /// durable until the caller commits.
     pub fn rewrite_for_session_end(
         &self,
         group: &GroupId,
@@ -658,7 +660,7 @@ impl AuditLog {
                     continue;
                 };
                 let signer = participants.iter().any(|(k, _)| *k == signed.key);
-                let names = (in_group || signed.key == *hub)
+                let names = signed.key == *hub
                     && needles.iter().any(|n| signed.payload.contains(n.as_str()));
                 if signer || names || redaction {
                     *env = erased_envelope(signed);

@@ -457,10 +457,42 @@ impl GroupActor {
             }
             self.dirty = false;
         }
+        let mut compact = false;
         for effect in std::mem::take(&mut self.deferred) {
+            compact |= matches!(effect, Deferred::Compact);
             self.deliver(effect);
         }
+        if compact {
+            self.compact().await;
+        }
         Ok(())
+    }
+
+    /// Rewrites the store so the bytes this batch deleted leave the data folder
+    /// (see [`crate::store::compact`]). Off the async workers, but awaited here, so
+    /// a graceful stop (which waits for every group task) waits for it too. It
+    /// holds the store's write gate alone for the length of the copy: writes
+    /// everywhere (and their acks) wait, none is refused or lost.
+    async fn compact(&self) {
+        let store = self.store.clone();
+        let done = tokio::task::spawn_blocking(move || store.compact()).await;
+        match done {
+            Ok(Ok(report)) => tracing::info!(
+                entries = report.entries,
+                bytes_before = report.bytes_before,
+                bytes_after = report.bytes_after,
+                "store compacted after an ephemeral session ended"
+            ),
+            // The deletions stand; their bytes stay in the files until a later
+            // compaction (the next ephemeral session's end, or `peerhub erase`). A
+            // half-done one is finished or undone at the next open.
+            Ok(Err(error)) => {
+                tracing::error!("compaction after an ephemeral session failed: {error}")
+            }
+            Err(error) => {
+                tracing::error!("compaction after an ephemeral session failed: {error}")
+            }
+        }
     }
 
     /// Everyone waiting for an answer hears that nothing happened.
@@ -960,27 +992,8 @@ impl GroupActor {
                     }
                 }
             }
-            Deferred::Compact => {
-                // Off the async workers: it holds the store's write gate alone for
-                // the length of the copy, so writes (and their acks) wait, none is
-                // lost. The group's deletions are already durable.
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || match store.compact() {
-                    Ok(report) => tracing::info!(
-                        entries = report.entries,
-                        bytes_before = report.bytes_before,
-                        bytes_after = report.bytes_after,
-                        "store compacted after an ephemeral session ended"
-                    ),
-                    // The deletions stand; their bytes stay in the files until a
-                    // later compaction (the next ephemeral session's end, or
-                    // `peerhub erase`). A half-done one is finished or undone at
-                    // the next start.
-                    Err(error) => {
-                        tracing::error!("compaction after an ephemeral session failed: {error}")
-                    }
-                });
-            }
+            // Done by `commit_and_deliver` once every other effect is out.
+            Deferred::Compact => {}
         }
     }
 

@@ -434,8 +434,8 @@ impl GroupActor {
     /// participant's member record (name, signed join, signed agreement) is
     /// forgotten; one removed for good keeps only its standing, under
     /// [`ERASED_NAME`] and without the reason. The audit chain names them by
-    /// pseudonym and keeps only the digest of their envelopes, of envelopes in
-    /// this group naming them, and of redactions (their reasons quote what was
+    /// pseudonym and keeps only the digest of their envelopes, of the hub's naming
+    /// them, and of this group's redactions (their reasons may quote what was
     /// said) — see [`crate::audit::AuditLog::rewrite_for_session_end`]. Staff
     /// records stay. Escalations and co-produced records are safeguarding
     /// records: kept, as an erasure keeps them, until retention deletes them.
