@@ -1445,4 +1445,77 @@ mod tests {
         assert!(matches!(err, FolderError::InUse(_)), "{err}");
         assert!(err.to_string().contains("running peerhub server"), "{err}");
     }
+
+    #[test]
+    fn a_session_end_pseudonymises_its_participants_and_hides_its_redactions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = AuditLog::open(store.clone()).unwrap();
+        let (p, fac, other, hub) = (signer(1), signer(2), signer(3), signer(9));
+        let key = |s: &SigningKey| PublicKey(s.verifying_key().to_bytes());
+        let (g, h) = (
+            GroupId::parse("dropin").unwrap(),
+            GroupId::parse("steady").unwrap(),
+        );
+        let env = |s: &SigningKey, payload: String| SignedEnvelope::sign(s, Kind::Control, payload);
+        let p_b64 = key(&p).to_b64();
+        let appended = [
+            // 1: the participant's own envelope (a flag, say).
+            NewEntry::new(1, "escalation.raise", env(&p, "{}".into())).group(g.clone()),
+            // 2: the facilitator mutes them: kept signed, subject pseudonymised.
+            NewEntry::new(
+                2,
+                action::CONTROL_MUTE,
+                env(&fac, format!(r#"{{"m":"{p_b64}"}}"#)),
+            )
+            .group(g.clone())
+            .subject(key(&p)),
+            // 3: a redaction in the group: its reason goes.
+            NewEntry::new(
+                3,
+                action::CONTROL_REDACT,
+                env(&fac, r#"{"reason":"quoted"}"#.into()),
+            )
+            .group(g.clone()),
+            // 4: a redaction in another group, and 5: someone else: untouched.
+            NewEntry::new(
+                4,
+                action::CONTROL_REDACT,
+                env(&fac, r#"{"reason":"other"}"#.into()),
+            )
+            .group(h.clone()),
+            NewEntry::new(5, action::CONTROL_MUTE, env(&fac, "{}".into()))
+                .group(g.clone())
+                .subject(key(&other)),
+        ];
+        for entry in appended {
+            log.append(entry).unwrap();
+        }
+        let pseudonym = Pseudonym::of(&[7; 32], &key(&p));
+        let out = log
+            .rewrite_for_session_end(&g, &[(key(&p), pseudonym.clone())], &key(&hub))
+            .unwrap();
+        assert_eq!((out.subjects_replaced, out.envelopes_erased), (1, 2));
+        let report = verify(&store).unwrap();
+        assert_eq!((report.entries, report.erased_envelopes), (5, 2));
+        assert_eq!(log.tail(), (5, report.last_hash));
+        let chain: Vec<_> = entries(&store).map(Result::unwrap).collect();
+        assert_eq!(chain[0].actor(), None);
+        assert_eq!(
+            chain[1].actor(),
+            Some(key(&fac)),
+            "the facilitator stays accountable"
+        );
+        assert_eq!(chain[1].subject_pseudonym.as_ref(), Some(&pseudonym));
+        assert_eq!(chain[2].actor(), None, "the redaction's reason is gone");
+        assert_eq!(chain[3].actor(), Some(key(&fac)));
+        assert!(chain[3].envelopes[0].payload.contains("other"));
+        assert_eq!(chain[4].subject, Some(key(&other)));
+        assert!(store.trees_containing(b"quoted").unwrap().is_empty());
+        // Nobody to forget: nothing changes.
+        let before = store.digest().unwrap();
+        let none = log.rewrite_for_session_end(&g, &[], &key(&hub)).unwrap();
+        assert_eq!(none.entries_changed, 0);
+        assert_eq!(store.digest().unwrap(), before);
+    }
 }
