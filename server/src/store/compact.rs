@@ -44,6 +44,30 @@ const READY: &str = "db.compact.ready";
 const OLD: &str = "db.old";
 /// The live database.
 const LIVE: &str = "db";
+/// The folder's lock, held by whoever has the store open.
+pub const LOCK: &str = "store.lock";
+
+/// Takes the data folder's exclusive lock (creating the folder and the empty lock
+/// file, owner-only, if need be). Held for as long as the store is open, so that
+/// [`recover`] never runs while another process — a running hub in the middle of a
+/// compaction — owns the folder: sled's own lock is inside the database folders
+/// that a compaction renames. Refused as "in use" ([`StoreError::is_in_use`]).
+pub(crate) fn lock_folder(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use fs2::FileExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    let path = dir.join(LOCK);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|e| io("opening", &path, e))?;
+    match file.try_lock_exclusive() {
+        Ok(()) => Ok(file),
+        Err(e) => Err(StoreError::Engine(sled::Error::Io(std::io::Error::other(
+            format!("could not acquire lock on {}: {e}", path.display()),
+        )))),
+    }
+}
 
 /// A point in [`Store::compact`] where a test may make it stop as if the process
 /// had died there (see [`Store::compact_until`]).
@@ -120,7 +144,8 @@ pub(crate) fn cut_short_in(dir: &Path) -> bool {
 }
 
 /// Finishes or undoes a compaction a crash cut short (see the module docs). Run
-/// before the store in `dir` is opened; does nothing if none was under way.
+/// before the store in `dir` is opened, holding the folder's lock
+/// ([`lock_folder`]); does nothing if none was under way.
 pub fn recover(dir: &Path) -> Result<(), StoreError> {
     let (building, ready, old, live) = (
         dir.join(BUILDING),
@@ -368,6 +393,7 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != LOCK)
             .collect();
         assert_eq!(names, vec!["db".to_string()]);
         let reopened = reopen_store(dir.path());
@@ -405,6 +431,7 @@ mod tests {
             let names: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n != LOCK)
                 .collect();
             assert_eq!(names, vec!["db".to_string()], "{point:?}: no leftovers");
             let swapped = !matches!(point, CrashPoint::Built);
@@ -417,5 +444,20 @@ mod tests {
             reopened.compact().unwrap();
             assert!(holds(dir.path(), SECRET).is_empty());
         }
+    }
+
+    #[test]
+    fn a_second_opener_never_touches_a_folder_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = filled(dir.path());
+        // What a compaction under way in the owner looks like from outside.
+        std::fs::create_dir(dir.path().join(BUILDING)).unwrap();
+        let refused = Store::open(dir.path()).unwrap_err();
+        assert!(refused.is_in_use(), "{refused}");
+        assert!(dir.path().join(BUILDING).is_dir(), "left to its owner");
+        drop(store);
+        let reopened = reopen_store(dir.path());
+        assert!(!dir.path().join(BUILDING).exists(), "the owner recovers");
+        drop(reopened);
     }
 }

@@ -81,6 +81,9 @@ pub struct Store {
     dir: std::path::PathBuf,
     /// The cache size it was opened with (a compaction reopens with the same).
     cache_bytes: u64,
+    /// The data folder's lock ([`compact::lock_folder`]), released with the last
+    /// clone.
+    _lock: std::sync::Arc<std::fs::File>,
     /// Every write holds it shared; a backup or a compaction holds it alone, so the
     /// snapshot falls between two writes (the state a crash at that moment would
     /// leave, which recovery handles).
@@ -207,7 +210,9 @@ impl Store {
     /// Opens (or creates) the store in `dir`, caching at most `cache_bytes` in
     /// memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        // A compaction cut short by a crash is finished or undone first.
+        // A compaction cut short by a crash is finished or undone first, by the
+        // folder's owner only.
+        let lock = compact::lock_folder(dir)?;
         compact::recover(dir)?;
         let trees = Trees::open(&dir.join("db"), cache_bytes)?;
         if trees.meta.get("schema")?.is_none() {
@@ -218,6 +223,7 @@ impl Store {
             live: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(trees))),
             dir: dir.to_path_buf(),
             cache_bytes,
+            _lock: std::sync::Arc::new(lock),
             gate: Default::default(),
         })
     }
