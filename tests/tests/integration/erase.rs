@@ -258,9 +258,9 @@ async fn erasing_one_key_leaves_everyone_elses_data_intact() {
     server.shutdown().await;
 }
 
-// Markers for the byte scans: ASCII letters and hyphens only, so their JSON-escaped
-// form is the same bytes; the scan also looks for their UTF-16 forms.
-const W_NAME: &str = "Quillwren";
+// Markers for the byte scans. The names carry a non-ASCII letter: the scan looks for
+// each text as UTF-8, as JSON with `\uXXXX` escapes, and as UTF-16LE/BE.
+const W_NAME: &str = "Quillwrén";
 const W_MAIN: &str = "qw-main-disclosure-5e1c he hits me when he drinks";
 const W_PRIVATE: &str = "qw-private-words-8b2d I sleep in the car";
 const W_RECORD: &str = "qw-record-words-c4a9 the refuge number helped";
@@ -352,7 +352,7 @@ async fn after_peerhub_erase_no_file_in_the_data_folder_holds_the_persons_words(
     server.shutdown().await;
 }
 
-const P_NAME: &str = "Marrowlark";
+const P_NAME: &str = "Marrowlärk";
 const P_MAIN: &str = "ml-main-words-3d8e I left the house last night";
 const P_PRIVATE: &str = "ml-private-words-a61f please do not tell anyone";
 const R_REASON: &str = "rr-redact-reason-77c2 quoted the address";
