@@ -128,6 +128,8 @@ pub mod action {
     pub const GROUP_CREATE: &str = "group.create";
     /// A facilitator muted someone (other controls follow the `control.<name>` form).
     pub const CONTROL_MUTE: &str = "control.mute";
+    /// A facilitator redacted a message (its envelope carries the reason).
+    pub const CONTROL_REDACT: &str = "control.redact";
     /// A supervisor acknowledged an escalation.
     pub const ESCALATION_ACK: &str = "escalation.ack";
     /// The retention pass deleted expired data (signed by the hub's key).
@@ -589,8 +591,95 @@ impl AuditLog {
         pseudonym: &Pseudonym,
         hub: &PublicKey,
     ) -> Result<ErasureRewrite, RewriteError> {
-        let mut chain = self.lock();
         let needle = key.to_b64();
+        self.rewrite_with(pseudonym, |body, out| {
+            let mut changed = false;
+            if body.subject == Some(EntrySubject::Key(*key)) {
+                body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
+                out.subjects_replaced += 1;
+                changed = true;
+            }
+            for env in &mut body.envelopes {
+                let EntryEnvelope::Signed(signed) = env else {
+                    continue;
+                };
+                let names_key = signed.key == *hub && signed.payload.contains(&needle);
+                if signed.key == *key || names_key {
+                    *env = erased_envelope(signed);
+                    out.envelopes_erased += 1;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
+    /// Pseudonymises the participants of an ephemeral group's session that ended
+    /// (see [`crate::groups`], `end_session`): as [`AuditLog::rewrite_for_erasure`]
+    /// does for each of `participants` (key, pseudonym) — subjects become
+    /// pseudonyms; their envelopes, and the hub's naming them, become digests — and
+    /// in the entries of `group`, every redaction's envelope (`control.redact`,
+    /// whose reason may quote what was said) becomes its digest too. Facilitators'
+    /// other envelopes stay, as an erasure keeps them: they hold the facilitators
+    /// to account. The returned `pseudonym` is the first participant's. Not
+    /// durable until the caller commits.
+    pub fn rewrite_for_session_end(
+        &self,
+        group: &GroupId,
+        participants: &[(PublicKey, Pseudonym)],
+        hub: &PublicKey,
+    ) -> Result<ErasureRewrite, RewriteError> {
+        let Some((_, first)) = participants.first() else {
+            let (_, hash) = self.tail();
+            return Ok(ErasureRewrite {
+                pseudonym: Pseudonym::of(&[0; 32], hub),
+                entries_changed: 0,
+                subjects_replaced: 0,
+                envelopes_erased: 0,
+                first_rewritten: None,
+                old_hash: None,
+                new_hash: None,
+                old_last_hash: hash,
+                new_last_hash: hash,
+            });
+        };
+        let needles: Vec<String> = participants.iter().map(|(k, _)| k.to_b64()).collect();
+        self.rewrite_with(first, |body, out| {
+            let mut changed = false;
+            if let Some(EntrySubject::Key(subject)) = &body.subject {
+                if let Some((_, pseudonym)) = participants.iter().find(|(k, _)| k == subject) {
+                    body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
+                    out.subjects_replaced += 1;
+                    changed = true;
+                }
+            }
+            let in_group = body.group.as_ref() == Some(group);
+            let redaction = in_group && body.action == action::CONTROL_REDACT;
+            for env in &mut body.envelopes {
+                let EntryEnvelope::Signed(signed) = env else {
+                    continue;
+                };
+                let signer = participants.iter().any(|(k, _)| *k == signed.key);
+                let names = signed.key == *hub
+                    && needles.iter().any(|n| signed.payload.contains(n.as_str()));
+                if signer || names || redaction {
+                    *env = erased_envelope(signed);
+                    out.envelopes_erased += 1;
+                    changed = true;
+                }
+            }
+            changed
+        })
+    }
+
+    /// Rewrites the chain: `change` edits one entry's body (counting in `out`) and
+    /// says whether it changed it; see [`AuditLog::rewrite_for_erasure`].
+    fn rewrite_with(
+        &self,
+        pseudonym: &Pseudonym,
+        mut change: impl FnMut(&mut EntryBody, &mut ErasureRewrite) -> bool,
+    ) -> Result<ErasureRewrite, RewriteError> {
+        let mut chain = self.lock();
         let mut out = ErasureRewrite {
             pseudonym: pseudonym.clone(),
             entries_changed: 0,
@@ -630,25 +719,7 @@ impl AuditLog {
             let mut body: EntryBody =
                 from_json_object(std::str::from_utf8(body_bytes).unwrap_or_default())
                     .map_err(|e| broken(seq)(BreakReason::Malformed(e.to_string())))?;
-            let mut changed = false;
-            if body.subject == Some(EntrySubject::Key(*key)) {
-                body.subject = Some(EntrySubject::Erased(pseudonym.clone()));
-                out.subjects_replaced += 1;
-                changed = true;
-            }
-            for env in &mut body.envelopes {
-                let EntryEnvelope::Signed(signed) = env else {
-                    continue;
-                };
-                let names_key = signed.key == *hub && signed.payload.contains(&needle);
-                if signed.key == *key || names_key {
-                    let json = serde_json::to_vec(signed).unwrap_or_default();
-                    let digest = EntryHash(Sha256::digest(&json).into());
-                    *env = EntryEnvelope::Erased(ErasedEnvelope { erased: digest });
-                    out.envelopes_erased += 1;
-                    changed = true;
-                }
-            }
+            let changed = change(&mut body, &mut out);
             if changed || !writes.is_empty() {
                 let new_body = if changed {
                     body.prev = new_prev;
@@ -689,6 +760,13 @@ impl AuditLog {
         }
         Ok(out)
     }
+}
+
+/// An envelope replaced by the SHA-256 of its JSON.
+fn erased_envelope(signed: &SignedEnvelope) -> EntryEnvelope {
+    let json = serde_json::to_vec(signed).unwrap_or_default();
+    let digest = EntryHash(Sha256::digest(&json).into());
+    EntryEnvelope::Erased(ErasedEnvelope { erased: digest })
 }
 
 /// A chain that verified.
@@ -1366,5 +1444,78 @@ mod tests {
         let err = verify_data_dir(dir.path()).unwrap_err();
         assert!(matches!(err, FolderError::InUse(_)), "{err}");
         assert!(err.to_string().contains("running peerhub server"), "{err}");
+    }
+
+    #[test]
+    fn a_session_end_pseudonymises_its_participants_and_hides_its_redactions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = AuditLog::open(store.clone()).unwrap();
+        let (p, fac, other, hub) = (signer(1), signer(2), signer(3), signer(9));
+        let key = |s: &SigningKey| PublicKey(s.verifying_key().to_bytes());
+        let (g, h) = (
+            GroupId::parse("dropin").unwrap(),
+            GroupId::parse("steady").unwrap(),
+        );
+        let env = |s: &SigningKey, payload: String| SignedEnvelope::sign(s, Kind::Control, payload);
+        let p_b64 = key(&p).to_b64();
+        let appended = [
+            // 1: the participant's own envelope (a flag, say).
+            NewEntry::new(1, "escalation.raise", env(&p, "{}".into())).group(g.clone()),
+            // 2: the facilitator mutes them: kept signed, subject pseudonymised.
+            NewEntry::new(
+                2,
+                action::CONTROL_MUTE,
+                env(&fac, format!(r#"{{"m":"{p_b64}"}}"#)),
+            )
+            .group(g.clone())
+            .subject(key(&p)),
+            // 3: a redaction in the group: its reason goes.
+            NewEntry::new(
+                3,
+                action::CONTROL_REDACT,
+                env(&fac, r#"{"reason":"quoted"}"#.into()),
+            )
+            .group(g.clone()),
+            // 4: a redaction in another group, and 5: someone else: untouched.
+            NewEntry::new(
+                4,
+                action::CONTROL_REDACT,
+                env(&fac, r#"{"reason":"other"}"#.into()),
+            )
+            .group(h.clone()),
+            NewEntry::new(5, action::CONTROL_MUTE, env(&fac, "{}".into()))
+                .group(g.clone())
+                .subject(key(&other)),
+        ];
+        for entry in appended {
+            log.append(entry).unwrap();
+        }
+        let pseudonym = Pseudonym::of(&[7; 32], &key(&p));
+        let out = log
+            .rewrite_for_session_end(&g, &[(key(&p), pseudonym.clone())], &key(&hub))
+            .unwrap();
+        assert_eq!((out.subjects_replaced, out.envelopes_erased), (1, 2));
+        let report = verify(&store).unwrap();
+        assert_eq!((report.entries, report.erased_envelopes), (5, 2));
+        assert_eq!(log.tail(), (5, report.last_hash));
+        let chain: Vec<_> = entries(&store).map(Result::unwrap).collect();
+        assert_eq!(chain[0].actor(), None);
+        assert_eq!(
+            chain[1].actor(),
+            Some(key(&fac)),
+            "the facilitator stays accountable"
+        );
+        assert_eq!(chain[1].subject_pseudonym.as_ref(), Some(&pseudonym));
+        assert_eq!(chain[2].actor(), None, "the redaction's reason is gone");
+        assert_eq!(chain[3].actor(), Some(key(&fac)));
+        assert!(chain[3].envelopes[0].payload.contains("other"));
+        assert_eq!(chain[4].subject, Some(key(&other)));
+        assert!(store.trees_containing(b"quoted").unwrap().is_empty());
+        // Nobody to forget: nothing changes.
+        let before = store.digest().unwrap();
+        let none = log.rewrite_for_session_end(&g, &[], &key(&hub)).unwrap();
+        assert_eq!(none.entries_changed, 0);
+        assert_eq!(store.digest().unwrap(), before);
     }
 }

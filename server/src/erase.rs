@@ -53,6 +53,16 @@
 //!
 //! A crash part-way leaves some data erased and some not; run it again (it is
 //! idempotent; it appends another `admin.erase` entry).
+//!
+//! # When the bytes leave the folder
+//!
+//! sled is log-structured: what this module removes or overwrites stays in the
+//! database files until rewritten. `peerhub erase` ([`crate::admin::erase`])
+//! therefore compacts the store ([`crate::store::compact`]) after the erasure is
+//! flushed: when the command returns, no file in the data folder holds the erased
+//! data. A crash during the compaction is finished at the next open, before the
+//! store serves anything. Backups taken before, and filesystem snapshots, still
+//! hold it.
 
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
@@ -110,6 +120,10 @@ pub struct ErasureReport {
     pub audit: ErasureRewrite,
     /// The seq of the `admin.erase` entry.
     pub audit_seq: u64,
+    /// The compaction that then removed the erased bytes from the data folder
+    /// (`peerhub erase` does it; [`erase_key`] alone leaves it to the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compacted: Option<crate::store::compact::CompactReport>,
 }
 
 /// Erases `key`'s personal data from `store` (see the module docs), at server time
@@ -215,6 +229,7 @@ pub fn erase_key(
         counter,
         audit: rewrite,
         audit_seq,
+        compacted: None,
     };
     tracing::info!(
         events,

@@ -11,6 +11,7 @@
 //!   Push service; the test picks each answer's status.
 //! - [`webpush::PushSubscriber`] — a browser's push keys: decrypts pushes and checks
 //!   their VAPID header independently of the hub's crate.
+//! - [`scan`] — byte scans of every file in a data folder.
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
@@ -18,6 +19,7 @@ pub mod client;
 pub mod identity;
 pub mod process;
 pub mod receiver;
+pub mod scan;
 pub mod server;
 pub mod webpush;
 

@@ -47,15 +47,27 @@ pub struct ProcessServer {
 impl ProcessServer {
     /// Starts `peerhub --listen 127.0.0.1:0 --data DIR ARGS...` and waits for `ready`.
     pub async fn start(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, "warn", false).await
+        Self::spawn(data, args, "warn", false, &[]).await
+    }
+
+    /// As [`Self::start`], with extra environment variables (test hooks such as
+    /// `TEST_PEERHUB_COMPACT_CRASH_AT`).
+    pub async fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(data, args, "warn", false, env).await
     }
 
     /// As [`Self::start`], logging at `rust_log` into [`Self::logs`].
     pub async fn start_logging(data: &Path, args: &[&str], rust_log: &str) -> Self {
-        Self::spawn(data, args, rust_log, true).await
+        Self::spawn(data, args, rust_log, true, &[]).await
     }
 
-    async fn spawn(data: &Path, args: &[&str], rust_log: &str, capture: bool) -> Self {
+    async fn spawn(
+        data: &Path,
+        args: &[&str],
+        rust_log: &str,
+        capture: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary())
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -64,6 +76,7 @@ impl ProcessServer {
             .args(crate::server::GENEROUS_LIMIT_FLAGS)
             .args(args)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(if capture {
                 Stdio::piped()

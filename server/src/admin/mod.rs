@@ -109,16 +109,20 @@ pub fn restore(
 }
 
 /// Erases one key's personal data from a stopped server's folder (see
-/// [`crate::erase`]); a running server holds members in memory, so it is refused.
+/// [`crate::erase`]), then compacts the store so the erased bytes leave the folder
+/// ([`Store::compact`]); a running server holds members in memory, so it is refused.
 pub fn erase(
     dir: &Path,
     key: &peerhub_protocol::PublicKey,
 ) -> Result<crate::erase::ErasureReport, AdminError> {
     let store = open_stopped(dir)?;
     let audit = AuditLog::open(store.clone())?;
-    let report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
+    let mut report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
         .map_err(|e| AdminError::Invalid(e.to_string()))?;
     store.flush()?;
+    // sled keeps removed values in its files until rewritten: rewrite the store so
+    // the erased bytes leave the folder before the command returns.
+    report.compacted = Some(store.compact()?);
     Ok(report)
 }
 

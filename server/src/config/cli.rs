@@ -97,7 +97,8 @@ pub enum Command {
     /// are removed, their account goes, and the audit chain keeps its entries with
     /// a pseudonym in place of the key. Safeguarding records (escalations, the
     /// facilitators' notes in records) are kept until retention deletes them.
-    /// Audited (`admin.erase`). Prints what it changed as JSON.
+    /// Audited (`admin.erase`). Then the store is rewritten (compacted) so the
+    /// erased bytes leave the data folder. Prints what it changed as JSON.
     Erase {
         /// The hub's data folder (stop the server first).
         #[arg(long, value_name = "DIR")]

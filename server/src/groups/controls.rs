@@ -13,7 +13,8 @@ use peerhub_protocol::payload::ControlAction;
 use peerhub_protocol::{ProtocolError, PublicKey, SignedEnvelope};
 
 use super::actor::{Deferred, GroupActor};
-use crate::audit::NewEntry;
+use crate::audit::{NewEntry, Pseudonym, RewriteError};
+use crate::erase::ERASED_NAME;
 use crate::error::ServerError;
 use crate::outbound::Outbox;
 use crate::store::records::{RecordRecord, Removal};
@@ -389,6 +390,10 @@ impl GroupActor {
         let group = self.room.group.id.clone();
         if retention.ephemeral {
             self.store.delete_events(&group, None)?;
+            self.forget_participants(now)?;
+            // After the commit: rewrite the store so the deleted bytes leave the
+            // data folder (see `store::compact`).
+            self.deferred.push(Deferred::Compact);
         } else if let Some(days) = retention.history_days {
             let cutoff = now.saturating_sub(u64::from(days) * 24 * 60 * 60 * 1000);
             self.store.delete_events(&group, Some(cutoff))?;
@@ -422,6 +427,78 @@ impl GroupActor {
             }
             self.forget_member(&key)?;
         }
+        Ok(())
+    }
+
+    /// An ephemeral group's session ended: who attended and as whom goes. Each
+    /// participant's member record (name, signed join, signed agreement) is
+    /// forgotten; one removed for good keeps only its standing, under
+    /// [`ERASED_NAME`] and without the reason. The audit chain names them by
+    /// pseudonym and keeps only the digest of their envelopes, of the hub's naming
+    /// them, and of this group's redactions (their reasons may quote what was
+    /// said) — see [`crate::audit::AuditLog::rewrite_for_session_end`]. Staff
+    /// records stay. Escalations and co-produced records are safeguarding
+    /// records: kept, as an erasure keeps them, until retention deletes them.
+    fn forget_participants(&mut self, now: u64) -> Result<(), ServerError> {
+        let participants: Vec<PublicKey> = self
+            .room
+            .members
+            .keys()
+            .filter(|key| !self.room.is_staff_member(key))
+            .copied()
+            .collect();
+        if participants.is_empty() {
+            return Ok(());
+        }
+        let seed = self.store.hub_signing_seed()?;
+        let hub = PublicKey(
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes(),
+        );
+        let pseudonyms: Vec<(PublicKey, Pseudonym)> = participants
+            .iter()
+            .map(|key| (*key, Pseudonym::of(&seed, key)))
+            .collect();
+        for key in &participants {
+            let for_good = self
+                .room
+                .members
+                .get(key)
+                .and_then(|m| m.record.removed.as_ref())
+                .is_some_and(|r| r.session.is_none());
+            if for_good {
+                self.with_member(key, |m| {
+                    m.name = ERASED_NAME.into();
+                    m.join = None;
+                    m.agreement_env = None;
+                    if let Some(removal) = &mut m.removed {
+                        removal.reason = None;
+                    }
+                })?;
+                continue;
+            }
+            if self.is_online(key) {
+                if let Some(info) = self.room.member_info(key, false, now) {
+                    self.deferred.push(Deferred::Forgotten(info));
+                }
+            }
+            self.forget_member(key)?;
+        }
+        match self
+            .audit
+            .rewrite_for_session_end(&self.room.group.id, &pseudonyms, &hub)
+        {
+            Ok(_) => {}
+            Err(RewriteError::Store(error)) => return Err(error.into()),
+            // A chain that does not verify is not rewritten (that would hide the
+            // break); the session still ends. `peerhub audit verify` names it.
+            Err(error) => tracing::error!(
+                group = %self.room.group.id,
+                "the audit chain was not pseudonymised at the session's end: {error}"
+            ),
+        }
+        self.dirty = true;
         Ok(())
     }
 

@@ -40,7 +40,8 @@ impl Store {
     /// Whether `dir` already holds a store, so that [`Store::open`] would open it
     /// rather than create an empty one (tools that must not create one check first).
     pub fn exists_in(dir: &Path) -> bool {
-        dir.join("db").is_dir()
+        // Or a compaction a crash cut short, which the next open finishes or undoes.
+        dir.join("db").is_dir() || super::compact::cut_short_in(dir)
     }
 
     /// Writes entry `seq`. Refuses (as corruption) a seq that is already taken: the
@@ -48,9 +49,11 @@ impl Store {
     /// each other silently.
     pub fn append_audit(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let _writing = self.writing();
-        let swapped =
-            self.seq_audit
-                .compare_and_swap(audit_key(seq), None as Option<&[u8]>, Some(bytes))?;
+        let swapped = self.t().seq_audit.compare_and_swap(
+            audit_key(seq),
+            None as Option<&[u8]>,
+            Some(bytes),
+        )?;
         swapped.map_err(|_| StoreError::Corrupt {
             tree: TREE,
             reason: format!("entry {seq} already exists; the chain is append-only"),
@@ -59,7 +62,7 @@ impl Store {
 
     /// The last entry, as (seq, stored bytes), or `None` for an empty chain.
     pub fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        match self.seq_audit.last()? {
+        match self.t().seq_audit.last()? {
             None => Ok(None),
             Some((key, value)) => Ok(Some((seq_of(&key)?, value.to_vec()))),
         }
@@ -70,7 +73,7 @@ impl Store {
     pub fn audit_entries(
         &self,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + Send + 'static {
-        self.seq_audit.iter().map(|item| {
+        self.t().seq_audit.iter().map(|item| {
             let (key, value) = item?;
             Ok((seq_of(&key)?, value.to_vec()))
         })
@@ -81,7 +84,7 @@ impl Store {
     #[doc(hidden)]
     pub fn put_audit_raw_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.seq_audit.insert(audit_key(seq), bytes)?;
+        self.t().seq_audit.insert(audit_key(seq), bytes)?;
         Ok(())
     }
 
@@ -89,7 +92,7 @@ impl Store {
     #[doc(hidden)]
     pub fn remove_audit_raw_for_tests(&self, seq: u64) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.seq_audit.remove(audit_key(seq))?;
+        self.t().seq_audit.remove(audit_key(seq))?;
         Ok(())
     }
 }
@@ -107,7 +110,7 @@ impl Store {
         &self,
         token_hash: [u8; 32],
     ) -> Result<Option<peerhub_protocol::PublicKey>, StoreError> {
-        let Some(bytes) = self.tokenhash_invite.get(token_hash)? else {
+        let Some(bytes) = self.t().tokenhash_invite.get(token_hash)? else {
             return Ok(None);
         };
         let invite: super::records::InviteRecord = super::decode("tokenhash_invite", &bytes)?;

@@ -110,7 +110,7 @@ impl Store {
         .map_err(io)?;
         let mut digest = StoreDigest::new();
         let mut entries = 0u64;
-        for (name, tree) in self.named_trees() {
+        for (name, tree) in self.t().named() {
             digest.tree(name);
             for item in tree.iter() {
                 let (key, value) = item?;
@@ -183,7 +183,8 @@ impl Store {
             )));
         }
         let store = Store::open(dir)?;
-        let trees = store.named_trees();
+        let live = store.t();
+        let trees = live.named();
         let mut entries = 0u64;
         let mut max_id = 0u64;
         let mut trailer = None;
@@ -237,7 +238,7 @@ impl Store {
         }
         // Ids for escalations and records come from sled's id generator, which is
         // not in any tree: move it past every id restored.
-        while store.db.generate_id().map_err(StoreError::from)? < max_id {}
+        while store.t().db.generate_id().map_err(StoreError::from)? < max_id {}
         // A backup from before the escalation index has none: build it now.
         store.index_escalations_if_missing()?;
         store.flush()?;

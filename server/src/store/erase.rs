@@ -29,7 +29,7 @@ impl Store {
     pub fn events_of_key(&self, key: &PublicKey) -> Result<Vec<LocatedEvent>, StoreError> {
         let needle = key.to_b64();
         let mut out = Vec::new();
-        for item in self.groupid_seq_event.iter() {
+        for item in self.t().groupid_seq_event.iter() {
             let (store_key, value) = item?;
             if !contains(&value, needle.as_bytes()) {
                 continue;
@@ -63,10 +63,10 @@ impl Store {
     /// counter; returns whether the account and the counter were there.
     pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
         let _writing = self.writing();
-        let account = self.key_account.remove(key.0)?.is_some();
-        let counter = self.key_counter.remove(key.0)?.is_some();
-        for item in self.key_pushsub.scan_prefix(key.0) {
-            self.key_pushsub.remove(item?.0)?;
+        let account = self.t().key_account.remove(key.0)?.is_some();
+        let counter = self.t().key_counter.remove(key.0)?.is_some();
+        for item in self.t().key_pushsub.scan_prefix(key.0) {
+            self.t().key_pushsub.remove(item?.0)?;
         }
         Ok((account, counter))
     }
@@ -76,7 +76,7 @@ impl Store {
     pub fn remove_allowed_everywhere(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut doomed = Vec::new();
-        for item in self.groupid_key_allowed.iter() {
+        for item in self.t().groupid_key_allowed.iter() {
             let (store_key, _) = item?;
             // `group ‖ 0x00 ‖ key`.
             let Some(nul) = store_key.len().checked_sub(33) else {
@@ -87,7 +87,7 @@ impl Store {
             }
         }
         for store_key in &doomed {
-            self.groupid_key_allowed.remove(store_key)?;
+            self.t().groupid_key_allowed.remove(store_key)?;
         }
         Ok(doomed.len())
     }
@@ -97,7 +97,7 @@ impl Store {
     pub fn remove_invites_redeemed_by(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut doomed = Vec::new();
-        for item in self.tokenhash_invite.iter() {
+        for item in self.t().tokenhash_invite.iter() {
             let (hash, value) = item?;
             let invite: InviteRecord = decode("tokenhash_invite", &value)?;
             if invite.used_by == Some(*key) {
@@ -105,7 +105,7 @@ impl Store {
             }
         }
         for hash in &doomed {
-            self.tokenhash_invite.remove(hash)?;
+            self.t().tokenhash_invite.remove(hash)?;
         }
         Ok(doomed.len())
     }
@@ -118,7 +118,7 @@ impl Store {
         let _writing = self.writing();
         let mut batch = sled::Batch::default();
         for (seq, bytes) in entries {
-            if !self.seq_audit.contains_key(audit_key(*seq))? {
+            if !self.t().seq_audit.contains_key(audit_key(*seq))? {
                 return Err(StoreError::Corrupt {
                     tree: "seq_audit",
                     reason: format!("entry {seq} does not exist; a rewrite never appends"),
@@ -126,7 +126,7 @@ impl Store {
             }
             batch.insert(&audit_key(*seq), bytes.as_slice());
         }
-        self.seq_audit.apply_batch(batch)?;
+        self.t().seq_audit.apply_batch(batch)?;
         Ok(())
     }
 
@@ -135,7 +135,7 @@ impl Store {
     #[doc(hidden)]
     pub fn trees_containing(&self, needle: &[u8]) -> Result<Vec<&'static str>, StoreError> {
         let mut out = Vec::new();
-        for (name, tree) in self.named_trees() {
+        for (name, tree) in self.t().named() {
             for item in tree.iter() {
                 let (key, value) = item?;
                 if contains(&key, needle) || contains(&value, needle) {
@@ -150,7 +150,7 @@ impl Store {
     /// Writes one event back where it was (an erasure's tombstone).
     pub fn put_located_event(&self, located: &LocatedEvent) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_seq_event.insert(
+        self.t().groupid_seq_event.insert(
             keys::event_key(&located.group, &located.channel, located.event.seq),
             encode(&located.event),
         )?;

@@ -52,7 +52,8 @@ impl Store {
         group: &GroupId,
         key: &PublicKey,
     ) -> Result<Option<MemberRecord>, StoreError> {
-        self.groupid_key_member
+        self.t()
+            .groupid_key_member
             .get(keys::member_key(group, key))?
             .map(|v| decode("groupid_key_member", &v))
             .transpose()
@@ -64,7 +65,7 @@ impl Store {
         key: &PublicKey,
     ) -> Result<Vec<(GroupId, MemberRecord)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.groupid_key_member.iter() {
+        for item in self.t().groupid_key_member.iter() {
             let (store_key, value) = item?;
             // `group ‖ 0x00 ‖ key`: only records ending in this key are decoded.
             let Some(group_len) = store_key.len().checked_sub(33) else {
@@ -97,7 +98,7 @@ impl Store {
         // without that text cannot be this key's and are skipped undecoded.
         let needle = key.to_b64();
         let mut out = Vec::new();
-        for item in self.groupid_seq_event.iter() {
+        for item in self.t().groupid_seq_event.iter() {
             let (store_key, value) = item?;
             if !contains(&value, needle.as_bytes()) {
                 continue;

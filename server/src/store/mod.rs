@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod backup;
 mod commit;
+pub mod compact;
 pub mod erase;
 pub mod export;
 pub mod keys;
@@ -67,8 +68,31 @@ pub enum RedeemRefusal {
 }
 
 /// The database and its named trees.
+///
+/// Cheap to clone: every clone shares the same open database, which
+/// [`Store::compact`] may replace by a rewritten copy while the hub runs (see
+/// [`compact`]). A method reads the current trees at each use, so it never holds
+/// the database across a replacement longer than one call.
 #[derive(Clone)]
 pub struct Store {
+    /// The open database. Who: every method reads it (a brief read lock to clone
+    /// the `Arc`); only [`Store::compact`] replaces it, holding `gate` alone.
+    live: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Trees>>>,
+    /// The data folder (the database is its `db` folder).
+    dir: std::path::PathBuf,
+    /// The cache size it was opened with (a compaction reopens with the same).
+    cache_bytes: u64,
+    /// The data folder's lock ([`compact::lock_folder`]), released with the last
+    /// clone.
+    _lock: std::sync::Arc<std::fs::File>,
+    /// Every write holds it shared; a backup or a compaction holds it alone, so the
+    /// snapshot falls between two writes (the state a crash at that moment would
+    /// leave, which recovery handles).
+    gate: std::sync::Arc<std::sync::RwLock<()>>,
+}
+
+/// One open database and its named trees (see [`keys`] for their layouts).
+pub(crate) struct Trees {
     db: sled::Db,
     meta: sled::Tree,
     key_account: sled::Tree,
@@ -85,10 +109,56 @@ pub struct Store {
     escindex_escid: sled::Tree,
     seq_audit: sled::Tree,
     key_pushsub: sled::Tree,
-    /// Every write holds it shared; a backup holds it alone, so the snapshot falls
-    /// between two writes (the state a crash at that moment would leave, which
-    /// recovery handles).
-    gate: std::sync::Arc<std::sync::RwLock<()>>,
+}
+
+impl Trees {
+    /// Opens the sled database in `path` and its trees.
+    fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Self {
+            meta: tree("meta")?,
+            key_account: tree("key_account")?,
+            key_counter: tree("key_counter")?,
+            tokenhash_invite: tree("tokenhash_invite")?,
+            groupid_group: tree("groupid_group")?,
+            groupid_key_member: tree("groupid_key_member")?,
+            groupid_seq_event: tree("groupid_seq_event")?,
+            groupid_state: tree("groupid_state")?,
+            groupid_key_allowed: tree("groupid_key_allowed")?,
+            recordid_record: tree("recordid_record")?,
+            key_recordid: tree("key_recordid")?,
+            escid_escalation: tree("escid_escalation")?,
+            escindex_escid: tree("escindex_escid")?,
+            seq_audit: tree("seq_audit")?,
+            key_pushsub: tree("key_pushsub")?,
+            db,
+        })
+    }
+
+    /// Every tree with its name, in the fixed order digests and backups use.
+    pub(crate) fn named(&self) -> [(&'static str, &sled::Tree); 15] {
+        [
+            ("meta", &self.meta),
+            ("key_account", &self.key_account),
+            ("key_counter", &self.key_counter),
+            ("tokenhash_invite", &self.tokenhash_invite),
+            ("groupid_group", &self.groupid_group),
+            ("groupid_key_member", &self.groupid_key_member),
+            ("groupid_seq_event", &self.groupid_seq_event),
+            ("groupid_state", &self.groupid_state),
+            ("groupid_key_allowed", &self.groupid_key_allowed),
+            ("recordid_record", &self.recordid_record),
+            ("key_recordid", &self.key_recordid),
+            ("escid_escalation", &self.escid_escalation),
+            ("escindex_escid", &self.escindex_escid),
+            ("seq_audit", &self.seq_audit),
+            ("key_pushsub", &self.key_pushsub),
+        ]
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -167,43 +237,36 @@ impl Store {
     /// Opens (or creates) the store in `dir`, caching at most `cache_bytes` in
     /// memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(cache_bytes)
-            .open()?;
-        let tree = |name: &str| db.open_tree(name);
-        let store = Self {
-            meta: tree("meta")?,
-            key_account: tree("key_account")?,
-            key_counter: tree("key_counter")?,
-            tokenhash_invite: tree("tokenhash_invite")?,
-            groupid_group: tree("groupid_group")?,
-            groupid_key_member: tree("groupid_key_member")?,
-            groupid_seq_event: tree("groupid_seq_event")?,
-            groupid_state: tree("groupid_state")?,
-            groupid_key_allowed: tree("groupid_key_allowed")?,
-            recordid_record: tree("recordid_record")?,
-            key_recordid: tree("key_recordid")?,
-            escid_escalation: tree("escid_escalation")?,
-            escindex_escid: tree("escindex_escid")?,
-            seq_audit: tree("seq_audit")?,
-            key_pushsub: tree("key_pushsub")?,
-            gate: Default::default(),
-            db,
-        };
-        if store.meta.get("schema")?.is_none() {
-            store.meta.insert("schema", "1")?;
-            store.db.flush()?;
+        // A compaction cut short by a crash is finished or undone first, by the
+        // folder's owner only.
+        let lock = compact::lock_folder(dir)?;
+        compact::recover(dir)?;
+        let trees = Trees::open(&dir.join("db"), cache_bytes)?;
+        if trees.meta.get("schema")?.is_none() {
+            trees.meta.insert("schema", "1")?;
+            trees.db.flush()?;
         }
+        let store = Self {
+            live: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(trees))),
+            dir: dir.to_path_buf(),
+            cache_bytes,
+            _lock: std::sync::Arc::new(lock),
+            gate: Default::default(),
+        };
         store.index_escalations_if_missing()?;
         Ok(store)
+    }
+
+    /// The open database's trees, as they are now.
+    pub(crate) fn t(&self) -> std::sync::Arc<Trees> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A SHA-256 over every tree's keys and values, in a fixed order: equal digests
     /// mean equal stored state (tests use it to prove a refusal changed nothing).
     pub fn digest(&self) -> Result<[u8; 32], StoreError> {
         let mut digest = StoreDigest::new();
-        for (name, tree) in self.named_trees() {
+        for (name, tree) in self.t().named() {
             digest.tree(name);
             for item in tree.iter() {
                 let (key, value) = item?;
@@ -218,36 +281,15 @@ impl Store {
         self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every tree with its name, in the fixed order digests and backups use.
-    fn named_trees(&self) -> [(&'static str, &sled::Tree); 15] {
-        [
-            ("meta", &self.meta),
-            ("key_account", &self.key_account),
-            ("key_counter", &self.key_counter),
-            ("tokenhash_invite", &self.tokenhash_invite),
-            ("groupid_group", &self.groupid_group),
-            ("groupid_key_member", &self.groupid_key_member),
-            ("groupid_seq_event", &self.groupid_seq_event),
-            ("groupid_state", &self.groupid_state),
-            ("groupid_key_allowed", &self.groupid_key_allowed),
-            ("recordid_record", &self.recordid_record),
-            ("key_recordid", &self.key_recordid),
-            ("escid_escalation", &self.escid_escalation),
-            ("escindex_escid", &self.escindex_escid),
-            ("seq_audit", &self.seq_audit),
-            ("key_pushsub", &self.key_pushsub),
-        ]
-    }
-
     /// The store's size on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.t().db.size_on_disk()?)
     }
 
     /// Makes every write so far durable. Prefer [`Committer::commit`], which shares
     /// one flush between concurrent writers.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        self.t().db.flush()?;
         Ok(())
     }
 
@@ -255,7 +297,8 @@ impl Store {
 
     /// The account of a key, if it holds any role.
     pub fn account(&self, key: &PublicKey) -> Result<Option<AccountRecord>, StoreError> {
-        self.key_account
+        self.t()
+            .key_account
             .get(key.0)?
             .map(|v| decode("key_account", &v))
             .transpose()
@@ -282,13 +325,13 @@ impl Store {
             account.roles.push(role);
             account.roles.sort();
         }
-        self.key_account.insert(key.0, encode(&account))?;
+        self.t().key_account.insert(key.0, encode(&account))?;
         Ok(account)
     }
 
     /// Whether any key holds the admin role.
     pub fn has_admin(&self) -> Result<bool, StoreError> {
-        for item in self.key_account.iter() {
+        for item in self.t().key_account.iter() {
             let (_, value) = item?;
             let account: AccountRecord = decode("key_account", &value)?;
             if account.roles.contains(&Role::Admin) {
@@ -303,6 +346,7 @@ impl Store {
     /// The last counter accepted from `key` (0 if none).
     pub fn counter(&self, key: &PublicKey) -> Result<u64, StoreError> {
         Ok(self
+            .t()
             .key_counter
             .get(key.0)?
             .map(|v| keys::counter_from(&v))
@@ -313,7 +357,7 @@ impl Store {
     /// tasks writing the same key's counter concurrently never lower it.
     pub fn raise_counter(&self, key: &PublicKey, counter: u64) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.key_counter.fetch_and_update(key.0, |old| {
+        self.t().key_counter.fetch_and_update(key.0, |old| {
             let old = old.map(keys::counter_from).unwrap_or(0);
             Some(keys::counter_bytes(old.max(counter)).to_vec())
         })?;
@@ -329,7 +373,9 @@ impl Store {
         invite: &InviteRecord,
     ) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.tokenhash_invite.insert(token_hash, encode(invite))?;
+        self.t()
+            .tokenhash_invite
+            .insert(token_hash, encode(invite))?;
         Ok(())
     }
 
@@ -337,11 +383,11 @@ impl Store {
     pub fn remove_unused_bootstrap_invites(&self) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut removed = 0;
-        for item in self.tokenhash_invite.iter() {
+        for item in self.t().tokenhash_invite.iter() {
             let (hash, value) = item?;
             let invite: InviteRecord = decode("tokenhash_invite", &value)?;
             if invite.bootstrap && invite.used_by.is_none() {
-                self.tokenhash_invite.remove(hash)?;
+                self.t().tokenhash_invite.remove(hash)?;
                 removed += 1;
             }
         }
@@ -357,7 +403,7 @@ impl Store {
     ) -> Result<Result<InviteRecord, RedeemRefusal>, StoreError> {
         let _writing = self.writing();
         loop {
-            let Some(current) = self.tokenhash_invite.get(token_hash)? else {
+            let Some(current) = self.t().tokenhash_invite.get(token_hash)? else {
                 return Ok(Err(RedeemRefusal::Unknown));
             };
             let invite: InviteRecord = decode("tokenhash_invite", &current)?;
@@ -376,7 +422,7 @@ impl Store {
                 used_ms: Some(now_ms),
                 ..invite
             };
-            let swapped = self.tokenhash_invite.compare_and_swap(
+            let swapped = self.t().tokenhash_invite.compare_and_swap(
                 token_hash,
                 Some(current),
                 Some(encode(&used)),
@@ -392,7 +438,7 @@ impl Store {
     /// Creates a group; `false` if the id is taken.
     pub fn create_group(&self, group: &GroupRecord) -> Result<bool, StoreError> {
         let _writing = self.writing();
-        let swapped = self.groupid_group.compare_and_swap(
+        let swapped = self.t().groupid_group.compare_and_swap(
             group.id.as_str(),
             None as Option<&[u8]>,
             Some(encode(group)),
@@ -403,14 +449,16 @@ impl Store {
     /// Replaces an existing group's record (settings an operator changed).
     pub fn put_group(&self, group: &GroupRecord) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_group
+        self.t()
+            .groupid_group
             .insert(group.id.as_str(), encode(group))?;
         Ok(())
     }
 
     /// A group by id.
     pub fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        self.groupid_group
+        self.t()
+            .groupid_group
             .get(id.as_str())?
             .map(|v| decode("groupid_group", &v))
             .transpose()
@@ -418,7 +466,8 @@ impl Store {
 
     /// Every group, by id.
     pub fn groups(&self) -> Result<Vec<GroupRecord>, StoreError> {
-        self.groupid_group
+        self.t()
+            .groupid_group
             .iter()
             .map(|item| decode("groupid_group", &item?.1))
             .collect()
@@ -429,7 +478,8 @@ impl Store {
     /// Stores (or replaces) a member record.
     pub fn put_member(&self, group: &GroupId, member: &MemberRecord) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_key_member
+        self.t()
+            .groupid_key_member
             .insert(keys::member_key(group, &member.key), encode(member))?;
         Ok(())
     }
@@ -438,7 +488,8 @@ impl Store {
     /// cleared).
     pub fn delete_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_key_member
+        self.t()
+            .groupid_key_member
             .remove(keys::member_key(group, key))?;
         Ok(())
     }
@@ -449,7 +500,8 @@ impl Store {
         group: &GroupId,
         key: &PublicKey,
     ) -> Result<Option<MemberRecord>, StoreError> {
-        self.groupid_key_member
+        self.t()
+            .groupid_key_member
             .get(keys::member_key(group, key))?
             .map(|v| decode("groupid_key_member", &v))
             .transpose()
@@ -457,7 +509,8 @@ impl Store {
 
     /// Every member of a group.
     pub fn members(&self, group: &GroupId) -> Result<Vec<MemberRecord>, StoreError> {
-        self.groupid_key_member
+        self.t()
+            .groupid_key_member
             .scan_prefix(keys::group_prefix(group))
             .map(|item| decode("groupid_key_member", &item?.1))
             .collect()
@@ -466,7 +519,8 @@ impl Store {
     /// Marks `key` as invited to a virtual group.
     pub fn allow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_key_allowed
+        self.t()
+            .groupid_key_allowed
             .insert(keys::member_key(group, key), &[])?;
         Ok(())
     }
@@ -474,6 +528,7 @@ impl Store {
     /// Whether `key` was invited to a virtual group.
     pub fn is_allowed(&self, group: &GroupId, key: &PublicKey) -> Result<bool, StoreError> {
         Ok(self
+            .t()
             .groupid_key_allowed
             .contains_key(keys::member_key(group, key))?)
     }
@@ -482,7 +537,8 @@ impl Store {
 
     /// A group's mutable state, if it has been written.
     pub fn group_state(&self, group: &GroupId) -> Result<Option<GroupStateRecord>, StoreError> {
-        self.groupid_state
+        self.t()
+            .groupid_state
             .get(group.as_str())?
             .map(|v| decode("groupid_state", &v))
             .transpose()
@@ -495,7 +551,9 @@ impl Store {
         state: &GroupStateRecord,
     ) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_state.insert(group.as_str(), encode(state))?;
+        self.t()
+            .groupid_state
+            .insert(group.as_str(), encode(state))?;
         Ok(())
     }
 
@@ -510,7 +568,8 @@ impl Store {
         event: &StoredEvent,
     ) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.groupid_seq_event
+        self.t()
+            .groupid_seq_event
             .insert(keys::event_key(group, channel, event.seq), encode(event))?;
         Ok(())
     }
@@ -522,7 +581,8 @@ impl Store {
         channel: &Channel,
         seq: u64,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        self.groupid_seq_event
+        self.t()
+            .groupid_seq_event
             .get(keys::event_key(group, channel, seq))?
             .map(|v| decode("groupid_seq_event", &v))
             .transpose()
@@ -532,6 +592,7 @@ impl Store {
     /// no state record yet; afterwards the state's heads are the authority.
     pub fn last_seq(&self, group: &GroupId, channel: &Channel) -> Result<u64, StoreError> {
         match self
+            .t()
             .groupid_seq_event
             .scan_prefix(keys::channel_prefix(group, channel))
             .next_back()
@@ -550,6 +611,7 @@ impl Store {
     /// The lowest seq still stored in a channel, if any.
     pub fn first_seq(&self, group: &GroupId, channel: &Channel) -> Result<Option<u64>, StoreError> {
         match self
+            .t()
             .groupid_seq_event
             .scan_prefix(keys::channel_prefix(group, channel))
             .next()
@@ -573,7 +635,8 @@ impl Store {
         }
         let start = keys::event_key(group, channel, after.saturating_add(1));
         let end = keys::event_key(group, channel, up_to);
-        self.groupid_seq_event
+        self.t()
+            .groupid_seq_event
             .range(start..=end)
             .take(limit)
             .map(|item| decode("groupid_seq_event", &item?.1))
@@ -591,6 +654,7 @@ impl Store {
         let _writing = self.writing();
         let mut doomed = Vec::new();
         for item in self
+            .t()
             .groupid_seq_event
             .scan_prefix(keys::group_prefix(group))
         {
@@ -604,7 +668,7 @@ impl Store {
             }
         }
         for key in &doomed {
-            self.groupid_seq_event.remove(key)?;
+            self.t().groupid_seq_event.remove(key)?;
         }
         Ok(doomed.len())
     }
@@ -614,7 +678,7 @@ impl Store {
     /// A fresh escalation id (unique, increasing).
     pub fn next_escalation_id(&self) -> Result<u64, StoreError> {
         let _writing = self.writing();
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.t().db.generate_id()? + 1)
     }
 
     /// Writes an escalation and its index entries together (durable with the next
@@ -623,12 +687,13 @@ impl Store {
         use sled::transaction::TransactionError;
         use sled::Transactional as _;
         let _writing = self.writing();
+        let trees = self.t();
         let id = record.view.id;
         let old = self.escalation(id)?;
         let remove = old.as_ref().map(escalation_index_keys).unwrap_or_default();
         let add = escalation_index_keys(record);
         let value = encode(record);
-        (&self.escid_escalation, &self.escindex_escid)
+        (&trees.escid_escalation, &trees.escindex_escid)
             .transaction(|(escalations, index)| {
                 for key in remove.iter().filter(|k| !add.contains(k)) {
                     index.remove(key.as_slice())?;
@@ -647,14 +712,16 @@ impl Store {
 
     /// One escalation by id.
     pub fn escalation(&self, id: u64) -> Result<Option<EscalationRecord>, StoreError> {
-        self.escid_escalation
+        self.t()
+            .escid_escalation
             .get(id.to_be_bytes())?
             .map(|v| decode("escid_escalation", &v))
             .transpose()
     }
 
     fn escalation_ids(&self, prefix: &[u8]) -> Result<Vec<u64>, StoreError> {
-        self.escindex_escid
+        self.t()
+            .escindex_escid
             .scan_prefix(prefix)
             .keys()
             .map(|key| {
@@ -700,7 +767,8 @@ impl Store {
     /// Every escalation, oldest first: a full scan, for operator jobs and tests
     /// only (never on a request path).
     pub fn escalations(&self) -> Result<Vec<EscalationRecord>, StoreError> {
-        self.escid_escalation
+        self.t()
+            .escid_escalation
             .iter()
             .map(|item| decode("escid_escalation", &item?.1))
             .collect()
@@ -709,19 +777,19 @@ impl Store {
     /// Builds the escalation index when escalations exist without one (a store or
     /// backup from before the index): once, at open.
     pub(crate) fn index_escalations_if_missing(&self) -> Result<(), StoreError> {
-        if !self.escindex_escid.is_empty() || self.escid_escalation.is_empty() {
+        if !self.t().escindex_escid.is_empty() || self.t().escid_escalation.is_empty() {
             return Ok(());
         }
         let mut indexed = 0usize;
-        for item in self.escid_escalation.iter() {
+        for item in self.t().escid_escalation.iter() {
             let (_, value) = item?;
             let record: EscalationRecord = decode("escid_escalation", &value)?;
             for key in escalation_index_keys(&record) {
-                self.escindex_escid.insert(key, &[] as &[u8])?;
+                self.t().escindex_escid.insert(key, &[] as &[u8])?;
             }
             indexed += 1;
         }
-        self.db.flush()?;
+        self.t().db.flush()?;
         tracing::info!(escalations = indexed, "escalation index built");
         Ok(())
     }
@@ -730,7 +798,7 @@ impl Store {
     /// `escalation::reference`.
     pub fn escalation_reference_secret(&self) -> Result<[u8; 32], StoreError> {
         let _writing = self.writing();
-        if let Some(secret) = self.meta.get("escalation_reference_secret")? {
+        if let Some(secret) = self.t().meta.get("escalation_reference_secret")? {
             if let Ok(secret) = <[u8; 32]>::try_from(secret.as_ref()) {
                 return Ok(secret);
             }
@@ -740,22 +808,25 @@ impl Store {
             tree: "meta",
             reason: format!("no randomness for the reference secret: {e}"),
         })?;
-        self.meta.insert("escalation_reference_secret", &secret)?;
-        self.db.flush()?;
+        self.t()
+            .meta
+            .insert("escalation_reference_secret", &secret)?;
+        self.t().db.flush()?;
         Ok(secret)
     }
 
     /// Removes the index entries of an escalation that retention deleted.
     pub(crate) fn unindex_escalation(&self, record: &EscalationRecord) -> Result<(), StoreError> {
         for key in escalation_index_keys(record) {
-            self.escindex_escid.remove(key)?;
+            self.t().escindex_escid.remove(key)?;
         }
         Ok(())
     }
 
     /// The on-call rota (empty if never set).
     pub fn rota(&self) -> Result<Vec<RotaEntry>, StoreError> {
-        self.meta
+        self.t()
+            .meta
             .get("rota")?
             .map(|v| decode("meta", &v))
             .transpose()
@@ -765,14 +836,14 @@ impl Store {
     /// Replaces the rota (durable with the next commit).
     pub fn put_rota(&self, rota: &[RotaEntry]) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.meta.insert("rota", encode(&rota))?;
+        self.t().meta.insert("rota", encode(&rota))?;
         Ok(())
     }
 
     /// Every key holding one of `roles`.
     pub fn keys_with_roles(&self, roles: &[Role]) -> Result<Vec<PublicKey>, StoreError> {
         let mut keys = Vec::new();
-        for item in self.key_account.iter() {
+        for item in self.t().key_account.iter() {
             let (key, value) = item?;
             let account: AccountRecord = decode("key_account", &value)?;
             if account.roles.iter().any(|r| roles.contains(r)) {
@@ -787,7 +858,7 @@ impl Store {
     /// The hub's own signing seed (made once), for the pager hook's signed bodies.
     pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
         let _writing = self.writing();
-        if let Some(seed) = self.meta.get("hub_signing_seed")? {
+        if let Some(seed) = self.t().meta.get("hub_signing_seed")? {
             if let Ok(seed) = <[u8; 32]>::try_from(seed.as_ref()) {
                 return Ok(seed);
             }
@@ -797,8 +868,8 @@ impl Store {
             tree: "meta",
             reason: format!("no randomness for the hub key: {e}"),
         })?;
-        self.meta.insert("hub_signing_seed", &seed)?;
-        self.db.flush()?;
+        self.t().meta.insert("hub_signing_seed", &seed)?;
+        self.t().db.flush()?;
         Ok(seed)
     }
 
@@ -807,16 +878,18 @@ impl Store {
     /// A fresh record id (unique, increasing; not gap-free).
     pub fn next_record_id(&self) -> Result<u64, StoreError> {
         let _writing = self.writing();
-        Ok(self.db.generate_id()? + 1)
+        Ok(self.t().db.generate_id()? + 1)
     }
 
     /// Writes a record and indexes it under the member it is about.
     pub fn put_record(&self, record: &RecordRecord) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.recordid_record
+        self.t()
+            .recordid_record
             .insert(record.id.to_be_bytes(), encode(record))?;
         if let Some(about) = &record.about {
-            self.key_recordid
+            self.t()
+                .key_recordid
                 .insert(keys::record_index_key(about, record.id), &[])?;
         }
         Ok(())
@@ -824,7 +897,8 @@ impl Store {
 
     /// A record by id.
     pub fn record(&self, id: u64) -> Result<Option<RecordRecord>, StoreError> {
-        self.recordid_record
+        self.t()
+            .recordid_record
             .get(id.to_be_bytes())?
             .map(|v| decode("recordid_record", &v))
             .transpose()
@@ -833,7 +907,7 @@ impl Store {
     /// Every record about `key`, oldest first.
     pub fn records_about(&self, key: &PublicKey) -> Result<Vec<RecordRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.key_recordid.scan_prefix(key.0) {
+        for item in self.t().key_recordid.scan_prefix(key.0) {
             let (index, _) = item?;
             let id = keys::record_id_of_index_key(&index).ok_or(StoreError::Corrupt {
                 tree: "key_recordid",
@@ -996,7 +1070,7 @@ mod tests {
             store
                 .put_escalation(&escalation(7, PublicKey([1; 32]), EscalationStatus::Open))
                 .unwrap();
-            store.escindex_escid.clear().unwrap();
+            store.t().escindex_escid.clear().unwrap();
             store.flush().unwrap();
             assert!(store.unresolved_escalations().unwrap().is_empty());
         }

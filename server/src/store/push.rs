@@ -17,15 +17,15 @@ impl Store {
         make: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Vec<u8>, StoreError> {
         let _writing = self.writing();
-        if let Some(secret) = self.meta.get("vapid_secret")? {
+        if let Some(secret) = self.t().meta.get("vapid_secret")? {
             return Ok(secret.to_vec());
         }
         let secret = make().map_err(|reason| StoreError::Corrupt {
             tree: "meta",
             reason,
         })?;
-        self.meta.insert("vapid_secret", secret.as_slice())?;
-        self.db.flush()?;
+        self.t().meta.insert("vapid_secret", secret.as_slice())?;
+        self.t().db.flush()?;
         Ok(secret)
     }
 
@@ -37,19 +37,19 @@ impl Store {
         subscription: &PushSubscriptionRecord,
     ) -> Result<(), StoreError> {
         let _writing = self.writing();
-        self.key_pushsub.insert(
+        self.t().key_pushsub.insert(
             keys::push_subscription_key(key, &subscription.endpoint),
             encode(subscription),
         )?;
         let mut all: Vec<(sled::IVec, PushSubscriptionRecord)> = Vec::new();
-        for item in self.key_pushsub.scan_prefix(key.0) {
+        for item in self.t().key_pushsub.scan_prefix(key.0) {
             let (k, v) = item?;
             all.push((k, decode("key_pushsub", &v)?));
         }
         if all.len() > MAX_SUBSCRIPTIONS_PER_KEY {
             all.sort_by_key(|(_, s)| s.created_ms);
             for (k, _) in &all[..all.len() - MAX_SUBSCRIPTIONS_PER_KEY] {
-                self.key_pushsub.remove(k)?;
+                self.t().key_pushsub.remove(k)?;
             }
         }
         Ok(())
@@ -60,7 +60,8 @@ impl Store {
         &self,
         key: &PublicKey,
     ) -> Result<Vec<PushSubscriptionRecord>, StoreError> {
-        self.key_pushsub
+        self.t()
+            .key_pushsub
             .scan_prefix(key.0)
             .map(|item| decode("key_pushsub", &item?.1))
             .collect()
@@ -74,6 +75,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _writing = self.writing();
         Ok(self
+            .t()
             .key_pushsub
             .remove(keys::push_subscription_key(key, endpoint))?
             .is_some())
@@ -83,11 +85,11 @@ impl Store {
     pub fn remove_push_subscriptions(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut doomed = Vec::new();
-        for item in self.key_pushsub.scan_prefix(key.0) {
+        for item in self.t().key_pushsub.scan_prefix(key.0) {
             doomed.push(item?.0);
         }
         for k in &doomed {
-            self.key_pushsub.remove(k)?;
+            self.t().key_pushsub.remove(k)?;
         }
         Ok(doomed.len())
     }

@@ -80,6 +80,7 @@ impl Store {
         before_ms: u64,
     ) -> Result<(), StoreError> {
         for item in self
+            .t()
             .groupid_seq_event
             .scan_prefix(keys::group_prefix(group))
         {
@@ -98,7 +99,7 @@ impl Store {
         expired: &mut Expired,
         mut is_expired: impl FnMut(&EscalationRecord) -> bool,
     ) -> Result<(), StoreError> {
-        for item in self.escid_escalation.iter() {
+        for item in self.t().escid_escalation.iter() {
             let (key, value) = item?;
             let record: EscalationRecord = decode("escid_escalation", &value)?;
             if is_expired(&record) {
@@ -114,7 +115,7 @@ impl Store {
         expired: &mut Expired,
         mut is_expired: impl FnMut(&RecordRecord) -> bool,
     ) -> Result<(), StoreError> {
-        for item in self.recordid_record.iter() {
+        for item in self.t().recordid_record.iter() {
             let (key, value) = item?;
             let record: RecordRecord = decode("recordid_record", &value)?;
             if is_expired(&record) {
@@ -131,15 +132,17 @@ impl Store {
         let _writing = self.writing();
         let mut deleted = Deleted::default();
         for key in expired.events {
-            if self.groupid_seq_event.remove(key)?.is_some() {
+            if self.t().groupid_seq_event.remove(key)?.is_some() {
                 deleted.events += 1;
             }
         }
         for (key, value) in expired.escalations {
             let record: Option<EscalationRecord> = decode("escid_escalation", &value).ok();
-            let swapped =
-                self.escid_escalation
-                    .compare_and_swap(key, Some(value), None as Option<&[u8]>)?;
+            let swapped = self.t().escid_escalation.compare_and_swap(
+                key,
+                Some(value),
+                None as Option<&[u8]>,
+            )?;
             if swapped.is_ok() {
                 deleted.escalations += 1;
                 if let Some(record) = record {
@@ -148,13 +151,16 @@ impl Store {
             }
         }
         for (key, value, about) in expired.records {
-            let swapped =
-                self.recordid_record
-                    .compare_and_swap(&key, Some(value), None as Option<&[u8]>)?;
+            let swapped = self.t().recordid_record.compare_and_swap(
+                &key,
+                Some(value),
+                None as Option<&[u8]>,
+            )?;
             if swapped.is_ok() {
                 deleted.records += 1;
                 if let (Some(about), Ok(id)) = (about, <[u8; 8]>::try_from(key.as_ref())) {
-                    self.key_recordid
+                    self.t()
+                        .key_recordid
                         .remove(keys::record_index_key(&about, u64::from_be_bytes(id)))?;
                 }
             }
@@ -165,7 +171,7 @@ impl Store {
     /// The audit chain's anchor: (seq, hash) of the last entry pruned from its
     /// front, or `None` if nothing was ever pruned.
     pub fn audit_anchor(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
-        let Some(bytes) = self.meta.get(ANCHOR)? else {
+        let Some(bytes) = self.t().meta.get(ANCHOR)? else {
             return Ok(None);
         };
         let anchor: AnchorJson = decode("meta", &bytes)?;
@@ -186,7 +192,7 @@ impl Store {
             seq,
             hash: hex::encode(hash),
         };
-        self.meta.insert(ANCHOR, encode(&anchor))?;
+        self.t().meta.insert(ANCHOR, encode(&anchor))?;
         Ok(())
     }
 
@@ -194,9 +200,9 @@ impl Store {
     pub fn remove_audit_through(&self, seq: u64) -> Result<usize, StoreError> {
         let _writing = self.writing();
         let mut removed = 0;
-        for item in self.seq_audit.range(..=audit_key(seq)) {
+        for item in self.t().seq_audit.range(..=audit_key(seq)) {
             let (key, _) = item?;
-            if self.seq_audit.remove(key)?.is_some() {
+            if self.t().seq_audit.remove(key)?.is_some() {
                 removed += 1;
             }
         }
