@@ -140,7 +140,7 @@ fn staff_like(folded: &str) -> Option<&'static str> {
     let word_shapes: Vec<String> = words.iter().map(|w| role_skeleton(w)).collect();
     if let Some(word) = RESERVED_TITLE_WORDS.iter().find(|t| {
         let t = role_skeleton(t);
-        shape == t || word_shapes.iter().any(|w| *w == t)
+        shape == t || word_shapes.contains(&t)
     }) {
         return Some(word);
     }

@@ -1082,7 +1082,7 @@ impl GroupActor {
                 GroupCommand::ClearWaiting { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                                GroupCommand::Leave { .. }
+                GroupCommand::Leave { .. }
                 | GroupCommand::Reload
                 | GroupCommand::HubNote { .. } => {}
             }
