@@ -49,6 +49,7 @@ pub mod erase;
 pub mod error;
 pub mod escalation;
 pub mod export;
+pub mod file_modes;
 pub mod groups;
 pub mod hub;
 pub mod invites;
@@ -96,6 +97,20 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data folder, or something in it, is open to group or others.
+    #[error(
+        "data folder: {first} is readable or writable by group or others \
+         ({count} such path(s) in all); refusing to start. Run: {advice} \
+         (or set store.open_to_others = \"warn\" to start anyway)"
+    )]
+    OpenToOthers {
+        /// The first such path, with its mode.
+        first: file_modes::OpenPath,
+        /// How many there are.
+        count: usize,
+        /// The `chmod` that closes them all.
+        advice: String,
+    },
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
@@ -142,16 +157,42 @@ impl Server {
                 source,
             })?;
         config::check_listen(local_addr, config.tls.is_some())?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        let data_error = |source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
-        })?;
+        };
+        let open = file_modes::check_at_start(&config.data_dir).map_err(data_error)?;
+        if let Some(first) = open.first() {
+            match config.open_to_others {
+                file_modes::OpenToOthers::Refuse => {
+                    return Err(StartError::OpenToOthers {
+                        first: first.clone(),
+                        count: open.len(),
+                        advice: file_modes::chmod_advice(&config.data_dir),
+                    })
+                }
+                file_modes::OpenToOthers::Warn => {
+                    for path in &open {
+                        tracing::warn!(
+                            path = %path.path.display(),
+                            mode = format!("{:04o}", path.mode),
+                            advice = file_modes::chmod_advice(&config.data_dir),
+                            "data folder open to group or others (store.open_to_others = warn)"
+                        );
+                    }
+                }
+            }
+        }
+        file_modes::create_dir(&config.data_dir).map_err(data_error)?;
         let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         let tls = config
             .tls
             .as_ref()
             .map(|source| transport::tls::setup(source, &config.data_dir))
             .transpose()?;
+        // The store's files and the self-signed key: owner-only whatever the umask
+        // (paths the operator chose to leave open, with the warning, stay as they are).
+        file_modes::make_owner_only(&config.data_dir, &open).map_err(data_error)?;
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         let (committer, commit_thread) =

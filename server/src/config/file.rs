@@ -139,6 +139,8 @@ pub struct LimitsSection {
 pub struct StoreSection {
     /// Memory the store may use as cache, in MiB.
     pub cache_mb: u64,
+    /// A data folder open to group or others at start: "refuse" or "warn".
+    pub open_to_others: String,
 }
 
 /// `[metrics]`
@@ -212,6 +214,7 @@ impl Default for FileSettings {
             },
             store: StoreSection {
                 cache_mb: config.store_cache_bytes / (1024 * 1024),
+                open_to_others: "refuse".into(),
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
@@ -291,6 +294,7 @@ pub const KEYS: &[&str] = &[
     "limits.outbox_bytes",
     "limits.outbox_frames",
     "store.cache_mb",
+    "store.open_to_others",
     "metrics.public",
     "retention.chat_history_days",
     "retention.safeguarding_days",
@@ -563,6 +567,12 @@ impl FileSettings {
         config.outbox_bytes = l.outbox_bytes;
         config.outbox_capacity = l.outbox_frames;
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
+        config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
+            ConfigError::File(format!(
+                "store.open_to_others must be \"refuse\" or \"warn\", not {:?}",
+                self.store.open_to_others
+            ))
+        })?;
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
         config.trusted_proxies.header = self.client_address_header.parse().map_err(|()| {

@@ -12,6 +12,7 @@ mod erase;
 mod escalation;
 mod escalation_ops;
 mod export;
+mod files;
 mod groups;
 mod history;
 mod http;
