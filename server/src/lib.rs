@@ -242,6 +242,13 @@ impl Server {
                 auth_timeout: config.auth_timeout,
                 allowed_origins: config.allowed_origins.clone(),
                 metrics_public: config.metrics_public,
+                metrics_token: config.metrics_token.clone(),
+                http: transport::origin::HttpPolicy::new(
+                    local_addr,
+                    tls.is_some(),
+                    config.public_url.as_deref(),
+                    &config.allowed_origins,
+                ),
                 trusted_proxies: config.trusted_proxies.clone(),
                 conformance_echo: config.conformance_echo,
             },

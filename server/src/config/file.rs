@@ -149,6 +149,8 @@ pub struct StoreSection {
 pub struct MetricsSection {
     /// Serve `/metrics` to any address (default: this machine only).
     pub public: bool,
+    /// Bearer token `/metrics` asks for, from any address (a secret); empty: none.
+    pub token: String,
 }
 
 /// `[retention]` (days; 0 keeps for ever)
@@ -296,6 +298,7 @@ pub const KEYS: &[&str] = &[
     "store.cache_mb",
     "store.open_to_others",
     "metrics.public",
+    "metrics.token",
     "retention.chat_history_days",
     "retention.safeguarding_days",
     "retention.audit_days",
@@ -303,7 +306,7 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.
-pub const SECRET_KEYS: &[&str] = &["escalation.pager_url"];
+pub const SECRET_KEYS: &[&str] = &["escalation.pager_url", "metrics.token"];
 
 /// `PEERHUB_*` variables that are not settings: the config file's own path.
 const NOT_SETTINGS: &[&str] = &["PEERHUB_CONFIG"];
@@ -575,6 +578,27 @@ impl FileSettings {
         })?;
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
+        config.metrics_token = Some(self.metrics.token.clone()).filter(|t| !t.is_empty());
+        if config.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::File(
+                "metrics.token must be at least 16 characters (it is a password)".into(),
+            ));
+        }
+        for origin in &self.allow_origins {
+            if crate::transport::origin::Origin::parse(origin).is_none() {
+                return Err(ConfigError::File(format!(
+                    "allow_origins: {origin:?} is not an origin (scheme://host[:port])"
+                )));
+            }
+        }
+        if !self.public_url.is_empty()
+            && crate::transport::origin::Origin::parse(&self.public_url).is_none()
+        {
+            return Err(ConfigError::File(format!(
+                "public_url: {:?} is not a URL (http(s)://host[:port]/)",
+                self.public_url
+            )));
+        }
         config.trusted_proxies.header = self.client_address_header.parse().map_err(|()| {
             ConfigError::File(format!(
                 "client_address_header must be \"x-forwarded-for\" or \"forwarded\", not {:?}",
@@ -600,6 +624,9 @@ impl FileSettings {
         let mut shown = self.clone();
         if !shown.escalation.pager_url.is_empty() {
             shown.escalation.pager_url = "(hidden)".into();
+        }
+        if !shown.metrics.token.is_empty() {
+            shown.metrics.token = "(hidden)".into();
         }
         toml::to_string(&shown).unwrap_or_default()
     }
