@@ -135,6 +135,9 @@ pub struct Server {
     tokens: StartTokens,
     tls: Option<TlsSetup>,
     retention: retention::RetentionHandle,
+    data_dir: std::path::PathBuf,
+    /// Paths the operator left open (`store.open_to_others = "warn"`).
+    kept_open: Vec<file_modes::OpenPath>,
 }
 
 impl Server {
@@ -289,6 +292,8 @@ impl Server {
             tokens,
             tls,
             retention,
+            data_dir: config.data_dir.clone(),
+            kept_open: open,
         })
     }
 
@@ -369,6 +374,8 @@ impl Server {
             accept,
             router_stop,
             commit_thread,
+            data_dir,
+            kept_open,
             ..
         } = self;
         hub.shutdown.cancel();
@@ -390,6 +397,11 @@ impl Server {
                 let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
             }
             Err(_) => tracing::warn!("the store stays open: something still holds the hub"),
+        }
+        // Files the store made while serving (its snapshots) are owner-only whatever
+        // the umask of a process that runs the hub as a library; `main` sets 077.
+        if let Err(error) = file_modes::make_owner_only(&data_dir, &kept_open) {
+            tracing::warn!(%error, "could not make the data folder owner-only");
         }
         tracing::info!("peerhub stopped");
     }
