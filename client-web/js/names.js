@@ -8,7 +8,9 @@
 //   1. NFKC normalisation;
 //   2. no control, format (zero-width, bidi) or private-use characters;
 //   3. runs of white space fold to one space, ends trimmed; 1..=maxChars characters;
-//   4. no role word ("facilitator", "admin", ...) hidden in the name.
+//   4. no role word or stem ("facilitat", "crisis", "nurse", ...) hidden in the name,
+//      no staff title ("mod", "team", "NHS", ...) or helpline number ("111", "999")
+//      as a word of it (the lists are those of names.rs and PROTOCOL.md §5).
 //
 // Rule 4 here is a close approximation: the server also folds Unicode look-alikes
 // (TS #39 skeletons), which a browser cannot do without a large table. The client
@@ -20,15 +22,28 @@ import { scalarLength } from "./encoding.js";
 export const DEFAULT_MAX_NAME_CHARS = 32;
 
 const RESERVED_ROLE_WORDS = [
-  "facilitator",
-  "supervisor",
+  "facilitat",
+  "supervis",
   "admin",
-  "moderator",
+  "moderat",
   "peerworker",
   "peerhub",
   "staff",
   "system",
+  "safeguard",
+  "crisis",
+  "nurse",
+  "doctor",
+  "counsel",
+  "therapist",
+  "samaritan",
+  "helpline",
+  "official",
+  "oncall",
 ];
+const RESERVED_TITLE_WORDS = ["mod", "mods", "team", "nhs", "gp", "dr"];
+const RESERVED_NUMBERS = ["111", "999", "112", "911", "116123"];
+const WORD_SPLIT = /[^\p{L}\p{N}|!@$+]+/u;
 
 // Same set as names.rs `is_hidden` (control characters plus listed format, filler and
 // private-use ranges).
@@ -81,12 +96,28 @@ export function normaliseDisplayName(raw, maxChars = DEFAULT_MAX_NAME_CHARS) {
     };
   }
   const shape = roleShape(folded);
+  const refuse = (word) => ({
+    ok: false,
+    reason: `Names can't look like staff or a service (this one reads as "${word}"), so nobody is misled. Please choose another name.`,
+  });
   for (const [word, wordShape] of ROLE_SHAPES) {
     if (shape.includes(wordShape)) {
-      return {
-        ok: false,
-        reason: `Names can't look like a role such as "${word}", so nobody is misled. Please choose another name.`,
-      };
+      return refuse(word);
+    }
+  }
+  const words = folded.split(WORD_SPLIT).filter((w) => w !== "");
+  const wordShapes = words.map(roleShape);
+  for (const title of RESERVED_TITLE_WORDS) {
+    const t = roleShape(title);
+    if (shape === t || wordShapes.includes(t)) {
+      return refuse(title);
+    }
+  }
+  const hasLetters = /\p{Alphabetic}/u.test(folded);
+  const digits = folded.replace(/[^0-9]/g, "");
+  for (const n of RESERVED_NUMBERS) {
+    if (words.includes(n) || (!hasLetters && digits === n)) {
+      return refuse(n);
     }
   }
   return { ok: true, name: folded };

@@ -9,7 +9,13 @@
 //! 3. runs of white space fold to one space, ends trimmed; 1 to
 //!    [`MAX_NAME_CHARS`](crate::limits::MAX_NAME_CHARS) characters;
 //! 4. no name whose confusable skeleton (Unicode TS #39), with spaces, punctuation and
-//!    digits-for-letters removed, contains a role word, in any script.
+//!    digits-for-letters removed, contains a role word or stem, in any script;
+//! 5. no name with a word (or made of nothing but a word) that is a short staff
+//!    title or a helpline number ([`RESERVED_TITLE_WORDS`], [`RESERVED_NUMBERS`]):
+//!    these only as whole words, so that "Modesty" and "Steam" stay ordinary names.
+//!
+//! The lists below are the one place these words are kept; PROTOCOL.md §5 lists them
+//! and a spec test keeps the two equal.
 
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_security::confusable_detection::skeleton;
@@ -17,17 +23,38 @@ use unicode_security::confusable_detection::skeleton;
 use crate::error::ProtocolError;
 use crate::limits::MAX_NAME_CHARS;
 
-/// Words no display name may contain, however it is spelt.
+/// Words and stems no display name may contain anywhere, however it is spelt
+/// ("facilitat" covers facilitator, facilitation; "supervis" supervisor,
+/// supervision; "counsel" counsellor and counselor).
 pub const RESERVED_ROLE_WORDS: &[&str] = &[
-    "facilitator",
-    "supervisor",
+    "facilitat",
+    "supervis",
     "admin",
-    "moderator",
+    "moderat",
     "peerworker",
     "peerhub",
     "staff",
     "system",
+    "safeguard",
+    "crisis",
+    "nurse",
+    "doctor",
+    "counsel",
+    "therapist",
+    "samaritan",
+    "helpline",
+    "official",
+    "oncall",
 ];
+
+/// Short staff titles refused only as a whole word of the name, or as the whole
+/// name with its spaces and punctuation removed ("M o d"): as stems they would
+/// refuse ordinary names ("Modesty", "Steam", "Drew").
+pub const RESERVED_TITLE_WORDS: &[&str] = &["mod", "mods", "team", "nhs", "gp", "dr"];
+
+/// Emergency and helpline numbers refused as a whole word of the name, or as the
+/// name's only digits when it has no letters ("1 1 1").
+pub const RESERVED_NUMBERS: &[&str] = &["111", "999", "112", "911", "116123"];
 
 fn is_hidden(c: char) -> bool {
     c.is_control()
@@ -86,16 +113,43 @@ pub fn normalise_display_name(raw: &str) -> Result<String, ProtocolError> {
             limit: MAX_NAME_CHARS,
         });
     }
-    let shape = role_skeleton(&folded);
-    for word in RESERVED_ROLE_WORDS {
-        if shape.contains(&role_skeleton(word)) {
-            return Err(ProtocolError::invalid(
-                "name",
-                format!("names may not look like a role (\"{word}\")"),
-            ));
-        }
+    if let Some(word) = staff_like(&folded) {
+        return Err(ProtocolError::invalid(
+            "name",
+            format!("names may not look like a role (\"{word}\")"),
+        ));
     }
     Ok(folded)
+}
+
+/// The reserved word or number a (folded) name imitates, if any.
+fn staff_like(folded: &str) -> Option<&'static str> {
+    let shape = role_skeleton(folded);
+    if let Some(word) = RESERVED_ROLE_WORDS
+        .iter()
+        .find(|w| shape.contains(&role_skeleton(w)))
+    {
+        return Some(word);
+    }
+    // Words: split on white space and punctuation, but not on the characters that
+    // stand for letters ("Te@m", "M|d").
+    let words: Vec<&str> = folded
+        .split(|c: char| c.is_whitespace() || (!c.is_alphanumeric() && !"|!@$+".contains(c)))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let word_shapes: Vec<String> = words.iter().map(|w| role_skeleton(w)).collect();
+    if let Some(word) = RESERVED_TITLE_WORDS.iter().find(|t| {
+        let t = role_skeleton(t);
+        shape == t || word_shapes.contains(&t)
+    }) {
+        return Some(word);
+    }
+    let has_letters = folded.chars().any(char::is_alphabetic);
+    let digits: String = folded.chars().filter(char::is_ascii_digit).collect();
+    RESERVED_NUMBERS
+        .iter()
+        .find(|n| words.contains(n) || (!has_letters && digits == **n))
+        .copied()
 }
 
 #[cfg(test)]
@@ -127,6 +181,84 @@ mod tests {
             "Peer Worker",
         ] {
             assert!(normalise_display_name(name).is_err(), "{name} was accepted");
+        }
+    }
+
+    /// Issue 14 item 8: staff-like names passed ("Crisis Team", "Mod", ...).
+    #[test]
+    fn staff_like_names_and_their_look_alikes_are_refused() {
+        for name in [
+            "Crisis Team",
+            "Safeguarding Lead",
+            "Facilitation Team",
+            "On-call Supervision",
+            "NHS 111 Nurse",
+            "Mod",
+            // look-alikes: confusables, spacing, leetspeak, full-width, punctuation
+            "Сrisis Теаm", // Cyrillic С, Т, е, а
+            "C r i s i s",
+            "Cr1s1s",
+            "S4feguarding",
+            "M0d",
+            "M o d",
+            "Ｍｏｄ",
+            "the mods",
+            "Te@m Jo",
+            "N.H.S",
+            "nhs",
+            "Jo (NHS)",
+            "Dr. Sam",
+            "Doctor Who",
+            "Nurse Ratched",
+            "Counselor Kay",
+            "counsellor",
+            "Therapist",
+            "Samaritans",
+            "Samaritans listener",
+            "999",
+            "1 1 1",
+            "Call 116123",
+            "Helpline",
+            "Official",
+            "oncall",
+            "Moderation",
+            "Supervision",
+            "team",
+        ] {
+            assert!(normalise_display_name(name).is_err(), "{name} was accepted");
+        }
+    }
+
+    /// The trade-off of whole-word titles: these ordinary names must pass.
+    #[test]
+    fn ordinary_names_near_a_title_pass() {
+        for name in [
+            "Ted",
+            "Teamo",
+            "Steam",
+            "Modesty",
+            "Moda",
+            "Amod",
+            "Dominic",
+            "Drew",
+            "Andrea",
+            "Admiral Ackbar",
+            "Chris",
+            "Christina",
+            "Theo",
+            "Therese",
+            "Nursima",
+            "Sam 2",
+            "Jo 11",
+            "Rose 1999",
+            "Gwen",
+            "Esteban",
+        ] {
+            assert!(
+                normalise_display_name(name).is_ok(),
+                "{name} was refused: {:?}",
+                normalise_display_name(name)
+            );
         }
     }
 

@@ -2098,7 +2098,12 @@ fn limits_table_matches_limits_rs() {
 #[test]
 fn reserved_role_words_are_listed_in_the_name_rules() {
     let text = section("Identifiers and names").join("\n");
-    for word in peerhub_protocol::names::RESERVED_ROLE_WORDS {
+    use peerhub_protocol::names::{RESERVED_NUMBERS, RESERVED_ROLE_WORDS, RESERVED_TITLE_WORDS};
+    for word in RESERVED_ROLE_WORDS
+        .iter()
+        .chain(RESERVED_TITLE_WORDS)
+        .chain(RESERVED_NUMBERS)
+    {
         assert!(
             text.contains(&format!("`{word}`")),
             "reserved word `{word}` not listed"

@@ -45,6 +45,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Serve `/metrics` to any address (default: to this machine only).
     pub metrics_public: bool,
+    /// The bearer token `/metrics` asks for (a secret); `None`: none.
+    pub metrics_token: Option<String>,
+    /// A data folder open to group or others at start: refuse, or warn and start.
+    pub open_to_others: crate::file_modes::OpenToOthers,
     /// Reverse proxies whose header says who the client is (per-address limits
     /// then apply to the client, not to the proxy).
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
@@ -70,6 +74,8 @@ impl Config {
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             allowed_origins: Vec::new(),
             metrics_public: false,
+            open_to_others: Default::default(),
+            metrics_token: None,
             trusted_proxies: Default::default(),
             conformance_echo: false,
             outbox_capacity: 4096,

@@ -25,6 +25,10 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Serve `/metrics` to any address, not only to this machine.
     pub metrics_public: bool,
+    /// The bearer token `/metrics` asks for (a secret: never logged); `None`: none.
+    pub metrics_token: Option<String>,
+    /// The Host and Origin rules, and whether to send HSTS (`transport::origin`).
+    pub http: crate::transport::origin::HttpPolicy,
     /// Proxies whose client-address header is believed (`transport::forwarded`).
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
     /// Serve the echo endpoint the WebSocket conformance suite drives

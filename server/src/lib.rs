@@ -49,6 +49,7 @@ pub mod erase;
 pub mod error;
 pub mod escalation;
 pub mod export;
+pub mod file_modes;
 pub mod groups;
 pub mod hub;
 pub mod invites;
@@ -96,6 +97,20 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data folder, or something in it, is open to group or others.
+    #[error(
+        "data folder: {first} is readable or writable by group or others \
+         ({count} such path(s) in all); refusing to start. Run: {advice} \
+         (or set store.open_to_others = \"warn\" to start anyway)"
+    )]
+    OpenToOthers {
+        /// The first such path, with its mode.
+        first: file_modes::OpenPath,
+        /// How many there are.
+        count: usize,
+        /// The `chmod` that closes them all.
+        advice: String,
+    },
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
@@ -120,6 +135,9 @@ pub struct Server {
     tokens: StartTokens,
     tls: Option<TlsSetup>,
     retention: retention::RetentionHandle,
+    data_dir: std::path::PathBuf,
+    /// Paths the operator left open (`store.open_to_others = "warn"`).
+    kept_open: Vec<file_modes::OpenPath>,
 }
 
 impl Server {
@@ -142,16 +160,42 @@ impl Server {
                 source,
             })?;
         config::check_listen(local_addr, config.tls.is_some())?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        let data_error = |source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
-        })?;
+        };
+        let open = file_modes::check_at_start(&config.data_dir).map_err(data_error)?;
+        if let Some(first) = open.first() {
+            match config.open_to_others {
+                file_modes::OpenToOthers::Refuse => {
+                    return Err(StartError::OpenToOthers {
+                        first: first.clone(),
+                        count: open.len(),
+                        advice: file_modes::chmod_advice(&config.data_dir),
+                    })
+                }
+                file_modes::OpenToOthers::Warn => {
+                    for path in &open {
+                        tracing::warn!(
+                            path = %path.path.display(),
+                            mode = format!("{:04o}", path.mode),
+                            advice = file_modes::chmod_advice(&config.data_dir),
+                            "data folder open to group or others (store.open_to_others = warn)"
+                        );
+                    }
+                }
+            }
+        }
+        file_modes::create_dir(&config.data_dir).map_err(data_error)?;
         let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         let tls = config
             .tls
             .as_ref()
             .map(|source| transport::tls::setup(source, &config.data_dir))
             .transpose()?;
+        // The store's files and the self-signed key: owner-only whatever the umask
+        // (paths the operator chose to leave open, with the warning, stay as they are).
+        file_modes::make_owner_only(&config.data_dir, &open).map_err(data_error)?;
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         let (committer, commit_thread) =
@@ -226,6 +270,13 @@ impl Server {
                 auth_timeout: config.auth_timeout,
                 allowed_origins: config.allowed_origins.clone(),
                 metrics_public: config.metrics_public,
+                metrics_token: config.metrics_token.clone(),
+                http: transport::origin::HttpPolicy::new(
+                    local_addr,
+                    tls.is_some(),
+                    config.public_url.as_deref(),
+                    &config.allowed_origins,
+                ),
                 trusted_proxies: config.trusted_proxies.clone(),
                 conformance_echo: config.conformance_echo,
             },
@@ -260,6 +311,8 @@ impl Server {
             tokens,
             tls,
             retention,
+            data_dir: config.data_dir.clone(),
+            kept_open: open,
         })
     }
 
@@ -340,6 +393,8 @@ impl Server {
             accept,
             router_stop,
             commit_thread,
+            data_dir,
+            kept_open,
             ..
         } = self;
         hub.shutdown.cancel();
@@ -361,6 +416,11 @@ impl Server {
                 let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
             }
             Err(_) => tracing::warn!("the store stays open: something still holds the hub"),
+        }
+        // Files the store made while serving (its snapshots) are owner-only whatever
+        // the umask of a process that runs the hub as a library; `main` sets 077.
+        if let Err(error) = file_modes::make_owner_only(&data_dir, &kept_open) {
+            tracing::warn!(%error, "could not make the data folder owner-only");
         }
         tracing::info!("peerhub stopped");
     }

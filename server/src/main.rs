@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Before anything can create a file: everything the hub writes is owner-only.
+    peerhub_server::file_modes::restrict_umask();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
@@ -363,31 +365,28 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
     for (what, link) in server.start_links() {
         println!("{what}: {link}");
     }
+    let stop = shutdown_signal();
     println!("ready");
 
-    server.run_until(shutdown_signal()).await;
+    server.run_until(stop).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Registers the SIGTERM handler now (so a TERM sent once `ready` is printed is a
+/// graceful stop, not the default kill) and returns the future that waits for it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut terminate) = terminate {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = interrupt.await;
     }
 }

@@ -314,14 +314,15 @@ fn environment_values_take_their_keys_types() {
     let out = check(
         &[
             ("PEERHUB_DATA", "2024"),
-            ("PEERHUB_PUBLIC_URL", "true"),
+            // (public_url must now be a URL: a free-text key stands in for it)
+            ("PEERHUB_ESCALATION_SUPPORT_WORDING", "true"),
             ("PEERHUB_DEMO", "true"),
         ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(value(&out, "", "data"), "\"2024\"");
-    assert_eq!(value(&out, "", "public_url"), "\"true\"");
+    assert_eq!(value(&out, "escalation", "support_wording"), "\"true\"");
     assert_eq!(value(&out, "", "demo"), "true");
     let out = check(&[("PEERHUB_DEMO", "yes")], &[]);
     assert_eq!(out.status.code(), Some(2));

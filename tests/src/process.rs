@@ -47,18 +47,29 @@ pub struct ProcessServer {
 impl ProcessServer {
     /// Starts `peerhub --listen 127.0.0.1:0 --data DIR ARGS...` and waits for `ready`.
     pub async fn start(data: &Path, args: &[&str]) -> Self {
-        Self::spawn(data, args, "warn", false, &[]).await
+        Self::spawn(data, args, "warn", false, None, &[]).await
     }
 
     /// As [`Self::start`], with extra environment variables (test hooks such as
     /// `TEST_PEERHUB_COMPACT_CRASH_AT`).
     pub async fn start_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::spawn(data, args, "warn", false, env).await
+        Self::spawn(data, args, "warn", false, None, env).await
+    }
+
+    /// As [`Self::start_logging`], the binary run by `sh -c 'umask UMASK; exec ...'`
+    /// (what an operator's shell or a service manager does) and extra environment.
+    pub async fn start_under_umask(
+        data: &Path,
+        args: &[&str],
+        umask: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(data, args, "warn", true, Some(umask), env).await
     }
 
     /// As [`Self::start`], logging at `rust_log` into [`Self::logs`].
     pub async fn start_logging(data: &Path, args: &[&str], rust_log: &str) -> Self {
-        Self::spawn(data, args, rust_log, true, &[]).await
+        Self::spawn(data, args, rust_log, true, None, &[]).await
     }
 
     async fn spawn(
@@ -66,9 +77,20 @@ impl ProcessServer {
         args: &[&str],
         rust_log: &str,
         capture: bool,
+        umask: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut child = Command::new(binary())
+        let mut command = match umask {
+            None => Command::new(binary()),
+            Some(umask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
+        let mut child = command
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")

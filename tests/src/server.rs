@@ -74,6 +74,10 @@ impl TestServer {
         admin: Option<Identity>,
         clock: Clock,
     ) -> Self {
+        // As `main` does: what this process creates (the hub's store, and the store
+        // a test opens itself to erase or inspect) is owner-only, so a restart does
+        // not find its own files open to others and refuse (file_modes).
+        peerhub_server::file_modes::restrict_umask();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = Server::start_with_clock(listener, config.clone(), clock.clone())
             .await

@@ -162,6 +162,8 @@ pub struct LimitsSection {
 pub struct StoreSection {
     /// Memory the store may use as cache, in MiB.
     pub cache_mb: u64,
+    /// A data folder open to group or others at start: "refuse" or "warn".
+    pub open_to_others: String,
 }
 
 /// `[metrics]`
@@ -170,6 +172,8 @@ pub struct StoreSection {
 pub struct MetricsSection {
     /// Serve `/metrics` to any address (default: this machine only).
     pub public: bool,
+    /// Bearer token `/metrics` asks for, from any address (a secret); empty: none.
+    pub token: String,
 }
 
 /// `[retention]` (days; 0 keeps for ever)
@@ -246,6 +250,7 @@ impl Default for FileSettings {
             },
             store: StoreSection {
                 cache_mb: config.store_cache_bytes / (1024 * 1024),
+                open_to_others: "refuse".into(),
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
@@ -336,7 +341,9 @@ pub const KEYS: &[&str] = &[
     "limits.outbox_bytes",
     "limits.outbox_frames",
     "store.cache_mb",
+    "store.open_to_others",
     "metrics.public",
+    "metrics.token",
     "retention.chat_history_days",
     "retention.safeguarding_days",
     "retention.audit_days",
@@ -344,7 +351,11 @@ pub const KEYS: &[&str] = &[
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.
-pub const SECRET_KEYS: &[&str] = &["escalation.pager_url", "escalation.pager_key"];
+pub const SECRET_KEYS: &[&str] = &[
+    "escalation.pager_url",
+    "escalation.pager_key",
+    "metrics.token",
+];
 
 /// `PEERHUB_*` variables that are not settings: the config file's own path.
 const NOT_SETTINGS: &[&str] = &["PEERHUB_CONFIG"];
@@ -648,8 +659,35 @@ impl FileSettings {
         config.outbox_bytes = l.outbox_bytes;
         config.outbox_capacity = l.outbox_frames;
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
+        config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
+            ConfigError::File(format!(
+                "store.open_to_others must be \"refuse\" or \"warn\", not {:?}",
+                self.store.open_to_others
+            ))
+        })?;
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
+        config.metrics_token = Some(self.metrics.token.clone()).filter(|t| !t.is_empty());
+        if config.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::File(
+                "metrics.token must be at least 16 characters (it is a password)".into(),
+            ));
+        }
+        for origin in &self.allow_origins {
+            if crate::transport::origin::Origin::parse(origin).is_none() {
+                return Err(ConfigError::File(format!(
+                    "allow_origins: {origin:?} is not an origin (scheme://host[:port])"
+                )));
+            }
+        }
+        if !self.public_url.is_empty()
+            && crate::transport::origin::Origin::parse(&self.public_url).is_none()
+        {
+            return Err(ConfigError::File(format!(
+                "public_url: {:?} is not a URL (http(s)://host[:port]/)",
+                self.public_url
+            )));
+        }
         config.trusted_proxies.header = self.client_address_header.parse().map_err(|()| {
             ConfigError::File(format!(
                 "client_address_header must be \"x-forwarded-for\" or \"forwarded\", not {:?}",
@@ -678,6 +716,9 @@ impl FileSettings {
         }
         if !shown.escalation.pager_key.is_empty() {
             shown.escalation.pager_key = "(hidden)".into();
+        }
+        if !shown.metrics.token.is_empty() {
+            shown.metrics.token = "(hidden)".into();
         }
         toml::to_string(&shown).unwrap_or_default()
     }

@@ -21,6 +21,7 @@ pub mod control;
 pub mod echo;
 pub mod forwarded;
 pub mod ops;
+pub mod origin;
 pub mod push;
 pub mod tls;
 pub mod ws;
@@ -156,30 +157,51 @@ fn router(hub: Arc<Hub>) -> Router {
     if hub.settings.conformance_echo {
         router = router.route(echo::PATH, get(echo::upgrade));
     }
-    router.fallback(crate::assets::serve).with_state(hub)
+    router
+        .fallback(crate::assets::serve)
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), guard))
+        .with_state(hub)
+}
+
+/// Every request: a Host that names the hub (else 421, [`origin`]), and
+/// Strict-Transport-Security on every answer when the hub serves TLS itself.
+async fn guard(
+    State(hub): State<Arc<Hub>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let policy = &hub.settings.http;
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let mut response = match host {
+        None => refuse(StatusCode::BAD_REQUEST, "a Host header is required"),
+        Some(host) if !policy.host_allowed(host) => refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this hub does not answer for that host",
+        ),
+        Some(_) => next.run(request).await,
+    };
+    if policy.tls {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
 }
 
 /// A browser's page may open a WebSocket only from the hub's own origin or one
-/// configured; a request with no Origin header is not from a browser page.
-fn origin_allowed(headers: &http::HeaderMap, allowed: &[String]) -> bool {
+/// configured (scheme, host and port; never judged by the Host header); a request
+/// with no Origin header is not from a browser page.
+fn origin_allowed(headers: &http::HeaderMap, policy: &origin::HttpPolicy) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if allowed
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    // Same origin: the Origin's host[:port] is the Host the request was sent to.
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+    origin
+        .to_str()
+        .is_ok_and(|origin| policy.origin_allowed(origin))
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {
@@ -245,7 +267,7 @@ fn check_upgrade(hub: &Hub, request: &mut Request) -> Result<Handshake, Response
     if hub.shutdown.is_cancelled() {
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
-    if !origin_allowed(request.headers(), &hub.settings.allowed_origins) {
+    if !origin_allowed(request.headers(), &hub.settings.http) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "this page's origin may not connect to this hub",

@@ -3,10 +3,14 @@
 //! `/metrics` (Prometheus text; see [`crate::metrics`]).
 //!
 //! `/metrics` holds counts only, but how busy a support service is at 3 a.m. is
-//! nobody else's business: it answers a scraper on the same machine (a loopback
-//! peer that did not come through a proxy, i.e. sent no `Forwarded` or
-//! `X-Forwarded-For` header) and anyone else only when the operator opens it
-//! (`metrics_public`).
+//! nobody else's business. With `metrics.token` set it answers whoever presents
+//! `Authorization: Bearer <token>` (compared in constant time, never logged) and
+//! nobody else, whatever their address or headers. Without a token it answers a
+//! scraper on the same machine: a loopback TCP peer whose request carries no
+//! header any proxy writes (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`, ...);
+//! such a header can only take access away, never give it. A proxy on this machine
+//! that writes none of them cannot be told apart from a scraper: that is what the
+//! token is for. `metrics.public` opens it to every address.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,23 +47,66 @@ pub async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     }
 }
 
+/// Headers that some proxy writes: any of them means the request was relayed.
+const PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+];
+
 fn from_this_machine(request: &Request) -> bool {
     let loopback = request
         .extensions()
         .get::<PeerAddr>()
         .is_some_and(|p| p.0.ip().is_loopback());
-    let headers = request.headers();
-    let proxied =
-        headers.contains_key(header::FORWARDED) || headers.contains_key("x-forwarded-for");
+    let proxied = request.headers().keys().any(|name| {
+        let name = name.as_str();
+        name.starts_with("x-forwarded-") || PROXY_HEADERS.contains(&name)
+    });
     loopback && !proxied
+}
+
+/// Does the request carry `Authorization: Bearer <token>`? Both sides are hashed
+/// first, so the comparison takes the same time wherever they differ.
+fn bearer_matches(request: &Request, token: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (Sha256::digest(given.trim()), Sha256::digest(token));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// `GET /metrics`: Prometheus text exposition format.
 pub async fn metrics(State(hub): State<Arc<Hub>>, request: Request) -> Response {
-    if !hub.settings.metrics_public && !from_this_machine(&request) {
+    if let Some(token) = &hub.settings.metrics_token {
+        if !bearer_matches(&request, token) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics need the bearer token (metrics.token)",
+            )
+                .into_response();
+        }
+    } else if !hub.settings.metrics_public && !from_this_machine(&request) {
         return (
             StatusCode::FORBIDDEN,
-            "metrics are served to this machine only (see metrics_public)",
+            "metrics are served to this machine only (see metrics.token, metrics.public)",
         )
             .into_response();
     }

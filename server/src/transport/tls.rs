@@ -101,11 +101,23 @@ fn read_pem(
     Ok((certs, key))
 }
 
+/// Writes a new owner-only (0600) file: the key is a secret whatever the umask.
 fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
-    std::fs::write(path, contents).map_err(|source| TlsError::Io {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| TlsError::Io {
         path: path.into(),
         source,
-    })
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::file_modes::FILE_MODE)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// Builds the acceptor for `source`; self-signed material lives in `data_dir/tls`.
@@ -117,7 +129,7 @@ pub fn setup(source: &TlsSource, data_dir: &Path) -> Result<TlsSetup, TlsError> 
             let cert = dir.join("self-signed-cert.pem");
             let key = dir.join("self-signed-key.pem");
             if !cert.exists() || !key.exists() {
-                std::fs::create_dir_all(&dir).map_err(|source| TlsError::Io {
+                crate::file_modes::create_dir(&dir).map_err(|source| TlsError::Io {
                     path: dir.clone(),
                     source,
                 })?;
@@ -128,6 +140,20 @@ pub fn setup(source: &TlsSource, data_dir: &Path) -> Result<TlsSetup, TlsError> 
             (cert, key)
         }
     };
+    if let TlsSource::Files { key, .. } = source {
+        // The operator's own key file: say so when others can read it.
+        if let Ok(meta) = std::fs::metadata(key) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %key.display(),
+                    mode = format!("{mode:04o}"),
+                    "the TLS private key is readable by group or others: chmod 600 it"
+                );
+            }
+        }
+    }
     let (certs, _) = read_pem(&cert_path)?;
     let Some(leaf) = certs.first() else {
         return Err(TlsError::Pem {

@@ -21,7 +21,7 @@ async fn a_logged_conversation_names_nobody_and_quotes_nothing() {
     );
     let fac_token = admin.invite(InviteRole::Facilitator, None).await;
     let (fac_id, mut fac) = server.redeemed(&fac_token).await;
-    fac.join("circle", "Juniper Facilitates", None).await;
+    fac.join("circle", "Juniper Gladly", None).await;
 
     let river_id = Identity::generate();
     let mut river = Client::connect(server.addr).await;
@@ -89,7 +89,7 @@ async fn a_logged_conversation_names_nobody_and_quotes_nothing() {
         [
             "Marigold Quietly",
             "Thistle Brightly",
-            "Juniper Facilitates",
+            "Juniper Gladly",
             "thank you both for trusting",
             note,
             "an unsigned confession",

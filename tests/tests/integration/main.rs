@@ -14,6 +14,7 @@ mod escalation;
 mod escalation_bounds;
 mod escalation_ops;
 mod export;
+mod files;
 mod groups;
 mod history;
 mod http;

@@ -207,3 +207,42 @@ async fn tls_1_2_and_1_3_are_spoken_and_tls_1_1_is_refused() {
         "protocol_version (70) or handshake_failure (40), got {description}"
     );
 }
+
+/// Issue 14 item 10: no Strict-Transport-Security when the hub serves TLS itself.
+#[tokio::test]
+async fn a_hub_serving_tls_sends_strict_transport_security() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.tls = Some(TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(trusting(made.cert.pem().as_bytes()));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        server.addr.port()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        text.contains("strict-transport-security: max-age=31536000"),
+        "{text}"
+    );
+    // Plain http on loopback sends none (it would pin a name to TLS it lacks).
+    let plain = TestServer::start().await;
+    let (_, headers, _) = super::http::get(plain.addr, "/healthz", "").await;
+    assert!(super::http::header(&headers, "strict-transport-security").is_none());
+}
