@@ -12,6 +12,7 @@
 import { sentenceFor } from "../errors.js";
 import { readStaffPrefs, writeStaffPrefs } from "../staff-prefs.js";
 import { formatTime } from "./dom.js";
+import { playTones } from "./tones.js";
 
 export function createAlerts({ button, statusEl, onOpen }) {
   let audio = null;
@@ -63,28 +64,7 @@ export function createAlerts({ button, statusEl, onOpen }) {
 
   /** Two short tones, rising: noticeable, not alarming. Returns whether it played. */
   function chime() {
-    if (!audio || audio.state !== "running") {
-      return false;
-    }
-    try {
-      const start = audio.currentTime + 0.02;
-      [660, 880].forEach((frequency, i) => {
-        const osc = audio.createOscillator();
-        const gain = audio.createGain();
-        const t = start + i * 0.18;
-        osc.type = "sine";
-        osc.frequency.setValueAtTime(frequency, t);
-        gain.gain.setValueAtTime(0.0001, t);
-        gain.gain.exponentialRampToValueAtTime(0.2, t + 0.02);
-        gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.16);
-        osc.connect(gain).connect(audio.destination);
-        osc.start(t);
-        osc.stop(t + 0.17);
-      });
-      return true;
-    } catch {
-      return false;
-    }
+    return playTones(audio, [660, 880], { step: 0.18, peak: 0.2 });
   }
 
   function notify(title, body, tag) {

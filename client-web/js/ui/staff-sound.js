@@ -9,6 +9,7 @@
 // the browser tests read (they cannot listen).
 
 import { byId } from "./dom.js";
+import { playTones } from "./tones.js";
 
 const KEY = "peerhub-staff-sound";
 
@@ -51,23 +52,9 @@ export function createStaffSound() {
   return {
     /** One soft two-tone chime, when sound is on and the browser lets it play. */
     chime() {
-      if (!on || !audio || audio.state !== "running") {
+      if (!on || !playTones(audio, [523, 784], { step: 0.2, peak: 0.15 })) {
         return false;
       }
-      const start = audio.currentTime + 0.02;
-      [523, 784].forEach((frequency, i) => {
-        const osc = audio.createOscillator();
-        const gain = audio.createGain();
-        const t = start + i * 0.2;
-        osc.type = "sine";
-        osc.frequency.setValueAtTime(frequency, t);
-        gain.gain.setValueAtTime(0.0001, t);
-        gain.gain.exponentialRampToValueAtTime(0.15, t + 0.02);
-        gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.18);
-        osc.connect(gain).connect(audio.destination);
-        osc.start(t);
-        osc.stop(t + 0.2);
-      });
       target.dataset.chimes = String(Number(target.dataset.chimes ?? 0) + 1);
       return true;
     },
