@@ -128,15 +128,14 @@ export function redeemPayload(token, counter, ts) {
 /**
  * `settings` (all optional): agreement (text), accessCode (text), schedule
  * ([{ start_ms, end_ms }]), retention ({ ephemeral, history_days? }), waitingRoom (bool).
- * Absent settings are left out, so the server's defaults apply.
+ * Absent settings are left out, so the server's defaults apply. The access code is
+ * NOT in the signed payload (the server keeps the signed request and refuses one that
+ * holds a code): it travels beside it, see `createGroupFrameFields`.
  */
 export function createGroupPayload(group, title, groupKind, settings, counter, ts) {
   const payload = { group, title: wellFormed(title), group_kind: groupKind };
   if (settings.agreement) {
     payload.agreement = wellFormed(settings.agreement);
-  }
-  if (settings.accessCode) {
-    payload.access_code = wellFormed(settings.accessCode);
   }
   if (settings.schedule?.length) {
     payload.schedule = settings.schedule.map((w) => ({ start_ms: w.start_ms, end_ms: w.end_ms }));
@@ -151,6 +150,11 @@ export function createGroupPayload(group, title, groupKind, settings, counter, t
     payload.waiting_room = settings.waitingRoom;
   }
   return { ...payload, counter, ts };
+}
+
+/** The create_group frame's fields beside `env`: the access code, if any. */
+export function createGroupFrameFields(settings) {
+  return settings.accessCode ? { access_code: wellFormed(settings.accessCode) } : {};
 }
 
 /**

@@ -39,6 +39,11 @@ pub enum ClientFrame {
         /// Request id (optional).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// The group's access code, if it is to have one. Outside the envelope on
+        /// purpose: the signed request is kept (and audited), and the code is a
+        /// credential the server keeps only as a keyed hash.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_code: Option<String>,
         /// Envelope of kind `create_group`.
         env: SignedEnvelope,
     },

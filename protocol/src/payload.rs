@@ -155,7 +155,9 @@ pub struct CreateGroupPayload {
     /// The group agreement every member accepts before speaking (version 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<String>,
-    /// An access code people must give to join (drop-in groups).
+    /// Refused when present (`invalid`): the access code goes in the
+    /// `create_group` frame beside the envelope, never inside the signed (and
+    /// stored) payload. Kept here so such a payload gets that clear answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_code: Option<String>,
     /// When the door is open; empty: whenever a session is open.

@@ -111,8 +111,16 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (request_id(), envelope(Kind::Auth)).prop_map(|(id, env)| ClientFrame::Auth { id, env }),
         (request_id(), envelope(Kind::Redeem))
             .prop_map(|(id, env)| ClientFrame::Redeem { id, env }),
-        (request_id(), envelope(Kind::CreateGroup))
-            .prop_map(|(id, env)| ClientFrame::CreateGroup { id, env }),
+        (
+            request_id(),
+            proptest::option::of(text(64)),
+            envelope(Kind::CreateGroup)
+        )
+            .prop_map(|(id, access_code, env)| ClientFrame::CreateGroup {
+                id,
+                access_code,
+                env
+            }),
         (
             request_id(),
             group_id(),

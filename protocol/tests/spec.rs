@@ -382,6 +382,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
         },
         ClientFrame::CreateGroup {
             id,
+            access_code: Some("tulip".into()),
             env: env(Kind::CreateGroup),
         },
         ClientFrame::Join {

@@ -196,6 +196,10 @@ impl Server {
         // The store's files and the self-signed key: owner-only whatever the umask
         // (paths the operator chose to leave open, with the warning, stay as they are).
         file_modes::make_owner_only(&config.data_dir, &open).map_err(data_error)?;
+        let rekeyed = groups::migrate_access_codes(&store)?;
+        if rekeyed > 0 {
+            tracing::info!(groups = rekeyed, "access codes moved to their keyed form");
+        }
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         let (committer, commit_thread) =

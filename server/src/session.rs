@@ -490,7 +490,11 @@ impl Session {
         match frame {
             ClientFrame::Auth { .. } => Err(ServerError::AlreadyAuthenticated),
             ClientFrame::Redeem { id, env } => self.redeem(id, env, ws).await,
-            ClientFrame::CreateGroup { id, env } => self.create_group(id, env, ws).await,
+            ClientFrame::CreateGroup {
+                id,
+                access_code,
+                env,
+            } => self.create_group(id, access_code, env, ws).await,
             ClientFrame::Join {
                 id,
                 group,
@@ -731,6 +735,7 @@ impl Session {
     async fn create_group(
         &mut self,
         id: Option<u64>,
+        access_code: Option<String>,
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
@@ -740,7 +745,15 @@ impl Session {
             return Err(ServerError::Forbidden("only an admin can create groups"));
         }
         let now = self.hub.clock.now_ms();
-        let record = crate::groups::record_from_request(&payload, Some(key), env, now)?;
+        let secret = self.hub.store.access_code_secret()?;
+        let record = crate::groups::record_from_request(
+            &payload,
+            access_code.as_deref(),
+            &secret,
+            Some(key),
+            env,
+            now,
+        )?;
         let group = group_info(&record);
         self.hub
             .groups

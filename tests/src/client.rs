@@ -373,8 +373,12 @@ impl Client {
         let env =
             self.me()
                 .create_group(group, title, peerhub_protocol::payload::GroupKind::DropIn);
-        self.request(|id| ClientFrame::CreateGroup { id, env })
-            .await
+        self.request(|id| ClientFrame::CreateGroup {
+            id,
+            access_code: None,
+            env,
+        })
+        .await
     }
 
     /// Joins a group; returns `joined` and the history events (seq ≤ head) that

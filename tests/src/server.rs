@@ -156,11 +156,27 @@ impl TestServer {
         group: &str,
         tweak: impl FnOnce(&mut CreateGroupPayload),
     ) {
+        self.create_group_with_code(group, None, tweak).await;
+    }
+
+    /// [`Self::create_group_with`], with an access code (sent in the frame,
+    /// beside the signed request).
+    pub async fn create_group_with_code(
+        &mut self,
+        group: &str,
+        access_code: Option<&str>,
+        tweak: impl FnOnce(&mut CreateGroupPayload),
+    ) {
         let mut admin = self.admin().await;
         let me = admin.identity.clone().expect("admin identity");
         let env = me.create_group_with(group, "Test group", GroupKind::DropIn, tweak);
+        let access_code = access_code.map(str::to_string);
         let reply = admin
-            .request(|id| peerhub_protocol::ClientFrame::CreateGroup { id, env })
+            .request(|id| peerhub_protocol::ClientFrame::CreateGroup {
+                id,
+                access_code,
+                env,
+            })
             .await;
         assert!(
             matches!(reply, peerhub_protocol::ServerFrame::GroupCreated { .. }),

@@ -465,7 +465,11 @@ async fn create_groups(server: &ServerChild, groups: &[GroupId]) -> anyhow::Resu
             let id = client.next_id();
             let env = admin.create_group(group);
             client
-                .send(&ClientFrame::CreateGroup { id: Some(id), env })
+                .send(&ClientFrame::CreateGroup {
+                    id: Some(id),
+                    access_code: None,
+                    env,
+                })
                 .await?;
             ids.push(id);
         }

@@ -10,7 +10,14 @@
 import { fingerprint } from "../encoding.js";
 import { describeErrorFrame, sentenceFor } from "../errors.js";
 import { groupLink } from "../links.js";
-import { checkTitle, createGroupPayload, GROUP_KINDS, isValidGroupId, Kind } from "../protocol.js";
+import {
+  checkTitle,
+  createGroupFrameFields,
+  createGroupPayload,
+  GROUP_KINDS,
+  isValidGroupId,
+  Kind,
+} from "../protocol.js";
 import { byId, h, roleLabel, setFieldError } from "./dom.js";
 import { createGroupSettingsForm } from "./group-settings-form.js";
 import { createInviteForm } from "./invite-form.js";
@@ -86,6 +93,7 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
         "create_group",
         Kind.CREATE_GROUP,
         (counter, ts) => createGroupPayload(group, title, groupKind, settings, counter, ts),
+        createGroupFrameFields(settings),
       );
       const id = created.group?.id ?? group;
       const link = groupLink(id);

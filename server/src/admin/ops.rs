@@ -308,10 +308,20 @@ impl Operator<'_> {
     ) -> Result<serde_json::Value, AdminError> {
         payload.counter = self.now_ms;
         payload.ts = self.now_ms;
+        // The code is never signed into the kept request (issue 14, item 7).
+        let access_code = payload.access_code.take();
         let env = SignedEnvelope::sign_json(&self.hub_key()?, Kind::CreateGroup, &payload);
         let refused = |e: crate::error::ServerError| AdminError::Invalid(e.to_string());
-        let record = crate::groups::record_from_request(&payload, None, env.clone(), self.now_ms)
-            .map_err(refused)?;
+        let secret = self.store.access_code_secret()?;
+        let record = crate::groups::record_from_request(
+            &payload,
+            access_code.as_deref(),
+            &secret,
+            None,
+            env.clone(),
+            self.now_ms,
+        )
+        .map_err(refused)?;
         let id = record.id.clone();
         crate::groups::write_new_group(self.store, self.audit, record, env, payload.agreement)
             .map_err(refused)?;

@@ -624,8 +624,11 @@ impl GroupActor {
         self.room.check_not_barred(&key)?;
         if let Some(hash) = &self.room.group.access_code_hash {
             if !staff && !self.room.in_room(&key) {
-                let given = access_code.as_deref().map(super::access_code_hash);
-                if given.as_deref() != Some(hash.as_str()) {
+                let secret = self.store.access_code_secret()?;
+                let right = access_code
+                    .as_deref()
+                    .is_some_and(|code| super::access_code_matches(&secret, hash, code));
+                if !right {
                     return Err(ServerError::AccessDenied("the access code is not right"));
                 }
             }

@@ -855,10 +855,23 @@ impl Store {
         Ok(keys)
     }
 
+    /// The hub's secret for access codes (made once): they are kept only as
+    /// HMAC-SHA256 under it, so the stored form cannot be tried against a list of
+    /// likely codes without it. Lives beside the signing seed, in the same
+    /// owner-only folder, and travels with a backup.
+    pub fn access_code_secret(&self) -> Result<[u8; 32], StoreError> {
+        self.meta_secret("access_code_secret")
+    }
+
     /// The hub's own signing seed (made once), for the pager hook's signed bodies.
     pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
+        self.meta_secret("hub_signing_seed")
+    }
+
+    /// 32 random bytes kept under `name` in `meta`, made on first use.
+    fn meta_secret(&self, name: &'static str) -> Result<[u8; 32], StoreError> {
         let _writing = self.writing();
-        if let Some(seed) = self.t().meta.get("hub_signing_seed")? {
+        if let Some(seed) = self.t().meta.get(name)? {
             if let Ok(seed) = <[u8; 32]>::try_from(seed.as_ref()) {
                 return Ok(seed);
             }
@@ -868,7 +881,7 @@ impl Store {
             tree: "meta",
             reason: format!("no randomness for the hub key: {e}"),
         })?;
-        self.t().meta.insert("hub_signing_seed", &seed)?;
+        self.t().meta.insert(name, &seed)?;
         self.t().db.flush()?;
         Ok(seed)
     }

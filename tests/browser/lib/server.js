@@ -91,7 +91,10 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
     url,
     links,
     stderr,
-    async stop() {
+    /** The hub's data folder (gone after `stop()` unless `keepData`). */
+    dataDir: join(data, "data"),
+    /** Stops the hub (SIGTERM); `keepData`: leave the folder for the test to read and remove. */
+    async stop({ keepData = false } = {}) {
       if (stopped) {
         return;
       }
@@ -103,7 +106,9 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
         await exited;
         clearTimeout(timer);
       }
-      await rm(data, { recursive: true, force: true });
+      if (!keepData) {
+        await rm(data, { recursive: true, force: true });
+      }
     },
   };
 }

@@ -970,8 +970,7 @@ async fn access_codes_virtual_groups_and_schedules_guard_the_door() {
     // (The access code travels outside the signed join, so it is never relayed.)
     let mut server = TestServer::start().await;
     server
-        .create_group_with("coded", |g| {
-            g.access_code = Some("tulip".into());
+        .create_group_with_code("coded", Some("tulip"), |g| {
             g.waiting_room = Some(false);
         })
         .await;

@@ -103,7 +103,11 @@ async fn an_unread_history_holds_at_most_the_outbox_and_is_closed_as_slow() {
         g.waiting_room = Some(false)
     });
     let reply = admin
-        .request(|id| ClientFrame::CreateGroup { id, env })
+        .request(|id| ClientFrame::CreateGroup {
+            id,
+            access_code: None,
+            env,
+        })
         .await;
     assert!(
         matches!(reply, ServerFrame::GroupCreated { .. }),

@@ -4,6 +4,7 @@
 //! module of the behaviour they check; a test for a fixed bug goes in
 //! `regression.rs` with the bug's story in its doc comment.
 
+mod access_codes;
 mod alerting;
 mod audit;
 mod bad_input;
