@@ -1,6 +1,6 @@
-//! The data folder on disk (issue 14 items 6 and 7): everything owner-only under
-//! an ordinary umask, a folder opened to others refused (or warned about), and no
-//! copy of a group's access code anywhere in the folder.
+//! The data folder on disk (issue 14 item 6): everything owner-only under an
+//! ordinary umask, and a folder opened to others refused (or warned about). That
+//! no file holds a group's access code is in `access_codes.rs`.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
