@@ -92,34 +92,52 @@ pub fn normalise(text: &str) -> String {
     out
 }
 
-/// Whether `text` (normalised) contains one of `phrases` (as configured; each is
-/// normalised here). An empty phrase matches nothing.
-pub fn contains_risk_phrase(phrases: &[String], text: &str) -> bool {
-    let text: Vec<char> = normalise(text).chars().collect();
-    let words: Vec<Vec<Vec<char>>> = phrases
-        .iter()
-        .map(|p| {
-            normalise(p)
-                .split(' ')
-                .filter(|w| !w.is_empty())
-                .map(|w| w.chars().collect())
-                .collect()
-        })
-        .collect();
-    let starts = std::iter::once(0).chain(
-        text.iter()
-            .enumerate()
-            .filter(|(_, c)| **c == ' ')
-            .map(|(i, _)| i + 1),
-    );
-    for start in starts {
-        for phrase in words.iter().filter(|w| !w.is_empty()) {
-            if match_from(&text, start, phrase) {
-                return true;
+/// The configured phrases, normalised and split into words once (at start), so
+/// matching a post allocates only for the post's own text.
+#[derive(Debug, Clone, Default)]
+pub struct RiskPhrases {
+    /// Each phrase's words; phrases with no words are dropped.
+    phrases: Vec<Vec<Vec<char>>>,
+}
+
+impl RiskPhrases {
+    /// Normalises `phrases` (as configured). An empty phrase matches nothing.
+    pub fn new(phrases: &[String]) -> Self {
+        let phrases = phrases
+            .iter()
+            .map(|p| {
+                normalise(p)
+                    .split(' ')
+                    .filter(|w| !w.is_empty())
+                    .map(|w| w.chars().collect::<Vec<char>>())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|words| !words.is_empty())
+            .collect();
+        Self { phrases }
+    }
+
+    /// Whether `text` (normalised) contains one of the phrases.
+    pub fn matches(&self, text: &str) -> bool {
+        if self.phrases.is_empty() {
+            return false;
+        }
+        let text: Vec<char> = normalise(text).chars().collect();
+        let starts = std::iter::once(0).chain(
+            text.iter()
+                .enumerate()
+                .filter(|(_, c)| **c == ' ')
+                .map(|(i, _)| i + 1),
+        );
+        for start in starts {
+            for phrase in &self.phrases {
+                if match_from(&text, start, phrase) {
+                    return true;
+                }
             }
         }
+        false
     }
-    false
 }
 
 /// Whether the phrase words `phrase` match `text` from index `at` (a word start, or
@@ -156,6 +174,10 @@ fn match_from(text: &[char], at: usize, phrase: &[Vec<char>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn contains_risk_phrase(phrases: &[String], text: &str) -> bool {
+        RiskPhrases::new(phrases).matches(text)
+    }
 
     fn defaults() -> Vec<String> {
         DEFAULT_RISK_PHRASES

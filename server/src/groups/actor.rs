@@ -155,7 +155,7 @@ pub(crate) struct GroupActor {
     pub(super) audit: Arc<AuditLog>,
     pub(super) limits: GroupLimits,
     metrics: Arc<crate::metrics::Metrics>,
-    risk_phrases: Arc<Vec<String>>,
+    risk_phrases: Arc<crate::risk_phrases::RiskPhrases>,
     rx: mpsc::Receiver<GroupCommand>,
     /// Deferred effects of the batch being built.
     pub(super) deferred: Vec<Deferred>,
@@ -179,7 +179,7 @@ impl GroupActor {
         audit: Arc<AuditLog>,
         limits: GroupLimits,
         metrics: Arc<crate::metrics::Metrics>,
-        risk_phrases: Arc<Vec<String>>,
+        risk_phrases: Arc<crate::risk_phrases::RiskPhrases>,
         rx: mpsc::Receiver<GroupCommand>,
     ) -> Self {
         Self {
@@ -915,7 +915,7 @@ impl GroupActor {
         seq: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        if crate::risk_phrases::contains_risk_phrase(&self.risk_phrases, body) {
+        if self.risk_phrases.matches(body) {
             let note = Note::RiskNudge {
                 member: *key,
                 seq,

@@ -277,7 +277,7 @@ pub struct GroupRegistry {
     audit: Arc<AuditLog>,
     limits: GroupLimits,
     metrics: Arc<crate::metrics::Metrics>,
-    risk_phrases: Arc<Vec<String>>,
+    risk_phrases: Arc<crate::risk_phrases::RiskPhrases>,
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
     closed: AtomicBool,
@@ -304,7 +304,7 @@ impl GroupRegistry {
             audit,
             limits,
             metrics,
-            risk_phrases: Arc::new(risk_phrases),
+            risk_phrases: Arc::new(crate::risk_phrases::RiskPhrases::new(&risk_phrases)),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         }
