@@ -120,6 +120,14 @@ pub enum ServerError {
         /// What was limited, in words.
         what: &'static str,
     },
+    /// A distress flag over its key's rate limit: still counted on the escalation
+    /// about the same person (the router does that), and answered with the
+    /// helplines.
+    #[error("many flags in a short time: yours are recorded; please wait a moment before the next, and call the emergency services if anyone is in danger now; try again in {} s", retry_after_ms.div_ceil(1000))]
+    FlagRateLimited {
+        /// ms to wait.
+        retry_after_ms: u64,
+    },
     /// The group has as many members as it may.
     #[error("this group is full")]
     Full,
@@ -174,7 +182,7 @@ impl ServerError {
             Self::Removed(_) => ErrorCode::Removed,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Taken(_) => ErrorCode::Taken,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::FlagRateLimited { .. } => ErrorCode::RateLimited,
             Self::Full => ErrorCode::Full,
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
@@ -187,7 +195,8 @@ impl ServerError {
         let (retry_after_ms, next_session_ms) = match self {
             Self::Muted { retry_after_ms, .. }
             | Self::SlowMode { retry_after_ms }
-            | Self::RateLimited { retry_after_ms, .. } => (Some(*retry_after_ms), None),
+            | Self::RateLimited { retry_after_ms, .. }
+            | Self::FlagRateLimited { retry_after_ms } => (Some(*retry_after_ms), None),
             Self::Closed { next_session_ms } => (None, *next_session_ms),
             _ => (None, None),
         };

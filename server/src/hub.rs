@@ -21,8 +21,8 @@ pub struct Settings {
     pub outbox_bytes: usize,
     /// How long a connection may stay without logging in.
     pub auth_timeout: Duration,
-    /// Origins allowed besides the hub's own.
-    pub allowed_origins: Vec<String>,
+    /// The signposting sent with every flag answer, a refusal included.
+    pub helplines: Vec<peerhub_protocol::escalation::Helpline>,
     /// Serve `/metrics` to any address, not only to this machine.
     pub metrics_public: bool,
     /// The bearer token `/metrics` asks for (a secret: never logged); `None`: none.

@@ -272,7 +272,7 @@ impl Server {
                 outbox_capacity: config.outbox_capacity,
                 outbox_bytes: config.outbox_bytes,
                 auth_timeout: config.auth_timeout,
-                allowed_origins: config.allowed_origins.clone(),
+                helplines: config.escalation.helplines.clone(),
                 metrics_public: config.metrics_public,
                 metrics_token: config.metrics_token.clone(),
                 http: transport::origin::HttpPolicy::new(

@@ -399,16 +399,6 @@ impl Limits {
             })
     }
 
-    /// A distress flag from `key` (refused flags are answered, never dropped).
-    pub fn flag(&self, key: &PublicKey) -> Result<(), ServerError> {
-        self.hit("flags", check(&self.flags, key))
-            .map_err(|retry_after_ms| ServerError::RateLimited {
-                retry_after_ms,
-                what: "many flags in a short time: yours are recorded; please wait a moment \
-                   before the next, and call the emergency services if anyone is in danger now",
-            })
-    }
-
     /// A distress flag from `key` over its limit: `Err(retry_after_ms)`. The flag is
     /// still checked and counted on the escalation about the same person, if one
     /// is open, and its raiser is answered with the helplines.

@@ -330,7 +330,14 @@ impl Session {
         }
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
         self.hub.metrics.rejected(error.code().as_str());
-        self.reply(ws, &error.frame(id)).await;
+        let mut frame = error.frame(id);
+        if let (ServerError::FlagRateLimited { .. }, ServerFrame::Error { helplines, .. }) =
+            (&error, &mut frame)
+        {
+            // A refused flag is answered with the signposting, always.
+            *helplines = Some(self.hub.settings.helplines.clone());
+        }
+        self.reply(ws, &frame).await;
         self.consecutive_errors += 1;
         let counts_as_failed_login = !matches!(
             error,
@@ -576,9 +583,15 @@ impl Session {
                     request_id: id,
                     env,
                     payload,
-                    over_key_limit,
+                    over_key_limit: over_key_limit.is_some(),
                 };
-                self.hub.router.send(command).await
+                self.hub.router.send(command).await?;
+                // Over the key's limit, the router only counts it; the answer is
+                // here, so it comes before any close for repeated refusals.
+                match over_key_limit {
+                    Some(retry_after_ms) => Err(ServerError::FlagRateLimited { retry_after_ms }),
+                    None => Ok(()),
+                }
             }
             ClientFrame::Escalation { id, env } => {
                 let payload: EscalationActPayload = self.admit(&env, Kind::Escalation, None)?;

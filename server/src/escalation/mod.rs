@@ -143,16 +143,17 @@ pub(crate) enum RouterCommand {
     Unregister { conn: ConnId },
     /// Its roles changed (an invite was redeemed).
     Roles { conn: ConnId, roles: Vec<Role> },
-    /// A flag. `over_key_limit`: the key has flagged too often (wait this long);
-    /// the flag is checked and counted on the open escalation about the same
-    /// person, if there is one, and answered `rate_limited` with the helplines.
+    /// A flag. `over_key_limit`: the key has flagged too often; the flag is checked
+    /// and counted on the open escalation about the same person, if there is one,
+    /// and the session (not the router) answers it `rate_limited` with the
+    /// helplines.
     Raise {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
         env: SignedEnvelope,
         payload: FlagPayload,
-        over_key_limit: Option<u64>,
+        over_key_limit: bool,
     },
     /// A supervisor's step on an escalation.
     Act {

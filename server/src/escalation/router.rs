@@ -38,6 +38,15 @@ use crate::text::check_text;
 
 /// How often the router looks at the clock while a deadline is pending.
 const TIMER_POLL: Duration = Duration::from_secs(1);
+/// What merging a flag into an open escalation changed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Merged {
+    /// The view staff see changed (a flag kept in full, or a higher severity).
+    push: bool,
+    /// The severity rose (the deadline may be shorter).
+    rose: bool,
+}
+
 /// The last routing level: nobody acknowledged; people were told.
 const UNANSWERED: u8 = 4;
 /// Escalations moved on by one timer tick at most (the rest on the next, at once).
@@ -293,7 +302,9 @@ impl EscalationRouter {
                         // Reads change nothing: only steps recount the gauges.
                         let changes = matches!(
                             command,
-                            RouterCommand::Raise { .. } | RouterCommand::Act { .. }
+                            RouterCommand::Raise { .. }
+                                | RouterCommand::Act { .. }
+                                | RouterCommand::OperatorResolve { .. }
                         );
                         self.handle(command).await;
                         changes
@@ -435,9 +446,16 @@ impl EscalationRouter {
                 let result = self
                     .raise(&outbox, key, request_id, env, payload, over_key_limit)
                     .await;
-                if let Err(error) = result {
-                    self.metrics.rejected(error.code().as_str());
-                    outbox.push(&bytes(&error.frame(request_id)));
+                match result {
+                    // Over the key's limit the session has answered it already.
+                    Err(error) if over_key_limit => {
+                        tracing::debug!(code = %error.code(), "a flag over its key's limit refused");
+                    }
+                    Err(error) => {
+                        self.metrics.rejected(error.code().as_str());
+                        outbox.push(&bytes(&error.frame(request_id)));
+                    }
+                    Ok(()) => {}
                 }
             }
             RouterCommand::Act {
@@ -726,7 +744,7 @@ impl EscalationRouter {
         request_id: Option<u64>,
         env: SignedEnvelope,
         flag: FlagPayload,
-        over_key_limit: Option<u64>,
+        over_key_limit: bool,
     ) -> Result<(), ServerError> {
         let now = self.clock.now_ms();
         let group = flag.group.clone();
@@ -787,42 +805,29 @@ impl EscalationRouter {
         }
 
         let open = self.by_subject.get(&(group.clone(), flag.about)).copied();
-        if let Some(retry_after_ms) = over_key_limit {
+        if over_key_limit {
             // Over the key's limit: never dropped in silence. Counted on the
-            // escalation about the same person if one is open (it opens none),
-            // and answered alike either way, with the helplines.
+            // escalation about the same person if one is open (it opens none);
+            // the session answers it, with the helplines.
             if let Some(id) = open {
-                let push = self.merge(id, key, &env, &flag, now, true)?;
+                let merged = self.merge(id, key, &env, &flag, now, true)?;
                 self.store.raise_counter(&key, flag.counter)?;
                 self.committer.commit().await?;
-                if push {
-                    self.broadcast(id);
-                }
+                self.after_merge(id, merged, &flag, key);
             }
             tracing::info!(
                 severity = flag.severity.as_str(),
                 "flag over the key's limit"
             );
-            outbox.push(&bytes(&ServerFrame::Error {
-                id: request_id,
-                code: peerhub_protocol::ErrorCode::RateLimited,
-                message: "many flags in a short time: yours are recorded; please wait a \
-                          moment before the next, and call the emergency services if anyone \
-                          is in danger now"
-                    .into(),
-                retry_after_ms: Some(retry_after_ms),
-                next_session_ms: None,
-                helplines: Some(self.settings.helplines.clone()),
-            }));
             return Ok(());
         }
         // Over the group's or the person's limit a flag is still recorded and
         // routed, but costs little: a counted merge, or a new escalation without
         // a copy of the group's messages.
         let within = self.flag_limits.within(&group, &flag.about);
-        let (id, push, new) = match open {
-            Some(id) => (id, self.merge(id, key, &env, &flag, now, !within)?, false),
-            None => (self.open_new(key, &env, &flag, now, within)?, true, true),
+        let (id, merged) = match open {
+            Some(id) => (id, Some(self.merge(id, key, &env, &flag, now, !within)?)),
+            None => (self.open_new(key, &env, &flag, now, within)?, None),
         };
         self.store.raise_counter(&key, flag.counter)?;
         self.committer.commit().await?;
@@ -840,13 +845,15 @@ impl EscalationRouter {
             on_call: self.covered,
             helplines: self.settings.helplines.clone(),
         }));
-        if push {
-            self.broadcast(id);
+        if let Some(merged) = merged {
+            self.after_merge(id, merged, &flag, key);
+            return Ok(());
         }
+        self.broadcast(id);
         if let Some(record) = self.open.get(&id) {
             self.staff.flag(record, &flag, key);
         }
-        if new {
+        {
             let record = &self.open[&id];
             if record.tell_subject && flag.about != key {
                 let message = self.settings.support_wording.clone();
@@ -974,6 +981,21 @@ impl EscalationRouter {
     /// counts, and its flagger hears how it goes. Returns whether supervisors
     /// should be sent the new summary (not for a counted merge that changed
     /// nothing they act on, so a flood of flags is not a flood of pushes).
+    /// Who hears of a flag merged into escalation `id` (once it is durable): the
+    /// consoles when the view changed, the facilitators (bounded, `staff.rs`), and
+    /// the pagers and pushes when the severity rose (a new deadline and priority).
+    fn after_merge(&mut self, id: u64, merged: Merged, flag: &FlagPayload, flagger: PublicKey) {
+        if merged.push {
+            self.broadcast(id);
+        }
+        if let Some(record) = self.open.get(&id) {
+            self.staff.flag(record, flag, flagger);
+        }
+        if merged.rose {
+            self.page(id);
+        }
+    }
+
     fn merge(
         &mut self,
         id: u64,
@@ -982,10 +1004,10 @@ impl EscalationRouter {
         flag: &FlagPayload,
         now: u64,
         counted_only: bool,
-    ) -> Result<bool, ServerError> {
+    ) -> Result<Merged, ServerError> {
         let deadline = self.settings.deadline(flag.severity).as_millis() as u64;
         let Some(mut record) = self.open.get(&id).cloned() else {
-            return Ok(false);
+            return Ok(Merged::default());
         };
         record.merged += 1;
         let keep = !counted_only && record.view.flags.len() < self.settings.max_kept_flags;
@@ -1009,9 +1031,8 @@ impl EscalationRouter {
         if flag.withhold_notice.is_some() {
             record.tell_subject = false;
         }
-        let mut changed = keep;
-        if flag.severity > record.view.severity {
-            changed = true;
+        let rose = flag.severity > record.view.severity;
+        if rose {
             record.view.severity = flag.severity;
             // A more serious flag shortens the wait, never lengthens it.
             if let Some(current) = record.view.deadline_ms {
@@ -1025,7 +1046,10 @@ impl EscalationRouter {
         )?;
         self.store.put_escalation(&record)?;
         self.insert_open(record);
-        Ok(changed)
+        Ok(Merged {
+            push: keep || rose,
+            rose,
+        })
     }
 
     // ---- routing ----

@@ -523,6 +523,52 @@ async fn a_flag_over_the_keys_limit_is_answered_with_the_helplines_and_counted()
     assert!(listed(&mut sup).await.iter().all(|e| e.about != own));
 }
 
+/// Found in review: a flag over its key's limit was answered by the router but
+/// never counted as a refusal, so one connection could keep the router writing
+/// and flushing for ever. Each is still answered (with the helplines); twenty in a
+/// row close the connection like any other abuse.
+#[tokio::test]
+async fn a_connection_that_keeps_flagging_over_its_limit_is_closed_after_answers() {
+    let (_server, _, _sup, mut members) = group_with_members(
+        |c| c.limits.flags_per_minute = LimitSettings::default().flags_per_minute,
+        2,
+    )
+    .await;
+    let river = members[0].0.key();
+    let (sky_id, sky) = &mut members[1];
+    for _ in 0..10 {
+        let reply = flag(sky, "circle", river, Severity::Concern, None).await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    }
+    // Sent without waiting for answers, as a flooding client would.
+    for _ in 0..25 {
+        let env = flag_env(sky_id, "circle", river, Severity::Concern, None);
+        sky.send(&ClientFrame::Flag {
+            id: None,
+            group: gid("circle"),
+            env,
+        })
+        .await;
+    }
+    let mut answered = 0;
+    let closed = loop {
+        match sky.recv().await {
+            Ok(ServerFrame::Error {
+                code: peerhub_protocol::ErrorCode::RateLimited,
+                helplines: Some(h),
+                ..
+            }) if !h.is_empty() => answered += 1,
+            Ok(_) => {}
+            Err(closed) => break closed,
+        }
+    };
+    assert_eq!(closed.code, Some(1008), "{closed:?}");
+    assert!(
+        answered >= 19,
+        "each flag before the close is answered: {answered}"
+    );
+}
+
 #[tokio::test]
 async fn flags_over_the_per_person_limit_become_counted_merges_and_are_answered() {
     let (_server, _, mut sup, mut members) = group_with_members(
