@@ -640,8 +640,16 @@ pub enum ServerFrame {
         /// covers `max(after, oldest - 1) < seq <= head`. Retention removes the
         /// oldest events first.
         oldest: u64,
-        /// The members this connection may see.
+        /// The members this connection may see, those who matter now first (the
+        /// joiner, staff, waiting, online, sanctioned, authors of the recent
+        /// history), at most `limits::JOINED_MEMBERS_MAX` and within the hub's
+        /// byte budget for the list.
         members: Vec<MemberInfo>,
+        /// How many members this connection may see in all; more than
+        /// `members.len()` when the list was cut (the others arrive as `presence`
+        /// when they come online).
+        #[serde(default)]
+        members_total: u64,
         /// Where the joiner stands.
         status: MemberStatus,
         /// The group's state.

@@ -791,6 +791,7 @@ impl Session {
                 head,
                 oldest: reply.oldest,
                 members: reply.members,
+                members_total: reply.members_total,
                 status: reply.status,
                 state: reply.state,
             },

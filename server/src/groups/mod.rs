@@ -50,6 +50,9 @@ pub struct GroupLimits {
     /// A waiting-only record of someone not connected expires this long (ms)
     /// after their first join.
     pub waiting_expiry_ms: u64,
+    /// Bytes the `members` list of a `joined` frame may take, so that the frame
+    /// always fits a connection's outbox (a quarter of it).
+    pub joined_members_bytes: usize,
 }
 
 impl GroupLimits {
@@ -59,7 +62,15 @@ impl GroupLimits {
             max_members: limits.max_members_per_group,
             max_waiting: limits.max_waiting_per_group,
             waiting_expiry_ms: limits.waiting_expiry.as_millis() as u64,
+            joined_members_bytes: 256 * 1024,
         }
+    }
+
+    /// The same, with the `joined` member list sized to connections holding
+    /// `outbox_bytes`.
+    pub fn for_outbox(mut self, outbox_bytes: usize) -> Self {
+        self.joined_members_bytes = outbox_bytes / 4;
+        self
     }
 }
 
@@ -72,8 +83,10 @@ pub struct JoinReply {
     pub head: u64,
     /// The oldest main-channel seq still kept (`head + 1` if none).
     pub oldest: u64,
-    /// Members the joiner may see.
+    /// Members the joiner may see, those who matter now first, bounded.
     pub members: Vec<MemberInfo>,
+    /// How many members the joiner may see in all.
+    pub members_total: u64,
     /// Where the joiner stands.
     pub status: MemberStatus,
     /// The group's state.
