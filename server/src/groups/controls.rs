@@ -550,6 +550,14 @@ impl GroupActor {
                     return Err(ServerError::Forbidden("this record is not about you"));
                 }
                 record.entries.push(env);
+                let bytes = serde_json::to_vec(&record.entries).map_or(0, |json| json.len());
+                if bytes > self.limits.record_bytes {
+                    return Err(ProtocolError::invalid(
+                        "reply_to",
+                        "this record is full: open a new record to go on",
+                    )
+                    .into());
+                }
                 record
             }
         };

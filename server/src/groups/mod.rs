@@ -53,6 +53,9 @@ pub struct GroupLimits {
     /// Bytes the `members` list of a `joined` frame may take, so that the frame
     /// always fits a connection's outbox (a quarter of it).
     pub joined_members_bytes: usize,
+    /// Bytes of entries (as JSON) one co-produced record may hold: every write
+    /// answers and pushes the whole record through the outbox (a quarter of it).
+    pub record_bytes: usize,
 }
 
 impl GroupLimits {
@@ -63,13 +66,15 @@ impl GroupLimits {
             max_waiting: limits.max_waiting_per_group,
             waiting_expiry_ms: limits.waiting_expiry.as_millis() as u64,
             joined_members_bytes: 256 * 1024,
+            record_bytes: 256 * 1024,
         }
     }
 
-    /// The same, with the `joined` member list sized to connections holding
-    /// `outbox_bytes`.
+    /// The same, with the `joined` member list and records sized to connections
+    /// holding `outbox_bytes`.
     pub fn for_outbox(mut self, outbox_bytes: usize) -> Self {
         self.joined_members_bytes = outbox_bytes / 4;
+        self.record_bytes = outbox_bytes / 4;
         self
     }
 }
