@@ -136,11 +136,14 @@ pub enum ClientFrame {
         /// Envelope of kind `record`.
         env: SignedEnvelope,
     },
-    /// List every record about the logged-in key.
+    /// List the records about the logged-in key, a page at a time.
     Records {
         /// Request id (optional).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// Only records with a greater id (the last id of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Raise a distress flag.
     Flag {
@@ -258,7 +261,7 @@ impl ClientFrame {
             | Self::Report { id, .. }
             | Self::StepOut { id, .. }
             | Self::Record { id, .. }
-            | Self::Records { id }
+            | Self::Records { id, .. }
             | Self::Flag { id, .. }
             | Self::Escalation { id, .. }
             | Self::Escalations { id, .. }
@@ -858,6 +861,9 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// The records.
         records: Vec<RecordInfo>,
+        /// More records follow: ask again with `after` = the last id here.
+        #[serde(default)]
+        more: bool,
     },
     /// A request failed; nothing changed.
     Error {

@@ -426,7 +426,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
             group: demo(),
             env: env(Kind::Record),
         },
-        ClientFrame::Records { id },
+        ClientFrame::Records { id, after: Some(3) },
         ClientFrame::Flag {
             id,
             group: demo(),
@@ -692,6 +692,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
         ServerFrame::Records {
             id,
             records: vec![record_info()],
+            more: true,
         },
         ServerFrame::Error {
             id,

@@ -658,13 +658,16 @@ impl Session {
                 self.reply(ws, &frame).await;
                 Ok(())
             }
-            ClientFrame::Records { id } => {
+            ClientFrame::Records { id, after } => {
                 let key = self.user()?.key;
                 self.hub.limits.read(&key)?;
-                let records = self
-                    .hub
-                    .store
-                    .records_about(&key)?
+                // A page that fits a quarter of what a connection may hold.
+                let (page, more) = self.hub.store.records_about_page(
+                    &key,
+                    after.unwrap_or(0),
+                    self.hub.settings.outbox_bytes / 4,
+                )?;
+                let records = page
                     .into_iter()
                     .map(|r| RecordInfo {
                         id: r.id,
@@ -673,7 +676,8 @@ impl Session {
                         entries: r.entries,
                     })
                     .collect();
-                self.reply(ws, &ServerFrame::Records { id, records }).await;
+                self.reply(ws, &ServerFrame::Records { id, records, more })
+                    .await;
                 Ok(())
             }
         }

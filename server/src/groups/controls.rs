@@ -574,6 +574,7 @@ impl GroupActor {
             ServerFrame::Records {
                 id: request_id,
                 records: vec![info.clone()],
+                more: false,
             },
         );
         if record.about != Some(key) {
@@ -582,6 +583,7 @@ impl GroupActor {
                 ServerFrame::Records {
                     id: None,
                     records: vec![info],
+                    more: false,
                 },
             ));
         }
