@@ -27,10 +27,16 @@ export class RecordBook extends EventTarget {
     connection.addEventListener("records", (ev) => {
       const list = Array.isArray(ev.detail.records) ? ev.detail.records : [];
       this.inbox = this.inbox.then(() => this.addAll(list)).catch(() => {});
+      // The server answers `records` a page at a time, so no answer outgrows a
+      // connection: whoever asked, fetch the next page after this one's last id.
+      const last = list.length > 0 ? list[list.length - 1].id : undefined;
+      if (ev.detail.more === true && Number.isSafeInteger(last)) {
+        this.conn.request("records", { after: last }).catch(() => {});
+      }
     });
   }
 
-  /** Asks the server for every record about us (the answer arrives as "change"). */
+  /** Asks the server for every record about us (the answers arrive as "change"). */
   refresh() {
     return this.conn.request("records").catch(() => {});
   }

@@ -141,11 +141,14 @@ pub enum ClientFrame {
         /// Envelope of kind `record`.
         env: SignedEnvelope,
     },
-    /// List every record about the logged-in key.
+    /// List the records about the logged-in key, a page at a time.
     Records {
         /// Request id (optional).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// Only records with a greater id (the last id of the previous page).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Raise a distress flag.
     Flag {
@@ -263,7 +266,7 @@ impl ClientFrame {
             | Self::Report { id, .. }
             | Self::StepOut { id, .. }
             | Self::Record { id, .. }
-            | Self::Records { id }
+            | Self::Records { id, .. }
             | Self::Flag { id, .. }
             | Self::Escalation { id, .. }
             | Self::Escalations { id, .. }
@@ -645,8 +648,16 @@ pub enum ServerFrame {
         /// covers `max(after, oldest - 1) < seq <= head`. Retention removes the
         /// oldest events first.
         oldest: u64,
-        /// The members this connection may see.
+        /// The members this connection may see, those who matter now first (the
+        /// joiner, staff, waiting, online, sanctioned, authors of the recent
+        /// history), at most `limits::JOINED_MEMBERS_MAX` and within the hub's
+        /// byte budget for the list.
         members: Vec<MemberInfo>,
+        /// How many members this connection may see in all; more than
+        /// `members.len()` when the list was cut (the others arrive as `presence`
+        /// when they come online).
+        #[serde(default)]
+        members_total: u64,
         /// Where the joiner stands.
         status: MemberStatus,
         /// The group's state.
@@ -855,6 +866,9 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// The records.
         records: Vec<RecordInfo>,
+        /// More records follow: ask again with `after` = the last id here.
+        #[serde(default)]
+        more: bool,
     },
     /// A request failed; nothing changed.
     Error {

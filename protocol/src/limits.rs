@@ -26,3 +26,6 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 120_000;
 
 /// Events the server replays on `join` when the client names no `after` seq.
 pub const HISTORY_ON_JOIN: u64 = 100;
+
+/// Most members a `joined` frame lists (`members_total` says how many there are).
+pub const JOINED_MEMBERS_MAX: usize = 1_000;

@@ -165,7 +165,8 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             group,
             env
         }),
-        request_id().prop_map(|id| ClientFrame::Records { id }),
+        (request_id(), proptest::option::of(any::<u64>()))
+            .prop_map(|(id, after)| ClientFrame::Records { id, after }),
         group_frame(Kind::Flag, |id, group, env| ClientFrame::Flag {
             id,
             group,

@@ -427,7 +427,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
             group: demo(),
             env: env(Kind::Record),
         },
-        ClientFrame::Records { id },
+        ClientFrame::Records { id, after: Some(3) },
         ClientFrame::Flag {
             id,
             group: demo(),
@@ -648,6 +648,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
             head: 0,
             oldest: 1,
             members: vec![member_info()],
+            members_total: 1,
             status: MemberStatus::Waiting,
             state: group_state(),
         },
@@ -692,6 +693,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
         ServerFrame::Records {
             id,
             records: vec![record_info()],
+            more: true,
         },
         ServerFrame::Error {
             id,
@@ -1396,6 +1398,7 @@ fn check_server_example(block: &Block) -> (ServerFrame, String) {
         ServerFrame::Joined {
             group,
             members,
+            members_total,
             head,
             oldest,
             state,
@@ -1404,6 +1407,14 @@ fn check_server_example(block: &Block) -> (ServerFrame, String) {
             for member in members {
                 check_member(member, &group.id, &at);
             }
+            assert!(
+                *members_total >= members.len() as u64,
+                "{at}: members_total counts at least the members listed"
+            );
+            assert!(
+                members.len() <= peerhub_protocol::limits::JOINED_MEMBERS_MAX,
+                "{at}: at most JOINED_MEMBERS_MAX members"
+            );
             assert!(
                 (1..=head + 1).contains(oldest),
                 "{at}: oldest is within 1..=head+1"
@@ -2059,7 +2070,7 @@ fn escalation_values_are_listed_where_they_are_used() {
 
 #[test]
 fn limits_table_matches_limits_rs() {
-    let expected: [(&str, u64); 9] = [
+    let expected: [(&str, u64); 10] = [
         ("max_frame_bytes", limits::MAX_FRAME_BYTES as u64),
         ("hard_frame_bytes", limits::HARD_FRAME_BYTES as u64),
         ("max_body_chars", limits::MAX_BODY_CHARS as u64),
@@ -2068,6 +2079,7 @@ fn limits_table_matches_limits_rs() {
         ("max_title_chars", limits::MAX_TITLE_CHARS as u64),
         ("max_clock_skew_ms", limits::MAX_CLOCK_SKEW_MS),
         ("history_on_join", limits::HISTORY_ON_JOIN),
+        ("joined_members_max", limits::JOINED_MEMBERS_MAX as u64),
         ("max_group_id_len", MAX_GROUP_ID_LEN as u64),
     ];
     let rows = table_rows(&section("Limits"));

@@ -255,7 +255,7 @@ impl Server {
                 clock.clone(),
                 groups.clone(),
                 audit.clone(),
-                groups::GroupLimits::from_settings(&config.limits),
+                groups::GroupLimits::from_settings(&config.limits).for_outbox(config.outbox_bytes),
                 metrics.clone(),
                 config.risk_phrases.clone(),
             ),

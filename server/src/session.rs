@@ -675,13 +675,16 @@ impl Session {
                 self.reply(ws, &frame).await;
                 Ok(())
             }
-            ClientFrame::Records { id } => {
+            ClientFrame::Records { id, after } => {
                 let key = self.user()?.key;
                 self.hub.limits.read(&key)?;
-                let records = self
-                    .hub
-                    .store
-                    .records_about(&key)?
+                // A page that fits a quarter of what a connection may hold.
+                let (page, more) = self.hub.store.records_about_page(
+                    &key,
+                    after.unwrap_or(0),
+                    self.hub.settings.outbox_bytes / 4,
+                )?;
+                let records = page
                     .into_iter()
                     .map(|r| RecordInfo {
                         id: r.id,
@@ -690,7 +693,8 @@ impl Session {
                         entries: r.entries,
                     })
                     .collect();
-                self.reply(ws, &ServerFrame::Records { id, records }).await;
+                self.reply(ws, &ServerFrame::Records { id, records, more })
+                    .await;
                 Ok(())
             }
         }
@@ -817,6 +821,7 @@ impl Session {
                 head,
                 oldest: reply.oldest,
                 members: reply.members,
+                members_total: reply.members_total,
                 status: reply.status,
                 state: reply.state,
             },

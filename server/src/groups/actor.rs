@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use peerhub_protocol::frame::{Channel, Note, Role, ServerFrame};
-use peerhub_protocol::limits::HISTORY_ON_JOIN;
+use peerhub_protocol::frame::{Channel, MemberInfo, MemberStatus, Note, Role, ServerFrame};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, JOINED_MEMBERS_MAX};
 use peerhub_protocol::payload::ControlAction;
 use peerhub_protocol::{PublicKey, SignedEnvelope};
 use tokio::sync::{mpsc, oneshot};
@@ -689,13 +689,7 @@ impl GroupActor {
     }
 
     fn join_reply(&self, key: &PublicKey, head: u64, now: u64) -> Result<JoinReply, ServerError> {
-        let members = self
-            .room
-            .members
-            .keys()
-            .filter(|other| self.room.may_see_member(key, other))
-            .filter_map(|other| self.room.member_info(other, self.is_online(other), now))
-            .collect();
+        let (members, members_total) = self.listed_members(key, head, now)?;
         let readable = self
             .room
             .state
@@ -714,12 +708,99 @@ impl GroupActor {
             head,
             oldest,
             members,
+            members_total,
             status: self.room.status(key),
             state: self.room.view(now),
             in_room: self.room.in_room(key),
             facilitator: self.room.is_facilitator(key),
             other_channels: readable,
         })
+    }
+
+    /// The members `viewer` may see, as `joined` lists them: those who matter now
+    /// first, at most `JOINED_MEMBERS_MAX` and `limits.joined_members_bytes` of
+    /// JSON, so the frame always fits an outbox however many records the group
+    /// holds; and how many `viewer` may see in all.
+    fn listed_members(
+        &self,
+        viewer: &PublicKey,
+        head: u64,
+        now: u64,
+    ) -> Result<(Vec<MemberInfo>, u64), ServerError> {
+        // Whoever wrote the history a first join shows, so it shows their names.
+        let mut authors = std::collections::HashSet::new();
+        if self.room.may_read(viewer, &Channel::Main) {
+            let recent = self.store.events_between(
+                &self.room.group.id,
+                &Channel::Main,
+                head.saturating_sub(HISTORY_ON_JOIN),
+                head,
+                HISTORY_ON_JOIN as usize,
+            )?;
+            authors.extend(
+                recent
+                    .iter()
+                    .filter(|event| event.redacted.is_none())
+                    .filter_map(|event| event.env.as_ref().map(|env| env.key)),
+            );
+        }
+        let online: std::collections::HashSet<PublicKey> =
+            self.subscribers.values().map(|s| s.key).collect();
+        let session = self.room.state.session;
+        let mut ranked: Vec<(u8, std::cmp::Reverse<u64>, &PublicKey)> = self
+            .room
+            .members
+            .iter()
+            // An erased member (no signed join left) is not listed.
+            .filter(|(other, member)| {
+                member.record.join.is_some() && self.room.may_see_member(viewer, other)
+            })
+            .map(|(other, member)| {
+                let record = &member.record;
+                let status = self.room.status(other);
+                let rank = if other == viewer {
+                    0
+                } else if self.room.is_staff(other, &member.roles) {
+                    1
+                } else if !self.room.in_room(other)
+                    && matches!(status, MemberStatus::Waiting | MemberStatus::NeedsAgreement)
+                {
+                    2
+                } else if online.contains(other) {
+                    3
+                } else if status == MemberStatus::Removed
+                    || record.muted_until_ms.is_some_and(|t| t > now)
+                {
+                    4
+                } else if authors.contains(other) {
+                    5
+                } else if record.admitted_session == Some(session) {
+                    6
+                } else {
+                    7
+                };
+                (rank, std::cmp::Reverse(record.first_joined_ms), other)
+            })
+            .collect();
+        let total = ranked.len() as u64;
+        ranked.sort_unstable();
+        let mut listed = Vec::new();
+        let mut bytes = 0;
+        for (rank, _, other) in ranked {
+            if listed.len() >= JOINED_MEMBERS_MAX {
+                break;
+            }
+            let Some(info) = self.room.member_info(other, online.contains(other), now) else {
+                continue;
+            };
+            let size = serde_json::to_vec(&info).map_or(0, |json| json.len()) + 1;
+            if rank > 0 && bytes + size > self.limits.joined_members_bytes {
+                break;
+            }
+            bytes += size;
+            listed.push(info);
+        }
+        Ok((listed, total))
     }
 
     fn leave(&mut self, conn: ConnId) {
@@ -1054,6 +1135,7 @@ impl GroupActor {
             head,
             oldest: answer.oldest,
             members: answer.members,
+            members_total: answer.members_total,
             status: answer.status,
             state: answer.state,
         });

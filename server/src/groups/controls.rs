@@ -550,6 +550,14 @@ impl GroupActor {
                     return Err(ServerError::Forbidden("this record is not about you"));
                 }
                 record.entries.push(env);
+                let bytes = serde_json::to_vec(&record.entries).map_or(0, |json| json.len());
+                if bytes > self.limits.record_bytes {
+                    return Err(ProtocolError::invalid(
+                        "reply_to",
+                        "this record is full: open a new record to go on",
+                    )
+                    .into());
+                }
                 record
             }
         };
@@ -566,6 +574,7 @@ impl GroupActor {
             ServerFrame::Records {
                 id: request_id,
                 records: vec![info.clone()],
+                more: false,
             },
         );
         if record.about != Some(key) {
@@ -574,6 +583,7 @@ impl GroupActor {
                 ServerFrame::Records {
                     id: None,
                     records: vec![info],
+                    more: false,
                 },
             ));
         }

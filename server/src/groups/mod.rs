@@ -51,6 +51,12 @@ pub struct GroupLimits {
     /// A waiting-only record of someone not connected expires this long (ms)
     /// after their first join.
     pub waiting_expiry_ms: u64,
+    /// Bytes the `members` list of a `joined` frame may take, so that the frame
+    /// always fits a connection's outbox (a quarter of it).
+    pub joined_members_bytes: usize,
+    /// Bytes of entries (as JSON) one co-produced record may hold: every write
+    /// answers and pushes the whole record through the outbox (a quarter of it).
+    pub record_bytes: usize,
 }
 
 impl GroupLimits {
@@ -60,7 +66,17 @@ impl GroupLimits {
             max_members: limits.max_members_per_group,
             max_waiting: limits.max_waiting_per_group,
             waiting_expiry_ms: limits.waiting_expiry.as_millis() as u64,
+            joined_members_bytes: 256 * 1024,
+            record_bytes: 256 * 1024,
         }
+    }
+
+    /// The same, with the `joined` member list and records sized to connections
+    /// holding `outbox_bytes`.
+    pub fn for_outbox(mut self, outbox_bytes: usize) -> Self {
+        self.joined_members_bytes = outbox_bytes / 4;
+        self.record_bytes = outbox_bytes / 4;
+        self
     }
 }
 
@@ -73,8 +89,10 @@ pub struct JoinReply {
     pub head: u64,
     /// The oldest main-channel seq still kept (`head + 1` if none).
     pub oldest: u64,
-    /// Members the joiner may see.
+    /// Members the joiner may see, those who matter now first, bounded.
     pub members: Vec<MemberInfo>,
+    /// How many members the joiner may see in all.
+    pub members_total: u64,
     /// Where the joiner stands.
     pub status: MemberStatus,
     /// The group's state.

@@ -917,6 +917,38 @@ impl Store {
             .transpose()
     }
 
+    /// The records about `key` with an id after `after`, oldest first, as many as
+    /// fit `max_bytes` of entries (as JSON; always at least one), and whether
+    /// more follow. Reads only what it returns, plus one index entry.
+    pub fn records_about_page(
+        &self,
+        key: &PublicKey,
+        after: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<RecordRecord>, bool), StoreError> {
+        let start = keys::record_index_key(key, after.saturating_add(1));
+        let end = keys::record_index_key(key, u64::MAX);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.t().key_recordid.range(start..=end) {
+            let (index, _) = item?;
+            let id = keys::record_id_of_index_key(&index).ok_or(StoreError::Corrupt {
+                tree: "key_recordid",
+                reason: "key without an id".into(),
+            })?;
+            let Some(record) = self.record(id)? else {
+                continue;
+            };
+            let size = serde_json::to_vec(&record.entries).map_or(0, |json| json.len());
+            if !out.is_empty() && bytes + size > max_bytes {
+                return Ok((out, true));
+            }
+            bytes += size;
+            out.push(record);
+        }
+        Ok((out, false))
+    }
+
     /// Every record about `key`, oldest first.
     pub fn records_about(&self, key: &PublicKey) -> Result<Vec<RecordRecord>, StoreError> {
         let mut out = Vec::new();

@@ -856,7 +856,9 @@ async fn a_co_produced_record_is_signed_by_both_and_listed_for_its_member() {
         .await;
     assert!(matches!(reply, ServerFrame::Records { .. }), "{reply:?}");
     // Listing: every record about me, each entry verifiable.
-    let listed = p.request(|id| ClientFrame::Records { id }).await;
+    let listed = p
+        .request(|id| ClientFrame::Records { id, after: None })
+        .await;
     let ServerFrame::Records { records, .. } = listed else {
         panic!("{listed:?}")
     };
@@ -1207,5 +1209,176 @@ async fn a_virtual_group_admits_only_people_invited_to_it() {
             .request(|id| ClientFrame::Invite { id, env })
             .await,
         ErrorCode::Forbidden,
+    );
+}
+
+/// Found while fixing issue 13: a co-produced record had no limit on its entries,
+/// and every write answers (and pushes to the member it is about) the whole record
+/// through the outbox. A record grown past the outbox closed its writer with 4001
+/// on every further write, and the member it is about on every push. A record now
+/// holds at most a quarter of `limits.outbox_bytes` of entries; the entry that
+/// would pass it is refused `invalid` and changes nothing.
+#[tokio::test]
+async fn a_record_cannot_grow_past_what_a_connection_may_hold() {
+    let mut server = TestServer::start_with(|c| c.outbox_bytes = 64 * 1024).await;
+    server
+        .create_group_with("notes", |g| g.waiting_room = Some(false))
+        .await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("notes", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    assert_eq!(
+        p.join("notes", "River", None).await.status,
+        MemberStatus::Admitted
+    );
+    let text = "a".repeat(3_900);
+    let write = |reply_to: Option<u64>| {
+        fac_id.signed(Kind::Record, |counter, ts| RecordPayload {
+            group: gid("notes"),
+            about: reply_to.is_none().then(|| p_id.key()),
+            reply_to,
+            text: text.clone(),
+            counter,
+            ts,
+        })
+    };
+    let env = write(None);
+    let reply = fac
+        .request(|id| ClientFrame::Record {
+            id,
+            group: gid("notes"),
+            env,
+        })
+        .await;
+    let ServerFrame::Records { records, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let record_id = records[0].id;
+    p.recv_matching(|f| matches!(f, ServerFrame::Records { id: None, .. }))
+        .await
+        .expect("the member is told");
+
+    // 30 more entries of 3,900 characters would be about twice the outbox.
+    let mut kept = 1;
+    let mut refused = None;
+    for _ in 0..30 {
+        let env = write(Some(record_id));
+        let reply = fac
+            .request(|id| ClientFrame::Record {
+                id,
+                group: gid("notes"),
+                env,
+            })
+            .await;
+        match reply {
+            ServerFrame::Records { records, .. } => {
+                kept += 1;
+                assert_eq!(records[0].entries.len(), kept);
+                p.recv_matching(|f| matches!(f, ServerFrame::Records { id: None, .. }))
+                    .await
+                    .expect("the member is told");
+            }
+            other => {
+                refused = Some(other);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a record has a limit");
+    assert!(
+        matches!(&refused, ServerFrame::Error { code: ErrorCode::Invalid, message, .. }
+            if message.contains("full")),
+        "{refused:?}"
+    );
+    // Nothing changed; both stay connected and can go on.
+    let listed = p
+        .request(|id| ClientFrame::Records { id, after: None })
+        .await;
+    let ServerFrame::Records { records, .. } = listed else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(records[0].entries.len(), kept);
+    for entry in &records[0].entries {
+        entry.verify().unwrap();
+    }
+    p.post("notes", "still here").await;
+    fac.post("notes", "me too").await;
+}
+
+/// Found while fixing issue 13: `records` answered every record about the key in
+/// one frame, however many there were. It now answers a page that fits a quarter
+/// of the outbox, says `more`, and the next page starts `after` the last id.
+#[tokio::test]
+async fn records_are_listed_a_page_at_a_time() {
+    let mut server = TestServer::start_with(|c| c.outbox_bytes = 64 * 1024).await;
+    server
+        .create_group_with("notes", |g| g.waiting_room = Some(false))
+        .await;
+    let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("notes", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("notes", "River", None).await;
+    // Ten records of about 4 KB each: two and a half times a 16 KiB page.
+    let mut opened = Vec::new();
+    for _ in 0..10 {
+        let env = fac_id.signed(Kind::Record, |counter, ts| RecordPayload {
+            group: gid("notes"),
+            about: Some(p_id.key()),
+            reply_to: None,
+            text: "b".repeat(3_900),
+            counter,
+            ts,
+        });
+        let reply = fac
+            .request(|id| ClientFrame::Record {
+                id,
+                group: gid("notes"),
+                env,
+            })
+            .await;
+        let ServerFrame::Records { records, more, .. } = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(!more);
+        opened.push(records[0].id);
+        p.recv_matching(|f| matches!(f, ServerFrame::Records { id: None, .. }))
+            .await
+            .expect("the member is told");
+    }
+
+    let mut listed = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let reply = p.request(|id| ClientFrame::Records { id, after }).await;
+        let ServerFrame::Records { records, more, .. } = reply else {
+            panic!("{reply:?}")
+        };
+        pages += 1;
+        assert!(
+            !records.is_empty() && records.len() < 10,
+            "{}",
+            records.len()
+        );
+        listed.extend(records.iter().map(|r| r.id));
+        if !more {
+            break;
+        }
+        after = listed.last().copied();
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(listed, opened);
+    // Past the last one: an empty page, no more.
+    let reply = p
+        .request(|id| ClientFrame::Records {
+            id,
+            after: opened.last().copied(),
+        })
+        .await;
+    assert!(
+        matches!(&reply, ServerFrame::Records { records, more: false, .. } if records.is_empty()),
+        "{reply:?}"
     );
 }

@@ -321,7 +321,9 @@ async fn a_silent_connection_is_closed_and_an_active_one_is_not() {
     // The active one keeps talking while the silent one says nothing.
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let reply = listening.request(|id| ClientFrame::Records { id }).await;
+        let reply = listening
+            .request(|id| ClientFrame::Records { id, after: None })
+            .await;
         assert!(matches!(reply, ServerFrame::Records { .. }), "{reply:?}");
     }
     let mut code = None;
@@ -332,7 +334,9 @@ async fn a_silent_connection_is_closed_and_an_active_one_is_not() {
         }
     }
     assert_eq!(code, Some(4003), "idle timeout");
-    let reply = listening.request(|id| ClientFrame::Records { id }).await;
+    let reply = listening
+        .request(|id| ClientFrame::Records { id, after: None })
+        .await;
     assert!(
         matches!(reply, ServerFrame::Records { .. }),
         "still connected: {reply:?}"

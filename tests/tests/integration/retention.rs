@@ -243,7 +243,9 @@ async fn escalation_ids(server: &TestServer, client: &mut Client) -> Vec<u64> {
 
 /// The ids of the records about `client`'s key.
 async fn record_ids(client: &mut Client) -> Vec<u64> {
-    let reply = client.request(|id| ClientFrame::Records { id }).await;
+    let reply = client
+        .request(|id| ClientFrame::Records { id, after: None })
+        .await;
     let ServerFrame::Records { records, .. } = reply else {
         panic!("{reply:?}")
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{MemberStatus, Role};
-use peerhub_protocol::payload::{ControlAction, ControlPayload, FlagPayload};
+use peerhub_protocol::payload::{AgreePayload, ControlAction, ControlPayload, FlagPayload};
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{Client, Identity, TestServer};
@@ -525,4 +525,150 @@ async fn admission_after_a_long_conversation_does_not_close_the_newcomer() {
     }
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     newcomer.post("long", "hello, I made it in").await;
+}
+
+/// `agree` to the group's agreement, `version`.
+async fn agree(client: &mut Client, group: &str, version: u32) -> ServerFrame {
+    let me = client.identity.clone().expect("logged in");
+    let env = me.signed(Kind::Agree, |counter, ts| AgreePayload {
+        group: gid(group),
+        version,
+        counter,
+        ts,
+    });
+    client
+        .request(|id| ClientFrame::Agree {
+            id,
+            group: gid(group),
+            env,
+        })
+        .await
+}
+
+/// Found while fixing issue 13: in a group without a waiting room every join is an
+/// admission whose record stays, and `joined` listed every record. After a few
+/// hundred throw-away keys had joined and agreed once, the `joined` a newcomer gets
+/// on agreeing (pushed through their outbox) was larger than the outbox: every
+/// genuine newcomer was closed 4001 the moment they agreed, and the facilitator got
+/// a `joined` listing every throw-away key. `joined` now lists the people who
+/// matter now (self, staff, waiting, online, sanctioned, authors of the recent
+/// history) within a byte budget, and says how many there are in all.
+#[tokio::test]
+async fn throw_away_joins_do_not_make_joined_too_big_for_a_connection() {
+    let mut server = TestServer::start_with(|c| c.outbox_bytes = 64 * 1024).await;
+    server
+        .create_group_with("open", |g| {
+            g.waiting_room = Some(false);
+            g.agreement = Some("Be kind.".into());
+        })
+        .await;
+    let (fac_id, fac) = server.with_role(Role::Facilitator).await;
+    drop(fac);
+    let talker_id = Identity::generate();
+    let mut talker = server.login(&talker_id).await;
+    talker.join("open", "Talker", None).await;
+    assert!(matches!(
+        agree(&mut talker, "open", 1).await,
+        ServerFrame::Ok { .. }
+    ));
+    let said = talker.post("open", "something worth reading later").await;
+    drop(talker);
+
+    // Each record in `joined` carries its signed join (about 200 bytes): 600 of
+    // them are nearly twice the 64 KiB outbox.
+    let addr = server.addr;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            for _ in (worker..600).step_by(8) {
+                let me = Identity::generate();
+                let mut client = Client::connect(addr).await;
+                client.login(&me).await;
+                client.join("open", "Passing", None).await;
+                let reply = agree(&mut client, "open", 1).await;
+                assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // A genuine newcomer agrees and is let in, with the names of who wrote the
+    // history they are shown.
+    let me = Identity::generate();
+    let mut newcomer = server.login(&me).await;
+    let joined = newcomer.join("open", "Newcomer", None).await;
+    assert_eq!(joined.status, MemberStatus::NeedsAgreement);
+    assert!(matches!(
+        agree(&mut newcomer, "open", 1).await,
+        ServerFrame::Ok { .. }
+    ));
+    let rejoined = newcomer
+        .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
+        .await
+        .expect("the newcomer is let in, not closed as a slow consumer");
+    let ServerFrame::Joined {
+        members,
+        members_total,
+        ..
+    } = &rejoined
+    else {
+        unreachable!()
+    };
+    assert!(members.len() < 600, "{} listed", members.len());
+    assert!(*members_total > members.len() as u64, "{members_total}");
+    let joined = newcomer.joined_reply("open", None, rejoined).await;
+    assert_eq!(joined.status, MemberStatus::Admitted);
+    let post = joined
+        .history
+        .iter()
+        .find(|e| e.seq == said)
+        .expect("the talker's message is in the history");
+    let author = post.envelope().key;
+    let listed = joined
+        .members
+        .iter()
+        .find(|m| m.key == author)
+        .expect("the author of a history message is listed");
+    assert_eq!(listed.name, "Talker");
+    assert!(joined.members.iter().any(|m| m.key == me.key()));
+    newcomer.post("open", "hello, I made it in").await;
+
+    // The facilitator gets a bounded list that names the newcomer (online) and
+    // can act.
+    let mut fac = server.login(&fac_id).await;
+    let env = fac_id.join("open", "Jo");
+    let reply = fac
+        .request(|id| ClientFrame::Join {
+            id,
+            group: gid("open"),
+            after: None,
+            access_code: None,
+            env,
+        })
+        .await;
+    let ServerFrame::Joined {
+        members,
+        members_total,
+        ..
+    } = &reply
+    else {
+        panic!("the facilitator is not let in: {reply:?}");
+    };
+    assert!(members.len() < 600, "{} listed", members.len());
+    assert!(*members_total > members.len() as u64, "{members_total}");
+    assert!(members.iter().any(|m| m.key == fac_id.key()));
+    assert!(members.iter().any(|m| m.key == me.key() && m.online));
+    fac.joined_reply("open", None, reply).await;
+    let reply = control(
+        &mut fac,
+        "open",
+        ControlAction::Mute {
+            member: me.key(),
+            minutes: 5,
+        },
+    )
+    .await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
 }
