@@ -84,9 +84,9 @@ async fn act(client: &mut Client, escalation: u64, action: EscalationAction) -> 
 }
 
 /// Logs `identity` in on a fresh connection and reads what the hub sends at login
-/// (up to the coverage push and, for staff, the queue), counting frames and bytes.
+/// (up to the coverage push and the first page of the queue), returning that page.
 /// Panics if the hub closes the connection instead.
-async fn staff_login(server: &TestServer, identity: &Identity) -> (Client, usize) {
+async fn staff_login(server: &TestServer, identity: &Identity) -> (Client, QueuePage) {
     let mut client = server.client().await;
     let id = client.next_id();
     let env = identity.auth(&client.challenge);
@@ -94,16 +94,23 @@ async fn staff_login(server: &TestServer, identity: &Identity) -> (Client, usize
     let mut frames = 0;
     let mut saw_ok = false;
     let mut saw_coverage = false;
-    while !(saw_ok && saw_coverage) {
+    let mut page = None;
+    while !(saw_ok && saw_coverage && page.is_some()) {
         match client.recv().await {
             Ok(frame) => {
                 frames += 1;
-                match frame {
+                match &frame {
                     ServerFrame::AuthOk { counter, .. } => {
-                        identity.raise_counter(counter);
+                        identity.raise_counter(*counter);
                         saw_ok = true;
                     }
                     ServerFrame::Coverage { .. } => saw_coverage = true,
+                    ServerFrame::Escalations { escalations, .. } if page.is_none() => {
+                        page = Some(QueuePage {
+                            items: escalations.len(),
+                            bytes: serde_json::to_string(&frame).expect("serialises").len(),
+                        });
+                    }
                     _ => {}
                 }
             }
@@ -113,7 +120,23 @@ async fn staff_login(server: &TestServer, identity: &Identity) -> (Client, usize
         }
     }
     client.identity = Some(identity.clone());
-    (client, frames)
+    (client, page.expect("the loop ends with a page"))
+}
+
+/// The first page of the queue a staff login is sent.
+#[derive(Debug)]
+struct QueuePage {
+    items: usize,
+    bytes: usize,
+}
+
+impl QueuePage {
+    /// The page names the open escalations and stays far below a connection's
+    /// outbox (256 KiB), whatever notes and context they hold.
+    fn assert_bounded(&self, open: usize) {
+        assert!(self.items >= open.min(100), "{self:?}: {open} open");
+        assert!(self.bytes < 64 * 1024, "{self:?}");
+    }
 }
 
 /// A genuine emergency from a member about themselves reaches `sup`, who
@@ -196,26 +219,32 @@ async fn throw_away_keys_in_a_waiting_room_cannot_lock_supervisors_out() {
                     env,
                 })
                 .await;
-            // Accepted, or refused with a reason: never left unanswered.
-            assert!(
-                matches!(
-                    reply,
-                    ServerFrame::Flagged { .. } | ServerFrame::Error { .. }
+            // Accepted, or refused by a flag limit with the helplines: never left
+            // unanswered, never refused for anything else.
+            match &reply {
+                ServerFrame::Flagged { .. } => {}
+                ServerFrame::Error {
+                    code: peerhub_protocol::ErrorCode::RateLimited,
+                    helplines,
+                    ..
+                } => assert!(
+                    helplines.as_ref().is_some_and(|h| !h.is_empty()),
+                    "{reply:?}"
                 ),
-                "{reply:?}"
-            );
+                other => panic!("{other:?}"),
+            }
         }
     }
     eprintln!("60 flags answered in {:?}", started.elapsed());
 
-    let (mut sup, frames) = staff_login(&server, &sup_id).await;
-    assert!(frames >= 2, "the supervisor receives frames at login");
+    let (mut sup, page) = staff_login(&server, &sup_id).await;
+    page.assert_bounded(1);
     genuine_emergency_is_taken(&server, &mut sup, "door").await;
     drop(sup);
 
     let server = server.restart().await;
-    let (mut sup, frames) = staff_login(&server, &sup_id).await;
-    assert!(frames >= 2, "and after a restart");
+    let (mut sup, page) = staff_login(&server, &sup_id).await;
+    page.assert_bounded(1);
     genuine_emergency_is_taken(&server, &mut sup, "door").await;
 }
 
@@ -243,8 +272,8 @@ async fn long_messages_and_ordinary_flags_do_not_lock_supervisors_out() {
         assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
     }
 
-    let (mut sup, frames) = staff_login(&server, &sup_id).await;
-    assert!(frames >= 2, "the supervisor receives frames at login");
+    let (mut sup, page) = staff_login(&server, &sup_id).await;
+    page.assert_bounded(5);
     genuine_emergency_is_taken(&server, &mut sup, "circle").await;
     drop(sup);
 
@@ -676,11 +705,11 @@ async fn unsigned_requests_are_rate_limited_and_every_one_answered() {
         group_with_members(|c| c.limits.reads_per_second = 1, 1).await;
     let (_, client) = &mut members[0];
     // A burst of 10, then one a second: of 14 sent at once, at least 4 are refused
-    // (with a time to retry), and every one is answered.
+    // (with a time to retry), and every one is answered. `records` has no
+    // one-at-a-time rule, so only the rate limit can refuse them.
     for i in 0..14u64 {
-        let kind = if i % 2 == 0 { "escalations" } else { "records" };
         client
-            .send_text(format!(r#"{{"type":"{kind}","id":{}}}"#, 100 + i))
+            .send_text(format!(r#"{{"type":"records","id":{}}}"#, 100 + i))
             .await;
     }
     let mut refused = 0;
@@ -915,4 +944,135 @@ async fn the_person_reads_supervisors_steps_without_the_id_their_signed_commands
         ),
         "{reply:?}"
     );
+}
+
+/// One `escalation_detail` request from `client`.
+async fn detail(
+    client: &mut Client,
+    escalation: Option<u64>,
+    reference: Option<String>,
+    part: peerhub_protocol::escalation::EscalationPart,
+) -> ServerFrame {
+    client
+        .request(|id| ClientFrame::EscalationDetail {
+            id,
+            escalation,
+            reference,
+            part,
+            offset: None,
+        })
+        .await
+}
+
+fn code_of(frame: &ServerFrame) -> Option<peerhub_protocol::ErrorCode> {
+    match frame {
+        ServerFrame::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn escalation_detail_refuses_what_it_cannot_answer_and_changes_nothing() {
+    use peerhub_protocol::escalation::EscalationPart::Flags;
+    use peerhub_protocol::ErrorCode;
+    let (server, _, mut sup, mut members) = group_with_members(|_| {}, 2).await;
+    let (river_id, river) = &mut members[0];
+    let reply = flag(river, "circle", river_id.key(), Severity::Urgent, None).await;
+    let ServerFrame::Flagged { reference, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let id = listed(&mut sup).await[0].id.expect("staff see ids");
+    let before = server.hub().store.digest().unwrap();
+
+    // Staff: an id that does not exist; both an id and a reference; neither.
+    let reply = detail(&mut sup, Some(id + 1_000), None, Flags).await;
+    assert_eq!(code_of(&reply), Some(ErrorCode::NotFound), "{reply:?}");
+    let reply = detail(&mut sup, Some(id), Some(reference.clone()), Flags).await;
+    assert_eq!(code_of(&reply), Some(ErrorCode::Invalid), "{reply:?}");
+    let reply = detail(&mut sup, None, None, Flags).await;
+    assert_eq!(code_of(&reply), Some(ErrorCode::Invalid), "{reply:?}");
+
+    // The person it is about reads it by their reference ...
+    let reply = detail(river, None, Some(reference.clone()), Flags).await;
+    assert!(
+        matches!(reply, ServerFrame::EscalationDetail { total: 1, .. }),
+        "{reply:?}"
+    );
+    // ... but someone else holding that reference learns nothing from it: the
+    // same answer as for a reference that was never made.
+    let (_, sky) = &mut members[1];
+    let stolen = detail(sky, None, Some(reference), Flags).await;
+    let made_up = detail(sky, None, Some("AAAAAAAAAAAAAAAAAAAAAA".into()), Flags).await;
+    assert_eq!(code_of(&stolen), Some(ErrorCode::NotFound), "{stolen:?}");
+    assert_eq!(message_of(&stolen), message_of(&made_up));
+    assert_eq!(
+        server.hub().store.digest().unwrap(),
+        before,
+        "nothing changed"
+    );
+}
+
+fn message_of(frame: &ServerFrame) -> Option<String> {
+    match frame {
+        ServerFrame::Error { message, .. } => Some(message.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn flags_over_the_group_limit_open_escalations_without_the_groups_messages() {
+    use peerhub_protocol::escalation::EscalationPart::Context;
+    let (_server, _, mut sup, mut members) =
+        group_with_members(|c| c.limits.flags_per_group_per_minute = 2, 4).await;
+    for (i, (_, client)) in members.iter_mut().enumerate() {
+        client.post("circle", &format!("message {i}")).await;
+    }
+    for (me, client) in &mut members {
+        let reply = flag(client, "circle", me.key(), Severity::Urgent, None).await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    }
+    let queue = listed(&mut sup).await;
+    assert_eq!(queue.len(), 4, "every flag opened its escalation");
+    let mut with_context = 0;
+    for summary in &queue {
+        let reply = detail(&mut sup, summary.id, None, Context).await;
+        let ServerFrame::EscalationDetail { total, .. } = reply else {
+            panic!("{reply:?}")
+        };
+        if total > 0 {
+            with_context += 1;
+        }
+    }
+    assert_eq!(
+        with_context, 2,
+        "only the two within the limit copy messages"
+    );
+}
+
+#[tokio::test]
+async fn an_escalations_copy_of_the_group_stays_within_max_context_bytes() {
+    use peerhub_protocol::escalation::EscalationPart::Context;
+    const BUDGET: usize = 3_000;
+    let (_server, _, mut sup, mut members) =
+        group_with_members(|c| c.escalation.max_context_bytes = BUDGET, 1).await;
+    let (me, client) = &mut members[0];
+    for i in 0..20 {
+        client.post("circle", &format!("message number {i}")).await;
+    }
+    let reply = flag(client, "circle", me.key(), Severity::Urgent, None).await;
+    assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    let id = listed(&mut sup).await[0].id;
+    let reply = detail(&mut sup, id, None, Context).await;
+    let ServerFrame::EscalationDetail { total, context, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    let bytes: usize = context
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap().len())
+        .sum();
+    assert!(total >= 2 && (total as usize) < 20, "{total} of 20 kept");
+    assert!(bytes <= BUDGET, "{bytes} bytes");
+    // The newest are kept.
+    let newest = context.iter().map(|e| e.seq).max().unwrap();
+    assert_eq!(newest, 20);
 }
