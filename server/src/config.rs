@@ -46,7 +46,7 @@ pub struct Config {
     /// Serve `/metrics` to any address (default: to this machine only).
     pub metrics_public: bool,
     /// The bearer token `/metrics` asks for (a secret); `None`: none.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<secrecy::SecretString>,
     /// A data folder open to group or others at start: refuse, or warn and start.
     pub open_to_others: crate::file_modes::OpenToOthers,
     /// Reverse proxies whose header says who the client is (per-address limits

@@ -26,7 +26,7 @@ pub struct Settings {
     /// Serve `/metrics` to any address, not only to this machine.
     pub metrics_public: bool,
     /// The bearer token `/metrics` asks for (a secret: never logged); `None`: none.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<secrecy::SecretString>,
     /// The Host and Origin rules, and whether to send HSTS (`transport::origin`).
     pub http: crate::transport::origin::HttpPolicy,
     /// Proxies whose client-address header is believed (`transport::forwarded`).

@@ -623,7 +623,8 @@ impl FileSettings {
         }
         config.risk_phrases = e.risk_phrases.clone();
         config.escalation.pager_format = pager_format;
-        config.escalation.pager_key = Some(e.pager_key.clone()).filter(|k| !k.is_empty());
+        config.escalation.pager_key =
+            (!e.pager_key.is_empty()).then(|| secrecy::SecretString::from(e.pager_key.clone()));
         config.escalation.push_repeat = Duration::from_secs(e.push_repeat_secs);
         config.escalation.push_contact = e.push_contact.clone();
         config.escalation.emergency_deadline = Duration::from_millis(e.emergency_deadline_ms);
@@ -667,12 +668,14 @@ impl FileSettings {
         })?;
         config.allowed_origins = self.allow_origins.clone();
         config.metrics_public = self.metrics.public;
-        config.metrics_token = Some(self.metrics.token.clone()).filter(|t| !t.is_empty());
-        if config.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+        let token = &self.metrics.token;
+        if !token.is_empty() && token.len() < 16 {
             return Err(ConfigError::File(
                 "metrics.token must be at least 16 characters (it is a password)".into(),
             ));
         }
+        config.metrics_token =
+            (!token.is_empty()).then(|| secrecy::SecretString::from(token.clone()));
         for origin in &self.allow_origins {
             if crate::transport::origin::Origin::parse(origin).is_none() {
                 return Err(ConfigError::File(format!(
@@ -782,6 +785,23 @@ mod tests {
                 "{key} is not in the example file"
             );
         }
+    }
+
+    #[test]
+    fn secrets_never_show_in_a_debug_print_of_the_settings() {
+        let mut file = FileSettings::default();
+        file.escalation.pager_url = "https://events.example/v2/enqueue".into();
+        file.escalation.pager_format = "pagerduty".into();
+        file.escalation.pager_key = "routing-key-do-not-print".into();
+        file.metrics.token = "metrics-token-do-not-print".into();
+        let (_, config) = file.validate().unwrap();
+        let printed = format!("{config:?} {:?}", config.escalation.pager());
+        assert!(!printed.contains("do-not-print"), "{printed}");
+        let key = config.escalation.pager_key.as_ref().unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(key),
+            "routing-key-do-not-print"
+        );
     }
 
     /// The example's `# key = value` lines, switched on.

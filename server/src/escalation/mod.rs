@@ -80,7 +80,7 @@ pub struct EscalationSettings {
     /// The pager hook's format.
     pub pager_format: pager::PagerFormat,
     /// The pager's routing key, API key or token, if it needs one (a secret).
-    pub pager_key: Option<String>,
+    pub pager_key: Option<secrecy::SecretString>,
     /// How often a Web Push is re-sent while its escalation waits.
     pub push_repeat: Duration,
     /// The VAPID contact (`mailto:` or `https:`); empty: the hub's public URL.

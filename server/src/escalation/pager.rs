@@ -85,7 +85,7 @@ pub struct PagerSettings {
     /// topic URL, or the generic receiver).
     pub url: String,
     /// PagerDuty routing key, Opsgenie API key or ntfy access token.
-    pub key: Option<String>,
+    pub key: Option<secrecy::SecretString>,
 }
 
 /// What happened to an escalation, as a page says it.
@@ -159,7 +159,11 @@ pub fn request(
         .take(8)
         .collect();
     let dedup = dedup_key(&hub_id, summary.id);
-    let key = settings.key.clone().unwrap_or_default();
+    let key = settings
+        .key
+        .as_ref()
+        .map(|k| secrecy::ExposeSecret::expose_secret(k).to_string())
+        .unwrap_or_default();
     let left = seconds_left(summary, now_ms);
     let json_headers = vec![("content-type", "application/json".to_string())];
     match settings.format {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode};
+use secrecy::ExposeSecret as _;
 
 use super::PeerAddr;
 use crate::hub::Hub;
@@ -85,17 +86,15 @@ fn bearer_matches(request: &Request, token: &str) -> bool {
     else {
         return false;
     };
+    use subtle::ConstantTimeEq as _;
     let (a, b) = (Sha256::digest(given.trim()), Sha256::digest(token));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.ct_eq(&b).into()
 }
 
 /// `GET /metrics`: Prometheus text exposition format.
 pub async fn metrics(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     if let Some(token) = &hub.settings.metrics_token {
-        if !bearer_matches(&request, token) {
+        if !bearer_matches(&request, token.expose_secret()) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
