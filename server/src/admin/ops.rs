@@ -193,6 +193,11 @@ impl Operator<'_> {
                     &record,
                     self.now_ms,
                 )?;
+                // No pager could hear of it now: the next start closes its incident.
+                self.store.owe_pager_resolve(id)?;
+                let mut summary = summary;
+                summary["pager"] =
+                    "an open pager incident is closed when the hub next starts".into();
                 Ok(summary)
             }
         }

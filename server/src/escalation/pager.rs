@@ -432,7 +432,11 @@ async fn worker(
             }
             tokio::select! {
                 _ = stop.cancelled() => {
-                    tracing::warn!(escalation = id, "hub stopping; this page is re-sent at next start");
+                    tracing::warn!(
+                        escalation = id,
+                        "hub stopping before the pager took this page; a page for an \
+                         escalation still unacknowledged is sent again at the next start"
+                    );
                     return;
                 }
                 _ = tokio::time::sleep(backoff) => {}

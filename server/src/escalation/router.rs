@@ -290,6 +290,17 @@ impl EscalationRouter {
         for id in pending {
             self.page(id);
         }
+        // Close the pager incidents of escalations resolved while the hub was stopped.
+        match self.store.take_owed_pager_resolves() {
+            Ok(owed) => {
+                for id in owed {
+                    if let Ok(Some(record)) = self.store.escalation(id) {
+                        self.alerts.resolved(self.alert_summary_of(&record));
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "the owed pager resolves could not be read"),
+        }
         self.metrics.set_escalations(self.open.values());
         loop {
             let wait = self.next_wake().map(|at| {

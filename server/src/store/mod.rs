@@ -16,6 +16,7 @@ pub mod compact;
 pub mod erase;
 pub mod export;
 pub mod keys;
+pub mod pager;
 pub mod push;
 pub mod records;
 pub mod retention;

@@ -940,3 +940,42 @@ async fn an_escalation_acknowledged_before_a_restart_is_still_resolved_at_the_pa
         "the same incident"
     );
 }
+
+/// An operator resolving on a stopped hub's folder cannot reach the pager; the
+/// next start closes the incident, once.
+#[tokio::test]
+async fn an_escalation_resolved_on_a_stopped_hub_closes_its_pager_incident_at_the_next_start() {
+    let mut receiver = HttpReceiver::start(|_, _| 202).await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let mut scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+        c.escalation.pager_key = Some("k".into());
+    })
+    .await;
+    let id = raise(&mut scene).await;
+    let trigger = receiver.next(20).await.json();
+    assert_eq!(trigger["event_action"], "trigger", "{trigger}");
+    let server = scene.server.restart_with(|data| {
+        let out = std::process::Command::new(peerhub_tests::process::binary())
+            .args(["escalation", "resolve", "--data"])
+            .arg(data)
+            .arg(id.to_string())
+            .args(["--outcome", "closed by the operator"])
+            .output()
+            .expect("run peerhub");
+        assert!(out.status.success(), "{out:?}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            printed["pager"].as_str().unwrap().contains("next starts"),
+            "the operator is told when the pager hears: {printed}"
+        );
+    });
+    let server = server.await;
+    let page = receiver.next(20).await.json();
+    assert_eq!(page["event_action"], "resolve", "{page}");
+    assert_eq!(page["dedup_key"], trigger["dedup_key"]);
+    // Owed once: a further start sends nothing more.
+    let _server = server.restart().await;
+    assert!(receiver.try_next(1_500).await.is_none());
+}
