@@ -323,10 +323,12 @@ impl EscalationRouter {
                     None => break,
                 },
                 _ = tokio::time::sleep(wait.unwrap_or(TIMER_POLL)), if wait.is_some() => {
-                    if let Err(error) = self.tick().await {
+                    // A wake-up only to see whether a connection has drained changes
+                    // nothing: the gauges are recounted only after a real step.
+                    self.tick().await.unwrap_or_else(|error| {
                         tracing::error!(%error, "escalation routing step failed; retrying");
-                    }
-                    true
+                        true
+                    })
                 }
             };
             if changed {
@@ -1107,7 +1109,8 @@ impl EscalationRouter {
 
     /// Deadlines that passed move their escalations on (a bounded batch, read from
     /// the deadline index); coverage changes are told.
-    async fn tick(&mut self) -> Result<(), ServerError> {
+    /// Moves due deadlines and follows the rota; says whether anything changed.
+    async fn tick(&mut self) -> Result<bool, ServerError> {
         let now = self.clock.now_ms();
         self.flag_limits.forget_idle();
         let due: Vec<u64> = self
@@ -1135,7 +1138,8 @@ impl EscalationRouter {
             self.store.put_escalation(&record)?;
             self.insert_open(record);
         }
-        if !due.is_empty() {
+        let moved = !due.is_empty();
+        if moved {
             self.committer.commit().await?;
             for id in due {
                 self.broadcast(id);
@@ -1147,11 +1151,12 @@ impl EscalationRouter {
             }
         }
         let covered = rota::covered(&self.rota, now);
-        if covered != self.covered {
+        let coverage_changed = covered != self.covered;
+        if coverage_changed {
             self.covered = covered;
             self.tell_everyone_coverage();
         }
-        Ok(())
+        Ok(moved || coverage_changed)
     }
 
     fn tell_everyone_coverage(&self) {
