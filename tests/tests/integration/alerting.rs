@@ -905,14 +905,7 @@ async fn an_escalation_acknowledged_before_a_restart_is_still_resolved_at_the_pa
     // Regression: the alerts task forgot what it paged at a restart, and a
     // resolution afterwards never reached PagerDuty (whose acknowledged incidents
     // re-trigger after their ack timeout).
-    let mut receiver = HttpReceiver::start(|_, _| 202).await;
-    let url = format!("{}/v2/enqueue", receiver.base);
-    let mut scene = scene(|c| {
-        c.escalation.pager_url = Some(url);
-        c.escalation.pager_format = PagerFormat::PagerDuty;
-        c.escalation.pager_key = Some("k".into());
-    })
-    .await;
+    let (mut receiver, mut scene) = pagerduty_scene().await;
     let id = raise(&mut scene).await;
     let trigger = receiver.next(20).await.json();
     let reply = act(&mut scene.sup, id, EscalationAction::Ack).await;
@@ -945,14 +938,7 @@ async fn an_escalation_acknowledged_before_a_restart_is_still_resolved_at_the_pa
 /// next start closes the incident, once.
 #[tokio::test]
 async fn an_escalation_resolved_on_a_stopped_hub_closes_its_pager_incident_at_the_next_start() {
-    let mut receiver = HttpReceiver::start(|_, _| 202).await;
-    let url = format!("{}/v2/enqueue", receiver.base);
-    let mut scene = scene(|c| {
-        c.escalation.pager_url = Some(url);
-        c.escalation.pager_format = PagerFormat::PagerDuty;
-        c.escalation.pager_key = Some("k".into());
-    })
-    .await;
+    let (mut receiver, mut scene) = pagerduty_scene().await;
     let id = raise(&mut scene).await;
     let trigger = receiver.next(20).await.json();
     assert_eq!(trigger["event_action"], "trigger", "{trigger}");
@@ -978,4 +964,17 @@ async fn an_escalation_resolved_on_a_stopped_hub_closes_its_pager_incident_at_th
     // Owed once: a further start sends nothing more.
     let _server = server.restart().await;
     assert!(receiver.try_next(1_500).await.is_none());
+}
+
+/// A scene whose pager is a PagerDuty receiver that accepts every page.
+async fn pagerduty_scene() -> (HttpReceiver, Scene) {
+    let receiver = HttpReceiver::start(|_, _| 202).await;
+    let url = format!("{}/v2/enqueue", receiver.base);
+    let scene = scene(|c| {
+        c.escalation.pager_url = Some(url);
+        c.escalation.pager_format = PagerFormat::PagerDuty;
+        c.escalation.pager_key = Some("k".into());
+    })
+    .await;
+    (receiver, scene)
 }
