@@ -4,9 +4,11 @@
 //!
 //! The router decides *what* to tell ([`StaffNotices`], bounded per escalation);
 //! the group's own task writes it, because only that task orders the group's
-//! channels. Between them runs one courier task ([`deliver`]). The router never
-//! waits for it: a full line hands the note to a task that waits its turn (tokio's
-//! bounded channel serves waiting senders in order, so notes keep their order).
+//! channels. Between them runs one courier task ([`deliver`]). Neither waits on
+//! the other or on a group: the router's line to the courier is unbounded (a note
+//! is sent only when a request opens, rises in severity or doubles its flags, and
+//! flags are rate-limited), and a group whose mailbox is full keeps its notes, in
+//! order, at the courier, which offers them again while other groups' notes go on.
 //!
 //! The flag and its note are made durable by two commits (the router's, then the
 //! group's). So that a crash between them loses no note, the router tells every
@@ -17,8 +19,9 @@
 //! imminent-risk flag (nor any flag's `reason` or `withhold_notice`), the escalation
 //! id, the context messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, Note};
@@ -30,9 +33,8 @@ use crate::hub::Hub;
 use crate::store::records::EscalationRecord;
 use crate::store::Store;
 
-/// Notes that may wait for the courier before the router hands them to a waiting
-/// task instead.
-const LINE_CAPACITY: usize = 1024;
+/// How soon the courier offers a busy group its waiting notes again.
+const RETRY: Duration = Duration::from_millis(50);
 
 /// One note for one group's staff channel.
 #[derive(Debug)]
@@ -53,9 +55,9 @@ struct Told {
 /// The router's side: decides which flags are told, and sends the notes.
 #[derive(Debug)]
 pub struct StaffNotices {
-    // Sender: the router (and, when the line is full, a task holding one note).
-    // Receiver: the courier ([`deliver`]). Bounded; the router never waits on it.
-    tx: mpsc::Sender<StaffNote>,
+    // Sender: the router. Receiver: the courier ([`deliver`]). Unbounded, so the
+    // router never waits on it (see the module's notes for why it stays small).
+    tx: mpsc::UnboundedSender<StaffNote>,
     /// Per open escalation id. An entry goes when the escalation is resolved; one
     /// the router has not seen since it started is told again at its next flag.
     told: HashMap<u64, Told>,
@@ -64,13 +66,13 @@ pub struct StaffNotices {
 /// The courier's side of the line.
 #[derive(Debug)]
 pub struct StaffNoteLine {
-    rx: mpsc::Receiver<StaffNote>,
+    rx: mpsc::UnboundedReceiver<StaffNote>,
 }
 
 impl StaffNotices {
     /// A router's notices and the line the courier reads.
     pub fn new() -> (Self, StaffNoteLine) {
-        let (tx, rx) = mpsc::channel(LINE_CAPACITY);
+        let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 tx,
@@ -169,18 +171,8 @@ impl StaffNotices {
     }
 
     fn queue(&self, note: StaffNote) {
-        match self.tx.try_send(note) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(note)) => {
-                tracing::warn!("staff-note line full; a note waits its turn");
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(note).await;
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::debug!("staff note not sent: the hub is stopping");
-            }
+        if self.tx.send(note).is_err() {
+            tracing::debug!("staff note not sent: the hub is stopping");
         }
     }
 }
@@ -250,16 +242,61 @@ fn already_told(store: &Store, group: &GroupId, note: &Note) -> bool {
 
 /// The courier: writes each note through its group's task until the router is gone.
 pub async fn deliver(mut line: StaffNoteLine, hub: Arc<Hub>) {
-    while let Some(StaffNote { group, note, again }) = line.rx.recv().await {
+    // Notes for groups whose mailbox was full, in order.
+    let mut waiting: HashMap<GroupId, VecDeque<Note>> = HashMap::new();
+    loop {
+        let next = if waiting.is_empty() {
+            line.rx.recv().await
+        } else {
+            tokio::select! {
+                next = line.rx.recv() => next,
+                _ = tokio::time::sleep(RETRY) => {
+                    waiting.retain(|group, notes| {
+                        offer_waiting(&hub, group, notes);
+                        !notes.is_empty()
+                    });
+                    continue;
+                }
+            }
+        };
+        let Some(StaffNote { group, note, again }) = next else {
+            break;
+        };
         if again && already_told(&hub.store, &group, &note) {
             continue;
         }
-        let written = match hub.groups.handle(&group) {
-            Ok(handle) => handle.hub_note(Channel::Staff, note).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = written {
-            tracing::warn!(%error, "a staff note could not be written");
+        let notes = waiting.entry(group.clone()).or_default();
+        notes.push_back(note);
+        offer_waiting(&hub, &group, notes);
+        if notes.is_empty() {
+            waiting.remove(&group);
+        }
+    }
+}
+
+/// Hands `group`'s task as many of its waiting `notes` as its mailbox takes.
+fn offer_waiting(hub: &Hub, group: &GroupId, notes: &mut VecDeque<Note>) {
+    use crate::groups::HubNoteRefused;
+    let handle = match hub.groups.handle(group) {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::warn!(%error, "staff notes could not be written");
+            notes.clear();
+            return;
+        }
+    };
+    while let Some(note) = notes.pop_front() {
+        match handle.try_hub_note(Channel::Staff, note) {
+            Ok(()) => {}
+            Err(HubNoteRefused::Full(note)) => {
+                notes.push_front(note);
+                return;
+            }
+            Err(HubNoteRefused::Stopped) => {
+                tracing::debug!("staff notes not written: the hub is stopping");
+                notes.clear();
+                return;
+            }
         }
     }
 }

@@ -268,14 +268,22 @@ impl GroupHandle {
         answer.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
-    /// Writes a hub note into `channel` (durable with the group's next commit, then
-    /// fanned out to whoever reads the channel).
-    pub async fn hub_note(
+    /// Hands a hub note for `channel` to the group's task without waiting (it is
+    /// durable with the group's next commit, then fanned out to whoever reads the
+    /// channel). A full mailbox gives the note back; a stopped task drops it.
+    pub fn try_hub_note(
         &self,
         channel: Channel,
         note: peerhub_protocol::frame::Note,
-    ) -> Result<(), ServerError> {
-        self.send(GroupCommand::HubNote { channel, note }).await
+    ) -> Result<(), HubNoteRefused> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.tx.try_send(GroupCommand::HubNote { channel, note }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(GroupCommand::HubNote { note, .. })) => {
+                Err(HubNoteRefused::Full(note))
+            }
+            Err(_) => Err(HubNoteRefused::Stopped),
+        }
     }
 
     /// Stops sending the group's events to a connection.
@@ -283,6 +291,15 @@ impl GroupHandle {
         // A group task that is gone has no subscriber to remove.
         let _ = self.send(GroupCommand::Leave { conn }).await;
     }
+}
+
+/// Why a group's task did not take a hub note.
+#[derive(Debug)]
+pub enum HubNoteRefused {
+    /// Its mailbox is full: the note, to offer again.
+    Full(peerhub_protocol::frame::Note),
+    /// The task has stopped (the hub is stopping).
+    Stopped,
 }
 
 /// The live groups.
