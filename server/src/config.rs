@@ -49,6 +49,8 @@ pub struct Config {
     pub metrics_token: Option<secrecy::SecretString>,
     /// A data folder open to group or others at start: refuse, or warn and start.
     pub open_to_others: crate::file_modes::OpenToOthers,
+    /// From an ephemeral session's end to the store's rewrite (see `compactor`).
+    pub compact_delay: std::time::Duration,
     /// Reverse proxies whose header says who the client is (per-address limits
     /// then apply to the client, not to the proxy).
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
@@ -75,6 +77,7 @@ impl Config {
             allowed_origins: Vec::new(),
             metrics_public: false,
             open_to_others: Default::default(),
+            compact_delay: std::time::Duration::from_secs(60),
             metrics_token: None,
             trusted_proxies: Default::default(),
             conformance_echo: false,

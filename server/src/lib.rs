@@ -31,6 +31,8 @@
 //!   the pager hook, in one router task.
 //! - [`retention`] — how long each kind of data is kept; the job that deletes
 //!   what expired and records it in the audit chain.
+//! - [`compactor`] — the job that rewrites the store once a compaction is owed
+//!   (after an ephemeral session's end), so deleted bytes leave the data folder.
 //! - [`text`] — the one rule for free-text fields.
 //! - [`risk_phrases`] — the facilitators' risk-phrase nudge: matching as people type.
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
@@ -44,6 +46,7 @@ pub mod assets;
 pub mod audit;
 pub mod bootstrap;
 pub mod clock;
+pub mod compactor;
 pub mod config;
 pub mod erase;
 pub mod error;
@@ -302,6 +305,8 @@ impl Server {
         groups.spawn(escalation::staff::deliver(staff_line, hub.clone()));
         // Stops when the hub starts shutting down; shutdown waits for it with the groups.
         let retention = retention::start(hub.clone(), config.retention.clone(), &groups);
+        // Stops when the hub starts shutting down; shutdown waits for a rewrite under way.
+        compactor::start(hub.clone(), config.compact_delay, &groups);
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
         tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
         Ok(Self {

@@ -64,6 +64,8 @@ impl TestServer {
         let mut config = Config::new(dir.path().join("data"));
         // Tests send fast; the limits tests set their own.
         generous_limits(&mut config.limits);
+        // An ephemeral session's rewrite at the job's next look (about a second).
+        config.compact_delay = std::time::Duration::ZERO;
         tweak(&mut config);
         Self::start_in(dir, config, None, Clock::system()).await
     }

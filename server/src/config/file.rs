@@ -164,6 +164,9 @@ pub struct StoreSection {
     pub cache_mb: u64,
     /// A data folder open to group or others at start: "refuse" or "warn".
     pub open_to_others: String,
+    /// Seconds from an ephemeral session's end to the store's rewrite that takes
+    /// its deleted bytes out of the data folder (ends within it share one).
+    pub compact_delay_secs: u64,
 }
 
 /// `[metrics]`
@@ -251,6 +254,7 @@ impl Default for FileSettings {
             store: StoreSection {
                 cache_mb: config.store_cache_bytes / (1024 * 1024),
                 open_to_others: "refuse".into(),
+                compact_delay_secs: config.compact_delay.as_secs(),
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
@@ -342,6 +346,7 @@ pub const KEYS: &[&str] = &[
     "limits.outbox_frames",
     "store.cache_mb",
     "store.open_to_others",
+    "store.compact_delay_secs",
     "metrics.public",
     "metrics.token",
     "retention.chat_history_days",
@@ -660,6 +665,7 @@ impl FileSettings {
         config.outbox_bytes = l.outbox_bytes;
         config.outbox_capacity = l.outbox_frames;
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
+        config.compact_delay = Duration::from_secs(self.store.compact_delay_secs);
         config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
             ConfigError::File(format!(
                 "store.open_to_others must be \"refuse\" or \"warn\", not {:?}",

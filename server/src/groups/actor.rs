@@ -141,9 +141,6 @@ pub(super) enum Deferred {
     /// A knock was forgotten while its person was here: facilitators see them
     /// leave (their last standing, offline), as no record is left to read it from.
     Forgotten(peerhub_protocol::frame::MemberInfo),
-    /// An ephemeral session ended: once its deletions are durable, the store is
-    /// rewritten so their bytes leave the data folder.
-    Compact,
 }
 
 pub(crate) struct GroupActor {
@@ -457,42 +454,10 @@ impl GroupActor {
             }
             self.dirty = false;
         }
-        let mut compact = false;
         for effect in std::mem::take(&mut self.deferred) {
-            compact |= matches!(effect, Deferred::Compact);
             self.deliver(effect);
         }
-        if compact {
-            self.compact().await;
-        }
         Ok(())
-    }
-
-    /// Rewrites the store so the bytes this batch deleted leave the data folder
-    /// (see [`crate::store::compact`]). Off the async workers, but awaited here, so
-    /// a graceful stop (which waits for every group task) waits for it too. It
-    /// holds the store's write gate alone for the length of the copy: writes
-    /// everywhere (and their acks) wait, none is refused or lost.
-    async fn compact(&self) {
-        let store = self.store.clone();
-        let done = tokio::task::spawn_blocking(move || store.compact()).await;
-        match done {
-            Ok(Ok(report)) => tracing::info!(
-                entries = report.entries,
-                bytes_before = report.bytes_before,
-                bytes_after = report.bytes_after,
-                "store compacted after an ephemeral session ended"
-            ),
-            // The deletions stand; their bytes stay in the files until a later
-            // compaction (the next ephemeral session's end, or `peerhub erase`). A
-            // half-done one is finished or undone at the next open.
-            Ok(Err(error)) => {
-                tracing::error!("compaction after an ephemeral session failed: {error}")
-            }
-            Err(error) => {
-                tracing::error!("compaction after an ephemeral session failed: {error}")
-            }
-        }
     }
 
     /// Everyone waiting for an answer hears that nothing happened.
@@ -1075,9 +1040,7 @@ impl GroupActor {
                         subscriber.outbox.push(&frame);
                     }
                 }
-            }
-            // Done by `commit_and_deliver` once every other effect is out.
-            Deferred::Compact => {}
+            } // Done by `commit_and_deliver` once every other effect is out.
         }
     }
 

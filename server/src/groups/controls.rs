@@ -391,9 +391,9 @@ impl GroupActor {
         if retention.ephemeral {
             self.store.delete_events(&group, None)?;
             self.forget_participants(now)?;
-            // After the commit: rewrite the store so the deleted bytes leave the
-            // data folder (see `store::compact`).
-            self.deferred.push(Deferred::Compact);
+            // Owed in the same commit: the compaction job rewrites the store so the
+            // deleted bytes leave the data folder (see `compactor`).
+            self.store.mark_compaction_due(now)?;
         } else if let Some(days) = retention.history_days {
             let cutoff = now.saturating_sub(u64::from(days) * 24 * 60 * 60 * 1000);
             self.store.delete_events(&group, Some(cutoff))?;

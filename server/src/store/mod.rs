@@ -13,6 +13,7 @@ pub mod audit;
 pub mod backup;
 mod commit;
 pub mod compact;
+pub mod compact_due;
 pub mod erase;
 pub mod export;
 pub mod keys;

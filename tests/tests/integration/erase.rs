@@ -624,7 +624,10 @@ async fn a_running_hub_killed_during_the_rewrite_after_a_session_loses_nothing_a
     let server = ProcessServer::start_env(
         &data,
         &[],
-        &[("TEST_PEERHUB_COMPACT_CRASH_AT", "moved_old")],
+        &[
+            ("TEST_PEERHUB_COMPACT_CRASH_AT", "moved_old"),
+            ("PEERHUB_STORE_COMPACT_DELAY_SECS", "0"),
+        ],
     )
     .await;
     let _admin = server.admin().await;
@@ -705,4 +708,44 @@ async fn a_running_hub_killed_during_the_rewrite_after_a_session_loses_nothing_a
     }
     let (code, stdout, stderr) = peerhub(&["audit", "verify", "--data", &data_arg]);
     assert_eq!(code, 0, "audit verify: {stdout}{stderr}");
+}
+
+/// The rewrite after an ephemeral session's end waits `store.compact_delay_secs`
+/// (session ends within it share one), is not done by the group's task, and is
+/// still owed after a restart.
+#[tokio::test]
+async fn the_rewrite_after_an_ephemeral_session_waits_its_delay_and_survives_a_restart() {
+    const WORDS: &str = "Tamsin's words for this evening only";
+    let mut server =
+        TestServer::start_with(|c| c.compact_delay = std::time::Duration::from_secs(3_600)).await;
+    server
+        .create_group_with("dropin", |g| {
+            g.waiting_room = Some(false);
+            g.retention.ephemeral = true;
+        })
+        .await;
+    let (_, mut fac) = server.with_role(Role::Facilitator).await;
+    fac.join("dropin", "Jo", None).await;
+    let p_id = Identity::generate();
+    let mut p = server.login(&p_id).await;
+    p.join("dropin", "Tamsin", None).await;
+    p.post("dropin", WORDS).await;
+    let reply = control_env(&mut fac, "dropin", ControlAction::EndSession).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    let data = server.data_dir().to_path_buf();
+    let owed = server.hub().store.compaction_due_since().unwrap();
+    assert!(owed.is_some(), "the end owes a rewrite");
+    // Not before its time: the group goes on at once, the bytes are still there.
+    let reply = control_env(&mut fac, "dropin", ControlAction::OpenSession).await;
+    assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    server.hub().store.flush().unwrap();
+    assert!(!peerhub_tests::scan::files_holding(&data, WORDS).is_empty());
+    // Owed across a restart, and done once the delay has passed.
+    drop((p, fac));
+    let server = server.restart().await;
+    assert_eq!(server.hub().store.compaction_due_since().unwrap(), owed);
+    server.hub().clock.advance(3_600 * 1_000);
+    assert_eq!(until_gone(&data, &[WORDS]).await, Vec::new());
+    assert_eq!(server.hub().store.compaction_due_since().unwrap(), None);
 }
