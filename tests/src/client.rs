@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerhub_protocol::frame::{Channel, ServerFrame};
-use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, SignedEnvelope};
+use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, PublicKey, SignedEnvelope};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -337,6 +337,20 @@ impl Client {
         let id = self.next_id();
         self.send(&frame(Some(id))).await;
         self.reply_to(id).await
+    }
+
+    /// Raises a flag (see [`Identity::flag_with`]) and returns the reply.
+    pub async fn flag_with(
+        &mut self,
+        group: &str,
+        about: PublicKey,
+        severity: peerhub_protocol::escalation::Severity,
+        tweak: impl FnOnce(&mut peerhub_protocol::payload::FlagPayload),
+    ) -> ServerFrame {
+        let env = self.me().flag_with(group, about, severity, tweak);
+        let group = gid(group);
+        self.request(|id| ClientFrame::Flag { id, group, env })
+            .await
     }
 
     /// Redeems an invite token.

@@ -180,6 +180,39 @@ impl Identity {
         self.sign(Kind::CreateGroup, &payload)
     }
 
+    /// A `flag` envelope about `about` in `group`: consent `own` when `about` is
+    /// this key, `given` otherwise, no note; `tweak` may change any field.
+    pub fn flag_with(
+        &self,
+        group: &str,
+        about: PublicKey,
+        severity: peerhub_protocol::escalation::Severity,
+        tweak: impl FnOnce(&mut peerhub_protocol::payload::FlagPayload),
+    ) -> SignedEnvelope {
+        use peerhub_protocol::escalation::Consent;
+        let consent = if about == self.key() {
+            Consent::Own
+        } else {
+            Consent::Given
+        };
+        self.signed(Kind::Flag, |counter, ts| {
+            let mut payload = peerhub_protocol::payload::FlagPayload {
+                group: gid(group),
+                about,
+                seq: None,
+                severity,
+                consent,
+                reason: None,
+                withhold_notice: None,
+                note: None,
+                counter,
+                ts,
+            };
+            tweak(&mut payload);
+            payload
+        })
+    }
+
     /// Any group-scoped payload, signed with a fresh counter and time: `make` gets
     /// (counter, ts).
     pub fn signed<T: Serialize>(

@@ -6,12 +6,11 @@
 
 use peerhub_protocol::encoding::b64;
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::escalation::{Consent, RotaEntry, Severity};
+use peerhub_protocol::escalation::{RotaEntry, Severity};
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{EscalationActPayload, EscalationAction, FlagPayload, RotaPayload};
+use peerhub_protocol::payload::{EscalationActPayload, EscalationAction, RotaPayload};
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
 use peerhub_server::escalation::pager::PagerFormat;
-use peerhub_tests::identity::gid;
 use peerhub_tests::receiver::Received;
 use peerhub_tests::{now_ms, Client, HttpReceiver, Identity, TestServer};
 
@@ -79,25 +78,10 @@ pub(crate) async fn scene(tweak: impl FnOnce(&mut peerhub_server::config::Config
 /// id (read from the hub's store: a flagger is told only an opaque reference).
 pub(crate) async fn raise(scene: &mut Scene) -> u64 {
     let about = scene.p_id.key();
-    let me = scene.p.identity.clone().unwrap();
-    let env = me.signed(Kind::Flag, |counter, ts| FlagPayload {
-        group: gid("circle"),
-        about,
-        seq: None,
-        severity: Severity::Emergency,
-        consent: Consent::Own,
-        reason: None,
-        withhold_notice: None,
-        note: Some(NOTE.into()),
-        counter,
-        ts,
-    });
     let reply = scene
         .p
-        .request(|id| ClientFrame::Flag {
-            id,
-            group: gid("circle"),
-            env,
+        .flag_with("circle", about, Severity::Emergency, |f| {
+            f.note = Some(NOTE.into())
         })
         .await;
     assert!(

@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::escalation::{Consent, Severity};
+use peerhub_protocol::escalation::Severity;
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{EscalationActPayload, EscalationAction, FlagPayload};
+use peerhub_protocol::payload::{EscalationActPayload, EscalationAction};
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
 use peerhub_server::limits::LimitSettings;
 use peerhub_tests::identity::gid;
@@ -29,23 +29,7 @@ fn flag_env(
     severity: Severity,
     note: Option<String>,
 ) -> peerhub_protocol::SignedEnvelope {
-    let consent = if about == me.key() {
-        Consent::Own
-    } else {
-        Consent::Given
-    };
-    me.signed(Kind::Flag, |counter, ts| FlagPayload {
-        group: gid(group),
-        about,
-        seq: None,
-        severity,
-        consent,
-        reason: None,
-        withhold_notice: None,
-        note,
-        counter,
-        ts,
-    })
+    me.flag_with(group, about, severity, |f| f.note = note)
 }
 
 async fn flag(
@@ -55,14 +39,8 @@ async fn flag(
     severity: Severity,
     note: Option<String>,
 ) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = flag_env(&me, group, about, severity, note);
     client
-        .request(|id| ClientFrame::Flag {
-            id,
-            group: gid(group),
-            env,
-        })
+        .flag_with(group, about, severity, |f| f.note = note)
         .await
 }
 

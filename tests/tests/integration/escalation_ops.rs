@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::escalation::{Consent, EscalationStatus, Severity};
+use peerhub_protocol::escalation::{EscalationStatus, Severity};
 use peerhub_protocol::frame::{Channel, Note};
-use peerhub_protocol::payload::{FlagPayload, InviteRole};
+use peerhub_protocol::payload::InviteRole;
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
-use peerhub_tests::identity::gid;
 use peerhub_tests::process::binary;
 use peerhub_tests::{Client, Identity, ProcessServer};
 
@@ -51,24 +49,9 @@ fn ids(listing: &serde_json::Value) -> Vec<u64> {
 }
 
 async fn flag(client: &mut Client, about: PublicKey, note: &str) {
-    let me = client.identity.clone().unwrap();
-    let env = me.signed(Kind::Flag, |counter, ts| FlagPayload {
-        group: gid("circle"),
-        about,
-        seq: None,
-        severity: Severity::Emergency,
-        consent: Consent::Own,
-        reason: None,
-        withhold_notice: None,
-        note: Some(note.into()),
-        counter,
-        ts,
-    });
     let reply = client
-        .request(|id| ClientFrame::Flag {
-            id,
-            group: gid("circle"),
-            env,
+        .flag_with("circle", about, Severity::Emergency, |f| {
+            f.note = Some(note.into())
         })
         .await;
     assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");

@@ -20,28 +20,10 @@ async fn flag_in(
     consent: Consent,
     tweak: impl FnOnce(&mut FlagPayload),
 ) -> ServerFrame {
-    let me = client.identity.clone().unwrap();
-    let env = me.signed(Kind::Flag, |counter, ts| {
-        let mut payload = FlagPayload {
-            group: gid(group),
-            about,
-            seq: None,
-            severity,
-            consent,
-            reason: None,
-            withhold_notice: None,
-            note: None,
-            counter,
-            ts,
-        };
-        tweak(&mut payload);
-        payload
-    });
     let reply = client
-        .request(|id| ClientFrame::Flag {
-            id,
-            group: gid(group),
-            env,
+        .flag_with(group, about, severity, |f| {
+            f.consent = consent;
+            tweak(f);
         })
         .await;
     assert!(
