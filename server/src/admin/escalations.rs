@@ -129,7 +129,7 @@ pub fn list(
 }
 
 /// An outcome is one text field like a supervisor's.
-pub fn check_outcome(outcome: &str) -> Result<(), AdminError> {
+fn check_outcome(outcome: &str) -> Result<(), AdminError> {
     crate::text::check_text("outcome", outcome, peerhub_protocol::limits::MAX_TEXT_CHARS)
         .map(|_| ())
         .map_err(|e| AdminError::Invalid(format!("--outcome: {e}")))

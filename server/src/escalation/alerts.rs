@@ -60,6 +60,14 @@ pub struct AlertSummary {
     pub to: Vec<PublicKey>,
 }
 
+impl AlertSummary {
+    /// Whole seconds (rounded up) until its deadline at `now_ms`, if it has one.
+    pub fn seconds_left(&self, now_ms: u64) -> Option<u64> {
+        self.deadline_ms
+            .map(|d| d.saturating_sub(now_ms).div_ceil(1000))
+    }
+}
+
 /// Alerting settings.
 #[derive(Debug, Clone)]
 pub struct AlertSettings {

@@ -229,6 +229,13 @@ impl Drop for ReadTicket {
     }
 }
 
+/// Whether these roles see the escalation queue (supervisors and admins).
+pub fn is_staff(roles: &[Role]) -> bool {
+    roles
+        .iter()
+        .any(|r| matches!(r, Role::Supervisor | Role::Admin))
+}
+
 /// The opaque reference `key` has to escalation `id`: random to anyone without the
 /// hub's secret, different for each person (so two people cannot compare theirs to
 /// learn that their flags met in one escalation), and stable across restarts. The

@@ -116,12 +116,6 @@ fn dedup_key(hub: &str, id: u64) -> String {
     format!("peerhub-{hub}-{id}")
 }
 
-fn seconds_left(summary: &AlertSummary, now_ms: u64) -> Option<u64> {
-    summary
-        .deadline_ms
-        .map(|d| d.saturating_sub(now_ms).div_ceil(1000))
-}
-
 /// "1 min 30 s", "45 s", or "past its deadline".
 pub fn time_words(seconds: Option<u64>) -> String {
     match seconds {
@@ -140,7 +134,7 @@ pub fn headline(summary: &AlertSummary, now_ms: u64) -> String {
         summary.severity.as_str(),
         summary.id,
         summary.group_name,
-        time_words(seconds_left(summary, now_ms))
+        time_words(summary.seconds_left(now_ms))
     )
 }
 
@@ -164,7 +158,7 @@ pub fn request(
         .as_ref()
         .map(|k| secrecy::ExposeSecret::expose_secret(k).to_string())
         .unwrap_or_default();
-    let left = seconds_left(summary, now_ms);
+    let left = summary.seconds_left(now_ms);
     let json_headers = vec![("content-type", "application/json".to_string())];
     match settings.format {
         PagerFormat::Generic => {

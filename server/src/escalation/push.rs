@@ -62,14 +62,11 @@ impl std::fmt::Debug for PushSender {
 
 /// The content-free JSON a push carries (the service worker shows it).
 pub fn payload(summary: &AlertSummary, link: &str, now_ms: u64) -> Vec<u8> {
-    let seconds_left = summary
-        .deadline_ms
-        .map(|d| d.saturating_sub(now_ms).div_ceil(1000));
     serde_json::to_vec(&serde_json::json!({
         "escalation": summary.id,
         "severity": summary.severity.as_str(),
         "group": summary.group_name,
-        "seconds_left": seconds_left,
+        "seconds_left": summary.seconds_left(now_ms),
         "url": link,
     }))
     .unwrap_or_default()

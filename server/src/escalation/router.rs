@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::alerts::{AlertSummary, Alerts};
 use super::{
-    reference, rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES,
+    is_staff, reference, rota, EscalationSettings, RouterCommand, RouterHandle, CONTEXT_MESSAGES,
     DETAIL_PAGE_ITEMS, MAX_FLAGGERS_TOLD,
 };
 use crate::audit::{AuditLog, NewEntry};
@@ -213,12 +213,6 @@ fn bytes(frame: &ServerFrame) -> FrameBytes {
 
 fn text(field: &'static str, value: &str) -> Result<(), ServerError> {
     check_text(field, value, MAX_TEXT_CHARS).map(|_| ())
-}
-
-fn is_staff(roles: &[Role]) -> bool {
-    roles
-        .iter()
-        .any(|r| matches!(r, Role::Supervisor | Role::Admin))
 }
 
 impl EscalationRouter {

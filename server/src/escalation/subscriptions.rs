@@ -7,18 +7,13 @@ use peerhub_protocol::frame::{Role, ServerFrame};
 use peerhub_protocol::payload::{PushAction, PushPayload};
 use peerhub_protocol::{ProtocolError, PublicKey};
 
+use super::is_staff;
 use crate::error::ServerError;
 use crate::hub::Hub;
 use crate::store::records::PushSubscriptionRecord;
 
 /// Longest endpoint URL taken (browsers' are a few hundred bytes).
 pub const MAX_ENDPOINT_BYTES: usize = 2048;
-
-fn is_staff(roles: &[Role]) -> bool {
-    roles
-        .iter()
-        .any(|r| matches!(r, Role::Supervisor | Role::Admin))
-}
 
 /// An endpoint the hub will POST to: `https://`, or `http://` to a loopback
 /// address (a push service on the same machine: development and tests).
