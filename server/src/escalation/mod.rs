@@ -229,6 +229,13 @@ impl Drop for ReadTicket {
     }
 }
 
+/// How many flags were merged into `record` after its first, kept in full or only
+/// counted (a record from before the count was kept counts the flags it holds).
+pub fn merged_flags(record: &crate::store::records::EscalationRecord) -> u32 {
+    let kept = u32::try_from(record.view.flags.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    record.merged.max(kept)
+}
+
 /// Whether these roles see the escalation queue (supervisors and admins).
 pub fn is_staff(roles: &[Role]) -> bool {
     roles

@@ -109,9 +109,7 @@ fn consent_of(record: &EscalationRecord) -> Consent {
 /// An escalation's bounded summary as `view` shows it (the whole record, or what
 /// its subject may read).
 fn summarise(record: &EscalationRecord, view: &EscalationView) -> EscalationSummary {
-    let merged = record
-        .merged
-        .max(record.view.flags.len().saturating_sub(1) as u32);
+    let merged = super::merged_flags(record);
     EscalationSummary {
         id: None,
         reference: None,

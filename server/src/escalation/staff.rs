@@ -304,7 +304,7 @@ fn offer_waiting(hub: &Hub, group: &GroupId, notes: &mut VecDeque<Note>) {
 /// Every flag an escalation has had: the first, and each merged one (kept in
 /// full or only counted).
 fn total_flags(record: &EscalationRecord) -> u32 {
-    record.merged.saturating_add(1)
+    super::merged_flags(record).saturating_add(1)
 }
 
 #[cfg(test)]
