@@ -637,18 +637,26 @@ impl EscalationRouter {
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(not_a_cursor)?,
         };
-        let mut mine = Vec::new();
-        for id in self.store.escalation_ids_about(key)?.into_iter().rev() {
-            if let Some(record) = self.record(id)? {
-                if let Some(summary) = self.subject_summary(&record, key) {
-                    mine.push(summary);
-                }
-            }
-        }
-        let total = mine.len();
+        // Which they may see is known without reading a record: every resolved
+        // one, and the open ones (all in memory) whose telling is not withheld.
+        // Only the page's records are read.
+        let visible: Vec<u64> = self
+            .store
+            .escalation_ids_about(key)?
+            .into_iter()
+            .rev()
+            .filter(|id| self.open.get(id).is_none_or(|open| open.tell_subject))
+            .collect();
+        let total = visible.len();
         let mut escalations = Vec::new();
         let mut bytes = 0usize;
-        for summary in mine.into_iter().skip(offset) {
+        for id in visible.iter().skip(offset) {
+            let Some(record) = self.record(*id)? else {
+                continue;
+            };
+            let Some(summary) = self.subject_summary(&record, key) else {
+                continue;
+            };
             if !self.page_has_room(escalations.len(), &mut bytes, &summary) {
                 break;
             }

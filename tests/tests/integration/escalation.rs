@@ -704,13 +704,25 @@ async fn the_person_a_flag_is_about_is_told_unless_imminent_risk_withholds_it() 
         told.is_err(),
         "not told while the imminent-risk reason stands: {told:?}"
     );
-    let escalations = listed(&mut p).await;
-    assert!(
-        escalations
-            .iter()
-            .all(|e| e.status == EscalationStatus::Resolved),
+    // Neither listed nor counted: the total says nothing of the withheld one.
+    let reply = p
+        .request(|id| ClientFrame::Escalations { id, after: None })
+        .await;
+    let ServerFrame::Escalations {
+        escalations,
+        total,
+        next,
+        ..
+    } = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (escalations.len(), total, next),
+        (1, 1, None),
         "withheld while open: {escalations:?}"
     );
+    assert_eq!(escalations[0].status, EscalationStatus::Resolved);
 }
 
 #[tokio::test]
