@@ -36,10 +36,6 @@ use room::{Member, Room};
 /// How many commands may wait for a group's task before senders wait too.
 const MAILBOX_CAPACITY: usize = 1024;
 
-/// The phrases that, by default, prompt a private nudge to the facilitators (the
-/// matching lives in [`crate::risk_phrases`]).
-pub use crate::risk_phrases::DEFAULT_RISK_PHRASES;
-
 /// How many people a group's room and waiting room hold, and how long a knock
 /// on the waiting room is kept.
 #[derive(Debug, Clone, Copy)]

@@ -62,13 +62,14 @@ impl Store {
     /// Removes `key`'s account (its roles), its push subscriptions and its replay
     /// counter; returns whether the account and the counter were there.
     pub fn remove_account_and_counter(&self, key: &PublicKey) -> Result<(bool, bool), StoreError> {
-        let _writing = self.writing();
-        let account = self.t().key_account.remove(key.0)?.is_some();
-        let counter = self.t().key_counter.remove(key.0)?.is_some();
-        for item in self.t().key_pushsub.scan_prefix(key.0) {
-            self.t().key_pushsub.remove(item?.0)?;
-        }
-        Ok((account, counter))
+        let removed = {
+            let _writing = self.writing();
+            let account = self.t().key_account.remove(key.0)?.is_some();
+            let counter = self.t().key_counter.remove(key.0)?.is_some();
+            (account, counter)
+        };
+        self.remove_push_subscriptions(key)?;
+        Ok(removed)
     }
 
     /// Removes `key` from every virtual group's allow-list; returns how many

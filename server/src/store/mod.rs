@@ -779,9 +779,15 @@ impl Store {
     /// Builds the escalation index when escalations exist without one (a store or
     /// backup from before the index): once, at open.
     pub(crate) fn index_escalations_if_missing(&self) -> Result<(), StoreError> {
-        if !self.t().escindex_escid.is_empty() || self.t().escid_escalation.is_empty() {
+        // Built once, whole: a marker in `meta` says so, set only after every
+        // entry is written and flushed. A build a crash cut short (entries but no
+        // marker) is started again from nothing, never trusted half-made.
+        const BUILT: &str = "escindex_built";
+        if self.t().meta.get(BUILT)?.is_some() {
             return Ok(());
         }
+        let _writing = self.writing();
+        self.t().escindex_escid.clear()?;
         let mut indexed = 0usize;
         for item in self.t().escid_escalation.iter() {
             let (_, value) = item?;
@@ -792,29 +798,18 @@ impl Store {
             indexed += 1;
         }
         self.t().db.flush()?;
-        tracing::info!(escalations = indexed, "escalation index built");
+        self.t().meta.insert(BUILT, &[1u8] as &[u8])?;
+        self.t().db.flush()?;
+        if indexed > 0 {
+            tracing::info!(escalations = indexed, "escalation index built");
+        }
         Ok(())
     }
 
     /// The hub's secret for escalation references (made once): see
     /// `escalation::reference`.
     pub fn escalation_reference_secret(&self) -> Result<[u8; 32], StoreError> {
-        let _writing = self.writing();
-        if let Some(secret) = self.t().meta.get("escalation_reference_secret")? {
-            if let Ok(secret) = <[u8; 32]>::try_from(secret.as_ref()) {
-                return Ok(secret);
-            }
-        }
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| StoreError::Corrupt {
-            tree: "meta",
-            reason: format!("no randomness for the reference secret: {e}"),
-        })?;
-        self.t()
-            .meta
-            .insert("escalation_reference_secret", &secret)?;
-        self.t().db.flush()?;
-        Ok(secret)
+        self.meta_secret("escalation_reference_secret")
     }
 
     /// Removes the index entries of an escalation that retention deleted.
@@ -881,7 +876,7 @@ impl Store {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| StoreError::Corrupt {
             tree: "meta",
-            reason: format!("no randomness for the hub key: {e}"),
+            reason: format!("no randomness for {name}: {e}"),
         })?;
         self.t().meta.insert(name, &seed)?;
         self.t().db.flush()?;
@@ -1118,6 +1113,7 @@ mod tests {
                 .put_escalation(&escalation(7, PublicKey([1; 32]), EscalationStatus::Open))
                 .unwrap();
             store.t().escindex_escid.clear().unwrap();
+            store.t().meta.remove("escindex_built").unwrap();
             store.flush().unwrap();
             assert!(store.unresolved_escalations().unwrap().is_empty());
         }
@@ -1125,6 +1121,38 @@ mod tests {
         let unresolved = store.unresolved_escalations().unwrap();
         assert_eq!(unresolved.len(), 1);
         assert_eq!(unresolved[0].view.id, 7);
+    }
+
+    #[test]
+    fn an_index_build_a_crash_cut_short_is_built_again_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (id, about) in [(1, a), (2, b), (3, a)] {
+                store
+                    .put_escalation(&escalation(id, about, EscalationStatus::Open))
+                    .unwrap();
+            }
+            // What a build stopped half-way leaves: some entries, no marker.
+            let keys: Vec<_> = store
+                .t()
+                .escindex_escid
+                .iter()
+                .keys()
+                .map(Result::unwrap)
+                .collect();
+            for key in &keys[keys.len() / 2..] {
+                store.t().escindex_escid.remove(key).unwrap();
+            }
+            store.t().meta.remove("escindex_built").unwrap();
+            store.flush().unwrap();
+            assert!(store.unresolved_escalations().unwrap().len() < 3);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.unresolved_escalations().unwrap().len(), 3);
+        assert_eq!(store.escalation_ids_about(&a).unwrap(), vec![1, 3]);
+        assert_eq!(store.escalation_ids_about(&b).unwrap(), vec![2]);
     }
 
     #[test]
