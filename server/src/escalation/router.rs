@@ -442,6 +442,7 @@ impl EscalationRouter {
                 env,
                 payload,
                 over_key_limit,
+                ticket: _ticket,
             } => {
                 let result = self
                     .raise(&outbox, key, request_id, env, payload, over_key_limit)
@@ -464,6 +465,7 @@ impl EscalationRouter {
                 request_id,
                 env,
                 payload,
+                ticket: _ticket,
             } => {
                 if let Err(error) = self.act(&outbox, key, request_id, env, payload).await {
                     self.metrics.rejected(error.code().as_str());
@@ -507,6 +509,7 @@ impl EscalationRouter {
                 request_id,
                 env,
                 payload,
+                ticket: _ticket,
             } => {
                 if let Err(error) = self.set_rota(&outbox, key, request_id, env, payload).await {
                     outbox.push(&bytes(&error.frame(request_id)));

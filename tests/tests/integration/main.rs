@@ -9,6 +9,7 @@ mod alerting;
 mod audit;
 mod bad_input;
 mod conversation;
+mod counters;
 mod crash;
 mod erase;
 mod escalation;
