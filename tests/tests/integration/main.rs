@@ -17,6 +17,7 @@ mod escalation_bounds;
 mod escalation_ops;
 mod export;
 mod files;
+mod formats;
 mod groups;
 mod history;
 mod http;
