@@ -59,6 +59,10 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A frame over the hard size cap.
     pub const TOO_BIG: u16 = 1009;
+    /// The peer broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8 (RFC 6455 §8.1).
+    pub const NOT_UTF8: u16 = 1007;
     /// The client did not keep up with its outbox; resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4001;
     /// No login in time (a stalled or sleeping client); reconnecting is fine.
@@ -233,6 +237,8 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                         session.refuse(&mut ws, None, false, error.into()).await
                     }
                     Incoming::TooBig => Some(End::Close(close_code::TOO_BIG, "frame too large")),
+                    Incoming::ProtocolError => Some(End::Close(close_code::PROTOCOL_ERROR, "websocket protocol error")),
+                    Incoming::NotUtf8 => Some(End::Close(close_code::NOT_UTF8, "text message is not UTF-8")),
                     Incoming::Closed => Some(End::Gone),
                 };
                 if let Some(end) = verdict {

@@ -35,3 +35,4 @@ mod shutdown;
 mod support_notes;
 mod tls;
 mod waiting_room;
+mod wire_edges;
