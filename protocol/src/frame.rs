@@ -293,12 +293,93 @@ pub struct DecodeError {
     pub error: ProtocolError,
 }
 
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "type", default)]
+/// What is read of a frame before anything else: its `type` and `id`, each the
+/// first time it is given, skipping every other field without decoding its strings
+/// (keys are read as bytes). So the `id` is read, and echoed in the error, even when
+/// another field is duplicated or holds a lone surrogate (PROTOCOL.md §7.23). With
+/// `TYPE` false, `type` is skipped too: the second try, for the `id` alone, when
+/// `type` itself cannot be read.
+struct Head<const TYPE: bool> {
     kind: Option<serde_json::Value>,
-    #[serde(default)]
     id: Option<serde_json::Value>,
+    type_twice: bool,
+    id_twice: bool,
+}
+
+impl<const TYPE: bool> Head<TYPE> {
+    /// The id to echo: `None` when it is not an integer, or given twice
+    /// (ambiguous).
+    fn echo_id(&self) -> Option<u64> {
+        match self.id_twice {
+            true => None,
+            false => self.id.as_ref().and_then(serde_json::Value::as_u64),
+        }
+    }
+}
+
+/// A key read as bytes, so a lone surrogate in it is no error.
+struct KeyBytes(Vec<u8>);
+
+impl<'de> Deserialize<'de> for KeyBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = KeyBytes;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyBytes, E> {
+                Ok(KeyBytes(v.as_bytes().to_vec()))
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<KeyBytes, E> {
+                Ok(KeyBytes(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(KeyVisitor)
+    }
+}
+
+impl<'de, const TYPE: bool> Deserialize<'de> for Head<TYPE> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HeadVisitor<const TYPE: bool>;
+        impl<'de, const TYPE: bool> serde::de::Visitor<'de> for HeadVisitor<TYPE> {
+            type Value = Head<TYPE>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Head<TYPE>, A::Error> {
+                let mut head = Head {
+                    kind: None,
+                    id: None,
+                    type_twice: false,
+                    id_twice: false,
+                };
+                while let Some(KeyBytes(key)) = map.next_key()? {
+                    match key.as_slice() {
+                        b"type" if TYPE && head.kind.is_none() => {
+                            head.kind = Some(map.next_value()?);
+                        }
+                        b"id" if head.id.is_none() => head.id = Some(map.next_value()?),
+                        other => {
+                            head.type_twice |= other == b"type";
+                            head.id_twice |= other == b"id";
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(head)
+            }
+        }
+        d.deserialize_map(HeadVisitor::<TYPE>)
+    }
 }
 
 /// Decodes a client frame, telling an unknown `type` apart from a malformed frame
@@ -313,11 +394,21 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
             },
         });
     }
-    let head: Head = crate::envelope::from_json_object(text).map_err(|e| DecodeError {
-        id: None,
+    let head: Head<true> = crate::envelope::from_json_object(text).map_err(|e| DecodeError {
+        // The `type` could not be read (a lone surrogate in it): the `id` may be.
+        id: crate::envelope::from_json_object::<Head<false>>(text)
+            .ok()
+            .and_then(|head| head.echo_id()),
         error: ProtocolError::Malformed(format!("not a JSON object: {e}")),
     })?;
-    let id = head.id.as_ref().and_then(serde_json::Value::as_u64);
+    // An `id` given twice is ambiguous: neither is echoed.
+    let id = head.echo_id();
+    if head.type_twice || head.id_twice {
+        return Err(DecodeError {
+            id,
+            error: ProtocolError::Malformed("a field is given twice".into()),
+        });
+    }
     let Some(kind) = head.kind.as_ref().and_then(serde_json::Value::as_str) else {
         return Err(DecodeError {
             id,

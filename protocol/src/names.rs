@@ -23,6 +23,14 @@ use unicode_security::confusable_detection::skeleton;
 use crate::error::ProtocolError;
 use crate::limits::MAX_NAME_CHARS;
 
+/// The Unicode version of the NFKC tables behind step 1 of name normalisation
+/// (PROTOCOL.md §5; `docs/FORMATS.md` states it and a test keeps them equal).
+pub const NFKC_UNICODE_VERSION: (u8, u8, u8) = unicode_normalization::UNICODE_VERSION;
+
+/// The Unicode version of the confusable data (UTS #39) behind the skeleton of
+/// step 4.
+pub const CONFUSABLES_UNICODE_VERSION: (u64, u64, u64) = unicode_security::UNICODE_VERSION;
+
 /// Words and stems no display name may contain anywhere, however it is spelt
 /// ("facilitat" covers facilitator, facilitation; "supervis" supervisor,
 /// supervision; "counsel" counsellor and counselor).

@@ -2,12 +2,16 @@
 //! command runs, in the order PROTOCOL.md gives, so the first failure is the error
 //! the client sees.
 //!
-//! Owns the per-key replay counters in memory ([`ReplayGuard`]). The durable copy is
-//! written by whoever commits the command (`Store::raise_counter` before the commit
-//! that acknowledges it), so a counter never becomes durable without its command.
+//! Owns the per-key replay counters' one rule (PROTOCOL.md §4.5): the last counter
+//! accepted from a key is the one in the store, and nothing else. A command's counter
+//! is written (`Store::raise_counter`) by whoever commits the command, in the same
+//! flush that acknowledges it; a refused command writes none. So what the running
+//! hub enforces is what it stored, and a restart (graceful or `kill -9`) changes
+//! nothing. While a command is under way its counter is held by a [`CounterTicket`],
+//! so the same counter cannot be admitted twice at once from two connections.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::VerifyingKey;
 use peerhub_protocol::envelope::Kind;
@@ -19,53 +23,100 @@ use serde::de::DeserializeOwned;
 use crate::error::ServerError;
 use crate::store::{Store, StoreError};
 
-/// The highest counter accepted per key, loaded from the store on first use.
-#[derive(Debug)]
+/// The replay check: the store's last accepted counter per key, and the counters
+/// of commands under way.
+#[derive(Debug, Clone)]
 pub struct ReplayGuard {
+    inner: Arc<GuardInner>,
+}
+
+#[derive(Debug)]
+struct GuardInner {
     store: Store,
-    // Locked only for a map lookup and update; never held across an await.
-    last: Mutex<HashMap<PublicKey, u64>>,
+    // Counters admitted and not yet finished, per key. Locked for a store read and
+    // a small vector update; never held across an await. The store is read under
+    // this lock: a ticket is released (under it too) only after its command wrote
+    // its counter, so an admission sees either the ticket or the written counter.
+    under_way: Mutex<HashMap<PublicKey, Vec<u64>>>,
+}
+
+impl GuardInner {
+    fn with_map<T>(&self, f: impl FnOnce(&mut HashMap<PublicKey, Vec<u64>>) -> T) -> T {
+        let mut map = self.under_way.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut map)
+    }
 }
 
 impl ReplayGuard {
     /// A guard backed by `store`.
     pub fn new(store: Store) -> Self {
         Self {
-            store,
-            last: Mutex::new(HashMap::new()),
+            inner: Arc::new(GuardInner {
+                store,
+                under_way: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
-    fn with_map<T>(&self, f: impl FnOnce(&mut HashMap<PublicKey, u64>) -> T) -> T {
-        let mut map = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut map)
-    }
-
-    /// The last counter accepted from `key`.
+    /// The last counter accepted from `key` (0 for a new key).
     pub fn last(&self, key: &PublicKey) -> Result<u64, StoreError> {
-        if let Some(last) = self.with_map(|m| m.get(key).copied()) {
-            return Ok(last);
-        }
-        let stored = self.store.counter(key)?;
-        Ok(self.with_map(|m| *m.entry(*key).or_insert(stored)))
+        self.inner.store.counter(key)
     }
 
-    /// Accepts `counter` for `key` if it is greater than every counter accepted
-    /// before, and remembers it. Atomic across connections of the same key.
-    pub fn reserve(&self, key: &PublicKey, counter: u64) -> Result<(), ServerError> {
-        let stored = self.last(key)?;
-        self.with_map(|m| {
-            let last = m.entry(*key).or_insert(stored);
-            if counter > *last {
-                *last = counter;
-                Ok(())
-            } else {
-                Err(ServerError::Replay {
-                    counter,
-                    last: *last,
-                })
+    /// Admits `counter` for `key` if it is greater than the last accepted and no
+    /// command under way holds it. The counter is spent only if the command
+    /// succeeds (its committer writes it); the ticket, dropped when the command is
+    /// done either way, frees it.
+    pub fn reserve(&self, key: &PublicKey, counter: u64) -> Result<CounterTicket, ServerError> {
+        self.inner.with_map(|map| {
+            let last = self.inner.store.counter(key)?;
+            if counter <= last {
+                return Err(ServerError::Replay { counter, last });
             }
+            let held = map.entry(*key).or_default();
+            if held.contains(&counter) {
+                return Err(ServerError::ReplayUnderWay { counter });
+            }
+            held.push(counter);
+            Ok(())
+        })?;
+        Ok(CounterTicket {
+            guard: Arc::clone(&self.inner),
+            key: *key,
+            counter,
         })
+    }
+}
+
+/// A counter held by a command under way. Travels with the command to the task that
+/// commits it and is dropped there after the commit's counter write (or the
+/// refusal): only then may the same counter be admitted again, and by then the
+/// store says whether it was spent.
+#[derive(Debug)]
+#[must_use = "dropping the ticket frees its counter: keep it until the command is done"]
+pub struct CounterTicket {
+    guard: Arc<GuardInner>,
+    key: PublicKey,
+    counter: u64,
+}
+
+impl CounterTicket {
+    /// The counter held.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+}
+
+impl Drop for CounterTicket {
+    fn drop(&mut self) {
+        self.guard.with_map(|map| {
+            if let Some(held) = map.get_mut(&self.key) {
+                held.retain(|c| *c != self.counter);
+                if held.is_empty() {
+                    map.remove(&self.key);
+                }
+            }
+        });
     }
 }
 
@@ -79,8 +130,9 @@ pub struct Signer<'a> {
 }
 
 /// Checks `env` as a command of `kind` aimed at `frame_group` (for group-scoped
-/// frames) and returns its payload. The counter is reserved last, so a command that
-/// fails any earlier check spends no counter.
+/// frames) and returns its payload, with the ticket that holds its counter until the
+/// command is done. The counter is checked last, and spent only by the command's
+/// commit: a refused command, at any step, spends none.
 pub fn admit<P: Counted + DeserializeOwned>(
     guard: &ReplayGuard,
     signer: &Signer<'_>,
@@ -88,7 +140,7 @@ pub fn admit<P: Counted + DeserializeOwned>(
     kind: Kind,
     frame_group: Option<&GroupId>,
     now_ms: u64,
-) -> Result<P, ServerError> {
+) -> Result<(P, CounterTicket), ServerError> {
     env.expect_kind(kind)?;
     if &env.key != signer.key {
         return Err(ServerError::WrongKey);
@@ -104,8 +156,8 @@ pub fn admit<P: Counted + DeserializeOwned>(
         }
     }
     check_fresh(payload.ts(), now_ms)?;
-    guard.reserve(signer.key, payload.counter())?;
-    Ok(payload)
+    let ticket = guard.reserve(signer.key, payload.counter())?;
+    Ok((payload, ticket))
 }
 
 /// Refuses a signed time further than the allowed skew from `now_ms`.

@@ -956,6 +956,24 @@ fn verify_entry(
     Ok((entry.hash, entry.erased.len()))
 }
 
+/// Actions that record only a read of the store: an operator's backup, export or
+/// listing of the queue. A store's content digest leaves their entries out, so two
+/// backups taken with nothing but reads between them have the same one
+/// (`docs/FORMATS.md`).
+pub const READ_ONLY_ACTIONS: [&str; 3] = [
+    action::ADMIN_BACKUP,
+    action::ADMIN_EXPORT,
+    action::ADMIN_ESCALATION_LIST,
+];
+
+/// Whether a stored entry of tree `tree` is an audit entry of a
+/// [`READ_ONLY_ACTIONS`] action (the content digest's `leave_out`).
+pub fn records_only_a_read(tree: &str, stored: &[u8]) -> bool {
+    tree == "seq_audit"
+        && AuditEntry::parse(stored)
+            .is_ok_and(|(entry, _)| READ_ONLY_ACTIONS.contains(&entry.action.as_str()))
+}
+
 /// Every entry, parsed, in order (not verified: use [`verify`] for that). An entry
 /// that does not parse is an error at its seq (at seq 0 if its key is unreadable).
 pub fn entries(store: &Store) -> impl Iterator<Item = Result<AuditEntry, ChainBreak>> + '_ {

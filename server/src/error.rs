@@ -44,6 +44,13 @@ pub enum ServerError {
         /// The last one accepted.
         last: u64,
     },
+    /// The same counter is held by a command of this key still under way (sent
+    /// twice at once, e.g. from two connections).
+    #[error("counter {counter} is already in use by a command under way")]
+    ReplayUnderWay {
+        /// The counter received.
+        counter: u64,
+    },
     /// The payload's time is too far from the server's clock.
     #[error("the signed time is {skew_ms} ms away from the server clock (limit {limit_ms} ms)")]
     Stale {
@@ -164,7 +171,7 @@ impl ServerError {
             Self::AuthFailed(_) => ErrorCode::AuthFailed,
             Self::WrongKey => ErrorCode::WrongKey,
             Self::WrongGroup { .. } => ErrorCode::WrongGroup,
-            Self::Replay { .. } => ErrorCode::Replay,
+            Self::Replay { .. } | Self::ReplayUnderWay { .. } => ErrorCode::Replay,
             Self::Stale { .. } => ErrorCode::Stale,
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::GroupNotFound(_) => ErrorCode::NotFound,

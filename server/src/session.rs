@@ -31,7 +31,7 @@ use peerhub_protocol::payload::{
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
-use crate::admission::{admit, check_fresh, Signer};
+use crate::admission::{admit, check_fresh, CounterTicket, Signer};
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
 use crate::groups::{group_info, history_frame, Action, GroupHandle, JoinRequest};
@@ -59,6 +59,10 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A frame over the hard size cap.
     pub const TOO_BIG: u16 = 1009;
+    /// The peer broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8 (RFC 6455 §8.1).
+    pub const NOT_UTF8: u16 = 1007;
     /// The client did not keep up with its outbox; resume from the last seq.
     pub const SLOW_CONSUMER: u16 = 4001;
     /// No login in time (a stalled or sleeping client); reconnecting is fine.
@@ -233,6 +237,8 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                         session.refuse(&mut ws, None, false, error.into()).await
                     }
                     Incoming::TooBig => Some(End::Close(close_code::TOO_BIG, "frame too large")),
+                    Incoming::ProtocolError => Some(End::Close(close_code::PROTOCOL_ERROR, "websocket protocol error")),
+                    Incoming::NotUtf8 => Some(End::Close(close_code::NOT_UTF8, "text message is not UTF-8")),
                     Incoming::Closed => Some(End::Gone),
                 };
                 if let Some(end) = verdict {
@@ -452,7 +458,7 @@ impl Session {
         env: &SignedEnvelope,
         kind: Kind,
         group: Option<&GroupId>,
-    ) -> Result<P, ServerError>
+    ) -> Result<(P, CounterTicket), ServerError>
     where
         P: peerhub_protocol::payload::Counted + serde::de::DeserializeOwned,
     {
@@ -511,14 +517,14 @@ impl Session {
             } => self.join(id, group, after, access_code, env, ws).await,
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
-                let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
+                let (payload, ticket): (PostPayload, _) =
+                    self.admit(&env, Kind::Post, Some(&group))?;
                 check_text("body", &payload.body, MAX_BODY_CHARS)?;
                 let action = Action::Post {
                     body: payload.body,
                     to: payload.to,
                 };
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Leave { id, group } => {
                 let handle = self
@@ -531,50 +537,51 @@ impl Session {
             }
             ClientFrame::Invite { id, env } => self.invite(id, env, ws).await,
             ClientFrame::Agree { id, group, env } => {
-                let payload: AgreePayload = self.admit(&env, Kind::Agree, Some(&group))?;
+                let (payload, ticket): (AgreePayload, _) =
+                    self.admit(&env, Kind::Agree, Some(&group))?;
                 let action = Action::Agree {
                     version: payload.version,
                 };
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Control { id, group, env } => {
-                let payload: ControlPayload = self.admit(&env, Kind::Control, Some(&group))?;
+                let (payload, ticket): (ControlPayload, _) =
+                    self.admit(&env, Kind::Control, Some(&group))?;
                 let action = Action::Control(payload.action);
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Report { id, group, env } => {
-                let payload: ReportPayload = self.admit(&env, Kind::Report, Some(&group))?;
+                let (payload, ticket): (ReportPayload, _) =
+                    self.admit(&env, Kind::Report, Some(&group))?;
                 let action = Action::Report {
                     seq: payload.seq,
                     reason: payload.reason,
                 };
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::StepOut { id, group, env } => {
-                let payload: StepOutPayload = self.admit(&env, Kind::StepOut, Some(&group))?;
+                let (payload, ticket): (StepOutPayload, _) =
+                    self.admit(&env, Kind::StepOut, Some(&group))?;
                 let action = Action::StepOut { away: payload.away };
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Record { id, group, env } => {
-                let payload: RecordPayload = self.admit(&env, Kind::Record, Some(&group))?;
+                let (payload, ticket): (RecordPayload, _) =
+                    self.admit(&env, Kind::Record, Some(&group))?;
                 let action = Action::Record {
                     about: payload.about,
                     reply_to: payload.reply_to,
                     text: payload.text,
                 };
-                self.forward_to_group(id, &group, payload.counter, env, action)
-                    .await
+                self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Flag { id, group, env } => {
                 // The help path: no group task, so no sanction, stands in its way. A
                 // flag beyond the key's rate limit is still checked and counted on
                 // the escalation about the same person (the router answers it with
                 // the helplines), never dropped.
-                let payload: FlagPayload = self.admit(&env, Kind::Flag, Some(&group))?;
+                let (payload, ticket): (FlagPayload, _) =
+                    self.admit(&env, Kind::Flag, Some(&group))?;
                 let key = self.user()?.key;
                 let over_key_limit = self.hub.limits.flag_wait(&key).err();
                 let command = RouterCommand::Raise {
@@ -584,6 +591,7 @@ impl Session {
                     env,
                     payload,
                     over_key_limit: over_key_limit.is_some(),
+                    ticket,
                 };
                 self.hub.router.send(command).await?;
                 // Over the key's limit, the router only counts it; the answer is
@@ -594,7 +602,8 @@ impl Session {
                 }
             }
             ClientFrame::Escalation { id, env } => {
-                let payload: EscalationActPayload = self.admit(&env, Kind::Escalation, None)?;
+                let (payload, ticket): (EscalationActPayload, _) =
+                    self.admit(&env, Kind::Escalation, None)?;
                 let key = self.user()?.key;
                 let command = RouterCommand::Act {
                     outbox: self.outbox.clone(),
@@ -602,6 +611,7 @@ impl Session {
                     request_id: id,
                     env,
                     payload,
+                    ticket,
                 };
                 self.hub.router.send(command).await
             }
@@ -639,7 +649,7 @@ impl Session {
                 self.hub.router.send(command).await
             }
             ClientFrame::SetRota { id, env } => {
-                let payload: RotaPayload = self.admit(&env, Kind::Rota, None)?;
+                let (payload, ticket): (RotaPayload, _) = self.admit(&env, Kind::Rota, None)?;
                 let key = self.user()?.key;
                 let command = RouterCommand::SetRota {
                     outbox: self.outbox.clone(),
@@ -647,6 +657,7 @@ impl Session {
                     request_id: id,
                     env,
                     payload,
+                    ticket,
                 };
                 self.hub.router.send(command).await
             }
@@ -662,7 +673,9 @@ impl Session {
                 self.hub.router.send(command).await
             }
             ClientFrame::Push { id, env } => {
-                let payload: peerhub_protocol::payload::PushPayload =
+                // The ticket is held until the subscription (and its counter) is
+                // written.
+                let (payload, _ticket): (peerhub_protocol::payload::PushPayload, _) =
                     self.admit(&env, Kind::Push, None)?;
                 let key = self.user()?.key;
                 crate::escalation::subscriptions::push_command(&self.hub, &key, payload).await?;
@@ -706,7 +719,7 @@ impl Session {
         &mut self,
         id: Option<u64>,
         group: &GroupId,
-        counter: u64,
+        ticket: CounterTicket,
         env: SignedEnvelope,
         action: Action,
     ) -> Result<(), ServerError> {
@@ -717,7 +730,7 @@ impl Session {
             .clone();
         let key = self.user()?.key;
         handle
-            .signed(self.outbox.clone(), key, id, counter, env, action)
+            .signed(self.outbox.clone(), key, id, ticket, env, action)
             .await
     }
 
@@ -727,7 +740,8 @@ impl Session {
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
-        let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
+        // Held until this function returns: after the counter is written.
+        let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
@@ -756,7 +770,9 @@ impl Session {
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
-        let payload: CreateGroupPayload = self.admit(&env, Kind::CreateGroup, None)?;
+        // Held until this function returns: after the counter is written.
+        let (payload, _ticket): (CreateGroupPayload, _) =
+            self.admit(&env, Kind::CreateGroup, None)?;
         let key = self.user()?.key;
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden("only an admin can create groups"));
@@ -791,7 +807,8 @@ impl Session {
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
-        let payload: JoinPayload = self.admit(&env, Kind::Join, Some(&group))?;
+        // The group's task holds the ticket until it has handled the join.
+        let (payload, ticket): (JoinPayload, _) = self.admit(&env, Kind::Join, Some(&group))?;
         let normal = normalise_display_name(&payload.name)?;
         if normal != payload.name {
             return Err(ProtocolError::invalid(
@@ -807,7 +824,7 @@ impl Session {
             roles: self.hub.store.roles(&key)?,
             name: payload.name,
             access_code,
-            counter: payload.counter,
+            ticket,
             env,
         };
         let reply = handle.join(self.outbox.clone(), request).await?;
@@ -906,7 +923,8 @@ impl Session {
         env: SignedEnvelope,
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
-        let payload: InvitePayload = self.admit(&env, Kind::Invite, None)?;
+        // Held until this function returns: after the counter is written.
+        let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None)?;
         let key = self.user()?.key;
         let roles = self.hub.store.roles(&key)?;
         let allowed = roles.contains(&Role::Admin)

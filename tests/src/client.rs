@@ -181,6 +181,14 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends a binary message (not part of the protocol).
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+
     /// Sends a frame.
     pub async fn send(&mut self, frame: &ClientFrame) {
         self.send_text(frame.to_json()).await;

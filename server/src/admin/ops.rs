@@ -219,7 +219,11 @@ impl Operator<'_> {
             // The copy holds the record of itself.
             self.audit_admin(action::ADMIN_BACKUP, self.admin_payload("backup"))?;
             let mut writer = std::io::BufWriter::new(file);
-            let summary = self.store.backup_to(&mut writer, self.now_ms)?;
+            let summary = self.store.backup_leaving_out(
+                &mut writer,
+                self.now_ms,
+                &crate::audit::records_only_a_read,
+            )?;
             writer
                 .into_inner()
                 .map_err(|e| file_error(e.to_string()))?
@@ -239,6 +243,7 @@ impl Operator<'_> {
             "file": out,
             "entries": summary.entries,
             "digest": summary.digest,
+            "content_digest": summary.content_digest,
         }))
     }
 

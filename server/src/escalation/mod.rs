@@ -154,6 +154,8 @@ pub(crate) enum RouterCommand {
         env: SignedEnvelope,
         payload: FlagPayload,
         over_key_limit: bool,
+        /// Held until the flag is handled (admission.rs).
+        ticket: crate::admission::CounterTicket,
     },
     /// A supervisor's step on an escalation.
     Act {
@@ -162,6 +164,8 @@ pub(crate) enum RouterCommand {
         request_id: Option<u64>,
         env: SignedEnvelope,
         payload: EscalationActPayload,
+        /// Held until the step is handled (admission.rs).
+        ticket: crate::admission::CounterTicket,
     },
     /// A page of the queue (supervisors, admins) or of the escalations about me.
     List {
@@ -189,6 +193,8 @@ pub(crate) enum RouterCommand {
         request_id: Option<u64>,
         env: SignedEnvelope,
         payload: peerhub_protocol::payload::RotaPayload,
+        /// Held until the rota is handled (admission.rs).
+        ticket: crate::admission::CounterTicket,
     },
     /// Read the rota.
     GetRota {

@@ -447,6 +447,7 @@ impl EscalationRouter {
                 env,
                 payload,
                 over_key_limit,
+                ticket: _ticket,
             } => {
                 let result = self
                     .raise(&outbox, key, request_id, env, payload, over_key_limit)
@@ -469,6 +470,7 @@ impl EscalationRouter {
                 request_id,
                 env,
                 payload,
+                ticket: _ticket,
             } => {
                 if let Err(error) = self.act(&outbox, key, request_id, env, payload).await {
                     self.metrics.rejected(error.code().as_str());
@@ -512,6 +514,7 @@ impl EscalationRouter {
                 request_id,
                 env,
                 payload,
+                ticket: _ticket,
             } => {
                 if let Err(error) = self.set_rota(&outbox, key, request_id, env, payload).await {
                     outbox.push(&bytes(&error.frame(request_id)));

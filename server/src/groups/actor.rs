@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::room::{Member, Room};
 use super::{group_info, GroupLimits, JoinReply};
+use crate::admission::CounterTicket;
 use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
@@ -72,7 +73,9 @@ pub(crate) enum GroupCommand {
         roles: Vec<Role>,
         name: String,
         access_code: Option<String>,
-        counter: u64,
+        // Held until this command is handled: its counter is written by then if
+        // it succeeded (admission.rs).
+        ticket: CounterTicket,
         env: SignedEnvelope,
         reply: oneshot::Sender<Result<JoinReply, ServerError>>,
     },
@@ -80,7 +83,7 @@ pub(crate) enum GroupCommand {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
-        counter: u64,
+        ticket: CounterTicket,
         env: SignedEnvelope,
         action: Action,
     },
@@ -240,10 +243,19 @@ impl GroupActor {
                     roles,
                     name,
                     access_code,
-                    counter,
+                    ticket,
                     env,
                     reply,
-                } => match self.join(outbox, key, roles, name, access_code, counter, env, now) {
+                } => match self.join(
+                    outbox,
+                    key,
+                    roles,
+                    name,
+                    access_code,
+                    ticket.counter(),
+                    env,
+                    now,
+                ) {
                     Ok(answer) => {
                         self.deferred.push(Deferred::JoinReply(reply, answer));
                         Ok(())
@@ -261,11 +273,12 @@ impl GroupActor {
                     outbox,
                     key,
                     request_id,
-                    counter,
+                    ticket,
                     env,
                     action,
                 } => {
-                    let result = self.signed(&outbox, key, request_id, counter, env, action, now);
+                    let result =
+                        self.signed(&outbox, key, request_id, ticket.counter(), env, action, now);
                     match result {
                         Ok(()) => Ok(()),
                         Err(ServerError::Store(e)) => {

@@ -199,8 +199,8 @@ pub struct JoinRequest {
     pub name: String,
     /// The access code given, if any.
     pub access_code: Option<String>,
-    /// The spent counter.
-    pub counter: u64,
+    /// The join's counter, held until the group has handled it.
+    pub ticket: crate::admission::CounterTicket,
     /// The signed join.
     pub env: SignedEnvelope,
 }
@@ -226,7 +226,7 @@ impl GroupHandle {
             roles: request.roles,
             name: request.name,
             access_code: request.access_code,
-            counter: request.counter,
+            ticket: request.ticket,
             env: request.env,
             reply,
         })
@@ -240,7 +240,7 @@ impl GroupHandle {
         outbox: Outbox,
         key: PublicKey,
         request_id: Option<u64>,
-        counter: u64,
+        ticket: crate::admission::CounterTicket,
         env: SignedEnvelope,
         action: Action,
     ) -> Result<(), ServerError> {
@@ -248,7 +248,7 @@ impl GroupHandle {
             outbox,
             key,
             request_id,
-            counter,
+            ticket,
             env,
             action,
         })

@@ -21,6 +21,12 @@
 //! {"end":true,"entries":1234,"digest":"<64 hex>"}
 //! ```
 //!
+//! The trailer also carries `content_digest`: the same digest, leaving out the
+//! audit entries that record only a read of the store (the backup's own entry,
+//! exports, operators' listings), chosen by the caller's `leave_out`. Two backups
+//! with the same content digest hold the same state: nothing changed between them
+//! but reads. `docs/FORMATS.md` publishes both rules with a worked example.
+//!
 //! Restoring refuses a folder that already holds a store, checks every line and
 //! the trailer, and accepts the result only if the restored store's digest is the
 //! one recorded; otherwise the half-restored folder is removed.
@@ -55,7 +61,14 @@ struct Trailer {
     end: bool,
     entries: u64,
     digest: String,
+    // Absent in backups made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_digest: Option<String>,
 }
+
+/// Which stored entries a content digest leaves out: given a tree's name and an
+/// entry's value, `true` to leave it out.
+pub type LeaveOut<'a> = &'a dyn Fn(&str, &[u8]) -> bool;
 
 /// What a backup or a restore copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +77,10 @@ pub struct BackupSummary {
     pub entries: u64,
     /// The store's digest at the copy (hex).
     pub digest: String,
+    /// The digest leaving out the entries the backup's caller chose (hex; see the
+    /// module docs). Empty for a restore of a backup that had none.
+    #[serde(default)]
+    pub content_digest: String,
 }
 
 /// Why a restore failed.
@@ -97,6 +114,17 @@ impl Store {
         out: &mut impl Write,
         created_ms: u64,
     ) -> Result<BackupSummary, StoreError> {
+        self.backup_leaving_out(out, created_ms, &|_, _| false)
+    }
+
+    /// [`Store::backup_to`], with a content digest that leaves out what `leave_out`
+    /// picks (see the module docs).
+    pub fn backup_leaving_out(
+        &self,
+        out: &mut impl Write,
+        created_ms: u64,
+        leave_out: LeaveOut<'_>,
+    ) -> Result<BackupSummary, StoreError> {
         let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let header = Header {
             format: FORMAT.into(),
@@ -109,12 +137,17 @@ impl Store {
         )
         .map_err(io)?;
         let mut digest = StoreDigest::new();
+        let mut content = StoreDigest::new();
         let mut entries = 0u64;
         for (name, tree) in self.t().named() {
             digest.tree(name);
+            content.tree(name);
             for item in tree.iter() {
                 let (key, value) = item?;
                 digest.entry(&key, &value);
+                if !leave_out(name, &value) {
+                    content.entry(&key, &value);
+                }
                 let line = Line {
                     t: name.into(),
                     k: URL_SAFE_NO_PAD.encode(&key),
@@ -128,11 +161,13 @@ impl Store {
         let summary = BackupSummary {
             entries,
             digest: hex::encode(digest.finish()),
+            content_digest: hex::encode(content.finish()),
         };
         let trailer = Trailer {
             end: true,
             entries,
             digest: summary.digest.clone(),
+            content_digest: Some(summary.content_digest.clone()),
         };
         writeln!(
             out,
@@ -242,7 +277,15 @@ impl Store {
         // A backup from before the escalation index has none: build it now.
         store.index_escalations_if_missing()?;
         store.flush()?;
-        Ok((store, BackupSummary { entries, digest }))
+        let content_digest = trailer.content_digest.unwrap_or_default();
+        Ok((
+            store,
+            BackupSummary {
+                entries,
+                digest,
+                content_digest,
+            },
+        ))
     }
 }
 

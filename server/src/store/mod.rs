@@ -278,6 +278,23 @@ impl Store {
         Ok(digest.finish())
     }
 
+    /// [`Store::digest`], leaving out the entries `leave_out` picks (given the
+    /// tree's name and the entry's value): the content digest of a backup
+    /// (`backup.rs`), for a store that is not being copied.
+    pub fn content_digest(&self, leave_out: backup::LeaveOut<'_>) -> Result<[u8; 32], StoreError> {
+        let mut digest = StoreDigest::new();
+        for (name, tree) in self.t().named() {
+            digest.tree(name);
+            for item in tree.iter() {
+                let (key, value) = item?;
+                if !leave_out(name, &value) {
+                    digest.entry(&key, &value);
+                }
+            }
+        }
+        Ok(digest.finish())
+    }
+
     /// Held by every write (see `gate`).
     fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gate.read().unwrap_or_else(|p| p.into_inner())

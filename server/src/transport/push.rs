@@ -19,7 +19,7 @@ use peerhub_protocol::payload::{EscalationActPayload, EscalationAction};
 use peerhub_protocol::{ErrorCode, ProtocolError, ServerFrame, SignedEnvelope};
 
 use super::PeerAddr;
-use crate::admission::{admit, Signer};
+use crate::admission::{admit, CounterTicket, Signer};
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
 use crate::hub::Hub;
@@ -113,7 +113,7 @@ pub async fn ack(State(hub): State<Arc<Hub>>, request: Request) -> Response {
         }
     };
     match admit_ack(&hub, &body) {
-        Ok((env, payload)) => forward(&hub, env, payload).await,
+        Ok((env, payload, ticket)) => forward(&hub, env, payload, ticket).await,
         Err(error) => refuse(&hub, &error),
     }
 }
@@ -122,7 +122,7 @@ pub async fn ack(State(hub): State<Arc<Hub>>, request: Request) -> Response {
 fn admit_ack(
     hub: &Hub,
     body: &[u8],
-) -> Result<(SignedEnvelope, EscalationActPayload), ServerError> {
+) -> Result<(SignedEnvelope, EscalationActPayload, CounterTicket), ServerError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ProtocolError::Malformed("the body is not UTF-8".into()))?;
     let env: SignedEnvelope = peerhub_protocol::envelope::from_json_object(text)
@@ -138,7 +138,7 @@ fn admit_ack(
         key: &key,
         verifying: &verifying,
     };
-    let payload: EscalationActPayload = admit(
+    let (payload, ticket): (EscalationActPayload, _) = admit(
         &hub.replay,
         &signer,
         &env,
@@ -149,10 +149,15 @@ fn admit_ack(
     if payload.action != EscalationAction::Ack {
         return Err(ProtocolError::invalid("action", "only ack is taken here").into());
     }
-    Ok((env, payload))
+    Ok((env, payload, ticket))
 }
 
-async fn forward(hub: &Hub, env: SignedEnvelope, payload: EscalationActPayload) -> Response {
+async fn forward(
+    hub: &Hub,
+    env: SignedEnvelope,
+    payload: EscalationActPayload,
+    ticket: CounterTicket,
+) -> Response {
     // A private outbox for the router's one answer.
     let (tx, mut rx) = outbox(
         ConnId::next(),
@@ -166,6 +171,7 @@ async fn forward(hub: &Hub, env: SignedEnvelope, payload: EscalationActPayload) 
         request_id: None,
         env,
         payload,
+        ticket,
     };
     if let Err(error) = hub.router.send(command).await {
         return refuse(hub, &error);

@@ -30,6 +30,11 @@ pub enum Incoming {
     Alive,
     /// A frame over the hard size cap; the connection cannot continue.
     TooBig,
+    /// The peer broke the WebSocket protocol (RFC 6455 §7.4.1: 1002), e.g. an
+    /// unmasked or fragmented control frame, reserved bits, an unknown opcode.
+    ProtocolError,
+    /// A text message that is not UTF-8 (RFC 6455 §8.1: 1007).
+    NotUtf8,
     /// The peer closed, or the connection broke.
     Closed,
 }
@@ -74,6 +79,10 @@ impl WsConnection {
                 Some(Ok(Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => return Incoming::Closed,
                 Some(Err(WsError::Capacity(_))) => return Incoming::TooBig,
+                // The socket still works: the session answers with the close code
+                // RFC 6455 names, rather than dropping the connection unexplained.
+                Some(Err(WsError::Protocol(_))) => return Incoming::ProtocolError,
+                Some(Err(WsError::Utf8(_))) => return Incoming::NotUtf8,
                 Some(Err(_)) => return Incoming::Closed,
             }
         }

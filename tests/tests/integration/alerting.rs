@@ -141,7 +141,7 @@ fn assert_request_content_free(request: &Received, people: &[PublicKey]) {
 
 /// A hub paging `receiver` in `format` (with key `secret`), its scene, and the
 /// escalation raised in it, taken through acknowledge and resolve.
-async fn page_through(
+pub(crate) async fn page_through(
     format: PagerFormat,
     receiver: &mut HttpReceiver,
     path: &str,
