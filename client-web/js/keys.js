@@ -45,20 +45,10 @@ export async function loadOrCreateIdentity(store) {
       created: false,
     };
   }
-  let keyPair;
-  try {
-    keyPair = await subtle().generateKey(ALGORITHM, false, ["sign", "verify"]);
-  } catch (err) {
-    if (err instanceof UnsupportedError) {
-      throw err;
-    }
-    throw new UnsupportedError("no_ed25519", `Ed25519 is not available: ${err?.message ?? err}`);
-  }
-  const raw = await subtle().exportKey("raw", keyPair.publicKey);
-  const publicKey = toBase64Url(raw);
+  const { keyPair, publicKey } = await generateIdentity();
   const record = {
     version: 1,
-    keyPair: { publicKey: keyPair.publicKey, privateKey: keyPair.privateKey },
+    keyPair,
     publicKey,
     createdAt: Date.now(),
   };
@@ -69,6 +59,24 @@ export async function loadOrCreateIdentity(store) {
     persistent = false; // e.g. storage full or cloning CryptoKey refused
   }
   return { keyPair: record.keyPair, publicKey, persistent, created: true };
+}
+
+/**
+ * Makes a new key pair (non-extractable private half) without storing it. Returns
+ * { keyPair, publicKey }. identities.js decides where a key is kept.
+ */
+export async function generateIdentity() {
+  let keyPair;
+  try {
+    keyPair = await subtle().generateKey(ALGORITHM, false, ["sign", "verify"]);
+  } catch (err) {
+    if (err instanceof UnsupportedError) {
+      throw err;
+    }
+    throw new UnsupportedError("no_ed25519", `Ed25519 is not available: ${err?.message ?? err}`);
+  }
+  const raw = await subtle().exportKey("raw", keyPair.publicKey);
+  return { keyPair: { publicKey: keyPair.publicKey, privateKey: keyPair.privateKey }, publicKey: toBase64Url(raw) };
 }
 
 /** Signs bytes with our private key; returns the 64-byte signature. */

@@ -44,7 +44,8 @@ export function createNameMemory(store) {
   };
 }
 
-export function createJoinView({ connection, onJoin, onBack, names = null }) {
+export function createJoinView({ connection, onJoin, onBack, names = null, identities = null }) {
+  const sessionOnlyBox = byId("join-session-only");
   const form = byId("join-form");
   const groupLabel = byId("join-group-id");
   const input = byId("join-name");
@@ -108,8 +109,14 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
     submit.disabled = true;
     submit.textContent = connection.authenticated ? "Joining…" : "Waiting for the connection…";
     try {
-      await onJoin(groupId, checked.name, accessCode);
-      names?.remember(groupId, checked.name);
+      // A session-only key (identities.js) lives in this tab; its name is not written.
+      const sessionOnly = sessionOnlyBox.checked || identities?.isSessionOnly(groupId) === true;
+      await onJoin(groupId, checked.name, accessCode, { sessionOnly });
+      if (sessionOnly) {
+        identities?.rememberSessionName(groupId, checked.name);
+      } else {
+        names?.remember(groupId, checked.name);
+      }
     } catch (err) {
       showError(err);
     } finally {
@@ -129,6 +136,7 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
       codeField.hidden = true;
       codeInput.value = "";
       count.textContent = "";
+      sessionOnlyBox.checked = false;
       input.value = "";
       // The name used here before, on this device, so it need not be retyped.
       const shown = groupId;
