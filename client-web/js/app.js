@@ -5,7 +5,10 @@
 //   encoding.js        base64url, UTF-8, fingerprints, character counts
 //   ed25519-strict.js  the strict-verification byte checks WebCrypto does not promise
 //   keys.js            our key pair (non-extractable, kept in IndexedDB), sign, verify
-//   store.js           IndexedDB: the identity and the last counter, nothing else
+//   store.js           IndexedDB: keys, the last counter, names, seen counters
+//   identities.js      which key where: one per group, the home key (invites, staff)
+//   seen-counters.js   the highest counter seen per sender, across reloads
+//   forget.js          "Forget this device"
 //   clock.js           server-corrected time for `ts`
 //   counters.js        per-key counters that never repeat, across tabs
 //   protocol.js        signing bytes, envelopes, payloads, frames, verification
