@@ -378,3 +378,60 @@ test("after a reload, a message sent again and a misdated one are marked; the si
   assert.equal(shown, new Date(signed104).toISOString(), "the time shown is the signed one");
   assert.deepEqual([writer, reader].flatMap((x) => x.problems), []);
 });
+
+test("a device from before per-group keys keeps its key for its old groups and makes new keys for new ones", { timeout: 120_000 }, async () => {
+  const old = await person(browser, "one-key device");
+  const p = old.page;
+  // What this browser sends: which key signs each join.
+  const joins = [];
+  await p.routeWebSocket(/\/ws$/, (ws) => {
+    const hub = ws.connectToServer();
+    ws.onMessage((m) => {
+      try {
+        const frame = JSON.parse(String(m));
+        if (frame.type === "join" && frame.env) {
+          joins.push({ group: JSON.parse(frame.env.payload).group, key: frame.env.key });
+        }
+      } catch {
+        // not JSON: pass it on
+      }
+      hub.send(m);
+    });
+    hub.onMessage((m) => ws.send(m));
+  });
+  // The store as the one-key client left it: "identity" and the names it used.
+  await p.goto(new URL("exit.html", server.url).href);
+  const seeded = await p.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const open = indexedDB.open("peerhub", 1);
+        open.onupgradeneeded = () => open.result.createObjectStore("kv");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = async () => {
+          const db = open.result;
+          const keyPair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+          const raw = new Uint8Array(await crypto.subtle.exportKey("raw", keyPair.publicKey));
+          const publicKey = btoa(String.fromCharCode(...raw)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+          const tx = db.transaction("kv", "readwrite");
+          tx.objectStore("kv").put({ version: 1, keyPair, publicKey, createdAt: Date.now() }, "identity");
+          tx.objectStore("kv").put({ "circle-one": "Robin" }, "names");
+          tx.oncomplete = () => {
+            db.close();
+            resolve(publicKey);
+          };
+          tx.onerror = () => reject(tx.error);
+        };
+      }),
+  );
+  await p.goto(server.url);
+  await p.locator("#my-groups-list li", { hasText: "circle-one, as Robin" }).waitFor();
+  assert.equal((await p.locator("#key-full").textContent()).trim(), seeded, "the old key stays the device's own key");
+  await p.getByRole("button", { name: "circle-one, as Robin" }).click();
+  await p.getByRole("button", { name: "Join", exact: true }).click();
+  await p.locator("#composer-input:not([disabled])").waitFor();
+  await enterRoom(p, links.two, "Robin");
+  const keyFor = (group) => joins.find((j) => j.group === group)?.key;
+  assert.equal(keyFor("circle-one"), seeded, "the old group keeps the old key");
+  assert.ok(keyFor("circle-two") && keyFor("circle-two") !== seeded, "a new group gets a new key");
+  assert.deepEqual(old.problems, []);
+});
