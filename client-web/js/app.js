@@ -244,12 +244,13 @@ function leaveSession() {
 
 /**
  * Joins a group with this device's key for it (identities.js); resolves when joined,
- * rejects with the error if refused. `sessionOnly`: a new key kept in this tab only.
+ * rejects with the error if refused. `sessionOnly`: a new key kept in this tab only;
+ * `passphrase`: locks a new group's key, or opens a locked one.
  */
-async function joinGroup(groupId, name, accessCode = null, { sessionOnly = false } = {}) {
+async function joinGroup(groupId, name, accessCode = null, { sessionOnly = false, passphrase = "" } = {}) {
   leaveSession();
   await homeKnown;
-  const identity = await identities.keyFor(groupId, { sessionOnly });
+  const identity = await identities.keyFor(groupId, { sessionOnly, passphrase });
   // Log in under the group's key first: nothing is sent for this group under another.
   await connection.useIdentity(identity);
   const seen = new SeenCounters(identities.isSessionOnly(groupId) ? memoryStore() : store, groupId);

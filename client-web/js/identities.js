@@ -17,7 +17,9 @@
 //     redeemed it to that group; a staff invite makes the new key the home key (the
 //     previous one stays with the groups it was used in);
 //   - a session-only key (a choice at join) lives in this tab's memory only and is
-//     never written anywhere: closing or reloading the tab forgets it.
+//     never written anywhere: closing or reloading the tab forgets it;
+//   - a passphrase-locked key (a choice at join) is stored only wrapped (keys.js);
+//     each page asks for the passphrase once, and keeps the opened key in memory.
 //
 // Migration: a device from before per-group keys has one key ("identity") and the
 // names it used per group ("names"). That key stays the home key (with any staff
@@ -28,7 +30,18 @@
 // sign with it) and "groupKeys" ({ [group id]: identity record }). Never exports a
 // private key.
 
-import { generateIdentity } from "./keys.js";
+import { generateIdentity, generateLockedIdentity, unlockIdentity } from "./keys.js";
+
+/** Thrown by keyFor when a group's key is locked and the passphrase is missing or wrong. */
+export class PassphraseError extends Error {
+  constructor(code) {
+    super(code);
+    this.code = code;
+  }
+}
+
+/** Shortest passphrase accepted for a locked key. */
+export const MIN_PASSPHRASE_CHARS = 8;
 
 const HOME = "identity";
 const GROUP_KEYS = "groupKeys";
@@ -41,6 +54,7 @@ export class Identities {
     this.homeRoles = null; // roles of the home key once a login told us, else null
     this.sessionKeys = new Map(); // group id -> identity, this tab only
     this.sessionNames = new Map(); // group id -> the name used with a session-only key
+    this.unlocked = new Map(); // group id -> identity opened with its passphrase, this page
   }
 
   /** Loads (or makes) the home key and migrates a one-key device. Returns the home key. */
@@ -90,7 +104,13 @@ export class Identities {
     if (this.sessionKeys.has(groupId)) {
       return this.sessionKeys.get(groupId);
     }
+    if (this.unlocked.has(groupId)) {
+      return this.unlocked.get(groupId);
+    }
     const saved = (await this.groupKeys())[groupId];
+    if (saved?.wrapped && saved.publicKey) {
+      return { locked: true, publicKey: saved.publicKey, wrapped: saved.wrapped };
+    }
     if (saved?.keyPair?.privateKey && saved.publicKey) {
       return { keyPair: saved.keyPair, publicKey: saved.publicKey, persistent: this.store.persistent };
     }
@@ -101,10 +121,32 @@ export class Identities {
    * The key to join `groupId` with, made and recorded if new. `sessionOnly`: a new
    * key kept in this tab's memory only.
    */
-  async keyFor(groupId, { sessionOnly = false } = {}) {
+  async keyFor(groupId, { sessionOnly = false, passphrase = "" } = {}) {
     const existing = await this.existingFor(groupId);
+    if (existing?.locked) {
+      if (!passphrase) {
+        throw new PassphraseError("passphrase_needed");
+      }
+      const opened = await unlockIdentity(existing.publicKey, existing.wrapped, passphrase);
+      if (!opened) {
+        throw new PassphraseError("passphrase_wrong");
+      }
+      const identity = { ...opened, persistent: this.store.persistent };
+      this.unlocked.set(groupId, identity);
+      return identity;
+    }
     if (existing) {
       return existing;
+    }
+    if (passphrase && !sessionOnly && !this.isHomeStaff()) {
+      if ([...passphrase].length < MIN_PASSPHRASE_CHARS) {
+        throw new PassphraseError("passphrase_short");
+      }
+      const { identity, wrapped } = await generateLockedIdentity(passphrase);
+      await this.bind(groupId, { version: 2, publicKey: identity.publicKey, wrapped, createdAt: Date.now() });
+      const usable = { ...identity, persistent: this.store.persistent };
+      this.unlocked.set(groupId, usable);
+      return usable;
     }
     if (this.isHomeStaff()) {
       await this.bind(groupId, this.homeRecord());
@@ -125,6 +167,11 @@ export class Identities {
     if (this.sessionKeys.has(groupId)) {
       this.sessionNames.set(groupId, name);
     }
+  }
+
+  /** Whether the group's key on this device is locked and not yet opened on this page. */
+  async isLocked(groupId) {
+    return (await this.existingFor(groupId))?.locked === true;
   }
 
   /** Whether the group's key on this device is a session-only one. */
@@ -190,6 +237,7 @@ export class Identities {
   forgetMemory() {
     this.sessionKeys.clear();
     this.sessionNames.clear();
+    this.unlocked.clear();
     this.home = null;
     this.homeRoles = null;
   }

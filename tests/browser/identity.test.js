@@ -435,3 +435,56 @@ test("a device from before per-group keys keeps its key for its old groups and m
   assert.ok(keyFor("circle-two") && keyFor("circle-two") !== seeded, "a new group gets a new key");
   assert.deepEqual(old.problems, []);
 });
+
+test("a group locked with a passphrase keeps only a wrapped key, and asks for it after a reload", { timeout: 120_000 }, async () => {
+  const locker = await person(browser, "locker");
+  const p = locker.page;
+  const failures = [];
+  const joins = [];
+  await p.routeWebSocket(/\/ws$/, (ws) => {
+    const hub = ws.connectToServer();
+    ws.onMessage((m) => {
+      try {
+        const frame = JSON.parse(String(m));
+        if (frame.type === "join" && frame.env) {
+          joins.push(frame.env.key);
+        }
+      } catch {
+        // not JSON: pass it on
+      }
+      hub.send(m);
+    });
+    hub.onMessage((m) => ws.send(m));
+  });
+  await p.goto(links.one);
+  await p.getByLabel("Lock this group on this device with a passphrase").check();
+  await p.getByLabel("Choose a passphrase").fill("short");
+  await joinAs(p, "Lark");
+  await p.locator("#join-pass-error", { hasText: "at least 8 characters" }).waitFor();
+  await p.getByLabel("Choose a passphrase").fill("heron by the weir");
+  await axeAt(p, "join with a passphrase", failures);
+  await p.getByRole("button", { name: "Join", exact: true }).click();
+  await p.locator("#composer-input:not([disabled])").waitFor();
+  const stored = (await storeValue(p, "groupKeys"))?.["circle-one"];
+  assert.ok(stored?.wrapped, "the group's key is stored wrapped");
+  assert.ok(!JSON.stringify(stored).includes("CryptoKey"), "no usable key is stored for the group");
+  assert.equal(stored.publicKey, joins.at(-1));
+
+  // After a reload the passphrase is asked for; a wrong one is refused and nothing is sent.
+  await p.reload();
+  await p.getByLabel("Passphrase for this group").waitFor();
+  assert.equal(await p.getByLabel("Lock this group on this device with a passphrase").isVisible(), false);
+  const sent = joins.length;
+  await p.getByRole("button", { name: "Join", exact: true }).click();
+  await p.locator("#join-pass-error", { hasText: "Type the passphrase" }).waitFor();
+  await p.getByLabel("Passphrase for this group").fill("heron by the wier");
+  await p.getByRole("button", { name: "Join", exact: true }).click();
+  await p.locator("#join-pass-error", { hasText: "doesn't open this group" }).waitFor();
+  assert.equal(joins.length, sent, "no join is sent without the right passphrase");
+  await p.getByLabel("Passphrase for this group").fill("heron by the weir");
+  await p.getByRole("button", { name: "Join", exact: true }).click();
+  await p.locator("#composer-input:not([disabled])").waitFor();
+  assert.equal(joins.at(-1), stored.publicKey, "the same key, opened with the passphrase");
+  assert.deepEqual(failures, []);
+  assert.deepEqual(locker.problems, []);
+});
