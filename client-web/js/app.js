@@ -343,6 +343,7 @@ async function redeemInvite() {
     if (connection.identity.publicKey === identities.home.publicKey) {
       identities.observeHomeRoles(connection.roles);
     }
+    views.join.refreshChoices();
     views.start.setRoles(connection.roles);
     if (desk.isStaff()) {
       // A new supervisor or admin: the queue arrives as pushes; read the rota too.

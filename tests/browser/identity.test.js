@@ -197,6 +197,10 @@ test("forget this device leaves nothing, and the next person cannot read the pre
   const failures = [];
 
   await redeem(fac, server.links.facilitator);
+  // Staff join with the key their invite bound: no session-only or passphrase choice.
+  await fac.locator("#join-name").waitFor();
+  assert.equal(await fac.getByLabel("Forget me when I close this tab").isVisible(), false);
+  assert.equal(await fac.getByLabel("Lock this group on this device with a passphrase").isVisible(), false);
   await joinAs(fac, "Jo");
   await agree(fac);
   await fac.locator("#facilitator-console").waitFor();

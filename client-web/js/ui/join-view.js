@@ -55,12 +55,19 @@ export function createJoinView({ connection, onJoin, onBack, names = null, ident
   const passError = byId("join-pass-error");
   let locked = false;
   let hasKey = false; // this device already has an unlocked key for the group
+  // Staff join with the key their invite bound (identities.js): neither choice applies.
+  const staff = () => identities?.isHomeStaff() === true;
   const showPass = () => {
     passField.hidden = !(locked || lockBox.checked);
-    lockRow.hidden = locked || hasKey;
-    lockHint.hidden = locked || hasKey;
+    lockRow.hidden = locked || hasKey || staff();
+    lockHint.hidden = lockRow.hidden;
+    byId("join-session-only-row").hidden = locked || hasKey || staff();
+    byId("join-session-only-hint").hidden = byId("join-session-only-row").hidden;
     byId("join-pass-label").textContent = locked ? "Passphrase for this group" : "Choose a passphrase";
   };
+  // The home key's roles are known after its login (the app records them on the same
+  // event, after this listener): look again once that has run.
+  connection.addEventListener("authenticated", () => setTimeout(showPass, 0));
   lockBox.addEventListener("change", () => {
     if (lockBox.checked) {
       sessionOnlyBox.checked = false;
@@ -209,6 +216,10 @@ export function createJoinView({ connection, onJoin, onBack, names = null, ident
     },
     focusName() {
       input.focus();
+    },
+    /** The home key's roles changed (an invite): staff have neither key choice. */
+    refreshChoices() {
+      showPass();
     },
   };
 }
