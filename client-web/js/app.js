@@ -5,7 +5,10 @@
 //   encoding.js        base64url, UTF-8, fingerprints, character counts
 //   ed25519-strict.js  the strict-verification byte checks WebCrypto does not promise
 //   keys.js            our key pair (non-extractable, kept in IndexedDB), sign, verify
-//   store.js           IndexedDB: the identity and the last counter, nothing else
+//   store.js           IndexedDB: keys, the last counter, names, seen counters
+//   identities.js      which key where: one per group, the home key (invites, staff)
+//   seen-counters.js   the highest counter seen per sender, across reloads
+//   forget.js          "Forget this device"
 //   clock.js           server-corrected time for `ts`
 //   counters.js        per-key counters that never repeat, across tabs
 //   protocol.js        signing bytes, envelopes, payloads, frames, verification
@@ -42,6 +45,9 @@ import { describeErrorFrame, sentenceFor } from "./errors.js";
 import { EscalationDesk } from "./escalation-desk.js";
 import { GroupSession, SessionState } from "./group-session.js";
 import { loadOrCreateIdentity } from "./keys.js";
+import { exitForgets, forgetDevice } from "./forget.js";
+import { Identities } from "./identities.js";
+import { SeenCounters } from "./seen-counters.js";
 import { RecordBook } from "./record-book.js";
 import { forgetInvite, readLink, writeLink } from "./links.js";
 import { isValidGroupId, Kind, redeemPayload } from "./protocol.js";
@@ -69,6 +75,11 @@ let session = null;
 let views = null;
 let desk = null;
 let onCall = null;
+// Which key is used where (identities.js), the store, and the first login with the
+// home key (its roles decide which key a new group gets).
+let identities = null;
+let store = null;
+let homeKnown = null;
 
 // An invite from the address bar, redeemed after the first login; kept until the
 // server has answered so that a dropped connection does not lose it.
@@ -212,6 +223,11 @@ function showJoin(groupId, { focus = true } = {}) {
 
 function goToStart({ focus = true } = {}) {
   leaveSession();
+  // Back to the home key: the start screen, invites and staff work use it, never a
+  // group's key.
+  if (identities?.home && connection) {
+    connection.useIdentity(identities.home);
+  }
   writeLink({ invite: pendingInvite });
   views.start.show();
   showView("start", { focus });
@@ -226,10 +242,38 @@ function leaveSession() {
   }
 }
 
-/** Joins a group; resolves when joined, rejects with the error if refused. */
-function joinGroup(groupId, name, accessCode = null) {
+/**
+ * Joins a group with this device's key for it (identities.js); resolves when joined,
+ * rejects with the error if refused. `sessionOnly`: a new key kept in this tab only;
+ * `passphrase`: locks a new group's key, or opens a locked one.
+ */
+async function joinGroup(groupId, name, accessCode = null, { sessionOnly = false, passphrase = "" } = {}) {
   leaveSession();
-  const s = new GroupSession({ connection, identity: connection.identity, groupId, name, accessCode });
+  await homeKnown;
+  const identity = await identities.keyFor(groupId, { sessionOnly, passphrase });
+  // Log in under the group's key first: nothing is sent for this group under another.
+  await connection.useIdentity(identity);
+  const seen = new SeenCounters(identities.isSessionOnly(groupId) ? memoryStore() : store, groupId);
+  return enterGroup(groupId, name, accessCode, identity, seen);
+}
+
+/** A store that keeps nothing beyond this page (session-only groups). */
+function memoryStore() {
+  const map = new Map();
+  return {
+    persistent: false,
+    get: async (k) => map.get(k),
+    put: async (k, v) => void map.set(k, v),
+    update: async (k, change) => {
+      const next = change(map.get(k));
+      map.set(k, next);
+      return next;
+    },
+  };
+}
+
+function enterGroup(groupId, name, accessCode, identity, seen) {
+  const s = new GroupSession({ connection, identity, groupId, name, accessCode, seen });
   session = s;
   views.group.mount(s);
   return new Promise((resolve, reject) => {
@@ -278,13 +322,28 @@ async function redeemInvite() {
   redeeming = true;
   const retried = redeemSent;
   redeemSent = true;
+  let used = null;
   try {
+    // The home key if it is staff or still unused, else a new key (identities.js).
+    used = (await identities.keyForInvite()).identity;
+    if (connection.identity.publicKey !== used.publicKey) {
+      if (session && session.identity.publicKey !== used.publicKey) {
+        leaveSession();
+      }
+      await connection.useIdentity(used);
+    }
     const reply = await connection.signedRequest("redeem", Kind.REDEEM, (counter, ts) =>
       redeemPayload(token, counter, ts),
     );
     pendingInvite = null;
     forgetInvite();
+    await identities.afterRedeem(used, reply);
+    views.start.setIdentity(identities.home);
     connection.roles = Array.isArray(reply.roles) ? reply.roles : connection.roles;
+    if (connection.identity.publicKey === identities.home.publicKey) {
+      identities.observeHomeRoles(connection.roles);
+    }
+    views.join.refreshChoices();
     views.start.setRoles(connection.roles);
     if (desk.isStaff()) {
       // A new supervisor or admin: the queue arrives as pushes; read the rota too.
@@ -302,6 +361,9 @@ async function redeemInvite() {
   } catch (err) {
     if (err.code === "disconnected" || err.code === "not_connected") {
       return; // tried again after the next login
+    }
+    if (used && used.publicKey !== identities.home.publicKey && !session) {
+      connection.useIdentity(identities.home); // the new key bound nothing
     }
     pendingInvite = null;
     forgetInvite();
@@ -322,6 +384,29 @@ async function redeemInvite() {
 
 // ---- start ----
 
+/**
+ * After "Forget this device": a page that holds nothing and makes nothing (no key is
+ * made until someone chooses to start again), so the next person finds an empty browser.
+ */
+function showForgotten() {
+  writeLink({});
+  document.title = "peerhub";
+  const main = document.createElement("main");
+  main.className = "forgotten";
+  const title = document.createElement("h1");
+  title.tabIndex = -1;
+  title.textContent = "This device has forgotten everything peerhub kept here";
+  const text = document.createElement("p");
+  text.textContent = "Your groups, the names you used and what let you back in are gone from this browser.";
+  const again = document.createElement("a");
+  again.href = globalThis.location.pathname;
+  again.className = "button-link";
+  again.textContent = "Start again";
+  main.append(title, text, again);
+  document.body.replaceChildren(main);
+  title.focus();
+}
+
 function showUnsupported(code) {
   byId("unsupported-text").textContent = sentenceFor(code);
   showView("unsupported", { focus: false });
@@ -339,6 +424,8 @@ async function boot() {
   initQuickExit({
     button: byId("quick-exit"),
     beforeExit: () => connection?.close(),
+    // "Quick exit also forgets this device" (saved on the start screen).
+    forget: () => (exitForgets() ? forgetDevice(store) : null),
   });
   byId("skip-link").addEventListener("click", (ev) => {
     // A real "#main" would add a history entry and a hash the router reads.
@@ -348,10 +435,11 @@ async function boot() {
 
   const signposting = new Signposting();
   initHelplines(signposting);
-  const store = await openStore();
+  store = await openStore();
+  identities = new Identities(store);
   let identity;
   try {
-    identity = await loadOrCreateIdentity(store);
+    identity = await identities.load(loadOrCreateIdentity);
   } catch (err) {
     showUnsupported(err.code ?? "no_ed25519");
     return;
@@ -377,10 +465,20 @@ async function boot() {
       byId("names-forget-result").textContent = "This device couldn't forget them. Clearing this site's data in the browser's settings does.";
     }
   });
+  const forgetAll = async () => {
+    connection.close();
+    leaveSession();
+    identities.forgetMemory();
+    const { ok } = await forgetDevice(store);
+    if (ok) {
+      showForgotten();
+    }
+    return ok;
+  };
   desk = new EscalationDesk({ connection, identity });
   views = {
-    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole, names }),
-    join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart(), names }),
+    start: createStartView({ identity, connection, desk, onGoToGroup: goToGroup, onOpenConsole: showConsole, names, identities, onForget: forgetAll }),
+    join: createJoinView({ connection, onJoin: joinGroup, onBack: () => goToStart(), names, identities }),
     group: createGroupView({
       connection,
       recordBook,
@@ -427,7 +525,15 @@ async function boot() {
     }
   });
 
+  let homeLogin;
+  homeKnown = new Promise((resolve) => {
+    homeLogin = resolve;
+  });
   connection.addEventListener("authenticated", (ev) => {
+    if (ev.detail.key === identities.home?.publicKey) {
+      identities.observeHomeRoles(ev.detail.roles);
+      homeLogin();
+    }
     clearNoticeIf(sentenceFor("shutting_down"));
     views.start.setRoles(ev.detail.roles);
     onCall.render();

@@ -162,6 +162,48 @@ export class Connection extends EventTarget {
   }
 
   /**
+   * Logs in again under another key (identities.js: one key per group). The socket
+   * is closed and a new one opened at once; resolves after the login with `identity`.
+   * Whoever needs to rejoin listens for "authenticated", as after any reconnect.
+   */
+  useIdentity(identity) {
+    if (this.identity?.publicKey === identity.publicKey) {
+      this.identity = identity;
+      return this.authenticated ? Promise.resolve() : this.nextLogin(identity);
+    }
+    this.identity = identity;
+    this.roles = [];
+    this.key = null;
+    const waiting = this.nextLogin(identity);
+    if (this.socket) {
+      try {
+        this.socket.close(CLOSE_NORMAL, "another key");
+      } catch {
+        // already closing
+      }
+      this.dropSocket("disconnected");
+    }
+    if (!this.stopped && !this.paused) {
+      clearTimeout(this.reconnectTimer);
+      this.attempt = 0;
+      this.open();
+    }
+    return waiting;
+  }
+
+  nextLogin(identity) {
+    return new Promise((resolve) => {
+      const onLogin = (ev) => {
+        if (ev.detail.key === identity.publicKey) {
+          this.removeEventListener("authenticated", onLogin);
+          resolve();
+        }
+      };
+      this.addEventListener("authenticated", onLogin);
+    });
+  }
+
+  /**
    * Sends an unsigned request (e.g. leave) and resolves with its reply frame, or
    * rejects with a RequestError.
    */

@@ -22,6 +22,7 @@
 // session does).
 
 import { Kind, MAIN, pairKeys, STAFF, verifyEnvelope } from "./protocol.js";
+import { SIGNED_TIME_TOLERANCE_MS } from "./seen-counters.js";
 
 const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
 const isKey = (v) => typeof v === "string" && v !== "";
@@ -108,9 +109,11 @@ export function channelProblem(channel, kind, payload, key) {
 
 export class EventReader {
   /** `me`: our public key; `groupId`: the group every payload must name. */
-  constructor({ groupId, me }) {
+  constructor({ groupId, me, seen = null }) {
     this.groupId = groupId;
     this.me = me;
+    // The highest counters seen before this page (seen-counters.js), or null.
+    this.seen = seen;
     // key -> Set of counters in verified envelopes. The server never accepts a
     // counter twice from one key, so a second envelope with the same pair is a copy.
     this.countersSeen = new Map();
@@ -137,6 +140,9 @@ export class EventReader {
       return { ...base, from: "hub", kind: "note", note: readNote(frame.note), key: "", verified: false, reason: "hub", payload: null, rawPayload: "", self: false };
     }
     const env = frame.env;
+    if (this.seen) {
+      await this.seen.ready;
+    }
     const check = await verifyEnvelope(env, { group: this.groupId });
     if (check.verified) {
       const problem = channelProblem(channel, env.kind, check.payload, env.key);
@@ -158,8 +164,23 @@ export class EventReader {
         seen.add(check.payload.counter);
       }
     }
+    if (check.verified && base.ts !== null && Math.abs(check.payload.ts - base.ts) > SIGNED_TIME_TOLERANCE_MS) {
+      // Signed long before (or after) the hub says it arrived: an old message
+      // presented as new, or a misdated one.
+      check.verified = false;
+      check.reason = "time_far";
+    }
+    if (check.verified && !repeat && this.seen && Number.isSafeInteger(frame.seq)) {
+      if (!this.seen.check(channel, env.key, frame.seq, check.payload.counter)) {
+        check.verified = false;
+        check.reason = "stale_counter";
+      }
+    }
     return {
       ...base,
+      // The time shown is the one its writer signed; the hub's is kept beside it.
+      ts: check.verified ? check.payload.ts : base.ts,
+      hubTs: base.ts,
       from: "person",
       kind: typeof env.kind === "string" ? env.kind : "unknown",
       key: typeof env.key === "string" ? env.key : "",

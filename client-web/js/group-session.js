@@ -100,7 +100,7 @@ export function readGroupState(state) {
 }
 
 export class GroupSession extends EventTarget {
-  constructor({ connection, identity, groupId, name, accessCode = null }) {
+  constructor({ connection, identity, groupId, name, accessCode = null, seen = null }) {
     super();
     this.conn = connection;
     this.identity = identity;
@@ -117,7 +117,7 @@ export class GroupSession extends EventTarget {
     this.dismissal = null; // { reason, message } once the server took us out
     this.members = new Map(); // key -> member record
     this.logs = new Map(); // channel -> Map(seq -> record)
-    this.reader = new EventReader({ groupId, me: identity.publicKey });
+    this.reader = new EventReader({ groupId, me: identity.publicKey, seen });
 
     // Main channel bookkeeping.
     this.maxSeq = 0;
@@ -213,6 +213,11 @@ export class GroupSession extends EventTarget {
   }
 
   async sendJoin() {
+    if (this.conn.identity?.publicKey !== this.identity.publicKey) {
+      // The connection is logged in under another key (identities.js): joining with
+      // it would link the two. Wait for a login with ours.
+      throw Object.assign(new Error("another key"), { code: "not_connected" });
+    }
     const after = this.everJoined ? this.resumeAfter() : undefined;
     let joined;
     this.joinInFlight = true;

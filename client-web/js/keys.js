@@ -45,20 +45,10 @@ export async function loadOrCreateIdentity(store) {
       created: false,
     };
   }
-  let keyPair;
-  try {
-    keyPair = await subtle().generateKey(ALGORITHM, false, ["sign", "verify"]);
-  } catch (err) {
-    if (err instanceof UnsupportedError) {
-      throw err;
-    }
-    throw new UnsupportedError("no_ed25519", `Ed25519 is not available: ${err?.message ?? err}`);
-  }
-  const raw = await subtle().exportKey("raw", keyPair.publicKey);
-  const publicKey = toBase64Url(raw);
+  const { keyPair, publicKey } = await generateIdentity();
   const record = {
     version: 1,
-    keyPair: { publicKey: keyPair.publicKey, privateKey: keyPair.privateKey },
+    keyPair,
     publicKey,
     createdAt: Date.now(),
   };
@@ -69,6 +59,79 @@ export async function loadOrCreateIdentity(store) {
     persistent = false; // e.g. storage full or cloning CryptoKey refused
   }
   return { keyPair: record.keyPair, publicKey, persistent, created: true };
+}
+
+/**
+ * Makes a new key pair (non-extractable private half) without storing it. Returns
+ * { keyPair, publicKey }. identities.js decides where a key is kept.
+ */
+export async function generateIdentity() {
+  let keyPair;
+  try {
+    keyPair = await subtle().generateKey(ALGORITHM, false, ["sign", "verify"]);
+  } catch (err) {
+    if (err instanceof UnsupportedError) {
+      throw err;
+    }
+    throw new UnsupportedError("no_ed25519", `Ed25519 is not available: ${err?.message ?? err}`);
+  }
+  const raw = await subtle().exportKey("raw", keyPair.publicKey);
+  return { keyPair: { publicKey: keyPair.publicKey, privateKey: keyPair.privateKey }, publicKey: toBase64Url(raw) };
+}
+
+// A passphrase-locked key: the private half is wrapped (AES-GCM, 256-bit key derived
+// from the passphrase with PBKDF2-SHA-256) and only the wrapped bytes are stored. The
+// passphrase itself is never stored. Iterations follow OWASP's 2023 advice for
+// PBKDF2-HMAC-SHA-256.
+const PBKDF2_ITERATIONS = 600_000;
+
+async function passphraseKey(passphrase, salt) {
+  const base = await subtle().importKey("raw", new TextEncoder().encode(passphrase), "PBKDF2", false, ["deriveKey"]);
+  return subtle().deriveKey(
+    { name: "PBKDF2", salt, iterations: PBKDF2_ITERATIONS, hash: "SHA-256" },
+    base,
+    { name: "AES-GCM", length: 256 },
+    false,
+    ["wrapKey", "unwrapKey"],
+  );
+}
+
+/**
+ * Makes a new key pair whose private half is stored only wrapped under `passphrase`.
+ * Returns { identity: { keyPair, publicKey } (usable now, not extractable), wrapped }.
+ * The wrapped form binds the public key (AES-GCM additional data).
+ */
+export async function generateLockedIdentity(passphrase) {
+  const pair = await subtle().generateKey(ALGORITHM, true, ["sign", "verify"]);
+  const publicKey = toBase64Url(await subtle().exportKey("raw", pair.publicKey));
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const aes = await passphraseKey(passphrase, salt);
+  const aad = new TextEncoder().encode(publicKey);
+  const data = await subtle().wrapKey("pkcs8", pair.privateKey, aes, { name: "AES-GCM", iv, additionalData: aad });
+  const wrapped = { kdf: "PBKDF2-SHA-256", iterations: PBKDF2_ITERATIONS, salt, iv, data: new Uint8Array(data) };
+  // The extractable original is dropped; the key used from now on is not extractable.
+  const privateKey = await subtle().unwrapKey("pkcs8", data, aes, { name: "AES-GCM", iv, additionalData: aad }, ALGORITHM, false, ["sign"]);
+  return { identity: { keyPair: { publicKey: pair.publicKey, privateKey }, publicKey }, wrapped };
+}
+
+/** Opens a wrapped key with `passphrase`; resolves { keyPair, publicKey } or null if wrong. */
+export async function unlockIdentity(publicKey, wrapped, passphrase) {
+  try {
+    const aes = await passphraseKey(passphrase, wrapped.salt);
+    const privateKey = await subtle().unwrapKey(
+      "pkcs8",
+      wrapped.data,
+      aes,
+      { name: "AES-GCM", iv: wrapped.iv, additionalData: new TextEncoder().encode(publicKey) },
+      ALGORITHM,
+      false,
+      ["sign"],
+    );
+    return { keyPair: { privateKey }, publicKey };
+  } catch {
+    return null;
+  }
 }
 
 /** Signs bytes with our private key; returns the 64-byte signature. */

@@ -18,10 +18,14 @@ import { Kind, verifyEnvelope } from "./protocol.js";
 const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
 
 export class RecordBook extends EventTarget {
-  constructor({ connection, identity }) {
+  /** Our key: the one the connection is logged in with (one key per group). */
+  get me() {
+    return this.conn.identity.publicKey;
+  }
+
+  constructor({ connection }) {
     super();
     this.conn = connection;
-    this.me = identity.publicKey;
     this.records = new Map(); // id -> record
     this.inbox = Promise.resolve();
     connection.addEventListener("records", (ev) => {

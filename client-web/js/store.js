@@ -6,6 +6,10 @@
 //                 The private CryptoKey is non-extractable; IndexedDB stores it by
 //                 structured clone, so its bytes never reach JavaScript.
 //   "counter"  -> number, the last counter this browser signed (any tab).
+//   "groupKeys"-> { [group id]: identity record }, the key used in each group
+//                 (identities.js: one key per group, so nothing links them).
+//   "seen"     -> { [group id]: { [channel + " " + key]: [seq, counter, used] } }, the
+//                 highest counter seen from each sender (seen-counters.js), bounded.
 //   "names"    -> { [group id]: pseudonym }, the name last used in each group, so a
 //                 person coming back need not retype it ("About this device" empties
 //                 it; a memory-only store forgets it with the tab).
@@ -43,6 +47,11 @@ class IndexedDbStore {
     const tx = this.db.transaction(KV, "readwrite");
     tx.objectStore(KV).put(value, key);
     await transactionDone(tx);
+  }
+
+  /** Closes the database (before "Forget this device" deletes it). */
+  close() {
+    this.db.close();
   }
 
   /**
@@ -93,6 +102,10 @@ class MemoryStore {
 
   async put(key, value) {
     this.map.set(key, value);
+  }
+
+  close() {
+    this.map.clear();
   }
 
   async update(key, change) {

@@ -356,7 +356,10 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   await p.getByRole("button", { name: "Back to the start" }).tap();
   await p.getByRole("heading", { name: "Welcome" }).waitFor();
   await noCryptoWords(p, "start");
-  assert.equal(await p.locator("#my-groups").isVisible(), false, "a participant's groups are not listed for anyone to see");
+  // Their groups are listed for them (each has its own key, issue 14), with the way to
+  // leave nothing behind on a shared device right below.
+  await p.locator("#my-groups-list li", { hasText: "demo, as River" }).waitFor();
+  await p.getByRole("button", { name: "Forget this device…" }).first().waitFor();
   await p.goto(server.links.participant);
   await p.getByRole("heading", { name: /Join the group/ }).waitFor();
   await p.locator("#join-name[value], #join-name").first().waitFor();

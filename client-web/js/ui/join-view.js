@@ -44,7 +44,42 @@ export function createNameMemory(store) {
   };
 }
 
-export function createJoinView({ connection, onJoin, onBack, names = null }) {
+export function createJoinView({ connection, onJoin, onBack, names = null, identities = null }) {
+  const sessionOnlyBox = byId("join-session-only");
+  // A passphrase: to lock a new group's key, or to open a locked one (identities.js).
+  const lockRow = byId("join-lock-row");
+  const lockHint = byId("join-lock-hint");
+  const lockBox = byId("join-lock");
+  const passField = byId("join-pass-field");
+  const passInput = byId("join-pass");
+  const passError = byId("join-pass-error");
+  let locked = false;
+  let hasKey = false; // this device already has an unlocked key for the group
+  // Staff join with the key their invite bound (identities.js): neither choice applies.
+  const staff = () => identities?.isHomeStaff() === true;
+  const showPass = () => {
+    passField.hidden = !(locked || lockBox.checked);
+    lockRow.hidden = locked || hasKey || staff();
+    lockHint.hidden = lockRow.hidden;
+    byId("join-session-only-row").hidden = locked || hasKey || staff();
+    byId("join-session-only-hint").hidden = byId("join-session-only-row").hidden;
+    byId("join-pass-label").textContent = locked ? "Passphrase for this group" : "Choose a passphrase";
+  };
+  // The home key's roles are known after its login (the app records them on the same
+  // event, after this listener): look again once that has run.
+  connection.addEventListener("authenticated", () => setTimeout(showPass, 0));
+  lockBox.addEventListener("change", () => {
+    if (lockBox.checked) {
+      sessionOnlyBox.checked = false;
+    }
+    showPass();
+  });
+  sessionOnlyBox.addEventListener("change", () => {
+    if (sessionOnlyBox.checked) {
+      lockBox.checked = false;
+      showPass();
+    }
+  });
   const form = byId("join-form");
   const groupLabel = byId("join-group-id");
   const input = byId("join-name");
@@ -61,7 +96,11 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
   function showError(err) {
     const code = err.code === "not_found" ? "group_not_found" : err.code;
     const text = err.frame && code === err.code ? describeErrorFrame(err.frame) : sentenceFor(code);
-    if (err.code === "invalid" || err.code === "body_too_long") {
+    if (typeof err.code === "string" && err.code.startsWith("passphrase_")) {
+      passField.hidden = false;
+      setFieldError(passInput, passError, sentenceFor(err.code));
+      passInput.focus();
+    } else if (err.code === "invalid" || err.code === "body_too_long") {
       setFieldError(input, error, text);
       input.focus();
     } else if (err.code === "access_denied" && groupId) {
@@ -108,8 +147,21 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
     submit.disabled = true;
     submit.textContent = connection.authenticated ? "Joining…" : "Waiting for the connection…";
     try {
-      await onJoin(groupId, checked.name, accessCode);
-      names?.remember(groupId, checked.name);
+      // A session-only key (identities.js) lives in this tab; its name is not written.
+      const sessionOnly = sessionOnlyBox.checked || identities?.isSessionOnly(groupId) === true;
+      const wantsPass = locked || lockBox.checked;
+      const passphrase = wantsPass ? passInput.value : "";
+      if (wantsPass && !passphrase) {
+        throw { code: locked ? "passphrase_needed" : "passphrase_short" };
+      }
+      setFieldError(passInput, passError, "");
+      await onJoin(groupId, checked.name, accessCode, { sessionOnly, passphrase });
+      passInput.value = "";
+      if (sessionOnly) {
+        identities?.rememberSessionName(groupId, checked.name);
+      } else {
+        names?.remember(groupId, checked.name);
+      }
     } catch (err) {
       showError(err);
     } finally {
@@ -129,7 +181,22 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
       codeField.hidden = true;
       codeInput.value = "";
       count.textContent = "";
+      sessionOnlyBox.checked = false;
       input.value = "";
+      lockBox.checked = false;
+      passInput.value = "";
+      setFieldError(passInput, passError, "");
+      locked = false;
+      hasKey = false;
+      showPass();
+      const asked = groupId;
+      identities?.existingFor(groupId).then((key) => {
+        if (groupId === asked && key) {
+          locked = key.locked === true;
+          hasKey = !locked;
+          showPass();
+        }
+      });
       // The name used here before, on this device, so it need not be retyped.
       const shown = groupId;
       names?.get(groupId).then((name) => {
@@ -149,6 +216,10 @@ export function createJoinView({ connection, onJoin, onBack, names = null }) {
     },
     focusName() {
       input.focus();
+    },
+    /** The home key's roles changed (an invite): staff have neither key choice. */
+    refreshChoices() {
+      showPass();
     },
   };
 }

@@ -7,7 +7,10 @@
 
 import { QUICK_EXIT_DOUBLE_ESCAPE_MS, QUICK_EXIT_URL } from "../config.js";
 
-export function initQuickExit({ button, beforeExit }) {
+// How long quick exit waits for "forget this device" before leaving anyway.
+const FORGET_WAIT_MS = 1500;
+
+export function initQuickExit({ button, beforeExit, forget = () => null }) {
   let lastEscape = 0;
   let exiting = false;
 
@@ -23,7 +26,20 @@ export function initQuickExit({ button, beforeExit }) {
     }
     document.title = "New tab";
     document.body.replaceChildren();
-    globalThis.location.replace(new URL(QUICK_EXIT_URL, globalThis.location.href).href);
+    const leave = () => globalThis.location.replace(new URL(QUICK_EXIT_URL, globalThis.location.href).href);
+    // With "quick exit also forgets", the page is already blank; the wipe gets a
+    // moment (it is quick), then the page goes whatever happened.
+    let wiping = null;
+    try {
+      wiping = forget();
+    } catch {
+      wiping = null;
+    }
+    if (wiping) {
+      Promise.race([wiping, new Promise((r) => setTimeout(r, FORGET_WAIT_MS))]).finally(leave);
+    } else {
+      leave();
+    }
   };
 
   button.addEventListener("click", exit);

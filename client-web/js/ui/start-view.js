@@ -22,12 +22,18 @@ import { byId, h, roleLabel, setFieldError } from "./dom.js";
 import { createGroupSettingsForm } from "./group-settings-form.js";
 import { createInviteForm } from "./invite-form.js";
 import { createRotaEditor } from "./rota-editor.js";
+import { exitForgets, setExitForgets } from "../forget.js";
 
-export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole, names = null }) {
-  byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
-  byId("key-fingerprint").title = identity.publicKey;
-  byId("key-persistence").hidden = identity.persistent;
-  byId("key-full").textContent = identity.publicKey;
+export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole, names = null, identities = null, onForget = null }) {
+  // The home key (identities.js); it changes when a staff invite binds a new key.
+  function showIdentity(shown) {
+    identity = shown;
+    byId("key-fingerprint").textContent = fingerprint(identity.publicKey);
+    byId("key-fingerprint").title = identity.publicKey;
+    byId("key-persistence").hidden = identity.persistent;
+    byId("key-full").textContent = identity.publicKey;
+  }
+  showIdentity(identity);
   byId("key-copy").addEventListener("click", async () => {
     const result = byId("key-copy-result");
     try {
@@ -39,6 +45,46 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
   });
   byId("console-open").addEventListener("click", () => onOpenConsole());
   const rota = createRotaEditor({ desk, connection, identity });
+
+  // ---- forget this device ----
+  const forgetOpen = byId("forget-open");
+  const forgetConfirm = byId("forget-confirm");
+  const forgetResult = byId("forget-result");
+  const openConfirm = () => {
+    forgetConfirm.hidden = false;
+    forgetOpen.setAttribute("aria-expanded", "true");
+    forgetResult.textContent = "";
+    byId("forget-confirm-text").scrollIntoView?.({ block: "nearest" });
+    byId("forget-no").focus();
+  };
+  const closeConfirm = () => {
+    forgetConfirm.hidden = true;
+    forgetOpen.setAttribute("aria-expanded", "false");
+  };
+  forgetOpen.addEventListener("click", () => (forgetConfirm.hidden ? openConfirm() : closeConfirm()));
+  byId("about-forget").addEventListener("click", openConfirm);
+  byId("forget-no").addEventListener("click", () => {
+    closeConfirm();
+    forgetOpen.focus();
+  });
+  byId("forget-yes").addEventListener("click", async () => {
+    byId("forget-yes").disabled = true;
+    forgetResult.textContent = "Forgetting…";
+    const ok = await onForget?.().catch(() => false);
+    // The page reloads when it worked; this stays only if it did not.
+    if (!ok) {
+      forgetResult.textContent = "This device couldn't forget everything. Clearing this site's data in the browser's settings does.";
+      byId("forget-yes").disabled = false;
+    }
+  });
+  const exitBox = byId("exit-forgets");
+  exitBox.checked = exitForgets();
+  exitBox.addEventListener("change", () => {
+    if (!setExitForgets(exitBox.checked)) {
+      exitBox.checked = false;
+      forgetResult.textContent = "This browser won't keep that choice. Use “Forget this device…” before you leave.";
+    }
+  });
 
   // ---- go to a group ----
   const goForm = byId("go-form");
@@ -146,25 +192,24 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
     showMyGroups(roles);
   }
 
-  // Staff see the groups this device has joined (from the names it remembers), so a
-  // facilitator or an admin need not keep the ids. Not shown to participants: on a
-  // shared device a list of support groups says too much.
-  async function showMyGroups(roles) {
+  // Every group this device has a key for, each with the name used there: each has
+  // its own key, so only this device can put them side by side. On a shared device,
+  // "Forget this device" (just below) empties the list.
+  async function showMyGroups() {
     const section = byId("my-groups");
-    const staff = roles.some((r) => r === "facilitator" || r === "supervisor" || r === "admin");
-    const all = staff && names ? await names.all() : {};
-    const ids = Object.keys(all).filter(isValidGroupId).sort();
-    section.hidden = ids.length === 0;
+    const groups = identities ? await identities.groups(names) : [];
+    const shown = groups.filter((g) => isValidGroupId(g.group));
+    section.hidden = shown.length === 0;
     byId("my-groups-list").replaceChildren(
-      ...ids.map((id) =>
+      ...shown.map((g) =>
         h(
           "li",
           {},
           h("button", {
             type: "button",
             className: "secondary",
-            text: `${id}, as ${all[id]}`,
-            on: { click: () => onGoToGroup(id) },
+            text: `${g.group}${g.name ? `, as ${g.name}` : ""}${g.sessionOnly ? " (this tab only)" : ""}`,
+            on: { click: () => onGoToGroup(g.group) },
           }),
         ),
       ),
@@ -176,5 +221,6 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
       showRoles(connection.roles);
     },
     setRoles: showRoles,
+    setIdentity: showIdentity,
   };
 }

@@ -14,6 +14,10 @@ const REASONS = {
   bad_payload: "It isn't in a form this app can check.",
   malformed: "It isn't in a form this app can check.",
   name_mismatch: "The name shown isn't the name this person signed.",
+  stale_counter:
+    "It came after newer messages from the same person, but was written before them, so it may be an old message sent again.",
+  time_far:
+    "It was written at a very different time from when it is said to have arrived, so it may be an old message sent again.",
   duplicate: "It reuses the counter of an earlier message from the same key, which the server never accepts, so it may be a copy.",
   wrong_channel:
     "It was signed for a different conversation (the group, a private check-in, or the facilitators' channel), so it may have been moved here.",
