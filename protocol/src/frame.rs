@@ -223,6 +223,28 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// A supervisor's private post on an escalation's line (§8.5), to a group
+    /// they have not joined.
+    LinePost {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// The escalation it is written under.
+        escalation: u64,
+        /// Envelope of kind `post`, with `to`.
+        env: SignedEnvelope,
+    },
+    /// Open an escalation's private line without joining its group (supervisors):
+    /// its history, then its new messages on this connection.
+    Line {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id.
+        escalation: u64,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -248,6 +270,8 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "rota",
     "push",
     "alerting",
+    "line_post",
+    "line",
 ];
 
 impl ClientFrame {
@@ -274,7 +298,9 @@ impl ClientFrame {
             | Self::SetRota { id, .. }
             | Self::Rota { id }
             | Self::Push { id, .. }
-            | Self::Alerting { id } => *id,
+            | Self::Alerting { id }
+            | Self::LinePost { id, .. }
+            | Self::Line { id, .. } => *id,
         }
     }
 
@@ -841,6 +867,19 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// Its entries.
         entries: Vec<crate::escalation::RotaEntry>,
+    },
+    /// Reply to `line`: an escalation's private line is open on this connection.
+    Line {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id.
+        escalation: u64,
+        /// Its group.
+        group: GroupId,
+        /// Whom the supervisor may write to there: the person it is about (unless
+        /// telling them is withheld) and the group's lead facilitator, if any.
+        to: Vec<crate::PublicKey>,
     },
     /// Reply to `alerting`: how on-call staff are reached away from the console.
     Alerting {

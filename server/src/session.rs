@@ -114,6 +114,9 @@ struct Session {
     outbox: Outbox,
     auth: Auth,
     joined: HashMap<GroupId, GroupHandle>,
+    /// Groups where this connection holds an escalation's private line open (a
+    /// supervisor's; not joined, no presence).
+    lines: HashMap<GroupId, GroupHandle>,
     failed_auths: u32,
     consecutive_errors: u32,
     /// Set while this connection has an unsigned request of each kind with the
@@ -170,6 +173,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         outbox,
         auth: Auth::Pending { challenge },
         joined: HashMap::new(),
+        lines: HashMap::new(),
         failed_auths: 0,
         consecutive_errors: 0,
         router_reads: Default::default(),
@@ -247,7 +251,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
             }
         }
     };
-    for (_, group) in session.joined.drain() {
+    for (_, group) in session.joined.drain().chain(session.lines.drain()) {
         group.leave(conn).await;
     }
     if matches!(session.auth, Auth::LoggedIn(_)) {
@@ -509,6 +513,24 @@ impl Session {
                 access_code,
                 env,
             } => self.join(id, group, after, access_code, env, ws).await,
+            ClientFrame::LinePost {
+                id,
+                group,
+                escalation,
+                env,
+            } => self.line_post(id, group, escalation, env).await,
+            ClientFrame::Line { id, escalation } => {
+                let key = self.user()?.key;
+                self.hub.limits.read(&key)?;
+                let grant = self.line_grant(key, escalation).await?;
+                let group = grant.group.clone();
+                let handle = self.hub.groups.handle(&group)?;
+                handle
+                    .line_open(self.outbox.clone(), key, id, escalation, grant)
+                    .await?;
+                self.lines.insert(group, handle);
+                Ok(())
+            }
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
                 let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
@@ -702,6 +724,63 @@ impl Session {
 
     /// Hands an admitted action to the group's task, which answers through the
     /// outbox once it is durable.
+    /// What the router lets `key` do on escalation `escalation`'s private line.
+    async fn line_grant(
+        &self,
+        key: PublicKey,
+        escalation: u64,
+    ) -> Result<crate::escalation::LineGrant, ServerError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.hub
+            .router
+            .send(RouterCommand::LineGrant {
+                key,
+                escalation,
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
+    /// A supervisor's private post on an escalation's line (§8.5): checked like a
+    /// post, allowed by the router, written by the group's task.
+    async fn line_post(
+        &mut self,
+        id: Option<u64>,
+        group: GroupId,
+        escalation: u64,
+        env: SignedEnvelope,
+    ) -> Result<(), ServerError> {
+        let key = self.user()?.key;
+        self.hub.limits.message(&key)?;
+        let payload: PostPayload = self.admit(&env, Kind::Post, Some(&group))?;
+        check_text("body", &payload.body, MAX_BODY_CHARS)?;
+        let to = payload.to.ok_or_else(|| {
+            ProtocolError::invalid("to", "a post on an escalation's line names whom it is to")
+        })?;
+        let grant = self.line_grant(key, escalation).await?;
+        if grant.group != group {
+            return Err(ServerError::WrongGroup {
+                signed: group,
+                frame: grant.group,
+            });
+        }
+        let handle = self.hub.groups.handle(&group)?;
+        handle
+            .line_post(
+                self.outbox.clone(),
+                key,
+                id,
+                payload.counter,
+                env,
+                to,
+                grant,
+            )
+            .await?;
+        self.lines.insert(group, handle);
+        Ok(())
+    }
+
     async fn forward_to_group(
         &mut self,
         id: Option<u64>,

@@ -180,6 +180,10 @@ pub struct EscalationRecord {
     /// read from the first flag).
     #[serde(default)]
     pub consent: Option<peerhub_protocol::escalation::Consent>,
+    /// The display name of the person it is about in its group when it was raised
+    /// (shown to supervisors and admins only; `None` if the hub had none).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A co-produced record.
