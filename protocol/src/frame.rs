@@ -236,6 +236,12 @@ pub enum ClientFrame {
         /// Envelope of kind `post`, with `to`.
         env: SignedEnvelope,
     },
+    /// The staff who have redeemed invites, with their roles and names (admins).
+    Staff {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
     /// Open an escalation's private line without joining its group (supervisors):
     /// its history, then its new messages on this connection.
     Line {
@@ -272,6 +278,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "alerting",
     "line_post",
     "line",
+    "staff",
 ];
 
 impl ClientFrame {
@@ -300,7 +307,8 @@ impl ClientFrame {
             | Self::Push { id, .. }
             | Self::Alerting { id }
             | Self::LinePost { id, .. }
-            | Self::Line { id, .. } => *id,
+            | Self::Line { id, .. }
+            | Self::Staff { id } => *id,
         }
     }
 
@@ -360,6 +368,19 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
         id,
         error: ProtocolError::Malformed(e.to_string()),
     })
+}
+
+/// Someone holding a role, as the admin's staff list shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffMember {
+    /// Their key.
+    pub key: crate::PublicKey,
+    /// Their roles.
+    pub roles: Vec<Role>,
+    /// The name they gave when they redeemed an invite, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A role granted to a key by an invite.
@@ -867,6 +888,17 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// Its entries.
         entries: Vec<crate::escalation::RotaEntry>,
+    },
+    /// Reply to `staff`: the keys holding a role, with their names.
+    Staff {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Named ones first, by name; at most [`crate::limits::MAX_STAFF_LISTED`].
+        staff: Vec<StaffMember>,
+        /// More hold a role than are listed.
+        #[serde(default)]
+        more: bool,
     },
     /// Reply to `line`: an escalation's private line is open on this connection.
     Line {

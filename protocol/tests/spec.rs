@@ -341,6 +341,7 @@ fn client_variant(frame: &ClientFrame) -> (&'static str, Option<Kind>) {
         ClientFrame::Alerting { .. } => ("alerting", None),
         ClientFrame::LinePost { .. } => ("line_post", Some(Kind::Post)),
         ClientFrame::Line { .. } => ("line", None),
+        ClientFrame::Staff { .. } => ("staff", None),
     }
 }
 
@@ -369,7 +370,8 @@ fn client_env(frame: &ClientFrame) -> Option<(&SignedEnvelope, Option<&GroupId>)
         | ClientFrame::EscalationDetail { .. }
         | ClientFrame::Rota { .. }
         | ClientFrame::Alerting { .. }
-        | ClientFrame::Line { .. } => None,
+        | ClientFrame::Line { .. }
+        | ClientFrame::Staff { .. } => None,
     }
 }
 
@@ -469,6 +471,7 @@ fn every_client_frame() -> Vec<ClientFrame> {
             env: env(Kind::Post),
         },
         ClientFrame::Line { id, escalation: 3 },
+        ClientFrame::Staff { id },
     ]
 }
 
@@ -498,6 +501,7 @@ fn server_variant(frame: &ServerFrame) -> &'static str {
         ServerFrame::Rota { .. } => "rota",
         ServerFrame::Alerting { .. } => "alerting",
         ServerFrame::Line { .. } => "line",
+        ServerFrame::Staff { .. } => "staff",
         ServerFrame::Error { .. } => "error",
         ServerFrame::Shutdown { .. } => "shutdown",
     }
@@ -773,6 +777,15 @@ fn every_server_frame() -> Vec<ServerFrame> {
             group: demo(),
             to: vec![someone()],
         },
+        ServerFrame::Staff {
+            id,
+            staff: vec![peerhub_protocol::frame::StaffMember {
+                key: someone(),
+                roles: vec![Role::Supervisor],
+                name: Some("Sam".into()),
+            }],
+            more: false,
+        },
     ]
 }
 
@@ -961,6 +974,7 @@ fn full_payload(kind: Kind) -> Value {
         }),
         Kind::Redeem => serde_json::to_value(RedeemPayload {
             token: "t".into(),
+            name: Some("Sam".into()),
             counter,
             ts,
         }),
@@ -2090,7 +2104,7 @@ fn escalation_values_are_listed_where_they_are_used() {
 
 #[test]
 fn limits_table_matches_limits_rs() {
-    let expected: [(&str, u64); 10] = [
+    let expected: [(&str, u64); 11] = [
         ("max_frame_bytes", limits::MAX_FRAME_BYTES as u64),
         ("hard_frame_bytes", limits::HARD_FRAME_BYTES as u64),
         ("max_body_chars", limits::MAX_BODY_CHARS as u64),
@@ -2100,6 +2114,7 @@ fn limits_table_matches_limits_rs() {
         ("max_clock_skew_ms", limits::MAX_CLOCK_SKEW_MS),
         ("history_on_join", limits::HISTORY_ON_JOIN),
         ("joined_members_max", limits::JOINED_MEMBERS_MAX as u64),
+        ("max_staff_listed", limits::MAX_STAFF_LISTED as u64),
         ("max_group_id_len", MAX_GROUP_ID_LEN as u64),
     ];
     let rows = table_rows(&section("Limits"));

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::frame::StaffMember;
 use peerhub_protocol::frame::{
     decode_client_frame, Channel, Limits, RecordInfo, Role, ServerFrame,
 };
-use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_STAFF_LISTED};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
     AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, EscalationActPayload,
@@ -519,6 +520,41 @@ impl Session {
                 escalation,
                 env,
             } => self.line_post(id, group, escalation, env).await,
+            ClientFrame::Staff { id } => {
+                let key = self.user()?.key;
+                self.hub.limits.read(&key)?;
+                if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
+                    return Err(ServerError::Forbidden("only admins list the staff"));
+                }
+                let mut staff: Vec<StaffMember> = self
+                    .hub
+                    .store
+                    .staff_accounts()?
+                    .into_iter()
+                    .map(|(key, account)| StaffMember {
+                        key,
+                        roles: account.roles,
+                        name: account.name,
+                    })
+                    .collect();
+                staff.sort_by(|a, b| {
+                    (
+                        a.name.is_none(),
+                        a.name.as_ref().map(|n| n.to_lowercase()),
+                        a.key.0,
+                    )
+                        .cmp(&(
+                            b.name.is_none(),
+                            b.name.as_ref().map(|n| n.to_lowercase()),
+                            b.key.0,
+                        ))
+                });
+                let more = staff.len() > MAX_STAFF_LISTED;
+                staff.truncate(MAX_STAFF_LISTED);
+                self.reply(ws, &ServerFrame::Staff { id, staff, more })
+                    .await;
+                Ok(())
+            }
             ClientFrame::Line { id, escalation } => {
                 let key = self.user()?.key;
                 self.hub.limits.read(&key)?;
@@ -808,8 +844,23 @@ impl Session {
     ) -> Result<(), ServerError> {
         let payload: RedeemPayload = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
+        // A staff name is checked before the invite is spent: bad input changes nothing.
+        if let Some(name) = &payload.name {
+            let normal = normalise_display_name(name)?;
+            if normal != *name {
+                return Err(ProtocolError::invalid(
+                    "name",
+                    format!("sign the name in its normalised form: {normal:?}"),
+                )
+                .into());
+            }
+        }
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
+        if let (Some(name), Some(_)) = (&payload.name, granted.role.account_role()) {
+            self.hub.store.set_account_name(&key, name)?;
+            self.hub.committer.commit().await?;
+        }
         tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
         self.hub
             .router

@@ -60,6 +60,7 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::Rota { id, .. }
         | ServerFrame::Alerting { id, .. }
         | ServerFrame::Line { id, .. }
+        | ServerFrame::Staff { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }

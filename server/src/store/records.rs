@@ -13,6 +13,9 @@ pub struct AccountRecord {
     pub roles: Vec<Role>,
     /// When the first role was granted (ms since the Unix epoch).
     pub created_ms: u64,
+    /// The name given with the last invite redeemed with one (staff lists, rota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// An invite: a single-use token that grants a role (or membership of one

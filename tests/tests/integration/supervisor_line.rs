@@ -504,3 +504,81 @@ async fn the_line_survives_a_restart_on_both_sides() {
         .await;
     assert_code(&reply, ErrorCode::Forbidden);
 }
+
+/// A `redeem` of `token` giving `name` (signed exactly as given).
+async fn redeem_named(client: &mut Client, token: &str, name: &str) -> ServerFrame {
+    let me = client.identity.clone().unwrap();
+    let env = me.signed(Kind::Redeem, |counter, ts| {
+        peerhub_protocol::payload::RedeemPayload {
+            token: token.into(),
+            name: Some(name.into()),
+            counter,
+            ts,
+        }
+    });
+    client.request(|id| ClientFrame::Redeem { id, env }).await
+}
+
+/// Issue 15: the admin pasted a 43-character key into the rota. Now staff give a
+/// name when they redeem, and the admin lists the staff by those names.
+#[tokio::test]
+async fn an_admin_lists_the_staff_by_the_names_they_gave() {
+    use peerhub_protocol::payload::InviteRole;
+    let mut server = TestServer::start().await;
+    let mut admin = server.admin().await;
+
+    let token = admin.invite(InviteRole::Supervisor, None).await;
+    let sam_id = Identity::generate();
+    let mut sam = server.login(&sam_id).await;
+    // A name not in its normalised form, or one that looks like a role, is refused
+    // before the invite is spent.
+    let reply = redeem_named(&mut sam, &token, "  Sam ").await;
+    assert_code(&reply, ErrorCode::Invalid);
+    let reply = redeem_named(&mut sam, &token, "Supervisor").await;
+    assert_code(&reply, ErrorCode::Invalid);
+    let reply = redeem_named(&mut sam, &token, "Sam").await;
+    assert!(matches!(reply, ServerFrame::Redeemed { .. }), "{reply:?}");
+
+    let token = admin.invite(InviteRole::Facilitator, None).await;
+    let jo_id = Identity::generate();
+    let mut jo = server.login(&jo_id).await;
+    let reply = redeem_named(&mut jo, &token, "Jo").await;
+    assert!(matches!(reply, ServerFrame::Redeemed { .. }), "{reply:?}");
+
+    // Only admins list the staff.
+    for client in [&mut sam, &mut jo] {
+        let reply = client.request(|id| ClientFrame::Staff { id }).await;
+        assert_code(&reply, ErrorCode::Forbidden);
+    }
+    let mut someone = server.login(&Identity::generate()).await;
+    let reply = someone.request(|id| ClientFrame::Staff { id }).await;
+    assert_code(&reply, ErrorCode::Forbidden);
+
+    let reply = admin.request(|id| ClientFrame::Staff { id }).await;
+    let ServerFrame::Staff { staff, more, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(!more);
+    let names: Vec<Option<&str>> = staff.iter().map(|s| s.name.as_deref()).collect();
+    assert_eq!(
+        names,
+        vec![Some("Jo"), Some("Sam"), None],
+        "named first, by name"
+    );
+    assert_eq!(staff[0].key, jo_id.key());
+    assert_eq!(staff[0].roles, vec![Role::Facilitator]);
+    assert_eq!(staff[1].key, sam_id.key());
+    assert_eq!(staff[1].roles, vec![Role::Supervisor]);
+    assert_eq!(staff[2].key, admin.identity.clone().unwrap().key());
+
+    // Kept across a restart.
+    let admin_id = admin.identity.clone().unwrap();
+    drop((admin, sam, jo, someone));
+    let server = server.restart().await;
+    let mut admin = server.login(&admin_id).await;
+    let reply = admin.request(|id| ClientFrame::Staff { id }).await;
+    let ServerFrame::Staff { staff: again, .. } = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(again, staff);
+}
