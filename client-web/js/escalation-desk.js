@@ -31,6 +31,7 @@ import {
   escalationActPayload,
   Kind,
   MAIN,
+  postPayload,
   rotaPayload,
   SEVERITIES,
   severityRank,
@@ -65,6 +66,8 @@ export function readView(v) {
     id: v.id,
     group: v.group,
     about: v.about,
+    // The person's name in the group, for staff (the hub's, at the time it was raised).
+    name: typeof v.name === "string" && v.name.trim() !== "" ? v.name.slice(0, 200) : null,
     severity: v.severity,
     status: v.status,
     level: v.level,
@@ -382,6 +385,23 @@ export class EscalationDesk extends EventTarget {
     return this.conn.signedRequest("escalation", Kind.ESCALATION, (counter, ts) =>
       escalationActPayload(id, action, counter, ts),
     );
+  }
+
+  /**
+   * Opens escalation `id`'s private line on this connection without joining its
+   * group (§8.5): the history arrives as `event` pushes, then the `line` reply —
+   * resolves with it ({ group, to: keys we may write to }).
+   */
+  openLine(id) {
+    return this.conn.request("line", { escalation: id });
+  }
+
+  /** Writes privately on escalation `id`'s line to `to` (the person or the lead). */
+  linePost(id, group, to, body) {
+    return this.conn.signedRequest("line_post", Kind.POST, (counter, ts) => postPayload(group, body, to, counter, ts), {
+      group,
+      escalation: id,
+    });
   }
 
   /** Replaces the rota (admins). Resolves with `ok`, then reads it back. */

@@ -253,6 +253,10 @@ pub struct EscalationSummary {
     pub group: crate::GroupId,
     /// The person it is about.
     pub about: PublicKey,
+    /// Their display name in that group when the escalation was raised, for
+    /// supervisors and admins (absent for anyone else, or if the hub has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The highest severity of its flags.
     pub severity: Severity,
     /// The consent of its first flag.

@@ -223,6 +223,34 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// A supervisor's private post on an escalation's line (§8.5), to a group
+    /// they have not joined.
+    LinePost {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The group.
+        group: GroupId,
+        /// The escalation it is written under.
+        escalation: u64,
+        /// Envelope of kind `post`, with `to`.
+        env: SignedEnvelope,
+    },
+    /// The staff who have redeemed invites, with their roles and names (admins).
+    Staff {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Open an escalation's private line without joining its group (supervisors):
+    /// its history, then its new messages on this connection.
+    Line {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id.
+        escalation: u64,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -248,6 +276,9 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "rota",
     "push",
     "alerting",
+    "line_post",
+    "line",
+    "staff",
 ];
 
 impl ClientFrame {
@@ -274,7 +305,10 @@ impl ClientFrame {
             | Self::SetRota { id, .. }
             | Self::Rota { id }
             | Self::Push { id, .. }
-            | Self::Alerting { id } => *id,
+            | Self::Alerting { id }
+            | Self::LinePost { id, .. }
+            | Self::Line { id, .. }
+            | Self::Staff { id } => *id,
         }
     }
 
@@ -425,6 +459,19 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
         id,
         error: ProtocolError::Malformed(e.to_string()),
     })
+}
+
+/// Someone holding a role, as the admin's staff list shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffMember {
+    /// Their key.
+    pub key: crate::PublicKey,
+    /// Their roles.
+    pub roles: Vec<Role>,
+    /// The name they gave when they redeemed an invite, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A role granted to a key by an invite.
@@ -932,6 +979,30 @@ pub enum ServerFrame {
         id: Option<u64>,
         /// Its entries.
         entries: Vec<crate::escalation::RotaEntry>,
+    },
+    /// Reply to `staff`: the keys holding a role, with their names.
+    Staff {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Named ones first, by name; at most [`crate::limits::MAX_STAFF_LISTED`].
+        staff: Vec<StaffMember>,
+        /// More hold a role than are listed.
+        #[serde(default)]
+        more: bool,
+    },
+    /// Reply to `line`: an escalation's private line is open on this connection.
+    Line {
+        /// Echoed request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// The escalation's id.
+        escalation: u64,
+        /// Its group.
+        group: GroupId,
+        /// Whom the supervisor may write to there: the person it is about (unless
+        /// telling them is withheld) and the group's lead facilitator, if any.
+        to: Vec<crate::PublicKey>,
     },
     /// Reply to `alerting`: how on-call staff are reached away from the console.
     Alerting {

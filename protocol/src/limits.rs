@@ -29,3 +29,6 @@ pub const HISTORY_ON_JOIN: u64 = 100;
 
 /// Most members a `joined` frame lists (`members_total` says how many there are).
 pub const JOINED_MEMBERS_MAX: usize = 1_000;
+
+/// Most people a `staff` frame lists (`more` says when there are others).
+pub const MAX_STAFF_LISTED: usize = 500;

@@ -103,6 +103,10 @@ pub struct AuthPayload {
 pub struct RedeemPayload {
     /// The invite token, as printed or linked.
     pub token: String,
+    /// For a staff invite: the name colleagues know the redeemer by (the admin's
+    /// staff list and rota show it), in its normalised display-name form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Per-key counter.
     pub counter: u64,
     /// Client clock.

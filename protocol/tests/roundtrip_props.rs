@@ -275,7 +275,12 @@ fn payload() -> impl Strategy<Value = (Kind, String)> {
             .prop_map(|(challenge, ts)| json(Kind::Auth, &AuthPayload { challenge, ts })),
         (text(20), counted()).prop_map(|(token, (counter, ts))| json(
             Kind::Redeem,
-            &RedeemPayload { token, counter, ts }
+            &RedeemPayload {
+                token,
+                name: None,
+                counter,
+                ts
+            }
         )),
         (
             (group_id(), text(20), group_kind, opt_text(), opt_text()),

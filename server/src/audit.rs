@@ -152,6 +152,9 @@ pub mod action {
     pub const ESCALATION_RESOLVE: &str = "escalation.resolve";
     /// An operator listed the escalation queue (signed by the hub's key).
     pub const ADMIN_ESCALATION_LIST: &str = "admin.escalation_list";
+    /// A supervisor wrote on an escalation's private line (the signed post; its
+    /// envelope becomes a digest when an ephemeral session ends, as a redaction's).
+    pub const ESCALATION_LINE: &str = "escalation.line";
 }
 
 /// The domain separator hashed before every entry.
@@ -654,7 +657,9 @@ impl AuditLog {
                 }
             }
             let in_group = body.group.as_ref() == Some(group);
-            let redaction = in_group && body.action == action::CONTROL_REDACT;
+            let redaction = in_group
+                && (body.action == action::CONTROL_REDACT
+                    || body.action == action::ESCALATION_LINE);
             for env in &mut body.envelopes {
                 let EntryEnvelope::Signed(signed) = env else {
                     continue;

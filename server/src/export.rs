@@ -514,6 +514,7 @@ mod tests {
             merged: 0,
             counted: 0,
             consent: None,
+            name: None,
         }
     }
 

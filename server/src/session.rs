@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use peerhub_protocol::envelope::Kind;
+use peerhub_protocol::frame::StaffMember;
 use peerhub_protocol::frame::{
     decode_client_frame, Channel, Limits, RecordInfo, Role, ServerFrame,
 };
-use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS};
+use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_STAFF_LISTED};
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
     AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, EscalationActPayload,
@@ -118,6 +119,9 @@ struct Session {
     outbox: Outbox,
     auth: Auth,
     joined: HashMap<GroupId, GroupHandle>,
+    /// Groups where this connection holds an escalation's private line open (a
+    /// supervisor's; not joined, no presence).
+    lines: HashMap<GroupId, GroupHandle>,
     failed_auths: u32,
     consecutive_errors: u32,
     /// Set while this connection has an unsigned request of each kind with the
@@ -174,6 +178,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         outbox,
         auth: Auth::Pending { challenge },
         joined: HashMap::new(),
+        lines: HashMap::new(),
         failed_auths: 0,
         consecutive_errors: 0,
         router_reads: Default::default(),
@@ -253,7 +258,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
             }
         }
     };
-    for (_, group) in session.joined.drain() {
+    for (_, group) in session.joined.drain().chain(session.lines.drain()) {
         group.leave(conn).await;
     }
     if matches!(session.auth, Auth::LoggedIn(_)) {
@@ -515,6 +520,59 @@ impl Session {
                 access_code,
                 env,
             } => self.join(id, group, after, access_code, env, ws).await,
+            ClientFrame::LinePost {
+                id,
+                group,
+                escalation,
+                env,
+            } => self.line_post(id, group, escalation, env).await,
+            ClientFrame::Staff { id } => {
+                let key = self.user()?.key;
+                self.hub.limits.read(&key)?;
+                if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
+                    return Err(ServerError::Forbidden("only admins list the staff"));
+                }
+                let mut staff: Vec<StaffMember> = self
+                    .hub
+                    .store
+                    .staff_accounts()?
+                    .into_iter()
+                    .map(|(key, account)| StaffMember {
+                        key,
+                        roles: account.roles,
+                        name: account.name,
+                    })
+                    .collect();
+                staff.sort_by(|a, b| {
+                    (
+                        a.name.is_none(),
+                        a.name.as_ref().map(|n| n.to_lowercase()),
+                        a.key.0,
+                    )
+                        .cmp(&(
+                            b.name.is_none(),
+                            b.name.as_ref().map(|n| n.to_lowercase()),
+                            b.key.0,
+                        ))
+                });
+                let more = staff.len() > MAX_STAFF_LISTED;
+                staff.truncate(MAX_STAFF_LISTED);
+                self.reply(ws, &ServerFrame::Staff { id, staff, more })
+                    .await;
+                Ok(())
+            }
+            ClientFrame::Line { id, escalation } => {
+                let key = self.user()?.key;
+                self.hub.limits.read(&key)?;
+                let grant = self.line_grant(key, escalation).await?;
+                let group = grant.group.clone();
+                let handle = self.hub.groups.handle(&group)?;
+                handle
+                    .line_open(self.outbox.clone(), key, id, escalation, grant)
+                    .await?;
+                self.lines.insert(group, handle);
+                Ok(())
+            }
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
                 let (payload, ticket): (PostPayload, _) =
@@ -715,6 +773,63 @@ impl Session {
 
     /// Hands an admitted action to the group's task, which answers through the
     /// outbox once it is durable.
+    /// What the router lets `key` do on escalation `escalation`'s private line.
+    async fn line_grant(
+        &self,
+        key: PublicKey,
+        escalation: u64,
+    ) -> Result<crate::escalation::LineGrant, ServerError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.hub
+            .router
+            .send(RouterCommand::LineGrant {
+                key,
+                escalation,
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
+    /// A supervisor's private post on an escalation's line (§8.5): checked like a
+    /// post, allowed by the router, written by the group's task.
+    async fn line_post(
+        &mut self,
+        id: Option<u64>,
+        group: GroupId,
+        escalation: u64,
+        env: SignedEnvelope,
+    ) -> Result<(), ServerError> {
+        let key = self.user()?.key;
+        self.hub.limits.message(&key)?;
+        let (payload, ticket): (PostPayload, _) = self.admit(&env, Kind::Post, Some(&group))?;
+        check_text("body", &payload.body, MAX_BODY_CHARS)?;
+        let to = payload.to.ok_or_else(|| {
+            ProtocolError::invalid("to", "a post on an escalation's line names whom it is to")
+        })?;
+        let grant = self.line_grant(key, escalation).await?;
+        if grant.group != group {
+            return Err(ServerError::WrongGroup {
+                signed: group,
+                frame: grant.group,
+            });
+        }
+        let handle = self.hub.groups.handle(&group)?;
+        handle
+            .line_post(
+                self.outbox.clone(),
+                key,
+                id,
+                ticket,
+                env,
+                to,
+                grant,
+            )
+            .await?;
+        self.lines.insert(group, handle);
+        Ok(())
+    }
+
     async fn forward_to_group(
         &mut self,
         id: Option<u64>,
@@ -743,8 +858,23 @@ impl Session {
         // Held until this function returns: after the counter is written.
         let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None)?;
         let key = self.user()?.key;
+        // A staff name is checked before the invite is spent: bad input changes nothing.
+        if let Some(name) = &payload.name {
+            let normal = normalise_display_name(name)?;
+            if normal != *name {
+                return Err(ProtocolError::invalid(
+                    "name",
+                    format!("sign the name in its normalised form: {normal:?}"),
+                )
+                .into());
+            }
+        }
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
+        if let (Some(name), Some(_)) = (&payload.name, granted.role.account_role()) {
+            self.hub.store.set_account_name(&key, name)?;
+            self.hub.committer.commit().await?;
+        }
         tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
         self.hub
             .router

@@ -312,24 +312,31 @@ test("on a phone, help stays in reach, private messages are seen when they come,
   // The supervisor writes while River reads Jo's thread: the thread stays, the notice comes.
   const card = sup.locator("#queue-list > li").first();
   await card.getByRole("button", { name: "Acknowledge: I'll take it" }).click();
+  // Issue 15: the supervisor writes on the escalation's line, without joining the group.
   await card.getByRole("button", { name: "Write privately to the person" }).click();
-  await sup.locator("#private-input").fill("Hi River, I'm Sam, a supervisor. I'm here now.");
-  await sup.locator("#private-input").press("Enter");
-  await alertBox.locator("#private-alert-open", { hasText: "Sam, a supervisor, has written to you privately" }).waitFor();
+  await card.getByLabel("Your message").fill("Hi River, I'm Sam, a supervisor. I'm here now.");
+  await card.getByRole("button", { name: "Send privately" }).click();
+  await alertBox.locator("#private-alert-open", { hasText: "A supervisor has written to you privately" }).waitFor();
   assert.equal(await onScreen(p, "#private-alert-open"), "ok", "the supervisor's notice is on screen when it arrives");
   assert.match(await p.locator("#private-title").textContent(), /Jo/, "the open thread is not taken over");
   await helpInReach(p, "supervisor's notice");
   await shot(p, "supervisor-notice");
   await axeAt(p, "supervisor's notice", axeFailures);
   await p.locator("#private-alert-open").tap();
-  await p.locator("#private-title", { hasText: "Sam" }).waitFor();
+  await p.locator("#private-title", { hasText: "A supervisor" }).waitFor();
   assert.equal(await onScreen(p, "#private-logs ol:not([hidden]) > li:last-child"), "ok", "the supervisor's message is on screen");
   assert.match(await p.locator("#private-logs ol:not([hidden]) > li:last-child").textContent(), /I'm Sam, a supervisor/);
   await noCryptoWords(p, "supervisor's thread");
+  // River answers on the line; Sam reads it in the console, still outside the group.
+  await p.locator("#private-input").fill("Thank you. I'd like that.");
+  await p.locator("#private-input").press("Enter");
+  await card.locator(".esc-line li", { hasText: "I'd like that" }).waitFor();
   await p.locator("#private-close").tap();
 
-  // Sam is staff and in the group now: the lead can be handed to them, after a
-  // confirmation that says what it means; "Cancel" changes nothing.
+  // Sam joins the group openly (the card's "Join the group"): staff in the group
+  // can be handed the lead, after a confirmation that says what it means;
+  // "Cancel" changes nothing.
+  await card.getByRole("button", { name: "Join the group" }).click();
   const samRow = fac.locator("#member-list li", { hasText: "Sam" });
   await samRow.getByRole("button", { name: "Actions for Sam" }).click();
   await samRow.getByRole("button", { name: "Hand over the lead" }).click();

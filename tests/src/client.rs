@@ -59,6 +59,8 @@ pub fn reply_id(frame: &ServerFrame) -> Option<u64> {
         | ServerFrame::EscalationDetail { id, .. }
         | ServerFrame::Rota { id, .. }
         | ServerFrame::Alerting { id, .. }
+        | ServerFrame::Line { id, .. }
+        | ServerFrame::Staff { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }
@@ -475,6 +477,25 @@ impl Client {
             ServerFrame::Ack { seq, .. } => seq,
             other => panic!("post refused: {other:?}"),
         }
+    }
+
+    /// A supervisor's private post on escalation `escalation`'s line, without
+    /// joining: the ack, an error frame, or how the connection closed first.
+    pub async fn try_line_post(
+        &mut self,
+        group: &str,
+        escalation: u64,
+        env: SignedEnvelope,
+    ) -> Result<ServerFrame, Closed> {
+        let id = self.next_id();
+        let frame = ClientFrame::LinePost {
+            id: Some(id),
+            group: gid(group),
+            escalation,
+            env,
+        };
+        self.send(&frame).await;
+        self.try_reply_to(id).await
     }
 
     /// The next main-channel event of `group` (other frames stay buffered).

@@ -143,6 +143,7 @@ impl Identity {
             Kind::Redeem,
             &RedeemPayload {
                 token: token.to_string(),
+                name: None,
                 counter: self.next_counter(),
                 ts: now_ms(),
             },

@@ -11,7 +11,16 @@
 
 import { fingerprint, shortTag } from "../encoding.js";
 import { sentenceFor } from "../errors.js";
-import { checkText, EscalationAct, EscalationStatus, LEVEL_UNANSWERED } from "../protocol.js";
+import {
+  channelKey,
+  checkText,
+  EscalationAct,
+  EscalationStatus,
+  Kind,
+  LEVEL_UNANSWERED,
+  pairKeys,
+  verifyEnvelope,
+} from "../protocol.js";
 import { durationWords, formatDateTime, formatTime } from "../time-words.js";
 import { h, setFieldError } from "./dom.js";
 import { errorSentence, runWithStatus } from "./feedback.js";
@@ -53,16 +62,20 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   let entry = null;
   let view = null;
 
+  // Names, not keys (issue 15): the hub's name for the person (`view.name`), a
+  // verified pseudonym when we know one; a key only when asked ("Show key").
   const who = (key, { capital = false } = {}) => {
     if (key === me) {
       return capital ? "You" : "you";
     }
-    const name = view ? nameFor(view.group, key) : null;
-    const tag = `key ${shortTag(key)}`;
+    const name = view ? (key === view.about && view.name) || nameFor(view.group, key) : null;
     if (name) {
-      return `${name} (${tag})`;
+      return name;
     }
-    return `${capital ? "Someone" : "someone"} (${tag})`;
+    if (view && key === view.about) {
+      return capital ? "The person" : "the person";
+    }
+    return capital ? "Someone" : "someone";
   };
   const keyTitle = (key) => `Key ${fingerprint(key)}`;
 
@@ -83,10 +96,13 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   });
   const join = h("button", { type: "button", className: "secondary", text: "Join the group" });
   join.addEventListener("click", () => runAction(join, () => onJoin(view.group)));
+  // Writing privately goes on the escalation's line: the supervisor never joins the
+  // group, so nobody there learns that a supervisor came, or for whom.
   const toPerson = h("button", { type: "button", className: "secondary", text: "Write privately to the person" });
-  toPerson.addEventListener("click", () => runAction(toPerson, () => onPrivate(view.group, view.about)));
+  toPerson.addEventListener("click", () => runAction(toPerson, () => openLine("person")));
   const toLead = h("button", { type: "button", className: "secondary", text: "Write privately to the facilitator" });
-  toLead.addEventListener("click", () => runAction(toLead, () => onPrivate(view.group, "lead")));
+  toLead.addEventListener("click", () => runAction(toLead, () => openLine("lead")));
+  void onPrivate; // kept for callers; the line replaced joining to write privately
 
   async function runAction(button, fn) {
     button.disabled = true;
@@ -190,6 +206,120 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
     h("details", { className: "esc-part", on: { toggle: readOnOpen } }, stepsSummary, stepsList),
   );
   const handling = h("div", { className: "esc-handling" }, noteForm, handoverForm, handoverEmpty, resolveForm);
+
+  // ---- the private line (PROTOCOL.md §8.5) ----
+  let line = null; // { group, to: [keys] } once open on this connection
+  const lineSeen = new Set();
+  const lineSummary = h("summary", { text: "Private line" });
+  const lineHint = h("p", {
+    className: "hint",
+    text: "The person sees this as a private message from a supervisor. You do not join the group, and nobody else there is told.",
+  });
+  const lineList = h("ol", { className: "esc-list esc-line" });
+  const lineTo = h("select", { id: `${id}-line-to` });
+  const lineField = h("textarea", { id: `${id}-line-text`, rows: 2 });
+  const lineError = h("p", { className: "field-error", id: `${id}-line-error`, hidden: true, attrs: { role: "alert" } });
+  lineField.setAttribute("aria-describedby", `${id}-line-error`);
+  const lineSend = h("button", { type: "submit", className: "secondary", text: "Send privately" });
+  const lineForm = h(
+    "form",
+    { className: "esc-form", attrs: { novalidate: true } },
+    h("label", { attrs: { for: lineTo.id }, text: "To" }),
+    lineTo,
+    h("label", { attrs: { for: lineField.id }, text: "Your message" }),
+    lineField,
+    lineError,
+    lineSend,
+  );
+  const lineDetails = h("details", { className: "esc-part esc-line-part" }, lineSummary, lineHint, lineList, lineForm);
+  lineDetails.addEventListener("toggle", () => {
+    if (lineDetails.open && !line) {
+      openLine(null).catch((err) => {
+        status.textContent = errorSentence(err);
+        status.dataset.tone = "error";
+      });
+    }
+  });
+
+  function lineWho(key) {
+    if (key === me) {
+      return "You";
+    }
+    if (view && key === view.about) {
+      return who(key, { capital: true });
+    }
+    return nameFor(view.group, key) ?? "The facilitator";
+  }
+
+  async function onLineEvent(ev) {
+    const frame = ev.detail;
+    if (!view || frame?.type !== "event" || frame.group !== view.group || !frame.env) {
+      return;
+    }
+    const keys = pairKeys(channelKey(frame.channel));
+    if (!keys || !keys.includes(me) || !Number.isSafeInteger(frame.seq)) {
+      return;
+    }
+    const tag = `${channelKey(frame.channel)}#${frame.seq}`;
+    if (lineSeen.has(tag)) {
+      return;
+    }
+    lineSeen.add(tag);
+    const check = await verifyEnvelope(frame.env, { kind: Kind.POST, group: view.group });
+    const item = h("li", { className: "esc-line-item" }, ...envelopeLine(check, { whoKey: frame.env.key, body: check.payload?.body }));
+    if (check.verified) {
+      item.querySelector(".msg-author").textContent = lineWho(frame.env.key);
+    }
+    lineList.append(item);
+  }
+  desk.conn.addEventListener("push", onLineEvent);
+  // A line is open on one connection: after a new login, open it again (its
+  // history comes again; what was shown is not repeated).
+  desk.conn.addEventListener("authenticated", () => {
+    line = null;
+    if (lineDetails.open && view && view.status !== EscalationStatus.RESOLVED) {
+      openLine(null).catch(() => {});
+    }
+  });
+
+  /** Opens the line (once per connection) and the form, `pick`ing the person or the lead. */
+  async function openLine(pick) {
+    if (!line) {
+      const reply = await desk.openLine(view.id);
+      line = { group: reply.group, to: Array.isArray(reply.to) ? reply.to : [] };
+    }
+    lineTo.replaceChildren(
+      ...line.to.map((k) =>
+        h("option", { value: k, text: k === view.about ? who(k, { capital: true }) : `${nameFor(view.group, k) ?? "The lead facilitator"} (facilitator)` }),
+      ),
+    );
+    const wanted = pick === "person" ? view.about : pick === "lead" ? line.to.find((k) => k !== view.about) : null;
+    if (wanted && line.to.includes(wanted)) {
+      lineTo.value = wanted;
+    } else if (pick === "person") {
+      setFieldError(lineField, lineError, "The flag asked for the person not to be told yet: write to the facilitator.");
+    }
+    lineSend.disabled = line.to.length === 0;
+    lineDetails.open = true;
+    if (pick) {
+      lineField.focus();
+    }
+  }
+
+  lineForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = lineField.value.trim();
+    const problem = checkText(text, { required: true, limits: desk.conn.limits });
+    if (problem) {
+      setFieldError(lineField, lineError, sentenceFor(problem === "empty_text" ? "empty_body" : problem));
+      lineField.focus();
+      return;
+    }
+    setFieldError(lineField, lineError, "");
+    if (await runWithStatus(lineSend, status, () => desk.linePost(view.id, view.group, lineTo.value, text), "Sent privately.")) {
+      lineField.value = "";
+    }
+  });
   const li = h(
     "li",
     { className: "esc-card", attrs: { "aria-labelledby": `${id}-title` } },
@@ -200,6 +330,7 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
     actions,
     status,
     details,
+    lineDetails,
     handling,
   );
 
@@ -392,10 +523,17 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
       h("span", { className: `severity severity-${sev}` }, h("span", { attrs: { "aria-hidden": "true" }, text: `${SEVERITY_SYMBOL[sev]} ` }), SEVERITY_LABEL[sev]),
       ` Escalation ${view.id} in group ${view.group}`,
     );
+    const keyShown = about.querySelector("details")?.open ?? false;
     about.replaceChildren(
       "About ",
-      h("strong", { text: who(view.about), attrs: { title: keyTitle(view.about) } }),
-      `. ${SEVERITY_MEANING[sev][0].toUpperCase()}${SEVERITY_MEANING[sev].slice(1)}. Raised ${formatTime(view.createdMs)}.`,
+      h("strong", { text: who(view.about) }),
+      `. ${SEVERITY_MEANING[sev][0].toUpperCase()}${SEVERITY_MEANING[sev].slice(1)}. Raised ${formatTime(view.createdMs)}. `,
+      h(
+        "details",
+        { className: "esc-key", open: keyShown },
+        h("summary", { text: "Show key" }),
+        h("span", { text: `key ${shortTag(view.about)}`, attrs: { title: keyTitle(view.about) } }),
+      ),
     );
     state.textContent = stateWords();
     const open = view.status === EscalationStatus.OPEN;

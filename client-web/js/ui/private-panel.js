@@ -108,6 +108,11 @@ export function createPrivatePanel({ connection }) {
     if (session.member(peer)?.verified || session.isFacilitator(peer)) {
       return facilitatorName(session, peer, { capital });
     }
+    // Not a member, seen from the room: only a supervisor on an escalation's line
+    // writes privately without joining (PROTOCOL.md §8.5).
+    if (session.inRoom && !session.member(peer)) {
+      return capital ? "A supervisor" : "a supervisor";
+    }
     // Someone we can't see (we are still waiting): a facilitator or a supervisor.
     return capital ? "Someone from the team" : "someone from the team";
   }

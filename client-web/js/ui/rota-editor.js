@@ -3,7 +3,9 @@
 // Owns: #rota-panel. The rota is read with `rota` and replaced whole with a signed
 // `set_rota` (the desk does both). Changes are made to a local list first and saved
 // together, so a half-made rota never goes live; what is not saved yet is said
-// plainly. Times are entered and shown in the admin's local time.
+// plainly. Times are entered and shown in the admin's local time. Supervisors are
+// picked by name from the hub's staff list (`staff`); pasting a key stays possible
+// under "Advanced".
 
 import { fingerprint, shortTag } from "../encoding.js";
 import { decodeStrictKey } from "../ed25519-strict.js";
@@ -28,6 +30,8 @@ export function createRotaEditor({ desk, connection, identity }) {
   const now = byId("rota-now");
   const form = byId("rota-form");
   const keyInput = byId("rota-key");
+  const pick = byId("rota-pick");
+  let staff = new Map(); // key → name (or null), from the last `staff` answer
   const keyError = byId("rota-key-error");
   const start = byId("rota-start");
   const end = byId("rota-end");
@@ -41,6 +45,33 @@ export function createRotaEditor({ desk, connection, identity }) {
   let visible = false;
 
   const entries = () => draft ?? desk.rota ?? [];
+
+  /** A supervisor in words: their name, or "Unnamed supervisor (key …)". */
+  function named(key) {
+    const name = staff.get(key);
+    return name ? name : `Unnamed supervisor (key ${shortTag(key)})`;
+  }
+
+  async function loadStaff() {
+    try {
+      const reply = await connection.request("staff");
+      const list = Array.isArray(reply.staff) ? reply.staff : [];
+      staff = new Map(list.filter((s) => typeof s?.key === "string").map((s) => [s.key, typeof s.name === "string" ? s.name : null]));
+      const supervisors = list.filter((s) => typeof s?.key === "string" && Array.isArray(s.roles) && s.roles.includes("supervisor"));
+      const chosen = pick.value;
+      pick.replaceChildren(
+        ...supervisors.map((s) =>
+          h("option", { value: s.key, text: `${named(s.key)}${s.key === identity.publicKey ? " (you)" : ""}`, selected: s.key === chosen }),
+        ),
+      );
+      if (supervisors.length === 0) {
+        pick.append(h("option", { value: "", text: "No supervisor has redeemed an invite yet" }));
+      }
+      render();
+    } catch {
+      // The list is a convenience: pasting a key under "Advanced" still works.
+    }
+  }
 
   function resetTimes() {
     const minute = 60_000;
@@ -59,7 +90,7 @@ export function createRotaEditor({ desk, connection, identity }) {
           type: "button",
           className: "link-button",
           text: "Remove",
-          attrs: { "aria-label": `Remove level ${e.level}, key ${shortTag(e.supervisor)}, from ${formatDateTime(e.start_ms)}` },
+          attrs: { "aria-label": `Remove level ${e.level}, ${named(e.supervisor)}, from ${formatDateTime(e.start_ms)}` },
           on: {
             click: () => {
               draft = entries().filter((_, j) => j !== i);
@@ -73,7 +104,7 @@ export function createRotaEditor({ desk, connection, identity }) {
           { className: current ? "rota-entry is-current" : "rota-entry" },
           h("strong", { text: `Level ${e.level}` }),
           " ",
-          h("span", { className: "tag", text: fingerprint(e.supervisor), attrs: { title: e.supervisor } }),
+          h("span", { text: named(e.supervisor), attrs: { title: `Key ${fingerprint(e.supervisor)}` } }),
           e.supervisor === identity.publicKey ? " (you)" : "",
           ` from ${formatDateTime(e.start_ms)} until ${formatDateTime(e.end_ms)}`,
           current ? h("span", { className: "badge badge-oncall", text: "on call now" }) : null,
@@ -90,7 +121,7 @@ export function createRotaEditor({ desk, connection, identity }) {
 
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const key = keyInput.value.trim();
+    const key = keyInput.value.trim() || pick.value;
     const keyOk = decodeStrictKey(key) !== null;
     setFieldError(keyInput, keyError, keyOk ? "" : sentenceFor("invalid_key"));
     const from = new Date(start.value).getTime();
@@ -115,6 +146,7 @@ export function createRotaEditor({ desk, connection, identity }) {
     }
     draft = [...entries(), { supervisor: key, start_ms: from, end_ms: until, level: Number(level.value) === 2 ? 2 : 1 }];
     keyInput.value = "";
+    setFieldError(keyInput, keyError, "");
     result.textContent = "Added to the list. Save the rota to put it in force.";
     render();
   });
@@ -130,6 +162,7 @@ export function createRotaEditor({ desk, connection, identity }) {
     draft = null;
     result.textContent = "";
     await desk.loadRota();
+    await loadStaff();
     render();
   });
   desk.addEventListener("rota", render);
@@ -141,6 +174,7 @@ export function createRotaEditor({ desk, connection, identity }) {
       panel.hidden = !show;
       if (show && !visible && connection.authenticated) {
         desk.loadRota();
+        loadStaff();
       }
       visible = show;
       render();

@@ -8,7 +8,7 @@
 // screen reader hears them without leaving the conversation. Items are kept per key,
 // so a half-typed decline reason survives other arrivals.
 
-import { fingerprint, shortTag } from "../encoding.js";
+import { fingerprint } from "../encoding.js";
 import { Control, MemberStatus } from "../protocol.js";
 import { announce } from "./announcer.js";
 import { byId, h } from "./dom.js";
@@ -125,11 +125,10 @@ export function createWaitingRoom({ onCheckIn }) {
       const asked = requestState(request);
       support.textContent = asked ? `${asked[0].toUpperCase()}${asked.slice(1)}.` : "";
       label.replaceChildren(
+        // Names, not keys (issue 15): the key only on request, as the name's tooltip.
         member.verified
-          ? h("strong", { text: member.name })
-          : h("span", { className: "member-name-unverified", text: `“${member.name}” (name not verified)` }),
-        " ",
-        h("span", { className: "tag", text: shortTag(key), attrs: { title: `Key ${fingerprint(key)}`, "aria-label": `key ${fingerprint(key, 4)}` } }),
+          ? h("strong", { text: member.name, attrs: { title: `Key ${fingerprint(key)}` } })
+          : h("span", { className: "member-name-unverified", text: `“${member.name}” (name not verified)`, attrs: { title: `Key ${fingerprint(key)}` } }),
         ` ${member.online ? "online" : "offline"}, ${state}`,
       );
     };

@@ -203,6 +203,13 @@ pub(crate) enum RouterCommand {
         request_id: Option<u64>,
         ticket: ReadTicket,
     },
+    /// May `key` use escalation `escalation`'s private line (§8.5)? Answered at
+    /// once; the session then goes to the group's task.
+    LineGrant {
+        key: PublicKey,
+        escalation: u64,
+        reply: tokio::sync::oneshot::Sender<Result<LineGrant, ServerError>>,
+    },
     /// An operator resolves an escalation (`peerhub escalation resolve`, through
     /// the control socket).
     OperatorResolve {
@@ -210,6 +217,17 @@ pub(crate) enum RouterCommand {
         outcome: String,
         reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, crate::admin::AdminError>>,
     },
+}
+
+/// What a supervisor may do on an escalation's private line, as the router saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct LineGrant {
+    /// The escalation's group.
+    pub group: peerhub_protocol::GroupId,
+    /// The person it is about.
+    pub about: PublicKey,
+    /// Whether they may be written to: false while a flag withheld telling them.
+    pub tell_subject: bool,
 }
 
 /// A connection's one unsigned request to the router under way: taken by the

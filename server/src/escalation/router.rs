@@ -115,6 +115,7 @@ fn summarise(record: &EscalationRecord, view: &EscalationView) -> EscalationSumm
         reference: None,
         group: view.group.clone(),
         about: view.about,
+        name: None,
         severity: view.severity,
         consent: consent_of(record),
         status: view.status,
@@ -399,6 +400,7 @@ impl EscalationRouter {
     fn staff_summary(record: &EscalationRecord) -> EscalationSummary {
         EscalationSummary {
             id: Some(record.view.id),
+            name: record.name.clone(),
             ..summarise(record, &record.view)
         }
     }
@@ -519,6 +521,13 @@ impl EscalationRouter {
                 if let Err(error) = self.set_rota(&outbox, key, request_id, env, payload).await {
                     outbox.push(&bytes(&error.frame(request_id)));
                 }
+            }
+            RouterCommand::LineGrant {
+                key,
+                escalation,
+                reply,
+            } => {
+                let _ = reply.send(self.line_grant(&key, escalation));
             }
             RouterCommand::OperatorResolve { id, outcome, reply } => {
                 let _ = reply.send(self.operator_resolve(id, outcome).await);
@@ -945,6 +954,12 @@ impl EscalationRouter {
         with_context: bool,
     ) -> Result<u64, ServerError> {
         let id = self.store.next_escalation_id()?;
+        // The person's name in the group, for staff: a point read, once.
+        let name = self
+            .store
+            .member_of(&flag.group, &flag.about)?
+            .map(|member| member.name)
+            .filter(|name| !name.is_empty());
         let context = match with_context {
             true => self.context(&flag.group, flag.seq)?,
             false => Vec::new(),
@@ -979,6 +994,7 @@ impl EscalationRouter {
             merged: 0,
             counted: 0,
             consent: Some(flag.consent),
+            name,
         };
         self.audit.append(
             NewEntry::new(now, "escalation.raise", env.clone())
@@ -1433,6 +1449,35 @@ impl EscalationRouter {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether `key` may use escalation `id`'s private line: a supervisor who may
+    /// act on it — its handler, or while nobody has taken it, one it waits for
+    /// (every supervisor from level 3). Checks authority before the target.
+    fn line_grant(&self, key: &PublicKey, id: u64) -> Result<super::LineGrant, ServerError> {
+        if !self.store.roles(key)?.contains(&Role::Supervisor) {
+            return Err(ServerError::Forbidden(
+                "only supervisors write on an escalation's private line",
+            ));
+        }
+        let Some(record) = self.open.get(&id) else {
+            return Err(ServerError::NotFound("no open escalation with that id"));
+        };
+        let view = &record.view;
+        let may_act = match view.handler {
+            Some(handler) => handler == *key,
+            None => view.level >= 3 || view.waiting_for.contains(key),
+        };
+        if !may_act {
+            return Err(ServerError::Forbidden(
+                "acknowledge it first, or ask its supervisor",
+            ));
+        }
+        Ok(super::LineGrant {
+            group: view.group.clone(),
+            about: view.about,
+            tell_subject: record.tell_subject,
+        })
     }
 
     async fn set_rota(

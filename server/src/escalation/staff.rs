@@ -364,6 +364,7 @@ mod tests {
             merged: u32::try_from(flags.saturating_sub(1)).unwrap(),
             counted: 0,
             consent: None,
+            name: None,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::admission::CounterTicket;
 use crate::audit::{AuditLog, NewEntry};
 use crate::clock::Clock;
 use crate::error::ServerError;
+use crate::escalation::LineGrant;
 use crate::outbound::{ConnId, FrameBytes, Outbox};
 use crate::store::records::{MemberRecord, StoredEvent};
 use crate::store::{Committer, Store, StoreError};
@@ -105,6 +106,27 @@ pub(crate) enum GroupCommand {
         channel: Channel,
         note: Note,
     },
+    /// A supervisor's private post on an escalation's line (`grant`: what the
+    /// router allowed); the connection then hears replies on that line.
+    LinePost {
+        outbox: Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        // Held until this command is handled, as for `Signed`.
+        ticket: CounterTicket,
+        env: SignedEnvelope,
+        to: PublicKey,
+        grant: LineGrant,
+    },
+    /// A supervisor opens an escalation's line: its history and later messages
+    /// on this connection, with no membership and no presence.
+    LineOpen {
+        outbox: Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: u64,
+        grant: LineGrant,
+    },
 }
 
 #[derive(Debug)]
@@ -144,11 +166,17 @@ pub(super) enum Deferred {
     /// A knock was forgotten while its person was here: facilitators see them
     /// leave (their last standing, offline), as no record is left to read it from.
     Forgotten(peerhub_protocol::frame::MemberInfo),
+    /// A supervisor opened an escalation's line: the history of their pair
+    /// channels here, then the `line` reply.
+    LineOpened(Outbox, PublicKey, ServerFrame),
 }
 
 pub(crate) struct GroupActor {
     pub(super) room: Room,
     pub(super) subscribers: HashMap<ConnId, Subscriber>,
+    /// Supervisors' connections on an escalation's private line: not members, never
+    /// in presence or the room; they read only the pair channels with their key.
+    lines: HashMap<ConnId, Subscriber>,
     pub(super) store: Store,
     committer: Committer,
     pub(super) clock: Clock,
@@ -185,6 +213,7 @@ impl GroupActor {
         Self {
             room,
             subscribers: HashMap::new(),
+            lines: HashMap::new(),
             store,
             committer,
             clock,
@@ -296,6 +325,56 @@ impl GroupActor {
                 }
                 GroupCommand::Leave { conn } => {
                     self.leave(conn);
+                    Ok(())
+                }
+                GroupCommand::LinePost {
+                    outbox,
+                    key,
+                    request_id,
+                    ticket,
+                    env,
+                    to,
+                    grant,
+                } => {
+                    let counter = ticket.counter();
+                    let result =
+                        self.line_post(&outbox, key, request_id, counter, env, to, &grant, now);
+                    match result {
+                        Ok(()) => Ok(()),
+                        Err(ServerError::Store(e)) => {
+                            outbox.push(&frame_bytes(
+                                &ServerError::Store(e.clone()).frame(request_id),
+                            ));
+                            Err(e)
+                        }
+                        Err(refusal) => {
+                            self.metrics.rejected(refusal.code().as_str());
+                            outbox.push(&frame_bytes(&refusal.frame(request_id)));
+                            Ok(())
+                        }
+                    }
+                }
+                GroupCommand::LineOpen {
+                    outbox,
+                    key,
+                    request_id,
+                    escalation,
+                    grant,
+                } => {
+                    let reply = ServerFrame::Line {
+                        id: request_id,
+                        escalation,
+                        group: self.room.group.id.clone(),
+                        to: self.line_peers(&key, &grant),
+                    };
+                    self.lines.insert(
+                        outbox.conn,
+                        Subscriber {
+                            key,
+                            outbox: outbox.clone(),
+                        },
+                    );
+                    self.deferred.push(Deferred::LineOpened(outbox, key, reply));
                     Ok(())
                 }
                 GroupCommand::HubNote { channel, note } => self
@@ -478,7 +557,7 @@ impl GroupActor {
         for effect in std::mem::take(&mut self.deferred) {
             let error = ServerError::Store(Arc::new(StoreError::Closed));
             match effect {
-                Deferred::Reply(outbox, frame) => {
+                Deferred::Reply(outbox, frame) | Deferred::LineOpened(outbox, _, frame) => {
                     outbox.push(&frame_bytes(&error.frame(reply_id(&frame))));
                 }
                 Deferred::JoinReply(reply, _) => {
@@ -782,6 +861,7 @@ impl GroupActor {
     }
 
     fn leave(&mut self, conn: ConnId) {
+        self.lines.remove(&conn);
         let Some(left) = self.subscribers.remove(&conn) else {
             return;
         };
@@ -903,10 +983,15 @@ impl GroupActor {
             )
             .into());
         }
-        if !self.room.members.contains_key(&other) {
+        // A supervisor who wrote on an escalation's line is not a member: the
+        // person (or facilitator) replies on the pair channel the supervisor opened.
+        let on_line = !self.room.members.contains_key(&other)
+            && self.room.head(&Channel::pair(key, other)) > 0;
+        if !on_line && !self.room.members.contains_key(&other) {
             return Err(ServerError::NotFound("no such member in this group"));
         }
-        if !self.room.may_talk_privately(&key) && !self.room.may_talk_privately(&other) {
+        if !on_line && !self.room.may_talk_privately(&key) && !self.room.may_talk_privately(&other)
+        {
             return Err(ServerError::Forbidden(
                 "private messages are with a facilitator or a supervisor",
             ));
@@ -917,6 +1002,93 @@ impl GroupActor {
         let channel = Channel::pair(key, other);
         let event = self.append(channel, Some(env), None, now)?;
         self.ack(outbox, request_id, channel, event.seq, counter);
+        self.metrics.messages.inc();
+        Ok(())
+    }
+
+    /// Whom a supervisor may write to on an escalation's line here: the person
+    /// it is about (unless telling them is withheld) and the lead facilitator.
+    fn line_peers(&self, key: &PublicKey, grant: &LineGrant) -> Vec<PublicKey> {
+        let known = |k: &PublicKey| {
+            k != key
+                && self
+                    .room
+                    .members
+                    .get(k)
+                    .is_some_and(|m| m.record.join.is_some())
+        };
+        let mut peers = Vec::new();
+        if grant.tell_subject && known(&grant.about) {
+            peers.push(grant.about);
+        }
+        if let Some(lead) = self
+            .room
+            .state
+            .lead
+            .filter(|l| known(l) && !peers.contains(l))
+        {
+            peers.push(lead);
+        }
+        peers
+    }
+
+    /// A supervisor's private post on an escalation's line (§8.5): to the person
+    /// it is about or the lead facilitator, written to their pair channel and
+    /// audited, without the supervisor joining the group.
+    #[allow(clippy::too_many_arguments)]
+    fn line_post(
+        &mut self,
+        outbox: &Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        to: PublicKey,
+        grant: &LineGrant,
+        now: u64,
+    ) -> Result<(), ServerError> {
+        if to == key {
+            return Err(peerhub_protocol::ProtocolError::invalid(
+                "to",
+                "a private line is with someone else",
+            )
+            .into());
+        }
+        if to == grant.about && !grant.tell_subject {
+            return Err(ServerError::Forbidden(
+                "telling this person was withheld for imminent risk: write to the facilitator",
+            ));
+        }
+        if to != grant.about && self.room.state.lead != Some(to) {
+            return Err(ServerError::Forbidden(
+                "an escalation's line is with the person it is about or the lead facilitator",
+            ));
+        }
+        if self
+            .room
+            .members
+            .get(&to)
+            .is_none_or(|m| m.record.join.is_none())
+        {
+            return Err(ServerError::NotFound("no such member in this group"));
+        }
+        self.spend_counter(&key, counter)?;
+        self.audit.append(
+            NewEntry::new(now, crate::audit::action::ESCALATION_LINE, env.clone())
+                .group(self.room.group.id.clone())
+                .subject(to),
+        )?;
+        self.dirty = true;
+        let channel = Channel::pair(key, to);
+        let event = self.append(channel, Some(env), None, now)?;
+        self.ack(outbox, request_id, channel, event.seq, counter);
+        self.lines.insert(
+            outbox.conn,
+            Subscriber {
+                key,
+                outbox: outbox.clone(),
+            },
+        );
         self.metrics.messages.inc();
         Ok(())
     }
@@ -1053,7 +1225,8 @@ impl GroupActor {
                         subscriber.outbox.push(&frame);
                     }
                 }
-            } // Done by `commit_and_deliver` once every other effect is out.
+            }
+            Deferred::LineOpened(outbox, key, reply) => self.line_history(&outbox, &key, &reply),
         }
     }
 
@@ -1071,6 +1244,52 @@ impl GroupActor {
                 subscriber.outbox.push(&frame);
             }
         }
+    }
+
+    /// The recent history of every pair channel here with `key` (a supervisor on
+    /// an escalation's line), newest kept within half the outbox's room, then
+    /// `reply`.
+    fn line_history(&self, outbox: &Outbox, key: &PublicKey, reply: &ServerFrame) {
+        let mut frames = Vec::new();
+        for (channel, head) in &self.room.state.heads {
+            let Channel::Pair([a, b]) = channel else {
+                continue;
+            };
+            if a != key && b != key {
+                continue;
+            }
+            let events = self
+                .store
+                .events_between(
+                    &self.room.group.id,
+                    channel,
+                    head.saturating_sub(HISTORY_ON_JOIN),
+                    *head,
+                    HISTORY_ON_JOIN as usize,
+                )
+                .unwrap_or_default();
+            frames.extend(events.into_iter().map(|event| {
+                (
+                    event.ts,
+                    frame_bytes(&history_frame(&self.room.group.id, *channel, event, false)),
+                )
+            }));
+        }
+        frames.sort_by_key(|(ts, _)| *ts);
+        let budget = outbox.room() / 2;
+        let mut used = 0;
+        let fits = frames
+            .iter()
+            .rev()
+            .take_while(|(_, frame)| {
+                used += frame.len();
+                used <= budget
+            })
+            .count();
+        for (_, frame) in &frames[frames.len() - fits..] {
+            outbox.push(frame);
+        }
+        outbox.push(&frame_bytes(reply));
     }
 
     /// Sends an event to everyone who reads its channel; a redacted message goes
@@ -1092,6 +1311,13 @@ impl GroupActor {
                 }
                 _ => subscriber.outbox.push(&full),
             };
+        }
+        if let Channel::Pair([a, b]) = channel {
+            for line in self.lines.values() {
+                if line.key == a || line.key == b {
+                    line.outbox.push(&full);
+                }
+            }
         }
     }
 
@@ -1180,6 +1406,14 @@ impl GroupActor {
                 GroupCommand::ClearWaiting { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
+                GroupCommand::LinePost {
+                    outbox, request_id, ..
+                }
+                | GroupCommand::LineOpen {
+                    outbox, request_id, ..
+                } => {
+                    outbox.push(&frame_bytes(&error().frame(request_id)));
+                }
                 GroupCommand::Leave { .. }
                 | GroupCommand::Reload
                 | GroupCommand::HubNote { .. } => {}
@@ -1224,6 +1458,7 @@ fn reply_id(frame: &ServerFrame) -> Option<u64> {
         ServerFrame::Ack { id, .. }
         | ServerFrame::Ok { id }
         | ServerFrame::Records { id, .. }
+        | ServerFrame::Line { id, .. }
         | ServerFrame::Error { id, .. } => *id,
         _ => None,
     }

@@ -282,6 +282,51 @@ impl GroupHandle {
         }
     }
 
+    /// A supervisor's post on an escalation's private line (§8.5); its ack or
+    /// error goes to `outbox`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn line_post(
+        &self,
+        outbox: Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        ticket: crate::admission::CounterTicket,
+        env: SignedEnvelope,
+        to: PublicKey,
+        grant: crate::escalation::LineGrant,
+    ) -> Result<(), ServerError> {
+        self.send(GroupCommand::LinePost {
+            outbox,
+            key,
+            request_id,
+            ticket,
+            env,
+            to,
+            grant,
+        })
+        .await
+    }
+
+    /// Opens an escalation's private line on a connection: its history, then the
+    /// `line` reply, to `outbox`.
+    pub(crate) async fn line_open(
+        &self,
+        outbox: Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: u64,
+        grant: crate::escalation::LineGrant,
+    ) -> Result<(), ServerError> {
+        self.send(GroupCommand::LineOpen {
+            outbox,
+            key,
+            request_id,
+            escalation,
+            grant,
+        })
+        .await
+    }
+
     /// Stops sending the group's events to a connection.
     pub async fn leave(&self, conn: ConnId) {
         // A group task that is gone has no subscriber to remove.

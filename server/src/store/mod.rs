@@ -339,6 +339,7 @@ impl Store {
         let mut account = self.account(key)?.unwrap_or(AccountRecord {
             roles: Vec::new(),
             created_ms: now_ms,
+            name: None,
         });
         if !account.roles.contains(&role) {
             account.roles.push(role);
@@ -346,6 +347,32 @@ impl Store {
         }
         self.t().key_account.insert(key.0, encode(&account))?;
         Ok(account)
+    }
+
+    /// Sets the staff name of a key that holds a role (the name given at redeem).
+    pub fn set_account_name(&self, key: &PublicKey, name: &str) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        if let Some(mut account) = self.account(key)? {
+            account.name = Some(name.to_string());
+            self.t().key_account.insert(key.0, encode(&account))?;
+        }
+        Ok(())
+    }
+
+    /// Every key holding a role, with its account (admins' staff list; bounded by
+    /// the number of staff, never by participants).
+    pub fn staff_accounts(&self) -> Result<Vec<(PublicKey, AccountRecord)>, StoreError> {
+        let mut staff = Vec::new();
+        for item in self.t().key_account.iter() {
+            let (key, value) = item?;
+            let account: AccountRecord = decode("key_account", &value)?;
+            if let (false, Ok(bytes)) =
+                (account.roles.is_empty(), <[u8; 32]>::try_from(key.as_ref()))
+            {
+                staff.push((PublicKey(bytes), account));
+            }
+        }
+        Ok(staff)
     }
 
     /// Whether any key holds the admin role.
@@ -1082,6 +1109,7 @@ mod tests {
             merged: 0,
             counted: 0,
             consent: None,
+            name: None,
         }
     }
 

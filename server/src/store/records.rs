@@ -13,6 +13,9 @@ pub struct AccountRecord {
     pub roles: Vec<Role>,
     /// When the first role was granted (ms since the Unix epoch).
     pub created_ms: u64,
+    /// The name given with the last invite redeemed with one (staff lists, rota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// An invite: a single-use token that grants a role (or membership of one
@@ -180,6 +183,10 @@ pub struct EscalationRecord {
     /// read from the first flag).
     #[serde(default)]
     pub consent: Option<peerhub_protocol::escalation::Consent>,
+    /// The display name of the person it is about in its group when it was raised
+    /// (shown to supervisors and admins only; `None` if the hub had none).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// A co-produced record.

@@ -53,7 +53,8 @@ export async function publicKey(page) {
 
 /** An admin puts `key` on the rota at level 1 from now for eight hours, and saves. */
 export async function putOnRota(adminPage, key) {
-  await adminPage.locator("#rota-key").fill(key);
+  // Picked from the staff list (issue 15), not pasted.
+  await adminPage.locator("#rota-pick").selectOption(key);
   await adminPage.getByRole("button", { name: "Add to the list" }).click();
   await adminPage.getByRole("button", { name: "Save the rota" }).click();
   await adminPage.locator("#rota-result", { hasText: "The rota is saved and in force." }).waitFor();

@@ -32,6 +32,7 @@ mod resume;
 mod retention;
 mod safety_case;
 mod shutdown;
+mod supervisor_line;
 mod support_notes;
 mod tls;
 mod waiting_room;
