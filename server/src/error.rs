@@ -150,6 +150,11 @@ pub enum ServerError {
     /// The server is stopping.
     #[error("the server is shutting down; reconnect shortly")]
     ShuttingDown,
+    /// A fault inside the server other than storage (a task that did not answer
+    /// in time, an answer that did not parse): whether the action happened is not
+    /// known to the caller, who should look before trying again.
+    #[error("something failed inside the server ({0}); check before trying again")]
+    Internal(&'static str),
     /// A storage failure: the action did not happen.
     #[error("the server could not store this; nothing was changed")]
     Store(#[from] Arc<StoreError>),
@@ -193,6 +198,7 @@ impl ServerError {
             Self::Full => ErrorCode::Full,
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Internal(_) => ErrorCode::Internal,
             Self::Store(_) => ErrorCode::Internal,
         }
     }

@@ -70,6 +70,30 @@ impl TestServer {
         Self::start_in(dir, config, None, Clock::system()).await
     }
 
+    /// Starts listening on `bind` (e.g. `[::]:0`, the unspecified address, which
+    /// needs TLS in `tweak`) instead of `127.0.0.1:0`. Not restartable.
+    pub async fn start_on(bind: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut config = Config::new(dir.path().join("data"));
+        generous_limits(&mut config.limits);
+        tweak(&mut config);
+        peerhub_server::file_modes::restrict_umask();
+        let listener = TcpListener::bind(bind).await.expect("bind");
+        let clock = Clock::system();
+        let server = Server::start_with_clock(listener, config.clone(), clock.clone())
+            .await
+            .expect("server starts");
+        Self {
+            addr: server.local_addr(),
+            admin_token: server.start_tokens().admin.clone(),
+            server: Some(server),
+            dir,
+            config,
+            admin: None,
+            clock,
+        }
+    }
+
     async fn start_in(
         dir: Arc<TempDir>,
         config: Config,

@@ -45,7 +45,10 @@ pub enum Command {
     Rota(RotaCommand),
     /// Write a consistent copy of the whole store to a file, from a running
     /// server (through the data folder's control socket) or a stopped one. Prints
-    /// the entry count and the store's digest; the copy is audited.
+    /// the entry count, the store's digest and its content digest (which leaves
+    /// out the audit entries of backups, exports and listings: equal content
+    /// digests mean nothing changed between two backups; docs/FORMATS.md); the
+    /// copy is audited.
     Backup {
         /// The hub's data folder.
         #[arg(long, value_name = "DIR")]

@@ -24,13 +24,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use http::HeaderMap;
+use ipnet::IpNet;
 
-/// An address block: an address and how many leading bits of it count.
+/// An address block: an address and how many leading bits of it count (an
+/// [`IpNet`]; IPv4-mapped IPv6 addresses are taken as IPv4, in the block and in
+/// what is looked up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddrBlock {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct AddrBlock(IpNet);
 
 /// Why a trusted-proxy entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,47 +47,28 @@ impl FromStr for AddrBlock {
             None => (text.trim(), None),
         };
         let addr = addr.parse::<IpAddr>().map_err(|_| bad())?.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            None => max,
+            None => return Ok(Self(IpNet::from(addr))),
+            // Digits only: no sign, no space (ipnet would take neither either).
             Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?
+                p.parse::<u8>().map_err(|_| bad())?
             }
             Some(_) => return Err(bad()),
         };
-        Ok(Self { addr, prefix })
+        IpNet::new(addr, prefix).map(Self).map_err(|_| bad())
     }
 }
 
 impl std::fmt::Display for AddrBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
-}
-
-/// `bits` (an address `width` bits wide) with all but its first `prefix` bits cleared.
-fn masked(bits: u128, width: u32, prefix: u8) -> u128 {
-    let keep = u32::from(prefix).min(width);
-    if keep == 0 {
-        return 0;
-    }
-    bits & (u128::MAX << (width - keep))
 }
 
 impl AddrBlock {
     /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) lies in this block.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                masked(u32::from(net).into(), 32, self.prefix)
-                    == masked(u32::from(ip).into(), 32, self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), 128, self.prefix)
-                    == masked(u128::from(ip), 128, self.prefix)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 

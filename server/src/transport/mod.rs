@@ -53,9 +53,19 @@ use crate::outbound::ConnId;
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The remote address of an HTTP request's connection.
+/// The remote address of an HTTP request's connection, canonical: an IPv4-mapped
+/// IPv6 address (`::ffff:127.0.0.1`, what a dual-stack `[::]` listener reports for
+/// an IPv4 peer) is its IPv4 address, so every check (loopback for `/metrics`,
+/// per-address limits, trusted proxies) sees one form. Made only by [`PeerAddr::of`].
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+impl PeerAddr {
+    /// The canonical form of an accepted connection's peer.
+    pub fn of(peer: SocketAddr) -> Self {
+        Self(SocketAddr::new(peer.ip().to_canonical(), peer.port()))
+    }
+}
 
 /// The kernel send buffer of every accepted socket. Left alone, Linux grows it
 /// to `tcp_wmem` max (megabytes) for a peer that stops reading, on top of the
@@ -112,6 +122,7 @@ async fn serve_connection(
     router: Router,
     hub: Arc<Hub>,
 ) {
+    let peer = PeerAddr::of(peer);
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES);
     let io = match tls {
@@ -129,7 +140,7 @@ async fn serve_connection(
     };
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(PeerAddr(peer));
+            request.extensions_mut().insert(peer);
             router.clone().oneshot(request.map(Body::new))
         });
     let connection = http1::Builder::new()

@@ -4,8 +4,10 @@
 //!
 //! - An origin is (scheme, host, port), the port defaulted from the scheme; an
 //!   `Origin` header is allowed only when it equals the hub's own origin or one in
-//!   `allow_origins`. The Host header plays no part, so a DNS-rebinding page (its
-//!   Origin `http://evil.example:7070`, its Host whatever it resolved to) is refused.
+//!   `allow_origins` (on the unspecified address, any IP literal on the listen
+//!   port, with the hub's scheme). The Host header plays no part, so a
+//!   DNS-rebinding page (its Origin `http://evil.example:7070`, its Host whatever it
+//!   resolved to) is refused.
 //! - The Host header must name the hub: `public_url`'s host and port, the listen
 //!   address (and `localhost` when that is loopback; any IP literal on the listen
 //!   port when it is the unspecified address), or the host of an allowed origin.
@@ -94,9 +96,26 @@ impl HttpPolicy {
         }
     }
 
-    /// May a page of this `Origin` header value open a WebSocket?
+    /// May a page of this `Origin` header value open a WebSocket? On the
+    /// unspecified address, as for Host, any IP literal on the listen port with
+    /// the hub's own scheme is the hub (a name is not: it could be rebound).
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        Origin::parse(origin).is_some_and(|o| self.origins.contains(&o))
+        let Some(o) = Origin::parse(origin) else {
+            return false;
+        };
+        if self.origins.contains(&o) {
+            return true;
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        self.any_ip_on.is_some_and(|port| {
+            o.port == port
+                && o.scheme == scheme
+                && o.host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok()
+        })
     }
 
     /// Does this `Host` header value name the hub? Compared as host and port; a
@@ -178,5 +197,28 @@ mod tests {
         let any = HttpPolicy::new("0.0.0.0:7070".parse().unwrap(), true, None, &[]);
         assert!(any.host_allowed("192.0.2.4:7070"));
         assert!(!any.host_allowed("evil.example:7070"));
+    }
+
+    /// Regression (transport review): on the unspecified address the hub's own
+    /// page, opened by an IP literal, was refused its WebSocket: the Host rule took
+    /// any IP literal on the listen port, the Origin rule only `0.0.0.0`.
+    #[test]
+    fn on_the_unspecified_address_a_page_opened_by_ip_may_open_a_websocket() {
+        let any = HttpPolicy::new("0.0.0.0:7070".parse().unwrap(), true, None, &[]);
+        assert!(any.origin_allowed("https://192.0.2.4:7070"));
+        assert!(any.origin_allowed("https://[2001:db8::4]:7070"));
+        assert!(!any.origin_allowed("http://192.0.2.4:7070"), "scheme");
+        assert!(!any.origin_allowed("https://192.0.2.4:7071"), "port");
+        assert!(
+            !any.origin_allowed("https://evil.example:7070"),
+            "a name could be rebound: only IP literals"
+        );
+        let v6 = HttpPolicy::new("[::]:7070".parse().unwrap(), false, None, &[]);
+        assert!(v6.origin_allowed("http://10.0.0.2:7070"));
+        let one = HttpPolicy::new("192.0.2.4:7070".parse().unwrap(), true, None, &[]);
+        assert!(
+            !one.origin_allowed("https://192.0.2.5:7070"),
+            "a named address allows itself only"
+        );
     }
 }

@@ -32,6 +32,8 @@ pub const ACK_PATH: &str = "/push/ack";
 const MAX_BODY: usize = 8 * 1024;
 /// How long the router may take to answer.
 const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The wait suggested when the hub has no room for another request.
+const FULL_RETRY_MS: u64 = 1_000;
 
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
@@ -88,7 +90,17 @@ pub async fn ack(State(hub): State<Arc<Hub>>, request: Request) -> Response {
                 },
             )
         }
-        Err(Refusal::Full(_)) => return refuse(&hub, &ServerError::ShuttingDown),
+        // No room for another request now: a wait, like a rate limit, not a
+        // hub going away.
+        Err(Refusal::Full(what)) => {
+            return refuse(
+                &hub,
+                &ServerError::RateLimited {
+                    retry_after_ms: FULL_RETRY_MS,
+                    what,
+                },
+            )
+        }
     };
     if hub.shutdown.is_cancelled() {
         return refuse(&hub, &ServerError::ShuttingDown);
@@ -179,8 +191,15 @@ async fn forward(
     match tokio::time::timeout(ROUTER_TIMEOUT, rx.recv()).await {
         Ok(Some(bytes)) => match serde_json::from_str::<ServerFrame>(bytes.as_str()) {
             Ok(frame) => answer(&frame),
-            Err(_) => refuse(hub, &ServerError::ShuttingDown),
+            // Our own frame that does not parse, or a router that does not answer
+            // in time: a fault inside the hub (500), not a shutdown.
+            Err(_) => refuse(hub, &ServerError::Internal("the router's answer")),
         },
-        _ => refuse(hub, &ServerError::ShuttingDown),
+        // The router dropped the answer: it is stopping.
+        Ok(None) => refuse(hub, &ServerError::ShuttingDown),
+        Err(_) => refuse(
+            hub,
+            &ServerError::Internal("the router did not answer in time"),
+        ),
     }
 }

@@ -470,7 +470,7 @@ fn reply_id_of(frame: &ServerFrame) -> u64 {
 
 #[tokio::test]
 async fn a_flag_over_the_keys_limit_is_answered_with_the_helplines_and_counted() {
-    let (_server, _, mut sup, mut members) = group_with_members(
+    let (server, _, mut sup, mut members) = group_with_members(
         |c| c.limits.flags_per_minute = LimitSettings::default().flags_per_minute,
         2,
     )
@@ -484,6 +484,8 @@ async fn a_flag_over_the_keys_limit_is_answered_with_the_helplines_and_counted()
     }
     // …the eleventh is over the key's limit: refused with a wait and the
     // helplines, and still counted on the escalation about River.
+    let counted_at = members[1].0.next_counter() + 1;
+    let (_, sky) = &mut members[1];
     let reply = flag(
         sky,
         "circle",
@@ -528,6 +530,13 @@ async fn a_flag_over_the_keys_limit_is_answered_with_the_helplines_and_counted()
         "{reply:?}"
     );
     assert!(listed(&mut sup).await.iter().all(|e| e.about != own));
+    // The counted flag was recorded, so its counter is spent; the uncounted one
+    // was not, and spent none (PROTOCOL.md §4.5).
+    let mut probe = server.client().await;
+    match probe.try_login(&members[1].0).await {
+        ServerFrame::AuthOk { counter, .. } => assert_eq!(counter, counted_at),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Found in review: a flag over its key's limit was answered by the router but

@@ -28,6 +28,7 @@ mod login_flood;
 mod logs;
 mod metrics;
 mod operations;
+mod push_ack;
 mod resume;
 mod retention;
 mod safety_case;

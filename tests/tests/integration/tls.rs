@@ -246,3 +246,80 @@ async fn a_hub_serving_tls_sends_strict_transport_security() {
     let (_, headers, _) = super::http::get(plain.addr, "/healthz", "").await;
     assert!(super::http::header(&headers, "strict-transport-security").is_none());
 }
+
+/// GETs `path` over TLS from 127.0.0.1 with the extra header lines `extra`;
+/// returns the status line and headers.
+async fn tls_get(port: u16, config: Arc<rustls::ClientConfig>, path: &str, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let close = if extra.contains("Connection:") {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}{close}\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut raw))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&raw[..n]).into_owned()
+}
+
+/// Transport review: on a dual-stack `[::]` listener an IPv4 client is reported as
+/// `::ffff:127.0.0.1`. That must count as this machine for `/metrics`, and the
+/// hub's own page opened by its IP literal must be allowed its WebSocket (the
+/// Origin rule took only `[::]` on the unspecified address).
+#[tokio::test]
+async fn on_the_unspecified_address_ipv4_mapped_loopback_and_ip_origins_are_the_hubs() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start_on("[::]:0", |c| {
+        c.tls = Some(TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let port = server.addr.port();
+    let config = trusting(made.cert.pem().as_bytes());
+    let metrics = tls_get(port, config.clone(), "/metrics", "").await;
+    assert!(
+        metrics.starts_with("HTTP/1.1 200"),
+        "::ffff:127.0.0.1 is loopback: {metrics}"
+    );
+    let upgrade = |origin: &str| {
+        format!(
+            "Origin: {origin}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        )
+    };
+    let own = tls_get(
+        port,
+        config.clone(),
+        "/ws",
+        &upgrade(&format!("https://127.0.0.1:{port}")),
+    )
+    .await;
+    assert!(own.starts_with("HTTP/1.1 101"), "the hub's own page: {own}");
+    let foreign = tls_get(
+        port,
+        config,
+        "/ws",
+        &upgrade(&format!("https://evil.example:{port}")),
+    )
+    .await;
+    assert!(
+        foreign.starts_with("HTTP/1.1 403"),
+        "a foreign page: {foreign}"
+    );
+}
