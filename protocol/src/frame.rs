@@ -223,6 +223,14 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Grant or revoke a facilitator's standing in one group (admins).
+    Grant {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `grant`.
+        env: SignedEnvelope,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -248,6 +256,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "rota",
     "push",
     "alerting",
+    "grant",
 ];
 
 impl ClientFrame {
@@ -274,7 +283,8 @@ impl ClientFrame {
             | Self::SetRota { id, .. }
             | Self::Rota { id }
             | Self::Push { id, .. }
-            | Self::Alerting { id } => *id,
+            | Self::Alerting { id }
+            | Self::Grant { id, .. } => *id,
         }
     }
 
@@ -622,6 +632,9 @@ pub enum ServerFrame {
         /// For a `member` invite: the virtual group now open to this key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<GroupId>,
+        /// For a `facilitator` invite: the groups this key now facilitates.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<GroupId>,
         /// All roles the key now holds.
         roles: Vec<Role>,
     },
@@ -745,6 +758,9 @@ pub enum ServerFrame {
         /// For `member`: the group.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<GroupId>,
+        /// For `facilitator`: the groups it grants.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<GroupId>,
         /// When it stops working.
         expires_ms: u64,
     },

@@ -13,6 +13,10 @@ pub struct AccountRecord {
     pub roles: Vec<Role>,
     /// When the first role was granted (ms since the Unix epoch).
     pub created_ms: u64,
+    /// The groups this key is a facilitator of (a grant per group: the
+    /// `facilitator` role alone opens no group). Sorted, without duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facilitates: Vec<GroupId>,
 }
 
 /// An invite: a single-use token that grants a role (or membership of one
@@ -24,6 +28,9 @@ pub struct InviteRecord {
     /// For `member` invites: the virtual group.
     #[serde(default)]
     pub group: Option<GroupId>,
+    /// For `facilitator` invites: the groups it grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupId>,
     /// When it was made.
     pub created_ms: u64,
     /// After this it is refused.
