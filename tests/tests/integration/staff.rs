@@ -7,7 +7,8 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, MemberStatus, Role};
 use peerhub_protocol::payload::{
-    ControlAction, ControlPayload, FlagPayload, GroupKind, InviteRole, JoinPayload, ReportPayload,
+    ControlAction, ControlPayload, FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload,
+    ReportPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
@@ -350,6 +351,24 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         &fac.grant(fac_id.key(), "circle", true).await,
         ErrorCode::Forbidden,
     );
+    // A facilitator invite must name existing groups, once each.
+    for (groups, code) in [
+        (vec![], ErrorCode::Invalid),
+        (vec![gid("no-such-group")], ErrorCode::NotFound),
+        (vec![gid("circle"), gid("circle")], ErrorCode::Invalid),
+    ] {
+        let me = admin.identity.clone().unwrap();
+        let env = me.signed(Kind::Invite, |counter, ts| InvitePayload {
+            role: InviteRole::Facilitator,
+            group: None,
+            groups: groups.clone(),
+            ttl_ms: None,
+            counter,
+            ts,
+        });
+        let reply = admin.request(|id| ClientFrame::Invite { id, env }).await;
+        assert_eq!(error_of(&reply).0, code, "{groups:?}: {reply:?}");
+    }
     assert_eq!(
         server.hub().store.digest().unwrap(),
         before,
