@@ -12,7 +12,7 @@ use peerhub_protocol::payload::{
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
-use peerhub_tests::{Client, Identity, TestServer};
+use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
 use crate::alerting::{on_call, set_rota};
 
@@ -336,6 +336,13 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         MemberStatus::Admitted
     );
     assert_acked(&control(&mut fac, "circle", ControlAction::Lock).await);
+    // What is held about the key says so (people's data rights).
+    let export =
+        peerhub_server::export::export_key(&server.hub().store, &fac_id.key(), now_ms()).unwrap();
+    assert_eq!(
+        export["account"]["facilitates"],
+        serde_json::json!(["circle"])
+    );
 
     // Unhappy paths change nothing: an unknown group, a repeat, a non-admin.
     let before = server.hub().store.digest().unwrap();
