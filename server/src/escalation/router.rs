@@ -802,10 +802,17 @@ impl EscalationRouter {
             text("note", note)?;
         }
         // Someone else is reached only as the flagger sees them (supervisors and
-        // admins: anyone). Whether they are no member or one out of sight, the
-        // answer is the same, so a flag is no test of who is in a group.
-        if flag.about != key && !hub_staff && !room.may_see_member(&key, &flag.about) {
-            return Err(ServerError::NotHere);
+        // admins: any member). Whether they are no member or one out of sight,
+        // the answer is the same, so a flag is no test of who is in a group.
+        if flag.about != key {
+            let reachable = if hub_staff {
+                room.members.contains_key(&flag.about)
+            } else {
+                room.may_see_member(&key, &flag.about)
+            };
+            if !reachable {
+                return Err(ServerError::NotHere);
+            }
         }
         if let Some(seq) = flag.seq {
             // A message is named only by someone who may read the conversation.

@@ -523,4 +523,26 @@ async fn a_supervisor_reaches_a_group_only_through_an_escalation_about_it() {
         sup.join("circle", "Sup", None).await.status,
         MemberStatus::Admitted
     );
+    // Staff reach any member with a flag, but no key that never joined.
+    let stranger = Identity::generate().key();
+    let env = sup_id.signed(Kind::Flag, |counter, ts| FlagPayload {
+        group: gid("circle"),
+        about: stranger,
+        seq: None,
+        severity: Severity::Concern,
+        consent: Consent::Given,
+        reason: None,
+        withhold_notice: None,
+        note: None,
+        counter,
+        ts,
+    });
+    let reply = sup
+        .request(|id| ClientFrame::Flag {
+            id,
+            group: gid("circle"),
+            env,
+        })
+        .await;
+    assert_eq!(error_of(&reply).0, ErrorCode::NotFound, "{reply:?}");
 }
