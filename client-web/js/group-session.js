@@ -617,16 +617,19 @@ export class GroupSession extends EventTarget {
     return this.members.get(this.identity.publicKey) ?? null;
   }
 
-  /** Staff are always in the room (facilitator, supervisor, admin, co-facilitator). */
+  /**
+   * Staff are always in the room (facilitator, supervisor, admin, co-facilitator) —
+   * as the hub counts our roles in this group (PROTOCOL.md §13, "Staff model"): a
+   * facilitator of another group, or a supervisor no escalation brought here, is not.
+   */
   isStaff() {
-    return isStaffRole(this.conn.roles) || this.canModerate();
+    return this.conn.roles.includes("admin") || isStaffRole(this.me()?.roles ?? []) || this.canModerate();
   }
 
-  /** Whether we have facilitator powers in this group. */
+  /** Whether we have facilitator powers in this group (a grant for it, or co-facilitator). */
   canModerate() {
     const me = this.identity.publicKey;
     return (
-      this.conn.roles.includes("facilitator") ||
       this.me()?.facilitator === true ||
       (this.groupState?.co_facilitators ?? []).includes(me)
     );

@@ -180,10 +180,14 @@ export function postPayload(group, body, to, counter, ts) {
   return { ...payload, counter, ts };
 }
 
-export function invitePayload(role, group, ttlMs, counter, ts) {
+export function invitePayload(role, group, ttlMs, counter, ts, groups = []) {
   const payload = { role };
   if (group) {
     payload.group = group;
+  }
+  // A facilitator invite names the groups it grants (PROTOCOL.md §6.7).
+  if (groups.length > 0) {
+    payload.groups = groups;
   }
   if (Number.isSafeInteger(ttlMs)) {
     payload.ttl_ms = ttlMs;

@@ -57,6 +57,8 @@ pub enum Kind {
     Rota,
     /// Add or remove a Web Push subscription.
     Push,
+    /// Grant or revoke a facilitator's standing in one group (admins).
+    Grant,
     /// An operator's command on the hub (backup, export, erase), signed with the
     /// hub's own key for the audit chain; never sent by a client.
     Admin,
@@ -81,6 +83,7 @@ impl Kind {
             Self::Escalation => "escalation",
             Self::Rota => "rota",
             Self::Push => "push",
+            Self::Grant => "grant",
             Self::Admin => "admin",
         }
     }

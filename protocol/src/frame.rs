@@ -251,6 +251,14 @@ pub enum ClientFrame {
         /// The escalation's id.
         escalation: u64,
     },
+    /// Grant or revoke a facilitator's standing in one group (admins).
+    Grant {
+        /// Request id (optional).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Envelope of kind `grant`.
+        env: SignedEnvelope,
+    },
 }
 
 /// The frame types a client may send, in the order PROTOCOL.md lists them.
@@ -279,6 +287,7 @@ pub const CLIENT_FRAME_TYPES: &[&str] = &[
     "line_post",
     "line",
     "staff",
+    "grant",
 ];
 
 impl ClientFrame {
@@ -308,7 +317,8 @@ impl ClientFrame {
             | Self::Alerting { id }
             | Self::LinePost { id, .. }
             | Self::Line { id, .. }
-            | Self::Staff { id } => *id,
+            | Self::Staff { id }
+            | Self::Grant { id, .. } => *id,
         }
     }
 
@@ -760,6 +770,9 @@ pub enum ServerFrame {
         /// For a `member` invite: the virtual group now open to this key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<GroupId>,
+        /// For a `facilitator` invite: the groups this key now facilitates.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<GroupId>,
         /// All roles the key now holds.
         roles: Vec<Role>,
     },
@@ -883,6 +896,9 @@ pub enum ServerFrame {
         /// For `member`: the group.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<GroupId>,
+        /// For `facilitator`: the groups it grants.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<GroupId>,
         /// When it stops working.
         expires_ms: u64,
     },

@@ -269,6 +269,10 @@ pub struct InvitePayload {
     /// For `member`: the virtual group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupId>,
+    /// For `facilitator`: the groups it grants (at least one, at most
+    /// [`MAX_GRANT_GROUPS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupId>,
     /// Validity in ms (default 24 h, at most 30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
@@ -278,6 +282,27 @@ pub struct InvitePayload {
     pub ts: u64,
 }
 counted!(InvitePayload);
+
+/// Most groups one facilitator invite may name.
+pub const MAX_GRANT_GROUPS: usize = 32;
+
+/// `grant`: an admin grants a key facilitator standing in one group, or revokes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantPayload {
+    /// The key.
+    pub key: PublicKey,
+    /// The group.
+    pub group: GroupId,
+    /// `true` to revoke (absent: grant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoke: bool,
+    /// Per-key counter.
+    pub counter: u64,
+    /// Client clock.
+    pub ts: u64,
+}
+counted!(GrantPayload);
 
 /// `agree`: accept a version of the group agreement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

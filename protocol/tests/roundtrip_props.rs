@@ -339,14 +339,16 @@ fn payload() -> impl Strategy<Value = (Kind, String)> {
         (
             role,
             proptest::option::of(group_id()),
+            proptest::collection::vec(group_id(), 0..3),
             proptest::option::of(any::<u64>()),
             counted()
         )
-            .prop_map(|(role, group, ttl_ms, (counter, ts))| json(
+            .prop_map(|(role, group, groups, ttl_ms, (counter, ts))| json(
                 Kind::Invite,
                 &InvitePayload {
                     role,
                     group,
+                    groups,
                     ttl_ms,
                     counter,
                     ts,

@@ -41,9 +41,9 @@ use peerhub_protocol::frame::{
 use peerhub_protocol::ids::MAX_GROUP_ID_LEN;
 use peerhub_protocol::payload::{
     AdminPayload, AgreePayload, AuthPayload, ControlAction, ControlPayload, CreateGroupPayload,
-    EscalationActPayload, EscalationAction, FlagPayload, GroupKind, InvitePayload, InviteRole,
-    JoinPayload, PostPayload, PushAction, PushPayload, RecordPayload, RedeemPayload, ReportPayload,
-    Retention, RotaPayload, SessionWindow, StepOutPayload,
+    EscalationActPayload, EscalationAction, FlagPayload, GrantPayload, GroupKind, InvitePayload,
+    InviteRole, JoinPayload, PostPayload, PushAction, PushPayload, RecordPayload, RedeemPayload,
+    ReportPayload, Retention, RotaPayload, SessionWindow, StepOutPayload,
 };
 use peerhub_protocol::{limits, ErrorCode, GroupId, ProtocolError};
 use serde::Serialize;
@@ -342,6 +342,7 @@ fn client_variant(frame: &ClientFrame) -> (&'static str, Option<Kind>) {
         ClientFrame::LinePost { .. } => ("line_post", Some(Kind::Post)),
         ClientFrame::Line { .. } => ("line", None),
         ClientFrame::Staff { .. } => ("staff", None),
+        ClientFrame::Grant { .. } => ("grant", Some(Kind::Grant)),
     }
 }
 
@@ -354,7 +355,8 @@ fn client_env(frame: &ClientFrame) -> Option<(&SignedEnvelope, Option<&GroupId>)
         | ClientFrame::Invite { env, .. }
         | ClientFrame::Escalation { env, .. }
         | ClientFrame::SetRota { env, .. }
-        | ClientFrame::Push { env, .. } => Some((env, None)),
+        | ClientFrame::Push { env, .. }
+        | ClientFrame::Grant { env, .. } => Some((env, None)),
         ClientFrame::Join { group, env, .. }
         | ClientFrame::Post { group, env, .. }
         | ClientFrame::Agree { group, env, .. }
@@ -472,6 +474,10 @@ fn every_client_frame() -> Vec<ClientFrame> {
         },
         ClientFrame::Line { id, escalation: 3 },
         ClientFrame::Staff { id },
+        ClientFrame::Grant {
+            id,
+            env: env(Kind::Grant),
+        },
     ]
 }
 
@@ -653,6 +659,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
             id,
             role: InviteRole::Member,
             group: Some(demo()),
+            groups: vec![demo()],
             roles: vec![Role::Admin],
         },
         ServerFrame::GroupCreated {
@@ -704,6 +711,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
             token: "t".into(),
             role: InviteRole::Member,
             group: Some(demo()),
+            groups: vec![demo()],
             expires_ms: 3,
         },
         ServerFrame::Ok { id },
@@ -1005,7 +1013,8 @@ fn full_payload(kind: Kind) -> Value {
         }),
         Kind::Invite => serde_json::to_value(InvitePayload {
             role: InviteRole::Member,
-            group: Some(group),
+            group: Some(group.clone()),
+            groups: vec![group],
             ttl_ms: Some(1),
             counter,
             ts,
@@ -1071,6 +1080,13 @@ fn full_payload(kind: Kind) -> Value {
             endpoint: "https://push.example/1".into(),
             p256dh: Some("p".into()),
             auth: Some("a".into()),
+            counter,
+            ts,
+        }),
+        Kind::Grant => serde_json::to_value(GrantPayload {
+            key: someone(),
+            group,
+            revoke: true,
             counter,
             ts,
         }),
@@ -1181,6 +1197,10 @@ fn parse_payload(kind: Kind, payload: &str) -> Result<Option<GroupId>, ProtocolE
         }
         Kind::Push => {
             probe.payload_as::<PushPayload>()?;
+            None
+        }
+        Kind::Grant => {
+            probe.payload_as::<GrantPayload>()?;
             None
         }
         Kind::Flag => Some(probe.payload_as::<FlagPayload>()?.group),

@@ -50,6 +50,8 @@
 //! | --------------------- | ----- | ------------------ | ------------------------------- |
 //! | `role.grant`          | none (the group, for a group-scoped role) | the grantee | the grantee's `redeem` |
 //! | `invite.create`       | for a `member` invite | —   | the inviter's `invite`          |
+//! | `role.grant_group` / `role.revoke_group` | the group | the facilitator | the admin's `grant` |
+//! | `role.migrate_grants` | none  | —                  | the hub's own `admin` envelope: each facilitator key and the groups it was granted when roles became per group |
 //! | `group.create`        | the group | —              | the admin's `create_group`      |
 //! | `control.<name>`      | the group | the member acted on, if any | the facilitator's `control` (`<name>` is the control's wire name: `mute`, `remove`, `lock`, `redact`, ...) |
 //! | `escalation.<step>`   | the group | the member concerned | the step's own signed command first (`ack`, `resolve`, ...), then the flag it concerns; a step the server takes on a deadline carries the flag alone |
@@ -155,6 +157,13 @@ pub mod action {
     /// A supervisor wrote on an escalation's private line (the signed post; its
     /// envelope becomes a digest when an ephemeral session ends, as a redaction's).
     pub const ESCALATION_LINE: &str = "escalation.line";
+    /// An admin granted a key facilitator standing in one group (`grant`).
+    pub const ROLE_GRANT_GROUP: &str = "role.grant_group";
+    /// An admin revoked a key's facilitator standing in one group (`grant`).
+    pub const ROLE_REVOKE_GROUP: &str = "role.revoke_group";
+    /// Hub-wide facilitator roles became per-group grants, once, at start
+    /// (signed by the hub's key; the detail names each key's groups).
+    pub const ROLE_MIGRATE_GRANTS: &str = "role.migrate_grants";
 }
 
 /// The domain separator hashed before every entry.

@@ -57,6 +57,7 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
         let spec = InviteSpec {
             role: Role::Admin.into(),
             group: None,
+            groups: Vec::new(),
             ttl_ms: DEFAULT_TTL_MS,
             bootstrap: true,
         };
@@ -87,9 +88,15 @@ pub fn prepare(store: &Store, demo: bool, now_ms: u64) -> Result<StartTokens, St
             (Role::Facilitator, &mut tokens.demo_facilitator),
             (Role::Supervisor, &mut tokens.demo_supervisor),
         ] {
+            // The demo facilitator facilitates the demo group (and no other).
+            let groups = match role {
+                Role::Facilitator => vec![id.clone()],
+                _ => Vec::new(),
+            };
             let spec = InviteSpec {
                 role: role.into(),
                 group: None,
+                groups,
                 ttl_ms: DEFAULT_TTL_MS,
                 bootstrap: true,
             };

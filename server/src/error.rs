@@ -147,6 +147,11 @@ pub enum ServerError {
     /// No such member, message or record.
     #[error("{0}")]
     NotFound(&'static str),
+    /// The uniform refusal of an action about another key (PROTOCOL.md §10):
+    /// the same code and words whether the key is no member of the group or one
+    /// the sender may not reach, so a refusal never tells which.
+    #[error("no such member here that you can reach")]
+    NotHere,
     /// The server is stopping.
     #[error("the server is shutting down; reconnect shortly")]
     ShuttingDown,
@@ -192,7 +197,7 @@ impl ServerError {
             Self::Paused => ErrorCode::Paused,
             Self::SlowMode { .. } => ErrorCode::SlowMode,
             Self::Removed(_) => ErrorCode::Removed,
-            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::NotFound(_) | Self::NotHere => ErrorCode::NotFound,
             Self::Taken(_) => ErrorCode::Taken,
             Self::RateLimited { .. } | Self::FlagRateLimited { .. } => ErrorCode::RateLimited,
             Self::Full => ErrorCode::Full,

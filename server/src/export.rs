@@ -76,8 +76,9 @@
 //! }
 //! ```
 //!
-//! - `account` — from the key's account record: the roles it holds, when its
-//!   first role was granted (`null`: never), the last replay counter accepted
+//! - `account` — from the key's account record: the roles it holds, the groups
+//!   it facilitates (`facilitates`, absent when none), when its first role was
+//!   granted (`null`: never), the last replay counter accepted
 //!   from it (0: none), and the Web Push subscriptions held for its browsers (staff
 //!   only): each push service URL and when it was stored.
 //! - `memberships` — by group id, every group the key has joined: the group's title
@@ -182,6 +183,9 @@ struct Export {
 #[derive(Debug, Serialize)]
 struct Account {
     roles: Vec<Role>,
+    /// The groups the key facilitates (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    facilitates: Vec<peerhub_protocol::GroupId>,
     first_granted_ms: Option<u64>,
     counter: u64,
     push_subscriptions: Vec<PushSubscription>,
@@ -289,6 +293,10 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
         roles: account
             .as_ref()
             .map(|a| a.roles.clone())
+            .unwrap_or_default(),
+        facilitates: account
+            .as_ref()
+            .map(|a| a.facilitates.clone())
             .unwrap_or_default(),
         first_granted_ms: account.map(|a| a.created_ms),
         counter: store.counter(key)?,

@@ -1,5 +1,6 @@
 //! Invites: single-use, expiring tokens that grant a role (or membership of one
-//! virtual group) to whichever key redeems them. Only the SHA-256 of an unused token
+//! virtual group) to whichever key redeems them. A facilitator invite names the
+//! groups it grants: facilitator standing is per group (PROTOCOL.md §13). Only the SHA-256 of an unused token
 //! is stored, so the data folder alone cannot be used to redeem one. A redeemed
 //! token appears in its grantee's signed `redeem` in the audit chain, where it can
 //! no longer grant anything to anyone else.
@@ -43,6 +44,8 @@ pub struct InviteSpec {
     pub role: InviteRole,
     /// For `member` invites: the virtual group.
     pub group: Option<GroupId>,
+    /// For `facilitator` invites: the groups it grants.
+    pub groups: Vec<GroupId>,
     /// How long it is valid.
     pub ttl_ms: u64,
     /// Made by the server for the first admin.
@@ -60,6 +63,7 @@ pub fn create(
     let record = InviteRecord {
         role: spec.role,
         group: spec.group.clone(),
+        groups: spec.groups.clone(),
         created_ms: now_ms,
         expires_ms: now_ms.saturating_add(spec.ttl_ms),
         created_by,
@@ -81,7 +85,7 @@ pub fn create_audited(
     now_ms: u64,
 ) -> Result<String, ServerError> {
     let mut entry = NewEntry::new(now_ms, action::INVITE_CREATE, env.clone());
-    if let Some(group) = &spec.group {
+    if let Some(group) = spec.group.as_ref().or(spec.groups.first()) {
         entry = entry.group(group.clone());
     }
     let mut chain = hub.audit.lock();
@@ -97,6 +101,8 @@ pub struct Redeemed {
     pub role: InviteRole,
     /// For `member`: the group.
     pub group: Option<GroupId>,
+    /// For `facilitator`: the groups the key now facilitates.
+    pub groups: Vec<GroupId>,
     /// Every account role the key now holds.
     pub roles: Vec<Role>,
 }
@@ -127,7 +133,7 @@ pub async fn redeem(
             .map_err(ServerError::BadToken)?;
         if !repeat {
             let mut entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
-            if let Some(group) = &invite.group {
+            if let Some(group) = invite.group.as_ref().or(invite.groups.first()) {
                 entry = entry.group(group.clone());
             }
             chain.append(entry)?;
@@ -135,6 +141,12 @@ pub async fn redeem(
         invite
     };
     match (invite.role.account_role(), &invite.group) {
+        // A facilitator invite grants standing in the groups it names, and no
+        // other (one from before grants were per group names none: an admin
+        // grants the groups with `grant`).
+        (Some(Role::Facilitator), _) => {
+            hub.store.grant_facilitator(key, &invite.groups, now)?;
+        }
         (Some(role), _) => {
             hub.store.grant_role(key, role, now)?;
         }
@@ -146,6 +158,34 @@ pub async fn redeem(
     Ok(Redeemed {
         role: invite.role,
         group: invite.group,
+        groups: invite.groups,
         roles: hub.store.roles(key)?,
     })
+}
+
+/// Checks the groups a facilitator invite (or grant) names: at least one, at most
+/// [`MAX_GRANT_GROUPS`](peerhub_protocol::payload::MAX_GRANT_GROUPS), no repeats,
+/// each one existing. Changes nothing.
+pub fn check_grant_groups(store: &Store, groups: &[GroupId]) -> Result<(), ServerError> {
+    use peerhub_protocol::payload::MAX_GRANT_GROUPS;
+    use peerhub_protocol::ProtocolError;
+    if groups.is_empty() {
+        return Err(ProtocolError::invalid(
+            "groups",
+            "a facilitator invite names the group(s) it grants",
+        )
+        .into());
+    }
+    if groups.len() > MAX_GRANT_GROUPS {
+        return Err(ProtocolError::invalid("groups", "at most 32 groups").into());
+    }
+    for (n, group) in groups.iter().enumerate() {
+        if groups[..n].contains(group) {
+            return Err(ProtocolError::invalid("groups", "a group is named twice").into());
+        }
+        if store.group(group)?.is_none() {
+            return Err(ServerError::GroupNotFound(group.clone()));
+        }
+    }
+    Ok(())
 }

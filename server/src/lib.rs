@@ -205,6 +205,9 @@ impl Server {
         }
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
+        if let Some(keys) = groups::migrate_facilitator_grants(&store, &audit, clock.now_ms())? {
+            tracing::info!(keys, "facilitator roles became per-group grants");
+        }
         let (committer, commit_thread) =
             Committer::start(store.clone()).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();

@@ -167,6 +167,29 @@ fn operate(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Grant {
+            data,
+            key,
+            group,
+            revoke,
+        } => {
+            let key = match peerhub_protocol::PublicKey::parse(&key) {
+                Ok(key) => key,
+                Err(error) => {
+                    eprintln!("peerhub grant: --key: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let group = match peerhub_protocol::GroupId::parse(&group) {
+                Ok(group) => group,
+                Err(error) => {
+                    eprintln!("peerhub grant: --group: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = AdminRequest::FacilitatorGrant { key, group, revoke };
+            ("grant", data, request, None)
+        }
         Command::Group(GroupCommand::List { data }) => {
             ("group list", data, AdminRequest::GroupList, None)
         }

@@ -27,8 +27,8 @@ use peerhub_protocol::limits::{HISTORY_ON_JOIN, MAX_BODY_CHARS, MAX_STAFF_LISTED
 use peerhub_protocol::names::normalise_display_name;
 use peerhub_protocol::payload::{
     AgreePayload, AuthPayload, ControlPayload, CreateGroupPayload, EscalationActPayload,
-    FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload, PostPayload, RecordPayload,
-    RedeemPayload, ReportPayload, RotaPayload, StepOutPayload,
+    FlagPayload, GrantPayload, GroupKind, InvitePayload, InviteRole, JoinPayload, PostPayload,
+    RecordPayload, RedeemPayload, ReportPayload, RotaPayload, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
@@ -501,6 +501,7 @@ impl Session {
                 | ClientFrame::Escalation { .. }
                 | ClientFrame::SetRota { .. }
                 | ClientFrame::Push { .. }
+                | ClientFrame::Grant { .. }
         );
         if signed_command {
             self.hub.limits.command(&self.user()?.key)?;
@@ -594,6 +595,7 @@ impl Session {
                 Ok(())
             }
             ClientFrame::Invite { id, env } => self.invite(id, env, ws).await,
+            ClientFrame::Grant { id, env } => self.grant(id, env, ws).await,
             ClientFrame::Agree { id, group, env } => {
                 let (payload, ticket): (AgreePayload, _) =
                     self.admit(&env, Kind::Agree, Some(&group))?;
@@ -816,15 +818,7 @@ impl Session {
         }
         let handle = self.hub.groups.handle(&group)?;
         handle
-            .line_post(
-                self.outbox.clone(),
-                key,
-                id,
-                ticket,
-                env,
-                to,
-                grant,
-            )
+            .line_post(self.outbox.clone(), key, id, ticket, env, to, grant)
             .await?;
         self.lines.insert(group, handle);
         Ok(())
@@ -883,10 +877,14 @@ impl Session {
                 roles: granted.roles.clone(),
             })
             .await?;
+        for group in &granted.groups {
+            self.hub.groups.regrant(group, key, true).await;
+        }
         let frame = ServerFrame::Redeemed {
             id,
             role: granted.role,
             group: granted.group,
+            groups: granted.groups,
             roles: granted.roles,
         };
         self.reply(ws, &frame).await;
@@ -949,9 +947,24 @@ impl Session {
         }
         let key = self.user()?.key;
         let handle = self.hub.groups.handle(&group)?;
+        // The roles that count in this group (PROTOCOL.md §13, "Staff model"):
+        // admin; facilitator by grant for it; supervisor only while an escalation
+        // about it reaches them.
+        let mut roles = crate::groups::roles_in_group(&self.hub.store, &key, &group)?;
+        if self.hub.store.roles(&key)?.contains(&Role::Supervisor)
+            && crate::escalation::supervisor_reaches(
+                &self.hub.store,
+                &key,
+                &group,
+                self.hub.clock.now_ms(),
+            )?
+        {
+            roles.push(Role::Supervisor);
+            roles.sort();
+        }
         let request = JoinRequest {
             key,
-            roles: self.hub.store.roles(&key)?,
+            roles,
             name: payload.name,
             access_code,
             ticket,
@@ -1046,6 +1059,79 @@ impl Session {
         Ok(())
     }
 
+    /// An admin grants a key facilitator standing in one group, or revokes it:
+    /// audited (`role.grant_group` / `role.revoke_group`, the admin's envelope),
+    /// durable, then told to the group's task so a revoke takes effect on the
+    /// facilitator's live connections at once.
+    async fn grant(
+        &mut self,
+        id: Option<u64>,
+        env: SignedEnvelope,
+        ws: &mut WsConnection,
+    ) -> Result<(), ServerError> {
+        use crate::audit::{action, NewEntry};
+        // Held until this function returns: after the counter is written.
+        let (payload, _ticket): (GrantPayload, _) = self.admit(&env, Kind::Grant, None)?;
+        let key = self.user()?.key;
+        if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
+            return Err(ServerError::Forbidden(
+                "only an admin grants or revokes a facilitator's groups",
+            ));
+        }
+        let group = payload.group.clone();
+        if self.hub.store.group(&group)?.is_none() {
+            return Err(ServerError::GroupNotFound(group));
+        }
+        let now = self.hub.clock.now_ms();
+        let name = if payload.revoke {
+            action::ROLE_REVOKE_GROUP
+        } else {
+            action::ROLE_GRANT_GROUP
+        };
+        let entry = NewEntry::new(now, name, env.clone())
+            .group(group.clone())
+            .subject(payload.key);
+        {
+            // Decide, change and record under the chain's lock: the grant and its
+            // entry are written together, or neither.
+            let mut chain = self.hub.audit.lock();
+            let holds = self.hub.store.facilitates(&payload.key, &group)?;
+            if payload.revoke {
+                if !holds {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "holds no facilitator grant for this group",
+                    )
+                    .into());
+                }
+                self.hub.store.revoke_facilitator(&payload.key, &group)?;
+            } else {
+                if holds {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "is already a facilitator of this group",
+                    )
+                    .into());
+                }
+                self.hub.store.grant_facilitator(
+                    &payload.key,
+                    std::slice::from_ref(&group),
+                    now,
+                )?;
+            }
+            chain.append(entry)?;
+        }
+        self.hub.store.raise_counter(&key, payload.counter)?;
+        self.hub.committer.commit().await?;
+        self.hub
+            .groups
+            .regrant(&group, payload.key, !payload.revoke)
+            .await;
+        tracing::info!(conn = %self.conn, revoke = payload.revoke, "facilitator grant changed");
+        self.reply(ws, &ServerFrame::Ok { id }).await;
+        Ok(())
+    }
+
     /// Makes an invite: admins any kind; facilitators invites to a virtual group.
     async fn invite(
         &mut self,
@@ -1057,18 +1143,37 @@ impl Session {
         let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None)?;
         let key = self.user()?.key;
         let roles = self.hub.store.roles(&key)?;
+        // Authority first: a facilitator makes member invites to the groups they
+        // facilitate only (whether another group exists is not their business).
         let allowed = roles.contains(&Role::Admin)
-            || (payload.role == InviteRole::Member && roles.contains(&Role::Facilitator));
+            || match (&payload.role, &payload.group) {
+                (InviteRole::Member, Some(group)) => self.hub.store.facilitates(&key, group)?,
+                // Malformed for anyone: refused as `invalid` below.
+                (InviteRole::Member, None) => roles.contains(&Role::Facilitator),
+                _ => false,
+            };
         if !allowed {
             return Err(ServerError::Forbidden(
-                "only an admin makes invites (facilitators: invites to a virtual group)",
+                "only an admin makes invites (facilitators: invites to a virtual group they facilitate)",
             ));
         }
         let ttl_ms = payload.ttl_ms.unwrap_or(crate::invites::DEFAULT_TTL_MS);
         if ttl_ms == 0 || ttl_ms > crate::invites::MAX_TTL_MS {
             return Err(ProtocolError::invalid("ttl_ms", "from 1 ms to 30 days").into());
         }
+        // A facilitator invite names its groups, in `groups` (or one in `group`).
+        let mut groups = Vec::new();
+        if payload.role == InviteRole::Facilitator {
+            groups.extend(payload.group.clone());
+            groups.extend(payload.groups.iter().cloned());
+            crate::invites::check_grant_groups(&self.hub.store, &groups)?;
+        } else if !payload.groups.is_empty() {
+            return Err(
+                ProtocolError::invalid("groups", "only facilitator invites name groups").into(),
+            );
+        }
         match (payload.role, &payload.group) {
+            (InviteRole::Facilitator, _) => {}
             (InviteRole::Member, Some(group)) => {
                 let record = self
                     .hub
@@ -1089,16 +1194,24 @@ impl Session {
                 )
             }
             (_, Some(_)) => {
-                return Err(
-                    ProtocolError::invalid("group", "only member invites name a group").into(),
+                return Err(ProtocolError::invalid(
+                    "group",
+                    "only member and facilitator invites name a group",
                 )
+                .into())
             }
             (_, None) => {}
         }
         let now = self.hub.clock.now_ms();
+        // A member invite keeps its group; a facilitator's are in `groups`.
+        let group = match payload.role {
+            InviteRole::Facilitator => None,
+            _ => payload.group.clone(),
+        };
         let spec = crate::invites::InviteSpec {
             role: payload.role,
-            group: payload.group.clone(),
+            group: group.clone(),
+            groups: groups.clone(),
             ttl_ms,
             bootstrap: false,
         };
@@ -1110,7 +1223,8 @@ impl Session {
             id,
             token,
             role: payload.role,
-            group: payload.group,
+            group,
+            groups,
             expires_ms: now + ttl_ms,
         };
         self.reply(ws, &frame).await;

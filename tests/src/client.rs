@@ -381,6 +381,7 @@ impl Client {
                 peerhub_protocol::payload::InvitePayload {
                     role,
                     group: group.map(gid),
+                    groups: Vec::new(),
                     ttl_ms: None,
                     counter,
                     ts,
@@ -390,6 +391,28 @@ impl Client {
             ServerFrame::Invited { token, .. } => token,
             other => panic!("invite refused: {other:?}"),
         }
+    }
+
+    /// Grants (or with `revoke`, takes back) `key`'s facilitator standing in
+    /// `group` (needs admin); returns the reply.
+    pub async fn grant(
+        &mut self,
+        key: peerhub_protocol::PublicKey,
+        group: &str,
+        revoke: bool,
+    ) -> ServerFrame {
+        let env = self
+            .me()
+            .signed(peerhub_protocol::envelope::Kind::Grant, |counter, ts| {
+                peerhub_protocol::payload::GrantPayload {
+                    key,
+                    group: gid(group),
+                    revoke,
+                    counter,
+                    ts,
+                }
+            });
+        self.request(|id| ClientFrame::Grant { id, env }).await
     }
 
     /// Creates a group (needs admin).

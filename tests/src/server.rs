@@ -211,11 +211,42 @@ impl TestServer {
     }
 
     /// A new identity holding `role`, granted through a real invite redeemed over
-    /// a socket; returns it and its logged-in client.
+    /// a socket; returns it and its logged-in client. A facilitator is granted
+    /// every group that exists now (facilitator standing is per group): use
+    /// [`Self::facilitator_of`] to name fewer.
     pub async fn with_role(&self, role: Role) -> (Identity, Client) {
+        let groups = match role {
+            Role::Facilitator => self
+                .hub()
+                .store
+                .groups()
+                .expect("groups")
+                .into_iter()
+                .map(|g| g.id)
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.redeem_new(role, groups).await
+    }
+
+    /// A new facilitator of just `groups`, through a real invite that names them.
+    pub async fn facilitator_of(&self, groups: &[&str]) -> (Identity, Client) {
+        let groups = groups
+            .iter()
+            .map(|g| peerhub_protocol::GroupId::parse(g).expect("group id"))
+            .collect();
+        self.redeem_new(Role::Facilitator, groups).await
+    }
+
+    async fn redeem_new(
+        &self,
+        role: Role,
+        groups: Vec<peerhub_protocol::GroupId>,
+    ) -> (Identity, Client) {
         let spec = peerhub_server::invites::InviteSpec {
             role: role.into(),
             group: None,
+            groups,
             ttl_ms: 60_000,
             bootstrap: false,
         };

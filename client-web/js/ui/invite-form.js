@@ -1,6 +1,8 @@
 // "Invite someone": a single-use link for a role — admins make any; facilitators make
-// member invites to a virtual group. Shows <origin>/#invite=<token> (with &group= for
-// a member invite, so the link opens that group's join screen) to copy.
+// member invites to a virtual group they facilitate. A facilitator invite names the
+// groups it grants (facilitator standing is per group). Shows
+// <origin>/#invite=<token> (with &group= for a member invite, or a facilitator's
+// first group, so the link opens that group's join screen) to copy.
 //
 // Owns: #invite-panel. One signed `invite` request per link.
 
@@ -32,8 +34,11 @@ export function createInviteForm({ connection }) {
   const result = byId("invite-result");
   const submit = form.querySelector("button[type=submit]");
 
+  const groupLabel = groupField.querySelector("label");
   const showGroup = () => {
-    groupField.hidden = role.value !== "member";
+    groupField.hidden = role.value !== "member" && role.value !== "facilitator";
+    groupLabel.textContent =
+      role.value === "facilitator" ? "Groups they will facilitate (ids, separated by commas)" : "Virtual group id";
   };
   role.addEventListener("change", showGroup);
   showGroup();
@@ -42,9 +47,17 @@ export function createInviteForm({ connection }) {
     ev.preventDefault();
     const chosen = role.value;
     let groupId = null;
+    let groupIds = [];
     if (chosen === "member") {
       groupId = group.value.trim().toLowerCase();
       if (!isValidGroupId(groupId)) {
+        setFieldError(group, groupError, sentenceFor("invalid_group_id"));
+        group.focus();
+        return;
+      }
+    } else if (chosen === "facilitator") {
+      groupIds = [...new Set(group.value.toLowerCase().split(/[\s,]+/).filter(Boolean))];
+      if (groupIds.length === 0 || !groupIds.every(isValidGroupId)) {
         setFieldError(group, groupError, sentenceFor("invalid_group_id"));
         group.focus();
         return;
@@ -56,10 +69,16 @@ export function createInviteForm({ connection }) {
     result.replaceChildren("Making the invite…");
     try {
       const invited = await connection.signedRequest("invite", Kind.INVITE, (counter, ts) =>
-        invitePayload(chosen, groupId, ttl, counter, ts),
+        invitePayload(chosen, groupId, ttl, counter, ts, groupIds),
       );
-      const link = inviteLink(invited.token, invited.group ?? groupId);
-      const what = invited.role === "member" ? `a member of ${invited.group ?? groupId}` : `the ${roleLabel(invited.role)} role`;
+      const granted = invited.groups ?? groupIds;
+      const link = inviteLink(invited.token, invited.group ?? groupId ?? granted[0]);
+      const what =
+        invited.role === "member"
+          ? `a member of ${invited.group ?? groupId}`
+          : invited.role === "facilitator"
+            ? `the ${roleLabel(invited.role)} role in ${granted.join(", ")}`
+            : `the ${roleLabel(invited.role)} role`;
       result.replaceChildren(
         h("p", { text: `Invite for ${what}. It works once, until ${formatDateTime(invited.expires_ms)}. Send it only to the person it is for:` }),
         h("p", { className: "share-link" }, h("code", { text: link })),

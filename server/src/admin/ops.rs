@@ -40,6 +40,18 @@ pub enum AdminRequest {
         /// How long it stays valid (default 24 h, at most 30 days).
         ttl_hours: Option<u64>,
     },
+    /// Grant a key facilitator standing in one group, or revoke it (as an
+    /// admin's `grant` does). On a running hub the group's task is told, so a
+    /// revoke takes effect on live connections.
+    FacilitatorGrant {
+        /// The facilitator's key.
+        key: peerhub_protocol::PublicKey,
+        /// The group.
+        group: GroupId,
+        /// Revoke rather than grant.
+        #[serde(default)]
+        revoke: bool,
+    },
     /// Every group.
     GroupList,
     /// A new group, as an admin would create it over the protocol.
@@ -94,6 +106,8 @@ impl AdminRequest {
             Self::Backup { .. } => "backup",
             Self::Invite { .. } => "invite",
             Self::GroupList => "group list",
+            Self::FacilitatorGrant { revoke: false, .. } => "grant",
+            Self::FacilitatorGrant { revoke: true, .. } => "revoke",
             Self::GroupCreate { .. } => "group create",
             Self::GroupSchedule { .. } => "group schedule",
             Self::GroupClearWaiting { .. } => "group clear-waiting",
@@ -157,6 +171,9 @@ impl Operator<'_> {
                 ttl_hours,
             } => self.invite(role, group, ttl_hours),
             AdminRequest::GroupList => self.group_list(),
+            AdminRequest::FacilitatorGrant { key, group, revoke } => {
+                self.facilitator_grant(key, group, revoke)
+            }
             AdminRequest::GroupCreate { request } => self.group_create(*request),
             AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
             AdminRequest::GroupClearWaiting { group } => self.group_clear_waiting(group),
@@ -275,30 +292,47 @@ impl Operator<'_> {
                     )));
                 }
             }
+            (InviteRole::Facilitator, None) => {
+                return Err(AdminError::Invalid(
+                    "a facilitator invite names the group it grants (--group)".into(),
+                ))
+            }
+            (InviteRole::Facilitator, Some(id)) => {
+                if self.store.group(id)?.is_none() {
+                    return Err(AdminError::Invalid(format!("no group {id}")));
+                }
+            }
             (_, Some(_)) => {
                 return Err(AdminError::Invalid(
-                    "only member invites name a group".into(),
+                    "only member and facilitator invites name a group".into(),
                 ))
             }
             (_, None) => {}
         }
+        // A facilitator invite grants its group through `groups`.
+        let (group, groups) = match role {
+            InviteRole::Facilitator => (None, group.into_iter().collect::<Vec<_>>()),
+            _ => (group, Vec::new()),
+        };
         let hub = self.hub_key()?;
         let payload = InvitePayload {
             role,
             group: group.clone(),
+            groups: groups.clone(),
             ttl_ms: Some(ttl_ms),
             counter: self.now_ms,
             ts: self.now_ms,
         };
         let env = SignedEnvelope::sign_json(&hub, Kind::Invite, &payload);
         let mut entry = NewEntry::new(self.now_ms, action::INVITE_CREATE, env);
-        if let Some(group) = &group {
+        if let Some(group) = group.as_ref().or(groups.first()) {
             entry = entry.group(group.clone());
         }
         let mut chain = self.audit.lock();
         let spec = InviteSpec {
             role,
             group,
+            groups,
             ttl_ms,
             bootstrap: false,
         };
@@ -309,6 +343,48 @@ impl Operator<'_> {
             "token": token,
             "expires_ms": self.now_ms + ttl_ms,
         }))
+    }
+
+    fn facilitator_grant(
+        &self,
+        key: peerhub_protocol::PublicKey,
+        group: GroupId,
+        revoke: bool,
+    ) -> Result<serde_json::Value, AdminError> {
+        if self.store.group(&group)?.is_none() {
+            return Err(AdminError::Invalid(format!("no group {group}")));
+        }
+        let holds = self.store.facilitates(&key, &group)?;
+        if revoke && !holds {
+            return Err(AdminError::Invalid(format!(
+                "that key holds no facilitator grant for {group}"
+            )));
+        }
+        if !revoke && holds {
+            return Err(AdminError::Invalid(format!(
+                "that key is already a facilitator of {group}"
+            )));
+        }
+        let (name, action) = if revoke {
+            ("role.revoke_group", action::ROLE_REVOKE_GROUP)
+        } else {
+            ("role.grant_group", action::ROLE_GRANT_GROUP)
+        };
+        let payload = AdminPayload {
+            subject: Some(key),
+            group: Some(group.clone()),
+            ..self.admin_payload(name)
+        };
+        // The entry first: a crash after it leaves an entry without its change
+        // (the operator runs the command again), never a change without one.
+        self.audit_admin(action, payload)?;
+        if revoke {
+            self.store.revoke_facilitator(&key, &group)?;
+        } else {
+            self.store
+                .grant_facilitator(&key, std::slice::from_ref(&group), self.now_ms)?;
+        }
+        Ok(serde_json::json!({ "group": group, "facilitator": !revoke }))
     }
 
     fn group_create(

@@ -77,7 +77,8 @@ pub enum Command {
         /// What it grants.
         #[arg(long, value_enum)]
         role: InviteRoleArg,
-        /// For a member invite: the virtual group.
+        /// For a member invite: the virtual group; for a facilitator invite: the
+        /// group it grants (needed).
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
         /// Hours it stays valid (1 to 720).
@@ -86,6 +87,23 @@ pub enum Command {
         /// The hub's public URL, to print the link (default: the token alone).
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
+    },
+    /// Grant a facilitator's key standing in one group, or revoke it (--revoke);
+    /// the server may be running (a revoke takes effect on live connections).
+    /// Signed with the hub's key and audited.
+    Grant {
+        /// The hub's data folder.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The facilitator's public key (base64url).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// The group.
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        /// Take the grant away instead.
+        #[arg(long)]
+        revoke: bool,
     },
     /// Groups.
     #[command(subcommand)]

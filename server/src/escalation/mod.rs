@@ -267,6 +267,32 @@ pub fn is_staff(roles: &[Role]) -> bool {
         .any(|r| matches!(r, Role::Supervisor | Role::Admin))
 }
 
+/// Whether supervisor `key` reaches `group` now (PROTOCOL.md §13, "Staff
+/// model"): an unresolved escalation about the group is routed to them (waiting
+/// for them, or theirs) or they are on call. Otherwise a supervisor meets a
+/// group's door like anyone. Reads the unresolved escalations through the state
+/// index (the router holds the same set in memory), once per supervisor's join.
+pub fn supervisor_reaches(
+    store: &crate::store::Store,
+    key: &PublicKey,
+    group: &peerhub_protocol::GroupId,
+    now_ms: u64,
+) -> Result<bool, crate::store::StoreError> {
+    let on_call = store
+        .rota()?
+        .iter()
+        .any(|e| e.supervisor == *key && e.start_ms <= now_ms && now_ms < e.end_ms);
+    for record in store.unresolved_escalations()? {
+        let view = &record.view;
+        if &view.group == group
+            && (on_call || view.handler == Some(*key) || view.waiting_for.contains(key))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The opaque reference `key` has to escalation `id`: random to anyone without the
 /// hub's secret, different for each person (so two people cannot compare theirs to
 /// learn that their flags met in one escalation), and stable across restarts. The

@@ -773,19 +773,22 @@ impl EscalationRouter {
     ) -> Result<(), ServerError> {
         let now = self.clock.now_ms();
         let group = flag.group.clone();
-        if self.store.group(&group)?.is_none() {
+        let Some(group_record) = self.store.group(&group)? else {
             return Err(ServerError::GroupNotFound(group));
-        }
-        // Point reads: the flagger's and the person's member records, never the
-        // whole member list.
-        let flagger_is_member = self.store.member_of(&group, &key)?.is_some();
-        if !flagger_is_member && self.store.roles(&key)?.is_empty() {
+        };
+        // The sender's authority first, then the payload's own shape, and the
+        // person it is about last (PROTOCOL.md §10, the refusal rule). Point
+        // reads: the flagger's and the person's member records, never the whole
+        // member list.
+        let room = crate::groups::room_of(&self.store, group_record, &[key, flag.about])?;
+        let hub_staff = is_staff(&self.store.roles(&key)?);
+        if !room.members.contains_key(&key)
+            && !hub_staff
+            && !self.store.facilitates(&key, &group)?
+        {
             return Err(ServerError::Forbidden(
                 "join the group before raising a flag there",
             ));
-        }
-        if flag.about != key && self.store.member_of(&group, &flag.about)?.is_none() {
-            return Err(ServerError::NotFound("no such member in this group"));
         }
         match (flag.about == key, flag.consent) {
             (true, Consent::Own) | (false, Consent::Given) | (false, Consent::ImminentRisk) => {}
@@ -823,8 +826,23 @@ impl EscalationRouter {
         if let Some(note) = &flag.note {
             text("note", note)?;
         }
+        // Someone else is reached only as the flagger sees them (supervisors and
+        // admins: any member). Whether they are no member or one out of sight,
+        // the answer is the same, so a flag is no test of who is in a group.
+        if flag.about != key {
+            let reachable = if hub_staff {
+                room.members.contains_key(&flag.about)
+            } else {
+                room.may_see_member(&key, &flag.about)
+            };
+            if !reachable {
+                return Err(ServerError::NotHere);
+            }
+        }
         if let Some(seq) = flag.seq {
-            if self.store.event(&group, &Channel::Main, seq)?.is_none() {
+            // A message is named only by someone who may read the conversation.
+            let readable = hub_staff || room.may_read(&key, &Channel::Main);
+            if !readable || self.store.event(&group, &Channel::Main, seq)?.is_none() {
                 return Err(ServerError::NotFound("no such message in this group"));
             }
         }
@@ -1233,13 +1251,18 @@ impl EscalationRouter {
             if !online.roles.contains(&Role::Facilitator) || keys.contains(&online.key) {
                 continue;
             }
-            // A point read per online facilitator, not the group's member list.
+            // Point reads per online facilitator, not the group's member list: a
+            // facilitator of this group (by grant) who has joined it.
             let member = self
                 .store
-                .member_of(&record.view.group, &online.key)
-                .ok()
-                .flatten()
-                .is_some();
+                .facilitates(&online.key, &record.view.group)
+                .unwrap_or(false)
+                && self
+                    .store
+                    .member_of(&record.view.group, &online.key)
+                    .ok()
+                    .flatten()
+                    .is_some();
             if member {
                 keys.push(online.key);
             }

@@ -94,6 +94,14 @@ pub(crate) enum GroupCommand {
     /// The group's record changed in the store (an operator's command): read it
     /// again and tell the members.
     Reload,
+    /// `key`'s facilitator grant for this group changed (already in the store).
+    /// A revoke takes the standing away from their live connections now: they
+    /// leave the group's conversation (`dismissed`, `grant_revoked`) and may join
+    /// again under the rules anyone meets.
+    Regrant {
+        key: PublicKey,
+        facilitator: bool,
+    },
     /// An operator clears the waiting room; `entry` is the audit entry, signed by
     /// the hub's key. The reply says how many left, once that is durable.
     ClearWaiting {
@@ -381,6 +389,10 @@ impl GroupActor {
                     .append_note(channel, note, now)
                     .map(|_| ())
                     .map_err(Arc::new),
+                GroupCommand::Regrant { key, facilitator } => {
+                    self.regrant(key, facilitator);
+                    Ok(())
+                }
                 GroupCommand::Reload => match self.store.group(&self.room.group.id) {
                     Ok(Some(record)) => {
                         self.room.group = record;
@@ -419,6 +431,42 @@ impl GroupActor {
             }
         }
         self.commit_and_deliver().await
+    }
+
+    /// Applies a changed facilitator grant (see [`GroupCommand::Regrant`]).
+    fn regrant(&mut self, key: PublicKey, facilitator: bool) {
+        if let Some(member) = self.room.members.get_mut(&key) {
+            member.roles.retain(|r| *r != Role::Facilitator);
+            if facilitator {
+                member.roles.push(Role::Facilitator);
+                member.roles.sort();
+            }
+        }
+        if facilitator {
+            self.deferred.push(Deferred::Presence(key));
+            return;
+        }
+        // A co-facilitator's or lead's place was given under the grant: it goes
+        // with it.
+        let state = &mut self.room.state;
+        let held = state.co_facilitators.contains(&key) || state.lead == Some(key);
+        if held {
+            state.co_facilitators.retain(|k| *k != key);
+            if state.lead == Some(key) {
+                state.lead = None;
+            }
+            self.state_changed();
+            self.deferred.push(Deferred::GroupUpdate);
+        }
+        if self.is_online(&key) {
+            self.deferred.push(Deferred::Dismiss(
+                key,
+                "grant_revoked",
+                "An admin has ended your facilitator role in this group. You can join \
+                 again under the group's usual rules."
+                    .into(),
+            ));
+        }
     }
 
     /// Time-driven changes: mutes that ran out, a scheduled window that opened.
@@ -987,14 +1035,17 @@ impl GroupActor {
         // person (or facilitator) replies on the pair channel the supervisor opened.
         let on_line = !self.room.members.contains_key(&other)
             && self.room.head(&Channel::pair(key, other)) > 0;
-        if !on_line && !self.room.members.contains_key(&other) {
-            return Err(ServerError::NotFound("no such member in this group"));
-        }
-        if !on_line && !self.room.may_talk_privately(&key) && !self.room.may_talk_privately(&other)
-        {
-            return Err(ServerError::Forbidden(
-                "private messages are with a facilitator or a supervisor",
-            ));
+        // Otherwise the sender's authority first, then the target (PROTOCOL.md §10,
+        // the refusal rule): someone who may not talk privately is answered alike
+        // whether `other` is a member or not, so a `post` with `to` is no test of
+        // membership. Staff here may see every member: they learn nothing new.
+        if !on_line {
+            if !self.room.may_talk_privately(&key) && !self.room.may_talk_privately(&other) {
+                return Err(ServerError::NotHere);
+            }
+            if !self.room.members.contains_key(&other) {
+                return Err(ServerError::NotFound("no such member in this group"));
+            }
         }
         // A private line to a facilitator is a help path: mute, pause and slow mode
         // do not apply to it.
@@ -1416,6 +1467,7 @@ impl GroupActor {
                 }
                 GroupCommand::Leave { .. }
                 | GroupCommand::Reload
+                | GroupCommand::Regrant { .. }
                 | GroupCommand::HubNote { .. } => {}
             }
         }

@@ -456,6 +456,22 @@ impl GroupRegistry {
         }
     }
 
+    /// Tells a running group task that `key`'s facilitator grant there changed
+    /// (it is in the store already): a revoked facilitator loses their standing
+    /// on their live connections at once. A group without a task reads the
+    /// grant when it next starts.
+    pub async fn regrant(&self, id: &GroupId, key: PublicKey, facilitator: bool) {
+        let handle = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(id).cloned()
+        };
+        if let Some(handle) = handle {
+            let _ = handle
+                .send(actor::GroupCommand::Regrant { key, facilitator })
+                .await;
+        }
+    }
+
     /// An operator clears a group's waiting room through its task (started if
     /// needed); returns how many people left it.
     pub async fn clear_waiting(&self, id: &GroupId, entry: NewEntry) -> Result<usize, ServerError> {
@@ -493,7 +509,10 @@ pub fn load_room(store: &Store, group: GroupRecord) -> Result<Room, ServerError>
     };
     let mut members = BTreeMap::new();
     for record in store.members(&group.id)? {
-        let roles = store.roles(&record.key)?;
+        // A supervisor's reach into a group comes with an escalation about it and
+        // is decided when they join; a loaded record holds only the standing the
+        // key has here for good.
+        let roles = roles_in_group(store, &record.key, &group.id)?;
         members.insert(
             record.key,
             Member {
@@ -508,6 +527,136 @@ pub fn load_room(store: &Store, group: GroupRecord) -> Result<Room, ServerError>
         state,
         members,
     })
+}
+
+/// A group's record, state and the member records of just `keys` (point reads,
+/// never the member list): enough for [`Room`]'s rules about those keys, for a
+/// task other than the group's own (the escalation router deciding whether a
+/// flagger may reach the person a flag is about).
+pub fn room_of(store: &Store, group: GroupRecord, keys: &[PublicKey]) -> Result<Room, StoreError> {
+    let state = store
+        .group_state(&group.id)?
+        .unwrap_or_else(|| room::initial_state(None));
+    let mut members = BTreeMap::new();
+    for key in keys {
+        if let Some(record) = store.member_of(&group.id, key)? {
+            let roles = roles_in_group(store, key, &group.id)?;
+            members.insert(
+                *key,
+                Member {
+                    record,
+                    roles,
+                    last_post_ms: None,
+                },
+            );
+        }
+    }
+    Ok(Room {
+        group,
+        state,
+        members,
+    })
+}
+
+/// The roles `key` holds in `group` (PROTOCOL.md §13, "Staff model"): `admin`
+/// hub-wide; `facilitator` only with a grant for this group. `supervisor` is left
+/// out: a supervisor reaches a group only through an escalation about it, which
+/// the session decides at join ([`crate::escalation::supervisor_reaches`]).
+pub fn roles_in_group(
+    store: &Store,
+    key: &PublicKey,
+    group: &GroupId,
+) -> Result<Vec<Role>, StoreError> {
+    let Some(account) = store.account(key)? else {
+        return Ok(Vec::new());
+    };
+    Ok(account
+        .roles
+        .iter()
+        .copied()
+        .filter(|role| match role {
+            Role::Admin => true,
+            Role::Facilitator => account.facilitates.contains(group),
+            Role::Supervisor => false,
+        })
+        .collect())
+}
+
+/// The `meta` marker of the migration to per-group facilitator grants.
+pub const GRANTS_MIGRATED: &str = "migrated_facilitator_grants_v1";
+
+/// Start-up migration (issue 14, item 2): the `facilitator` role used to open
+/// every group; now it opens the groups it is granted. Each key holding it is
+/// granted the groups where it already has standing — a member record (a
+/// facilitator's record there was staff), a place as lead or co-facilitator, or
+/// the group's creation — and no other. Runs once: the accounts and a `meta`
+/// marker are written in one atomic batch, after an audit entry (signed by the
+/// hub's key, `role.migrate_grants`) naming every grant, so no grant ever lacks
+/// its entry. Returns how many keys were migrated (`None`: it had run before).
+pub fn migrate_facilitator_grants(
+    store: &Store,
+    audit: &AuditLog,
+    now_ms: u64,
+) -> Result<Option<usize>, StoreError> {
+    if store.migrated(GRANTS_MIGRATED)? {
+        return Ok(None);
+    }
+    let facilitators: Vec<(PublicKey, crate::store::records::AccountRecord)> = store
+        .accounts()?
+        .into_iter()
+        .filter(|(_, a)| a.roles.contains(&Role::Facilitator))
+        .collect();
+    let mut changed = Vec::new();
+    if !facilitators.is_empty() {
+        let groups = store.groups()?;
+        for (key, mut account) in facilitators {
+            for group in &groups {
+                let state = store.group_state(&group.id)?;
+                let standing = store.member_of(&group.id, &key)?.is_some()
+                    || group.created_by == Some(key)
+                    || state
+                        .as_ref()
+                        .is_some_and(|s| s.lead == Some(key) || s.co_facilitators.contains(&key));
+                if standing && !account.facilitates.contains(&group.id) {
+                    account.facilitates.push(group.id.clone());
+                }
+            }
+            account.facilitates.sort();
+            changed.push((key, account));
+        }
+    }
+    if changed.is_empty() {
+        // Nothing was granted (a new hub, or one without facilitators): only the
+        // marker, and no entry for a change that did not happen.
+        store.put_accounts_migrated(&[], GRANTS_MIGRATED)?;
+        store.flush()?;
+        return Ok(Some(0));
+    }
+    let detail: Vec<serde_json::Value> = changed
+        .iter()
+        .map(|(key, a)| serde_json::json!({ "key": key, "groups": a.facilitates }))
+        .collect();
+    let seed = store.hub_signing_seed()?;
+    let payload = peerhub_protocol::payload::AdminPayload {
+        action: action::ROLE_MIGRATE_GRANTS.into(),
+        subject: None,
+        group: None,
+        detail: Some(serde_json::Value::Array(detail).to_string()),
+        counter: now_ms,
+        ts: now_ms,
+    };
+    let env = SignedEnvelope::sign_json(
+        &ed25519_dalek::SigningKey::from_bytes(&seed),
+        peerhub_protocol::Kind::Admin,
+        &payload,
+    );
+    {
+        let mut chain = audit.lock();
+        chain.append(NewEntry::new(now_ms, action::ROLE_MIGRATE_GRANTS, env))?;
+        store.put_accounts_migrated(&changed, GRANTS_MIGRATED)?;
+    }
+    store.flush()?;
+    Ok(Some(changed.len()))
 }
 
 /// Checks a `create_group` request and makes the group's record: the one rule
@@ -602,5 +751,113 @@ pub fn group_info(record: &GroupRecord) -> GroupInfo {
         id: record.id.clone(),
         title: record.title.clone(),
         kind: record.kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::MemberRecord;
+    use peerhub_protocol::payload::{GroupKind, Retention};
+
+    fn group(id: &str, created_by: Option<PublicKey>) -> GroupRecord {
+        GroupRecord {
+            id: GroupId::parse(id).unwrap(),
+            title: id.into(),
+            kind: GroupKind::DropIn,
+            created_ms: 0,
+            created_by,
+            created_env: None,
+            access_code_hash: None,
+            schedule: Vec::new(),
+            retention: Retention::default(),
+            waiting_room: true,
+        }
+    }
+
+    fn member(key: PublicKey) -> MemberRecord {
+        MemberRecord {
+            key,
+            name: "Jo".into(),
+            join: None,
+            first_joined_ms: 0,
+            agreed_version: 0,
+            agreement_env: None,
+            admitted_session: None,
+            declined_session: None,
+            removed: None,
+            muted_until_ms: None,
+            away: false,
+        }
+    }
+
+    /// A store written before grants were per group (accounts with the
+    /// `facilitator` role and no `facilitates`, as `grant_role` still writes
+    /// them) is migrated once at open: each facilitator gets the groups where it
+    /// had standing, and no other; the change is audited; a second start changes
+    /// nothing.
+    #[test]
+    fn an_old_format_store_gets_per_group_grants_once_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jo, sam, admin) = (PublicKey([1; 32]), PublicKey([2; 32]), PublicKey([3; 32]));
+        let (joined, led, created, other) = (
+            GroupId::parse("joined").unwrap(),
+            GroupId::parse("led").unwrap(),
+            GroupId::parse("created").unwrap(),
+            GroupId::parse("other").unwrap(),
+        );
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.grant_role(&jo, Role::Facilitator, 0).unwrap();
+            store.grant_role(&sam, Role::Facilitator, 0).unwrap();
+            store.grant_role(&admin, Role::Admin, 0).unwrap();
+            store.grant_role(&admin, Role::Facilitator, 0).unwrap();
+            for (id, by) in [
+                ("joined", None),
+                ("led", None),
+                ("created", Some(admin)),
+                ("other", None),
+            ] {
+                store.create_group(&group(id, by)).unwrap();
+            }
+            store.put_member(&joined, &member(jo)).unwrap();
+            let mut state = room::initial_state(None);
+            state.co_facilitators.push(sam);
+            state.lead = Some(jo);
+            store.put_group_state(&led, &state).unwrap();
+            store.flush().unwrap();
+            let raw = store.account(&jo).unwrap().unwrap();
+            assert!(raw.facilitates.is_empty(), "the old form");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let audit = AuditLog::open(store.clone()).unwrap();
+        assert_eq!(
+            migrate_facilitator_grants(&store, &audit, 5).unwrap(),
+            Some(3)
+        );
+        let groups_of = |key| store.account(&key).unwrap().unwrap().facilitates;
+        assert_eq!(groups_of(jo), vec![joined.clone(), led.clone()]);
+        assert_eq!(groups_of(sam), vec![led.clone()]);
+        assert_eq!(groups_of(admin), vec![created.clone()]);
+        assert!(!store.facilitates(&jo, &other).unwrap());
+        assert_eq!(
+            roles_in_group(&store, &jo, &other).unwrap(),
+            Vec::<Role>::new()
+        );
+        assert_eq!(
+            roles_in_group(&store, &jo, &led).unwrap(),
+            vec![Role::Facilitator]
+        );
+        let entries: Vec<_> = crate::audit::entries(&store)
+            .map(|e| e.unwrap())
+            .filter(|e| e.action == action::ROLE_MIGRATE_GRANTS)
+            .collect();
+        assert_eq!(entries.len(), 1);
+        // Once: a second run (the next start) changes nothing.
+        let before = store.digest().unwrap();
+        assert_eq!(migrate_facilitator_grants(&store, &audit, 6).unwrap(), None);
+        assert_eq!(store.digest().unwrap(), before);
+        // And the chain still verifies.
+        crate::audit::verify(&store).unwrap();
     }
 }

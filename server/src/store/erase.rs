@@ -236,6 +236,7 @@ mod tests {
             let invite = InviteRecord {
                 role: InviteRole::Member,
                 group: Some(g.clone()),
+                groups: Vec::new(),
                 created_ms: 0,
                 expires_ms: 10,
                 created_by: None,

@@ -340,6 +340,7 @@ impl Store {
             roles: Vec::new(),
             created_ms: now_ms,
             name: None,
+            facilitates: Vec::new(),
         });
         if !account.roles.contains(&role) {
             account.roles.push(role);
@@ -373,6 +374,105 @@ impl Store {
             }
         }
         Ok(staff)
+    }
+
+    /// Whether `key` is a facilitator of `group` (holds a grant for it).
+    pub fn facilitates(&self, key: &PublicKey, group: &GroupId) -> Result<bool, StoreError> {
+        Ok(self
+            .account(key)?
+            .is_some_and(|a| a.roles.contains(&Role::Facilitator) && a.facilitates.contains(group)))
+    }
+
+    /// Grants `key` the facilitator role and standing in each of `groups`
+    /// (idempotent); returns the account after the grant.
+    pub fn grant_facilitator(
+        &self,
+        key: &PublicKey,
+        groups: &[GroupId],
+        now_ms: u64,
+    ) -> Result<AccountRecord, StoreError> {
+        let _writing = self.writing();
+        let mut account = self.account(key)?.unwrap_or(AccountRecord {
+            roles: Vec::new(),
+            created_ms: now_ms,
+            name: None,
+            facilitates: Vec::new(),
+        });
+        if !account.roles.contains(&Role::Facilitator) {
+            account.roles.push(Role::Facilitator);
+            account.roles.sort();
+        }
+        for group in groups {
+            if !account.facilitates.contains(group) {
+                account.facilitates.push(group.clone());
+            }
+        }
+        account.facilitates.sort();
+        self.t().key_account.insert(key.0, encode(&account))?;
+        Ok(account)
+    }
+
+    /// Takes `key`'s facilitator standing in `group` away (the role stays, for
+    /// its other groups); returns whether it held one.
+    pub fn revoke_facilitator(&self, key: &PublicKey, group: &GroupId) -> Result<bool, StoreError> {
+        let _writing = self.writing();
+        let Some(mut account) = self.account(key)? else {
+            return Ok(false);
+        };
+        let before = account.facilitates.len();
+        account.facilitates.retain(|g| g != group);
+        if account.facilitates.len() == before {
+            return Ok(false);
+        }
+        self.t().key_account.insert(key.0, encode(&account))?;
+        Ok(true)
+    }
+
+    /// Whether the one-off migration named `marker` has run (a `meta` entry).
+    pub fn migrated(&self, marker: &str) -> Result<bool, StoreError> {
+        Ok(self.t().meta.contains_key(marker)?)
+    }
+
+    /// Writes `accounts` and the `meta` marker of their migration in one atomic
+    /// batch: after a crash either all of it is there or none (then the
+    /// migration runs again at the next start). Not yet durable: flush.
+    pub fn put_accounts_migrated(
+        &self,
+        accounts: &[(PublicKey, AccountRecord)],
+        marker: &str,
+    ) -> Result<(), StoreError> {
+        use sled::transaction::TransactionError;
+        use sled::Transactional as _;
+        let _writing = self.writing();
+        let trees = self.t();
+        let encoded: Vec<([u8; 32], Vec<u8>)> = accounts
+            .iter()
+            .map(|(key, account)| (key.0, encode(account)))
+            .collect();
+        (&trees.key_account, &trees.meta)
+            .transaction(|(key_account, meta)| {
+                for (key, value) in &encoded {
+                    key_account.insert(&key[..], value.as_slice())?;
+                }
+                meta.insert(marker.as_bytes(), &b"1"[..])?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::Engine(e),
+                TransactionError::Abort(()) => StoreError::Closed,
+            })
+    }
+
+    /// Every account, by key (operator jobs and start-up migrations only).
+    pub fn accounts(&self) -> Result<Vec<(PublicKey, AccountRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.t().key_account.iter() {
+            let (key, value) = item?;
+            if let Ok(bytes) = <[u8; 32]>::try_from(key.as_ref()) {
+                out.push((PublicKey(bytes), decode("key_account", &value)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether any key holds the admin role.
@@ -1217,6 +1317,7 @@ mod tests {
         let invite = InviteRecord {
             role: Role::Facilitator.into(),
             group: None,
+            groups: Vec::new(),
             created_ms: 0,
             expires_ms: 100,
             created_by: None,

@@ -16,6 +16,10 @@ pub struct AccountRecord {
     /// The name given with the last invite redeemed with one (staff lists, rota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The groups this key is a facilitator of (a grant per group: the
+    /// `facilitator` role alone opens no group). Sorted, without duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facilitates: Vec<GroupId>,
 }
 
 /// An invite: a single-use token that grants a role (or membership of one
@@ -27,6 +31,9 @@ pub struct InviteRecord {
     /// For `member` invites: the virtual group.
     #[serde(default)]
     pub group: Option<GroupId>,
+    /// For `facilitator` invites: the groups it grants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupId>,
     /// When it was made.
     pub created_ms: u64,
     /// After this it is refused.

@@ -100,6 +100,12 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         AdminRequest::GroupSchedule { group, .. } => Some(group.clone()),
         _ => None,
     };
+    let regrant = match &request {
+        AdminRequest::FacilitatorGrant { key, group, revoke } => {
+            Some((group.clone(), *key, !*revoke))
+        }
+        _ => None,
+    };
     let worker = hub.clone();
     let done = tokio::task::spawn_blocking(move || {
         let operator = Operator {
@@ -120,6 +126,9 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
     }
     if let Some(group) = reload {
         hub.groups.reload(&group).await;
+    }
+    if let Some((group, key, facilitator)) = regrant {
+        hub.groups.regrant(&group, key, facilitator).await;
     }
     tracing::info!(command = %name, "operator request carried out");
     Reply::Ok(output)

@@ -59,6 +59,7 @@ fn facilitator_invite(server: &TestServer) -> String {
     let spec = InviteSpec {
         role: Role::Facilitator.into(),
         group: None,
+        groups: Vec::new(),
         ttl_ms: invites::DEFAULT_TTL_MS,
         bootstrap: false,
     };

@@ -626,6 +626,7 @@ async fn bad_group_and_escalation_frames_get_their_codes_and_change_nothing() {
                 env: me.signed(Kind::Invite, |counter, ts| InvitePayload {
                     role: InviteRole::Admin,
                     group: None,
+                    groups: Vec::new(),
                     ttl_ms: None,
                     counter,
                     ts,

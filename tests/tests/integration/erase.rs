@@ -647,7 +647,15 @@ async fn a_running_hub_killed_during_the_rewrite_after_a_session_loses_nothing_a
         let (code, stdout, stderr) = peerhub(&args);
         assert_eq!(code, 0, "{stdout}{stderr}");
     }
-    let (code, token, stderr) = peerhub(&["invite", "--data", &data_arg, "--role", "facilitator"]);
+    let (code, token, stderr) = peerhub(&[
+        "invite",
+        "--data",
+        &data_arg,
+        "--role",
+        "facilitator",
+        "--group",
+        "dropin",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let (_, mut fac) = server.redeemed(token.trim()).await;
     fac.join("dropin", "Jo", None).await;

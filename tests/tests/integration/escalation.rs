@@ -1281,6 +1281,14 @@ async fn a_supervisor_in_the_group_is_not_paused_sanctioned_or_sent_away() {
         sup1_id,
         ..
     } = desk(true).await;
+    // A supervisor reaches a group through an escalation about it (PROTOCOL.md
+    // §13, "Staff model"): one is open, and they are on call.
+    let p_key = p.identity.clone().unwrap().key();
+    let flagged = flag(&mut p, p_key, Severity::Urgent, Consent::Own, |_| {}).await;
+    assert!(
+        matches!(flagged, ServerFrame::Flagged { .. }),
+        "{flagged:?}"
+    );
     sup1.join("circle", "Sam", None).await;
     let fac_id = fac.identity.clone().unwrap();
     let control = |action| {

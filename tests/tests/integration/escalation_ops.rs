@@ -72,7 +72,7 @@ async fn escalations_are_listed_and_resolved_on_a_running_and_a_stopped_hub() {
     let mut server = ProcessServer::start(&data, &[]).await;
     let mut admin = server.admin().await;
     admin.create_group("circle", "Circle").await;
-    let token = admin.invite(InviteRole::Facilitator, None).await;
+    let token = admin.invite(InviteRole::Facilitator, Some("circle")).await;
     let (jo, mut fac) = server.redeemed(&token).await;
     fac.join("circle", "Jo", None).await;
     let token = admin.invite(InviteRole::Supervisor, None).await;

@@ -643,7 +643,8 @@ async fn a_private_check_in_is_seen_by_nobody_else() {
     assert_eq!(seq, 2);
     let got = p.next_event_in("circle", channel).await;
     assert_eq!(got.verified_body(), "How are you doing?");
-    // Two participants cannot open a private channel between themselves.
+    // Two participants cannot open a private channel between themselves; the
+    // refusal is the one a key that never joined gets (PROTOCOL.md §10).
     let sideline = p_id.private_post("circle", other.identity.clone().unwrap().key(), "psst");
     let refused = p
         .request(|id| ClientFrame::Post {
@@ -652,7 +653,7 @@ async fn a_private_check_in_is_seen_by_nobody_else() {
             env: sideline,
         })
         .await;
-    assert_code(&refused, ErrorCode::Forbidden);
+    assert_code(&refused, ErrorCode::NotFound);
     other.assert_no_events(300).await;
 }
 
@@ -1143,6 +1144,7 @@ async fn a_virtual_group_admits_only_people_invited_to_it() {
         let env = fac_id.signed(Kind::Invite, |counter, ts| InvitePayload {
             role,
             group: group.map(gid),
+            groups: Vec::new(),
             ttl_ms: None,
             counter,
             ts,
@@ -1200,6 +1202,7 @@ async fn a_virtual_group_admits_only_people_invited_to_it() {
     let env = stranger.signed(Kind::Invite, |counter, ts| InvitePayload {
         role: InviteRole::Member,
         group: Some(gid("closed-circle")),
+        groups: Vec::new(),
         ttl_ms: None,
         counter,
         ts,

@@ -45,6 +45,7 @@ async fn unknown_and_expired_invites_are_refused() {
     let spec = InviteSpec {
         role: Role::Facilitator.into(),
         group: None,
+        groups: Vec::new(),
         ttl_ms: 1_000,
         bootstrap: false,
     };

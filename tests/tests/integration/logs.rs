@@ -19,7 +19,7 @@ async fn a_logged_conversation_names_nobody_and_quotes_nothing() {
         matches!(created, ServerFrame::GroupCreated { .. }),
         "{created:?}"
     );
-    let fac_token = admin.invite(InviteRole::Facilitator, None).await;
+    let fac_token = admin.invite(InviteRole::Facilitator, Some("circle")).await;
     let (fac_id, mut fac) = server.redeemed(&fac_token).await;
     fac.join("circle", "Juniper Gladly", None).await;
 

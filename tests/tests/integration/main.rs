@@ -33,6 +33,7 @@ mod resume;
 mod retention;
 mod safety_case;
 mod shutdown;
+mod staff;
 mod supervisor_line;
 mod support_notes;
 mod tls;

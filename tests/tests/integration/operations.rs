@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use peerhub_protocol::payload::InviteRole;
 use peerhub_protocol::ServerFrame;
+use peerhub_tests::identity::gid;
 use peerhub_tests::process::binary;
 use peerhub_tests::{Client, Identity, ProcessServer};
 
@@ -236,6 +237,8 @@ async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
         &data_arg,
         "--role",
         "facilitator",
+        "--group",
+        "circle",
         "--public-url",
         "https://hub.example/",
     ]))
@@ -250,16 +253,30 @@ async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
     let mut fac = Client::connect(server.addr).await;
     fac.login(&me).await;
     let reply = fac.redeem(&token).await;
-    assert!(
-        matches!(
-            reply,
-            ServerFrame::Redeemed {
-                role: InviteRole::Facilitator,
-                ..
-            }
-        ),
-        "{reply:?}"
-    );
+    match &reply {
+        ServerFrame::Redeemed {
+            role: InviteRole::Facilitator,
+            groups,
+            ..
+        } => assert_eq!(groups, &vec![gid("circle")], "the invite's group"),
+        other => panic!("{other:?}"),
+    }
+    // The grant can be taken back from the command line (and given again).
+    let key = me.key().to_string();
+    for flags in [&["--revoke"][..], &[][..]] {
+        let mut grant = vec![
+            "grant", "--data", &data_arg, "--key", &key, "--group", "circle",
+        ];
+        grant.extend(flags);
+        let out = peerhub(args(&grant)).await;
+        assert!(out.status.success(), "{grant:?}: {}", text(&out));
+    }
+    let out = peerhub(args(&[
+        "grant", "--data", &data_arg, "--key", &key, "--group", "nope",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no group nope"), "{}", text(&out));
     let out = peerhub(args(&["group", "list", "--data", &data_arg])).await;
     assert!(out.status.success(), "{}", text(&out));
     let groups: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -269,6 +286,7 @@ async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
     // Refused requests say why and change nothing.
     for bad in [
         vec!["invite", "--data", &data_arg, "--role", "member"],
+        vec!["invite", "--data", &data_arg, "--role", "facilitator"],
         vec![
             "invite", "--data", &data_arg, "--role", "member", "--group", "nope",
         ],
