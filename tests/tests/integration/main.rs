@@ -30,6 +30,7 @@ mod resume;
 mod retention;
 mod safety_case;
 mod shutdown;
+mod storage_faults;
 mod support_notes;
 mod tls;
 mod waiting_room;
