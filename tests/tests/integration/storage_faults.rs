@@ -708,3 +708,63 @@ async fn a_damaged_store_is_refused_clearly_or_served_whole_and_a_backup_restore
         ServerFrame::Ack { .. }
     ));
 }
+
+/// A measurement, not a check (run with `--ignored`): how long the start-up
+/// checks take on a store of 20 000 messages in 10 groups' worth of traffic.
+#[tokio::test]
+#[ignore = "a measurement: prints the start-up check time"]
+async fn measure_the_start_up_check() {
+    const SENDERS: usize = 10;
+    const EACH: usize = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut process = ProcessServer::start(&data, &[]).await;
+    let mut admin = process.admin().await;
+    admin.create_group("disk", "Disk").await;
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let addr = process.addr;
+        tasks.push(tokio::spawn(async move {
+            let me = Identity::generate();
+            let mut c = Client::connect(addr).await;
+            c.login(&me).await;
+            c.join("disk", &format!("Sender {s}"), Some(u64::MAX)).await;
+            for i in 0..EACH {
+                let reply = post(&mut c, &me, &format!("message {i} of a long afternoon")).await;
+                assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(admin);
+    process.signal("TERM");
+    process.wait().await;
+    let bytes: u64 = walk(&data);
+    let process = ProcessServer::start_logging(&data, &[], "info").await;
+    let logs = process.logs.lock().unwrap().join("\n");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("store checked at start"))
+        .expect("the check is logged");
+    println!(
+        "start-up check, {} messages, {} bytes on disk: {line}",
+        SENDERS * EACH,
+        bytes
+    );
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
