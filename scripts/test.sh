@@ -15,6 +15,19 @@ echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
+# Storage-fault tests (tests/tests/integration/storage_faults.rs) inject write and
+# fsync failures into the real binary with libfiu: Debian's fiu-utils. CI runs as
+# root and installs it; elsewhere, without root and without it, those tests say
+# they were skipped (TEST_SKIP_FIU) rather than fail.
+if ! command -v fiu-run >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y fiu-utils libfiu0
+  else
+    echo "fiu-utils is not installed and this is not root: storage-fault tests are skipped"
+    export TEST_SKIP_FIU=1
+  fi
+fi
 # --workspace builds the peerhub binary too (the server crate has integration
 # tests), which the process tests in tests/ start and kill.
 cargo test --workspace --locked

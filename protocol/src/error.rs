@@ -85,6 +85,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the server; the action did not happen.
     Internal,
+    /// The server's disk is full or failing: it stores nothing new, so the action
+    /// did not happen (a flag is still answered with the helplines and shown to
+    /// supervisors online). Reading works; retry after the operator has fixed it.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
@@ -126,6 +130,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::StorageUnavailable => "storage_unavailable",
         }
     }
 
@@ -166,6 +171,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::ShuttingDown,
         Self::Internal,
+        Self::StorageUnavailable,
     ];
 }
 

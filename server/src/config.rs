@@ -61,6 +61,11 @@ pub struct Config {
     pub retention: crate::retention::RetentionSettings,
     /// Phrases that nudge the facilitators towards a private check-in (§8.10).
     pub risk_phrases: Vec<String>,
+    /// Scheduled backups.
+    pub backup: crate::backup_schedule::BackupSettings,
+    /// Free bytes on the data folder's disk below which new groups and members
+    /// are refused (0: no watermark).
+    pub store_min_free_bytes: u64,
 }
 
 impl Config {
@@ -89,6 +94,8 @@ impl Config {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            backup: Default::default(),
+            store_min_free_bytes: 256 * 1024 * 1024,
         }
     }
 }

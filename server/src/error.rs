@@ -161,8 +161,27 @@ pub enum ServerError {
     #[error("something failed inside the server ({0}); check before trying again")]
     Internal(&'static str),
     /// A storage failure: the action did not happen.
-    #[error("the server could not store this; nothing was changed")]
+    #[error("{}", store_message(.0))]
     Store(#[from] Arc<StoreError>),
+    /// The data folder's disk is below the low-space watermark: no new groups or
+    /// members.
+    #[error("the server is low on storage space, so it takes no new groups or members for now; messages and flags still work; please try again later")]
+    LowSpace,
+    /// A distress flag the store could not keep (its disk is full or failing):
+    /// answered with the helplines, and shown to the supervisors connected now.
+    #[error("your flag could not be saved because the server's storage is failing; supervisors connected now have been shown it, but it will not be kept, so please use the helplines, and call the emergency services if anyone is in danger now")]
+    FlagNotStored {
+        /// How many supervisors were shown it.
+        shown_to: usize,
+    },
+}
+
+fn store_message(error: &StoreError) -> &'static str {
+    if error.is_storage_fault() {
+        "the server's storage is full or failing, so it cannot save anything new right now; nothing was changed; please try again later"
+    } else {
+        "the server could not store this; nothing was changed"
+    }
 }
 
 impl From<StoreError> for ServerError {
@@ -172,6 +191,11 @@ impl From<StoreError> for ServerError {
 }
 
 impl ServerError {
+    /// Did the disk underneath fail (full or erroring)?
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_storage_fault())
+    }
+
     /// The stable code the client receives.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -204,7 +228,9 @@ impl ServerError {
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Store(e) if e.is_storage_fault() => ErrorCode::StorageUnavailable,
             Self::Store(_) => ErrorCode::Internal,
+            Self::FlagNotStored { .. } | Self::LowSpace => ErrorCode::StorageUnavailable,
         }
     }
 

@@ -65,4 +65,6 @@ pub struct Hub {
     pub settings: Settings,
     /// Counters and gauges for `GET /metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Free space on the data folder's disk, and the low-space watermark.
+    pub space: crate::store_watch::Space,
 }

@@ -44,6 +44,7 @@ pub mod admin;
 pub mod admission;
 pub mod assets;
 pub mod audit;
+pub mod backup_schedule;
 pub mod bootstrap;
 pub mod clock;
 pub mod compactor;
@@ -64,6 +65,7 @@ pub mod retention;
 pub mod risk_phrases;
 pub mod session;
 pub mod store;
+pub mod store_watch;
 pub mod text;
 pub mod transport;
 
@@ -117,12 +119,55 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    /// The store opened but does not hold what was acknowledged intact: the hub
+    /// refuses to serve it (issue 20).
+    #[error(
+        "the store in {dir} is damaged: {what}. peerhub will not serve it, so that \
+         nothing acknowledged is silently missing. Keep this folder for investigation \
+         and restore the last backup into a new one: `peerhub restore --from BACKUP \
+         --data NEWDIR`, then `peerhub audit verify --data NEWDIR`, then start peerhub \
+         with --data NEWDIR (see OPERATIONS.md 5.1)"
+    )]
+    Damaged {
+        /// The data folder.
+        dir: std::path::PathBuf,
+        /// What is wrong, in words.
+        what: String,
+    },
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     /// A thread could not be started.
     #[error("starting the commit thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// Before serving: the audit chain verifies end to end and every group log
+/// decodes and reaches its acknowledged head (see
+/// [`Store::check_group_logs`]). Both read the whole store once; the time taken
+/// is logged.
+fn check_store_at_start(store: &Store, dir: &std::path::Path) -> Result<(), StartError> {
+    let damaged = |what: String| StartError::Damaged {
+        dir: dir.to_path_buf(),
+        what,
+    };
+    let started = std::time::Instant::now();
+    let chain = audit::verify(store).map_err(|broken| {
+        damaged(format!(
+            "the audit chain breaks at entry {}: {}",
+            broken.seq, broken.reason
+        ))
+    })?;
+    let logs = store.check_group_logs().map_err(damaged)?;
+    store.check_mark().map_err(damaged)?;
+    tracing::info!(
+        audit = %chain,
+        events = logs.events,
+        groups = logs.groups,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store checked at start"
+    );
+    Ok(())
 }
 
 /// A running server.
@@ -190,7 +235,18 @@ impl Server {
             }
         }
         file_modes::create_dir(&config.data_dir).map_err(data_error)?;
-        let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
+        let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes).map_err(
+            |error| match error.is_damage() {
+                // The engine's own checks (a checksum that does not match, a file
+                // it cannot read): the same advice as a failed check below.
+                true => StartError::Damaged {
+                    dir: config.data_dir.clone(),
+                    what: error.to_string(),
+                },
+                false => StartError::Store(error),
+            },
+        )?;
+        check_store_at_start(&store, &config.data_dir)?;
         let tls = config
             .tls
             .as_ref()
@@ -274,6 +330,7 @@ impl Server {
             limits: limits::Limits::new(config.limits.clone())
                 .counting_hits_in(metrics.rate_limit_hits()),
             metrics,
+            space: store_watch::Space::new(config.store_min_free_bytes),
             settings: Settings {
                 outbox_capacity: config.outbox_capacity,
                 outbox_bytes: config.outbox_bytes,
@@ -310,6 +367,10 @@ impl Server {
         let retention = retention::start(hub.clone(), config.retention.clone(), &groups);
         // Stops when the hub starts shutting down; shutdown waits for a rewrite under way.
         compactor::start(hub.clone(), config.compact_delay, &groups);
+        // After a storage fault: stops the hub once the disk takes writes again.
+        groups.spawn(store_watch::watch(hub.clone(), config.data_dir.clone()));
+        // Scheduled backups, if `[backup]` sets an interval.
+        groups.spawn(backup_schedule::run(hub.clone(), config.backup.clone()));
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));
         tracing::info!(%local_addr, tls = tls.is_some(), "peerhub accepting connections");
         Ok(Self {
@@ -417,6 +478,20 @@ impl Server {
         router_stop.cancel();
         groups.close();
         groups.wait().await;
+        if let Some(fault) = hub.committer.fault() {
+            // After a storage fault the store is not closed: sled's flusher can
+            // spin on a log it cannot write, and nothing more can be made durable
+            // anyway. The files hold what the last successful flush wrote, which
+            // the next open recovers; the process exits (see `store_watch`).
+            tracing::error!(
+                fault = fault.as_str(),
+                "peerhub stopped after a storage fault; the store is left as its last \
+                 successful flush wrote it"
+            );
+            std::mem::forget(hub);
+            drop(commit_thread);
+            return;
+        }
         if let Err(error) = hub.store.flush() {
             tracing::error!(%error, "final flush failed");
         }

@@ -391,7 +391,21 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     println!("ready");
 
+    // Not a committer clone: that would keep the commit thread (and the store)
+    // open past the shutdown.
+    let committer = server.hub().committer.fault_watch();
     server.run_until(stop).await;
+    if let Some(fault) = committer.fault() {
+        // Everything acknowledged is in the store; what was refused was never
+        // acknowledged. The service manager restarts peerhub on the store.
+        eprintln!(
+            "peerhub: stopped after a storage fault ({}): every acknowledged write is in the \
+             store; free space or fix the disk, then start peerhub again (see OPERATIONS.md, \
+             \"When the disk fills or the store is damaged\")",
+            fault.as_str()
+        );
+        std::process::exit(i32::from(peerhub_server::store_watch::EXIT_AFTER_FAULT));
+    }
     Ok(())
 }
 

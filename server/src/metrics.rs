@@ -23,6 +23,10 @@
 //! | `peerhub_store_bytes` | gauge | the store's size on disk |
 //! | `peerhub_oncall_unreachable` | gauge | supervisors on the rota with no push subscription, when no pager is set: **alert on this** |
 //! | `peerhub_alerts_total{channel,outcome}` | counter | pushes sent out of band, by outcome (`delivered`, `gone`, `failed`) |
+//! | `peerhub_store_fault{fault}` | gauge | 1 once a write or `fsync` failed (`disk_full`, `write_failed`, `compaction_failed`): nothing more is acknowledged until a restart: **alert on this** |
+//! | `peerhub_store_free_bytes` | gauge | free space on the data folder's disk |
+//! | `peerhub_store_low_space` | gauge | 1 while that is below `store.min_free_mb`: new groups and members are refused: **alert on this** |
+//! | `peerhub_flags_unstored_total` | counter | flags the store could not keep, shown to the supervisors online from memory |
 
 use std::sync::Mutex;
 
@@ -51,6 +55,14 @@ struct EscalationSummary {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// 1 for the storage fault that stopped commits.
+    store_fault: IntGaugeVec,
+    /// Flags the store could not keep.
+    flags_unstored: IntCounter,
+    /// Free space on the data folder's disk.
+    free_bytes: IntGauge,
+    /// Below the watermark.
+    low_space: IntGauge,
     /// Messages accepted.
     pub messages: IntCounter,
     /// Frames written to clients.
@@ -87,6 +99,12 @@ pub struct Readings {
     pub store_bytes: u64,
     /// Server time now (ms since the epoch).
     pub now_ms: u64,
+    /// The storage fault that stopped commits, if any.
+    pub store_fault: Option<&'static str>,
+    /// Free bytes on the data folder's disk.
+    pub free_bytes: u64,
+    /// Below the low-space watermark.
+    pub low_space: bool,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -162,7 +180,32 @@ impl Metrics {
         )
         .expect("a valid metric");
         r.register(Box::new(alerts.clone())).expect("once");
+        let store_fault = IntGaugeVec::new(
+            Opts::new(
+                "peerhub_store_fault",
+                "1 once a write or fsync failed, by fault; nothing is acknowledged until a restart.",
+            ),
+            &["fault"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(store_fault.clone())).expect("once");
         Self {
+            free_bytes: gauge(
+                &r,
+                "peerhub_store_free_bytes",
+                "Free space on the data folder's disk.",
+            ),
+            low_space: gauge(
+                &r,
+                "peerhub_store_low_space",
+                "1 while free space is below store.min_free_mb (new groups and members refused).",
+            ),
+            store_fault,
+            flags_unstored: counter(
+                &r,
+                "peerhub_flags_unstored_total",
+                "Flags the store could not keep, shown to the supervisors online from memory.",
+            ),
             oncall_unreachable: gauge(
                 &r,
                 "peerhub_oncall_unreachable",
@@ -205,6 +248,11 @@ impl Metrics {
             escalations: Mutex::new(EscalationSummary::default()),
             registry: r,
         }
+    }
+
+    /// Counts a flag the store could not keep.
+    pub fn flag_unstored(&self) {
+        self.flags_unstored.inc();
     }
 
     /// Counts a refused request.
@@ -257,6 +305,13 @@ impl Metrics {
         self.groups_live
             .set(gauge_value(readings.groups_live as u64));
         self.store_bytes.set(gauge_value(readings.store_bytes));
+        self.free_bytes.set(gauge_value(readings.free_bytes));
+        self.low_space.set(i64::from(readings.low_space));
+        for fault in ["disk_full", "write_failed", "compaction_failed"] {
+            self.store_fault
+                .with_label_values(&[fault])
+                .set(i64::from(readings.store_fault == Some(fault)));
+        }
         let summary = self
             .escalations
             .lock()
@@ -308,6 +363,9 @@ mod tests {
             groups_live: 2,
             store_bytes: 4096,
             now_ms: 10_000,
+            store_fault: None,
+            free_bytes: 0,
+            low_space: false,
         });
         for line in [
             "peerhub_messages_total 1",

@@ -336,14 +336,26 @@ impl Session {
         during_auth: bool,
         error: ServerError,
     ) -> Option<End> {
+        // A group task stops after a storage fault; a request to it then finds it
+        // gone. That is the fault, not a stopping server (issue 20).
+        let error = match (&error, self.hub.committer.fault()) {
+            (ServerError::ShuttingDown, Some(fault)) if !self.hub.shutdown.is_cancelled() => {
+                ServerError::Store(std::sync::Arc::new(crate::store::StoreError::Faulted(
+                    fault,
+                )))
+            }
+            _ => error,
+        };
         if let ServerError::Store(e) = &error {
             tracing::error!(conn = %self.conn, error = %e, "store failure");
         }
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
         self.hub.metrics.rejected(error.code().as_str());
         let mut frame = error.frame(id);
-        if let (ServerError::FlagRateLimited { .. }, ServerFrame::Error { helplines, .. }) =
-            (&error, &mut frame)
+        if let (
+            ServerError::FlagRateLimited { .. } | ServerError::FlagNotStored { .. },
+            ServerFrame::Error { helplines, .. },
+        ) = (&error, &mut frame)
         {
             // A refused flag is answered with the signposting, always.
             *helplines = Some(self.hub.settings.helplines.clone());
@@ -513,14 +525,33 @@ impl Session {
                 id,
                 access_code,
                 env,
-            } => self.create_group(id, access_code, env, ws).await,
+            } => {
+                // Below the low-space watermark: nothing new (issue 20).
+                if self.hub.space.is_low() {
+                    return Err(ServerError::LowSpace);
+                }
+                self.create_group(id, access_code, env, ws).await
+            }
             ClientFrame::Join {
                 id,
                 group,
                 after,
                 access_code,
                 env,
-            } => self.join(id, group, after, access_code, env, ws).await,
+            } => {
+                // Below the low-space watermark only people already in the group
+                // come back in (issue 20).
+                if self.hub.space.is_low()
+                    && self
+                        .hub
+                        .store
+                        .member_of(&group, &self.user()?.key)?
+                        .is_none()
+                {
+                    return Err(ServerError::LowSpace);
+                }
+                self.join(id, group, after, access_code, env, ws).await
+            }
             ClientFrame::LinePost {
                 id,
                 group,

@@ -72,6 +72,28 @@ impl ProcessServer {
         Self::spawn(data, args, rust_log, true, None, &[]).await
     }
 
+    /// As [`Self::start_logging`], with extra environment variables.
+    pub async fn start_logging_env(
+        data: &Path,
+        args: &[&str],
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(data, args, rust_log, true, None, env).await
+    }
+
+    /// As [`Self::start_logging`], the binary run under `wrapper` (a program and
+    /// its arguments, such as libfiu's `fiu-run -x`, which `exec`s the binary so
+    /// [`Self::pid`] is the hub's own).
+    pub async fn start_wrapped(
+        data: &Path,
+        args: &[&str],
+        rust_log: &str,
+        wrapper: &[&str],
+    ) -> Self {
+        Self::spawn_with(data, args, rust_log, true, None, &[], wrapper).await
+    }
+
     async fn spawn(
         data: &Path,
         args: &[&str],
@@ -80,9 +102,27 @@ impl ProcessServer {
         umask: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut command = match umask {
-            None => Command::new(binary()),
-            Some(umask) => {
+        Self::spawn_with(data, args, rust_log, capture, umask, env, &[]).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_with(
+        data: &Path,
+        args: &[&str],
+        rust_log: &str,
+        capture: bool,
+        umask: Option<&str>,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Self {
+        let mut command = match (umask, wrapper) {
+            (None, [program, wrapper_args @ ..]) => {
+                let mut wrapped = Command::new(program);
+                wrapped.args(wrapper_args).arg(binary());
+                wrapped
+            }
+            (None, []) => Command::new(binary()),
+            (Some(umask), _) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("umask {umask}; exec \"$0\" \"$@\""))

@@ -51,6 +51,20 @@ pub struct FileSettings {
     pub metrics: MetricsSection,
     /// How long each kind of data is kept.
     pub retention: RetentionSection,
+    /// Scheduled backups.
+    pub backup: BackupSection,
+}
+
+/// `[backup]`: scheduled backups (off while `interval_secs` is 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Seconds between backups; 0: none.
+    pub interval_secs: u64,
+    /// The folder they are written to (outside the data folder).
+    pub folder: PathBuf,
+    /// How many are kept; older ones are deleted.
+    pub keep: u32,
 }
 
 /// `[tls]`
@@ -167,6 +181,9 @@ pub struct StoreSection {
     /// Seconds from an ephemeral session's end to the store's rewrite that takes
     /// its deleted bytes out of the data folder (ends within it share one).
     pub compact_delay_secs: u64,
+    /// Free space (MiB) on the data folder's disk below which new groups and new
+    /// members are refused and operators are warned; 0: no watermark.
+    pub min_free_mb: u64,
 }
 
 /// `[metrics]`
@@ -255,6 +272,7 @@ impl Default for FileSettings {
                 cache_mb: config.store_cache_bytes / (1024 * 1024),
                 open_to_others: "refuse".into(),
                 compact_delay_secs: config.compact_delay.as_secs(),
+                min_free_mb: config.store_min_free_bytes / (1024 * 1024),
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
@@ -263,7 +281,18 @@ impl Default for FileSettings {
                 audit_days: config.retention.audit_days.unwrap_or(0),
                 interval_secs: config.retention.interval.as_secs(),
             },
+            backup: BackupSection {
+                interval_secs: config.backup.interval.map_or(0, |d| d.as_secs()),
+                folder: config.backup.folder.clone(),
+                keep: config.backup.keep,
+            },
         }
+    }
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        FileSettings::default().backup
     }
 }
 
@@ -347,12 +376,16 @@ pub const KEYS: &[&str] = &[
     "store.cache_mb",
     "store.open_to_others",
     "store.compact_delay_secs",
+    "store.min_free_mb",
     "metrics.public",
     "metrics.token",
     "retention.chat_history_days",
     "retention.safeguarding_days",
     "retention.audit_days",
     "retention.interval_secs",
+    "backup.interval_secs",
+    "backup.folder",
+    "backup.keep",
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.
@@ -666,6 +699,7 @@ impl FileSettings {
         config.outbox_capacity = l.outbox_frames;
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
         config.compact_delay = Duration::from_secs(self.store.compact_delay_secs);
+        config.store_min_free_bytes = self.store.min_free_mb.saturating_mul(1024 * 1024);
         config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
             ConfigError::File(format!(
                 "store.open_to_others must be \"refuse\" or \"warn\", not {:?}",
@@ -714,6 +748,28 @@ impl FileSettings {
         config.retention.safeguarding_days = days(self.retention.safeguarding_days);
         config.retention.audit_days = days(self.retention.audit_days);
         config.retention.interval = Duration::from_secs(self.retention.interval_secs);
+        if self.backup.interval_secs > 0 {
+            if self.backup.folder.as_os_str().is_empty() {
+                return Err(ConfigError::File(
+                    "backup.folder must name a folder when backup.interval_secs is set".into(),
+                ));
+            }
+            if self.backup.keep == 0 {
+                return Err(ConfigError::Zero("backup.keep"));
+            }
+            if self.backup.folder.starts_with(&config.data_dir) {
+                return Err(ConfigError::File(
+                    "backup.folder must be outside the data folder (a backup is what you \
+                     restore when the data folder is lost)"
+                        .into(),
+                ));
+            }
+        }
+        config.backup = crate::backup_schedule::BackupSettings {
+            interval: Some(Duration::from_secs(self.backup.interval_secs)).filter(|d| !d.is_zero()),
+            folder: self.backup.folder.clone(),
+            keep: self.backup.keep,
+        };
         Ok((self.listen, config))
     }
 

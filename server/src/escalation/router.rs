@@ -195,7 +195,13 @@ pub struct EscalationRouter {
     /// back rather than pushed towards the slow-consumer close, they get the
     /// queue's first page again once it has drained (`catch_up`).
     behind: RefCell<HashSet<ConnId>>,
+    /// Flags held in memory because the store could not keep them.
+    unstored: u64,
 }
+
+/// Escalations held only in memory (the store failed) take ids from here up,
+/// far above any the store hands out.
+const UNSTORED_IDS: u64 = 1 << 62;
 
 impl std::fmt::Debug for EscalationRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -257,6 +263,7 @@ impl EscalationRouter {
             flag_limits,
             secret,
             behind: RefCell::default(),
+            unstored: 0,
         };
         for record in unresolved {
             router.insert_open(record);
@@ -461,7 +468,18 @@ impl EscalationRouter {
                     }
                     Err(error) => {
                         self.metrics.rejected(error.code().as_str());
-                        outbox.push(&bytes(&error.frame(request_id)));
+                        let mut frame = error.frame(request_id);
+                        if let ServerFrame::Error {
+                            helplines, code, ..
+                        } = &mut frame
+                        {
+                            // A flag refused because storage failed still gets
+                            // the signposting.
+                            if *code == peerhub_protocol::ErrorCode::StorageUnavailable {
+                                *helplines = Some(self.settings.helplines.clone());
+                            }
+                        }
+                        outbox.push(&bytes(&frame));
                     }
                     Ok(()) => {}
                 }
@@ -868,12 +886,15 @@ impl EscalationRouter {
         // routed, but costs little: a counted merge, or a new escalation without
         // a copy of the group's messages.
         let within = self.flag_limits.within(&group, &flag.about);
-        let (id, merged) = match open {
-            Some(id) => (id, Some(self.merge(id, key, &env, &flag, now, !within)?)),
-            None => (self.open_new(key, &env, &flag, now, within)?, None),
+        let (id, merged) = match self.store_flag(open, key, &env, &flag, now, within).await {
+            Ok(stored) => stored,
+            // The disk is full or failing: the flag cannot be kept, but the people
+            // who can help now still see it (issue 20).
+            Err(error) if error.is_storage_fault() => {
+                return Err(self.route_unstored(open, key, &env, &flag, now));
+            }
+            Err(error) => return Err(error),
         };
-        self.store.raise_counter(&key, flag.counter)?;
-        self.committer.commit().await?;
         tracing::info!(
             severity = flag.severity.as_str(),
             within_limits = within,
@@ -908,6 +929,100 @@ impl EscalationRouter {
             self.page(id);
         }
         Ok(())
+    }
+
+    /// Records a flag (a new escalation, or a merge into `open`) and makes it
+    /// durable.
+    async fn store_flag(
+        &mut self,
+        open: Option<u64>,
+        key: PublicKey,
+        env: &SignedEnvelope,
+        flag: &FlagPayload,
+        now: u64,
+        within: bool,
+    ) -> Result<(u64, Option<Merged>), ServerError> {
+        let (id, merged) = match open {
+            Some(id) => (id, Some(self.merge(id, key, env, flag, now, !within)?)),
+            None => (self.open_new(key, env, flag, now, within)?, None),
+        };
+        self.store.raise_counter(&key, flag.counter)?;
+        self.committer.commit().await?;
+        Ok((id, merged))
+    }
+
+    /// A flag the store could not keep: shown to the supervisors connected now
+    /// (and paged) from memory, and answered with the helplines. It is not
+    /// durable: a restart forgets it, which its raiser is told.
+    fn route_unstored(
+        &mut self,
+        open: Option<u64>,
+        key: PublicKey,
+        env: &SignedEnvelope,
+        flag: &FlagPayload,
+        now: u64,
+    ) -> ServerError {
+        // `open_new` may have got as far as holding it in memory before the
+        // commit failed; otherwise it is held here without the store.
+        let id = match open.or_else(|| {
+            self.by_subject
+                .get(&(flag.group.clone(), flag.about))
+                .copied()
+        }) {
+            Some(id) => id,
+            None => {
+                let id = UNSTORED_IDS + self.unstored;
+                let mut record = EscalationRecord {
+                    view: EscalationView {
+                        id,
+                        group: flag.group.clone(),
+                        about: flag.about,
+                        severity: flag.severity,
+                        status: EscalationStatus::Open,
+                        level: 0,
+                        waiting_for: Vec::new(),
+                        deadline_ms: None,
+                        created_ms: now,
+                        handler: None,
+                        flags: vec![env.clone()],
+                        context: Vec::new(),
+                        steps: vec![EscalationStep {
+                            ts: now,
+                            step: "raised".into(),
+                            actor: Some(key),
+                            env: Some(env.clone()),
+                            level: None,
+                            to: Vec::new(),
+                            text: Some("not stored: the hub's storage is failing".into()),
+                        }],
+                        outcome: None,
+                    },
+                    tell_subject: false,
+                    flaggers: vec![key],
+                    merged: 0,
+                    counted: 0,
+                    consent: Some(flag.consent),
+                    // Not looked up: the store is failing.
+                    name: None,
+                };
+                // Routing reads the rota and the roles, which still work.
+                let _ = self.advance(&mut record, now);
+                self.insert_open(record);
+                id
+            }
+        };
+        self.unstored += 1;
+        self.metrics.flag_unstored();
+        self.broadcast(id);
+        self.page(id);
+        let shown_to = self.online.values().filter(|o| is_staff(&o.roles)).count();
+        tracing::error!(
+            severity = flag.severity.as_str(),
+            shown_to,
+            "a flag could not be stored (storage fault): shown to the supervisors online \
+             and kept in memory only; its raiser was given the helplines"
+        );
+        ServerError::FlagNotStored { shown_to }
     }
 
     /// The group's last messages (and the flagged one), newest kept first, within

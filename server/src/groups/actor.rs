@@ -572,7 +572,7 @@ impl GroupActor {
     }
 
     fn store_failed_arc(&mut self, error: Arc<StoreError>) -> Arc<StoreError> {
-        self.fail_deferred();
+        self.fail_deferred(&error);
         error
     }
 
@@ -583,13 +583,14 @@ impl GroupActor {
                 .store
                 .put_group_state(&self.room.group.id, &self.room.state)
             {
-                self.fail_deferred();
-                return Err(Arc::new(error));
+                let error = Arc::new(error);
+                self.fail_deferred(&error);
+                return Err(error);
             }
         }
         if self.dirty {
             if let Err(error) = self.committer.commit().await {
-                self.fail_deferred();
+                self.fail_deferred(&error);
                 return Err(error);
             }
             self.dirty = false;
@@ -601,9 +602,11 @@ impl GroupActor {
     }
 
     /// Everyone waiting for an answer hears that nothing happened.
-    fn fail_deferred(&mut self) {
+    fn fail_deferred(&mut self, cause: &Arc<StoreError>) {
         for effect in std::mem::take(&mut self.deferred) {
-            let error = ServerError::Store(Arc::new(StoreError::Closed));
+            // The cause decides the code: a full or failing disk is
+            // `storage_unavailable`, anything else `internal`.
+            let error = ServerError::Store(cause.clone());
             match effect {
                 Deferred::Reply(outbox, frame) | Deferred::LineOpened(outbox, _, frame) => {
                     outbox.push(&frame_bytes(&error.frame(reply_id(&frame))));

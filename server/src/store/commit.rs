@@ -6,13 +6,22 @@
 //! anything). One dedicated thread receives: it takes all waiting requests, flushes
 //! once, and answers each. sled only promises that writes survive a crash once a
 //! flush has returned, so callers acknowledge to clients only after `commit`.
+//!
+//! **A failed flush is final for this process.** sled 0.34 keeps the first I/O
+//! error of its log writer as a sticky "global error" (`Config::set_global_error`)
+//! that only a fresh open clears, and Linux may drop the dirty pages of a file
+//! whose `fsync` failed, so a later `fsync` that "succeeds" proves nothing about
+//! the earlier writes. So after the first failure the committer answers every
+//! commit with [`StoreError::Faulted`] without flushing again: nothing is
+//! acknowledged until the process has restarted and reopened the store, which
+//! recovers exactly what the last successful flush made durable.
 
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreFault};
 
 type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
@@ -20,6 +29,11 @@ type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 #[derive(Clone, Debug)]
 pub struct Committer {
     requests: std_mpsc::SyncSender<Reply>,
+    /// The first failed flush, if any. Who: the flushing thread sets it once; the
+    /// readiness check, the metrics and the error mapping read it.
+    fault: Arc<Mutex<Option<StoreFault>>>,
+    /// The store, for a fault it knows of before any flush failed.
+    store: Store,
 }
 
 impl Committer {
@@ -28,24 +42,89 @@ impl Committer {
     /// handle to know the thread has let go of the store.
     pub fn start(store: Store) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (requests, rx) = std_mpsc::sync_channel::<Reply>(4096);
+        let fault: Arc<Mutex<Option<StoreFault>>> = Arc::new(Mutex::new(None));
+        let seen = fault.clone();
+        let held = store.clone();
         let thread = std::thread::Builder::new()
             .name("peerhub-commit".into())
             .spawn(move || {
+                // The commit count last made durable, and when it was last
+                // written to `store.mark` (at most once a second, and at the end).
+                let mut durable: Option<u64> = None;
+                let mut marked = std::time::Instant::now();
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let result = store.flush().map_err(Arc::new);
+                    let known = *seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let result = match known {
+                        Some(fault) => Err(Arc::new(StoreError::Faulted(fault))),
+                        None => {
+                            match store.count_commit().and_then(|n| store.flush().map(|()| n)) {
+                                Ok(n) => {
+                                    durable = Some(n);
+                                    if marked.elapsed() >= std::time::Duration::from_secs(1) {
+                                        marked = std::time::Instant::now();
+                                        if let Err(error) = store.write_mark(n) {
+                                            tracing::warn!("could not write store.mark: {error}");
+                                        }
+                                    }
+                                    Ok(())
+                                }
+                                Err(error) => {
+                                    let fault = StoreFault::of(&error);
+                                    tracing::error!(
+                                        fault = fault.as_str(),
+                                        "the store could not make writes durable ({error}); \
+                                     nothing more is acknowledged until peerhub restarts"
+                                    );
+                                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fault);
+                                    Err(Arc::new(StoreError::Faulted(fault)))
+                                }
+                            }
+                        }
+                    };
                     for reply in waiting {
                         // A caller that went away needs no answer.
                         let _ = reply.send(result.clone());
                     }
                 }
+                let faulted = seen.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+                if let (Some(n), false) = (durable, faulted) {
+                    if let Err(error) = store.write_mark(n) {
+                        tracing::warn!("could not write store.mark: {error}");
+                    }
+                }
             })?;
-        Ok((Self { requests }, thread))
+        Ok((
+            Self {
+                requests,
+                fault,
+                store: held,
+            },
+            thread,
+        ))
+    }
+
+    /// The storage fault that stopped commits, if one did.
+    pub fn fault(&self) -> Option<StoreFault> {
+        let failed = *self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        failed.or_else(|| self.store.fault())
+    }
+
+    /// A handle that reports [`Self::fault`] without keeping the committer (or the
+    /// store) open.
+    pub fn fault_watch(&self) -> FaultWatch {
+        FaultWatch {
+            fault: self.fault.clone(),
+            poisoned: self.store.poisoned.clone(),
+        }
     }
 
     /// Returns once every write made before this call is durable.
     pub async fn commit(&self) -> Result<(), Arc<StoreError>> {
+        if let Some(fault) = self.fault() {
+            return Err(Arc::new(StoreError::Faulted(fault)));
+        }
         let (tx, rx) = oneshot::channel();
         let requests = self.requests.clone();
         // The queue is bounded; if it is full, wait off the async worker.
@@ -62,5 +141,24 @@ impl Committer {
             }
         }
         rx.await.map_err(|_| Arc::new(StoreError::Closed))?
+    }
+}
+
+/// See [`Committer::fault_watch`].
+#[derive(Debug, Clone)]
+pub struct FaultWatch {
+    fault: Arc<Mutex<Option<StoreFault>>>,
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultWatch {
+    /// The storage fault that stopped commits, if one did.
+    pub fn fault(&self) -> Option<StoreFault> {
+        let failed = *self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        failed.or_else(|| {
+            self.poisoned
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(StoreFault::CompactionFailed)
+        })
     }
 }

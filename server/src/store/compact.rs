@@ -260,9 +260,56 @@ impl Store {
         std::fs::File::create(&ready)
             .and_then(|f| f.sync_all())
             .map_err(|e| io("creating", &ready, e))?;
+        // From here on the marked copy is the store: the next open swaps it in
+        // whatever happens now. A failure past this point is terminal for this
+        // process: the store refuses to make anything durable (so nothing written
+        // to the old handle is acknowledged and then lost to the swap), and the
+        // hub stops (see `store_watch`) to be restarted onto the copy.
+        let swapped = (|| {
+            sync_dir(&dir)?;
+            stop(CrashPoint::Marked)?;
+            self.swap_in(&building, &ready, &old_dir, &live, &stop)
+        })();
+        let new = match swapped {
+            Ok(new) => new,
+            Err(error) => {
+                self.poisoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::error!(
+                    "compaction failed after its copy was marked whole ({error}); the store \
+                     refuses writes and peerhub stops: the next start finishes the compaction"
+                );
+                return Err(error);
+            }
+        };
+        let bytes_after = new.db.size_on_disk()?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        drop(old);
+        remove_dir(&old_dir)?;
         sync_dir(&dir)?;
-        stop(CrashPoint::Marked)?;
+        Ok(CompactReport {
+            entries,
+            bytes_before,
+            bytes_after,
+        })
+    }
 
+    /// Steps 3 to 6 of a compaction: the marked copy becomes the live database.
+    fn swap_in(
+        &self,
+        building: &Path,
+        ready: &Path,
+        old_dir: &Path,
+        live: &Path,
+        stop: &dyn Fn(CrashPoint) -> Result<(), StoreError>,
+    ) -> Result<Trees, StoreError> {
+        let dir = self.dir.clone();
+        let (building, ready, old_dir, live) = (
+            building.to_path_buf(),
+            ready.to_path_buf(),
+            old_dir.to_path_buf(),
+            live.to_path_buf(),
+        );
         // 3, 4. Swap the folders.
         rename(&live, &old_dir)?;
         stop(CrashPoint::MovedOld)?;
@@ -289,16 +336,7 @@ impl Store {
                 return Err(error);
             }
         };
-        let bytes_after = new.db.size_on_disk()?;
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-        drop(old);
-        remove_dir(&old_dir)?;
-        sync_dir(&dir)?;
-        Ok(CompactReport {
-            entries,
-            bytes_before,
-            bytes_after,
-        })
+        Ok(new)
     }
 
     /// The data folder.
@@ -443,6 +481,48 @@ mod tests {
             // And it compacts again from there.
             reopened.compact().unwrap();
             assert!(holds(dir.path(), SECRET).is_empty());
+        }
+    }
+
+    /// Issue 20: a compaction that failed after its marker used to leave the hub
+    /// writing to (and acknowledging from) the old database, which the next open
+    /// replaced by the marked copy: acknowledged writes lost. Now the failure is
+    /// terminal: nothing more is made durable, and the reopened store holds
+    /// everything acknowledged before.
+    #[test]
+    fn a_failure_after_the_marker_refuses_every_later_write() {
+        for point in [
+            CrashPoint::Marked,
+            CrashPoint::MovedOld,
+            CrashPoint::Swapped,
+            CrashPoint::Unmarked,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = filled(dir.path());
+            let digest = store.digest().unwrap();
+            assert!(store.compact_until(Some(point)).is_err());
+            // The hub carries on: a write, then the commit that would ack it.
+            store.raise_counter(&PublicKey([98; 32]), 9).unwrap();
+            let refused = store.flush();
+            assert!(
+                matches!(
+                    refused,
+                    Err(StoreError::Faulted(
+                        super::super::StoreFault::CompactionFailed
+                    ))
+                ),
+                "{point:?}: a write after a failed swap is never made durable: {refused:?}"
+            );
+            assert_eq!(
+                store.fault(),
+                Some(super::super::StoreFault::CompactionFailed)
+            );
+            drop(store);
+            let reopened = reopen_store(dir.path());
+            assert_eq!(reopened.digest().unwrap(), digest, "{point:?}");
+            assert!(reopened.fault().is_none(), "a restart clears it");
+            reopened.raise_counter(&PublicKey([98; 32]), 9).unwrap();
+            reopened.flush().unwrap();
         }
     }
 

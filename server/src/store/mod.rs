@@ -28,12 +28,15 @@ use peerhub_protocol::frame::{Channel, Role};
 use peerhub_protocol::{GroupId, PublicKey};
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use commit::Committer;
+pub use commit::{Committer, FaultWatch};
 use peerhub_protocol::escalation::RotaEntry;
 use records::{
     AccountRecord, EscalationRecord, GroupRecord, GroupStateRecord, InviteRecord, MemberRecord,
     RecordRecord, StoredEvent,
 };
+
+/// The file beside the database recording how many group commits were durable.
+const MARK: &str = "store.mark";
 
 /// The store's default in-memory cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
@@ -56,6 +59,80 @@ pub enum StoreError {
     /// The committer thread is gone (the server is stopping).
     #[error("the store is closed")]
     Closed,
+    /// An earlier flush failed, so nothing more is made durable (see
+    /// [`Committer`]) until peerhub restarts.
+    #[error("the store stopped writing after a storage fault: {}", .0.as_str())]
+    Faulted(StoreFault),
+}
+
+/// Why the store stopped writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The disk is full (`ENOSPC`, or a quota: `EDQUOT`).
+    DiskFull,
+    /// Any other write or `fsync` failure (`EIO`, ...).
+    WriteFailed,
+    /// A compaction failed after marking its copy whole (see [`compact`]): the
+    /// next start finishes it, so nothing written since may be acknowledged.
+    CompactionFailed,
+}
+
+impl StoreFault {
+    /// Which fault `error` is.
+    pub fn of(error: &StoreError) -> Self {
+        let io = match error {
+            StoreError::Engine(sled::Error::Io(io)) => Some(io),
+            StoreError::Faulted(fault) => return *fault,
+            _ => None,
+        };
+        match io {
+            Some(io) if matches!(io.raw_os_error(), Some(28) | Some(122)) => Self::DiskFull,
+            Some(io) if io.kind() == std::io::ErrorKind::StorageFull => Self::DiskFull,
+            _ => Self::WriteFailed,
+        }
+    }
+
+    /// Its name in logs, metrics and `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk_full",
+            Self::WriteFailed => "write_failed",
+            Self::CompactionFailed => "compaction_failed",
+        }
+    }
+}
+
+/// Can `dir` take a write made durable now? Writes (positioned, as the engine
+/// writes its log), `fsync`s and removes a small file beside the database
+/// (`write-probe`).
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let path = dir.join("write-probe");
+    let result = (|| {
+        let file = std::fs::File::create(&path)?;
+        file.write_all_at(&[0u8; 64 * 1024], 0)?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+impl StoreError {
+    /// Did the engine find its files damaged (a checksum that does not match, a
+    /// record it cannot read)?
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Self::Engine(sled::Error::Corruption { .. })
+                | Self::Engine(sled::Error::Unsupported(_))
+        ) || matches!(self, Self::Corrupt { tree, .. } if *tree != "compaction")
+    }
+
+    /// Is this a failure of the disk underneath (rather than a bad record or a
+    /// stopping server)? Those answer `storage_unavailable`.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, Self::Faulted(_) | Self::Engine(sled::Error::Io(_)))
+    }
 }
 
 /// Why an invite could not be redeemed.
@@ -91,6 +168,10 @@ pub struct Store {
     /// snapshot falls between two writes (the state a crash at that moment would
     /// leave, which recovery handles).
     gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// Set when a compaction failed after marking its copy whole: the next open
+    /// swaps that copy in, so nothing written since may be made durable or
+    /// acknowledged ([`Store::flush`] refuses). Who: [`Store::compact`] sets it.
+    poisoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One open database and its named trees (see [`keys`] for their layouts).
@@ -254,6 +335,7 @@ impl Store {
             cache_bytes,
             _lock: std::sync::Arc::new(lock),
             gate: Default::default(),
+            poisoned: Default::default(),
         };
         store.index_escalations_if_missing()?;
         Ok(store)
@@ -305,9 +387,83 @@ impl Store {
         Ok(self.t().db.size_on_disk()?)
     }
 
+    /// Counts one more group commit in the store (`meta.commits`), to be made
+    /// durable by the flush that follows. Only the committer calls it.
+    pub(crate) fn count_commit(&self) -> Result<u64, StoreError> {
+        let _writing = self.writing();
+        let trees = self.t();
+        let n = self.commits()? + 1;
+        trees.meta.insert("commits", &n.to_be_bytes())?;
+        Ok(n)
+    }
+
+    /// Group commits counted in the store (0 for a store from before the count).
+    pub fn commits(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .t()
+            .meta
+            .get("commits")?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Records, outside the engine's files, that `commits` group commits were made
+    /// durable (`store.mark`, replaced atomically). At the next start the store
+    /// must hold at least that many ([`Store::check_mark`]): an engine that
+    /// silently dropped part of its log (a damaged file) holds fewer.
+    pub(crate) fn write_mark(&self, commits: u64) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let (tmp, mark) = (self.dir.join("store.mark.tmp"), self.dir.join(MARK));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(commits.to_string().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &mark)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Checks the store against `store.mark` (see [`Store::write_mark`]); `Err`
+    /// says what is missing, in words.
+    pub fn check_mark(&self) -> Result<(), String> {
+        let marked = match std::fs::read_to_string(self.dir.join(MARK)) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{MARK} is unreadable"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{MARK} cannot be read: {e}")),
+        };
+        let held = self
+            .commits()
+            .map_err(|e| format!("the commit count cannot be read: {e}"))?;
+        if held < marked {
+            return Err(format!(
+                "it holds {held} group commits but {marked} were made durable and \
+                 acknowledged: the storage engine dropped part of its log"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fault that makes this store refuse to make writes durable, if any
+    /// (today: a compaction that failed after marking its copy whole).
+    pub fn fault(&self) -> Option<StoreFault> {
+        self.poisoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(StoreFault::CompactionFailed)
+    }
+
     /// Makes every write so far durable. Prefer [`Committer::commit`], which shares
     /// one flush between concurrent writers.
     pub fn flush(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Faulted(StoreFault::CompactionFailed));
+        }
         self.t().db.flush()?;
         Ok(())
     }

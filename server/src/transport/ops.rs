@@ -41,6 +41,19 @@ pub async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     if !hub.router.is_running() {
         return not_ready("the escalation router is not running");
     }
+    if let Some(fault) = hub.committer.fault() {
+        return not_ready(match fault {
+            crate::store::StoreFault::DiskFull => {
+                "the store stopped writing: the disk is full (ENOSPC); nothing is acknowledged; free space, then restart peerhub"
+            }
+            crate::store::StoreFault::WriteFailed => {
+                "the store stopped writing: a write or fsync failed (EIO); nothing is acknowledged; check the disk, then restart peerhub"
+            }
+            crate::store::StoreFault::CompactionFailed => {
+                "the store stopped writing: a compaction failed after marking its copy whole; nothing is acknowledged; restart peerhub, which finishes it"
+            }
+        });
+    }
     match tokio::time::timeout(READY_COMMIT_TIMEOUT, hub.committer.commit()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
         Ok(Err(_)) => not_ready("the store cannot commit"),
@@ -122,6 +135,9 @@ pub async fn metrics(State(hub): State<Arc<Hub>>, request: Request) -> Response 
         groups_live: hub.groups.live_count(),
         store_bytes,
         now_ms: hub.clock.now_ms(),
+        store_fault: hub.committer.fault().map(|f| f.as_str()),
+        free_bytes: hub.space.free_bytes(),
+        low_space: hub.space.is_low(),
     });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

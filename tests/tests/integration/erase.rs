@@ -575,7 +575,7 @@ async fn a_crash_at_any_step_of_the_rewrite_leaves_a_whole_store() {
         let mut names: Vec<String> = std::fs::read_dir(&data)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != "admin.sock" && n != "store.lock")
+            .filter(|n| n != "admin.sock" && n != "store.lock" && n != "store.mark")
             .collect();
         names.sort();
         assert_eq!(names, vec!["db".to_string()], "{point}: leftovers");

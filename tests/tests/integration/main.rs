@@ -34,6 +34,7 @@ mod retention;
 mod safety_case;
 mod shutdown;
 mod staff;
+mod storage_faults;
 mod supervisor_line;
 mod support_notes;
 mod tls;
