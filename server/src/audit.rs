@@ -980,12 +980,15 @@ pub const READ_ONLY_ACTIONS: [&str; 3] = [
     action::ADMIN_ESCALATION_LIST,
 ];
 
-/// Whether a stored entry of tree `tree` is an audit entry of a
-/// [`READ_ONLY_ACTIONS`] action (the content digest's `leave_out`).
-pub fn records_only_a_read(tree: &str, stored: &[u8]) -> bool {
-    tree == "seq_audit"
-        && AuditEntry::parse(stored)
-            .is_ok_and(|(entry, _)| READ_ONLY_ACTIONS.contains(&entry.action.as_str()))
+/// Whether a stored entry (tree, key, value) records only a read or the store's
+/// own bookkeeping, and so is left out of the content digest: an audit entry of a
+/// [`READ_ONLY_ACTIONS`] action, or the count of group commits (`meta` `commits`,
+/// which every write, a backup's own entry too, moves).
+pub fn records_only_a_read(tree: &str, key: &[u8], stored: &[u8]) -> bool {
+    (tree == "meta" && key == b"commits")
+        || (tree == "seq_audit"
+            && AuditEntry::parse(stored)
+                .is_ok_and(|(entry, _)| READ_ONLY_ACTIONS.contains(&entry.action.as_str())))
 }
 
 /// Every entry, parsed, in order (not verified: use [`verify`] for that). An entry

@@ -66,9 +66,9 @@ struct Trailer {
     content_digest: Option<String>,
 }
 
-/// Which stored entries a content digest leaves out: given a tree's name and an
-/// entry's value, `true` to leave it out.
-pub type LeaveOut<'a> = &'a dyn Fn(&str, &[u8]) -> bool;
+/// Which stored entries a content digest leaves out: given a tree's name, an
+/// entry's key and its value, `true` to leave it out.
+pub type LeaveOut<'a> = &'a dyn Fn(&str, &[u8], &[u8]) -> bool;
 
 /// What a backup or a restore copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +114,7 @@ impl Store {
         out: &mut impl Write,
         created_ms: u64,
     ) -> Result<BackupSummary, StoreError> {
-        self.backup_leaving_out(out, created_ms, &|_, _| false)
+        self.backup_leaving_out(out, created_ms, &|_, _, _| false)
     }
 
     /// [`Store::backup_to`], with a content digest that leaves out what `leave_out`
@@ -145,7 +145,7 @@ impl Store {
             for item in tree.iter() {
                 let (key, value) = item?;
                 digest.entry(&key, &value);
-                if !leave_out(name, &value) {
+                if !leave_out(name, &key, &value) {
                     content.entry(&key, &value);
                 }
                 let line = Line {

@@ -369,7 +369,7 @@ impl Store {
             digest.tree(name);
             for item in tree.iter() {
                 let (key, value) = item?;
-                if !leave_out(name, &value) {
+                if !leave_out(name, &key, &value) {
                     digest.entry(&key, &value);
                 }
             }

@@ -176,20 +176,15 @@ async fn throw_away_keys_in_a_waiting_room_cannot_lock_supervisors_out() {
     let mut river = server.login(&member).await;
     river.join("door", "River", None).await;
 
-    // Six fresh keys, never admitted, ten flags each with the longest note.
+    // Six fresh keys, never admitted, ten flags each about themselves (a waiting
+    // person cannot reach a member they cannot see) with the longest note.
     let started = Instant::now();
     for _ in 0..6 {
         let me = Identity::generate();
         let mut attacker = server.login(&me).await;
         attacker.join("door", "Guest", None).await;
         for _ in 0..10 {
-            let env = flag_env(
-                &me,
-                "door",
-                member.key(),
-                Severity::Concern,
-                Some(long_text()),
-            );
+            let env = flag_env(&me, "door", me.key(), Severity::Concern, Some(long_text()));
             let reply = attacker
                 .request(|id| ClientFrame::Flag {
                     id,

@@ -288,7 +288,7 @@ async fn a_real_runs_chain_and_backups_check_out_independently_and_tampering_doe
         admin.create_group("circle", "Circle").await,
         ServerFrame::GroupCreated { .. }
     ));
-    let token = admin.invite(InviteRole::Facilitator, None).await;
+    let token = admin.invite(InviteRole::Facilitator, Some("circle")).await;
     let (_fac, _fac_client) = hub.redeemed(&token).await;
     let me = Identity::generate();
     let mut client = Client::connect(hub.addr).await;

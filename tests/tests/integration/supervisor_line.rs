@@ -525,6 +525,7 @@ async fn redeem_named(client: &mut Client, token: &str, name: &str) -> ServerFra
 async fn an_admin_lists_the_staff_by_the_names_they_gave() {
     use peerhub_protocol::payload::InviteRole;
     let mut server = TestServer::start().await;
+    server.create_group("circle").await;
     let mut admin = server.admin().await;
 
     let token = admin.invite(InviteRole::Supervisor, None).await;
@@ -539,7 +540,7 @@ async fn an_admin_lists_the_staff_by_the_names_they_gave() {
     let reply = redeem_named(&mut sam, &token, "Sam").await;
     assert!(matches!(reply, ServerFrame::Redeemed { .. }), "{reply:?}");
 
-    let token = admin.invite(InviteRole::Facilitator, None).await;
+    let token = admin.invite(InviteRole::Facilitator, Some("circle")).await;
     let jo_id = Identity::generate();
     let mut jo = server.login(&jo_id).await;
     let reply = redeem_named(&mut jo, &token, "Jo").await;
