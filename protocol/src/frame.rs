@@ -1036,6 +1036,10 @@ pub enum ServerFrame {
         /// Supervisors on the rota nobody can reach away from the console (no push
         /// subscription, no pager). Admins only; empty for a supervisor.
         unreachable: Vec<crate::PublicKey>,
+        /// Below the low-space watermark (`store.min_free_mb`): the MiB still free
+        /// on the data folder's disk. Admins only; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        low_space_free_mb: Option<u64>,
     },
     /// Records about the logged-in key, or a record just written.
     Records {

@@ -778,6 +778,7 @@ fn every_server_frame() -> Vec<ServerFrame> {
             subscriptions: 1,
             pager: false,
             unreachable: vec![someone()],
+            low_space_free_mb: Some(180),
         },
         ServerFrame::Line {
             id,

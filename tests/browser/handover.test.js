@@ -43,10 +43,13 @@ test("an unacknowledged flag moves to level 2; one supervisor has it, the other 
   const k1 = await publicKey(s1);
   const k2 = await publicKey(s2);
 
-  // Level 1 and level 2 on the rota, saved together.
-  await a.locator("#rota-key").fill(k1);
+  // Level 1 and level 2 on the rota, picked from the staff list (read again: both
+  // redeemed after the admin's console opened), saved together.
+  await a.locator("#rota-reload").click();
+  await a.locator(`#rota-pick option[value="${k2}"]`).waitFor({ state: "attached" });
+  await a.locator("#rota-pick").selectOption(k1);
   await a.getByRole("button", { name: "Add to the list" }).click();
-  await a.locator("#rota-key").fill(k2);
+  await a.locator("#rota-pick").selectOption(k2);
   await a.locator("#rota-level").selectOption("2");
   await a.getByRole("button", { name: "Add to the list" }).click();
   await a.locator("#rota-unsaved").waitFor();

@@ -126,19 +126,18 @@ test("a participant's call for help reaches the on-call supervisor, who acknowle
   await supportNews(p, "A supervisor is on it");
   await supportNews(fac, "A supervisor is on it");
 
-  // The supervisor joins the group and writes to River privately.
+  // The supervisor writes to River privately, on the escalation's line, from the
+  // console (without joining the group).
   await card.getByRole("button", { name: "Write privately to the person" }).click();
-  await sup.locator("#private-panel").waitFor();
-  await sup.locator("#private-input").fill("Hi River, I'm Sam, a supervisor. I'm here now.");
-  await sup.locator("#private-input").press("Enter");
+  await card.getByLabel("Your message").fill("Hi River, I'm Sam, a supervisor. I'm here now.");
+  await card.getByRole("button", { name: "Send privately" }).click();
+  await card.locator(".esc-status", { hasText: "Sent privately." }).waitFor();
   // Told under the top bar, tap to open; verified, with no mark to read past.
   await p.locator("#private-alert-open", { hasText: "has written to you privately" }).click();
   const fromSam = p.locator('#private-logs li[data-verified="true"]', { hasText: "I'm Sam, a supervisor" });
   await fromSam.waitFor();
 
-  // Back in the console: a note, then resolve with an outcome.
-  await sup.locator("#oncall").click();
-  await sup.getByRole("heading", { name: "Supervisor console" }).waitFor();
+  // Still in the console: a note, then resolve with an outcome.
   await card.getByLabel("Add a note").fill("Talked privately; River is safe for tonight.");
   await card.getByRole("button", { name: "Add the note" }).click();
   await card.getByText(/What has happened/).click();

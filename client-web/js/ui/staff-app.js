@@ -110,8 +110,12 @@ export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscala
     }
     const keys = Array.isArray(info?.unreachable) ? info.unreachable : [];
     reach.hidden = false;
-    reach.dataset.state = keys.length ? "warn" : "ok";
-    if (info?.pager) {
+    const lowSpace = Number.isSafeInteger(info?.low_space_free_mb) ? info.low_space_free_mb : null;
+    reach.dataset.state = keys.length || lowSpace !== null ? "warn" : "ok";
+    if (lowSpace !== null) {
+      // Before anything else: new groups and new members are being refused.
+      reach.textContent = `The hub's disk is nearly full (${lowSpace} MiB free): new groups and new members are refused until the operator frees space. Messages and calls for help still go through.`;
+    } else if (info?.pager) {
       reach.textContent = "A pager is set up: everyone on the rota can be reached away from the console.";
     } else if (keys.length === 0) {
       reach.textContent = "Everyone on the rota gets pushes on a device.";

@@ -109,17 +109,21 @@ pub fn alerting_frame(
         ));
     }
     let status = hub.alerts.status();
-    let unreachable = if roles.contains(&Role::Admin) {
+    let admin = roles.contains(&Role::Admin);
+    let unreachable = if admin {
         status.unreachable
     } else {
         Vec::new()
     };
+    let low_space_free_mb =
+        (admin && hub.space.is_low()).then(|| hub.space.free_bytes() / (1024 * 1024));
     Ok(ServerFrame::Alerting {
         id,
         vapid_key: hub.alerts.vapid_public_key(),
         subscriptions: u32::try_from(hub.store.push_subscriptions(key)?.len()).unwrap_or(u32::MAX),
         pager: status.pager,
         unreachable,
+        low_space_free_mb,
     })
 }
 

@@ -437,6 +437,16 @@ async fn below_the_low_space_watermark_new_groups_and_members_are_refused_not_fl
         }
         other => panic!("a new group below the watermark: {other:?}"),
     }
+    // The admin's console is told (the admin screen's warning), with what is free.
+    match admin
+        .request(|id| peerhub_protocol::ClientFrame::Alerting { id })
+        .await
+    {
+        ServerFrame::Alerting {
+            low_space_free_mb, ..
+        } => assert!(low_space_free_mb.is_some(), "the admin is warned"),
+        other => panic!("{other:?}"),
+    }
     let newcomer = Identity::generate();
     let mut n = Client::connect(process.addr).await;
     n.login(&newcomer).await;
