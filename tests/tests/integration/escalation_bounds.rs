@@ -964,6 +964,14 @@ async fn escalation_detail_refuses_what_it_cannot_answer_and_changes_nothing() {
         panic!("{reply:?}")
     };
     let id = listed(&mut sup).await[0].id.expect("staff see ids");
+    // The facilitators' note about the flag lands after the flag is answered.
+    let staff = peerhub_protocol::frame::Channel::Staff;
+    for _ in 0..200 {
+        if server.hub().store.last_seq(&gid("circle"), &staff).unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = server.hub().store.digest().unwrap();
 
     // Staff: an id that does not exist; both an id and a reference; neither.

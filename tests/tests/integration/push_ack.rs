@@ -58,6 +58,17 @@ async fn unknown_stale_oversize_and_foreign_acks_get_their_statuses_and_change_n
     let mut scene = scene(|_| {}).await;
     let id = raise(&mut scene).await;
     let own = format!("http://{}", scene.server.server().local_addr());
+    // The flag's note to the facilitators is written after the flag is answered:
+    // let it land before taking the digest the refusals must leave unchanged.
+    let group = peerhub_tests::identity::gid("circle");
+    let staff = peerhub_protocol::frame::Channel::Staff;
+    for _ in 0..200 {
+        if scene.server.hub().store.last_seq(&group, &staff).unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(scene.server.hub().store.last_seq(&group, &staff).unwrap() > 0);
     let before = scene.server.hub().store.digest().unwrap();
     let sup = scene.sup_id.clone();
 
