@@ -1405,6 +1405,21 @@ mod tests {
         );
     }
 
+    /// Opens a store just dropped: sled's background thread may hold the folder's
+    /// lock for a moment after the drop.
+    fn open_again(dir: &std::path::Path) -> Store {
+        for _ in 0..100 {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(error) if error.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        Store::open(dir).unwrap()
+    }
+
     #[test]
     fn a_store_from_before_the_index_is_indexed_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -1418,7 +1433,7 @@ mod tests {
             store.flush().unwrap();
             assert!(store.unresolved_escalations().unwrap().is_empty());
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = open_again(dir.path());
         let unresolved = store.unresolved_escalations().unwrap();
         assert_eq!(unresolved.len(), 1);
         assert_eq!(unresolved[0].view.id, 7);
@@ -1450,7 +1465,7 @@ mod tests {
             store.flush().unwrap();
             assert!(store.unresolved_escalations().unwrap().len() < 3);
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = open_again(dir.path());
         assert_eq!(store.unresolved_escalations().unwrap().len(), 3);
         assert_eq!(store.escalation_ids_about(&a).unwrap(), vec![1, 3]);
         assert_eq!(store.escalation_ids_about(&b).unwrap(), vec![2]);
