@@ -316,20 +316,7 @@ impl GroupActor {
                 } => {
                     let result =
                         self.signed(&outbox, key, request_id, ticket.counter(), env, action, now);
-                    match result {
-                        Ok(()) => Ok(()),
-                        Err(ServerError::Store(e)) => {
-                            outbox.push(&frame_bytes(
-                                &ServerError::Store(e.clone()).frame(request_id),
-                            ));
-                            Err(e)
-                        }
-                        Err(refusal) => {
-                            self.metrics.rejected(refusal.code().as_str());
-                            outbox.push(&frame_bytes(&refusal.frame(request_id)));
-                            Ok(())
-                        }
-                    }
+                    self.answer_refusal(&outbox, request_id, result)
                 }
                 GroupCommand::Leave { conn } => {
                     self.leave(conn);
@@ -347,20 +334,7 @@ impl GroupActor {
                     let counter = ticket.counter();
                     let result =
                         self.line_post(&outbox, key, request_id, counter, env, to, &grant, now);
-                    match result {
-                        Ok(()) => Ok(()),
-                        Err(ServerError::Store(e)) => {
-                            outbox.push(&frame_bytes(
-                                &ServerError::Store(e.clone()).frame(request_id),
-                            ));
-                            Err(e)
-                        }
-                        Err(refusal) => {
-                            self.metrics.rejected(refusal.code().as_str());
-                            outbox.push(&frame_bytes(&refusal.frame(request_id)));
-                            Ok(())
-                        }
-                    }
+                    self.answer_refusal(&outbox, request_id, result)
                 }
                 GroupCommand::LineOpen {
                     outbox,
@@ -599,6 +573,30 @@ impl GroupActor {
             self.deliver(effect);
         }
         Ok(())
+    }
+
+    /// Answers a signed command's refusal on `outbox` (counted in the metrics); a
+    /// store failure is answered too and stops the batch.
+    fn answer_refusal(
+        &self,
+        outbox: &Outbox,
+        request_id: Option<u64>,
+        result: Result<(), ServerError>,
+    ) -> Result<(), Arc<StoreError>> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(ServerError::Store(e)) => {
+                outbox.push(&frame_bytes(
+                    &ServerError::Store(e.clone()).frame(request_id),
+                ));
+                Err(e)
+            }
+            Err(refusal) => {
+                self.metrics.rejected(refusal.code().as_str());
+                outbox.push(&frame_bytes(&refusal.frame(request_id)));
+                Ok(())
+            }
+        }
     }
 
     /// Everyone waiting for an answer hears that nothing happened.
