@@ -187,16 +187,6 @@ async function joinFromConsole(groupId, name) {
   views.supervisor.refreshNames();
 }
 
-/** A supervisor writes privately to the person (a key) or the lead facilitator. */
-async function privateFromConsole(groupId, key, name) {
-  await joinFromConsole(groupId, name);
-  const peer = key === "lead" ? session?.lead() : key;
-  if (!peer) {
-    throw Object.assign(new Error("no lead"), { code: "no_lead_here" });
-  }
-  views.group.openPrivate(peer);
-}
-
 /** A verified pseudonym for a key of a group, when the group on screen is that one. */
 function nameFor(groupId, key) {
   if (!session || session.groupId !== groupId) {
@@ -498,7 +488,6 @@ async function boot() {
       signposting,
       nameFor,
       onJoin: joinFromConsole,
-      onPrivate: privateFromConsole,
       onBack: leaveConsole,
       onOpen: showConsole,
     }),

@@ -53,10 +53,10 @@ function clock(ms) {
 /**
  * `desk`: the EscalationDesk; `me`: our key; `isAdmin()`; `nameFor(group, key)`: a
  * verified pseudonym if we know one, else null; `supervisors()`: keys to hand over
- * to; `onJoin(group)`, `onPrivate(group, key | "lead")`: promises (the app joins the
- * group first when needed).
+ * to; `onJoin(group)`: a promise (the app joins the group). Writing privately goes on
+ * the escalation's line, from the card itself.
  */
-export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, onJoin, onPrivate }) {
+export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, onJoin }) {
   cardCount += 1;
   const id = `esc-${cardCount}`;
   let entry = null;
@@ -102,7 +102,6 @@ export function createEscalationCard({ desk, me, isAdmin, nameFor, supervisors, 
   toPerson.addEventListener("click", () => runAction(toPerson, () => openLine("person")));
   const toLead = h("button", { type: "button", className: "secondary", text: "Write privately to the facilitator" });
   toLead.addEventListener("click", () => runAction(toLead, () => openLine("lead")));
-  void onPrivate; // kept for callers; the line replaced joining to write privately
 
   async function runAction(button, fn) {
     button.disabled = true;

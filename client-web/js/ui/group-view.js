@@ -523,13 +523,6 @@ export function createGroupView({ connection, recordBook, signposting, onLeave, 
       return support.notice(frame);
     },
 
-    /** Opens the private conversation with `key` (a supervisor's console uses it). */
-    openPrivate(key) {
-      if (session) {
-        privatePanel.open(key);
-      }
-    },
-
     focusStage() {
       if (!session) {
         return;

@@ -4,8 +4,8 @@
 //
 // Owns: #view-supervisor. It draws what the EscalationDesk reports, one card per
 // escalation (escalation-card.js), most serious and longest waiting first; resolved
-// ones move to "Resolved while this page was open". Joining a group and writing
-// privately are the app's business (onJoin, onPrivate): the console stays as it was
+// ones move to "Resolved while this page was open". Joining a group is the app's
+// business (onJoin; writing privately goes on the escalation's line, in the card): the console stays as it was
 // and the top bar's on-call button brings the supervisor back.
 
 import { COUNTDOWN_TICK_MS, ROTA_REFRESH_MS } from "../config.js";
@@ -18,7 +18,7 @@ import { byId, setFieldError } from "./dom.js";
 import { createEscalationCard } from "./escalation-card.js";
 import { SEVERITY_LABEL } from "./support-words.js";
 
-export function createSupervisorView({ desk, connection, identity, signposting, nameFor, onJoin, onPrivate, onBack, onOpen }) {
+export function createSupervisorView({ desk, connection, identity, signposting, nameFor, onJoin, onBack, onOpen }) {
   const me = identity.publicKey;
   const queueList = byId("queue-list");
   const queueCount = byId("queue-count");
@@ -61,7 +61,6 @@ export function createSupervisorView({ desk, connection, identity, signposting, 
         nameFor,
         supervisors,
         onJoin: (group) => onJoin(group, joiningName()),
-        onPrivate: (group, key) => onPrivate(group, key, joiningName()),
       });
       cards.set(id, card);
     }
