@@ -220,6 +220,49 @@ fn text(field: &'static str, value: &str) -> Result<(), ServerError> {
     check_text(field, value, MAX_TEXT_CHARS).map(|_| ())
 }
 
+/// A new escalation as `flagger`'s `flag` (signed as `env`) opens it at `now`: one
+/// flag, the `raised` step, no context or name yet, not routed.
+fn raised_record(
+    id: u64,
+    flagger: PublicKey,
+    env: &SignedEnvelope,
+    flag: &FlagPayload,
+    now: u64,
+) -> EscalationRecord {
+    EscalationRecord {
+        view: EscalationView {
+            id,
+            group: flag.group.clone(),
+            about: flag.about,
+            severity: flag.severity,
+            status: EscalationStatus::Open,
+            level: 0,
+            waiting_for: Vec::new(),
+            deadline_ms: None,
+            created_ms: now,
+            handler: None,
+            flags: vec![env.clone()],
+            context: Vec::new(),
+            steps: vec![EscalationStep {
+                ts: now,
+                step: "raised".into(),
+                actor: Some(flagger),
+                env: Some(env.clone()),
+                level: None,
+                to: Vec::new(),
+                text: None,
+            }],
+            outcome: None,
+        },
+        tell_subject: flag.withhold_notice.is_none(),
+        flaggers: vec![flagger],
+        merged: 0,
+        counted: 0,
+        consent: Some(flag.consent),
+        name: None,
+    }
+}
+
 impl EscalationRouter {
     /// Loads every unresolved escalation and the rota, and starts the task on
     /// `tracker`. It stops when `stop` is cancelled.
@@ -972,39 +1015,10 @@ impl EscalationRouter {
             Some(id) => id,
             None => {
                 let id = UNSTORED_IDS + self.unstored;
-                let mut record = EscalationRecord {
-                    view: EscalationView {
-                        id,
-                        group: flag.group.clone(),
-                        about: flag.about,
-                        severity: flag.severity,
-                        status: EscalationStatus::Open,
-                        level: 0,
-                        waiting_for: Vec::new(),
-                        deadline_ms: None,
-                        created_ms: now,
-                        handler: None,
-                        flags: vec![env.clone()],
-                        context: Vec::new(),
-                        steps: vec![EscalationStep {
-                            ts: now,
-                            step: "raised".into(),
-                            actor: Some(key),
-                            env: Some(env.clone()),
-                            level: None,
-                            to: Vec::new(),
-                            text: Some("not stored: the hub's storage is failing".into()),
-                        }],
-                        outcome: None,
-                    },
-                    tell_subject: false,
-                    flaggers: vec![key],
-                    merged: 0,
-                    counted: 0,
-                    consent: Some(flag.consent),
-                    // Not looked up: the store is failing.
-                    name: None,
-                };
+                let mut record = raised_record(id, key, env, flag, now);
+                record.view.steps[0].text = Some("not stored: the hub's storage is failing".into());
+                // Not told: nothing about it survives a restart.
+                record.tell_subject = false;
                 // Routing reads the rota and the roles, which still work.
                 let _ = self.advance(&mut record, now);
                 self.insert_open(record);
@@ -1097,38 +1111,9 @@ impl EscalationRouter {
             true => self.context(&flag.group, flag.seq)?,
             false => Vec::new(),
         };
-        let mut record = EscalationRecord {
-            view: EscalationView {
-                id,
-                group: flag.group.clone(),
-                about: flag.about,
-                severity: flag.severity,
-                status: EscalationStatus::Open,
-                level: 0,
-                waiting_for: Vec::new(),
-                deadline_ms: None,
-                created_ms: now,
-                handler: None,
-                flags: vec![env.clone()],
-                context,
-                steps: vec![EscalationStep {
-                    ts: now,
-                    step: "raised".into(),
-                    actor: Some(flagger),
-                    env: Some(env.clone()),
-                    level: None,
-                    to: Vec::new(),
-                    text: None,
-                }],
-                outcome: None,
-            },
-            tell_subject: flag.withhold_notice.is_none(),
-            flaggers: vec![flagger],
-            merged: 0,
-            counted: 0,
-            consent: Some(flag.consent),
-            name,
-        };
+        let mut record = raised_record(id, flagger, env, flag, now);
+        record.view.context = context;
+        record.name = name;
         self.audit.append(
             NewEntry::new(now, "escalation.raise", env.clone())
                 .group(flag.group.clone())
