@@ -58,6 +58,7 @@ import { byId, roleLabel } from "./ui/dom.js";
 import { createGroupView } from "./ui/group-view.js";
 import { initHelplines } from "./ui/helplines.js";
 import { createJoinView, createNameMemory } from "./ui/join-view.js";
+import { createStaffNameForm } from "./ui/staff-name-form.js";
 import { createOnCallIndicator } from "./ui/on-call.js";
 import { createSupervisorView } from "./ui/supervisor-view.js";
 import { createStaffApp } from "./ui/staff-app.js";
@@ -86,6 +87,11 @@ let homeKnown = null;
 let pendingInvite = null;
 let redeeming = false;
 let redeemSent = false;
+// A staff invite (the link's hint) is redeemed with the name colleagues know the
+// person by, asked first (ui/staff-name-form.js); null until they give it.
+let pendingStaff = false;
+let staffName = null;
+let staffNameForm = null;
 
 function showView(name, { focus = true } = {}) {
   for (const view of VIEWS) {
@@ -112,6 +118,11 @@ function showView(name, { focus = true } = {}) {
 function route(link, { initial = false } = {}) {
   if (link.invite && link.invite !== pendingInvite && !redeemSent) {
     pendingInvite = link.invite;
+    pendingStaff = link.staff;
+    staffName = null;
+    if (pendingStaff) {
+      staffNameForm?.ask();
+    }
     if (connection?.authenticated) {
       redeemInvite();
     }
@@ -309,6 +320,10 @@ async function redeemInvite() {
   if (!token || redeeming) {
     return;
   }
+  if (pendingStaff && staffName === null) {
+    staffNameForm?.ask(); // redeemed once the person gives their name
+    return;
+  }
   redeeming = true;
   const retried = redeemSent;
   redeemSent = true;
@@ -323,9 +338,11 @@ async function redeemInvite() {
       await connection.useIdentity(used);
     }
     const reply = await connection.signedRequest("redeem", Kind.REDEEM, (counter, ts) =>
-      redeemPayload(token, counter, ts),
+      redeemPayload(token, counter, ts, pendingStaff ? staffName : null),
     );
     pendingInvite = null;
+    pendingStaff = false;
+    redeemSent = false; // answered: another invite link may follow in this tab
     forgetInvite();
     await identities.afterRedeem(used, reply);
     views.start.setIdentity(identities.home);
@@ -355,7 +372,16 @@ async function redeemInvite() {
     if (used && used.publicKey !== identities.home.publicKey && !session) {
       connection.useIdentity(identities.home); // the new key bound nothing
     }
+    if (err.code === "invalid" && pendingStaff && staffName !== null) {
+      // Only the name can be refused here, and before the invite is spent: keep it.
+      staffName = null;
+      redeemSent = false;
+      staffNameForm.refuse(err.frame ? describeErrorFrame(err.frame) : sentenceFor(err.code));
+      return;
+    }
     pendingInvite = null;
+    pendingStaff = false;
+    redeemSent = false;
     forgetInvite();
     if (err.code === "bad_token" && retried && connection.roles.length > 0) {
       // The first attempt may have succeeded before the connection dropped: invites
@@ -454,6 +480,21 @@ async function boot() {
     } catch {
       byId("names-forget-result").textContent = "This device couldn't forget them. Clearing this site's data in the browser's settings does.";
     }
+  });
+  staffNameForm = createStaffNameForm({
+    store,
+    onName: (name) => {
+      staffName = name;
+      if (connection.authenticated) {
+        redeemInvite();
+      } // else: redeemed after the login
+    },
+    onLater: () => {
+      pendingInvite = null;
+      pendingStaff = false;
+      forgetInvite();
+      showNotice("The invite was not used. It still works until it expires: open its link again when you're ready.", "info");
+    },
   });
   const forgetAll = async () => {
     connection.close();

@@ -3,6 +3,9 @@
 //   #invite=<token>           redeem an invite after logging in
 //   #group=<id>               go to the join screen of that group
 //   #invite=<token>&group=<id> both (the facilitator link)
+//   …&staff=1                 a staff invite: the app asks the name colleagues will
+//                             know the redeemer by before redeeming (a hint only: the
+//                             server decides the role, and ignores a name for others)
 //
 // Owns: reading and rewriting the fragment. All rewriting uses history.replaceState,
 // never location.hash assignment, so moving between screens adds no history
@@ -17,13 +20,14 @@ export function readLink(hash = globalThis.location.hash) {
   return {
     invite: invite && invite.length <= 512 ? invite : null,
     group: group || null,
+    staff: params.get("staff") === "1",
     // Staff console links (a notification's): #escalation=<id>, #console.
     escalation: Number.isSafeInteger(escalation) && escalation > 0 ? escalation : null,
     console: params.has("console") || params.has("escalation"),
   };
 }
 
-/** Rewrites the fragment to carry exactly `link` ({ invite?, group? }), in place. */
+/** Rewrites the fragment to carry exactly `link` ({ invite?, group?, staff? }), in place. */
 export function writeLink(link) {
   const params = new URLSearchParams();
   if (link.invite) {
@@ -31,6 +35,9 @@ export function writeLink(link) {
   }
   if (link.group) {
     params.set("group", link.group);
+  }
+  if (link.invite && link.staff) {
+    params.set("staff", "1");
   }
   const fragment = params.toString();
   const loc = globalThis.location;

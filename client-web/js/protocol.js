@@ -121,8 +121,9 @@ export function authPayload(challenge, ts) {
   return { challenge, ts };
 }
 
-export function redeemPayload(token, counter, ts) {
-  return { token, counter, ts };
+/** `name` (staff invites only): the normalised name colleagues know the redeemer by. */
+export function redeemPayload(token, counter, ts, name = null) {
+  return name ? { token, name: wellFormed(name), counter, ts } : { token, counter, ts };
 }
 
 /**

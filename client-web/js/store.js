@@ -13,6 +13,8 @@
 //   "names"    -> { [group id]: pseudonym }, the name last used in each group, so a
 //                 person coming back need not retype it ("About this device" empties
 //                 it; a memory-only store forgets it with the tab).
+//   "staffName"-> string, the name last given for colleagues at a staff invite
+//                 (ui/staff-name-form.js), offered at the next one.
 //
 // Never stores messages: a person using a shared device should leave as little
 // behind as possible.

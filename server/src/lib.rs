@@ -416,17 +416,20 @@ impl Server {
         if let Some(token) = &self.tokens.admin {
             links.push((
                 "first admin (single use, 24 h)",
-                format!("{base}#invite={token}"),
+                format!("{base}#invite={token}&staff=1"),
             ));
         }
         if let Some(token) = &self.tokens.demo_facilitator {
             links.push((
                 "demo facilitator",
-                format!("{base}#invite={token}&group={}", bootstrap::DEMO_GROUP),
+                format!(
+                    "{base}#invite={token}&group={}&staff=1",
+                    bootstrap::DEMO_GROUP
+                ),
             ));
         }
         if let Some(token) = &self.tokens.demo_supervisor {
-            links.push(("demo supervisor", format!("{base}#invite={token}")));
+            links.push(("demo supervisor", format!("{base}#invite={token}&staff=1")));
         }
         if self.tokens.demo_facilitator.is_some() {
             links.push((

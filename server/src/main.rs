@@ -77,12 +77,26 @@ fn operate(command: Command) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The link opens the group's join screen, and a staff invite's link says
+            // so: the web client then asks the name colleagues will know them by.
+            let mut fragment = String::new();
+            if let Some(group) = &group {
+                fragment.push_str(&format!("&group={group}"));
+            }
+            if !matches!(role, peerhub_server::config::InviteRoleArg::Member) {
+                fragment.push_str("&staff=1");
+            }
             let request = AdminRequest::Invite {
                 role: role.into(),
                 group,
                 ttl_hours: Some(hours),
             };
-            ("invite", data, request, Some(public_url))
+            (
+                "invite",
+                data,
+                request,
+                Some(public_url.map(|url| (url, fragment))),
+            )
         }
         Command::Export { data, key } => match peerhub_protocol::PublicKey::parse(&key) {
             Ok(key) => ("export", data, AdminRequest::Export { key }, None),
@@ -223,9 +237,9 @@ fn operate(command: Command) -> ExitCode {
     match peerhub_server::admin::run(&data, request) {
         Ok(output) => {
             match (link, output.get("token").and_then(|t| t.as_str())) {
-                (Some(Some(url)), Some(token)) => {
+                (Some(Some((url, fragment))), Some(token)) => {
                     println!(
-                        "{}#invite={token}",
+                        "{}#invite={token}{fragment}",
                         url.trim_end_matches('/').to_string() + "/"
                     );
                 }

@@ -42,7 +42,7 @@ test("a facilitator invite made in the form names its group, opens it with the c
   const result = a.locator("#invite-result");
   await result.getByText(/role in demo/).waitFor();
   const link = (await result.locator("code").textContent()).trim();
-  assert.match(link, /#invite=[^&]+&group=demo$/);
+  assert.match(link, /#invite=[^&]+&group=demo&staff=1$/);
 
   await redeem(f, link);
   await joinAs(f, "Jo");

@@ -2,7 +2,8 @@
 // member invites to a virtual group they facilitate. A facilitator invite names the
 // groups it grants (facilitator standing is per group). Shows
 // <origin>/#invite=<token> (with &group= for a member invite, or a facilitator's
-// first group, so the link opens that group's join screen) to copy.
+// first group, so the link opens that group's join screen; and with &staff=1 for a
+// staff invite, so the app asks the redeemer's name for colleagues) to copy.
 //
 // Owns: #invite-panel. One signed `invite` request per link.
 
@@ -14,11 +15,17 @@ import { errorSentence } from "./feedback.js";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-/** The link a person opens to use an invite. */
-export function inviteLink(token, group, loc = globalThis.location) {
+/**
+ * The link a person opens to use an invite. A staff invite's link says so
+ * (`staff=1`), so the app asks the name colleagues will know them by (links.js).
+ */
+export function inviteLink(token, group, loc = globalThis.location, staff = false) {
   const params = new URLSearchParams({ invite: token });
   if (group) {
     params.set("group", group);
+  }
+  if (staff) {
+    params.set("staff", "1");
   }
   return `${loc.origin}${loc.pathname === "/" ? "/" : loc.pathname}#${params}`;
 }
@@ -72,7 +79,12 @@ export function createInviteForm({ connection }) {
         invitePayload(chosen, groupId, ttl, counter, ts, groupIds),
       );
       const granted = invited.groups ?? groupIds;
-      const link = inviteLink(invited.token, invited.group ?? groupId ?? granted[0]);
+      const link = inviteLink(
+        invited.token,
+        invited.group ?? groupId ?? granted[0],
+        globalThis.location,
+        invited.role !== "member",
+      );
       const what =
         invited.role === "member"
           ? `a member of ${invited.group ?? groupId}`

@@ -3,9 +3,16 @@
 
 import assert from "node:assert/strict";
 
-/** Opens an invite link and waits for "Invite accepted". */
-export async function redeem(page, link) {
+/**
+ * Opens an invite link and waits for "Invite accepted". A staff invite's link
+ * (`&staff=1`) first asks the name colleagues know the person by: `name` answers it.
+ */
+export async function redeem(page, link, { name = "Sam Carter" } = {}) {
   await page.goto(link);
+  if (/[#&]staff=1(&|$)/.test(link)) {
+    await page.locator("#staff-name-input").fill(name);
+    await page.getByRole("button", { name: "Accept the invite" }).click();
+  }
   await page.locator("#app-notice-text", { hasText: "Invite accepted" }).waitFor();
 }
 

@@ -245,8 +245,11 @@ async fn invites_and_group_lists_work_on_a_running_and_a_stopped_server() {
     .await;
     assert!(out.status.success(), "{}", text(&out));
     let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The link opens the group and says it is a staff invite (the web client then
+    // asks the name colleagues will know the redeemer by).
     let token = link
         .strip_prefix("https://hub.example/#invite=")
+        .and_then(|rest| rest.strip_suffix("&group=circle&staff=1"))
         .unwrap_or_else(|| panic!("a link: {link}"))
         .to_string();
     let me = Identity::generate();

@@ -1,0 +1,130 @@
+// Issue 15, "Names for staff": the admin picks rota people from a list of staff who
+// have redeemed invites, by name. The protocol took a name at redeem, but the web
+// client never asked for one, so the picker said "Unnamed supervisor (key …)". A
+// staff invite's link now says it is for staff (&staff=1) and the client asks the
+// name colleagues will know the person by before redeeming: a name the server would
+// refuse is refused before the invite is spent; "Not now" leaves the invite unspent;
+// the admin's picker then shows the name and no key. axe-core at 320 and 1280 px.
+
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { after, before, test } from "node:test";
+
+import { launch, person } from "./lib/browser.js";
+import { publicKey, redeem } from "./lib/flows.js";
+import { startServer } from "./lib/server.js";
+
+const require = createRequire(import.meta.url);
+const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
+const PHONE = { width: 375, height: 740 };
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function axeAt(page, step, failures) {
+  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
+    await page.evaluate(AXE_SOURCE);
+  }
+  const restore = page.viewportSize();
+  for (const width of [320, 1280]) {
+    await page.setViewportSize({ width, height: 740 });
+    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
+    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
+      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
+    }
+  }
+  await page.setViewportSize(restore);
+}
+
+/** The admin makes a supervisor invite in the form and returns its link. */
+async function supervisorInvite(adminPage) {
+  await adminPage.locator("#invite-role").selectOption("supervisor");
+  await adminPage.getByRole("button", { name: "Make the invite link" }).click();
+  const code = adminPage.locator("#invite-result code");
+  await code.waitFor();
+  const link = (await code.textContent()).trim();
+  await adminPage.locator("#invite-result").evaluate((el) => el.replaceChildren());
+  return link;
+}
+
+test("a staff invite asks the name colleagues know them by, and the rota picker shows it", { timeout: 120_000 }, async () => {
+  const admin = await person(browser, "admin");
+  const a = admin.page;
+  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 1, hasTouch: true, isMobile: true, locale: "en-GB" });
+  context.setDefaultTimeout(15_000);
+  const s = await context.newPage();
+  const problems = [];
+  s.on("pageerror", (err) => problems.push(`supervisor: ${err.message}`));
+  const axeFailures = [];
+
+  // The printed first-admin link is a staff link too.
+  assert.match(server.links.admin, /#invite=[^&]+&staff=1$/);
+  await redeem(a, server.links.admin, { name: "Ada Okonjo" });
+
+  const link = await supervisorInvite(a);
+  assert.match(link, /#invite=[^&]+&staff=1$/, "a supervisor invite's link says it is for staff");
+
+  // On a phone: asked for a name before anything is redeemed.
+  await s.goto(link);
+  const card = s.locator("#staff-name");
+  await card.waitFor();
+  assert.equal(await s.evaluate(() => document.activeElement?.id), "staff-name-title", "focus moves to the question");
+  await axeAt(s, "staff name", axeFailures);
+
+  // A name the server would refuse is refused here, and the invite is not spent.
+  await s.locator("#staff-name-input").fill("Sam the supervisor");
+  await s.getByRole("button", { name: "Accept the invite" }).tap();
+  await s.locator("#staff-name-error:not([hidden])").waitFor();
+  assert.equal(await s.locator("#app-notice-text", { hasText: "Invite accepted" }).count(), 0);
+
+  // "Not now" leaves the invite unspent and the address bar without it.
+  await s.getByRole("button", { name: "Not now" }).tap();
+  await s.locator("#app-notice-text", { hasText: "The invite was not used" }).waitFor();
+  assert.equal(await card.isVisible(), false);
+  assert.doesNotMatch(s.url(), /invite=/, "the token left the address bar");
+
+  // Opening the link again asks again; a good name redeems it.
+  await s.goto("about:blank");
+  await s.goto(link);
+  await card.waitFor();
+  await s.locator("#staff-name-input").fill("  Sam   Okafor ");
+  await s.getByRole("button", { name: "Accept the invite" }).tap();
+  await s.locator("#app-notice-text", { hasText: "Invite accepted" }).waitFor();
+  assert.equal(await card.isVisible(), false);
+  const supKey = await publicKey(s);
+
+  // The admin's rota picker names Sam (normalised), with no key in the option.
+  await a.locator("#rota-reload").click();
+  const option = a.locator("#rota-pick option", { hasText: "Sam Okafor" });
+  await option.waitFor({ state: "attached" });
+  assert.equal(await option.getAttribute("value"), supKey);
+  assert.doesNotMatch(await option.textContent(), /key|Unnamed/);
+
+  // A second staff invite on the same device offers the name given last time.
+  const again = await supervisorInvite(a);
+  await s.goto(again);
+  await card.waitFor();
+  assert.equal(await s.locator("#staff-name-input").inputValue(), "Sam Okafor");
+  await s.getByRole("button", { name: "Not now" }).tap();
+
+  // A member invite's link has no staff hint, and nobody is asked for a name.
+  assert.doesNotMatch(server.links.participant, /staff=/);
+  await s.goto(server.links.participant);
+  await s.locator("#join-name").waitFor();
+  assert.equal(await card.isVisible(), false);
+
+  assert.deepEqual(axeFailures, []);
+  assert.deepEqual([...problems, ...admin.problems], []);
+  await context.close();
+});
