@@ -363,6 +363,44 @@ impl Client {
             .await
     }
 
+    /// Sends a signed facilitator `control` for `group` and returns the reply.
+    pub async fn control(
+        &mut self,
+        group: &str,
+        action: peerhub_protocol::payload::ControlAction,
+    ) -> ServerFrame {
+        let env = self
+            .me()
+            .signed(peerhub_protocol::envelope::Kind::Control, |counter, ts| {
+                peerhub_protocol::payload::ControlPayload {
+                    group: gid(group),
+                    action,
+                    counter,
+                    ts,
+                }
+            });
+        let group = gid(group);
+        self.request(|id| ClientFrame::Control { id, group, env })
+            .await
+    }
+
+    /// Accepts version `version` of `group`'s agreement and returns the reply.
+    pub async fn agree(&mut self, group: &str, version: u32) -> ServerFrame {
+        let env = self
+            .me()
+            .signed(peerhub_protocol::envelope::Kind::Agree, |counter, ts| {
+                peerhub_protocol::payload::AgreePayload {
+                    group: gid(group),
+                    version,
+                    counter,
+                    ts,
+                }
+            });
+        let group = gid(group);
+        self.request(|id| ClientFrame::Agree { id, group, env })
+            .await
+    }
+
     /// Redeems an invite token.
     pub async fn redeem(&mut self, token: &str) -> ServerFrame {
         let env = self.me().redeem(token);

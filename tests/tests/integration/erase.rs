@@ -5,7 +5,7 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{ControlAction, ControlPayload, FlagPayload, ReportPayload};
+use peerhub_protocol::payload::{ControlAction, FlagPayload, ReportPayload};
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
 use peerhub_server::audit::{self, AuditLog};
 use peerhub_server::erase::{erase_key, ERASED_NAME, TOMBSTONE_REASON};
@@ -359,23 +359,6 @@ const R_REASON: &str = "rr-redact-reason-77c2 quoted the address";
 const Q_NAME: &str = "Thistledown";
 const Q_MAIN: &str = "td-kept-words-0b5a in the other group";
 
-async fn control_env(client: &mut Client, group: &str, action: ControlAction) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
-        group: gid(group),
-        action,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Control {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
-}
-
 /// Waits (up to 30 s) until no file under `data` holds any of `texts`; returns
 /// what still held them if that never happened.
 async fn until_gone(data: &std::path::Path, texts: &[&str]) -> Vec<(String, Vec<String>)> {
@@ -450,7 +433,7 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_or_names_in_the_data
         seq: said,
         reason: R_REASON.into(),
     };
-    let reply = control_env(&mut fac, "dropin", redact).await;
+    let reply = fac.control("dropin", redact).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     server.hub().store.flush().unwrap();
     for text in [P_NAME, P_MAIN, P_PRIVATE, R_REASON] {
@@ -460,7 +443,7 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_or_names_in_the_data
         );
     }
 
-    let reply = control_env(&mut fac, "dropin", ControlAction::EndSession).await;
+    let reply = fac.control("dropin", ControlAction::EndSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
 
     // The hub still runs: the export and the live store hold no name, no reason.
@@ -492,7 +475,7 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_or_names_in_the_data
     // Nothing acknowledged is lost, and the hub takes new work after the rewrite.
     let more = q.post("steady", "td-after-the-rewrite").await;
     assert!(more > q_seq);
-    let reply = control_env(&mut fac, "dropin", ControlAction::OpenSession).await;
+    let reply = fac.control("dropin", ControlAction::OpenSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     drop((p, q, fac, store));
     server.shutdown().await;
@@ -683,7 +666,7 @@ async fn a_running_hub_killed_during_the_rewrite_after_a_session_loses_nothing_a
         acked
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let reply = control_env(&mut fac, "dropin", ControlAction::EndSession).await;
+    let reply = fac.control("dropin", ControlAction::EndSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     let mut server = server;
     let status = server.wait().await;
@@ -738,13 +721,13 @@ async fn the_rewrite_after_an_ephemeral_session_waits_its_delay_and_survives_a_r
     let mut p = server.login(&p_id).await;
     p.join("dropin", "Tamsin", None).await;
     p.post("dropin", WORDS).await;
-    let reply = control_env(&mut fac, "dropin", ControlAction::EndSession).await;
+    let reply = fac.control("dropin", ControlAction::EndSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     let data = server.data_dir().to_path_buf();
     let owed = server.hub().store.compaction_due_since().unwrap();
     assert!(owed.is_some(), "the end owes a rewrite");
     // Not before its time: the group goes on at once, the bytes are still there.
-    let reply = control_env(&mut fac, "dropin", ControlAction::OpenSession).await;
+    let reply = fac.control("dropin", ControlAction::OpenSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     server.hub().store.flush().unwrap();

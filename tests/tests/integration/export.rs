@@ -5,8 +5,8 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, Role};
 use peerhub_protocol::payload::{
-    ControlAction, ControlPayload, EscalationActPayload, EscalationAction, FlagPayload,
-    ReportPayload, StepOutPayload,
+    ControlAction, EscalationActPayload, EscalationAction, FlagPayload, ReportPayload,
+    StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame, SignedEnvelope};
 use peerhub_server::export::export_key;
@@ -35,26 +35,6 @@ async fn signed_request(
     env: SignedEnvelope,
 ) -> ServerFrame {
     client.request(|id| frame(id, env)).await
-}
-
-async fn control(client: &mut Client, action: ControlAction) -> ServerFrame {
-    let me = client.identity.clone().unwrap();
-    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
-        group: gid("circle"),
-        action,
-        counter,
-        ts,
-    });
-    signed_request(
-        client,
-        |id, env| ClientFrame::Control {
-            id,
-            group: gid("circle"),
-            env,
-        },
-        env,
-    )
-    .await
 }
 
 fn flag_env(me: &Identity, about: PublicKey, severity: Severity, note: &str) -> SignedEnvelope {
@@ -238,8 +218,8 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
     a_logged.push(report);
     // The facilitator redacts one of A's messages.
     acked(
-        &control(
-            &mut fac,
+        &fac.control(
+            "circle",
             ControlAction::Redact {
                 seq: doomed_seq,
                 reason: REDACT_REASON.into(),
@@ -306,8 +286,8 @@ async fn a_persons_export_holds_their_data_and_nothing_about_anyone_else() {
         .await,
     );
     acked(
-        &control(
-            &mut fac,
+        &fac.control(
+            "circle",
             ControlAction::Mute {
                 member: a_key,
                 minutes: 10,

@@ -5,48 +5,14 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::frame::{Channel, MemberStatus, Note, Role};
 use peerhub_protocol::payload::{
-    AgreePayload, ControlAction, ControlPayload, InvitePayload, InviteRole, JoinPayload,
-    RecordPayload, ReportPayload, SessionWindow, StepOutPayload,
+    ControlAction, InvitePayload, InviteRole, JoinPayload, RecordPayload, ReportPayload,
+    SessionWindow, StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
 const AGREEMENT: &str = "Be kind. What is shared here stays here.";
-
-async fn control(client: &mut Client, group: &str, action: ControlAction) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
-        group: gid(group),
-        action,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Control {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
-}
-
-async fn agree(client: &mut Client, group: &str, version: u32) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Agree, |counter, ts| AgreePayload {
-        group: gid(group),
-        version,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Agree {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
-}
 
 async fn join_with_code(
     client: &mut Client,
@@ -175,7 +141,7 @@ async fn the_agreement_is_signed_before_speaking_and_again_when_it_changes() {
         .await;
     let (_, mut fac) = server.with_role(Role::Facilitator).await;
     fac.join("circle", "Jo", None).await;
-    assert_ok(&agree(&mut fac, "circle", 1).await);
+    assert_ok(&fac.agree("circle", 1).await);
     assert_acked(&post_raw(&mut fac, "circle", "welcome").await);
 
     let me = Identity::generate();
@@ -188,8 +154,8 @@ async fn the_agreement_is_signed_before_speaking_and_again_when_it_changes() {
         &post_raw(&mut p, "circle", "hi").await,
         ErrorCode::AgreementRequired,
     );
-    assert_code(&agree(&mut p, "circle", 7).await, ErrorCode::Invalid);
-    assert_ok(&agree(&mut p, "circle", 1).await);
+    assert_code(&p.agree("circle", 7).await, ErrorCode::Invalid);
+    assert_ok(&p.agree("circle", 1).await);
     // Now in the room: joined again, with the history.
     let rejoined = p
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -204,14 +170,14 @@ async fn the_agreement_is_signed_before_speaking_and_again_when_it_changes() {
     let set = ControlAction::SetAgreement {
         text: format!("{AGREEMENT} No advice unless asked."),
     };
-    assert_acked(&control(&mut fac, "circle", set).await);
+    assert_acked(&fac.control("circle", set).await);
     let state = update_where(&mut p, |s| s.agreement.version == 2).await;
     assert!(state.agreement.text.contains("No advice"));
     assert_code(
         &post_raw(&mut p, "circle", "still here").await,
         ErrorCode::AgreementRequired,
     );
-    assert_ok(&agree(&mut p, "circle", 2).await);
+    assert_ok(&p.agree("circle", 2).await);
     assert_acked(&post_raw(&mut p, "circle", "still here").await);
 }
 
@@ -242,12 +208,8 @@ async fn the_waiting_room_admits_or_declines_and_tells_the_person() {
     );
 
     assert_acked(
-        &control(
-            &mut fac,
-            "circle",
-            ControlAction::Admit { member: a_id.key() },
-        )
-        .await,
+        &fac.control("circle", ControlAction::Admit { member: a_id.key() })
+            .await,
     );
     let frame = a
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -267,7 +229,7 @@ async fn the_waiting_room_admits_or_declines_and_tells_the_person() {
         member: b_id.key(),
         reason: Some("full tonight".into()),
     };
-    assert_acked(&control(&mut fac, "circle", decline).await);
+    assert_acked(&fac.control("circle", decline).await);
     let frame = b
         .recv_matching(|f| matches!(f, ServerFrame::Dismissed { .. }))
         .await
@@ -327,7 +289,7 @@ async fn a_participant_cannot_use_any_control_and_nothing_changes() {
         ControlAction::EndSession,
     ] {
         let name = action.name();
-        let reply = control(&mut p, "circle", action).await;
+        let reply = p.control("circle", action).await;
         match reply {
             ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::Forbidden, "{name}"),
             other => panic!("{name}: {other:?}"),
@@ -350,8 +312,7 @@ async fn a_mute_blocks_posting_keeps_the_help_path_and_ends_by_itself() {
     } = circle().await;
     let fac_key = fac.identity.clone().unwrap().key();
     assert_acked(
-        &control(
-            &mut fac,
+        &fac.control(
             "circle",
             ControlAction::Mute {
                 member: p_id.key(),
@@ -413,7 +374,10 @@ async fn slow_mode_spaces_out_each_members_messages() {
         mut p,
         ..
     } = circle().await;
-    assert_acked(&control(&mut fac, "circle", ControlAction::SlowMode { seconds: 30 }).await);
+    assert_acked(
+        &fac.control("circle", ControlAction::SlowMode { seconds: 30 })
+            .await,
+    );
     update_where(&mut p, |s| s.slow_mode_secs == 30).await;
     assert_acked(&post_raw(&mut p, "circle", "one").await);
     match post_raw(&mut p, "circle", "two").await {
@@ -433,14 +397,14 @@ async fn slow_mode_spaces_out_each_members_messages() {
 #[tokio::test]
 async fn pause_lets_only_facilitators_post() {
     let Circle { mut fac, mut p, .. } = circle().await;
-    assert_acked(&control(&mut fac, "circle", ControlAction::Pause).await);
+    assert_acked(&fac.control("circle", ControlAction::Pause).await);
     update_where(&mut p, |s| s.paused).await;
     assert_code(
         &post_raw(&mut p, "circle", "hello").await,
         ErrorCode::Paused,
     );
     assert_acked(&post_raw(&mut fac, "circle", "a short pause").await);
-    assert_acked(&control(&mut fac, "circle", ControlAction::Resume).await);
+    assert_acked(&fac.control("circle", ControlAction::Resume).await);
     assert_acked(&post_raw(&mut p, "circle", "hello").await);
 }
 
@@ -449,13 +413,13 @@ async fn a_locked_group_admits_nobody_new() {
     let Circle {
         server, mut fac, ..
     } = circle().await;
-    assert_acked(&control(&mut fac, "circle", ControlAction::Lock).await);
+    assert_acked(&fac.control("circle", ControlAction::Lock).await);
     let mut late = server.login(&Identity::generate()).await;
     assert_code(
         &join_with_code(&mut late, "circle", "Late", None).await,
         ErrorCode::Locked,
     );
-    assert_acked(&control(&mut fac, "circle", ControlAction::Unlock).await);
+    assert_acked(&fac.control("circle", ControlAction::Unlock).await);
     assert!(matches!(
         join_with_code(&mut late, "circle", "Late", None).await,
         ServerFrame::Joined { .. }
@@ -477,7 +441,7 @@ async fn redaction_hides_the_text_from_participants_and_says_why() {
         seq,
         reason: "breaks the agreement".into(),
     };
-    let control_seq = assert_acked(&control(&mut fac, "circle", redact).await);
+    let control_seq = assert_acked(&fac.control("circle", redact).await);
     // A participant gets the control, then the message again without its text.
     let original = other.next_event("circle").await;
     assert_eq!(original.seq, seq);
@@ -527,7 +491,7 @@ async fn a_participant_withdraws_their_own_message_and_facilitators_keep_its_tex
         seq,
         reason: "Withdrawn by its writer.".into(),
     };
-    let control_seq = assert_acked(&control(&mut p, "circle", withdraw).await);
+    let control_seq = assert_acked(&p.control("circle", withdraw).await);
     // The group sees it withdrawn, by its writer, without its text.
     let replaced = loop {
         let event = other.next_event("circle").await;
@@ -549,15 +513,15 @@ async fn a_participant_withdraws_their_own_message_and_facilitators_keep_its_tex
     // Someone else's message, one already withdrawn, or one that does not exist:
     // refused alike, as not allowed, and nothing changes.
     for seq in [other_seq, seq, 9_999] {
-        let reply = control(
-            &mut p,
-            "circle",
-            ControlAction::Redact {
-                seq,
-                reason: "mine?".into(),
-            },
-        )
-        .await;
+        let reply = p
+            .control(
+                "circle",
+                ControlAction::Redact {
+                    seq,
+                    reason: "mine?".into(),
+                },
+            )
+            .await;
         match reply {
             ServerFrame::Error { code, .. } if seq == other_seq || seq == 9_999 => {
                 assert_eq!(code, ErrorCode::Forbidden, "seq {seq}")
@@ -577,11 +541,10 @@ async fn pins_and_lead_changes_reach_everyone() {
         ..
     } = circle().await;
     let seq = assert_acked(&post_raw(&mut fac, "circle", "Tonight's theme: rest").await);
-    assert_acked(&control(&mut fac, "circle", ControlAction::Pin { seq }).await);
+    assert_acked(&fac.control("circle", ControlAction::Pin { seq }).await);
     update_where(&mut p, |s| s.pinned == vec![seq]).await;
     assert_acked(
-        &control(
-            &mut fac,
+        &fac.control(
             "circle",
             ControlAction::AddCofacilitator { member: p_id.key() },
         )
@@ -589,14 +552,10 @@ async fn pins_and_lead_changes_reach_everyone() {
     );
     update_where(&mut p, |s| s.co_facilitators.contains(&p_id.key())).await;
     // The new co-facilitator can now use controls.
-    assert_acked(&control(&mut p, "circle", ControlAction::Unpin { seq }).await);
+    assert_acked(&p.control("circle", ControlAction::Unpin { seq }).await);
     assert_acked(
-        &control(
-            &mut p,
-            "circle",
-            ControlAction::HandOver { member: p_id.key() },
-        )
-        .await,
+        &p.control("circle", ControlAction::HandOver { member: p_id.key() })
+            .await,
     );
 }
 
@@ -612,12 +571,9 @@ async fn a_private_check_in_is_seen_by_nobody_else() {
     other.join("circle", "Other", None).await;
     let fac_id = fac.identity.clone().unwrap();
     // The check-in opens with a signed control that only the two of them see.
-    let opened = control(
-        &mut fac,
-        "circle",
-        ControlAction::CheckIn { member: p_id.key() },
-    )
-    .await;
+    let opened = fac
+        .control("circle", ControlAction::CheckIn { member: p_id.key() })
+        .await;
     let ServerFrame::Ack {
         channel, seq: 1, ..
     } = opened
@@ -670,7 +626,7 @@ async fn removal_takes_someone_out_until_the_session_ends() {
         until_session_end: true,
         reason: Some("a break".into()),
     };
-    assert_acked(&control(&mut fac, "circle", remove).await);
+    assert_acked(&fac.control("circle", remove).await);
     let frame = p
         .recv_matching(|f| matches!(f, ServerFrame::Dismissed { .. }))
         .await
@@ -696,8 +652,8 @@ async fn removal_takes_someone_out_until_the_session_ends() {
         ErrorCode::Removed,
     );
     // A new session lets them back.
-    assert_acked(&control(&mut fac, "circle", ControlAction::EndSession).await);
-    assert_acked(&control(&mut fac, "circle", ControlAction::OpenSession).await);
+    assert_acked(&fac.control("circle", ControlAction::EndSession).await);
+    assert_acked(&fac.control("circle", ControlAction::OpenSession).await);
     assert!(matches!(
         join_with_code(&mut again, "circle", "River", None).await,
         ServerFrame::Joined { .. }
@@ -719,7 +675,7 @@ async fn ending_the_session_tells_everyone_and_an_ephemeral_group_keeps_nothing(
     let mut p = server.login(&p_id).await;
     p.join("dropin", "River", None).await;
     let last = assert_acked(&post_raw(&mut p, "dropin", "said tonight").await);
-    assert_acked(&control(&mut fac, "dropin", ControlAction::EndSession).await);
+    assert_acked(&fac.control("dropin", ControlAction::EndSession).await);
     let frame = p
         .recv_matching(|f| matches!(f, ServerFrame::Dismissed { .. }))
         .await
@@ -734,7 +690,7 @@ async fn ending_the_session_tells_everyone_and_an_ephemeral_group_keeps_nothing(
         ErrorCode::Closed,
     );
     // Next session: nothing of the last one is kept, and seqs carry on.
-    assert_acked(&control(&mut fac, "dropin", ControlAction::OpenSession).await);
+    assert_acked(&fac.control("dropin", ControlAction::OpenSession).await);
     let joined = again.join("dropin", "River", Some(0)).await;
     assert!(
         joined.history.iter().all(|e| e.seq > last + 1),
@@ -1096,11 +1052,11 @@ async fn every_control_is_in_the_audit_chain_signed_by_its_facilitator() {
         ControlAction::Lock,
         ControlAction::CheckIn { member: p_id.key() },
     ] {
-        assert_acked(&control(&mut fac, "circle", action).await);
+        assert_acked(&fac.control("circle", action).await);
     }
     // A refused control leaves no trace.
     assert_code(
-        &control(&mut fac, "circle", ControlAction::Lock).await,
+        &fac.control("circle", ControlAction::Lock).await,
         ErrorCode::Invalid,
     );
     let store = &server.hub().store;

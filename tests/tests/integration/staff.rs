@@ -7,31 +7,13 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, MemberStatus, Role};
 use peerhub_protocol::payload::{
-    ControlAction, ControlPayload, FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload,
-    ReportPayload,
+    ControlAction, FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload, ReportPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
 use crate::alerting::{on_call, set_rota};
-
-async fn control(client: &mut Client, group: &str, action: ControlAction) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
-        group: gid(group),
-        action,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Control {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
-}
 
 async fn join_raw(client: &mut Client, group: &str, name: &str, code: Option<&str>) -> ServerFrame {
     let me = client.identity.clone().expect("logged in");
@@ -160,12 +142,9 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
         ServerFrame::Joined { .. }
     ));
     assert_acked(
-        &control(
-            &mut fac_b,
-            "group-b",
-            ControlAction::Admit { member: p_id.key() },
-        )
-        .await,
+        &fac_b
+            .control("group-b", ControlAction::Admit { member: p_id.key() })
+            .await,
     );
     p.recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
         .await
@@ -225,7 +204,7 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
         ControlAction::EndSession,
     ] {
         let name = action.name();
-        let reply = control(&mut fac_a, "group-b", action).await;
+        let reply = fac_a.control("group-b", action).await;
         assert_eq!(
             error_of(&reply).0,
             ErrorCode::Forbidden,
@@ -235,14 +214,14 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
 
     // Once admitted they are a participant there: still no staff channel.
     assert_acked(
-        &control(
-            &mut fac_b,
-            "group-b",
-            ControlAction::Admit {
-                member: fac_a_id.key(),
-            },
-        )
-        .await,
+        &fac_b
+            .control(
+                "group-b",
+                ControlAction::Admit {
+                    member: fac_a_id.key(),
+                },
+            )
+            .await,
     );
     fac_a
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -257,16 +236,16 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
     fac_b.next_event_in("group-b", Channel::Staff).await;
     let p_key = p_id.key();
     assert_code(
-        &control(
-            &mut fac_a,
-            "group-b",
-            ControlAction::Remove {
-                member: p_key,
-                until_session_end: false,
-                reason: None,
-            },
-        )
-        .await,
+        &fac_a
+            .control(
+                "group-b",
+                ControlAction::Remove {
+                    member: p_key,
+                    until_session_end: false,
+                    reason: None,
+                },
+            )
+            .await,
         ErrorCode::Forbidden,
     );
     while let Ok(Some(frame)) =
@@ -292,17 +271,17 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
     let mut q = server.login(&q_id).await;
     q.join("group-a", "Quinn", None).await;
     assert_acked(
-        &control(
-            &mut fac_a,
-            "group-a",
-            ControlAction::Mute {
-                member: q_id.key(),
-                minutes: 5,
-            },
-        )
-        .await,
+        &fac_a
+            .control(
+                "group-a",
+                ControlAction::Mute {
+                    member: q_id.key(),
+                    minutes: 5,
+                },
+            )
+            .await,
     );
-    assert_acked(&control(&mut fac_a, "group-a", ControlAction::EndSession).await);
+    assert_acked(&fac_a.control("group-a", ControlAction::EndSession).await);
 }
 
 /// Grants and revokes are an admin's signed, audited command; a revoke takes
@@ -335,7 +314,7 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         fac.join("circle", "Jo", None).await.status,
         MemberStatus::Admitted
     );
-    assert_acked(&control(&mut fac, "circle", ControlAction::Lock).await);
+    assert_acked(&fac.control("circle", ControlAction::Lock).await);
     // What is held about the key says so (people's data rights).
     let export =
         peerhub_server::export::export_key(&server.hub().store, &fac_id.key(), now_ms()).unwrap();
@@ -396,7 +375,7 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
     };
     assert_eq!(reason, "grant_revoked");
     assert_code(
-        &control(&mut fac, "circle", ControlAction::Unlock).await,
+        &fac.control("circle", ControlAction::Unlock).await,
         ErrorCode::NotJoined,
     );
     // Joining again, they are nobody's facilitator here: the lock they set holds.
@@ -439,12 +418,8 @@ async fn a_waiting_member_cannot_tell_a_member_from_a_stranger_by_a_refusal() {
     let mut m = server.login(&m_id).await;
     m.join("circle", "River", None).await;
     assert_acked(
-        &control(
-            &mut fac,
-            "circle",
-            ControlAction::Admit { member: m_id.key() },
-        )
-        .await,
+        &fac.control("circle", ControlAction::Admit { member: m_id.key() })
+            .await,
     );
     let w_id = Identity::generate();
     let mut w = server.login(&w_id).await;

@@ -8,27 +8,10 @@ use std::time::Duration;
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{MemberStatus, Role};
-use peerhub_protocol::payload::{AgreePayload, ControlAction, ControlPayload, FlagPayload};
+use peerhub_protocol::payload::{ControlAction, FlagPayload};
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{Client, Identity, TestServer};
-
-async fn control(client: &mut Client, group: &str, action: ControlAction) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Control, |counter, ts| ControlPayload {
-        group: gid(group),
-        action,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Control {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
-}
 
 /// `n` throw-away keys each knock once (connect, log in, join, go), `workers` at
 /// a time.
@@ -77,7 +60,9 @@ async fn newcomer_is_admitted(server: &TestServer, fac: &mut Client, group: &str
     let mut newcomer = server.login(&me).await;
     let joined = newcomer.join(group, "Newcomer", None).await;
     assert_eq!(joined.status, MemberStatus::Waiting);
-    let reply = control(fac, group, ControlAction::Admit { member: me.key() }).await;
+    let reply = fac
+        .control(group, ControlAction::Admit { member: me.key() })
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     let frame = newcomer
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -174,14 +159,14 @@ async fn a_knock_by_someone_gone_expires_after_the_configured_time_and_at_sessio
     drop(gone);
     let (here_id, mut here) = knock(&server, "drop-in", "Here").await;
     let (admitted_id, mut admitted) = knock(&server, "drop-in", "Admitted").await;
-    let reply = control(
-        &mut fac,
-        "drop-in",
-        ControlAction::Admit {
-            member: admitted_id.key(),
-        },
-    )
-    .await;
+    let reply = fac
+        .control(
+            "drop-in",
+            ControlAction::Admit {
+                member: admitted_id.key(),
+            },
+        )
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
 
     // Not yet: nothing expires before its time.
@@ -211,7 +196,7 @@ async fn a_knock_by_someone_gone_expires_after_the_configured_time_and_at_sessio
 
     // When the session ends, every knock ends with it, connected or not; the
     // admitted member's record stays.
-    let reply = control(&mut fac, "drop-in", ControlAction::EndSession).await;
+    let reply = fac.control("drop-in", ControlAction::EndSession).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     let kept = records(&server, "drop-in");
     assert!(!kept.contains(&here_id.key()), "{kept:?}");
@@ -317,14 +302,14 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
     let (fac_id, mut fac) = server.with_role(Role::Facilitator).await;
     fac.join("drop-in", "Jo", None).await;
     let (member_id, mut member) = knock(&server, "drop-in", "Member").await;
-    let reply = control(
-        &mut fac,
-        "drop-in",
-        ControlAction::Admit {
-            member: member_id.key(),
-        },
-    )
-    .await;
+    let reply = fac
+        .control(
+            "drop-in",
+            ControlAction::Admit {
+                member: member_id.key(),
+            },
+        )
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     let _ = member
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -336,7 +321,7 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
 
     // A participant in the room may not clear it: refused, nothing changes.
     let before = server.hub().store.digest().unwrap();
-    let reply = control(&mut member, "drop-in", ControlAction::ClearWaiting).await;
+    let reply = member.control("drop-in", ControlAction::ClearWaiting).await;
     assert!(
         matches!(
             reply,
@@ -348,7 +333,7 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
         "{reply:?}"
     );
     // Nor may someone waiting.
-    let reply = control(&mut here, "drop-in", ControlAction::ClearWaiting).await;
+    let reply = here.control("drop-in", ControlAction::ClearWaiting).await;
     assert!(
         matches!(
             reply,
@@ -363,7 +348,7 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
 
     // The facilitator clears it: written to the staff channel, audited, and the
     // one still connected is told and may knock again.
-    let reply = control(&mut fac, "drop-in", ControlAction::ClearWaiting).await;
+    let reply = fac.control("drop-in", ControlAction::ClearWaiting).await;
     let ServerFrame::Ack { channel, .. } = reply else {
         panic!("{reply:?}")
     };
@@ -394,9 +379,9 @@ async fn a_facilitator_clears_the_waiting_room_and_a_participant_cannot() {
         here.join("drop-in", "Here", None).await.status,
         MemberStatus::Waiting
     );
-    let reply = control(&mut fac, "drop-in", ControlAction::ClearWaiting).await;
+    let reply = fac.control("drop-in", ControlAction::ClearWaiting).await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
-    let reply = control(&mut fac, "drop-in", ControlAction::ClearWaiting).await;
+    let reply = fac.control("drop-in", ControlAction::ClearWaiting).await;
     assert!(
         matches!(
             reply,
@@ -504,14 +489,14 @@ async fn admission_after_a_long_conversation_does_not_close_the_newcomer() {
     let (_fac_id, mut fac) = server.with_role(Role::Facilitator).await;
     fac.join("long", "Jo", None).await;
     let (_talker_id, mut talker) = knock(&server, "long", "Talker").await;
-    let reply = control(
-        &mut fac,
-        "long",
-        ControlAction::Admit {
-            member: _talker_id.key(),
-        },
-    )
-    .await;
+    let reply = fac
+        .control(
+            "long",
+            ControlAction::Admit {
+                member: _talker_id.key(),
+            },
+        )
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     // 60 messages of 3,000 characters: about 190 KiB of history, twice the outbox.
     let long = "a".repeat(3_000);
@@ -521,7 +506,9 @@ async fn admission_after_a_long_conversation_does_not_close_the_newcomer() {
     }
 
     let (me, mut newcomer) = knock(&server, "long", "Newcomer").await;
-    let reply = control(&mut fac, "long", ControlAction::Admit { member: me.key() }).await;
+    let reply = fac
+        .control("long", ControlAction::Admit { member: me.key() })
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
     newcomer
         .recv_matching(|f| matches!(f, ServerFrame::Joined { id: None, .. }))
@@ -539,24 +526,6 @@ async fn admission_after_a_long_conversation_does_not_close_the_newcomer() {
     }
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     newcomer.post("long", "hello, I made it in").await;
-}
-
-/// `agree` to the group's agreement, `version`.
-async fn agree(client: &mut Client, group: &str, version: u32) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Agree, |counter, ts| AgreePayload {
-        group: gid(group),
-        version,
-        counter,
-        ts,
-    });
-    client
-        .request(|id| ClientFrame::Agree {
-            id,
-            group: gid(group),
-            env,
-        })
-        .await
 }
 
 /// Found while fixing issue 13: in a group without a waiting room every join is an
@@ -582,7 +551,7 @@ async fn throw_away_joins_do_not_make_joined_too_big_for_a_connection() {
     let mut talker = server.login(&talker_id).await;
     talker.join("open", "Talker", None).await;
     assert!(matches!(
-        agree(&mut talker, "open", 1).await,
+        talker.agree("open", 1).await,
         ServerFrame::Ok { .. }
     ));
     let said = talker.post("open", "something worth reading later").await;
@@ -599,7 +568,7 @@ async fn throw_away_joins_do_not_make_joined_too_big_for_a_connection() {
                 let mut client = Client::connect(addr).await;
                 client.login(&me).await;
                 client.join("open", "Passing", None).await;
-                let reply = agree(&mut client, "open", 1).await;
+                let reply = client.agree("open", 1).await;
                 assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
             }
         }));
@@ -615,7 +584,7 @@ async fn throw_away_joins_do_not_make_joined_too_big_for_a_connection() {
     let joined = newcomer.join("open", "Newcomer", None).await;
     assert_eq!(joined.status, MemberStatus::NeedsAgreement);
     assert!(matches!(
-        agree(&mut newcomer, "open", 1).await,
+        newcomer.agree("open", 1).await,
         ServerFrame::Ok { .. }
     ));
     let rejoined = newcomer
@@ -675,14 +644,14 @@ async fn throw_away_joins_do_not_make_joined_too_big_for_a_connection() {
     assert!(members.iter().any(|m| m.key == fac_id.key()));
     assert!(members.iter().any(|m| m.key == me.key() && m.online));
     fac.joined_reply("open", None, reply).await;
-    let reply = control(
-        &mut fac,
-        "open",
-        ControlAction::Mute {
-            member: me.key(),
-            minutes: 5,
-        },
-    )
-    .await;
+    let reply = fac
+        .control(
+            "open",
+            ControlAction::Mute {
+                member: me.key(),
+                minutes: 5,
+            },
+        )
+        .await;
     assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
 }
