@@ -363,6 +363,31 @@ impl Client {
             .await
     }
 
+    /// Sends a signed `join` with an optional access code and returns the reply
+    /// (`joined`, `waiting` or an error), whatever it is.
+    pub async fn try_join(&mut self, group: &str, name: &str, code: Option<&str>) -> ServerFrame {
+        let env = self
+            .me()
+            .signed(peerhub_protocol::envelope::Kind::Join, |counter, ts| {
+                peerhub_protocol::payload::JoinPayload {
+                    group: gid(group),
+                    name: name.into(),
+                    counter,
+                    ts,
+                }
+            });
+        let access_code = code.map(str::to_string);
+        let group = gid(group);
+        self.request(|id| ClientFrame::Join {
+            id,
+            group,
+            after: None,
+            access_code,
+            env,
+        })
+        .await
+    }
+
     /// Sends a signed facilitator `control` for `group` and returns the reply.
     pub async fn control(
         &mut self,

@@ -4,11 +4,10 @@
 //! with it works before and after a restart, and a `create_group` whose signed
 //! payload carries the code is refused and changes nothing.
 
-use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::payload::{GroupKind, JoinPayload};
+use peerhub_protocol::payload::GroupKind;
 use peerhub_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use peerhub_tests::identity::gid;
-use peerhub_tests::{Client, Identity, TestServer};
+use peerhub_tests::{Identity, TestServer};
 use sha2::{Digest, Sha256};
 
 const CODE: &str = "Quillfeather-7c3e-Tarn";
@@ -24,31 +23,6 @@ async fn create_coded(server: &mut TestServer, group: &str, code: &str) -> Serve
     admin
         .request(|id| ClientFrame::CreateGroup {
             id,
-            access_code,
-            env,
-        })
-        .await
-}
-
-async fn join_with(
-    client: &mut Client,
-    group: &str,
-    name: &str,
-    code: Option<&str>,
-) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Join, |counter, ts| JoinPayload {
-        group: gid(group),
-        name: name.into(),
-        counter,
-        ts,
-    });
-    let access_code = code.map(str::to_string);
-    client
-        .request(|id| ClientFrame::Join {
-            id,
-            group: gid(group),
-            after: None,
             access_code,
             env,
         })
@@ -98,15 +72,15 @@ async fn an_access_code_leaves_no_copy_in_the_data_folder_and_still_opens_the_do
     );
     let mut p = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with(&mut p, "coded", "Sam", None).await,
+        &p.try_join("coded", "Sam", None).await,
         ErrorCode::AccessDenied,
     );
     assert_code(
-        &join_with(&mut p, "coded", "Sam", Some(WRONG)).await,
+        &p.try_join("coded", "Sam", Some(WRONG)).await,
         ErrorCode::AccessDenied,
     );
     // Compared with white space trimmed, as before.
-    assert_joined(&join_with(&mut p, "coded", "Sam", Some(&format!(" {CODE} "))).await);
+    assert_joined(&p.try_join("coded", "Sam", Some(&format!(" {CODE} "))).await);
     p.post("coded", "hello from Sam").await;
     drop(p);
     server.shutdown().await;
@@ -117,10 +91,10 @@ async fn an_access_code_leaves_no_copy_in_the_data_folder_and_still_opens_the_do
     let server = TestServer::start_with(move |c| c.data_dir = at).await;
     let mut q = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with(&mut q, "coded", "Robin", Some(WRONG)).await,
+        &q.try_join("coded", "Robin", Some(WRONG)).await,
         ErrorCode::AccessDenied,
     );
-    assert_joined(&join_with(&mut q, "coded", "Robin", Some(CODE)).await);
+    assert_joined(&q.try_join("coded", "Robin", Some(CODE)).await);
     drop(q);
     server.shutdown().await;
     assert_eq!(copies(&data), Vec::new(), "the code is in the data folder");
@@ -146,7 +120,7 @@ async fn a_create_group_whose_signed_payload_carries_the_code_is_refused() {
     // Nothing changed: no group of that id.
     let mut p = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with(&mut p, "inside", "Sam", Some(CODE)).await,
+        &p.try_join("inside", "Sam", Some(CODE)).await,
         ErrorCode::NotFound,
     );
     // The same id is still free for a well-formed request.
@@ -156,7 +130,7 @@ async fn a_create_group_whose_signed_payload_carries_the_code_is_refused() {
         matches!(reply, ServerFrame::GroupCreated { .. }),
         "{reply:?}"
     );
-    assert_joined(&join_with(&mut p, "inside", "Sam", Some(CODE)).await);
+    assert_joined(&p.try_join("inside", "Sam", Some(CODE)).await);
     server.shutdown().await;
 }
 
@@ -200,10 +174,10 @@ async fn the_operator_command_keeps_no_copy_of_the_code() {
     let server = TestServer::start_with(move |c| c.data_dir = at).await;
     let mut p = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with(&mut p, "opcoded", "Sam", Some(WRONG)).await,
+        &p.try_join("opcoded", "Sam", Some(WRONG)).await,
         ErrorCode::AccessDenied,
     );
-    assert_joined(&join_with(&mut p, "opcoded", "Sam", Some(CODE)).await);
+    assert_joined(&p.try_join("opcoded", "Sam", Some(CODE)).await);
     drop(p);
     server.shutdown().await;
     assert_eq!(copies(&data), Vec::new(), "the code is in the data folder");
@@ -248,10 +222,10 @@ async fn a_folder_from_before_is_migrated_at_start() {
         let server = TestServer::start_with(move |c| c.data_dir = at).await;
         let mut p = server.login(&Identity::generate()).await;
         assert_code(
-            &join_with(&mut p, "old", "Sam", Some(WRONG)).await,
+            &p.try_join("old", "Sam", Some(WRONG)).await,
             ErrorCode::AccessDenied,
         );
-        assert_joined(&join_with(&mut p, "old", "Sam", Some(CODE)).await);
+        assert_joined(&p.try_join("old", "Sam", Some(CODE)).await);
         drop(p);
         server.shutdown().await;
         assert_eq!(copies(&data), Vec::new(), "the code is in the data folder");

@@ -5,39 +5,14 @@
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::frame::{Channel, MemberStatus, Note, Role};
 use peerhub_protocol::payload::{
-    ControlAction, InvitePayload, InviteRole, JoinPayload, RecordPayload, ReportPayload,
-    SessionWindow, StepOutPayload,
+    ControlAction, InvitePayload, InviteRole, RecordPayload, ReportPayload, SessionWindow,
+    StepOutPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
 const AGREEMENT: &str = "Be kind. What is shared here stays here.";
-
-async fn join_with_code(
-    client: &mut Client,
-    group: &str,
-    name: &str,
-    code: Option<&str>,
-) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Join, |counter, ts| JoinPayload {
-        group: gid(group),
-        name: name.into(),
-        counter,
-        ts,
-    });
-    let access_code = code.map(str::to_string);
-    client
-        .request(|id| ClientFrame::Join {
-            id,
-            group: gid(group),
-            after: None,
-            access_code,
-            env,
-        })
-        .await
-}
 
 async fn post_raw(client: &mut Client, group: &str, body: &str) -> ServerFrame {
     let env = client.identity.clone().unwrap().post(group, body);
@@ -245,10 +220,7 @@ async fn the_waiting_room_admits_or_declines_and_tells_the_person() {
     // The decline went to the facilitators' channel, not the group.
     let staff = fac.next_event_in("circle", Channel::Staff).await;
     assert_eq!(staff.envelope().kind, Kind::Control);
-    assert_code(
-        &join_with_code(&mut b, "circle", "Bea", None).await,
-        ErrorCode::Removed,
-    );
+    assert_code(&b.try_join("circle", "Bea", None).await, ErrorCode::Removed);
     a.next_event("circle").await; // a's own post
     a.assert_no_events(200).await;
 }
@@ -416,12 +388,12 @@ async fn a_locked_group_admits_nobody_new() {
     assert_acked(&fac.control("circle", ControlAction::Lock).await);
     let mut late = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with_code(&mut late, "circle", "Late", None).await,
+        &late.try_join("circle", "Late", None).await,
         ErrorCode::Locked,
     );
     assert_acked(&fac.control("circle", ControlAction::Unlock).await);
     assert!(matches!(
-        join_with_code(&mut late, "circle", "Late", None).await,
+        late.try_join("circle", "Late", None).await,
         ServerFrame::Joined { .. }
     ));
 }
@@ -648,14 +620,14 @@ async fn removal_takes_someone_out_until_the_session_ends() {
     );
     let mut again = server.login(&p_id).await;
     assert_code(
-        &join_with_code(&mut again, "circle", "River", None).await,
+        &again.try_join("circle", "River", None).await,
         ErrorCode::Removed,
     );
     // A new session lets them back.
     assert_acked(&fac.control("circle", ControlAction::EndSession).await);
     assert_acked(&fac.control("circle", ControlAction::OpenSession).await);
     assert!(matches!(
-        join_with_code(&mut again, "circle", "River", None).await,
+        again.try_join("circle", "River", None).await,
         ServerFrame::Joined { .. }
     ));
 }
@@ -686,7 +658,7 @@ async fn ending_the_session_tells_everyone_and_an_ephemeral_group_keeps_nothing(
     update_where(&mut fac, |s| !s.session_open).await;
     let mut again = server.login(&p_id).await;
     assert_code(
-        &join_with_code(&mut again, "dropin", "River", None).await,
+        &again.try_join("dropin", "River", None).await,
         ErrorCode::Closed,
     );
     // Next session: nothing of the last one is kept, and seqs carry on.
@@ -949,22 +921,22 @@ async fn access_codes_virtual_groups_and_schedules_guard_the_door() {
         .await;
     let mut p = server.login(&Identity::generate()).await;
     assert_code(
-        &join_with_code(&mut p, "coded", "Sam", None).await,
+        &p.try_join("coded", "Sam", None).await,
         ErrorCode::AccessDenied,
     );
     assert_code(
-        &join_with_code(&mut p, "coded", "Sam", Some("rose")).await,
+        &p.try_join("coded", "Sam", Some("rose")).await,
         ErrorCode::AccessDenied,
     );
     assert!(matches!(
-        join_with_code(&mut p, "coded", "Sam", Some("tulip")).await,
+        p.try_join("coded", "Sam", Some("tulip")).await,
         ServerFrame::Joined { .. }
     ));
     assert_code(
-        &join_with_code(&mut p, "invited", "Sam", None).await,
+        &p.try_join("invited", "Sam", None).await,
         ErrorCode::AccessDenied,
     );
-    match join_with_code(&mut p, "later", "Sam", None).await {
+    match p.try_join("later", "Sam", None).await {
         ServerFrame::Error {
             code: ErrorCode::Closed,
             next_session_ms,
@@ -995,13 +967,10 @@ async fn names_that_imitate_a_role_are_refused_over_the_wire() {
         "Mod",
         "M0d",
     ] {
-        assert_code(
-            &join_with_code(&mut p, "circle", name, None).await,
-            ErrorCode::Invalid,
-        );
+        assert_code(&p.try_join("circle", name, None).await, ErrorCode::Invalid);
     }
     // An ordinary name near a title still joins.
-    let ordinary = join_with_code(&mut p, "circle", "Modesty", None).await;
+    let ordinary = p.try_join("circle", "Modesty", None).await;
     assert!(
         matches!(ordinary, ServerFrame::Joined { .. }),
         "{ordinary:?}"
@@ -1133,7 +1102,7 @@ async fn a_virtual_group_admits_only_people_invited_to_it() {
     let mut guest_client = server.login(&guest).await;
     let mut stranger_client = server.login(&stranger).await;
     assert_code(
-        &join_with_code(&mut guest_client, "closed-circle", "Guest", None).await,
+        &guest_client.try_join("closed-circle", "Guest", None).await,
         ErrorCode::AccessDenied,
     );
     match guest_client.redeem(&token).await {
@@ -1147,11 +1116,13 @@ async fn a_virtual_group_admits_only_people_invited_to_it() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        join_with_code(&mut guest_client, "closed-circle", "Guest", None).await,
+        guest_client.try_join("closed-circle", "Guest", None).await,
         ServerFrame::Joined { .. }
     ));
     assert_code(
-        &join_with_code(&mut stranger_client, "closed-circle", "Stranger", None).await,
+        &stranger_client
+            .try_join("closed-circle", "Stranger", None)
+            .await,
         ErrorCode::AccessDenied,
     );
     // A participant cannot make invites at all.

@@ -7,33 +7,13 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::{Consent, Severity};
 use peerhub_protocol::frame::{Channel, MemberStatus, Role};
 use peerhub_protocol::payload::{
-    ControlAction, FlagPayload, GroupKind, InvitePayload, InviteRole, JoinPayload, ReportPayload,
+    ControlAction, FlagPayload, GroupKind, InvitePayload, InviteRole, ReportPayload,
 };
 use peerhub_protocol::{ClientFrame, ErrorCode, PublicKey, ServerFrame};
 use peerhub_tests::identity::gid;
 use peerhub_tests::{now_ms, Client, Identity, TestServer};
 
 use crate::alerting::{on_call, set_rota};
-
-async fn join_raw(client: &mut Client, group: &str, name: &str, code: Option<&str>) -> ServerFrame {
-    let me = client.identity.clone().expect("logged in");
-    let env = me.signed(Kind::Join, |counter, ts| JoinPayload {
-        group: gid(group),
-        name: name.into(),
-        counter,
-        ts,
-    });
-    let access_code = code.map(str::to_string);
-    client
-        .request(|id| ClientFrame::Join {
-            id,
-            group: gid(group),
-            after: None,
-            access_code,
-            env,
-        })
-        .await
-}
 
 async fn flag_about(client: &mut Client, group: &str, about: PublicKey) -> ServerFrame {
     let me = client.identity.clone().expect("logged in");
@@ -138,7 +118,7 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
         ServerFrame::Redeemed { .. }
     ));
     assert!(matches!(
-        join_raw(&mut p, "group-b", "River", Some("sesame")).await,
+        p.try_join("group-b", "River", Some("sesame")).await,
         ServerFrame::Joined { .. }
     ));
     assert_acked(
@@ -157,7 +137,7 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
 
     // 1. No invite, no code: the door of B is shut to the facilitator of A.
     assert_code(
-        &join_raw(&mut fac_a, "group-b", "Ash", None).await,
+        &fac_a.try_join("group-b", "Ash", None).await,
         ErrorCode::AccessDenied,
     );
     // Invited as a member, they still need the code, and then wait like anyone.
@@ -167,10 +147,10 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
         ServerFrame::Redeemed { .. }
     ));
     assert_code(
-        &join_raw(&mut fac_a, "group-b", "Ash", None).await,
+        &fac_a.try_join("group-b", "Ash", None).await,
         ErrorCode::AccessDenied,
     );
-    let joined = join_raw(&mut fac_a, "group-b", "Ash", Some("sesame")).await;
+    let joined = fac_a.try_join("group-b", "Ash", Some("sesame")).await;
     let ServerFrame::Joined {
         status, members, ..
     } = joined
@@ -379,10 +359,7 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         ErrorCode::NotJoined,
     );
     // Joining again, they are nobody's facilitator here: the lock they set holds.
-    assert_code(
-        &join_raw(&mut fac, "circle", "Jo", None).await,
-        ErrorCode::Locked,
-    );
+    assert_code(&fac.try_join("circle", "Jo", None).await, ErrorCode::Locked);
     assert_code(
         &admin.grant(fac_id.key(), "circle", true).await,
         ErrorCode::Invalid,
@@ -476,7 +453,7 @@ async fn a_supervisor_reaches_a_group_only_through_an_escalation_about_it() {
         ServerFrame::Ok { .. }
     ));
     assert_code(
-        &join_raw(&mut sup, "circle", "Sup", None).await,
+        &sup.try_join("circle", "Sup", None).await,
         ErrorCode::AccessDenied,
     );
     // A member raises a flag about themselves: the escalation reaches the
