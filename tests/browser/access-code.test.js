@@ -8,9 +8,9 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { joinAs, redeem } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 const CODE = "Larkspur-91d4-Fennick";
 
@@ -18,14 +18,10 @@ let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 async function filesUnder(dir) {
   const out = [];

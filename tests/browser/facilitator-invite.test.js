@@ -6,22 +6,18 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, redeem } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 test("a facilitator invite made in the form names its group, opens it with the console, and no other", { timeout: 90_000 }, async () => {
   const admin = await person(browser, "admin");

@@ -5,22 +5,18 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, publicKey, redeem, supportNews } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer({ deadlines: { emergency: 4_000, urgent: 4_000, concern: 4_000 } });
-  browser = await launch();
+  ({ server, browser } = await startBoth({ deadlines: { emergency: 4_000, urgent: 4_000, concern: 4_000 } }));
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 test("an unacknowledged flag moves to level 2; one supervisor has it, the other sees who; handed over and resolved", { timeout: 120_000 }, async () => {
   const origin = new URL(server.url).origin;

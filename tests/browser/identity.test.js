@@ -14,44 +14,24 @@
 // - axe-core at 320 and 1280 px on the new screens; their tap targets are 44 px.
 
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, expectVerified, joinAs, message, redeem, say, tapTargets } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
-
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
+import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
-async function axeAt(page, step, failures) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  const before = page.viewportSize();
-  for (const width of [320, 1280]) {
-    await page.setViewportSize({ width, height: 800 });
-    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
-      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
-    }
-    await tapTargets(page, `${step} at ${width} px`);
-  }
-  await page.setViewportSize(before);
+/** axe-core at both widths, and tap targets checked at each. */
+function axeAndTaps(page, step, failures) {
+  return axeAt(page, step, failures, { height: 800, each: (label) => tapTargets(page, label) });
 }
 
 /** Everything this origin keeps in the browser, as counts and names. */
@@ -176,6 +156,8 @@ test("two groups joined from one browser show unrelated keys to the hub, and the
 
   // After a reload, going back to a group uses that group's key again.
   await v.getByRole("button", { name: "circle-one, as River" }).click();
+  // The name is read from the device's store after the screen shows: wait for it.
+  await v.waitForFunction(() => document.querySelector("#join-name")?.value !== "", null, { timeout: 5_000 }).catch(() => {});
   assert.equal(await v.locator("#join-name").inputValue(), "River", "the name used there is remembered");
   await v.getByRole("button", { name: "Join", exact: true }).click();
   await v.locator("#composer-input:not([disabled])").waitFor();
@@ -225,10 +207,10 @@ test("forget this device leaves nothing, and the next person cannot read the pre
   await p.locator("#my-groups-list li", { hasText: "demo, as River" }).waitFor();
   await p.getByRole("button", { name: "Forget this device…" }).first().click();
   await p.locator("#forget-confirm:not([hidden])").waitFor();
-  await axeAt(p, "forget, confirm", failures);
+  await axeAndTaps(p, "forget, confirm", failures);
   await p.getByRole("button", { name: "Yes, forget everything" }).click();
   await p.getByRole("heading", { name: "This device has forgotten everything peerhub kept here" }).waitFor();
-  await axeAt(p, "forgotten", failures);
+  await axeAndTaps(p, "forgotten", failures);
   assert.deepEqual(await storageLeft(p), NOTHING, "nothing is left in the browser");
 
   // The next person at this browser opens the link: no groups, no names, a new key.
@@ -259,7 +241,7 @@ test("quick exit with its option forgets the device; a session-only key is gone 
   await p.goto(server.url);
   await p.locator("#start-title").waitFor();
   await p.getByLabel("Quick exit also forgets this device").check();
-  await axeAt(p, "start with forget", failures);
+  await axeAndTaps(p, "start with forget", failures);
   await enterRoom(p, links.one, "Wren");
   assert.equal((await storeValue(p, "names"))?.["circle-one"], "Wren", "the name is kept until the exit");
   await p.getByRole("button", { name: "Quick exit" }).click();
@@ -271,7 +253,7 @@ test("quick exit with its option forgets the device; a session-only key is gone 
   await tab.goto(links.two);
   await tab.locator("#join-name").waitFor();
   await tab.getByLabel("Forget me when I close this tab").check();
-  await axeAt(tab, "join with session-only", failures);
+  await axeAndTaps(tab, "join with session-only", failures);
   await joinAs(tab, "Kit");
   await tab.locator("#composer-input:not([disabled])").waitFor();
   const groupKeys = (await storeValue(tab, "groupKeys")) ?? {};
@@ -466,7 +448,7 @@ test("a group locked with a passphrase keeps only a wrapped key, and asks for it
   await joinAs(p, "Lark");
   await p.locator("#join-pass-error", { hasText: "at least 8 characters" }).waitFor();
   await p.getByLabel("Choose a passphrase").fill("heron by the weir");
-  await axeAt(p, "join with a passphrase", failures);
+  await axeAndTaps(p, "join with a passphrase", failures);
   await p.getByRole("button", { name: "Join", exact: true }).click();
   await p.locator("#composer-input:not([disabled])").waitFor();
   const stored = (await storeValue(p, "groupKeys"))?.["circle-one"];

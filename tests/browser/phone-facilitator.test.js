@@ -4,45 +4,24 @@
 // device has joined (staff only); a chime for arrivals. axe-core at 320 px and 1280 px.
 
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, redeem, tapTargets } from "./lib/flows.js";
-import { REPO, startServer } from "./lib/server.js";
+import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
+import { REPO } from "./lib/server.js";
 
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
 const PHONE = { width: 375, height: 740 };
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
-
-async function axeAt(page, step, failures) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  for (const width of [320, 1280]) {
-    await page.setViewportSize({ width, height: PHONE.height });
-    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
-      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
-    }
-  }
-  await page.setViewportSize(PHONE);
-}
+after(() => stopBoth({ server, browser }));
 
 function inViewport(page, selector) {
   return page.evaluate((sel) => {

@@ -8,17 +8,15 @@
 // 1280 px, and the phone screens are saved to docs/screenshots/phone-*.png.
 
 import assert from "node:assert/strict";
-import { mkdir, readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, message, noCryptoWords, publicKey, putOnRota, redeem, say, tapTargets } from "./lib/flows.js";
-import { REPO, startServer } from "./lib/server.js";
+import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
+import { REPO } from "./lib/server.js";
 
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
 const SHOTS = join(REPO, "docs/screenshots");
 export const PHONE = { width: 375, height: 740 };
 
@@ -27,14 +25,10 @@ let browser;
 
 before(async () => {
   await mkdir(SHOTS, { recursive: true });
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 /** A person on a phone: touch, a mobile viewport, their own key. */
 async function phonePerson(name) {
@@ -88,19 +82,6 @@ async function helpInReach(page, step) {
 }
 
 /** axe-core at 320 px and 1280 px (serious and critical problems), then back to the phone. */
-async function axeAt(page, step, failures) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  for (const width of [320, 1280]) {
-    await page.setViewportSize({ width, height: PHONE.height });
-    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
-      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
-    }
-  }
-  await page.setViewportSize(PHONE);
-}
 
 async function shot(page, name) {
   await page.screenshot({ path: join(SHOTS, `phone-${name}.png`), animations: "disabled", caret: "hide" });

@@ -5,17 +5,15 @@
 // docs/screenshots/. The tests below then judge what the walk found.
 
 import assert from "node:assert/strict";
-import { readFile, mkdir, stat } from "node:fs/promises";
-import { createRequire } from "node:module";
+import { mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
-import { DESKTOP, NARROW, launch, person } from "./lib/browser.js";
+import { DESKTOP, NARROW, person } from "./lib/browser.js";
 import { agree, joinAs, message, publicKey, putOnRota, redeem, say } from "./lib/flows.js";
-import { REPO, startServer } from "./lib/server.js";
+import { axeViolations, startBoth, stopBoth } from "./lib/harness.js";
+import { REPO } from "./lib/server.js";
 
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
 const SHOTS = join(REPO, "docs/screenshots");
 const SCREENS = [
   "start",
@@ -41,15 +39,6 @@ let browser;
 
 /** Runs axe-core in the page (injected through the debugging protocol, so the page's
  * strict CSP stays on) and returns the serious and critical violations. */
-async function axe(page) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-  return result.violations
-    .filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => ({ id: v.id, impact: v.impact, help: v.help, targets: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-}
 
 /** Checks and photographs one screen at both widths; `focus` is scrolled into view.
  * `narrow` opens what a phone shows as a sheet (and is undone by `wide`). */
@@ -65,7 +54,7 @@ async function visit(name, page, focus = null, { narrow = null, wide = null } = 
     } else {
       await page.evaluate(() => globalThis.scrollTo(0, 0));
     }
-    results[width] = await axe(page);
+    results[width] = await axeViolations(page);
     const file = join(SHOTS, width === "desktop" ? `${name}.png` : `${name}-320.png`);
     await page.screenshot({ path: file, animations: "disabled", caret: "hide" });
   }
@@ -78,8 +67,7 @@ async function visit(name, page, focus = null, { narrow = null, wide = null } = 
 
 before(async () => {
   await mkdir(SHOTS, { recursive: true });
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
   const origin = new URL(server.url).origin;
   const participant = await person(browser, "participant");
   const facilitator = await person(browser, "facilitator");
@@ -191,10 +179,7 @@ before(async () => {
   }
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 describe("every screen", () => {
   test("axe-core finds no serious or critical accessibility problems on any screen, at desktop width or 320 px", () => {

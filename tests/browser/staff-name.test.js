@@ -7,45 +7,22 @@
 // the admin's picker then shows the name and no key. axe-core at 320 and 1280 px.
 
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { publicKey, redeem } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
 
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
 const PHONE = { width: 375, height: 740 };
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
-
-async function axeAt(page, step, failures) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  const restore = page.viewportSize();
-  for (const width of [320, 1280]) {
-    await page.setViewportSize({ width, height: 740 });
-    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
-      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
-    }
-  }
-  await page.setViewportSize(restore);
-}
+after(() => stopBoth({ server, browser }));
 
 /** The admin makes a supervisor invite in the form and returns its link. */
 async function supervisorInvite(adminPage) {

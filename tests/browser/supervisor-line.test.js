@@ -7,44 +7,22 @@
 // axe-core on the console at 320 px and 1280 px.
 
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, message, publicKey, putOnRota, redeem, say } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
 
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = await readFile(require.resolve("axe-core/axe.min.js"), "utf8");
 const PHONE = { width: 375, height: 740 };
 
 let server;
 let browser;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
-
-async function axeAt(page, step, failures, restore) {
-  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) {
-    await page.evaluate(AXE_SOURCE);
-  }
-  for (const width of [320, 1280]) {
-    await page.setViewportSize({ width, height: 740 });
-    const result = await page.evaluate(() => globalThis.axe.run(document, { resultTypes: ["violations"] }));
-    for (const v of result.violations.filter((x) => x.impact === "serious" || x.impact === "critical")) {
-      failures.push(`${step} at ${width} px: ${v.impact} ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
-    }
-  }
-  await page.setViewportSize(restore);
-}
+after(() => stopBoth({ server, browser }));
 
 function onScreen(page, selector) {
   return page.evaluate((sel) => {
@@ -140,7 +118,7 @@ test("a supervisor writes to the person from the console without entering the gr
   const facText = await fac.evaluate(() => document.body.innerText);
   assert.doesNotMatch(facText, /Sam is in the waiting room|Sam joined/, "nor does the facilitator's room");
 
-  await axeAt(sup, "supervisor console with the line open", axeFailures, { width: 1280, height: 800 });
+  await axeAt(sup, "supervisor console with the line open", axeFailures);
   assert.deepEqual(axeFailures, [], "axe-core finds nothing serious at 320 px or 1280 px");
   const problems = [supervisor, admin, facilitator, sky].flatMap((x) => x.problems).concat(riverProblems);
   assert.deepEqual(problems, [], "no page errors");

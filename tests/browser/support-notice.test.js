@@ -7,23 +7,19 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, joinAs, redeem } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 let server;
 let browser;
 const people = [];
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 test("a facilitator's console shows who in the waiting room asked for support, and how seriously", { timeout: 120_000 }, async (t) => {
   const facilitator = await person(browser, "facilitator");

@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, expectVerified, joinAs, message, noCryptoWords, redeem, say, supportNews } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 const MARKER = "Meet at the usual place";
 const ALTERED = "Meet at the usual placf";
@@ -21,14 +21,10 @@ let reader;
 let writer;
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 /** Alters one byte of the signed payload of the post carrying MARKER. */
 function tamper(text) {

@@ -7,23 +7,19 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { launch, person } from "./lib/browser.js";
+import { person } from "./lib/browser.js";
 import { agree, expectVerified, joinAs, message, publicKey, putOnRota, redeem, say, supportNews } from "./lib/flows.js";
-import { startServer } from "./lib/server.js";
+import { startBoth, stopBoth } from "./lib/harness.js";
 
 let server;
 let browser;
 const people = [];
 
 before(async () => {
-  server = await startServer();
-  browser = await launch();
+  ({ server, browser } = await startBoth());
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+after(() => stopBoth({ server, browser }));
 
 test("a participant's call for help reaches the on-call supervisor, who acknowledges and resolves it", { timeout: 150_000 }, async (t) => {
   const origin = new URL(server.url).origin;
