@@ -30,6 +30,7 @@ export const Kind = Object.freeze({
   ESCALATION: "escalation",
   ROTA: "rota",
   PUSH: "push",
+  GRANT: "grant",
 });
 
 /** Roles a key can hold (frame.rs `Role`). */
@@ -53,6 +54,7 @@ export const DismissReason = Object.freeze({
   REMOVED: "removed",
   SESSION_ENDED: "session_ended",
   WAITING_CLEARED: "waiting_cleared",
+  GRANT_REVOKED: "grant_revoked",
 });
 
 /** Group kinds (payload.rs `GroupKind`). */
@@ -194,6 +196,11 @@ export function invitePayload(role, group, ttlMs, counter, ts, groups = []) {
     payload.ttl_ms = ttlMs;
   }
   return { ...payload, counter, ts };
+}
+
+/** `grant` (§6.25): facilitator standing for `key` in `group`, or with `revoke` taken away. */
+export function grantPayload(key, group, revoke, counter, ts) {
+  return revoke ? { key, group, revoke: true, counter, ts } : { key, group, counter, ts };
 }
 
 export function agreePayload(group, version, counter, ts) {

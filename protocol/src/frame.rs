@@ -482,6 +482,9 @@ pub struct StaffMember {
     /// The name they gave when they redeemed an invite, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The groups a facilitator holds standing in (§6.25), sorted; empty for others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<crate::GroupId>,
 }
 
 /// A role granted to a key by an invite.

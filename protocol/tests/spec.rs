@@ -790,8 +790,9 @@ fn every_server_frame() -> Vec<ServerFrame> {
             id,
             staff: vec![peerhub_protocol::frame::StaffMember {
                 key: someone(),
-                roles: vec![Role::Supervisor],
+                roles: vec![Role::Facilitator, Role::Supervisor],
                 name: Some("Sam".into()),
+                groups: vec![demo()],
             }],
             more: false,
         },

@@ -569,10 +569,19 @@ impl Session {
                     .store
                     .staff_accounts()?
                     .into_iter()
-                    .map(|(key, account)| StaffMember {
-                        key,
-                        roles: account.roles,
-                        name: account.name,
+                    .map(|(key, account)| {
+                        let mut groups = if account.roles.contains(&Role::Facilitator) {
+                            account.facilitates
+                        } else {
+                            Vec::new()
+                        };
+                        groups.sort();
+                        StaffMember {
+                            key,
+                            roles: account.roles,
+                            name: account.name,
+                            groups,
+                        }
                     })
                     .collect();
                 staff.sort_by(|a, b| {

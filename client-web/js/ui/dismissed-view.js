@@ -1,5 +1,6 @@
 // What a person sees when the server takes them out of a group: declined from the
-// waiting room, removed by a facilitator, or the session ended. Kind and clear: what
+// waiting room, removed by a facilitator, the session ended, or (for a facilitator) an
+// admin took the group off their list. Kind and clear: what
 // happened, the words the facilitator gave, the helplines, and what comes next.
 //
 // Owns: #stage-dismissed. "Join the next session" and "Back to the start" are the
@@ -15,6 +16,7 @@ const TITLES = {
   [DismissReason.REMOVED]: "You've been taken out of the group",
   [DismissReason.SESSION_ENDED]: "The session has ended",
   [DismissReason.WAITING_CLEARED]: "The waiting room was cleared",
+  [DismissReason.GRANT_REVOKED]: "You no longer run this group",
 };
 
 const DETAILS = {
@@ -25,6 +27,8 @@ const DETAILS = {
   [DismissReason.SESSION_ENDED]: "Nothing more is needed from you. You can close this page, or use Quick exit.",
   [DismissReason.WAITING_CLEARED]:
     "It isn't about you: everyone waiting was asked to leave. You can knock again. If you're struggling, the helplines below are there now.",
+  [DismissReason.GRANT_REVOKED]:
+    "An admin has taken this group off your list, so its console has closed. Your other groups are as they were. If you think this is a mistake, ask an admin.",
 };
 
 export function createDismissedView({ onRejoin, onHome }) {

@@ -18,42 +18,12 @@ import { Control } from "../protocol.js";
 import { isStaffRole } from "../standing.js";
 import { minutesWords } from "../time-words.js";
 import { h } from "./dom.js";
+import { guard } from "./guard.js";
 import { runWithStatus } from "./feedback.js";
 import { createFlagForm } from "./flag-form.js";
 import { who } from "./who.js";
 
 let panelCount = 0;
-
-/**
- * A confirm box for `button`: clicking it shows `question()` with "yes" and "no";
- * "yes" runs `onYes`. Returns the box (to place after the button's row).
- */
-function guard(button, { question, yes, onYes }) {
-  const text = h("p", {});
-  const yesButton = h("button", { type: "button", className: "danger", text: yes });
-  const noButton = h("button", { type: "button", className: "secondary", text: "Cancel" });
-  const box = h("div", { className: "confirm", hidden: true, attrs: { role: "group" } }, text, h("div", { className: "button-row" }, yesButton, noButton));
-  button.setAttribute("aria-expanded", "false");
-  button.addEventListener("click", () => {
-    text.textContent = question();
-    box.hidden = false;
-    button.setAttribute("aria-expanded", "true");
-    noButton.focus();
-  });
-  const hide = () => {
-    box.hidden = true;
-    button.setAttribute("aria-expanded", "false");
-  };
-  noButton.addEventListener("click", () => {
-    hide();
-    button.focus();
-  });
-  yesButton.addEventListener("click", () => {
-    hide();
-    onYes();
-  });
-  return box;
-}
 
 export function createMemberActions({ session, onCheckIn }) {
   const panels = new Map(); // key -> { wrap, update }

@@ -22,6 +22,7 @@ import { byId, h, roleLabel, setFieldError } from "./dom.js";
 import { createGroupSettingsForm } from "./group-settings-form.js";
 import { createInviteForm } from "./invite-form.js";
 import { createRotaEditor } from "./rota-editor.js";
+import { createTeamPanel } from "./team-panel.js";
 import { exitForgets, setExitForgets } from "../forget.js";
 
 export function createStartView({ identity, connection, desk, onGoToGroup, onOpenConsole, names = null, identities = null, onForget = null }) {
@@ -45,6 +46,7 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
   });
   byId("console-open").addEventListener("click", () => onOpenConsole());
   const rota = createRotaEditor({ desk, connection, identity });
+  const team = createTeamPanel({ connection, identity });
 
   // ---- forget this device ----
   const forgetOpen = byId("forget-open");
@@ -187,6 +189,7 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
       : "";
     adminPanel.hidden = !roles.includes("admin");
     rota.setVisible(roles.includes("admin"));
+    team.setVisible(roles.includes("admin"));
     byId("console-open-row").hidden = !(roles.includes("supervisor") || roles.includes("admin"));
     invites.setRoles(roles);
     showMyGroups(roles);

@@ -264,6 +264,18 @@ async fn a_facilitator_of_one_group_is_refused_everything_in_another() {
     assert_acked(&fac_a.control("group-a", ControlAction::EndSession).await);
 }
 
+/// The groups the admin's `staff` list gives for `who`.
+async fn staff_groups(admin: &mut Client, who: &Identity) -> Vec<String> {
+    match admin.request(|id| ClientFrame::Staff { id }).await {
+        ServerFrame::Staff { staff, .. } => staff
+            .into_iter()
+            .find(|s| s.key == who.key())
+            .map(|s| s.groups.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Grants and revokes are an admin's signed, audited command; a revoke takes
 /// effect on the facilitator's live connection (they are dismissed with
 /// `grant_revoked` and join again under the usual rules); a bad grant changes
@@ -279,10 +291,16 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         fac.join("circle", "Jo", None).await.status,
         MemberStatus::Waiting
     );
+    assert_eq!(
+        staff_groups(&mut admin, &fac_id).await,
+        Vec::<String>::new()
+    );
     assert!(matches!(
         admin.grant(fac_id.key(), "circle", false).await,
         ServerFrame::Ok { .. }
     ));
+    // The admin's staff list shows who runs what (the web client's staff panel).
+    assert_eq!(staff_groups(&mut admin, &fac_id).await, ["circle"]);
     let left = fac
         .request(|id| ClientFrame::Leave {
             id,
@@ -354,6 +372,10 @@ async fn an_admin_grants_and_revokes_a_group_and_a_revoke_reaches_live_connectio
         unreachable!()
     };
     assert_eq!(reason, "grant_revoked");
+    assert_eq!(
+        staff_groups(&mut admin, &fac_id).await,
+        Vec::<String>::new()
+    );
     assert_code(
         &fac.control("circle", ControlAction::Unlock).await,
         ErrorCode::NotJoined,
