@@ -4,8 +4,8 @@
 //! records; each group has its own subject, `peerhub.log.<group>`. Records carry
 //! headers: the group sequence number ([`SEQ_HEADER`], gap-free from 1), the
 //! writer's lease epoch ([`EPOCH_HEADER`]), the kind ([`KIND_HEADER`]: `event`, or
-//! `fence` for the record a new owner writes first) and a message id
-//! `<group>-e<epoch>-s<seq>` (for fences `<group>-e<epoch>-fence`).
+//! `fence` for the record a new owner writes first), the stream sequence it was
+//! expected after ([`AFTER_HEADER`]) and a message id ([`message_id`]).
 //!
 //! **Fencing.** Every append is published with `Nats-Expected-Last-Subject-Sequence`
 //! set to the stream sequence of the last record this writer knows on its subject;
@@ -34,8 +34,8 @@ use futures_util::StreamExt;
 
 use super::lease::Lease;
 use super::{
-    check_token, file_storage, is_sequence_conflict, ClusterError, Nats, EPOCH_HEADER,
-    HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
+    check_token, file_storage, is_sequence_conflict, ClusterError, Nats, AFTER_HEADER,
+    EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
 };
 
 /// The group log stream's settings.
@@ -65,6 +65,9 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// How long a read waits for the next record before starting again.
+const READ_STALL: Duration = Duration::from_secs(5);
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +242,24 @@ impl GroupLogs {
 
     /// Every record on the group's subject, fences included, in stream order, up
     /// to the tail as it was when the read began.
+    /// A read that fails on the way (a server went away while its consumer was
+    /// being made) is started again until the append deadline.
     pub async fn read_all(&self, group: &str) -> Result<Vec<LogRecord>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.config.append_deadline;
+        loop {
+            match self.read_once(group).await {
+                Err(ClusterError::Unavailable { op, reason })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(op, %reason, "group log read started again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn read_once(&self, group: &str) -> Result<Vec<LogRecord>, ClusterError> {
         let subject = self.subject(group)?;
         let Some(tail) = self.tail(group).await? else {
             return Ok(Vec::new());
@@ -259,7 +279,7 @@ impl GroupLogs {
             .map_err(|error| ClusterError::unavailable("log read", error))?;
         let mut records = Vec::new();
         loop {
-            let next = tokio::time::timeout(self.config.append_deadline, messages.next())
+            let next = tokio::time::timeout(READ_STALL, messages.next())
                 .await
                 .map_err(|_| ClusterError::unavailable("log read", "timed out"))?;
             let Some(message) = next else {
@@ -326,7 +346,8 @@ impl GroupWriter {
             RecordKind::Event => self.last_seq + 1,
             RecordKind::Fence => self.last_seq,
         };
-        let msg_id = message_id(&self.group, self.epoch, kind, seq);
+        let after = self.last_stream_seq;
+        let msg_id = message_id(&self.group, self.epoch, kind, seq, after);
         let deadline = tokio::time::Instant::now() + self.logs.config.append_deadline;
         let mut attempt = 0u32;
         loop {
@@ -336,6 +357,7 @@ impl GroupWriter {
             headers.insert(EPOCH_HEADER, self.epoch.to_string().as_str());
             headers.insert(KIND_HEADER, kind.as_str());
             headers.insert(HOLDER_HEADER, self.holder.as_str());
+            headers.insert(AFTER_HEADER, after.to_string().as_str());
             let message = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers)
@@ -411,12 +433,14 @@ impl GroupWriter {
 }
 
 /// The message id of a record: the group, the writer's epoch, and the event's
-/// sequence (a fence has none). The epoch keeps a stale owner's record for seq n
-/// from passing for a duplicate of the new owner's.
-pub fn message_id(group: &str, epoch: u64, kind: RecordKind, seq: u64) -> String {
+/// sequence, or for a fence the stream sequence it was written after (so a second
+/// opening under the same lease writes a fence of its own instead of being
+/// answered with the first one's). The epoch keeps a stale owner's record for
+/// seq n from passing for a duplicate of the new owner's.
+pub fn message_id(group: &str, epoch: u64, kind: RecordKind, seq: u64, after: u64) -> String {
     match kind {
         RecordKind::Event => format!("{group}-e{epoch}-s{seq}"),
-        RecordKind::Fence => format!("{group}-e{epoch}-fence"),
+        RecordKind::Fence => format!("{group}-e{epoch}-fence-after-{after}"),
     }
 }
 
@@ -448,13 +472,14 @@ fn record_of(
     let seq = number(headers, SEQ_HEADER)?;
     let epoch = number(headers, EPOCH_HEADER)?;
     let kind = RecordKind::parse(header(headers, KIND_HEADER)?)?;
+    let after = number(headers, AFTER_HEADER)?;
     Ok(LogRecord {
         seq,
         stream_seq,
         epoch,
         kind,
         holder: header(headers, HOLDER_HEADER)?.to_string(),
-        msg_id: message_id(group, epoch, kind, seq),
+        msg_id: message_id(group, epoch, kind, seq, after),
         payload,
     })
 }

@@ -31,6 +31,9 @@ pub const EPOCH_HEADER: &str = "Peerhub-Epoch";
 pub const SEQ_HEADER: &str = "Peerhub-Seq";
 /// The header naming a record's kind (`event` or `fence`).
 pub const KIND_HEADER: &str = "Peerhub-Kind";
+/// The header naming the stream sequence a record was expected to follow on its
+/// subject (0 for the first).
+pub const AFTER_HEADER: &str = "Peerhub-After";
 /// The header naming the lease holder that wrote a record.
 pub const HOLDER_HEADER: &str = "Peerhub-Holder";
 
