@@ -31,6 +31,22 @@ async fn connect(cluster: &NatsCluster, first: usize, name: &str) -> Nats {
         .expect("connect to NATS")
 }
 
+/// Opens the log stream, waiting (up to 30 s) while JetStream elects leaders after
+/// a server was killed.
+async fn open_logs(nats: &Nats) -> GroupLogs {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match GroupLogs::open(nats, &LogConfig::default()).await {
+            Ok(logs) => return logs,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("opening the log stream again: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("opening the log stream: {error}"),
+        }
+    }
+}
+
 fn lease_config(ttl: Duration) -> LeaseConfig {
     LeaseConfig {
         ttl,
@@ -265,7 +281,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
         const TOTAL: u64 = 200;
         const KILL_AFTER: u64 = 60;
         let setup = connect(&cluster, 0, "setup").await;
-        let logs = GroupLogs::open(&setup, &LogConfig::default())
+        GroupLogs::open(&setup, &LogConfig::default())
             .await
             .expect("logs");
         let mut stream = setup
@@ -335,9 +351,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
             .position(|n| n.is_running())
             .expect("a survivor");
         let reader = connect(&cluster, survivor, "reader").await;
-        let logs = GroupLogs::open(&reader, &LogConfig::default())
-            .await
-            .unwrap_or(logs);
+        let logs = open_logs(&reader).await;
         let events = logs.read_after("crash", 0).await.expect("read");
         let payloads: Vec<String> = events
             .iter()
@@ -350,6 +364,56 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
         );
         let seqs: Vec<u64> = events.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "gap-free seqs");
+
+        // The killed server comes back on its own data and catches up; then the new
+        // leader is killed, so the records must now be served from a quorum that
+        // includes the restarted server.
+        cluster.restart(&leader).await;
+        cluster.wait_ready().await;
+        let watcher = connect(&cluster, survivor, "watcher").await;
+        let mut stream = watcher
+            .jetstream()
+            .get_stream("PEERHUB_LOG")
+            .await
+            .expect("stream");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let new_leader = loop {
+            let info = stream.info().await.expect("info").clone();
+            let cluster_info = info.cluster.expect("cluster info");
+            let caught_up = cluster_info.replicas.len() == 2
+                && cluster_info
+                    .replicas
+                    .iter()
+                    .all(|peer| peer.current && !peer.offline && peer.lag.unwrap_or(0) == 0);
+            if caught_up {
+                break cluster_info.leader.expect("a leader");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the restarted server did not catch up: {cluster_info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_ne!(
+            new_leader, leader,
+            "the killed server is not the leader again yet"
+        );
+        cluster.kill(&new_leader).await;
+        let restarted = cluster
+            .nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("restarted node");
+        let reader = connect(&cluster, restarted, "reader-2").await;
+        let logs = open_logs(&reader).await;
+        let again: Vec<u64> = logs
+            .read_after("crash", 0)
+            .await
+            .expect("read after the second kill")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(again, (1..=TOTAL).collect::<Vec<_>>());
     })
     .await
     .expect("test bound");
