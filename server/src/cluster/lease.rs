@@ -14,6 +14,7 @@
 //! monotonic clock (`Lease::valid_until`), measured from before the write was
 //! sent, so it gives up no later than anyone could take over, as long as clocks
 //! agree within the TTL's margin. Fencing the log does not depend on clocks at all.
+//! [`Leases::keep`] renews in the background and reports the loss.
 
 use std::time::{Duration, Instant};
 
@@ -351,4 +352,131 @@ fn decode(bytes: &[u8]) -> Result<LeaseValue, ClusterError> {
         what: "lease value",
         reason: error.to_string(),
     })
+}
+
+/// Whether a kept lease is still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Held at `epoch`; act on it only before `valid_until` (this node's clock).
+    Held {
+        /// The epoch.
+        epoch: u64,
+        /// The end of the last successful renewal's TTL.
+        valid_until: Instant,
+    },
+    /// Lost for good: taken over, or not renewed before `valid_until`. Acquire
+    /// again (a new epoch) to act again.
+    Lost {
+        /// The epoch that was lost.
+        epoch: u64,
+    },
+}
+
+/// A lease renewed in the background every third of its TTL (see [`Leases::keep`]).
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    state: tokio::sync::watch::Receiver<LeaseState>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Option<Lease>>,
+    leases: Leases,
+}
+
+impl Leases {
+    /// Renews `lease` every TTL/3 until stopped. The lease counts as lost the
+    /// moment a renewal is refused ([`ClusterError::LeaseLost`]) **or** its
+    /// `valid_until` passes without a successful renewal (NATS unreachable, no
+    /// quorum): the holder stops no later than anyone else may take over.
+    pub fn keep(&self, lease: Lease) -> LeaseKeeper {
+        let (tx, state) = tokio::sync::watch::channel(LeaseState::Held {
+            epoch: lease.epoch,
+            valid_until: lease.valid_until,
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(keep_renewing(self.clone(), lease, tx, stop.clone()));
+        LeaseKeeper {
+            state,
+            stop,
+            task,
+            leases: self.clone(),
+        }
+    }
+}
+
+async fn keep_renewing(
+    leases: Leases,
+    mut lease: Lease,
+    tx: tokio::sync::watch::Sender<LeaseState>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<Lease> {
+    let every = leases.ttl / 3;
+    let retry = (leases.ttl / 10).max(Duration::from_millis(50));
+    let mut next = tokio::time::Instant::now() + every;
+    loop {
+        let valid_until = tokio::time::Instant::from_std(lease.valid_until);
+        tokio::select! {
+            _ = stop.cancelled() => return Some(lease),
+            _ = tokio::time::sleep_until(valid_until) => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Some(lease),
+            _ = tokio::time::sleep_until(valid_until) => break,
+            renewed = leases.renew(&mut lease) => match renewed {
+                Ok(()) => {
+                    let _ = tx.send(LeaseState::Held {
+                        epoch: lease.epoch,
+                        valid_until: lease.valid_until,
+                    });
+                    next = tokio::time::Instant::now() + every;
+                }
+                Err(ClusterError::LeaseLost { .. }) => break,
+                Err(error) => {
+                    tracing::warn!(key = %lease.key, epoch = lease.epoch, %error, "lease renewal failed; retrying");
+                    next = tokio::time::Instant::now() + retry;
+                }
+            },
+        }
+    }
+    tracing::warn!(key = %lease.key, epoch = lease.epoch, "lease lost");
+    let _ = tx.send(LeaseState::Lost { epoch: lease.epoch });
+    None
+}
+
+impl LeaseKeeper {
+    /// The state as last renewed.
+    pub fn state(&self) -> LeaseState {
+        *self.state.borrow()
+    }
+
+    /// Whether the holder may act now: held, and before `valid_until`.
+    pub fn is_held(&self) -> bool {
+        match self.state() {
+            LeaseState::Held { valid_until, .. } => Instant::now() < valid_until,
+            LeaseState::Lost { .. } => false,
+        }
+    }
+
+    /// Resolves once the lease is lost (at once if it already is).
+    pub async fn lost(&mut self) {
+        let _ = self
+            .state
+            .wait_for(|state| matches!(state, LeaseState::Lost { .. }))
+            .await;
+    }
+
+    /// Stops renewing and releases the lease if it is still held.
+    pub async fn release(mut self) -> Result<(), ClusterError> {
+        self.stop.cancel();
+        match (&mut self.task).await {
+            Ok(Some(lease)) => self.leases.release(lease).await,
+            Ok(None) | Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        // Dropped without release: stop renewing; the lease runs out by its TTL.
+        self.stop.cancel();
+    }
 }

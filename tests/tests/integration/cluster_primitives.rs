@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use peerhub_server::clock::Clock;
 use peerhub_server::cluster::dedupe::{StepOutcome, Steps, StepsConfig};
-use peerhub_server::cluster::lease::{LeaseConfig, Leases};
+use peerhub_server::cluster::lease::{LeaseConfig, LeaseState, Leases};
 use peerhub_server::cluster::log::{GroupLogs, LogConfig, RecordKind};
 use peerhub_server::cluster::{ClusterError, Nats};
 use peerhub_tests::nats::NatsCluster;
@@ -568,6 +568,87 @@ async fn concurrent_expected_sequence_publishes_are_serialised() {
             assert_eq!(stored.len(), 1, "round {round}: stored {stored:?}");
             last = stored[0];
         }
+    })
+    .await
+    .expect("test bound");
+}
+
+/// A kept lease outlives its TTL while NATS has a quorum (a contender is refused
+/// throughout) and, released, passes on at once. Without a quorum no renewal can
+/// succeed and no refusal can arrive: the holder gives the lease up when its last
+/// renewal's TTL ends, before the lease can be taken over. Fails if the keeper
+/// gave up only on an explicit refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_lease_is_given_up_when_it_cannot_be_renewed() {
+    let Some(mut cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let ttl = Duration::from_millis(1500);
+        let nats_a = connect(&cluster, 0, "holder").await;
+        let nats_b = connect(&cluster, 1, "contender").await;
+        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let mut keeper = leases_a.keep(leases_a.acquire("router", "a").await.expect("acquire"));
+
+        // Three TTLs long, the contender is refused and the holder may act.
+        let started = std::time::Instant::now();
+        while started.elapsed() < ttl * 3 {
+            assert!(matches!(
+                leases_b.acquire("router", "b").await,
+                Err(ClusterError::Held { epoch: 1, .. })
+            ));
+            assert!(keeper.is_held());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // Released, a kept lease passes on at once with the next epoch.
+        let jobs = leases_a.keep(leases_a.acquire("jobs", "a").await.expect("acquire"));
+        jobs.release().await.expect("release");
+        assert_eq!(
+            leases_b
+                .acquire("jobs", "b")
+                .await
+                .expect("take over")
+                .epoch(),
+            2
+        );
+
+        // No quorum: two of the three servers die.
+        cluster.kill("n2").await;
+        cluster.kill("n3").await;
+        tokio::time::timeout(Duration::from_secs(20), keeper.lost())
+            .await
+            .expect("the holder gives the lease up without a quorum");
+        let lost_at = peerhub_tests::now_ms();
+        assert!(!keeper.is_held());
+        assert_eq!(keeper.state(), LeaseState::Lost { epoch: 1 });
+
+        // Quorum back: the contender takes it over, and only after the holder stopped.
+        cluster.restart("n2").await;
+        cluster.restart("n3").await;
+        cluster.wait_ready().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let taken = loop {
+            match leases_b.acquire("router", "b").await {
+                Ok(lease) => break lease,
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no take-over: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let taken_at = peerhub_tests::now_ms();
+        assert_eq!(taken.epoch(), 2);
+        assert!(lost_at <= taken_at, "the old holder stopped first");
+        drop(keeper);
     })
     .await
     .expect("test bound");
