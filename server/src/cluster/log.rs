@@ -226,7 +226,9 @@ impl GroupLogs {
     }
 
     /// The group's events with a sequence above `after`, in order (fences left
-    /// out), up to the tail as it was when the read began.
+    /// out), up to the tail as it was when the read began. This reads the group's
+    /// whole subject; resuming from a snapshot that names its stream sequence is
+    /// [`GroupLogs::read_since`].
     pub async fn read_after(
         &self,
         group: &str,
@@ -245,9 +247,20 @@ impl GroupLogs {
     /// A read that fails on the way (a server went away while its consumer was
     /// being made) is started again until the append deadline.
     pub async fn read_all(&self, group: &str) -> Result<Vec<LogRecord>, ClusterError> {
+        self.read_since(group, 0).await
+    }
+
+    /// Every record on the group's subject after stream sequence `after` (fences
+    /// included), in order, up to the tail as it was when the read began: the
+    /// consumer starts at `after + 1`, so only what follows is read.
+    pub async fn read_since(
+        &self,
+        group: &str,
+        after: u64,
+    ) -> Result<Vec<LogRecord>, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.append_deadline;
         loop {
-            match self.read_once(group).await {
+            match self.read_once(group, after).await {
                 Err(ClusterError::Unavailable { op, reason })
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -259,16 +272,25 @@ impl GroupLogs {
         }
     }
 
-    async fn read_once(&self, group: &str) -> Result<Vec<LogRecord>, ClusterError> {
+    async fn read_once(&self, group: &str, after: u64) -> Result<Vec<LogRecord>, ClusterError> {
         let subject = self.subject(group)?;
         let Some(tail) = self.tail(group).await? else {
             return Ok(Vec::new());
+        };
+        if tail.stream_seq <= after {
+            return Ok(Vec::new());
+        }
+        let deliver_policy = match after {
+            0 => jetstream::consumer::DeliverPolicy::All,
+            _ => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
         };
         let consumer = self
             .stream
             .create_consumer(jetstream::consumer::pull::OrderedConfig {
                 filter_subject: subject.clone(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await
