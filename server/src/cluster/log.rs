@@ -28,7 +28,7 @@
 use std::time::Duration;
 
 use async_nats::header::HeaderMap;
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -398,40 +398,34 @@ impl GroupWriter {
                 Ok(ack) => return Ok(self.stored(seq, kind, ack.sequence)),
                 Err(error) => error,
             };
-            match error.kind() {
-                _ if is_sequence_conflict(&error) => {
-                    // Either an earlier attempt of ours was stored and its ack lost
-                    // (our message id is at the tail), or someone else appended.
-                    match self.logs.tail(&self.group).await {
-                        Ok(Some(tail)) if tail.msg_id == msg_id => {
-                            return Ok(self.stored(seq, kind, tail.stream_seq))
-                        }
-                        Ok(_) => {
-                            self.fenced = true;
-                            tracing::warn!(
-                                subject = %self.subject,
-                                epoch = self.epoch,
-                                "group log append refused: a newer owner has written"
-                            );
-                            return Err(self.fenced_error());
-                        }
-                        Err(tail_error) => {
-                            if tokio::time::Instant::now() >= deadline {
-                                return Err(tail_error);
-                            }
-                        }
+            if is_sequence_conflict(&error) {
+                // Either an earlier attempt of ours was stored and its ack lost (our
+                // message id is at the tail), or someone else appended. (A retry
+                // that meets our own attempt still in flight is answered 10158,
+                // "duplicate message id in process", before any sequence check,
+                // and is simply retried below.)
+                match self.logs.tail(&self.group).await {
+                    Ok(Some(tail)) if tail.msg_id == msg_id => {
+                        return Ok(self.stored(seq, kind, tail.stream_seq))
                     }
-                }
-                PublishErrorKind::StreamNotFound => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ClusterError::unavailable("log append", error));
+                    Ok(_) => {
+                        self.fenced = true;
+                        tracing::warn!(
+                            subject = %self.subject,
+                            epoch = self.epoch,
+                            "group log append refused: a newer owner has written"
+                        );
+                        return Err(self.fenced_error());
                     }
-                }
-                _ => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ClusterError::unavailable("log append", error));
+                    Err(tail_error) if tokio::time::Instant::now() >= deadline => {
+                        return Err(tail_error)
                     }
+                    Err(_) => {}
                 }
+            } else if tokio::time::Instant::now() >= deadline {
+                // Timed out, connection lost, no stream leader yet, ...: the record
+                // may or may not be stored; the caller must not acknowledge it.
+                return Err(ClusterError::unavailable("log append", error));
             }
             tracing::debug!(subject = %self.subject, attempt, kind = ?error.kind(), "group log append retried");
             tokio::time::sleep(Duration::from_millis(100.min(20 * u64::from(attempt)))).await;
