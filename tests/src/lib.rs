@@ -11,12 +11,15 @@
 //!   Push service; the test picks each answer's status.
 //! - [`webpush::PushSubscriber`] — a browser's push keys: decrypts pushes and checks
 //!   their VAPID header independently of the hub's crate.
+//! - [`nats::NatsCluster`] — three real nats-server processes (JetStream, routes)
+//!   on loopback, for the cluster tests; `kill -9` one by name.
 //! - [`scan`] — byte scans of every file in a data folder.
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
 pub mod client;
 pub mod identity;
+pub mod nats;
 pub mod process;
 pub mod receiver;
 pub mod scan;

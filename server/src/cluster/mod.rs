@@ -1,0 +1,214 @@
+//! Cluster building blocks on NATS JetStream (issue 18; design in docs/CLUSTER.md).
+//!
+//! Nothing here is wired into the hub yet and no configuration key selects it: these
+//! are the primitives that cluster mode will stand on, each tested against real
+//! nats-server processes (`tests/tests/integration/cluster_*.rs`):
+//!
+//! - [`lease`] — a named lease (a group's actor, the router) in a replicated
+//!   JetStream key-value bucket: acquire, renew, release, expiry by a deadline in the
+//!   value, and the holder's epoch, which only ever rises.
+//! - [`log`] — a group's append-only log in a replicated file stream, fenced: every
+//!   append carries the subject's expected last sequence, and a new owner writes a
+//!   fence record first, so an owner that lost its lease can never append again.
+//!   An append returns only after the stream's acknowledgement.
+//! - [`dedupe`] — exactly-once effects (an escalation's routing step): a message id
+//!   within the stream's duplicate window, and a subject per step with "expect no
+//!   message yet" after it.
+//!
+//! Logs name subjects, keys, epochs and sequence numbers; never a payload.
+
+pub mod dedupe;
+pub mod lease;
+pub mod log;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+/// The header naming the epoch (the lease's) under which a record was written.
+pub const EPOCH_HEADER: &str = "Peerhub-Epoch";
+/// The header naming a record's group sequence number.
+pub const SEQ_HEADER: &str = "Peerhub-Seq";
+/// The header naming a record's kind (`event` or `fence`).
+pub const KIND_HEADER: &str = "Peerhub-Kind";
+/// The header naming the stream sequence a record was expected to follow on its
+/// subject (0 for the first).
+pub const AFTER_HEADER: &str = "Peerhub-After";
+/// The header naming the lease holder that wrote a record.
+pub const HOLDER_HEADER: &str = "Peerhub-Holder";
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// No NATS server could be reached.
+    #[error("connecting to NATS: {0}")]
+    Connect(String),
+    /// A stream or bucket could not be created or opened.
+    #[error("setting up {what}: {reason}")]
+    Setup {
+        /// The stream or bucket.
+        what: String,
+        /// The client's complaint.
+        reason: String,
+    },
+    /// NATS did not answer in time or the connection failed; the operation may or
+    /// may not have taken effect (callers retry with the same message id).
+    #[error("NATS {op} failed: {reason}")]
+    Unavailable {
+        /// What was being done.
+        op: &'static str,
+        /// The client's complaint.
+        reason: String,
+    },
+    /// Someone else holds the lease and its deadline has not passed.
+    #[error("lease {key} is held (epoch {epoch}) until {deadline_ms}")]
+    Held {
+        /// The lease's key.
+        key: String,
+        /// The holder's epoch.
+        epoch: u64,
+        /// When it expires unless renewed (ms since the epoch, the writer's clock).
+        deadline_ms: u64,
+    },
+    /// The lease was taken over (or released) since this holder last wrote it.
+    #[error("lease {key} at epoch {epoch} is lost")]
+    LeaseLost {
+        /// The lease's key.
+        key: String,
+        /// The epoch that was lost.
+        epoch: u64,
+    },
+    /// A newer owner has written to this group's log: this writer may never append
+    /// again (it must acquire the lease anew and open a new writer).
+    #[error("group log {subject} is fenced: epoch {epoch} is no longer the owner")]
+    Fenced {
+        /// The group's subject.
+        subject: String,
+        /// This writer's epoch.
+        epoch: u64,
+    },
+    /// A stored value or header could not be decoded.
+    #[error("unreadable {what}: {reason}")]
+    Corrupt {
+        /// What it was.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A key or subject token has characters NATS does not allow.
+    #[error("invalid name {0:?} (allowed: a-z, A-Z, 0-9, - and _)")]
+    InvalidName(String),
+}
+
+impl ClusterError {
+    pub(crate) fn unavailable(op: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            op,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// A connection to a NATS cluster, with its JetStream context.
+#[derive(Debug, Clone)]
+pub struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Nats {
+    /// Connects to any of `urls` (`nats://127.0.0.1:4222`), reconnecting to the
+    /// others when one goes away. `timeout` bounds each JetStream request
+    /// (including waiting for a publish's acknowledgement).
+    pub async fn connect(
+        urls: &[String],
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let addrs = urls
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| ClusterError::Connect(error.to_string()))?;
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .connect(addrs)
+            .await
+            .map_err(|error| ClusterError::Connect(error.to_string()))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(timeout)
+            .ack_timeout(timeout)
+            .build(client.clone());
+        Ok(Self { client, js })
+    }
+
+    /// The plain NATS client (request/reply, fan-out subjects).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+}
+
+/// Whether a publish was refused because its expected last (subject) sequence did
+/// not match: the client's `WrongLastSequence` (server code 10071), or the code a
+/// clustered stream gives while an earlier publish with the same expectation is
+/// still in flight (10164, "wrong last sequence", which the client files as other).
+pub fn is_sequence_conflict(error: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence {
+        return true;
+    }
+    error
+        .source()
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|error| {
+            let code = error.error_code();
+            code == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                || code.0 == WRONG_LAST_SEQUENCE_IN_FLIGHT
+        })
+}
+
+/// nats-server's JSStreamWrongLastSequenceConstantErr.
+const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
+
+/// Checks that `name` is one NATS subject token / KV key segment.
+pub(crate) fn check_token(name: &str) -> Result<(), ClusterError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match ok {
+        true => Ok(()),
+        false => Err(ClusterError::InvalidName(name.to_string())),
+    }
+}
+
+/// The stream storage and replica count every peerhub stream and bucket uses.
+pub(crate) fn file_storage() -> jetstream::stream::StorageType {
+    jetstream::stream::StorageType::File
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked() {
+        assert!(check_token("group-1").is_ok());
+        assert!(check_token("router").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "é"] {
+            assert!(
+                matches!(check_token(bad), Err(ClusterError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! Cluster building blocks (issue 18) against a real three-node nats-server
+//! cluster with JetStream on loopback: leases, the fenced group log, exactly-once
+//! routing steps, and nats-server's own serialisation of expected-sequence
+//! publishes. Each test starts its own cluster and is bounded in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use peerhub_server::clock::Clock;
+use peerhub_server::cluster::dedupe::{StepOutcome, Steps, StepsConfig};
+use peerhub_server::cluster::lease::{LeaseConfig, LeaseState, Leases};
+use peerhub_server::cluster::log::{GroupLogs, LogConfig, RecordKind};
+use peerhub_server::cluster::{ClusterError, Nats};
+use peerhub_tests::nats::NatsCluster;
+
+/// The bound on each test, cluster start included.
+const BOUND: Duration = Duration::from_secs(120);
+
+/// A payload from text.
+fn b(text: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(text.as_bytes())
+}
+
+/// A connection that tries `first` before the others.
+async fn connect(cluster: &NatsCluster, first: usize, name: &str) -> Nats {
+    let mut urls = cluster.urls();
+    let count = urls.len();
+    urls.rotate_left(first % count);
+    Nats::connect(&urls, name, Duration::from_secs(2))
+        .await
+        .expect("connect to NATS")
+}
+
+/// Opens the log stream, waiting (up to 30 s) while JetStream elects leaders after
+/// a server was killed.
+async fn open_logs(nats: &Nats) -> GroupLogs {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match GroupLogs::open(nats, &LogConfig::default()).await {
+            Ok(logs) => return logs,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("opening the log stream again: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("opening the log stream: {error}"),
+        }
+    }
+}
+
+fn lease_config(ttl: Duration) -> LeaseConfig {
+    LeaseConfig {
+        ttl,
+        ..LeaseConfig::default()
+    }
+}
+
+/// Two (here: six, two per NATS server) would-be owners race for one lease:
+/// exactly one wins, the others are told it is held; after the winner releases,
+/// the next owner gets the next epoch and the old holder's renewal fails. Fails if
+/// acquisition were a plain put instead of a compare-and-set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_raced_for_has_exactly_one_winner() {
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut contenders = Vec::new();
+        for i in 0..6 {
+            let nats = connect(&cluster, i, &format!("contender-{i}")).await;
+            let leases = Leases::open(
+                &nats,
+                &lease_config(Duration::from_secs(30)),
+                Clock::system(),
+            )
+            .await
+            .expect("open leases");
+            contenders.push(leases);
+        }
+        for round in 0..5 {
+            let key = format!("group-race-{round}");
+            let start = Arc::new(tokio::sync::Barrier::new(contenders.len()));
+            let tasks: Vec<_> = contenders
+                .iter()
+                .enumerate()
+                .map(|(i, leases)| {
+                    let (leases, start, key) = (leases.clone(), start.clone(), key.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        leases.acquire(&key, &format!("node-{i}")).await
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for (i, task) in tasks.into_iter().enumerate() {
+                match task.await.expect("task") {
+                    Ok(lease) => winners.push((i, lease)),
+                    Err(ClusterError::Held { epoch, .. }) => assert_eq!(epoch, 1, "round {round}"),
+                    Err(other) => panic!("round {round}: contender {i}: {other}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            let (winner, lease) = winners.pop().expect("one winner");
+            assert_eq!(lease.epoch(), 1);
+            let (current, _) = contenders[0]
+                .current(&key)
+                .await
+                .expect("read")
+                .expect("some");
+            assert_eq!(current.holder, format!("node-{winner}"));
+
+            // Renewal keeps it; release hands it on with the next epoch.
+            let mut renewed = lease.clone();
+            contenders[winner].renew(&mut renewed).await.expect("renew");
+            assert!(renewed.revision() > lease.revision());
+            let other = (winner + 1) % contenders.len();
+            assert!(matches!(
+                contenders[other].acquire(&key, "late").await,
+                Err(ClusterError::Held { epoch: 1, .. })
+            ));
+            contenders[winner]
+                .release(renewed.clone())
+                .await
+                .expect("release");
+            let next = contenders[other]
+                .acquire(&key, "next")
+                .await
+                .expect("take over");
+            assert_eq!(next.epoch(), 2);
+            // The old holder learns it lost the lease: renewing and releasing fail.
+            let mut stale = renewed;
+            assert!(matches!(
+                contenders[winner].renew(&mut stale).await,
+                Err(ClusterError::LeaseLost { epoch: 1, .. })
+            ));
+            assert!(matches!(
+                contenders[winner].release(stale).await,
+                Err(ClusterError::LeaseLost { .. })
+            ));
+        }
+    })
+    .await
+    .expect("test bound");
+}
+
+/// A partitioned or paused owner whose lease expired cannot append once the new
+/// owner has opened the log, not even before the new owner's first event; the new
+/// owner appends and the group's seqs stay gap-free across the hand-over. Fails if
+/// appends lose their expected-sequence check, the new owner's fence record, or
+/// the epoch in their message ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_append_and_seqs_stay_gap_free() {
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let ttl = Duration::from_millis(1500);
+        let nats_a = connect(&cluster, 0, "owner-a").await;
+        let nats_b = connect(&cluster, 1, "owner-b").await;
+        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let logs_a = GroupLogs::open(&nats_a, &LogConfig::default())
+            .await
+            .expect("logs");
+        let logs_b = GroupLogs::open(&nats_b, &LogConfig::default())
+            .await
+            .expect("logs");
+
+        let mut lease_a = leases_a.acquire("group-g1", "a").await.expect("a acquires");
+        let mut writer_a_old = logs_a.writer("g1", &lease_a).await.expect("a opens");
+        for i in 1..=3u64 {
+            let appended = writer_a_old
+                .append(b(&format!("a{i}")))
+                .await
+                .expect("a appends");
+            assert_eq!(appended.seq, i);
+        }
+        // A reopens its log (its actor restarted): the first writer is stale from
+        // here on but, never having been refused, still thinks it may append.
+        let mut writer_a = logs_a.writer("g1", &lease_a).await.expect("a reopens");
+        assert_eq!(writer_a.last_seq(), 3);
+        leases_a.renew(&mut lease_a).await.expect("a renews");
+        // While A's lease runs, B is refused.
+        assert!(matches!(
+            leases_b.acquire("group-g1", "b").await,
+            Err(ClusterError::Held { epoch: 1, .. })
+        ));
+
+        // A stops renewing (a partition, a long pause); its lease expires.
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        let lease_b = leases_b
+            .acquire("group-g1", "b")
+            .await
+            .expect("b takes over");
+        assert_eq!(lease_b.epoch(), 2);
+        let mut writer_b = logs_b.writer("g1", &lease_b).await.expect("b opens");
+        assert_eq!(writer_b.last_seq(), 3);
+
+        // B has not appended an event yet; A, unaware, still cannot.
+        let refused = writer_a.append(b("a4")).await;
+        assert!(
+            matches!(refused, Err(ClusterError::Fenced { epoch: 1, .. })),
+            "stale append: {refused:?}"
+        );
+        for i in 4..=5u64 {
+            let appended = writer_b
+                .append(b(&format!("b{i}")))
+                .await
+                .expect("b appends");
+            assert_eq!(appended.seq, i);
+        }
+        // A stays fenced, cannot renew, and cannot reopen the log on its old lease.
+        assert!(matches!(
+            writer_a.append(b("a5")).await,
+            Err(ClusterError::Fenced { .. })
+        ));
+        // A stale writer's record for seq 4 is not taken for a retry of B's seq 4
+        // (the epoch in the message id), so it too is refused.
+        let refused = writer_a_old.append(b("a4")).await;
+        assert!(
+            matches!(refused, Err(ClusterError::Fenced { epoch: 1, .. })),
+            "stale writer's seq 4: {refused:?}"
+        );
+        assert!(matches!(
+            leases_a.renew(&mut lease_a).await,
+            Err(ClusterError::LeaseLost { epoch: 1, .. })
+        ));
+        assert!(matches!(
+            logs_a.writer("g1", &lease_a).await,
+            Err(ClusterError::Fenced { epoch: 1, .. })
+        ));
+        assert_eq!(writer_b.append(b("b6")).await.expect("b appends").seq, 6);
+
+        let events = logs_a.read_after("g1", 0).await.expect("read");
+        let seen: Vec<(u64, u64, String)> = events
+            .iter()
+            .map(|r| {
+                (
+                    r.seq,
+                    r.epoch,
+                    String::from_utf8_lossy(&r.payload).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, 1, "a1".to_string()),
+                (2, 1, "a2".to_string()),
+                (3, 1, "a3".to_string()),
+                (4, 2, "b4".to_string()),
+                (5, 2, "b5".to_string()),
+                (6, 2, "b6".to_string()),
+            ]
+        );
+        assert_eq!(logs_b.read_after("g1", 4).await.expect("read").len(), 2);
+        // Resuming from a snapshot that covers the log up to B's seq 4 reads only
+        // what follows it.
+        let b4 = events
+            .iter()
+            .find(|r| r.seq == 4)
+            .expect("seq 4")
+            .stream_seq;
+        let since: Vec<u64> = logs_b
+            .read_since("g1", b4)
+            .await
+            .expect("read since")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(since, vec![5, 6]);
+        let last = events.last().expect("events").stream_seq;
+        assert!(logs_b
+            .read_since("g1", last)
+            .await
+            .expect("read")
+            .is_empty());
+        // Three fences (A's two openings, B's), no stray record.
+        let all = logs_a.read_all("g1").await.expect("read all");
+        assert_eq!(
+            all.iter().filter(|r| r.kind == RecordKind::Fence).count(),
+            3
+        );
+        assert_eq!(all.len(), 9);
+    })
+    .await
+    .expect("test bound");
+}
+
+/// kill -9 the log stream's leader while an owner appends: every append it was
+/// told was acknowledged is readable afterwards from the surviving servers, in
+/// order, gap-free and exactly once, and the appends go on after the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
+    let Some(mut cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        const TOTAL: u64 = 200;
+        const KILL_AFTER: u64 = 60;
+        let setup = connect(&cluster, 0, "setup").await;
+        GroupLogs::open(&setup, &LogConfig::default())
+            .await
+            .expect("logs");
+        let mut stream = setup
+            .jetstream()
+            .get_stream("PEERHUB_LOG")
+            .await
+            .expect("stream");
+        let leader = stream
+            .info()
+            .await
+            .expect("info")
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("a leader");
+        let leader_index = cluster
+            .nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("leader is a node");
+        // The owner talks to the leader first, so the kill cuts its connection too.
+        let nats = connect(&cluster, leader_index, "owner").await;
+        let leases = Leases::open(
+            &nats,
+            &lease_config(Duration::from_secs(60)),
+            Clock::system(),
+        )
+        .await
+        .expect("leases");
+        let lease = leases.acquire("group-crash", "owner").await.expect("lease");
+        let logs_owner = GroupLogs::open(&nats, &LogConfig::default())
+            .await
+            .expect("logs");
+        let mut writer = logs_owner.writer("crash", &lease).await.expect("writer");
+
+        let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+        let appender = tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            let mut before_kill = Vec::new();
+            for i in 1..=TOTAL {
+                let started = std::time::Instant::now();
+                let appended = writer
+                    .append(b(&format!("rec-{i}")))
+                    .await
+                    .unwrap_or_else(|error| panic!("append {i}: {error}"));
+                longest = longest.max(started.elapsed());
+                if i <= KILL_AFTER {
+                    before_kill.push(started.elapsed());
+                }
+                acked_tx.send((appended.seq, i)).expect("send");
+            }
+            before_kill.sort();
+            (longest, before_kill[before_kill.len() / 2])
+        });
+        let mut acked = Vec::new();
+        while let Some((seq, i)) = acked_rx.recv().await {
+            acked.push((seq, i));
+            if i == KILL_AFTER {
+                cluster.kill(&leader).await;
+            }
+        }
+        let (longest, median) = appender.await.expect("appender");
+        // Figures for docs/CLUSTER.md, not assertions.
+        eprintln!("median append before the kill (R3, fsync always): {median:?}");
+        eprintln!("longest append across the kill of the stream leader: {longest:?}");
+        assert_eq!(acked.len() as u64, TOTAL);
+        assert!(acked.iter().all(|(seq, i)| seq == i), "seqs follow appends");
+
+        // Read back through a survivor.
+        let survivor = cluster
+            .nodes
+            .iter()
+            .position(|n| n.is_running())
+            .expect("a survivor");
+        let reader = connect(&cluster, survivor, "reader").await;
+        let logs = open_logs(&reader).await;
+        let events = logs.read_after("crash", 0).await.expect("read");
+        let payloads: Vec<String> = events
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        let expected: Vec<String> = (1..=TOTAL).map(|i| format!("rec-{i}")).collect();
+        assert_eq!(
+            payloads, expected,
+            "every acknowledged append once, in order"
+        );
+        let seqs: Vec<u64> = events.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "gap-free seqs");
+
+        // The killed server comes back on its own data and catches up; then the new
+        // leader is killed, so the records must now be served from a quorum that
+        // includes the restarted server.
+        cluster.restart(&leader).await;
+        cluster.wait_ready().await;
+        let watcher = connect(&cluster, survivor, "watcher").await;
+        let mut stream = watcher
+            .jetstream()
+            .get_stream("PEERHUB_LOG")
+            .await
+            .expect("stream");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let new_leader = loop {
+            let info = stream.info().await.expect("info").clone();
+            let cluster_info = info.cluster.expect("cluster info");
+            let caught_up = cluster_info.replicas.len() == 2
+                && cluster_info
+                    .replicas
+                    .iter()
+                    .all(|peer| peer.current && !peer.offline && peer.lag.unwrap_or(0) == 0);
+            if caught_up {
+                break cluster_info.leader.expect("a leader");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the restarted server did not catch up: {cluster_info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_ne!(
+            new_leader, leader,
+            "the killed server is not the leader again yet"
+        );
+        cluster.kill(&new_leader).await;
+        let restarted = cluster
+            .nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("restarted node");
+        let reader = connect(&cluster, restarted, "reader-2").await;
+        let logs = open_logs(&reader).await;
+        let again: Vec<u64> = logs
+            .read_after("crash", 0)
+            .await
+            .expect("read after the second kill")
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(again, (1..=TOTAL).collect::<Vec<_>>());
+    })
+    .await
+    .expect("test bound");
+}
+
+/// An escalation's routing step recorded by six racers on three servers happens
+/// once; a repeat within the duplicate window is recognised by its message id,
+/// and after the window by the step's subject. A bare message-id publish after the
+/// window is stored again: the subject check is what makes it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_step_happens_once_within_and_after_the_duplicate_window() {
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let window = Duration::from_secs(1);
+        let config = StepsConfig {
+            duplicate_window: window,
+            ..StepsConfig::default()
+        };
+        let mut racers = Vec::new();
+        for i in 0..6 {
+            let nats = connect(&cluster, i, &format!("router-{i}")).await;
+            racers.push(Steps::open(&nats, &config).await.expect("steps"));
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(racers.len()));
+        let tasks: Vec<_> = racers
+            .iter()
+            .map(|steps| {
+                let (steps, start) = (steps.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    steps.record(7, 1, b("page rota entry 1")).await
+                })
+            })
+            .collect();
+        let mut firsts = Vec::new();
+        let mut repeats = Vec::new();
+        for task in tasks {
+            match task.await.expect("task").expect("record") {
+                StepOutcome::First { stream_seq } => firsts.push(stream_seq),
+                StepOutcome::Repeat { stream_seq, .. } => repeats.push(stream_seq),
+            }
+        }
+        assert_eq!(firsts.len(), 1, "exactly one racer performs the step");
+        let first = firsts[0];
+        assert!(
+            repeats.iter().all(|seq| *seq == first),
+            "{repeats:?} vs {first}"
+        );
+
+        assert_eq!(
+            racers[0].record(7, 1, b("again")).await.expect("record"),
+            StepOutcome::Repeat {
+                stream_seq: first,
+                within_window: true
+            }
+        );
+        assert!(matches!(
+            racers[1]
+                .record(7, 2, b("page rota entry 2"))
+                .await
+                .expect("record"),
+            StepOutcome::First { .. }
+        ));
+        assert!(matches!(
+            racers[2].record(8, 1, b("page")).await.expect("record"),
+            StepOutcome::First { .. }
+        ));
+
+        tokio::time::sleep(window + Duration::from_millis(1500)).await;
+        assert_eq!(
+            racers[3]
+                .record(7, 1, b("late retry"))
+                .await
+                .expect("record"),
+            StepOutcome::Repeat {
+                stream_seq: first,
+                within_window: false
+            },
+            "after the window the step's subject still refuses a repeat"
+        );
+        // Why the subject check: the message id alone is forgotten after the window.
+        let js = connect(&cluster, 0, "bare").await;
+        let ack = js
+            .jetstream()
+            .send_publish(
+                racers[0].subject(8, 1),
+                async_nats::jetstream::message::PublishMessage::build()
+                    .payload(b("page"))
+                    .message_id(peerhub_server::cluster::dedupe::step_message_id(8, 1)),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        assert!(
+            !ack.duplicate,
+            "a bare message id is not remembered after the window"
+        );
+    })
+    .await
+    .expect("test bound");
+}
+
+/// The property the fence rests on, checked on the pinned nats-server: of several
+/// publishes racing with the same `Nats-Expected-Last-Subject-Sequence` on an R3
+/// stream, through all three servers, exactly one is stored (nats-io/nats-server
+/// issue 4320: not so in 2.9.15-2.9.20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_expected_sequence_publishes_are_serialised() {
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let config = LogConfig {
+            stream: "RACE".to_string(),
+            prefix: "race".to_string(),
+            ..LogConfig::default()
+        };
+        let mut publishers = Vec::new();
+        for i in 0..6 {
+            let nats = connect(&cluster, i, &format!("publisher-{i}")).await;
+            GroupLogs::open(&nats, &config).await.expect("stream");
+            publishers.push(nats);
+        }
+        let stream = publishers[0]
+            .jetstream()
+            .get_stream("RACE")
+            .await
+            .expect("stream");
+        let mut last = 0u64;
+        for round in 0..20u64 {
+            let start = Arc::new(tokio::sync::Barrier::new(publishers.len()));
+            let tasks: Vec<_> = publishers
+                .iter()
+                .map(|nats| {
+                    let (js, start) = (nats.jetstream().clone(), start.clone());
+                    tokio::spawn(async move {
+                        let message = async_nats::jetstream::message::PublishMessage::build()
+                            .payload(b("x"))
+                            .expected_last_subject_sequence(last);
+                        start.wait().await;
+                        match js.send_publish("race.g", message).await {
+                            Ok(ack) => ack.await.map(|ack| ack.sequence).ok(),
+                            Err(_) => None,
+                        }
+                    })
+                })
+                .collect();
+            let mut acked = Vec::new();
+            for task in tasks {
+                if let Some(seq) = task.await.expect("task") {
+                    acked.push(seq);
+                }
+            }
+            // What the stream holds, not only what was acknowledged (an ack lost to
+            // a timeout under load would hide a second stored record).
+            let stored = stream.get_info().await.expect("info").state.messages;
+            assert_eq!(stored, round + 1, "round {round}: acked {acked:?}");
+            last = stream
+                .get_last_raw_message_by_subject("race.g")
+                .await
+                .expect("tail")
+                .sequence;
+            assert!(
+                acked.len() <= 1 && acked.iter().all(|seq| *seq == last),
+                "round {round}: acked {acked:?}, tail {last}"
+            );
+        }
+    })
+    .await
+    .expect("test bound");
+}
+
+/// A kept lease outlives its TTL while NATS has a quorum (a contender is refused
+/// throughout) and, released, passes on at once. Without a quorum no renewal can
+/// succeed and no refusal can arrive: the holder gives the lease up when its last
+/// renewal's TTL ends, before the lease can be taken over. Fails if the keeper
+/// gave up only on an explicit refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_lease_is_given_up_when_it_cannot_be_renewed() {
+    let Some(mut cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let ttl = Duration::from_millis(1500);
+        let nats_a = connect(&cluster, 0, "holder").await;
+        let nats_b = connect(&cluster, 1, "contender").await;
+        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let mut keeper = leases_a.keep(leases_a.acquire("router", "a").await.expect("acquire"));
+
+        // Three TTLs long, the contender is refused and the holder may act.
+        let started = std::time::Instant::now();
+        while started.elapsed() < ttl * 3 {
+            assert!(matches!(
+                leases_b.acquire("router", "b").await,
+                Err(ClusterError::Held { epoch: 1, .. })
+            ));
+            assert!(keeper.is_held());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // Released, a kept lease passes on at once with the next epoch.
+        let jobs = leases_a.keep(leases_a.acquire("jobs", "a").await.expect("acquire"));
+        jobs.release().await.expect("release");
+        assert_eq!(
+            leases_b
+                .acquire("jobs", "b")
+                .await
+                .expect("take over")
+                .epoch(),
+            2
+        );
+
+        // No quorum: two of the three servers die.
+        cluster.kill("n2").await;
+        cluster.kill("n3").await;
+        tokio::time::timeout(Duration::from_secs(20), keeper.lost())
+            .await
+            .expect("the holder gives the lease up without a quorum");
+        let lost_at = peerhub_tests::now_ms();
+        assert!(!keeper.is_held());
+        assert_eq!(keeper.state(), LeaseState::Lost { epoch: 1 });
+
+        // Quorum back: the contender takes it over, and only after the holder stopped.
+        cluster.restart("n2").await;
+        cluster.restart("n3").await;
+        cluster.wait_ready().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let taken = loop {
+            match leases_b.acquire("router", "b").await {
+                Ok(lease) => break lease,
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "no take-over: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let taken_at = peerhub_tests::now_ms();
+        assert_eq!(taken.epoch(), 2);
+        assert!(lost_at <= taken_at, "the old holder stopped first");
+        drop(keeper);
+    })
+    .await
+    .expect("test bound");
+}
