@@ -25,6 +25,14 @@ struct Args {
     /// The page to write.
     #[arg(long, default_value = "docs/PERFORMANCE.md")]
     out: PathBuf,
+    /// Instead of the page: print the offered rate (posts/s) of the open-loop
+    /// sweep's highest passing step for this group size (0 if none passed).
+    #[arg(long)]
+    saturation: Option<usize>,
+    /// Instead of the page: print a table of per-post counts (CPU, context
+    /// switches, system calls) of every result in the run folder.
+    #[arg(long)]
+    per_post: bool,
 }
 
 /// The group sizes of the fan-out comparison.
@@ -75,6 +83,15 @@ struct Goal {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(g) = args.saturation {
+        let rate = peerhub_bench::sweep::saturation(&args.run, g).map_or(0.0, |r| r.offered_per_s);
+        println!("{rate:.0}");
+        return Ok(());
+    }
+    if args.per_post {
+        print!("{}", peerhub_bench::sweep::per_post_table(&args.run));
+        return Ok(());
+    }
     let meta = std::fs::read_to_string(args.run.join("meta.txt"))
         .unwrap_or_default()
         .lines()
@@ -1132,6 +1149,13 @@ fn render(run: &Run, criterion: &Path) -> String {
                 w.duration_s,
             );
         }
+        md.push('\n');
+    }
+
+    // ---- open-loop sweep ----
+    if let Some(section) = peerhub_bench::sweep::render(&run.dir, &FANOUT_G) {
+        let _ = writeln!(md, "## Open-loop rate sweep\n");
+        md.push_str(&section);
         md.push('\n');
     }
 
