@@ -236,7 +236,10 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                 last_heard = tokio::time::Instant::now();
                 let verdict = match incoming {
                     Incoming::Alive => None,
-                    Incoming::Text(text) => session.handle(text.as_str(), &mut ws).await,
+                    // Boxed: handling a frame is the largest state this task
+                    // ever holds (kilobytes), and an idle connection would
+                    // otherwise keep room for it for as long as it is open.
+                    Incoming::Text(text) => Box::pin(session.handle(text.as_str(), &mut ws)).await,
                     Incoming::Binary => {
                         let error = ProtocolError::Malformed("binary frames are not used; send JSON text".into());
                         session.refuse(&mut ws, None, false, error.into()).await
