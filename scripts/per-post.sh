@@ -15,7 +15,7 @@
 # PERPOST_DURATION (4 s window, after 1 s warm-up), PERPOST_SIZES ("5 10"),
 # PERPOST_SERVER_CPU (0), PERPOST_GEN_CPU (1), PERPOST_SKIP_BUILD=1, PERPOST_ENV
 # (one VAR=VALUE for the server, e.g. PEERHUB_STORE_COMMIT_INTERVAL_US=0 to compare
-# a setting).
+# a setting), PERPOST_SERVER_BIN (another peerhub binary, to compare builds).
 # System calls are counted with `perf stat` on syscall tracepoints (needs tracefs);
 # without it the table shows CPU and context switches only.
 set -euo pipefail
@@ -41,7 +41,8 @@ load() {
   echo "== $(date +%T) $name" >&2
   taskset -c "$gen_cpu" "$bin/peerhub-load" --server-cpus "$server_cpu" \
     --data-parent "$dir/data" --label "$name" --out "$dir/$name.json" --syscalls \
-    --warmup 1 --duration "$duration" ${PERPOST_ENV:+--server-env "$PERPOST_ENV"} "$@" 2>&1 | grep -E 'per post|note|error' >&2 ||
+    --warmup 1 --duration "$duration" ${PERPOST_ENV:+--server-env "$PERPOST_ENV"} \
+    ${PERPOST_SERVER_BIN:+--server-bin "$PERPOST_SERVER_BIN"} "$@" 2>&1 | grep -E 'per post|note|error' >&2 ||
     echo "   run $name failed or printed nothing" >&2
 }
 
