@@ -6,14 +6,15 @@
 # benches and CPU profiles, then renders every ratio into docs/PERFORMANCE.md.
 # Every goal is a ratio within this one run: the machine is shared and noisy.
 #
-#   scripts/perf.sh                 # the full run (under 10 minutes here)
+#   scripts/perf.sh                 # the full run (about 13 minutes here)
 #   PERF_QUICK=1 scripts/perf.sh    # shorter windows, fewer messages
 #
 # Knobs (environment): PERF_SERVER_CPU (0), PERF_GEN_CPU (1), PERF_RUN_DIR
 # (target/perf/<time>), PERF_REPEAT (2: the throughput pairs run this many times,
 # interleaved, and the report keeps each one's best), PERF_DISK_MESSAGES
 # (1000000), PERF_IDLE_CONNECTIONS (10000), PERF_SKIP_BENCH=1 (no criterion),
-# PERF_OUT (docs/PERFORMANCE.md).
+# PERF_OUT (docs/PERFORMANCE.md), PERF_SWEEP_STEPS (the open-loop sweep's
+# offered rates as fractions of the hub's best closed-loop rate at that G).
 #
 # All traffic stays on 127.0.0.0/8; every run is bounded by its own
 # --max-runtime, and the server processes are children of the generator
@@ -128,6 +129,39 @@ for pct in 50 80; do
     --rate-from "$run_dir/hub-g10.json" --rate-from "$run_dir/hub-g10.r2.json" \
     --rate-from "$run_dir/hub-g10.r3.json" --rate-fraction "0.$pct" \
     --warmup "$warmup" --duration "$duration"
+done
+
+say "open-loop rate sweep: 600 connections, G = 5, 10, 30, fixed offered rates past saturation"
+# Steps: fractions of the hub's best closed-loop rate at that G (300 connections),
+# past it, so the highest passing step (>= 99 % delivered, p99 <= 250 ms, no
+# errors) is found; then 50 % and 80 % of that step. Each step is a fresh server.
+if [[ -n $quick ]]; then
+  sweep_steps=${PERF_SWEEP_STEPS:-0.5 0.8 1.0 1.2}
+else
+  sweep_steps=${PERF_SWEEP_STEPS:-0.4 0.6 0.8 0.9 1.0 1.1 1.25 1.4}
+fi
+for g in 5 10 30; do
+  best=0
+  for f in "$run_dir/hub-g$g.json" "$run_dir"/hub-g$g.r*.json; do
+    r=$(field accepted_per_s "$f")
+    best=$(awk -v a="$best" -v b="${r:-0}" 'BEGIN { print (b > a) ? b : a }')
+  done
+  if [[ $best == 0 ]]; then best=${V:-10000}; fi
+  for step in $sweep_steps; do
+    rate=$(awk -v b="$best" -v s="$step" 'BEGIN { printf "%d", int(b * s / 100) * 100 }')
+    load "sweep-g$g-$rate" --target hub --group-size "$g" --groups $((600 / g)) --mode rate \
+      --rate "$rate" --warmup "$warmup" --duration "$duration"
+  done
+  saturation=$("$bin/peerhub-report" --run "$run_dir" --saturation "$g" || echo 0)
+  if [[ ${saturation:-0} != 0 ]]; then
+    for pct in 50 80; do
+      load "sweep-g$g-at$pct" --target hub --group-size "$g" --groups $((600 / g)) --mode rate \
+        --rate "$(awk -v s="$saturation" -v p="$pct" 'BEGIN { printf "%d", s * p / 100 }')" \
+        --warmup "$warmup" --duration "$duration"
+    done
+  else
+    say "G = $g: no sweep step passed; no 50 % / 80 % runs"
+  fi
 done
 
 say "memory: $idle_connections idle joined connections"

@@ -36,6 +36,7 @@ pub mod identity;
 pub mod procfs;
 pub mod report;
 pub mod sample;
+pub mod sweep;
 pub mod wire;
 
 /// Milliseconds since the Unix epoch (for signed `ts` fields).

@@ -88,6 +88,29 @@ pub fn run_delay_ns(pid: Option<u32>) -> Option<u64> {
     Some(total)
 }
 
+/// Voluntary and involuntary context switches of a process, summed over its
+/// threads (`/proc/<pid>/task/*/status`). Threads that ended meanwhile are not
+/// counted, so take both ends of a window while the same threads live.
+pub fn ctx_switches(pid: u32) -> Option<(u64, u64)> {
+    let mut voluntary = 0;
+    let mut involuntary = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let number = |rest: &str| rest.trim().parse::<u64>().unwrap_or(0);
+            if let Some(rest) = line.strip_prefix("voluntary_ctxt_switches:") {
+                voluntary += number(rest);
+            } else if let Some(rest) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                involuntary += number(rest);
+            }
+        }
+    }
+    Some((voluntary, involuntary))
+}
+
 /// Time the calling thread has spent on a CPU, in ns (`/proc/thread-self/schedstat`).
 pub fn thread_cpu_ns() -> Option<u64> {
     std::fs::read_to_string("/proc/thread-self/schedstat")

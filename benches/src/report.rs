@@ -88,6 +88,44 @@ pub struct Slice {
     pub server_rss_kib: u64,
 }
 
+/// Context switches of a process, summed over its threads.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct CtxSwitches {
+    /// A thread gave up its CPU (blocked).
+    pub voluntary: u64,
+    /// A thread was preempted.
+    pub involuntary: u64,
+}
+
+impl LoadReport {
+    /// Server CPU per accepted post over the counted span, µs (0: not counted).
+    pub fn cpu_us_per_post(&self) -> f64 {
+        per(self.counted_cpu_s * 1e6, self.counted_posts)
+    }
+
+    /// Server context switches (both kinds) per accepted post.
+    pub fn switches_per_post(&self) -> f64 {
+        let c = self.server_ctx_switches;
+        per((c.voluntary + c.involuntary) as f64, self.counted_posts)
+    }
+
+    /// System calls named `name` per accepted post (0 if not counted).
+    pub fn syscalls_per_post(&self, name: &str) -> f64 {
+        per(
+            self.server_syscalls.get(name).copied().unwrap_or(0) as f64,
+            self.counted_posts,
+        )
+    }
+}
+
+fn per(total: f64, posts: u64) -> f64 {
+    if posts == 0 {
+        0.0
+    } else {
+        total / posts as f64
+    }
+}
+
 /// The memory figure for idle, joined connections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdleReport {
@@ -264,6 +302,23 @@ pub struct LoadReport {
     pub disk: Option<DiskReport>,
     /// 100 ms slices from the start of the warm-up.
     pub timeline: Vec<Slice>,
+    /// The server's context switches over the measured window, summed over its
+    /// threads (`/proc/<pid>/task/*/status`): voluntary (a thread blocked: waits
+    /// on a futex, epoll, the disk) and involuntary (preempted).
+    #[serde(default)]
+    pub server_ctx_switches: CtxSwitches,
+    /// The server's system calls over the measured window by name (`perf stat`
+    /// tracepoints, `--syscalls`); `total` is every system call. Empty if not
+    /// counted.
+    #[serde(default)]
+    pub server_syscalls: BTreeMap<String, u64>,
+    /// Acks received over the exact span the CPU, switches and system calls were
+    /// counted (the per-post figures divide by this).
+    #[serde(default)]
+    pub counted_posts: u64,
+    /// The server's CPU seconds over that span.
+    #[serde(default)]
+    pub counted_cpu_s: f64,
     /// Anything the reader of the figures should know.
     pub notes: Vec<String>,
 }

@@ -51,6 +51,9 @@ pub struct Config {
     pub open_to_others: crate::file_modes::OpenToOthers,
     /// From an ephemeral session's end to the store's rewrite (see `compactor`).
     pub compact_delay: std::time::Duration,
+    /// Least time between the starts of two group commits (see
+    /// `store::commit`): commits asked for meanwhile share the next flush.
+    pub commit_interval: std::time::Duration,
     /// Reverse proxies whose header says who the client is (per-address limits
     /// then apply to the client, not to the proxy).
     pub trusted_proxies: crate::transport::forwarded::TrustedProxies,
@@ -83,6 +86,7 @@ impl Config {
             metrics_public: false,
             open_to_others: Default::default(),
             compact_delay: std::time::Duration::from_secs(60),
+            commit_interval: crate::store::DEFAULT_COMMIT_INTERVAL,
             metrics_token: None,
             trusted_proxies: Default::default(),
             conformance_echo: false,

@@ -268,7 +268,7 @@ impl Server {
             tracing::info!(keys, "facilitator roles became per-group grants");
         }
         let (committer, commit_thread) =
-            Committer::start(store.clone()).map_err(StartError::Thread)?;
+            Committer::start(store.clone(), config.commit_interval).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
         let metrics = Arc::new(metrics::Metrics::new());
         // The router outlives the connections (they unregister as they close) and

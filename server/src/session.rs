@@ -158,13 +158,15 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         hub.metrics.outbox_drops.clone(),
     );
     let challenge = random_challenge();
-    let hello = ServerFrame::Hello {
+    let hello = bytes(&ServerFrame::Hello {
         protocol: peerhub_protocol::PROTOCOL_VERSION,
         challenge: challenge.clone(),
         server_time: hub.clock.now_ms(),
         limits: Limits::default(),
-    };
-    if ws.send(bytes(&hello)).await.is_err() {
+    });
+    // Boxed, as are the other awaits outside the loop below: they run once, and
+    // the task would otherwise keep room for the largest of them all its life.
+    if Box::pin(ws.send(hello)).await.is_err() {
         return;
     }
     tracing::debug!(%conn, "connection open");
@@ -236,10 +238,13 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
                 last_heard = tokio::time::Instant::now();
                 let verdict = match incoming {
                     Incoming::Alive => None,
-                    Incoming::Text(text) => session.handle(text.as_str(), &mut ws).await,
+                    // Boxed: handling a frame is the largest state this task
+                    // ever holds (kilobytes), and an idle connection would
+                    // otherwise keep room for it for as long as it is open.
+                    Incoming::Text(text) => Box::pin(session.handle(text.as_str(), &mut ws)).await,
                     Incoming::Binary => {
                         let error = ProtocolError::Malformed("binary frames are not used; send JSON text".into());
-                        session.refuse(&mut ws, None, false, error.into()).await
+                        Box::pin(session.refuse(&mut ws, None, false, error.into())).await
                     }
                     Incoming::TooBig => Some(End::Close(close_code::TOO_BIG, "frame too large")),
                     Incoming::ProtocolError => Some(End::Close(close_code::PROTOCOL_ERROR, "websocket protocol error")),
@@ -258,6 +263,13 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
             }
         }
     };
+    Box::pin(finish(session, ws, end)).await;
+}
+
+/// Takes a closing connection out of its groups and the router, and closes it as
+/// `end` says.
+async fn finish(mut session: Session, mut ws: WsConnection, end: End) {
+    let conn = session.conn;
     for (_, group) in session.joined.drain().chain(session.lines.drain()) {
         group.leave(conn).await;
     }

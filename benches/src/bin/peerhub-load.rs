@@ -168,6 +168,11 @@ struct Args {
     /// this file.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Count the server's system calls by name over the window (`perf stat` on
+    /// syscall tracepoints; needs tracefs access). Context switches are always
+    /// counted (from `/proc`).
+    #[arg(long)]
+    syscalls: bool,
     /// Hard limit on the whole run, seconds.
     #[arg(long, default_value_t = 300)]
     max_runtime: u64,
@@ -564,6 +569,17 @@ async fn open_member(
     Ok((identity, client))
 }
 
+/// Member `i`'s display name: `Load <i>`, unless the hub refuses that (a number
+/// like 112 or 999 is a helpline's, and a name may not be one), then `Load n<i>`.
+fn member_name(i: usize) -> String {
+    let plain = format!("Load {i}");
+    if peerhub_protocol::names::normalise_display_name(&plain).is_ok() {
+        plain
+    } else {
+        format!("Load n{i}")
+    }
+}
+
 /// Joins member `i`, logged in on `client`, to `group`; returns the `joined`
 /// reply's length in bytes.
 async fn join_group(
@@ -572,7 +588,7 @@ async fn join_group(
     group: &GroupId,
     i: usize,
 ) -> anyhow::Result<usize> {
-    let env = identity.join(group, &format!("Load {i}"));
+    let env = identity.join(group, &member_name(i));
     let reply = client
         .request_json(
             "joined",
@@ -981,6 +997,21 @@ async fn traffic(
         },
         None => None,
     };
+    let syscall_counter = if args.syscalls {
+        match syscall_count_start(pid, args.duration) {
+            Ok(counting) => Some(counting),
+            Err(error) => {
+                report
+                    .notes
+                    .push(format!("system calls were not counted: {error}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let switches0 = procfs::ctx_switches(pid);
+    let acked0 = shared.with(|c| c.acked_total);
     let cpu0 = (procfs::cpu_ticks(Some(pid)), procfs::cpu_ticks(None));
     let wait0 = (procfs::run_delay_ns(Some(pid)), procfs::run_delay_ns(None));
     let idle0 = procfs::machine_idle_ticks();
@@ -992,6 +1023,18 @@ async fn traffic(
         }
     }
     let cpu1 = (procfs::cpu_ticks(Some(pid)), procfs::cpu_ticks(None));
+    let acked1 = shared.with(|c| c.acked_total);
+    let switches1 = procfs::ctx_switches(pid);
+    report.counted_posts = acked1.saturating_sub(acked0);
+    if let (Some(a), Some(b)) = (cpu0.0, cpu1.0) {
+        report.counted_cpu_s = b.saturating_sub(a) as f64 / clk;
+    }
+    if let (Some(a), Some(b)) = (switches0, switches1) {
+        report.server_ctx_switches = report::CtxSwitches {
+            voluntary: b.0.saturating_sub(a.0),
+            involuntary: b.1.saturating_sub(a.1),
+        };
+    }
     let wait1 = (procfs::run_delay_ns(Some(pid)), procfs::run_delay_ns(None));
     let idle1 = procfs::machine_idle_ticks();
     let measured_s = measured_from.elapsed().as_secs_f64().max(0.1);
@@ -1013,6 +1056,16 @@ async fn traffic(
     }
     if !finished {
         writers_done.await;
+    }
+    if let Some((mut counter, path)) = syscall_counter {
+        let _ = tokio::time::timeout(Duration::from_secs(30), counter.wait()).await;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => report.server_syscalls = parse_perf_stat(&text),
+            Err(error) => report
+                .notes
+                .push(format!("system calls were not counted: {error}")),
+        }
+        let _ = std::fs::remove_file(&path);
     }
     if let Some(mut profiler) = profiler {
         let _ = tokio::time::timeout(Duration::from_secs(30), profiler.wait()).await;
@@ -1092,6 +1145,72 @@ async fn traffic(
         report.stall = Some(stall_report(args, stall_at, counters, stall_probe, warm_ms));
     }
     Ok(())
+}
+
+/// System calls counted with `--syscalls`: perf's tracepoint, and the name the
+/// report gives it. `total` is every system call.
+const SYSCALL_EVENTS: &[(&str, &str)] = &[
+    ("raw_syscalls:sys_enter", "total"),
+    ("syscalls:sys_enter_futex", "futex"),
+    ("syscalls:sys_enter_epoll_wait", "epoll_wait"),
+    ("syscalls:sys_enter_epoll_pwait", "epoll_pwait"),
+    ("syscalls:sys_enter_read", "read"),
+    ("syscalls:sys_enter_recvfrom", "recvfrom"),
+    ("syscalls:sys_enter_write", "write"),
+    ("syscalls:sys_enter_writev", "writev"),
+    ("syscalls:sys_enter_sendto", "sendto"),
+    ("syscalls:sys_enter_sendmsg", "sendmsg"),
+    ("syscalls:sys_enter_pwrite64", "pwrite64"),
+    ("syscalls:sys_enter_pread64", "pread64"),
+    ("syscalls:sys_enter_fsync", "fsync"),
+    ("syscalls:sys_enter_fdatasync", "fdatasync"),
+    ("syscalls:sys_enter_sync_file_range", "sync_file_range"),
+    ("syscalls:sys_enter_sched_yield", "sched_yield"),
+    ("syscalls:sys_enter_madvise", "madvise"),
+];
+
+/// Starts `perf stat` counting the server's system calls for `seconds`; returns
+/// it and the file it writes (CSV).
+fn syscall_count_start(pid: u32, seconds: f64) -> anyhow::Result<(tokio::process::Child, PathBuf)> {
+    let path = std::env::temp_dir().join(format!("peerhub-load-syscalls-{pid}.csv"));
+    let mut command = tokio::process::Command::new("perf");
+    command
+        .args(["stat", "-x", ",", "--no-big-num", "-o"])
+        .arg(&path);
+    for (event, _) in SYSCALL_EVENTS {
+        command.args(["-e", event]);
+    }
+    let child = command
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("--")
+        .arg("sleep")
+        .arg(format!("{seconds:.1}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("perf stat")?;
+    Ok((child, path))
+}
+
+/// Reads `perf stat -x,` output: `count,unit,event,...` per line.
+fn parse_perf_stat(text: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(count), Some(event)) = (fields.first(), fields.get(2)) else {
+            continue;
+        };
+        let Ok(count) = count.trim().parse::<u64>() else {
+            continue;
+        };
+        if let Some((_, name)) = SYSCALL_EVENTS.iter().find(|(e, _)| e == event) {
+            counts.insert((*name).to_string(), count);
+        }
+    }
+    counts
 }
 
 fn coefficient_of_variation(slices: &[&Slice]) -> f64 {
@@ -1592,6 +1711,25 @@ fn print_summary(report: &LoadReport) {
         report.errors,
         report.closes,
     );
+    if report.counted_posts > 0 {
+        let c = report.server_ctx_switches;
+        let mut line = format!(
+            "[{}] per post: server cpu {:.1} µs, context switches {:.3} ({} voluntary, {} involuntary over {} posts)",
+            report.label,
+            report.cpu_us_per_post(),
+            report.switches_per_post(),
+            c.voluntary,
+            c.involuntary,
+            report.counted_posts
+        );
+        for (name, count) in &report.server_syscalls {
+            line.push_str(&format!(
+                ", {name} {:.3}",
+                *count as f64 / report.counted_posts as f64
+            ));
+        }
+        eprintln!("{line}");
+    }
     if let Some(idle) = &report.idle {
         eprintln!(
             "[{}] idle: {} connections, {:.0} bytes each ({:.0} logged in, before joining)",

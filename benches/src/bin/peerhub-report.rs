@@ -25,6 +25,14 @@ struct Args {
     /// The page to write.
     #[arg(long, default_value = "docs/PERFORMANCE.md")]
     out: PathBuf,
+    /// Instead of the page: print the offered rate (posts/s) of the open-loop
+    /// sweep's highest passing step for this group size (0 if none passed).
+    #[arg(long)]
+    saturation: Option<usize>,
+    /// Instead of the page: print a table of per-post counts (CPU, context
+    /// switches, system calls) of every result in the run folder.
+    #[arg(long)]
+    per_post: bool,
 }
 
 /// The group sizes of the fan-out comparison.
@@ -75,6 +83,15 @@ struct Goal {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(g) = args.saturation {
+        let rate = peerhub_bench::sweep::saturation(&args.run, g).map_or(0.0, |r| r.offered_per_s);
+        println!("{rate:.0}");
+        return Ok(());
+    }
+    if args.per_post {
+        print!("{}", peerhub_bench::sweep::per_post_table(&args.run));
+        return Ok(());
+    }
     let meta = std::fs::read_to_string(args.run.join("meta.txt"))
         .unwrap_or_default()
         .lines()
@@ -86,13 +103,38 @@ fn main() -> anyhow::Result<()> {
         dir: args.run.clone(),
         meta,
     };
-    let page = render(&run, &args.criterion);
+    let mut page = render(&run, &args.criterion);
+    // Sections written by hand (measurements of server changes) survive a
+    // regeneration of the page.
+    if let Ok(old) = std::fs::read_to_string(&args.out) {
+        for heading in KEPT_SECTIONS {
+            if let Some(section) = hand_section(&old, heading) {
+                page.push('\n');
+                page.push_str(section.trim_end());
+                page.push('\n');
+            }
+        }
+    }
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.out, page)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// Sections of the page written by hand, kept when the page is regenerated.
+const KEPT_SECTIONS: &[&str] = &["## Per-post overhead: changes measured"];
+
+/// The section of `page` that starts at the line `heading`, up to the next
+/// heading of the same level (or the end).
+fn hand_section<'a>(page: &'a str, heading: &str) -> Option<&'a str> {
+    let start = page.find(&format!("\n{heading}\n")).map(|i| i + 1)?;
+    let rest = &page[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(page.len(), |i| start + heading.len() + i + 1);
+    Some(&page[start..end])
 }
 
 fn rate(x: f64) -> String {
@@ -1135,6 +1177,13 @@ fn render(run: &Run, criterion: &Path) -> String {
         md.push('\n');
     }
 
+    // ---- open-loop sweep ----
+    if let Some(section) = peerhub_bench::sweep::render(&run.dir, &FANOUT_G) {
+        let _ = writeln!(md, "## Open-loop rate sweep\n");
+        md.push_str(&section);
+        md.push('\n');
+    }
+
     // ---- profiles ----
     let _ = writeln!(md, "## Where the hub's CPU goes\n");
     let _ = writeln!(
@@ -1289,9 +1338,15 @@ fn render(run: &Run, criterion: &Path) -> String {
          connections, pre-signs every post, then sends `--mode ack` (at most `--window` \
          unacknowledged posts per sender) or `--mode rate`, and writes a JSON result. \
          `--mode idle` measures memory, `--stall-at` the slow member, `--disk` the data \
-         folder, `--profile` records `perf`. `peerhub-load --help` lists every option.\n\
+         folder, `--profile` records `perf`, `--syscalls` counts the server's system \
+         calls. `peerhub-load --help` lists every option.\n\
+         - `scripts/per-post.sh` — the server's CPU, context switches and system calls \
+         per post, closed loop and at a fixed offered rate (`peerhub-report --per-post`), \
+         for comparing server changes on a busy machine.\n\
          - `cargo bench -p peerhub-bench --bench hot_path` — the criterion benches.\n\
-         - `peerhub-report --run DIR` — this page.\n\n\
+         - `peerhub-report --run DIR` — this page (it keeps the hand-written section \
+         \"Per-post overhead: changes measured\"); `--saturation G` gives the sweep's \
+         saturation for perf.sh.\n\n\
          The exact command of every run is in `{}/commands.txt`.\n",
         run.dir.display(),
         run.dir.display()

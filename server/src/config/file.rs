@@ -184,6 +184,9 @@ pub struct StoreSection {
     /// Free space (MiB) on the data folder's disk below which new groups and new
     /// members are refused and operators are warned; 0: no watermark.
     pub min_free_mb: u64,
+    /// Least time between the starts of two group commits, µs: commits asked for
+    /// meanwhile share the next flush (0: flush as soon as one is asked for).
+    pub commit_interval_us: u64,
 }
 
 /// `[metrics]`
@@ -273,6 +276,7 @@ impl Default for FileSettings {
                 open_to_others: "refuse".into(),
                 compact_delay_secs: config.compact_delay.as_secs(),
                 min_free_mb: config.store_min_free_bytes / (1024 * 1024),
+                commit_interval_us: config.commit_interval.as_micros() as u64,
             },
             metrics: MetricsSection::default(),
             retention: RetentionSection {
@@ -377,6 +381,7 @@ pub const KEYS: &[&str] = &[
     "store.open_to_others",
     "store.compact_delay_secs",
     "store.min_free_mb",
+    "store.commit_interval_us",
     "metrics.public",
     "metrics.token",
     "retention.chat_history_days",
@@ -700,6 +705,7 @@ impl FileSettings {
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
         config.compact_delay = Duration::from_secs(self.store.compact_delay_secs);
         config.store_min_free_bytes = self.store.min_free_mb.saturating_mul(1024 * 1024);
+        config.commit_interval = Duration::from_micros(self.store.commit_interval_us);
         config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
             ConfigError::File(format!(
                 "store.open_to_others must be \"refuse\" or \"warn\", not {:?}",

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 pub use actor::{event_frame, history_frame};
-pub(crate) use actor::{Action, GroupCommand};
+pub(crate) use actor::{Action, GroupCommand, Mail};
 
 use crate::audit::{action, AuditLog, NewEntry};
 use crate::clock::Clock;
@@ -185,7 +185,7 @@ pub fn migrate_access_codes(store: &Store) -> Result<usize, StoreError> {
 pub struct GroupHandle {
     // Sender: sessions. Receiver: the group's task. Bounded: a flood of commands
     // makes the senders wait, which in turn stops them reading their sockets.
-    tx: mpsc::Sender<GroupCommand>,
+    tx: mpsc::Sender<Mail>,
 }
 
 /// A join request as the session admitted it.
@@ -208,7 +208,7 @@ pub struct JoinRequest {
 impl GroupHandle {
     async fn send(&self, command: GroupCommand) -> Result<(), ServerError> {
         self.tx
-            .send(command)
+            .send(Box::new(command))
             .await
             .map_err(|_| ServerError::ShuttingDown)
     }
@@ -273,11 +273,15 @@ impl GroupHandle {
         note: peerhub_protocol::frame::Note,
     ) -> Result<(), HubNoteRefused> {
         use tokio::sync::mpsc::error::TrySendError;
-        match self.tx.try_send(GroupCommand::HubNote { channel, note }) {
+        match self
+            .tx
+            .try_send(Box::new(GroupCommand::HubNote { channel, note }))
+        {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(GroupCommand::HubNote { note, .. })) => {
-                Err(HubNoteRefused::Full(note))
-            }
+            Err(TrySendError::Full(command)) => match *command {
+                GroupCommand::HubNote { note, .. } => Err(HubNoteRefused::Full(note)),
+                _ => Err(HubNoteRefused::Stopped),
+            },
             Err(_) => Err(HubNoteRefused::Stopped),
         }
     }

@@ -41,6 +41,10 @@ const MARK: &str = "store.mark";
 /// The store's default in-memory cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Least time between the starts of two group commits unless configured
+/// (`store.commit_interval_us`; see [`Committer`]).
+pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(1000);
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
