@@ -70,20 +70,7 @@ pub fn saturation(dir: &Path, g: usize) -> Option<LoadReport> {
 }
 
 fn num(x: f64) -> String {
-    let n = x.round() as i64;
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+    report::thousands(x)
 }
 
 fn ms(us: f64) -> String {

@@ -138,20 +138,7 @@ fn hand_section<'a>(page: &'a str, heading: &str) -> Option<&'a str> {
 }
 
 fn rate(x: f64) -> String {
-    let n = x.round() as i64;
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+    peerhub_bench::report::thousands(x)
 }
 
 fn time_us(us: f64) -> String {
