@@ -324,6 +324,9 @@ impl Default for RetentionSection {
     }
 }
 
+/// The longest `store.commit_interval_us` taken.
+const MAX_COMMIT_INTERVAL_US: u64 = 100_000;
+
 /// Every key, as `section.key` (top-level keys have no section). The example
 /// file and the environment variables follow this list.
 pub const KEYS: &[&str] = &[
@@ -705,6 +708,14 @@ impl FileSettings {
         config.store_cache_bytes = self.store.cache_mb.saturating_mul(1024 * 1024);
         config.compact_delay = Duration::from_secs(self.store.compact_delay_secs);
         config.store_min_free_bytes = self.store.min_free_mb.saturating_mul(1024 * 1024);
+        // Every ack may wait this long: past a tenth of a second it is a mistake.
+        if self.store.commit_interval_us > MAX_COMMIT_INTERVAL_US {
+            return Err(ConfigError::File(format!(
+                "store.commit_interval_us must be at most {MAX_COMMIT_INTERVAL_US} \
+                 (0.1 s): every acknowledgement may wait for it, not {}",
+                self.store.commit_interval_us
+            )));
+        }
         config.commit_interval = Duration::from_micros(self.store.commit_interval_us);
         config.open_to_others = self.store.open_to_others.parse().map_err(|()| {
             ConfigError::File(format!(
@@ -898,6 +909,19 @@ mod tests {
         assert_eq!(config.limits.max_members_per_group, 12);
         assert_eq!(config.auth_timeout, std::time::Duration::from_secs(7));
         assert!(config.metrics_public);
+    }
+
+    #[test]
+    fn a_commit_interval_over_a_tenth_of_a_second_is_refused_by_key() {
+        let mut settings = FileSettings::default();
+        settings.store.commit_interval_us = 100_000;
+        assert_eq!(
+            settings.clone().validate().unwrap().1.commit_interval,
+            std::time::Duration::from_millis(100)
+        );
+        settings.store.commit_interval_us = 100_001;
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("store.commit_interval_us"), "{error}");
     }
 
     #[test]
