@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 
-use super::{file_storage, ClusterError, Nats};
+use super::{open_stream, ClusterError, Nats, StreamShape};
 
 /// The steps stream's settings.
 #[derive(Debug, Clone)]
@@ -99,23 +99,18 @@ pub struct Steps {
 impl Steps {
     /// Opens the stream, creating it if it does not exist.
     pub async fn open(nats: &Nats, config: &StepsConfig) -> Result<Self, ClusterError> {
-        super::check_token(&config.stream)?;
         let js = nats.jetstream().clone();
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![format!("{}.>", config.prefix)],
-                storage: file_storage(),
-                num_replicas: config.replicas,
+        let stream = open_stream(
+            &js,
+            StreamShape {
+                name: &config.stream,
+                prefix: &config.prefix,
+                replicas: config.replicas,
                 duplicate_window: config.duplicate_window,
                 max_age: config.max_age,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::Setup {
-                what: format!("stream {}", config.stream),
-                reason: error.to_string(),
-            })?;
+            },
+        )
+        .await?;
         Ok(Self {
             js,
             stream,

@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 
 use super::lease::Lease;
 use super::{
-    check_token, file_storage, is_sequence_conflict, ClusterError, Nats, AFTER_HEADER,
+    check_token, is_sequence_conflict, open_stream, ClusterError, Nats, StreamShape, AFTER_HEADER,
     EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
 };
 
@@ -138,22 +138,18 @@ impl GroupLogs {
     /// Opens the stream, creating it if it does not exist (file storage,
     /// `config.replicas` copies, subjects `<prefix>.>`).
     pub async fn open(nats: &Nats, config: &LogConfig) -> Result<Self, ClusterError> {
-        check_token(&config.stream)?;
         let js = nats.jetstream().clone();
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![format!("{}.>", config.prefix)],
-                storage: file_storage(),
-                num_replicas: config.replicas,
+        let stream = open_stream(
+            &js,
+            StreamShape {
+                name: &config.stream,
+                prefix: &config.prefix,
+                replicas: config.replicas,
                 duplicate_window: config.duplicate_window,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::Setup {
-                what: format!("stream {}", config.stream),
-                reason: error.to_string(),
-            })?;
+                max_age: Duration::ZERO,
+            },
+        )
+        .await?;
         Ok(Self {
             js,
             stream,

@@ -191,9 +191,43 @@ pub(crate) fn check_token(name: &str) -> Result<(), ClusterError> {
     }
 }
 
-/// The stream storage and replica count every peerhub stream and bucket uses.
+/// The stream storage every peerhub stream and bucket uses.
 pub(crate) fn file_storage() -> jetstream::stream::StorageType {
     jetstream::stream::StorageType::File
+}
+
+/// What a peerhub stream is: its name, its subjects (`<prefix>.>`), copies, the
+/// window in which a repeated message id is taken for a duplicate, and how long
+/// records are kept (zero: for ever).
+pub(crate) struct StreamShape<'a> {
+    pub name: &'a str,
+    pub prefix: &'a str,
+    pub replicas: usize,
+    pub duplicate_window: Duration,
+    pub max_age: Duration,
+}
+
+/// Opens the file-storage stream `shape` describes, creating it if it does not
+/// exist.
+pub(crate) async fn open_stream(
+    js: &jetstream::Context,
+    shape: StreamShape<'_>,
+) -> Result<jetstream::stream::Stream, ClusterError> {
+    check_token(shape.name)?;
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: shape.name.to_string(),
+        subjects: vec![format!("{}.>", shape.prefix)],
+        storage: file_storage(),
+        num_replicas: shape.replicas,
+        duplicate_window: shape.duplicate_window,
+        max_age: shape.max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|error| ClusterError::Setup {
+        what: format!("stream {}", shape.name),
+        reason: error.to_string(),
+    })
 }
 
 #[cfg(test)]
