@@ -129,6 +129,24 @@ impl TestServer {
         self.server().hub()
     }
 
+    /// The store's digest once the hub has stopped writing: the same on two reads
+    /// 300 ms apart (up to 15 s). Work a command sets going is written after it
+    /// is answered (the facilitators' note about a flag, the router's steps, a
+    /// supervisor's delivery), so a digest taken at once can race it; a test that
+    /// asserts that refusals "change nothing" compares against this.
+    pub async fn settled_digest(&self) -> [u8; 32] {
+        let mut last = self.hub().store.digest().expect("digest");
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let now = self.hub().store.digest().expect("digest");
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        panic!("the store never stopped changing for 300 ms");
+    }
+
     /// The data folder.
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir

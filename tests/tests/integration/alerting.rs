@@ -696,7 +696,7 @@ async fn a_signed_ack_from_the_notification_is_taken_once_and_stops_the_repeats(
     assert_eq!(escalation.handler, Some(scene.sup_id.key()));
 
     // The same request again is a replay, and changes nothing.
-    let before = scene.server.hub().store.digest().unwrap();
+    let before = scene.server.settled_digest().await;
     let (status, answer) = post_ack(&scene.server, &body).await;
     assert_eq!(
         (status, answer["code"].as_str()),
@@ -717,7 +717,7 @@ async fn a_signed_ack_from_the_notification_is_taken_once_and_stops_the_repeats(
 async fn a_notification_ack_with_a_bad_signature_or_from_a_non_supervisor_is_refused() {
     let mut scene = scene(with_push).await;
     let id = raise(&mut scene).await;
-    let before = scene.server.hub().store.digest().unwrap();
+    let before = scene.server.settled_digest().await;
 
     // A flipped signature bit.
     let mut env: serde_json::Value =

@@ -964,15 +964,9 @@ async fn escalation_detail_refuses_what_it_cannot_answer_and_changes_nothing() {
         panic!("{reply:?}")
     };
     let id = listed(&mut sup).await[0].id.expect("staff see ids");
-    // The facilitators' note about the flag lands after the flag is answered.
-    let staff = peerhub_protocol::frame::Channel::Staff;
-    for _ in 0..200 {
-        if server.hub().store.last_seq(&gid("circle"), &staff).unwrap() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let before = server.hub().store.digest().unwrap();
+    // What the flag set going (the facilitators' note, the routing) lands after
+    // the flag is answered.
+    let before = server.settled_digest().await;
 
     // Staff: an id that does not exist; both an id and a reference; neither.
     let reply = detail(&mut sup, Some(id + 1_000), None, Flags).await;

@@ -58,18 +58,9 @@ async fn unknown_stale_oversize_and_foreign_acks_get_their_statuses_and_change_n
     let mut scene = scene(|_| {}).await;
     let id = raise(&mut scene).await;
     let own = format!("http://{}", scene.server.server().local_addr());
-    // The flag's note to the facilitators is written after the flag is answered:
-    // let it land before taking the digest the refusals must leave unchanged.
-    let group = peerhub_tests::identity::gid("circle");
-    let staff = peerhub_protocol::frame::Channel::Staff;
-    for _ in 0..200 {
-        if scene.server.hub().store.last_seq(&group, &staff).unwrap() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(scene.server.hub().store.last_seq(&group, &staff).unwrap() > 0);
-    let before = scene.server.hub().store.digest().unwrap();
+    // What the flag set going (the facilitators' note, the routing) is written
+    // after it is answered: let it land before the refusals that must change nothing.
+    let before = scene.server.settled_digest().await;
     let sup = scene.sup_id.clone();
 
     let (status, answer) = post(&scene.server, &ack(&sup, id + 1000, now_ms()), Some(&own)).await;
