@@ -538,7 +538,6 @@ async function boot() {
     desk,
     connection,
     alerts: views.supervisor.alerts,
-    nameFor,
     onOpenEscalation: (id) => {
       consoleWanted = { escalation: id };
       openConsoleLink();

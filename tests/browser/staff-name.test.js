@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { person } from "./lib/browser.js";
-import { publicKey, redeem } from "./lib/flows.js";
+import { publicKey, putOnRota, redeem } from "./lib/flows.js";
 import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
 
 const PHONE = { width: 375, height: 740 };
@@ -87,6 +87,13 @@ test("a staff invite asks the name colleagues know them by, and the rota picker 
   await option.waitFor({ state: "attached" });
   assert.equal(await option.getAttribute("value"), supKey);
   assert.doesNotMatch(await option.textContent(), /key|Unnamed/);
+
+  // On the rota with no push subscription, the admin's warning names Sam too
+  // (it showed the first twelve characters of the key).
+  await putOnRota(a, supKey);
+  const reach = a.locator("#rota-reach", { hasText: "Nobody can reach this supervisor" });
+  await reach.waitFor();
+  assert.match(await reach.textContent(), /: Sam Okafor\. Ask them/);
 
   // A second staff invite on the same device offers the name given last time.
   const again = await supervisorInvite(a);

@@ -9,13 +9,13 @@
 // the alarm repeat, and #push-status / #rota-reach (who nobody can reach).
 
 import { ALARM_REPEAT_MS } from "../config.js";
-import { fromBase64Url, toBase64Url } from "../encoding.js";
+import { fromBase64Url, shortTag, toBase64Url } from "../encoding.js";
 import { EscalationStatus, Kind, pushPayload } from "../protocol.js";
 import { byId } from "./dom.js";
 
 const BASE_TITLE = "peerhub";
 
-export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscalation }) {
+export function createStaffApp({ desk, connection, alerts, onOpenEscalation }) {
   const pushStatus = byId("push-status");
   const reach = byId("rota-reach");
   let installing = null;
@@ -102,6 +102,19 @@ export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscala
     return installing;
   }
 
+  /** The names staff gave at their invite (the admin's `staff` list), for `keys`. */
+  async function staffNames(keys) {
+    let names = new Map();
+    try {
+      const reply = await connection.request("staff");
+      const list = Array.isArray(reply.staff) ? reply.staff : [];
+      names = new Map(list.filter((s) => typeof s?.name === "string").map((s) => [s.key, s.name]));
+    } catch {
+      // Unnamed below: the warning matters more than the names.
+    }
+    return keys.map((k) => names.get(k) ?? `an unnamed supervisor (key ${shortTag(k)})`);
+  }
+
   /** Admins: the supervisors on the rota nobody can reach away from the console. */
   async function showReach(info) {
     if (!connection.roles.includes("admin")) {
@@ -120,7 +133,7 @@ export function createStaffApp({ desk, connection, alerts, nameFor, onOpenEscala
     } else if (keys.length === 0) {
       reach.textContent = "Everyone on the rota gets pushes on a device.";
     } else {
-      const who = keys.map((k) => nameFor?.(k) ?? `${k.slice(0, 12)}…`).join(", ");
+      const who = (await staffNames(keys)).join(", ");
       reach.textContent = `Nobody can reach ${keys.length === 1 ? "this supervisor" : "these supervisors"} away from the console (no push subscription, no pager): ${who}. Ask them to open the console on their phone and turn on notifications.`;
     }
   }
