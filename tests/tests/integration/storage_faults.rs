@@ -280,21 +280,35 @@ async fn a_failing_fsync_stops_acks_and_loses_nothing_acknowledged() {
     fault_then_recover(5, "write_failed").await; // EIO
 }
 
-/// `[backup]`: backups taken on schedule into their folder, the oldest pruned,
-/// never a half-written one named like a backup; the newest restores into a
-/// folder a hub then serves, with everything acknowledged before it.
-#[tokio::test]
-async fn scheduled_backups_are_pruned_and_the_last_one_restores_and_serves() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let folder = dir.path().join("backups");
+/// A hub (the real binary) taking a backup every second into `root/backups`,
+/// keeping `keep`, with a group "disk" where Alice posted `posts` messages
+/// (`text(i)`), each acknowledged.
+struct Backed {
+    data: std::path::PathBuf,
+    folder: std::path::PathBuf,
+    process: ProcessServer,
+    admin: Client,
+    alice: Identity,
+    a: Client,
+    acked: Vec<u64>,
+}
+
+async fn backed_up_hub(
+    root: &std::path::Path,
+    keep: usize,
+    posts: usize,
+    text: impl Fn(usize) -> String,
+) -> Backed {
+    let data = root.join("data");
+    let folder = root.join("backups");
     let folder_text = folder.to_str().unwrap().to_string();
+    let keep = keep.to_string();
     let env = [
         ("PEERHUB_BACKUP_INTERVAL_SECS", "1"),
         ("PEERHUB_BACKUP_FOLDER", folder_text.as_str()),
-        ("PEERHUB_BACKUP_KEEP", "2"),
+        ("PEERHUB_BACKUP_KEEP", keep.as_str()),
     ];
-    let mut process = ProcessServer::start_env(&data, &[], &env).await;
+    let process = ProcessServer::start_env(&data, &[], &env).await;
     let mut admin = process.admin().await;
     admin.create_group("disk", "Disk").await;
     let alice = Identity::generate();
@@ -302,12 +316,37 @@ async fn scheduled_backups_are_pruned_and_the_last_one_restores_and_serves() {
     a.login(&alice).await;
     a.join("disk", "Alice", Some(u64::MAX)).await;
     let mut acked = Vec::new();
-    for i in 0..5 {
-        match post(&mut a, &alice, &format!("kept {i}")).await {
+    for i in 0..posts {
+        match post(&mut a, &alice, &text(i)).await {
             ServerFrame::Ack { seq, .. } => acked.push(seq),
             other => panic!("{other:?}"),
         }
     }
+    Backed {
+        data,
+        folder,
+        process,
+        admin,
+        alice,
+        a,
+        acked,
+    }
+}
+
+/// `[backup]`: backups taken on schedule into their folder, the oldest pruned,
+/// never a half-written one named like a backup; the newest restores into a
+/// folder a hub then serves, with everything acknowledged before it.
+#[tokio::test]
+async fn scheduled_backups_are_pruned_and_the_last_one_restores_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let Backed {
+        folder,
+        mut process,
+        admin,
+        a,
+        acked,
+        ..
+    } = backed_up_hub(dir.path(), 2, 5, |i| format!("kept {i}")).await;
     // Wait for backups taken after the last ack: more than `keep` of them, so
     // pruning has run.
     let count = |f: &std::path::Path| {
@@ -613,28 +652,15 @@ async fn holds_everything(
 #[tokio::test]
 async fn a_damaged_store_is_refused_clearly_or_served_whole_and_a_backup_restores() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let folder = dir.path().join("backups");
-    let folder_text = folder.to_str().unwrap().to_string();
-    let env = [
-        ("PEERHUB_BACKUP_INTERVAL_SECS", "1"),
-        ("PEERHUB_BACKUP_FOLDER", folder_text.as_str()),
-        ("PEERHUB_BACKUP_KEEP", "3"),
-    ];
-    let mut process = ProcessServer::start_env(&data, &[], &env).await;
-    let mut admin = process.admin().await;
-    admin.create_group("disk", "Disk").await;
-    let alice = Identity::generate();
-    let mut a = Client::connect(process.addr).await;
-    a.login(&alice).await;
-    a.join("disk", "Alice", Some(u64::MAX)).await;
-    let mut acked = Vec::new();
-    for i in 0..20 {
-        match post(&mut a, &alice, &format!("marker-message-{i:02}")).await {
-            ServerFrame::Ack { seq, .. } => acked.push(seq),
-            other => panic!("{other:?}"),
-        }
-    }
+    let Backed {
+        data,
+        folder,
+        mut process,
+        admin,
+        alice,
+        mut a,
+        acked,
+    } = backed_up_hub(dir.path(), 3, 20, |i| format!("marker-message-{i:02}")).await;
     let ServerFrame::Flagged { reference, .. } = ask(&mut a, flag(&alice, "disk")).await else {
         panic!("flag acknowledged")
     };
