@@ -7,13 +7,22 @@
 // the admin's picker then shows the name and no key. axe-core at 320 and 1280 px.
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { person } from "./lib/browser.js";
 import { publicKey, putOnRota, redeem } from "./lib/flows.js";
 import { axeAt, startBoth, stopBoth } from "./lib/harness.js";
+import { REPO } from "./lib/server.js";
 
 const PHONE = { width: 375, height: 740 };
+
+function onScreen(page, selector) {
+  return page.evaluate((sel) => {
+    const r = document.querySelector(sel)?.getBoundingClientRect();
+    return Boolean(r && r.height > 0 && r.top >= 0 && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth);
+  }, selector);
+}
 
 let server;
 let browser;
@@ -57,6 +66,9 @@ test("a staff invite asks the name colleagues know them by, and the rota picker 
   const card = s.locator("#staff-name");
   await card.waitFor();
   assert.equal(await s.evaluate(() => document.activeElement?.id), "staff-name-title", "focus moves to the question");
+  assert.equal(await onScreen(s, "#quick-exit"), true, "quick exit stays in view");
+  assert.equal(await onScreen(s, "#staff-name-input"), true, "the question is in view on a phone");
+  await s.screenshot({ path: join(REPO, "docs/screenshots/phone-staff-name.png"), animations: "disabled", caret: "hide" });
   await axeAt(s, "staff name", axeFailures);
 
   // A name the server would refuse is refused here, and the invite is not spent.
