@@ -38,8 +38,10 @@ if ! command -v fiu-run >/dev/null 2>&1; then
   fi
 fi
 # --workspace builds the peerhub binary too (the server crate has integration
-# tests), which the process tests in tests/ start and kill.
-cargo test --workspace --locked
+# tests), which the process tests in tests/ start and kill. No backtraces: a
+# failing test's message and place are then the last lines printed, where a CI
+# log's tail shows them, instead of behind thirty frames of the test runtime.
+RUST_BACKTRACE=0 cargo test --workspace --locked
 
 echo "== autobahn"
 # WebSocket conformance: the Autobahn|Testsuite fuzzing client (cases 1 to 10, on
