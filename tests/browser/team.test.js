@@ -4,7 +4,8 @@
 // what, nor take a group away from someone who left. "Staff and the groups they run"
 // lists staff by name with their groups; a group that does not exist is refused in
 // the form; taking a group away asks first, and the facilitator's console in that
-// group closes at once with a plain sentence. axe-core at 320 and 1280 px.
+// group closes at once with a plain sentence. The two admin panels that show staff
+// share one read of the list. axe-core at 320 and 1280 px.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -29,7 +30,18 @@ test("an admin sees who runs which group, lets someone run another, and takes it
   const f = facilitator.page;
   const axeFailures = [];
 
+  // The admin's start screen reads the staff list once for its two panels (the
+  // rota's supervisor picker and this list), not once per panel.
+  const staffRequests = [];
+  a.on("websocket", (ws) =>
+    ws.on("framesent", ({ payload }) => {
+      if (typeof payload === "string" && JSON.parse(payload).type === "staff") staffRequests.push(payload);
+    }),
+  );
   await redeem(a, server.links.admin, { name: "Ada Okonjo" });
+  await a.locator("#team-list > li", { hasText: "Ada Okonjo (you)" }).waitFor();
+  await a.locator("#rota-pick option").first().waitFor({ state: "attached" });
+  assert.equal(staffRequests.length, 1, "one staff request for both panels");
   await redeem(f, server.links.facilitator, { name: "Jo Mensah" });
   // A second group, without a waiting room, for the facilitator to be given.
   await a.locator("#create-id").fill("evening-circle");

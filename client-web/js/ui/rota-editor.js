@@ -7,11 +7,12 @@
 // picked by name from the hub's staff list (`staff`); pasting a key stays possible
 // under "Advanced".
 
-import { fingerprint, shortTag } from "../encoding.js";
+import { fingerprint } from "../encoding.js";
 import { decodeStrictKey } from "../ed25519-strict.js";
 import { ROTA_DEFAULT_HOURS } from "../config.js";
 import { sentenceFor } from "../errors.js";
 import { MAX_ROTA_ENTRIES } from "../protocol.js";
+import { staffLabel } from "../staff-list.js";
 import { formatDateTime } from "../time-words.js";
 import { byId, h, setFieldError } from "./dom.js";
 import { runWithStatus } from "./feedback.js";
@@ -23,7 +24,7 @@ function localInputValue(ms) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-export function createRotaEditor({ desk, connection, identity }) {
+export function createRotaEditor({ desk, connection, identity, staffList }) {
   const panel = byId("rota-panel");
   const list = byId("rota-list");
   const empty = byId("rota-empty");
@@ -48,16 +49,14 @@ export function createRotaEditor({ desk, connection, identity }) {
 
   /** A supervisor in words: their name, or "Unnamed supervisor (key …)". */
   function named(key) {
-    const name = staff.get(key);
-    return name ? name : `Unnamed supervisor (key ${shortTag(key)})`;
+    return staffLabel({ key, name: staff.get(key) ?? null }, "Unnamed supervisor");
   }
 
   async function loadStaff() {
     try {
-      const reply = await connection.request("staff");
-      const list = Array.isArray(reply.staff) ? reply.staff : [];
-      staff = new Map(list.filter((s) => typeof s?.key === "string").map((s) => [s.key, typeof s.name === "string" ? s.name : null]));
-      const supervisors = list.filter((s) => typeof s?.key === "string" && Array.isArray(s.roles) && s.roles.includes("supervisor"));
+      const list = (await staffList.load()).staff;
+      staff = new Map(list.map((s) => [s.key, s.name]));
+      const supervisors = list.filter((s) => s.roles.includes("supervisor"));
       const chosen = pick.value;
       pick.replaceChildren(
         ...supervisors.map((s) =>

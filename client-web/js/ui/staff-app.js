@@ -9,13 +9,15 @@
 // the alarm repeat, and #push-status / #rota-reach (who nobody can reach).
 
 import { ALARM_REPEAT_MS } from "../config.js";
-import { fromBase64Url, shortTag, toBase64Url } from "../encoding.js";
+import { fromBase64Url, toBase64Url } from "../encoding.js";
 import { EscalationStatus, Kind, pushPayload } from "../protocol.js";
+import { createStaffList, staffLabel } from "../staff-list.js";
 import { byId } from "./dom.js";
 
 const BASE_TITLE = "peerhub";
 
 export function createStaffApp({ desk, connection, alerts, onOpenEscalation }) {
+  const staffList = createStaffList(connection);
   const pushStatus = byId("push-status");
   const reach = byId("rota-reach");
   let installing = null;
@@ -106,13 +108,11 @@ export function createStaffApp({ desk, connection, alerts, onOpenEscalation }) {
   async function staffNames(keys) {
     let names = new Map();
     try {
-      const reply = await connection.request("staff");
-      const list = Array.isArray(reply.staff) ? reply.staff : [];
-      names = new Map(list.filter((s) => typeof s?.name === "string").map((s) => [s.key, s.name]));
+      names = new Map((await staffList.load()).staff.map((s) => [s.key, s.name]));
     } catch {
       // Unnamed below: the warning matters more than the names.
     }
-    return keys.map((k) => names.get(k) ?? `an unnamed supervisor (key ${shortTag(k)})`);
+    return keys.map((key) => staffLabel({ key, name: names.get(key) ?? null }, "an unnamed supervisor"));
   }
 
   /** Admins: the supervisors on the rota nobody can reach away from the console. */

@@ -10,6 +10,7 @@
 import { fingerprint } from "../encoding.js";
 import { describeErrorFrame, sentenceFor } from "../errors.js";
 import { groupLink } from "../links.js";
+import { createStaffList } from "../staff-list.js";
 import {
   checkTitle,
   createGroupFrameFields,
@@ -45,8 +46,10 @@ export function createStartView({ identity, connection, desk, onGoToGroup, onOpe
     }
   });
   byId("console-open").addEventListener("click", () => onOpenConsole());
-  const rota = createRotaEditor({ desk, connection, identity });
-  const team = createTeamPanel({ connection, identity });
+  // One reader of the hub's staff list for both admin panels (they open together).
+  const staffList = createStaffList(connection);
+  const rota = createRotaEditor({ desk, connection, identity, staffList });
+  const team = createTeamPanel({ connection, identity, staffList });
 
   // ---- forget this device ----
   const forgetOpen = byId("forget-open");

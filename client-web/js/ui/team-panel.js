@@ -7,14 +7,14 @@
 // the list is read again, so what is shown is what the hub holds. Names are the ones
 // people gave at their staff invite; keys only as a short tag for the unnamed.
 
-import { shortTag } from "../encoding.js";
 import { sentenceFor } from "../errors.js";
 import { grantPayload, isValidGroupId, Kind } from "../protocol.js";
+import { staffLabel } from "../staff-list.js";
 import { byId, h, roleLabel, setFieldError } from "./dom.js";
 import { errorSentence, runWithStatus } from "./feedback.js";
 import { guard } from "./guard.js";
 
-export function createTeamPanel({ connection, identity }) {
+export function createTeamPanel({ connection, identity, staffList }) {
   const panel = byId("team-panel");
   const list = byId("team-list");
   const empty = byId("team-empty");
@@ -27,7 +27,7 @@ export function createTeamPanel({ connection, identity }) {
   let visible = false;
   let staff = [];
 
-  const nameOf = (s) => (typeof s.name === "string" && s.name ? s.name : `Someone unnamed (key ${shortTag(s.key)})`);
+  const nameOf = (s) => staffLabel(s);
   const you = (s) => (s.key === identity.publicKey ? " (you)" : "");
 
   function grant(key, group, revoke) {
@@ -35,8 +35,7 @@ export function createTeamPanel({ connection, identity }) {
   }
 
   function item(s) {
-    const roles = Array.isArray(s.roles) ? s.roles : [];
-    const groups = Array.isArray(s.groups) ? s.groups.filter(isValidGroupId) : [];
+    const { roles, groups } = s;
     const li = h("li", { className: "team-person" });
     li.append(
       h("p", {}, h("strong", { text: `${nameOf(s)}${you(s)}` }), ` — ${roles.map(roleLabel).join(", ")}`),
@@ -82,9 +81,9 @@ export function createTeamPanel({ connection, identity }) {
 
   async function load() {
     try {
-      const reply = await connection.request("staff");
-      staff = (Array.isArray(reply.staff) ? reply.staff : []).filter((s) => typeof s?.key === "string");
-      more.hidden = reply.more !== true;
+      const reply = await staffList.load();
+      staff = reply.staff;
+      more.hidden = !reply.more;
       render();
     } catch (err) {
       result.textContent = errorSentence(err);
