@@ -14,10 +14,14 @@
 //! - [`dedupe`] — exactly-once effects (an escalation's routing step): a message id
 //!   within the stream's duplicate window, and a subject per step with "expect no
 //!   message yet" after it.
+//! - [`escalations`] — the escalation queue in a replicated bucket, every write a
+//!   compare-and-set, with an index of the unresolved ones that a new router
+//!   re-arms its deadlines from.
 //!
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
 pub mod dedupe;
+pub mod escalations;
 pub mod lease;
 pub mod log;
 
@@ -87,6 +91,13 @@ pub enum ClusterError {
         subject: String,
         /// This writer's epoch.
         epoch: u64,
+    },
+    /// A compare-and-set found the key changed since it was read (another writer
+    /// won): nothing was written; read again and re-apply the change.
+    #[error("{key} was changed by another writer since it was read")]
+    Moved {
+        /// The key.
+        key: String,
     },
     /// A stored value or header could not be decoded.
     #[error("unreadable {what}: {reason}")]

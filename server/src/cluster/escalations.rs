@@ -1,0 +1,415 @@
+//! The cluster's escalation queue: every escalation in one replicated JetStream
+//! key-value bucket, written only by compare-and-set, so that a flag is durable
+//! on a quorum before its ack and a router taking over finds every open one.
+//!
+//! Keys (dot-separated, so a subject filter can select them):
+//! - `esc.<id>` — the [`EscalationRecord`], as the sled store encodes it (JSON).
+//!   Every write names the revision it read (0: the key must not exist yet), so
+//!   two writers — a router that has not yet noticed it lost its lease and the new
+//!   one, or two merges of flags about one person — never overwrite each other's
+//!   change: the later one is refused ([`ClusterError::Moved`]), reads again and
+//!   applies its change to what is there ([`EscalationQueue::update`]).
+//! - `open.<id>` — present while the escalation is not resolved. It is written
+//!   **before** a record is stored unresolved and removed only **after** the
+//!   record is stored resolved, so however a writer dies between the two, every
+//!   unresolved escalation has its `open` key: a new router lists `open.*`
+//!   ([`EscalationQueue::unresolved`]) without reading the resolved ones, which
+//!   are kept for years, and re-arms their deadlines ([`deadlines`]). A left-over
+//!   `open` key of a resolved or never-stored escalation is skipped (and removed).
+//! - `next_id` — the last escalation id handed out, raised by compare-and-set:
+//!   ids are unique and gap-free however many nodes take them.
+//!
+//! Routing effects (pages, pushes) are not made exactly-once here: each routing
+//! step is recorded first with [`super::dedupe::Steps`]. Logs name keys and
+//! revisions, never a record's content.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, kv, message::PublishMessage};
+use bytes::Bytes;
+use peerhub_protocol::escalation::EscalationStatus;
+
+use super::{file_storage, is_sequence_conflict, ClusterError, Nats};
+use crate::store::records::EscalationRecord;
+
+/// How many times [`EscalationQueue::update`] and [`EscalationQueue::next_id`]
+/// read again after losing a race before giving up.
+const RETRIES: usize = 64;
+
+/// Where the queue is kept.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Copies of the bucket (R3 by default; 1 for a one-server NATS).
+    pub replicas: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "peerhub_escalations".to_string(),
+            replicas: 3,
+        }
+    }
+}
+
+/// The escalation bucket.
+#[derive(Debug, Clone)]
+pub struct EscalationQueue {
+    js: jetstream::Context,
+    /// The bucket's stream: reads go to its leader (a replica may lag).
+    stream: jetstream::stream::Stream,
+    bucket: String,
+}
+
+impl EscalationQueue {
+    /// Opens the bucket, creating it (file storage, `config.replicas` copies, one
+    /// value kept per key) if it does not exist yet.
+    pub async fn open(nats: &Nats, config: &QueueConfig) -> Result<Self, ClusterError> {
+        super::check_token(&config.bucket)?;
+        let js = nats.jetstream();
+        if js.get_key_value(&config.bucket).await.is_err() {
+            js.create_key_value(kv::Config {
+                bucket: config.bucket.clone(),
+                history: 1,
+                storage: file_storage(),
+                num_replicas: config.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| setup(&config.bucket, error))?;
+        }
+        let stream = js
+            .get_stream(format!("KV_{}", config.bucket))
+            .await
+            .map_err(|error| setup(&config.bucket, error))?;
+        Ok(Self {
+            js: js.clone(),
+            stream,
+            bucket: config.bucket.clone(),
+        })
+    }
+
+    /// A new escalation id: one more than the last handed out by anyone.
+    pub async fn next_id(&self) -> Result<u64, ClusterError> {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (last, revision) = match self.read(NEXT_ID).await? {
+                Some((bytes, revision)) => (parse_id(&bytes)?, revision),
+                None => (0, 0),
+            };
+            let id = last + 1;
+            match self
+                .put(NEXT_ID, Bytes::from(id.to_string()), revision)
+                .await
+            {
+                Ok(_) => return Ok(id),
+                Err(Put::Conflict) => continue,
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("escalation id", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved {
+            key: NEXT_ID.to_string(),
+        })
+    }
+
+    /// One escalation and the revision it was read at, from the stream's leader.
+    pub async fn get(&self, id: u64) -> Result<Option<(EscalationRecord, u64)>, ClusterError> {
+        match self.read(&record_key(id)).await? {
+            Some((bytes, revision)) => Ok(Some((decode(&bytes)?, revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `record` if its key is still at `revision` (0: not stored yet);
+    /// returns the new revision. [`ClusterError::Moved`] if someone wrote it since,
+    /// and then nothing was changed. Keeps its `open` key as the module says.
+    pub async fn put_record(
+        &self,
+        record: &EscalationRecord,
+        revision: u64,
+    ) -> Result<u64, ClusterError> {
+        let id = record.view.id;
+        let resolved = record.view.status == EscalationStatus::Resolved;
+        if !resolved {
+            // Before the record: an unresolved record never lacks its `open` key.
+            self.mark_open(id).await?;
+        }
+        let key = record_key(id);
+        let written = match self.put(&key, encode(record), revision).await {
+            Ok(written) => written,
+            Err(Put::Conflict) => return Err(ClusterError::Moved { key }),
+            Err(Put::Failed(error)) => {
+                return Err(ClusterError::unavailable("escalation write", error))
+            }
+        };
+        tracing::debug!(key, revision = written, "escalation stored");
+        if resolved {
+            // After the record: a crash here leaves a stale `open` key, which
+            // `unresolved` skips and removes.
+            self.unmark_open(id).await?;
+        }
+        Ok(written)
+    }
+
+    /// Reads escalation `id`, lets `change` make the new record from it (`None`:
+    /// write nothing) and stores it by compare-and-set, reading again and calling
+    /// `change` again whenever someone else wrote in between. Returns what was
+    /// stored and its revision, or `None` if `change` wrote nothing.
+    pub async fn update<F>(
+        &self,
+        id: u64,
+        mut change: F,
+    ) -> Result<Option<(EscalationRecord, u64)>, ClusterError>
+    where
+        F: FnMut(Option<&EscalationRecord>) -> Option<EscalationRecord>,
+    {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let current = self.get(id).await?;
+            let revision = current.as_ref().map_or(0, |(_, revision)| *revision);
+            let Some(next) = change(current.as_ref().map(|(record, _)| record)) else {
+                return Ok(None);
+            };
+            if next.view.id != id {
+                return Err(ClusterError::Corrupt {
+                    what: "escalation change",
+                    reason: format!("asked for escalation {id}, given {}", next.view.id),
+                });
+            }
+            match self.put_record(&next, revision).await {
+                Ok(written) => return Ok(Some((next, written))),
+                Err(ClusterError::Moved { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(ClusterError::Moved {
+            key: record_key(id),
+        })
+    }
+
+    /// Every escalation not resolved, oldest first, found through the `open` keys
+    /// (resolved ones are never read). Left-over `open` keys of resolved or
+    /// never-stored escalations are removed on the way.
+    pub async fn unresolved(&self) -> Result<Vec<EscalationRecord>, ClusterError> {
+        let mut out = Vec::new();
+        for id in self.open_ids().await? {
+            match self.get(id).await? {
+                Some((record, _)) if record.view.status != EscalationStatus::Resolved => {
+                    out.push(record)
+                }
+                // Resolved (the writer died before removing the key), or its
+                // first write never happened: nothing to route.
+                Some(_) | None => self.unmark_open(id).await?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids with an `open` key, in order: an ordered consumer on the bucket's
+    /// stream, the last message of each `open.*` subject, headers only.
+    async fn open_ids(&self) -> Result<Vec<u64>, ClusterError> {
+        use futures_util::StreamExt as _;
+        let prefix = format!("$KV.{}.open.", self.bucket);
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.js_client().new_inbox(),
+                filter_subject: format!("{prefix}*"),
+                headers_only: true,
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
+        let mut ids = BTreeSet::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
+        while let Some(message) = messages.next().await {
+            let message = message
+                .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
+            let info = message
+                .info()
+                .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
+            let pending = info.pending;
+            if !removed(message.headers.as_ref()) {
+                let id = message
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|tail| tail.parse::<u64>().ok())
+                    .ok_or_else(|| ClusterError::Corrupt {
+                        what: "open escalation key",
+                        reason: message.subject.to_string(),
+                    })?;
+                ids.insert(id);
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    fn js_client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    async fn mark_open(&self, id: u64) -> Result<(), ClusterError> {
+        let subject = format!("$KV.{}.{}", self.bucket, open_key(id));
+        self.js
+            .publish(subject, Bytes::new())
+            .await
+            .map_err(|error| ClusterError::unavailable("marking an escalation open", error))?
+            .await
+            .map_err(|error| ClusterError::unavailable("marking an escalation open", error))?;
+        Ok(())
+    }
+
+    async fn unmark_open(&self, id: u64) -> Result<(), ClusterError> {
+        let subject = format!("$KV.{}.{}", self.bucket, open_key(id));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        self.js
+            .publish_with_headers(subject, headers, Bytes::new())
+            .await
+            .map_err(|error| ClusterError::unavailable("clearing an open escalation", error))?
+            .await
+            .map_err(|error| ClusterError::unavailable("clearing an open escalation", error))?;
+        Ok(())
+    }
+
+    /// The last value of `key` and its revision, from the stream's leader; `None`
+    /// if it was never written or is deleted.
+    async fn read(&self, key: &str) -> Result<Option<(Bytes, u64)>, ClusterError> {
+        let subject = format!("$KV.{}.{key}", self.bucket);
+        match self.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) if removed_raw(&message.headers) => Ok(None),
+            Ok(message) => Ok(Some((message.payload, message.sequence))),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(ClusterError::unavailable("escalation read", error)),
+        }
+    }
+
+    /// Writes `value` under `key` if the key's last revision is `revision` (0: no
+    /// value yet), with both of the server's answers for a moved revision taken as
+    /// a conflict (see [`is_sequence_conflict`]).
+    async fn put(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, Put> {
+        let subject = format!("$KV.{}.{key}", self.bucket);
+        let message = PublishMessage::build()
+            .payload(value)
+            .expected_last_subject_sequence(revision);
+        let outcome = match self.js.send_publish(subject, message).await {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(ack) => Ok(ack.sequence),
+            Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
+            Err(error) => Err(Put::Failed(error)),
+        }
+    }
+}
+
+/// The deadline index a router keeps (`(deadline_ms, id)`, earliest first), for
+/// the unresolved escalations given: what a new router re-arms on takeover and
+/// then acts on at once for every deadline already past.
+pub fn deadlines(records: &[EscalationRecord]) -> BTreeSet<(u64, u64)> {
+    records
+        .iter()
+        .filter(|record| record.view.status != EscalationStatus::Resolved)
+        .filter_map(|record| record.view.deadline_ms.map(|at| (at, record.view.id)))
+        .collect()
+}
+
+const NEXT_ID: &str = "next_id";
+
+/// Waits before reading again after a lost race: a random time up to a bound that
+/// doubles with each attempt (1 ms to 64 ms). Racing writers otherwise re-read at
+/// once, often before the winner's write is visible at the leader, and collide
+/// again; the randomness spreads them out.
+async fn backoff(attempt: usize) {
+    let bound_us = 1_000u64 << attempt.min(6);
+    let mut bytes = [0u8; 8];
+    let random = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => bound_us / 2,
+    };
+    tokio::time::sleep(std::time::Duration::from_micros(random % bound_us + 1)).await;
+}
+
+fn record_key(id: u64) -> String {
+    format!("esc.{id}")
+}
+
+fn open_key(id: u64) -> String {
+    format!("open.{id}")
+}
+
+/// Why a compare-and-set did not write.
+#[derive(Debug)]
+enum Put {
+    /// Someone wrote the key since the expected revision.
+    Conflict,
+    /// NATS failed.
+    Failed(jetstream::context::PublishError),
+}
+
+fn setup(bucket: &str, error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Setup {
+        what: format!("bucket {bucket}"),
+        reason: error.to_string(),
+    }
+}
+
+/// Whether a KV message is a delete or purge marker.
+fn removed(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers
+        .and_then(|headers| headers.get("KV-Operation"))
+        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+}
+
+fn removed_raw(headers: &async_nats::HeaderMap) -> bool {
+    removed(Some(headers))
+}
+
+fn encode(record: &EscalationRecord) -> Bytes {
+    // Plain data: serialising it cannot fail.
+    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+fn decode(bytes: &[u8]) -> Result<EscalationRecord, ClusterError> {
+    serde_json::from_slice(bytes).map_err(|error| ClusterError::Corrupt {
+        what: "escalation record",
+        reason: error.to_string(),
+    })
+}
+
+fn parse_id(bytes: &[u8]) -> Result<u64, ClusterError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| ClusterError::Corrupt {
+            what: "next escalation id",
+            reason: format!("{} bytes that are not a number", bytes.len()),
+        })
+}
