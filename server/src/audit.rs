@@ -523,33 +523,45 @@ impl ChainLock<'_> {
     /// Appends one entry (not durable until the caller commits); returns its seq.
     pub fn append(&mut self, entry: NewEntry) -> Result<u64, StoreError> {
         let seq = self.tail.seq + 1;
-        let prev = self.tail.hash;
-        let body = EntryBody {
-            seq,
-            ts: entry.ts,
-            prev,
-            action: entry.action,
-            group: entry.group,
-            subject: entry.subject.map(EntrySubject::Key),
-            envelopes: entry
-                .envelopes
-                .into_iter()
-                .map(EntryEnvelope::Signed)
-                .collect(),
-        };
-        let body = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt {
-            tree: "seq_audit",
-            reason: format!("an entry could not be encoded: {e}"),
-        })?;
-        let hash = EntryHash::of_entry(&prev, &body);
-        let mut stored = Vec::with_capacity(65 + body.len());
-        stored.extend_from_slice(hash.to_hex().as_bytes());
-        stored.push(b'\n');
-        stored.extend_from_slice(&body);
+        let (stored, hash) =
+            encode_entry(seq, &self.tail.hash, entry).map_err(|e| StoreError::Corrupt {
+                tree: "seq_audit",
+                reason: format!("an entry could not be encoded: {e}"),
+            })?;
         self.store.append_audit(seq, &stored)?;
         *self.tail = Tail { seq, hash };
         Ok(seq)
     }
+}
+
+/// Entry number `seq`, linked to the entry before by its hash `prev`, as the chain
+/// stores it (its hash line, a newline, its body), and its hash. The one encoding,
+/// whichever store keeps the chain (sled here, a NATS stream in cluster mode).
+pub fn encode_entry(
+    seq: u64,
+    prev: &EntryHash,
+    entry: NewEntry,
+) -> Result<(Vec<u8>, EntryHash), serde_json::Error> {
+    let body = EntryBody {
+        seq,
+        ts: entry.ts,
+        prev: *prev,
+        action: entry.action,
+        group: entry.group,
+        subject: entry.subject.map(EntrySubject::Key),
+        envelopes: entry
+            .envelopes
+            .into_iter()
+            .map(EntryEnvelope::Signed)
+            .collect(),
+    };
+    let body = serde_json::to_vec(&body)?;
+    let hash = EntryHash::of_entry(prev, &body);
+    let mut stored = Vec::with_capacity(65 + body.len());
+    stored.extend_from_slice(hash.to_hex().as_bytes());
+    stored.push(b'\n');
+    stored.extend_from_slice(&body);
+    Ok((stored, hash))
 }
 
 /// What [`AuditLog::rewrite_for_erasure`] changed.
@@ -894,10 +906,19 @@ pub enum BreakReason {
 /// seqs run from `anchor.seq + 1`, whose `prev` is the anchor's hash.
 pub fn verify(store: &Store) -> Result<VerifyReport, ChainBreak> {
     let anchor = anchor(store).map_err(|e| broken(0)(BreakReason::Unreadable(e.to_string())))?;
+    verify_entries(anchor, store.audit_entries())
+}
+
+/// Checks a chain given as its stored entries in order, `(seq, stored bytes)`,
+/// from `anchor` on: what [`verify`] does for the store, for any store of the chain.
+pub fn verify_entries<E: fmt::Display>(
+    anchor: Anchor,
+    entries: impl IntoIterator<Item = Result<(u64, Vec<u8>), E>>,
+) -> Result<VerifyReport, ChainBreak> {
     let mut last_seq = anchor.seq;
     let mut last_hash = anchor.hash;
     let mut erased_envelopes = 0u64;
-    for item in store.audit_entries() {
+    for item in entries {
         let expected = last_seq + 1;
         let (seq, stored) =
             item.map_err(|e| broken(expected)(BreakReason::Unreadable(e.to_string())))?;

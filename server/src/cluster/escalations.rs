@@ -36,6 +36,12 @@ use crate::store::records::EscalationRecord;
 /// read again after losing a race before giving up.
 const RETRIES: usize = 64;
 
+/// The longest wait for the next message while listing the open escalations.
+const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a listing of the open escalations is started again after failing.
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the queue is kept.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -214,8 +220,25 @@ impl EscalationQueue {
     }
 
     /// The ids with an `open` key, in order: an ordered consumer on the bucket's
-    /// stream, the last message of each `open.*` subject, headers only.
+    /// stream, the last message of each `open.*` subject, headers only. A listing
+    /// that stalls or fails on the way (a server went away under its consumer) is
+    /// started again for up to [`READ_DEADLINE`].
     async fn open_ids(&self) -> Result<Vec<u64>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + READ_DEADLINE;
+        loop {
+            match self.open_ids_once().await {
+                Err(ClusterError::Unavailable { op, reason })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(op, %reason, "listing open escalations started again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn open_ids_once(&self) -> Result<Vec<u64>, ClusterError> {
         use futures_util::StreamExt as _;
         let prefix = format!("$KV.{}.open.", self.bucket);
         let consumer = self
@@ -238,7 +261,16 @@ impl EscalationQueue {
             .messages()
             .await
             .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
-        while let Some(message) = messages.next().await {
+        loop {
+            let next = tokio::time::timeout(READ_STALL, messages.next())
+                .await
+                .map_err(|_| ClusterError::unavailable("listing open escalations", "timed out"))?;
+            let Some(message) = next else {
+                return Err(ClusterError::unavailable(
+                    "listing open escalations",
+                    "the consumer ended",
+                ));
+            };
             let message = message
                 .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
             let info = message
@@ -347,7 +379,7 @@ const NEXT_ID: &str = "next_id";
 /// doubles with each attempt (1 ms to 64 ms). Racing writers otherwise re-read at
 /// once, often before the winner's write is visible at the leader, and collide
 /// again; the randomness spreads them out.
-async fn backoff(attempt: usize) {
+pub(crate) async fn backoff(attempt: usize) {
     let bound_us = 1_000u64 << attempt.min(6);
     let mut bytes = [0u8; 8];
     let random = match getrandom::fill(&mut bytes) {

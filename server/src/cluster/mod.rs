@@ -17,9 +17,13 @@
 //! - [`escalations`] — the escalation queue in a replicated bucket, every write a
 //!   compare-and-set, with an index of the unresolved ones that a new router
 //!   re-arms its deadlines from.
+//! - [`audit`] — the audit chain in a replicated stream, appended to by every node
+//!   and kept one line by the expected last sequence, checked by the same verifier
+//!   as the one-node chain.
 //!
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
+pub mod audit;
 pub mod dedupe;
 pub mod escalations;
 pub mod lease;

@@ -8,6 +8,7 @@ mod access_codes;
 mod alerting;
 mod audit;
 mod bad_input;
+mod cluster_audit;
 mod cluster_escalations;
 mod cluster_primitives;
 mod conversation;
