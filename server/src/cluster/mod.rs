@@ -17,6 +17,8 @@
 //! - [`escalations`] — the escalation queue in a replicated bucket, every write a
 //!   compare-and-set, with an index of the unresolved ones that a new router
 //!   re-arms its deadlines from.
+//! - [`snapshot`] — a group's state as of one log record, fenced by epoch, and
+//!   the restore a node taking a group over runs: the snapshot and the events after.
 //! - [`audit`] — the audit chain in a replicated stream, appended to by every node
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
@@ -28,6 +30,7 @@ pub mod dedupe;
 pub mod escalations;
 pub mod lease;
 pub mod log;
+pub mod snapshot;
 
 use std::time::Duration;
 

@@ -696,3 +696,130 @@ async fn a_kept_lease_is_given_up_when_it_cannot_be_renewed() {
     .await
     .expect("test bound");
 }
+
+/// A group taken over from a snapshot (docs/CLUSTER.md §3): owner A appends ten
+/// events, snapshots, appends five more and stops renewing; B takes the lease,
+/// opens its writer and restores — the snapshot and exactly the five events after
+/// it, so its state equals A's — and goes on from seq 16. A's late snapshot is
+/// refused (a newer epoch wrote one), a snapshot covering no more than the stored
+/// one is not written, and a fresh reader restores B's snapshot with nothing after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_restores_from_the_snapshot_and_the_events_after_it() {
+    use peerhub_server::cluster::snapshot::{restore, Snapshot, SnapshotConfig, Snapshots};
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let ttl = Duration::from_millis(1500);
+        let nats_a = connect(&cluster, 0, "owner-a").await;
+        let nats_b = connect(&cluster, 1, "owner-b").await;
+        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
+            .await
+            .expect("leases");
+        let logs_a = open_logs(&nats_a).await;
+        let logs_b = open_logs(&nats_b).await;
+        let snaps_a = Snapshots::open(&nats_a, &SnapshotConfig::default())
+            .await
+            .expect("snapshots");
+        let snaps_b = Snapshots::open(&nats_b, &SnapshotConfig::default())
+            .await
+            .expect("snapshots");
+        // The "state" here is the sum of the events' numbers.
+        let sum = |records: &[peerhub_server::cluster::log::LogRecord], from: u64| {
+            records.iter().fold(from, |acc, r| {
+                acc + std::str::from_utf8(&r.payload)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+        };
+
+        // Nothing yet: an empty restore.
+        let empty = restore(&snaps_a, &logs_a, "g7").await.expect("restore");
+        assert!(empty.snapshot.is_none() && empty.after.is_empty());
+        assert_eq!(empty.last_seq(), 0);
+
+        let lease_a = leases_a.acquire("group-g7", "a").await.expect("a acquires");
+        let mut writer_a = logs_a.writer("g7", &lease_a).await.expect("a opens");
+        let mut state_a = 0u64;
+        let mut at_ten = None;
+        for i in 1..=15u64 {
+            let appended = writer_a.append(b(&i.to_string())).await.expect("a appends");
+            state_a += i;
+            if i == 10 {
+                at_ten = Some(Snapshot {
+                    epoch: lease_a.epoch(),
+                    seq: appended.seq,
+                    stream_seq: appended.stream_seq,
+                    state: b(&state_a.to_string()),
+                });
+                assert!(snaps_a.save("g7", at_ten.as_ref().unwrap()).await.unwrap());
+            }
+        }
+        let at_ten = at_ten.unwrap();
+        // The same snapshot again covers nothing more: not written.
+        assert!(!snaps_a.save("g7", &at_ten).await.unwrap());
+
+        // A stops renewing; B takes over and restores.
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        let lease_b = leases_b
+            .acquire("group-g7", "b")
+            .await
+            .expect("b takes over");
+        let mut writer_b = logs_b.writer("g7", &lease_b).await.expect("b opens");
+        let restored = restore(&snaps_b, &logs_b, "g7").await.expect("restore");
+        assert_eq!(restored.snapshot.as_ref(), Some(&at_ten));
+        assert_eq!(
+            restored.after.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (11..=15).collect::<Vec<u64>>(),
+            "exactly the events after the snapshot"
+        );
+        let from: u64 = std::str::from_utf8(&at_ten.state).unwrap().parse().unwrap();
+        let mut state_b = sum(&restored.after, from);
+        assert_eq!(state_b, state_a, "B's state is A's");
+        assert_eq!(restored.last_seq(), writer_b.last_seq());
+        let mut last = None;
+        for i in 16..=20u64 {
+            let appended = writer_b.append(b(&i.to_string())).await.expect("b appends");
+            assert_eq!(appended.seq, i);
+            state_b += i;
+            last = Some(appended);
+        }
+        let last = last.unwrap();
+        let at_twenty = Snapshot {
+            epoch: lease_b.epoch(),
+            seq: last.seq,
+            stream_seq: last.stream_seq,
+            state: b(&state_b.to_string()),
+        };
+        assert!(snaps_b.save("g7", &at_twenty).await.unwrap());
+
+        // A, stale, snapshots what it had: refused, and B's snapshot stays.
+        let late = Snapshot {
+            epoch: lease_a.epoch(),
+            seq: 15,
+            stream_seq: at_ten.stream_seq + 5,
+            state: b(&state_a.to_string()),
+        };
+        let refused = snaps_a.save("g7", &late).await;
+        assert!(
+            matches!(refused, Err(ClusterError::Fenced { epoch: 1, .. })),
+            "{refused:?}"
+        );
+        let fresh = restore(&snaps_a, &logs_a, "g7").await.expect("restore");
+        assert_eq!(fresh.snapshot.as_ref(), Some(&at_twenty));
+        assert!(fresh.after.is_empty());
+        assert_eq!(fresh.last_seq(), 20);
+
+        // Bad names are refused before anything is read or written.
+        assert!(matches!(
+            snaps_a.save("g.7", &at_twenty).await,
+            Err(ClusterError::InvalidName(_))
+        ));
+    })
+    .await
+    .expect("bounded");
+}
