@@ -19,6 +19,8 @@
 //!   re-arms its deadlines from.
 //! - [`snapshot`] — a group's state as of one log record, fenced by epoch, and
 //!   the restore a node taking a group over runs: the snapshot and the events after.
+//! - [`fanout`] — a group's events to the nodes with members in it, over core NATS,
+//!   in order and gap-free: what the wire lost is read from the group's log.
 //! - [`audit`] — the audit chain in a replicated stream, appended to by every node
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
@@ -28,6 +30,7 @@
 pub mod audit;
 pub mod dedupe;
 pub mod escalations;
+pub mod fanout;
 pub mod lease;
 pub mod log;
 pub mod snapshot;

@@ -823,3 +823,90 @@ async fn a_new_owner_restores_from_the_snapshot_and_the_events_after_it() {
     .await
     .expect("bounded");
 }
+
+/// Event fan-out (docs/CLUSTER.md §5): the owner publishes events on core NATS,
+/// but the wire loses three in the middle and the last one, and repeats one. A
+/// follower on another server still gets events 1 to 20 in order, each once,
+/// reading what was lost from the group's log; one that starts after event 15
+/// gets only what follows, and a new event as it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_gets_every_event_in_order_though_the_wire_lost_some() {
+    use peerhub_server::cluster::fanout::{publish, EventFeed};
+    use peerhub_server::cluster::log::{LogRecord, RecordKind};
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let nats_a = connect(&cluster, 0, "owner").await;
+        let nats_b = connect(&cluster, 1, "follower").await;
+        let leases = Leases::open(
+            &nats_a,
+            &lease_config(Duration::from_secs(30)),
+            Clock::system(),
+        )
+        .await
+        .expect("leases");
+        let logs_a = open_logs(&nats_a).await;
+        let logs_b = open_logs(&nats_b).await;
+        let lease = leases.acquire("group-g9", "owner").await.expect("lease");
+        let mut writer = logs_a.writer("g9", &lease).await.expect("writer");
+        let mut feed = EventFeed::follow(&nats_b, &logs_b, "g9", 0, 0)
+            .await
+            .expect("follow");
+        let record = |seq: u64, stream_seq: u64, payload: bytes::Bytes| LogRecord {
+            seq,
+            stream_seq,
+            epoch: lease.epoch(),
+            kind: RecordKind::Event,
+            holder: "owner".into(),
+            msg_id: String::new(),
+            payload,
+        };
+        let mut streams = Vec::new();
+        for i in 1..=20u64 {
+            let payload = b(&format!("event {i}"));
+            let appended = writer.append(payload.clone()).await.expect("append");
+            streams.push(appended.stream_seq);
+            let event = record(appended.seq, appended.stream_seq, payload);
+            if ![5, 6, 7, 20].contains(&i) {
+                publish(&nats_a, "g9", &event).await.expect("publish");
+            }
+            if i == 10 {
+                publish(&nats_a, "g9", &event).await.expect("publish again");
+            }
+        }
+        let mut got = Vec::new();
+        for _ in 1..=20 {
+            let event = feed.next(Duration::from_millis(300)).await.expect("next");
+            got.push((
+                event.seq,
+                String::from_utf8(event.payload.to_vec()).unwrap(),
+            ));
+        }
+        let want: Vec<_> = (1..=20u64).map(|i| (i, format!("event {i}"))).collect();
+        assert_eq!(got, want, "in order, each once");
+
+        // A late follower starts after event 15.
+        let mut late = EventFeed::follow(&nats_b, &logs_b, "g9", 15, streams[14])
+            .await
+            .expect("follow late");
+        let mut got = Vec::new();
+        for _ in 16..=20 {
+            got.push(late.next(Duration::from_millis(300)).await.unwrap().seq);
+        }
+        assert_eq!(got, vec![16, 17, 18, 19, 20]);
+        let payload = b("event 21");
+        let appended = writer.append(payload.clone()).await.expect("append 21");
+        publish(
+            &nats_a,
+            "g9",
+            &record(appended.seq, appended.stream_seq, payload),
+        )
+        .await
+        .unwrap();
+        assert_eq!(late.next(Duration::from_millis(300)).await.unwrap().seq, 21);
+        assert_eq!(feed.next(Duration::from_millis(300)).await.unwrap().seq, 21);
+    })
+    .await
+    .expect("bounded");
+}
