@@ -19,6 +19,8 @@
 //!   re-arms its deadlines from.
 //! - [`snapshot`] — a group's state as of one log record, fenced by epoch, and
 //!   the restore a node taking a group over runs: the snapshot and the events after.
+//! - [`commands`] — a command for a group owned on another node, as a request to
+//!   its owner; "nobody owns it" at once; recent answers kept for a retry.
 //! - [`fanout`] — a group's events to the nodes with members in it, over core NATS,
 //!   in order and gap-free: what the wire lost is read from the group's log.
 //! - [`audit`] — the audit chain in a replicated stream, appended to by every node
@@ -28,6 +30,7 @@
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
 pub mod audit;
+pub mod commands;
 pub mod dedupe;
 pub mod escalations;
 pub mod fanout;

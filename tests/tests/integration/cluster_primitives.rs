@@ -910,3 +910,129 @@ async fn a_follower_gets_every_event_in_order_though_the_wire_lost_some() {
     .await
     .expect("bounded");
 }
+
+/// Commands from other nodes (docs/CLUSTER.md §4). Before anyone serves a group,
+/// a command hears at once that nobody owns it (not after its timeout). The owner
+/// then takes sixty commands from two nodes one at a time, and every asker gets
+/// its own answer. A command sent again after its sender timed out is answered
+/// from the owner's memory with its first answer, and applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_the_owner_from_other_nodes_and_a_retry_is_applied_once() {
+    use peerhub_server::cluster::commands::{ask, Asked, Inbox, Replies};
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let owner = connect(&cluster, 0, "owner").await;
+        let askers = [
+            connect(&cluster, 1, "node-b").await,
+            connect(&cluster, 2, "node-c").await,
+        ];
+        let started = std::time::Instant::now();
+        let none = ask(&askers[0], "g5", "k-1", b("hello"), Duration::from_secs(5)).await;
+        assert_eq!(none.unwrap(), Asked::NoOwner);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no owner is said at once"
+        );
+
+        // The owner: applies each command once (a count per id), answers with the
+        // order it was applied in; a slow command ("slow-…") takes 600 ms.
+        let mut inbox = Inbox::serve(&owner, "g5").await.expect("serve");
+        let owner_task = tokio::spawn(async move {
+            let mut replies = Replies::new(1000);
+            let mut applied: Vec<String> = Vec::new();
+            while let Some(command) = inbox.next().await {
+                let answer = match replies.get(&command.id) {
+                    Some(first) => first.clone(),
+                    None => {
+                        if command.id.starts_with("slow-") {
+                            tokio::time::sleep(Duration::from_millis(600)).await;
+                        }
+                        applied.push(command.id.clone());
+                        let answer = b(&format!(
+                            "{} #{}",
+                            String::from_utf8_lossy(&command.payload),
+                            applied.len()
+                        ));
+                        replies.remember(&command.id, answer.clone());
+                        answer
+                    }
+                };
+                inbox.answer(&command, answer).await.expect("answer");
+                if command.id == "stop" {
+                    inbox.close().await;
+                    return applied;
+                }
+            }
+            applied
+        });
+
+        let mut tasks = Vec::new();
+        for (n, nats) in askers.iter().enumerate() {
+            let nats = nats.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..30 {
+                    let id = format!("k{n}-{i}");
+                    match ask(&nats, "g5", &id, b(&id), Duration::from_secs(10)).await {
+                        Ok(Asked::Answered(answer)) => {
+                            answers.push(String::from_utf8(answer.to_vec()).unwrap())
+                        }
+                        other => panic!("{id}: {other:?}"),
+                    }
+                }
+                answers
+            }));
+        }
+        let mut numbers = Vec::new();
+        for (n, task) in tasks.into_iter().enumerate() {
+            for (i, answer) in task.await.unwrap().into_iter().enumerate() {
+                let (id, number) = answer.split_once(" #").expect("an answer");
+                assert_eq!(id, format!("k{n}-{i}"), "each asker gets its own answer");
+                numbers.push(number.parse::<u64>().unwrap());
+            }
+        }
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=60).collect::<Vec<u64>>());
+
+        // A slow command: its sender gives up, then sends it again.
+        let first = ask(
+            &askers[0],
+            "g5",
+            "slow-1",
+            b("slow"),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(
+            matches!(first, Err(ClusterError::Unavailable { .. })),
+            "{first:?}"
+        );
+        let again = ask(
+            &askers[1],
+            "g5",
+            "slow-1",
+            b("slow"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(again, Asked::Answered(b("slow #61")));
+        let stop = ask(&askers[1], "g5", "stop", b("stop"), Duration::from_secs(10))
+            .await
+            .expect("answered");
+        assert_eq!(stop, Asked::Answered(b("stop #62")));
+        let applied = owner_task.await.unwrap();
+        assert_eq!(
+            applied.iter().filter(|id| id.as_str() == "slow-1").count(),
+            1,
+            "the retried command was applied once"
+        );
+        // The owner stopped serving: nobody owns the group again.
+        let none = ask(&askers[0], "g5", "k-2", b("again"), Duration::from_secs(5)).await;
+        assert_eq!(none.unwrap(), Asked::NoOwner);
+    })
+    .await
+    .expect("bounded");
+}
