@@ -127,43 +127,6 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    // EXPERIMENT (issue 17, s6-cpu; not kept): ten events one by one against
-    // the same ten as one sled Batch (a group batch of ten posts).
-    for (name, batched) in [
-        ("ten_events_one_by_one", false),
-        ("ten_events_one_batch", true),
-    ] {
-        let gid = peerhub_protocol::GroupId::parse(if batched { "gb" } else { "ga" }).expect("id");
-        let mut next = 0u64;
-        group.throughput(Throughput::Elements(10));
-        group.bench_function(name, |b| {
-            b.iter_batched(
-                || {
-                    (0..10)
-                        .map(|_| {
-                            next += 1;
-                            let mut e = event.clone();
-                            e.seq = next;
-                            e
-                        })
-                        .collect::<Vec<_>>()
-                },
-                |events| {
-                    if batched {
-                        store
-                            .put_events_batch(&gid, &Channel::Main, &events)
-                            .expect("batch");
-                    } else {
-                        for e in &events {
-                            store.put_event(&gid, &Channel::Main, e).expect("put");
-                        }
-                    }
-                },
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    group.throughput(Throughput::Elements(1));
     let third = peerhub_protocol::GroupId::parse("g2").expect("id");
     let mut seq3 = 0u64;
     group.bench_function("put_event_and_flush", |b| {

@@ -880,23 +880,6 @@ impl Store {
         Ok(())
     }
 
-    /// EXPERIMENT (issue 17, s6-cpu; not kept): a group batch's events as one sled
-    /// `Batch`, to compare with one `put_event` each.
-    pub fn put_events_batch(
-        &self,
-        group: &GroupId,
-        channel: &Channel,
-        events: &[StoredEvent],
-    ) -> Result<(), StoreError> {
-        let _writing = self.writing();
-        let mut batch = sled::Batch::default();
-        for event in events {
-            batch.insert(keys::event_key(group, channel, event.seq), encode(event));
-        }
-        self.t().groupid_seq_event.apply_batch(batch)?;
-        Ok(())
-    }
-
     /// One event, if it is (still) stored.
     pub fn event(
         &self,
