@@ -76,9 +76,9 @@ pub struct Config {
 /// Which async runtime the `peerhub` binary serves on (the `runtime` key).
 ///
 /// On one CPU the work-stealing runtime has a single worker anyway, and the
-/// current-thread runtime measured cheaper and sooner there: 8–10 % less CPU per
-/// post at saturation, half the context switches, and a median delivery about
-/// 0.6–1 ms sooner at a third to a half of saturation (docs/PERFORMANCE.md,
+/// current-thread runtime measured cheaper there: 9–18 % less CPU per post at
+/// saturation, a third to a half fewer context switches, and in most runs a
+/// sooner median delivery at a third to a half of saturation (docs/PERFORMANCE.md,
 /// "Per-post overhead: changes measured"). With more CPUs only the work-stealing
 /// runtime uses them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
