@@ -69,6 +69,60 @@ pub struct Config {
     /// Free bytes on the data folder's disk below which new groups and members
     /// are refused (0: no watermark).
     pub store_min_free_bytes: u64,
+    /// Which async runtime serves (the `runtime` key).
+    pub runtime: RuntimeFlavor,
+}
+
+/// Which async runtime the `peerhub` binary serves on (the `runtime` key).
+///
+/// On one CPU the work-stealing runtime has a single worker anyway, and the
+/// current-thread runtime measured cheaper there: 9–18 % less CPU per post at
+/// saturation, a third to a half fewer context switches, and in most runs a
+/// sooner median delivery at a third to a half of saturation (docs/PERFORMANCE.md,
+/// "Per-post overhead: changes measured"). With more CPUs only the work-stealing
+/// runtime uses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RuntimeFlavor {
+    /// Current-thread when the process may run on one CPU only, else work-stealing.
+    #[default]
+    Auto,
+    /// Tokio's work-stealing runtime, one worker per CPU the process may use.
+    MultiThread,
+    /// One thread runs every task (the blocking pool and the commit thread aside).
+    CurrentThread,
+}
+
+impl RuntimeFlavor {
+    /// `auto` resolved for a process that may use `cpus` CPUs.
+    pub fn resolve(self, cpus: usize) -> Self {
+        match self {
+            Self::Auto if cpus <= 1 => Self::CurrentThread,
+            Self::Auto => Self::MultiThread,
+            chosen => chosen,
+        }
+    }
+
+    /// As the config file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::MultiThread => "multi_thread",
+            Self::CurrentThread => "current_thread",
+        }
+    }
+}
+
+impl std::str::FromStr for RuntimeFlavor {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "multi_thread" => Ok(Self::MultiThread),
+            "current_thread" => Ok(Self::CurrentThread),
+            _ => Err(()),
+        }
+    }
 }
 
 impl Config {
@@ -100,6 +154,7 @@ impl Config {
                 .collect(),
             backup: Default::default(),
             store_min_free_bytes: 256 * 1024 * 1024,
+            runtime: RuntimeFlavor::Auto,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use peerhub_server::config::{
-    AuditCommand, Cli, Command, EscalationCommand, GroupCommand, RotaCommand, Serving,
+    AuditCommand, Cli, Command, EscalationCommand, GroupCommand, RotaCommand, RuntimeFlavor,
+    Serving,
 };
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
@@ -367,7 +368,18 @@ fn rota(command: RotaCommand) -> ExitCode {
 }
 
 fn serve_until_signal(serving: Serving) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    // On one CPU a current-thread runtime delivers sooner (see RuntimeFlavor).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match serving.config.runtime.resolve(cpus) {
+        // The blocking pool's threads get their own name: no thread is then
+        // called like a work-stealing worker (the crash tests look).
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("peerhub-blocking")
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("peerhub: cannot start the async runtime: {error}");

@@ -39,6 +39,8 @@ pub struct FileSettings {
     pub trusted_proxies: Vec<String>,
     /// The header they write: `x-forwarded-for` or `forwarded` (RFC 7239).
     pub client_address_header: String,
+    /// The async runtime: "auto", "multi_thread" or "current_thread".
+    pub runtime: String,
     /// TLS.
     pub tls: TlsSection,
     /// Distress escalation.
@@ -227,6 +229,7 @@ impl Default for FileSettings {
             allow_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             client_address_header: config.trusted_proxies.header.name().to_string(),
+            runtime: config.runtime.name().to_string(),
             tls: TlsSection::default(),
             escalation: EscalationSection {
                 emergency_deadline_ms: escalation.emergency_deadline.as_millis() as u64,
@@ -338,6 +341,7 @@ pub const KEYS: &[&str] = &[
     "allow_origins",
     "trusted_proxies",
     "client_address_header",
+    "runtime",
     "tls.cert",
     "tls.key",
     "tls.self_signed",
@@ -754,6 +758,12 @@ impl FileSettings {
                 self.client_address_header
             ))
         })?;
+        config.runtime = self.runtime.parse().map_err(|()| {
+            ConfigError::File(format!(
+                "runtime must be \"auto\", \"multi_thread\" or \"current_thread\", not {:?}",
+                self.runtime
+            ))
+        })?;
         config.trusted_proxies.blocks = self
             .trusted_proxies
             .iter()
@@ -959,6 +969,10 @@ mod tests {
         bad.client_address_header = "x-real-ip".into();
         let error = bad.validate().unwrap_err().to_string();
         assert!(error.contains("client_address_header"), "{error}");
+        let mut bad = settings.clone();
+        bad.runtime = "tokio".into();
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains("runtime"), "{error}");
         let mut zero = settings;
         zero.limits.max_pending_logins_per_ip = 0;
         assert!(zero.validate().is_err());

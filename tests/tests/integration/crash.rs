@@ -110,11 +110,79 @@ async fn connect_member(addr: std::net::SocketAddr, me: &Identity) -> Client {
 
 #[tokio::test]
 async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
+    kill_9_cycles(&[], |_| {}).await;
+}
+
+/// The same on the current-thread runtime (`runtime = "current_thread"`, what
+/// `auto` takes on one CPU): one thread runs every session and group task, and
+/// acknowledged still means durable.
+#[tokio::test]
+async fn twenty_kill_9_cycles_on_the_current_thread_runtime_lose_nothing() {
+    kill_9_cycles(&[("PEERHUB_RUNTIME", "current_thread")], |pid| {
+        let names = thread_names(pid);
+        assert!(
+            !names.iter().any(|n| n.starts_with("tokio-")),
+            "no work-stealing workers: {names:?}"
+        );
+    })
+    .await;
+}
+
+/// `runtime = "auto"` (the default) takes the current-thread runtime when the
+/// hub may run on one CPU only, and `multi_thread` keeps the work-stealing one
+/// there; a name outside the three is refused by key.
+#[tokio::test]
+async fn the_runtime_key_chooses_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let pinned =
+        ProcessServer::start_wrapped(&dir.path().join("a"), &[], "warn", &["taskset", "-c", "0"])
+            .await;
+    let names = thread_names(pinned.pid());
+    assert!(
+        !names.iter().any(|n| n.starts_with("tokio-")),
+        "auto on one CPU: current-thread runtime, {names:?}"
+    );
+    let chosen = ProcessServer::start_env(
+        &dir.path().join("b"),
+        &[],
+        &[("PEERHUB_RUNTIME", "multi_thread")],
+    )
+    .await;
+    let names = thread_names(chosen.pid());
+    assert!(
+        names.iter().any(|n| n.starts_with("tokio-")),
+        "multi_thread: work-stealing workers, {names:?}"
+    );
+    let refused = std::process::Command::new(peerhub_tests::process::binary())
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("c"))
+        .env("PEERHUB_RUNTIME", "tokio")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("runtime must be"), "{said}");
+}
+
+/// The names of a process's threads (`/proc/PID/task/*/comm`).
+pub(crate) fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// Kills the hub 20 times while posts and flags flow; `check` looks at each
+/// fresh process (by pid) before its traffic starts.
+async fn kill_9_cycles(env: &[(&str, &str)], check: impl Fn(u32)) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Long deadlines: escalations must still be waiting (and re-armed) at the end.
     let args = ["--deadline-concern-ms", "3600000"];
-    let mut process = ProcessServer::start(&data, &args).await;
+    let mut process = ProcessServer::start_env(&data, &args, env).await;
+    check(process.pid());
     let mut admin = process.admin().await;
     admin.create_group("crash", "Crash").await;
     let token = admin.invite(InviteRole::Supervisor, None).await;
@@ -152,7 +220,8 @@ async fn twenty_kill_9_cycles_lose_no_acknowledged_message_or_flag() {
             flag_acks += flags.len();
             acked_flags.extend(flags);
         }
-        process = ProcessServer::start(&data, &args).await;
+        process = ProcessServer::start_env(&data, &args, env).await;
+        check(process.pid());
     }
 
     // Everything acknowledged is there, in order, gap-free.
