@@ -327,7 +327,7 @@ fn build(store: &Store, key: &PublicKey, now_ms: u64) -> Result<Export, StoreErr
                 agreed_version: member.agreed_version,
             },
             join: member.join,
-            agreement: member.agreement_env,
+            agreement: member.agreement_env.map(|env| *env),
         });
     }
 

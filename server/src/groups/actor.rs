@@ -1180,7 +1180,7 @@ impl GroupActor {
         let was_in_room = self.room.in_room(&key);
         if let Some(member) = self.room.members.get_mut(&key) {
             member.record.agreed_version = version;
-            member.record.agreement_env = Some(env);
+            member.record.agreement_env = Some(Box::new(env));
         }
         if was_in_room || self.occupancy() < self.limits.max_members {
             self.room.auto_admit(&key);

@@ -132,9 +132,12 @@ pub struct MemberRecord {
     /// The agreement version they accepted (0: none).
     #[serde(default)]
     pub agreed_version: u32,
-    /// Their signed acceptance of it.
+    /// Their signed acceptance of it. Boxed (the same bytes on disk): most
+    /// members have none, and the group task keeps every member's record in
+    /// memory, where 120 bytes less per member brings a group of up to eleven
+    /// into one 4 KiB node instead of 6 KiB.
     #[serde(default)]
-    pub agreement_env: Option<SignedEnvelope>,
+    pub agreement_env: Option<Box<SignedEnvelope>>,
     /// The session they were admitted to.
     #[serde(default)]
     pub admitted_session: Option<u64>,

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::ws::WRITE_TIMEOUT;
+use super::ws::{write_frames, FrameWriter, OPCODE_BINARY, OPCODE_TEXT, WRITE_TIMEOUT};
 use crate::hub::Hub;
 
 /// Where the endpoint is served.
@@ -100,6 +100,7 @@ pub async fn run<S>(mut ws: WebSocketStream<S>, shutdown: &CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut out = FrameWriter::default();
     loop {
         let next = tokio::select! {
             next = ws.next() => next,
@@ -113,9 +114,15 @@ where
             }
         };
         let wrote = match next {
-            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                // `send` writes and flushes.
-                tokio::time::timeout(WRITE_TIMEOUT, ws.send(message)).await
+            // Written as `/ws` writes its frames ([`FrameWriter`]), so the suite
+            // checks that writer too.
+            Some(Ok(Message::Text(text))) => {
+                out.push(OPCODE_TEXT, text.as_bytes());
+                tokio::time::timeout(WRITE_TIMEOUT, write_frames(&mut ws, &mut out)).await
+            }
+            Some(Ok(Message::Binary(data))) => {
+                out.push(OPCODE_BINARY, &data);
+                tokio::time::timeout(WRITE_TIMEOUT, write_frames(&mut ws, &mut out)).await
             }
             // A ping's pong, or the reply to the peer's close, is queued: send it.
             Some(Ok(
