@@ -17,7 +17,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -57,10 +58,10 @@ pub enum WriteFailed {
     Broken,
 }
 
-/// RFC 6455 §5.2 opcode of a text frame.
-pub const OPCODE_TEXT: u8 = 0x1;
-/// RFC 6455 §5.2 opcode of a binary frame.
-pub const OPCODE_BINARY: u8 = 0x2;
+/// A text data frame's opcode.
+pub const OPCODE_TEXT: OpCode = OpCode::Data(Data::Text);
+/// A binary data frame's opcode.
+pub const OPCODE_BINARY: OpCode = OpCode::Data(Data::Binary);
 
 /// Whole, unmasked (server-to-client) data frames on their way to the socket.
 ///
@@ -77,20 +78,18 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    /// Appends one final (FIN) frame with `opcode` and `payload`.
-    pub fn push(&mut self, opcode: u8, payload: &[u8]) {
-        let len = payload.len();
-        self.bytes.reserve(len + 10);
-        self.bytes.push(0x80 | opcode);
-        if len < 126 {
-            self.bytes.push(len as u8);
-        } else if let Ok(len) = u16::try_from(len) {
-            self.bytes.push(126);
-            self.bytes.extend_from_slice(&len.to_be_bytes());
-        } else {
-            self.bytes.push(127);
-            self.bytes.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+    /// Appends one final (FIN), unmasked frame with `opcode` and `payload`; the
+    /// header is tungstenite's own encoding ([`FrameHeader::format`]).
+    pub fn push(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = FrameHeader {
+            is_final: true,
+            opcode,
+            ..FrameHeader::default()
+        };
+        self.bytes
+            .reserve(header.len(payload.len() as u64) + payload.len());
+        // Writing into a Vec cannot fail.
+        let _ = header.format(payload.len() as u64, &mut self.bytes);
         self.bytes.extend_from_slice(payload);
     }
 
