@@ -180,6 +180,17 @@ impl NatsCluster {
             .collect()
     }
 
+    /// A peerhub connection to the running nodes, trying the `first`-th (modulo
+    /// how many run) before the others.
+    pub async fn connect(&self, first: usize, name: &str) -> peerhub_server::cluster::Nats {
+        let mut urls = self.running_urls();
+        let count = urls.len();
+        urls.rotate_left(first % count);
+        peerhub_server::cluster::Nats::connect(&urls, name, Duration::from_secs(2))
+            .await
+            .expect("connect to NATS")
+    }
+
     /// `kill -9` one node by name and reaps it.
     pub async fn kill(&mut self, name: &str) {
         let node = self
@@ -252,5 +263,27 @@ impl NatsCluster {
             tokio::time::timeout(Duration::from_secs(2), names.next()).await,
             Ok(None) | Ok(Some(Ok(_)))
         )
+    }
+}
+
+/// Runs `open` until it succeeds, for up to 30 s: opening a stream or bucket
+/// fails while JetStream elects leaders after a server was killed. Panics with
+/// the last error after that; `what` names it in the messages.
+pub async fn opened<T, E, F, Fut>(what: &str, mut open: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match open().await {
+            Ok(opened) => return opened,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("opening {what} again: {error}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("opening {what}: {error}"),
+        }
     }
 }

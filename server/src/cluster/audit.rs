@@ -14,11 +14,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use super::{is_sequence_conflict, open_stream, ClusterError, Nats, StreamShape};
+use super::{last_message, open_stream, put_expecting, ClusterError, Nats, Put, StreamShape};
 use crate::audit::{self, Anchor, AuditEntry, ChainBreak, EntryHash, NewEntry, VerifyReport};
 
 /// How many times an append reads the tail again after losing a race.
@@ -108,20 +108,13 @@ impl ClusterAudit {
                 }
             })?;
             let stored = Bytes::from(stored);
-            let message = PublishMessage::build()
-                .payload(stored.clone())
-                .expected_last_subject_sequence(after);
-            let outcome = match self.js.send_publish(self.subject.clone(), message).await {
-                Ok(ack) => ack.await,
-                Err(error) => Err(error),
-            };
-            match outcome {
+            match put_expecting(&self.js, self.subject.clone(), stored.clone(), after).await {
                 Ok(_) => {
                     tracing::debug!(seq, "audit entry appended");
                     return Ok(seq);
                 }
-                Err(error) if is_sequence_conflict(&error) => continue,
-                Err(error) => {
+                Err(Put::Conflict) => continue,
+                Err(Put::Failed(error)) => {
                     // Stored or not? The tail says: our bytes there mean stored.
                     tracing::debug!(seq, %error, "audit append unanswered; reading the tail");
                     if let Ok(Some(now)) = self.tail().await {
@@ -219,34 +212,19 @@ impl ClusterAudit {
 
     /// The last entry, from the stream's leader; `None` for an empty chain.
     async fn tail(&self) -> Result<Option<Tail>, ClusterError> {
-        match self
-            .stream
-            .get_last_raw_message_by_subject(&self.subject)
-            .await
-        {
-            Ok(message) => {
-                let (entry, _) = AuditEntry::parse(&message.payload).map_err(|reason| {
-                    ClusterError::Corrupt {
-                        what: "the audit chain's last entry",
-                        reason: reason.to_string(),
-                    }
-                })?;
-                Ok(Some(Tail {
-                    seq: entry.seq,
-                    hash: entry.hash,
-                    stream_seq: message.sequence,
-                    stored: message.payload,
-                }))
-            }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(ClusterError::unavailable("audit tail", error)),
-        }
+        let Some(message) = last_message(&self.stream, &self.subject, "audit tail").await? else {
+            return Ok(None);
+        };
+        let (entry, _) =
+            AuditEntry::parse(&message.payload).map_err(|reason| ClusterError::Corrupt {
+                what: "the audit chain's last entry",
+                reason: reason.to_string(),
+            })?;
+        Ok(Some(Tail {
+            seq: entry.seq,
+            hash: entry.hash,
+            stream_seq: message.sequence,
+            stored: message.payload,
+        }))
     }
 }

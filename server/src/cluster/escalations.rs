@@ -25,11 +25,11 @@
 
 use std::collections::BTreeSet;
 
-use async_nats::jetstream::{self, kv, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use peerhub_protocol::escalation::EscalationStatus;
 
-use super::{file_storage, is_sequence_conflict, ClusterError, Nats};
+use super::{is_removed, last_message, open_bucket, put_expecting, ClusterError, Nats, Put};
 use crate::store::records::EscalationRecord;
 
 /// How many times [`EscalationQueue::update`] and [`EscalationQueue::next_id`]
@@ -73,25 +73,9 @@ impl EscalationQueue {
     /// Opens the bucket, creating it (file storage, `config.replicas` copies, one
     /// value kept per key) if it does not exist yet.
     pub async fn open(nats: &Nats, config: &QueueConfig) -> Result<Self, ClusterError> {
-        super::check_token(&config.bucket)?;
-        let js = nats.jetstream();
-        if js.get_key_value(&config.bucket).await.is_err() {
-            js.create_key_value(kv::Config {
-                bucket: config.bucket.clone(),
-                history: 1,
-                storage: file_storage(),
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| setup(&config.bucket, error))?;
-        }
-        let stream = js
-            .get_stream(format!("KV_{}", config.bucket))
-            .await
-            .map_err(|error| setup(&config.bucket, error))?;
+        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
         Ok(Self {
-            js: js.clone(),
+            js: nats.jetstream().clone(),
             stream,
             bucket: config.bucket.clone(),
         })
@@ -277,7 +261,7 @@ impl EscalationQueue {
                 .info()
                 .map_err(|error| ClusterError::unavailable("listing open escalations", error))?;
             let pending = info.pending;
-            if !removed(message.headers.as_ref()) {
+            if !message.headers.as_ref().is_some_and(is_removed) {
                 let id = message
                     .subject
                     .strip_prefix(prefix.as_str())
@@ -327,38 +311,22 @@ impl EscalationQueue {
     /// if it was never written or is deleted.
     async fn read(&self, key: &str) -> Result<Option<(Bytes, u64)>, ClusterError> {
         let subject = format!("$KV.{}.{key}", self.bucket);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) if removed_raw(&message.headers) => Ok(None),
-            Ok(message) => Ok(Some((message.payload, message.sequence))),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(ClusterError::unavailable("escalation read", error)),
-        }
+        Ok(last_message(&self.stream, &subject, "escalation read")
+            .await?
+            .filter(|message| !is_removed(&message.headers))
+            .map(|message| (message.payload, message.sequence)))
     }
 
     /// Writes `value` under `key` if the key's last revision is `revision` (0: no
-    /// value yet), with both of the server's answers for a moved revision taken as
-    /// a conflict (see [`is_sequence_conflict`]).
+    /// value yet).
     async fn put(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, Put> {
-        let subject = format!("$KV.{}.{key}", self.bucket);
-        let message = PublishMessage::build()
-            .payload(value)
-            .expected_last_subject_sequence(revision);
-        let outcome = match self.js.send_publish(subject, message).await {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(ack) => Ok(ack.sequence),
-            Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
-            Err(error) => Err(Put::Failed(error)),
-        }
+        put_expecting(
+            &self.js,
+            format!("$KV.{}.{key}", self.bucket),
+            value,
+            revision,
+        )
+        .await
     }
 }
 
@@ -397,43 +365,12 @@ fn open_key(id: u64) -> String {
     format!("open.{id}")
 }
 
-/// Why a compare-and-set did not write.
-#[derive(Debug)]
-enum Put {
-    /// Someone wrote the key since the expected revision.
-    Conflict,
-    /// NATS failed.
-    Failed(jetstream::context::PublishError),
-}
-
-fn setup(bucket: &str, error: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Setup {
-        what: format!("bucket {bucket}"),
-        reason: error.to_string(),
-    }
-}
-
-/// Whether a KV message is a delete or purge marker.
-fn removed(headers: Option<&async_nats::HeaderMap>) -> bool {
-    headers
-        .and_then(|headers| headers.get("KV-Operation"))
-        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
-}
-
-fn removed_raw(headers: &async_nats::HeaderMap) -> bool {
-    removed(Some(headers))
-}
-
 fn encode(record: &EscalationRecord) -> Bytes {
-    // Plain data: serialising it cannot fail.
-    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+    super::to_json(record)
 }
 
 fn decode(bytes: &[u8]) -> Result<EscalationRecord, ClusterError> {
-    serde_json::from_slice(bytes).map_err(|error| ClusterError::Corrupt {
-        what: "escalation record",
-        reason: error.to_string(),
-    })
+    super::from_json("escalation record", bytes)
 }
 
 fn parse_id(bytes: &[u8]) -> Result<u64, ClusterError> {

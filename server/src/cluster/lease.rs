@@ -18,13 +18,13 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use async_nats::jetstream::message::PublishMessage;
-
-use super::{check_token, file_storage, is_sequence_conflict, ClusterError, Nats};
+use super::{
+    check_token, is_removed, last_message, open_bucket, put_expecting, ClusterError, Nats, Put,
+};
 use crate::clock::Clock;
 
 /// Where leases are kept and how long they last.
@@ -116,36 +116,11 @@ impl Leases {
         config: &LeaseConfig,
         clock: Clock,
     ) -> Result<Self, ClusterError> {
-        check_token(&config.bucket)?;
-        let js = nats.jetstream();
         // The bucket's own handle is not kept: reads go to the stream's leader and
         // writes are compare-and-sets on the stream (see `current` and `put`).
-        match js.get_key_value(&config.bucket).await {
-            Ok(_) => {}
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: config.bucket.clone(),
-                    history: 1,
-                    storage: file_storage(),
-                    num_replicas: config.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ())
-                .map_err(|error| ClusterError::Setup {
-                    what: format!("bucket {}", config.bucket),
-                    reason: error.to_string(),
-                })?,
-        }
-        let stream = js
-            .get_stream(format!("KV_{}", config.bucket))
-            .await
-            .map_err(|error| ClusterError::Setup {
-                what: format!("bucket {}", config.bucket),
-                reason: error.to_string(),
-            })?;
+        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
         Ok(Self {
-            js: js.clone(),
+            js: nats.jetstream().clone(),
             stream,
             bucket: config.bucket.clone(),
             ttl: config.ttl,
@@ -161,26 +136,11 @@ impl Leases {
     pub async fn current(&self, key: &str) -> Result<Option<(LeaseValue, u64)>, ClusterError> {
         check_token(key)?;
         let subject = format!("$KV.{}.{key}", self.bucket);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => {
-                let removed = message
-                    .headers
-                    .get("KV-Operation")
-                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                match removed {
-                    true => Ok(None),
-                    false => Ok(Some((decode(&message.payload)?, message.sequence))),
-                }
+        match last_message(&self.stream, &subject, "lease read").await? {
+            Some(message) if !is_removed(&message.headers) => {
+                Ok(Some((decode(&message.payload)?, message.sequence)))
             }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(ClusterError::unavailable("lease read", error)),
+            _ => Ok(None),
         }
     }
 
@@ -265,22 +225,15 @@ impl Leases {
     }
 
     /// Writes `value` under `key` if the key's last revision is `revision` (0: no
-    /// value yet): the bucket's compare-and-set, with both of the server's answers
-    /// for a revision that moved taken as a conflict (see [`is_sequence_conflict`]).
+    /// value yet): the bucket's compare-and-set.
     async fn put(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, Put> {
-        let subject = format!("$KV.{}.{key}", self.bucket);
-        let message = PublishMessage::build()
-            .payload(value)
-            .expected_last_subject_sequence(revision);
-        let outcome = match self.js.send_publish(subject, message).await {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(ack) => Ok(ack.sequence),
-            Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
-            Err(error) => Err(Put::Failed(error)),
-        }
+        put_expecting(
+            &self.js,
+            format!("$KV.{}.{key}", self.bucket),
+            value,
+            revision,
+        )
+        .await
     }
 
     fn value(&self, holder: &str, epoch: u64, now_ms: u64) -> Bytes {
@@ -333,25 +286,12 @@ impl Leases {
     }
 }
 
-/// Why a compare-and-set did not write.
-#[derive(Debug)]
-enum Put {
-    /// Someone wrote the key since the expected revision.
-    Conflict,
-    /// NATS failed.
-    Failed(jetstream::context::PublishError),
-}
-
 fn encode(value: &LeaseValue) -> Bytes {
-    // A struct of a string and two integers always serialises.
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+    super::to_json(value)
 }
 
 fn decode(bytes: &[u8]) -> Result<LeaseValue, ClusterError> {
-    serde_json::from_slice(bytes).map_err(|error| ClusterError::Corrupt {
-        what: "lease value",
-        reason: error.to_string(),
-    })
+    super::from_json("lease value", bytes)
 }
 
 /// Whether a kept lease is still held.

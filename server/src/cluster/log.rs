@@ -34,8 +34,8 @@ use futures_util::StreamExt;
 
 use super::lease::Lease;
 use super::{
-    check_token, is_sequence_conflict, open_stream, ClusterError, Nats, StreamShape, AFTER_HEADER,
-    EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
+    check_token, is_sequence_conflict, last_message, open_stream, ClusterError, Nats, StreamShape,
+    AFTER_HEADER, EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
 };
 
 /// The group log stream's settings.
@@ -166,22 +166,14 @@ impl GroupLogs {
     /// The last record on a group's subject, if any.
     pub async fn tail(&self, group: &str) -> Result<Option<LogRecord>, ClusterError> {
         let subject = self.subject(group)?;
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => Ok(Some(record_of(
+        match last_message(&self.stream, &subject, "log tail").await? {
+            Some(message) => Ok(Some(record_of(
                 group,
                 message.sequence,
                 &message.headers,
                 message.payload,
             )?)),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(ClusterError::unavailable("log tail", error)),
+            None => Ok(None),
         }
     }
 

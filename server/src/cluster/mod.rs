@@ -215,6 +215,116 @@ pub(crate) fn check_token(name: &str) -> Result<(), ClusterError> {
     }
 }
 
+/// Why a compare-and-set publish did not write.
+#[derive(Debug)]
+pub(crate) enum Put {
+    /// Someone wrote the subject since the expected sequence.
+    Conflict,
+    /// NATS failed (the write may or may not have happened).
+    Failed(jetstream::context::PublishError),
+}
+
+/// Publishes `value` on `subject` if the subject's last stream sequence is
+/// `expected` (0: nothing on it yet), and waits for the stream's
+/// acknowledgement; returns the new message's sequence. Both of the server's
+/// answers for a moved sequence count as a conflict ([`is_sequence_conflict`]).
+pub(crate) async fn put_expecting(
+    js: &jetstream::Context,
+    subject: String,
+    value: bytes::Bytes,
+    expected: u64,
+) -> Result<u64, Put> {
+    let message = jetstream::message::PublishMessage::build()
+        .payload(value)
+        .expected_last_subject_sequence(expected);
+    let outcome = match js.send_publish(subject, message).await {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(ack) => Ok(ack.sequence),
+        Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
+        Err(error) => Err(Put::Failed(error)),
+    }
+}
+
+/// The last message on `subject`, read from the stream's leader (a replica may
+/// lag); `None` if the subject has none. `op` names the read in errors.
+pub(crate) async fn last_message(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    op: &'static str,
+) -> Result<Option<jetstream::message::StreamMessage>, ClusterError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(Some(message)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(ClusterError::unavailable(op, error)),
+    }
+}
+
+/// Whether a key-value message is a delete or purge marker.
+pub(crate) fn is_removed(headers: &async_nats::HeaderMap) -> bool {
+    headers
+        .get("KV-Operation")
+        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE")
+}
+
+/// Opens the key-value bucket `bucket` (file storage, one value per key,
+/// `replicas` copies), creating it if it does not exist, and returns its stream:
+/// peerhub reads a bucket from its stream's leader ([`last_message`]) and writes
+/// it by compare-and-set ([`put_expecting`]), not through the client's bucket
+/// handle, whose reads may come from a lagging replica.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> Result<jetstream::stream::Stream, ClusterError> {
+    check_token(bucket)?;
+    let setup = |error: &dyn std::fmt::Display| ClusterError::Setup {
+        what: format!("bucket {bucket}"),
+        reason: error.to_string(),
+    };
+    if js.get_key_value(bucket).await.is_err() {
+        js.create_key_value(jetstream::kv::Config {
+            bucket: bucket.to_string(),
+            history: 1,
+            storage: file_storage(),
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| setup(&error))?;
+    }
+    js.get_stream(format!("KV_{bucket}"))
+        .await
+        .map_err(|error| setup(&error))
+}
+
+/// A stored value as JSON. Our values are plain data: serialising them cannot
+/// fail (an empty value would then be refused as corrupt when read).
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A stored JSON value; [`ClusterError::Corrupt`] naming `what` if it does not
+/// parse.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, ClusterError> {
+    serde_json::from_slice(bytes).map_err(|error| ClusterError::Corrupt {
+        what,
+        reason: error.to_string(),
+    })
+}
+
 /// The stream storage every peerhub stream and bucket uses.
 pub(crate) fn file_storage() -> jetstream::stream::StorageType {
     jetstream::stream::StorageType::File

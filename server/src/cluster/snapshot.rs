@@ -17,12 +17,14 @@
 //! every event after it, checked gap-free. Logs name groups, epochs and sequence
 //! numbers, never state.
 
-use async_nats::jetstream::{self, kv, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::log::{GroupLogs, LogRecord, RecordKind};
-use super::{check_token, file_storage, is_sequence_conflict, ClusterError, Nats};
+use super::{
+    check_token, is_removed, last_message, open_bucket, put_expecting, ClusterError, Nats, Put,
+};
 
 /// How many times a save reads again after losing a race.
 const RETRIES: usize = 64;
@@ -69,25 +71,9 @@ pub struct Snapshots {
 impl Snapshots {
     /// Opens the bucket, creating it (file storage, one value per key) if needed.
     pub async fn open(nats: &Nats, config: &SnapshotConfig) -> Result<Self, ClusterError> {
-        check_token(&config.bucket)?;
-        let js = nats.jetstream();
-        if js.get_key_value(&config.bucket).await.is_err() {
-            js.create_key_value(kv::Config {
-                bucket: config.bucket.clone(),
-                history: 1,
-                storage: file_storage(),
-                num_replicas: config.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| setup(&config.bucket, error))?;
-        }
-        let stream = js
-            .get_stream(format!("KV_{}", config.bucket))
-            .await
-            .map_err(|error| setup(&config.bucket, error))?;
+        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
         Ok(Self {
-            js: js.clone(),
+            js: nats.jetstream().clone(),
             stream,
             bucket: config.bucket.clone(),
         })
@@ -97,33 +83,14 @@ impl Snapshots {
     pub async fn latest(&self, group: &str) -> Result<Option<(Snapshot, u64)>, ClusterError> {
         check_token(group)?;
         let subject = format!("$KV.{}.{group}", self.bucket);
-        match self.stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(message) => {
-                let removed = message
-                    .headers
-                    .get("KV-Operation")
-                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                if removed {
-                    return Ok(None);
-                }
-                let snapshot = serde_json::from_slice(&message.payload).map_err(|error| {
-                    ClusterError::Corrupt {
-                        what: "group snapshot",
-                        reason: error.to_string(),
-                    }
-                })?;
-                Ok(Some((snapshot, message.sequence)))
-            }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(ClusterError::unavailable("snapshot read", error)),
+        let Some(message) = last_message(&self.stream, &subject, "snapshot read").await? else {
+            return Ok(None);
+        };
+        if is_removed(&message.headers) {
+            return Ok(None);
         }
+        let snapshot = super::from_json("group snapshot", &message.payload)?;
+        Ok(Some((snapshot, message.sequence)))
     }
 
     /// Stores `snapshot` for `group` unless the bucket holds one of a newer epoch
@@ -131,13 +98,7 @@ impl Snapshots {
     /// (`Ok(false)`: nothing written). `Ok(true)` once it is stored.
     pub async fn save(&self, group: &str, snapshot: &Snapshot) -> Result<bool, ClusterError> {
         check_token(group)?;
-        let value =
-            Bytes::from(
-                serde_json::to_vec(snapshot).map_err(|error| ClusterError::Corrupt {
-                    what: "group snapshot",
-                    reason: error.to_string(),
-                })?,
-            );
+        let value = super::to_json(snapshot);
         for attempt in 0..RETRIES {
             if attempt > 0 {
                 super::escalations::backoff(attempt).await;
@@ -158,14 +119,7 @@ impl Snapshots {
                 }
             }
             let subject = format!("$KV.{}.{group}", self.bucket);
-            let message = PublishMessage::build()
-                .payload(value.clone())
-                .expected_last_subject_sequence(revision);
-            let outcome = match self.js.send_publish(subject, message).await {
-                Ok(ack) => ack.await,
-                Err(error) => Err(error),
-            };
-            match outcome {
+            match put_expecting(&self.js, subject, value.clone(), revision).await {
                 Ok(_) => {
                     tracing::debug!(
                         group,
@@ -175,8 +129,10 @@ impl Snapshots {
                     );
                     return Ok(true);
                 }
-                Err(error) if is_sequence_conflict(&error) => continue,
-                Err(error) => return Err(ClusterError::unavailable("snapshot write", error)),
+                Err(Put::Conflict) => continue,
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("snapshot write", error))
+                }
             }
         }
         Err(ClusterError::Moved {
@@ -233,11 +189,4 @@ pub async fn restore(
         }
     }
     Ok(Restored { snapshot, after })
-}
-
-fn setup(bucket: &str, error: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Setup {
-        what: format!("bucket {bucket}"),
-        reason: error.to_string(),
-    }
 }

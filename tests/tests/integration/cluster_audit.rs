@@ -15,29 +15,10 @@ use peerhub_tests::{now_ms, Identity};
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 
-/// A connection that tries server `first` before the others.
-async fn connect(cluster: &NatsCluster, first: usize, name: &str) -> Nats {
-    let mut urls = cluster.running_urls();
-    let count = urls.len();
-    urls.rotate_left(first % count);
-    Nats::connect(&urls, name, Duration::from_secs(2))
-        .await
-        .expect("connect to NATS")
-}
-
 /// Opens the chain's stream, waiting (up to 30 s) while JetStream elects leaders.
 async fn open(nats: &Nats) -> ClusterAudit {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match ClusterAudit::open(nats, &AuditConfig::default()).await {
-            Ok(chain) => return chain,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("opening the audit stream again: {error}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => panic!("opening the audit stream: {error}"),
-        }
-    }
+    let config = AuditConfig::default();
+    peerhub_tests::nats::opened("the audit stream", || ClusterAudit::open(nats, &config)).await
 }
 
 /// An entry signed by `who`, as the hub records a facilitator's control.
@@ -67,7 +48,7 @@ async fn nodes_appending_at_once_keep_one_chain_through_a_server_kill() {
             }
             let mut nodes = Vec::new();
             for i in 0..3 {
-                let chain = open(&connect(&cluster, i, &format!("node-{i}")).await).await;
+                let chain = open(&cluster.connect(i, &format!("node-{i}")).await).await;
                 let who = Identity::generate();
                 nodes.push(tokio::spawn(async move {
                     let mut mine = Vec::new();
@@ -83,7 +64,7 @@ async fn nodes_appending_at_once_keep_one_chain_through_a_server_kill() {
         }
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
-        let chain = open(&connect(&cluster, 1, "auditor").await).await;
+        let chain = open(&cluster.connect(1, "auditor").await).await;
         let report = chain
             .verify()
             .await
@@ -103,7 +84,7 @@ async fn a_forged_or_removed_entry_breaks_the_chain_where_it_is() {
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let nats = connect(&cluster, 0, "node").await;
+        let nats = cluster.connect(0, "node").await;
         let chain = open(&nats).await;
         // An empty chain verifies, with nothing in it.
         assert_eq!(chain.verify().await.unwrap().unwrap().entries, 0);

@@ -17,29 +17,13 @@ use peerhub_tests::nats::NatsCluster;
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 
-/// A connection that tries server `first` before the others.
-async fn connect(cluster: &NatsCluster, first: usize, name: &str) -> Nats {
-    let mut urls = cluster.running_urls();
-    let count = urls.len();
-    urls.rotate_left(first % count);
-    Nats::connect(&urls, name, Duration::from_secs(2))
-        .await
-        .expect("connect to NATS")
-}
-
 /// Opens the queue, waiting (up to 30 s) while JetStream elects leaders.
 async fn open(nats: &Nats) -> EscalationQueue {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match EscalationQueue::open(nats, &QueueConfig::default()).await {
-            Ok(queue) => return queue,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("opening the escalation bucket again: {error}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => panic!("opening the escalation bucket: {error}"),
-        }
-    }
+    let config = QueueConfig::default();
+    peerhub_tests::nats::opened("the escalation bucket", || {
+        EscalationQueue::open(nats, &config)
+    })
+    .await
 }
 
 /// An escalation as the router stores it.
@@ -81,7 +65,7 @@ async fn escalation_ids_taken_at_once_on_every_server_are_unique_and_gap_free() 
     tokio::time::timeout(BOUND, async {
         let mut takers = Vec::new();
         for i in 0..6 {
-            let queue = open(&connect(&cluster, i, &format!("router-{i}")).await).await;
+            let queue = open(&cluster.connect(i, &format!("router-{i}")).await).await;
             takers.push(tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for _ in 0..10 {
@@ -110,7 +94,7 @@ async fn concurrent_merges_into_one_escalation_lose_none_and_stale_writes_are_re
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let queue = open(&connect(&cluster, 0, "router").await).await;
+        let queue = open(&cluster.connect(0, "router").await).await;
         let first = record(1, EscalationStatus::Open, Some(60_000));
         let created = queue.put_record(&first, 0).await.expect("created");
         // A second create of the same id is refused: it would drop the first.
@@ -128,7 +112,7 @@ async fn concurrent_merges_into_one_escalation_lose_none_and_stale_writes_are_re
 
         let mut writers = Vec::new();
         for i in 0..4 {
-            let queue = open(&connect(&cluster, i, &format!("merger-{i}")).await).await;
+            let queue = open(&cluster.connect(i, &format!("merger-{i}")).await).await;
             writers.push(tokio::spawn(async move {
                 for _ in 0..10 {
                     queue
@@ -188,7 +172,7 @@ async fn a_new_router_finds_every_unresolved_escalation_after_a_server_is_killed
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let nats = connect(&cluster, 0, "old-router").await;
+        let nats = cluster.connect(0, "old-router").await;
         let queue = open(&nats).await;
         // An empty queue has nothing open.
         assert!(queue.unresolved().await.unwrap().is_empty());
@@ -236,7 +220,7 @@ async fn a_new_router_finds_every_unresolved_escalation_after_a_server_is_killed
         drop(nats);
 
         cluster.kill("n1").await;
-        let queue = open(&connect(&cluster, 1, "new-router").await).await;
+        let queue = open(&cluster.connect(1, "new-router").await).await;
         let open_now = loop {
             match queue.unresolved().await {
                 Ok(found) => break found,
@@ -284,7 +268,7 @@ async fn an_unreadable_record_is_reported_not_skipped() {
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let nats = connect(&cluster, 2, "router").await;
+        let nats = cluster.connect(2, "router").await;
         let queue = open(&nats).await;
         queue
             .put_record(&record(1, EscalationStatus::Open, Some(1)), 0)

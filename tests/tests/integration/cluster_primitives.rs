@@ -21,30 +21,11 @@ fn b(text: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(text.as_bytes())
 }
 
-/// A connection that tries `first` before the others.
-async fn connect(cluster: &NatsCluster, first: usize, name: &str) -> Nats {
-    let mut urls = cluster.urls();
-    let count = urls.len();
-    urls.rotate_left(first % count);
-    Nats::connect(&urls, name, Duration::from_secs(2))
-        .await
-        .expect("connect to NATS")
-}
-
 /// Opens the log stream, waiting (up to 30 s) while JetStream elects leaders after
 /// a server was killed.
 async fn open_logs(nats: &Nats) -> GroupLogs {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match GroupLogs::open(nats, &LogConfig::default()).await {
-            Ok(logs) => return logs,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                eprintln!("opening the log stream again: {error}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => panic!("opening the log stream: {error}"),
-        }
-    }
+    let config = LogConfig::default();
+    peerhub_tests::nats::opened("the log stream", || GroupLogs::open(nats, &config)).await
 }
 
 fn lease_config(ttl: Duration) -> LeaseConfig {
@@ -66,7 +47,7 @@ async fn a_lease_raced_for_has_exactly_one_winner() {
     tokio::time::timeout(BOUND, async {
         let mut contenders = Vec::new();
         for i in 0..6 {
-            let nats = connect(&cluster, i, &format!("contender-{i}")).await;
+            let nats = cluster.connect(i, &format!("contender-{i}")).await;
             let leases = Leases::open(
                 &nats,
                 &lease_config(Duration::from_secs(30)),
@@ -154,8 +135,8 @@ async fn a_stale_owner_cannot_append_and_seqs_stay_gap_free() {
     };
     tokio::time::timeout(BOUND, async {
         let ttl = Duration::from_millis(1500);
-        let nats_a = connect(&cluster, 0, "owner-a").await;
-        let nats_b = connect(&cluster, 1, "owner-b").await;
+        let nats_a = cluster.connect(0, "owner-a").await;
+        let nats_b = cluster.connect(1, "owner-b").await;
         let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
             .await
             .expect("leases");
@@ -301,7 +282,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
     tokio::time::timeout(BOUND, async {
         const TOTAL: u64 = 200;
         const KILL_AFTER: u64 = 60;
-        let setup = connect(&cluster, 0, "setup").await;
+        let setup = cluster.connect(0, "setup").await;
         GroupLogs::open(&setup, &LogConfig::default())
             .await
             .expect("logs");
@@ -324,7 +305,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
             .position(|n| n.name == leader)
             .expect("leader is a node");
         // The owner talks to the leader first, so the kill cuts its connection too.
-        let nats = connect(&cluster, leader_index, "owner").await;
+        let nats = cluster.connect(leader_index, "owner").await;
         let leases = Leases::open(
             &nats,
             &lease_config(Duration::from_secs(60)),
@@ -377,7 +358,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
             .iter()
             .position(|n| n.is_running())
             .expect("a survivor");
-        let reader = connect(&cluster, survivor, "reader").await;
+        let reader = cluster.connect(survivor, "reader").await;
         let logs = open_logs(&reader).await;
         let events = logs.read_after("crash", 0).await.expect("read");
         let payloads: Vec<String> = events
@@ -397,7 +378,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
         // includes the restarted server.
         cluster.restart(&leader).await;
         cluster.wait_ready().await;
-        let watcher = connect(&cluster, survivor, "watcher").await;
+        let watcher = cluster.connect(survivor, "watcher").await;
         let mut stream = watcher
             .jetstream()
             .get_stream("PEERHUB_LOG")
@@ -431,7 +412,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
             .iter()
             .position(|n| n.name == leader)
             .expect("restarted node");
-        let reader = connect(&cluster, restarted, "reader-2").await;
+        let reader = cluster.connect(restarted, "reader-2").await;
         let logs = open_logs(&reader).await;
         let again: Vec<u64> = logs
             .read_after("crash", 0)
@@ -463,7 +444,7 @@ async fn a_routing_step_happens_once_within_and_after_the_duplicate_window() {
         };
         let mut racers = Vec::new();
         for i in 0..6 {
-            let nats = connect(&cluster, i, &format!("router-{i}")).await;
+            let nats = cluster.connect(i, &format!("router-{i}")).await;
             racers.push(Steps::open(&nats, &config).await.expect("steps"));
         }
         let start = Arc::new(tokio::sync::Barrier::new(racers.len()));
@@ -524,7 +505,7 @@ async fn a_routing_step_happens_once_within_and_after_the_duplicate_window() {
             "after the window the step's subject still refuses a repeat"
         );
         // Why the subject check: the message id alone is forgotten after the window.
-        let js = connect(&cluster, 0, "bare").await;
+        let js = cluster.connect(0, "bare").await;
         let ack = js
             .jetstream()
             .send_publish(
@@ -563,7 +544,7 @@ async fn concurrent_expected_sequence_publishes_are_serialised() {
         };
         let mut publishers = Vec::new();
         for i in 0..6 {
-            let nats = connect(&cluster, i, &format!("publisher-{i}")).await;
+            let nats = cluster.connect(i, &format!("publisher-{i}")).await;
             GroupLogs::open(&nats, &config).await.expect("stream");
             publishers.push(nats);
         }
@@ -628,8 +609,8 @@ async fn a_kept_lease_is_given_up_when_it_cannot_be_renewed() {
     };
     tokio::time::timeout(BOUND, async {
         let ttl = Duration::from_millis(1500);
-        let nats_a = connect(&cluster, 0, "holder").await;
-        let nats_b = connect(&cluster, 1, "contender").await;
+        let nats_a = cluster.connect(0, "holder").await;
+        let nats_b = cluster.connect(1, "contender").await;
         let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
             .await
             .expect("leases");
@@ -711,8 +692,8 @@ async fn a_new_owner_restores_from_the_snapshot_and_the_events_after_it() {
     };
     tokio::time::timeout(BOUND, async {
         let ttl = Duration::from_millis(1500);
-        let nats_a = connect(&cluster, 0, "owner-a").await;
-        let nats_b = connect(&cluster, 1, "owner-b").await;
+        let nats_a = cluster.connect(0, "owner-a").await;
+        let nats_b = cluster.connect(1, "owner-b").await;
         let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
             .await
             .expect("leases");
@@ -837,8 +818,8 @@ async fn a_follower_gets_every_event_in_order_though_the_wire_lost_some() {
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let nats_a = connect(&cluster, 0, "owner").await;
-        let nats_b = connect(&cluster, 1, "follower").await;
+        let nats_a = cluster.connect(0, "owner").await;
+        let nats_b = cluster.connect(1, "follower").await;
         let leases = Leases::open(
             &nats_a,
             &lease_config(Duration::from_secs(30)),
@@ -923,10 +904,10 @@ async fn commands_reach_the_owner_from_other_nodes_and_a_retry_is_applied_once()
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let owner = connect(&cluster, 0, "owner").await;
+        let owner = cluster.connect(0, "owner").await;
         let askers = [
-            connect(&cluster, 1, "node-b").await,
-            connect(&cluster, 2, "node-c").await,
+            cluster.connect(1, "node-b").await,
+            cluster.connect(2, "node-c").await,
         ];
         let started = std::time::Instant::now();
         let none = ask(&askers[0], "g5", "k-1", b("hello"), Duration::from_secs(5)).await;
