@@ -28,6 +28,38 @@ async fn open_logs(nats: &Nats) -> GroupLogs {
     peerhub_tests::nats::opened("the log stream", || GroupLogs::open(nats, &config)).await
 }
 
+/// Two would-be owners of a group, A and B, on different NATS servers: each
+/// with its connection, the lease bucket (leases lasting `ttl`) and the log.
+struct Owners {
+    nats_a: Nats,
+    nats_b: Nats,
+    leases_a: Leases,
+    leases_b: Leases,
+    logs_a: GroupLogs,
+    logs_b: GroupLogs,
+}
+
+async fn owners(cluster: &NatsCluster, ttl: Duration) -> Owners {
+    let nats_a = cluster.connect(0, "owner-a").await;
+    let nats_b = cluster.connect(1, "owner-b").await;
+    let open_leases = |nats: &Nats| {
+        let nats = nats.clone();
+        async move {
+            Leases::open(&nats, &lease_config(ttl), Clock::system())
+                .await
+                .expect("leases")
+        }
+    };
+    Owners {
+        leases_a: open_leases(&nats_a).await,
+        leases_b: open_leases(&nats_b).await,
+        logs_a: open_logs(&nats_a).await,
+        logs_b: open_logs(&nats_b).await,
+        nats_a,
+        nats_b,
+    }
+}
+
 fn lease_config(ttl: Duration) -> LeaseConfig {
     LeaseConfig {
         ttl,
@@ -135,20 +167,13 @@ async fn a_stale_owner_cannot_append_and_seqs_stay_gap_free() {
     };
     tokio::time::timeout(BOUND, async {
         let ttl = Duration::from_millis(1500);
-        let nats_a = cluster.connect(0, "owner-a").await;
-        let nats_b = cluster.connect(1, "owner-b").await;
-        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
-            .await
-            .expect("leases");
-        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
-            .await
-            .expect("leases");
-        let logs_a = GroupLogs::open(&nats_a, &LogConfig::default())
-            .await
-            .expect("logs");
-        let logs_b = GroupLogs::open(&nats_b, &LogConfig::default())
-            .await
-            .expect("logs");
+        let Owners {
+            leases_a,
+            leases_b,
+            logs_a,
+            logs_b,
+            ..
+        } = owners(&cluster, ttl).await;
 
         let mut lease_a = leases_a.acquire("group-g1", "a").await.expect("a acquires");
         let mut writer_a_old = logs_a.writer("g1", &lease_a).await.expect("a opens");
@@ -692,16 +717,14 @@ async fn a_new_owner_restores_from_the_snapshot_and_the_events_after_it() {
     };
     tokio::time::timeout(BOUND, async {
         let ttl = Duration::from_millis(1500);
-        let nats_a = cluster.connect(0, "owner-a").await;
-        let nats_b = cluster.connect(1, "owner-b").await;
-        let leases_a = Leases::open(&nats_a, &lease_config(ttl), Clock::system())
-            .await
-            .expect("leases");
-        let leases_b = Leases::open(&nats_b, &lease_config(ttl), Clock::system())
-            .await
-            .expect("leases");
-        let logs_a = open_logs(&nats_a).await;
-        let logs_b = open_logs(&nats_b).await;
+        let Owners {
+            nats_a,
+            nats_b,
+            leases_a,
+            leases_b,
+            logs_a,
+            logs_b,
+        } = owners(&cluster, ttl).await;
         let snaps_a = Snapshots::open(&nats_a, &SnapshotConfig::default())
             .await
             .expect("snapshots");
