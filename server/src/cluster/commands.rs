@@ -6,8 +6,11 @@
 //!
 //! - [`ask`] sends one command and waits for its answer. Nobody subscribed means
 //!   nobody owns the group ([`Asked::NoOwner`], at once, not after a timeout): the
-//!   asking node may then take the group's lease itself. A timeout is retryable,
-//!   with the same command id.
+//!   asking node may then take the group's lease itself. It is a hint, not a
+//!   verdict: a new owner's subscription reaches the other NATS servers a moment
+//!   after it is made, so a node attached to another server can still hear "no
+//!   owner" just after; it then finds the lease held and asks again. A timeout is
+//!   retryable, with the same command id.
 //! - [`Inbox`] is the owner's side: commands one at a time, in arrival order, as
 //!   an actor takes them, each answered with [`Inbox::answer`].
 //! - [`Replies`] is the owner's memory of recent answers by command id (the key
