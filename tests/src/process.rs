@@ -138,6 +138,9 @@ impl ProcessServer {
             .args(crate::server::GENEROUS_LIMIT_FLAGS)
             .args(args)
             .env("RUST_LOG", rust_log)
+            // The test machine's free disk space is not what a test checks: no
+            // low-space watermark unless a test sets one (`env` comes after).
+            .env("PEERHUB_STORE_MIN_FREE_MB", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(if capture {

@@ -64,6 +64,9 @@ impl TestServer {
         let mut config = Config::new(dir.path().join("data"));
         // Tests send fast; the limits tests set their own.
         generous_limits(&mut config.limits);
+        // The test machine's free disk space is not what a test checks (the
+        // low-space test sets its own watermark).
+        config.store_min_free_bytes = 0;
         // An ephemeral session's rewrite at the job's next look (about a second).
         config.compact_delay = std::time::Duration::ZERO;
         tweak(&mut config);
@@ -76,6 +79,7 @@ impl TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = Config::new(dir.path().join("data"));
         generous_limits(&mut config.limits);
+        config.store_min_free_bytes = 0;
         tweak(&mut config);
         peerhub_server::file_modes::restrict_umask();
         let listener = TcpListener::bind(bind).await.expect("bind");
