@@ -29,7 +29,9 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use peerhub_protocol::escalation::EscalationStatus;
 
-use super::{is_removed, last_message, open_bucket, put_expecting, ClusterError, Nats, Put};
+use super::{
+    is_removed, last_message, open_bucket, publish_acked, put_expecting, ClusterError, Nats, Put,
+};
 use crate::store::records::EscalationRecord;
 
 /// How many times [`EscalationQueue::update`] and [`EscalationQueue::next_id`]
@@ -285,25 +287,23 @@ impl EscalationQueue {
 
     async fn mark_open(&self, id: u64) -> Result<(), ClusterError> {
         let subject = format!("$KV.{}.{}", self.bucket, open_key(id));
-        self.js
-            .publish(subject, Bytes::new())
-            .await
-            .map_err(|error| ClusterError::unavailable("marking an escalation open", error))?
-            .await
-            .map_err(|error| ClusterError::unavailable("marking an escalation open", error))?;
+        publish_acked(&self.js, &subject, || {
+            jetstream::message::PublishMessage::build().payload(Bytes::new())
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("marking an escalation open", error))?;
         Ok(())
     }
 
     async fn unmark_open(&self, id: u64) -> Result<(), ClusterError> {
         let subject = format!("$KV.{}.{}", self.bucket, open_key(id));
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("KV-Operation", "DEL");
-        self.js
-            .publish_with_headers(subject, headers, Bytes::new())
-            .await
-            .map_err(|error| ClusterError::unavailable("clearing an open escalation", error))?
-            .await
-            .map_err(|error| ClusterError::unavailable("clearing an open escalation", error))?;
+        publish_acked(&self.js, &subject, || {
+            jetstream::message::PublishMessage::build()
+                .payload(Bytes::new())
+                .header("KV-Operation", "DEL")
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("clearing an open escalation", error))?;
         Ok(())
     }
 

@@ -234,19 +234,50 @@ pub(crate) async fn put_expecting(
     value: bytes::Bytes,
     expected: u64,
 ) -> Result<u64, Put> {
-    let message = jetstream::message::PublishMessage::build()
-        .payload(value)
-        .expected_last_subject_sequence(expected);
-    let outcome = match js.send_publish(subject, message).await {
-        Ok(ack) => ack.await,
-        Err(error) => Err(error),
+    let message = || {
+        jetstream::message::PublishMessage::build()
+            .payload(value.clone())
+            .expected_last_subject_sequence(expected)
     };
-    match outcome {
-        Ok(ack) => Ok(ack.sequence),
+    match publish_acked(js, &subject, message).await {
+        Ok(sequence) => Ok(sequence),
         Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
         Err(error) => Err(Put::Failed(error)),
     }
 }
+
+/// Publishes the message `message` builds on `subject` and waits for the
+/// stream's acknowledgement; returns the message's sequence. A publish that found
+/// no stream stored nothing, so it is sent again for a moment: the server it
+/// reached may not know a stream just created, or one whose assignment is still
+/// travelling ([`STREAM_NOT_FOUND_GRACE`]).
+pub(crate) async fn publish_acked(
+    js: &jetstream::Context,
+    subject: &str,
+    message: impl Fn() -> jetstream::message::PublishMessage,
+) -> Result<u64, jetstream::context::PublishError> {
+    let deadline = tokio::time::Instant::now() + STREAM_NOT_FOUND_GRACE;
+    loop {
+        let outcome = match js.send_publish(subject.to_string(), message()).await {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(ack) => return Ok(ack.sequence),
+            Err(error)
+                if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// How long a publish that found no stream is tried again: a stream or bucket
+/// just created reaches every server's view a moment later.
+const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
 
 /// The last message on `subject`, read from the stream's leader (a replica may
 /// lag); `None` if the subject has none. `op` names the read in errors.
