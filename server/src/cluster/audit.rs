@@ -16,19 +16,15 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 
-use super::{last_message, open_stream, put_expecting, ClusterError, Nats, Put, StreamShape};
+use super::{
+    last_message, open_stream, put_expecting, read_range, retry_unavailable, ClusterError, Nats,
+    Put, StreamShape, READ_DEADLINE,
+};
 use crate::audit::{self, Anchor, AuditEntry, ChainBreak, EntryHash, NewEntry, VerifyReport};
 
 /// How many times an append reads the tail again after losing a race.
 const RETRIES: usize = 64;
-
-/// The longest wait for the next message while reading the chain.
-const READ_STALL: Duration = Duration::from_secs(5);
-
-/// How long a read of the chain is started again after failing.
-const READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Where the chain is kept.
 #[derive(Debug, Clone)]
@@ -155,59 +151,24 @@ impl ClusterAudit {
     /// read began. A read that stalls or fails on the way (a server went away
     /// under its consumer) is started again for up to [`READ_DEADLINE`].
     async fn read_all(&self) -> Result<Vec<Vec<u8>>, ClusterError> {
-        let deadline = tokio::time::Instant::now() + READ_DEADLINE;
-        loop {
-            match self.read_once().await {
-                Err(ClusterError::Unavailable { op, reason })
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(op, %reason, "audit read started again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                outcome => return outcome,
-            }
-        }
-    }
-
-    async fn read_once(&self) -> Result<Vec<Vec<u8>>, ClusterError> {
-        let Some(tail) = self.tail().await? else {
-            return Ok(Vec::new());
-        };
-        let consumer = self
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: self.subject.clone(),
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::unavailable("audit read", error))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|error| ClusterError::unavailable("audit read", error))?;
-        let mut out = Vec::new();
-        loop {
-            let next = tokio::time::timeout(READ_STALL, messages.next())
-                .await
-                .map_err(|_| ClusterError::unavailable("audit read", "timed out"))?;
-            let Some(message) = next else {
-                return Err(ClusterError::unavailable(
-                    "audit read",
-                    "the consumer ended",
-                ));
+        retry_unavailable(READ_DEADLINE, || async {
+            let Some(tail) = self.tail().await? else {
+                return Ok(Vec::new());
             };
-            let message =
-                message.map_err(|error| ClusterError::unavailable("audit read", error))?;
-            let stream_seq = message
-                .info()
-                .map_err(|error| ClusterError::unavailable("audit read", error))?
-                .stream_sequence;
-            out.push(message.payload.to_vec());
-            if stream_seq >= tail.stream_seq {
-                return Ok(out);
-            }
-        }
+            let read = read_range(
+                &self.stream,
+                &self.subject,
+                0,
+                tail.stream_seq,
+                "audit read",
+            );
+            Ok(read
+                .await?
+                .into_iter()
+                .map(|(_, _, payload)| payload.to_vec())
+                .collect())
+        })
+        .await
     }
 
     /// The last entry, from the stream's leader; `None` for an empty chain.

@@ -30,19 +30,14 @@ use bytes::Bytes;
 use peerhub_protocol::escalation::EscalationStatus;
 
 use super::{
-    is_removed, last_message, open_bucket, publish_acked, put_expecting, ClusterError, Nats, Put,
+    is_removed, last_message, open_bucket, publish_acked, put_expecting, retry_unavailable,
+    ClusterError, Nats, Put, READ_DEADLINE, READ_STALL,
 };
 use crate::store::records::EscalationRecord;
 
 /// How many times [`EscalationQueue::update`] and [`EscalationQueue::next_id`]
 /// read again after losing a race before giving up.
 const RETRIES: usize = 64;
-
-/// The longest wait for the next message while listing the open escalations.
-const READ_STALL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How long a listing of the open escalations is started again after failing.
-const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the queue is kept.
 #[derive(Debug, Clone)]
@@ -210,18 +205,7 @@ impl EscalationQueue {
     /// that stalls or fails on the way (a server went away under its consumer) is
     /// started again for up to [`READ_DEADLINE`].
     async fn open_ids(&self) -> Result<Vec<u64>, ClusterError> {
-        let deadline = tokio::time::Instant::now() + READ_DEADLINE;
-        loop {
-            match self.open_ids_once().await {
-                Err(ClusterError::Unavailable { op, reason })
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(op, %reason, "listing open escalations started again");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                outcome => return outcome,
-            }
-        }
+        retry_unavailable(READ_DEADLINE, || self.open_ids_once()).await
     }
 
     async fn open_ids_once(&self) -> Result<Vec<u64>, ClusterError> {

@@ -30,12 +30,12 @@ use std::time::Duration;
 use async_nats::header::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
-use futures_util::StreamExt;
 
 use super::lease::Lease;
 use super::{
-    check_token, is_sequence_conflict, last_message, open_stream, ClusterError, Nats, StreamShape,
-    AFTER_HEADER, EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER, SEQ_HEADER,
+    check_token, is_sequence_conflict, last_message, open_stream, read_range, retry_unavailable,
+    ClusterError, Nats, StreamShape, AFTER_HEADER, EPOCH_HEADER, HOLDER_HEADER, KIND_HEADER,
+    SEQ_HEADER,
 };
 
 /// The group log stream's settings.
@@ -65,9 +65,6 @@ impl Default for LogConfig {
         }
     }
 }
-
-/// How long a read waits for the next record before starting again.
-const READ_STALL: Duration = Duration::from_secs(5);
 
 /// What a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,18 +243,7 @@ impl GroupLogs {
         group: &str,
         after: u64,
     ) -> Result<Vec<LogRecord>, ClusterError> {
-        let deadline = tokio::time::Instant::now() + self.config.append_deadline;
-        loop {
-            match self.read_once(group, after).await {
-                Err(ClusterError::Unavailable { op, reason })
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(op, %reason, "group log read started again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                outcome => return outcome,
-            }
-        }
+        retry_unavailable(self.config.append_deadline, || self.read_once(group, after)).await
     }
 
     async fn read_once(&self, group: &str, after: u64) -> Result<Vec<LogRecord>, ClusterError> {
@@ -265,52 +251,11 @@ impl GroupLogs {
         let Some(tail) = self.tail(group).await? else {
             return Ok(Vec::new());
         };
-        if tail.stream_seq <= after {
-            return Ok(Vec::new());
-        }
-        let deliver_policy = match after {
-            0 => jetstream::consumer::DeliverPolicy::All,
-            _ => jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-        };
-        let consumer = self
-            .stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::unavailable("log read", error))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|error| ClusterError::unavailable("log read", error))?;
-        let mut records = Vec::new();
-        loop {
-            let next = tokio::time::timeout(READ_STALL, messages.next())
-                .await
-                .map_err(|_| ClusterError::unavailable("log read", "timed out"))?;
-            let Some(message) = next else {
-                return Err(ClusterError::unavailable("log read", "the consumer ended"));
-            };
-            let message = message.map_err(|error| ClusterError::unavailable("log read", error))?;
-            let stream_seq = message
-                .info()
-                .map_err(|error| ClusterError::unavailable("log read", error))?
-                .stream_sequence;
-            let headers = message.headers.clone().unwrap_or_default();
-            records.push(record_of(
-                group,
-                stream_seq,
-                &headers,
-                message.payload.clone(),
-            )?);
-            if stream_seq >= tail.stream_seq {
-                return Ok(records);
-            }
-        }
+        read_range(&self.stream, &subject, after, tail.stream_seq, "log read")
+            .await?
+            .into_iter()
+            .map(|(stream_seq, headers, payload)| record_of(group, stream_seq, &headers, payload))
+            .collect()
     }
 }
 

@@ -300,6 +300,97 @@ pub(crate) async fn last_message(
     }
 }
 
+/// The longest wait for the next message of a read before it counts as stalled.
+pub(crate) const READ_STALL: Duration = Duration::from_secs(5);
+
+/// How long a read that failed or stalled is started again.
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` again (after 200 ms) while it fails with
+/// [`ClusterError::Unavailable`] — a server went away under a consumer, a leader
+/// is being elected — for up to `within`; any other outcome is returned as it is.
+pub(crate) async fn retry_unavailable<T, F, Fut>(
+    within: Duration,
+    mut attempt: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match attempt().await {
+            Err(ClusterError::Unavailable { op, reason })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(op, %reason, "started again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// One message of a [`read_range`]: its stream sequence, headers and payload.
+pub(crate) type RangeMessage = (u64, async_nats::HeaderMap, bytes::Bytes);
+
+/// Every message on `subject` after stream sequence `after` up to and including
+/// `until` (the subject's tail when the caller looked), in order: an ordered
+/// consumer. [`ClusterError::Unavailable`] (naming `op`) if it fails or stalls
+/// for [`READ_STALL`]; run it under [`retry_unavailable`].
+pub(crate) async fn read_range(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    after: u64,
+    until: u64,
+    op: &'static str,
+) -> Result<Vec<RangeMessage>, ClusterError> {
+    use futures_util::StreamExt as _;
+    if until <= after {
+        return Ok(Vec::new());
+    }
+    let deliver_policy = match after {
+        0 => jetstream::consumer::DeliverPolicy::All,
+        _ => jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable(op, error))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| ClusterError::unavailable(op, error))?;
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(READ_STALL, messages.next())
+            .await
+            .map_err(|_| ClusterError::unavailable(op, "timed out"))?;
+        let Some(message) = next else {
+            return Err(ClusterError::unavailable(op, "the consumer ended"));
+        };
+        let message = message.map_err(|error| ClusterError::unavailable(op, error))?;
+        let stream_seq = message
+            .info()
+            .map_err(|error| ClusterError::unavailable(op, error))?
+            .stream_sequence;
+        out.push((
+            stream_seq,
+            message.headers.clone().unwrap_or_default(),
+            message.payload.clone(),
+        ));
+        if stream_seq >= until {
+            return Ok(out);
+        }
+    }
+}
+
 /// Whether a key-value message is a delete or purge marker.
 pub(crate) fn is_removed(headers: &async_nats::HeaderMap) -> bool {
     headers
