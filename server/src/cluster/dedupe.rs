@@ -133,6 +133,7 @@ impl Steps {
     ) -> Result<StepOutcome, ClusterError> {
         let subject = self.subject(escalation, step);
         let mut attempt = 0u32;
+        let grace = tokio::time::Instant::now() + super::STREAM_NOT_FOUND_GRACE;
         let outcome = loop {
             attempt += 1;
             let message = PublishMessage::build()
@@ -149,6 +150,14 @@ impl Steps {
             match outcome {
                 Err(error) if in_process(&error) && attempt < IN_PROCESS_RETRIES => {
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                // The stream was just created on another server and this one has
+                // not heard of it yet: the step was not stored, so ask again.
+                Err(error)
+                    if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                        && tokio::time::Instant::now() < grace =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 outcome => break outcome,
             }

@@ -277,7 +277,7 @@ pub(crate) async fn publish_acked(
 
 /// How long a publish that found no stream is tried again: a stream or bucket
 /// just created reaches every server's view a moment later.
-const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
 
 /// The last message on `subject`, read from the stream's leader (a replica may
 /// lag); `None` if the subject has none. `op` names the read in errors.
