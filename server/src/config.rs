@@ -4,6 +4,7 @@
 //! into a [`Config`] with every refusal naming its key.
 
 mod cli;
+mod cluster;
 pub mod file;
 
 use std::net::SocketAddr;
@@ -11,9 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{
-    AuditCommand, AuditVerifyArgs, Cli, Command, EscalationCommand, EscalationStateArg,
-    GroupCommand, InviteRoleArg, RotaCommand, ServeArgs, Serving,
+    AuditCommand, AuditVerifyArgs, Cli, ClusterCommand, Command, EscalationCommand,
+    EscalationStateArg, GroupCommand, InviteRoleArg, RotaCommand, ServeArgs, Serving,
 };
+
+pub use cluster::ClusterSettings;
 
 use crate::transport::tls::TlsSource;
 
@@ -71,6 +74,8 @@ pub struct Config {
     pub store_min_free_bytes: u64,
     /// Which async runtime serves (the `runtime` key).
     pub runtime: RuntimeFlavor,
+    /// The NATS cluster (the `[cluster]` keys); `None`: one node on sled.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// Which async runtime the `peerhub` binary serves on (the `runtime` key).
@@ -155,6 +160,7 @@ impl Config {
             backup: Default::default(),
             store_min_free_bytes: 256 * 1024 * 1024,
             runtime: RuntimeFlavor::Auto,
+            cluster: None,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use peerhub_server::config::{
-    AuditCommand, Cli, Command, EscalationCommand, GroupCommand, RotaCommand, RuntimeFlavor,
-    Serving,
+    AuditCommand, Cli, ClusterCommand, Command, EscalationCommand, GroupCommand, RotaCommand,
+    RuntimeFlavor, Serving,
 };
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Some(Command::Rota(command)) => rota(command),
         Some(Command::Restore { from, data }) => restore(&from, &data),
         Some(Command::Erase { data, key }) => erase(&data, &key),
+        Some(Command::Cluster(command)) => cluster(&command),
         Some(command) => operate(command),
         None => {
             let check_only = cli.serve.check_config;
@@ -39,6 +40,14 @@ fn main() -> ExitCode {
                     print!("{}", serving.settings.redacted());
                     println!("# configuration OK");
                     ExitCode::SUCCESS
+                }
+                Ok(serving) if serving.config.cluster.is_some() => {
+                    eprintln!(
+                        "peerhub: cluster.nats_urls is set, but cluster mode does not serve \
+                         yet (issue 18, docs/CLUSTER.md): `peerhub cluster check` prepares \
+                         the NATS cluster; leave cluster.nats_urls empty to serve one node"
+                    );
+                    ExitCode::from(2)
                 }
                 Ok(serving) => serve_until_signal(serving),
             }
@@ -231,9 +240,11 @@ fn operate(command: Command) -> ExitCode {
             AdminRequest::EscalationResolve { id, outcome },
             None,
         ),
-        Command::Audit(_) | Command::Rota(_) | Command::Restore { .. } | Command::Erase { .. } => {
-            return ExitCode::from(2)
-        }
+        Command::Audit(_)
+        | Command::Rota(_)
+        | Command::Restore { .. }
+        | Command::Erase { .. }
+        | Command::Cluster(_) => return ExitCode::from(2),
     };
     match peerhub_server::admin::run(&data, request) {
         Ok(output) => {
@@ -256,6 +267,38 @@ fn operate(command: Command) -> ExitCode {
             eprintln!("peerhub {name}: {error}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `peerhub cluster check`: exit 0 fit, 1 not, 2 refused configuration.
+fn cluster(command: &ClusterCommand) -> ExitCode {
+    let settings = match command.settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("peerhub cluster check: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("peerhub cluster check: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(peerhub_server::cluster::check::check(&settings));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("peerhub cluster check: the cluster is not fit (see \"problem\" above)");
+        ExitCode::from(1)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Cluster building blocks on NATS JetStream (issue 18; design in docs/CLUSTER.md).
 //!
-//! Nothing here is wired into the hub yet and no configuration key selects it: these
-//! are the primitives that cluster mode will stand on, each tested against real
-//! nats-server processes (`tests/tests/integration/cluster_*.rs`):
+//! Nothing here serves yet: the `[cluster]` keys are read and checked, and
+//! `peerhub cluster check` prepares a NATS cluster, but a server given them
+//! refuses to start until the hub is wired onto these primitives. Each is tested
+//! against real nats-server processes (`tests/tests/integration/cluster_*.rs`):
 //!
 //! - [`lease`] — a named lease (a group's actor, the router) in a replicated
 //!   JetStream key-value bucket: acquire, renew, release, expiry by a deadline in the
@@ -27,9 +28,13 @@
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
 //!
+//! - [`check`] — `peerhub cluster check`: each NATS server fit (version,
+//!   JetStream), every stream and bucket made ready with the configured copies.
+//!
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
 pub mod audit;
+pub mod check;
 pub mod commands;
 pub mod dedupe;
 pub mod escalations;
@@ -150,13 +155,60 @@ impl Nats {
         name: &str,
         timeout: Duration,
     ) -> Result<Self, ClusterError> {
+        Self::connect_options(urls, async_nats::ConnectOptions::new().name(name), timeout).await
+    }
+
+    /// Connects as `[cluster]` says: to any of its URLs, named after the node
+    /// (and `role`: what the connection is for), with its credentials file and
+    /// certificate authority when set.
+    pub async fn connect_with(
+        settings: &crate::config::ClusterSettings,
+        role: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        Self::connect_to(&settings.nats_urls, settings, role, timeout).await
+    }
+
+    /// [`Self::connect_with`], to `urls` only (one server, for a check of each).
+    pub async fn connect_to(
+        urls: &[String],
+        settings: &crate::config::ClusterSettings,
+        role: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(path) = &settings.credentials_file {
+            options = options.credentials_file(path).await.map_err(|error| {
+                ClusterError::Connect(format!(
+                    "cluster.credentials_file {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(path) = &settings.tls_ca_file {
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        Self::connect_options(
+            urls,
+            options.name(format!("peerhub-{}-{role}", settings.node_name)),
+            timeout,
+        )
+        .await
+    }
+
+    async fn connect_options(
+        urls: &[String],
+        options: async_nats::ConnectOptions,
+        timeout: Duration,
+    ) -> Result<Self, ClusterError> {
         let addrs = urls
             .iter()
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| ClusterError::Connect(error.to_string()))?;
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
+        let client = options
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             .connect(addrs)

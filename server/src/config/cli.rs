@@ -108,6 +108,9 @@ pub enum Command {
     /// Groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Cluster mode on NATS JetStream (docs/CLUSTER.md).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// The escalation queue, for the day something goes wrong: list it, or
     /// resolve one; the server may be running (the router does it) or stopped.
     /// Signed with the hub's key and audited.
@@ -379,6 +382,38 @@ pub enum AuditCommand {
     /// later check that reports a different hash for the same entry count means
     /// the chain was rewritten.
     Verify(AuditVerifyArgs),
+}
+
+/// `peerhub cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Check the NATS cluster the `[cluster]` keys name, and make it ready: each
+    /// server reachable with this node's credentials, nats-server 2.9.21 or later,
+    /// JetStream on; every stream and bucket peerhub keeps created with
+    /// `cluster.replicas` copies, and reported with its leader and how many copies
+    /// are current. Prints the report as JSON; exit 0 all fit, 1 not, 2 the
+    /// configuration is refused.
+    Check {
+        /// The TOML configuration file (the `PEERHUB_*` variables apply over it).
+        #[arg(long, env = "PEERHUB_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+impl ClusterCommand {
+    /// The `[cluster]` settings from the file and the process's environment.
+    pub fn settings(&self) -> Result<super::ClusterSettings, ConfigError> {
+        let Self::Check { config } = self;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (_, config) = file::load(config.as_deref(), &env, Figment::new())?.validate()?;
+        config.cluster.ok_or_else(|| {
+            ConfigError::File(
+                "cluster.nats_urls is empty: name the NATS servers in [cluster] (or \
+                 PEERHUB_CLUSTER_NATS_URLS)"
+                    .into(),
+            )
+        })
+    }
 }
 
 /// Options for `peerhub audit verify`.

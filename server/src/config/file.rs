@@ -55,6 +55,29 @@ pub struct FileSettings {
     pub retention: RetentionSection,
     /// Scheduled backups.
     pub backup: BackupSection,
+    /// Several nodes on a NATS JetStream cluster (docs/CLUSTER.md).
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: the NATS cluster (off while `nats_urls` is empty: one node on
+/// sled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// The NATS servers (`nats://host:port` or `tls://host:port`); any one is
+    /// enough to connect, the others are tried when it goes away.
+    pub nats_urls: Vec<String>,
+    /// This node's name in leases and logs (empty: the machine's host name).
+    pub node_name: String,
+    /// A NATS credentials file (`.creds`: the user's JWT and nkey seed); empty:
+    /// none.
+    pub credentials_file: PathBuf,
+    /// PEM certificate authority for TLS to NATS (requires TLS); empty: none.
+    pub tls_ca_file: PathBuf,
+    /// Copies of every stream and bucket (1 to 5; 3 survives one server lost).
+    pub replicas: u32,
+    /// How long a node's lease on a group or the router lasts without renewal.
+    pub lease_ttl_ms: u64,
 }
 
 /// `[backup]`: scheduled backups (off while `interval_secs` is 0).
@@ -293,7 +316,21 @@ impl Default for FileSettings {
                 folder: config.backup.folder.clone(),
                 keep: config.backup.keep,
             },
+            cluster: ClusterSection {
+                nats_urls: Vec::new(),
+                node_name: String::new(),
+                credentials_file: PathBuf::new(),
+                tls_ca_file: PathBuf::new(),
+                replicas: 3,
+                lease_ttl_ms: 10_000,
+            },
         }
+    }
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        FileSettings::default().cluster
     }
 }
 
@@ -398,6 +435,12 @@ pub const KEYS: &[&str] = &[
     "backup.interval_secs",
     "backup.folder",
     "backup.keep",
+    "cluster.nats_urls",
+    "cluster.node_name",
+    "cluster.credentials_file",
+    "cluster.tls_ca_file",
+    "cluster.replicas",
+    "cluster.lease_ttl_ms",
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.
@@ -797,6 +840,7 @@ impl FileSettings {
             folder: self.backup.folder.clone(),
             keep: self.backup.keep,
         };
+        config.cluster = self.cluster.validate()?;
         Ok((self.listen, config))
     }
 
