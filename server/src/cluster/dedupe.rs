@@ -13,15 +13,19 @@
 //!   record's sequence is read back (`within_window: false`).
 //!
 //! Whoever gets [`StepOutcome::First`] performs the step's effects (the pager and
-//! push hooks); everyone else skips them. The stream's max age bounds how long a
-//! step is remembered at all: keep it far longer than any escalation stays open.
+//! push hooks); everyone else skips them. Effects done are marked on
+//! `peerhub.steps.<escalation>.<step>.done` ([`Steps::mark_done`], once too), so
+//! that a node taking over from one that died between recording a step and
+//! performing it finds the step not done ([`Steps::is_done`]) and performs it.
+//! The stream's max age bounds how long a step is remembered at all: keep it far
+//! longer than any escalation stays open.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 
-use super::{open_stream, ClusterError, Nats, StreamShape};
+use super::{last_message, open_stream, put_expecting, ClusterError, Nats, Put, StreamShape};
 
 /// The steps stream's settings.
 #[derive(Debug, Clone)]
@@ -121,6 +125,25 @@ impl Steps {
     /// A step's subject.
     pub fn subject(&self, escalation: u64, step: u32) -> String {
         format!("{}.{escalation}.{step}", self.prefix)
+    }
+
+    /// Marks step `step` of escalation `escalation` done: its effects were
+    /// performed. Once, however many nodes mark it.
+    pub async fn mark_done(&self, escalation: u64, step: u32) -> Result<(), ClusterError> {
+        let subject = format!("{}.done", self.subject(escalation, step));
+        match put_expecting(&self.js, subject, Bytes::new(), 0).await {
+            Ok(_) | Err(Put::Conflict) => Ok(()),
+            Err(Put::Failed(error)) => Err(ClusterError::unavailable("step done", error)),
+        }
+    }
+
+    /// Whether step `step` of escalation `escalation` was marked done, as the
+    /// stream's leader has it.
+    pub async fn is_done(&self, escalation: u64, step: u32) -> Result<bool, ClusterError> {
+        let subject = format!("{}.done", self.subject(escalation, step));
+        Ok(last_message(&self.stream, &subject, "step done read")
+            .await?
+            .is_some())
     }
 
     /// Records step `step` of escalation `escalation` once. `payload` describes

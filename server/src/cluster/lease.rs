@@ -315,6 +315,7 @@ pub enum LeaseState {
 /// A lease renewed in the background every third of its TTL (see [`Leases::keep`]).
 #[derive(Debug)]
 pub struct LeaseKeeper {
+    key: String,
     state: tokio::sync::watch::Receiver<LeaseState>,
     stop: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Option<Lease>>,
@@ -332,8 +333,10 @@ impl Leases {
             valid_until: lease.valid_until,
         });
         let stop = tokio_util::sync::CancellationToken::new();
+        let key = lease.key.clone();
         let task = tokio::spawn(keep_renewing(self.clone(), lease, tx, stop.clone()));
         LeaseKeeper {
+            key,
             state,
             stop,
             task,
@@ -383,6 +386,11 @@ async fn keep_renewing(
 }
 
 impl LeaseKeeper {
+    /// The lease's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The state as last renewed.
     pub fn state(&self) -> LeaseState {
         *self.state.borrow()

@@ -28,6 +28,9 @@
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
 //!
+//! - [`routing`] — the router's deadlines enforced by one node at a time (the
+//!   `router` lease), re-armed from the queue by a node taking over, each
+//!   routing step's effects once per step.
 //! - [`check`] — `peerhub cluster check`: each NATS server fit (version,
 //!   JetStream), every stream and bucket made ready with the configured copies.
 //!
@@ -41,6 +44,7 @@ pub mod escalations;
 pub mod fanout;
 pub mod lease;
 pub mod log;
+pub mod routing;
 pub mod snapshot;
 
 use std::time::Duration;
