@@ -28,6 +28,8 @@
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
 //!
+//! - [`replica`] — each node's sled store as a replica of the group logs: a
+//!   commit's write set as one log record, applied in order on every node.
 //! - [`routing`] — the router's deadlines enforced by one node at a time (the
 //!   `router` lease), re-armed from the queue by a node taking over, each
 //!   routing step's effects once per step.
@@ -44,6 +46,7 @@ pub mod escalations;
 pub mod fanout;
 pub mod lease;
 pub mod log;
+pub mod replica;
 pub mod routing;
 pub mod snapshot;
 
@@ -129,6 +132,9 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// This node's own store failed while applying the cluster's records.
+    #[error("local store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A key or subject token has characters NATS does not allow.
     #[error("invalid name {0:?} (allowed: a-z, A-Z, 0-9, - and _)")]
     InvalidName(String),

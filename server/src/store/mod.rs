@@ -863,6 +863,42 @@ impl Store {
         Ok(())
     }
 
+    // ---- cluster replica ----
+
+    /// The last record of `group`'s cluster log applied to this store, as its
+    /// group seq and stream sequence; `(0, 0)` if none (cluster mode only).
+    pub fn replica_applied(&self, group: &GroupId) -> Result<(u64, u64), StoreError> {
+        let Some(value) = self.t().meta.get(replica_key(group))? else {
+            return Ok((0, 0));
+        };
+        match <[u8; 16]>::try_from(value.as_ref()) {
+            Ok(bytes) => Ok((
+                keys::counter_from(&bytes[..8]),
+                keys::counter_from(&bytes[8..]),
+            )),
+            Err(_) => Err(StoreError::Corrupt {
+                tree: "meta",
+                reason: "replica mark is not 16 bytes".into(),
+            }),
+        }
+    }
+
+    /// Records that `group`'s cluster log is applied up to `seq` (stream sequence
+    /// `stream_seq`); durable with the next flush, like the writes it follows.
+    pub fn put_replica_applied(
+        &self,
+        group: &GroupId,
+        seq: u64,
+        stream_seq: u64,
+    ) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&keys::counter_bytes(seq));
+        value[8..].copy_from_slice(&keys::counter_bytes(stream_seq));
+        self.t().meta.insert(replica_key(group), &value[..])?;
+        Ok(())
+    }
+
     // ---- events ----
 
     /// Writes (or rewrites, for a redaction) one event. The caller (the group's
@@ -1265,6 +1301,11 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The `meta` key of a group's replica mark.
+fn replica_key(group: &GroupId) -> String {
+    format!("replica_applied/{}", group.as_str())
 }
 
 #[cfg(test)]
