@@ -86,13 +86,13 @@ fn write_set(n: u64, people: &[Identity]) -> Vec<GroupOp> {
         channel: Channel::Main,
         event: note(n, who),
     }];
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         ops.push(GroupOp::Event {
             channel: Channel::Staff,
             event: note(n / 3, who),
         });
     }
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         ops.push(GroupOp::Member {
             member: member(who, &format!("person {n}")),
         });
@@ -102,10 +102,10 @@ fn write_set(n: u64, people: &[Identity]) -> Vec<GroupOp> {
             key: people[4].key(),
         });
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         let mut state = peerhub_server::groups::room::initial_state(None);
         state.heads = vec![(Channel::Main, n)];
-        state.paused = n % 10 == 0;
+        state.paused = n.is_multiple_of(10);
         ops.push(GroupOp::State { state });
     }
     ops
