@@ -521,8 +521,9 @@ async fn grants_raced_from_three_servers_all_survive() {
 
 /// Members and the allow-list are per group: `circle` and `circle2` (one id a
 /// prefix of the other) each list exactly their own members, a deleted member is
-/// gone, an allowed key is allowed in its group only. A NATS server is killed
-/// half-way: everything written before it is read back through the other two,
+/// gone, an allowed key is allowed in its group only. The bucket's leader (a NATS
+/// server) is killed half-way: everything written before it is read back through
+/// the other two,
 /// writes go on, and the groups created before it still cannot be created again.
 /// With a plain put that last create is accepted (and replaces the group).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,7 +575,23 @@ async fn members_and_allow_lists_are_per_group_and_survive_a_server_kill() {
         };
         let (ones, twos) = before_kill;
 
-        cluster.kill("n1").await;
+        // Kill the bucket stream's leader: what follows is read from the other two.
+        let setup = cluster.connect(0, "setup").await;
+        let mut stream = setup
+            .jetstream()
+            .get_stream("KV_peerhub_directory")
+            .await
+            .expect("the bucket's stream");
+        let leader = stream
+            .info()
+            .await
+            .expect("info")
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("a leader");
+        drop(setup);
+        cluster.kill(&leader).await;
         let dir = open(&cluster.connect(1, "reader").await).await;
         let listed: Vec<MemberRecord> = retrying("listing circle", || dir.members(&circle)).await;
         let keys: Vec<PublicKey> = listed.iter().map(|m| m.key).collect();
