@@ -345,7 +345,9 @@ impl Directory {
     }
 
     /// Marks an invite used by `key`, exactly once however many nodes redeem it at
-    /// once. The key that redeemed it asking again gets the same answer.
+    /// once. The key that redeemed it asking again gets the same answer, so a
+    /// redeem answered [`ClusterError::Unavailable`] (stored or not) is settled by
+    /// asking again.
     pub async fn redeem_invite(
         &self,
         token_hash: [u8; 32],
