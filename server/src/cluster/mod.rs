@@ -12,6 +12,10 @@
 //!   append carries the subject's expected last sequence, and a new owner writes a
 //!   fence record first, so an owner that lost its lease can never append again.
 //!   An append returns only after the stream's acknowledgement.
+//! - [`directory`] — accounts, roles, grants, replay counters, invites, groups,
+//!   members and the allow-list in one replicated bucket, with the sled store's
+//!   methods and meaning; every read-modify-write a compare-and-set, so an invite
+//!   is redeemed once and a counter accepted once however many nodes race.
 //! - [`dedupe`] — exactly-once effects (an escalation's routing step): a message id
 //!   within the stream's duplicate window, and a subject per step with "expect no
 //!   message yet" after it.
@@ -42,6 +46,7 @@ pub mod audit;
 pub mod check;
 pub mod commands;
 pub mod dedupe;
+pub mod directory;
 pub mod escalations;
 pub mod fanout;
 pub mod lease;

@@ -1,0 +1,746 @@
+//! The cluster's directory: what the sled store keeps in its trees `key_account`,
+//! `key_counter`, `tokenhash_invite`, `groupid_group`, `groupid_key_member` and
+//! `groupid_key_allowed`, in one replicated JetStream key-value bucket, with the
+//! same methods and meaning as [`crate::store::Store`]'s of the same names.
+//!
+//! Keys (dot-separated, so a subject filter selects them; binary parts in
+//! lowercase hex):
+//! - `account.<key>` — the key's [`AccountRecord`] (roles, name, the groups it
+//!   facilitates);
+//! - `counter.<key>` — the last replay counter accepted from the key (a JSON
+//!   number);
+//! - `invite.<token hash>` — the [`InviteRecord`];
+//! - `group.<group id>` — the [`GroupRecord`];
+//! - `member.<group id>.<key>` — the [`MemberRecord`];
+//! - `allowed.<group id>.<key>` — an empty value: the key was invited to the
+//!   (virtual) group.
+//!
+//! Group ids are 1–32 characters of `a-z`, `0-9` and `-` ([`GroupId::parse`],
+//! also on deserialising), so they are one subject token as they are: never a
+//! `.`, `*`, `>` or whitespace. Each is checked again before it is used in a key.
+//! `member.circle.*` never selects a member of `circle2`.
+//!
+//! Values are JSON, as the escalation queue stores its records. Every
+//! read-modify-write (a grant, a name, a revoke, a counter, a redeem) reads the
+//! key from the bucket stream's leader and writes by compare-and-set on the
+//! revision it read (0: nothing ever written), reading again and re-applying the
+//! change after a lost race (random back-off), so writers on different nodes
+//! never lose each other's change. Where the sled store simply inserts
+//! (`put_invite`, `put_group`, `put_member`, `allow_member`, `delete_member`) so
+//! does this. Listings are an ordered consumer on the bucket's stream, the last
+//! message of each selected subject, deleted keys skipped. A value that does not
+//! decode is [`ClusterError::Corrupt`], never skipped or taken for an absent one.
+//! Logs name the kind of key and its revision, never a key or a record.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use peerhub_protocol::frame::Role;
+use peerhub_protocol::{GroupId, PublicKey};
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::escalations::backoff;
+use super::{
+    check_token, from_json, is_removed, is_sequence_conflict, last_message, open_bucket,
+    publish_acked, put_expecting, retry_unavailable, to_json, ClusterError, Nats, Put,
+    READ_DEADLINE, READ_STALL,
+};
+use crate::store::records::{AccountRecord, GroupRecord, InviteRecord, MemberRecord};
+use crate::store::RedeemRefusal;
+
+/// How many times a read-modify-write reads again after losing a race before
+/// giving up with [`ClusterError::Moved`].
+const RETRIES: usize = 64;
+
+/// Where the directory is kept.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Copies of the bucket (R3 by default; 1 for a one-server NATS).
+    pub replicas: usize,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "peerhub_directory".to_string(),
+            replicas: 3,
+        }
+    }
+}
+
+/// The directory bucket.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    js: jetstream::Context,
+    /// The bucket's stream: reads go to its leader (a replica may lag).
+    stream: jetstream::stream::Stream,
+    bucket: String,
+}
+
+/// What a read-modify-write's change decided.
+enum Step<T, R> {
+    /// Write `T` (by compare-and-set), then answer `R`.
+    Write(T, R),
+    /// Write nothing; answer `R`.
+    Keep(R),
+}
+
+/// One key of a listing: the rest of its key after the listed prefix, its value
+/// and its revision.
+type Listed = (String, Bytes, u64);
+
+impl Directory {
+    /// Opens the bucket, creating it (file storage, `config.replicas` copies, one
+    /// value kept per key) if it does not exist yet.
+    pub async fn open(nats: &Nats, config: &DirectoryConfig) -> Result<Self, ClusterError> {
+        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
+        Ok(Self {
+            js: nats.jetstream().clone(),
+            stream,
+            bucket: config.bucket.clone(),
+        })
+    }
+
+    // ---- accounts and roles ----
+
+    /// The account of a key, if it holds any role.
+    pub async fn account(&self, key: &PublicKey) -> Result<Option<AccountRecord>, ClusterError> {
+        self.get(&account_key(key), "account").await
+    }
+
+    /// Roles a key holds (empty for a participant).
+    pub async fn roles(&self, key: &PublicKey) -> Result<Vec<Role>, ClusterError> {
+        Ok(self
+            .account(key)
+            .await?
+            .map(|a| a.roles)
+            .unwrap_or_default())
+    }
+
+    /// Grants `role` to `key` (idempotent); returns the account after the grant.
+    pub async fn grant_role(
+        &self,
+        key: &PublicKey,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<AccountRecord, ClusterError> {
+        self.modify(&account_key(key), "account", |current| {
+            let mut account = current.unwrap_or_else(|| new_account(now_ms));
+            if account.roles.contains(&role) {
+                return Step::Keep(account);
+            }
+            account.roles.push(role);
+            account.roles.sort();
+            Step::Write(account.clone(), account)
+        })
+        .await
+    }
+
+    /// Sets the staff name of a key that holds a role (the name given at redeem).
+    pub async fn set_account_name(&self, key: &PublicKey, name: &str) -> Result<(), ClusterError> {
+        self.modify(
+            &account_key(key),
+            "account",
+            |current: Option<AccountRecord>| match current {
+                Some(mut account) if account.name.as_deref() != Some(name) => {
+                    account.name = Some(name.to_string());
+                    Step::Write(account, ())
+                }
+                _ => Step::Keep(()),
+            },
+        )
+        .await
+    }
+
+    /// Every key holding a role, with its account, by key.
+    pub async fn staff_accounts(&self) -> Result<Vec<(PublicKey, AccountRecord)>, ClusterError> {
+        Ok(self
+            .accounts()
+            .await?
+            .into_iter()
+            .filter(|(_, account)| !account.roles.is_empty())
+            .collect())
+    }
+
+    /// Whether `key` is a facilitator of `group` (holds a grant for it).
+    pub async fn facilitates(
+        &self,
+        key: &PublicKey,
+        group: &GroupId,
+    ) -> Result<bool, ClusterError> {
+        Ok(self
+            .account(key)
+            .await?
+            .is_some_and(|a| a.roles.contains(&Role::Facilitator) && a.facilitates.contains(group)))
+    }
+
+    /// Grants `key` the facilitator role and standing in each of `groups`
+    /// (idempotent); returns the account after the grant.
+    pub async fn grant_facilitator(
+        &self,
+        key: &PublicKey,
+        groups: &[GroupId],
+        now_ms: u64,
+    ) -> Result<AccountRecord, ClusterError> {
+        self.modify(&account_key(key), "account", |current| {
+            let mut account = current.unwrap_or_else(|| new_account(now_ms));
+            let before = account.clone();
+            if !account.roles.contains(&Role::Facilitator) {
+                account.roles.push(Role::Facilitator);
+                account.roles.sort();
+            }
+            for group in groups {
+                if !account.facilitates.contains(group) {
+                    account.facilitates.push(group.clone());
+                }
+            }
+            account.facilitates.sort();
+            if account == before {
+                Step::Keep(account)
+            } else {
+                Step::Write(account.clone(), account)
+            }
+        })
+        .await
+    }
+
+    /// Takes `key`'s facilitator standing in `group` away (the role stays, for
+    /// its other groups); returns whether it held one.
+    pub async fn revoke_facilitator(
+        &self,
+        key: &PublicKey,
+        group: &GroupId,
+    ) -> Result<bool, ClusterError> {
+        self.modify(
+            &account_key(key),
+            "account",
+            |current: Option<AccountRecord>| {
+                let Some(mut account) = current else {
+                    return Step::Keep(false);
+                };
+                let before = account.facilitates.len();
+                account.facilitates.retain(|g| g != group);
+                if account.facilitates.len() == before {
+                    return Step::Keep(false);
+                }
+                Step::Write(account, true)
+            },
+        )
+        .await
+    }
+
+    /// Every account, by key (operator jobs and start-up migrations only).
+    pub async fn accounts(&self) -> Result<Vec<(PublicKey, AccountRecord)>, ClusterError> {
+        let mut out = Vec::new();
+        for (tail, value, _) in self.list(ACCOUNT).await? {
+            let key = parse_key(&tail, "account key")?;
+            out.push((key, from_json("account", &value)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether any key holds the admin role.
+    pub async fn has_admin(&self) -> Result<bool, ClusterError> {
+        Ok(self
+            .accounts()
+            .await?
+            .iter()
+            .any(|(_, account)| account.roles.contains(&Role::Admin)))
+    }
+
+    // ---- replay counters ----
+
+    /// The last counter accepted from `key` (0 if none).
+    pub async fn counter(&self, key: &PublicKey) -> Result<u64, ClusterError> {
+        Ok(self
+            .get::<u64>(&counter_key(key), "replay counter")
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Raises the stored counter of `key` to at least `counter`; writers on any
+    /// node never lower it.
+    pub async fn raise_counter(&self, key: &PublicKey, counter: u64) -> Result<(), ClusterError> {
+        self.modify(
+            &counter_key(key),
+            "replay counter",
+            |current: Option<u64>| match current {
+                Some(stored) if stored >= counter => Step::Keep(()),
+                _ => Step::Write(counter, ()),
+            },
+        )
+        .await
+    }
+
+    /// Accepts `counter` from `key` if it is above the last one accepted, and
+    /// stores it: `true` then; `false` (nothing written) if it is not. Of nodes
+    /// presenting the same counter at once exactly one gets `true`. An
+    /// [`ClusterError::Unavailable`] may or may not have stored it: the command
+    /// is refused, and a retry with the same counter may then be refused as a
+    /// replay (the client signs again with a new counter).
+    pub async fn accept_counter(
+        &self,
+        key: &PublicKey,
+        counter: u64,
+    ) -> Result<bool, ClusterError> {
+        self.modify(
+            &counter_key(key),
+            "replay counter",
+            |current: Option<u64>| match current {
+                Some(stored) if stored >= counter => Step::Keep(false),
+                _ => Step::Write(counter, true),
+            },
+        )
+        .await
+    }
+
+    // ---- invites ----
+
+    /// Stores an invite under the hash of its token.
+    pub async fn put_invite(
+        &self,
+        token_hash: [u8; 32],
+        invite: &InviteRecord,
+    ) -> Result<(), ClusterError> {
+        self.insert(&invite_key(&token_hash), to_json(invite), "invite write")
+            .await
+    }
+
+    /// Removes unredeemed bootstrap invites (a new one is made at each start).
+    /// Each removal names the revision listed, so an invite redeemed meanwhile on
+    /// another node is read again and kept.
+    pub async fn remove_unused_bootstrap_invites(&self) -> Result<usize, ClusterError> {
+        let mut removed = 0;
+        for (tail, value, revision) in self.list(INVITE).await? {
+            let key = format!("{INVITE}{tail}");
+            let mut current = (Some(value), revision);
+            let mut attempt = 0;
+            while let (Some(bytes), revision) = &current {
+                let invite: InviteRecord = from_json("invite", bytes)?;
+                if !(invite.bootstrap && invite.used_by.is_none()) {
+                    break;
+                }
+                match self.remove_expecting(&key, *revision).await {
+                    Ok(()) => {
+                        removed += 1;
+                        break;
+                    }
+                    Err(Put::Conflict) if attempt + 1 < RETRIES => {
+                        attempt += 1;
+                        backoff(attempt).await;
+                        current = self.read(&key, "invite read").await?;
+                    }
+                    Err(Put::Conflict) => return Err(ClusterError::Moved { key }),
+                    Err(Put::Failed(error)) => {
+                        return Err(ClusterError::unavailable("invite removal", error))
+                    }
+                }
+            }
+        }
+        tracing::debug!(removed, "unused bootstrap invites removed");
+        Ok(removed)
+    }
+
+    /// Marks an invite used by `key`, exactly once however many nodes redeem it at
+    /// once. The key that redeemed it asking again gets the same answer, so a
+    /// redeem answered [`ClusterError::Unavailable`] (stored or not) is settled by
+    /// asking again.
+    pub async fn redeem_invite(
+        &self,
+        token_hash: [u8; 32],
+        key: &PublicKey,
+        now_ms: u64,
+    ) -> Result<Result<InviteRecord, RedeemRefusal>, ClusterError> {
+        self.modify(
+            &invite_key(&token_hash),
+            "invite",
+            |current: Option<InviteRecord>| {
+                let Some(invite) = current else {
+                    return Step::Keep(Err(RedeemRefusal::Unknown));
+                };
+                if invite.used_by == Some(*key) {
+                    // The same key asking again (its first answer was lost).
+                    return Step::Keep(Ok(invite));
+                }
+                if invite.used_by.is_some() {
+                    return Step::Keep(Err(RedeemRefusal::Used));
+                }
+                if now_ms > invite.expires_ms {
+                    return Step::Keep(Err(RedeemRefusal::Expired));
+                }
+                let used = InviteRecord {
+                    used_by: Some(*key),
+                    used_ms: Some(now_ms),
+                    ..invite
+                };
+                Step::Write(used.clone(), Ok(used))
+            },
+        )
+        .await
+    }
+
+    // ---- groups ----
+
+    /// Creates a group; `false` if the id is taken (by anyone, on any node).
+    pub async fn create_group(&self, group: &GroupRecord) -> Result<bool, ClusterError> {
+        let key = group_key(&group.id)?;
+        let value = to_json(group);
+        // Revision 0 first: the key was never written. A key that was deleted
+        // has a revision of its own (its delete marker), read on a conflict.
+        let mut revision = 0;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            match self.put(&key, value.clone(), revision).await {
+                Ok(written) => {
+                    tracing::debug!(revision = written, "group created");
+                    return Ok(true);
+                }
+                Err(Put::Conflict) => match self.read(&key, "group read").await? {
+                    (Some(_), _) => return Ok(false),
+                    (None, deleted) => revision = deleted,
+                },
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("group create", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved { key })
+    }
+
+    /// Replaces an existing group's record (settings an operator changed).
+    pub async fn put_group(&self, group: &GroupRecord) -> Result<(), ClusterError> {
+        self.insert(&group_key(&group.id)?, to_json(group), "group write")
+            .await
+    }
+
+    /// A group by id.
+    pub async fn group(&self, id: &GroupId) -> Result<Option<GroupRecord>, ClusterError> {
+        self.get(&group_key(id)?, "group").await
+    }
+
+    /// Every group, by id.
+    pub async fn groups(&self) -> Result<Vec<GroupRecord>, ClusterError> {
+        self.list(GROUP)
+            .await?
+            .iter()
+            .map(|(_, value, _)| from_json("group", value))
+            .collect()
+    }
+
+    // ---- members ----
+
+    /// Stores (or replaces) a member record.
+    pub async fn put_member(
+        &self,
+        group: &GroupId,
+        member: &MemberRecord,
+    ) -> Result<(), ClusterError> {
+        self.insert(
+            &member_key(MEMBER, group, &member.key)?,
+            to_json(member),
+            "member write",
+        )
+        .await
+    }
+
+    /// Forgets a member record (a knock on the waiting room that expired or was
+    /// cleared).
+    pub async fn delete_member(
+        &self,
+        group: &GroupId,
+        key: &PublicKey,
+    ) -> Result<(), ClusterError> {
+        let subject = self.subject(&member_key(MEMBER, group, key)?);
+        publish_acked(&self.js, &subject, || {
+            jetstream::message::PublishMessage::build()
+                .payload(Bytes::new())
+                .header("KV-Operation", "DEL")
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("member delete", error))?;
+        Ok(())
+    }
+
+    /// One member of a group (a point read).
+    pub async fn member_of(
+        &self,
+        group: &GroupId,
+        key: &PublicKey,
+    ) -> Result<Option<MemberRecord>, ClusterError> {
+        self.get(&member_key(MEMBER, group, key)?, "member").await
+    }
+
+    /// Every member of a group, by key.
+    pub async fn members(&self, group: &GroupId) -> Result<Vec<MemberRecord>, ClusterError> {
+        check_token(group.as_str())?;
+        self.list(&format!("{MEMBER}{group}."))
+            .await?
+            .iter()
+            .map(|(_, value, _)| from_json("member", value))
+            .collect()
+    }
+
+    /// Marks `key` as invited to a virtual group.
+    pub async fn allow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), ClusterError> {
+        self.insert(
+            &member_key(ALLOWED, group, key)?,
+            Bytes::new(),
+            "allow-list write",
+        )
+        .await
+    }
+
+    /// Whether `key` was invited to a virtual group.
+    pub async fn is_allowed(&self, group: &GroupId, key: &PublicKey) -> Result<bool, ClusterError> {
+        let (value, _) = self
+            .read(&member_key(ALLOWED, group, key)?, "allow-list read")
+            .await?;
+        Ok(value.is_some())
+    }
+
+    // ---- the bucket ----
+
+    fn subject(&self, key: &str) -> String {
+        format!("$KV.{}.{key}", self.bucket)
+    }
+
+    /// The value of `key` (`None`: never written, or deleted) and the revision to
+    /// expect when writing it (0: never written; a deleted key's is its delete
+    /// marker's), from the stream's leader.
+    async fn read(
+        &self,
+        key: &str,
+        op: &'static str,
+    ) -> Result<(Option<Bytes>, u64), ClusterError> {
+        Ok(
+            match last_message(&self.stream, &self.subject(key), op).await? {
+                None => (None, 0),
+                Some(message) if is_removed(&message.headers) => (None, message.sequence),
+                Some(message) => (Some(message.payload), message.sequence),
+            },
+        )
+    }
+
+    /// The decoded value of `key`, if any.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, ClusterError> {
+        self.read(key, "directory read")
+            .await?
+            .0
+            .map(|bytes| from_json(what, &bytes))
+            .transpose()
+    }
+
+    /// Reads `key`, lets `change` decide from its value, and writes what it
+    /// decides by compare-and-set on the revision read; on a lost race reads
+    /// again (random back-off) and asks `change` again.
+    async fn modify<T, R, F>(
+        &self,
+        key: &str,
+        what: &'static str,
+        mut change: F,
+    ) -> Result<R, ClusterError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> Step<T, R>,
+    {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (bytes, revision) = self.read(key, "directory read").await?;
+            let current = bytes.map(|bytes| from_json(what, &bytes)).transpose()?;
+            let (next, answer) = match change(current) {
+                Step::Keep(answer) => return Ok(answer),
+                Step::Write(next, answer) => (next, answer),
+            };
+            match self.put(key, to_json(&next), revision).await {
+                Ok(written) => {
+                    tracing::debug!(what, revision = written, "directory written");
+                    return Ok(answer);
+                }
+                Err(Put::Conflict) => continue,
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("directory write", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved {
+            key: key.to_string(),
+        })
+    }
+
+    /// Writes `value` under `key` if the key's last revision is `revision`.
+    async fn put(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, Put> {
+        put_expecting(&self.js, self.subject(key), value, revision).await
+    }
+
+    /// Writes `value` under `key` whatever is there (where sled inserts).
+    async fn insert(&self, key: &str, value: Bytes, op: &'static str) -> Result<(), ClusterError> {
+        publish_acked(&self.js, &self.subject(key), || {
+            jetstream::message::PublishMessage::build().payload(value.clone())
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable(op, error))?;
+        Ok(())
+    }
+
+    /// Deletes `key` if its last revision is still `revision`.
+    async fn remove_expecting(&self, key: &str, revision: u64) -> Result<(), Put> {
+        let outcome = publish_acked(&self.js, &self.subject(key), || {
+            jetstream::message::PublishMessage::build()
+                .payload(Bytes::new())
+                .header("KV-Operation", "DEL")
+                .expected_last_subject_sequence(revision)
+        })
+        .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
+            Err(error) => Err(Put::Failed(error)),
+        }
+    }
+
+    /// The keys under `prefix` (one more token after it), sorted by key, with
+    /// their values and revisions; deleted keys left out. Started again for up
+    /// to [`READ_DEADLINE`] when it stalls or fails on the way.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, ClusterError> {
+        retry_unavailable(READ_DEADLINE, || self.list_once(prefix)).await
+    }
+
+    async fn list_once(&self, prefix: &str) -> Result<Vec<Listed>, ClusterError> {
+        use futures_util::StreamExt as _;
+        const OP: &str = "directory listing";
+        let full = self.subject(prefix);
+        let consumer = self
+            .stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.js.client().new_inbox(),
+                filter_subject: format!("{full}*"),
+                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::unavailable(OP, error))?;
+        let mut found = BTreeMap::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|error| ClusterError::unavailable(OP, error))?;
+        loop {
+            let next = tokio::time::timeout(READ_STALL, messages.next())
+                .await
+                .map_err(|_| ClusterError::unavailable(OP, "timed out"))?;
+            let Some(message) = next else {
+                return Err(ClusterError::unavailable(OP, "the consumer ended"));
+            };
+            let message = message.map_err(|error| ClusterError::unavailable(OP, error))?;
+            let info = message
+                .info()
+                .map_err(|error| ClusterError::unavailable(OP, error))?;
+            let (pending, revision) = (info.pending, info.stream_sequence);
+            if !message.headers.as_ref().is_some_and(is_removed) {
+                let tail = message
+                    .subject
+                    .strip_prefix(full.as_str())
+                    .ok_or_else(|| ClusterError::Corrupt {
+                        what: "directory key",
+                        reason: "a key outside the listed prefix".to_string(),
+                    })?
+                    .to_string();
+                found.insert(tail, (message.payload.clone(), revision));
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|(tail, (value, revision))| (tail, value, revision))
+            .collect())
+    }
+}
+
+const ACCOUNT: &str = "account.";
+const COUNTER: &str = "counter.";
+const INVITE: &str = "invite.";
+const GROUP: &str = "group.";
+const MEMBER: &str = "member.";
+const ALLOWED: &str = "allowed.";
+
+fn new_account(now_ms: u64) -> AccountRecord {
+    AccountRecord {
+        roles: Vec::new(),
+        created_ms: now_ms,
+        name: None,
+        facilitates: Vec::new(),
+    }
+}
+
+fn account_key(key: &PublicKey) -> String {
+    format!("{ACCOUNT}{}", hex::encode(key.0))
+}
+
+fn counter_key(key: &PublicKey) -> String {
+    format!("{COUNTER}{}", hex::encode(key.0))
+}
+
+fn invite_key(token_hash: &[u8; 32]) -> String {
+    format!("{INVITE}{}", hex::encode(token_hash))
+}
+
+/// `group.<id>`; the id checked to be one subject token.
+fn group_key(id: &GroupId) -> Result<String, ClusterError> {
+    check_token(id.as_str())?;
+    Ok(format!("{GROUP}{id}"))
+}
+
+/// `<kind><group id>.<key hex>` (`member.` or `allowed.`).
+fn member_key(kind: &str, group: &GroupId, key: &PublicKey) -> Result<String, ClusterError> {
+    check_token(group.as_str())?;
+    Ok(format!("{kind}{group}.{}", hex::encode(key.0)))
+}
+
+/// A public key from the hex of a key's last token.
+fn parse_key(hex_text: &str, what: &'static str) -> Result<PublicKey, ClusterError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut bytes).map_err(|error| ClusterError::Corrupt {
+        what,
+        reason: error.to_string(),
+    })?;
+    Ok(PublicKey(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_tokens_with_hex_parts() {
+        let key = PublicKey([0xAB; 32]);
+        let group = GroupId::parse("circle-2").unwrap();
+        assert_eq!(account_key(&key), format!("account.{}", "ab".repeat(32)));
+        assert_eq!(
+            member_key(MEMBER, &group, &key).unwrap(),
+            format!("member.circle-2.{}", "ab".repeat(32))
+        );
+        assert_eq!(group_key(&group).unwrap(), "group.circle-2");
+        assert_eq!(parse_key(&"ab".repeat(32), "k").unwrap(), key);
+        assert!(matches!(
+            parse_key("zz", "k"),
+            Err(ClusterError::Corrupt { .. })
+        ));
+    }
+}
