@@ -180,6 +180,17 @@ async fn check_stores(nats: &Nats, settings: &ClusterSettings) -> Vec<StoreCheck
         "group logs: every message and event",
         super::log::GroupLogs::open(nats, &log).await.map(drop),
     ));
+    let directory = super::directory::DirectoryConfig {
+        replicas,
+        ..Default::default()
+    };
+    opened.push((
+        format!("KV_{}", directory.bucket),
+        "the directory: accounts, roles, invites, groups, members, replay counters",
+        super::directory::Directory::open(nats, &directory)
+            .await
+            .map(drop),
+    ));
     let snapshots = super::snapshot::SnapshotConfig {
         replicas,
         ..Default::default()

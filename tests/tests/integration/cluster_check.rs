@@ -17,9 +17,10 @@ use serde_json::Value;
 const BOUND: Duration = Duration::from_secs(120);
 
 /// The streams peerhub keeps (buckets as their streams).
-const STREAMS: [&str; 6] = [
+const STREAMS: [&str; 7] = [
     "KV_peerhub_leases",
     "PEERHUB_LOG",
+    "KV_peerhub_directory",
     "KV_peerhub_group_state",
     "KV_peerhub_escalations",
     "PEERHUB_STEPS",
@@ -60,7 +61,7 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A fresh cluster checks fit: three servers with their versions, six stores each
+/// A fresh cluster checks fit: three servers with their versions, seven stores each
 /// led and with three current copies; a second check finds them as they are.
 /// Then a check asking for one copy reports every stream made with three (and
 /// changes none), and with a server killed the check names it and exits 1.
@@ -76,8 +77,19 @@ async fn a_check_makes_every_store_and_names_what_is_wrong() {
             ("PEERHUB_CLUSTER_NODE_NAME", "node-a".to_string()),
         ];
         for round in 0..2 {
-            let out = peerhub(&["cluster", "check"], &env).await;
-            let found = report(&out);
+            // A replica just made may take a moment to be current on a loaded
+            // machine: the check says so (exit 1), and an operator runs it again.
+            let mut tries = 0;
+            let (out, found) = loop {
+                tries += 1;
+                let out = peerhub(&["cluster", "check"], &env).await;
+                let found = report(&out);
+                if out.status.code() == Some(0) || tries == 10 {
+                    break (out, found);
+                }
+                eprintln!("check again: {found}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
             assert_eq!(out.status.code(), Some(0), "round {round}: {found:#}");
             assert_eq!(found["ok"], true);
             assert_eq!(found["node_name"], "node-a");
@@ -105,7 +117,9 @@ async fn a_check_makes_every_store_and_names_what_is_wrong() {
         let found = report(&out);
         assert_eq!(out.status.code(), Some(1), "{found:#}");
         assert_eq!(found["ok"], false);
-        for store in found["stores"].as_array().expect("stores") {
+        let stores = found["stores"].as_array().expect("stores");
+        assert_eq!(stores.len(), STREAMS.len(), "{found:#}");
+        for store in stores {
             let problem = store["problem"].as_str().expect("a problem");
             assert!(problem.contains("made with 3 copies"), "{problem}");
             assert_eq!(store["replicas"], 3, "left as it was: {store}");
@@ -117,7 +131,13 @@ async fn a_check_makes_every_store_and_names_what_is_wrong() {
         assert_eq!(out.status.code(), Some(1), "{found:#}");
         let servers = found["servers"].as_array().expect("servers");
         assert!(servers[1]["problem"].is_string(), "{}", servers[1]);
-        assert!(servers[0]["problem"].is_null() && servers[2]["problem"].is_null());
+        // The others answer; while the meta group elects a new leader (when n2
+        // led it) their JetStream may not, and the check says so.
+        for other in [&servers[0], &servers[2]] {
+            assert!(other["version"].is_string(), "{other}");
+            let problem = other["problem"].as_str().unwrap_or("JetStream");
+            assert!(problem.contains("JetStream"), "{other}");
+        }
         assert!(stderr(&out).contains("not fit"), "{}", stderr(&out));
     })
     .await
