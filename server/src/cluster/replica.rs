@@ -140,6 +140,19 @@ pub async fn commit(
     Ok(appended)
 }
 
+/// Rebuilds this store's copy of `group` from the log alone: forgets every
+/// replicated record of the group, then catches up from the log's start. What a
+/// node runs when an append of its own was refused or never acknowledged (its
+/// sled may hold writes the log does not) before it serves the group again.
+pub async fn rebuild(
+    store: &Store,
+    logs: &GroupLogs,
+    group: &GroupId,
+) -> Result<u64, ClusterError> {
+    store.forget_replica(group)?;
+    catch_up(store, logs, group).await
+}
+
 /// Applies everything `group`'s log holds past the store's mark; returns the
 /// group seq the store is at afterwards.
 pub async fn catch_up(

@@ -899,6 +899,29 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets this store's copy of `group`'s replicated records — its events,
+    /// state, member records and replica mark — so that it can be rebuilt from the
+    /// cluster's log (a node whose append was refused may hold writes the log does
+    /// not). Not yet durable: flush. Returns how many records went.
+    pub fn forget_replica(&self, group: &GroupId) -> Result<usize, StoreError> {
+        let mut gone = self.delete_events(group, None)?;
+        let _writing = self.writing();
+        let trees = self.t();
+        if trees.groupid_state.remove(group.as_str())?.is_some() {
+            gone += 1;
+        }
+        for item in trees
+            .groupid_key_member
+            .scan_prefix(keys::group_prefix(group))
+        {
+            let (key, _) = item?;
+            trees.groupid_key_member.remove(key)?;
+            gone += 1;
+        }
+        trees.meta.remove(replica_key(group))?;
+        Ok(gone)
+    }
+
     // ---- events ----
 
     /// Writes (or rewrites, for a redaction) one event. The caller (the group's

@@ -223,7 +223,9 @@ async fn members_on_three_nodes_hold_one_gap_free_order() {
 /// A commits ten write sets and stops renewing; B, whose store has only the first
 /// five, takes the lease, catches up to ten before it writes, and commits 11 to
 /// 15. A's next commit is refused (fenced) and applies nothing to A's store; A
-/// catches up as a follower. Both stores then hold 1 to 15, each seq once.
+/// catches up as a follower. Both stores then hold 1 to 15, each seq once. A
+/// write A made to its own sled that never reached the log is removed by a
+/// rebuild from the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_catches_up_before_writing_and_the_old_one_is_fenced() {
     let Some(cluster) = NatsCluster::start().await else {
@@ -304,6 +306,24 @@ async fn a_new_owner_catches_up_before_writing_and_the_old_one_is_fenced() {
         assert_eq!(a, held(&store_b, &group));
         let seqs: Vec<u64> = a.main.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+
+        // The actor writes its sled before the append: a node whose append is then
+        // refused holds a write the log does not. Catching up cannot see it (its
+        // mark is already at the tail); rebuilding from the log removes it.
+        let stray = Identity::generate();
+        store_a
+            .put_event(&group, &Channel::Main, &note(16, &stray))
+            .unwrap();
+        store_a
+            .put_member(&group, &member(&stray, "stray"))
+            .unwrap();
+        replica::catch_up(&store_a, &logs_a, &group).await.unwrap();
+        assert_ne!(held(&store_a, &group), held(&store_b, &group));
+        assert_eq!(
+            replica::rebuild(&store_a, &logs_a, &group).await.unwrap(),
+            15
+        );
+        assert_eq!(held(&store_a, &group), held(&store_b, &group));
     })
     .await
     .expect("test bound");
