@@ -104,6 +104,21 @@ impl Directory {
         })
     }
 
+    /// The bucket's stream (for the mirror, `super::mirror`).
+    pub(crate) fn stream(&self) -> &jetstream::stream::Stream {
+        &self.stream
+    }
+
+    /// The NATS client behind the bucket (for the mirror's inbox).
+    pub(crate) fn stream_client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// The bucket's name.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     // ---- accounts and roles ----
 
     /// The account of a key, if it holds any role.
@@ -673,12 +688,12 @@ impl Directory {
     }
 }
 
-const ACCOUNT: &str = "account.";
+pub(crate) const ACCOUNT: &str = "account.";
 const COUNTER: &str = "counter.";
 const INVITE: &str = "invite.";
-const GROUP: &str = "group.";
+pub(crate) const GROUP: &str = "group.";
 const MEMBER: &str = "member.";
-const ALLOWED: &str = "allowed.";
+pub(crate) const ALLOWED: &str = "allowed.";
 
 fn new_account(now_ms: u64) -> AccountRecord {
     AccountRecord {
@@ -714,7 +729,7 @@ fn member_key(kind: &str, group: &GroupId, key: &PublicKey) -> Result<String, Cl
 }
 
 /// A public key from the hex of a key's last token.
-fn parse_key(hex_text: &str, what: &'static str) -> Result<PublicKey, ClusterError> {
+pub(crate) fn parse_key(hex_text: &str, what: &'static str) -> Result<PublicKey, ClusterError> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(hex_text, &mut bytes).map_err(|error| ClusterError::Corrupt {
         what,

@@ -32,6 +32,8 @@
 //!   and kept one line by the expected last sequence, checked by the same verifier
 //!   as the one-node chain.
 //!
+//! - [`mirror`] — the directory's accounts, groups and invited lists followed
+//!   into each node's sled store.
 //! - [`replica`] — each node's sled store as a replica of the group logs: a
 //!   commit's write set as one log record, applied in order on every node.
 //! - [`routing`] — the router's deadlines enforced by one node at a time (the
@@ -51,6 +53,7 @@ pub mod escalations;
 pub mod fanout;
 pub mod lease;
 pub mod log;
+pub mod mirror;
 pub mod replica;
 pub mod routing;
 pub mod snapshot;

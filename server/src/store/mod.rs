@@ -922,6 +922,51 @@ impl Store {
         Ok(gone)
     }
 
+    /// Writes `key`'s account as the cluster's directory holds it (the mirror of
+    /// cluster mode; the one-node hub changes accounts through the methods above).
+    pub fn put_account(&self, key: &PublicKey, account: &AccountRecord) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t().key_account.insert(key.0, encode(account))?;
+        Ok(())
+    }
+
+    /// Removes `key`'s account (the directory's removed it; cluster mode's mirror).
+    pub fn remove_account(&self, key: &PublicKey) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t().key_account.remove(key.0)?;
+        Ok(())
+    }
+
+    /// Takes `key` off a virtual group's invited list (cluster mode's mirror).
+    pub fn disallow_member(&self, group: &GroupId, key: &PublicKey) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t()
+            .groupid_key_allowed
+            .remove(keys::member_key(group, key))?;
+        Ok(())
+    }
+
+    /// How far this store mirrors the cluster's `what` (a bucket's stream
+    /// sequence; 0: not at all).
+    pub fn mirror_applied(&self, what: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .t()
+            .meta
+            .get(format!("mirror_applied/{what}"))?
+            .map(|v| keys::counter_from(&v))
+            .unwrap_or(0))
+    }
+
+    /// Records how far this store mirrors `what`.
+    pub fn put_mirror_applied(&self, what: &str, stream_seq: u64) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t().meta.insert(
+            format!("mirror_applied/{what}"),
+            &keys::counter_bytes(stream_seq)[..],
+        )?;
+        Ok(())
+    }
+
     // ---- events ----
 
     /// Writes (or rewrites, for a redaction) one event. The caller (the group's

@@ -12,6 +12,7 @@ mod cluster_audit;
 mod cluster_check;
 mod cluster_directory;
 mod cluster_escalations;
+mod cluster_mirror;
 mod cluster_primitives;
 mod cluster_replica;
 mod cluster_routing;

@@ -1,0 +1,158 @@
+//! Cluster mode's directory mirror (docs/CLUSTER.md §7, B): each node follows the
+//! directory bucket and applies what other nodes write to its own sled store, so
+//! sessions and actors keep reading accounts, roles, grants, groups and the
+//! virtual groups' invited lists synchronously from sled.
+//!
+//! What is mirrored: `account.*` (roles, grants, staff names), `group.*` (group
+//! settings) and `allowed.*` (who was invited to a virtual group). What is not,
+//! and why: `counter.*` (a replay counter is checked in the bucket itself, by
+//! compare-and-set, on every command: a copy would only ever be stale), `invite.*`
+//! (an invite is redeemed in the bucket, by compare-and-set) and `member.*` (member
+//! records travel with their group's log, `super::replica`).
+//!
+//! The mirror is an ordered consumer on the bucket's stream from the store's mark
+//! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps one
+//! value per key, so every key changed since the mark is delivered at its latest
+//! value. Each value is applied, then the mark moves; applying twice writes the
+//! same record again. A consumer that fails (a server went away) is made again from
+//! the mark. An unreadable value, or the removal of a group (groups are never
+//! removed), stops the mirror with an error instead of being skipped: a skipped
+//! revocation would leave a node trusting a key it should not. Logs name keys'
+//! kinds and sequences, never a record.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP};
+use super::{from_json, is_removed, ClusterError};
+use crate::store::records::{AccountRecord, GroupRecord};
+use crate::store::Store;
+use peerhub_protocol::GroupId;
+
+/// The mark's name in the store.
+pub const MIRROR: &str = "directory";
+
+/// How long the mirror waits before making its consumer again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Mirrors `directory` into `store` until `stop`; returns an error only for a value
+/// it must not skip (see the module).
+pub async fn run(
+    directory: &Directory,
+    store: &Store,
+    stop: CancellationToken,
+) -> Result<(), ClusterError> {
+    while !stop.is_cancelled() {
+        match follow(directory, store, &stop).await {
+            Ok(()) => return Ok(()),
+            Err(error @ (ClusterError::Corrupt { .. } | ClusterError::Store(_))) => {
+                return Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "directory mirror: following again");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One consumer's life: from the mark, until `stop` or a failure.
+async fn follow(
+    directory: &Directory,
+    store: &Store,
+    stop: &CancellationToken,
+) -> Result<(), ClusterError> {
+    let mark = store.mirror_applied(MIRROR)?;
+    let deliver_policy = if mark == 0 {
+        jetstream::consumer::DeliverPolicy::All
+    } else {
+        jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: mark + 1,
+        }
+    };
+    let client = directory.stream_client();
+    let consumer = directory
+        .stream()
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy,
+            replay_policy: jetstream::consumer::ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("directory mirror", error))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| ClusterError::unavailable("directory mirror", error))?;
+    let prefix = format!("$KV.{}.", directory.bucket());
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let message = next
+            .ok_or_else(|| ClusterError::unavailable("directory mirror", "the consumer ended"))?
+            .map_err(|error| ClusterError::unavailable("directory mirror", error))?;
+        let seq = message
+            .info()
+            .map_err(|error| ClusterError::unavailable("directory mirror", error))?
+            .stream_sequence;
+        let key = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
+        let removed = message.headers.as_ref().is_some_and(is_removed);
+        apply(store, key, removed, &message.payload)?;
+        store.put_mirror_applied(MIRROR, seq)?;
+    }
+}
+
+/// Applies one key's latest value (or its removal) to `store`.
+fn apply(store: &Store, key: &str, removed: bool, value: &[u8]) -> Result<(), ClusterError> {
+    if let Some(hex_key) = key.strip_prefix(ACCOUNT) {
+        let who = parse_key(hex_key, "directory account key")?;
+        if removed {
+            store.remove_account(&who)?;
+        } else {
+            let account: AccountRecord = from_json("directory account", value)?;
+            store.put_account(&who, &account)?;
+        }
+    } else if let Some(id) = key.strip_prefix(GROUP) {
+        if removed {
+            return Err(ClusterError::Corrupt {
+                what: "directory group",
+                reason: format!("group {id} was removed, and groups never are"),
+            });
+        }
+        let group: GroupRecord = from_json("directory group", value)?;
+        if group.id.as_str() != id {
+            return Err(ClusterError::Corrupt {
+                what: "directory group",
+                reason: format!("the record under {id} is another group's"),
+            });
+        }
+        store.put_group(&group)?;
+    } else if let Some(rest) = key.strip_prefix(ALLOWED) {
+        let (group, hex_key) = rest.split_once('.').ok_or_else(|| ClusterError::Corrupt {
+            what: "directory invited-list key",
+            reason: "no key after the group".into(),
+        })?;
+        let group = GroupId::parse(group).map_err(|error| ClusterError::Corrupt {
+            what: "directory invited-list key",
+            reason: error.to_string(),
+        })?;
+        let who = parse_key(hex_key, "directory invited-list key")?;
+        if removed {
+            store.disallow_member(&group, &who)?;
+        } else {
+            store.allow_member(&group, &who)?;
+        }
+    }
+    // counter.*, invite.*, member.*: not mirrored (see the module).
+    Ok(())
+}
