@@ -14,6 +14,7 @@
 #   bash scripts/cluster.sh start n2       # start it again on its own data
 #   bash scripts/cluster.sh stop           # stop all
 #   bash scripts/cluster.sh wipe           # stop all and delete target/cluster
+#   bash scripts/cluster.sh check          # peerhub cluster check against them
 #
 # Ports (127.0.0.1 only), with NATS_PORT_BASE=4222 by default:
 #   n1: client 4222, routes 6222, monitoring 8222
@@ -92,7 +93,7 @@ wait_ready() {
   for name in "${names[@]}"; do
     [ -n "$(pid_of "$name")" ] || continue
     for _ in $(seq 100); do
-      if curl -fsS "http://127.0.0.1:$(monitor_port "$name")/healthz?js-enabled-only=true" >/dev/null 2>&1; then
+      if curl -fsS "http://127.0.0.1:$(monitor_port "$name")/healthz" >/dev/null 2>&1; then
         break
       fi
       sleep 0.2
@@ -133,5 +134,11 @@ case "$cmd" in
     for name in "${names[@]}"; do stop_one "$name" TERM; done
     rm -rf "$dir"
     ;;
-  *) sed -n '2,26p' "$0"; exit 2 ;;
+  check)
+    # Every stream and bucket made, each server's version and JetStream checked.
+    urls="nats://127.0.0.1:$(client_port n1),nats://127.0.0.1:$(client_port n2),nats://127.0.0.1:$(client_port n3)"
+    PEERHUB_CLUSTER_NATS_URLS="$urls" cargo run -q --manifest-path "$root/Cargo.toml" \
+      -p peerhub-server --bin peerhub -- cluster check
+    ;;
+  *) sed -n '2,27p' "$0"; exit 2 ;;
 esac

@@ -74,6 +74,9 @@ pub struct StoreCheck {
     pub messages: u64,
     /// What is wrong with it, if anything.
     pub problem: Option<String>,
+    /// No leader yet, or a copy on a server that is up is not current yet.
+    #[serde(skip)]
+    catching_up: bool,
 }
 
 /// Whether `version` (as a server reports it: `2.15.1`, `2.11.0-RC.2`) is at least
@@ -237,10 +240,33 @@ async fn check_stores(nats: &Nats, settings: &ClusterSettings) -> Vec<StoreCheck
     for (stream, holds, outcome) in opened {
         found.push(match outcome {
             Err(error) => StoreCheck::failed(&stream, holds, &error),
-            Ok(()) => describe(nats.jetstream(), &stream, holds, replicas).await,
+            Ok(()) => settled(nats.jetstream(), &stream, holds, replicas).await,
         });
     }
     found
+}
+
+/// How long a stream's copies are given to catch up (one just made, or one whose
+/// server was restarted) before the check reports them behind.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// [`describe`], looked at again for up to [`SETTLE`] while it has no leader yet
+/// or a copy on a server that is up is not current yet (a copy on a server that
+/// is down is reported at once).
+async fn settled(
+    js: &jetstream::Context,
+    stream: &str,
+    holds: &'static str,
+    replicas: usize,
+) -> StoreCheck {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let found = describe(js, stream, holds, replicas).await;
+        if !found.catching_up || tokio::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// One stream's state, fresh from its leader.
@@ -271,7 +297,7 @@ async fn describe(
         }
     };
     // A lone server (no cluster) leads every stream itself.
-    let (leader, current) = match info.cluster.as_ref() {
+    let (leader, current, catching_up) = match info.cluster.as_ref() {
         Some(c) if c.leader.is_some() || !c.replicas.is_empty() => (
             c.leader.clone(),
             usize::from(c.leader.is_some())
@@ -279,8 +305,9 @@ async fn describe(
                     .iter()
                     .filter(|p| p.current && !p.offline)
                     .count(),
+            c.leader.is_none() || c.replicas.iter().any(|p| !p.current && !p.offline),
         ),
-        _ => (Some("(this server alone)".to_string()), 1),
+        _ => (Some("(this server alone)".to_string()), 1, false),
     };
     let made_with = info.config.num_replicas;
     let problem = if made_with != replicas {
@@ -303,6 +330,7 @@ async fn describe(
         current,
         messages: info.state.messages,
         problem,
+        catching_up,
     }
 }
 
@@ -316,6 +344,7 @@ impl StoreCheck {
             current: 0,
             messages: 0,
             problem: Some(error.to_string()),
+            catching_up: false,
         }
     }
 }
