@@ -108,13 +108,28 @@ impl RoutingNode {
             tracing::info!(epoch, "this node leads the router");
             let keeper = self.leases.keep(lease);
             // `lead` looks at the lease before every effect and at least every
-            // `rescan`, and returns when it is lost.
-            let outcome = tokio::select! {
-                () = stop.cancelled() => Ok(()),
-                outcome = self.lead(&keeper, &advance, &effects) => outcome,
-            };
-            if let Err(error) = outcome {
-                tracing::warn!(epoch, %error, "router leader stopped: handing the lease on");
+            // `rescan`, and returns when it is lost. A NATS request that failed
+            // (a server going away, an election) is not a reason to hand the lease
+            // on: while it is held, lead again from the queue.
+            loop {
+                let outcome = tokio::select! {
+                    () = stop.cancelled() => Ok(()),
+                    outcome = self.lead(&keeper, &advance, &effects) => outcome,
+                };
+                match outcome {
+                    Err(error @ ClusterError::Unavailable { .. }) if keeper.is_held() => {
+                        tracing::warn!(epoch, %error, "router leader: leading again");
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(self.config.rescan) => {}
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(epoch, %error, "router leader stopped: handing the lease on");
+                        break;
+                    }
+                    Ok(()) => break,
+                }
             }
             // Releasing lets the next node lead at once instead of after the TTL.
             let _ = keeper.release().await;

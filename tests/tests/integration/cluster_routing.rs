@@ -300,3 +300,68 @@ async fn a_killed_leaders_deadlines_are_enforced_by_the_next() {
     .await
     .expect("test bound");
 }
+
+/// A NATS server dies under the routers while emergencies are pending: whoever
+/// leads (the same node, reconnected, or another once the lease ran out during
+/// the election) still enforces every deadline, and every step happens, a step
+/// performed twice at most once per change of leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_killed_under_the_routers_loses_no_step() {
+    let Some(mut cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let ttl = Duration::from_secs(4);
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            nodes.push(node(&cluster, i, ttl).await);
+        }
+        let first_due = pending(&nodes[0].queue).await;
+        let sink: Sink = Arc::default();
+        let stop = CancellationToken::new();
+        let tasks: Vec<_> = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(n, node)| spawn(node, n, sink.clone(), stop.clone()))
+            .collect();
+        wait_for(&sink, 3).await;
+        let leader = sink.lock().unwrap()[0].node;
+        // The server the leader is connected to first.
+        cluster.kill(["n1", "n2", "n3"][leader]).await;
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let effects = sink.lock().unwrap().clone();
+            let mut steps: Vec<(u64, u32)> = effects.iter().map(|e| (e.id, e.step)).collect();
+            steps.sort_unstable();
+            steps.dedup();
+            if steps.len() == 17 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "steps missing: {effects:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2 * LEVEL_MS)).await;
+        stop.cancel();
+        for task in tasks {
+            task.await.expect("node");
+        }
+        let effects = sink.lock().unwrap().clone();
+        let leaders = 1 + effects
+            .windows(2)
+            .filter(|pair| pair[0].node != pair[1].node)
+            .count();
+        assert!(
+            effects.len() <= 17 + leaders - 1,
+            "more repeats than changes of leader: {effects:?}"
+        );
+        // An election of the lease bucket's leader (4–9 s) and a lease running out
+        // (4 s) may both fall between a deadline and its step.
+        check_every_step(&effects, &first_due, 20_000);
+    })
+    .await
+    .expect("test bound");
+}
