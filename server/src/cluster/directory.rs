@@ -143,13 +143,12 @@ impl Directory {
         now_ms: u64,
     ) -> Result<AccountRecord, ClusterError> {
         self.modify(&account_key(key), "account", |current| {
-            let mut account = current.unwrap_or_else(|| new_account(now_ms));
-            if account.roles.contains(&role) {
-                return Step::Keep(account);
+            let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
+            if account.grant_role(role) {
+                Step::Write(account.clone(), account)
+            } else {
+                Step::Keep(account)
             }
-            account.roles.push(role);
-            account.roles.sort();
-            Step::Write(account.clone(), account)
         })
         .await
     }
@@ -201,22 +200,11 @@ impl Directory {
         now_ms: u64,
     ) -> Result<AccountRecord, ClusterError> {
         self.modify(&account_key(key), "account", |current| {
-            let mut account = current.unwrap_or_else(|| new_account(now_ms));
-            let before = account.clone();
-            if !account.roles.contains(&Role::Facilitator) {
-                account.roles.push(Role::Facilitator);
-                account.roles.sort();
-            }
-            for group in groups {
-                if !account.facilitates.contains(group) {
-                    account.facilitates.push(group.clone());
-                }
-            }
-            account.facilitates.sort();
-            if account == before {
-                Step::Keep(account)
-            } else {
+            let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
+            if account.grant_facilitator(groups) {
                 Step::Write(account.clone(), account)
+            } else {
+                Step::Keep(account)
             }
         })
         .await
@@ -236,12 +224,11 @@ impl Directory {
                 let Some(mut account) = current else {
                     return Step::Keep(false);
                 };
-                let before = account.facilitates.len();
-                account.facilitates.retain(|g| g != group);
-                if account.facilitates.len() == before {
-                    return Step::Keep(false);
+                if account.revoke_facilitator(group) {
+                    Step::Write(account, true)
+                } else {
+                    Step::Keep(false)
                 }
-                Step::Write(account, true)
             },
         )
         .await
@@ -694,15 +681,6 @@ const INVITE: &str = "invite.";
 pub(crate) const GROUP: &str = "group.";
 const MEMBER: &str = "member.";
 pub(crate) const ALLOWED: &str = "allowed.";
-
-fn new_account(now_ms: u64) -> AccountRecord {
-    AccountRecord {
-        roles: Vec::new(),
-        created_ms: now_ms,
-        name: None,
-        facilitates: Vec::new(),
-    }
-}
 
 fn account_key(key: &PublicKey) -> String {
     format!("{ACCOUNT}{}", hex::encode(key.0))

@@ -496,16 +496,10 @@ impl Store {
         now_ms: u64,
     ) -> Result<AccountRecord, StoreError> {
         let _writing = self.writing();
-        let mut account = self.account(key)?.unwrap_or(AccountRecord {
-            roles: Vec::new(),
-            created_ms: now_ms,
-            name: None,
-            facilitates: Vec::new(),
-        });
-        if !account.roles.contains(&role) {
-            account.roles.push(role);
-            account.roles.sort();
-        }
+        let mut account = self
+            .account(key)?
+            .unwrap_or_else(|| AccountRecord::new(now_ms));
+        account.grant_role(role);
         self.t().key_account.insert(key.0, encode(&account))?;
         Ok(account)
     }
@@ -552,22 +546,10 @@ impl Store {
         now_ms: u64,
     ) -> Result<AccountRecord, StoreError> {
         let _writing = self.writing();
-        let mut account = self.account(key)?.unwrap_or(AccountRecord {
-            roles: Vec::new(),
-            created_ms: now_ms,
-            name: None,
-            facilitates: Vec::new(),
-        });
-        if !account.roles.contains(&Role::Facilitator) {
-            account.roles.push(Role::Facilitator);
-            account.roles.sort();
-        }
-        for group in groups {
-            if !account.facilitates.contains(group) {
-                account.facilitates.push(group.clone());
-            }
-        }
-        account.facilitates.sort();
+        let mut account = self
+            .account(key)?
+            .unwrap_or_else(|| AccountRecord::new(now_ms));
+        account.grant_facilitator(groups);
         self.t().key_account.insert(key.0, encode(&account))?;
         Ok(account)
     }
@@ -579,9 +561,7 @@ impl Store {
         let Some(mut account) = self.account(key)? else {
             return Ok(false);
         };
-        let before = account.facilitates.len();
-        account.facilitates.retain(|g| g != group);
-        if account.facilitates.len() == before {
+        if !account.revoke_facilitator(group) {
             return Ok(false);
         }
         self.t().key_account.insert(key.0, encode(&account))?;

@@ -22,6 +22,48 @@ pub struct AccountRecord {
     pub facilitates: Vec<GroupId>,
 }
 
+impl AccountRecord {
+    /// A new account with no role yet, first granted at `created_ms`.
+    pub fn new(created_ms: u64) -> Self {
+        Self {
+            created_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Adds `role` (kept sorted); whether anything changed.
+    pub fn grant_role(&mut self, role: Role) -> bool {
+        if self.roles.contains(&role) {
+            return false;
+        }
+        self.roles.push(role);
+        self.roles.sort();
+        true
+    }
+
+    /// Adds the facilitator role and standing in each of `groups` (kept sorted);
+    /// whether anything changed.
+    pub fn grant_facilitator(&mut self, groups: &[GroupId]) -> bool {
+        let mut changed = self.grant_role(Role::Facilitator);
+        for group in groups {
+            if !self.facilitates.contains(group) {
+                self.facilitates.push(group.clone());
+                changed = true;
+            }
+        }
+        self.facilitates.sort();
+        changed
+    }
+
+    /// Takes the standing in `group` away (the role stays, for other groups);
+    /// whether it held one.
+    pub fn revoke_facilitator(&mut self, group: &GroupId) -> bool {
+        let before = self.facilitates.len();
+        self.facilitates.retain(|g| g != group);
+        self.facilitates.len() != before
+    }
+}
+
 /// An invite: a single-use token that grants a role (or membership of one
 /// virtual group).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
