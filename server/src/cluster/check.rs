@@ -97,9 +97,17 @@ pub fn version_ok(version: &str) -> bool {
 /// Runs the check.
 pub async fn check(settings: &ClusterSettings) -> CheckReport {
     let mut servers = Vec::new();
-    for url in &settings.nats_urls {
-        servers.push(check_server(settings, url).await);
-    }
+    // Each server on its own connection, side by side (each may wait out an
+    // election).
+    servers.extend(
+        futures_util::future::join_all(
+            settings
+                .nats_urls
+                .iter()
+                .map(|url| check_server(settings, url)),
+        )
+        .await,
+    );
     let mut stores = Vec::new();
     if servers.iter().any(|s| s.problem.is_none()) {
         match Nats::connect_with(settings, "check", TIMEOUT).await {
@@ -236,14 +244,17 @@ async fn check_stores(nats: &Nats, settings: &ClusterSettings) -> Vec<StoreCheck
             .await
             .map(drop),
     ));
-    let mut found = Vec::new();
-    for (stream, holds, outcome) in opened {
-        found.push(match outcome {
-            Err(error) => StoreCheck::failed(&stream, holds, &error),
-            Ok(()) => settled(nats.jetstream(), &stream, holds, replicas).await,
+    // Looked at side by side: after a server's death each stream it led waits
+    // for its own election, and these overlap.
+    let looks = opened
+        .into_iter()
+        .map(|(stream, holds, outcome)| async move {
+            match outcome {
+                Err(error) => StoreCheck::failed(&stream, holds, &error),
+                Ok(()) => settled(nats.jetstream(), &stream, holds, replicas).await,
+            }
         });
-    }
-    found
+    futures_util::future::join_all(looks).await
 }
 
 /// How long a stream's copies are given to catch up (one just made, or one whose

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 /// Time to acknowledge at each level, in these tests.
-const LEVEL_MS: u64 = 1_500;
+const LEVEL_MS: u64 = 1_000;
 /// The level at which nobody more is paged (the router's "unanswered").
 const LAST_LEVEL: u8 = 4;
 
