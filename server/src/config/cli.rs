@@ -79,7 +79,7 @@ pub enum Command {
         role: InviteRoleArg,
         /// For a member invite: the virtual group; for a facilitator invite: the
         /// group it grants (needed).
-        #[arg(long, value_name = "GROUP")]
+        #[arg(long, value_name = "GROUP", allow_hyphen_values = true)]
         group: Option<String>,
         /// Hours it stays valid (1 to 720).
         #[arg(long, value_name = "HOURS", default_value_t = 24)]
@@ -96,10 +96,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The facilitator's public key (base64url).
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
         key: String,
         /// The group.
-        #[arg(long, value_name = "GROUP")]
+        #[arg(long, value_name = "GROUP", allow_hyphen_values = true)]
         group: String,
         /// Take the grant away instead.
         #[arg(long)]
@@ -128,7 +128,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The person's public key (base64url).
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
         key: String,
     },
     /// Print everything the hub holds about one key as JSON: the person's own
@@ -139,7 +139,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The person's public key (base64url).
-        #[arg(long, value_name = "KEY")]
+        #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
         key: String,
     },
 }
@@ -218,10 +218,10 @@ pub enum GroupCommand {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// Its id: a-z, 0-9 and -.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
         id: String,
         /// Its title, shown to members.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         title: String,
         /// Drop-in (open door while a session runs, pseudonymous) or virtual
         /// (invited members).
@@ -254,7 +254,7 @@ pub enum GroupCommand {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// Which group.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", allow_hyphen_values = true)]
         group: String,
         /// A window, START/END in RFC 3339; repeatable. None: clear the schedule.
         #[arg(long = "window", value_name = "START/END", value_parser = parse_window)]
@@ -269,7 +269,7 @@ pub enum GroupCommand {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// Which group.
-        #[arg(value_name = "GROUP")]
+        #[arg(value_name = "GROUP", allow_hyphen_values = true)]
         group: String,
     },
     /// Print every group as JSON (id, title, kind, schedule, retention, whether a
@@ -341,7 +341,7 @@ pub enum EscalationCommand {
         #[arg(value_name = "ID")]
         id: u64,
         /// What was done, in words (required).
-        #[arg(long, value_name = "TEXT")]
+        #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
         outcome: String,
     },
 }
@@ -640,5 +640,72 @@ impl ServeArgs {
             log_json: settings.log_json,
             settings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base64url key starts with `-` one time in 64; a group id, a title or an
+    /// outcome may too. Each must be taken as the value it is, not as a flag (CI
+    /// failed on `erase --key -P…` with "unexpected argument '-P' found").
+    #[test]
+    fn values_that_start_with_a_hyphen_are_values() {
+        let key = "-PabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP";
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("peerhub").chain(args.iter().copied()))
+                .unwrap_or_else(|error| panic!("{args:?}: {error}"))
+                .command
+        };
+        match parse(&["erase", "--data", "d", "--key", key]) {
+            Some(Command::Erase { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["export", "--data", "d", "--key", key]) {
+            Some(Command::Export { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["grant", "--data", "d", "--key", key, "--group", "-g"]) {
+            Some(Command::Grant { key: k, group, .. }) => {
+                assert_eq!((k.as_str(), group.as_str()), (key, "-g"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "group",
+            "create",
+            "--data",
+            "d",
+            "--id",
+            "-g",
+            "--title",
+            "- evenings",
+        ]) {
+            Some(Command::Group(GroupCommand::Create { id, title, .. })) => {
+                assert_eq!((id.as_str(), title.as_str()), ("-g", "- evenings"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["group", "clear-waiting", "--data", "d", "-g"]) {
+            Some(Command::Group(GroupCommand::ClearWaiting { group, .. })) => {
+                assert_eq!(group, "-g")
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "escalation",
+            "resolve",
+            "--data",
+            "d",
+            "3",
+            "--outcome",
+            "-- called back",
+        ]) {
+            Some(Command::Escalation(EscalationCommand::Resolve { outcome, .. })) => {
+                assert_eq!(outcome, "-- called back")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
