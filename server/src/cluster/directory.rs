@@ -114,6 +114,21 @@ impl Directory {
         self.js.client()
     }
 
+    /// The bucket stream's last sequence, asked of its leader now.
+    pub(crate) async fn stream_last_sequence(&self) -> Result<u64, ClusterError> {
+        let name = self.stream.cached_info().config.name.clone();
+        let mut stream = self
+            .js
+            .get_stream(name)
+            .await
+            .map_err(|error| ClusterError::unavailable("directory stream info", error))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|error| ClusterError::unavailable("directory stream info", error))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// The bucket's name.
     pub(crate) fn bucket(&self) -> &str {
         &self.bucket

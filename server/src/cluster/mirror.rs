@@ -14,8 +14,9 @@
 //! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps one
 //! value per key, so every key changed since the mark is delivered at its latest
 //! value. Each value is applied, then the mark moves; applying twice writes the
-//! same record again. A consumer that fails (a server went away) is made again from
-//! the mark. An unreadable value, or the removal of a group (groups are never
+//! same record again. A consumer that fails (a server went away), or that stays
+//! quiet while the bucket holds more than the mark (its server died under it), is
+//! made again from the mark. An unreadable value, or the removal of a group (groups are never
 //! removed), stops the mirror with an error instead of being skipped: a skipped
 //! revocation would leave a node trusting a key it should not. Logs name keys'
 //! kinds and sequences, never a record.
@@ -27,7 +28,7 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP};
-use super::{from_json, is_removed, ClusterError};
+use super::{from_json, is_removed, ClusterError, READ_STALL};
 use crate::store::records::{AccountRecord, GroupRecord};
 use crate::store::Store;
 use peerhub_protocol::GroupId;
@@ -96,7 +97,21 @@ async fn follow(
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            next = messages.next() => next,
+            next = tokio::time::timeout(READ_STALL, messages.next()) => next,
+        };
+        // Quiet for a while: fine if there is nothing new; but a consumer whose
+        // server died can go quiet for good, so if the bucket holds more than the
+        // mark, follow again from the mark.
+        let Ok(next) = next else {
+            let mark = store.mirror_applied(MIRROR)?;
+            let last = directory.stream_last_sequence().await?;
+            if last > mark {
+                return Err(ClusterError::unavailable(
+                    "directory mirror",
+                    "the consumer stalled behind the bucket",
+                ));
+            }
+            continue;
         };
         let message = next
             .ok_or_else(|| ClusterError::unavailable("directory mirror", "the consumer ended"))?
