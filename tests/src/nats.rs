@@ -223,6 +223,25 @@ impl NatsCluster {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// The name of the node (`n1`..`n3`) leading `stream` now, asked through the
+    /// first running node.
+    pub async fn stream_leader(&self, stream: &str) -> String {
+        let nats = self.connect(0, "leader-probe").await;
+        let mut handle = nats
+            .jetstream()
+            .get_stream(stream)
+            .await
+            .unwrap_or_else(|error| panic!("stream {stream}: {error}"));
+        handle
+            .info()
+            .await
+            .unwrap_or_else(|error| panic!("stream {stream} info: {error}"))
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .unwrap_or_else(|| panic!("stream {stream} has no leader"))
+    }
+
     /// Waits (up to 30 s) until JetStream's meta group has a leader and answers
     /// through every running node.
     pub async fn wait_ready(&self) {

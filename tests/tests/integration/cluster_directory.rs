@@ -576,21 +576,7 @@ async fn members_and_allow_lists_are_per_group_and_survive_a_server_kill() {
         let (ones, twos) = before_kill;
 
         // Kill the bucket stream's leader: what follows is read from the other two.
-        let setup = cluster.connect(0, "setup").await;
-        let mut stream = setup
-            .jetstream()
-            .get_stream("KV_peerhub_directory")
-            .await
-            .expect("the bucket's stream");
-        let leader = stream
-            .info()
-            .await
-            .expect("info")
-            .cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .expect("a leader");
-        drop(setup);
+        let leader = cluster.stream_leader("KV_peerhub_directory").await;
         cluster.kill(&leader).await;
         let dir = open(&cluster.connect(1, "reader").await).await;
         let listed: Vec<MemberRecord> = retrying("listing circle", || dir.members(&circle)).await;

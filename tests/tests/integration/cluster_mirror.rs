@@ -135,21 +135,7 @@ async fn a_nodes_store_follows_the_directory_and_resumes_from_its_mark() {
 
         // The bucket stream's leader dies (with it, often, the mirror's consumer,
         // which then goes quiet rather than failing); writes go on.
-        let mut stream = cluster
-            .connect(2, "setup")
-            .await
-            .jetstream()
-            .get_stream("KV_peerhub_directory")
-            .await
-            .expect("the bucket's stream");
-        let leader = stream
-            .info()
-            .await
-            .expect("info")
-            .cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .expect("a leader");
+        let leader = cluster.stream_leader("KV_peerhub_directory").await;
         cluster.kill(&leader).await;
         let others: Vec<_> = (0..5).map(|_| Identity::generate().key()).collect();
         for key in &others {

@@ -311,19 +311,7 @@ async fn acknowledged_appends_survive_kill_9_of_a_nats_server() {
         GroupLogs::open(&setup, &LogConfig::default())
             .await
             .expect("logs");
-        let mut stream = setup
-            .jetstream()
-            .get_stream("PEERHUB_LOG")
-            .await
-            .expect("stream");
-        let leader = stream
-            .info()
-            .await
-            .expect("info")
-            .cluster
-            .as_ref()
-            .and_then(|c| c.leader.clone())
-            .expect("a leader");
+        let leader = cluster.stream_leader("PEERHUB_LOG").await;
         let leader_index = cluster
             .nodes
             .iter()
