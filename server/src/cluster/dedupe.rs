@@ -25,7 +25,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 
-use super::{last_message, open_stream, put_expecting, ClusterError, Nats, Put, StreamShape};
+use super::{
+    last_message, open_stream, publish_ack, put_expecting, ClusterError, Nats, Put, StreamShape,
+};
 
 /// The steps stream's settings.
 #[derive(Debug, Clone)]
@@ -156,31 +158,22 @@ impl Steps {
     ) -> Result<StepOutcome, ClusterError> {
         let subject = self.subject(escalation, step);
         let mut attempt = 0u32;
-        let grace = tokio::time::Instant::now() + super::STREAM_NOT_FOUND_GRACE;
         let outcome = loop {
             attempt += 1;
-            let message = PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(step_message_id(escalation, step))
-                .expected_last_subject_sequence(0);
-            let outcome = match self.js.send_publish(subject.clone(), message).await {
-                Ok(ack) => ack.await,
-                Err(error) => Err(error),
+            let message = || {
+                PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(step_message_id(escalation, step))
+                    .expected_last_subject_sequence(0)
             };
-            // Another node's publish of the same step is still being replicated
-            // ("duplicate message id is in process", 10158): ask again shortly,
-            // when it is either stored (a duplicate) or gone (ours may go in).
-            match outcome {
+            // A stream just made elsewhere that this server does not know yet is
+            // asked again by `publish_ack`. Another node's publish of the same step
+            // still being replicated ("duplicate message id is in process", 10158):
+            // ask again shortly, when it is either stored (a duplicate) or gone
+            // (ours may go in).
+            match publish_ack(&self.js, &subject, message).await {
                 Err(error) if in_process(&error) && attempt < IN_PROCESS_RETRIES => {
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
-                }
-                // The stream was just created on another server and this one has
-                // not heard of it yet: the step was not stored, so ask again.
-                Err(error)
-                    if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound
-                        && tokio::time::Instant::now() < grace =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 outcome => break outcome,
             }

@@ -326,6 +326,18 @@ pub(crate) async fn publish_acked(
     subject: &str,
     message: impl Fn() -> jetstream::message::PublishMessage,
 ) -> Result<u64, jetstream::context::PublishError> {
+    publish_ack(js, subject, message)
+        .await
+        .map(|ack| ack.sequence)
+}
+
+/// [`publish_acked`], returning the whole acknowledgement (whether the stream
+/// took it for a duplicate, too).
+pub(crate) async fn publish_ack(
+    js: &jetstream::Context,
+    subject: &str,
+    message: impl Fn() -> jetstream::message::PublishMessage,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
     let deadline = tokio::time::Instant::now() + STREAM_NOT_FOUND_GRACE;
     loop {
         let outcome = match js.send_publish(subject.to_string(), message()).await {
@@ -333,7 +345,7 @@ pub(crate) async fn publish_acked(
             Err(error) => Err(error),
         };
         match outcome {
-            Ok(ack) => return Ok(ack.sequence),
+            Ok(ack) => return Ok(ack),
             Err(error)
                 if error.kind() == jetstream::context::PublishErrorKind::StreamNotFound
                     && tokio::time::Instant::now() < deadline =>
@@ -347,7 +359,7 @@ pub(crate) async fn publish_acked(
 
 /// How long a publish that found no stream is tried again: a stream or bucket
 /// just created reaches every server's view a moment later.
-pub(crate) const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
+const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
 
 /// The last message on `subject`, read from the stream's leader (a replica may
 /// lag); `None` if the subject has none. `op` names the read in errors.
