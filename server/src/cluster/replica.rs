@@ -89,20 +89,35 @@ pub fn decode(payload: &[u8]) -> Result<Vec<GroupOp>, ClusterError> {
 /// before. A gap (a record past the next one) or an unreadable record is refused
 /// and changes nothing.
 pub fn apply(store: &Store, group: &GroupId, record: &LogRecord) -> Result<bool, ClusterError> {
-    let (applied, _) = store.replica_applied(group)?;
-    if record.kind == RecordKind::Fence || record.seq <= applied {
+    if record.kind == RecordKind::Fence {
         return Ok(false);
     }
-    if record.seq != applied + 1 {
+    apply_at(store, group, record.seq, record.stream_seq, || {
+        decode(&record.payload)
+    })
+}
+
+/// Applies the write set `ops` gives as log record `seq` (stream sequence
+/// `stream_seq`) of `group`: skipped at or below the store's mark, refused past
+/// the next one, then the ops and the mark. `ops` is only called when it applies.
+fn apply_at(
+    store: &Store,
+    group: &GroupId,
+    seq: u64,
+    stream_seq: u64,
+    ops: impl FnOnce() -> Result<Vec<GroupOp>, ClusterError>,
+) -> Result<bool, ClusterError> {
+    let (applied, _) = store.replica_applied(group)?;
+    if seq <= applied {
+        return Ok(false);
+    }
+    if seq != applied + 1 {
         return Err(ClusterError::Corrupt {
             what: "group log record",
-            reason: format!(
-                "group {group}: record {} follows {applied}: a gap",
-                record.seq
-            ),
+            reason: format!("group {group}: record {seq} follows {applied}: a gap"),
         });
     }
-    for op in decode(&record.payload)? {
+    for op in ops()? {
         match op {
             GroupOp::Event { channel, event } => store.put_event(group, &channel, &event)?,
             GroupOp::State { state } => store.put_group_state(group, &state)?,
@@ -110,7 +125,7 @@ pub fn apply(store: &Store, group: &GroupId, record: &LogRecord) -> Result<bool,
             GroupOp::RemoveMember { key } => store.delete_member(group, &key)?,
         }
     }
-    store.put_replica_applied(group, record.seq, record.stream_seq)?;
+    store.put_replica_applied(group, seq, stream_seq)?;
     Ok(true)
 }
 
@@ -125,18 +140,10 @@ pub async fn commit(
     group: &GroupId,
     ops: &[GroupOp],
 ) -> Result<Appended, ClusterError> {
-    let payload = encode(ops);
-    let appended = writer.append(payload.clone()).await?;
-    let record = LogRecord {
-        seq: appended.seq,
-        stream_seq: appended.stream_seq,
-        epoch: writer.epoch(),
-        kind: RecordKind::Event,
-        holder: String::new(),
-        msg_id: String::new(),
-        payload,
-    };
-    apply(store, group, &record)?;
+    let appended = writer.append(encode(ops)).await?;
+    apply_at(store, group, appended.seq, appended.stream_seq, || {
+        Ok(ops.to_vec())
+    })?;
     Ok(appended)
 }
 
