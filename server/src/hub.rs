@@ -67,4 +67,7 @@ pub struct Hub {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Free space on the data folder's disk, and the low-space watermark.
     pub space: crate::store_watch::Space,
+    /// Cluster mode: this node's NATS connection and the cluster's stores; `None`
+    /// on one node.
+    pub cluster: Option<std::sync::Arc<crate::cluster::node::ClusterNode>>,
 }

@@ -143,6 +143,9 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("starting the commit thread: {0}")]
     Thread(std::io::Error),
+    /// Cluster mode: the NATS cluster could not be reached or prepared.
+    #[error("cluster: {0} (`peerhub cluster check` says which server or stream is at fault)")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// Before serving: the audit chain verifies end to end and every group log
@@ -262,6 +265,14 @@ impl Server {
         if rekeyed > 0 {
             tracing::info!(groups = rekeyed, "access codes moved to their keyed form");
         }
+        // Cluster mode: the NATS cluster first, so a node that cannot reach it
+        // serves nothing rather than a store of its own.
+        let cluster_node = match &config.cluster {
+            Some(settings) => Some(Arc::new(
+                cluster::node::ClusterNode::open(settings, clock.clone()).await?,
+            )),
+            None => None,
+        };
         let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         if let Some(keys) = groups::migrate_facilitator_grants(&store, &audit, clock.now_ms())? {
@@ -311,6 +322,7 @@ impl Server {
             alerts.clone(),
         )?;
         let hub = Arc::new(Hub {
+            cluster: cluster_node.clone(),
             alerts,
             router,
             replay: ReplayGuard::new(store.clone()),
@@ -372,6 +384,10 @@ impl Server {
         compactor::start(hub.clone(), config.compact_delay, &groups);
         // After a storage fault: stops the hub once the disk takes writes again.
         groups.spawn(store_watch::watch(hub.clone(), config.data_dir.clone()));
+        if let Some(node) = &cluster_node {
+            // Accounts, grants and groups other nodes write, into this node's store.
+            groups.spawn(cluster::node::mirror(node.clone(), hub.clone()));
+        }
         // Scheduled backups, if `[backup]` sets an interval.
         groups.spawn(backup_schedule::run(hub.clone(), config.backup.clone()));
         let accept = tokio::spawn(transport::accept_loop(listener, acceptor, hub.clone()));

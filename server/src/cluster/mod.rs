@@ -54,6 +54,7 @@ pub mod fanout;
 pub mod lease;
 pub mod log;
 pub mod mirror;
+pub mod node;
 pub mod replica;
 pub mod routing;
 pub mod snapshot;

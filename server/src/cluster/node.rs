@@ -1,0 +1,98 @@
+//! This process as a node of a cluster (docs/CLUSTER.md): its NATS connection and
+//! the cluster's stores the hub uses, opened once at start-up and shared by the
+//! tasks that need them (the group registry, the sessions, the mirror).
+//!
+//! Absent on one node: the hub's `cluster` is `None` and nothing here runs.
+
+use std::time::Duration;
+
+use super::directory::{Directory, DirectoryConfig};
+use super::lease::{LeaseConfig, Leases};
+use super::log::{GroupLogs, LogConfig};
+use super::{ClusterError, Nats};
+use crate::clock::Clock;
+use crate::config::ClusterSettings;
+
+/// How long one NATS request (a JetStream call, a publish's acknowledgement) may
+/// take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster as this node sees it.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// The `[cluster]` settings.
+    pub settings: ClusterSettings,
+    /// This run's name in leases and logs: the node's name and a random part, so
+    /// a node restarted under the same name never takes its predecessor's leases
+    /// for its own.
+    pub holder: String,
+    /// The connection.
+    pub nats: Nats,
+    /// Group and router leases.
+    pub leases: Leases,
+    /// The group logs.
+    pub logs: GroupLogs,
+    /// Accounts, roles, invites, groups, counters.
+    pub directory: Directory,
+}
+
+impl ClusterNode {
+    /// Connects and opens (creating where missing) every stream and bucket the hub
+    /// uses, with `settings.replicas` copies.
+    pub async fn open(settings: &ClusterSettings, clock: Clock) -> Result<Self, ClusterError> {
+        let nats = Nats::connect_with(settings, "hub", REQUEST_TIMEOUT).await?;
+        let replicas = settings.replicas;
+        let leases = Leases::open(
+            &nats,
+            &LeaseConfig {
+                replicas,
+                ttl: settings.lease_ttl,
+                ..Default::default()
+            },
+            clock,
+        )
+        .await?;
+        let logs = GroupLogs::open(
+            &nats,
+            &LogConfig {
+                replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let directory = Directory::open(
+            &nats,
+            &DirectoryConfig {
+                replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let mut run = [0u8; 4];
+        getrandom::fill(&mut run).map_err(|error| ClusterError::Connect(error.to_string()))?;
+        Ok(Self {
+            holder: format!("{}-{}", settings.node_name, hex::encode(run)),
+            settings: settings.clone(),
+            nats,
+            leases,
+            logs,
+            directory,
+        })
+    }
+
+    /// A group's lease key.
+    pub fn group_lease(group: &peerhub_protocol::GroupId) -> String {
+        format!("group-{group}")
+    }
+}
+
+/// Follows the directory into this node's store until the hub stops
+/// (`super::mirror`). A value the mirror must not skip stops the node: serving
+/// on would trust whatever the unread value changed (a revoked grant, say).
+pub async fn mirror(node: std::sync::Arc<ClusterNode>, hub: std::sync::Arc<crate::hub::Hub>) {
+    let stop = hub.shutdown.clone();
+    if let Err(error) = super::mirror::run(&node.directory, &hub.store, stop).await {
+        tracing::error!(%error, "directory mirror stopped: this node stops serving");
+        hub.shutdown.cancel();
+    }
+}
