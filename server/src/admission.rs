@@ -88,6 +88,21 @@ impl ReplayGuard {
     }
 }
 
+impl ReplayGuard {
+    /// A ticket for a command another node admitted (cluster mode: the counter
+    /// was checked against every node's, in the cluster's directory, before the
+    /// command was sent here); held while this node's group task handles it.
+    pub fn forwarded(&self, key: &PublicKey, counter: u64) -> CounterTicket {
+        self.inner
+            .with_map(|map| map.entry(*key).or_default().push(counter));
+        CounterTicket {
+            guard: Arc::clone(&self.inner),
+            key: *key,
+            counter,
+        }
+    }
+}
+
 /// A counter held by a command under way. Travels with the command to the task that
 /// commits it and is dropped there after the commit's counter write (or the
 /// refusal): only then may the same counter be admitted again, and by then the

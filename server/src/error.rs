@@ -160,6 +160,19 @@ pub enum ServerError {
     /// known to the caller, who should look before trying again.
     #[error("something failed inside the server ({0}); check before trying again")]
     Internal(&'static str),
+    /// The answer of the node that serves the group (cluster mode), passed on
+    /// as it came.
+    #[error("{message}")]
+    Forwarded {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+        /// When to try again, if it said.
+        retry_after_ms: Option<u64>,
+        /// When the group's next session opens, if it said.
+        next_session_ms: Option<u64>,
+    },
     /// A storage failure: the action did not happen.
     #[error("{}", store_message(.0))]
     Store(#[from] Arc<StoreError>),
@@ -177,7 +190,10 @@ pub enum ServerError {
 }
 
 fn store_message(error: &StoreError) -> &'static str {
-    if error.is_storage_fault() {
+    if matches!(error, StoreError::Replication(_)) {
+        "the server could not confirm this was saved, as the group is moving between the \
+         server's nodes; please join the group again and look before sending it again"
+    } else if error.is_storage_fault() {
         "the server's storage is full or failing, so it cannot save anything new right now; nothing was changed; please try again later"
     } else {
         "the server could not store this; nothing was changed"
@@ -228,6 +244,7 @@ impl ServerError {
             Self::WaitingRoomFull => ErrorCode::WaitingRoomFull,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Forwarded { code, .. } => *code,
             Self::Store(e) if e.is_storage_fault() => ErrorCode::StorageUnavailable,
             Self::Store(_) => ErrorCode::Internal,
             Self::FlagNotStored { .. } | Self::LowSpace => ErrorCode::StorageUnavailable,
@@ -242,6 +259,11 @@ impl ServerError {
             | Self::RateLimited { retry_after_ms, .. }
             | Self::FlagRateLimited { retry_after_ms } => (Some(*retry_after_ms), None),
             Self::Closed { next_session_ms } => (None, *next_session_ms),
+            Self::Forwarded {
+                retry_after_ms,
+                next_session_ms,
+                ..
+            } => (*retry_after_ms, *next_session_ms),
             _ => (None, None),
         };
         ServerFrame::Error {

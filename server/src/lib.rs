@@ -321,21 +321,34 @@ impl Server {
             limits::FlagLimits::new(&config.limits),
             alerts.clone(),
         )?;
+        let replay = ReplayGuard::new(store.clone());
+        let mut registry = GroupRegistry::new(
+            store.clone(),
+            committer.clone(),
+            clock.clone(),
+            groups.clone(),
+            audit.clone(),
+            groups::GroupLimits::from_settings(&config.limits).for_outbox(config.outbox_bytes),
+            metrics.clone(),
+            config.risk_phrases.clone(),
+        );
+        if let Some(node) = &cluster_node {
+            registry = registry.with_cluster(groups::ClusterWiring {
+                node: node.clone(),
+                replay: replay.clone(),
+                proxy: cluster::remote::ProxySettings {
+                    frames: config.outbox_capacity,
+                    bytes: config.outbox_bytes,
+                    drops: metrics.outbox_drops.clone(),
+                },
+            });
+        }
         let hub = Arc::new(Hub {
             cluster: cluster_node.clone(),
             alerts,
             router,
-            replay: ReplayGuard::new(store.clone()),
-            groups: GroupRegistry::new(
-                store.clone(),
-                committer.clone(),
-                clock.clone(),
-                groups.clone(),
-                audit.clone(),
-                groups::GroupLimits::from_settings(&config.limits).for_outbox(config.outbox_bytes),
-                metrics.clone(),
-                config.risk_phrases.clone(),
-            ),
+            replay,
+            groups: registry,
             store,
             committer,
             audit,
@@ -387,6 +400,8 @@ impl Server {
         if let Some(node) = &cluster_node {
             // Accounts, grants and groups other nodes write, into this node's store.
             groups.spawn(cluster::node::mirror(node.clone(), hub.clone()));
+            // Frames for this node's connections from groups served elsewhere.
+            groups.spawn(cluster::remote::receive(node.clone(), hub.shutdown.clone()));
         }
         // Scheduled backups, if `[backup]` sets an interval.
         groups.spawn(backup_schedule::run(hub.clone(), config.backup.clone()));

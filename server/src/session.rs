@@ -998,7 +998,7 @@ impl Session {
             .into());
         }
         let key = self.user()?.key;
-        let handle = self.hub.groups.handle(&group)?;
+        let handle = self.hub.groups.handle_for(&group).await?;
         // The roles that count in this group (PROTOCOL.md §13, "Staff model"):
         // admin; facilitator by grant for it; supervisor only while an escalation
         // about it reaches them.

@@ -404,6 +404,12 @@ impl LeaseKeeper {
         }
     }
 
+    /// The state's changes, for a task that waits on the loss without holding
+    /// the keeper.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<LeaseState> {
+        self.state.clone()
+    }
+
     /// Resolves once the lease is lost (at once if it already is).
     pub async fn lost(&mut self) {
         let _ = self

@@ -55,6 +55,8 @@ pub mod lease;
 pub mod log;
 pub mod mirror;
 pub mod node;
+pub mod owner;
+pub mod remote;
 pub mod replica;
 pub mod routing;
 pub mod snapshot;

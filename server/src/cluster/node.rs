@@ -34,6 +34,16 @@ pub struct ClusterNode {
     pub logs: GroupLogs,
     /// Accounts, roles, invites, groups, counters.
     pub directory: Directory,
+    /// Frames and connections between this node and the others.
+    pub relay: super::remote::Relay,
+    /// One lock per group: taking a group and bringing this node's copy of it
+    /// up to its log happen one at a time.
+    group_locks: std::sync::Mutex<
+        std::collections::HashMap<
+            peerhub_protocol::GroupId,
+            std::sync::Arc<tokio::sync::Mutex<()>>,
+        >,
+    >,
 }
 
 impl ClusterNode {
@@ -77,7 +87,18 @@ impl ClusterNode {
             leases,
             logs,
             directory,
+            relay: Default::default(),
+            group_locks: Default::default(),
         })
+    }
+
+    /// The lock for `group` on this node (made on first use).
+    pub fn group_lock(
+        &self,
+        group: &peerhub_protocol::GroupId,
+    ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.group_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.clone()).or_default().clone()
     }
 
     /// A group's lease key.

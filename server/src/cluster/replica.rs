@@ -49,6 +49,12 @@ pub enum GroupOp {
         /// Whose.
         key: PublicKey,
     },
+    /// The group's events removed (a session's end under its retention): all of
+    /// them, or those written before `before_ms`.
+    DeleteEvents {
+        /// The cut-off (ms since the epoch); `None`: every event.
+        before_ms: Option<u64>,
+    },
 }
 
 /// A write set as its log record's payload.
@@ -123,6 +129,9 @@ fn apply_at(
             GroupOp::State { state } => store.put_group_state(group, &state)?,
             GroupOp::Member { member } => store.put_member(group, &member)?,
             GroupOp::RemoveMember { key } => store.delete_member(group, &key)?,
+            GroupOp::DeleteEvents { before_ms } => {
+                store.delete_events(group, before_ms)?;
+            }
         }
     }
     store.put_replica_applied(group, seq, stream_seq)?;
@@ -144,6 +153,23 @@ pub async fn commit(
     apply_at(store, group, appended.seq, appended.stream_seq, || {
         Ok(ops.to_vec())
     })?;
+    Ok(appended)
+}
+
+/// The owner's commit when its store already holds the writes (the group actor
+/// writes sled as it goes, and its later steps read them back): appends `ops` as
+/// one record of `group`'s log, returning only after the stream acknowledged it,
+/// then moves the store's mark to the record. When the append fails the store
+/// holds writes the log may not: the caller must stop serving the group and
+/// [`rebuild`] before it serves it again.
+pub async fn append_written(
+    writer: &mut GroupWriter,
+    store: &Store,
+    group: &GroupId,
+    ops: &[GroupOp],
+) -> Result<Appended, ClusterError> {
+    let appended = writer.append(encode(ops)).await?;
+    store.put_replica_applied(group, appended.seq, appended.stream_seq)?;
     Ok(appended)
 }
 

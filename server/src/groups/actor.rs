@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 256;
 const TIMER_POLL: Duration = Duration::from_secs(1);
 
 /// A signed request other than join, already admitted by the session.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Action {
     Post {
         body: String,
@@ -205,6 +205,10 @@ pub(crate) struct GroupActor {
     pub(super) dirty: bool,
     /// The batch changed the group's state (heads, session, settings).
     state_changed: bool,
+    /// Cluster mode: this node's lease on the group, its log writer and the
+    /// batch's writes to append; `None` on one node.
+    // Boxed: a one-node hub's groups do not carry its size.
+    owned: Option<Box<crate::cluster::owner::Owned>>,
 }
 
 fn frame_bytes(frame: &ServerFrame) -> FrameBytes {
@@ -239,25 +243,96 @@ impl GroupActor {
             deferred: Vec::new(),
             dirty: false,
             state_changed: false,
+            owned: None,
         }
+    }
+
+    /// Cluster mode: the group is served under `owned`; every commit is appended
+    /// to its log before anyone hears of it.
+    pub(crate) fn owned_by(mut self, owned: Box<crate::cluster::owner::Owned>) -> Self {
+        self.owned = Some(owned);
+        self
+    }
+
+    /// Records a write for the group's cluster log (nothing on one node).
+    fn record_op(&mut self, op: impl FnOnce() -> crate::cluster::replica::GroupOp) {
+        if let Some(owned) = &mut self.owned {
+            owned.ops.push(op());
+        }
+    }
+
+    /// Writes an event (new, or rewritten by a redaction).
+    pub(super) fn write_event(
+        &mut self,
+        channel: Channel,
+        event: &StoredEvent,
+    ) -> Result<(), StoreError> {
+        self.store.put_event(&self.room.group.id, &channel, event)?;
+        self.record_op(|| crate::cluster::replica::GroupOp::Event {
+            channel,
+            event: event.clone(),
+        });
+        Ok(())
+    }
+
+    /// Writes a member's record.
+    pub(super) fn write_member(&mut self, record: &MemberRecord) -> Result<(), StoreError> {
+        self.store.put_member(&self.room.group.id, record)?;
+        self.record_op(|| crate::cluster::replica::GroupOp::Member {
+            member: record.clone(),
+        });
+        Ok(())
+    }
+
+    /// Removes a member's record.
+    fn remove_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
+        self.store.delete_member(&self.room.group.id, key)?;
+        self.record_op(|| crate::cluster::replica::GroupOp::RemoveMember { key: *key });
+        Ok(())
+    }
+
+    /// Removes the group's events (all, or those before `before_ms`).
+    pub(super) fn remove_events(&mut self, before_ms: Option<u64>) -> Result<usize, StoreError> {
+        let removed = self.store.delete_events(&self.room.group.id, before_ms)?;
+        self.record_op(|| crate::cluster::replica::GroupOp::DeleteEvents { before_ms });
+        Ok(removed)
     }
 
     pub(crate) async fn run(mut self) {
         // Grows with the batches the group actually gets (most are small).
         let mut batch = Vec::new();
+        // Cluster mode: resolves when this node loses the group's lease.
+        let mut lease = self.owned.as_ref().map(|owned| owned.keeper.watch());
+        let lost = async {
+            match &mut lease {
+                Some(lease) => {
+                    let _ = lease
+                        .wait_for(|s| matches!(s, crate::cluster::lease::LeaseState::Lost { .. }))
+                        .await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lost);
         loop {
             let wakeup = self
                 .room
                 .next_wakeup(self.clock.now_ms(), self.limits.waiting_expiry_ms);
-            let received = match wakeup {
-                None => self.rx.recv_many(&mut batch, MAX_BATCH).await,
-                Some(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(self.clock.now_ms()))
-                        .min(TIMER_POLL);
-                    tokio::select! {
-                        n = self.rx.recv_many(&mut batch, MAX_BATCH) => n,
-                        _ = tokio::time::sleep(wait) => usize::MAX,
+            let wait = wakeup.map(|at| {
+                Duration::from_millis(at.saturating_sub(self.clock.now_ms())).min(TIMER_POLL)
+            });
+            let received = tokio::select! {
+                n = self.rx.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = async {
+                    match wait {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
                     }
+                } => usize::MAX,
+                () = &mut lost => {
+                    tracing::warn!(group = %self.room.group.id, "group lease lost: this node stops serving the group");
+                    self.stop_owning();
+                    return;
                 }
             };
             if received == 0 {
@@ -266,11 +341,33 @@ impl GroupActor {
             let result = self.handle_batch(&mut batch).await;
             if let Err(error) = result {
                 tracing::error!(group = %self.room.group.id, %error, "group task stopping after a store failure");
+                self.stop_owning();
                 self.fail_waiting(std::mem::take(&mut batch));
                 return;
             }
         }
         tracing::debug!(group = %self.room.group.id, "group task finished");
+        if let Some(owned) = self.owned.take() {
+            owned.release().await;
+        }
+    }
+
+    /// Cluster mode, the group lost (its lease, or a commit its log did not
+    /// take): this node's copy may hold writes the log does not, so it is
+    /// forgotten (the next owner here rebuilds it from the log), and every
+    /// connection in the group is closed so that its client joins again, on
+    /// whichever node serves the group next.
+    fn stop_owning(&mut self) {
+        let Some(owned) = self.owned.take() else {
+            return;
+        };
+        if let Err(error) = self.store.forget_replica(&self.room.group.id) {
+            tracing::error!(group = %self.room.group.id, %error, "could not forget this node's copy of the group");
+        }
+        for subscriber in self.subscribers.values().chain(self.lines.values()) {
+            subscriber.outbox.kicked().cancel();
+        }
+        drop(owned);
     }
 
     async fn handle_batch(&mut self, batch: &mut Vec<Mail>) -> Result<(), Arc<StoreError>> {
@@ -463,7 +560,7 @@ impl GroupActor {
             if let Some(member) = self.room.members.get_mut(&key) {
                 member.record.muted_until_ms = None;
                 let record = member.record.clone();
-                self.store.put_member(&self.room.group.id, &record)?;
+                self.write_member(&record)?;
             }
             self.append_note(Channel::Main, Note::MuteEnded { member: key }, now)?;
             self.deferred.push(Deferred::Presence(key));
@@ -495,7 +592,7 @@ impl GroupActor {
     /// Forgets a waiting-only member: their record leaves the room and the store.
     pub(super) fn forget_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
         if self.room.members.remove(key).is_some() {
-            self.store.delete_member(&self.room.group.id, key)?;
+            self.remove_member(key)?;
             self.dirty = true;
         }
         Ok(())
@@ -568,6 +665,12 @@ impl GroupActor {
                 self.fail_deferred(&error);
                 return Err(error);
             }
+            let state = &self.room.state;
+            if let Some(owned) = &mut self.owned {
+                owned.ops.push(crate::cluster::replica::GroupOp::State {
+                    state: state.clone(),
+                });
+            }
         }
         if self.dirty {
             if let Err(error) = self.committer.commit().await {
@@ -575,6 +678,13 @@ impl GroupActor {
                 return Err(error);
             }
             self.dirty = false;
+        }
+        if let Some(owned) = &mut self.owned {
+            if let Err(error) = owned.append(&self.store, &self.room.group.id).await {
+                let error = Arc::new(error);
+                self.fail_deferred(&error);
+                return Err(error);
+            }
         }
         for effect in std::mem::take(&mut self.deferred) {
             self.deliver(effect);
@@ -646,8 +756,7 @@ impl GroupActor {
             note,
             redacted: None,
         };
-        self.store
-            .put_event(&self.room.group.id, &channel, &event)?;
+        self.write_event(channel, &event)?;
         self.state_changed();
         self.deferred.push(Deferred::Event(channel, event.clone()));
         Ok(event)
@@ -670,8 +779,8 @@ impl GroupActor {
     }
 
     pub(super) fn save_member(&mut self, key: &PublicKey) -> Result<(), StoreError> {
-        if let Some(member) = self.room.members.get(key) {
-            self.store.put_member(&self.room.group.id, &member.record)?;
+        if let Some(record) = self.room.members.get(key).map(|m| m.record.clone()) {
+            self.write_member(&record)?;
             self.dirty = true;
         }
         Ok(())

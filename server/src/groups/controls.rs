@@ -302,7 +302,7 @@ impl GroupActor {
                         reason,
                         control_seq: event.seq,
                     });
-                    self.store.put_event(&group, &Channel::Main, &target)?;
+                    self.write_event(Channel::Main, &target)?;
                     self.deferred.push(Deferred::Redacted(seq));
                 }
             }
@@ -387,16 +387,15 @@ impl GroupActor {
             s.pinned.clear();
         })?;
         let retention = self.room.group.retention;
-        let group = self.room.group.id.clone();
         if retention.ephemeral {
-            self.store.delete_events(&group, None)?;
+            self.remove_events(None)?;
             self.forget_participants(now)?;
             // Owed in the same commit: the compaction job rewrites the store so the
             // deleted bytes leave the data folder (see `compactor`).
             self.store.mark_compaction_due(now)?;
         } else if let Some(days) = retention.history_days {
             let cutoff = now.saturating_sub(u64::from(days) * 24 * 60 * 60 * 1000);
-            self.store.delete_events(&group, Some(cutoff))?;
+            self.remove_events(Some(cutoff))?;
         }
         let participants: Vec<PublicKey> = self
             .subscribers

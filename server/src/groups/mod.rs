@@ -77,7 +77,7 @@ impl GroupLimits {
 }
 
 /// What a session gets back from joining.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct JoinReply {
     /// The group.
     pub info: GroupInfo,
@@ -185,7 +185,9 @@ pub fn migrate_access_codes(store: &Store) -> Result<usize, StoreError> {
 pub struct GroupHandle {
     // Sender: sessions. Receiver: the group's task. Bounded: a flood of commands
     // makes the senders wait, which in turn stops them reading their sockets.
-    tx: mpsc::Sender<Mail>,
+    // Cluster mode, a group served by another node: `None`, and `remote` set.
+    tx: Option<mpsc::Sender<Mail>>,
+    remote: Option<Arc<crate::cluster::remote::RemoteGroup>>,
 }
 
 /// A join request as the session admitted it.
@@ -206,9 +208,24 @@ pub struct JoinRequest {
 }
 
 impl GroupHandle {
+    fn local(tx: mpsc::Sender<Mail>) -> Self {
+        Self {
+            tx: Some(tx),
+            remote: None,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
     async fn send(&self, command: GroupCommand) -> Result<(), ServerError> {
-        self.tx
-            .send(Box::new(command))
+        let Some(tx) = &self.tx else {
+            return Err(ServerError::Forbidden(
+                "this is not yet possible for a group served by another node of the cluster",
+            ));
+        };
+        tx.send(Box::new(command))
             .await
             .map_err(|_| ServerError::ShuttingDown)
     }
@@ -219,6 +236,9 @@ impl GroupHandle {
         outbox: Outbox,
         request: JoinRequest,
     ) -> Result<JoinReply, ServerError> {
+        if let Some(remote) = &self.remote {
+            return remote.join(outbox, request).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(GroupCommand::Join {
             outbox,
@@ -244,6 +264,11 @@ impl GroupHandle {
         env: SignedEnvelope,
         action: Action,
     ) -> Result<(), ServerError> {
+        if let Some(remote) = &self.remote {
+            return remote
+                .signed(&outbox, key, request_id, ticket.counter(), env, action)
+                .await;
+        }
         self.send(GroupCommand::Signed {
             outbox,
             key,
@@ -273,10 +298,10 @@ impl GroupHandle {
         note: peerhub_protocol::frame::Note,
     ) -> Result<(), HubNoteRefused> {
         use tokio::sync::mpsc::error::TrySendError;
-        match self
-            .tx
-            .try_send(Box::new(GroupCommand::HubNote { channel, note }))
-        {
+        let Some(tx) = &self.tx else {
+            return Err(HubNoteRefused::Stopped);
+        };
+        match tx.try_send(Box::new(GroupCommand::HubNote { channel, note })) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(command)) => match *command {
                 GroupCommand::HubNote { note, .. } => Err(HubNoteRefused::Full(note)),
@@ -333,6 +358,9 @@ impl GroupHandle {
 
     /// Stops sending the group's events to a connection.
     pub async fn leave(&self, conn: ConnId) {
+        if let Some(remote) = &self.remote {
+            return remote.leave(conn).await;
+        }
         // A group task that is gone has no subscriber to remove.
         let _ = self.send(GroupCommand::Leave { conn }).await;
     }
@@ -361,6 +389,18 @@ pub struct GroupRegistry {
     // Locked only to look up or insert a handle; never held across an await.
     live: Mutex<HashMap<GroupId, GroupHandle>>,
     closed: AtomicBool,
+    cluster: Option<ClusterWiring>,
+}
+
+/// What the registry needs in cluster mode.
+#[derive(Debug, Clone)]
+pub struct ClusterWiring {
+    /// This node.
+    pub node: Arc<crate::cluster::node::ClusterNode>,
+    /// The replay guard (commands from other nodes were checked there).
+    pub replay: crate::admission::ReplayGuard,
+    /// How proxy outboxes for other nodes' connections are bounded.
+    pub proxy: crate::cluster::remote::ProxySettings,
 }
 
 impl GroupRegistry {
@@ -387,6 +427,7 @@ impl GroupRegistry {
             risk_phrases: Arc::new(crate::risk_phrases::RiskPhrases::new(&risk_phrases)),
             live: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            cluster: None,
         }
     }
 
@@ -394,24 +435,46 @@ impl GroupRegistry {
         load_room(&self.store, group)
     }
 
-    /// The handle of a group's task, starting the task if needed.
+    /// Cluster mode: this registry's groups are served on one node at a time.
+    pub fn with_cluster(mut self, wiring: ClusterWiring) -> Self {
+        self.cluster = Some(wiring);
+        self
+    }
+
+    /// The handle of a group's task, starting the task if needed. In cluster
+    /// mode only a task already running here: use [`Self::handle_for`].
     pub fn handle(&self, id: &GroupId) -> Result<GroupHandle, ServerError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ServerError::ShuttingDown);
         }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(handle) = live.get(id) {
-            if !handle.tx.is_closed() {
+            if !handle.is_closed() {
                 return Ok(handle.clone());
             }
         }
+        if self.cluster.is_some() {
+            return Err(ServerError::Forbidden(
+                "this is not yet possible for a group served by another node of the cluster",
+            ));
+        }
+        self.spawn(&mut live, id, None)
+    }
+
+    /// Starts a group's task (under `owned` in cluster mode) and keeps its handle.
+    fn spawn(
+        &self,
+        live: &mut HashMap<GroupId, GroupHandle>,
+        id: &GroupId,
+        owned: Option<Box<crate::cluster::owner::Owned>>,
+    ) -> Result<GroupHandle, ServerError> {
         let record = self
             .store
             .group(id)?
             .ok_or_else(|| ServerError::GroupNotFound(id.clone()))?;
         let room = self.load_room(record)?;
         let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        let actor = actor::GroupActor::new(
+        let mut actor = actor::GroupActor::new(
             room,
             self.store.clone(),
             self.committer.clone(),
@@ -422,10 +485,71 @@ impl GroupRegistry {
             self.risk_phrases.clone(),
             rx,
         );
-        self.tracker.spawn(actor.run());
-        let handle = GroupHandle { tx };
+        if let Some(owned) = owned {
+            actor = actor.owned_by(owned);
+        }
+        let ended = tokio_util::sync::CancellationToken::new();
+        let ended_guard = ended.clone().drop_guard();
+        self.tracker.spawn(async move {
+            let _ended = ended_guard;
+            actor.run().await;
+        });
+        if let Some(wiring) = &self.cluster {
+            self.tracker.spawn(crate::cluster::remote::serve(
+                wiring.node.clone(),
+                id.clone(),
+                tx.downgrade(),
+                ended,
+                wiring.replay.clone(),
+                wiring.proxy.clone(),
+            ));
+        }
+        let handle = GroupHandle::local(tx);
         live.insert(id.clone(), handle.clone());
         Ok(handle)
+    }
+
+    /// The handle of a group's task wherever it runs: here (started, after
+    /// taking the group's lease, if no node serves it), or on the node that
+    /// serves it (cluster mode). On one node, [`Self::handle`].
+    pub async fn handle_for(&self, id: &GroupId) -> Result<GroupHandle, ServerError> {
+        let Some(wiring) = &self.cluster else {
+            return self.handle(id);
+        };
+        if let Ok(handle) = self.handle(id) {
+            return Ok(handle);
+        }
+        let lock = wiring.node.group_lock(id);
+        let _taking = lock.lock().await;
+        if let Ok(handle) = self.handle(id) {
+            return Ok(handle);
+        }
+        if self.store.group(id)?.is_none() {
+            // Not mirrored here yet, or no such group.
+            match wiring.node.directory.group(id).await? {
+                Some(record) => self.store.put_group(&record)?,
+                None => return Err(ServerError::GroupNotFound(id.clone())),
+            }
+        }
+        match crate::cluster::owner::take(&wiring.node, &self.store, id).await? {
+            crate::cluster::owner::Taken::Owned(owned) => {
+                if self.closed.load(Ordering::Acquire) {
+                    owned.release().await;
+                    return Err(ServerError::ShuttingDown);
+                }
+                let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                self.spawn(&mut live, id, Some(owned))
+            }
+            crate::cluster::owner::Taken::Held { holder } => Ok(GroupHandle {
+                tx: None,
+                remote: Some(Arc::new(crate::cluster::remote::RemoteGroup::new(
+                    wiring.node.clone(),
+                    self.store.clone(),
+                    id.clone(),
+                    holder,
+                ))),
+            }),
+        }
     }
 
     /// Creates a group record and its first state (durably). `counter` is the
@@ -485,7 +609,7 @@ impl GroupRegistry {
     /// How many groups have a running task.
     pub fn live_count(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.values().filter(|h| !h.tx.is_closed()).count()
+        live.values().filter(|h| !h.is_closed()).count()
     }
 
     /// Refuses new group tasks and drops every handle, so each task ends once the

@@ -67,6 +67,11 @@ pub enum StoreError {
     /// [`Committer`]) until peerhub restarts.
     #[error("the store stopped writing after a storage fault: {}", .0.as_str())]
     Faulted(StoreFault),
+    /// Cluster mode: the group's replicated log did not take a commit (this node
+    /// lost the group, or the NATS cluster did not answer), so nothing of it was
+    /// acknowledged.
+    #[error("the group's cluster log did not take the write: {0}")]
+    Replication(String),
 }
 
 /// Why the store stopped writing.
@@ -135,7 +140,10 @@ impl StoreError {
     /// Is this a failure of the disk underneath (rather than a bad record or a
     /// stopping server)? Those answer `storage_unavailable`.
     pub fn is_storage_fault(&self) -> bool {
-        matches!(self, Self::Faulted(_) | Self::Engine(sled::Error::Io(_)))
+        matches!(
+            self,
+            Self::Faulted(_) | Self::Engine(sled::Error::Io(_)) | Self::Replication(_)
+        )
     }
 }
 
