@@ -402,6 +402,8 @@ impl Server {
             groups.spawn(cluster::node::mirror(node.clone(), hub.clone()));
             // Frames for this node's connections from groups served elsewhere.
             groups.spawn(cluster::remote::receive(node.clone(), hub.shutdown.clone()));
+            // Lets go of the connections of nodes that are gone.
+            groups.spawn(cluster::remote::sweep(node.clone(), hub.clone()));
         }
         // Scheduled backups, if `[backup]` sets an interval.
         groups.spawn(backup_schedule::run(hub.clone(), config.backup.clone()));
@@ -515,6 +517,10 @@ impl Server {
         router_stop.cancel();
         groups.close();
         groups.wait().await;
+        if let Some(node) = &hub.cluster {
+            // Other nodes let go of this node's connections now, not a TTL later.
+            node.leave().await;
+        }
         if let Some(fault) = hub.committer.fault() {
             // After a storage fault the store is not closed: sled's flusher can
             // spin on a log it cannot write, and nothing more can be made durable

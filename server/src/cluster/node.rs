@@ -38,6 +38,9 @@ pub struct ClusterNode {
     pub relay: super::remote::Relay,
     /// One lock per group: taking a group and bringing this node's copy of it
     /// up to its log happen one at a time.
+    /// This node's presence lease (`node-<holder>`), kept while it runs: owners
+    /// let go of the proxies of a node whose presence ran out.
+    presence: std::sync::Mutex<Option<super::lease::LeaseKeeper>>,
     group_locks: std::sync::Mutex<
         std::collections::HashMap<
             peerhub_protocol::GroupId,
@@ -80,8 +83,14 @@ impl ClusterNode {
         .await?;
         let mut run = [0u8; 4];
         getrandom::fill(&mut run).map_err(|error| ClusterError::Connect(error.to_string()))?;
+        let holder = format!("{}-{}", settings.node_name, hex::encode(run));
+        let presence = leases
+            .acquire(&Self::presence_lease(&holder), &holder)
+            .await?;
+        let presence = leases.keep(presence);
         Ok(Self {
-            holder: format!("{}-{}", settings.node_name, hex::encode(run)),
+            holder,
+            presence: std::sync::Mutex::new(Some(presence)),
             settings: settings.clone(),
             nats,
             leases,
@@ -90,6 +99,34 @@ impl ClusterNode {
             relay: Default::default(),
             group_locks: Default::default(),
         })
+    }
+
+    /// A node's presence lease key.
+    pub fn presence_lease(holder: &str) -> String {
+        format!("node-{holder}")
+    }
+
+    /// Whether node `holder` is still there: its presence lease held and not
+    /// run out. `None` when NATS could not say.
+    pub async fn is_present(&self, holder: &str) -> Option<bool> {
+        match self.leases.current(&Self::presence_lease(holder)).await {
+            Ok(Some((value, _))) => Some(value.holder == holder && value.deadline_ms > now_ms()),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    /// Gives up this node's presence (a clean stop), so owners let go of its
+    /// connections' proxies at once.
+    pub async fn leave(&self) {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(presence) = presence {
+            let _ = presence.release().await;
+        }
     }
 
     /// The lock for `group` on this node (made on first use).
@@ -116,4 +153,11 @@ pub async fn mirror(node: std::sync::Arc<ClusterNode>, hub: std::sync::Arc<crate
         tracing::error!(%error, "directory mirror stopped: this node stops serving");
         hub.shutdown.cancel();
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -325,8 +325,30 @@ pub async fn receive(node: Arc<ClusterNode>, stop: tokio_util::sync::Cancellatio
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Every lease TTL, lets go of the proxies of nodes whose presence ran out (a
+/// node killed without a word): their connections leave this node's groups, so
+/// nobody is shown online who is not. Runs until the hub stops.
+pub async fn sweep(node: Arc<ClusterNode>, hub: Arc<crate::hub::Hub>) {
+    let mut every = tokio::time::interval(node.settings.lease_ttl);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        for from in node.relay.proxied_nodes() {
+            if node.is_present(&from).await == Some(false) {
+                let conns = node.relay.drop_node(&from);
+                tracing::info!(node = %from, connections = conns.len(), "a node is gone: its connections leave this node's groups");
+                for conn in conns {
+                    hub.groups.leave_everywhere(conn).await;
+                }
+            }
+        }
+    }
 }
 
 /// A group served by another node, as a session here uses it.
@@ -633,6 +655,27 @@ impl Relay {
             },
         );
         outbox
+    }
+
+    /// The nodes that have connections proxied here.
+    fn proxied_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = lock(&self.proxies).keys().map(|(n, _)| n.clone()).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Lets go of every proxy of node `from`; returns their connections here.
+    fn drop_node(&self, from: &str) -> Vec<ConnId> {
+        let mut proxies = lock(&self.proxies);
+        let gone: Vec<(String, u64)> = proxies.keys().filter(|(n, _)| n == from).cloned().collect();
+        gone.into_iter()
+            .filter_map(|key| proxies.remove(&key))
+            .map(|proxy| {
+                proxy.outbox.kicked().cancel();
+                proxy.outbox.conn
+            })
+            .collect()
     }
 
     fn proxy_of(&self, from: &str, conn: u64) -> Option<Outbox> {

@@ -606,6 +606,18 @@ impl GroupRegistry {
         self.handle(id)?.clear_waiting(entry).await
     }
 
+    /// Takes connection `conn` out of every group running here (a proxy for a
+    /// connection on a node that is gone).
+    pub async fn leave_everywhere(&self, conn: ConnId) {
+        let handles: Vec<GroupHandle> = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.values().cloned().collect()
+        };
+        for handle in handles {
+            handle.leave(conn).await;
+        }
+    }
+
     /// How many groups have a running task.
     pub fn live_count(&self) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());

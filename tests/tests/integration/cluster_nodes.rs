@@ -141,3 +141,178 @@ async fn when_the_serving_node_stops_the_other_serves_the_group_from_the_log() {
     .await
     .expect("bounded");
 }
+
+/// A node in a runtime of its own, so that a test can stop it dead: every task
+/// dropped at once, its sockets (its clients', its NATS connection) closed by
+/// the drop, no lease released and nobody told — what kill -9 leaves, short of
+/// the process.
+struct Crashable {
+    runtime: tokio::runtime::Runtime,
+    server: TestServer,
+}
+
+impl Crashable {
+    /// Starts a node named `name` (blocks the calling thread while it starts).
+    fn start(cluster: &NatsCluster, name: &str) -> Self {
+        let settings = settings(cluster, name);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let server = runtime.block_on(TestServer::start_with(move |config| {
+                config.cluster = Some(settings)
+            }));
+            Self { runtime, server }
+        })
+        .join()
+        .expect("node starts")
+    }
+
+    fn crash(self) {
+        self.runtime.shutdown_background();
+        drop(self.server);
+    }
+}
+
+/// The frames node `b` receives for its connections, as NATS carries them.
+async fn frames_to_nodes(cluster: &NatsCluster) -> async_nats::Subscriber {
+    let nats = cluster.connect(1, "test-frames").await;
+    let subscriber = nats
+        .client()
+        .subscribe("peerhub.out.>")
+        .await
+        .expect("subscribe");
+    nats.client().flush().await.expect("flush");
+    subscriber
+}
+
+#[tokio::test]
+async fn a_frame_lost_between_nodes_closes_the_connection_and_it_resumes_whole() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        use futures_util::StreamExt as _;
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        let mut on_a = a.login(&river).await;
+        on_a.join("circle", "River", None).await;
+        let mut frames = frames_to_nodes(&cluster).await;
+        let mut on_b = b.login(&sky).await;
+        on_b.join("circle", "Sky", None).await;
+        assert_eq!(on_a.post("circle", "one").await, 1);
+        assert_eq!(on_b.next_event("circle").await.seq, 1);
+        // What the owner sent to Sky's connection: its subject and headers.
+        let sent = frames.next().await.expect("a frame to node b");
+        let owner = sent
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Peerhub-Owner"))
+            .expect("owner header")
+            .to_string();
+        // A frame that does not follow on, as if the ones between were lost.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Peerhub-Owner", owner.as_str());
+        headers.insert("Peerhub-Frame", "1000");
+        let nats = cluster.connect(2, "test-loss").await;
+        nats.client()
+            .publish_with_headers(sent.subject.clone(), headers, "{}".into())
+            .await
+            .expect("publish");
+        nats.client().flush().await.expect("flush");
+        on_b.expect_closed().await;
+        // Meanwhile the conversation goes on; Sky resumes after what they had.
+        assert_eq!(on_a.post("circle", "two").await, 2);
+        let mut again = b.login(&sky).await;
+        let joined = again.join("circle", "Sky", Some(1)).await;
+        assert_eq!(joined.head, 2);
+        let bodies: Vec<String> = joined.history.iter().map(|e| e.verified_body()).collect();
+        assert_eq!(bodies, ["two"]);
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_node_killed_without_a_word_leaves_the_groups_its_members_were_in() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        let mut on_a = a.login(&river).await;
+        on_a.join("circle", "River", None).await;
+        let b = Crashable::start(&cluster, "b");
+        let mut on_b = b.server.login(&sky).await;
+        on_b.join("circle", "Sky", None).await;
+        let online = |on: bool| {
+            move |f: &ServerFrame| {
+                matches!(f, ServerFrame::Presence { member, .. }
+                    if member.name == "Sky" && member.online == on)
+            }
+        };
+        on_a.recv_matching(online(true)).await.expect("Sky arrives");
+        b.crash();
+        drop(on_b);
+        // Node a lets go of Sky's connection once b's presence runs out
+        // (its lease TTL, 2 s here, and a sweep every TTL).
+        on_a.recv_matching(online(false))
+            .await
+            .expect("Sky shown gone");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn when_the_serving_node_is_killed_the_other_serves_the_group_and_nothing_acked_is_lost() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = Crashable::start(&cluster, "a");
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a.server, "circle").await;
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        let mut on_a = a.server.login(&river).await;
+        on_a.join("circle", "River", None).await;
+        let mut on_b = b.login(&sky).await;
+        on_b.join("circle", "Sky", None).await;
+        let mut acked = Vec::new();
+        for round in 0..4 {
+            acked.push(on_a.post("circle", &format!("a{round}")).await);
+            acked.push(on_b.post("circle", &format!("b{round}")).await);
+        }
+        assert_eq!(acked, (1..=8).collect::<Vec<u64>>());
+        let killed = std::time::Instant::now();
+        a.crash();
+        drop(on_a);
+        // Sky's connection on b closes once b sees the group's lease run out.
+        on_b.expect_closed().await;
+        // Both come back on b, which takes the group over from the log.
+        let mut sky_again = b.login(&sky).await;
+        let joined = sky_again.join("circle", "Sky", None).await;
+        let first_ack = sky_again.post("circle", "after").await;
+        let failover = killed.elapsed();
+        eprintln!("failover (kill to first ack on the other node): {failover:?}");
+        assert_eq!(joined.head, 8, "every acknowledged post is there");
+        let seqs: Vec<u64> = joined.history.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=8).collect::<Vec<u64>>());
+        assert_eq!(first_ack, 9, "no seq used twice");
+        let mut river_again = b.login(&river).await;
+        let joined = river_again.join("circle", "River", Some(8)).await;
+        assert_eq!(joined.head, 9);
+        assert_eq!(joined.history[0].verified_body(), "after");
+    })
+    .await
+    .expect("bounded");
+}
