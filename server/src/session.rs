@@ -124,6 +124,8 @@ struct Session {
     lines: HashMap<GroupId, GroupHandle>,
     failed_auths: u32,
     consecutive_errors: u32,
+    /// The frame being refused is a flag (its refusal carries the helplines).
+    refusing_flag: bool,
     /// Set while this connection has an unsigned request of each kind with the
     /// router (see `escalation::ReadTicket`): one list, one detail and one rota
     /// read at a time.
@@ -183,6 +185,7 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
         lines: HashMap::new(),
         failed_auths: 0,
         consecutive_errors: 0,
+        refusing_flag: false,
         router_reads: Default::default(),
         dead: false,
         slow: false,
@@ -312,6 +315,7 @@ impl Session {
         };
         let id = frame.id();
         let is_auth = matches!(frame, ClientFrame::Auth { .. });
+        self.refusing_flag = matches!(frame, ClientFrame::Flag { .. });
         let result = match frame {
             ClientFrame::Auth { id, env } => self.auth(id, env, ws).await,
             other if matches!(self.auth, Auth::LoggedIn(_)) => self.command(other, ws).await,
@@ -364,12 +368,15 @@ impl Session {
         tracing::debug!(conn = %self.conn, code = %error.code(), "request refused");
         self.hub.metrics.rejected(error.code().as_str());
         let mut frame = error.frame(id);
-        if let (
-            ServerError::FlagRateLimited { .. } | ServerError::FlagNotStored { .. },
-            ServerFrame::Error { helplines, .. },
-        ) = (&error, &mut frame)
-        {
-            // A refused flag is answered with the signposting, always.
+        let flag_refused = std::mem::take(&mut self.refusing_flag)
+            || matches!(
+                error,
+                ServerError::FlagRateLimited { .. } | ServerError::FlagNotStored { .. }
+            );
+        if let (true, ServerFrame::Error { helplines, .. }) = (flag_refused, &mut frame) {
+            // A refused flag is answered with the signposting, always, whatever
+            // the refusal: someone asking for help is never left with an error
+            // alone.
             *helplines = Some(self.hub.settings.helplines.clone());
         }
         self.reply(ws, &frame).await;

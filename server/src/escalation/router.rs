@@ -512,15 +512,10 @@ impl EscalationRouter {
                     Err(error) => {
                         self.metrics.rejected(error.code().as_str());
                         let mut frame = error.frame(request_id);
-                        if let ServerFrame::Error {
-                            helplines, code, ..
-                        } = &mut frame
-                        {
-                            // A flag refused because storage failed still gets
-                            // the signposting.
-                            if *code == peerhub_protocol::ErrorCode::StorageUnavailable {
-                                *helplines = Some(self.settings.helplines.clone());
-                            }
+                        if let ServerFrame::Error { helplines, .. } = &mut frame {
+                            // A refused flag gets the signposting, whatever the
+                            // refusal (storage failing, no such group, …).
+                            *helplines = Some(self.settings.helplines.clone());
                         }
                         outbox.push(&bytes(&frame));
                     }

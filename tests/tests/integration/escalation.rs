@@ -1344,3 +1344,53 @@ async fn a_supervisor_in_the_group_is_not_paused_sanctioned_or_sent_away() {
     .await;
     assert!(stays.is_err(), "the supervisor stays: {stays:?}");
 }
+
+/// A flag refused for any reason — here a replayed counter, a group that does not
+/// exist, a payload for another group — is answered with the helplines, so a
+/// person asking for help never gets an error alone.
+#[tokio::test]
+async fn a_flag_refused_for_any_reason_carries_the_helplines() {
+    let mut server = TestServer::start().await;
+    server.create_group("circle").await;
+    let me = Identity::generate();
+    let mut client = server.login(&me).await;
+    client.join("circle", "River", None).await;
+    let env = me.flag_with("circle", me.key(), Severity::Urgent, |_| {});
+    let first = client
+        .request(|id| ClientFrame::Flag {
+            id,
+            group: gid("circle"),
+            env: env.clone(),
+        })
+        .await;
+    flagged(&first);
+    let refusals = [
+        // The same signed flag again: a replay.
+        (gid("circle"), env, ErrorCode::Replay),
+        // A group that does not exist.
+        (
+            gid("nowhere"),
+            me.flag_with("nowhere", me.key(), Severity::Urgent, |_| {}),
+            ErrorCode::NotFound,
+        ),
+        // Signed for one group, sent for another.
+        (
+            gid("nowhere"),
+            me.flag_with("circle", me.key(), Severity::Urgent, |_| {}),
+            ErrorCode::WrongGroup,
+        ),
+    ];
+    for (group, env, code) in refusals {
+        let reply = client
+            .request(|id| ClientFrame::Flag { id, group, env })
+            .await;
+        assert_code(&reply, code);
+        let ServerFrame::Error { helplines, .. } = &reply else {
+            unreachable!()
+        };
+        assert!(
+            helplines.as_ref().is_some_and(|h| !h.is_empty()),
+            "a refused flag carries the helplines: {reply:?}"
+        );
+    }
+}
