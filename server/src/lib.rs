@@ -308,19 +308,31 @@ impl Server {
             router_stop.clone(),
             metrics.clone(),
         )?;
-        let router = escalation::EscalationRouter::start(
-            store.clone(),
-            committer.clone(),
-            clock.clone(),
-            audit.clone(),
-            config.escalation.clone(),
-            &groups,
-            router_stop.clone(),
-            metrics.clone(),
-            staff_notices,
-            limits::FlagLimits::new(&config.limits),
-            alerts.clone(),
-        )?;
+        // One node: the router runs here. Cluster mode: sessions' router commands
+        // go to a dispatcher, which takes them to whichever node leads it.
+        let (router, dispatched) = match &cluster_node {
+            None => (
+                escalation::EscalationRouter::start(
+                    store.clone(),
+                    committer.clone(),
+                    clock.clone(),
+                    audit.clone(),
+                    config.escalation.clone(),
+                    &groups,
+                    router_stop.clone(),
+                    metrics.clone(),
+                    staff_notices,
+                    limits::FlagLimits::new(&config.limits),
+                    alerts.clone(),
+                    None,
+                )?,
+                None,
+            ),
+            Some(_) => {
+                let (router, dispatched) = cluster::router_node::router_handle();
+                (router, Some(dispatched))
+            }
+        };
         let replay = ReplayGuard::new(store.clone());
         let mut registry = GroupRegistry::new(
             store.clone(),
@@ -404,6 +416,33 @@ impl Server {
             groups.spawn(cluster::remote::receive(node.clone(), hub.shutdown.clone()));
             // Lets go of the connections of nodes that are gone.
             groups.spawn(cluster::remote::sweep(node.clone(), hub.clone()));
+            // The router: led by one node at a time, reached from every node.
+            let (leading_tx, leading_rx) = tokio::sync::watch::channel(None);
+            if let Some(dispatched) = dispatched {
+                groups.spawn(cluster::router_node::dispatch(
+                    node.clone(),
+                    hub.clone(),
+                    dispatched,
+                    leading_rx,
+                ));
+            }
+            groups.spawn(cluster::router_node::lead(
+                node.clone(),
+                hub.clone(),
+                cluster::router_node::LeadSettings {
+                    escalation: config.escalation.clone(),
+                    limits: config.limits.clone(),
+                    tracker: groups.clone(),
+                    router_stop: router_stop.clone(),
+                    proxy: cluster::remote::ProxySettings {
+                        frames: config.outbox_capacity,
+                        bytes: config.outbox_bytes,
+                        drops: hub.metrics.outbox_drops.clone(),
+                    },
+                    replay: hub.replay.clone(),
+                },
+                leading_tx,
+            ));
         }
         // Scheduled backups, if `[backup]` sets an interval.
         groups.spawn(backup_schedule::run(hub.clone(), config.backup.clone()));

@@ -58,6 +58,8 @@ pub mod node;
 pub mod owner;
 pub mod remote;
 pub mod replica;
+pub mod router_log;
+pub mod router_node;
 pub mod routing;
 pub mod snapshot;
 

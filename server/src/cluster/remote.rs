@@ -171,6 +171,8 @@ struct LocalConn {
     outbox: Outbox,
     last: HashMap<String, u64>,
     groups: HashMap<GroupId, String>,
+    /// Registered with a router led elsewhere.
+    router: bool,
 }
 
 #[derive(Debug)]
@@ -195,15 +197,39 @@ impl Relay {
             outbox: outbox.clone(),
             last: HashMap::new(),
             groups: HashMap::new(),
+            router: false,
         });
         entry.groups.insert(group.clone(), owner.to_string());
+    }
+
+    /// A connection here hears from the router led on another node.
+    pub(crate) fn register_router(&self, outbox: &Outbox) {
+        let mut local = lock(&self.local);
+        let entry = local.entry(outbox.conn.0).or_insert_with(|| LocalConn {
+            outbox: outbox.clone(),
+            last: HashMap::new(),
+            groups: HashMap::new(),
+            router: false,
+        });
+        entry.router = true;
+    }
+
+    /// The connection closed: it hears from no router any more.
+    pub(crate) fn unregister_router(&self, conn: u64) {
+        let mut local = lock(&self.local);
+        if let Some(entry) = local.get_mut(&conn) {
+            entry.router = false;
+            if entry.groups.is_empty() {
+                local.remove(&conn);
+            }
+        }
     }
 
     fn unregister(&self, conn: u64, group: &GroupId) {
         let mut local = lock(&self.local);
         if let Some(entry) = local.get_mut(&conn) {
             entry.groups.remove(group);
-            if entry.groups.is_empty() {
+            if entry.groups.is_empty() && !entry.router {
                 local.remove(&conn);
             }
         }
@@ -620,7 +646,7 @@ async fn handle(
 impl Relay {
     /// The proxy outbox for connection `conn` of node `from`, made on its first
     /// join here (its frames are published as they are queued).
-    fn proxy(
+    pub(crate) fn proxy(
         &self,
         node: &Arc<ClusterNode>,
         from: &str,
@@ -676,6 +702,16 @@ impl Relay {
                 proxy.outbox.conn
             })
             .collect()
+    }
+
+    /// The proxy for connection `conn` of node `from`, if it has one here.
+    pub(crate) fn existing_proxy(&self, from: &str, conn: u64) -> Option<Outbox> {
+        self.proxy_of(from, conn)
+    }
+
+    /// One user of the proxy fewer (the router's registration of it ended).
+    pub(crate) fn release_proxy(&self, from: &str, conn: u64) {
+        self.proxy_done(from, conn);
     }
 
     fn proxy_of(&self, from: &str, conn: u64) -> Option<Outbox> {

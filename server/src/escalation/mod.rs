@@ -317,6 +317,16 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
+    /// A handle on the router that takes from `tx`.
+    pub(crate) fn new(tx: mpsc::Sender<RouterCommand>) -> Self {
+        Self { tx }
+    }
+
+    /// The sender behind this handle.
+    pub(crate) fn sender(&self) -> mpsc::Sender<RouterCommand> {
+        self.tx.clone()
+    }
+
     pub(crate) async fn send(&self, command: RouterCommand) -> Result<(), ServerError> {
         self.tx
             .send(command)

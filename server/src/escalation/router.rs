@@ -197,6 +197,9 @@ pub struct EscalationRouter {
     behind: RefCell<HashSet<ConnId>>,
     /// Flags held in memory because the store could not keep them.
     unstored: u64,
+    /// Cluster mode: the `router` lease, the router's log and the commit's writes
+    /// to append to it; `None` on one node.
+    owned: Option<Box<crate::cluster::router_log::RouterOwned>>,
 }
 
 /// Escalations held only in memory (the store failed) take ids from here up,
@@ -279,6 +282,7 @@ impl EscalationRouter {
         staff: super::staff::StaffNotices,
         flag_limits: FlagLimits,
         alerts: Alerts,
+        owned: Option<Box<crate::cluster::router_log::RouterOwned>>,
     ) -> Result<RouterHandle, StoreError> {
         let unresolved = store.unresolved_escalations()?;
         let rota = store.rota()?;
@@ -307,6 +311,7 @@ impl EscalationRouter {
             secret,
             behind: RefCell::default(),
             unstored: 0,
+            owned,
         };
         for record in unresolved {
             router.insert_open(record);
@@ -320,6 +325,44 @@ impl EscalationRouter {
         }
         tracker.spawn(router.run());
         Ok(RouterHandle { tx })
+    }
+
+    /// Writes an escalation (and records it for the router's cluster log).
+    fn write_escalation(&mut self, record: &EscalationRecord) -> Result<(), StoreError> {
+        self.store.put_escalation(record)?;
+        if let Some(owned) = &mut self.owned {
+            owned
+                .ops
+                .push(crate::cluster::router_log::RouterOp::Escalation {
+                    record: Box::new(record.clone()),
+                });
+        }
+        Ok(())
+    }
+
+    /// Replaces the rota (and records it for the router's cluster log).
+    fn write_rota(&mut self, entries: &[RotaEntry]) -> Result<(), StoreError> {
+        self.store.put_rota(entries)?;
+        if let Some(owned) = &mut self.owned {
+            owned.ops.push(crate::cluster::router_log::RouterOp::Rota {
+                entries: entries.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes what was written durable: flushed, and in cluster mode appended to
+    /// the router's log, before anyone hears of it.
+    async fn commit(&mut self) -> Result<(), Arc<StoreError>> {
+        self.committer.commit().await?;
+        if let Some(owned) = &mut self.owned {
+            if let Err(error) = owned.append(&self.store).await {
+                tracing::error!(%error, "the router's log did not take a commit: this node stops leading");
+                self.stop.cancel();
+                return Err(Arc::new(error));
+            }
+        }
+        Ok(())
     }
 
     async fn run(mut self) {
@@ -345,12 +388,18 @@ impl EscalationRouter {
             Err(error) => tracing::error!(%error, "the owed pager resolves could not be read"),
         }
         self.metrics.set_escalations(self.open.values());
+        // Cluster mode: resolves when this node loses the router's lease.
+        let mut lease = self.owned.as_ref().map(|owned| owned.keeper.watch());
         loop {
             let wait = self.next_wake().map(|at| {
                 Duration::from_millis(at.saturating_sub(self.clock.now_ms())).min(TIMER_POLL)
             });
             let changed = tokio::select! {
                 _ = self.stop.cancelled() => break,
+                () = lost(&mut lease) => {
+                    tracing::warn!("router lease lost: this node stops leading");
+                    break;
+                }
                 command = self.rx.recv() => match command {
                     Some(command) => {
                         // Reads change nothing: only steps recount the gauges.
@@ -380,6 +429,11 @@ impl EscalationRouter {
             self.catch_up();
         }
         tracing::debug!("escalation router stopped");
+        if let Some(owned) = self.owned.take() {
+            if owned.keeper.is_held() {
+                owned.release().await;
+            }
+        }
     }
 
     fn next_wake(&self) -> Option<u64> {
@@ -911,7 +965,7 @@ impl EscalationRouter {
             if let Some(id) = open {
                 let merged = self.merge(id, key, &env, &flag, now, true)?;
                 self.store.raise_counter(&key, flag.counter)?;
-                self.committer.commit().await?;
+                self.commit().await?;
                 self.after_merge(id, merged, &flag, key);
             }
             tracing::info!(
@@ -985,7 +1039,7 @@ impl EscalationRouter {
             None => (self.open_new(key, env, flag, now, within)?, None),
         };
         self.store.raise_counter(&key, flag.counter)?;
-        self.committer.commit().await?;
+        self.commit().await?;
         Ok((id, merged))
     }
 
@@ -1115,7 +1169,7 @@ impl EscalationRouter {
                 .subject(flag.about),
         )?;
         self.advance(&mut record, now)?;
-        self.store.put_escalation(&record)?;
+        self.write_escalation(&record)?;
         self.insert_open(record);
         Ok(id)
     }
@@ -1189,7 +1243,7 @@ impl EscalationRouter {
                 .group(flag.group.clone())
                 .subject(flag.about),
         )?;
-        self.store.put_escalation(&record)?;
+        self.write_escalation(&record)?;
         self.insert_open(record);
         Ok(Merged {
             push: keep || rose,
@@ -1267,12 +1321,12 @@ impl EscalationRouter {
                     .group(record.view.group.clone())
                     .subject(record.view.about),
             )?;
-            self.store.put_escalation(&record)?;
+            self.write_escalation(&record)?;
             self.insert_open(record);
         }
         let moved = !due.is_empty();
         if moved {
-            self.committer.commit().await?;
+            self.commit().await?;
             for id in due {
                 self.broadcast(id);
                 if self.open[&id].view.level == UNANSWERED {
@@ -1536,7 +1590,7 @@ impl EscalationRouter {
         let status = record.view.status;
         written?;
         self.insert_open(record.clone());
-        self.committer.commit().await?;
+        self.commit().await?;
         outbox.push(&bytes(&ServerFrame::Ok { id: request_id }));
         self.broadcast_record(&record);
         let record = &record;
@@ -1625,9 +1679,9 @@ impl EscalationRouter {
         }
         let now = self.clock.now_ms();
         self.audit.append(NewEntry::new(now, "rota.set", env))?;
-        self.store.put_rota(&payload.entries)?;
+        self.write_rota(&payload.entries)?;
         self.store.raise_counter(&key, payload.counter)?;
-        self.committer.commit().await?;
+        self.commit().await?;
         self.rota = payload.entries;
         outbox.push(&bytes(&ServerFrame::Ok { id: request_id }));
         let covered = rota::covered(&self.rota, now);
@@ -1636,5 +1690,17 @@ impl EscalationRouter {
             self.tell_everyone_coverage();
         }
         Ok(())
+    }
+}
+
+/// Resolves when a kept lease is lost; never without one (one node).
+async fn lost(lease: &mut Option<tokio::sync::watch::Receiver<crate::cluster::lease::LeaseState>>) {
+    match lease {
+        Some(lease) => {
+            let _ = lease
+                .wait_for(|s| matches!(s, crate::cluster::lease::LeaseState::Lost { .. }))
+                .await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -1076,7 +1076,42 @@ impl Store {
     /// A fresh escalation id (unique, increasing).
     pub fn next_escalation_id(&self) -> Result<u64, StoreError> {
         let _writing = self.writing();
-        Ok(self.t().db.generate_id()? + 1)
+        let generated = self.t().db.generate_id()? + 1;
+        // Above every escalation this store holds, too: in cluster mode a node
+        // that takes the router over holds escalations other nodes numbered.
+        let highest = match self.t().escid_escalation.last()? {
+            Some((key, _)) => keys::counter_from(&key),
+            None => 0,
+        };
+        Ok(generated.max(highest + 1))
+    }
+
+    /// How far this store has applied the router's cluster log: the last record
+    /// and its stream sequence ((0, 0) for none).
+    pub fn router_applied(&self) -> Result<(u64, u64), StoreError> {
+        let Some(value) = self.t().meta.get(ROUTER_APPLIED)? else {
+            return Ok((0, 0));
+        };
+        match <[u8; 16]>::try_from(value.as_ref()) {
+            Ok(bytes) => Ok((
+                keys::counter_from(&bytes[..8]),
+                keys::counter_from(&bytes[8..]),
+            )),
+            Err(_) => Err(StoreError::Corrupt {
+                tree: "meta",
+                reason: "router log mark is not 16 bytes".into(),
+            }),
+        }
+    }
+
+    /// Records that the router's cluster log is applied up to `seq`.
+    pub fn put_router_applied(&self, seq: u64, stream_seq: u64) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&keys::counter_bytes(seq));
+        value[8..].copy_from_slice(&keys::counter_bytes(stream_seq));
+        self.t().meta.insert(ROUTER_APPLIED, &value[..])?;
+        Ok(())
     }
 
     /// Writes an escalation and its index entries together (durable with the next
@@ -1360,6 +1395,9 @@ impl Store {
 }
 
 /// The `meta` key of a group's replica mark.
+/// The `meta` key of the router log's mark.
+const ROUTER_APPLIED: &str = "router_applied";
+
 fn replica_key(group: &GroupId) -> String {
     format!("replica_applied/{}", group.as_str())
 }

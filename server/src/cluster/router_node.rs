@@ -1,0 +1,740 @@
+//! The escalation router across nodes (docs/CLUSTER.md §6): one node leads (the
+//! `router` lease, `router_log`), every node's sessions reach it.
+//!
+//! - [`lead`]: waits for the lease; on taking it, brings this node's store to the
+//!   router log's tail, starts the router on it (which re-arms every unresolved
+//!   escalation's deadline, as a restart does) and takes other nodes' router
+//!   commands (`peerhub.cmd._router`) until the router stops (the lease lost, or
+//!   the hub stopping); then waits for the lease again.
+//! - [`dispatch`]: every session's router command on this node goes through it
+//!   (the hub's `RouterHandle` sends here in cluster mode). To the local router
+//!   while this node leads, else to the leader over NATS; a connection's
+//!   outbox is reached from the leader through a proxy outbox (`remote`). It
+//!   keeps this node's logged-in connections and registers them again with each
+//!   new leader, so nobody drops out of the router's reach at a failover.
+//! - A flag that cannot reach any leader is tried again until
+//!   [`FLAG_PATIENCE`] has passed (a failover takes about a lease's TTL), then
+//!   refused with the helplines — never dropped in silence.
+//!
+//! Logs name connections and nodes, never a flag or a key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerhub_protocol::escalation::EscalationPart;
+use peerhub_protocol::frame::{Role, ServerFrame};
+use peerhub_protocol::payload::{EscalationActPayload, FlagPayload, RotaPayload};
+use peerhub_protocol::{ErrorCode, PublicKey, SignedEnvelope};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{self, Asked, Inbox, Replies};
+use super::node::ClusterNode;
+use super::remote::ProxySettings;
+use super::router_log::{self, LOG};
+use crate::escalation::{ReadTicket, RouterCommand, RouterHandle};
+use crate::error::ServerError;
+use crate::hub::Hub;
+use crate::outbound::{ConnId, Outbox};
+
+/// How long a flag keeps trying to reach a leader before it is refused (with
+/// the helplines).
+pub const FLAG_PATIENCE: Duration = Duration::from_secs(30);
+/// How long one request to the leader may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A session's router command as it travels to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Forwarded {
+    Register {
+        key: PublicKey,
+        roles: Vec<Role>,
+    },
+    Unregister,
+    Roles {
+        roles: Vec<Role>,
+    },
+    Raise {
+        key: PublicKey,
+        request_id: Option<u64>,
+        env: SignedEnvelope,
+        payload: FlagPayload,
+        over_key_limit: bool,
+        counter: u64,
+    },
+    Act {
+        key: PublicKey,
+        request_id: Option<u64>,
+        env: SignedEnvelope,
+        payload: EscalationActPayload,
+        counter: u64,
+    },
+    List {
+        key: PublicKey,
+        request_id: Option<u64>,
+        after: Option<String>,
+    },
+    Detail {
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: Option<u64>,
+        reference: Option<String>,
+        part: EscalationPart,
+        offset: u32,
+    },
+    SetRota {
+        key: PublicKey,
+        request_id: Option<u64>,
+        env: SignedEnvelope,
+        payload: RotaPayload,
+        counter: u64,
+    },
+    GetRota {
+        key: PublicKey,
+        request_id: Option<u64>,
+    },
+}
+
+/// A forwarded command with the connection it came from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    conn: u64,
+    command: Forwarded,
+}
+
+/// What a connection's command was, for the answer when no leader took it.
+struct Sent {
+    outbox: Option<Outbox>,
+    request_id: Option<u64>,
+    is_flag: bool,
+}
+
+/// The hub's router handle in cluster mode, and its dispatcher's receiver.
+pub(crate) fn router_handle() -> (RouterHandle, mpsc::Receiver<RouterCommand>) {
+    let (tx, rx) = mpsc::channel(1024);
+    (RouterHandle::new(tx), rx)
+}
+
+/// The router this node leads now, if any (set by [`lead`], read by
+/// [`dispatch`]).
+pub(crate) type Leading = watch::Receiver<Option<mpsc::Sender<RouterCommand>>>;
+
+/// Takes this node's sessions' router commands from `rx` to whichever node
+/// leads, until the hub stops.
+pub(crate) async fn dispatch(
+    node: Arc<ClusterNode>,
+    hub: Arc<Hub>,
+    mut rx: mpsc::Receiver<RouterCommand>,
+    mut leading: Leading,
+) {
+    // Logged-in connections here: registered again with every new leader.
+    let mut registered: HashMap<ConnId, (Outbox, PublicKey, Vec<Role>)> = HashMap::new();
+    let mut leader_seen: Option<String> = None;
+    let mut watch_leader = tokio::time::interval(node.settings.lease_ttl / 3);
+    let mut counter: u64 = 0;
+    loop {
+        let command = tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            command = rx.recv() => match command {
+                Some(command) => command,
+                None => return,
+            },
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let local = leading.borrow().clone();
+                if let Some(local) = local {
+                    // This node leads now: its connections register with it.
+                    for (outbox, key, roles) in registered.values() {
+                        let _ = local
+                            .send(RouterCommand::Register {
+                                outbox: outbox.clone(),
+                                key: *key,
+                                roles: roles.clone(),
+                            })
+                            .await;
+                    }
+                    leader_seen = Some(node.holder.clone());
+                }
+                continue;
+            }
+            _ = watch_leader.tick() => {
+                let holder = match node.leases.current(router_log::LEASE).await {
+                    Ok(Some((value, _))) => Some(value.holder),
+                    _ => None,
+                };
+                if holder.is_some() && holder != leader_seen && holder.as_deref() != Some(&node.holder) {
+                    // A new leader elsewhere: it has never heard of this node's
+                    // connections.
+                    for (conn, (outbox, key, roles)) in &registered {
+                        let command = Forwarded::Register { key: *key, roles: roles.clone() };
+                        let _ = forward(&node, conn, &mut counter, command, None).await;
+                        node.relay.register_router(outbox);
+                    }
+                    leader_seen = holder;
+                }
+                continue;
+            }
+        };
+        match &command {
+            RouterCommand::Register { outbox, key, roles } => {
+                registered.insert(outbox.conn, (outbox.clone(), *key, roles.clone()));
+                node.relay.register_router(outbox);
+            }
+            RouterCommand::Unregister { conn } => {
+                registered.remove(conn);
+                node.relay.unregister_router(conn.0);
+            }
+            RouterCommand::Roles { conn, roles } => {
+                if let Some(entry) = registered.get_mut(conn) {
+                    entry.2 = roles.clone();
+                }
+            }
+            _ => {}
+        }
+        let local = leading.borrow().clone();
+        match local {
+            Some(local) => {
+                if let Err(mpsc::error::SendError(command)) = local.send(command).await {
+                    refuse(command, ServerError::ShuttingDown);
+                }
+            }
+            None => send_to_leader(&node, &mut counter, command).await,
+        }
+    }
+}
+
+/// A command this node could not hand to any leader: its connection hears so
+/// (a flag with the helplines, by the session's rule for a refused flag).
+fn refuse(command: RouterCommand, error: ServerError) {
+    let sent = sent_of(&command);
+    if let Some(outbox) = sent.outbox {
+        let mut frame = error.frame(sent.request_id);
+        if sent.is_flag {
+            if let ServerFrame::Error { helplines, .. } = &mut frame {
+                *helplines = Some(peerhub_protocol::escalation::default_helplines());
+            }
+        }
+        outbox.push(&crate::outbound::FrameBytes::from(frame.to_json()));
+    }
+    match command {
+        RouterCommand::LineGrant { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        RouterCommand::OperatorResolve { reply, .. } => {
+            let _ = reply.send(Err(crate::admin::AdminError::Server(error.to_string())));
+        }
+        _ => {}
+    }
+}
+
+fn sent_of(command: &RouterCommand) -> Sent {
+    match command {
+        RouterCommand::Raise {
+            outbox, request_id, ..
+        } => Sent {
+            outbox: Some(outbox.clone()),
+            request_id: *request_id,
+            is_flag: true,
+        },
+        RouterCommand::Act {
+            outbox, request_id, ..
+        }
+        | RouterCommand::List {
+            outbox, request_id, ..
+        }
+        | RouterCommand::Detail {
+            outbox, request_id, ..
+        }
+        | RouterCommand::SetRota {
+            outbox, request_id, ..
+        }
+        | RouterCommand::GetRota {
+            outbox, request_id, ..
+        } => Sent {
+            outbox: Some(outbox.clone()),
+            request_id: *request_id,
+            is_flag: false,
+        },
+        _ => Sent {
+            outbox: None,
+            request_id: None,
+            is_flag: false,
+        },
+    }
+}
+
+async fn send_to_leader(node: &Arc<ClusterNode>, counter: &mut u64, command: RouterCommand) {
+    let (conn, forwarded) = match &command {
+        RouterCommand::Register { outbox, key, roles } => (
+            outbox.conn,
+            Forwarded::Register {
+                key: *key,
+                roles: roles.clone(),
+            },
+        ),
+        RouterCommand::Unregister { conn } => (*conn, Forwarded::Unregister),
+        RouterCommand::Roles { conn, roles } => (
+            *conn,
+            Forwarded::Roles {
+                roles: roles.clone(),
+            },
+        ),
+        RouterCommand::Raise {
+            outbox,
+            key,
+            request_id,
+            env,
+            payload,
+            over_key_limit,
+            ticket,
+        } => (
+            outbox.conn,
+            Forwarded::Raise {
+                key: *key,
+                request_id: *request_id,
+                env: env.clone(),
+                payload: payload.clone(),
+                over_key_limit: *over_key_limit,
+                counter: ticket.counter(),
+            },
+        ),
+        RouterCommand::Act {
+            outbox,
+            key,
+            request_id,
+            env,
+            payload,
+            ticket,
+        } => (
+            outbox.conn,
+            Forwarded::Act {
+                key: *key,
+                request_id: *request_id,
+                env: env.clone(),
+                payload: payload.clone(),
+                counter: ticket.counter(),
+            },
+        ),
+        RouterCommand::List {
+            outbox,
+            key,
+            request_id,
+            after,
+            ..
+        } => (
+            outbox.conn,
+            Forwarded::List {
+                key: *key,
+                request_id: *request_id,
+                after: after.clone(),
+            },
+        ),
+        RouterCommand::Detail {
+            outbox,
+            key,
+            request_id,
+            escalation,
+            reference,
+            part,
+            offset,
+            ..
+        } => (
+            outbox.conn,
+            Forwarded::Detail {
+                key: *key,
+                request_id: *request_id,
+                escalation: *escalation,
+                reference: reference.clone(),
+                part: *part,
+                offset: *offset,
+            },
+        ),
+        RouterCommand::SetRota {
+            outbox,
+            key,
+            request_id,
+            env,
+            payload,
+            ticket,
+        } => (
+            outbox.conn,
+            Forwarded::SetRota {
+                key: *key,
+                request_id: *request_id,
+                env: env.clone(),
+                payload: payload.clone(),
+                counter: ticket.counter(),
+            },
+        ),
+        RouterCommand::GetRota {
+            outbox,
+            key,
+            request_id,
+            ..
+        } => (
+            outbox.conn,
+            Forwarded::GetRota {
+                key: *key,
+                request_id: *request_id,
+            },
+        ),
+        RouterCommand::LineGrant { .. } | RouterCommand::OperatorResolve { .. } => {
+            refuse(
+                command,
+                ServerError::Forbidden(
+                    "this is not yet possible on a node that does not lead the router",
+                ),
+            );
+            return;
+        }
+    };
+    let patience = match &forwarded {
+        Forwarded::Raise { .. } => FLAG_PATIENCE,
+        _ => ASK_TIMEOUT,
+    };
+    if let Err(error) = forward(node, &conn, counter, forwarded, Some(patience)).await {
+        tracing::warn!(%conn, %error, "a router command reached no leader");
+        refuse(command, error);
+    }
+}
+
+/// Sends one command to the leader, trying again within `patience` while no
+/// node leads (a failover); `None`: once.
+async fn forward(
+    node: &Arc<ClusterNode>,
+    conn: &ConnId,
+    counter: &mut u64,
+    command: Forwarded,
+    patience: Option<Duration>,
+) -> Result<(), ServerError> {
+    *counter += 1;
+    let id = format!("{}-{}-{}", node.holder, conn.0, counter);
+    let payload = Bytes::from(
+        serde_json::to_vec(&Envelope {
+            node: node.holder.clone(),
+            conn: conn.0,
+            command,
+        })
+        .unwrap_or_default(),
+    );
+    let until = tokio::time::Instant::now() + patience.unwrap_or_default();
+    loop {
+        let asked = commands::ask(&node.nats, LOG, &id, payload.clone(), ASK_TIMEOUT).await;
+        let retry = match asked {
+            Ok(Asked::Answered(answer)) => {
+                return match serde_json::from_slice::<Answer>(&answer) {
+                    Ok(Answer::Queued) => Ok(()),
+                    Ok(Answer::Refused { code, message }) => Err(ServerError::Forwarded {
+                        code,
+                        message,
+                        retry_after_ms: None,
+                        next_session_ms: None,
+                    }),
+                    Err(_) => Err(ServerError::Internal("an unreadable answer from the router's node")),
+                }
+            }
+            Ok(Asked::NoOwner) => "no node leads the router now",
+            Err(_) => "the router's node did not answer",
+        };
+        if tokio::time::Instant::now() >= until {
+            return Err(ServerError::Store(Arc::new(
+                crate::store::StoreError::Replication(retry.into()),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The leader's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+enum Answer {
+    Queued,
+    Refused { code: ErrorCode, message: String },
+}
+
+/// Settings the leader's router is started with.
+#[derive(Debug, Clone)]
+pub struct LeadSettings {
+    /// Escalation settings.
+    pub escalation: crate::escalation::EscalationSettings,
+    /// Limits (the router's flag limits).
+    pub limits: crate::limits::LimitSettings,
+    /// Tracks the router's task (the hub's group tracker).
+    pub tracker: tokio_util::task::TaskTracker,
+    /// Cancelled when the hub's router must stop.
+    pub router_stop: CancellationToken,
+    /// How proxies for other nodes' connections are bounded.
+    pub proxy: ProxySettings,
+    /// The replay guard (commands from other nodes were checked there).
+    pub replay: crate::admission::ReplayGuard,
+}
+
+/// Leads the router whenever this node holds its lease, until the hub stops;
+/// `leading` tells the dispatcher which router runs here.
+pub(crate) async fn lead(
+    node: Arc<ClusterNode>,
+    hub: Arc<Hub>,
+    settings: LeadSettings,
+    leading: watch::Sender<Option<mpsc::Sender<RouterCommand>>>,
+) {
+    let retry = node.settings.lease_ttl / 3;
+    loop {
+        let owned = loop {
+            if hub.shutdown.is_cancelled() || settings.router_stop.is_cancelled() {
+                return;
+            }
+            match router_log::take(&node, &hub.store).await {
+                Ok(Some(owned)) => break owned,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "could not take the router; trying again"),
+            }
+            tokio::select! {
+                () = hub.shutdown.cancelled() => return,
+                () = settings.router_stop.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+        };
+        let stop = settings.router_stop.child_token();
+        let (staff, staff_line) = crate::escalation::staff::StaffNotices::new();
+        settings
+            .tracker
+            .spawn(crate::escalation::staff::deliver(staff_line, hub.clone()));
+        let started = crate::escalation::EscalationRouter::start(
+            hub.store.clone(),
+            hub.committer.clone(),
+            hub.clock.clone(),
+            hub.audit.clone(),
+            settings.escalation.clone(),
+            &settings.tracker,
+            stop.clone(),
+            hub.metrics.clone(),
+            staff,
+            crate::limits::FlagLimits::new(&settings.limits),
+            hub.alerts.clone(),
+            Some(Box::new(owned)),
+        );
+        let router = match started {
+            Ok(router) => router,
+            Err(error) => {
+                tracing::error!(%error, "the router could not start on this node");
+                continue;
+            }
+        };
+        let tx = router.sender();
+        let _ = leading.send(Some(tx.clone()));
+        serve(&node, &tx, &settings.proxy, &settings.replay).await;
+        let _ = leading.send(None);
+        stop.cancel();
+        tracing::info!("no longer leading the escalation router");
+    }
+}
+
+/// Takes other nodes' router commands to the router this node leads, until it
+/// stops.
+async fn serve(
+    node: &Arc<ClusterNode>,
+    tx: &mpsc::Sender<RouterCommand>,
+    proxy: &ProxySettings,
+    replay: &crate::admission::ReplayGuard,
+) {
+    let mut inbox = match Inbox::serve(&node.nats, LOG).await {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            tracing::error!(%error, "cannot take router commands from other nodes");
+            return tx.closed().await;
+        }
+    };
+    let mut replies = Replies::new(1024);
+    // Other nodes' connections registered here, whose proxies go when this ends.
+    let mut proxied: HashSet<(String, u64)> = HashSet::new();
+    loop {
+        let command = tokio::select! {
+            command = inbox.next() => command,
+            () = tx.closed() => None,
+        };
+        let Some(command) = command else { break };
+        if let Some(answer) = replies.get(&command.id) {
+            let _ = inbox.answer(&command, answer.clone()).await;
+            continue;
+        }
+        let answer = match serde_json::from_slice::<Envelope>(&command.payload) {
+            Ok(envelope) => {
+                let from = (envelope.node.clone(), envelope.conn);
+                match handle(node, tx, proxy, replay, envelope).await {
+                    Ok(registered) => {
+                        match registered {
+                            Some(true) => {
+                                proxied.insert(from);
+                            }
+                            Some(false) => {
+                                proxied.remove(&from);
+                            }
+                            None => {}
+                        }
+                        Answer::Queued
+                    }
+                    Err(error) => Answer::Refused {
+                        code: error.code(),
+                        message: error.to_string(),
+                    },
+                }
+            }
+            Err(_) => Answer::Refused {
+                code: ErrorCode::Internal,
+                message: "an unreadable router command from another node".into(),
+            },
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+        replies.remember(&command.id, bytes.clone());
+        let _ = inbox.answer(&command, bytes).await;
+    }
+    inbox.close().await;
+    for (from, conn) in proxied {
+        node.relay.release_proxy(&from, conn);
+    }
+}
+
+/// Hands one forwarded command to the router; `Some(true)` when it registered a
+/// connection, `Some(false)` when it unregistered one.
+async fn handle(
+    node: &Arc<ClusterNode>,
+    tx: &mpsc::Sender<RouterCommand>,
+    proxy: &ProxySettings,
+    replay: &crate::admission::ReplayGuard,
+    envelope: Envelope,
+) -> Result<Option<bool>, ServerError> {
+    let Envelope {
+        node: from,
+        conn,
+        command,
+    } = envelope;
+    let existing = || node.relay.existing_proxy(&from, conn);
+    // A command from a connection not registered here yet (its registration
+    // with this new leader still on its way) gets a proxy of its own.
+    let outbox = || existing().unwrap_or_else(|| node.relay.proxy(node, &from, conn, proxy));
+    let read_ticket = || {
+        ReadTicket::take(&Arc::new(AtomicBool::new(false))).ok_or(ServerError::Internal(
+            "a fresh read ticket was taken",
+        ))
+    };
+    let replay = |key: &PublicKey, counter: u64| replay.forwarded(key, counter);
+    let mut registered = None;
+    let command = match command {
+        Forwarded::Register { key, roles } => {
+            registered = Some(true);
+            RouterCommand::Register {
+                outbox: node.relay.proxy(node, &from, conn, proxy),
+                key,
+                roles,
+            }
+        }
+        Forwarded::Unregister => {
+            let Some(outbox) = existing() else {
+                return Ok(None);
+            };
+            registered = Some(false);
+            let command = RouterCommand::Unregister { conn: outbox.conn };
+            tx.send(command).await.map_err(|_| ServerError::ShuttingDown)?;
+            node.relay.release_proxy(&from, conn);
+            return Ok(registered);
+        }
+        Forwarded::Roles { roles } => {
+            let Some(outbox) = existing() else {
+                return Ok(None);
+            };
+            RouterCommand::Roles {
+                conn: outbox.conn,
+                roles,
+            }
+        }
+        Forwarded::Raise {
+            key,
+            request_id,
+            env,
+            payload,
+            over_key_limit,
+            counter,
+        } => RouterCommand::Raise {
+            outbox: outbox(),
+            key,
+            request_id,
+            env,
+            payload,
+            over_key_limit,
+            ticket: replay(&key, counter),
+        },
+        Forwarded::Act {
+            key,
+            request_id,
+            env,
+            payload,
+            counter,
+        } => RouterCommand::Act {
+            outbox: outbox(),
+            key,
+            request_id,
+            env,
+            payload,
+            ticket: replay(&key, counter),
+        },
+        Forwarded::List {
+            key,
+            request_id,
+            after,
+        } => RouterCommand::List {
+            outbox: outbox(),
+            key,
+            request_id,
+            after,
+            ticket: read_ticket()?,
+        },
+        Forwarded::Detail {
+            key,
+            request_id,
+            escalation,
+            reference,
+            part,
+            offset,
+        } => RouterCommand::Detail {
+            outbox: outbox(),
+            key,
+            request_id,
+            escalation,
+            reference,
+            part,
+            offset,
+            ticket: read_ticket()?,
+        },
+        Forwarded::SetRota {
+            key,
+            request_id,
+            env,
+            payload,
+            counter,
+        } => RouterCommand::SetRota {
+            outbox: outbox(),
+            key,
+            request_id,
+            env,
+            payload,
+            ticket: replay(&key, counter),
+        },
+        Forwarded::GetRota { key, request_id } => RouterCommand::GetRota {
+            outbox: outbox(),
+            key,
+            request_id,
+            ticket: read_ticket()?,
+        },
+    };
+    tx.send(command).await.map_err(|_| ServerError::ShuttingDown)?;
+    Ok(registered)
+}
