@@ -32,7 +32,7 @@ use peerhub_protocol::payload::{
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
-use crate::admission::{admit, check_fresh, CounterTicket, Signer};
+use crate::admission::{admit, admit_in_cluster, check_fresh, CounterTicket, Signer};
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
 use crate::groups::{group_info, history_frame, Action, GroupHandle, JoinRequest};
@@ -482,7 +482,7 @@ impl Session {
         }
     }
 
-    fn admit<P>(
+    async fn admit<P>(
         &self,
         env: &SignedEnvelope,
         kind: Kind,
@@ -496,14 +496,24 @@ impl Session {
             key: &user.key,
             verifying: &user.verifying,
         };
-        admit(
-            &self.hub.replay,
-            &signer,
-            env,
-            kind,
-            group,
-            self.hub.clock.now_ms(),
-        )
+        let now_ms = self.hub.clock.now_ms();
+        match &self.hub.cluster {
+            None => admit(&self.hub.replay, &signer, env, kind, group, now_ms),
+            // A key can be logged in on two nodes: its counter is checked
+            // across the cluster too (admission.rs).
+            Some(node) => {
+                admit_in_cluster(
+                    &self.hub.replay,
+                    &node.directory,
+                    &signer,
+                    env,
+                    kind,
+                    group,
+                    now_ms,
+                )
+                .await
+            }
+        }
     }
 
     async fn command(
@@ -629,7 +639,7 @@ impl Session {
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
                 let (payload, ticket): (PostPayload, _) =
-                    self.admit(&env, Kind::Post, Some(&group))?;
+                    self.admit(&env, Kind::Post, Some(&group)).await?;
                 check_text("body", &payload.body, MAX_BODY_CHARS)?;
                 let action = Action::Post {
                     body: payload.body,
@@ -650,7 +660,7 @@ impl Session {
             ClientFrame::Grant { id, env } => self.grant(id, env, ws).await,
             ClientFrame::Agree { id, group, env } => {
                 let (payload, ticket): (AgreePayload, _) =
-                    self.admit(&env, Kind::Agree, Some(&group))?;
+                    self.admit(&env, Kind::Agree, Some(&group)).await?;
                 let action = Action::Agree {
                     version: payload.version,
                 };
@@ -658,13 +668,13 @@ impl Session {
             }
             ClientFrame::Control { id, group, env } => {
                 let (payload, ticket): (ControlPayload, _) =
-                    self.admit(&env, Kind::Control, Some(&group))?;
+                    self.admit(&env, Kind::Control, Some(&group)).await?;
                 let action = Action::Control(payload.action);
                 self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Report { id, group, env } => {
                 let (payload, ticket): (ReportPayload, _) =
-                    self.admit(&env, Kind::Report, Some(&group))?;
+                    self.admit(&env, Kind::Report, Some(&group)).await?;
                 let action = Action::Report {
                     seq: payload.seq,
                     reason: payload.reason,
@@ -673,13 +683,13 @@ impl Session {
             }
             ClientFrame::StepOut { id, group, env } => {
                 let (payload, ticket): (StepOutPayload, _) =
-                    self.admit(&env, Kind::StepOut, Some(&group))?;
+                    self.admit(&env, Kind::StepOut, Some(&group)).await?;
                 let action = Action::StepOut { away: payload.away };
                 self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Record { id, group, env } => {
                 let (payload, ticket): (RecordPayload, _) =
-                    self.admit(&env, Kind::Record, Some(&group))?;
+                    self.admit(&env, Kind::Record, Some(&group)).await?;
                 let action = Action::Record {
                     about: payload.about,
                     reply_to: payload.reply_to,
@@ -693,7 +703,7 @@ impl Session {
                 // the escalation about the same person (the router answers it with
                 // the helplines), never dropped.
                 let (payload, ticket): (FlagPayload, _) =
-                    self.admit(&env, Kind::Flag, Some(&group))?;
+                    self.admit(&env, Kind::Flag, Some(&group)).await?;
                 let key = self.user()?.key;
                 let over_key_limit = self.hub.limits.flag_wait(&key).err();
                 let command = RouterCommand::Raise {
@@ -715,7 +725,7 @@ impl Session {
             }
             ClientFrame::Escalation { id, env } => {
                 let (payload, ticket): (EscalationActPayload, _) =
-                    self.admit(&env, Kind::Escalation, None)?;
+                    self.admit(&env, Kind::Escalation, None).await?;
                 let key = self.user()?.key;
                 let command = RouterCommand::Act {
                     outbox: self.outbox.clone(),
@@ -761,7 +771,8 @@ impl Session {
                 self.hub.router.send(command).await
             }
             ClientFrame::SetRota { id, env } => {
-                let (payload, ticket): (RotaPayload, _) = self.admit(&env, Kind::Rota, None)?;
+                let (payload, ticket): (RotaPayload, _) =
+                    self.admit(&env, Kind::Rota, None).await?;
                 let key = self.user()?.key;
                 let command = RouterCommand::SetRota {
                     outbox: self.outbox.clone(),
@@ -788,7 +799,7 @@ impl Session {
                 // The ticket is held until the subscription (and its counter) is
                 // written.
                 let (payload, _ticket): (peerhub_protocol::payload::PushPayload, _) =
-                    self.admit(&env, Kind::Push, None)?;
+                    self.admit(&env, Kind::Push, None).await?;
                 let key = self.user()?.key;
                 crate::escalation::subscriptions::push_command(&self.hub, &key, payload).await?;
                 self.reply(ws, &ServerFrame::Ok { id }).await;
@@ -856,7 +867,8 @@ impl Session {
     ) -> Result<(), ServerError> {
         let key = self.user()?.key;
         self.hub.limits.message(&key)?;
-        let (payload, ticket): (PostPayload, _) = self.admit(&env, Kind::Post, Some(&group))?;
+        let (payload, ticket): (PostPayload, _) =
+            self.admit(&env, Kind::Post, Some(&group)).await?;
         check_text("body", &payload.body, MAX_BODY_CHARS)?;
         let to = payload.to.ok_or_else(|| {
             ProtocolError::invalid("to", "a post on an escalation's line names whom it is to")
@@ -902,7 +914,7 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None)?;
+        let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None).await?;
         let key = self.user()?.key;
         // A staff name is checked before the invite is spent: bad input changes nothing.
         if let Some(name) = &payload.name {
@@ -952,7 +964,7 @@ impl Session {
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
         let (payload, _ticket): (CreateGroupPayload, _) =
-            self.admit(&env, Kind::CreateGroup, None)?;
+            self.admit(&env, Kind::CreateGroup, None).await?;
         let key = self.user()?.key;
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden("only an admin can create groups"));
@@ -988,7 +1000,8 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // The group's task holds the ticket until it has handled the join.
-        let (payload, ticket): (JoinPayload, _) = self.admit(&env, Kind::Join, Some(&group))?;
+        let (payload, ticket): (JoinPayload, _) =
+            self.admit(&env, Kind::Join, Some(&group)).await?;
         let normal = normalise_display_name(&payload.name)?;
         if normal != payload.name {
             return Err(ProtocolError::invalid(
@@ -1123,7 +1136,7 @@ impl Session {
     ) -> Result<(), ServerError> {
         use crate::audit::{action, NewEntry};
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (GrantPayload, _) = self.admit(&env, Kind::Grant, None)?;
+        let (payload, _ticket): (GrantPayload, _) = self.admit(&env, Kind::Grant, None).await?;
         let key = self.user()?.key;
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden(
@@ -1192,7 +1205,7 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None)?;
+        let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None).await?;
         let key = self.user()?.key;
         let roles = self.hub.store.roles(&key)?;
         // Authority first: a facilitator makes member invites to the groups they
