@@ -33,6 +33,7 @@ use peerhub_protocol::payload::{
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
 use crate::admission::{admit, admit_in_cluster, check_fresh, CounterTicket, Signer};
+use crate::cluster::directory::apply_own_account;
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
 use crate::groups::{group_info, history_frame, Action, GroupHandle, JoinRequest};
@@ -930,7 +931,15 @@ impl Session {
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
         if let (Some(name), Some(_)) = (&payload.name, granted.role.account_role()) {
-            self.hub.store.set_account_name(&key, name)?;
+            if let Some(node) = &self.hub.cluster {
+                if let Some((account, revision)) =
+                    node.directory.set_account_name_at(&key, name).await?
+                {
+                    apply_own_account(&self.hub.store, &key, &account, revision)?;
+                }
+            } else {
+                self.hub.store.set_account_name(&key, name)?;
+            }
             self.hub.committer.commit().await?;
         }
         tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
@@ -982,7 +991,13 @@ impl Session {
         let group = group_info(&record);
         self.hub
             .groups
-            .create(record, payload.agreement.clone(), &key, payload.counter)
+            .create(
+                record,
+                payload.agreement.clone(),
+                &key,
+                payload.counter,
+                self.hub.cluster.as_ref().map(|node| &node.directory),
+            )
             .await?;
         tracing::info!(conn = %self.conn, group = %group.id, "group created");
         self.reply(ws, &ServerFrame::GroupCreated { id, group })
@@ -1156,7 +1171,38 @@ impl Session {
         let entry = NewEntry::new(now, name, env.clone())
             .group(group.clone())
             .subject(payload.key);
-        {
+        if let Some(node) = &self.hub.cluster {
+            // The directory decides, by compare-and-set, so two admins on two
+            // nodes cannot both revoke (or both grant) one standing; then this
+            // node's store at once, then the entry.
+            let directory = &node.directory;
+            if payload.revoke {
+                let Some((account, revision)) = directory
+                    .revoke_facilitator_at(&payload.key, &group)
+                    .await?
+                else {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "holds no facilitator grant for this group",
+                    )
+                    .into());
+                };
+                apply_own_account(&self.hub.store, &payload.key, &account, revision)?;
+            } else {
+                let (account, revision) = directory
+                    .grant_facilitator_at(&payload.key, std::slice::from_ref(&group), now)
+                    .await?;
+                let Some(revision) = revision else {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "is already a facilitator of this group",
+                    )
+                    .into());
+                };
+                apply_own_account(&self.hub.store, &payload.key, &account, revision)?;
+            }
+            self.hub.audit.lock().append(entry)?;
+        } else {
             // Decide, change and record under the chain's lock: the grant and its
             // entry are written together, or neither.
             let mut chain = self.hub.audit.lock();
@@ -1280,7 +1326,7 @@ impl Session {
             ttl_ms,
             bootstrap: false,
         };
-        let token = crate::invites::create_audited(&self.hub, spec, key, &env, now)?;
+        let token = crate::invites::create_audited(&self.hub, spec, key, &env, now).await?;
         self.hub.store.raise_counter(&key, payload.counter)?;
         self.hub.committer.commit().await?;
         tracing::info!(conn = %self.conn, role = payload.role.as_str(), "invite made");

@@ -515,8 +515,17 @@ impl Directory {
 
     /// Replaces an existing group's record (settings an operator changed).
     pub async fn put_group(&self, group: &GroupRecord) -> Result<(), ClusterError> {
-        self.insert(&group_key(&group.id)?, to_json(group), "group write")
-            .await
+        self.put_group_at(group).await.map(|_| ())
+    }
+
+    /// [`Self::put_group`], with the revision written.
+    pub async fn put_group_at(&self, group: &GroupRecord) -> Result<u64, ClusterError> {
+        let value = to_json(group);
+        publish_acked(&self.js, &self.subject(&group_key(&group.id)?), || {
+            jetstream::message::PublishMessage::build().payload(value.clone())
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("group write", error))
     }
 
     /// A group by id.
@@ -847,6 +856,16 @@ pub fn apply_own_write(
         write()?;
     }
     Ok(())
+}
+
+/// [`apply_own_write`] of an account this node wrote to the directory.
+pub fn apply_own_account(
+    store: &Store,
+    key: &PublicKey,
+    account: &AccountRecord,
+    revision: u64,
+) -> Result<(), StoreError> {
+    apply_own_write(store, revision, || store.put_account(key, account))
 }
 
 /// What a client is told when the directory cannot answer: NATS unreachable,
