@@ -83,7 +83,7 @@ pub async fn create_shared(
 }
 
 /// The record of a new, unused invite.
-fn new_record(spec: InviteSpec, created_by: Option<PublicKey>, now_ms: u64) -> InviteRecord {
+pub fn new_record(spec: InviteSpec, created_by: Option<PublicKey>, now_ms: u64) -> InviteRecord {
     InviteRecord {
         role: spec.role,
         group: spec.group.clone(),

@@ -14,6 +14,8 @@
 //! - `member.<group id>.<key>` — the [`MemberRecord`];
 //! - `allowed.<group id>.<key>` — an empty value: the key was invited to the
 //!   (virtual) group;
+//! - `bootstrap.first_admin` — the hex of the token hash of the cluster's one
+//!   first-admin invite (made by the first node to start while no admin exists);
 //! - `secret.access_code`, `secret.hub_seed` — the hub's secrets every node
 //!   shares ([`HubSecret`], hex in a JSON string), made by the first node to
 //!   start and copied into each node's store at start-up; never logged.
@@ -613,6 +615,86 @@ impl Directory {
         Ok(value.is_some())
     }
 
+    // ---- start-up ----
+
+    /// The cluster's one first-admin invite, decided at a node's start: none
+    /// while an admin exists (an unused one left over is removed); none while
+    /// one made earlier, by any node, is unused and unexpired (its link was
+    /// printed by the node that made it); otherwise `invite` (its token's hash
+    /// and record) is stored and marked as the cluster's by compare-and-set on
+    /// `bootstrap.first_admin`, so of nodes starting at once one makes it. A
+    /// node that loses the race removes its own invite, whose token it never
+    /// shows.
+    pub async fn first_admin_invite(
+        &self,
+        token_hash: [u8; 32],
+        invite: &InviteRecord,
+        now_ms: u64,
+    ) -> Result<FirstAdmin, ClusterError> {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (marked, revision) = self.read(FIRST_ADMIN, "first-admin read").await?;
+            let marked: Option<String> = marked
+                .map(|bytes| from_json("first-admin mark", &bytes))
+                .transpose()?;
+            let unused = match &marked {
+                Some(hash) => {
+                    let mut marked_hash = [0u8; 32];
+                    hex::decode_to_slice(hash, &mut marked_hash).map_err(|error| {
+                        ClusterError::Corrupt {
+                            what: "first-admin mark",
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    let key = invite_key(&marked_hash);
+                    match self.read(&key, "invite read").await? {
+                        (Some(bytes), invite_revision) => {
+                            let old: InviteRecord = from_json("invite", &bytes)?;
+                            (old.used_by.is_none() && now_ms <= old.expires_ms).then_some((
+                                key,
+                                invite_revision,
+                                old.expires_ms,
+                            ))
+                        }
+                        (None, _) => None,
+                    }
+                }
+                None => None,
+            };
+            if self.has_admin().await? {
+                if let Some((key, invite_revision, _)) = unused {
+                    // Redeemed meanwhile: kept (the delete expects the revision read).
+                    let _ = self.remove_expecting(&key, invite_revision).await;
+                }
+                return Ok(FirstAdmin::NotNeeded);
+            }
+            if let Some((_, _, expires_ms)) = unused {
+                return Ok(FirstAdmin::Pending { expires_ms });
+            }
+            let key = invite_key(&token_hash);
+            self.insert(&key, to_json(invite), "invite write").await?;
+            match self
+                .put(FIRST_ADMIN, to_json(&hex::encode(token_hash)), revision)
+                .await
+            {
+                Ok(_) => return Ok(FirstAdmin::Made),
+                Err(Put::Conflict) => {
+                    // Another node marked its own: ours is never shown, so it goes.
+                    let (_, ours) = self.read(&key, "invite read").await?;
+                    let _ = self.remove_expecting(&key, ours).await;
+                }
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("first-admin mark", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved {
+            key: FIRST_ADMIN.to_string(),
+        })
+    }
+
     // ---- the hub's secrets ----
 
     /// The cluster's copy of a hub secret: the one stored under
@@ -919,6 +1001,23 @@ fn secret_name(which: HubSecret) -> &'static str {
         HubSecret::AccessCode => "access_code",
         HubSecret::SigningSeed => "hub_seed",
     }
+}
+
+/// The key naming the cluster's first-admin invite (the hex of its token's hash).
+const FIRST_ADMIN: &str = "bootstrap.first_admin";
+
+/// What [`Directory::first_admin_invite`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstAdmin {
+    /// An admin exists: no first-admin invite.
+    NotNeeded,
+    /// One made earlier is unused until `expires_ms`; this node shows none.
+    Pending {
+        /// When it expires (ms since the epoch).
+        expires_ms: u64,
+    },
+    /// This node's invite is the cluster's: show its link.
+    Made,
 }
 
 /// Whether a redeem marked the invite used or found it used by the same key.
