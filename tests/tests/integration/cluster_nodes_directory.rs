@@ -4,6 +4,7 @@
 //! replay counter, a facilitator grant, a group, the first-admin link, an access
 //! code — holds on the other; what two nodes race for is decided once; and a
 //! request the directory cannot answer is refused as retryable, changing nothing.
+//! Operator commands sent to a running node's control socket do the same.
 //!
 //! A node sees another node's write through its directory mirror, a matter of
 //! milliseconds: checks of that poll, within [`SEEN`] (the mirror makes its
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::{GroupKind, InvitePayload, InviteRole};
+use peerhub_protocol::payload::{CreateGroupPayload, GroupKind, InvitePayload, InviteRole};
 use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, ServerFrame};
+use peerhub_server::admin::ops::AdminRequest;
 use peerhub_server::config::ClusterSettings;
+use peerhub_server::transport::control;
 use peerhub_tests::identity::gid;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Client, Identity, TestServer};
@@ -527,6 +530,99 @@ async fn with_nats_unreachable_a_redeem_is_refused_as_retryable_and_a_flag_still
                 other => panic!("the redeem once NATS is back: {other:?}"),
             }
         }
+    })
+    .await
+    .expect("within the bound");
+}
+
+/// Sends an operator's request to a running node's control socket (as
+/// `peerhub` does for a folder a server holds) and returns what it printed.
+async fn operator(server: &TestServer, request: AdminRequest) -> serde_json::Value {
+    let socket = server.data_dir().join(peerhub_server::admin::SOCKET);
+    let reply = tokio::task::spawn_blocking(move || control::ask(&socket, &request))
+        .await
+        .expect("the blocking task")
+        .expect("the control socket answers");
+    match reply {
+        peerhub_server::admin::Reply::Ok(output) => output,
+        peerhub_server::admin::Reply::Error(error) => panic!("operator request refused: {error}"),
+    }
+}
+
+/// Operator commands on a running node write the directory too: a group an
+/// operator creates on A is known on B, a facilitator grant made on A is in
+/// force on B, and an invite made on A redeems on B. Fails if the operator's
+/// requests wrote only A's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_on_a_running_node_reach_every_node() {
+    let Some(cluster) = NatsCluster::start().await else {
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        let request = CreateGroupPayload {
+            group: gid("circle"),
+            title: "Circle".into(),
+            group_kind: GroupKind::Virtual,
+            agreement: None,
+            access_code: None,
+            schedule: Vec::new(),
+            retention: Default::default(),
+            waiting_room: None,
+            counter: 0,
+            ts: 0,
+        };
+        operator(
+            &a,
+            AdminRequest::GroupCreate {
+                request: Box::new(request),
+            },
+        )
+        .await;
+        let circle = gid("circle");
+        until("the operator's group on node B", || {
+            b.hub().store.group(&circle).is_ok_and(|g| g.is_some())
+        })
+        .await;
+
+        let facilitator = Identity::generate();
+        operator(
+            &a,
+            AdminRequest::FacilitatorGrant {
+                key: facilitator.key(),
+                group: circle.clone(),
+                revoke: false,
+            },
+        )
+        .await;
+        until("the operator's grant on node B", || {
+            b.hub()
+                .store
+                .facilitates(&facilitator.key(), &circle)
+                .unwrap_or(false)
+        })
+        .await;
+        let mut on_b = b.login(&facilitator).await;
+        on_b.invite(InviteRole::Member, Some("circle")).await;
+
+        let made = operator(
+            &a,
+            AdminRequest::Invite {
+                role: InviteRole::Supervisor,
+                group: None,
+                ttl_hours: None,
+            },
+        )
+        .await;
+        let token = made["token"].as_str().expect("a token").to_string();
+        let carer = Identity::generate();
+        let mut carer_on_b = b.login(&carer).await;
+        let redeemed = carer_on_b.redeem(&token).await;
+        assert!(
+            matches!(redeemed, ServerFrame::Redeemed { .. }),
+            "{redeemed:?}"
+        );
     })
     .await
     .expect("within the bound");
