@@ -164,11 +164,7 @@ pub async fn redeem(
             .redeem_invite(hash, key, now)?
             .map_err(ServerError::BadToken)?;
         if !repeat {
-            let mut entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
-            if let Some(group) = invite.group.as_ref().or(invite.groups.first()) {
-                entry = entry.group(group.clone());
-            }
-            chain.append(entry)?;
+            chain.append(grant_entry(now, env, key, &invite))?;
         }
         invite
     };
@@ -185,6 +181,27 @@ pub async fn redeem(
         (None, Some(group)) => hub.store.allow_member(group, key)?,
         (None, None) => {}
     }
+    granted(hub, key, counter, invite).await
+}
+
+/// The audit entry of a first redemption: a `role.grant`, the redeemer's
+/// signed `redeem`, about the group the invite names (its first, for a
+/// facilitator's).
+fn grant_entry(now: u64, env: &SignedEnvelope, key: &PublicKey, invite: &InviteRecord) -> NewEntry {
+    let entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
+    match invite.group.as_ref().or(invite.groups.first()) {
+        Some(group) => entry.group(group.clone()),
+        None => entry,
+    }
+}
+
+/// After the grant: the redeemer's counter, made durable; what was granted.
+async fn granted(
+    hub: &Hub,
+    key: &PublicKey,
+    counter: u64,
+    invite: InviteRecord,
+) -> Result<Redeemed, ServerError> {
     hub.store.raise_counter(key, counter)?;
     hub.committer.commit().await?;
     Ok(Redeemed {
@@ -215,11 +232,9 @@ async fn redeem_in_cluster(
         .await?
         .map_err(ServerError::BadToken)?;
     if redemption == Redemption::First {
-        let mut entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
-        if let Some(group) = invite.group.as_ref().or(invite.groups.first()) {
-            entry = entry.group(group.clone());
-        }
-        hub.audit.lock().append(entry)?;
+        hub.audit
+            .lock()
+            .append(grant_entry(now, env, key, &invite))?;
     }
     let written = match (invite.role.account_role(), &invite.group) {
         (Some(Role::Facilitator), _) => Some(
@@ -238,14 +253,7 @@ async fn redeem_in_cluster(
     if let Some((account, Some(revision))) = &written {
         apply_own_account(&hub.store, key, account, *revision)?;
     }
-    hub.store.raise_counter(key, counter)?;
-    hub.committer.commit().await?;
-    Ok(Redeemed {
-        role: invite.role,
-        group: invite.group,
-        groups: invite.groups,
-        roles: hub.store.roles(key)?,
-    })
+    granted(hub, key, counter, invite).await
 }
 
 /// Checks the groups a facilitator invite (or grant) names: at least one, at most
