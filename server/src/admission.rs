@@ -9,9 +9,21 @@
 //! hub enforces is what it stored, and a restart (graceful or `kill -9`) changes
 //! nothing. While a command is under way its counter is held by a [`CounterTicket`],
 //! so the same counter cannot be admitted twice at once from two connections.
+//!
+//! In cluster mode a key can be logged in on two nodes, and PROTOCOL.md §2's
+//! "the last counter the server accepted from that key" means on any node
+//! (docs/CLUSTER.md §4, "Global"): after the local check, the counter is
+//! accepted in the cluster's directory by compare-and-set
+//! ([`ReplayGuard::reserve_in_cluster`]). There it is spent at admission, not at
+//! commit: a command refused after admission has used its counter up, and the
+//! client signs its next attempt with a new one (as it does anyway). When the
+//! directory cannot answer the command is refused with a retryable error —
+//! except a flag: the help path never waits on NATS for longer than
+//! [`FLAG_COUNTER_WAIT`], and then goes on on this node's check alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use peerhub_protocol::envelope::Kind;
@@ -20,6 +32,7 @@ use peerhub_protocol::payload::Counted;
 use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use serde::de::DeserializeOwned;
 
+use crate::cluster::directory::Directory;
 use crate::error::ServerError;
 use crate::store::{Store, StoreError};
 
@@ -103,6 +116,51 @@ impl ReplayGuard {
     }
 }
 
+/// The longest a flag waits for the cluster's directory to accept its counter;
+/// past it (or when NATS fails) the flag is admitted on this node's check alone
+/// and goes on to the router, which answers it with the helplines as always.
+pub const FLAG_COUNTER_WAIT: Duration = Duration::from_millis(250);
+
+impl ReplayGuard {
+    /// Cluster mode's [`ReplayGuard::reserve`]: the local check and ticket
+    /// first (a replay to this node costs no NATS request), then the counter
+    /// accepted in `directory`, where a counter presented on two nodes at once
+    /// is accepted once. `help` (a flag): never refused because NATS is slow or
+    /// unreachable (see the module).
+    pub async fn reserve_in_cluster(
+        &self,
+        directory: &Directory,
+        key: &PublicKey,
+        counter: u64,
+        help: bool,
+    ) -> Result<CounterTicket, ServerError> {
+        let ticket = self.reserve(key, counter)?;
+        let accept = directory.accept_counter_above(key, counter);
+        let outcome = if help {
+            match tokio::time::timeout(FLAG_COUNTER_WAIT, accept).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::warn!(
+                        "a flag admitted on this node's counter alone: the cluster was slow"
+                    );
+                    return Ok(ticket);
+                }
+            }
+        } else {
+            accept.await
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(ticket),
+            Ok(Err(last)) => Err(ServerError::Replay { counter, last }),
+            Err(error) if help => {
+                tracing::warn!(%error, "a flag admitted on this node's counter alone: the cluster did not answer");
+                Ok(ticket)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 /// A counter held by a command under way. Travels with the command to the task that
 /// commits it and is dropped there after the commit's counter write (or the
 /// refusal): only then may the same counter be admitted again, and by then the
@@ -156,6 +214,38 @@ pub fn admit<P: Counted + DeserializeOwned>(
     frame_group: Option<&GroupId>,
     now_ms: u64,
 ) -> Result<(P, CounterTicket), ServerError> {
+    let payload: P = check(signer, env, kind, frame_group, now_ms)?;
+    let ticket = guard.reserve(signer.key, payload.counter())?;
+    Ok((payload, ticket))
+}
+
+/// Cluster mode's [`admit`]: the same checks in the same order, the counter last,
+/// accepted in the cluster's `directory` too
+/// ([`ReplayGuard::reserve_in_cluster`]; a flag never waits long for it).
+pub async fn admit_in_cluster<P: Counted + DeserializeOwned>(
+    guard: &ReplayGuard,
+    directory: &Directory,
+    signer: &Signer<'_>,
+    env: &SignedEnvelope,
+    kind: Kind,
+    frame_group: Option<&GroupId>,
+    now_ms: u64,
+) -> Result<(P, CounterTicket), ServerError> {
+    let payload: P = check(signer, env, kind, frame_group, now_ms)?;
+    let ticket = guard
+        .reserve_in_cluster(directory, signer.key, payload.counter(), kind == Kind::Flag)
+        .await?;
+    Ok((payload, ticket))
+}
+
+/// Every check but the counter's, in PROTOCOL.md's order; the payload.
+fn check<P: Counted + DeserializeOwned>(
+    signer: &Signer<'_>,
+    env: &SignedEnvelope,
+    kind: Kind,
+    frame_group: Option<&GroupId>,
+    now_ms: u64,
+) -> Result<P, ServerError> {
     env.expect_kind(kind)?;
     if &env.key != signer.key {
         return Err(ServerError::WrongKey);
@@ -171,8 +261,7 @@ pub fn admit<P: Counted + DeserializeOwned>(
         }
     }
     check_fresh(payload.ts(), now_ms)?;
-    let ticket = guard.reserve(signer.key, payload.counter())?;
-    Ok((payload, ticket))
+    Ok(payload)
 }
 
 /// Refuses a signed time further than the allowed skew from `now_ms`.

@@ -81,6 +81,7 @@ async fn take(hub: &Arc<Hub>, settings: &BackupSettings) -> Result<(PathBuf, u64
             store: &worker.store,
             audit: &worker.audit,
             now_ms,
+            directory: None,
         };
         let output = operator
             .execute(AdminRequest::Backup {

@@ -12,6 +12,8 @@ use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use sha2::{Digest as _, Sha256};
 
 use crate::audit::{action, NewEntry};
+use crate::cluster::directory::{apply_own_account, Directory, Redemption};
+use crate::cluster::ClusterError;
 use crate::error::ServerError;
 use crate::hub::Hub;
 use crate::store::records::InviteRecord;
@@ -60,7 +62,29 @@ pub fn create(
     now_ms: u64,
 ) -> Result<String, StoreError> {
     let token = new_token();
-    let record = InviteRecord {
+    store.put_invite(token_hash(&token), &new_record(spec, created_by, now_ms))?;
+    Ok(token)
+}
+
+/// Cluster mode's [`create`]: the invite goes to the cluster's directory, where
+/// any node redeems it (invites are not mirrored into the nodes' stores); its
+/// token is returned once the directory has stored it.
+pub async fn create_shared(
+    directory: &Directory,
+    spec: InviteSpec,
+    created_by: Option<PublicKey>,
+    now_ms: u64,
+) -> Result<String, ClusterError> {
+    let token = new_token();
+    directory
+        .put_invite(token_hash(&token), &new_record(spec, created_by, now_ms))
+        .await?;
+    Ok(token)
+}
+
+/// The record of a new, unused invite.
+pub fn new_record(spec: InviteSpec, created_by: Option<PublicKey>, now_ms: u64) -> InviteRecord {
+    InviteRecord {
         role: spec.role,
         group: spec.group.clone(),
         groups: spec.groups.clone(),
@@ -70,14 +94,14 @@ pub fn create(
         bootstrap: spec.bootstrap,
         used_by: None,
         used_ms: None,
-    };
-    store.put_invite(token_hash(&token), &record)?;
-    Ok(token)
+    }
 }
 
 /// Makes an invite at a person's signed request and records it in the audit chain
-/// (not yet durable: the caller commits).
-pub fn create_audited(
+/// (not yet durable: the caller commits). In cluster mode the invite is stored
+/// in the directory first; an entry that then fails to be written leaves an
+/// invite whose token nobody was given.
+pub async fn create_audited(
     hub: &Hub,
     spec: InviteSpec,
     inviter: PublicKey,
@@ -87,6 +111,11 @@ pub fn create_audited(
     let mut entry = NewEntry::new(now_ms, action::INVITE_CREATE, env.clone());
     if let Some(group) = spec.group.as_ref().or(spec.groups.first()) {
         entry = entry.group(group.clone());
+    }
+    if let Some(node) = &hub.cluster {
+        let token = create_shared(&node.directory, spec, Some(inviter), now_ms).await?;
+        hub.audit.lock().append(entry)?;
+        return Ok(token);
     }
     let mut chain = hub.audit.lock();
     let token = create(&hub.store, spec, Some(inviter), now_ms)?;
@@ -119,6 +148,9 @@ pub async fn redeem(
 ) -> Result<Redeemed, ServerError> {
     let now = hub.clock.now_ms();
     let hash = token_hash(token);
+    if let Some(node) = &hub.cluster {
+        return redeem_in_cluster(hub, &node.directory, key, hash, counter, env, now).await;
+    }
     // Marked used before the grant: a crash in between loses an invite (an admin
     // can make another) rather than letting one token grant twice. The audit entry
     // is written between the two, so a grant never outlives its entry. The chain is
@@ -132,11 +164,7 @@ pub async fn redeem(
             .redeem_invite(hash, key, now)?
             .map_err(ServerError::BadToken)?;
         if !repeat {
-            let mut entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
-            if let Some(group) = invite.group.as_ref().or(invite.groups.first()) {
-                entry = entry.group(group.clone());
-            }
-            chain.append(entry)?;
+            chain.append(grant_entry(now, env, key, &invite))?;
         }
         invite
     };
@@ -153,6 +181,27 @@ pub async fn redeem(
         (None, Some(group)) => hub.store.allow_member(group, key)?,
         (None, None) => {}
     }
+    granted(hub, key, counter, invite).await
+}
+
+/// The audit entry of a first redemption: a `role.grant`, the redeemer's
+/// signed `redeem`, about the group the invite names (its first, for a
+/// facilitator's).
+fn grant_entry(now: u64, env: &SignedEnvelope, key: &PublicKey, invite: &InviteRecord) -> NewEntry {
+    let entry = NewEntry::new(now, action::ROLE_GRANT, env.clone()).subject(*key);
+    match invite.group.as_ref().or(invite.groups.first()) {
+        Some(group) => entry.group(group.clone()),
+        None => entry,
+    }
+}
+
+/// After the grant: the redeemer's counter, made durable; what was granted.
+async fn granted(
+    hub: &Hub,
+    key: &PublicKey,
+    counter: u64,
+    invite: InviteRecord,
+) -> Result<Redeemed, ServerError> {
     hub.store.raise_counter(key, counter)?;
     hub.committer.commit().await?;
     Ok(Redeemed {
@@ -161,6 +210,50 @@ pub async fn redeem(
         groups: invite.groups,
         roles: hub.store.roles(key)?,
     })
+}
+
+/// Cluster mode's [`redeem`]: the invite is marked used in the directory by
+/// compare-and-set, so of nodes redeeming one token at once exactly one key wins
+/// (the others get today's "already used"); then the grant, in the directory
+/// and at once in this node's store. When NATS fails before the mark nothing
+/// was written; after it, the same key redeeming again finds the invite its own
+/// and grants again (grants are idempotent), writing no second audit entry.
+async fn redeem_in_cluster(
+    hub: &Hub,
+    directory: &Directory,
+    key: &PublicKey,
+    hash: [u8; 32],
+    counter: u64,
+    env: &SignedEnvelope,
+    now: u64,
+) -> Result<Redeemed, ServerError> {
+    let (invite, redemption) = directory
+        .redeem_invite_once(hash, key, now)
+        .await?
+        .map_err(ServerError::BadToken)?;
+    if redemption == Redemption::First {
+        hub.audit
+            .lock()
+            .append(grant_entry(now, env, key, &invite))?;
+    }
+    let written = match (invite.role.account_role(), &invite.group) {
+        (Some(Role::Facilitator), _) => Some(
+            directory
+                .grant_facilitator_at(key, &invite.groups, now)
+                .await?,
+        ),
+        (Some(role), _) => Some(directory.grant_role_at(key, role, now).await?),
+        (None, Some(group)) => {
+            directory.allow_member(group, key).await?;
+            hub.store.allow_member(group, key)?;
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some((account, Some(revision))) = &written {
+        apply_own_account(&hub.store, key, account, *revision)?;
+    }
+    granted(hub, key, counter, invite).await
 }
 
 /// Checks the groups a facilitator invite (or grant) names: at least one, at most

@@ -273,7 +273,14 @@ impl Server {
             )),
             None => None,
         };
-        let tokens = bootstrap::prepare(&store, config.demo, clock.now_ms())?;
+        let tokens = match &cluster_node {
+            // The cluster's secrets, first-admin invite and demo group.
+            Some(node) => {
+                bootstrap::prepare_in_cluster(&store, &node.directory, config.demo, clock.now_ms())
+                    .await?
+            }
+            None => bootstrap::prepare(&store, config.demo, clock.now_ms())?,
+        };
         let audit = Arc::new(audit::AuditLog::open(store.clone())?);
         if let Some(keys) = groups::migrate_facilitator_grants(&store, &audit, clock.now_ms())? {
             tracing::info!(keys, "facilitator roles became per-group grants");

@@ -32,7 +32,8 @@ use peerhub_protocol::payload::{
 };
 use peerhub_protocol::{ClientFrame, GroupId, ProtocolError, PublicKey, SignedEnvelope};
 
-use crate::admission::{admit, check_fresh, CounterTicket, Signer};
+use crate::admission::{admit, admit_in_cluster, check_fresh, CounterTicket, Signer};
+use crate::cluster::directory::apply_own_account;
 use crate::error::ServerError;
 use crate::escalation::RouterCommand;
 use crate::groups::{group_info, history_frame, Action, GroupHandle, JoinRequest};
@@ -489,7 +490,7 @@ impl Session {
         }
     }
 
-    fn admit<P>(
+    async fn admit<P>(
         &self,
         env: &SignedEnvelope,
         kind: Kind,
@@ -503,14 +504,24 @@ impl Session {
             key: &user.key,
             verifying: &user.verifying,
         };
-        admit(
-            &self.hub.replay,
-            &signer,
-            env,
-            kind,
-            group,
-            self.hub.clock.now_ms(),
-        )
+        let now_ms = self.hub.clock.now_ms();
+        match &self.hub.cluster {
+            None => admit(&self.hub.replay, &signer, env, kind, group, now_ms),
+            // A key can be logged in on two nodes: its counter is checked
+            // across the cluster too (admission.rs).
+            Some(node) => {
+                admit_in_cluster(
+                    &self.hub.replay,
+                    &node.directory,
+                    &signer,
+                    env,
+                    kind,
+                    group,
+                    now_ms,
+                )
+                .await
+            }
+        }
     }
 
     async fn command(
@@ -636,7 +647,7 @@ impl Session {
             ClientFrame::Post { id, group, env } => {
                 self.hub.limits.message(&self.user()?.key)?;
                 let (payload, ticket): (PostPayload, _) =
-                    self.admit(&env, Kind::Post, Some(&group))?;
+                    self.admit(&env, Kind::Post, Some(&group)).await?;
                 check_text("body", &payload.body, MAX_BODY_CHARS)?;
                 let action = Action::Post {
                     body: payload.body,
@@ -657,7 +668,7 @@ impl Session {
             ClientFrame::Grant { id, env } => self.grant(id, env, ws).await,
             ClientFrame::Agree { id, group, env } => {
                 let (payload, ticket): (AgreePayload, _) =
-                    self.admit(&env, Kind::Agree, Some(&group))?;
+                    self.admit(&env, Kind::Agree, Some(&group)).await?;
                 let action = Action::Agree {
                     version: payload.version,
                 };
@@ -665,13 +676,13 @@ impl Session {
             }
             ClientFrame::Control { id, group, env } => {
                 let (payload, ticket): (ControlPayload, _) =
-                    self.admit(&env, Kind::Control, Some(&group))?;
+                    self.admit(&env, Kind::Control, Some(&group)).await?;
                 let action = Action::Control(payload.action);
                 self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Report { id, group, env } => {
                 let (payload, ticket): (ReportPayload, _) =
-                    self.admit(&env, Kind::Report, Some(&group))?;
+                    self.admit(&env, Kind::Report, Some(&group)).await?;
                 let action = Action::Report {
                     seq: payload.seq,
                     reason: payload.reason,
@@ -680,13 +691,13 @@ impl Session {
             }
             ClientFrame::StepOut { id, group, env } => {
                 let (payload, ticket): (StepOutPayload, _) =
-                    self.admit(&env, Kind::StepOut, Some(&group))?;
+                    self.admit(&env, Kind::StepOut, Some(&group)).await?;
                 let action = Action::StepOut { away: payload.away };
                 self.forward_to_group(id, &group, ticket, env, action).await
             }
             ClientFrame::Record { id, group, env } => {
                 let (payload, ticket): (RecordPayload, _) =
-                    self.admit(&env, Kind::Record, Some(&group))?;
+                    self.admit(&env, Kind::Record, Some(&group)).await?;
                 let action = Action::Record {
                     about: payload.about,
                     reply_to: payload.reply_to,
@@ -700,7 +711,7 @@ impl Session {
                 // the escalation about the same person (the router answers it with
                 // the helplines), never dropped.
                 let (payload, ticket): (FlagPayload, _) =
-                    self.admit(&env, Kind::Flag, Some(&group))?;
+                    self.admit(&env, Kind::Flag, Some(&group)).await?;
                 let key = self.user()?.key;
                 let over_key_limit = self.hub.limits.flag_wait(&key).err();
                 let command = RouterCommand::Raise {
@@ -722,7 +733,7 @@ impl Session {
             }
             ClientFrame::Escalation { id, env } => {
                 let (payload, ticket): (EscalationActPayload, _) =
-                    self.admit(&env, Kind::Escalation, None)?;
+                    self.admit(&env, Kind::Escalation, None).await?;
                 let key = self.user()?.key;
                 let command = RouterCommand::Act {
                     outbox: self.outbox.clone(),
@@ -768,7 +779,8 @@ impl Session {
                 self.hub.router.send(command).await
             }
             ClientFrame::SetRota { id, env } => {
-                let (payload, ticket): (RotaPayload, _) = self.admit(&env, Kind::Rota, None)?;
+                let (payload, ticket): (RotaPayload, _) =
+                    self.admit(&env, Kind::Rota, None).await?;
                 let key = self.user()?.key;
                 let command = RouterCommand::SetRota {
                     outbox: self.outbox.clone(),
@@ -795,7 +807,7 @@ impl Session {
                 // The ticket is held until the subscription (and its counter) is
                 // written.
                 let (payload, _ticket): (peerhub_protocol::payload::PushPayload, _) =
-                    self.admit(&env, Kind::Push, None)?;
+                    self.admit(&env, Kind::Push, None).await?;
                 let key = self.user()?.key;
                 crate::escalation::subscriptions::push_command(&self.hub, &key, payload).await?;
                 self.reply(ws, &ServerFrame::Ok { id }).await;
@@ -863,7 +875,8 @@ impl Session {
     ) -> Result<(), ServerError> {
         let key = self.user()?.key;
         self.hub.limits.message(&key)?;
-        let (payload, ticket): (PostPayload, _) = self.admit(&env, Kind::Post, Some(&group))?;
+        let (payload, ticket): (PostPayload, _) =
+            self.admit(&env, Kind::Post, Some(&group)).await?;
         check_text("body", &payload.body, MAX_BODY_CHARS)?;
         let to = payload.to.ok_or_else(|| {
             ProtocolError::invalid("to", "a post on an escalation's line names whom it is to")
@@ -909,7 +922,7 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None)?;
+        let (payload, _ticket): (RedeemPayload, _) = self.admit(&env, Kind::Redeem, None).await?;
         let key = self.user()?.key;
         // A staff name is checked before the invite is spent: bad input changes nothing.
         if let Some(name) = &payload.name {
@@ -925,7 +938,15 @@ impl Session {
         let granted =
             crate::invites::redeem(&self.hub, &key, &payload.token, payload.counter, &env).await?;
         if let (Some(name), Some(_)) = (&payload.name, granted.role.account_role()) {
-            self.hub.store.set_account_name(&key, name)?;
+            if let Some(node) = &self.hub.cluster {
+                if let Some((account, revision)) =
+                    node.directory.set_account_name_at(&key, name).await?
+                {
+                    apply_own_account(&self.hub.store, &key, &account, revision)?;
+                }
+            } else {
+                self.hub.store.set_account_name(&key, name)?;
+            }
             self.hub.committer.commit().await?;
         }
         tracing::info!(conn = %self.conn, role = granted.role.as_str(), "invite redeemed");
@@ -959,7 +980,7 @@ impl Session {
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
         let (payload, _ticket): (CreateGroupPayload, _) =
-            self.admit(&env, Kind::CreateGroup, None)?;
+            self.admit(&env, Kind::CreateGroup, None).await?;
         let key = self.user()?.key;
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden("only an admin can create groups"));
@@ -977,7 +998,13 @@ impl Session {
         let group = group_info(&record);
         self.hub
             .groups
-            .create(record, payload.agreement.clone(), &key, payload.counter)
+            .create(
+                record,
+                payload.agreement.clone(),
+                &key,
+                payload.counter,
+                self.hub.cluster.as_ref().map(|node| &node.directory),
+            )
             .await?;
         tracing::info!(conn = %self.conn, group = %group.id, "group created");
         self.reply(ws, &ServerFrame::GroupCreated { id, group })
@@ -995,7 +1022,8 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // The group's task holds the ticket until it has handled the join.
-        let (payload, ticket): (JoinPayload, _) = self.admit(&env, Kind::Join, Some(&group))?;
+        let (payload, ticket): (JoinPayload, _) =
+            self.admit(&env, Kind::Join, Some(&group)).await?;
         let normal = normalise_display_name(&payload.name)?;
         if normal != payload.name {
             return Err(ProtocolError::invalid(
@@ -1130,7 +1158,7 @@ impl Session {
     ) -> Result<(), ServerError> {
         use crate::audit::{action, NewEntry};
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (GrantPayload, _) = self.admit(&env, Kind::Grant, None)?;
+        let (payload, _ticket): (GrantPayload, _) = self.admit(&env, Kind::Grant, None).await?;
         let key = self.user()?.key;
         if !self.hub.store.roles(&key)?.contains(&Role::Admin) {
             return Err(ServerError::Forbidden(
@@ -1150,7 +1178,38 @@ impl Session {
         let entry = NewEntry::new(now, name, env.clone())
             .group(group.clone())
             .subject(payload.key);
-        {
+        if let Some(node) = &self.hub.cluster {
+            // The directory decides, by compare-and-set, so two admins on two
+            // nodes cannot both revoke (or both grant) one standing; then this
+            // node's store at once, then the entry.
+            let directory = &node.directory;
+            if payload.revoke {
+                let Some((account, revision)) = directory
+                    .revoke_facilitator_at(&payload.key, &group)
+                    .await?
+                else {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "holds no facilitator grant for this group",
+                    )
+                    .into());
+                };
+                apply_own_account(&self.hub.store, &payload.key, &account, revision)?;
+            } else {
+                let (account, revision) = directory
+                    .grant_facilitator_at(&payload.key, std::slice::from_ref(&group), now)
+                    .await?;
+                let Some(revision) = revision else {
+                    return Err(ProtocolError::invalid(
+                        "key",
+                        "is already a facilitator of this group",
+                    )
+                    .into());
+                };
+                apply_own_account(&self.hub.store, &payload.key, &account, revision)?;
+            }
+            self.hub.audit.lock().append(entry)?;
+        } else {
             // Decide, change and record under the chain's lock: the grant and its
             // entry are written together, or neither.
             let mut chain = self.hub.audit.lock();
@@ -1199,7 +1258,7 @@ impl Session {
         ws: &mut WsConnection,
     ) -> Result<(), ServerError> {
         // Held until this function returns: after the counter is written.
-        let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None)?;
+        let (payload, _ticket): (InvitePayload, _) = self.admit(&env, Kind::Invite, None).await?;
         let key = self.user()?.key;
         let roles = self.hub.store.roles(&key)?;
         // Authority first: a facilitator makes member invites to the groups they
@@ -1274,7 +1333,7 @@ impl Session {
             ttl_ms,
             bootstrap: false,
         };
-        let token = crate::invites::create_audited(&self.hub, spec, key, &env, now)?;
+        let token = crate::invites::create_audited(&self.hub, spec, key, &env, now).await?;
         self.hub.store.raise_counter(&key, payload.counter)?;
         self.hub.committer.commit().await?;
         tracing::info!(conn = %self.conn, role = payload.role.as_str(), "invite made");

@@ -79,6 +79,7 @@ pub fn run(dir: &Path, request: ops::AdminRequest) -> Result<serde_json::Value, 
                 store: &store,
                 audit: &audit,
                 now_ms: Clock::system().now_ms(),
+                directory: None,
             };
             let output = operator.execute(request)?;
             store.flush()?;
@@ -102,6 +103,7 @@ pub fn restore(
         store: &store,
         audit: &audit,
         now_ms: Clock::system().now_ms(),
+        directory: None,
     };
     operator.record_restore(&summary)?;
     store.flush()?;

@@ -6,6 +6,12 @@
 //!
 //! Every change is signed with the hub's own key (the operator acting through the
 //! hub) and written to the audit chain like any other action.
+//!
+//! In cluster mode (a running node: [`Operator::directory`]) what belongs to the
+//! cluster's directory — invites, facilitator grants, groups — is written there
+//! first and then applied to this node's store, as the hub's own requests are.
+//! The requests run on a blocking thread (the control socket's), which waits
+//! for the directory's answer.
 
 use std::path::PathBuf;
 
@@ -19,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::AdminError;
 use crate::audit::{action, AuditLog, NewEntry};
+use crate::cluster::directory::{apply_own_account, apply_own_write, Directory};
+use crate::cluster::ClusterError;
+use crate::error::ServerError;
+use crate::groups::Creation;
 use crate::invites::{InviteSpec, DEFAULT_TTL_MS, MAX_TTL_MS};
 use crate::store::Store;
 
@@ -127,6 +137,19 @@ pub struct Operator<'a> {
     pub audit: &'a AuditLog,
     /// Now, ms since the epoch.
     pub now_ms: u64,
+    /// Cluster mode: the cluster's directory (`None` on one node, and for a
+    /// stopped hub's folder).
+    pub directory: Option<&'a Directory>,
+}
+
+/// Waits, on a blocking thread (never a runtime's worker), for a directory
+/// request; its refusal as an operator reads it.
+fn wait_for<T>(
+    request: impl std::future::Future<Output = Result<T, ClusterError>>,
+) -> Result<T, AdminError> {
+    tokio::runtime::Handle::current()
+        .block_on(request)
+        .map_err(|error| AdminError::Invalid(ServerError::from(error).to_string()))
 }
 
 impl Operator<'_> {
@@ -328,7 +351,6 @@ impl Operator<'_> {
         if let Some(group) = group.as_ref().or(groups.first()) {
             entry = entry.group(group.clone());
         }
-        let mut chain = self.audit.lock();
         let spec = InviteSpec {
             role,
             group,
@@ -336,8 +358,23 @@ impl Operator<'_> {
             ttl_ms,
             bootstrap: false,
         };
-        let token = crate::invites::create(self.store, spec, None, self.now_ms)?;
-        chain.append(entry)?;
+        let token = if let Some(directory) = self.directory {
+            // Stored in the directory, where every node redeems it; an entry
+            // that then fails leaves an invite whose token nobody was given.
+            let token = wait_for(crate::invites::create_shared(
+                directory,
+                spec,
+                None,
+                self.now_ms,
+            ))?;
+            self.audit.lock().append(entry)?;
+            token
+        } else {
+            let mut chain = self.audit.lock();
+            let token = crate::invites::create(self.store, spec, None, self.now_ms)?;
+            chain.append(entry)?;
+            token
+        };
         Ok(serde_json::json!({
             "role": role,
             "token": token,
@@ -354,7 +391,10 @@ impl Operator<'_> {
         if self.store.group(&group)?.is_none() {
             return Err(AdminError::Invalid(format!("no group {group}")));
         }
-        let holds = self.store.facilitates(&key, &group)?;
+        let holds = match self.directory {
+            Some(directory) => wait_for(directory.facilitates(&key, &group))?,
+            None => self.store.facilitates(&key, &group)?,
+        };
         if revoke && !holds {
             return Err(AdminError::Invalid(format!(
                 "that key holds no facilitator grant for {group}"
@@ -378,7 +418,21 @@ impl Operator<'_> {
         // The entry first: a crash after it leaves an entry without its change
         // (the operator runs the command again), never a change without one.
         self.audit_admin(action, payload)?;
-        if revoke {
+        if let Some(directory) = self.directory {
+            let written = if revoke {
+                wait_for(directory.revoke_facilitator_at(&key, &group))?
+            } else {
+                let (account, revision) = wait_for(directory.grant_facilitator_at(
+                    &key,
+                    std::slice::from_ref(&group),
+                    self.now_ms,
+                ))?;
+                revision.map(|revision| (account, revision))
+            };
+            if let Some((account, revision)) = written {
+                apply_own_account(self.store, &key, &account, revision)?;
+            }
+        } else if revoke {
             self.store.revoke_facilitator(&key, &group)?;
         } else {
             self.store
@@ -408,8 +462,22 @@ impl Operator<'_> {
         )
         .map_err(refused)?;
         let id = record.id.clone();
-        crate::groups::write_new_group(self.store, self.audit, record, env, payload.agreement)
-            .map_err(refused)?;
+        let created = match self.directory {
+            None => Creation::Here,
+            Some(directory) => match wait_for(directory.create_group_at(&record))? {
+                Some(revision) => Creation::InDirectory { revision },
+                None => return Err(refused(ServerError::GroupExists(id))),
+            },
+        };
+        crate::groups::write_new_group(
+            self.store,
+            self.audit,
+            record,
+            env,
+            payload.agreement,
+            created,
+        )
+        .map_err(refused)?;
         Ok(serde_json::json!({ "created": id }))
     }
 
@@ -429,7 +497,13 @@ impl Operator<'_> {
         };
         self.audit_admin(action::GROUP_SCHEDULE, payload)?;
         record.schedule = windows;
-        self.store.put_group(&record)?;
+        match self.directory {
+            Some(directory) => {
+                let revision = wait_for(directory.put_group_at(&record))?;
+                apply_own_write(self.store, revision, || self.store.put_group(&record))?;
+            }
+            None => self.store.put_group(&record)?,
+        }
         Ok(serde_json::json!({ "group": group, "windows": record.schedule.len() }))
     }
 

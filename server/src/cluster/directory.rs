@@ -13,7 +13,12 @@
 //! - `group.<group id>` — the [`GroupRecord`];
 //! - `member.<group id>.<key>` — the [`MemberRecord`];
 //! - `allowed.<group id>.<key>` — an empty value: the key was invited to the
-//!   (virtual) group.
+//!   (virtual) group;
+//! - `bootstrap.first_admin` — the hex of the token hash of the cluster's one
+//!   first-admin invite (made by the first node to start while no admin exists);
+//! - `secret.access_code`, `secret.hub_seed` — the hub's secrets every node
+//!   shares ([`HubSecret`], hex in a JSON string), made by the first node to
+//!   start and copied into each node's store at start-up; never logged.
 //!
 //! Group ids are 1–32 characters of `a-z`, `0-9` and `-` ([`GroupId::parse`],
 //! also on deserialising), so they are one subject token as they are: never a
@@ -46,8 +51,9 @@ use super::{
     publish_acked, put_expecting, retry_unavailable, to_json, ClusterError, Nats, Put,
     READ_DEADLINE, READ_STALL,
 };
+use crate::error::ServerError;
 use crate::store::records::{AccountRecord, GroupRecord, InviteRecord, MemberRecord};
-use crate::store::RedeemRefusal;
+use crate::store::{HubSecret, RedeemRefusal, Store, StoreError};
 
 /// How many times a read-modify-write reads again after losing a race before
 /// giving up with [`ClusterError::Moved`].
@@ -157,31 +163,56 @@ impl Directory {
         role: Role,
         now_ms: u64,
     ) -> Result<AccountRecord, ClusterError> {
-        self.modify(&account_key(key), "account", |current| {
-            let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
-            if account.grant_role(role) {
-                Step::Write(account.clone(), account)
-            } else {
-                Step::Keep(account)
-            }
-        })
-        .await
+        Ok(self.grant_role_at(key, role, now_ms).await?.0)
+    }
+
+    /// [`Self::grant_role`], with the revision it wrote (`None`: the key held
+    /// the role already), for the node that applies its own write to its store.
+    pub async fn grant_role_at(
+        &self,
+        key: &PublicKey,
+        role: Role,
+        now_ms: u64,
+    ) -> Result<(AccountRecord, Option<u64>), ClusterError> {
+        let (account, written) = self
+            .modify_at(&account_key(key), "account", |current| {
+                let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
+                if account.grant_role(role) {
+                    Step::Write(account.clone(), account)
+                } else {
+                    Step::Keep(account)
+                }
+            })
+            .await?;
+        Ok((account, written.map(|(_, revision)| revision)))
     }
 
     /// Sets the staff name of a key that holds a role (the name given at redeem).
     pub async fn set_account_name(&self, key: &PublicKey, name: &str) -> Result<(), ClusterError> {
-        self.modify(
-            &account_key(key),
-            "account",
-            |current: Option<AccountRecord>| match current {
-                Some(mut account) if account.name.as_deref() != Some(name) => {
-                    account.name = Some(name.to_string());
-                    Step::Write(account, ())
-                }
-                _ => Step::Keep(()),
-            },
-        )
-        .await
+        self.set_account_name_at(key, name).await.map(|_| ())
+    }
+
+    /// [`Self::set_account_name`], with the account and revision it wrote
+    /// (`None`: nothing to change).
+    pub async fn set_account_name_at(
+        &self,
+        key: &PublicKey,
+        name: &str,
+    ) -> Result<Option<(AccountRecord, u64)>, ClusterError> {
+        let ((), written) = self
+            .modify_at(
+                &account_key(key),
+                "account",
+                |current: Option<AccountRecord>| match current {
+                    Some(mut account) if account.name.as_deref() != Some(name) => {
+                        account.name = Some(name.to_string());
+                        Step::Write(account, ())
+                    }
+                    _ => Step::Keep(()),
+                },
+            )
+            .await?;
+        Ok(written)
     }
 
     /// Every key holding a role, with its account, by key.
@@ -214,15 +245,28 @@ impl Directory {
         groups: &[GroupId],
         now_ms: u64,
     ) -> Result<AccountRecord, ClusterError> {
-        self.modify(&account_key(key), "account", |current| {
-            let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
-            if account.grant_facilitator(groups) {
-                Step::Write(account.clone(), account)
-            } else {
-                Step::Keep(account)
-            }
-        })
-        .await
+        Ok(self.grant_facilitator_at(key, groups, now_ms).await?.0)
+    }
+
+    /// [`Self::grant_facilitator`], with the revision it wrote (`None`: the
+    /// key held every grant already).
+    pub async fn grant_facilitator_at(
+        &self,
+        key: &PublicKey,
+        groups: &[GroupId],
+        now_ms: u64,
+    ) -> Result<(AccountRecord, Option<u64>), ClusterError> {
+        let (account, written) = self
+            .modify_at(&account_key(key), "account", |current| {
+                let mut account = current.unwrap_or_else(|| AccountRecord::new(now_ms));
+                if account.grant_facilitator(groups) {
+                    Step::Write(account.clone(), account)
+                } else {
+                    Step::Keep(account)
+                }
+            })
+            .await?;
+        Ok((account, written.map(|(_, revision)| revision)))
     }
 
     /// Takes `key`'s facilitator standing in `group` away (the role stays, for
@@ -232,21 +276,33 @@ impl Directory {
         key: &PublicKey,
         group: &GroupId,
     ) -> Result<bool, ClusterError> {
-        self.modify(
-            &account_key(key),
-            "account",
-            |current: Option<AccountRecord>| {
-                let Some(mut account) = current else {
-                    return Step::Keep(false);
-                };
-                if account.revoke_facilitator(group) {
-                    Step::Write(account, true)
-                } else {
-                    Step::Keep(false)
-                }
-            },
-        )
-        .await
+        Ok(self.revoke_facilitator_at(key, group).await?.is_some())
+    }
+
+    /// [`Self::revoke_facilitator`]: the account and revision it wrote, `None`
+    /// when the key held no grant for `group` (nothing written).
+    pub async fn revoke_facilitator_at(
+        &self,
+        key: &PublicKey,
+        group: &GroupId,
+    ) -> Result<Option<(AccountRecord, u64)>, ClusterError> {
+        let ((), written) = self
+            .modify_at(
+                &account_key(key),
+                "account",
+                |current: Option<AccountRecord>| {
+                    let Some(mut account) = current else {
+                        return Step::Keep(());
+                    };
+                    if account.revoke_facilitator(group) {
+                        Step::Write(account, ())
+                    } else {
+                        Step::Keep(())
+                    }
+                },
+            )
+            .await?;
+        Ok(written)
     }
 
     /// Every account, by key (operator jobs and start-up migrations only).
@@ -303,12 +359,22 @@ impl Directory {
         key: &PublicKey,
         counter: u64,
     ) -> Result<bool, ClusterError> {
+        Ok(self.accept_counter_above(key, counter).await?.is_ok())
+    }
+
+    /// [`Self::accept_counter`], saying why it refused: `Err(last)`, the counter
+    /// stored, which `counter` is not above.
+    pub async fn accept_counter_above(
+        &self,
+        key: &PublicKey,
+        counter: u64,
+    ) -> Result<Result<(), u64>, ClusterError> {
         self.modify(
             &counter_key(key),
             "replay counter",
             |current: Option<u64>| match current {
-                Some(stored) if stored >= counter => Step::Keep(false),
-                _ => Step::Write(counter, true),
+                Some(stored) if stored >= counter => Step::Keep(Err(stored)),
+                _ => Step::Write(counter, Ok(())),
             },
         )
         .await
@@ -371,6 +437,21 @@ impl Directory {
         key: &PublicKey,
         now_ms: u64,
     ) -> Result<Result<InviteRecord, RedeemRefusal>, ClusterError> {
+        Ok(self
+            .redeem_invite_once(token_hash, key, now_ms)
+            .await?
+            .map(|(invite, _)| invite))
+    }
+
+    /// [`Self::redeem_invite`], saying whether this call marked it used
+    /// ([`Redemption::First`]) or found it used by `key` already
+    /// ([`Redemption::Again`]: the audit entry was written the first time).
+    pub async fn redeem_invite_once(
+        &self,
+        token_hash: [u8; 32],
+        key: &PublicKey,
+        now_ms: u64,
+    ) -> Result<Result<(InviteRecord, Redemption), RedeemRefusal>, ClusterError> {
         self.modify(
             &invite_key(&token_hash),
             "invite",
@@ -380,7 +461,7 @@ impl Directory {
                 };
                 if invite.used_by == Some(*key) {
                     // The same key asking again (its first answer was lost).
-                    return Step::Keep(Ok(invite));
+                    return Step::Keep(Ok((invite, Redemption::Again)));
                 }
                 if invite.used_by.is_some() {
                     return Step::Keep(Err(RedeemRefusal::Used));
@@ -393,7 +474,7 @@ impl Directory {
                     used_ms: Some(now_ms),
                     ..invite
                 };
-                Step::Write(used.clone(), Ok(used))
+                Step::Write(used.clone(), Ok((used, Redemption::First)))
             },
         )
         .await
@@ -403,6 +484,11 @@ impl Directory {
 
     /// Creates a group; `false` if the id is taken (by anyone, on any node).
     pub async fn create_group(&self, group: &GroupRecord) -> Result<bool, ClusterError> {
+        Ok(self.create_group_at(group).await?.is_some())
+    }
+
+    /// [`Self::create_group`]: the revision written, `None` if the id is taken.
+    pub async fn create_group_at(&self, group: &GroupRecord) -> Result<Option<u64>, ClusterError> {
         let key = group_key(&group.id)?;
         let value = to_json(group);
         // Revision 0 first: the key was never written. A key that was deleted
@@ -415,10 +501,10 @@ impl Directory {
             match self.put(&key, value.clone(), revision).await {
                 Ok(written) => {
                     tracing::debug!(revision = written, "group created");
-                    return Ok(true);
+                    return Ok(Some(written));
                 }
                 Err(Put::Conflict) => match self.read(&key, "group read").await? {
-                    (Some(_), _) => return Ok(false),
+                    (Some(_), _) => return Ok(None),
                     (None, deleted) => revision = deleted,
                 },
                 Err(Put::Failed(error)) => {
@@ -431,8 +517,17 @@ impl Directory {
 
     /// Replaces an existing group's record (settings an operator changed).
     pub async fn put_group(&self, group: &GroupRecord) -> Result<(), ClusterError> {
-        self.insert(&group_key(&group.id)?, to_json(group), "group write")
-            .await
+        self.put_group_at(group).await.map(|_| ())
+    }
+
+    /// [`Self::put_group`], with the revision written.
+    pub async fn put_group_at(&self, group: &GroupRecord) -> Result<u64, ClusterError> {
+        let value = to_json(group);
+        publish_acked(&self.js, &self.subject(&group_key(&group.id)?), || {
+            jetstream::message::PublishMessage::build().payload(value.clone())
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("group write", error))
     }
 
     /// A group by id.
@@ -520,6 +615,129 @@ impl Directory {
         Ok(value.is_some())
     }
 
+    // ---- start-up ----
+
+    /// The cluster's one first-admin invite, decided at a node's start: none
+    /// while an admin exists (an unused one left over is removed); none while
+    /// one made earlier, by any node, is unused and unexpired (its link was
+    /// printed by the node that made it); otherwise `invite` (its token's hash
+    /// and record) is stored and marked as the cluster's by compare-and-set on
+    /// `bootstrap.first_admin`, so of nodes starting at once one makes it. A
+    /// node that loses the race removes its own invite, whose token it never
+    /// shows.
+    pub async fn first_admin_invite(
+        &self,
+        token_hash: [u8; 32],
+        invite: &InviteRecord,
+        now_ms: u64,
+    ) -> Result<FirstAdmin, ClusterError> {
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (marked, revision) = self.read(FIRST_ADMIN, "first-admin read").await?;
+            let marked: Option<String> = marked
+                .map(|bytes| from_json("first-admin mark", &bytes))
+                .transpose()?;
+            let unused = match &marked {
+                Some(hash) => {
+                    let mut marked_hash = [0u8; 32];
+                    hex::decode_to_slice(hash, &mut marked_hash).map_err(|error| {
+                        ClusterError::Corrupt {
+                            what: "first-admin mark",
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    let key = invite_key(&marked_hash);
+                    match self.read(&key, "invite read").await? {
+                        (Some(bytes), invite_revision) => {
+                            let old: InviteRecord = from_json("invite", &bytes)?;
+                            (old.used_by.is_none() && now_ms <= old.expires_ms).then_some((
+                                key,
+                                invite_revision,
+                                old.expires_ms,
+                            ))
+                        }
+                        (None, _) => None,
+                    }
+                }
+                None => None,
+            };
+            if self.has_admin().await? {
+                if let Some((key, invite_revision, _)) = unused {
+                    // Redeemed meanwhile: kept (the delete expects the revision read).
+                    let _ = self.remove_expecting(&key, invite_revision).await;
+                }
+                return Ok(FirstAdmin::NotNeeded);
+            }
+            if let Some((_, _, expires_ms)) = unused {
+                return Ok(FirstAdmin::Pending { expires_ms });
+            }
+            let key = invite_key(&token_hash);
+            self.insert(&key, to_json(invite), "invite write").await?;
+            match self
+                .put(FIRST_ADMIN, to_json(&hex::encode(token_hash)), revision)
+                .await
+            {
+                Ok(_) => return Ok(FirstAdmin::Made),
+                Err(Put::Conflict) => {
+                    // Another node marked its own: ours is never shown, so it goes.
+                    let (_, ours) = self.read(&key, "invite read").await?;
+                    let _ = self.remove_expecting(&key, ours).await;
+                }
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("first-admin mark", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved {
+            key: FIRST_ADMIN.to_string(),
+        })
+    }
+
+    // ---- the hub's secrets ----
+
+    /// The cluster's copy of a hub secret: the one stored under
+    /// `secret.<name>` if any node made it, otherwise `candidate`, stored now by
+    /// compare-and-set (of nodes starting at once, one candidate wins and every
+    /// node gets it). Never logged.
+    pub async fn hub_secret(
+        &self,
+        which: HubSecret,
+        candidate: &[u8; 32],
+    ) -> Result<[u8; 32], ClusterError> {
+        let key = format!("{SECRET}{}", secret_name(which));
+        let decode = |bytes: &[u8]| -> Result<[u8; 32], ClusterError> {
+            let text: String = from_json("hub secret", bytes)?;
+            let mut secret = [0u8; 32];
+            hex::decode_to_slice(text, &mut secret).map_err(|error| ClusterError::Corrupt {
+                what: "hub secret",
+                reason: error.to_string(),
+            })?;
+            Ok(secret)
+        };
+        let mut revision = 0;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            match self
+                .put(&key, to_json(&hex::encode(candidate)), revision)
+                .await
+            {
+                Ok(_) => return Ok(*candidate),
+                Err(Put::Conflict) => match self.read(&key, "hub secret read").await? {
+                    (Some(bytes), _) => return decode(&bytes),
+                    (None, deleted) => revision = deleted,
+                },
+                Err(Put::Failed(error)) => {
+                    return Err(ClusterError::unavailable("hub secret write", error))
+                }
+            }
+        }
+        Err(ClusterError::Moved { key })
+    }
+
     // ---- the bucket ----
 
     fn subject(&self, key: &str) -> String {
@@ -563,8 +781,23 @@ impl Directory {
         &self,
         key: &str,
         what: &'static str,
-        mut change: F,
+        change: F,
     ) -> Result<R, ClusterError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Option<T>) -> Step<T, R>,
+    {
+        Ok(self.modify_at(key, what, change).await?.0)
+    }
+
+    /// [`Self::modify`], with what it wrote and the revision of the write
+    /// (`None`: `change` kept the value).
+    async fn modify_at<T, R, F>(
+        &self,
+        key: &str,
+        what: &'static str,
+        mut change: F,
+    ) -> Result<(R, Option<(T, u64)>), ClusterError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Option<T>) -> Step<T, R>,
@@ -576,13 +809,13 @@ impl Directory {
             let (bytes, revision) = self.read(key, "directory read").await?;
             let current = bytes.map(|bytes| from_json(what, &bytes)).transpose()?;
             let (next, answer) = match change(current) {
-                Step::Keep(answer) => return Ok(answer),
+                Step::Keep(answer) => return Ok((answer, None)),
                 Step::Write(next, answer) => (next, answer),
             };
             match self.put(key, to_json(&next), revision).await {
                 Ok(written) => {
                     tracing::debug!(what, revision = written, "directory written");
-                    return Ok(answer);
+                    return Ok((answer, Some((next, written))));
                 }
                 Err(Put::Conflict) => continue,
                 Err(Put::Failed(error)) => {
@@ -690,12 +923,111 @@ impl Directory {
     }
 }
 
+/// Applies this node's own directory write to its store at once, unless the
+/// mirror has already applied that revision (and perhaps a later one of the same
+/// key, which `write` must not overwrite). The mirror applies the revision
+/// again later, which writes the same record: the store converges on the
+/// bucket either way. Left open: the mirror passing `revision` and applying a
+/// later write of the same key in the instant between the check and `write`.
+pub fn apply_own_write(
+    store: &Store,
+    revision: u64,
+    write: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if store.mirror_applied(super::mirror::MIRROR)? < revision {
+        write()?;
+    }
+    Ok(())
+}
+
+/// [`apply_own_write`] of an account this node wrote to the directory.
+pub fn apply_own_account(
+    store: &Store,
+    key: &PublicKey,
+    account: &AccountRecord,
+    revision: u64,
+) -> Result<(), StoreError> {
+    apply_own_write(store, revision, || store.put_account(key, account))
+}
+
+/// What a client is told when the directory cannot answer: NATS unreachable,
+/// no quorum, or a race lost too often — the request may be sent again (signed
+/// anew) in a moment. An unreadable value is an internal fault. Logged by kind,
+/// never with a key (a [`ClusterError::Moved`] names one).
+impl From<ClusterError> for ServerError {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::Unavailable { op, reason } => {
+                tracing::warn!(op, %reason, "the cluster's directory did not answer");
+                Self::RateLimited {
+                    retry_after_ms: 1000,
+                    what:
+                        "the cluster's directory cannot be reached just now, so nothing was decided",
+                }
+            }
+            ClusterError::Moved { .. } => {
+                tracing::warn!("a directory write lost its race too many times");
+                Self::RateLimited {
+                    retry_after_ms: 1000,
+                    what: "the cluster's directory is busy with the same record, so nothing was decided",
+                }
+            }
+            ClusterError::Corrupt { what, .. } => {
+                tracing::error!(what, "an unreadable directory value");
+                Self::Internal("an unreadable record in the cluster's directory")
+            }
+            ClusterError::Store(error) => Self::from(error),
+            // Connecting, setting up, leases, fences, names: none names a person.
+            other => {
+                tracing::error!(error = %other, "the cluster's directory failed");
+                Self::Internal("the cluster's directory failed")
+            }
+        }
+    }
+}
+
 pub(crate) const ACCOUNT: &str = "account.";
 const COUNTER: &str = "counter.";
 const INVITE: &str = "invite.";
 pub(crate) const GROUP: &str = "group.";
 const MEMBER: &str = "member.";
 pub(crate) const ALLOWED: &str = "allowed.";
+/// The hub's secrets (not mirrored: read once at start-up).
+const SECRET: &str = "secret.";
+
+/// A hub secret's key after `secret.`.
+fn secret_name(which: HubSecret) -> &'static str {
+    match which {
+        HubSecret::AccessCode => "access_code",
+        HubSecret::SigningSeed => "hub_seed",
+    }
+}
+
+/// The key naming the cluster's first-admin invite (the hex of its token's hash).
+const FIRST_ADMIN: &str = "bootstrap.first_admin";
+
+/// What [`Directory::first_admin_invite`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstAdmin {
+    /// An admin exists: no first-admin invite.
+    NotNeeded,
+    /// One made earlier is unused until `expires_ms`; this node shows none.
+    Pending {
+        /// When it expires (ms since the epoch).
+        expires_ms: u64,
+    },
+    /// This node's invite is the cluster's: show its link.
+    Made,
+}
+
+/// Whether a redeem marked the invite used or found it used by the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// This call marked it used.
+    First,
+    /// The same key had redeemed it (an earlier answer was lost).
+    Again,
+}
 
 fn account_key(key: &PublicKey) -> String {
     format!("{ACCOUNT}{}", hex::encode(key.0))

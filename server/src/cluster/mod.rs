@@ -500,20 +500,43 @@ pub(crate) async fn open_bucket(
         what: format!("bucket {bucket}"),
         reason: error.to_string(),
     };
-    if js.get_key_value(bucket).await.is_err() {
-        js.create_key_value(jetstream::kv::Config {
-            bucket: bucket.to_string(),
-            history: 1,
-            storage: file_storage(),
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| setup(&error))?;
+    // Nodes starting at once race to create the bucket, and a server may not
+    // know a stream another server just created: both pass within moments, so
+    // the whole opening is tried again for a while before it counts as failed.
+    let until = tokio::time::Instant::now() + STREAM_NOT_FOUND_GRACE;
+    let mut create_error = None;
+    loop {
+        let opened = async {
+            if js.get_key_value(bucket).await.is_err() {
+                if let Err(error) = js
+                    .create_key_value(jetstream::kv::Config {
+                        bucket: bucket.to_string(),
+                        history: 1,
+                        storage: file_storage(),
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    // Perhaps made meanwhile by another node: opened below.
+                    return Err(error.to_string());
+                }
+            }
+            Ok(())
+        };
+        if let Err(error) = opened.await {
+            create_error = Some(error);
+        }
+        match js.get_stream(format!("KV_{bucket}")).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if tokio::time::Instant::now() < until => {
+                tracing::debug!(bucket, %error, "opening a bucket; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Why it could not be made says more than that it is not there.
+            Err(error) => return Err(setup(&create_error.unwrap_or(error.to_string()))),
+        }
     }
-    js.get_stream(format!("KV_{bucket}"))
-        .await
-        .map_err(|error| setup(&error))
 }
 
 /// A stored value as JSON. Our values are plain data: serialising them cannot

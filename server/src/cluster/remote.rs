@@ -777,10 +777,10 @@ async fn publish_frames(
     }
 }
 
-impl From<ClusterError> for ServerError {
-    fn from(error: ClusterError) -> Self {
-        ServerError::Store(Arc::new(crate::store::StoreError::Replication(
-            error.to_string(),
-        )))
-    }
+/// A failure of the cluster under a group (its log, its lease): the client may
+/// join again and look, then send again.
+pub(crate) fn replication(error: ClusterError) -> ServerError {
+    ServerError::Store(Arc::new(crate::store::StoreError::Replication(
+        error.to_string(),
+    )))
 }

@@ -126,7 +126,11 @@ pub async fn take(node: &ClusterNode, store: &Store) -> Result<Option<RouterOwne
             ),
         });
     }
-    tracing::info!(epoch = writer.epoch(), seq = at, "leading the escalation router");
+    tracing::info!(
+        epoch = writer.epoch(),
+        seq = at,
+        "leading the escalation router"
+    );
     Ok(Some(RouterOwned {
         keeper,
         writer,
@@ -152,7 +156,10 @@ impl RouterOwned {
             v: u32,
             ops: &'a [RouterOp],
         }
-        let payload = super::to_json(&Out { v: VERSION, ops: &ops });
+        let payload = super::to_json(&Out {
+            v: VERSION,
+            ops: &ops,
+        });
         let appended = self
             .writer
             .append(payload)

@@ -13,8 +13,10 @@
 //!   keeps this node's logged-in connections and registers them again with each
 //!   new leader, so nobody drops out of the router's reach at a failover.
 //! - A flag that cannot reach any leader is tried again until
-//!   [`FLAG_PATIENCE`] has passed (a failover takes about a lease's TTL), then
-//!   refused with the helplines — never dropped in silence.
+//!   [`FLAG_PATIENCE`] has passed, then refused with the helplines and words
+//!   that say it was not passed on — never dropped in silence, and never kept
+//!   waiting on NATS: the help path answers within seconds even when a failover
+//!   (about a lease's TTL) or a NATS outage is under way.
 //!
 //! Logs name connections and nodes, never a flag or a key.
 
@@ -36,14 +38,14 @@ use super::commands::{self, Asked, Inbox, Replies};
 use super::node::ClusterNode;
 use super::remote::ProxySettings;
 use super::router_log::{self, LOG};
-use crate::escalation::{ReadTicket, RouterCommand, RouterHandle};
 use crate::error::ServerError;
+use crate::escalation::{ReadTicket, RouterCommand, RouterHandle};
 use crate::hub::Hub;
 use crate::outbound::{ConnId, Outbox};
 
 /// How long a flag keeps trying to reach a leader before it is refused (with
 /// the helplines).
-pub const FLAG_PATIENCE: Duration = Duration::from_secs(30);
+pub const FLAG_PATIENCE: Duration = Duration::from_millis(1500);
 /// How long one request to the leader may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -126,7 +128,9 @@ pub(crate) fn router_handle() -> (RouterHandle, mpsc::Receiver<RouterCommand>) {
 pub(crate) type Leading = watch::Receiver<Option<mpsc::Sender<RouterCommand>>>;
 
 /// Takes this node's sessions' router commands from `rx` to whichever node
-/// leads, until the hub stops.
+/// leads, until the hub stops. Commands for a leader elsewhere are each sent
+/// from a task of their own, so that none (a flag least of all) waits behind
+/// another's request while NATS is slow.
 pub(crate) async fn dispatch(
     node: Arc<ClusterNode>,
     hub: Arc<Hub>,
@@ -135,9 +139,7 @@ pub(crate) async fn dispatch(
 ) {
     // Logged-in connections here: registered again with every new leader.
     let mut registered: HashMap<ConnId, (Outbox, PublicKey, Vec<Role>)> = HashMap::new();
-    let mut leader_seen: Option<String> = None;
-    let mut watch_leader = tokio::time::interval(node.settings.lease_ttl / 3);
-    let mut counter: u64 = 0;
+    let mut leader = watch_leader(node.clone(), hub.shutdown.clone());
     loop {
         let command = tokio::select! {
             () = hub.shutdown.cancelled() => return,
@@ -161,24 +163,28 @@ pub(crate) async fn dispatch(
                             })
                             .await;
                     }
-                    leader_seen = Some(node.holder.clone());
                 }
                 continue;
             }
-            _ = watch_leader.tick() => {
-                let holder = match node.leases.current(router_log::LEASE).await {
-                    Ok(Some((value, _))) => Some(value.holder),
-                    _ => None,
-                };
-                if holder.is_some() && holder != leader_seen && holder.as_deref() != Some(&node.holder) {
-                    // A new leader elsewhere: it has never heard of this node's
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let elsewhere = leader
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|holder| holder != &node.holder);
+                if elsewhere {
+                    // A new leader elsewhere has never heard of this node's
                     // connections.
                     for (conn, (outbox, key, roles)) in &registered {
-                        let command = Forwarded::Register { key: *key, roles: roles.clone() };
-                        let _ = forward(&node, conn, &mut counter, command, None).await;
                         node.relay.register_router(outbox);
+                        let command = Forwarded::Register { key: *key, roles: roles.clone() };
+                        let (node, conn) = (node.clone(), *conn);
+                        tokio::spawn(async move {
+                            let _ = forward(&node, &conn, command).await;
+                        });
                     }
-                    leader_seen = holder;
                 }
                 continue;
             }
@@ -206,9 +212,34 @@ pub(crate) async fn dispatch(
                     refuse(command, ServerError::ShuttingDown);
                 }
             }
-            None => send_to_leader(&node, &mut counter, command).await,
+            None => {
+                tokio::spawn(send_to_leader(node.clone(), command));
+            }
         }
     }
+}
+
+/// Who holds the router's lease, looked at every third of its TTL in a task of
+/// its own (a read that waits on NATS holds up nothing else).
+fn watch_leader(node: Arc<ClusterNode>, stop: CancellationToken) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(node.settings.lease_ttl / 3);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Ok(Some((value, _))) = node.leases.current(router_log::LEASE).await {
+                tx.send_if_modified(|seen| {
+                    let changed = seen.as_ref() != Some(&value.holder);
+                    *seen = Some(value.holder.clone());
+                    changed
+                });
+            }
+        }
+    });
+    rx
 }
 
 /// A command this node could not hand to any leader: its connection hears so
@@ -271,7 +302,7 @@ fn sent_of(command: &RouterCommand) -> Sent {
     }
 }
 
-async fn send_to_leader(node: &Arc<ClusterNode>, counter: &mut u64, command: RouterCommand) {
+async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
     let (conn, forwarded) = match &command {
         RouterCommand::Register { outbox, key, roles } => (
             outbox.conn,
@@ -398,25 +429,40 @@ async fn send_to_leader(node: &Arc<ClusterNode>, counter: &mut u64, command: Rou
     };
     let patience = match &forwarded {
         Forwarded::Raise { .. } => FLAG_PATIENCE,
-        _ => ASK_TIMEOUT,
+        _ => ASK_TIMEOUT * 2,
     };
-    if let Err(error) = forward(node, &conn, counter, forwarded, Some(patience)).await {
+    let is_flag = matches!(forwarded, Forwarded::Raise { .. });
+    let sent = tokio::time::timeout(patience, forward(&node, &conn, forwarded))
+    .await
+    .unwrap_or_else(|_| {
+        Err(ServerError::Store(Arc::new(
+            crate::store::StoreError::Replication("the router's node did not answer".into()),
+        )))
+    });
+    if let Err(error) = sent {
         tracing::warn!(%conn, %error, "a router command reached no leader");
+        let error = match (is_flag, &error) {
+            (true, ServerError::Store(_)) => ServerError::Forwarded {
+                code: ErrorCode::StorageUnavailable,
+                message: "your flag could not be passed to a supervisor just now, so it was \
+                          not kept: please use the helplines, call the emergency services if \
+                          anyone is in danger now, and send it again in a moment"
+                    .into(),
+                retry_after_ms: None,
+                next_session_ms: None,
+            },
+            _ => error,
+        };
         refuse(command, error);
     }
 }
 
-/// Sends one command to the leader, trying again within `patience` while no
-/// node leads (a failover); `None`: once.
-async fn forward(
-    node: &Arc<ClusterNode>,
-    conn: &ConnId,
-    counter: &mut u64,
-    command: Forwarded,
-    patience: Option<Duration>,
-) -> Result<(), ServerError> {
-    *counter += 1;
-    let id = format!("{}-{}-{}", node.holder, conn.0, counter);
+/// Sends one command to the leader, trying again while no node leads (a
+/// failover) until the caller gives up.
+async fn forward(node: &Arc<ClusterNode>, conn: &ConnId, command: Forwarded) -> Result<(), ServerError> {
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{}-{}-{n}", node.holder, conn.0);
     let payload = Bytes::from(
         serde_json::to_vec(&Envelope {
             node: node.holder.clone(),
@@ -425,7 +471,6 @@ async fn forward(
         })
         .unwrap_or_default(),
     );
-    let until = tokio::time::Instant::now() + patience.unwrap_or_default();
     loop {
         let asked = commands::ask(&node.nats, LOG, &id, payload.clone(), ASK_TIMEOUT).await;
         let retry = match asked {
@@ -438,17 +483,15 @@ async fn forward(
                         retry_after_ms: None,
                         next_session_ms: None,
                     }),
-                    Err(_) => Err(ServerError::Internal("an unreadable answer from the router's node")),
+                    Err(_) => Err(ServerError::Internal(
+                        "an unreadable answer from the router's node",
+                    )),
                 }
             }
             Ok(Asked::NoOwner) => "no node leads the router now",
             Err(_) => "the router's node did not answer",
         };
-        if tokio::time::Instant::now() >= until {
-            return Err(ServerError::Store(Arc::new(
-                crate::store::StoreError::Replication(retry.into()),
-            )));
-        }
+        tracing::debug!(%conn, retry, "a router command is sent again");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -622,9 +665,8 @@ async fn handle(
     // with this new leader still on its way) gets a proxy of its own.
     let outbox = || existing().unwrap_or_else(|| node.relay.proxy(node, &from, conn, proxy));
     let read_ticket = || {
-        ReadTicket::take(&Arc::new(AtomicBool::new(false))).ok_or(ServerError::Internal(
-            "a fresh read ticket was taken",
-        ))
+        ReadTicket::take(&Arc::new(AtomicBool::new(false)))
+            .ok_or(ServerError::Internal("a fresh read ticket was taken"))
     };
     let replay = |key: &PublicKey, counter: u64| replay.forwarded(key, counter);
     let mut registered = None;
@@ -643,7 +685,9 @@ async fn handle(
             };
             registered = Some(false);
             let command = RouterCommand::Unregister { conn: outbox.conn };
-            tx.send(command).await.map_err(|_| ServerError::ShuttingDown)?;
+            tx.send(command)
+                .await
+                .map_err(|_| ServerError::ShuttingDown)?;
             node.relay.release_proxy(&from, conn);
             return Ok(registered);
         }
@@ -735,6 +779,8 @@ async fn handle(
             ticket: read_ticket()?,
         },
     };
-    tx.send(command).await.map_err(|_| ServerError::ShuttingDown)?;
+    tx.send(command)
+        .await
+        .map_err(|_| ServerError::ShuttingDown)?;
     Ok(registered)
 }

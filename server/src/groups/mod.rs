@@ -531,7 +531,10 @@ impl GroupRegistry {
                 None => return Err(ServerError::GroupNotFound(id.clone())),
             }
         }
-        match crate::cluster::owner::take(&wiring.node, &self.store, id).await? {
+        match crate::cluster::owner::take(&wiring.node, &self.store, id)
+            .await
+            .map_err(crate::cluster::remote::replication)?
+        {
             crate::cluster::owner::Taken::Owned(owned) => {
                 if self.closed.load(Ordering::Acquire) {
                     owned.release().await;
@@ -554,19 +557,31 @@ impl GroupRegistry {
 
     /// Creates a group record and its first state (durably). `counter` is the
     /// creator's spent counter.
+    ///
+    /// In cluster mode (`directory`) the id is taken in the cluster's directory
+    /// first, by compare-and-set: an id created at once on two nodes is created
+    /// once, and the other gets [`ServerError::GroupExists`] as a duplicate does.
     pub async fn create(
         &self,
         record: GroupRecord,
         agreement: Option<String>,
         creator: &PublicKey,
         counter: u64,
+        directory: Option<&crate::cluster::directory::Directory>,
     ) -> Result<(), ServerError> {
         let Some(env) = record.created_env.clone() else {
             return Err(ServerError::Forbidden(
                 "a group is created by an admin's signed request",
             ));
         };
-        write_new_group(&self.store, &self.audit, record, env, agreement)?;
+        let created = match directory {
+            None => Creation::Here,
+            Some(directory) => match directory.create_group_at(&record).await? {
+                Some(revision) => Creation::InDirectory { revision },
+                None => return Err(ServerError::GroupExists(record.id)),
+            },
+        };
+        write_new_group(&self.store, &self.audit, record, env, agreement, created)?;
         self.store.raise_counter(creator, counter)?;
         self.committer.commit().await?;
         Ok(())
@@ -862,6 +877,19 @@ pub fn check_schedule(
     Ok(())
 }
 
+/// Where a new group's id was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// One node: in this store, by [`Store::create_group`].
+    Here,
+    /// Cluster mode: in the cluster's directory, at `revision` (the directory
+    /// mirror may have put the record here already).
+    InDirectory {
+        /// The directory's revision of the new record.
+        revision: u64,
+    },
+}
+
 /// Writes a new group's record, its audit entry (`env`, the signed request) and
 /// its first state. Not yet durable: the caller commits.
 pub fn write_new_group(
@@ -870,14 +898,24 @@ pub fn write_new_group(
     record: GroupRecord,
     env: SignedEnvelope,
     agreement: Option<String>,
+    created: Creation,
 ) -> Result<(), ServerError> {
     let entry =
         NewEntry::new(record.created_ms, action::GROUP_CREATE, env).group(record.id.clone());
     {
         // Create and record under the chain's lock.
         let mut chain = audit.lock();
-        if !store.create_group(&record)? {
-            return Err(ServerError::GroupExists(record.id));
+        match created {
+            Creation::Here => {
+                if !store.create_group(&record)? {
+                    return Err(ServerError::GroupExists(record.id));
+                }
+            }
+            Creation::InDirectory { revision } => {
+                crate::cluster::directory::apply_own_write(store, revision, || {
+                    store.put_group(&record)
+                })?;
+            }
         }
         chain.append(entry)?;
     }

@@ -147,6 +147,28 @@ impl StoreError {
     }
 }
 
+/// The hub's two secrets ([`Store::access_code_secret`],
+/// [`Store::hub_signing_seed`]): made once per store on one node; in cluster
+/// mode every node holds the cluster's (an access code set on one node opens the
+/// group on every node, and every node signs as the same hub).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubSecret {
+    /// The HMAC key of access codes.
+    AccessCode,
+    /// The hub's Ed25519 seed (audit entries it signs, pager bodies, VAPID).
+    SigningSeed,
+}
+
+impl HubSecret {
+    /// Its name in `meta`.
+    pub fn meta_name(self) -> &'static str {
+        match self {
+            Self::AccessCode => "access_code_secret",
+            Self::SigningSeed => "hub_signing_seed",
+        }
+    }
+}
+
 /// Why an invite could not be redeemed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RedeemRefusal {
@@ -1288,12 +1310,31 @@ impl Store {
     /// likely codes without it. Lives beside the signing seed, in the same
     /// owner-only folder, and travels with a backup.
     pub fn access_code_secret(&self) -> Result<[u8; 32], StoreError> {
-        self.meta_secret("access_code_secret")
+        self.meta_secret(HubSecret::AccessCode.meta_name())
     }
 
     /// The hub's own signing seed (made once), for the pager hook's signed bodies.
     pub fn hub_signing_seed(&self) -> Result<[u8; 32], StoreError> {
-        self.meta_secret("hub_signing_seed")
+        self.meta_secret(HubSecret::SigningSeed.meta_name())
+    }
+
+    /// A hub secret as this store holds it, without making one (`None`: not
+    /// made yet). Cluster mode's start-up offers it to the cluster.
+    pub fn hub_secret(&self, which: HubSecret) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self
+            .t()
+            .meta
+            .get(which.meta_name())?
+            .and_then(|seed| <[u8; 32]>::try_from(seed.as_ref()).ok()))
+    }
+
+    /// Replaces a hub secret with the one every node of the cluster shares, made
+    /// durable at once (it is read before the committer runs).
+    pub fn put_hub_secret(&self, which: HubSecret, secret: &[u8; 32]) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t().meta.insert(which.meta_name(), &secret[..])?;
+        self.t().db.flush()?;
+        Ok(())
     }
 
     /// 32 random bytes kept under `name` in `meta`, made on first use.

@@ -112,6 +112,7 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
             store: &worker.store,
             audit: &worker.audit,
             now_ms: worker.clock.now_ms(),
+            directory: worker.cluster.as_ref().map(|node| &node.directory),
         };
         operator.execute(request)
     })
@@ -146,6 +147,8 @@ async fn clear_waiting(hub: &Arc<Hub>, group: peerhub_protocol::GroupId) -> Repl
         store: &hub.store,
         audit: &hub.audit,
         now_ms: hub.clock.now_ms(),
+        // Only the entry is made here (on a runtime thread: no directory waits).
+        directory: None,
     };
     let entry = match operator.clear_waiting_entry(&group) {
         Ok(entry) => entry,

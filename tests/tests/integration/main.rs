@@ -14,6 +14,7 @@ mod cluster_directory;
 mod cluster_escalations;
 mod cluster_mirror;
 mod cluster_nodes;
+mod cluster_nodes_directory;
 mod cluster_primitives;
 mod cluster_replica;
 mod cluster_routing;
