@@ -208,6 +208,11 @@ pub(crate) async fn dispatch(
         let local = leading.borrow().clone();
         match local {
             Some(local) => {
+                if let RouterCommand::Raise { payload, .. } = &command {
+                    if !hub.groups.is_served_here(&payload.group) {
+                        follow_group(&node, &hub.store, &payload.group).await;
+                    }
+                }
                 if let Err(mpsc::error::SendError(command)) = local.send(command).await {
                     refuse(command, ServerError::ShuttingDown);
                 }
@@ -219,9 +224,34 @@ pub(crate) async fn dispatch(
     }
 }
 
+/// Before the router hears a flag about a group this node does not serve, this
+/// node's copy of the group is brought up to the group's log (the router checks
+/// membership and copies the context from it). Bounded: a flag never waits long
+/// on NATS; the router then answers from the copy as it is.
+async fn follow_group(
+    node: &ClusterNode,
+    store: &crate::store::Store,
+    group: &peerhub_protocol::GroupId,
+) {
+    let lock = node.group_lock(group);
+    let caught_up = tokio::time::timeout(Duration::from_secs(1), async {
+        let _held = lock.lock().await;
+        super::replica::catch_up(store, &node.logs, group).await
+    })
+    .await;
+    match caught_up {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%group, %error, "a flag's group could not be followed"),
+        Err(_) => tracing::warn!(%group, "a flag's group was not followed in time"),
+    }
+}
+
 /// Who holds the router's lease, looked at every third of its TTL in a task of
 /// its own (a read that waits on NATS holds up nothing else).
-fn watch_leader(node: Arc<ClusterNode>, stop: CancellationToken) -> watch::Receiver<Option<String>> {
+fn watch_leader(
+    node: Arc<ClusterNode>,
+    stop: CancellationToken,
+) -> watch::Receiver<Option<String>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(node.settings.lease_ttl / 3);
@@ -433,12 +463,12 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
     };
     let is_flag = matches!(forwarded, Forwarded::Raise { .. });
     let sent = tokio::time::timeout(patience, forward(&node, &conn, forwarded))
-    .await
-    .unwrap_or_else(|_| {
-        Err(ServerError::Store(Arc::new(
-            crate::store::StoreError::Replication("the router's node did not answer".into()),
-        )))
-    });
+        .await
+        .unwrap_or_else(|_| {
+            Err(ServerError::Store(Arc::new(
+                crate::store::StoreError::Replication("the router's node did not answer".into()),
+            )))
+        });
     if let Err(error) = sent {
         tracing::warn!(%conn, %error, "a router command reached no leader");
         let error = match (is_flag, &error) {
@@ -459,7 +489,11 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
 
 /// Sends one command to the leader, trying again while no node leads (a
 /// failover) until the caller gives up.
-async fn forward(node: &Arc<ClusterNode>, conn: &ConnId, command: Forwarded) -> Result<(), ServerError> {
+async fn forward(
+    node: &Arc<ClusterNode>,
+    conn: &ConnId,
+    command: Forwarded,
+) -> Result<(), ServerError> {
     static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("{}-{}-{n}", node.holder, conn.0);
@@ -574,7 +608,7 @@ pub(crate) async fn lead(
         };
         let tx = router.sender();
         let _ = leading.send(Some(tx.clone()));
-        serve(&node, &tx, &settings.proxy, &settings.replay).await;
+        serve(&node, &hub, &tx, &settings.proxy, &settings.replay).await;
         let _ = leading.send(None);
         stop.cancel();
         tracing::info!("no longer leading the escalation router");
@@ -585,6 +619,7 @@ pub(crate) async fn lead(
 /// stops.
 async fn serve(
     node: &Arc<ClusterNode>,
+    hub: &Hub,
     tx: &mpsc::Sender<RouterCommand>,
     proxy: &ProxySettings,
     replay: &crate::admission::ReplayGuard,
@@ -612,6 +647,11 @@ async fn serve(
         let answer = match serde_json::from_slice::<Envelope>(&command.payload) {
             Ok(envelope) => {
                 let from = (envelope.node.clone(), envelope.conn);
+                if let Forwarded::Raise { payload, .. } = &envelope.command {
+                    if !hub.groups.is_served_here(&payload.group) {
+                        follow_group(node, &hub.store, &payload.group).await;
+                    }
+                }
                 match handle(node, tx, proxy, replay, envelope).await {
                     Ok(registered) => {
                         match registered {

@@ -621,6 +621,13 @@ impl GroupRegistry {
         self.handle(id)?.clear_waiting(entry).await
     }
 
+    /// Whether this node runs `id`'s task now (its store is then the group's
+    /// latest copy).
+    pub fn is_served_here(&self, id: &GroupId) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(id).is_some_and(|h| !h.is_closed())
+    }
+
     /// Takes connection `conn` out of every group running here (a proxy for a
     /// connection on a node that is gone).
     pub async fn leave_everywhere(&self, conn: ConnId) {

@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use peerhub_protocol::ServerFrame;
-use peerhub_server::cluster::directory::{Directory, DirectoryConfig};
 use peerhub_server::config::ClusterSettings;
 use peerhub_tests::identity::gid;
-use peerhub_tests::nats::{opened, NatsCluster};
+use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Identity, TestServer};
 
 /// The bound on each test, cluster start included.
@@ -32,21 +31,11 @@ async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
     TestServer::start_with(move |config| config.cluster = Some(settings)).await
 }
 
-/// Creates `group` through node `a`'s admin and makes sure the cluster's
-/// directory has it.
-async fn create_group(cluster: &NatsCluster, a: &mut TestServer, group: &str) {
-    a.create_group(group).await;
-    let record = a
-        .server()
-        .hub()
-        .store
-        .group(&gid(group))
-        .expect("read")
-        .expect("created");
-    let nats = cluster.connect(0, "test").await;
-    let config = DirectoryConfig::default();
-    let directory = opened("directory", || Directory::open(&nats, &config)).await;
-    directory.put_group(&record).await.expect("directory");
+/// Creates `group` through node `a`'s admin (into the cluster's directory, so
+/// every node finds it).
+async fn create_group(_cluster: &NatsCluster, a: &mut TestServer, group: &str) {
+    a.create_group_with(group, |g| g.waiting_room = Some(false))
+        .await;
 }
 
 #[tokio::test]
@@ -312,6 +301,113 @@ async fn when_the_serving_node_is_killed_the_other_serves_the_group_and_nothing_
         let joined = river_again.join("circle", "River", Some(8)).await;
         assert_eq!(joined.head, 9);
         assert_eq!(joined.history[0].verified_body(), "after");
+    })
+    .await
+    .expect("bounded");
+}
+
+/// The escalation summaries a staff connection is pushed or lists, until one
+/// that `want` accepts.
+async fn escalation_where(
+    client: &mut peerhub_tests::Client,
+    want: impl Fn(&peerhub_protocol::escalation::EscalationSummary) -> bool,
+) -> peerhub_protocol::escalation::EscalationSummary {
+    let frame = client
+        .recv_matching(|f| match f {
+            ServerFrame::Escalation { escalation } => want(escalation),
+            ServerFrame::Escalations { escalations, .. } => escalations.iter().any(&want),
+            _ => false,
+        })
+        .await
+        .expect("an escalation");
+    match frame {
+        ServerFrame::Escalation { escalation } => escalation,
+        ServerFrame::Escalations { escalations, .. } => {
+            escalations.into_iter().find(|e| want(e)).expect("matched")
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// The router runs on one node; a flag raised through the other reaches it and
+/// the supervisor connected to the other; when the router's node is killed, the
+/// other node leads, finds the open escalation in the router's log and enforces
+/// its deadline (it moves on a level), and the supervisor still sees it.
+#[tokio::test]
+async fn a_flag_through_any_node_is_routed_and_the_next_leader_enforces_its_deadline() {
+    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        // Node a starts first and leads the router.
+        let deadline = Duration::from_secs(3);
+        let settings_a = settings(&cluster, "a");
+        let mut a = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let server = runtime.block_on(TestServer::start_with(move |config| {
+                config.cluster = Some(settings_a);
+                config.escalation.urgent_deadline = deadline;
+            }));
+            Crashable { runtime, server }
+        })
+        .join()
+        .expect("node a starts");
+        let settings_b = settings(&cluster, "b");
+        let b = TestServer::start_with(move |config| {
+            config.cluster = Some(settings_b);
+            config.escalation.urgent_deadline = deadline;
+        })
+        .await;
+        create_group(&cluster, &mut a.server, "circle").await;
+        let mut admin = a.server.admin().await;
+        let token = admin
+            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
+            .await;
+        // The supervisor and the person asking for help are both on node b.
+        let sup_id = Identity::generate();
+        let mut sup = b.login(&sup_id).await;
+        let redeemed = sup.redeem(&token).await;
+        assert!(
+            matches!(redeemed, ServerFrame::Redeemed { .. }),
+            "{redeemed:?}"
+        );
+        drop(sup);
+        let mut sup = b.login(&sup_id).await;
+        let river = Identity::generate();
+        let mut on_b = b.login(&river).await;
+        on_b.join("circle", "River", None).await;
+        let reply = on_b
+            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
+            .await;
+        assert!(
+            matches!(&reply, ServerFrame::Flagged { helplines, .. } if !helplines.is_empty()),
+            "the flag is taken by the router on node a: {reply:?}"
+        );
+        let open = escalation_where(&mut sup, |e| {
+            e.about == river.key() && e.status == EscalationStatus::Open
+        })
+        .await;
+        // One router for the cluster: the admin connected to node a sees the
+        // same escalation (with a router per node it would not be there).
+        let on_a = escalation_where(&mut admin, |e| e.about == river.key()).await;
+        assert_eq!(on_a.id, open.id);
+        // Nobody is on call (no rota): it waits for every supervisor (level 3);
+        // its deadline moves it on to level 4 unless someone takes it.
+        assert_eq!(open.level, 3);
+
+        // The router's node dies before the deadline; b takes the router over
+        // from its log and enforces it.
+        a.crash();
+        let moved =
+            escalation_where(&mut sup, |e| e.about == river.key() && e.level > open.level).await;
+        assert_eq!(moved.id, open.id, "the same escalation, not a new one");
+        assert_eq!(moved.status, EscalationStatus::Open);
     })
     .await
     .expect("bounded");
