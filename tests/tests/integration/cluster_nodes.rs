@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use peerhub_protocol::ServerFrame;
 use peerhub_server::config::ClusterSettings;
-use peerhub_tests::identity::gid;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Identity, TestServer};
 
