@@ -70,10 +70,23 @@ pub async fn prepare_in_cluster(
     demo: bool,
     now_ms: u64,
 ) -> Result<StartTokens, ClusterError> {
-    for which in [HubSecret::AccessCode, HubSecret::SigningSeed] {
-        let candidate = match store.hub_secret(which)? {
-            Some(own) => own,
-            None => fresh_secret()?,
+    for which in [
+        HubSecret::AccessCode,
+        HubSecret::SigningSeed,
+        HubSecret::Vapid,
+        HubSecret::EscalationReference,
+    ] {
+        let candidate = match (which, store.hub_secret(which)?) {
+            (_, Some(own)) => own,
+            // A VAPID key must be a P-256 scalar: made (and kept) the usual way.
+            (HubSecret::Vapid, None) => {
+                let made = store.vapid_secret(crate::escalation::push::new_secret)?;
+                <[u8; 32]>::try_from(made.as_slice()).map_err(|_| ClusterError::Corrupt {
+                    what: "VAPID key",
+                    reason: "not 32 bytes".into(),
+                })?
+            }
+            (_, None) => fresh_secret()?,
         };
         let shared = directory.hub_secret(which, &candidate).await?;
         if store.hub_secret(which)? != Some(shared) {

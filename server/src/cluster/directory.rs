@@ -16,7 +16,8 @@
 //!   (virtual) group;
 //! - `bootstrap.first_admin` — the hex of the token hash of the cluster's one
 //!   first-admin invite (made by the first node to start while no admin exists);
-//! - `secret.access_code`, `secret.hub_seed` — the hub's secrets every node
+//! - `secret.access_code`, `secret.hub_seed`, `secret.vapid`,
+//!   `secret.escalation_reference` — the hub's secrets every node
 //!   shares ([`HubSecret`], hex in a JSON string), made by the first node to
 //!   start and copied into each node's store at start-up; never logged.
 //!
@@ -560,6 +561,39 @@ impl Directory {
         .await
     }
 
+    /// Stores (or refreshes) a staff key's Web Push subscription, so that
+    /// whichever node leads the router can send to it (mirrored into every
+    /// node's store).
+    pub async fn put_push_subscription(
+        &self,
+        key: &PublicKey,
+        subscription: &crate::store::records::PushSubscriptionRecord,
+    ) -> Result<(), ClusterError> {
+        self.insert(
+            &push_key(key, &subscription.endpoint),
+            to_json(subscription),
+            "push subscription write",
+        )
+        .await
+    }
+
+    /// Removes a staff key's Web Push subscription.
+    pub async fn remove_push_subscription(
+        &self,
+        key: &PublicKey,
+        endpoint: &str,
+    ) -> Result<(), ClusterError> {
+        let subject = self.subject(&push_key(key, endpoint));
+        publish_acked(&self.js, &subject, || {
+            jetstream::message::PublishMessage::build()
+                .payload(Bytes::new())
+                .header("KV-Operation", "DEL")
+        })
+        .await
+        .map_err(|error| ClusterError::unavailable("push subscription delete", error))?;
+        Ok(())
+    }
+
     /// Forgets a member record (a knock on the waiting room that expired or was
     /// cleared).
     pub async fn delete_member(
@@ -992,6 +1026,18 @@ const INVITE: &str = "invite.";
 pub(crate) const GROUP: &str = "group.";
 const MEMBER: &str = "member.";
 pub(crate) const ALLOWED: &str = "allowed.";
+/// Staff keys' Web Push subscriptions: `push.<key hex>.<SHA-256 of the endpoint, hex>`.
+pub(crate) const PUSH: &str = "push.";
+
+/// A push subscription's key (the endpoint hashed: a URL is no subject token).
+fn push_key(key: &PublicKey, endpoint: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "{PUSH}{}.{}",
+        hex::encode(key.0),
+        hex::encode(sha2::Sha256::digest(endpoint.as_bytes()))
+    )
+}
 /// The hub's secrets (not mirrored: read once at start-up).
 const SECRET: &str = "secret.";
 
@@ -1000,6 +1046,8 @@ fn secret_name(which: HubSecret) -> &'static str {
     match which {
         HubSecret::AccessCode => "access_code",
         HubSecret::SigningSeed => "hub_seed",
+        HubSecret::Vapid => "vapid",
+        HubSecret::EscalationReference => "escalation_reference",
     }
 }
 

@@ -4,7 +4,8 @@
 //! virtual groups' invited lists synchronously from sled.
 //!
 //! What is mirrored: `account.*` (roles, grants, staff names), `group.*` (group
-//! settings) and `allowed.*` (who was invited to a virtual group). What is not,
+//! settings), `allowed.*` (who was invited to a virtual group) and `push.*`
+//! (staff's Web Push subscriptions, which the router's leader sends to). What is not,
 //! and why: `counter.*` (a replay counter is checked in the bucket itself, by
 //! compare-and-set, on every command: a copy would only ever be stale), `invite.*`
 //! (an invite is redeemed in the bucket, by compare-and-set) and `member.*` (member
@@ -27,7 +28,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP};
+use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP, PUSH};
 use super::{from_json, is_removed, ClusterError, READ_STALL};
 use crate::store::records::{AccountRecord, GroupRecord};
 use crate::store::Store;
@@ -166,6 +167,27 @@ fn apply(store: &Store, key: &str, removed: bool, value: &[u8]) -> Result<(), Cl
             store.disallow_member(&group, &who)?;
         } else {
             store.allow_member(&group, &who)?;
+        }
+    } else if let Some(rest) = key.strip_prefix(PUSH) {
+        let (hex_key, endpoint_hash) =
+            rest.split_once('.').ok_or_else(|| ClusterError::Corrupt {
+                what: "directory push subscription key",
+                reason: "no endpoint after the key".into(),
+            })?;
+        let who = parse_key(hex_key, "directory push subscription key")?;
+        if removed {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(endpoint_hash, &mut hash).map_err(|error| {
+                ClusterError::Corrupt {
+                    what: "directory push subscription key",
+                    reason: error.to_string(),
+                }
+            })?;
+            store.remove_push_subscription_hashed(&who, &hash)?;
+        } else {
+            let subscription: crate::store::records::PushSubscriptionRecord =
+                from_json("directory push subscription", value)?;
+            store.put_push_subscription(&who, &subscription)?;
         }
     }
     // counter.*, invite.*, member.*: not mirrored (see the module).

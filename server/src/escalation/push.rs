@@ -187,7 +187,7 @@ impl PushSender {
 
 /// 32 random bytes that are a valid P-256 private key (all but about 2^-32 of
 /// draws are; a few tries are plenty).
-fn new_secret() -> Result<Vec<u8>, String> {
+pub(crate) fn new_secret() -> Result<Vec<u8>, String> {
     let mut bytes = [0u8; 32];
     for _ in 0..16 {
         getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the VAPID key: {e}"))?;

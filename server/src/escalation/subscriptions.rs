@@ -76,17 +76,27 @@ pub async fn push_command(
     match push.action {
         PushAction::Subscribe => {
             let (p256dh, auth) = check_keys(push.p256dh.as_deref(), push.auth.as_deref())?;
-            hub.store.put_push_subscription(
-                key,
-                &PushSubscriptionRecord {
-                    endpoint: push.endpoint,
-                    p256dh,
-                    auth,
-                    created_ms: hub.clock.now_ms(),
-                },
-            )?;
+            let subscription = PushSubscriptionRecord {
+                endpoint: push.endpoint,
+                p256dh,
+                auth,
+                created_ms: hub.clock.now_ms(),
+            };
+            // Cluster mode: in the directory first, so the router's leader,
+            // wherever it runs, sends to it.
+            if let Some(node) = &hub.cluster {
+                node.directory
+                    .put_push_subscription(key, &subscription)
+                    .await?;
+            }
+            hub.store.put_push_subscription(key, &subscription)?;
         }
         PushAction::Unsubscribe => {
+            if let Some(node) = &hub.cluster {
+                node.directory
+                    .remove_push_subscription(key, &push.endpoint)
+                    .await?;
+            }
             hub.store.remove_push_subscription(key, &push.endpoint)?;
         }
     }

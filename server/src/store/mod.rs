@@ -147,8 +147,8 @@ impl StoreError {
     }
 }
 
-/// The hub's two secrets ([`Store::access_code_secret`],
-/// [`Store::hub_signing_seed`]): made once per store on one node; in cluster
+/// The hub's secrets ([`Store::access_code_secret`], [`Store::hub_signing_seed`],
+/// the VAPID key, the escalation references' secret): made once per store on one node; in cluster
 /// mode every node holds the cluster's (an access code set on one node opens the
 /// group on every node, and every node signs as the same hub).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +157,12 @@ pub enum HubSecret {
     AccessCode,
     /// The hub's Ed25519 seed (audit entries it signs, pager bodies, VAPID).
     SigningSeed,
+    /// The hub's VAPID key (Web Push): a subscription a phone made through one
+    /// node is sent to by whichever node leads the router.
+    Vapid,
+    /// The secret behind flaggers' escalation references: a reference stays
+    /// the same whichever node leads the router.
+    EscalationReference,
 }
 
 impl HubSecret {
@@ -165,6 +171,8 @@ impl HubSecret {
         match self {
             Self::AccessCode => "access_code_secret",
             Self::SigningSeed => "hub_signing_seed",
+            Self::Vapid => "vapid_secret",
+            Self::EscalationReference => "escalation_reference_secret",
         }
     }
 }

@@ -81,6 +81,19 @@ impl Store {
             .is_some())
     }
 
+    /// Removes the subscription of `key` whose endpoint hashes (SHA-256) to
+    /// `endpoint_hash` (cluster mode's mirror, which knows only the hash).
+    pub fn remove_push_subscription_hashed(
+        &self,
+        key: &PublicKey,
+        endpoint_hash: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let _writing = self.writing();
+        let mut at = key.0.to_vec();
+        at.extend_from_slice(endpoint_hash);
+        Ok(self.t().key_pushsub.remove(at)?.is_some())
+    }
+
     /// Removes every subscription of `key` (erasure).
     pub fn remove_push_subscriptions(&self, key: &PublicKey) -> Result<usize, StoreError> {
         let _writing = self.writing();

@@ -411,3 +411,68 @@ async fn a_flag_through_any_node_is_routed_and_the_next_leader_enforces_its_dead
     .await
     .expect("bounded");
 }
+
+/// A supervisor subscribes to Web Push through node b; the router leads on
+/// node a, whose alerts send the push: the subscription reached it through the
+/// directory, and the push is signed with the VAPID key node b gave the phone
+/// (one key for the cluster).
+#[tokio::test]
+async fn a_push_subscription_made_through_one_node_is_sent_to_by_the_router_on_another() {
+    use peerhub_protocol::escalation::Severity;
+    use peerhub_tests::webpush::{check_vapid, PushSubscriber};
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut service = peerhub_tests::HttpReceiver::start(|_, _| 201).await;
+        let with_push = |name: &str| {
+            let settings = settings(&cluster, name);
+            move |config: &mut peerhub_server::config::Config| {
+                config.cluster = Some(settings);
+                config.escalation.push_contact = "mailto:oncall@example.org".into();
+            }
+        };
+        let mut a = TestServer::start_with(with_push("a")).await;
+        let b = TestServer::start_with(with_push("b")).await;
+        create_group(&cluster, &mut a, "circle").await;
+        let mut admin = a.admin().await;
+        let token = admin
+            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
+            .await;
+        let sup_id = Identity::generate();
+        let mut sup = b.login(&sup_id).await;
+        let redeemed = sup.redeem(&token).await;
+        assert!(
+            matches!(redeemed, ServerFrame::Redeemed { .. }),
+            "{redeemed:?}"
+        );
+        drop(sup);
+        let mut sup = b.login(&sup_id).await;
+        let vapid = super::alerting::vapid_key(&mut sup).await;
+        assert_eq!(
+            vapid,
+            super::alerting::vapid_key(&mut admin).await,
+            "one VAPID key for the cluster"
+        );
+        let subscriber = PushSubscriber::generate();
+        let endpoint = format!("{}/push/sup-phone", service.base);
+        let reply = super::alerting::subscribe(&mut sup, &endpoint, &subscriber).await;
+        assert!(matches!(reply, ServerFrame::Ok { .. }), "{reply:?}");
+
+        let river = Identity::generate();
+        let mut on_b = b.login(&river).await;
+        on_b.join("circle", "River", None).await;
+        let reply = on_b
+            .flag_with("circle", river.key(), Severity::Emergency, |_| {})
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+        let push = service.next(20).await;
+        assert_eq!(push.target, "/push/sup-phone");
+        check_vapid(push.header("authorization").expect("VAPID"), &vapid)
+            .expect("signed with the key the phone was given");
+        subscriber.decrypt(&push.body).expect("the push decrypts");
+    })
+    .await
+    .expect("bounded");
+}
