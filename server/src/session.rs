@@ -637,7 +637,7 @@ impl Session {
                 self.hub.limits.read(&key)?;
                 let grant = self.line_grant(key, escalation).await?;
                 let group = grant.group.clone();
-                let handle = self.hub.groups.handle(&group)?;
+                let handle = self.hub.groups.handle_for(&group).await?;
                 handle
                     .line_open(self.outbox.clone(), key, id, escalation, grant)
                     .await?;
@@ -888,7 +888,7 @@ impl Session {
                 frame: grant.group,
             });
         }
-        let handle = self.hub.groups.handle(&group)?;
+        let handle = self.hub.groups.handle_for(&group).await?;
         handle
             .line_post(self.outbox.clone(), key, id, ticket, env, to, grant)
             .await?;

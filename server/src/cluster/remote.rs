@@ -78,6 +78,24 @@ enum Forwarded {
         node: String,
         conn: u64,
     },
+    LineOpen {
+        node: String,
+        conn: u64,
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: u64,
+        grant: crate::escalation::LineGrant,
+    },
+    LinePost {
+        node: String,
+        conn: u64,
+        key: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        to: PublicKey,
+        grant: crate::escalation::LineGrant,
+    },
 }
 
 /// The owner's answer.
@@ -494,6 +512,69 @@ impl RemoteGroup {
         }
     }
 
+    /// Opens an escalation's private line on a connection here: the history and
+    /// the `line` reply come as frames.
+    pub(crate) async fn line_open(
+        &self,
+        outbox: &Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        escalation: u64,
+        grant: crate::escalation::LineGrant,
+    ) -> Result<(), ServerError> {
+        self.node.relay.register(outbox, &self.group, &self.owner);
+        let id = format!("line-{}-{}-{escalation}", self.node.holder, outbox.conn.0);
+        let command = Forwarded::LineOpen {
+            node: self.node.holder.clone(),
+            conn: outbox.conn.0,
+            key,
+            request_id,
+            escalation,
+            grant,
+        };
+        match self.ask(&id, &command).await {
+            Ok(Answer::Queued) => Ok(()),
+            Ok(other) => {
+                self.node.relay.unregister(outbox.conn.0, &self.group);
+                Err(other.into_error())
+            }
+            Err(error) => {
+                self.node.relay.unregister(outbox.conn.0, &self.group);
+                Err(error)
+            }
+        }
+    }
+
+    /// A supervisor's post on an escalation's line; its ack comes as a frame.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn line_post(
+        &self,
+        outbox: &Outbox,
+        key: PublicKey,
+        request_id: Option<u64>,
+        counter: u64,
+        env: SignedEnvelope,
+        to: PublicKey,
+        grant: crate::escalation::LineGrant,
+    ) -> Result<(), ServerError> {
+        self.node.relay.register(outbox, &self.group, &self.owner);
+        let id = format!("{key}-{counter}");
+        let command = Forwarded::LinePost {
+            node: self.node.holder.clone(),
+            conn: outbox.conn.0,
+            key,
+            request_id,
+            counter,
+            env,
+            to,
+            grant,
+        };
+        match self.ask(&id, &command).await? {
+            Answer::Queued => Ok(()),
+            other => Err(other.into_error()),
+        }
+    }
+
     /// The connection leaves the group.
     pub(crate) async fn leave(&self, conn: ConnId) {
         self.node.relay.unregister(conn.0, &self.group);
@@ -626,6 +707,60 @@ async fn handle(
                 ticket: replay.forwarded(&key, counter),
                 env,
                 action,
+            })
+            .await
+            {
+                Ok(()) => Answer::Queued,
+                Err(error) => Answer::refused(&error),
+            }
+        }
+        Forwarded::LineOpen {
+            node: from,
+            conn,
+            key,
+            request_id,
+            escalation,
+            grant,
+        } => {
+            let outbox = match node.relay.proxy_of(&from, conn) {
+                Some(outbox) => outbox,
+                None => node.relay.proxy(node, &from, conn, settings),
+            };
+            match send(GroupCommand::LineOpen {
+                outbox,
+                key,
+                request_id,
+                escalation,
+                grant,
+            })
+            .await
+            {
+                Ok(()) => Answer::Queued,
+                Err(error) => Answer::refused(&error),
+            }
+        }
+        Forwarded::LinePost {
+            node: from,
+            conn,
+            key,
+            request_id,
+            counter,
+            env,
+            to,
+            grant,
+        } => {
+            let outbox = match node.relay.proxy_of(&from, conn) {
+                Some(outbox) => outbox,
+                None => node.relay.proxy(node, &from, conn, settings),
+            };
+            match send(GroupCommand::LinePost {
+                outbox,
+                key,
+                request_id,
+                ticket: replay.forwarded(&key, counter),
+                env,
+                to,
+                grant,
             })
             .await
             {

@@ -100,6 +100,10 @@ enum Forwarded {
         key: PublicKey,
         request_id: Option<u64>,
     },
+    LineGrant {
+        key: PublicKey,
+        escalation: u64,
+    },
 }
 
 /// A forwarded command with the connection it came from.
@@ -333,6 +337,35 @@ fn sent_of(command: &RouterCommand) -> Sent {
 }
 
 async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
+    // A line grant is a question with an answer of its own.
+    let command = match command {
+        RouterCommand::LineGrant {
+            key,
+            escalation,
+            reply,
+        } => {
+            let asked = tokio::time::timeout(
+                ASK_TIMEOUT * 2,
+                forward(&node, &ConnId(0), Forwarded::LineGrant { key, escalation }),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServerError::Store(Arc::new(
+                    crate::store::StoreError::Replication(
+                        "the router's node did not answer".into(),
+                    ),
+                )))
+            });
+            let _ = reply.send(asked.and_then(|answer| match answer {
+                Answer::Line { grant } => Ok(grant),
+                _ => Err(ServerError::Internal(
+                    "an unexpected answer from the router's node",
+                )),
+            }));
+            return;
+        }
+        other => other,
+    };
     let (conn, forwarded) = match &command {
         RouterCommand::Register { outbox, key, roles } => (
             outbox.conn,
@@ -451,7 +484,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             refuse(
                 command,
                 ServerError::Forbidden(
-                    "this is not yet possible on a node that does not lead the router",
+                    "run `peerhub escalation resolve` on the node that leads the router",
                 ),
             );
             return;
@@ -493,7 +526,7 @@ async fn forward(
     node: &Arc<ClusterNode>,
     conn: &ConnId,
     command: Forwarded,
-) -> Result<(), ServerError> {
+) -> Result<Answer, ServerError> {
     static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = format!("{}-{}-{n}", node.holder, conn.0);
@@ -510,13 +543,13 @@ async fn forward(
         let retry = match asked {
             Ok(Asked::Answered(answer)) => {
                 return match serde_json::from_slice::<Answer>(&answer) {
-                    Ok(Answer::Queued) => Ok(()),
                     Ok(Answer::Refused { code, message }) => Err(ServerError::Forwarded {
                         code,
                         message,
                         retry_after_ms: None,
                         next_session_ms: None,
                     }),
+                    Ok(answer) => Ok(answer),
                     Err(_) => Err(ServerError::Internal(
                         "an unreadable answer from the router's node",
                     )),
@@ -535,6 +568,7 @@ async fn forward(
 #[serde(tag = "answer", rename_all = "snake_case")]
 enum Answer {
     Queued,
+    Line { grant: crate::escalation::LineGrant },
     Refused { code: ErrorCode, message: String },
 }
 
@@ -653,7 +687,8 @@ async fn serve(
                     }
                 }
                 match handle(node, tx, proxy, replay, envelope).await {
-                    Ok(registered) => {
+                    Ok(Handled::Line(grant)) => Answer::Line { grant },
+                    Ok(Handled::Queued(registered)) => {
                         match registered {
                             Some(true) => {
                                 proxied.insert(from);
@@ -686,15 +721,23 @@ async fn serve(
     }
 }
 
-/// Hands one forwarded command to the router; `Some(true)` when it registered a
-/// connection, `Some(false)` when it unregistered one.
+/// What the router made of a forwarded command.
+enum Handled {
+    /// Queued; `Some(true)` when it registered a connection, `Some(false)` when
+    /// it unregistered one.
+    Queued(Option<bool>),
+    /// A line grant, answered at once.
+    Line(crate::escalation::LineGrant),
+}
+
+/// Hands one forwarded command to the router.
 async fn handle(
     node: &Arc<ClusterNode>,
     tx: &mpsc::Sender<RouterCommand>,
     proxy: &ProxySettings,
     replay: &crate::admission::ReplayGuard,
     envelope: Envelope,
-) -> Result<Option<bool>, ServerError> {
+) -> Result<Handled, ServerError> {
     let Envelope {
         node: from,
         conn,
@@ -721,19 +764,18 @@ async fn handle(
         }
         Forwarded::Unregister => {
             let Some(outbox) = existing() else {
-                return Ok(None);
+                return Ok(Handled::Queued(None));
             };
-            registered = Some(false);
             let command = RouterCommand::Unregister { conn: outbox.conn };
             tx.send(command)
                 .await
                 .map_err(|_| ServerError::ShuttingDown)?;
             node.relay.release_proxy(&from, conn);
-            return Ok(registered);
+            return Ok(Handled::Queued(Some(false)));
         }
         Forwarded::Roles { roles } => {
             let Some(outbox) = existing() else {
-                return Ok(None);
+                return Ok(Handled::Queued(None));
             };
             RouterCommand::Roles {
                 conn: outbox.conn,
@@ -818,9 +860,21 @@ async fn handle(
             request_id,
             ticket: read_ticket()?,
         },
+        Forwarded::LineGrant { key, escalation } => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tx.send(RouterCommand::LineGrant {
+                key,
+                escalation,
+                reply,
+            })
+            .await
+            .map_err(|_| ServerError::ShuttingDown)?;
+            let grant = answer.await.map_err(|_| ServerError::ShuttingDown)??;
+            return Ok(Handled::Line(grant));
+        }
     };
     tx.send(command)
         .await
         .map_err(|_| ServerError::ShuttingDown)?;
-    Ok(registered)
+    Ok(Handled::Queued(registered))
 }

@@ -220,7 +220,7 @@ pub(crate) enum RouterCommand {
 }
 
 /// What a supervisor may do on an escalation's private line, as the router saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct LineGrant {
     /// The escalation's group.
     pub group: peerhub_protocol::GroupId,

@@ -324,6 +324,11 @@ impl GroupHandle {
         to: PublicKey,
         grant: crate::escalation::LineGrant,
     ) -> Result<(), ServerError> {
+        if let Some(remote) = &self.remote {
+            return remote
+                .line_post(&outbox, key, request_id, ticket.counter(), env, to, grant)
+                .await;
+        }
         self.send(GroupCommand::LinePost {
             outbox,
             key,
@@ -346,6 +351,11 @@ impl GroupHandle {
         escalation: u64,
         grant: crate::escalation::LineGrant,
     ) -> Result<(), ServerError> {
+        if let Some(remote) = &self.remote {
+            return remote
+                .line_open(&outbox, key, request_id, escalation, grant)
+                .await;
+        }
         self.send(GroupCommand::LineOpen {
             outbox,
             key,

@@ -476,3 +476,90 @@ async fn a_push_subscription_made_through_one_node_is_sent_to_by_the_router_on_a
     .await
     .expect("bounded");
 }
+
+/// A supervisor connected to node b writes on an escalation's private line to
+/// a person in a group served by node a, where the router leads too: the grant
+/// comes from the router's node, the post goes to the group's node, and the
+/// person reads it and answers.
+#[tokio::test]
+async fn a_supervisor_on_another_node_writes_on_the_line_and_the_person_answers() {
+    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    use peerhub_protocol::frame::Channel;
+    use peerhub_protocol::payload::PostPayload;
+    use peerhub_tests::identity::gid;
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let mut admin = a.admin().await;
+        let token = admin
+            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
+            .await;
+        let sup_id = Identity::generate();
+        let mut sup = b.login(&sup_id).await;
+        let redeemed = sup.redeem(&token).await;
+        assert!(
+            matches!(redeemed, ServerFrame::Redeemed { .. }),
+            "{redeemed:?}"
+        );
+        drop(sup);
+        let mut sup = b.login(&sup_id).await;
+        let river = Identity::generate();
+        let mut on_a = a.login(&river).await;
+        on_a.join("circle", "River", None).await;
+        let reply = on_a
+            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+        let open = escalation_where(&mut sup, |e| {
+            e.about == river.key() && e.status == EscalationStatus::Open
+        })
+        .await;
+        let id = open.id.expect("supervisors see ids");
+        let pair = Channel::pair(sup_id.key(), river.key());
+        let post = |who: &Identity, to, body: &str| {
+            who.signed(peerhub_protocol::envelope::Kind::Post, |counter, ts| {
+                PostPayload {
+                    group: gid("circle"),
+                    body: body.into(),
+                    to: Some(to),
+                    counter,
+                    ts,
+                }
+            })
+        };
+        let reply = sup
+            .try_line_post(
+                "circle",
+                id,
+                post(&sup_id, river.key(), "Hi River, I'm here."),
+            )
+            .await
+            .expect("open");
+        let ServerFrame::Ack { channel, seq, .. } = reply else {
+            panic!("the line post is acked: {reply:?}")
+        };
+        assert_eq!(channel, pair);
+        let event = on_a.next_event_in("circle", pair).await;
+        assert_eq!(event.seq, seq);
+        assert_eq!(event.envelope().key, sup_id.key());
+        // River answers on the line; it reaches the supervisor on node b.
+        let seq = on_a
+            .post_env("circle", post(&river, sup_id.key(), "Thank you."))
+            .await;
+        let own = sup.next_event_in("circle", pair).await;
+        assert_eq!(
+            own.envelope().key,
+            sup_id.key(),
+            "the line echoes the writer's post"
+        );
+        let answer = sup.next_event_in("circle", pair).await;
+        assert_eq!((answer.seq, answer.envelope().key), (seq, river.key()));
+    })
+    .await
+    .expect("bounded");
+}
