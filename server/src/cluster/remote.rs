@@ -78,6 +78,10 @@ enum Forwarded {
         node: String,
         conn: u64,
     },
+    HubNote {
+        channel: peerhub_protocol::frame::Channel,
+        note: peerhub_protocol::frame::Note,
+    },
     LineOpen {
         node: String,
         conn: u64,
@@ -575,6 +579,22 @@ impl RemoteGroup {
         }
     }
 
+    /// A hub note for the group (the router's `support_asked`), written by its
+    /// task on the owner.
+    pub(crate) async fn hub_note(
+        &self,
+        channel: peerhub_protocol::frame::Channel,
+        note: peerhub_protocol::frame::Note,
+    ) -> Result<(), ServerError> {
+        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("note-{}-{n}", self.node.holder);
+        match self.ask(&id, &Forwarded::HubNote { channel, note }).await? {
+            Answer::Queued => Ok(()),
+            other => Err(other.into_error()),
+        }
+    }
+
     /// The connection leaves the group.
     pub(crate) async fn leave(&self, conn: ConnId) {
         self.node.relay.unregister(conn.0, &self.group);
@@ -710,6 +730,12 @@ async fn handle(
             })
             .await
             {
+                Ok(()) => Answer::Queued,
+                Err(error) => Answer::refused(&error),
+            }
+        }
+        Forwarded::HubNote { channel, note } => {
+            match send(GroupCommand::HubNote { channel, note }).await {
                 Ok(()) => Answer::Queued,
                 Err(error) => Answer::refused(&error),
             }

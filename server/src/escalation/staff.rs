@@ -251,10 +251,15 @@ pub async fn deliver(mut line: StaffNoteLine, hub: Arc<Hub>) {
             tokio::select! {
                 next = line.rx.recv() => next,
                 _ = tokio::time::sleep(RETRY) => {
-                    waiting.retain(|group, notes| {
-                        offer_waiting(&hub, group, notes);
-                        !notes.is_empty()
-                    });
+                    let groups: Vec<GroupId> = waiting.keys().cloned().collect();
+                    for group in groups {
+                        if let Some(notes) = waiting.get_mut(&group) {
+                            offer_waiting(&hub, &group, notes).await;
+                            if notes.is_empty() {
+                                waiting.remove(&group);
+                            }
+                        }
+                    }
                     continue;
                 }
             }
@@ -267,17 +272,18 @@ pub async fn deliver(mut line: StaffNoteLine, hub: Arc<Hub>) {
         }
         let notes = waiting.entry(group.clone()).or_default();
         notes.push_back(note);
-        offer_waiting(&hub, &group, notes);
+        offer_waiting(&hub, &group, notes).await;
         if notes.is_empty() {
             waiting.remove(&group);
         }
     }
 }
 
-/// Hands `group`'s task as many of its waiting `notes` as its mailbox takes.
-fn offer_waiting(hub: &Hub, group: &GroupId, notes: &mut VecDeque<Note>) {
+/// Hands `group`'s task as many of its waiting `notes` as its mailbox takes (in
+/// cluster mode, on whichever node serves the group).
+async fn offer_waiting(hub: &Hub, group: &GroupId, notes: &mut VecDeque<Note>) {
     use crate::groups::HubNoteRefused;
-    let handle = match hub.groups.handle(group) {
+    let handle = match hub.groups.handle_for(group).await {
         Ok(handle) => handle,
         Err(error) => {
             tracing::warn!(%error, "staff notes could not be written");
@@ -285,6 +291,20 @@ fn offer_waiting(hub: &Hub, group: &GroupId, notes: &mut VecDeque<Note>) {
             return;
         }
     };
+    if handle.is_remote() {
+        while let Some(note) = notes.pop_front() {
+            if let Err(error) = handle
+                .hub_note_elsewhere(Channel::Staff, note.clone())
+                .await
+            {
+                // Tried again after RETRY, in order.
+                tracing::warn!(%error, "a staff note did not reach the group's node; trying again");
+                notes.push_front(note);
+                return;
+            }
+        }
+        return;
+    }
     while let Some(note) = notes.pop_front() {
         match handle.try_hub_note(Channel::Staff, note) {
             Ok(()) => {}

@@ -311,6 +311,24 @@ impl GroupHandle {
         }
     }
 
+    /// Whether the group's task runs on another node (cluster mode).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// A hub note for a group whose task runs on another node: sent there, and
+    /// durable with that task's next commit.
+    pub async fn hub_note_elsewhere(
+        &self,
+        channel: Channel,
+        note: peerhub_protocol::frame::Note,
+    ) -> Result<(), ServerError> {
+        match &self.remote {
+            Some(remote) => remote.hub_note(channel, note).await,
+            None => Err(ServerError::Internal("the group's task runs here")),
+        }
+    }
+
     /// A supervisor's post on an escalation's private line (§8.5); its ack or
     /// error goes to `outbox`.
     #[allow(clippy::too_many_arguments)]

@@ -563,3 +563,49 @@ async fn a_supervisor_on_another_node_writes_on_the_line_and_the_person_answers(
     .await
     .expect("bounded");
 }
+
+/// The router's note to a group's facilitators that someone asked for support
+/// reaches them when the group is served by another node than the router's.
+#[tokio::test]
+async fn the_support_asked_note_reaches_facilitators_of_a_group_served_elsewhere() {
+    use peerhub_protocol::escalation::Severity;
+    use peerhub_protocol::frame::{Channel, Note};
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let mut admin = a.admin().await;
+        let token = admin
+            .invite(peerhub_protocol::payload::InviteRole::Facilitator, Some("circle"))
+            .await;
+        let jo = Identity::generate();
+        let mut fac = b.login(&jo).await;
+        let redeemed = fac.redeem(&token).await;
+        assert!(matches!(redeemed, ServerFrame::Redeemed { .. }), "{redeemed:?}");
+        drop(fac);
+        // Jo joins first, on node b: b serves the group; a leads the router.
+        let mut fac = b.login(&jo).await;
+        fac.join("circle", "Jo", None).await;
+        let river = Identity::generate();
+        let mut on_b = b.login(&river).await;
+        on_b.join("circle", "River", None).await;
+        let reply = on_b
+            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+        let frame = fac
+            .recv_matching(|f| {
+                matches!(f, ServerFrame::Event { channel: Channel::Staff, note: Some(Note::SupportAsked { member, .. }), .. }
+                    if *member == river.key())
+            })
+            .await
+            .expect("the facilitator is told");
+        drop(frame);
+    })
+    .await
+    .expect("bounded");
+}
