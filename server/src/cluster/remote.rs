@@ -142,6 +142,14 @@ impl Answer {
         }
     }
 
+    /// `Ok` for "queued", else the refusal as the client should see it.
+    fn queued(self) -> Result<(), ServerError> {
+        match self {
+            Self::Queued => Ok(()),
+            other => Err(other.into_error()),
+        }
+    }
+
     fn into_error(self) -> ServerError {
         match self {
             Self::Refused {
@@ -510,10 +518,7 @@ impl RemoteGroup {
             env,
             action,
         };
-        match self.ask(&id, &command).await? {
-            Answer::Queued => Ok(()),
-            other => Err(other.into_error()),
-        }
+        self.ask(&id, &command).await?.queued()
     }
 
     /// Opens an escalation's private line on a connection here: the history and
@@ -573,10 +578,7 @@ impl RemoteGroup {
             to,
             grant,
         };
-        match self.ask(&id, &command).await? {
-            Answer::Queued => Ok(()),
-            other => Err(other.into_error()),
-        }
+        self.ask(&id, &command).await?.queued()
     }
 
     /// A hub note for the group (the router's `support_asked`), written by its
@@ -589,10 +591,9 @@ impl RemoteGroup {
         static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("note-{}-{n}", self.node.holder);
-        match self.ask(&id, &Forwarded::HubNote { channel, note }).await? {
-            Answer::Queued => Ok(()),
-            other => Err(other.into_error()),
-        }
+        self.ask(&id, &Forwarded::HubNote { channel, note })
+            .await?
+            .queued()
     }
 
     /// The connection leaves the group.
@@ -646,7 +647,10 @@ pub(crate) async fn serve(
             )),
         };
         let bytes = to_bytes(&answer);
-        if !matches!(answer, Answer::Refused { .. }) || !command.id.starts_with("leave-") {
+        // A signed command's answer is kept for its retry (same key and
+        // counter). A leave or a line's opening is not: it carries no counter,
+        // may come again for the same connection later, and is harmless twice.
+        if !command.id.starts_with("leave-") && !command.id.starts_with("line-") {
             replies.remember(&command.id, bytes.clone());
         }
         if let Err(error) = inbox.answer(&command, bytes).await {

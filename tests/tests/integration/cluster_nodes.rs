@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use peerhub_protocol::payload::InviteRole;
 use peerhub_protocol::ServerFrame;
 use peerhub_server::config::ClusterSettings;
 use peerhub_tests::nats::NatsCluster;
@@ -305,6 +306,27 @@ async fn when_the_serving_node_is_killed_the_other_serves_the_group_and_nothing_
     .expect("bounded");
 }
 
+/// A new staff member of `role` (for `group`), invited by `admin` and logged in
+/// on `node` (where the invite is redeemed: invites are the cluster's).
+async fn staff_on(
+    node: &TestServer,
+    admin: &mut peerhub_tests::Client,
+    role: InviteRole,
+    group: Option<&str>,
+) -> (Identity, peerhub_tests::Client) {
+    let token = admin.invite(role, group).await;
+    let who = Identity::generate();
+    let mut client = node.login(&who).await;
+    let redeemed = client.redeem(&token).await;
+    assert!(
+        matches!(redeemed, ServerFrame::Redeemed { .. }),
+        "{redeemed:?}"
+    );
+    drop(client);
+    // Logged in again: the session now holds the new role.
+    (who.clone(), node.login(&who).await)
+}
+
 /// The escalation summaries a staff connection is pushed or lists, until one
 /// that `want` accepts.
 async fn escalation_where(
@@ -365,19 +387,8 @@ async fn a_flag_through_any_node_is_routed_and_the_next_leader_enforces_its_dead
         .await;
         create_group(&cluster, &mut a.server, "circle").await;
         let mut admin = a.server.admin().await;
-        let token = admin
-            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
-            .await;
         // The supervisor and the person asking for help are both on node b.
-        let sup_id = Identity::generate();
-        let mut sup = b.login(&sup_id).await;
-        let redeemed = sup.redeem(&token).await;
-        assert!(
-            matches!(redeemed, ServerFrame::Redeemed { .. }),
-            "{redeemed:?}"
-        );
-        drop(sup);
-        let mut sup = b.login(&sup_id).await;
+        let (_, mut sup) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
         let river = Identity::generate();
         let mut on_b = b.login(&river).await;
         on_b.join("circle", "River", None).await;
@@ -437,18 +448,7 @@ async fn a_push_subscription_made_through_one_node_is_sent_to_by_the_router_on_a
         let b = TestServer::start_with(with_push("b")).await;
         create_group(&cluster, &mut a, "circle").await;
         let mut admin = a.admin().await;
-        let token = admin
-            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
-            .await;
-        let sup_id = Identity::generate();
-        let mut sup = b.login(&sup_id).await;
-        let redeemed = sup.redeem(&token).await;
-        assert!(
-            matches!(redeemed, ServerFrame::Redeemed { .. }),
-            "{redeemed:?}"
-        );
-        drop(sup);
-        let mut sup = b.login(&sup_id).await;
+        let (_, mut sup) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
         let vapid = super::alerting::vapid_key(&mut sup).await;
         assert_eq!(
             vapid,
@@ -496,18 +496,7 @@ async fn a_supervisor_on_another_node_writes_on_the_line_and_the_person_answers(
         let b = node(&cluster, "b").await;
         create_group(&cluster, &mut a, "circle").await;
         let mut admin = a.admin().await;
-        let token = admin
-            .invite(peerhub_protocol::payload::InviteRole::Supervisor, None)
-            .await;
-        let sup_id = Identity::generate();
-        let mut sup = b.login(&sup_id).await;
-        let redeemed = sup.redeem(&token).await;
-        assert!(
-            matches!(redeemed, ServerFrame::Redeemed { .. }),
-            "{redeemed:?}"
-        );
-        drop(sup);
-        let mut sup = b.login(&sup_id).await;
+        let (sup_id, mut sup) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
         let river = Identity::generate();
         let mut on_a = a.login(&river).await;
         on_a.join("circle", "River", None).await;
@@ -579,16 +568,8 @@ async fn the_support_asked_note_reaches_facilitators_of_a_group_served_elsewhere
         let b = node(&cluster, "b").await;
         create_group(&cluster, &mut a, "circle").await;
         let mut admin = a.admin().await;
-        let token = admin
-            .invite(peerhub_protocol::payload::InviteRole::Facilitator, Some("circle"))
-            .await;
-        let jo = Identity::generate();
-        let mut fac = b.login(&jo).await;
-        let redeemed = fac.redeem(&token).await;
-        assert!(matches!(redeemed, ServerFrame::Redeemed { .. }), "{redeemed:?}");
-        drop(fac);
         // Jo joins first, on node b: b serves the group; a leads the router.
-        let mut fac = b.login(&jo).await;
+        let (_, mut fac) = staff_on(&b, &mut admin, InviteRole::Facilitator, Some("circle")).await;
         fac.join("circle", "Jo", None).await;
         let river = Identity::generate();
         let mut on_b = b.login(&river).await;
