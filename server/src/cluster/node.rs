@@ -17,6 +17,9 @@ use crate::config::ClusterSettings;
 /// take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long start-up keeps trying to open the cluster's streams and buckets.
+pub const OPEN_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The cluster as this node sees it.
 #[derive(Debug)]
 pub struct ClusterNode {
@@ -51,8 +54,24 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Connects and opens (creating where missing) every stream and bucket the hub
-    /// uses, with `settings.replicas` copies.
+    /// uses, with `settings.replicas` copies. A cluster that is electing a leader
+    /// or busy answers late: opening is tried again for up to [`OPEN_PATIENCE`].
     pub async fn open(settings: &ClusterSettings, clock: Clock) -> Result<Self, ClusterError> {
+        let until = tokio::time::Instant::now() + OPEN_PATIENCE;
+        loop {
+            match Self::open_once(settings, clock.clone()).await {
+                Err(error @ (ClusterError::Setup { .. } | ClusterError::Unavailable { .. }))
+                    if tokio::time::Instant::now() < until =>
+                {
+                    tracing::warn!(%error, "opening the cluster's streams; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(settings: &ClusterSettings, clock: Clock) -> Result<Self, ClusterError> {
         let nats = Nats::connect_with(settings, "hub", REQUEST_TIMEOUT).await?;
         let replicas = settings.replicas;
         let leases = Leases::open(

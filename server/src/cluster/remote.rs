@@ -40,7 +40,8 @@ use crate::groups::{Action, GroupCommand, JoinReply, Mail};
 use crate::outbound::{ConnId, FrameBytes, Outbox};
 use crate::store::Store;
 
-/// The header naming the node whose task sent a frame.
+/// The header naming the proxy that sent a frame: the owner node and the
+/// proxy's connection there (frames are numbered per proxy).
 const OWNER_HEADER: &str = "Peerhub-Owner";
 /// The header numbering a proxy's frames (1, 2, …).
 const FRAME_HEADER: &str = "Peerhub-Frame";
@@ -832,9 +833,11 @@ impl Relay {
             settings.bytes,
             settings.drops.clone(),
         );
+        // Numbered per proxy: a proxy made again for the same connection
+        // (it left every group here, then joined one) starts from 1 again.
         tokio::spawn(publish_frames(
             node.nats.clone(),
-            node.holder.clone(),
+            format!("{}/{}", node.holder, outbox.conn.0),
             frames_subject(from, conn),
             receiver,
         ));
@@ -899,8 +902,9 @@ impl Relay {
     }
 }
 
-/// Publishes what a proxy outbox queues, numbered, until every sender is gone;
-/// a kicked proxy sends the kick and stops.
+/// Publishes what a proxy outbox queues, numbered, until every sender is gone
+/// (the connection left every group here: nothing to say); a kicked proxy
+/// sends the kick and stops.
 async fn publish_frames(
     nats: Nats,
     owner: String,
@@ -912,7 +916,12 @@ async fn publish_frames(
     loop {
         let frame = tokio::select! {
             biased;
-            frame = receiver.recv() => frame,
+            frame = receiver.recv() => match frame {
+                Some(frame) => Some(frame),
+                // Let go of normally: the connection stays open.
+                None if !kicked.is_cancelled() => return,
+                None => None,
+            },
             () = kicked.cancelled() => None,
         };
         let mut headers = async_nats::HeaderMap::new();

@@ -756,3 +756,43 @@ async fn a_crash_loop_across_nodes_loses_no_acknowledged_post_or_flag() {
     .await
     .expect("bounded");
 }
+
+/// A member on node a leaves the group served by node b and joins it again on
+/// the same connection: the leave closes nothing, and the frames of the new
+/// proxy (numbered from 1 again) are taken as they come, not as a loss.
+#[tokio::test]
+async fn leaving_and_joining_again_across_nodes_keeps_the_connection_and_its_frames() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        // River joins first on node b, which serves the group; node a leads
+        // the router, so Sky's connection on a has one proxy on b: the group's.
+        let mut river_on_b = b.login(&river).await;
+        river_on_b.join("circle", "River", None).await;
+        let mut sky_on_a = a.login(&sky).await;
+        sky_on_a.join("circle", "Sky", None).await;
+        assert_eq!(river_on_b.post("circle", "one").await, 1);
+        assert_eq!(sky_on_a.next_event("circle").await.seq, 1);
+        let left = sky_on_a
+            .request(|id| peerhub_protocol::ClientFrame::Leave {
+                id,
+                group: peerhub_tests::identity::gid("circle"),
+            })
+            .await;
+        assert!(matches!(left, ServerFrame::Left { .. }), "{left:?}");
+        assert_eq!(river_on_b.post("circle", "two").await, 2);
+        let joined = sky_on_a.join("circle", "Sky", Some(1)).await;
+        assert_eq!(joined.head, 2);
+        assert_eq!(river_on_b.post("circle", "three").await, 3);
+        let event = sky_on_a.next_event("circle").await;
+        assert_eq!((event.seq, event.verified_body()), (3, "three".to_string()));
+    })
+    .await
+    .expect("bounded");
+}
