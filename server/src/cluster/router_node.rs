@@ -104,6 +104,10 @@ enum Forwarded {
         key: PublicKey,
         escalation: u64,
     },
+    OperatorResolve {
+        id: u64,
+        outcome: String,
+    },
 }
 
 /// A forwarded command with the connection it came from.
@@ -364,6 +368,32 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             }));
             return;
         }
+        RouterCommand::OperatorResolve { id, outcome, reply } => {
+            let asked = tokio::time::timeout(
+                ASK_TIMEOUT * 2,
+                forward(
+                    &node,
+                    &ConnId(0),
+                    Forwarded::OperatorResolve { id, outcome },
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ServerError::Store(Arc::new(
+                    crate::store::StoreError::Replication(
+                        "the router's node did not answer".into(),
+                    ),
+                )))
+            });
+            let _ = reply.send(match asked {
+                Ok(Answer::Resolved { report }) => Ok(report),
+                Ok(_) => Err(crate::admin::AdminError::Server(
+                    "an unexpected answer from the router's node".into(),
+                )),
+                Err(error) => Err(crate::admin::AdminError::Server(error.to_string())),
+            });
+            return;
+        }
         other => other,
     };
     let (conn, forwarded) = match &command {
@@ -481,13 +511,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             },
         ),
         RouterCommand::LineGrant { .. } | RouterCommand::OperatorResolve { .. } => {
-            refuse(
-                command,
-                ServerError::Forbidden(
-                    "run `peerhub escalation resolve` on the node that leads the router",
-                ),
-            );
-            return;
+            unreachable!("answered above")
         }
     };
     let patience = match &forwarded {
@@ -569,6 +593,7 @@ async fn forward(
 enum Answer {
     Queued,
     Line { grant: crate::escalation::LineGrant },
+    Resolved { report: serde_json::Value },
     Refused { code: ErrorCode, message: String },
 }
 
@@ -688,6 +713,7 @@ async fn serve(
                 }
                 match handle(node, tx, proxy, replay, envelope).await {
                     Ok(Handled::Line(grant)) => Answer::Line { grant },
+                    Ok(Handled::Resolved(report)) => Answer::Resolved { report },
                     Ok(Handled::Queued(registered)) => {
                         match registered {
                             Some(true) => {
@@ -728,6 +754,8 @@ enum Handled {
     Queued(Option<bool>),
     /// A line grant, answered at once.
     Line(crate::escalation::LineGrant),
+    /// An operator's resolve, with its report.
+    Resolved(serde_json::Value),
 }
 
 /// Hands one forwarded command to the router.
@@ -871,6 +899,22 @@ async fn handle(
             .map_err(|_| ServerError::ShuttingDown)?;
             let grant = answer.await.map_err(|_| ServerError::ShuttingDown)??;
             return Ok(Handled::Line(grant));
+        }
+        Forwarded::OperatorResolve { id, outcome } => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tx.send(RouterCommand::OperatorResolve { id, outcome, reply })
+                .await
+                .map_err(|_| ServerError::ShuttingDown)?;
+            let report = answer.await.map_err(|_| ServerError::ShuttingDown)?;
+            return match report {
+                Ok(report) => Ok(Handled::Resolved(report)),
+                Err(error) => Err(ServerError::Forwarded {
+                    code: ErrorCode::NotFound,
+                    message: error.to_string(),
+                    retry_after_ms: None,
+                    next_session_ms: None,
+                }),
+            };
         }
     };
     tx.send(command)

@@ -796,3 +796,54 @@ async fn leaving_and_joining_again_across_nodes_keeps_the_connection_and_its_fra
     .await
     .expect("bounded");
 }
+
+/// An operator resolves an escalation with `peerhub escalation resolve` on a
+/// node that does not lead the router: the command reaches the leader, and the
+/// supervisor on the other node sees it resolved.
+#[tokio::test]
+async fn an_operator_resolves_an_escalation_through_a_node_that_does_not_lead() {
+    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let mut admin = a.admin().await;
+        let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+        let river = Identity::generate();
+        let mut on_b = b.login(&river).await;
+        on_b.join("circle", "River", None).await;
+        let reply = on_b
+            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+        let open = escalation_where(&mut sup, |e| {
+            e.about == river.key() && e.status == EscalationStatus::Open
+        })
+        .await;
+        let id = open.id.expect("staff see ids");
+        let data = b.data_dir().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(peerhub_tests::process::binary())
+                .args(["escalation", "resolve", "--data"])
+                .arg(&data)
+                .arg(id.to_string())
+                .args(["--outcome", "closed by the operator"])
+                .output()
+                .expect("run peerhub")
+        })
+        .await
+        .expect("joined");
+        assert!(out.status.success(), "{out:?}");
+        let resolved = escalation_where(&mut sup, |e| {
+            e.id == Some(id) && e.status == EscalationStatus::Resolved
+        })
+        .await;
+        assert_eq!(resolved.outcome.as_deref(), Some("closed by the operator"));
+    })
+    .await
+    .expect("bounded");
+}
