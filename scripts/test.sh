@@ -43,9 +43,10 @@ fi
 # log's tail shows them, instead of behind thirty frames of the test runtime.
 # Six test threads, not one per core: most integration tests wait (deadlines,
 # Raft elections in the nats-server clusters, processes starting and dying), so on
-# CI's two cores the integration binary took 180 s on 2 threads, 104 s on 4 and
-# 84 s on 8 (docs/PERFORMANCE.md, "The test command's time"). Set
-# RUST_TEST_THREADS yourself to override it, e.g. 1 to rule out a test's neighbours.
+# two cores (shared with other builds) the integration binary took 180 s on 2
+# threads, 104 s on 4, 93-97 s on 6 and 84 s on 8; 6 leaves the timing-bound tests
+# some CPU. Set RUST_TEST_THREADS yourself to override it, e.g. 1 to rule out a
+# test's neighbours (README, "Developing").
 RUST_BACKTRACE=0 RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}" cargo test --workspace --locked
 
 echo "== autobahn"
@@ -72,5 +73,6 @@ fi
 (
   cd tests/browser
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
-  node --test --test-concurrency=1
+  # Two test files at a time, each with its own hub and Chromium.
+  node --test --test-concurrency=2
 )
