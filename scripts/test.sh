@@ -41,28 +41,38 @@ fi
 # tests), which the process tests in tests/ start and kill. No backtraces: a
 # failing test's message and place are then the last lines printed, where a CI
 # log's tail shows them, instead of behind thirty frames of the test runtime.
-RUST_BACKTRACE=0 cargo test --workspace --locked
+# Six test threads, not one per core: most integration tests wait (deadlines,
+# Raft elections in the nats-server clusters, processes starting and dying), so on
+# two cores (shared with other builds) the integration binary took 180 s on 2
+# threads, 104 s on 4, 93-97 s on 6 and 84 s on 8; 6 leaves the timing-bound tests
+# some CPU. Set RUST_TEST_THREADS yourself to override it, e.g. 1 to rule out a
+# test's neighbours (README, "Developing").
+RUST_BACKTRACE=0 RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}" cargo test --workspace --locked
 
 echo "== autobahn"
 # WebSocket conformance: the Autobahn|Testsuite fuzzing client (cases 1 to 10, on
 # pyenv's Python 2.7, pip-installed into target/autobahn-py) against the binary's
 # hidden echo endpoint, compared with tests/autobahn/expected.json; see its README.
+# It and the browser tests use target/debug/peerhub as `cargo test --workspace`
+# just built it: `cargo build -p peerhub-server` would build it again, compiling
+# some 70 dependencies a second time with fewer features (only the server's).
 autobahn_started=$SECONDS
-bash tests/autobahn/run.sh
+AUTOBAHN_PEERHUB_BUILT=1 bash tests/autobahn/run.sh
 echo "autobahn: $((SECONDS - autobahn_started)) s"
 
 echo "== browser"
 # End-to-end tests of client-web in Debian's headless Chromium, driven by
-# playwright-core (tests/browser); they start target/debug/peerhub, built above.
+# playwright-core (tests/browser); they start target/debug/peerhub, built by
+# `cargo test --workspace` above.
 # Chromium comes from Debian's packages (never a downloaded browser build); CI runs
 # this script as root. Node.js 20 and npm are on the machine.
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
-cargo build --locked -p peerhub-server --bin peerhub
 (
   cd tests/browser
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
-  node --test --test-concurrency=1
+  # Two test files at a time, each with its own hub and Chromium.
+  node --test --test-concurrency=2
 )

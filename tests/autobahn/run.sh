@@ -48,7 +48,12 @@ if [ "$(cat "$TOOLS/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   mv "$TOOLS.partial" "$TOOLS"
 fi
 
-cargo build --locked --quiet -p peerhub-server --bin peerhub
+# scripts/test.sh sets AUTOBAHN_PEERHUB_BUILT: its `cargo test --workspace` has
+# just built target/debug/peerhub (with the features the workspace's tests give
+# the dependencies, which this build would otherwise compile again without).
+if [ -z "${AUTOBAHN_PEERHUB_BUILT:-}" ]; then
+  cargo build --locked --quiet -p peerhub-server --bin peerhub
+fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK"

@@ -42,6 +42,8 @@ pub struct ProcessServer {
     pub links: HashMap<String, String>,
     /// What it wrote on stderr (its logs), when started with [`Self::start_logging`].
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The task copying stderr into `logs`, until the pipe's end of file.
+    log_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ProcessServer {
@@ -152,15 +154,15 @@ impl ProcessServer {
             .spawn()
             .expect("spawn peerhub");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let log_reader = child.stderr.take().map(|stderr| {
             let logs = logs.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     logs.lock().expect("log lines").push(line);
                 }
-            });
-        }
+            })
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = Vec::new();
@@ -199,6 +201,7 @@ impl ProcessServer {
             stdout: seen,
             links,
             logs,
+            log_reader,
         }
     }
 
@@ -249,11 +252,23 @@ impl ProcessServer {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and, when its logs are captured, for the
+    /// last of them to be in [`Self::logs`]: the exit can be seen before the task
+    /// reading stderr has read the lines printed just before it (a busy machine
+    /// made a test miss the hub's last log line that way).
     pub async fn wait(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits in time")
-            .expect("wait")
+            .expect("wait");
+        if let Some(reader) = self.log_reader.take() {
+            // End of file once every holder of the pipe (the hub, and a wrapper
+            // that exec'd it) has exited.
+            tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+                .await
+                .expect("stderr read to its end in time")
+                .expect("stderr reader");
+        }
+        status
     }
 }

@@ -40,9 +40,15 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
     "--flags-per-minute", "1000",
     ...extraArgs,
   ];
+  // The harness's own PEERHUB_BIN, PEERHUB_CHROMIUM and PEERHUB_TEST_LOGS are not the
+  // hub's settings, and the hub refuses a PEERHUB_ variable it does not know.
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" };
+  for (const name of ["PEERHUB_BIN", "PEERHUB_CHROMIUM", "PEERHUB_TEST_LOGS"]) {
+    delete env[name];
+  }
   const child = spawn(BINARY, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    env,
   });
   const stderr = [];
   child.stderr.on("data", (chunk) => {
