@@ -395,8 +395,9 @@ impl AuditEntry {
 }
 
 /// An action to record. Made with [`NewEntry::new`], which takes the actor's signed
-/// envelope, so an entry without one cannot be built.
-#[derive(Debug, Clone)]
+/// envelope, so an entry without one cannot be built. Serialisable: in cluster
+/// mode an operator's entry travels to the node serving the group.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewEntry {
     ts: u64,
     action: String,

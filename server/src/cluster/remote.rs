@@ -83,6 +83,9 @@ enum Forwarded {
         channel: peerhub_protocol::frame::Channel,
         note: peerhub_protocol::frame::Note,
     },
+    ClearWaiting {
+        entry: crate::audit::NewEntry,
+    },
     LineOpen {
         node: String,
         conn: u64,
@@ -111,6 +114,9 @@ enum Answer {
         reply: Box<JoinReply>,
     },
     Queued,
+    Cleared {
+        count: usize,
+    },
     Refused {
         code: ErrorCode,
         message: String,
@@ -597,6 +603,21 @@ impl RemoteGroup {
             .queued()
     }
 
+    /// An operator clears the group's waiting room (`entry`: the audit entry,
+    /// signed by the hub's key); how many left, once durable on the owner.
+    pub(crate) async fn clear_waiting(
+        &self,
+        entry: crate::audit::NewEntry,
+    ) -> Result<usize, ServerError> {
+        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("clear-{}-{n}", self.node.holder);
+        match self.ask(&id, &Forwarded::ClearWaiting { entry }).await? {
+            Answer::Cleared { count } => Ok(count),
+            other => Err(other.into_error()),
+        }
+    }
+
     /// The connection leaves the group.
     pub(crate) async fn leave(&self, conn: ConnId) {
         self.node.relay.unregister(conn.0, &self.group);
@@ -736,6 +757,17 @@ async fn handle(
             .await
             {
                 Ok(()) => Answer::Queued,
+                Err(error) => Answer::refused(&error),
+            }
+        }
+        Forwarded::ClearWaiting { entry } => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let cleared = match send(GroupCommand::ClearWaiting { entry, reply }).await {
+                Ok(()) => answer.await.unwrap_or(Err(ServerError::ShuttingDown)),
+                Err(error) => Err(error),
+            };
+            match cleared {
+                Ok(count) => Answer::Cleared { count },
                 Err(error) => Answer::refused(&error),
             }
         }

@@ -283,6 +283,9 @@ impl GroupHandle {
     /// An operator clears the waiting room (`entry`: the audit entry, signed by
     /// the hub's key); returns how many people left it, once that is durable.
     pub async fn clear_waiting(&self, entry: NewEntry) -> Result<usize, ServerError> {
+        if let Some(remote) = &self.remote {
+            return remote.clear_waiting(entry).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(GroupCommand::ClearWaiting { entry, reply })
             .await?;
@@ -646,7 +649,7 @@ impl GroupRegistry {
     /// An operator clears a group's waiting room through its task (started if
     /// needed); returns how many people left it.
     pub async fn clear_waiting(&self, id: &GroupId, entry: NewEntry) -> Result<usize, ServerError> {
-        self.handle(id)?.clear_waiting(entry).await
+        self.handle_for(id).await?.clear_waiting(entry).await
     }
 
     /// Whether this node runs `id`'s task now (its store is then the group's

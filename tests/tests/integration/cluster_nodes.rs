@@ -847,3 +847,46 @@ async fn an_operator_resolves_an_escalation_through_a_node_that_does_not_lead() 
     .await
     .expect("bounded");
 }
+
+/// An operator clears a waiting room with `peerhub group clear-waiting` on a
+/// node that does not serve the group: the group's node clears it, and the
+/// person waiting there is told.
+#[tokio::test]
+async fn an_operator_clears_a_waiting_room_through_a_node_that_does_not_serve_it() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        a.create_group_with("drop-in", |g| g.waiting_room = Some(true))
+            .await;
+        let sam = Identity::generate();
+        let mut on_a = a.login(&sam).await;
+        let reply = on_a.try_join("drop-in", "Sam", None).await;
+        assert!(matches!(reply, ServerFrame::Joined { .. }), "{reply:?}");
+        let data = b.data_dir().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(peerhub_tests::process::binary())
+                .args(["group", "clear-waiting", "--data"])
+                .arg(&data)
+                .arg("drop-in")
+                .output()
+                .expect("run peerhub")
+        })
+        .await
+        .expect("joined");
+        assert!(out.status.success(), "{out:?}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(printed["cleared"], 1, "{printed}");
+        let told = on_a
+            .recv_matching(|f| {
+                matches!(f, ServerFrame::Dismissed { reason, .. } if reason == "waiting_cleared")
+            })
+            .await;
+        assert!(told.is_ok(), "Sam is told");
+    })
+    .await
+    .expect("bounded");
+}
