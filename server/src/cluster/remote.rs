@@ -149,6 +149,14 @@ impl Answer {
         }
     }
 
+    /// "Queued" for a command handed to the group's task, else its refusal.
+    fn of(sent: Result<(), ServerError>) -> Self {
+        match sent {
+            Ok(()) => Self::Queued,
+            Err(error) => Self::refused(&error),
+        }
+    }
+
     /// `Ok` for "queued", else the refusal as the client should see it.
     fn queued(self) -> Result<(), ServerError> {
         match self {
@@ -746,19 +754,17 @@ async fn handle(
             let Some(outbox) = node.relay.proxy_of(&from, conn) else {
                 return Answer::refused(&ServerError::NotJoined(group.clone()));
             };
-            match send(GroupCommand::Signed {
-                outbox,
-                key,
-                request_id,
-                ticket: replay.forwarded(&key, counter),
-                env,
-                action,
-            })
-            .await
-            {
-                Ok(()) => Answer::Queued,
-                Err(error) => Answer::refused(&error),
-            }
+            Answer::of(
+                send(GroupCommand::Signed {
+                    outbox,
+                    key,
+                    request_id,
+                    ticket: replay.forwarded(&key, counter),
+                    env,
+                    action,
+                })
+                .await,
+            )
         }
         Forwarded::ClearWaiting { entry } => {
             let (reply, answer) = tokio::sync::oneshot::channel();
@@ -772,10 +778,7 @@ async fn handle(
             }
         }
         Forwarded::HubNote { channel, note } => {
-            match send(GroupCommand::HubNote { channel, note }).await {
-                Ok(()) => Answer::Queued,
-                Err(error) => Answer::refused(&error),
-            }
+            Answer::of(send(GroupCommand::HubNote { channel, note }).await)
         }
         Forwarded::LineOpen {
             node: from,
@@ -785,22 +788,17 @@ async fn handle(
             escalation,
             grant,
         } => {
-            let outbox = match node.relay.proxy_of(&from, conn) {
-                Some(outbox) => outbox,
-                None => node.relay.proxy(node, &from, conn, settings),
-            };
-            match send(GroupCommand::LineOpen {
-                outbox,
-                key,
-                request_id,
-                escalation,
-                grant,
-            })
-            .await
-            {
-                Ok(()) => Answer::Queued,
-                Err(error) => Answer::refused(&error),
-            }
+            let outbox = node.relay.line_proxy(node, &from, conn, settings);
+            Answer::of(
+                send(GroupCommand::LineOpen {
+                    outbox,
+                    key,
+                    request_id,
+                    escalation,
+                    grant,
+                })
+                .await,
+            )
         }
         Forwarded::LinePost {
             node: from,
@@ -812,24 +810,19 @@ async fn handle(
             to,
             grant,
         } => {
-            let outbox = match node.relay.proxy_of(&from, conn) {
-                Some(outbox) => outbox,
-                None => node.relay.proxy(node, &from, conn, settings),
-            };
-            match send(GroupCommand::LinePost {
-                outbox,
-                key,
-                request_id,
-                ticket: replay.forwarded(&key, counter),
-                env,
-                to,
-                grant,
-            })
-            .await
-            {
-                Ok(()) => Answer::Queued,
-                Err(error) => Answer::refused(&error),
-            }
+            let outbox = node.relay.line_proxy(node, &from, conn, settings);
+            Answer::of(
+                send(GroupCommand::LinePost {
+                    outbox,
+                    key,
+                    request_id,
+                    ticket: replay.forwarded(&key, counter),
+                    env,
+                    to,
+                    grant,
+                })
+                .await,
+            )
         }
         Forwarded::Leave { node: from, conn } => {
             if let Some(outbox) = node.relay.proxy_of(&from, conn) {
@@ -902,6 +895,20 @@ impl Relay {
                 proxy.outbox.conn
             })
             .collect()
+    }
+
+    /// The proxy a supervisor's line uses: the connection's own, or a new one.
+    fn line_proxy(
+        &self,
+        node: &Arc<ClusterNode>,
+        from: &str,
+        conn: u64,
+        settings: &ProxySettings,
+    ) -> Outbox {
+        match self.proxy_of(from, conn) {
+            Some(outbox) => outbox,
+            None => self.proxy(node, from, conn, settings),
+        }
     }
 
     /// The proxy for connection `conn` of node `from`, if it has one here.
