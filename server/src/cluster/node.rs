@@ -129,7 +129,9 @@ impl ClusterNode {
     /// run out. `None` when NATS could not say.
     pub async fn is_present(&self, holder: &str) -> Option<bool> {
         match self.leases.current(&Self::presence_lease(holder)).await {
-            Ok(Some((value, _))) => Some(value.holder == holder && value.deadline_ms > now_ms()),
+            Ok(Some((value, _))) => {
+                Some(value.holder == holder && value.deadline_ms > Clock::system().now_ms())
+            }
             Ok(None) => Some(false),
             Err(_) => None,
         }
@@ -172,11 +174,4 @@ pub async fn mirror(node: std::sync::Arc<ClusterNode>, hub: std::sync::Arc<crate
         tracing::error!(%error, "directory mirror stopped: this node stops serving");
         hub.shutdown.cancel();
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

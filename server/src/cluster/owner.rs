@@ -81,6 +81,27 @@ pub async fn take(
     })))
 }
 
+/// Appends `payload` to a log under a kept lease, returning after the stream's
+/// acknowledgement; refused once the lease has run out (a node that may have
+/// lost the group or the router, `what`, does not write to it). The group's
+/// and the router's commits both end here.
+pub(crate) async fn append_while_held(
+    keeper: &LeaseKeeper,
+    writer: &mut GroupWriter,
+    payload: bytes::Bytes,
+    what: &str,
+) -> Result<super::log::Appended, StoreError> {
+    if !keeper.is_held() {
+        return Err(StoreError::Replication(format!(
+            "this node's lease on the {what} ran out"
+        )));
+    }
+    writer
+        .append(payload)
+        .await
+        .map_err(|error| StoreError::Replication(error.to_string()))
+}
+
 impl Owned {
     /// Appends the batch's writes as one record of the group's log; returns
     /// once the stream acknowledged it. Refused when the lease has run out: a
@@ -94,15 +115,15 @@ impl Owned {
             return Ok(());
         }
         let ops = std::mem::take(&mut self.ops);
-        if !self.keeper.is_held() {
-            return Err(StoreError::Replication(
-                "this node's lease on the group ran out".into(),
-            ));
-        }
-        replica::append_written(&mut self.writer, store, group, &ops)
-            .await
-            .map(drop)
-            .map_err(|error| StoreError::Replication(error.to_string()))
+        let appended = append_while_held(
+            &self.keeper,
+            &mut self.writer,
+            replica::encode(&ops),
+            "group",
+        )
+        .await?;
+        store.put_replica_applied(group, appended.seq, appended.stream_seq)?;
+        Ok(())
     }
 
     /// Hands the group on (a clean stop): the next node need not wait out the

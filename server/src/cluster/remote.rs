@@ -381,7 +381,8 @@ pub async fn receive(node: Arc<ClusterNode>, stop: tokio_util::sync::Cancellatio
                     let key = ClusterNode::group_lease(&group);
                     match node.leases.current(&key).await {
                         Ok(Some((value, _)))
-                            if value.holder == owner && value.deadline_ms > now_ms() => {}
+                            if value.holder == owner
+                                && value.deadline_ms > crate::clock::Clock::system().now_ms() => {}
                         Ok(_) => node.relay.owner_gone(&group, &owner),
                         // NATS not answering: the frames' numbers still catch a
                         // loss; look again next time.
@@ -391,13 +392,6 @@ pub async fn receive(node: Arc<ClusterNode>, stop: tokio_util::sync::Cancellatio
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Every lease TTL, lets go of the proxies of nodes whose presence ran out (a
@@ -453,16 +447,12 @@ impl RemoteGroup {
         .await
         .map_err(|error| {
             tracing::warn!(group = %self.group, %error, "the group's node did not answer");
-            ServerError::Store(Arc::new(crate::store::StoreError::Replication(
-                error.to_string(),
-            )))
+            replication(error)
         })?;
         match asked {
             Asked::Answered(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|_| ServerError::Internal("an unreadable answer from the group's node")),
-            Asked::NoOwner => Err(ServerError::Store(Arc::new(
-                crate::store::StoreError::Replication("no node serves the group now".into()),
-            ))),
+            Asked::NoOwner => Err(not_taken("no node serves the group now")),
         }
     }
 
@@ -495,11 +485,7 @@ impl RemoteGroup {
                 let _held = lock.lock().await;
                 super::replica::catch_up(&self.store, &self.node.logs, &self.group)
                     .await
-                    .map_err(|error| {
-                        ServerError::Store(Arc::new(crate::store::StoreError::Replication(
-                            error.to_string(),
-                        )))
-                    })?;
+                    .map_err(replication)?;
                 Ok(reply)
             }
             Ok(other) => {
@@ -603,9 +589,7 @@ impl RemoteGroup {
         channel: peerhub_protocol::frame::Channel,
         note: peerhub_protocol::frame::Note,
     ) -> Result<(), ServerError> {
-        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("note-{}-{n}", self.node.holder);
+        let id = unique_id("note", &self.node.holder);
         self.ask(&id, &Forwarded::HubNote { channel, note })
             .await?
             .queued()
@@ -617,9 +601,7 @@ impl RemoteGroup {
         &self,
         entry: crate::audit::NewEntry,
     ) -> Result<usize, ServerError> {
-        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("clear-{}-{n}", self.node.holder);
+        let id = unique_id("clear", &self.node.holder);
         match self.ask(&id, &Forwarded::ClearWaiting { entry }).await? {
             Answer::Cleared { count } => Ok(count),
             other => Err(other.into_error()),
@@ -993,7 +975,21 @@ async fn publish_frames(
 /// A failure of the cluster under a group (its log, its lease): the client may
 /// join again and look, then send again.
 pub(crate) fn replication(error: ClusterError) -> ServerError {
+    not_taken(error.to_string())
+}
+
+/// A command the cluster did not take, for `reason` (no owner or leader, no
+/// answer in time): `storage_unavailable`, nothing was acknowledged.
+pub(crate) fn not_taken(reason: impl Into<String>) -> ServerError {
     ServerError::Store(Arc::new(crate::store::StoreError::Replication(
-        error.to_string(),
+        reason.into(),
     )))
+}
+
+/// A command id used once: `<what>-<node>-<n>` (for requests that carry no
+/// signed counter of their own).
+pub(crate) fn unique_id(what: &str, holder: &str) -> String {
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{holder}-{n}")
 }

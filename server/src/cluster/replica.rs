@@ -156,23 +156,6 @@ pub async fn commit(
     Ok(appended)
 }
 
-/// The owner's commit when its store already holds the writes (the group actor
-/// writes sled as it goes, and its later steps read them back): appends `ops` as
-/// one record of `group`'s log, returning only after the stream acknowledged it,
-/// then moves the store's mark to the record. When the append fails the store
-/// holds writes the log may not: the caller must stop serving the group and
-/// [`rebuild`] before it serves it again.
-pub async fn append_written(
-    writer: &mut GroupWriter,
-    store: &Store,
-    group: &GroupId,
-    ops: &[GroupOp],
-) -> Result<Appended, ClusterError> {
-    let appended = writer.append(encode(ops)).await?;
-    store.put_replica_applied(group, appended.seq, appended.stream_seq)?;
-    Ok(appended)
-}
-
 /// Rebuilds this store's copy of `group` from the log alone: forgets every
 /// replicated record of the group, then catches up from the log's start. What a
 /// node runs when an append of its own was refused or never acknowledged (its

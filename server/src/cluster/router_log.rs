@@ -146,11 +146,6 @@ impl RouterOwned {
             return Ok(());
         }
         let ops = std::mem::take(&mut self.ops);
-        if !self.keeper.is_held() {
-            return Err(StoreError::Replication(
-                "this node's lease on the router ran out".into(),
-            ));
-        }
         #[derive(Serialize)]
         struct Out<'a> {
             v: u32,
@@ -160,11 +155,9 @@ impl RouterOwned {
             v: VERSION,
             ops: &ops,
         });
-        let appended = self
-            .writer
-            .append(payload)
-            .await
-            .map_err(|error| StoreError::Replication(error.to_string()))?;
+        let appended =
+            super::owner::append_while_held(&self.keeper, &mut self.writer, payload, "router")
+                .await?;
         store.put_router_applied(appended.seq, appended.stream_seq)?;
         Ok(())
     }

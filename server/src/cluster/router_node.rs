@@ -348,18 +348,13 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             escalation,
             reply,
         } => {
-            let asked = tokio::time::timeout(
+            let asked = forward_within(
                 ASK_TIMEOUT * 2,
-                forward(&node, &ConnId(0), Forwarded::LineGrant { key, escalation }),
+                &node,
+                &ConnId(0),
+                Forwarded::LineGrant { key, escalation },
             )
-            .await
-            .unwrap_or_else(|_| {
-                Err(ServerError::Store(Arc::new(
-                    crate::store::StoreError::Replication(
-                        "the router's node did not answer".into(),
-                    ),
-                )))
-            });
+            .await;
             let _ = reply.send(asked.and_then(|answer| match answer {
                 Answer::Line { grant } => Ok(grant),
                 _ => Err(ServerError::Internal(
@@ -369,22 +364,13 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             return;
         }
         RouterCommand::OperatorResolve { id, outcome, reply } => {
-            let asked = tokio::time::timeout(
+            let asked = forward_within(
                 ASK_TIMEOUT * 2,
-                forward(
-                    &node,
-                    &ConnId(0),
-                    Forwarded::OperatorResolve { id, outcome },
-                ),
+                &node,
+                &ConnId(0),
+                Forwarded::OperatorResolve { id, outcome },
             )
-            .await
-            .unwrap_or_else(|_| {
-                Err(ServerError::Store(Arc::new(
-                    crate::store::StoreError::Replication(
-                        "the router's node did not answer".into(),
-                    ),
-                )))
-            });
+            .await;
             let _ = reply.send(match asked {
                 Ok(Answer::Resolved { report }) => Ok(report),
                 Ok(_) => Err(crate::admin::AdminError::Server(
@@ -519,13 +505,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
         _ => ASK_TIMEOUT * 2,
     };
     let is_flag = matches!(forwarded, Forwarded::Raise { .. });
-    let sent = tokio::time::timeout(patience, forward(&node, &conn, forwarded))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ServerError::Store(Arc::new(
-                crate::store::StoreError::Replication("the router's node did not answer".into()),
-            )))
-        });
+    let sent = forward_within(patience, &node, &conn, forwarded).await;
     if let Err(error) = sent {
         tracing::warn!(%conn, %error, "a router command reached no leader");
         let error = match (is_flag, &error) {
@@ -544,6 +524,18 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
     }
 }
 
+/// [`forward`] for at most `within`; past it, not taken.
+async fn forward_within(
+    within: Duration,
+    node: &Arc<ClusterNode>,
+    conn: &ConnId,
+    command: Forwarded,
+) -> Result<Answer, ServerError> {
+    tokio::time::timeout(within, forward(node, conn, command))
+        .await
+        .unwrap_or_else(|_| Err(super::remote::not_taken("the router's node did not answer")))
+}
+
 /// Sends one command to the leader, trying again while no node leads (a
 /// failover) until the caller gives up.
 async fn forward(
@@ -551,9 +543,7 @@ async fn forward(
     conn: &ConnId,
     command: Forwarded,
 ) -> Result<Answer, ServerError> {
-    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = format!("{}-{}-{n}", node.holder, conn.0);
+    let id = super::remote::unique_id(&format!("router-{}", conn.0), &node.holder);
     let payload = Bytes::from(
         serde_json::to_vec(&Envelope {
             node: node.holder.clone(),
