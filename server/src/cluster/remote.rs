@@ -9,7 +9,7 @@
 //! Frames go the other way through a **proxy outbox**: for each remote connection
 //! the owner makes an outbox like a local one, and the group's task treats it as
 //! any other connection. What it queues is published on
-//! `peerhub.out.<node>.<conn>` with a number per (owner, connection);
+//! `peerhub.out.<node>.c<conn>` with a number per proxy;
 //! the connection's node hands each frame to the real outbox in order. Core NATS
 //! may lose a message: a number that does not follow on closes the connection, as
 //! a full outbox does, and the client resumes from its last seq (PROTOCOL.md).
