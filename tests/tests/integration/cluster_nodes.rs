@@ -890,3 +890,74 @@ async fn an_operator_clears_a_waiting_room_through_a_node_that_does_not_serve_it
     .await
     .expect("bounded");
 }
+
+/// Posts through two nodes while the NATS server leading the group logs'
+/// stream is killed: a post may go unacknowledged during the election (it is
+/// sent again after joining again, as a client does), but every acknowledged
+/// post is in the history, once, in one gap-free order.
+#[tokio::test]
+async fn a_nats_server_killed_under_traffic_loses_no_acknowledged_post() {
+    let Some(mut cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        create_group(&cluster, &mut a, "circle").await;
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        let (mut on_a, _) = join_when_served(&a, &river, "River", None).await;
+        let (mut on_b, _) = join_when_served(&b, &sky, "Sky", None).await;
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        let leader = cluster.stream_leader("PEERHUB_LOG").await;
+        for n in 0..30 {
+            if n == 10 {
+                cluster.kill(&leader).await;
+            }
+            let (server, who, name, client) = if n % 2 == 0 {
+                (&a, &river, "River", &mut on_a)
+            } else {
+                (&b, &sky, "Sky", &mut on_b)
+            };
+            let body = format!("p{n}");
+            let mut tries = 0;
+            loop {
+                match client
+                    .try_post_env("circle", who.post("circle", &body))
+                    .await
+                {
+                    Ok(ServerFrame::Ack { seq, .. }) => {
+                        acked.push((seq, body));
+                        break;
+                    }
+                    other => {
+                        tries += 1;
+                        assert!(tries < 20, "post {n}: {other:?}");
+                        let after = acked.last().map(|(seq, _)| *seq);
+                        *client = join_when_served(server, who, name, after).await.0;
+                    }
+                }
+            }
+        }
+        let (_, joined) = join_when_served(&b, &sky, "Sky", Some(0)).await;
+        let history: Vec<(u64, String)> = joined
+            .history
+            .iter()
+            .map(|e| (e.seq, e.verified_body()))
+            .collect();
+        let seqs: Vec<u64> = history.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=joined.head).collect::<Vec<_>>(),
+            "one gap-free order"
+        );
+        for (seq, body) in &acked {
+            assert!(
+                history.iter().any(|(s, b)| s == seq && b == body),
+                "acknowledged post {seq} {body:?} is in the history"
+            );
+        }
+    })
+    .await
+    .expect("bounded");
+}
