@@ -222,11 +222,11 @@ pub(crate) async fn dispatch(
                     }
                 }
                 if let Err(mpsc::error::SendError(command)) = local.send(command).await {
-                    refuse(command, ServerError::ShuttingDown);
+                    refuse(command, ServerError::ShuttingDown, &hub.settings.helplines);
                 }
             }
             None => {
-                tokio::spawn(send_to_leader(node.clone(), command));
+                tokio::spawn(send_to_leader(node.clone(), hub.clone(), command));
             }
         }
     }
@@ -281,14 +281,23 @@ fn watch_leader(
 }
 
 /// A command this node could not hand to any leader: its connection hears so
-/// (a flag with the helplines, by the session's rule for a refused flag).
-fn refuse(command: RouterCommand, error: ServerError) {
+/// (a flag with the hub's configured `helplines`, by the session's rule for a
+/// refused flag).
+fn refuse(
+    command: RouterCommand,
+    error: ServerError,
+    helplines: &[peerhub_protocol::escalation::Helpline],
+) {
     let sent = sent_of(&command);
     if let Some(outbox) = sent.outbox {
         let mut frame = error.frame(sent.request_id);
         if sent.is_flag {
-            if let ServerFrame::Error { helplines, .. } = &mut frame {
-                *helplines = Some(peerhub_protocol::escalation::default_helplines());
+            if let ServerFrame::Error {
+                helplines: signposting,
+                ..
+            } = &mut frame
+            {
+                *signposting = Some(helplines.to_vec());
             }
         }
         outbox.push(&crate::outbound::FrameBytes::from(frame.to_json()));
@@ -340,7 +349,7 @@ fn sent_of(command: &RouterCommand) -> Sent {
     }
 }
 
-async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
+async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCommand) {
     // A line grant is a question with an answer of its own.
     let command = match command {
         RouterCommand::LineGrant {
@@ -520,7 +529,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, command: RouterCommand) {
             },
             _ => error,
         };
-        refuse(command, error);
+        refuse(command, error, &hub.settings.helplines);
     }
 }
 

@@ -44,7 +44,23 @@ fn settings(cluster: &NatsCluster, node: &str) -> ClusterSettings {
 /// A peerhub node of `cluster` named `name`.
 async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
     let settings = settings(cluster, name);
-    TestServer::start_with(|config| config.cluster = Some(settings)).await
+    TestServer::start_with(|config| {
+        config.cluster = Some(settings);
+        config.escalation.helplines = local_helplines();
+    })
+    .await
+}
+
+/// The helplines the nodes are configured with (not the built-in defaults, so
+/// a refusal that carried those instead is caught).
+fn local_helplines() -> Vec<peerhub_protocol::escalation::Helpline> {
+    vec![peerhub_protocol::escalation::Helpline {
+        name: "Local crisis line".into(),
+        contact: "0100 000 000".into(),
+        hours: "24 hours".into(),
+        nation: "Test".into(),
+        emergency: false,
+    }]
 }
 
 /// Waits until `check` holds, within [`SEEN`].
@@ -513,6 +529,11 @@ async fn with_nats_unreachable_a_redeem_is_refused_as_retryable_and_a_flag_still
             ServerFrame::Error { helplines, .. } => helplines,
             _ => None,
         };
+        assert_eq!(
+            helplines.as_deref(),
+            Some(&local_helplines()[..]),
+            "the hub's own helplines"
+        );
         assert!(
             helplines.is_some_and(|h| !h.is_empty()),
             "a flag is answered with the helplines"
