@@ -75,6 +75,7 @@ pub mod transport;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -584,14 +585,17 @@ impl Server {
         if let Err(error) = hub.store.flush() {
             tracing::error!(%error, "final flush failed");
         }
-        match Arc::try_unwrap(hub) {
+        match last_holder(hub).await {
             Ok(hub) => {
                 // Dropping the hub drops the last committer, which ends its thread;
                 // the thread holds the last handle on the store.
                 drop(hub);
                 let _ = tokio::task::spawn_blocking(move || commit_thread.join()).await;
             }
-            Err(_) => tracing::warn!("the store stays open: something still holds the hub"),
+            Err(_) => tracing::warn!(
+                "the store stays open: something still holds the hub {}s after shutdown",
+                LAST_HOLDER_WAIT.as_secs()
+            ),
         }
         // Files the store made while serving (its snapshots) are owner-only whatever
         // the umask of a process that runs the hub as a library; `main` sets 077.
@@ -599,5 +603,29 @@ impl Server {
             tracing::warn!(%error, "could not make the data folder owner-only");
         }
         tracing::info!("peerhub stopped");
+    }
+}
+
+/// How long [`Server::shutdown`] waits for the last other holder of the hub.
+const LAST_HOLDER_WAIT: Duration = Duration::from_secs(5);
+
+/// The hub, once nothing else holds it. Every task that holds it is tracked and
+/// has ended when this is called, but a clone can still be on its way to being
+/// dropped (a blocking thread finishing an admin request, a task's last
+/// `Drop`): a restart in the same process on a busy machine once met the store
+/// still locked that way. Waiting here for the last holder, bounded, releases
+/// the store in `shutdown` itself, not some time after it. Gives the hub back
+/// after [`LAST_HOLDER_WAIT`] otherwise (logged).
+async fn last_holder(mut hub: Arc<Hub>) -> Result<Hub, Arc<Hub>> {
+    let deadline = tokio::time::Instant::now() + LAST_HOLDER_WAIT;
+    loop {
+        match Arc::try_unwrap(hub) {
+            Ok(hub) => return Ok(hub),
+            Err(held) if tokio::time::Instant::now() < deadline => {
+                hub = held;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(held) => return Err(held),
+        }
     }
 }
