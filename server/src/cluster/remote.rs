@@ -49,6 +49,11 @@ const FRAME_HEADER: &str = "Peerhub-Frame";
 const KICK_HEADER: &str = "Peerhub-Kick";
 /// How long a node waits for a group's owner to answer a command.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a command that reached no one is sent again, while its owner holds
+/// the group's lease, before the session is told that no node serves the group
+/// (see [`RemoteGroup::ask`]).
+const NO_OWNER_PATIENCE: Duration = Duration::from_secs(2);
 /// Answers an owner remembers for commands sent again.
 const REMEMBERED: usize = 1024;
 
@@ -436,23 +441,54 @@ impl RemoteGroup {
         }
     }
 
-    async fn ask(&self, id: &str, command: &Forwarded) -> Result<Answer, ServerError> {
-        let asked = commands::ask(
-            &self.node.nats,
-            self.group.as_str(),
-            id,
-            to_bytes(command),
-            ASK_TIMEOUT,
+    /// Whether the owner this handle names still holds the group's lease (a node
+    /// that died holds it until it runs out; NATS not answering counts as no).
+    async fn owner_holds(&self) -> bool {
+        let key = ClusterNode::group_lease(&self.group);
+        matches!(
+            self.node.leases.current(&key).await,
+            Ok(Some((value, _))) if value.holder == self.owner
+                && value.deadline_ms > crate::clock::Clock::system().now_ms()
         )
-        .await
-        .map_err(|error| {
-            tracing::warn!(group = %self.group, %error, "the group's node did not answer");
-            replication(error)
-        })?;
-        match asked {
-            Asked::Answered(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|_| ServerError::Internal("an unreadable answer from the group's node")),
-            Asked::NoOwner => Err(not_taken("no node serves the group now")),
+    }
+
+    /// Asks the owner. "Nobody listens" means the command reached no one, so it is
+    /// sent again while the owner holds the lease, for at most
+    /// [`NO_OWNER_PATIENCE`]: the lease's holder
+    /// listens only once it has brought its copy up to the log, and its
+    /// subscription reaches the other NATS servers a moment later. Members
+    /// joining a group at once through two nodes met exactly that.
+    async fn ask(&self, id: &str, command: &Forwarded) -> Result<Answer, ServerError> {
+        let payload = to_bytes(command);
+        let until = tokio::time::Instant::now() + NO_OWNER_PATIENCE;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let asked = commands::ask(
+                &self.node.nats,
+                self.group.as_str(),
+                id,
+                payload.clone(),
+                ASK_TIMEOUT,
+            )
+            .await
+            .map_err(|error| {
+                tracing::warn!(group = %self.group, %error, "the group's node did not answer");
+                replication(error)
+            })?;
+            match asked {
+                Asked::Answered(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|_| {
+                        ServerError::Internal("an unreadable answer from the group's node")
+                    })
+                }
+                Asked::NoOwner
+                    if tokio::time::Instant::now() + pause < until && self.owner_holds().await =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Asked::NoOwner => return Err(not_taken("no node serves the group now")),
+            }
         }
     }
 

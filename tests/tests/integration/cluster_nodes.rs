@@ -85,6 +85,42 @@ async fn members_on_two_nodes_see_one_gap_free_order() {
     .expect("bounded");
 }
 
+/// The first joins of a group arrive at once through two nodes: one node takes
+/// the group, and the joins through the other wait the moment it takes to start
+/// serving instead of being refused. Before, about half of them were refused with
+/// "no node serves the group now" (found by the cluster benchmark).
+#[tokio::test]
+async fn members_joining_a_new_group_at_once_through_two_nodes_all_get_in() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        for round in 0..3 {
+            let group = format!("circle{round}");
+            create_group(&cluster, &mut a, &group).await;
+            let mut clients = Vec::new();
+            for i in 0..8 {
+                let server = if i % 2 == 0 { &a } else { &b };
+                clients.push(server.login(&Identity::generate()).await);
+            }
+            let names: Vec<String> = (0..8).map(|i| format!("M{i}")).collect();
+            let joined = futures_util::future::join_all(
+                clients
+                    .iter_mut()
+                    .zip(&names)
+                    .map(|(client, name)| client.join(&group, name, None)),
+            )
+            .await;
+            assert_eq!(joined.len(), 8, "every join answered with `joined`");
+        }
+    })
+    .await
+    .expect("bounded");
+}
+
 #[tokio::test]
 async fn when_the_serving_node_stops_the_other_serves_the_group_from_the_log() {
     let Some(cluster) = NatsCluster::start().await else {
