@@ -99,6 +99,23 @@ struct Args {
     /// Folder in which the fresh data folder is made (default: the temp folder).
     #[arg(long)]
     data_parent: Option<PathBuf>,
+    /// Cluster mode: the NATS servers the hub's nodes use (comma-separated
+    /// `nats://` URLs of a fresh cluster: one first-admin link is printed per
+    /// cluster, and the groups `g0`, `g1`, ... must not exist yet).
+    #[arg(long)]
+    nats_urls: Option<String>,
+    /// Cluster mode: how many peerhub nodes to start, each its own process and
+    /// data folder. Members of every group are spread over them in turn, so each
+    /// group has members on every node.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Cluster mode: pin node `i` to the `i`-th of these CPU lists
+    /// (`;`-separated, e.g. `0;1`); nodes past the list take `--server-cpus`.
+    #[arg(long, value_delimiter = ';')]
+    node_cpus: Vec<String>,
+    /// Cluster mode: copies of each stream and bucket (`cluster.replicas`).
+    #[arg(long, default_value_t = 3)]
+    nats_replicas: usize,
     /// Members per group.
     #[arg(long, default_value_t = 1)]
     group_size: usize,
@@ -343,13 +360,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let server = ServerChild::start(
-        &bin,
-        args.server_cpus.as_deref(),
-        &server_args,
-        &args.server_env,
-    )
-    .await?;
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if args.nodes > 1 && args.nats_urls.is_none() {
+        bail!("--nodes above 1 needs --nats-urls: several nodes are a cluster");
+    }
+    if args.target == Target::Bare && args.nats_urls.is_some() {
+        bail!("--nats-urls runs the hub as a cluster; the bare server has none");
+    }
+    // Node 0 first: in a fresh cluster it is the one that prints the first-admin
+    // link. The others start after it, on their own data folders.
+    let mut servers = Vec::with_capacity(args.nodes);
+    let mut folders = vec![data];
+    for node in 0..args.nodes {
+        if node > 0 {
+            folders.push(
+                tempfile::Builder::new()
+                    .prefix("peerhub-load-")
+                    .tempdir_in(&parent)?,
+            );
+        }
+        let mut node_args = server_args.clone();
+        if args.target == Target::Hub {
+            // `--data` is the first pair pushed above; each node has its own.
+            if let Some(at) = node_args.iter().position(|a| a == "--data") {
+                node_args[at + 1] = folders[node].path().display().to_string();
+            }
+        }
+        let mut env = args.server_env.clone();
+        if let Some(urls) = &args.nats_urls {
+            env.push(format!("PEERHUB_CLUSTER_NATS_URLS={urls}"));
+            env.push(format!("PEERHUB_CLUSTER_NODE_NAME=load-{node}"));
+            env.push(format!("PEERHUB_CLUSTER_REPLICAS={}", args.nats_replicas));
+        }
+        let cpus = args
+            .node_cpus
+            .get(node)
+            .map(String::as_str)
+            .or(args.server_cpus.as_deref());
+        servers.push(ServerChild::start(&bin, cpus, &node_args, &env).await?);
+    }
+    let data = folders.remove(0);
+    let server = servers.remove(0);
     let pid = server.pid;
     let mut report = LoadReport {
         label: args.label.clone(),
@@ -395,9 +448,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // every member logs in, the server settles, then every member joins.
     let phased = args.mode == Mode::Idle && !args.no_join;
     let started = Instant::now();
+    let addrs: Vec<_> = std::iter::once(server.addr)
+        .chain(servers.iter().map(|s| s.addr))
+        .collect();
+    let others_cpu0: Vec<_> = servers
+        .iter()
+        .map(|s| procfs::cpu_ticks(Some(s.pid)))
+        .collect();
     let mut members = connect_members(
         &args,
-        server.addr,
+        &addrs,
         &group_ids,
         !args.no_join && !phased,
         &mut report.notes,
@@ -433,11 +493,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
         traffic(&args, pid, members, &group_ids, &mut report).await
     };
     report.server_hwm_kib = procfs::hwm_kib(pid).unwrap_or(0);
-    let graceful = server.stop().await?;
+    if args.nats_urls.is_some() {
+        report.notes.push(format!(
+            "cluster: {} peerhub node(s) on NATS ({} copies of each stream); members \
+             spread over the nodes in turn; the server figures above are node 0's",
+            args.nodes, args.nats_replicas
+        ));
+    }
+    for (i, (other, cpu0)) in servers.iter().zip(&others_cpu0).enumerate() {
+        let cpu_s = match (cpu0, procfs::cpu_ticks(Some(other.pid))) {
+            (Some(a), Some(b)) => b.saturating_sub(*a) as f64 / procfs::clock_ticks_per_s(),
+            _ => f64::NAN,
+        };
+        report.notes.push(format!(
+            "node {}: {cpu_s:.1} CPU s from set-up to the end, RSS {} KiB at the end",
+            i + 1,
+            procfs::rss_kib(other.pid).unwrap_or(0)
+        ));
+    }
+    let mut graceful = server.stop().await?;
+    for other in servers {
+        graceful &= other.stop().await?;
+    }
     if !graceful {
         report
             .notes
-            .push("the server did not stop gracefully within 30 s".into());
+            .push("a server did not stop gracefully within 30 s".into());
     }
     result?;
     if args.disk && args.target == Target::Hub {
@@ -453,10 +534,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Redeems the first-admin invite and creates every group (drop-in, no waiting
 /// room), pipelining the requests on one connection.
 async fn create_groups(server: &ServerChild, groups: &[GroupId]) -> anyhow::Result<()> {
-    let token = server
-        .admin_token
-        .clone()
-        .context("the server printed no first-admin link")?;
+    let token = server.admin_token.clone().context(
+        "the server printed no first-admin link (a cluster prints one once: run the \
+             load on a fresh NATS cluster)",
+    )?;
     let mut admin = Identity::generate()?;
     let mut client = SetupClient::connect(server.addr, None, client_config(64 * 1024)).await?;
     client.login(&mut admin).await?;
@@ -489,10 +570,11 @@ async fn create_groups(server: &ServerChild, groups: &[GroupId]) -> anyhow::Resu
     Ok(())
 }
 
-/// Opens, logs in and (if `join`) joins every member: member `i` is in group `i / G`.
+/// Opens, logs in and (if `join`) joins every member: member `i` is in group `i / G`,
+/// connected to node `i % addrs.len()`.
 async fn connect_members(
     args: &Args,
-    addr: std::net::SocketAddr,
+    addrs: &[std::net::SocketAddr],
     groups: &[GroupId],
     join: bool,
     notes: &mut Vec<String>,
@@ -505,6 +587,7 @@ async fn connect_members(
         .map(|i| {
             let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
             let group = groups[i / group_size].clone();
+            let addr = addrs[i % addrs.len()];
             async move {
                 // A connection whose handshake the server dropped is tried again
                 // (at most three times, each with a fresh key); the retries are
