@@ -6,7 +6,8 @@
 # two peerhub nodes (PEERHUB_NODES=3 for three) with cluster.nats_urls set to the
 # three servers. Each process has its own loopback ports and its own folder in
 # target/cluster/<name>/ (data, configuration, output, log). The peerhub binary is
-# built with cargo if needed (PEERHUB_BIN=path uses another).
+# built with cargo if needed (PEERHUB_BIN=path uses another). The nodes never see
+# PEERHUB_NODES or PEERHUB_BIN (peerhub refuses PEERHUB_* variables it does not know).
 #
 #   bash scripts/cluster.sh start            # start everything not running
 #   bash scripts/cluster.sh status           # which run, their ports and PIDs
@@ -19,18 +20,19 @@
 #
 # Names: NATS servers nats-1 nats-2 nats-3; peerhub nodes peerhub-1 peerhub-2
 # (peerhub-3), whose cluster.node_name is n1, n2 (n3).
-# Ports (127.0.0.1 only), with NATS_PORT_BASE=4222 and PEERHUB_PORT_BASE=7071:
+# Ports (127.0.0.1 only), with NATS_PORT_BASE=4222 and NODE_PORT_BASE=7071:
 #   nats-1: client 4222, routes 6222, monitoring 8222 (nats-2: 4223 ..., nats-3: 4224 ...)
 #   peerhub-1: http://127.0.0.1:7071/  peerhub-2: 7072  peerhub-3: 7073
 # NATS clients connect with nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224.
 # Health: curl -s http://127.0.0.1:8222/healthz (NATS), http://127.0.0.1:7071/healthz (peerhub).
-# PEERHUB_LEASE_TTL_MS (default 10000) sets the nodes' cluster.lease_ttl_ms: how
-# long a killed node's groups wait for another node.
+# LEASE_TTL_MS (default 10000) sets the nodes' cluster.lease_ttl_ms: how long a
+# killed node's groups wait for another node. A node's configuration is written at
+# its first start (target/cluster/peerhub-N/peerhub.toml) and kept after that.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/target/cluster"
 base="${NATS_PORT_BASE:-4222}"
-web_base="${PEERHUB_PORT_BASE:-7071}"
+web_base="${NODE_PORT_BASE:-7071}"
 node_count="${PEERHUB_NODES:-2}"
 case "$node_count" in
   2|3) ;;
@@ -107,7 +109,7 @@ allow_origins = [${origins%, }]
 [cluster]
 nats_urls = ["${urls//,/\", \"}"]
 node_name = "n$number"
-lease_ttl_ms = ${PEERHUB_LEASE_TTL_MS:-10000}
+lease_ttl_ms = ${LEASE_TTL_MS:-10000}
 CONF
 }
 
@@ -135,9 +137,10 @@ start_peerhub() {
   local name=$1 bin pid
   if [ -n "$(pid_of "$name")" ]; then echo "$name already running (pid $(pid_of "$name"))"; return; fi
   bin="$2"
-  write_peerhub_config "$name"
+  # Written once: a node started again keeps its settings (wipe to start over).
+  [ -f "$dir/$name/peerhub.toml" ] || write_peerhub_config "$name"
   (umask 077; : > "$dir/$name/out.txt")
-  "$bin" --config "$dir/$name/peerhub.toml" >"$dir/$name/out.txt" 2>>"$dir/$name/peerhub.log" </dev/null &
+  env -u PEERHUB_NODES -u PEERHUB_BIN "$bin" --config "$dir/$name/peerhub.toml" >"$dir/$name/out.txt" 2>>"$dir/$name/peerhub.log" </dev/null &
   pid=$!
   echo "$pid" > "$dir/$name/pid"
   for _ in $(seq 150); do
@@ -227,7 +230,7 @@ case "$cmd" in
     ;;
   check)
     # Every stream and bucket made, each server's version and JetStream checked.
-    PEERHUB_CLUSTER_NATS_URLS="$(nats_urls)" "$(peerhub_bin)" cluster check
+    env -u PEERHUB_NODES -u PEERHUB_BIN PEERHUB_CLUSTER_NATS_URLS="$(nats_urls)" "$(peerhub_bin)" cluster check
     ;;
   *) sed -n '2,29p' "$0"; exit 2 ;;
 esac
