@@ -22,13 +22,18 @@ const GROUP: &str = "circle";
 
 /// Starts the `peerhub` binary as cluster node `name` on `data`.
 async fn node(cluster: &NatsCluster, data: &Path, name: &str) -> ProcessServer {
+    node_with(cluster, data, name, &[]).await
+}
+
+/// [`node`], with more command-line arguments.
+async fn node_with(cluster: &NatsCluster, data: &Path, name: &str, args: &[&str]) -> ProcessServer {
     let urls = cluster.urls().join(",");
     let env = [
         ("PEERHUB_CLUSTER_NATS_URLS", urls.as_str()),
         ("PEERHUB_CLUSTER_NODE_NAME", name),
         ("PEERHUB_CLUSTER_LEASE_TTL_MS", "2000"),
     ];
-    ProcessServer::start_logging_env(data, &[], "warn", &env).await
+    ProcessServer::start_logging_env(data, args, "warn", &env).await
 }
 
 /// Two nodes, `a` and `b`, and an admin (who redeemed the link `a` printed) who
@@ -533,6 +538,106 @@ async fn a_paused_old_owner_is_fenced_and_its_clients_resume_on_the_new_one() {
         let (mut on_a_again, joined_a) = join_when_served(&a, &moss, "Moss", Some(head)).await;
         assert_eq!(joined_a.head, head);
         assert_eq!(on_a_again.post(GROUP, "moss via a").await, head + 1);
+    })
+    .await
+    .expect("bounded");
+}
+
+/// The escalation summaries a staff connection is pushed or lists, until one
+/// that `want` accepts (for up to 60 s: a router failover takes a lease TTL and
+/// a frame may come late).
+async fn escalation_where(
+    client: &mut Client,
+    want: impl Fn(&peerhub_protocol::escalation::EscalationSummary) -> bool,
+) -> peerhub_protocol::escalation::EscalationSummary {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let frame = match tokio::time::timeout(Duration::from_secs(1), client.recv()).await {
+            Ok(frame) => frame.expect("the staff connection stays open"),
+            Err(_) => {
+                assert!(Instant::now() < until, "the escalation came within 60 s");
+                continue;
+            }
+        };
+        let found = match frame {
+            ServerFrame::Escalation { escalation } => Some(escalation).filter(|e| want(e)),
+            ServerFrame::Escalations { escalations, .. } => {
+                escalations.into_iter().find(|e| want(e))
+            }
+            _ => None,
+        };
+        if let Some(found) = found {
+            return found;
+        }
+    }
+}
+
+/// `kill -9` of the process leading the escalation router while an urgent flag
+/// waits for a supervisor: the other node takes the router over from its log and
+/// moves the same escalation on at its deadline; the supervisor connected there
+/// sees it (kill to the move printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_routers_process_and_the_other_node_enforces_the_deadline() {
+    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    use peerhub_protocol::payload::InviteRole;
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let deadline = ["--deadline-urgent-ms", "4000"];
+        // a starts first and leads the router.
+        let mut a = node_with(&cluster, &dir.path().join("a"), "a", &deadline).await;
+        let b = node_with(&cluster, &dir.path().join("b"), "b", &deadline).await;
+        let mut admin = a.admin().await;
+        let me = admin.identity.clone().expect("admin identity");
+        let env = me.create_group_with(GROUP, "Circle", GroupKind::DropIn, |g| {
+            g.waiting_room = Some(false)
+        });
+        let reply = admin
+            .request(|id| ClientFrame::CreateGroup {
+                id,
+                access_code: None,
+                env,
+            })
+            .await;
+        assert!(
+            matches!(reply, ServerFrame::GroupCreated { .. }),
+            "{reply:?}"
+        );
+        // The supervisor and the person asking for help are on b.
+        let token = admin.invite(InviteRole::Supervisor, None).await;
+        let (supervisor, redeemed) = b.redeemed(&token).await;
+        drop(redeemed);
+        let mut sup = Client::connect(b.addr).await;
+        sup.login(&supervisor).await;
+        let river = Identity::generate();
+        let (mut on_b, _) = joined(&b, &river, "River", None).await;
+        let reply = on_b
+            .flag_with(GROUP, river.key(), Severity::Urgent, |_| {})
+            .await;
+        assert!(
+            matches!(&reply, ServerFrame::Flagged { helplines, .. } if !helplines.is_empty()),
+            "the flag is taken by the router on a: {reply:?}"
+        );
+        let open = escalation_where(&mut sup, |e| {
+            e.about == river.key() && e.status == EscalationStatus::Open
+        })
+        .await;
+        // Nobody on call: it waits for every supervisor, and moves on a level
+        // at its deadline unless someone takes it.
+        a.signal("KILL");
+        let killed = Instant::now();
+        assert!(!a.wait().await.success());
+        let moved =
+            escalation_where(&mut sup, |e| e.about == river.key() && e.level > open.level).await;
+        eprintln!(
+            "kill -9 of the router's node to the escalation moved on by the other: {:?}",
+            killed.elapsed()
+        );
+        assert_eq!(moved.id, open.id, "the same escalation, not a new one");
+        assert_eq!(moved.status, EscalationStatus::Open);
     })
     .await
     .expect("bounded");
