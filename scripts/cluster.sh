@@ -92,19 +92,14 @@ CONF
 }
 
 write_peerhub_config() {
-  local name=$1 number urls origins=""
+  local name=$1 number urls
   number="$(number_of "$name")"
   urls="$(nats_urls)"
-  for other in peerhub-1 peerhub-2 peerhub-3; do
-    [ "$other" = "$name" ] || origins+="\"http://127.0.0.1:$(web_port "$other")\", "
-  done
   mkdir -p "$dir/$name"
   cat > "$dir/$name/peerhub.toml" <<CONF
 # Written by scripts/cluster.sh: peerhub node n$number of the local cluster.
 listen = "127.0.0.1:$(web_port "$name")"
 data = "$dir/$name/data"
-# A page served by another node may connect here (docs/OPERATIONS.md).
-allow_origins = [${origins%, }]
 
 [cluster]
 nats_urls = ["${urls//,/\", \"}"]
