@@ -437,8 +437,7 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let data_dir = config.data_dir.clone();
-    let cluster = config.cluster.clone();
-    if let Some(settings) = &cluster {
+    if let Some(settings) = &config.cluster {
         wait_for_nats(settings).await?;
     }
     let server = Server::start(listener, config).await?;
