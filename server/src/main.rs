@@ -36,6 +36,20 @@ fn main() -> ExitCode {
                     eprintln!("peerhub: {error}");
                     ExitCode::from(2)
                 }
+                // Until backups work across nodes (docs/CLUSTER.md §8), a
+                // scheduled one would copy this node's store alone.
+                Ok(serving)
+                    if serving.config.cluster.is_some()
+                        && serving.config.backup.interval.is_some() =>
+                {
+                    eprintln!(
+                        "peerhub: configuration: backup.interval_secs is set with \
+                         cluster.nats_urls, but a scheduled backup would copy this node's \
+                         store, not the cluster's data (not built yet: docs/CLUSTER.md §8); \
+                         leave backup.interval_secs unset on cluster nodes"
+                    );
+                    ExitCode::from(2)
+                }
                 Ok(serving) if check_only => {
                     print!("{}", serving.settings.redacted());
                     println!("# configuration OK");

@@ -211,7 +211,8 @@ async fn a_cluster_node_prints_its_name_nats_and_the_clusters_one_first_admin_li
 
 /// A node whose NATS servers never answer keeps trying for its open grace
 /// (30 s), then exits non-zero naming the servers and the check, having
-/// printed nothing on stdout and served nothing.
+/// printed nothing on stdout and served nothing. Scheduled backups, which would
+/// copy one node's store, are refused with cluster mode at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_cannot_reach_nats_fails_after_its_grace_and_says_why() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -256,6 +257,29 @@ async fn a_node_that_cannot_reach_nats_fails_after_its_grace_and_says_why() {
         assert!(stderr.contains(needed), "{needed:?} in {stderr}");
     }
     assert!(!data.exists(), "no data folder made");
+
+    // Scheduled backups would copy one node's store: refused at once, checked
+    // or served.
+    for check in [true, false] {
+        let mut command = tokio::process::Command::new(peerhub_tests::process::binary());
+        if check {
+            command.arg("--check-config");
+        }
+        let backups = dir.path().join("backups");
+        let out = command
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .env("PEERHUB_CLUSTER_NATS_URLS", &url)
+            .env("PEERHUB_BACKUP_INTERVAL_SECS", "3600")
+            .env("PEERHUB_BACKUP_FOLDER", &backups)
+            .output()
+            .await
+            .expect("run peerhub");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("backup.interval_secs"), "{stderr}");
+        assert!(!data.exists() && !backups.exists(), "nothing made");
+    }
 
     // The configuration itself is valid, and shown.
     let out = tokio::process::Command::new(peerhub_tests::process::binary())
