@@ -36,18 +36,24 @@ fn main() -> ExitCode {
                     eprintln!("peerhub: {error}");
                     ExitCode::from(2)
                 }
+                // Until backups work across nodes (docs/CLUSTER.md §8), a
+                // scheduled one would copy this node's store alone.
+                Ok(serving)
+                    if serving.config.cluster.is_some()
+                        && serving.config.backup.interval.is_some() =>
+                {
+                    eprintln!(
+                        "peerhub: configuration: backup.interval_secs is set with \
+                         cluster.nats_urls, but a scheduled backup would copy this node's \
+                         store, not the cluster's data (not built yet: docs/CLUSTER.md §8); \
+                         leave backup.interval_secs unset on cluster nodes"
+                    );
+                    ExitCode::from(2)
+                }
                 Ok(serving) if check_only => {
                     print!("{}", serving.settings.redacted());
                     println!("# configuration OK");
                     ExitCode::SUCCESS
-                }
-                Ok(serving) if serving.config.cluster.is_some() => {
-                    eprintln!(
-                        "peerhub: cluster.nats_urls is set, but cluster mode does not serve \
-                         yet (issue 18, docs/CLUSTER.md): `peerhub cluster check` prepares \
-                         the NATS cluster; leave cluster.nats_urls empty to serve one node"
-                    );
-                    ExitCode::from(2)
                 }
                 Ok(serving) => serve_until_signal(serving),
             }
@@ -445,6 +451,9 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let data_dir = config.data_dir.clone();
+    if let Some(settings) = &config.cluster {
+        wait_for_nats(settings).await?;
+    }
     let server = Server::start(listener, config).await?;
 
     // What the operator needs, on stdout (secrets included, never in the logs).
@@ -453,6 +462,9 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
     if let Some(tls) = server.tls() {
         println!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint);
         println!("TLS certificate file: {}", tls.cert_path.display());
+    }
+    if let Some(node) = &server.hub().cluster {
+        print_cluster_node(node, server.start_tokens().admin.is_some()).await;
     }
     for (what, link) in server.start_links() {
         println!("{what}: {link}");
@@ -476,6 +488,75 @@ async fn serve(serving: Serving) -> anyhow::Result<()> {
         std::process::exit(i32::from(peerhub_server::store_watch::EXIT_AFTER_FAULT));
     }
     Ok(())
+}
+
+/// Cluster mode, before anything else: waits until one of the NATS servers
+/// answers, for as long as a node keeps trying to open the cluster's streams
+/// (`cluster::node::OPEN_PATIENCE`); a node started with its NATS server (one
+/// service manager starting both) then does not fail for being a moment early.
+/// After that, an error naming the servers: the node serves nothing alone.
+async fn wait_for_nats(settings: &peerhub_server::config::ClusterSettings) -> anyhow::Result<()> {
+    use peerhub_server::cluster::{node::OPEN_PATIENCE, Nats};
+    let patience = OPEN_PATIENCE;
+    let until = tokio::time::Instant::now() + patience;
+    let mut told = false;
+    loop {
+        match Nats::connect_with(settings, "start", std::time::Duration::from_secs(2)).await {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < until => {
+                if !told {
+                    // stderr: stdout is what a node prints once it serves.
+                    eprintln!(
+                        "peerhub: cluster node {}: NATS at {} does not answer yet ({error}); \
+                         trying for up to {} s",
+                        settings.node_name,
+                        settings.nats_urls.join(", "),
+                        patience.as_secs()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => anyhow::bail!(
+                "cluster node {}: no NATS server answered in {} s (tried {}): {error}. Start \
+                 the NATS servers (bash scripts/cluster.sh start, or their service units), \
+                 then start this node again; `peerhub cluster check` says which server is at \
+                 fault",
+                settings.node_name,
+                patience.as_secs(),
+                settings.nats_urls.join(", ")
+            ),
+        }
+    }
+}
+
+/// Cluster mode: what the operator needs to know about this node, after the
+/// listening line and before the links. The first-admin link is the cluster's
+/// one: a node that did not make it says whether one is still unused or an
+/// admin exists.
+async fn print_cluster_node(node: &peerhub_server::cluster::node::ClusterNode, made_admin: bool) {
+    let settings = &node.settings;
+    println!(
+        "cluster node: {} (this run: {})",
+        settings.node_name, node.holder
+    );
+    println!(
+        "NATS: reachable at {} ({} copies of every stream, lease {} ms)",
+        settings.nats_urls.join(", "),
+        settings.replicas,
+        settings.lease_ttl.as_millis()
+    );
+    if made_admin {
+        return;
+    }
+    match node.directory.has_admin().await {
+        Ok(true) => println!("first admin: an admin exists"),
+        Ok(false) => println!(
+            "first admin: a link printed earlier (by this or another node) is still unused; \
+             `peerhub invite --role admin --data DIR` on a running node makes another"
+        ),
+        Err(error) => println!("first admin: the directory could not say ({error})"),
+    }
 }
 
 /// Registers the SIGTERM handler now (so a TERM sent once `ready` is printed is a

@@ -51,6 +51,9 @@ pub enum AdminError {
     /// The running server could not be reached or answered with an error.
     #[error("the running server: {0}")]
     Server(String),
+    /// Cluster mode: the command would act on one node's copy only.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// The control socket's file name in the data folder.
@@ -74,6 +77,7 @@ pub fn run(dir: &Path, request: ops::AdminRequest) -> Result<serde_json::Value, 
     }
     match Store::open(dir) {
         Ok(store) => {
+            refuse_stopped_cluster_node(&store, dir, request.name())?;
             let audit = AuditLog::open(store.clone())?;
             let operator = ops::Operator {
                 store: &store,
@@ -118,6 +122,7 @@ pub fn erase(
     key: &peerhub_protocol::PublicKey,
 ) -> Result<crate::erase::ErasureReport, AdminError> {
     let store = open_stopped(dir)?;
+    refuse_stopped_cluster_node(&store, dir, "erase")?;
     let audit = AuditLog::open(store.clone())?;
     let mut report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
         .map_err(|e| AdminError::Invalid(e.to_string()))?;
@@ -126,6 +131,26 @@ pub fn erase(
     // the erased bytes leave the folder before the command returns.
     report.compacted = Some(store.compact()?);
     Ok(report)
+}
+
+/// A stopped cluster node's folder (its store follows the cluster's directory)
+/// is refused: what a command changes there would stay on this node (an invite,
+/// a grant, a group no other node knows, overwritten when the mirror runs
+/// again), and what it reads is one node's copy. On a running node the command
+/// reaches the cluster, or says it cannot yet ([`ops::cluster_refusal_by_name`]).
+fn refuse_stopped_cluster_node(store: &Store, dir: &Path, command: &str) -> Result<(), AdminError> {
+    if store.mirror_applied(crate::cluster::mirror::MIRROR)? == 0 {
+        return Ok(());
+    }
+    let next = match ops::cluster_refusal_by_name(command) {
+        Some(why) => why,
+        None => "start the node and run the command again: it then reaches the cluster".into(),
+    };
+    Err(AdminError::Cluster(format!(
+        "{} is a stopped cluster node's data folder: `peerhub {command}` here would act on \
+         this node's copy alone; {next}",
+        dir.display()
+    )))
 }
 
 fn ask_running_server(
@@ -158,7 +183,9 @@ fn open_stopped(dir: &Path) -> Result<Store, AdminError> {
 
 /// The rota in a stopped server's folder.
 pub fn rota_list(dir: &Path) -> Result<Vec<RotaEntry>, AdminError> {
-    Ok(open_stopped(dir)?.rota()?)
+    let store = open_stopped(dir)?;
+    refuse_stopped_cluster_node(&store, dir, "rota list")?;
+    Ok(store.rota()?)
 }
 
 /// Reads a rota file: a JSON array of `{supervisor, start_ms, end_ms, level}`.
@@ -176,6 +203,7 @@ pub fn read_rota_file(path: &Path) -> Result<Vec<RotaEntry>, AdminError> {
 /// Replaces the rota in a stopped server's folder, audited and flushed.
 pub fn rota_set(dir: &Path, entries: Vec<RotaEntry>) -> Result<(), AdminError> {
     let store = open_stopped(dir)?;
+    refuse_stopped_cluster_node(&store, dir, "rota set")?;
     rota::validate(&entries).map_err(|why| AdminError::Invalid(why.into()))?;
     for entry in &entries {
         if !store.roles(&entry.supervisor)?.contains(&Role::Supervisor) {

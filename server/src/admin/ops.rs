@@ -128,6 +128,26 @@ impl AdminRequest {
     }
 }
 
+/// Why a command does not work in cluster mode yet, by its name
+/// ([`AdminRequest::name`], or `erase`, `rota list`, `rota set`): each would
+/// read or change one node's copy while the cluster's record is in NATS
+/// (docs/CLUSTER.md §8). `None`: it works on a running node.
+pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
+    let why = match command {
+        "backup" => "a backup of one node's store is not the cluster's data",
+        "export" => "one node's store does not hold every group the person was in",
+        "erase" => "the person's words would stay in the group logs and on the other nodes",
+        "escalation list" => "the escalation queue is the router's, not this node's store",
+        "rota list" | "rota set" => {
+            "the rota is the router's (an admin keeps it over the protocol)"
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "refused in cluster mode, not built yet: {why} (docs/CLUSTER.md §8)"
+    ))
+}
+
 /// Someone acting on a hub's data: its store and audit chain, at a time.
 #[derive(Debug)]
 pub struct Operator<'a> {
@@ -186,6 +206,14 @@ impl Operator<'_> {
 
     /// Carries out `request` (not yet durable: the caller commits or flushes).
     pub fn execute(&self, request: AdminRequest) -> Result<serde_json::Value, AdminError> {
+        if self.directory.is_some() {
+            if let Some(why) = cluster_refusal_by_name(request.name()) {
+                return Err(AdminError::Cluster(format!(
+                    "`peerhub {}` on a cluster node: {why}",
+                    request.name()
+                )));
+            }
+        }
         match request {
             AdminRequest::Backup { out } => self.backup(out),
             AdminRequest::Invite {

@@ -2,9 +2,8 @@
 //! binary against a real three-server nats-server cluster on loopback. The check
 //! makes every stream and bucket with the configured copies and reports each; a
 //! dead server, a stream made with other copies, and a refused configuration are
-//! each reported with a clear reason and the right exit code; and a server given
-//! `[cluster]` refuses to serve rather than run one node while the operator thinks
-//! it is a cluster.
+//! each reported with a clear reason and the right exit code. (Serving with
+//! `[cluster]`: `cluster_process.rs`.)
 
 use std::process::Output;
 use std::time::Duration;
@@ -213,35 +212,4 @@ async fn a_check_with_no_server_reachable_reports_each_and_fails() {
     assert_eq!(out.status.code(), Some(1), "{found:#}");
     assert!(found["servers"][0]["problem"].is_string(), "{found:#}");
     assert_eq!(found["stores"].as_array().map(Vec::len), Some(0));
-}
-
-/// Serving with `[cluster]` set is refused (exit 2, naming the check), and no data
-/// folder is made: a node must not quietly run alone on sled while its operator
-/// believes it is one of a cluster.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_given_cluster_keys_refuses_to_serve_alone() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let env = [
-        (
-            "PEERHUB_CLUSTER_NATS_URLS",
-            "nats://127.0.0.1:4222".to_string(),
-        ),
-        ("PEERHUB_DATA", data.to_string_lossy().into_owned()),
-        ("PEERHUB_LISTEN", "127.0.0.1:0".to_string()),
-    ];
-    let out = tokio::time::timeout(BOUND, peerhub(&[], &env))
-        .await
-        .expect("refused at once");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("peerhub cluster check"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!data.exists(), "a data folder was made");
-
-    let out = peerhub(&["--check-config"], &env).await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("[cluster]"));
 }
