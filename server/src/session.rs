@@ -274,37 +274,54 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
 /// `end` says.
 async fn finish(mut session: Session, mut ws: WsConnection, end: End) {
     let conn = session.conn;
-    for (_, group) in session.joined.drain().chain(session.lines.drain()) {
-        group.leave(conn).await;
-    }
-    if matches!(session.auth, Auth::LoggedIn(_)) {
-        session.hub.router.unregister(conn).await;
-    }
     tracing::debug!(%conn, reason = ?end, "connection closing");
     // A connection that is closing waits to log in no more: its place under the
     // pending-login caps comes back now, not after a peer that ignores the close
     // has run out the closing handshake's time.
     session.ticket.pending_login = None;
-    match end {
-        End::Shutdown => {
-            let frame = ServerFrame::Shutdown {
-                reason: "the server is stopping; reconnect and resume shortly".into(),
-            };
-            let _ = ws.send(bytes(&frame)).await;
-            ws.close(close_code::GOING_AWAY, "server shutting down")
+    // Leaving its groups and closing the socket go side by side: a group served
+    // by another node answers a leave only when that node answers (a paused
+    // node, up to the command's timeout), and the person should be told at once
+    // to reconnect, not after it.
+    let groups: Vec<_> = session
+        .joined
+        .drain()
+        .chain(session.lines.drain())
+        .map(|(_, group)| group)
+        .collect();
+    let hub = session.hub.clone();
+    let logged_in = matches!(session.auth, Auth::LoggedIn(_));
+    let leaving = async {
+        for group in groups {
+            group.leave(conn).await;
+        }
+        if logged_in {
+            hub.router.unregister(conn).await;
+        }
+    };
+    let closing = async {
+        match end {
+            End::Shutdown => {
+                let frame = ServerFrame::Shutdown {
+                    reason: "the server is stopping; reconnect and resume shortly".into(),
+                };
+                let _ = ws.send(bytes(&frame)).await;
+                ws.close(close_code::GOING_AWAY, "server shutting down")
+                    .await;
+            }
+            End::Slow => {
+                session.hub.metrics.slow_disconnects.inc();
+                ws.close(
+                    close_code::SLOW_CONSUMER,
+                    "slow_consumer: reconnect and resume from your last seq",
+                )
                 .await;
+            }
+            End::Close(code, reason) => ws.close(code, reason).await,
+            End::Gone => {}
         }
-        End::Slow => {
-            session.hub.metrics.slow_disconnects.inc();
-            ws.close(
-                close_code::SLOW_CONSUMER,
-                "slow_consumer: reconnect and resume from your last seq",
-            )
-            .await;
-        }
-        End::Close(code, reason) => ws.close(code, reason).await,
-        End::Gone => {}
-    }
+    };
+    tokio::join!(leaving, closing);
 }
 
 impl Session {
