@@ -14,6 +14,8 @@
 //! It never holds up the router: the channel is bounded and written with
 //! `try_send`, and a full channel is logged (the console and the escalation's own
 //! deadlines still carry it). It never sees names, notes, messages or the context.
+//! For a routing step ([`Alerts::step`]) it says when the page was taken and
+//! every push tried, so the router can mark the step done.
 //! It also keeps [`AlertStatus`]: which supervisors on the rota could not be reached
 //! (no push subscription and no pager), for `/metrics` and the admin screen.
 
