@@ -423,9 +423,12 @@ impl EscalationRouter {
                     None => break,
                 },
                 Some(performed) = self.performing.join_next(), if !self.performing.is_empty() => {
-                    if let Ok(Some((id, level))) = performed {
-                        self.mark_step_done(id, level).await;
+                    // Every step done by now is marked with one commit.
+                    let mut done: Vec<(u64, u8)> = performed.ok().flatten().into_iter().collect();
+                    while let Some(more) = self.performing.try_join_next() {
+                        done.extend(more.ok().flatten());
                     }
+                    self.mark_steps_done(&done).await;
                     false
                 }
                 _ = tokio::time::sleep(wait.unwrap_or(TIMER_POLL)), if wait.is_some() => {
@@ -1467,7 +1470,7 @@ impl EscalationRouter {
         let level = record.view.level;
         if level >= UNANSWERED {
             self.tell_unanswered(id, "No supervisor has answered yet.");
-            self.mark_step_done(id, level).await;
+            self.mark_steps_done(&[(id, level)]).await;
             return;
         }
         let summary = self.alert_summary_of(record);
@@ -1502,24 +1505,30 @@ impl EscalationRouter {
         }
     }
 
-    /// Marks escalation `id`'s routing level `level` done, durably: written,
-    /// flushed and (in cluster mode) appended to the router's log. Nothing for
-    /// an escalation no longer open or held only in memory.
-    async fn mark_step_done(&mut self, id: u64, level: u8) {
-        if id >= UNSTORED_IDS || !self.open.contains_key(&id) {
-            return;
+    /// Marks each `(id, level)` done, durably: written, then flushed and (in
+    /// cluster mode) appended to the router's log as one commit. Nothing for an
+    /// escalation no longer open or held only in memory.
+    async fn mark_steps_done(&mut self, steps: &[(u64, u8)]) {
+        let mut written = false;
+        for &(id, level) in steps {
+            if id >= UNSTORED_IDS || !self.open.contains_key(&id) {
+                continue;
+            }
+            if let Err(error) = self.store.put_step_done(id, level) {
+                tracing::error!(%error, escalation = id, "a routing step could not be marked done");
+                continue;
+            }
+            if let Some(owned) = &mut self.owned {
+                owned
+                    .ops
+                    .push(crate::cluster::router_log::RouterOp::StepDone { id, level });
+            }
+            written = true;
         }
-        if let Err(error) = self.store.put_step_done(id, level) {
-            tracing::error!(%error, escalation = id, "a routing step could not be marked done");
-            return;
-        }
-        if let Some(owned) = &mut self.owned {
-            owned
-                .ops
-                .push(crate::cluster::router_log::RouterOp::StepDone { id, level });
-        }
-        if let Err(error) = self.commit().await {
-            tracing::error!(%error, escalation = id, "a routing step's mark was not committed");
+        if written {
+            if let Err(error) = self.commit().await {
+                tracing::error!(%error, "routing steps' marks were not committed");
+            }
         }
     }
 
