@@ -5,7 +5,8 @@
 //! group's log) before anyone hears of it. A node taking the router over first
 //! brings its store to the log's tail, so the router it starts finds every
 //! unresolved escalation there and re-arms its deadline, as a restarted node
-//! does.
+//! does. A routing step's effects, once performed, are marked done in the same
+//! log (`RouterOp::StepDone`), so the next leader does not perform them again.
 //!
 //! Logs name sequence numbers and epochs, never a record.
 
@@ -38,6 +39,16 @@ pub enum RouterOp {
         /// Its entries.
         entries: Vec<RotaEntry>,
     },
+    /// A routing step's effects (pages, pushes, notices) were performed: the
+    /// escalation's routing level `level`, and so every level below it. Written
+    /// after the effects, so a leader that died before writing it leaves the
+    /// step to be performed again by the next (docs/CLUSTER.md §6).
+    StepDone {
+        /// The escalation.
+        id: u64,
+        /// The routing level whose effects were performed.
+        level: u8,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,6 +58,14 @@ struct WriteSet {
 }
 
 const VERSION: u32 = 1;
+
+/// The writes one record of the router's log holds (none for a fence).
+pub fn ops_of(record: &LogRecord) -> Result<Vec<RouterOp>, ClusterError> {
+    if record.kind == RecordKind::Fence {
+        return Ok(Vec::new());
+    }
+    decode(&record.payload)
+}
 
 fn decode(payload: &[u8]) -> Result<Vec<RouterOp>, ClusterError> {
     let set: WriteSet = super::from_json("router write set", payload)?;
@@ -79,6 +98,7 @@ pub fn apply(store: &Store, record: &LogRecord) -> Result<bool, ClusterError> {
         match op {
             RouterOp::Escalation { record } => store.put_escalation(&record)?,
             RouterOp::Rota { entries } => store.put_rota(&entries)?,
+            RouterOp::StepDone { id, level } => store.put_step_done(id, level)?,
         }
     }
     store.put_router_applied(record.seq, record.stream_seq)?;

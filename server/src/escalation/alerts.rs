@@ -14,6 +14,8 @@
 //! It never holds up the router: the channel is bounded and written with
 //! `try_send`, and a full channel is logged (the console and the escalation's own
 //! deadlines still carry it). It never sees names, notes, messages or the context.
+//! For a routing step ([`Alerts::step`]) it says when the page was taken and
+//! every push tried, so the router can mark the step done.
 //! It also keeps [`AlertStatus`]: which supervisors on the rota could not be reached
 //! (no push subscription and no pager), for `/metrics` and the admin screen.
 
@@ -23,7 +25,8 @@ use std::time::Duration;
 
 use peerhub_protocol::escalation::Severity;
 use peerhub_protocol::{GroupId, PublicKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -92,7 +95,12 @@ pub struct AlertStatus {
 
 #[derive(Debug)]
 enum AlertEvent {
-    Routed(AlertSummary),
+    /// Routed, and who hears when its page and pushes were done (a routing
+    /// step's; `None` for a page that is not one).
+    Routed(AlertSummary, Option<oneshot::Sender<()>>),
+    /// Waiting still, already paged and pushed (by a router before a restart or
+    /// a failover): only its repeats are due.
+    Rearm(AlertSummary),
     Acknowledged(AlertSummary),
     Resolved(AlertSummary),
     SubscriptionsChanged,
@@ -169,7 +177,22 @@ impl Alerts {
 
     /// An escalation was routed (or re-routed) to `summary.to`.
     pub fn routed(&self, summary: AlertSummary) {
-        self.tell(AlertEvent::Routed(summary));
+        self.tell(AlertEvent::Routed(summary, None));
+    }
+
+    /// A routing step: the escalation was routed to `summary.to` at level
+    /// `summary.level`. `done` hears once the pager took the page and every push
+    /// was tried; it is dropped unheard when they were not (the hub stopping, a
+    /// full queue), so the step is performed again by the next router.
+    pub fn step(&self, summary: AlertSummary, done: oneshot::Sender<()>) {
+        self.tell(AlertEvent::Routed(summary, Some(done)));
+    }
+
+    /// An escalation still waits whose routing step was paged and pushed before
+    /// (by this hub before a restart, or by the last leader): its pushes are
+    /// repeated from now on, and nothing is sent now.
+    pub fn rearm(&self, summary: AlertSummary) {
+        self.tell(AlertEvent::Rearm(summary));
     }
 
     /// An escalation was acknowledged: its repeats stop, the pager hears. The
@@ -279,20 +302,36 @@ impl AlertTask {
     fn handle(&mut self, event: AlertEvent) {
         let now = self.clock.now_ms();
         match event {
-            AlertEvent::Routed(summary) => {
+            AlertEvent::Routed(summary, done) => {
+                let (taken, paged) = match (&self.pager, done.is_some()) {
+                    (Some(_), true) => {
+                        let (taken, paged) = oneshot::channel();
+                        (Some(taken), Some(paged))
+                    }
+                    _ => (None, None),
+                };
                 if let Some(pager) = &self.pager {
-                    pager.send(PageEvent::Trigger, &summary, &self.link(summary.id), now);
+                    let link = self.link(summary.id);
+                    pager.send_then(PageEvent::Trigger, &summary, &link, now, taken);
                 }
-                self.push_now(&summary);
-                let next_push_ms = now + self.settings.push_repeat.as_millis() as u64;
-                self.waiting.insert(
-                    summary.id,
-                    Waiting {
-                        summary,
-                        next_push_ms,
-                    },
-                );
+                let pushes = self.push_now(&summary);
+                if let Some(done) = done {
+                    self.tracker.spawn(async move {
+                        let mut performed = match paged {
+                            Some(paged) => paged.await.is_ok(),
+                            None => true,
+                        };
+                        for push in pushes {
+                            performed &= push.await.unwrap_or(false);
+                        }
+                        if performed {
+                            let _ = done.send(());
+                        }
+                    });
+                }
+                self.rearm(summary, now);
             }
+            AlertEvent::Rearm(summary) => self.rearm(summary, now),
             AlertEvent::Acknowledged(summary) => {
                 if let Some(pager) = &self.pager {
                     pager.send(
@@ -314,6 +353,18 @@ impl AlertTask {
         }
     }
 
+    /// Keeps `summary` waiting: its push is repeated every `push_repeat` from `now`.
+    fn rearm(&mut self, summary: AlertSummary, now: u64) {
+        let next_push_ms = now + self.settings.push_repeat.as_millis() as u64;
+        self.waiting.insert(
+            summary.id,
+            Waiting {
+                summary,
+                next_push_ms,
+            },
+        );
+    }
+
     /// Re-sends the push of every unacknowledged escalation whose repeat is due.
     fn repeat_due(&mut self) {
         let now = self.clock.now_ms();
@@ -328,15 +379,20 @@ impl AlertTask {
             })
             .collect();
         for summary in due {
-            self.push_now(&summary);
+            // Repeats are not a step's: nobody waits for them.
+            drop(self.push_now(&summary));
         }
     }
 
     /// Sends the escalation's push to every subscription of everyone it waits for,
     /// each in its own task; a subscription the push service says is gone (404,
-    /// 410) is removed.
-    fn push_now(&self, summary: &AlertSummary) {
-        let Some(push) = &self.push else { return };
+    /// 410) is removed. Each task answers whether it was tried (`false`: the hub
+    /// stopped first).
+    fn push_now(&self, summary: &AlertSummary) -> Vec<JoinHandle<bool>> {
+        let mut tasks = Vec::new();
+        let Some(push) = &self.push else {
+            return tasks;
+        };
         let now = self.clock.now_ms();
         let payload = super::push::payload(summary, &self.link(summary.id), now);
         for key in &summary.to {
@@ -353,10 +409,10 @@ impl AlertTask {
                 let (id, severity, metrics) = (summary.id, summary.severity, self.metrics.clone());
                 let repeat = self.settings.push_repeat;
                 let stop = self.stop.clone();
-                self.tracker.spawn(async move {
+                tasks.push(self.tracker.spawn(async move {
                     // A push in flight does not hold up the hub's shutdown.
                     let outcome = tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return false,
                         outcome = push.send(&subscription, &payload, severity, id, repeat) => outcome,
                     };
                     metrics.alert_sent("push", outcome.as_str());
@@ -368,9 +424,11 @@ impl AlertTask {
                             tracing::error!(%error, "removing a push subscription failed");
                         }
                     }
-                });
+                    true
+                }));
             }
         }
+        tasks
     }
 
     /// Recomputes the unreachable gauge on `/metrics`.

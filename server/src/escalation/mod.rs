@@ -20,6 +20,9 @@
 //! Every step is written (and flushed) before anyone hears of it, and written to the
 //! audit chain with the signed command that caused it. At start the router loads
 //! every unresolved escalation and re-arms its deadline, so a restart loses none.
+//! A routing step's effects (page, pushes, unanswered notices) are marked done
+//! once performed (`store::steps`), and a router starting performs only a step
+//! not marked: at least once, and never again once marked.
 
 pub mod alerts;
 pub mod pager;

@@ -27,7 +27,7 @@ use ed25519_dalek::{Signer as _, SigningKey};
 use peerhub_protocol::encoding::b64;
 use peerhub_protocol::escalation::Severity;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -329,8 +329,12 @@ pub struct Pager {
     settings: PagerSettings,
     signing: Arc<SigningKey>,
     // Sender: the alerts task. Receiver: the pager worker. Bounded (see QUEUE).
-    tx: mpsc::Sender<(u64, PageRequest)>,
+    tx: mpsc::Sender<Queued>,
 }
+
+/// A page waiting for the worker: the escalation, the request, and who hears
+/// when the service has taken it (a routing step's done mark waits for that).
+type Queued = (u64, PageRequest, Option<oneshot::Sender<()>>);
 
 /// An HTTP client for outgoing hooks: rustls with the webpki roots, a timeout per
 /// attempt.
@@ -369,24 +373,36 @@ impl Pager {
 
     /// Queues the page for `event`.
     pub fn send(&self, event: PageEvent, summary: &AlertSummary, link: &str, now_ms: u64) {
+        self.send_then(event, summary, link, now_ms, None);
+    }
+
+    /// Queues the page for `event`; `taken` hears once the service accepted it
+    /// (or refused it for good: repeating would not help). Dropped unheard when
+    /// the page is not sent (the queue full, the hub stopping).
+    pub fn send_then(
+        &self,
+        event: PageEvent,
+        summary: &AlertSummary,
+        link: &str,
+        now_ms: u64,
+        taken: Option<oneshot::Sender<()>>,
+    ) {
         let prepared = request(&self.settings, &self.signing, event, summary, link, now_ms);
-        if self.tx.try_send((summary.id, prepared)).is_err() {
+        if self.tx.try_send((summary.id, prepared, taken)).is_err() {
             tracing::warn!(escalation = summary.id, "pager queue full; page dropped");
         }
     }
 }
 
-async fn worker(
-    client: reqwest::Client,
-    mut rx: mpsc::Receiver<(u64, PageRequest)>,
-    stop: CancellationToken,
-) {
+async fn worker(client: reqwest::Client, mut rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
             next = rx.recv() => next,
         };
-        let Some((id, page)) = next else { return };
+        let Some((id, page, taken)) = next else {
+            return;
+        };
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1u32.. {
             let mut builder = client.post(&page.url);
@@ -396,6 +412,9 @@ async fn worker(
             match builder.body(page.body.clone()).send().await {
                 Ok(response) if response.status().is_success() => {
                     tracing::info!(escalation = id, attempt, "pager accepted");
+                    if let Some(taken) = taken {
+                        let _ = taken.send(());
+                    }
                     break;
                 }
                 Ok(response) => {
@@ -403,6 +422,9 @@ async fn worker(
                     let retry = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
                     if !retry {
                         tracing::error!(escalation = id, %status, "pager refused the page; not retried (check escalation.pager_format and pager_key)");
+                        if let Some(taken) = taken {
+                            let _ = taken.send(());
+                        }
                         break;
                     }
                     tracing::warn!(escalation = id, attempt, %status, "pager refused; retrying");

@@ -18,6 +18,7 @@ use peerhub_protocol::limits::MAX_TEXT_CHARS;
 use peerhub_protocol::payload::{EscalationActPayload, EscalationAction, FlagPayload, RotaPayload};
 use peerhub_protocol::{GroupId, ProtocolError, PublicKey, SignedEnvelope};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -197,6 +198,9 @@ pub struct EscalationRouter {
     behind: RefCell<HashSet<ConnId>>,
     /// Flags held in memory because the store could not keep them.
     unstored: u64,
+    /// Routing steps whose pages and pushes are under way: each answers
+    /// `(id, level)` once they were done, and is then marked done.
+    performing: JoinSet<Option<(u64, u8)>>,
     /// Cluster mode: the `router` lease, the router's log and the commit's writes
     /// to append to it; `None` on one node.
     owned: Option<Box<crate::cluster::router_log::RouterOwned>>,
@@ -311,6 +315,7 @@ impl EscalationRouter {
             secret,
             behind: RefCell::default(),
             unstored: 0,
+            performing: JoinSet::new(),
             owned,
         };
         for record in unresolved {
@@ -366,7 +371,10 @@ impl EscalationRouter {
     }
 
     async fn run(mut self) {
-        // Re-page what was pending when the hub stopped (at least once, never never).
+        // Perform the routing step of each escalation still waiting whose
+        // effects were not marked done before the hub stopped (or the last
+        // leader died): at least once, never never. A step marked done is not
+        // performed again; only its pushes' repeats go on.
         let pending: Vec<u64> = self
             .open
             .values()
@@ -374,7 +382,7 @@ impl EscalationRouter {
             .map(|e| e.view.id)
             .collect();
         for id in pending {
-            self.page(id);
+            self.resume_step(id).await;
         }
         // Close the pager incidents of escalations resolved while the hub was stopped.
         match self.store.take_owed_pager_resolves() {
@@ -414,6 +422,15 @@ impl EscalationRouter {
                     }
                     None => break,
                 },
+                Some(performed) = self.performing.join_next(), if !self.performing.is_empty() => {
+                    // Every step done by now is marked with one commit.
+                    let mut done: Vec<(u64, u8)> = performed.ok().flatten().into_iter().collect();
+                    while let Some(more) = self.performing.try_join_next() {
+                        done.extend(more.ok().flatten());
+                    }
+                    self.mark_steps_done(&done).await;
+                    false
+                }
                 _ = tokio::time::sleep(wait.unwrap_or(TIMER_POLL)), if wait.is_some() => {
                     // A wake-up only to see whether a connection has drained changes
                     // nothing: the gauges are recounted only after a real step.
@@ -1018,8 +1035,9 @@ impl EscalationRouter {
             if !self.covered {
                 self.tell_unanswered(id, "No supervisor is on call right now.");
             }
-            self.page(id);
         }
+        // The routing step it opened at: paged and pushed, then marked done.
+        self.perform_step(id).await;
         Ok(())
     }
 
@@ -1329,11 +1347,7 @@ impl EscalationRouter {
             self.commit().await?;
             for id in due {
                 self.broadcast(id);
-                if self.open[&id].view.level == UNANSWERED {
-                    self.tell_unanswered(id, "No supervisor has answered yet.");
-                } else {
-                    self.page(id);
-                }
+                self.perform_step(id).await;
             }
         }
         let covered = rota::covered(&self.rota, now);
@@ -1443,7 +1457,83 @@ impl EscalationRouter {
         self.notify(&keys, &record.view.group, id, "unanswered", message);
     }
 
-    /// Tells the alerts task (pagers, Web Push) where an escalation now waits.
+    /// Performs the effects of escalation `id`'s routing step (its level now) and
+    /// then marks it done: below [`UNANSWERED`] the pager and the pushes, marked
+    /// once the alerts task says they were done; at [`UNANSWERED`] the notices
+    /// to whoever is online, marked at once. The mark is durable (and in cluster
+    /// mode in the router's log) so no router performs the step again; a router
+    /// that dies before the mark leaves the step to the next (at least once).
+    async fn perform_step(&mut self, id: u64) {
+        let Some(record) = self.open.get(&id) else {
+            return;
+        };
+        let level = record.view.level;
+        if level >= UNANSWERED {
+            self.tell_unanswered(id, "No supervisor has answered yet.");
+            self.mark_steps_done(&[(id, level)]).await;
+            return;
+        }
+        let summary = self.alert_summary_of(record);
+        let (done, performed) = tokio::sync::oneshot::channel();
+        self.alerts.step(summary, done);
+        self.performing
+            .spawn(async move { performed.await.ok().map(|()| (id, level)) });
+    }
+
+    /// At start (after a restart, or on taking the router over): performs
+    /// escalation `id`'s routing step unless it was marked done; if it was, only
+    /// its pushes' repeats are armed again.
+    async fn resume_step(&mut self, id: u64) {
+        let Some(record) = self.open.get(&id) else {
+            return;
+        };
+        let level = record.view.level;
+        let done = self.store.step_done(id).unwrap_or_else(|error| {
+            // Unreadable: performed again rather than never.
+            tracing::error!(%error, escalation = id, "a routing step's mark could not be read");
+            0
+        });
+        if done < level {
+            tracing::info!(
+                escalation = id,
+                level,
+                "performing a routing step not marked done"
+            );
+            self.perform_step(id).await;
+        } else if level < UNANSWERED {
+            self.alerts.rearm(self.alert_summary_of(record));
+        }
+    }
+
+    /// Marks each `(id, level)` done, durably: written, then flushed and (in
+    /// cluster mode) appended to the router's log as one commit. Nothing for an
+    /// escalation no longer open or held only in memory.
+    async fn mark_steps_done(&mut self, steps: &[(u64, u8)]) {
+        let mut written = false;
+        for &(id, level) in steps {
+            if id >= UNSTORED_IDS || !self.open.contains_key(&id) {
+                continue;
+            }
+            if let Err(error) = self.store.put_step_done(id, level) {
+                tracing::error!(%error, escalation = id, "a routing step could not be marked done");
+                continue;
+            }
+            if let Some(owned) = &mut self.owned {
+                owned
+                    .ops
+                    .push(crate::cluster::router_log::RouterOp::StepDone { id, level });
+            }
+            written = true;
+        }
+        if written {
+            if let Err(error) = self.commit().await {
+                tracing::error!(%error, "routing steps' marks were not committed");
+            }
+        }
+    }
+
+    /// Tells the alerts task (pagers, Web Push) where an escalation now waits,
+    /// outside a routing step (a severity that rose, a flag not stored).
     fn page(&self, id: u64) {
         if let Some(summary) = self.alert_summary(id) {
             self.alerts.routed(summary);

@@ -21,6 +21,7 @@ pub mod pager;
 pub mod push;
 pub mod records;
 pub mod retention;
+pub mod steps;
 
 use std::path::Path;
 

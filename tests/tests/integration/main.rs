@@ -18,6 +18,7 @@ mod cluster_nodes_directory;
 mod cluster_primitives;
 mod cluster_process;
 mod cluster_replica;
+mod cluster_router_steps;
 mod cluster_routing;
 mod conversation;
 mod counters;
