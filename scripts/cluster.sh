@@ -28,9 +28,10 @@
 # LEASE_TTL_MS (default 10000) sets the nodes' cluster.lease_ttl_ms: how long a
 # killed node's groups wait for another node. A node's configuration is written at
 # its first start (target/cluster/peerhub-N/peerhub.toml) and kept after that.
+# CLUSTER_DIR moves target/cluster (scripts/perf-cluster.sh uses its own).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-dir="$root/target/cluster"
+dir="${CLUSTER_DIR:-$root/target/cluster}"
 base="${NATS_PORT_BASE:-4222}"
 web_base="${NODE_PORT_BASE:-7071}"
 node_count="${PEERHUB_NODES:-2}"
@@ -227,5 +228,5 @@ case "$cmd" in
     # Every stream and bucket made, each server's version and JetStream checked.
     env -u PEERHUB_NODES -u PEERHUB_BIN PEERHUB_CLUSTER_NATS_URLS="$(nats_urls)" "$(peerhub_bin)" cluster check
     ;;
-  *) sed -n '2,29p' "$0"; exit 2 ;;
+  *) sed -n '2,31p' "$0"; exit 2 ;;
 esac
