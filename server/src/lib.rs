@@ -290,6 +290,9 @@ impl Server {
             Committer::start(store.clone(), config.commit_interval).map_err(StartError::Thread)?;
         let groups = TaskTracker::new();
         let metrics = Arc::new(metrics::Metrics::new());
+        if cluster_node.is_some() {
+            metrics.start_cluster();
+        }
         // The router outlives the connections (they unregister as they close) and
         // stops with the group tasks.
         let router_stop = CancellationToken::new();

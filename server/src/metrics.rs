@@ -27,8 +27,19 @@
 //! | `peerhub_store_free_bytes` | gauge | free space on the data folder's disk |
 //! | `peerhub_store_low_space` | gauge | 1 while that is below `store.min_free_mb`: new groups and members are refused: **alert on this** |
 //! | `peerhub_flags_unstored_total` | counter | flags the store could not keep, shown to the supervisors online from memory |
+//!
+//! In cluster mode (docs/CLUSTER.md) each node serves its own `/metrics`; these
+//! are added, and the escalation figures above are the router's, so they are
+//! non-zero only on the node leading it (take `max` across nodes):
+//!
+//! | metric | type | what |
+//! | --- | --- | --- |
+//! | `peerhub_cluster_nats_connected` | gauge | 1 while this node's NATS connection is up: **alert on 0** |
+//! | `peerhub_cluster_router_leader` | gauge | 1 on the node leading the escalation router (the sum across nodes is 1, 0 during a failover): **alert on a sum of 0 that lasts** |
+//! | `peerhub_cluster_flags_not_passed_total` | counter | flags that reached no router leader in time, refused with the helplines: **alert on any** |
+//! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`) or their log refused or did not confirm a commit (`append`) |
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use peerhub_protocol::escalation::{EscalationStatus, Severity};
 use prometheus::{
@@ -84,6 +95,25 @@ pub struct Metrics {
     /// Supervisors on the rota nobody can reach away from the console.
     pub oncall_unreachable: IntGauge,
     alerts: IntCounterVec,
+    cluster: OnceLock<ClusterMetrics>,
+}
+
+/// The metrics of a node of a cluster (see the module's table).
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    nats_connected: IntGauge,
+    /// 1 while this node leads the escalation router.
+    pub router_leader: IntGauge,
+    /// Flags that reached no router leader in time.
+    pub flags_not_passed: IntCounter,
+    groups_lost: IntCounterVec,
+}
+
+impl ClusterMetrics {
+    /// Counts a group this node stopped serving: `lease` or `append`.
+    pub fn group_lost(&self, reason: &str) {
+        self.groups_lost.with_label_values(&[reason]).inc();
+    }
 }
 
 /// What a scrape reads from the rest of the hub.
@@ -105,6 +135,8 @@ pub struct Readings {
     pub free_bytes: u64,
     /// Below the low-space watermark.
     pub low_space: bool,
+    /// Cluster mode: whether the NATS connection is up.
+    pub nats_connected: Option<bool>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -247,7 +279,47 @@ impl Metrics {
             oldest_unacknowledged,
             escalations: Mutex::new(EscalationSummary::default()),
             registry: r,
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Adds the cluster's metrics (once; a node of a cluster calls it at start).
+    pub fn start_cluster(&self) -> &ClusterMetrics {
+        self.cluster.get_or_init(|| {
+            let r = &self.registry;
+            let groups_lost = IntCounterVec::new(
+                Opts::new(
+                    "peerhub_cluster_groups_lost_total",
+                    "Groups this node stopped serving, by reason (lease, append).",
+                ),
+                &["reason"],
+            )
+            .expect("a valid metric");
+            r.register(Box::new(groups_lost.clone())).expect("once");
+            ClusterMetrics {
+                nats_connected: gauge(
+                    r,
+                    "peerhub_cluster_nats_connected",
+                    "1 while this node's NATS connection is up.",
+                ),
+                router_leader: gauge(
+                    r,
+                    "peerhub_cluster_router_leader",
+                    "1 on the node leading the escalation router.",
+                ),
+                flags_not_passed: counter(
+                    r,
+                    "peerhub_cluster_flags_not_passed_total",
+                    "Flags that reached no router leader in time, refused with the helplines.",
+                ),
+                groups_lost,
+            }
+        })
+    }
+
+    /// The cluster's metrics, on a node of a cluster.
+    pub fn cluster(&self) -> Option<&ClusterMetrics> {
+        self.cluster.get()
     }
 
     /// Counts a flag the store could not keep.
@@ -307,6 +379,9 @@ impl Metrics {
         self.store_bytes.set(gauge_value(readings.store_bytes));
         self.free_bytes.set(gauge_value(readings.free_bytes));
         self.low_space.set(i64::from(readings.low_space));
+        if let (Some(cluster), Some(up)) = (self.cluster(), readings.nats_connected) {
+            cluster.nats_connected.set(i64::from(up));
+        }
         for fault in ["disk_full", "write_failed", "compaction_failed"] {
             self.store_fault
                 .with_label_values(&[fault])
@@ -366,6 +441,7 @@ mod tests {
             store_fault: None,
             free_bytes: 0,
             low_space: false,
+            nats_connected: None,
         });
         for line in [
             "peerhub_messages_total 1",

@@ -226,7 +226,16 @@ pub(crate) async fn dispatch(
                 }
             }
             None => {
-                tokio::spawn(send_to_leader(node.clone(), hub.clone(), command));
+                // Ends with the hub: a forward waiting on NATS (up to 20 s)
+                // must not keep the hub, and so its store, after shutdown.
+                let (node, hub) = (node.clone(), hub.clone());
+                tokio::spawn(async move {
+                    let stopping = hub.shutdown.clone();
+                    tokio::select! {
+                        () = send_to_leader(node, hub, command) => {}
+                        () = stopping.cancelled() => {}
+                    }
+                });
             }
         }
     }
@@ -517,6 +526,9 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
     let sent = forward_within(patience, &node, &conn, forwarded).await;
     if let Err(error) = sent {
         tracing::warn!(%conn, %error, "a router command reached no leader");
+        if is_flag {
+            hub.metrics.cluster().inspect(|m| m.flags_not_passed.inc());
+        }
         let error = match (is_flag, &error) {
             (true, ServerError::Store(_)) => ServerError::Forwarded {
                 code: ErrorCode::StorageUnavailable,
@@ -666,8 +678,14 @@ pub(crate) async fn lead(
         };
         let tx = router.sender();
         let _ = leading.send(Some(tx.clone()));
+        let metrics = hub.metrics.cluster();
+        metrics.inspect(|m| m.router_leader.set(1));
         serve(&node, &hub, &tx, &settings.proxy, &settings.replay).await;
         let _ = leading.send(None);
+        metrics.inspect(|m| m.router_leader.set(0));
+        // The escalation figures are the leader's: a node that no longer leads
+        // shows none rather than a stale queue.
+        hub.metrics.set_escalations([]);
         stop.cancel();
         tracing::info!("no longer leading the escalation router");
     }

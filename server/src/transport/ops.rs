@@ -138,6 +138,9 @@ pub async fn metrics(State(hub): State<Arc<Hub>>, request: Request) -> Response 
         store_fault: hub.committer.fault().map(|f| f.as_str()),
         free_bytes: hub.space.free_bytes(),
         low_space: hub.space.is_low(),
+        nats_connected: hub.cluster.as_ref().map(|node| {
+            node.nats.client().connection_state() == async_nats::connection::State::Connected
+        }),
     });
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

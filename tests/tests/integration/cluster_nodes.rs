@@ -12,6 +12,8 @@ use peerhub_server::config::ClusterSettings;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Identity, TestServer};
 
+use super::metrics::scrape;
+
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -79,6 +81,48 @@ async fn members_on_two_nodes_see_one_gap_free_order() {
                 .map(|(i, body)| (i as u64 + 1, body))
                 .collect();
             assert_eq!(seen, expected);
+        }
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Each node's `/metrics` says its NATS connection is up and whether it leads
+/// the escalation router: exactly one of the two does, and when it stops the
+/// other takes over and says so. No flag was refused for want of a leader.
+#[tokio::test]
+async fn each_nodes_metrics_show_nats_and_exactly_one_router_leader() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        let leader = |s: &super::metrics::Scrape| s.get("peerhub_cluster_router_leader", &[]);
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (on_a, on_b) = loop {
+            let (on_a, on_b) = (scrape(&a).await, scrape(&b).await);
+            if leader(&on_a) + leader(&on_b) == 1.0 {
+                break (on_a, on_b);
+            }
+            assert!(tokio::time::Instant::now() < until, "one router leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for scraped in [&on_a, &on_b] {
+            assert_eq!(scraped.get("peerhub_cluster_nats_connected", &[]), 1.0);
+            assert_eq!(
+                scraped.get("peerhub_cluster_flags_not_passed_total", &[]),
+                0.0
+            );
+        }
+        // The leader stops; the other node leads and says so.
+        let (stays, goes) = if leader(&on_a) == 1.0 { (b, a) } else { (a, b) };
+        goes.shutdown().await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while leader(&scrape(&stays).await) != 1.0 {
+            assert!(tokio::time::Instant::now() < until, "the other node leads");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await

@@ -524,6 +524,8 @@ async fn with_nats_unreachable_a_redeem_is_refused_as_retryable_and_a_flag_still
                 |_| {},
             )
             .await;
+        let not_passed = matches!(&flagged, ServerFrame::Error { message, .. }
+            if message.contains("could not be passed to a supervisor"));
         let helplines = match flagged {
             ServerFrame::Flagged { helplines, .. } => Some(helplines),
             ServerFrame::Error { helplines, .. } => helplines,
@@ -538,6 +540,13 @@ async fn with_nats_unreachable_a_redeem_is_refused_as_retryable_and_a_flag_still
             helplines.is_some_and(|h| !h.is_empty()),
             "a flag is answered with the helplines"
         );
+        // The node says it has no NATS, and counts a flag it could not pass
+        // to a router leader (alert on it).
+        let scraped = super::metrics::scrape(&b).await;
+        assert_eq!(scraped.get("peerhub_cluster_nats_connected", &[]), 0.0);
+        if not_passed {
+            assert!(scraped.get("peerhub_cluster_flags_not_passed_total", &[]) >= 1.0);
+        }
         // The counter's wait on the directory (250 ms) and the router's
         // (1.5 s), then the answer: never the length of an outage.
         assert!(

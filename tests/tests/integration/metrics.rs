@@ -14,13 +14,13 @@ use peerhub_tests::{Identity, TestServer};
 use super::http::{get, header};
 
 /// One scrape: series name with its labels (sorted, `k=v,...`) → value.
-struct Scrape {
+pub(super) struct Scrape {
     values: HashMap<String, f64>,
     text: String,
 }
 
 impl Scrape {
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(super) fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let key = series_key(name, labels.iter().map(|(k, v)| (*k, *v)));
         *self
             .values
@@ -35,7 +35,7 @@ fn series_key<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) 
     format!("{name}{{{}}}", labels.join(","))
 }
 
-async fn scrape(server: &TestServer) -> Scrape {
+pub(super) async fn scrape(server: &TestServer) -> Scrape {
     let (status, headers, body) = get(server.addr, "/metrics", "").await;
     assert_eq!(status, 200, "{body}");
     assert!(
