@@ -129,6 +129,9 @@ pub struct GroupLogs {
     js: jetstream::Context,
     stream: stream::Stream,
     config: LogConfig,
+    /// The groups' snapshots a trimmed log is rebuilt from (`super::trim`);
+    /// `None`: this log is never trimmed, and a gap in it is only ever refused.
+    snapshots: Option<super::snapshot::Snapshots>,
 }
 
 impl GroupLogs {
@@ -151,7 +154,35 @@ impl GroupLogs {
             js,
             stream,
             config: config.clone(),
+            snapshots: None,
         })
+    }
+
+    /// The same logs, trimmed behind snapshots kept in `snapshots` (`super::trim`).
+    pub fn with_snapshots(mut self, snapshots: super::snapshot::Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// The snapshots a trimmed group log is rebuilt from, if these logs are trimmed.
+    pub fn snapshots(&self) -> Option<&super::snapshot::Snapshots> {
+        self.snapshots.as_ref()
+    }
+
+    /// Removes every record of `group`'s log with a stream sequence below
+    /// `stream_seq` (JetStream's purge of one subject up to a sequence: the
+    /// records leave every replica's store; each server's Raft log keeps their
+    /// bytes until it compacts). Returns how many went.
+    pub async fn purge_before(&self, group: &str, stream_seq: u64) -> Result<u64, ClusterError> {
+        let subject = self.subject(group)?;
+        let purged = self
+            .stream
+            .purge()
+            .filter(subject)
+            .sequence(stream_seq)
+            .await
+            .map_err(|error| ClusterError::unavailable("log purge", error))?;
+        Ok(purged.purged)
     }
 
     /// A group's subject.
@@ -281,6 +312,16 @@ impl GroupWriter {
     /// This writer's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The stream sequence of the last record this writer appended or found.
+    pub fn last_stream_seq(&self) -> u64 {
+        self.last_stream_seq
+    }
+
+    /// The logs it writes to.
+    pub fn logs(&self) -> &GroupLogs {
+        &self.logs
     }
 
     /// Appends one event and returns after the stream acknowledged it. After

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::directory::{Directory, DirectoryConfig};
 use super::lease::{LeaseConfig, Leases};
 use super::log::{GroupLogs, LogConfig};
+use super::snapshot::{SnapshotConfig, Snapshots};
 use super::{ClusterError, Nats};
 use crate::clock::Clock;
 use crate::config::ClusterSettings;
@@ -33,7 +34,7 @@ pub struct ClusterNode {
     pub nats: Nats,
     /// Group and router leases.
     pub leases: Leases,
-    /// The group logs.
+    /// The group logs (trimmed behind snapshots: `super::trim`).
     pub logs: GroupLogs,
     /// Accounts, roles, invites, groups, counters.
     pub directory: Directory,
@@ -84,6 +85,14 @@ impl ClusterNode {
             clock,
         )
         .await?;
+        let snapshots = Snapshots::open(
+            &nats,
+            &SnapshotConfig {
+                replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let logs = GroupLogs::open(
             &nats,
             &LogConfig {
@@ -91,7 +100,8 @@ impl ClusterNode {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .with_snapshots(snapshots);
         let directory = Directory::open(
             &nats,
             &DirectoryConfig {
@@ -158,6 +168,10 @@ impl ClusterNode {
         let mut locks = self.group_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(group.clone()).or_default().clone()
     }
+
+    /// The lease of the node running the cluster's periodic jobs on groups no
+    /// node serves (retention's pass over them).
+    pub const JOBS_LEASE: &'static str = "jobs";
 
     /// A group's lease key.
     pub fn group_lease(group: &peerhub_protocol::GroupId) -> String {

@@ -126,6 +126,38 @@ impl Owned {
         Ok(())
     }
 
+    /// Appends `ops` as one record of the group's log and, after the stream's
+    /// acknowledgement, applies them to this store (what a node holding a group
+    /// without its task writes: retention's pass over a group nobody serves).
+    pub(crate) async fn commit(
+        &mut self,
+        store: &Store,
+        group: &GroupId,
+        ops: &[GroupOp],
+    ) -> Result<(), ClusterError> {
+        if !self.keeper.is_held() {
+            return Err(ClusterError::LeaseLost {
+                key: ClusterNode::group_lease(group),
+                epoch: self.writer.epoch(),
+            });
+        }
+        replica::commit(&mut self.writer, store, group, ops).await?;
+        Ok(())
+    }
+
+    /// Trims the group's log behind a snapshot of this store's copy at the
+    /// log's tail (`super::trim`); returns how many records went. Refused when
+    /// the lease has run out.
+    pub(crate) async fn trim(&self, store: &Store, group: &GroupId) -> Result<u64, ClusterError> {
+        if !self.keeper.is_held() {
+            return Err(ClusterError::LeaseLost {
+                key: ClusterNode::group_lease(group),
+                epoch: self.writer.epoch(),
+            });
+        }
+        super::trim::trim(store, &self.writer, group).await
+    }
+
     /// Hands the group on (a clean stop): the next node need not wait out the
     /// lease.
     pub(crate) async fn release(self) {
