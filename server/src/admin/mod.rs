@@ -110,6 +110,12 @@ pub fn restore(
     Ok(summary)
 }
 
+/// Why `peerhub erase` refuses a cluster node's folder (docs/CLUSTER.md §8).
+pub const CLUSTER_ERASE_REFUSED: &str = "this data folder is a cluster node's copy: \
+erasing it would not reach the group logs and the directory in NATS JetStream nor the \
+other nodes, and the next catch-up would bring the words back. Erasure in cluster mode \
+is not built yet (docs/CLUSTER.md §8, OPERATIONS.md); nothing was changed";
+
 /// Erases one key's personal data from a stopped server's folder (see
 /// [`crate::erase`]), then compacts the store so the erased bytes leave the folder
 /// ([`Store::compact`]); a running server holds members in memory, so it is refused.
@@ -118,6 +124,9 @@ pub fn erase(
     key: &peerhub_protocol::PublicKey,
 ) -> Result<crate::erase::ErasureReport, AdminError> {
     let store = open_stopped(dir)?;
+    if store.holds_cluster_copies()? {
+        return Err(AdminError::Invalid(CLUSTER_ERASE_REFUSED.to_string()));
+    }
     let audit = AuditLog::open(store.clone())?;
     let mut report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
         .map_err(|e| AdminError::Invalid(e.to_string()))?;

@@ -615,3 +615,71 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
     .await
     .expect("bounded");
 }
+
+/// `peerhub erase` on a stopped cluster node's folder (here: a store that
+/// holds a group's log as a replica, as every node's does): the words live in
+/// the group logs and on the other nodes too, so erasing one copy would only
+/// seem to work. It refuses, says why, and changes nothing (the library call
+/// and the binary alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_refuses_a_cluster_nodes_folder_and_changes_nothing() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let nats = cluster.connect(0, "test-erase").await;
+        let (lease_config, log_config) = (LeaseConfig::default(), LogConfig::default());
+        let leases = opened("leases", || {
+            Leases::open(&nats, &lease_config, Clock::system())
+        })
+        .await;
+        let logs = opened("logs", || GroupLogs::open(&nats, &log_config)).await;
+        let lease = leases
+            .acquire("group-circle", "owner")
+            .await
+            .expect("lease");
+        let mut writer = logs.writer("circle", &lease).await.expect("writer");
+        let dir = tempfile::tempdir().expect("dir");
+        let river = Identity::generate();
+        {
+            let store = Store::open(dir.path()).expect("store");
+            replica::commit(
+                &mut writer,
+                &store,
+                &gid("circle"),
+                &[event_op(1, 1_000, &river), member_op(&river, "River")],
+            )
+            .await
+            .expect("commit");
+            store.flush().expect("flush");
+        }
+        let key = river.key();
+        let digest = || {
+            Store::open(dir.path())
+                .expect("store")
+                .digest()
+                .expect("digest")
+        };
+        let before = digest();
+        let refused = peerhub_server::admin::erase(dir.path(), &key).expect_err("refused");
+        assert!(
+            refused.to_string().contains("cluster node's copy"),
+            "{refused}"
+        );
+        assert_eq!(digest(), before, "nothing changed");
+        let out = std::process::Command::new(peerhub_tests::process::binary())
+            .args(["erase", "--data"])
+            .arg(dir.path())
+            .args(["--key", &key.to_string()])
+            .output()
+            .expect("run peerhub erase");
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cluster node's copy"), "{stderr}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(digest(), before, "nothing changed");
+    })
+    .await
+    .expect("bounded");
+}
