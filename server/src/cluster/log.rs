@@ -132,7 +132,14 @@ pub struct GroupLogs {
     /// The groups' snapshots a trimmed log is rebuilt from (`super::trim`);
     /// `None`: this log is never trimmed, and a gap in it is only ever refused.
     snapshots: Option<super::snapshot::Snapshots>,
+    /// One lock per group, shared by every clone: this node's copy of a group
+    /// is taken, caught up or rebuilt by one task at a time (a catch-up racing
+    /// another could write a record again after a later one deleted events).
+    locks: std::sync::Arc<std::sync::Mutex<GroupLocks>>,
 }
+
+/// The per-group locks of [`GroupLogs::group_lock`].
+type GroupLocks = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
 
 impl GroupLogs {
     /// Opens the stream, creating it if it does not exist (file storage,
@@ -155,7 +162,15 @@ impl GroupLogs {
             stream,
             config: config.clone(),
             snapshots: None,
+            locks: Default::default(),
         })
+    }
+
+    /// The lock on this node's copy of `group` (made on first use): held while
+    /// the copy is taken, caught up or rebuilt.
+    pub fn group_lock(&self, group: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.to_string()).or_default().clone()
     }
 
     /// The same logs, trimmed behind snapshots kept in `snapshots` (`super::trim`).

@@ -40,17 +40,9 @@ pub struct ClusterNode {
     pub directory: Directory,
     /// Frames and connections between this node and the others.
     pub relay: super::remote::Relay,
-    /// One lock per group: taking a group and bringing this node's copy of it
-    /// up to its log happen one at a time.
     /// This node's presence lease (`node-<holder>`), kept while it runs: owners
     /// let go of the proxies of a node whose presence ran out.
     presence: std::sync::Mutex<Option<super::lease::LeaseKeeper>>,
-    group_locks: std::sync::Mutex<
-        std::collections::HashMap<
-            peerhub_protocol::GroupId,
-            std::sync::Arc<tokio::sync::Mutex<()>>,
-        >,
-    >,
 }
 
 impl ClusterNode {
@@ -109,7 +101,8 @@ impl ClusterNode {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .with_group_logs(logs.clone());
         let mut run = [0u8; 4];
         getrandom::fill(&mut run).map_err(|error| ClusterError::Connect(error.to_string()))?;
         let holder = format!("{}-{}", settings.node_name, hex::encode(run));
@@ -126,7 +119,6 @@ impl ClusterNode {
             logs,
             directory,
             relay: Default::default(),
-            group_locks: Default::default(),
         })
     }
 
@@ -160,13 +152,14 @@ impl ClusterNode {
         }
     }
 
-    /// The lock for `group` on this node (made on first use).
+    /// The lock for `group` on this node (made on first use): taking a group
+    /// and bringing this node's copy of it up to its log happen one at a time
+    /// (`GroupLogs::group_lock`, shared with the directory's export reads).
     pub fn group_lock(
         &self,
         group: &peerhub_protocol::GroupId,
     ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.group_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(group.clone()).or_default().clone()
+        self.logs.group_lock(group.as_str())
     }
 
     /// The lease of the node running the cluster's periodic jobs on groups no
