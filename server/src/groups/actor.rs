@@ -308,6 +308,8 @@ impl GroupActor {
     pub(super) fn remove_events(&mut self, before_ms: Option<u64>) -> Result<usize, StoreError> {
         let removed = self.store.delete_events(&self.room.group.id, before_ms)?;
         self.record_op(|| crate::cluster::replica::GroupOp::DeleteEvents { before_ms });
+        // Cluster mode: the deleted events' records leave the log after the commit.
+        self.trim = self.owned.is_some();
         Ok(removed)
     }
 
