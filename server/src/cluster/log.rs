@@ -136,6 +136,9 @@ pub struct GroupLogs {
     /// is taken, caught up or rebuilt by one task at a time (a catch-up racing
     /// another could write a record again after a later one deleted events).
     locks: std::sync::Arc<std::sync::Mutex<GroupLocks>>,
+    /// The groups this node serves now (shared by every clone): their copies
+    /// are written by their tasks, so a catch-up leaves them alone.
+    served: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The per-group locks of [`GroupLogs::group_lock`].
@@ -163,7 +166,24 @@ impl GroupLogs {
             config: config.clone(),
             snapshots: None,
             locks: Default::default(),
+            served: Default::default(),
         })
+    }
+
+    /// Whether this node serves `group` now (see [`ServedHere`]).
+    pub fn is_served_here(&self, group: &str) -> bool {
+        let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.contains(group)
+    }
+
+    /// Marks `group` as served on this node until the guard is dropped.
+    pub fn served_here(&self, group: &str) -> ServedHere {
+        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.insert(group.to_string());
+        ServedHere {
+            logs: self.clone(),
+            group: group.to_string(),
+        }
     }
 
     /// The lock on this node's copy of `group` (made on first use): held while
@@ -184,20 +204,28 @@ impl GroupLogs {
         self.snapshots.as_ref()
     }
 
-    /// Removes every record of `group`'s log with a stream sequence below
-    /// `stream_seq` (JetStream's purge of one subject up to a sequence: the
-    /// records leave every replica's store; each server's Raft log keeps their
-    /// bytes until it compacts). Returns how many went.
-    pub async fn purge_before(&self, group: &str, stream_seq: u64) -> Result<u64, ClusterError> {
-        let subject = self.subject(group)?;
-        let purged = self
-            .stream
-            .purge()
-            .filter(subject)
-            .sequence(stream_seq)
-            .await
-            .map_err(|error| ClusterError::unavailable("log purge", error))?;
-        Ok(purged.purged)
+    /// Erases the records at `stream_seqs` (each a record of this log that a
+    /// trim may drop): JetStream's message delete, which by default overwrites
+    /// the message's bytes in every replica's store (a purge would only mark
+    /// them removed, and their bytes stayed in the stream's files: found by
+    /// `expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_live_history`).
+    /// Each server's Raft log keeps the bytes until it compacts. A record
+    /// already gone counts as erased. Returns how many this call erased.
+    pub async fn erase_records(&self, stream_seqs: &[u64]) -> Result<u64, ClusterError> {
+        /// JetStream's "no message found".
+        const NO_MESSAGE: usize = 10037;
+        let mut erased = 0;
+        for &seq in stream_seqs {
+            match self.stream.delete_message(seq).await {
+                Ok(_) => erased += 1,
+                Err(error) => match error.kind() {
+                    jetstream::stream::DeleteMessageErrorKind::JetStream(js)
+                        if js.code() == 404 || js.error_code().0 == NO_MESSAGE as u64 => {}
+                    _ => return Err(ClusterError::unavailable("log erase", error)),
+                },
+            }
+        }
+        Ok(erased)
     }
 
     /// A group's subject.
@@ -302,6 +330,22 @@ impl GroupLogs {
             .into_iter()
             .map(|(stream_seq, headers, payload)| record_of(group, stream_seq, &headers, payload))
             .collect()
+    }
+}
+
+/// While it lives, its group counts as served on this node: the group's task
+/// writes this node's copy (its own writes, then their append), so a catch-up
+/// must not apply the same records under it (`super::replica::catch_up`).
+#[derive(Debug)]
+pub struct ServedHere {
+    logs: GroupLogs,
+    group: String,
+}
+
+impl Drop for ServedHere {
+    fn drop(&mut self) {
+        let mut served = self.logs.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.remove(&self.group);
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Owned {
     writer: GroupWriter,
     /// The writes of the batch being built, appended at its commit.
     pub(crate) ops: Vec<GroupOp>,
+    /// The group counts as served here while this lives.
+    _served: super::log::ServedHere,
 }
 
 /// What trying to take a group found.
@@ -78,6 +80,7 @@ pub async fn take(
         keeper,
         writer,
         ops: Vec::new(),
+        _served: node.logs.served_here(group.as_str()),
     })))
 }
 

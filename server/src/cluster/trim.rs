@@ -7,8 +7,9 @@
 //! the first record that still holds a live event (the latest write of a
 //! `(channel, seq)` not deleted since — [`floor`]), writes a snapshot of the
 //! group's state and member records as of N ([`Trimmed`], in the group's key of
-//! the snapshot bucket, fenced by epoch), and only then purges every record of
-//! the group before that one. The tail record is always kept, so the log's seq
+//! the snapshot bucket, fenced by epoch), and only then erases every record of
+//! the group before that one (JetStream's message delete, which overwrites the
+//! bytes in each replica's store: [`GroupLogs::erase_records`]). The tail record is always kept, so the log's seq
 //! and its fence carry on. Records after the floor may still hold expired
 //! events beside live ones: they go when nothing live is left in them.
 //!
@@ -121,7 +122,7 @@ fn first_kept_seq(record: &LogRecord) -> u64 {
 }
 
 /// The owner's trim of `group`'s log at its writer's tail (see the module's
-/// text); returns how many records were purged. Nothing is purged unless a
+/// text); returns how many records were erased. Nothing is erased unless a
 /// snapshot of this tail is stored first; a newer owner's snapshot refuses it
 /// ([`ClusterError::Fenced`]).
 pub async fn trim(
@@ -165,7 +166,7 @@ pub async fn trim(
     };
     if !snapshots.save(group.as_str(), &snapshot).await? {
         // One covering as much is stored: only this tail's own (an earlier trim
-        // whose purge did not finish) lets the purge go on.
+        // whose erasure did not finish) lets it go on.
         let stored = snapshots.latest(group.as_str()).await?;
         let same = stored.as_ref().is_some_and(|(stored, _)| {
             stored.stream_seq == snapshot.stream_seq
@@ -175,9 +176,10 @@ pub async fn trim(
             return Ok(0);
         }
     }
-    let purged = logs.purge_before(group.as_str(), kept.stream_seq).await?;
-    tracing::info!(%group, floor = trimmed.floor, at = snapshot.seq, purged, "group log trimmed behind a snapshot");
-    Ok(purged)
+    let dropped: Vec<u64> = records[..keep].iter().map(|r| r.stream_seq).collect();
+    let erased = logs.erase_records(&dropped).await?;
+    tracing::info!(%group, floor = trimmed.floor, at = snapshot.seq, erased, "group log trimmed behind a snapshot");
+    Ok(erased)
 }
 
 /// How many times [`restore`] reads the log again when a trim moved it on
@@ -199,7 +201,7 @@ pub async fn restore(
     };
     for _ in 0..RESTORE_READS {
         // The records first, then the snapshot: a trim stores its snapshot before
-        // it purges, so a snapshot read later covers whatever these lack.
+        // it erases, so a snapshot read later covers whatever these lack.
         let records = logs.read_all(group.as_str()).await?;
         let snapshot = match logs.snapshots() {
             Some(snapshots) => snapshots.latest(group.as_str()).await?,
@@ -248,6 +250,15 @@ pub async fn restore(
                 )));
             }
             sets.push(replica::decode(&record.payload)?);
+        }
+        for (i, record) in after.iter().enumerate() {
+            let expected = snapshot.seq + 1 + i as u64;
+            if record.seq != expected {
+                return Err(gap(format!(
+                    "record {} where {expected} follows the snapshot: a gap",
+                    record.seq
+                )));
+            }
         }
         if before.last().is_some_and(|r| r.seq != snapshot.seq) {
             return Err(gap(format!(

@@ -320,7 +320,19 @@ async fn expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_
             );
         }
         assert!(holds(&after, "live-words-4") && holds(&after, "live-words-5"));
-        assert!(after.len() < before.len(), "records were purged");
+        assert!(after.len() < before.len(), "records were erased");
+        // On the NATS servers' disks: the stream's own files hold none of them
+        // (a purge left them there; the trim's message deletes overwrite
+        // them). Each server's Raft log for the stream keeps them until it
+        // compacts, which no client can force (docs/CLUSTER.md §8).
+        for n in 1..=3 {
+            let words = format!("expired-words-{n}");
+            let holding = files_holding(cluster.data_dir(), words.as_bytes());
+            let outside_raft: Vec<&String> =
+                holding.iter().filter(|f| !f.contains("/_js_/")).collect();
+            assert!(outside_raft.is_empty(), "{words} still in {outside_raft:?}");
+            eprintln!("{words}: in the servers' Raft logs only: {holding:?}");
+        }
 
         // A third node, coming afterwards, rebuilds from the snapshot and what
         // is left: exactly the live history and every member.
@@ -535,11 +547,12 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
             stream_seqs.push(appended.stream_seq);
         }
 
-        // A purge with no snapshot behind it: the follower's empty copy cannot
-        // follow on, and nothing is written.
-        logs.purge_before("trimmed", stream_seqs[1])
+        // Records erased with no snapshot behind them: the follower's empty
+        // copy cannot follow on, and nothing is written.
+        let fence = logs.read_all("trimmed").await.expect("read")[0].stream_seq;
+        logs.erase_records(&[fence, stream_seqs[0]])
             .await
-            .expect("purge");
+            .expect("erase");
         let empty = copy_of(&follower, &group);
         let refused = replica::catch_up(&follower, &logs, &group).await;
         assert!(
@@ -575,10 +588,13 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
         );
         assert_eq!(copy_of(&follower, &group), empty, "nothing changed");
 
-        // The owner's trim: a snapshot at the tail, then records 2 (and the
-        // fence) go; 3 and 4 stay.
+        // The owner's trim: a snapshot at the tail, then record 2 goes (the
+        // fence and record 1 were gone already); 3 and 4 stay.
         let purged = trim::trim(&owner, &writer, &group).await.expect("trim");
-        assert!(purged >= 1, "purged {purged}");
+        assert_eq!(
+            purged, 1,
+            "record 2 (the fence and record 1 were gone already)"
+        );
         let left = logs.read_all("trimmed").await.expect("read");
         let seqs: Vec<u64> = left.iter().map(|r| r.seq).collect();
         assert_eq!(
@@ -781,4 +797,25 @@ async fn an_export_on_either_node_is_the_same_document() {
     })
     .await
     .expect("bounded");
+}
+
+/// Every file under `dir` (relative paths) whose bytes hold `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(&path) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    out.push(path.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    out
 }
