@@ -493,11 +493,12 @@ fn member_op(who: &Identity, name: &str) -> GroupOp {
     }
 }
 
-/// At the log's level: a copy behind a purge that no snapshot explains is
+/// At the log's level: a copy behind erased records that no snapshot explains is
 /// refused and left as it was (never skipped); so is one whose snapshot needs
 /// records that are gone. After the owner's own trim (snapshot first, then the
-/// purge) the same empty copy rebuilds to exactly the owner's, and a member who
-/// lived only in purged records is there.
+/// records erased) the same empty copy, and one whose mark is below the floor,
+/// rebuild to exactly the owner's, and a member who lived only in erased
+/// records is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactly() {
     let Some(cluster) = NatsCluster::start().await else {
@@ -528,12 +529,18 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let owner = Store::open(dirs.0.path()).expect("owner store");
         let follower = Store::open(dirs.1.path()).expect("follower store");
-        let (gone, kept) = (Identity::generate(), Identity::generate());
+        let behind_dir = tempfile::tempdir().unwrap();
+        let behind = Store::open(behind_dir.path()).expect("a store that falls behind");
+        let (gone, kept, middle) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
         // 1: an old event and a member who later leaves the log's live part;
         // 2: another old one; 3: a live one; 4: the old ones deleted.
         let sets = vec![
             vec![event_op(1, 100, &gone), member_op(&gone, "Early")],
-            vec![event_op(2, 200, &gone)],
+            vec![event_op(2, 200, &gone), member_op(&middle, "Middle")],
             vec![event_op(3, 5_000, &kept), member_op(&kept, "Later")],
             vec![GroupOp::DeleteEvents {
                 before_ms: Some(1_000),
@@ -545,6 +552,15 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
                 .await
                 .expect("commit");
             stream_seqs.push(appended.stream_seq);
+            if stream_seqs.len() == 1 {
+                // This copy follows record 1, then nothing more until the trim.
+                assert_eq!(
+                    replica::catch_up(&behind, &logs, &group)
+                        .await
+                        .expect("catch up"),
+                    1
+                );
+            }
         }
 
         // Records erased with no snapshot behind them: the follower's empty
@@ -590,9 +606,9 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
 
         // The owner's trim: a snapshot at the tail, then record 2 goes (the
         // fence and record 1 were gone already); 3 and 4 stay.
-        let purged = trim::trim(&owner, &writer, &group).await.expect("trim");
+        let erased = trim::trim(&owner, &writer, &group).await.expect("trim");
         assert_eq!(
-            purged, 1,
+            erased, 1,
             "record 2 (the fence and record 1 were gone already)"
         );
         let left = logs.read_all("trimmed").await.expect("read");
@@ -607,6 +623,19 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
             .expect("rebuilt from the snapshot");
         assert_eq!(rebuilt, 4);
         assert_eq!(copy_of(&follower, &group), copy_of(&owner, &group));
+        // A copy whose mark (1) is below the floor: rebuilt, not skipped forward
+        // (a skip would miss Middle, whose only record was erased).
+        assert_eq!(
+            replica::catch_up(&behind, &logs, &group)
+                .await
+                .expect("rebuilt from the snapshot"),
+            4
+        );
+        assert_eq!(copy_of(&behind, &group), copy_of(&owner, &group));
+        assert!(copy_of(&behind, &group)
+            .1
+            .iter()
+            .any(|m| m.name == "Middle"));
         let names: Vec<String> = copy_of(&follower, &group)
             .1
             .iter()
