@@ -848,3 +848,83 @@ fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// An ephemeral group's session ends: its owner deletes every event and the
+/// participants' member records as a write set, and trims the log at once, so
+/// by the facilitator's ack neither the words nor the participant's name are in
+/// the stream, and a node joining afterwards finds no history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_sessions_end_leaves_none_of_its_words_in_the_log() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        a.create_group_with("dropin", |g| {
+            g.waiting_room = Some(false);
+            g.retention.ephemeral = true;
+        })
+        .await;
+        // A facilitator of the group, through an invite in the cluster's directory.
+        let mut admin = a.admin().await;
+        let token = admin
+            .invite(
+                peerhub_protocol::payload::InviteRole::Facilitator,
+                Some("dropin"),
+            )
+            .await;
+        let jo = Identity::generate();
+        let mut redeeming = a.login(&jo).await;
+        let redeemed = redeeming.redeem(&token).await;
+        assert!(
+            matches!(redeemed, ServerFrame::Redeemed { .. }),
+            "{redeemed:?}"
+        );
+        drop(redeeming);
+        let mut fac = a.login(&jo).await;
+        fac.join("dropin", "Jo", None).await;
+        let pat = Identity::generate();
+        let mut on_b = b.login(&pat).await;
+        on_b.join("dropin", "Ephemeral-Pat", None).await;
+        assert_eq!(on_b.post("dropin", "ephemeral-words").await, 1);
+        let before = raw_log(&cluster, "dropin").await;
+        assert!(holds(&before, "ephemeral-words") && holds(&before, "Ephemeral-Pat"));
+
+        let reply = fac
+            .control(
+                "dropin",
+                peerhub_protocol::payload::ControlAction::EndSession,
+            )
+            .await;
+        assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+        let after = raw_log(&cluster, "dropin").await;
+        assert!(!holds(&after, "ephemeral-words"), "the words left the log");
+        assert!(!holds(&after, "Ephemeral-Pat"), "the name left the log");
+        assert!(after.len() < before.len());
+
+        // A copy made afterwards from what is left: no history, no Pat (the
+        // group is closed now, so this reads the log as a node joining would).
+        let nats = cluster.connect(2, "test-rebuild").await;
+        let (snapshot_config, log_config) = (SnapshotConfig::default(), LogConfig::default());
+        let snapshots = opened("snapshots", || Snapshots::open(&nats, &snapshot_config)).await;
+        let logs = opened("logs", || GroupLogs::open(&nats, &log_config))
+            .await
+            .with_snapshots(snapshots);
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(dir.path()).expect("store");
+        replica::catch_up(&fresh, &logs, &gid("dropin"))
+            .await
+            .expect("rebuilt");
+        assert!(history(&fresh, "dropin").is_empty());
+        let names: Vec<String> = members(&fresh, "dropin")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert!(!names.contains(&"Ephemeral-Pat".to_string()), "{names:?}");
+        assert_eq!(members(&fresh, "dropin"), members(&a.hub().store, "dropin"));
+    })
+    .await
+    .expect("bounded");
+}
