@@ -74,6 +74,11 @@ pub fn run(dir: &Path, request: ops::AdminRequest) -> Result<serde_json::Value, 
     }
     match Store::open(dir) {
         Ok(store) => {
+            if matches!(request, ops::AdminRequest::Export { .. })
+                && store.holds_cluster_copies()?
+            {
+                return Err(AdminError::Invalid(CLUSTER_EXPORT_REFUSED.to_string()));
+            }
             let audit = AuditLog::open(store.clone())?;
             let operator = ops::Operator {
                 store: &store,
@@ -115,6 +120,13 @@ pub const CLUSTER_ERASE_REFUSED: &str = "this data folder is a cluster node's co
 erasing it would not reach the group logs and the directory in NATS JetStream nor the \
 other nodes, and the next catch-up would bring the words back. Erasure in cluster mode \
 is not built yet (docs/CLUSTER.md §8, OPERATIONS.md); nothing was changed";
+
+/// Why an export from a stopped cluster node's folder is refused (docs/CLUSTER.md
+/// §8): its copies of the groups may lag their logs, so the document could miss
+/// the person's data.
+pub const CLUSTER_EXPORT_REFUSED: &str = "this data folder is a stopped cluster node's \
+copy and may lag the group logs in NATS JetStream: ask a running node instead \
+(`peerhub export --data` on its folder, through its control socket); nothing was changed";
 
 /// Erases one key's personal data from a stopped server's folder (see
 /// [`crate::erase`]), then compacts the store so the erased bytes leave the folder

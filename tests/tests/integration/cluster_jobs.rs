@@ -665,7 +665,7 @@ async fn a_gap_no_snapshot_explains_is_refused_and_a_trimmed_log_rebuilds_exactl
 /// holds a group's log as a replica, as every node's does): the words live in
 /// the group logs and on the other nodes too, so erasing one copy would only
 /// seem to work. It refuses, says why, and changes nothing (the library call
-/// and the binary alike).
+/// and the binary alike). An export from that stopped copy is refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_refuses_a_cluster_nodes_folder_and_changes_nothing() {
     let Some(cluster) = NatsCluster::start().await else {
@@ -710,6 +710,18 @@ async fn erase_refuses_a_cluster_nodes_folder_and_changes_nothing() {
         let refused = peerhub_server::admin::erase(dir.path(), &key).expect_err("refused");
         assert!(
             refused.to_string().contains("cluster node's copy"),
+            "{refused}"
+        );
+        assert_eq!(digest(), before, "nothing changed");
+        // An export from the stopped copy could miss what the logs hold: refused
+        // too (a running node exports: `an_export_on_either_node_is_the_same_document`).
+        let refused = peerhub_server::admin::run(
+            dir.path(),
+            peerhub_server::admin::ops::AdminRequest::Export { key },
+        )
+        .expect_err("refused");
+        assert!(
+            refused.to_string().contains("ask a running node"),
             "{refused}"
         );
         assert_eq!(digest(), before, "nothing changed");
