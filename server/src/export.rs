@@ -149,7 +149,43 @@ pub fn export_key(
     key: &PublicKey,
     now_ms: u64,
 ) -> Result<serde_json::Value, StoreError> {
-    let export = build(store, key, now_ms)?;
+    export_key_with(store, key, now_ms, None)
+}
+
+/// Cluster mode (docs/CLUSTER.md §8, "Export"): brings this node's copy of every
+/// group it knows up to the group's log (under each group's lock; a copy behind
+/// a trimmed log is rebuilt from its snapshot), so the memberships and messages
+/// are the cluster's and not what this node last saw; returns the key's replay
+/// counter as the directory holds it (counters are not mirrored to nodes).
+/// Afterwards this node holds a copy of every group. Blocking callers run it on
+/// a blocking thread.
+pub async fn bring_up_to_the_cluster(
+    store: &Store,
+    directory: &crate::cluster::directory::Directory,
+    key: &PublicKey,
+) -> Result<u64, crate::cluster::ClusterError> {
+    if let Some(logs) = directory.group_logs() {
+        for group in store.groups()? {
+            let lock = logs.group_lock(group.id.as_str());
+            let _held = lock.lock().await;
+            crate::cluster::replica::catch_up(store, logs, &group.id).await?;
+        }
+    }
+    directory.counter(key).await
+}
+
+/// [`export_key`], with the key's replay counter given (cluster mode: the
+/// directory's, see [`bring_up_to_the_cluster`]) instead of read from `store`.
+pub fn export_key_with(
+    store: &Store,
+    key: &PublicKey,
+    now_ms: u64,
+    counter: Option<u64>,
+) -> Result<serde_json::Value, StoreError> {
+    let mut export = build(store, key, now_ms)?;
+    if let Some(counter) = counter {
+        export.account.counter = counter;
+    }
     tracing::info!(
         memberships = export.memberships.len(),
         messages = export.messages.len(),

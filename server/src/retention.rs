@@ -216,6 +216,20 @@ pub fn run_pass(
     settings: &RetentionSettings,
     now_ms: u64,
 ) -> Result<RetentionReport, StoreError> {
+    run_pass_with(store, audit, settings, now_ms, None)
+}
+
+/// [`run_pass`], but with the chat history's part already done through the
+/// groups' logs (cluster mode: `chat_events` went there, see
+/// [`crate::cluster::trim`]): this store's events are left alone, and the count
+/// is recorded with the rest.
+fn run_pass_with(
+    store: &Store,
+    audit: &AuditLog,
+    settings: &RetentionSettings,
+    now_ms: u64,
+    chat_in_cluster: Option<u64>,
+) -> Result<RetentionReport, StoreError> {
     let cutoffs = Cutoffs {
         chat_default_ms: cutoff(now_ms, settings.chat_history_days),
         safeguarding_ms: cutoff(now_ms, settings.safeguarding_days),
@@ -229,7 +243,11 @@ pub fn run_pass(
 
     // 1. Find.
     let mut expired = Expired::default();
-    for group in store.groups()? {
+    let groups = match chat_in_cluster {
+        Some(_) => Vec::new(),
+        None => store.groups()?,
+    };
+    for group in groups {
         let days = chat_days(&group.retention, settings.chat_history_days);
         if let Some(before) = cutoff(now_ms, days) {
             store.find_expired_events(&mut expired, &group.id, before)?;
@@ -255,13 +273,14 @@ pub fn run_pass(
             tracing::info!(leftover, "retention finished an interrupted audit prune");
         }
     }
-    if expired.is_empty() && front.is_none() {
+    let cluster_events = chat_in_cluster.unwrap_or(0);
+    if expired.is_empty() && front.is_none() && cluster_events == 0 {
         return Ok(report);
     }
 
     // 2. Record, before anything is deleted.
     let detail = RunDetail {
-        chat_events: expired.events() as u64,
+        chat_events: expired.events() as u64 + cluster_events,
         escalations: expired.escalations() as u64,
         records: expired.records() as u64,
         audit_entries: front.map_or(0, |(_, count)| count),
@@ -294,7 +313,7 @@ pub fn run_pass(
             "retention kept items changed or removed since they were found"
         );
     }
-    report.chat_events = deleted.events as u64;
+    report.chat_events = deleted.events as u64 + cluster_events;
     report.escalations = deleted.escalations as u64;
     report.records = deleted.records as u64;
     if let Some((through, count)) = front {
@@ -306,16 +325,23 @@ pub fn run_pass(
 }
 
 /// Runs one pass on a running hub at `now_ms` (off the async workers) and commits
-/// what it wrote before returning.
-async fn run_once(
+/// what it wrote before returning. In cluster mode the chat history expires
+/// through the groups' logs first ([`crate::cluster::expiry`]).
+pub async fn run_once(
     hub: &Hub,
     settings: &RetentionSettings,
     now_ms: u64,
 ) -> Result<RetentionReport, ServerError> {
+    let chat_in_cluster = match &hub.cluster {
+        Some(node) => Some(crate::cluster::expiry::pass(hub, node, settings, now_ms).await? as u64),
+        None => None,
+    };
     let (store, audit, settings) = (hub.store.clone(), hub.audit.clone(), settings.clone());
-    let report = tokio::task::spawn_blocking(move || run_pass(&store, &audit, &settings, now_ms))
-        .await
-        .map_err(|_| ServerError::ShuttingDown)??;
+    let report = tokio::task::spawn_blocking(move || {
+        run_pass_with(&store, &audit, &settings, now_ms, chat_in_cluster)
+    })
+    .await
+    .map_err(|_| ServerError::ShuttingDown)??;
     if report.deleted_anything() {
         hub.committer.commit().await?;
         tracing::info!(

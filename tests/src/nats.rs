@@ -166,6 +166,12 @@ impl NatsCluster {
             .expect("start nats-server")
     }
 
+    /// The folder holding every server's configuration, log and JetStream
+    /// store (`<dir>/<name>/`): tests scan it for bytes that must be gone.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Every node's client URL.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsNode::url).collect()

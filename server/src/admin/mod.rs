@@ -114,6 +114,19 @@ pub fn restore(
     Ok(summary)
 }
 
+/// Why `peerhub erase` refuses a cluster node's folder (docs/CLUSTER.md §8).
+pub const CLUSTER_ERASE_REFUSED: &str = "this data folder is a cluster node's copy: \
+erasing it would not reach the group logs and the directory in NATS JetStream nor the \
+other nodes, and the next catch-up would bring the words back. Erasure in cluster mode \
+is not built yet (docs/CLUSTER.md §8, OPERATIONS.md); nothing was changed";
+
+/// Why an export from a stopped cluster node's folder is refused (docs/CLUSTER.md
+/// §8): its copies of the groups may lag their logs, so the document could miss
+/// the person's data.
+pub const CLUSTER_EXPORT_REFUSED: &str = "this data folder is a stopped cluster node's \
+copy and may lag the group logs in NATS JetStream: ask a running node instead \
+(`peerhub export --data` on its folder, through its control socket); nothing was changed";
+
 /// Erases one key's personal data from a stopped server's folder (see
 /// [`crate::erase`]), then compacts the store so the erased bytes leave the folder
 /// ([`Store::compact`]); a running server holds members in memory, so it is refused.
@@ -139,12 +152,16 @@ pub fn erase(
 /// again), and what it reads is one node's copy. On a running node the command
 /// reaches the cluster, or says it cannot yet ([`ops::cluster_refusal_by_name`]).
 fn refuse_stopped_cluster_node(store: &Store, dir: &Path, command: &str) -> Result<(), AdminError> {
-    if store.mirror_applied(crate::cluster::mirror::MIRROR)? == 0 {
+    if !store.holds_cluster_copies()? {
         return Ok(());
     }
-    let next = match ops::cluster_refusal_by_name(command) {
-        Some(why) => why,
-        None => "start the node and run the command again: it then reaches the cluster".into(),
+    let next = match command {
+        "erase" => CLUSTER_ERASE_REFUSED.to_string(),
+        "export" => CLUSTER_EXPORT_REFUSED.to_string(),
+        _ => match ops::cluster_refusal_by_name(command) {
+            Some(why) => why,
+            None => "start the node and run the command again: it then reaches the cluster".into(),
+        },
     };
     Err(AdminError::Cluster(format!(
         "{} is a stopped cluster node's data folder: `peerhub {command}` here would act on \

@@ -135,7 +135,6 @@ impl AdminRequest {
 pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
     let why = match command {
         "backup" => "a backup of one node's store is not the cluster's data",
-        "export" => "one node's store does not hold every group the person was in",
         "erase" => "the person's words would stay in the group logs and on the other nodes",
         "escalation list" => "the escalation queue is the router's, not this node's store",
         "rota list" | "rota set" => {
@@ -229,12 +228,25 @@ impl Operator<'_> {
             AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
             AdminRequest::GroupClearWaiting { group } => self.group_clear_waiting(group),
             AdminRequest::Export { key } => {
+                // Cluster mode: this node's copies brought up to the groups' logs
+                // first, and the counter the directory holds.
+                let counter = match self.directory {
+                    Some(directory) => Some(wait_for(crate::export::bring_up_to_the_cluster(
+                        self.store, directory, &key,
+                    ))?),
+                    None => None,
+                };
                 let payload = AdminPayload {
                     subject: Some(key),
                     ..self.admin_payload("export")
                 };
                 self.audit_admin(action::ADMIN_EXPORT, payload)?;
-                Ok(crate::export::export_key(self.store, &key, self.now_ms)?)
+                Ok(crate::export::export_key_with(
+                    self.store,
+                    &key,
+                    self.now_ms,
+                    counter,
+                )?)
             }
             AdminRequest::EscalationList { filter, limit } => {
                 let limit = limit.unwrap_or(super::escalations::DEFAULT_LIST_LIMIT);

@@ -85,6 +85,9 @@ pub struct Directory {
     /// The bucket's stream: reads go to its leader (a replica may lag).
     stream: jetstream::stream::Stream,
     bucket: String,
+    /// This node's group logs, for the operator's requests that read a person's
+    /// groups through the directory's handle (export: `crate::export`).
+    logs: Option<super::log::GroupLogs>,
 }
 
 /// What a read-modify-write's change decided.
@@ -108,7 +111,20 @@ impl Directory {
             js: nats.jetstream().clone(),
             stream,
             bucket: config.bucket.clone(),
+            logs: None,
         })
+    }
+
+    /// The same directory, with this node's group logs at hand for operator
+    /// requests ([`Self::group_logs`]).
+    pub fn with_group_logs(mut self, logs: super::log::GroupLogs) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// This node's group logs, when the node attached them.
+    pub fn group_logs(&self) -> Option<&super::log::GroupLogs> {
+        self.logs.as_ref()
     }
 
     /// The bucket's stream (for the mirror, `super::mirror`).

@@ -129,7 +129,20 @@ pub struct GroupLogs {
     js: jetstream::Context,
     stream: stream::Stream,
     config: LogConfig,
+    /// The groups' snapshots a trimmed log is rebuilt from (`super::trim`);
+    /// `None`: this log is never trimmed, and a gap in it is only ever refused.
+    snapshots: Option<super::snapshot::Snapshots>,
+    /// One lock per group, shared by every clone: this node's copy of a group
+    /// is taken, caught up or rebuilt by one task at a time (a catch-up racing
+    /// another could write a record again after a later one deleted events).
+    locks: std::sync::Arc<std::sync::Mutex<GroupLocks>>,
+    /// The groups this node serves now (shared by every clone): their copies
+    /// are written by their tasks, so a catch-up leaves them alone.
+    served: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// The per-group locks of [`GroupLogs::group_lock`].
+type GroupLocks = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
 
 impl GroupLogs {
     /// Opens the stream, creating it if it does not exist (file storage,
@@ -151,7 +164,68 @@ impl GroupLogs {
             js,
             stream,
             config: config.clone(),
+            snapshots: None,
+            locks: Default::default(),
+            served: Default::default(),
         })
+    }
+
+    /// Whether this node serves `group` now (see [`ServedHere`]).
+    pub fn is_served_here(&self, group: &str) -> bool {
+        let served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.contains(group)
+    }
+
+    /// Marks `group` as served on this node until the guard is dropped.
+    pub fn served_here(&self, group: &str) -> ServedHere {
+        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.insert(group.to_string());
+        ServedHere {
+            logs: self.clone(),
+            group: group.to_string(),
+        }
+    }
+
+    /// The lock on this node's copy of `group` (made on first use): held while
+    /// the copy is taken, caught up or rebuilt.
+    pub fn group_lock(&self, group: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.to_string()).or_default().clone()
+    }
+
+    /// The same logs, trimmed behind snapshots kept in `snapshots` (`super::trim`).
+    pub fn with_snapshots(mut self, snapshots: super::snapshot::Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    /// The snapshots a trimmed group log is rebuilt from, if these logs are trimmed.
+    pub fn snapshots(&self) -> Option<&super::snapshot::Snapshots> {
+        self.snapshots.as_ref()
+    }
+
+    /// Erases the records at `stream_seqs` (each a record of this log that a
+    /// trim may drop): JetStream's message delete, which by default overwrites
+    /// the message's bytes in every replica's store (a purge would only mark
+    /// them removed, and their bytes stayed in the stream's files: found by
+    /// `expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_live_history`).
+    /// Each server's Raft log keeps the bytes until it compacts. A record
+    /// already gone counts as erased. Returns how many this call erased.
+    pub async fn erase_records(&self, stream_seqs: &[u64]) -> Result<u64, ClusterError> {
+        /// JetStream's "no message found".
+        const NO_MESSAGE: usize = 10037;
+        let mut erased = 0;
+        for &seq in stream_seqs {
+            match self.stream.delete_message(seq).await {
+                Ok(_) => erased += 1,
+                Err(error) => match error.kind() {
+                    jetstream::stream::DeleteMessageErrorKind::JetStream(js)
+                        if js.code() == 404 || js.error_code().0 == NO_MESSAGE as u64 => {}
+                    _ => return Err(ClusterError::unavailable("log erase", error)),
+                },
+            }
+        }
+        Ok(erased)
     }
 
     /// A group's subject.
@@ -259,6 +333,22 @@ impl GroupLogs {
     }
 }
 
+/// While it lives, its group counts as served on this node: the group's task
+/// writes this node's copy (its own writes, then their append), so a catch-up
+/// must not apply the same records under it (`super::replica::catch_up`).
+#[derive(Debug)]
+pub struct ServedHere {
+    logs: GroupLogs,
+    group: String,
+}
+
+impl Drop for ServedHere {
+    fn drop(&mut self) {
+        let mut served = self.logs.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.remove(&self.group);
+    }
+}
+
 /// The one writer of a group's log, for one lease epoch.
 #[derive(Debug)]
 pub struct GroupWriter {
@@ -281,6 +371,16 @@ impl GroupWriter {
     /// This writer's epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The stream sequence of the last record this writer appended or found.
+    pub fn last_stream_seq(&self) -> u64 {
+        self.last_stream_seq
+    }
+
+    /// The logs it writes to.
+    pub fn logs(&self) -> &GroupLogs {
+        &self.logs
     }
 
     /// Appends one event and returns after the stream acknowledged it. After

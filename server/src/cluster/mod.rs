@@ -50,6 +50,7 @@ pub mod commands;
 pub mod dedupe;
 pub mod directory;
 pub mod escalations;
+pub mod expiry;
 pub mod fanout;
 pub mod lease;
 pub mod log;
@@ -62,6 +63,7 @@ pub mod router_log;
 pub mod router_node;
 pub mod routing;
 pub mod snapshot;
+pub mod trim;
 
 use std::time::Duration;
 

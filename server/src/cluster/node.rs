@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::directory::{Directory, DirectoryConfig};
 use super::lease::{LeaseConfig, Leases};
 use super::log::{GroupLogs, LogConfig};
+use super::snapshot::{SnapshotConfig, Snapshots};
 use super::{ClusterError, Nats};
 use crate::clock::Clock;
 use crate::config::ClusterSettings;
@@ -33,23 +34,15 @@ pub struct ClusterNode {
     pub nats: Nats,
     /// Group and router leases.
     pub leases: Leases,
-    /// The group logs.
+    /// The group logs (trimmed behind snapshots: `super::trim`).
     pub logs: GroupLogs,
     /// Accounts, roles, invites, groups, counters.
     pub directory: Directory,
     /// Frames and connections between this node and the others.
     pub relay: super::remote::Relay,
-    /// One lock per group: taking a group and bringing this node's copy of it
-    /// up to its log happen one at a time.
     /// This node's presence lease (`node-<holder>`), kept while it runs: owners
     /// let go of the proxies of a node whose presence ran out.
     presence: std::sync::Mutex<Option<super::lease::LeaseKeeper>>,
-    group_locks: std::sync::Mutex<
-        std::collections::HashMap<
-            peerhub_protocol::GroupId,
-            std::sync::Arc<tokio::sync::Mutex<()>>,
-        >,
-    >,
 }
 
 impl ClusterNode {
@@ -84,6 +77,14 @@ impl ClusterNode {
             clock,
         )
         .await?;
+        let snapshots = Snapshots::open(
+            &nats,
+            &SnapshotConfig {
+                replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let logs = GroupLogs::open(
             &nats,
             &LogConfig {
@@ -91,7 +92,8 @@ impl ClusterNode {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .with_snapshots(snapshots);
         let directory = Directory::open(
             &nats,
             &DirectoryConfig {
@@ -99,7 +101,8 @@ impl ClusterNode {
                 ..Default::default()
             },
         )
-        .await?;
+        .await?
+        .with_group_logs(logs.clone());
         let mut run = [0u8; 4];
         getrandom::fill(&mut run).map_err(|error| ClusterError::Connect(error.to_string()))?;
         let holder = format!("{}-{}", settings.node_name, hex::encode(run));
@@ -116,7 +119,6 @@ impl ClusterNode {
             logs,
             directory,
             relay: Default::default(),
-            group_locks: Default::default(),
         })
     }
 
@@ -150,14 +152,19 @@ impl ClusterNode {
         }
     }
 
-    /// The lock for `group` on this node (made on first use).
+    /// The lock for `group` on this node (made on first use): taking a group
+    /// and bringing this node's copy of it up to its log happen one at a time
+    /// (`GroupLogs::group_lock`, shared with the directory's export reads).
     pub fn group_lock(
         &self,
         group: &peerhub_protocol::GroupId,
     ) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.group_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(group.clone()).or_default().clone()
+        self.logs.group_lock(group.as_str())
     }
+
+    /// The lease of the node running the cluster's periodic jobs on groups no
+    /// node serves (retention's pass over them).
+    pub const JOBS_LEASE: &'static str = "jobs";
 
     /// A group's lease key.
     pub fn group_lease(group: &peerhub_protocol::GroupId) -> String {

@@ -21,6 +21,8 @@ pub struct Owned {
     writer: GroupWriter,
     /// The writes of the batch being built, appended at its commit.
     pub(crate) ops: Vec<GroupOp>,
+    /// The group counts as served here while this lives.
+    _served: super::log::ServedHere,
 }
 
 /// What trying to take a group found.
@@ -78,6 +80,7 @@ pub async fn take(
         keeper,
         writer,
         ops: Vec::new(),
+        _served: node.logs.served_here(group.as_str()),
     })))
 }
 
@@ -124,6 +127,38 @@ impl Owned {
         .await?;
         store.put_replica_applied(group, appended.seq, appended.stream_seq)?;
         Ok(())
+    }
+
+    /// Appends `ops` as one record of the group's log and, after the stream's
+    /// acknowledgement, applies them to this store (what a node holding a group
+    /// without its task writes: retention's pass over a group nobody serves).
+    pub(crate) async fn commit(
+        &mut self,
+        store: &Store,
+        group: &GroupId,
+        ops: &[GroupOp],
+    ) -> Result<(), ClusterError> {
+        if !self.keeper.is_held() {
+            return Err(ClusterError::LeaseLost {
+                key: ClusterNode::group_lease(group),
+                epoch: self.writer.epoch(),
+            });
+        }
+        replica::commit(&mut self.writer, store, group, ops).await?;
+        Ok(())
+    }
+
+    /// Trims the group's log behind a snapshot of this store's copy at the
+    /// log's tail (`super::trim`); returns how many records went. Refused when
+    /// the lease has run out.
+    pub(crate) async fn trim(&self, store: &Store, group: &GroupId) -> Result<u64, ClusterError> {
+        if !self.keeper.is_held() {
+            return Err(ClusterError::LeaseLost {
+                key: ClusterNode::group_lease(group),
+                epoch: self.writer.epoch(),
+            });
+        }
+        super::trim::trim(store, &self.writer, group).await
     }
 
     /// Hands the group on (a clean stop): the next node need not wait out the

@@ -124,18 +124,24 @@ fn apply_at(
         });
     }
     for op in ops()? {
-        match op {
-            GroupOp::Event { channel, event } => store.put_event(group, &channel, &event)?,
-            GroupOp::State { state } => store.put_group_state(group, &state)?,
-            GroupOp::Member { member } => store.put_member(group, &member)?,
-            GroupOp::RemoveMember { key } => store.delete_member(group, &key)?,
-            GroupOp::DeleteEvents { before_ms } => {
-                store.delete_events(group, before_ms)?;
-            }
-        }
+        apply_op(store, group, op)?;
     }
     store.put_replica_applied(group, seq, stream_seq)?;
     Ok(true)
+}
+
+/// Writes one op of a write set to `store` (no mark: the caller moves it).
+pub(crate) fn apply_op(store: &Store, group: &GroupId, op: GroupOp) -> Result<(), ClusterError> {
+    match op {
+        GroupOp::Event { channel, event } => store.put_event(group, &channel, &event)?,
+        GroupOp::State { state } => store.put_group_state(group, &state)?,
+        GroupOp::Member { member } => store.put_member(group, &member)?,
+        GroupOp::RemoveMember { key } => store.delete_member(group, &key)?,
+        GroupOp::DeleteEvents { before_ms } => {
+            store.delete_events(group, before_ms)?;
+        }
+    }
+    Ok(())
 }
 
 /// The owner's commit: appends `ops` as one record of `group`'s log, returning
@@ -157,28 +163,51 @@ pub async fn commit(
 }
 
 /// Rebuilds this store's copy of `group` from the log alone: forgets every
-/// replicated record of the group, then catches up from the log's start. What a
-/// node runs when an append of its own was refused or never acknowledged (its
-/// sled may hold writes the log does not) before it serves the group again.
+/// replicated record of the group, then catches up from the log's start (or,
+/// for a log trimmed behind a snapshot, from the snapshot and the records left:
+/// `super::trim::restore`). What a node runs when an append of its own was
+/// refused or never acknowledged (its sled may hold writes the log does not)
+/// before it serves the group again.
 pub async fn rebuild(
     store: &Store,
     logs: &GroupLogs,
     group: &GroupId,
 ) -> Result<u64, ClusterError> {
-    store.forget_replica(group)?;
-    catch_up(store, logs, group).await
+    super::trim::restore(store, logs, group).await
 }
 
 /// Applies everything `group`'s log holds past the store's mark; returns the
-/// group seq the store is at afterwards.
+/// group seq the store is at afterwards. When the log was trimmed past the mark
+/// (its next record purged), the copy is rebuilt from the group's snapshot
+/// instead (`super::trim::restore`); a gap no snapshot explains is refused.
 pub async fn catch_up(
     store: &Store,
     logs: &GroupLogs,
     group: &GroupId,
 ) -> Result<u64, ClusterError> {
-    let (mut applied, stream_seq) = store.replica_applied(group)?;
-    for record in logs.read_since(group.as_str(), stream_seq).await? {
-        if apply(store, group, &record)? {
+    let (applied, stream_seq) = store.replica_applied(group)?;
+    if logs.is_served_here(group.as_str()) {
+        // This node's task writes the copy, and it is at the log's tail.
+        return Ok(applied);
+    }
+    let records = logs.read_since(group.as_str(), stream_seq).await?;
+    let next = records.iter().find(|r| r.kind == RecordKind::Event);
+    if logs.snapshots().is_some() && next.is_some_and(|r| r.seq > applied + 1) {
+        return super::trim::restore(store, logs, group).await;
+    }
+    catch_up_from(store, group, &records)
+}
+
+/// Applies `records` (read past the store's mark) in order; returns the group
+/// seq the store is at afterwards.
+pub(crate) fn catch_up_from(
+    store: &Store,
+    group: &GroupId,
+    records: &[LogRecord],
+) -> Result<u64, ClusterError> {
+    let (mut applied, _) = store.replica_applied(group)?;
+    for record in records {
+        if apply(store, group, record)? {
             applied = record.seq;
         }
     }

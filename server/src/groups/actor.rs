@@ -132,6 +132,14 @@ pub(crate) enum GroupCommand {
         to: PublicKey,
         grant: LineGrant,
     },
+    /// Cluster mode, the owner's part of a retention pass: deletes the group's
+    /// events written before `before_ms` (none if `None`) as a write set in its
+    /// log, then trims the log behind a snapshot (`cluster::trim`). The reply
+    /// says how many events went, once that is in the log.
+    Expire {
+        before_ms: Option<u64>,
+        reply: oneshot::Sender<Result<usize, ServerError>>,
+    },
     /// A supervisor opens an escalation's line: its history and later messages
     /// on this connection, with no membership and no presence.
     LineOpen {
@@ -177,6 +185,8 @@ pub(super) enum Deferred {
     Record(Option<PublicKey>, ServerFrame),
     /// An operator's clearing of the waiting room is durable: how many left.
     Cleared(oneshot::Sender<Result<usize, ServerError>>, usize),
+    /// Expired events are deleted in the log (and the log trimmed): how many.
+    Expired(oneshot::Sender<Result<usize, ServerError>>, usize),
     /// A knock was forgotten while its person was here: facilitators see them
     /// leave (their last standing, offline), as no record is left to read it from.
     Forgotten(peerhub_protocol::frame::MemberInfo),
@@ -205,6 +215,8 @@ pub(crate) struct GroupActor {
     pub(super) dirty: bool,
     /// The batch changed the group's state (heads, session, settings).
     state_changed: bool,
+    /// Cluster mode: trim the group's log after the batch's append.
+    trim: bool,
     /// Cluster mode: this node's lease on the group, its log writer and the
     /// batch's writes to append; `None` on one node.
     // Boxed: a one-node hub's groups do not carry its size.
@@ -243,6 +255,7 @@ impl GroupActor {
             deferred: Vec::new(),
             dirty: false,
             state_changed: false,
+            trim: false,
             owned: None,
         }
     }
@@ -295,6 +308,8 @@ impl GroupActor {
     pub(super) fn remove_events(&mut self, before_ms: Option<u64>) -> Result<usize, StoreError> {
         let removed = self.store.delete_events(&self.room.group.id, before_ms)?;
         self.record_op(|| crate::cluster::replica::GroupOp::DeleteEvents { before_ms });
+        // Cluster mode: the deleted events' records leave the log after the commit.
+        self.trim = self.owned.is_some();
         Ok(removed)
     }
 
@@ -471,6 +486,17 @@ impl GroupActor {
                     self.regrant(key, facilitator);
                     Ok(())
                 }
+                GroupCommand::Expire { before_ms, reply } => match self.expire(before_ms) {
+                    Ok(removed) => {
+                        self.deferred.push(Deferred::Expired(reply, removed));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        let _ = reply.send(Err(ServerError::Store(e.clone())));
+                        Err(e)
+                    }
+                },
                 GroupCommand::Reload => match self.store.group(&self.room.group.id) {
                     Ok(Some(record)) => {
                         self.room.group = record;
@@ -509,6 +535,23 @@ impl GroupActor {
             }
         }
         self.commit_and_deliver().await
+    }
+
+    /// Deletes the events written before `before_ms` (recorded for the log when
+    /// any went) and asks for the log's trim after the commit (cluster mode).
+    fn expire(&mut self, before_ms: Option<u64>) -> Result<usize, StoreError> {
+        let removed = match before_ms {
+            Some(before) => self
+                .store
+                .delete_events(&self.room.group.id, Some(before))?,
+            None => 0,
+        };
+        if removed > 0 {
+            self.dirty = true;
+            self.record_op(|| crate::cluster::replica::GroupOp::DeleteEvents { before_ms });
+        }
+        self.trim = self.owned.is_some();
+        Ok(removed)
     }
 
     /// Applies a changed facilitator grant (see [`GroupCommand::Regrant`]).
@@ -685,6 +728,12 @@ impl GroupActor {
                 self.fail_deferred(&error);
                 return Err(error);
             }
+            if std::mem::take(&mut self.trim) {
+                // Not a failure of the group: the next pass trims again.
+                if let Err(error) = owned.trim(&self.store, &self.room.group.id).await {
+                    tracing::warn!(group = %self.room.group.id, %error, "could not trim the group's log; the next retention pass tries again");
+                }
+            }
         }
         for effect in std::mem::take(&mut self.deferred) {
             self.deliver(effect);
@@ -729,7 +778,7 @@ impl GroupActor {
                 Deferred::JoinReply(reply, _) => {
                     let _ = reply.send(Err(error));
                 }
-                Deferred::Cleared(reply, _) => {
+                Deferred::Cleared(reply, _) | Deferred::Expired(reply, _) => {
                     let _ = reply.send(Err(error));
                 }
                 _ => {}
@@ -1380,7 +1429,7 @@ impl GroupActor {
                     }
                 }
             }
-            Deferred::Cleared(reply, n) => {
+            Deferred::Cleared(reply, n) | Deferred::Expired(reply, n) => {
                 let _ = reply.send(Ok(n));
             }
             Deferred::Forgotten(info) => {
@@ -1571,7 +1620,7 @@ impl GroupActor {
                 GroupCommand::Join { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                GroupCommand::ClearWaiting { reply, .. } => {
+                GroupCommand::ClearWaiting { reply, .. } | GroupCommand::Expire { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
                 GroupCommand::LinePost {

@@ -292,6 +292,20 @@ impl GroupHandle {
         answer.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
+    /// Cluster mode, a group served here: its task deletes the events written
+    /// before `before_ms` through the group's log and trims the log
+    /// ([`actor::GroupCommand::Expire`]); how many events went.
+    pub async fn expire(&self, before_ms: Option<u64>) -> Result<usize, ServerError> {
+        if self.remote.is_some() {
+            return Err(ServerError::Forbidden(
+                "retention expires a group on the node that serves it",
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(GroupCommand::Expire { before_ms, reply }).await?;
+        answer.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
     /// Hands a hub note for `channel` to the group's task without waiting (it is
     /// durable with the group's next commit, then fanned out to whoever reads the
     /// channel). A full mailbox gives the note back; a stopped task drops it.

@@ -976,6 +976,20 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Whether this store was a cluster node's (it holds a mark of the
+    /// directory's mirror, a group log's replica or the router's log): its data
+    /// is a copy of what NATS holds, and changing it alone changes nothing
+    /// there (erasure refuses such a folder).
+    pub fn holds_cluster_copies(&self) -> Result<bool, StoreError> {
+        let meta = &self.t().meta;
+        for prefix in ["mirror_applied/", "replica_applied/", ROUTER_APPLIED] {
+            if meta.scan_prefix(prefix).next().transpose()?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Records how far this store mirrors `what`.
     pub fn put_mirror_applied(&self, what: &str, stream_seq: u64) -> Result<(), StoreError> {
         let _writing = self.writing();

@@ -12,6 +12,7 @@ mod cluster_audit;
 mod cluster_check;
 mod cluster_directory;
 mod cluster_escalations;
+mod cluster_jobs;
 mod cluster_mirror;
 mod cluster_nodes;
 mod cluster_nodes_directory;
