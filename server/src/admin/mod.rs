@@ -3,26 +3,22 @@
 //! sled locks its folder, so a command finds the server one of two ways: if the
 //! folder is free it opens it itself; if a server holds it, it sends the request
 //! over the folder's control socket (`admin.sock`, owner-only) and the server
-//! carries it out ([`ops`] is the one implementation both use). The rota commands
-//! still need a stopped server (a running one's rota is kept by an admin over the
-//! protocol). A change made here is signed with the hub's own key (the operator
+//! carries it out ([`ops`] is the one implementation both use). The escalation
+//! and rota commands on a running hub go to its escalation router (on a cluster
+//! node, the router's leader); a running single hub's rota is kept by an admin
+//! over the protocol, and `rota` there says so. A change made here is signed with the hub's own key (the operator
 //! acting through the hub) and written to the audit chain like any other.
 
 pub mod escalations;
 pub mod ops;
+pub mod rota;
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
-use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::RotaEntry;
-use peerhub_protocol::frame::Role;
-use peerhub_protocol::payload::RotaPayload;
-use peerhub_protocol::SignedEnvelope;
 
-use crate::audit::{AuditLog, NewEntry};
+use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::escalation::rota;
 use crate::store::{Store, StoreError};
 
 /// Why an admin command failed.
@@ -54,6 +50,10 @@ pub enum AdminError {
     /// Cluster mode: the command would act on one node's copy only.
     #[error("{0}")]
     Cluster(String),
+    /// Cluster mode: the escalation router's node refused or failed the
+    /// command (its own words), or no such node answered.
+    #[error("{0}")]
+    Router(String),
 }
 
 /// The control socket's file name in the data folder.
@@ -198,11 +198,12 @@ fn open_stopped(dir: &Path) -> Result<Store, AdminError> {
     })
 }
 
-/// The rota in a stopped server's folder.
+/// The rota: read from a stopped hub's folder, or asked of a running cluster
+/// node, which asks the router's leader.
 pub fn rota_list(dir: &Path) -> Result<Vec<RotaEntry>, AdminError> {
-    let store = open_stopped(dir)?;
-    refuse_stopped_cluster_node(&store, dir, "rota list")?;
-    Ok(store.rota()?)
+    let listed = run(dir, ops::AdminRequest::RotaList)?;
+    serde_json::from_value(listed)
+        .map_err(|e| AdminError::Server(format!("an unreadable rota in the answer: {e}")))
 }
 
 /// Reads a rota file: a JSON array of `{supervisor, start_ms, end_ms, level}`.
@@ -217,29 +218,8 @@ pub fn read_rota_file(path: &Path) -> Result<Vec<RotaEntry>, AdminError> {
     })
 }
 
-/// Replaces the rota in a stopped server's folder, audited and flushed.
+/// Replaces the rota, audited: in a stopped hub's folder (flushed), or on a
+/// running cluster node through the router's leader (in its fenced log).
 pub fn rota_set(dir: &Path, entries: Vec<RotaEntry>) -> Result<(), AdminError> {
-    let store = open_stopped(dir)?;
-    refuse_stopped_cluster_node(&store, dir, "rota set")?;
-    rota::validate(&entries).map_err(|why| AdminError::Invalid(why.into()))?;
-    for entry in &entries {
-        if !store.roles(&entry.supervisor)?.contains(&Role::Supervisor) {
-            return Err(AdminError::Invalid(format!(
-                "{} does not hold the supervisor role",
-                entry.supervisor
-            )));
-        }
-    }
-    let now = Clock::system().now_ms();
-    let hub = SigningKey::from_bytes(&store.hub_signing_seed()?);
-    let payload = RotaPayload {
-        entries: entries.clone(),
-        counter: now,
-        ts: now,
-    };
-    let env = SignedEnvelope::sign_json(&hub, Kind::Rota, &payload);
-    AuditLog::open(store.clone())?.append(NewEntry::new(now, "rota.set", env))?;
-    store.put_rota(&entries)?;
-    store.flush()?;
-    Ok(())
+    run(dir, ops::AdminRequest::RotaSet { entries }).map(|_| ())
 }

@@ -98,6 +98,15 @@ pub enum AdminRequest {
         /// At most this many (default 200).
         limit: Option<usize>,
     },
+    /// The on-call rota. On a running cluster node the control socket asks the
+    /// router's leader.
+    RotaList,
+    /// Replace the on-call rota (each entry names a supervisor). On a running
+    /// cluster node the control socket hands it to the router's leader.
+    RotaSet {
+        /// The new entries.
+        entries: Vec<peerhub_protocol::escalation::RotaEntry>,
+    },
     /// Resolve one escalation with an outcome. On a running hub the control socket
     /// hands it to the router task, never to [`Operator::execute`] (which, for this
     /// request, is for a stopped hub's folder only).
@@ -124,22 +133,20 @@ impl AdminRequest {
             Self::Export { .. } => "export",
             Self::EscalationList { .. } => "escalation list",
             Self::EscalationResolve { .. } => "escalation resolve",
+            Self::RotaList => "rota list",
+            Self::RotaSet { .. } => "rota set",
         }
     }
 }
 
 /// Why a command does not work in cluster mode yet, by its name
-/// ([`AdminRequest::name`], or `erase`, `rota list`, `rota set`): each would
+/// ([`AdminRequest::name`], or `erase`): each would
 /// read or change one node's copy while the cluster's record is in NATS
 /// (docs/CLUSTER.md §8). `None`: it works on a running node.
 pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
     let why = match command {
         "backup" => "a backup of one node's store is not the cluster's data",
         "erase" => "the person's words would stay in the group logs and on the other nodes",
-        "escalation list" => "the escalation queue is the router's, not this node's store",
-        "rota list" | "rota set" => {
-            "the rota is the router's (an admin keeps it over the protocol)"
-        }
         _ => return None,
     };
     Some(format!(
@@ -253,6 +260,15 @@ impl Operator<'_> {
                 let listed = super::escalations::list(self.store, filter, limit, self.now_ms)?;
                 super::escalations::audit_list(self.store, self.audit, filter, self.now_ms)?;
                 Ok(listed)
+            }
+            AdminRequest::RotaList => Ok(serde_json::to_value(self.store.rota()?)
+                .map_err(|e| AdminError::Invalid(e.to_string()))?),
+            AdminRequest::RotaSet { entries } => {
+                // A stopped hub's folder (a running one's router sets its own).
+                super::rota::check(self.store, &entries)?;
+                super::rota::audit_set(self.store, self.audit, &entries, self.now_ms)?;
+                self.store.put_rota(&entries)?;
+                Ok(serde_json::json!({ "entries": entries.len() }))
             }
             AdminRequest::EscalationResolve { id, outcome } => {
                 // A stopped hub's folder: nobody online to tell, no router to keep

@@ -38,8 +38,9 @@ use super::commands::{self, Asked, Inbox, Replies};
 use super::node::ClusterNode;
 use super::remote::ProxySettings;
 use super::router_log::{self, LOG};
+use crate::admin::AdminError;
 use crate::error::ServerError;
-use crate::escalation::{ReadTicket, RouterCommand, RouterHandle};
+use crate::escalation::{OperatorAsk, ReadTicket, RouterCommand, RouterHandle};
 use crate::hub::Hub;
 use crate::outbound::{ConnId, Outbox};
 
@@ -48,6 +49,25 @@ use crate::outbound::{ConnId, Outbox};
 pub const FLAG_PATIENCE: Duration = Duration::from_millis(1500);
 /// How long one request to the leader may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operator's command keeps trying to reach a leader before it is
+/// refused: never answered from this node's copy instead.
+pub const OPERATOR_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why an operator's command that reached no leader was refused; `changes`:
+/// it was a change, which an answer lost on the way may still have carried.
+fn unanswered(changes: bool) -> String {
+    let outcome = if changes {
+        "it may not have been made: when the cluster answers again, list the queue or \
+         the rota to see"
+    } else {
+        "nothing was read from this node's copy, which may be out of date"
+    };
+    format!(
+        "no node leading the escalation router answered within {} s (NATS unreachable, \
+         or the router moving to another node); {outcome}; run the command again",
+        OPERATOR_PATIENCE.as_secs()
+    )
+}
 
 /// A session's router command as it travels to the leader.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,9 +124,8 @@ enum Forwarded {
         key: PublicKey,
         escalation: u64,
     },
-    OperatorResolve {
-        id: u64,
-        outcome: String,
+    Operator {
+        ask: OperatorAsk,
     },
 }
 
@@ -315,8 +334,8 @@ fn refuse(
         RouterCommand::LineGrant { reply, .. } => {
             let _ = reply.send(Err(error));
         }
-        RouterCommand::OperatorResolve { reply, .. } => {
-            let _ = reply.send(Err(crate::admin::AdminError::Server(error.to_string())));
+        RouterCommand::Operator { reply, .. } => {
+            let _ = reply.send(Err(AdminError::Router(error.to_string())));
         }
         _ => {}
     }
@@ -381,20 +400,25 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
             }));
             return;
         }
-        RouterCommand::OperatorResolve { id, outcome, reply } => {
+        RouterCommand::Operator { ask, reply } => {
+            let changes = !matches!(ask, OperatorAsk::List { .. } | OperatorAsk::RotaList);
             let asked = forward_within(
-                ASK_TIMEOUT * 2,
+                OPERATOR_PATIENCE,
                 &node,
                 &ConnId(0),
-                Forwarded::OperatorResolve { id, outcome },
+                Forwarded::Operator { ask },
             )
             .await;
             let _ = reply.send(match asked {
-                Ok(Answer::Resolved { report }) => Ok(report),
-                Ok(_) => Err(crate::admin::AdminError::Server(
+                Ok(Answer::Report { report }) => Ok(report),
+                Ok(_) => Err(AdminError::Router(
                     "an unexpected answer from the router's node".into(),
                 )),
-                Err(error) => Err(crate::admin::AdminError::Server(error.to_string())),
+                Err(ServerError::Forwarded { message, .. }) => Err(AdminError::Router(message)),
+                Err(error) => {
+                    tracing::warn!(%error, "an operator's command reached no router");
+                    Err(AdminError::Router(unanswered(changes)))
+                }
             });
             return;
         }
@@ -514,7 +538,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
                 request_id: *request_id,
             },
         ),
-        RouterCommand::LineGrant { .. } | RouterCommand::OperatorResolve { .. } => {
+        RouterCommand::LineGrant { .. } | RouterCommand::Operator { .. } => {
             unreachable!("answered above")
         }
     };
@@ -604,7 +628,7 @@ async fn forward(
 enum Answer {
     Queued,
     Line { grant: crate::escalation::LineGrant },
-    Resolved { report: serde_json::Value },
+    Report { report: serde_json::Value },
     Refused { code: ErrorCode, message: String },
 }
 
@@ -710,9 +734,19 @@ async fn serve(
     let mut replies = Replies::new(1024);
     // Other nodes' connections registered here, whose proxies go when this ends.
     let mut proxied: HashSet<(String, u64)> = HashSet::new();
+    // Operators' commands under way, each on a task of its own (a listing or a
+    // commit must not hold up a flag from another node), answered when done.
+    let (done, mut operated) = mpsc::channel::<(commands::Command, Bytes)>(16);
+    let mut operating: HashSet<String> = HashSet::new();
     loop {
         let command = tokio::select! {
             command = inbox.next() => command,
+            Some((command, answer)) = operated.recv() => {
+                operating.remove(&command.id);
+                replies.remember(&command.id, answer.clone());
+                let _ = inbox.answer(&command, answer).await;
+                continue;
+            }
             () = tx.closed() => None,
         };
         let Some(command) = command else { break };
@@ -720,7 +754,30 @@ async fn serve(
             let _ = inbox.answer(&command, answer.clone()).await;
             continue;
         }
+        if operating.contains(&command.id) {
+            // Sent again while under way: answered once it is done.
+            continue;
+        }
         let answer = match serde_json::from_slice::<Envelope>(&command.payload) {
+            Ok(Envelope {
+                command: Forwarded::Operator { ask },
+                ..
+            }) => {
+                operating.insert(command.id.clone());
+                let (tx, done) = (tx.clone(), done.clone());
+                tokio::spawn(async move {
+                    let answer = match operate(&tx, ask).await {
+                        Ok(report) => Answer::Report { report },
+                        Err(error) => Answer::Refused {
+                            code: error.code(),
+                            message: error.to_string(),
+                        },
+                    };
+                    let answer = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+                    let _ = done.send((command, answer)).await;
+                });
+                continue;
+            }
             Ok(envelope) => {
                 let from = (envelope.node.clone(), envelope.conn);
                 if let Forwarded::Raise { payload, .. } = &envelope.command {
@@ -730,7 +787,7 @@ async fn serve(
                 }
                 match handle(node, tx, proxy, replay, envelope).await {
                     Ok(Handled::Line(grant)) => Answer::Line { grant },
-                    Ok(Handled::Resolved(report)) => Answer::Resolved { report },
+                    Ok(Handled::Report(report)) => Answer::Report { report },
                     Ok(Handled::Queued(registered)) => {
                         match registered {
                             Some(true) => {
@@ -771,8 +828,28 @@ enum Handled {
     Queued(Option<bool>),
     /// A line grant, answered at once.
     Line(crate::escalation::LineGrant),
-    /// An operator's resolve, with its report.
-    Resolved(serde_json::Value),
+    /// An operator's command (not forwarded this way: [`serve`] runs each on
+    /// a task of its own), with what it prints.
+    Report(serde_json::Value),
+}
+
+/// Hands an operator's command to the router and waits for what it prints; a
+/// refusal goes back in the router's own words.
+async fn operate(
+    tx: &mpsc::Sender<RouterCommand>,
+    ask: OperatorAsk,
+) -> Result<serde_json::Value, ServerError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(RouterCommand::Operator { ask, reply })
+        .await
+        .map_err(|_| ServerError::ShuttingDown)?;
+    let report = answer.await.map_err(|_| ServerError::ShuttingDown)?;
+    report.map_err(|error| ServerError::Forwarded {
+        code: ErrorCode::Invalid,
+        message: error.to_string(),
+        retry_after_ms: None,
+        next_session_ms: None,
+    })
 }
 
 /// Hands one forwarded command to the router.
@@ -917,21 +994,8 @@ async fn handle(
             let grant = answer.await.map_err(|_| ServerError::ShuttingDown)??;
             return Ok(Handled::Line(grant));
         }
-        Forwarded::OperatorResolve { id, outcome } => {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            tx.send(RouterCommand::OperatorResolve { id, outcome, reply })
-                .await
-                .map_err(|_| ServerError::ShuttingDown)?;
-            let report = answer.await.map_err(|_| ServerError::ShuttingDown)?;
-            return match report {
-                Ok(report) => Ok(Handled::Resolved(report)),
-                Err(error) => Err(ServerError::Forwarded {
-                    code: ErrorCode::NotFound,
-                    message: error.to_string(),
-                    retry_after_ms: None,
-                    next_session_ms: None,
-                }),
-            };
+        Forwarded::Operator { ask } => {
+            return operate(tx, ask).await.map(Handled::Report);
         }
     };
     tx.send(command)

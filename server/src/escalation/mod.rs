@@ -213,12 +213,41 @@ pub(crate) enum RouterCommand {
         escalation: u64,
         reply: tokio::sync::oneshot::Sender<Result<LineGrant, ServerError>>,
     },
-    /// An operator resolves an escalation (`peerhub escalation resolve`, through
-    /// the control socket).
-    OperatorResolve {
-        id: u64,
-        outcome: String,
+    /// An operator's command on the queue or the rota (`peerhub escalation
+    /// resolve|list`, `peerhub rota list|set`, through the control socket),
+    /// answered with what the command prints.
+    Operator {
+        ask: OperatorAsk,
         reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, crate::admin::AdminError>>,
+    },
+}
+
+/// What an operator asks of the router on a running hub. In cluster mode it
+/// travels to the node that leads the router, so it reads and changes the
+/// router's record, never one node's copy.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum OperatorAsk {
+    /// Resolve escalation `id` with `outcome`.
+    Resolve {
+        /// Which.
+        id: u64,
+        /// What was done.
+        outcome: String,
+    },
+    /// The queue as bounded summaries (`admin::escalations::list`), audited.
+    List {
+        /// Which.
+        filter: crate::admin::escalations::EscalationFilter,
+        /// At most this many.
+        limit: usize,
+    },
+    /// The rota the router follows.
+    RotaList,
+    /// Replace the rota, signed with the hub's key and audited (`rota.set`).
+    RotaSet {
+        /// The new entries.
+        entries: Vec<peerhub_protocol::escalation::RotaEntry>,
     },
 }
 
@@ -342,15 +371,15 @@ impl RouterHandle {
         !self.tx.is_closed()
     }
 
-    /// Resolves escalation `id` as an operator, through the router task.
-    pub async fn operator_resolve(
+    /// Carries out an operator's command through the router task (in cluster
+    /// mode, the leader's).
+    pub async fn operator(
         &self,
-        id: u64,
-        outcome: String,
+        ask: OperatorAsk,
     ) -> Result<serde_json::Value, crate::admin::AdminError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
-            .send(RouterCommand::OperatorResolve { id, outcome, reply })
+            .send(RouterCommand::Operator { ask, reply })
             .await
             .map_err(|_| crate::admin::AdminError::Server("the hub is stopping".into()))?;
         answer

@@ -415,7 +415,7 @@ impl EscalationRouter {
                             command,
                             RouterCommand::Raise { .. }
                                 | RouterCommand::Act { .. }
-                                | RouterCommand::OperatorResolve { .. }
+                                | RouterCommand::Operator { .. }
                         );
                         self.handle(command).await;
                         changes
@@ -656,9 +656,7 @@ impl EscalationRouter {
             } => {
                 let _ = reply.send(self.line_grant(&key, escalation));
             }
-            RouterCommand::OperatorResolve { id, outcome, reply } => {
-                let _ = reply.send(self.operator_resolve(id, outcome).await);
-            }
+            RouterCommand::Operator { ask, reply } => self.operator(ask, reply).await,
             RouterCommand::GetRota {
                 outbox,
                 key,
@@ -1772,14 +1770,19 @@ impl EscalationRouter {
         self.write_rota(&payload.entries)?;
         self.store.raise_counter(&key, payload.counter)?;
         self.commit().await?;
-        self.rota = payload.entries;
         outbox.push(&bytes(&ServerFrame::Ok { id: request_id }));
+        self.follow_rota(payload.entries, now);
+        Ok(())
+    }
+
+    /// Follows a rota just committed: coverage changes are told to everyone.
+    fn follow_rota(&mut self, entries: Vec<RotaEntry>, now: u64) {
+        self.rota = entries;
         let covered = rota::covered(&self.rota, now);
         if covered != self.covered {
             self.covered = covered;
             self.tell_everyone_coverage();
         }
-        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 
 use crate::admin::ops::{AdminRequest, Operator};
 use crate::admin::Reply;
+use crate::escalation::OperatorAsk;
 use crate::hub::Hub;
 
 /// Longest request line accepted.
@@ -86,14 +87,19 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         // The group's task holds its members: it clears them itself.
         return clear_waiting(hub, group).await;
     }
-    if let AdminRequest::EscalationResolve { id, outcome } = request {
-        // The router owns the open escalations: it resolves, commits and tells.
-        return match hub.router.operator_resolve(id, outcome).await {
-            Ok(output) => {
-                tracing::info!(command = %name, "operator request carried out");
-                Reply::Ok(output)
-            }
-            Err(e) => Reply::Error(e.to_string()),
+    if let Some(ask) = router_ask(hub, &request) {
+        // The router owns the open escalations and the rota (in cluster mode
+        // the router's leader, wherever it runs): it reads, writes, commits
+        // and tells.
+        return match ask {
+            Ok(ask) => match hub.router.operator(ask).await {
+                Ok(output) => {
+                    tracing::info!(command = %name, "operator request carried out");
+                    Reply::Ok(output)
+                }
+                Err(e) => Reply::Error(e.to_string()),
+            },
+            Err(why) => Reply::Error(why),
         };
     }
     let reload = match &request {
@@ -133,6 +139,35 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
     }
     tracing::info!(command = %name, "operator request carried out");
     Reply::Ok(output)
+}
+
+/// The requests the escalation router answers on this running hub: a resolve
+/// always; the queue's listing and the rota on a cluster node, where this
+/// node's store is not the router's record (one hub lists its own store, which
+/// is). A running single hub's rota is kept by an admin over the protocol:
+/// refused here, as before.
+fn router_ask(hub: &Hub, request: &AdminRequest) -> Option<Result<OperatorAsk, String>> {
+    let cluster = hub.cluster.is_some();
+    match request {
+        AdminRequest::EscalationResolve { id, outcome } => Some(Ok(OperatorAsk::Resolve {
+            id: *id,
+            outcome: outcome.clone(),
+        })),
+        AdminRequest::EscalationList { filter, limit } if cluster => Some(Ok(OperatorAsk::List {
+            filter: *filter,
+            limit: limit.unwrap_or(crate::admin::escalations::DEFAULT_LIST_LIMIT),
+        })),
+        AdminRequest::RotaList if cluster => Some(Ok(OperatorAsk::RotaList)),
+        AdminRequest::RotaSet { entries } if cluster => Some(Ok(OperatorAsk::RotaSet {
+            entries: entries.clone(),
+        })),
+        AdminRequest::RotaList | AdminRequest::RotaSet { .. } => Some(Err(
+            "the data folder is in use by a running hub, whose rota an admin keeps over the \
+             protocol (the admin screen): do it there, or stop the hub first"
+                .into(),
+        )),
+        _ => None,
+    }
 }
 
 /// Clears a group's waiting room on the running hub, through the group's task

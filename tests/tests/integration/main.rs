@@ -16,6 +16,7 @@ mod cluster_jobs;
 mod cluster_mirror;
 mod cluster_nodes;
 mod cluster_nodes_directory;
+mod cluster_ops;
 mod cluster_primitives;
 mod cluster_process;
 mod cluster_replica;
