@@ -37,7 +37,7 @@
 //! | `peerhub_cluster_nats_connected` | gauge | 1 while this node's NATS connection is up: **alert on 0** |
 //! | `peerhub_cluster_router_leader` | gauge | 1 on the node leading the escalation router (the sum across nodes is 1, 0 during a failover): **alert on a sum of 0 that lasts** |
 //! | `peerhub_cluster_flags_not_passed_total` | counter | flags that reached no router leader in time, refused with the helplines: **alert on any** |
-//! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`) or their log refused or did not confirm a commit (`append`) |
+//! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`), or a commit failed: their log refused or did not confirm it, or the store failed (`commit`) |
 
 use std::sync::{Mutex, OnceLock};
 
@@ -290,7 +290,7 @@ impl Metrics {
             let groups_lost = IntCounterVec::new(
                 Opts::new(
                     "peerhub_cluster_groups_lost_total",
-                    "Groups this node stopped serving, by reason (lease, append).",
+                    "Groups this node stopped serving, by reason (lease, commit).",
                 ),
                 &["reason"],
             )

@@ -346,7 +346,7 @@ impl GroupActor {
                 } => usize::MAX,
                 () = &mut lost => {
                     tracing::warn!(group = %self.room.group.id, "group lease lost: this node stops serving the group");
-                    self.stop_owning();
+                    self.stop_owning("lease");
                     return;
                 }
             };
@@ -356,7 +356,7 @@ impl GroupActor {
             let result = self.handle_batch(&mut batch).await;
             if let Err(error) = result {
                 tracing::error!(group = %self.room.group.id, %error, "group task stopping after a store failure");
-                self.stop_owning();
+                self.stop_owning("commit");
                 self.fail_waiting(std::mem::take(&mut batch));
                 return;
             }
@@ -371,11 +371,15 @@ impl GroupActor {
     /// take): this node's copy may hold writes the log does not, so it is
     /// forgotten (the next owner here rebuilds it from the log), and every
     /// connection in the group is closed so that its client joins again, on
-    /// whichever node serves the group next.
-    fn stop_owning(&mut self) {
+    /// whichever node serves the group next. `reason` is counted
+    /// (`peerhub_cluster_groups_lost_total`): `lease`, or `commit` (the log refused or did not confirm a commit, or the store failed).
+    fn stop_owning(&mut self, reason: &str) {
         let Some(owned) = self.owned.take() else {
             return;
         };
+        if let Some(cluster) = self.metrics.cluster() {
+            cluster.group_lost(reason);
+        }
         if let Err(error) = self.store.forget_replica(&self.room.group.id) {
             tracing::error!(group = %self.room.group.id, %error, "could not forget this node's copy of the group");
         }

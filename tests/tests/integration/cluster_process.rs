@@ -560,6 +560,15 @@ async fn a_paused_old_owner_is_fenced_and_its_clients_resume_on_the_new_one() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // ... and counts it where an operator's alert sees it.
+        let (status, _, metrics) = super::http::get(a.addr, "/metrics", "").await;
+        assert_eq!(status, 200);
+        let lost: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("peerhub_cluster_groups_lost_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(lost >= 1.0, "a counts the group it lost:\n{metrics}");
         let (mut river_again, resumed) =
             join_when_served(&b, &river, "River", Some(river_seen)).await;
         let seqs: Vec<u64> = resumed.history.iter().map(|e| e.seq).collect();
