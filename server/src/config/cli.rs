@@ -352,7 +352,9 @@ pub enum RotaCommand {
     /// Print the rota as JSON: `[{"supervisor": KEY, "start_ms": .., "end_ms": ..,
     /// "level": 1|2}]`.
     List {
-        /// Data folder of a stopped server.
+        /// Data folder of a stopped server, or of a running cluster node (its
+        /// router's leader answers; a running one-node hub's rota is kept in the
+        /// client).
         #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
         data: PathBuf,
     },
@@ -360,7 +362,9 @@ pub enum RotaCommand {
     /// prints). Every entry must name a key holding the supervisor role. The change
     /// is signed with the hub's key and written to the audit chain.
     Set {
-        /// Data folder of a stopped server.
+        /// Data folder of a stopped server, or of a running cluster node (its
+        /// router's leader answers; a running one-node hub's rota is kept in the
+        /// client).
         #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
         data: PathBuf,
         /// The rota file.
