@@ -14,10 +14,13 @@
 //! - [`nats::NatsCluster`] — three real nats-server processes (JetStream, routes)
 //!   on loopback, for the cluster tests; `kill -9` one by name.
 //! - [`scan`] — byte scans of every file in a data folder.
+//! - [`CrashableServer`] — a [`TestServer`] on a runtime of its own, to stop dead
+//!   as `kill -9` would (the cluster tests' node kill).
 //!
 //! Nothing here fakes the server: every helper talks to it over sockets.
 
 pub mod client;
+pub mod crashable;
 pub mod identity;
 pub mod nats;
 pub mod process;
@@ -27,6 +30,7 @@ pub mod server;
 pub mod webpush;
 
 pub use client::{Client, Closed};
+pub use crashable::CrashableServer;
 pub use identity::Identity;
 pub use process::ProcessServer;
 pub use receiver::HttpReceiver;

@@ -172,6 +172,20 @@ impl NatsCluster {
         self.dir.path()
     }
 
+    /// `[cluster]` settings for a peerhub node named `node` on this cluster:
+    /// three copies of every stream and a 2 s lease, so that a killed node's
+    /// groups move within the tests' bounds.
+    pub fn node_settings(&self, node: &str) -> peerhub_server::config::ClusterSettings {
+        peerhub_server::config::ClusterSettings {
+            nats_urls: self.urls(),
+            node_name: node.to_string(),
+            credentials_file: None,
+            tls_ca_file: None,
+            replicas: 3,
+            lease_ttl: Duration::from_secs(2),
+        }
+    }
+
     /// Every node's client URL.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsNode::url).collect()

@@ -30,24 +30,13 @@ use peerhub_server::store::records::{MemberRecord, StoredEvent};
 use peerhub_server::store::Store;
 use peerhub_tests::identity::gid;
 use peerhub_tests::nats::{opened, NatsCluster};
-use peerhub_tests::{Client, Identity, TestServer};
+use peerhub_tests::{Client, CrashableServer as Crashable, Identity, TestServer};
 
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(180);
 
 /// How far the clocks move: past the group's two days.
 const JUMP_MS: i64 = 3 * DAY_MS as i64;
-
-fn settings(cluster: &NatsCluster, node: &str) -> ClusterSettings {
-    ClusterSettings {
-        nats_urls: cluster.urls(),
-        node_name: node.to_string(),
-        credentials_file: None,
-        tls_ca_file: None,
-        replicas: 3,
-        lease_ttl: Duration::from_secs(2),
-    }
-}
 
 /// Thirty days by default; the job's own passes only at start (the tests run
 /// theirs with [`retention::run_once`]).
@@ -66,39 +55,14 @@ fn configure(config: &mut peerhub_server::config::Config, cluster: ClusterSettin
 }
 
 async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
-    let settings = settings(cluster, name);
+    let settings = cluster.node_settings(name);
     TestServer::start_with(move |config| configure(config, settings)).await
 }
 
-/// A node in a runtime of its own, so that the test can stop it dead (as in
-/// cluster_nodes.rs): every task dropped, no lease released, nobody told.
-struct Crashable {
-    runtime: tokio::runtime::Runtime,
-    server: TestServer,
-}
-
-impl Crashable {
-    fn start(cluster: &NatsCluster, name: &str) -> Self {
-        let settings = settings(cluster, name);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let server = runtime.block_on(TestServer::start_with(move |config| {
-                configure(config, settings)
-            }));
-            Self { runtime, server }
-        })
-        .join()
-        .expect("node starts")
-    }
-
-    fn crash(self) {
-        self.runtime.shutdown_background();
-        drop(self.server);
-    }
+/// Starts node `name` on a runtime of its own, to be stopped dead.
+fn crashable(cluster: &NatsCluster, name: &str) -> Crashable {
+    let settings = cluster.node_settings(name);
+    Crashable::start(move |config| configure(config, settings))
 }
 
 /// A group keeping two days of history, made through `admin_node`.
@@ -374,7 +338,7 @@ async fn a_pass_while_the_owner_is_dead_loses_nothing_live() {
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let mut a = Crashable::start(&cluster, "a");
+        let mut a = crashable(&cluster, "a");
         let b = node(&cluster, "b").await;
         create_group(&mut a.server, "circle").await;
         let (river, sky) = (Identity::generate(), Identity::generate());

@@ -8,28 +8,16 @@ use std::time::Duration;
 
 use peerhub_protocol::payload::InviteRole;
 use peerhub_protocol::ServerFrame;
-use peerhub_server::config::ClusterSettings;
 use peerhub_tests::nats::NatsCluster;
-use peerhub_tests::{Identity, TestServer};
+use peerhub_tests::{CrashableServer as Crashable, Identity, TestServer};
 
 use super::metrics::scrape;
 
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 
-fn settings(cluster: &NatsCluster, node: &str) -> ClusterSettings {
-    ClusterSettings {
-        nats_urls: cluster.urls(),
-        node_name: node.to_string(),
-        credentials_file: None,
-        tls_ca_file: None,
-        replicas: 3,
-        lease_ttl: Duration::from_secs(2),
-    }
-}
-
 async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
-    let settings = settings(cluster, name);
+    let settings = cluster.node_settings(name);
     TestServer::start_with(move |config| config.cluster = Some(settings)).await
 }
 
@@ -211,38 +199,10 @@ async fn when_the_serving_node_stops_the_other_serves_the_group_from_the_log() {
     .expect("bounded");
 }
 
-/// A node in a runtime of its own, so that a test can stop it dead: every task
-/// dropped at once, its sockets (its clients', its NATS connection) closed by
-/// the drop, no lease released and nobody told — what kill -9 leaves, short of
-/// the process.
-struct Crashable {
-    runtime: tokio::runtime::Runtime,
-    server: TestServer,
-}
-
-impl Crashable {
-    /// Starts a node named `name` (blocks the calling thread while it starts).
-    fn start(cluster: &NatsCluster, name: &str) -> Self {
-        let settings = settings(cluster, name);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let server = runtime.block_on(TestServer::start_with(move |config| {
-                config.cluster = Some(settings)
-            }));
-            Self { runtime, server }
-        })
-        .join()
-        .expect("node starts")
-    }
-
-    fn crash(self) {
-        self.runtime.shutdown_background();
-        drop(self.server);
-    }
+/// Starts node `name` on a runtime of its own, to be stopped dead.
+fn crashable(cluster: &NatsCluster, name: &str) -> Crashable {
+    let settings = cluster.node_settings(name);
+    Crashable::start(move |config| config.cluster = Some(settings))
 }
 
 /// The frames node `b` receives for its connections, as NATS carries them.
@@ -319,7 +279,7 @@ async fn a_node_killed_without_a_word_leaves_the_groups_its_members_were_in() {
         let (river, sky) = (Identity::generate(), Identity::generate());
         let mut on_a = a.login(&river).await;
         on_a.join("circle", "River", None).await;
-        let b = Crashable::start(&cluster, "b");
+        let b = crashable(&cluster, "b");
         let mut on_b = b.server.login(&sky).await;
         on_b.join("circle", "Sky", None).await;
         let online = |on: bool| {
@@ -348,7 +308,7 @@ async fn when_the_serving_node_is_killed_the_other_serves_the_group_and_nothing_
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let mut a = Crashable::start(&cluster, "a");
+        let mut a = crashable(&cluster, "a");
         let b = node(&cluster, "b").await;
         create_group(&cluster, &mut a.server, "circle").await;
         let (river, sky) = (Identity::generate(), Identity::generate());
@@ -444,22 +404,12 @@ async fn a_flag_through_any_node_is_routed_and_the_next_leader_enforces_its_dead
     tokio::time::timeout(BOUND, async {
         // Node a starts first and leads the router.
         let deadline = Duration::from_secs(3);
-        let settings_a = settings(&cluster, "a");
-        let mut a = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let server = runtime.block_on(TestServer::start_with(move |config| {
-                config.cluster = Some(settings_a);
-                config.escalation.urgent_deadline = deadline;
-            }));
-            Crashable { runtime, server }
-        })
-        .join()
-        .expect("node a starts");
-        let settings_b = settings(&cluster, "b");
+        let settings_a = cluster.node_settings("a");
+        let mut a = Crashable::start(move |config| {
+            config.cluster = Some(settings_a);
+            config.escalation.urgent_deadline = deadline;
+        });
+        let settings_b = cluster.node_settings("b");
         let b = TestServer::start_with(move |config| {
             config.cluster = Some(settings_b);
             config.escalation.urgent_deadline = deadline;
@@ -518,7 +468,7 @@ async fn a_push_subscription_made_through_one_node_is_sent_to_by_the_router_on_a
     tokio::time::timeout(BOUND, async {
         let mut service = peerhub_tests::HttpReceiver::start(|_, _| 201).await;
         let with_push = |name: &str| {
-            let settings = settings(&cluster, name);
+            let settings = cluster.node_settings(name);
             move |config: &mut peerhub_server::config::Config| {
                 config.cluster = Some(settings);
                 config.escalation.push_contact = "mailto:oncall@example.org".into();
@@ -724,8 +674,8 @@ async fn a_crash_loop_across_nodes_loses_no_acknowledged_post_or_flag() {
     };
     tokio::time::timeout(Duration::from_secs(240), async {
         let mut nodes = [
-            Some(Crashable::start(&cluster, "a")),
-            Some(Crashable::start(&cluster, "b")),
+            Some(crashable(&cluster, "a")),
+            Some(crashable(&cluster, "b")),
         ];
         let mut first = nodes[0].take().expect("a");
         create_group(&cluster, &mut first.server, "circle").await;
@@ -786,7 +736,7 @@ async fn a_crash_loop_across_nodes_loses_no_acknowledged_post_or_flag() {
             // kill -9 of the other node, and a new node in its place.
             nodes[there].take().expect("running").crash();
             let name = if there == 0 { "a" } else { "b" };
-            nodes[there] = Some(Crashable::start(&cluster, name));
+            nodes[there] = Some(crashable(&cluster, name));
         }
         // Everything acknowledged, once, in one gap-free order.
         let server = &nodes[0].as_ref().expect("running").server;

@@ -18,7 +18,6 @@ use peerhub_protocol::frame::Role;
 use peerhub_protocol::payload::{CreateGroupPayload, GroupKind, InvitePayload, InviteRole};
 use peerhub_protocol::{ClientFrame, ErrorCode, GroupId, ServerFrame};
 use peerhub_server::admin::ops::AdminRequest;
-use peerhub_server::config::ClusterSettings;
 use peerhub_server::transport::control;
 use peerhub_tests::identity::gid;
 use peerhub_tests::nats::NatsCluster;
@@ -30,20 +29,9 @@ const BOUND: Duration = Duration::from_secs(60);
 /// How long a node may take to see another node's write (see the module).
 const SEEN: Duration = Duration::from_secs(20);
 
-fn settings(cluster: &NatsCluster, node: &str) -> ClusterSettings {
-    ClusterSettings {
-        nats_urls: cluster.urls(),
-        node_name: node.to_string(),
-        credentials_file: None,
-        tls_ca_file: None,
-        replicas: 3,
-        lease_ttl: Duration::from_secs(2),
-    }
-}
-
 /// A peerhub node of `cluster` named `name`.
 async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
-    let settings = settings(cluster, name);
+    let settings = cluster.node_settings(name);
     TestServer::start_with(|config| {
         config.cluster = Some(settings);
         config.escalation.helplines = local_helplines();
@@ -367,7 +355,7 @@ async fn one_first_admin_link_per_cluster_and_it_works_on_every_node() {
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let (sa, sb) = (settings(&cluster, "a"), settings(&cluster, "b"));
+        let (sa, sb) = (cluster.node_settings("a"), cluster.node_settings("b"));
         let (a, b) = tokio::join!(
             TestServer::start_with(|config| {
                 config.cluster = Some(sa);

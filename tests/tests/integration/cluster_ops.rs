@@ -13,7 +13,6 @@ use std::time::Duration;
 use peerhub_protocol::escalation::{EscalationStatus, RotaEntry, Severity};
 use peerhub_protocol::payload::InviteRole;
 use peerhub_protocol::ServerFrame;
-use peerhub_server::config::ClusterSettings;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Client, Identity, TestServer};
 
@@ -21,14 +20,7 @@ use peerhub_tests::{Client, Identity, TestServer};
 const BOUND: Duration = Duration::from_secs(120);
 
 async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
-    let settings = ClusterSettings {
-        nats_urls: cluster.urls(),
-        node_name: name.to_string(),
-        credentials_file: None,
-        tls_ca_file: None,
-        replicas: 3,
-        lease_ttl: Duration::from_secs(2),
-    };
+    let settings = cluster.node_settings(name);
     TestServer::start_with(move |config| config.cluster = Some(settings)).await
 }
 

@@ -20,11 +20,11 @@ use peerhub_protocol::payload::{EscalationAction, InviteRole};
 use peerhub_protocol::ServerFrame;
 use peerhub_server::cluster::log::{GroupLogs, LogConfig};
 use peerhub_server::cluster::router_log::{self, RouterOp};
-use peerhub_server::config::{ClusterSettings, Config};
+use peerhub_server::config::Config;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::receiver::Received;
 use peerhub_tests::webpush::PushSubscriber;
-use peerhub_tests::{Client, HttpReceiver, Identity, TestServer};
+use peerhub_tests::{Client, CrashableServer, HttpReceiver, Identity, TestServer};
 
 use super::alerting::{act, on_call, set_rota, subscribe};
 
@@ -47,54 +47,20 @@ fn alerting_to(config: &mut Config, base: &str) {
 /// A node in a runtime of its own, so that a test can stop it dead: every task
 /// dropped at once, no lease released, nobody told (kill -9 short of the
 /// process). Dropping it does the same.
-struct Node {
-    runtime: Option<tokio::runtime::Runtime>,
-    server: Option<TestServer>,
-}
+struct Node(CrashableServer);
 
 impl Node {
     fn start(cluster: &NatsCluster, name: &str, base: &str) -> Self {
-        let settings = ClusterSettings {
-            nats_urls: cluster.urls(),
-            node_name: name.to_string(),
-            credentials_file: None,
-            tls_ca_file: None,
-            replicas: 3,
-            lease_ttl: Duration::from_secs(2),
-        };
+        let settings = cluster.node_settings(name);
         let base = base.to_string();
-        tokio::task::block_in_place(|| {
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                let server = runtime.block_on(TestServer::start_with(move |config| {
-                    config.cluster = Some(settings);
-                    alerting_to(config, &base);
-                }));
-                Self {
-                    runtime: Some(runtime),
-                    server: Some(server),
-                }
-            })
-            .join()
-            .expect("node starts")
-        })
+        Self(CrashableServer::start(move |config| {
+            config.cluster = Some(settings);
+            alerting_to(config, &base);
+        }))
     }
 
     fn server(&self) -> &TestServer {
-        self.server.as_ref().expect("running")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-        drop(self.server.take());
+        &self.0.server
     }
 }
 
@@ -296,7 +262,7 @@ struct Scene {
 async fn scene(cluster: &NatsCluster, receiver: &HttpReceiver) -> Scene {
     let mut a = Node::start(cluster, "a", &receiver.base);
     let b = Node::start(cluster, "b", &receiver.base);
-    let on_a = a.server.as_mut().expect("running");
+    let on_a = &mut a.0.server;
     for group in ["circle", "circle2"] {
         on_a.create_group_with(group, |g| g.waiting_room = Some(false))
             .await;
