@@ -348,7 +348,7 @@ async fn when_the_serving_node_is_killed_the_other_serves_the_group_and_nothing_
 
 /// A new staff member of `role` (for `group`), invited by `admin` and logged in
 /// on `node` (where the invite is redeemed: invites are the cluster's).
-async fn staff_on(
+pub(super) async fn staff_on(
     node: &TestServer,
     admin: &mut peerhub_tests::Client,
     role: InviteRole,
@@ -369,7 +369,7 @@ async fn staff_on(
 
 /// The escalation summaries a staff connection is pushed or lists, until one
 /// that `want` accepts.
-async fn escalation_where(
+pub(super) async fn escalation_where(
     client: &mut peerhub_tests::Client,
     want: impl Fn(&peerhub_protocol::escalation::EscalationSummary) -> bool,
 ) -> peerhub_protocol::escalation::EscalationSummary {

@@ -16,6 +16,8 @@ use peerhub_protocol::ServerFrame;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Client, Identity, TestServer};
 
+use super::cluster_nodes::{escalation_where, staff_on};
+
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
 
@@ -82,43 +84,6 @@ fn audited(node: &TestServer, action: &str) -> usize {
         .count()
 }
 
-/// A new staff member of `role`, invited by `admin` and logged in on `node`.
-async fn staff_on(node: &TestServer, admin: &mut Client, role: InviteRole) -> (Identity, Client) {
-    let token = admin.invite(role, None).await;
-    let who = Identity::generate();
-    let mut client = node.login(&who).await;
-    let redeemed = client.redeem(&token).await;
-    assert!(
-        matches!(redeemed, ServerFrame::Redeemed { .. }),
-        "{redeemed:?}"
-    );
-    drop(client);
-    (who.clone(), node.login(&who).await)
-}
-
-/// The escalation summaries a staff connection is pushed or lists, until one
-/// that `want` accepts.
-async fn escalation_where(
-    client: &mut Client,
-    want: impl Fn(&peerhub_protocol::escalation::EscalationSummary) -> bool,
-) -> peerhub_protocol::escalation::EscalationSummary {
-    let frame = client
-        .recv_matching(|f| match f {
-            ServerFrame::Escalation { escalation } => want(escalation),
-            ServerFrame::Escalations { escalations, .. } => escalations.iter().any(&want),
-            _ => false,
-        })
-        .await
-        .expect("an escalation");
-    match frame {
-        ServerFrame::Escalation { escalation } => escalation,
-        ServerFrame::Escalations { escalations, .. } => {
-            escalations.into_iter().find(|e| want(e)).expect("matched")
-        }
-        _ => unreachable!(),
-    }
-}
-
 /// Someone joins `circle` on `node` and flags themself as urgent; the
 /// escalation as `sup` sees it open.
 async fn flagged(
@@ -164,7 +129,7 @@ async fn the_escalation_list_through_either_node_is_the_leaders() {
         a.create_group_with("circle", |g| g.waiting_room = Some(false))
             .await;
         let mut admin = a.admin().await;
-        let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor).await;
+        let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
         let first = flagged(&b, &mut sup).await;
         let second = flagged(&b, &mut sup).await;
         let ids = [first.id.expect("id"), second.id.expect("id")];
@@ -286,8 +251,8 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
         a.create_group_with("circle", |g| g.waiting_room = Some(false))
             .await;
         let mut admin = a.admin().await;
-        let (one, mut sup_one) = staff_on(&a, &mut admin, InviteRole::Supervisor).await;
-        let (two, _sup_two) = staff_on(&b, &mut admin, InviteRole::Supervisor).await;
+        let (one, mut sup_one) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+        let (two, _sup_two) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
         let (on_a, on_b) = (a.data_dir().to_path_buf(), b.data_dir().to_path_buf());
         let now = now_ms();
         let primary = |who: &Identity| RotaEntry {
@@ -397,7 +362,7 @@ async fn with_nats_unreachable_operator_commands_are_refused_and_change_nothing(
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut a, b) = two_nodes(&cluster).await;
         let mut admin = a.admin().await;
-        let (sup, _client) = staff_on(&a, &mut admin, InviteRole::Supervisor).await;
+        let (sup, _client) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
         let on_b = b.data_dir().to_path_buf();
         let now = now_ms();
         let entry = |level| RotaEntry {

@@ -27,6 +27,7 @@ use peerhub_tests::webpush::PushSubscriber;
 use peerhub_tests::{Client, CrashableServer, HttpReceiver, Identity, TestServer};
 
 use super::alerting::{act, on_call, set_rota, subscribe};
+use super::cluster_nodes::staff_on;
 
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(180);
@@ -62,20 +63,6 @@ impl Node {
     fn server(&self) -> &TestServer {
         &self.0.server
     }
-}
-
-/// A new staff member of `role`, invited by `admin` and logged in on `node`.
-async fn staff_on(node: &TestServer, admin: &mut Client, role: InviteRole) -> (Identity, Client) {
-    let token = admin.invite(role, None).await;
-    let who = Identity::generate();
-    let mut client = node.login(&who).await;
-    let redeemed = client.redeem(&token).await;
-    assert!(
-        matches!(redeemed, ServerFrame::Redeemed { .. }),
-        "{redeemed:?}"
-    );
-    drop(client);
-    (who.clone(), node.login(&who).await)
 }
 
 /// What the receiver was sent, in order.
@@ -268,8 +255,8 @@ async fn scene(cluster: &NatsCluster, receiver: &HttpReceiver) -> Scene {
             .await;
     }
     let mut admin = on_a.admin().await;
-    let (sup1, mut on1) = staff_on(b.server(), &mut admin, InviteRole::Supervisor).await;
-    let (sup2, mut on2) = staff_on(b.server(), &mut admin, InviteRole::Supervisor).await;
+    let (sup1, mut on1) = staff_on(b.server(), &mut admin, InviteRole::Supervisor, None).await;
+    let (sup2, mut on2) = staff_on(b.server(), &mut admin, InviteRole::Supervisor, None).await;
     let phone1 = PushSubscriber::generate();
     let phone2 = PushSubscriber::generate();
     for (client, phone, name) in [(&mut on1, &phone1, "sup1"), (&mut on2, &phone2, "sup2")] {
