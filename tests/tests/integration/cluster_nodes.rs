@@ -117,6 +117,50 @@ async fn each_nodes_metrics_show_nats_and_exactly_one_router_leader() {
     .expect("bounded");
 }
 
+/// A node stopped while a request waits for a router leader that is gone lets
+/// go of its data folder in `shutdown` itself: the store opens at once
+/// afterwards. Before, the task forwarding the request held the hub, and so the
+/// store's lock, for up to the forward's 20 s after the hub had stopped.
+#[tokio::test]
+async fn a_stopped_node_lets_go_of_its_data_folder() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        // Node a starts first and leads the router; then it dies.
+        let a = crashable(&cluster, "a");
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while scrape(&a.server)
+            .await
+            .get("peerhub_cluster_router_leader", &[])
+            != 1.0
+        {
+            assert!(tokio::time::Instant::now() < until, "a leads the router");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let b = node(&cluster, "b").await;
+        let sky = Identity::generate();
+        let mut on_b = b.login(&sky).await;
+        a.crash();
+        // A request for the router now waits on b for a leader (the lease has
+        // not run out), and b stops meanwhile.
+        on_b.send(&peerhub_protocol::ClientFrame::Escalations {
+            id: Some(7),
+            after: None,
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(on_b);
+        let opened = b
+            .while_stopped(|dir| peerhub_server::store::Store::open(dir).map(|_| ()))
+            .await;
+        assert!(opened.is_ok(), "b's folder is free: {opened:?}");
+    })
+    .await
+    .expect("bounded");
+}
+
 /// The first joins of a group arrive at once through two nodes: one node takes
 /// the group, and the joins through the other wait the moment it takes to start
 /// serving instead of being refused. Before, about half of them were refused with
