@@ -57,6 +57,7 @@ pub mod log;
 pub mod mirror;
 pub mod node;
 pub mod owner;
+pub mod rebase;
 pub mod remote;
 pub mod replica;
 pub mod router_log;
