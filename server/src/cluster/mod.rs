@@ -49,6 +49,7 @@ pub mod check;
 pub mod commands;
 pub mod dedupe;
 pub mod directory;
+pub mod erasure;
 pub mod escalations;
 pub mod expiry;
 pub mod fanout;
