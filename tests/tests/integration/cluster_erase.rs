@@ -13,16 +13,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use peerhub_protocol::frame::Channel;
 use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
-use peerhub_server::cluster::erasure::{self, GroupOutcome};
+use peerhub_server::admin::ops::AdminRequest;
+use peerhub_server::admin::Reply;
 use peerhub_server::cluster::replica;
 use peerhub_server::config::ClusterSettings;
 use peerhub_server::erase::{ERASED_NAME, TOMBSTONE_REASON};
-use peerhub_server::error::ServerError;
 use peerhub_server::store::records::MemberRecord;
 use peerhub_server::store::Store;
+use peerhub_server::transport::control;
 use peerhub_tests::identity::gid;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Client, Identity, TestServer};
+use serde_json::Value;
 
 /// Posts each of two people sends at once in a round.
 const PIPELINED: usize = 4;
@@ -122,12 +124,27 @@ async fn acks(client: &mut Client, ids: Vec<u64>) -> Vec<u64> {
     seqs
 }
 
-async fn erase_through(
-    server: &TestServer,
-    key: &PublicKey,
-) -> Result<Vec<GroupOutcome>, ServerError> {
-    let node = server.hub().cluster.clone().expect("a cluster node");
-    erasure::erase_in_groups(server.hub(), &node, key).await
+/// The group part of `key`'s erasure asked through `server`'s control socket:
+/// the reply, or the refusal.
+async fn erase_through(server: &TestServer, key: &PublicKey) -> Result<Value, String> {
+    let socket = server.data_dir().join(peerhub_server::admin::SOCKET);
+    let request = AdminRequest::ClusterEraseGroups { key: *key };
+    let reply = tokio::task::spawn_blocking(move || control::ask(&socket, &request))
+        .await
+        .expect("asked")
+        .expect("the control socket answers");
+    match reply {
+        Reply::Ok(value) => Ok(value),
+        Reply::Error(error) => Err(error),
+    }
+}
+
+/// The one group a reply reached: its outcome and what it says.
+fn only_group(reply: &Value) -> &Value {
+    match reply["groups"].as_array().map(Vec::as_slice) {
+        Some([group]) => group,
+        _ => panic!("one group: {reply}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +188,11 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             for seq in acks(&mut wren_a, wren_sent).await {
                 expected.push((seq, None));
             }
-            for (seq, words) in acks(&mut moss_a, moss_sent).await.into_iter().zip(moss_words) {
+            for (seq, words) in acks(&mut moss_a, moss_sent)
+                .await
+                .into_iter()
+                .zip(moss_words)
+            {
                 expected.push((seq, Some(words)));
             }
             for n in 1..=2 {
@@ -184,7 +205,9 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
         assert!(holds(&before, "wren-secret-1") && holds(&before, "Wrenname"));
         let shared = before
             .iter()
-            .filter(|r| holds(&[(*r).clone()], "wren-secret") && holds(&[(*r).clone()], "moss-words"))
+            .filter(|r| {
+                holds(&[(*r).clone()], "wren-secret") && holds(&[(*r).clone()], "moss-words")
+            })
             .count();
         eprintln!("log records holding Wren's and Moss's words together: {shared}");
 
@@ -197,12 +220,15 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
                 .to_bytes(),
         );
         let refused = erase_through(&a, &hub_key).await.unwrap_err();
-        assert!(matches!(refused, ServerError::Forbidden(_)), "{refused}");
+        assert!(refused.contains("hub's own key"), "{refused}");
         let through_b = erase_through(&b, &wren.key()).await.expect("b answers");
-        assert!(
-            matches!(through_b.as_slice(), [GroupOutcome::ServedElsewhere { group, .. }] if *group == gid("circle")),
-            "{through_b:?}"
+        let group = only_group(&through_b);
+        assert_eq!(
+            (group["outcome"].as_str(), group["group"].as_str()),
+            (Some("served_elsewhere"), Some("circle")),
+            "{through_b}"
         );
+        assert_eq!(through_b["complete"], false);
         assert_eq!(cluster.raw_log("circle").await, before, "nothing changed");
 
         // The erasure through the owner, while Sky posts through b.
@@ -213,18 +239,18 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
         );
         expected.push((during, Some("sky-during-the-erasure".into())));
         expected.sort();
-        let outcomes = outcomes.expect("the erasure");
-        let [GroupOutcome::Erased(erased)] = outcomes.as_slice() else {
-            panic!("{outcomes:?}");
-        };
-        assert_eq!(
-            (erased.events, erased.member),
-            (2 * PIPELINED, true),
-            "{erased:?}"
+        let reply = outcomes.expect("the erasure");
+        let erased = only_group(&reply);
+        assert_eq!(erased["outcome"], "erased", "{reply}");
+        assert_eq!(erased["events"], 2 * PIPELINED as u64, "{reply}");
+        assert_eq!(erased["member"], true, "{reply}");
+        assert!(erased["rebased"]["erased"].as_u64() > Some(0), "{reply}");
+        assert_eq!(reply["complete"], true, "{reply}");
+        assert!(
+            reply["raft_logs"].is_string(),
+            "the reply says what Raft keeps"
         );
-        let rebased = erased.rebased.expect("the log rebased");
-        assert!(rebased.erased > 0, "{rebased:?}");
-        eprintln!("erasure: {erased:?}");
+        eprintln!("erasure: {reply}");
 
         // Both nodes: tombstones at Wren's seqs, everyone else's posts as they
         // were, the post made meanwhile kept; b's copy, behind the rebase,
@@ -280,7 +306,10 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             .map(|e| match &e.env {
                 Some(_) => (e.seq, Some(e.verified_body())),
                 None => {
-                    assert_eq!(e.redacted.as_ref().expect("a tombstone").reason, TOMBSTONE_REASON);
+                    assert_eq!(
+                        e.redacted.as_ref().expect("a tombstone").reason,
+                        TOMBSTONE_REASON
+                    );
                     (e.seq, None)
                 }
             })
@@ -371,22 +400,22 @@ async fn an_erasure_takes_a_group_nobody_serves_and_the_next_owner_serves_the_to
         let mut attempts = 0;
         let erased = loop {
             attempts += 1;
-            let outcomes = erase_through(&b, &wren.key()).await.expect("b answers");
-            match outcomes.as_slice() {
-                [GroupOutcome::Erased(erased)] => break erased.clone(),
-                [GroupOutcome::ServedElsewhere { .. }] => {
+            let reply = erase_through(&b, &wren.key()).await.expect("b answers");
+            let group = only_group(&reply).clone();
+            match group["outcome"].as_str() {
+                Some("erased") => break group,
+                Some("served_elsewhere") => {
                     let log = cluster.raw_log("garden").await;
                     assert!(holds(&log, "wren-secret-1"), "nothing changed meanwhile");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                other => panic!("{other:?}"),
+                _ => panic!("{reply}"),
             }
         };
-        eprintln!(
-            "erasures through b until the dead owner's lease ran out: {attempts}; {erased:?}"
-        );
-        assert_eq!((erased.events, erased.member), (2, true));
-        assert!(erased.rebased.is_some_and(|r| r.erased > 0), "{erased:?}");
+        eprintln!("erasures through b until the dead owner's lease ran out: {attempts}; {erased}");
+        assert_eq!(erased["events"], 2, "{erased}");
+        assert_eq!(erased["member"], true, "{erased}");
+        assert!(erased["rebased"]["erased"].as_u64() > Some(0), "{erased}");
         assert_eq!(history(&b.hub().store, "garden"), expected, "b's copy");
         let log = cluster.raw_log("garden").await;
         for words in ["wren-secret-1", "wren-secret-2", "Wrenname"] {
@@ -407,4 +436,17 @@ async fn an_erasure_takes_a_group_nobody_serves_and_the_next_owner_serves_the_to
     })
     .await
     .expect("bounded");
+}
+
+/// On one node the request is refused, and says what to run instead.
+#[tokio::test]
+async fn one_node_refuses_the_cluster_erasure_and_says_what_to_run() {
+    let server = TestServer::start().await;
+    let refused = erase_through(&server, &Identity::generate().key())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.starts_with("refused") && refused.contains("peerhub erase"),
+        "{refused}"
+    );
 }
