@@ -78,6 +78,17 @@ fn members(store: &Store, group: &str) -> Vec<MemberRecord> {
     members
 }
 
+/// How many records hold both Wren's and Moss's words.
+fn shared(records: &[Bytes]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            holds(std::slice::from_ref(*r), "wren-secret")
+                && holds(std::slice::from_ref(*r), "moss-words")
+        })
+        .count()
+}
+
 fn holds(records: &[Bytes], words: &str) -> bool {
     records
         .iter()
@@ -200,16 +211,30 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
                 expected.push((sky_b.post("circle", &words).await, Some(words)));
             }
         }
-        drop(wren_a);
+        let ivy = Identity::generate();
+        let mut ivy_a = a.login(&ivy).await;
+        ivy_a.join("circle", "Ivyname", None).await;
+        expected.push((ivy_a.post("circle", "ivy-secret").await, None));
+        drop((wren_a, ivy_a));
+        let log = cluster.raw_log("circle").await;
+        assert!(holds(&log, "wren-secret-1") && holds(&log, "Wrenname"));
+        eprintln!(
+            "records holding Wren's and Moss's words together, as posted: {}",
+            shared(&log)
+        );
+
+        // Someone erased before Wren: that rebase's snapshot names Wren, and its
+        // one new record holds Wren's words beside everyone else's, so Wren's
+        // own erasure must rebase (a trim alone would keep that record) and
+        // leave no copy of the earlier snapshot behind.
+        let first = erase_through(&a, &ivy.key()).await.expect("Ivy's erasure");
+        assert_eq!(first["complete"], true, "{first}");
         let before = cluster.raw_log("circle").await;
-        assert!(holds(&before, "wren-secret-1") && holds(&before, "Wrenname"));
-        let shared = before
-            .iter()
-            .filter(|r| {
-                holds(&[(*r).clone()], "wren-secret") && holds(&[(*r).clone()], "moss-words")
-            })
-            .count();
-        eprintln!("log records holding Wren's and Moss's words together: {shared}");
+        assert!(
+            shared(&before) > 0,
+            "Wren's words share a record with Moss's"
+        );
+        assert!(!holds(&before, "ivy-secret") && !holds(&before, "Ivyname"));
 
         // Bad inputs change nothing: the hub's own key is refused; through a
         // node that does not serve the group, the group is reported, not erased.
@@ -284,10 +309,17 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             assert!(holds(&after, &format!("sky-words-{n}")), "Sky's {n}");
         }
         assert!(!holds(&after, "Wrenname"), "the name left the log");
+        assert!(!holds(&after, "Ivyname") && !holds(&after, "ivy-secret"));
         // The servers' files: no stream's or bucket's hold any of it; each
         // server's Raft log keeps erased bytes until it compacts, which no
         // client can force (docs/CLUSTER.md §8).
-        for words in ["wren-secret-1", "wren-secret-8", "Wrenname"] {
+        for words in [
+            "wren-secret-1",
+            "wren-secret-8",
+            "Wrenname",
+            "ivy-secret",
+            "Ivyname",
+        ] {
             let holding = cluster.files_holding(words.as_bytes());
             let outside_raft: Vec<&String> =
                 holding.iter().filter(|f| !f.contains("/_js_/")).collect();
@@ -438,15 +470,27 @@ async fn an_erasure_takes_a_group_nobody_serves_and_the_next_owner_serves_the_to
     .expect("bounded");
 }
 
-/// On one node the request is refused, and says what to run instead.
+/// On one node the request is refused, and says what to run instead; on a
+/// stopped folder too. Neither changes anything.
 #[tokio::test]
 async fn one_node_refuses_the_cluster_erasure_and_says_what_to_run() {
     let server = TestServer::start().await;
-    let refused = erase_through(&server, &Identity::generate().key())
-        .await
-        .unwrap_err();
+    let key = Identity::generate().key();
+    let before = server.hub().store.digest().expect("digest");
+    let refused = erase_through(&server, &key).await.unwrap_err();
     assert!(
         refused.starts_with("refused") && refused.contains("peerhub erase"),
         "{refused}"
+    );
+    assert_eq!(server.hub().store.digest().expect("digest"), before);
+    let stopped = server
+        .while_stopped(|dir| {
+            peerhub_server::admin::run(dir, AdminRequest::ClusterEraseGroups { key })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        stopped.to_string().contains("running cluster node"),
+        "{stopped}"
     );
 }
