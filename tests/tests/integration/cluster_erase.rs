@@ -16,6 +16,7 @@ use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
 use peerhub_server::admin::ops::AdminRequest;
 use peerhub_server::admin::Reply;
 use peerhub_server::cluster::replica;
+use peerhub_server::cluster::snapshot::{SnapshotConfig, Snapshots};
 use peerhub_server::config::ClusterSettings;
 use peerhub_server::erase::{ERASED_NAME, TOMBSTONE_REASON};
 use peerhub_server::store::records::MemberRecord;
@@ -76,6 +77,23 @@ fn members(store: &Store, group: &str) -> Vec<MemberRecord> {
     let mut members = store.members(&gid(group)).expect("members");
     members.sort_by_key(|m| m.key.0);
     members
+}
+
+/// The snapshot bucket's stream files. A snapshot replaced by a newer one is
+/// dropped by the bucket's one-value limit, which leaves its bytes in these
+/// files; a bucket refuses the message delete that would overwrite them, and
+/// that cannot be changed on an existing bucket (docs/CLUSTER.md §8, "Erase",
+/// Left). Everywhere else is checked.
+const REPLACED_SNAPSHOTS: &str = "/streams/KV_peerhub_group_state/";
+
+/// `words` as a group snapshot stores them: its state is JSON bytes, written
+/// as an array of numbers.
+fn as_in_snapshot(words: &str) -> String {
+    words
+        .bytes()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// How many records hold both Wren's and Moss's words.
@@ -235,6 +253,11 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             "Wren's words share a record with Moss's"
         );
         assert!(!holds(&before, "ivy-secret") && !holds(&before, "Ivyname"));
+        let in_snapshot = cluster.files_holding(as_in_snapshot("Wrenname").as_bytes());
+        assert!(
+            in_snapshot.iter().any(|f| !f.contains("/_js_/")),
+            "the earlier snapshot names Wren: {in_snapshot:?}"
+        );
 
         // Bad inputs change nothing: the hub's own key is refused; through a
         // node that does not serve the group, the group is reported, not erased.
@@ -310,9 +333,28 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
         }
         assert!(!holds(&after, "Wrenname"), "the name left the log");
         assert!(!holds(&after, "Ivyname") && !holds(&after, "ivy-secret"));
-        // The servers' files: no stream's or bucket's hold any of it; each
-        // server's Raft log keeps erased bytes until it compacts, which no
-        // client can force (docs/CLUSTER.md §8).
+        // The group's snapshot now: the erased member record, no name.
+        let nats = cluster.connect(0, "test-snapshot").await;
+        let snapshots = Snapshots::open(&nats, &SnapshotConfig::default())
+            .await
+            .expect("snapshots");
+        let (snapshot, _) = snapshots
+            .latest("circle")
+            .await
+            .expect("read")
+            .expect("the rebase's snapshot");
+        for words in ["Wrenname", "Ivyname", "wren-secret", "ivy-secret"] {
+            assert!(
+                !holds(std::slice::from_ref(&snapshot.state), words),
+                "{words} in the snapshot"
+            );
+        }
+        assert!(holds(std::slice::from_ref(&snapshot.state), ERASED_NAME));
+
+        // The servers' files: no stream's or bucket's hold any of it but for
+        // replaced snapshots (see REPLACED_SNAPSHOTS); each server's Raft log
+        // keeps erased bytes until it compacts, which no client can force
+        // (docs/CLUSTER.md §8).
         for words in [
             "wren-secret-1",
             "wren-secret-8",
@@ -320,11 +362,23 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             "ivy-secret",
             "Ivyname",
         ] {
-            let holding = cluster.files_holding(words.as_bytes());
-            let outside_raft: Vec<&String> =
-                holding.iter().filter(|f| !f.contains("/_js_/")).collect();
-            assert!(outside_raft.is_empty(), "{words} still in {outside_raft:?}");
-            eprintln!("{words}: in the servers' Raft logs only: {holding:?}");
+            for needle in [words.to_string(), as_in_snapshot(words)] {
+                let holding = cluster.files_holding(needle.as_bytes());
+                let outside_raft: Vec<&String> = holding
+                    .iter()
+                    .filter(|f| !f.contains("/_js_/") && !f.contains(REPLACED_SNAPSHOTS))
+                    .collect();
+                assert!(
+                    outside_raft.is_empty(),
+                    "{needle} still in {outside_raft:?}"
+                );
+            }
+            let replaced = cluster.files_holding(as_in_snapshot(words).as_bytes());
+            let replaced: Vec<&String> = replaced
+                .iter()
+                .filter(|f| f.contains(REPLACED_SNAPSHOTS))
+                .collect();
+            eprintln!("{words}: outside the Raft logs, only in replaced snapshots: {replaced:?}");
         }
 
         // A node joining later holds exactly the owner's content, and Wren is
