@@ -66,13 +66,13 @@
 
 use ed25519_dalek::SigningKey;
 use peerhub_protocol::envelope::Kind;
-use peerhub_protocol::frame::Redaction;
+use peerhub_protocol::frame::{Channel, Redaction};
 use peerhub_protocol::payload::AdminPayload;
-use peerhub_protocol::{PublicKey, SignedEnvelope};
+use peerhub_protocol::{GroupId, PublicKey, SignedEnvelope};
 use serde::Serialize;
 
 use crate::audit::{action, AuditLog, ErasureRewrite, NewEntry, Pseudonym, RewriteError};
-use crate::store::records::StoredEvent;
+use crate::store::records::{MemberRecord, StoredEvent};
 use crate::store::{Store, StoreError};
 
 /// The reason a tombstone gives.
@@ -126,6 +126,83 @@ pub struct ErasureReport {
     pub compacted: Option<crate::store::compact::CompactReport>,
 }
 
+/// The hub's key for `seed`, refused when it is `key` itself (the hub's own key
+/// is never erased).
+pub fn hub_key_other_than(seed: &[u8; 32], key: &PublicKey) -> Result<PublicKey, EraseError> {
+    let hub_key = PublicKey(SigningKey::from_bytes(seed).verifying_key().to_bytes());
+    if *key == hub_key {
+        return Err(EraseError::HubKey);
+    }
+    Ok(hub_key)
+}
+
+/// The redaction an erased event carries: by the hub's key, with
+/// [`TOMBSTONE_REASON`] and `control_seq` 0.
+pub fn tombstone(hub_key: PublicKey) -> Redaction {
+    Redaction {
+        by: hub_key,
+        reason: TOMBSTONE_REASON.into(),
+        control_seq: 0,
+    }
+}
+
+/// `event` as a tombstone: its seq and time, no envelope, no note.
+pub fn tombstoned(event: &StoredEvent, tombstone: &Redaction) -> StoredEvent {
+    StoredEvent {
+        seq: event.seq,
+        ts: event.ts,
+        env: None,
+        note: None,
+        redacted: Some(tombstone.clone()),
+    }
+}
+
+/// `member` erased: its standing kept, its name [`ERASED_NAME`], its signed join
+/// and signed agreement dropped.
+pub fn erased_member(mut member: MemberRecord) -> MemberRecord {
+    member.name = ERASED_NAME.into();
+    member.join = None;
+    member.agreement_env = None;
+    member
+}
+
+/// One group's part of an erasure, computed and not yet written: what a group's
+/// owner writes as one write set in cluster mode (`crate::cluster::erasure`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupErasure {
+    /// The key's events and hub notes about it in the group, as tombstones.
+    pub events: Vec<(Channel, StoredEvent)>,
+    /// Its member record, erased, if it has one in the group.
+    pub member: Option<MemberRecord>,
+}
+
+impl GroupErasure {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.member.is_none()
+    }
+}
+
+/// The group part of erasing `key` in `group` as `store` holds it (the same
+/// rewrites [`erase_key`] writes everywhere): its events as tombstones by
+/// `hub_key`, its member record erased. Nothing is written.
+pub fn group_erasure(
+    store: &Store,
+    group: &GroupId,
+    key: &PublicKey,
+    hub_key: PublicKey,
+) -> Result<GroupErasure, StoreError> {
+    let tombstone = tombstone(hub_key);
+    let events = store
+        .events_of_key(key)?
+        .into_iter()
+        .filter(|located| located.group == *group)
+        .map(|located| (located.channel, tombstoned(&located.event, &tombstone)))
+        .collect();
+    let member = store.member(group, key)?.map(erased_member);
+    Ok(GroupErasure { events, member })
+}
+
 /// Erases `key`'s personal data from `store` (see the module docs), at server time
 /// `now_ms`, and records it in `audit` (a log opened on the same store). The
 /// caller flushes afterwards. The store must not be in use by a running server.
@@ -137,10 +214,7 @@ pub fn erase_key(
 ) -> Result<ErasureReport, EraseError> {
     let seed = store.hub_signing_seed()?;
     let hub = SigningKey::from_bytes(&seed);
-    let hub_key = PublicKey(hub.verifying_key().to_bytes());
-    if *key == hub_key {
-        return Err(EraseError::HubKey);
-    }
+    let hub_key = hub_key_other_than(&seed, key)?;
     let pseudonym = Pseudonym::of(&seed, key);
 
     // The chain first (it refuses a broken chain before anything changes), then
@@ -165,30 +239,17 @@ pub fn erase_key(
     let env = SignedEnvelope::sign_json(&hub, Kind::Admin, &payload);
     let audit_seq = audit.append(NewEntry::new(now_ms, action::ADMIN_ERASE, env))?;
 
-    let tombstone = Redaction {
-        by: hub_key,
-        reason: TOMBSTONE_REASON.into(),
-        control_seq: 0,
-    };
+    let tombstone = tombstone(hub_key);
     let mut events = 0;
     for mut located in store.events_of_key(key)? {
-        located.event = StoredEvent {
-            seq: located.event.seq,
-            ts: located.event.ts,
-            env: None,
-            note: None,
-            redacted: Some(tombstone.clone()),
-        };
+        located.event = tombstoned(&located.event, &tombstone);
         store.put_located_event(&located)?;
         events += 1;
     }
 
     let mut memberships = 0;
-    for (group, mut member) in store.memberships_of(key)? {
-        member.name = ERASED_NAME.into();
-        member.join = None;
-        member.agreement_env = None;
-        store.put_member(&group, &member)?;
+    for (group, member) in store.memberships_of(key)? {
+        store.put_member(&group, &erased_member(member))?;
         memberships += 1;
     }
 
@@ -245,10 +306,9 @@ pub fn erase_key(
 mod tests {
     use super::*;
     use crate::audit;
-    use peerhub_protocol::frame::{Channel, Role};
-    use peerhub_protocol::GroupId;
+    use peerhub_protocol::frame::Role;
 
-    use crate::store::records::{MemberRecord, RecordRecord};
+    use crate::store::records::RecordRecord;
 
     fn signer(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -397,6 +457,52 @@ mod tests {
         let again = erase_key(&store, &log, &key(1), 2_000).unwrap();
         assert_eq!((again.events, again.audit.entries_changed), (0, 0));
         assert_eq!(audit::verify(&store).unwrap().entries, 6);
+    }
+
+    #[test]
+    fn a_groups_part_is_that_groups_only_and_writes_nothing() {
+        let (_dir, store, _log) = filled();
+        let (g, h) = (GroupId::parse("g").unwrap(), GroupId::parse("h").unwrap());
+        let elsewhere = StoredEvent {
+            seq: 1,
+            ts: 100,
+            env: Some(post(1, "a-in-h")),
+            note: None,
+            redacted: None,
+        };
+        store.put_event(&h, &Channel::Main, &elsewhere).unwrap();
+        let seed = store.hub_signing_seed().unwrap();
+        let hub_key = hub_key_other_than(&seed, &key(1)).unwrap();
+        let before = store.digest().unwrap();
+
+        let part = group_erasure(&store, &g, &key(1), hub_key).unwrap();
+        assert_eq!(store.digest().unwrap(), before, "nothing written");
+        let seqs: Vec<u64> = part.events.iter().map(|(_, e)| e.seq).collect();
+        assert_eq!(seqs, [1, 3], "A's two posts in g, none in h");
+        for (channel, event) in &part.events {
+            assert_eq!(*channel, Channel::Main);
+            assert_eq!((&event.env, &event.note), (&None, &None));
+            assert_eq!(event.redacted, Some(tombstone(hub_key)));
+        }
+        let member = part.member.expect("A's record in g");
+        assert_eq!((member.name.as_str(), &member.join), (ERASED_NAME, &None));
+        assert_eq!(member.first_joined_ms, 1, "its standing is kept");
+
+        // B's part in g: its one post; a stranger's: nothing.
+        assert_eq!(
+            group_erasure(&store, &g, &key(2), hub_key)
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+        assert!(group_erasure(&store, &g, &key(9), hub_key)
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            hub_key_other_than(&seed, &hub_key),
+            Err(EraseError::HubKey)
+        ));
     }
 
     #[test]

@@ -46,3 +46,27 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Runs `f` (something that opens a data folder) again, for up to 10 s, while
+/// it fails because the folder's lock is held: under a busy test run the
+/// store's lock can outlive its last handle for a moment (a child process
+/// another test forks just then holds the lock's file until it execs, and the
+/// store's own unit tests meet the same after a drop).
+pub fn retry_while_locked<T, E: std::fmt::Display>(
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Err(error)
+                if {
+                    let text = error.to_string();
+                    text.contains("could not acquire lock") || text.contains("is in use")
+                } && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}

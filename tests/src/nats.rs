@@ -186,6 +186,63 @@ impl NatsCluster {
         }
     }
 
+    /// The files under [`NatsCluster::data_dir`] holding `needle`, as paths
+    /// relative to it (a server's Raft log for a stream is under `/_js_/`).
+    pub fn files_holding(&self, needle: &[u8]) -> Vec<String> {
+        let dir = self.dir.path();
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if std::fs::read(&path)
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                {
+                    out.push(path.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every record a group's log holds in the `PEERHUB_LOG` stream, read raw
+    /// (payloads, in stream order); the group must have at least one.
+    pub async fn raw_log(&self, group: &str) -> Vec<bytes::Bytes> {
+        use futures_util::StreamExt as _;
+        let nats = self.connect(0, "test-raw-log").await;
+        let stream = nats
+            .jetstream()
+            .get_stream("PEERHUB_LOG")
+            .await
+            .expect("the log stream");
+        let subject = format!("peerhub.log.{group}");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut out = Vec::new();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .expect("the log answers")
+                .expect("a message")
+                .expect("readable");
+            out.push(message.payload.clone());
+            if message.info().expect("info").pending == 0 {
+                return out;
+            }
+        }
+    }
+
     /// Every node's client URL.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(NatsNode::url).collect()

@@ -90,6 +90,15 @@ pub enum AdminRequest {
         /// Whose.
         key: peerhub_protocol::PublicKey,
     },
+    /// Cluster mode, on a running node: the group part of one key's erasure in
+    /// every group whose log names it, through each group's owner
+    /// (`crate::cluster::erasure`). The account, co-produced records and the
+    /// nodes' audit chains are not reached yet, so `peerhub erase` still
+    /// refuses a cluster folder. On one node, or a stopped folder, refused.
+    ClusterEraseGroups {
+        /// Whose.
+        key: peerhub_protocol::PublicKey,
+    },
     /// Escalations as bounded summaries (no words, no people but the handler).
     EscalationList {
         /// Which (default: every unresolved one).
@@ -131,6 +140,7 @@ impl AdminRequest {
             Self::GroupSchedule { .. } => "group schedule",
             Self::GroupClearWaiting { .. } => "group clear-waiting",
             Self::Export { .. } => "export",
+            Self::ClusterEraseGroups { .. } => "cluster erase-groups",
             Self::EscalationList { .. } => "escalation list",
             Self::EscalationResolve { .. } => "escalation resolve",
             Self::RotaList => "rota list",
@@ -234,6 +244,10 @@ impl Operator<'_> {
             AdminRequest::GroupCreate { request } => self.group_create(*request),
             AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
             AdminRequest::GroupClearWaiting { group } => self.group_clear_waiting(group),
+            AdminRequest::ClusterEraseGroups { .. } => Err(AdminError::Invalid(
+                "a person's erasure in a cluster's group logs runs on a running cluster node"
+                    .into(),
+            )),
             AdminRequest::Export { key } => {
                 // Cluster mode: this node's copies brought up to the groups' logs
                 // first, and the counter the directory holds.

@@ -148,6 +148,11 @@ impl Owned {
         Ok(())
     }
 
+    /// The logs this group's writer appends to.
+    pub(crate) fn logs(&self) -> &super::log::GroupLogs {
+        self.writer.logs()
+    }
+
     /// Trims the group's log behind a snapshot of this store's copy at the
     /// log's tail (`super::trim`); returns how many records went. Refused when
     /// the lease has run out.

@@ -90,6 +90,12 @@ fn live_events(records: &[LogRecord]) -> Result<Live, ClusterError> {
     Ok(live)
 }
 
+/// The events still live after `records` (in log order), each `(channel, seq)`
+/// once: what a rebase (`super::rebase`) appends again.
+pub(crate) fn live(records: &[LogRecord]) -> Result<Vec<(Channel, u64)>, ClusterError> {
+    Ok(live_events(records)?.into_keys().collect())
+}
+
 /// How many events live at the end of `records` were written before
 /// `before_ms` (what a retention pass with that cutoff deletes).
 pub fn expired(records: &[LogRecord], before_ms: u64) -> Result<usize, ClusterError> {

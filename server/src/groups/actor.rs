@@ -140,6 +140,16 @@ pub(crate) enum GroupCommand {
         before_ms: Option<u64>,
         reply: oneshot::Sender<Result<usize, ServerError>>,
     },
+    /// Cluster mode, the owner's part of a person's erasure: their events here
+    /// become tombstones by `hub_key` and their member record loses name and
+    /// signed join (`crate::erase::group_erasure`), as one write set in the log,
+    /// which is then rebased (`cluster::rebase`). The reply comes once both are
+    /// in the log.
+    Erase {
+        key: PublicKey,
+        hub_key: PublicKey,
+        reply: oneshot::Sender<Result<crate::cluster::erasure::GroupErased, ServerError>>,
+    },
     /// A supervisor opens an escalation's line: its history and later messages
     /// on this connection, with no membership and no presence.
     LineOpen {
@@ -187,6 +197,11 @@ pub(super) enum Deferred {
     Cleared(oneshot::Sender<Result<usize, ServerError>>, usize),
     /// Expired events are deleted in the log (and the log trimmed): how many.
     Expired(oneshot::Sender<Result<usize, ServerError>>, usize),
+    /// A person's erasure is in the log and the log rebased: what it did.
+    Erased(
+        oneshot::Sender<Result<crate::cluster::erasure::GroupErased, ServerError>>,
+        crate::cluster::erasure::GroupErased,
+    ),
     /// A knock was forgotten while its person was here: facilitators see them
     /// leave (their last standing, offline), as no record is left to read it from.
     Forgotten(peerhub_protocol::frame::MemberInfo),
@@ -217,6 +232,9 @@ pub(crate) struct GroupActor {
     state_changed: bool,
     /// Cluster mode: trim the group's log after the batch's append.
     trim: bool,
+    /// Cluster mode: rebase the group's log after the batch's append (an
+    /// erasure; it trims too).
+    rebase: bool,
     /// Cluster mode: this node's lease on the group, its log writer and the
     /// batch's writes to append; `None` on one node.
     // Boxed: a one-node hub's groups do not carry its size.
@@ -256,6 +274,7 @@ impl GroupActor {
             dirty: false,
             state_changed: false,
             trim: false,
+            rebase: false,
             owned: None,
         }
     }
@@ -501,6 +520,21 @@ impl GroupActor {
                         Err(e)
                     }
                 },
+                GroupCommand::Erase {
+                    key,
+                    hub_key,
+                    reply,
+                } => match self.erase(&key, hub_key) {
+                    Ok(erased) => {
+                        self.deferred.push(Deferred::Erased(reply, erased));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let e = Arc::new(e);
+                        let _ = reply.send(Err(ServerError::Store(e.clone())));
+                        Err(e)
+                    }
+                },
                 GroupCommand::Reload => match self.store.group(&self.room.group.id) {
                     Ok(Some(record)) => {
                         self.room.group = record;
@@ -556,6 +590,40 @@ impl GroupActor {
         }
         self.trim = self.owned.is_some();
         Ok(removed)
+    }
+
+    /// Writes the group part of `key`'s erasure (see [`GroupCommand::Erase`]):
+    /// its events as tombstones (readers get them again in place), its member
+    /// record erased in the room and the store; asks for the log's rebase after
+    /// the commit, even when nothing was left to erase here (a rebase that did
+    /// not finish is finished so).
+    fn erase(
+        &mut self,
+        key: &PublicKey,
+        hub_key: PublicKey,
+    ) -> Result<crate::cluster::erasure::GroupErased, StoreError> {
+        let erasure = crate::erase::group_erasure(&self.store, &self.room.group.id, key, hub_key)?;
+        for (channel, event) in &erasure.events {
+            self.write_event(*channel, event)?;
+            if *channel == Channel::Main {
+                self.deferred.push(Deferred::Redacted(event.seq));
+            }
+        }
+        if let Some(record) = &erasure.member {
+            if let Some(member) = self.room.members.get_mut(key) {
+                member.record = record.clone();
+            }
+            self.write_member(record)?;
+        }
+        self.dirty |= !erasure.is_empty();
+        self.rebase = self.owned.is_some();
+        Ok(crate::cluster::erasure::GroupErased {
+            group: self.room.group.id.clone(),
+            events: erasure.events.len(),
+            member: erasure.member.is_some(),
+            rebased: None,
+            rebase_error: None,
+        })
     }
 
     /// Applies a changed facilitator grant (see [`GroupCommand::Regrant`]).
@@ -732,6 +800,22 @@ impl GroupActor {
                 self.fail_deferred(&error);
                 return Err(error);
             }
+            if std::mem::take(&mut self.rebase) {
+                // It trims too. Not a failure of the group: the erasure is in the
+                // log; whoever asked hears that the rebase failed and runs it again.
+                self.trim = false;
+                let group = self.room.group.id.clone();
+                let outcome = crate::cluster::rebase::rebase(owned, &self.store, &group).await;
+                if let Err(error) = &outcome {
+                    tracing::warn!(%group, %error, "could not rebase the group's log after an erasure");
+                }
+                for effect in &mut self.deferred {
+                    if let Deferred::Erased(_, erased) = effect {
+                        erased.rebased = outcome.as_ref().ok().copied();
+                        erased.rebase_error = outcome.as_ref().err().map(ToString::to_string);
+                    }
+                }
+            }
             if std::mem::take(&mut self.trim) {
                 // Not a failure of the group: the next pass trims again.
                 if let Err(error) = owned.trim(&self.store, &self.room.group.id).await {
@@ -783,6 +867,9 @@ impl GroupActor {
                     let _ = reply.send(Err(error));
                 }
                 Deferred::Cleared(reply, _) | Deferred::Expired(reply, _) => {
+                    let _ = reply.send(Err(error));
+                }
+                Deferred::Erased(reply, _) => {
                     let _ = reply.send(Err(error));
                 }
                 _ => {}
@@ -1436,6 +1523,9 @@ impl GroupActor {
             Deferred::Cleared(reply, n) | Deferred::Expired(reply, n) => {
                 let _ = reply.send(Ok(n));
             }
+            Deferred::Erased(reply, erased) => {
+                let _ = reply.send(Ok(erased));
+            }
             Deferred::Forgotten(info) => {
                 let frame = frame_bytes(&ServerFrame::Presence {
                     group: self.room.group.id.clone(),
@@ -1625,6 +1715,9 @@ impl GroupActor {
                     let _ = reply.send(Err(error()));
                 }
                 GroupCommand::ClearWaiting { reply, .. } | GroupCommand::Expire { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                GroupCommand::Erase { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
                 GroupCommand::LinePost {

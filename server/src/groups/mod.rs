@@ -306,6 +306,29 @@ impl GroupHandle {
         answer.await.map_err(|_| ServerError::ShuttingDown)?
     }
 
+    /// Cluster mode, a group served here: its task writes the group part of
+    /// `key`'s erasure through the group's log and rebases the log
+    /// ([`actor::GroupCommand::Erase`]).
+    pub async fn erase(
+        &self,
+        key: PublicKey,
+        hub_key: PublicKey,
+    ) -> Result<crate::cluster::erasure::GroupErased, ServerError> {
+        if self.remote.is_some() {
+            return Err(ServerError::Forbidden(
+                "an erasure reaches a group on the node that serves it",
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(GroupCommand::Erase {
+            key,
+            hub_key,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ServerError::ShuttingDown)?
+    }
+
     /// Hands a hub note for `channel` to the group's task without waiting (it is
     /// durable with the group's next commit, then fanned out to whoever reads the
     /// channel). A full mailbox gives the note back; a stopped task drops it.

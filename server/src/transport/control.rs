@@ -87,6 +87,10 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         // The group's task holds its members: it clears them itself.
         return clear_waiting(hub, group).await;
     }
+    if let AdminRequest::ClusterEraseGroups { key } = request {
+        // Each group's owner writes it: nothing runs on the blocking thread.
+        return erase_groups(hub, key).await;
+    }
     if let Some(ask) = router_ask(hub, &request) {
         // The router owns the open escalations and the rota (in cluster mode
         // the router's leader, wherever it runs): it reads, writes, commits
@@ -196,6 +200,35 @@ async fn clear_waiting(hub: &Arc<Hub>, group: peerhub_protocol::GroupId) -> Repl
                 "operator request carried out"
             );
             Reply::Ok(serde_json::json!({ "group": group, "cleared": cleared }))
+        }
+        Err(e) => Reply::Error(e.to_string()),
+    }
+}
+
+/// The group part of a person's erasure on a running cluster node
+/// (`crate::cluster::erasure`); the reply lists each group reached and says
+/// what the erasure does not reach yet.
+async fn erase_groups(hub: &Arc<Hub>, key: peerhub_protocol::PublicKey) -> Reply {
+    let Some(node) = &hub.cluster else {
+        return Reply::Error(
+            "refused: this server is not a cluster node; on one node, stop it and run `peerhub erase`"
+                .into(),
+        );
+    };
+    match crate::cluster::erasure::erase_in_groups(hub, node, &key).await {
+        Ok(groups) => {
+            let complete = groups.iter().all(|g| g.is_done());
+            tracing::info!(
+                command = "cluster erase-groups",
+                complete,
+                "operator request carried out"
+            );
+            Reply::Ok(serde_json::json!({
+                "groups": groups,
+                "complete": complete,
+                "not_reached": "the account's directory keys, co-produced records and each node's audit chain (run `peerhub erase` once it accepts a cluster folder); a group served on another node (run this there)",
+                "raft_logs": "each NATS server's Raft log keeps the erased records' bytes until the server compacts it",
+            }))
         }
         Err(e) => Reply::Error(e.to_string()),
     }

@@ -157,37 +157,6 @@ fn members(store: &Store, group: &str) -> Vec<MemberRecord> {
     members
 }
 
-/// Every record the group's log holds in JetStream, read raw.
-async fn raw_log(cluster: &NatsCluster, group: &str) -> Vec<Bytes> {
-    use futures_util::StreamExt as _;
-    let nats = cluster.connect(0, "test-raw-log").await;
-    let stream = nats
-        .jetstream()
-        .get_stream("PEERHUB_LOG")
-        .await
-        .expect("the log stream");
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("peerhub.log.{group}"),
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut out = Vec::new();
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the log answers")
-            .expect("a message")
-            .expect("readable");
-        out.push(message.payload.clone());
-        if message.info().expect("info").pending == 0 {
-            return out;
-        }
-    }
-}
-
 fn holds(records: &[Bytes], words: &str) -> bool {
     records
         .iter()
@@ -254,7 +223,7 @@ async fn expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_
         join_at(&b, &mut on_b, "circle", "Sky").await;
         assert_eq!(post_at(&a, &mut on_a, "circle", "live-words-4").await, 4);
         assert_eq!(post_at(&b, &mut on_b, "circle", "live-words-5").await, 5);
-        let before = raw_log(&cluster, "circle").await;
+        let before = cluster.raw_log("circle").await;
         assert!(
             holds(&before, "expired-words-1"),
             "the log holds them until the pass"
@@ -276,7 +245,7 @@ async fn expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_
         ];
         assert_eq!(history(&a.hub().store, "circle"), live, "node a");
         assert_eq!(history(&b.hub().store, "circle"), live, "node b");
-        let after = raw_log(&cluster, "circle").await;
+        let after = cluster.raw_log("circle").await;
         for n in 1..=3 {
             assert!(
                 !holds(&after, &format!("expired-words-{n}")),
@@ -291,7 +260,7 @@ async fn expired_words_leave_every_node_and_the_log_and_a_new_node_rebuilds_the_
         // compacts, which no client can force (docs/CLUSTER.md §8).
         for n in 1..=3 {
             let words = format!("expired-words-{n}");
-            let holding = files_holding(cluster.data_dir(), words.as_bytes());
+            let holding = cluster.files_holding(words.as_bytes());
             let outside_raft: Vec<&String> =
                 holding.iter().filter(|f| !f.contains("/_js_/")).collect();
             assert!(outside_raft.is_empty(), "{words} still in {outside_raft:?}");
@@ -387,7 +356,7 @@ async fn a_pass_while_the_owner_is_dead_loses_nothing_live() {
             (4, "live-words-4".to_string()),
         ];
         assert_eq!(history(&b.hub().store, "circle"), live);
-        let log = raw_log(&cluster, "circle").await;
+        let log = cluster.raw_log("circle").await;
         assert!(!holds(&log, "expired-words-1") && !holds(&log, "expired-words-2"));
         assert!(holds(&log, "live-words-3") && holds(&log, "live-words-4"));
 
@@ -665,13 +634,15 @@ async fn erase_refuses_a_cluster_nodes_folder_and_changes_nothing() {
         }
         let key = river.key();
         let digest = || {
-            Store::open(dir.path())
+            peerhub_tests::retry_while_locked(|| Store::open(dir.path()))
                 .expect("store")
                 .digest()
                 .expect("digest")
         };
         let before = digest();
-        let refused = peerhub_server::admin::erase(dir.path(), &key).expect_err("refused");
+        let refused =
+            peerhub_tests::retry_while_locked(|| peerhub_server::admin::erase(dir.path(), &key))
+                .expect_err("refused");
         assert!(
             refused.to_string().contains("cluster node's copy"),
             "{refused}"
@@ -679,22 +650,31 @@ async fn erase_refuses_a_cluster_nodes_folder_and_changes_nothing() {
         assert_eq!(digest(), before, "nothing changed");
         // An export from the stopped copy could miss what the logs hold: refused
         // too (a running node exports: `an_export_on_either_node_is_the_same_document`).
-        let refused = peerhub_server::admin::run(
-            dir.path(),
-            peerhub_server::admin::ops::AdminRequest::Export { key },
-        )
+        let refused = peerhub_tests::retry_while_locked(|| {
+            peerhub_server::admin::run(
+                dir.path(),
+                peerhub_server::admin::ops::AdminRequest::Export { key },
+            )
+        })
         .expect_err("refused");
         assert!(
             refused.to_string().contains("ask a running node"),
             "{refused}"
         );
         assert_eq!(digest(), before, "nothing changed");
-        let out = std::process::Command::new(peerhub_tests::process::binary())
-            .args(["erase", "--data"])
-            .arg(dir.path())
-            .args(["--key", &key.to_string()])
-            .output()
-            .expect("run peerhub erase");
+        let out = peerhub_tests::retry_while_locked(|| {
+            let out = std::process::Command::new(peerhub_tests::process::binary())
+                .args(["erase", "--data"])
+                .arg(dir.path())
+                .args(["--key", &key.to_string()])
+                .output()
+                .expect("run peerhub erase");
+            match String::from_utf8_lossy(&out.stderr).into_owned() {
+                busy if busy.contains("is in use") => Err(busy),
+                _ => Ok(out),
+            }
+        })
+        .expect("the folder is free");
         assert_eq!(out.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("cluster node's copy"), "{stderr}");
@@ -806,27 +786,6 @@ async fn an_export_on_either_node_is_the_same_document() {
     .expect("bounded");
 }
 
-/// Every file under `dir` (relative paths) whose bytes hold `needle`.
-fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if let Ok(bytes) = std::fs::read(&path) {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    out.push(path.strip_prefix(dir).unwrap().display().to_string());
-                }
-            }
-        }
-    }
-    out
-}
-
 /// An ephemeral group's session ends: its owner deletes every event and the
 /// participants' member records as a write set, and trims the log at once, so
 /// by the facilitator's ack neither the words nor the participant's name are in
@@ -867,7 +826,7 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_in_the_log() {
         let mut on_b = b.login(&pat).await;
         on_b.join("dropin", "Ephemeral-Pat", None).await;
         assert_eq!(on_b.post("dropin", "ephemeral-words").await, 1);
-        let before = raw_log(&cluster, "dropin").await;
+        let before = cluster.raw_log("dropin").await;
         assert!(holds(&before, "ephemeral-words") && holds(&before, "Ephemeral-Pat"));
 
         let reply = fac
@@ -877,7 +836,7 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_in_the_log() {
             )
             .await;
         assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
-        let after = raw_log(&cluster, "dropin").await;
+        let after = cluster.raw_log("dropin").await;
         assert!(!holds(&after, "ephemeral-words"), "the words left the log");
         assert!(!holds(&after, "Ephemeral-Pat"), "the name left the log");
         assert!(after.len() < before.len());

@@ -11,6 +11,7 @@ mod bad_input;
 mod cluster_audit;
 mod cluster_check;
 mod cluster_directory;
+mod cluster_erase;
 mod cluster_escalations;
 mod cluster_jobs;
 mod cluster_mirror;

@@ -1,0 +1,513 @@
+//! A person's erasure in a cluster's group logs (docs/CLUSTER.md §8, "Erase"):
+//! in-process peerhub nodes on a real three-server NATS cluster. The group's
+//! owner writes the tombstones and the erased member record as one write set,
+//! then rebases the log (every live event appended again, a snapshot, the
+//! records before it erased with message deletes), so the stream holds none of
+//! the person's words or name while everyone else's posts stay; a follower
+//! whose copy is behind the rebase, and a node joining later, rebuild exactly
+//! the owner's content; seqs go on gap-free; a post made during the erasure is
+//! kept.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerhub_protocol::frame::Channel;
+use peerhub_protocol::{ClientFrame, PublicKey, ServerFrame};
+use peerhub_server::admin::ops::AdminRequest;
+use peerhub_server::admin::Reply;
+use peerhub_server::cluster::replica;
+use peerhub_server::cluster::snapshot::{SnapshotConfig, Snapshots};
+use peerhub_server::erase::{ERASED_NAME, TOMBSTONE_REASON};
+use peerhub_server::store::records::MemberRecord;
+use peerhub_server::store::Store;
+use peerhub_server::transport::control;
+use peerhub_tests::identity::gid;
+use peerhub_tests::nats::NatsCluster;
+use peerhub_tests::{Client, Identity, TestServer};
+use serde_json::Value;
+
+/// Posts each of two people sends at once in a round.
+const PIPELINED: usize = 4;
+
+/// The bound on each test, cluster start included.
+const BOUND: Duration = Duration::from_secs(240);
+
+async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
+    let settings = cluster.node_settings(name);
+    TestServer::start_with(move |config| config.cluster = Some(settings)).await
+}
+
+/// A node's main-channel history of `group` as its store holds it: each seq
+/// with its post's body, or `None` for an erasure's tombstone (anything else
+/// fails the test).
+fn history(store: &Store, group: &str) -> Vec<(u64, Option<String>)> {
+    store
+        .events_between(&gid(group), &Channel::Main, 0, u64::MAX, 10_000)
+        .expect("events")
+        .into_iter()
+        .map(|e| {
+            let shown = match (&e.env, &e.redacted, &e.note) {
+                (Some(env), None, None) => Some(
+                    env.payload_as::<peerhub_protocol::payload::PostPayload>()
+                        .expect("a post")
+                        .body,
+                ),
+                (None, Some(redaction), None) if redaction.reason == TOMBSTONE_REASON => None,
+                other => panic!("seq {}: neither a post nor a tombstone: {other:?}", e.seq),
+            };
+            (e.seq, shown)
+        })
+        .collect()
+}
+
+/// Every member record a node's store holds for `group`, in key order.
+fn members(store: &Store, group: &str) -> Vec<MemberRecord> {
+    let mut members = store.members(&gid(group)).expect("members");
+    members.sort_by_key(|m| m.key.0);
+    members
+}
+
+/// The snapshot bucket's stream files. A snapshot replaced by a newer one is
+/// dropped by the bucket's one-value limit, which leaves its bytes in these
+/// files; a bucket refuses the message delete that would overwrite them, and
+/// that cannot be changed on an existing bucket (docs/CLUSTER.md §8, "Erase",
+/// Left). Everywhere else is checked.
+const REPLACED_SNAPSHOTS: &str = "/streams/KV_peerhub_group_state/";
+
+/// `words` as a group snapshot stores them: its state is JSON bytes, written
+/// as an array of numbers.
+fn as_in_snapshot(words: &str) -> String {
+    words
+        .bytes()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How many records hold both Wren's and Moss's words.
+fn shared(records: &[Bytes]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            holds(std::slice::from_ref(*r), "wren-secret")
+                && holds(std::slice::from_ref(*r), "moss-words")
+        })
+        .count()
+}
+
+fn holds(records: &[Bytes], words: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r.windows(words.len()).any(|w| w == words.as_bytes()))
+}
+
+/// Brings `server`'s copy of `group` up to the log, as a node does before it
+/// reads a group it does not serve (export, retention's pass).
+async fn follow(server: &TestServer, group: &str) {
+    let node = server.hub().cluster.clone().expect("a cluster node");
+    let lock = node.group_lock(&gid(group));
+    let _held = lock.lock().await;
+    replica::catch_up(&server.hub().store, &node.logs, &gid(group))
+        .await
+        .expect("the copy catches up");
+}
+
+/// Sends a post of each of `bodies` without waiting; returns the request ids.
+async fn send_posts(client: &mut Client, group: &str, bodies: &[String]) -> Vec<u64> {
+    let me = client.identity.clone().expect("logged in");
+    let mut ids = Vec::new();
+    for body in bodies {
+        let id = client.next_id();
+        let frame = ClientFrame::Post {
+            id: Some(id),
+            group: gid(group),
+            env: me.post(group, body),
+        };
+        client.send(&frame).await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// The seqs acknowledged to the requests `ids`, in their order.
+async fn acks(client: &mut Client, ids: Vec<u64>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for id in ids {
+        match client.try_reply_to(id).await.expect("connected") {
+            ServerFrame::Ack { seq, .. } => seqs.push(seq),
+            other => panic!("post refused: {other:?}"),
+        }
+    }
+    seqs
+}
+
+/// The group part of `key`'s erasure asked through `server`'s control socket:
+/// the reply, or the refusal.
+async fn erase_through(server: &TestServer, key: &PublicKey) -> Result<Value, String> {
+    let socket = server.data_dir().join(peerhub_server::admin::SOCKET);
+    let request = AdminRequest::ClusterEraseGroups { key: *key };
+    let reply = tokio::task::spawn_blocking(move || control::ask(&socket, &request))
+        .await
+        .expect("asked")
+        .expect("the control socket answers");
+    match reply {
+        Reply::Ok(value) => Ok(value),
+        Reply::Error(error) => Err(error),
+    }
+}
+
+/// The one group a reply reached: its outcome and what it says.
+fn only_group(reply: &Value) -> &Value {
+    match reply["groups"].as_array().map(Vec::as_slice) {
+        Some([group]) => group,
+        _ => panic!("one group: {reply}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_the_log() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        a.create_group_with("circle", |g| g.waiting_room = Some(false))
+            .await;
+        let (wren, moss, sky, fern) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        // Wren joins first, on a: a serves the group.
+        let mut wren_a = a.login(&wren).await;
+        wren_a.join("circle", "Wrenname", None).await;
+        let mut moss_a = a.login(&moss).await;
+        moss_a.join("circle", "Moss", None).await;
+        let mut sky_b = b.login(&sky).await;
+        sky_b.join("circle", "Sky", None).await;
+
+        // Wren's and Moss's posts sent together without waiting, so that the
+        // owner's task takes them in one batch (one log record) where it can;
+        // Sky's through b.
+        let mut expected: Vec<(u64, Option<String>)> = Vec::new();
+        for round in 1..=2 {
+            let wren_words: Vec<String> = (1..=PIPELINED)
+                .map(|n| format!("wren-secret-{}", PIPELINED * (round - 1) + n))
+                .collect();
+            let moss_words: Vec<String> = (1..=PIPELINED)
+                .map(|n| format!("moss-words-{}", PIPELINED * (round - 1) + n))
+                .collect();
+            let wren_sent = send_posts(&mut wren_a, "circle", &wren_words).await;
+            let moss_sent = send_posts(&mut moss_a, "circle", &moss_words).await;
+            for seq in acks(&mut wren_a, wren_sent).await {
+                expected.push((seq, None));
+            }
+            for (seq, words) in acks(&mut moss_a, moss_sent)
+                .await
+                .into_iter()
+                .zip(moss_words)
+            {
+                expected.push((seq, Some(words)));
+            }
+            for n in 1..=2 {
+                let words = format!("sky-words-{}", 2 * (round - 1) + n);
+                expected.push((sky_b.post("circle", &words).await, Some(words)));
+            }
+        }
+        let ivy = Identity::generate();
+        let mut ivy_a = a.login(&ivy).await;
+        ivy_a.join("circle", "Ivyname", None).await;
+        expected.push((ivy_a.post("circle", "ivy-secret").await, None));
+        drop((wren_a, ivy_a));
+        let log = cluster.raw_log("circle").await;
+        assert!(holds(&log, "wren-secret-1") && holds(&log, "Wrenname"));
+        eprintln!(
+            "records holding Wren's and Moss's words together, as posted: {}",
+            shared(&log)
+        );
+
+        // Someone erased before Wren: that rebase's snapshot names Wren, and its
+        // one new record holds Wren's words beside everyone else's, so Wren's
+        // own erasure must rebase (a trim alone would keep that record) and
+        // leave no copy of the earlier snapshot behind.
+        let first = erase_through(&a, &ivy.key()).await.expect("Ivy's erasure");
+        assert_eq!(first["complete"], true, "{first}");
+        let before = cluster.raw_log("circle").await;
+        assert!(
+            shared(&before) > 0,
+            "Wren's words share a record with Moss's"
+        );
+        assert!(!holds(&before, "ivy-secret") && !holds(&before, "Ivyname"));
+        let in_snapshot = cluster.files_holding(as_in_snapshot("Wrenname").as_bytes());
+        assert!(
+            in_snapshot.iter().any(|f| !f.contains("/_js_/")),
+            "the earlier snapshot names Wren: {in_snapshot:?}"
+        );
+
+        // Bad inputs change nothing: the hub's own key is refused; through a
+        // node that does not serve the group, the group is reported, not erased.
+        let seed = a.hub().store.hub_signing_seed().expect("seed");
+        let hub_key = PublicKey(
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes(),
+        );
+        let refused = erase_through(&a, &hub_key).await.unwrap_err();
+        assert!(refused.contains("hub's own key"), "{refused}");
+        let through_b = erase_through(&b, &wren.key()).await.expect("b answers");
+        let group = only_group(&through_b);
+        assert_eq!(
+            (group["outcome"].as_str(), group["group"].as_str()),
+            (Some("served_elsewhere"), Some("circle")),
+            "{through_b}"
+        );
+        assert_eq!(through_b["complete"], false);
+        assert_eq!(cluster.raw_log("circle").await, before, "nothing changed");
+
+        // The erasure through the owner, while Sky posts through b.
+        let wren_key = wren.key();
+        let (outcomes, during) = tokio::join!(
+            erase_through(&a, &wren_key),
+            sky_b.post("circle", "sky-during-the-erasure"),
+        );
+        expected.push((during, Some("sky-during-the-erasure".into())));
+        expected.sort();
+        let reply = outcomes.expect("the erasure");
+        let erased = only_group(&reply);
+        assert_eq!(erased["outcome"], "erased", "{reply}");
+        assert_eq!(erased["events"], 2 * PIPELINED as u64, "{reply}");
+        assert_eq!(erased["member"], true, "{reply}");
+        assert!(erased["rebased"]["erased"].as_u64() > Some(0), "{reply}");
+        assert_eq!(reply["complete"], true, "{reply}");
+        assert!(
+            reply["raft_logs"].is_string(),
+            "the reply says what Raft keeps"
+        );
+        eprintln!("erasure: {reply}");
+
+        // Both nodes: tombstones at Wren's seqs, everyone else's posts as they
+        // were, the post made meanwhile kept; b's copy, behind the rebase,
+        // rebuilds from the snapshot.
+        assert_eq!(history(&a.hub().store, "circle"), expected, "node a");
+        follow(&b, "circle").await;
+        assert_eq!(history(&b.hub().store, "circle"), expected, "node b");
+        let wren_record = a
+            .hub()
+            .store
+            .member(&gid("circle"), &wren.key())
+            .expect("read")
+            .expect("Wren's standing is kept");
+        assert_eq!(
+            (wren_record.name.as_str(), &wren_record.join),
+            (ERASED_NAME, &None)
+        );
+        assert_eq!(
+            members(&b.hub().store, "circle"),
+            members(&a.hub().store, "circle"),
+            "node b's member records are the owner's"
+        );
+
+        // The stream, read raw: none of Wren's words or name; all the others'.
+        let after = cluster.raw_log("circle").await;
+        for n in 1..=2 * PIPELINED {
+            assert!(!holds(&after, &format!("wren-secret-{n}")), "Wren's {n}");
+            assert!(holds(&after, &format!("moss-words-{n}")), "Moss's {n}");
+        }
+        for n in 1..=4 {
+            assert!(holds(&after, &format!("sky-words-{n}")), "Sky's {n}");
+        }
+        assert!(!holds(&after, "Wrenname"), "the name left the log");
+        assert!(!holds(&after, "Ivyname") && !holds(&after, "ivy-secret"));
+        // The group's snapshot now: the erased member record, no name.
+        let nats = cluster.connect(0, "test-snapshot").await;
+        let snapshots = Snapshots::open(&nats, &SnapshotConfig::default())
+            .await
+            .expect("snapshots");
+        let (snapshot, _) = snapshots
+            .latest("circle")
+            .await
+            .expect("read")
+            .expect("the rebase's snapshot");
+        for words in ["Wrenname", "Ivyname", "wren-secret", "ivy-secret"] {
+            assert!(
+                !holds(std::slice::from_ref(&snapshot.state), words),
+                "{words} in the snapshot"
+            );
+        }
+        assert!(holds(std::slice::from_ref(&snapshot.state), ERASED_NAME));
+
+        // The servers' files: no stream's or bucket's hold any of it but for
+        // replaced snapshots (see REPLACED_SNAPSHOTS); each server's Raft log
+        // keeps erased bytes until it compacts, which no client can force
+        // (docs/CLUSTER.md §8).
+        for words in [
+            "wren-secret-1",
+            "wren-secret-8",
+            "Wrenname",
+            "ivy-secret",
+            "Ivyname",
+        ] {
+            for needle in [words.to_string(), as_in_snapshot(words)] {
+                let holding = cluster.files_holding(needle.as_bytes());
+                let outside_raft: Vec<&String> = holding
+                    .iter()
+                    .filter(|f| !f.contains("/_js_/") && !f.contains(REPLACED_SNAPSHOTS))
+                    .collect();
+                assert!(
+                    outside_raft.is_empty(),
+                    "{needle} still in {outside_raft:?}"
+                );
+            }
+            let replaced = cluster.files_holding(as_in_snapshot(words).as_bytes());
+            let replaced: Vec<&String> = replaced
+                .iter()
+                .filter(|f| f.contains(REPLACED_SNAPSHOTS))
+                .collect();
+            eprintln!("{words}: outside the Raft logs, only in replaced snapshots: {replaced:?}");
+        }
+
+        // A node joining later holds exactly the owner's content, and Wren is
+        // not listed.
+        let c = node(&cluster, "c").await;
+        let mut fern_c = c.login(&fern).await;
+        let joined = fern_c.join("circle", "Fern", None).await;
+        let seen: Vec<(u64, Option<String>)> = joined
+            .history
+            .iter()
+            .map(|e| match &e.env {
+                Some(_) => (e.seq, Some(e.verified_body())),
+                None => {
+                    assert_eq!(
+                        e.redacted.as_ref().expect("a tombstone").reason,
+                        TOMBSTONE_REASON
+                    );
+                    (e.seq, None)
+                }
+            })
+            .collect();
+        assert_eq!(seen, expected, "through node c");
+        let listed: Vec<&str> = joined.members.iter().map(|m| m.name.as_str()).collect();
+        assert!(
+            !listed.iter().any(|n| *n == "Wrenname" || *n == ERASED_NAME),
+            "{listed:?}"
+        );
+        assert_eq!(history(&c.hub().store, "circle"), expected, "node c's copy");
+        assert_eq!(
+            members(&c.hub().store, "circle"),
+            members(&a.hub().store, "circle"),
+            "node c's member records are the owner's"
+        );
+
+        // Seqs go on, gap-free.
+        let seqs: Vec<u64> = expected.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        let next = moss_a.post("circle", "moss-after").await;
+        assert_eq!(next, seqs.len() as u64 + 1);
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Starts node `name` on a runtime of its own, to be stopped dead.
+fn crashable(cluster: &NatsCluster, name: &str) -> peerhub_tests::CrashableServer {
+    let settings = cluster.node_settings(name);
+    peerhub_tests::CrashableServer::start(move |config| config.cluster = Some(settings))
+}
+
+/// The owner dies holding the group's lease: an erasure through another node
+/// reports the group as served elsewhere (and changes nothing) until the lease
+/// runs out, then takes the group for the moment it needs, erases, rebases and
+/// lets go; the group is then served again with the tombstones and every other
+/// post, seqs going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_takes_a_group_nobody_serves_and_the_next_owner_serves_the_tombstones() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = crashable(&cluster, "a");
+        let b = node(&cluster, "b").await;
+        a.server
+            .create_group_with("garden", |g| g.waiting_room = Some(false))
+            .await;
+        let (wren, sky) = (Identity::generate(), Identity::generate());
+        let mut wren_a = a.server.login(&wren).await;
+        wren_a.join("garden", "Wrenname", None).await;
+        let mut sky_b = b.login(&sky).await;
+        sky_b.join("garden", "Sky", None).await;
+        let mut expected = vec![(wren_a.post("garden", "wren-secret-1").await, None)];
+        let s = sky_b.post("garden", "sky-words-1").await;
+        expected.push((s, Some("sky-words-1".to_string())));
+        expected.push((wren_a.post("garden", "wren-secret-2").await, None));
+        drop((wren_a, sky_b));
+        a.crash();
+
+        let mut attempts = 0;
+        let erased = loop {
+            attempts += 1;
+            let reply = erase_through(&b, &wren.key()).await.expect("b answers");
+            let group = only_group(&reply).clone();
+            match group["outcome"].as_str() {
+                Some("erased") => break group,
+                Some("served_elsewhere") => {
+                    let log = cluster.raw_log("garden").await;
+                    assert!(holds(&log, "wren-secret-1"), "nothing changed meanwhile");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => panic!("{reply}"),
+            }
+        };
+        eprintln!("erasures through b until the dead owner's lease ran out: {attempts}; {erased}");
+        assert_eq!(erased["events"], 2, "{erased}");
+        assert_eq!(erased["member"], true, "{erased}");
+        assert!(erased["rebased"]["erased"].as_u64() > Some(0), "{erased}");
+        assert_eq!(history(&b.hub().store, "garden"), expected, "b's copy");
+        let log = cluster.raw_log("garden").await;
+        for words in ["wren-secret-1", "wren-secret-2", "Wrenname"] {
+            assert!(!holds(&log, words), "{words} left the log");
+        }
+        assert!(holds(&log, "sky-words-1"));
+
+        // b let the group go: the next join serves it, from the rebased log.
+        let mut sky_b = b.login(&sky).await;
+        let joined = sky_b.join("garden", "Sky", None).await;
+        let seen: Vec<(u64, Option<String>)> = joined
+            .history
+            .iter()
+            .map(|e| (e.seq, e.env.as_ref().map(|_| e.verified_body())))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(sky_b.post("garden", "sky-words-2").await, 4, "gap-free");
+    })
+    .await
+    .expect("bounded");
+}
+
+/// On one node the request is refused, and says what to run instead; on a
+/// stopped folder too. Neither changes anything.
+#[tokio::test]
+async fn one_node_refuses_the_cluster_erasure_and_says_what_to_run() {
+    let server = TestServer::start().await;
+    let key = Identity::generate().key();
+    let before = server.hub().store.digest().expect("digest");
+    let refused = erase_through(&server, &key).await.unwrap_err();
+    assert!(
+        refused.starts_with("refused") && refused.contains("peerhub erase"),
+        "{refused}"
+    );
+    assert_eq!(server.hub().store.digest().expect("digest"), before);
+    let stopped = server
+        .while_stopped(|dir| {
+            peerhub_server::admin::run(dir, AdminRequest::ClusterEraseGroups { key })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        stopped.to_string().contains("running cluster node"),
+        "{stopped}"
+    );
+}
