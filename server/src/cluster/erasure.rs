@@ -10,15 +10,17 @@
 //! - a group **nobody serves**: this node takes the group's lease for the moment
 //!   it needs (its copy brought up to the log's tail on the way), writes the
 //!   same write set, rebases ([`super::rebase`]) and lets go;
-//! - a group **served on another node** is not reached from here yet: it is
-//!   reported with its holder, and the erasure is run again on that node.
+//! - a group **served on another node**: its owner does it, asked over NATS
+//!   (`Forwarded::Erase`); an owner that does not answer (dead, its lease not
+//!   run out yet) leaves the group reported as served elsewhere, and running the
+//!   erasure again reaches it.
 //!
 //! Logs name groups and counts, never content or keys.
 
 use std::sync::Arc;
 
 use peerhub_protocol::{GroupId, PublicKey};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::log::LogRecord;
 use super::node::ClusterNode;
@@ -31,7 +33,7 @@ use crate::error::ServerError;
 use crate::hub::Hub;
 
 /// What one group's erasure did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupErased {
     /// The group.
     pub group: GroupId,
@@ -54,7 +56,7 @@ pub struct GroupErased {
 pub enum GroupOutcome {
     /// Erased through this node.
     Erased(GroupErased),
-    /// Served on another node now: not reached from here.
+    /// Served on another node that did not answer: not reached (run again).
     ServedElsewhere {
         /// The group.
         group: GroupId,
@@ -169,10 +171,24 @@ async fn erase_group(
     {
         Taken::Owned(owned) => owned,
         Taken::Held { holder } => {
-            return Ok(Some(GroupOutcome::ServedElsewhere {
-                group: id.clone(),
-                holder,
-            }))
+            // Its owner does it, asked over NATS; an owner that does not answer
+            // (dead, its lease not run out yet) leaves the group not reached.
+            let remote = super::remote::RemoteGroup::new(
+                node.clone(),
+                hub.store.clone(),
+                id.clone(),
+                holder.clone(),
+            );
+            return Ok(Some(match remote.erase(*key, hub_key).await {
+                Ok(erased) => GroupOutcome::Erased(erased),
+                Err(error) => {
+                    tracing::info!(group = %id, %error, "the group's node did not take the erasure");
+                    GroupOutcome::ServedElsewhere {
+                        group: id.clone(),
+                        holder,
+                    }
+                }
+            }));
         }
     };
     let outcome = async {

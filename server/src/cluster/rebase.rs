@@ -13,7 +13,7 @@
 //! Logs name groups and counts, never content or keys.
 
 use peerhub_protocol::GroupId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::owner::Owned;
 use super::replica::GroupOp;
@@ -25,7 +25,7 @@ use crate::store::Store;
 pub const RECORD_BYTES: usize = 256 * 1024;
 
 /// What a rebase did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rebased {
     /// Live events appended again.
     pub events: usize,

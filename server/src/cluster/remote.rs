@@ -91,6 +91,10 @@ enum Forwarded {
     ClearWaiting {
         entry: crate::audit::NewEntry,
     },
+    Erase {
+        key: PublicKey,
+        hub_key: PublicKey,
+    },
     LineOpen {
         node: String,
         conn: u64,
@@ -121,6 +125,9 @@ enum Answer {
     Queued,
     Cleared {
         count: usize,
+    },
+    Erased {
+        erased: crate::cluster::erasure::GroupErased,
     },
     Refused {
         code: ErrorCode,
@@ -644,6 +651,20 @@ impl RemoteGroup {
         }
     }
 
+    /// An erasure's group part (docs/CLUSTER.md §8, "Erase"), carried out by the
+    /// group's owner: the tombstones and the member rewrite, then the rebase.
+    pub(crate) async fn erase(
+        &self,
+        key: PublicKey,
+        hub_key: PublicKey,
+    ) -> Result<crate::cluster::erasure::GroupErased, ServerError> {
+        let id = unique_id("erase", &self.node.holder);
+        match self.ask(&id, &Forwarded::Erase { key, hub_key }).await? {
+            Answer::Erased { erased } => Ok(erased),
+            other => Err(other.into_error()),
+        }
+    }
+
     /// The connection leaves the group.
     pub(crate) async fn leave(&self, conn: ConnId) {
         self.node.relay.unregister(conn.0, &self.group);
@@ -792,6 +813,23 @@ async fn handle(
             };
             match cleared {
                 Ok(count) => Answer::Cleared { count },
+                Err(error) => Answer::refused(&error),
+            }
+        }
+        Forwarded::Erase { key, hub_key } => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let erased = match send(GroupCommand::Erase {
+                key,
+                hub_key,
+                reply,
+            })
+            .await
+            {
+                Ok(()) => answer.await.unwrap_or(Err(ServerError::ShuttingDown)),
+                Err(error) => Err(error),
+            };
+            match erased {
+                Ok(erased) => Answer::Erased { erased },
                 Err(error) => Answer::refused(&error),
             }
         }
