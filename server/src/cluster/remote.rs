@@ -730,6 +730,19 @@ pub(crate) async fn serve(
     tracing::debug!(%group, "no longer taking the group's commands from other nodes");
 }
 
+/// Hands the group's task a command made with its reply channel and waits for
+/// the answer (a stopped task: shutting down).
+async fn answered<T>(
+    tx: &mpsc::Sender<Mail>,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, ServerError>>) -> GroupCommand,
+) -> Result<T, ServerError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(Box::new(command(reply)))
+        .await
+        .map_err(|_| ServerError::ShuttingDown)?;
+    answer.await.unwrap_or(Err(ServerError::ShuttingDown))
+}
+
 async fn handle(
     node: &Arc<ClusterNode>,
     group: &GroupId,
@@ -755,23 +768,19 @@ async fn handle(
             env,
         } => {
             let outbox = node.relay.proxy(node, &from, conn, settings);
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let sent = send(GroupCommand::Join {
+            let ticket = replay.forwarded(&key, counter);
+            let joined = answered(tx, |reply| GroupCommand::Join {
                 outbox,
                 key,
                 roles,
                 name,
                 access_code,
-                ticket: replay.forwarded(&key, counter),
+                ticket,
                 env,
                 reply,
             })
             .await;
-            let result = match sent {
-                Ok(()) => answer.await.unwrap_or(Err(ServerError::ShuttingDown)),
-                Err(error) => Err(error),
-            };
-            match result {
+            match joined {
                 Ok(reply) => Answer::Joined {
                     reply: Box::new(reply),
                 },
@@ -806,28 +815,18 @@ async fn handle(
             )
         }
         Forwarded::ClearWaiting { entry } => {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let cleared = match send(GroupCommand::ClearWaiting { entry, reply }).await {
-                Ok(()) => answer.await.unwrap_or(Err(ServerError::ShuttingDown)),
-                Err(error) => Err(error),
-            };
-            match cleared {
+            match answered(tx, |reply| GroupCommand::ClearWaiting { entry, reply }).await {
                 Ok(count) => Answer::Cleared { count },
                 Err(error) => Answer::refused(&error),
             }
         }
         Forwarded::Erase { key, hub_key } => {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let erased = match send(GroupCommand::Erase {
+            let erased = answered(tx, |reply| GroupCommand::Erase {
                 key,
                 hub_key,
                 reply,
             })
-            .await
-            {
-                Ok(()) => answer.await.unwrap_or(Err(ServerError::ShuttingDown)),
-                Err(error) => Err(error),
-            };
+            .await;
             match erased {
                 Ok(erased) => Answer::Erased { erased },
                 Err(error) => Answer::refused(&error),

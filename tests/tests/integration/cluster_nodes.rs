@@ -411,6 +411,31 @@ pub(super) async fn staff_on(
     (who.clone(), node.login(&who).await)
 }
 
+/// Someone joins `circle` on `node` as River and flags themself as urgent:
+/// who, their connection, and the escalation as `sup` sees it open.
+pub(super) async fn flagged(
+    node: &TestServer,
+    sup: &mut peerhub_tests::Client,
+) -> (
+    Identity,
+    peerhub_tests::Client,
+    peerhub_protocol::escalation::EscalationSummary,
+) {
+    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    let who = Identity::generate();
+    let mut client = node.login(&who).await;
+    client.join("circle", "River", None).await;
+    let reply = client
+        .flag_with("circle", who.key(), Severity::Urgent, |_| {})
+        .await;
+    assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+    let open = escalation_where(sup, |e| {
+        e.about == who.key() && e.status == EscalationStatus::Open
+    })
+    .await;
+    (who, client, open)
+}
+
 /// The escalation summaries a staff connection is pushed or lists, until one
 /// that `want` accepts.
 pub(super) async fn escalation_where(
@@ -557,7 +582,6 @@ async fn a_push_subscription_made_through_one_node_is_sent_to_by_the_router_on_a
 /// person reads it and answers.
 #[tokio::test]
 async fn a_supervisor_on_another_node_writes_on_the_line_and_the_person_answers() {
-    use peerhub_protocol::escalation::{EscalationStatus, Severity};
     use peerhub_protocol::frame::Channel;
     use peerhub_protocol::payload::PostPayload;
     use peerhub_tests::identity::gid;
@@ -571,17 +595,7 @@ async fn a_supervisor_on_another_node_writes_on_the_line_and_the_person_answers(
         create_group(&cluster, &mut a, "circle").await;
         let mut admin = a.admin().await;
         let (sup_id, mut sup) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
-        let river = Identity::generate();
-        let mut on_a = a.login(&river).await;
-        on_a.join("circle", "River", None).await;
-        let reply = on_a
-            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
-            .await;
-        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
-        let open = escalation_where(&mut sup, |e| {
-            e.about == river.key() && e.status == EscalationStatus::Open
-        })
-        .await;
+        let (river, mut on_a, open) = flagged(&a, &mut sup).await;
         let id = open.id.expect("supervisors see ids");
         let pair = Channel::pair(sup_id.key(), river.key());
         let post = |who: &Identity, to, body: &str| {
@@ -876,7 +890,7 @@ async fn leaving_and_joining_again_across_nodes_keeps_the_connection_and_its_fra
 /// supervisor on the other node sees it resolved.
 #[tokio::test]
 async fn an_operator_resolves_an_escalation_through_a_node_that_does_not_lead() {
-    use peerhub_protocol::escalation::{EscalationStatus, Severity};
+    use peerhub_protocol::escalation::EscalationStatus;
     let Some(cluster) = NatsCluster::start().await else {
         eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
         return;
@@ -887,17 +901,7 @@ async fn an_operator_resolves_an_escalation_through_a_node_that_does_not_lead() 
         create_group(&cluster, &mut a, "circle").await;
         let mut admin = a.admin().await;
         let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
-        let river = Identity::generate();
-        let mut on_b = b.login(&river).await;
-        on_b.join("circle", "River", None).await;
-        let reply = on_b
-            .flag_with("circle", river.key(), Severity::Urgent, |_| {})
-            .await;
-        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
-        let open = escalation_where(&mut sup, |e| {
-            e.about == river.key() && e.status == EscalationStatus::Open
-        })
-        .await;
+        let (_, _on_b, open) = flagged(&b, &mut sup).await;
         let id = open.id.expect("staff see ids");
         let data = b.data_dir().to_path_buf();
         let out = tokio::task::spawn_blocking(move || {

@@ -10,13 +10,12 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use peerhub_protocol::escalation::{EscalationStatus, RotaEntry, Severity};
+use peerhub_protocol::escalation::RotaEntry;
 use peerhub_protocol::payload::InviteRole;
-use peerhub_protocol::ServerFrame;
 use peerhub_tests::nats::NatsCluster;
-use peerhub_tests::{Client, Identity, TestServer};
+use peerhub_tests::{Identity, TestServer};
 
-use super::cluster_nodes::{escalation_where, staff_on};
+use super::cluster_nodes::{flagged, staff_on};
 
 /// The bound on each test, cluster start included.
 const BOUND: Duration = Duration::from_secs(120);
@@ -84,25 +83,6 @@ fn audited(node: &TestServer, action: &str) -> usize {
         .count()
 }
 
-/// Someone joins `circle` on `node` and flags themself as urgent; the
-/// escalation as `sup` sees it open.
-async fn flagged(
-    node: &TestServer,
-    sup: &mut Client,
-) -> peerhub_protocol::escalation::EscalationSummary {
-    let who = Identity::generate();
-    let mut client = node.login(&who).await;
-    client.join("circle", "River", None).await;
-    let reply = client
-        .flag_with("circle", who.key(), Severity::Urgent, |_| {})
-        .await;
-    assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
-    escalation_where(sup, |e| {
-        e.about == who.key() && e.status == EscalationStatus::Open
-    })
-    .await
-}
-
 fn rota_file(dir: &Path, name: &str, entries: &[RotaEntry]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, serde_json::to_string(entries).expect("json")).expect("rota file");
@@ -130,8 +110,8 @@ async fn the_escalation_list_through_either_node_is_the_leaders() {
             .await;
         let mut admin = a.admin().await;
         let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
-        let first = flagged(&b, &mut sup).await;
-        let second = flagged(&b, &mut sup).await;
+        let first = flagged(&b, &mut sup).await.2;
+        let second = flagged(&b, &mut sup).await.2;
         let ids = [first.id.expect("id"), second.id.expect("id")];
         // Node b's own copy of the queue is not the router's record.
         let local = b.hub().store.escalations().expect("b's store");
@@ -282,7 +262,7 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
             let listed: Vec<RotaEntry> = serde_json::from_slice(&listed.stdout).expect("rota");
             assert_eq!(listed, rota);
         }
-        let routed = flagged(&b, &mut sup_one).await;
+        let routed = flagged(&b, &mut sup_one).await.2;
         assert_eq!(
             (routed.level, routed.waiting_for.clone()),
             (1, vec![one.key()]),
@@ -312,7 +292,7 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
         )
         .await;
         assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
-        let routed = flagged(&b, &mut sup_one).await;
+        let routed = flagged(&b, &mut sup_one).await.2;
         assert_eq!(
             (routed.level, routed.waiting_for.clone()),
             (1, vec![two.key()]),
