@@ -4,8 +4,9 @@
 // serves the group; a facilitator's page is on node 2. Node 1 is killed (SIGKILL).
 // The page says plainly that it is reconnecting, moves to node 2 by itself, resumes
 // the conversation with `after`: every post made meanwhile once, nothing missing
-// (the same seqs as the facilitator, who never left), and the participant can post
-// and ask for support there.
+// (the same seqs as the facilitator, who never left), sends once what the
+// participant wrote while it had no node, and the participant can post and ask for
+// support there.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -84,6 +85,8 @@ test("when its node is killed, a phone's page moves to another node and resumes 
   // Node 1 dies: no goodbye, its lease on the group runs out on its own.
   await one.kill();
   await p.locator("#connection-status", { hasText: "Connection lost. Reconnecting" }).waitFor();
+  // Written while the page has no node: it goes once the page is back.
+  await say(p, "I'm still here.");
   const meanwhile = ["Are you still there?", "Take your time.", "We're here when you're back."];
   for (const text of meanwhile) {
     await say(fac, text);
@@ -97,8 +100,11 @@ test("when its node is killed, a phone's page moves to another node and resumes 
   for (const text of meanwhile) {
     await expectVerified(p, text);
   }
-  for (const text of ["Welcome, River.", "Thanks, hello.", ...meanwhile]) {
+  await expectVerified(p, "I'm still here.");
+  await expectVerified(fac, "I'm still here.");
+  for (const text of ["Welcome, River.", "Thanks, hello.", ...meanwhile, "I'm still here."]) {
     assert.equal(await message(p, text).count(), 1, `"${text}" is shown once`);
+    assert.equal(await message(fac, text).count(), 1, `"${text}" is stored once`);
   }
 
   // It can post and ask for support where it is now.
