@@ -65,7 +65,9 @@ echo "== browser"
 # playwright-core (tests/browser); they start target/debug/peerhub, built by
 # `cargo test --workspace` above.
 # Chromium comes from Debian's packages (never a downloaded browser build); CI runs
-# this script as root. Node.js 20 and npm are on the machine.
+# this script as root. Node.js 20 and npm are on the machine. The cluster test
+# (cluster-failover.test.js) starts the nats-server exported above as
+# TEST_NATS_SERVER, and fails if it is missing.
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
@@ -74,5 +76,5 @@ fi
   cd tests/browser
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
   # Two test files at a time, each with its own hub and Chromium.
-  node --test --test-concurrency=2
+  TEST_NATS_SERVER="$TEST_NATS_SERVER" node --test --test-concurrency=2
 )

@@ -15,6 +15,7 @@
 //   names.js           pseudonym normalisation, mirroring protocol/src/names.rs
 //   errors.js          every error code as a sentence (the one table)
 //   connection.js      socket, hello/auth, request ids, reconnect with backoff
+//   nodes.js           the cluster's other nodes, to move to when this one is gone
 //   group-session.js   one joined group: standing, state, members, verified logs of
 //                      every channel, outbox and retry rule, signed group requests
 //   event-records.js   event frames of every channel → verified records
@@ -47,6 +48,7 @@ import { GroupSession, SessionState } from "./group-session.js";
 import { loadOrCreateIdentity } from "./keys.js";
 import { exitForgets, forgetDevice } from "./forget.js";
 import { Identities } from "./identities.js";
+import { loadNodeSocketUrls } from "./nodes.js";
 import { SeenCounters } from "./seen-counters.js";
 import { RecordBook } from "./record-book.js";
 import { forgetInvite, readLink, writeLink } from "./links.js";
@@ -468,6 +470,8 @@ async function boot() {
     clock: new ServerClock(),
   });
   bindStatusLine(byId("connection-status"), byId("reconnect"), connection);
+  // In a cluster, the other nodes to move to if this one fails (none on one node).
+  loadNodeSocketUrls().then((urls) => connection.setUrls(urls));
 
   signposting.listen(connection);
   const recordBook = new RecordBook({ connection, identity });

@@ -14,6 +14,12 @@
 // know about groups: whoever needs to rejoin after a reconnect listens for
 // "authenticated" (group-session.js does).
 //
+// In a cluster it may know several nodes (setUrls: this page's own first, then the
+// others, nodes.js). When the socket closes in a way that means "this node is gone"
+// (NODE_GONE below: shutdown, a lost or refused connection, no answer in time),
+// the next try goes to the next node, round and round, with
+// the same backoff; a node that answers is kept. One URL: as before.
+//
 // Events (CustomEvent, detail in brackets):
 //   "status"        { status, retryAt? }   connecting | connected | reconnecting | closed
 //   "authenticated" { key, roles, counter } after every successful login
@@ -63,6 +69,14 @@ const CLOSE_TOO_BIG = 1009;
 const CLOSE_SLOW_CONSUMER = 4001;
 const CLOSE_DEAD = 4000; // ours: no answer in time, start again
 
+// Closes after which the next try goes to another node (when there is one):
+// 1001 the server is stopping; 1006 no close frame (the network or the node went,
+// a kill, or the connection was refused); 1011-1014 server error, restart, try later,
+// bad gateway; 4000 ours, no answer in time. The others come back to the same node,
+// which is alive: 4001 (a slow member, or the group moved from a failed or fenced
+// node: this node serves it from its new one), 4002 and 4003 (this page was asleep).
+const NODE_GONE = new Set([1001, 1006, 1011, 1012, 1013, 1014, CLOSE_DEAD]);
+
 /** A request the server refused, or one that could not complete. */
 export class RequestError extends Error {
   constructor(code, frame = null) {
@@ -79,7 +93,7 @@ export class RequestError extends Error {
 export class Connection extends EventTarget {
   /**
    * @param {object} options
-   * @param {string} options.url        ws(s)://host/ws
+   * @param {string} options.url        ws(s)://host/ws (this page's node; setUrls adds others)
    * @param {object} options.identity   from keys.loadOrCreateIdentity
    * @param {object} options.counters   a CounterSource
    * @param {object} options.clock      a ServerClock
@@ -88,6 +102,7 @@ export class Connection extends EventTarget {
   constructor({ url, identity, counters, clock, WebSocketImpl = globalThis.WebSocket }) {
     super();
     this.url = url;
+    this.urls = [url];
     this.identity = identity;
     this.counters = counters;
     this.clock = clock;
@@ -115,6 +130,27 @@ export class Connection extends EventTarget {
 
     this.paused = false; // set after a policy close: only a person's click reconnects
     this.onOnline = () => this.wake();
+  }
+
+  /**
+   * The nodes this connection may use, in order (this page's own first). The node
+   * in use stays in use if it is listed; otherwise the next try starts at the first.
+   */
+  setUrls(urls) {
+    const list = urls.filter((u) => typeof u === "string" && u);
+    if (list.length === 0) {
+      return;
+    }
+    this.urls = list;
+    if (!list.includes(this.url) && !this.socket) {
+      this.url = list[0];
+    }
+  }
+
+  /** The next try goes to the node after this one (the same one when there is one). */
+  moveOn() {
+    const at = this.urls.indexOf(this.url);
+    this.url = this.urls[(at + 1) % this.urls.length];
   }
 
   /** Opens the connection and keeps it open until close(). */
@@ -431,6 +467,9 @@ export class Connection extends EventTarget {
     }
     if (code === CLOSE_SLOW_CONSUMER) {
       this.attempt = 0; // we fell behind; come straight back and resume
+    }
+    if (NODE_GONE.has(code)) {
+      this.moveOn();
     }
     this.scheduleReconnect();
   }

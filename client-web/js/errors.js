@@ -60,6 +60,7 @@ const SENTENCES = {
   rate_limited: "That was a little fast. Please wait a moment before trying again.",
   shutting_down: "The server is restarting. You'll be reconnected automatically.",
   internal: "Something went wrong on the server, and nothing was changed. Please try again.",
+  storage_unavailable: "The server couldn't save that just now, so nothing was changed. Please try again in a moment.",
 
   // ---- local codes (raised by this client) ----
   disconnected:
@@ -74,8 +75,6 @@ const SENTENCES = {
     "This browser can't create the signing key peerhub needs. Please update your browser, or try a recent Firefox, Chrome, Edge or Safari.",
   insecure_context:
     "This page must be opened over a secure connection (https) to create your key. Please check the link.",
-  storage_unavailable:
-    "This browser won't let peerhub keep your key, so you'll get a new identity next time you open the page.",
   empty_body: "Please write something before sending.",
   empty_title: "Please give the group a title.",
   invalid_group_id:

@@ -73,6 +73,10 @@ export const SessionState = Object.freeze({
   DISMISSED: "dismissed",
 });
 
+// Refusals that changed nothing and pass by themselves: the hub (or, in a cluster,
+// the group's node) could not take the request just now.
+const UNAVAILABLE = new Set(["storage_unavailable", "internal", "shutting_down"]);
+
 const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
 
 /** The group state as this client uses it, with safe defaults for missing fields. */
@@ -189,27 +193,44 @@ export class GroupSession extends EventTarget {
       return; // not started yet, or a join is already on its way
     }
     this.setState(this.everJoined ? SessionState.REJOINING : SessionState.JOINING);
-    this.sendJoin().catch((err) => {
-      if (err.code === "not_connected" || err.code === "disconnected") {
-        return; // the next "authenticated" tries again
-      }
-      if (err.code === "rate_limited" || err.code === "stale" || err.code === "replay") {
-        setTimeout(() => this.rejoin(), err.retryAfterMs ?? 2000);
-        return;
-      }
-      if (this.everJoined && (err.code === "removed" || err.code === "closed")) {
-        // Taken out (or the session ended) while we were away: say so as the server
-        // would have in a `dismissed` frame.
-        this.enqueue(() =>
-          this.applyDismissed({
-            reason: err.code === "removed" ? "removed" : "session_ended",
-            message: err.frame?.message ?? "",
-          }),
-        );
-        return;
-      }
-      this.setState(SessionState.FAILED, err);
-    });
+    this.sendJoin().then(
+      () => {
+        this.unavailableTries = 0;
+      },
+      (err) => this.onRejoinRefused(err),
+    );
+  }
+
+  /** A rejoin the server refused: try again when it may pass, else give up. */
+  onRejoinRefused(err) {
+    if (err.code === "not_connected" || err.code === "disconnected") {
+      return; // the next "authenticated" tries again
+    }
+    if (err.code === "rate_limited" || err.code === "stale" || err.code === "replay") {
+      setTimeout(() => this.rejoin(), err.retryAfterMs ?? 2000);
+      return;
+    }
+    if (UNAVAILABLE.has(err.code)) {
+      // Nothing changed on the server: in a cluster, the group is moving to another
+      // node (its old one failed) and is served again within seconds. Keep trying,
+      // a little more slowly each time; the person sees "Reconnecting to the group".
+      const tries = this.unavailableTries ?? 0;
+      this.unavailableTries = tries + 1;
+      setTimeout(() => this.rejoin(), Math.min(30_000, 1000 * 2 ** Math.min(tries, 5)));
+      return;
+    }
+    if (this.everJoined && (err.code === "removed" || err.code === "closed")) {
+      // Taken out (or the session ended) while we were away: say so as the server
+      // would have in a `dismissed` frame.
+      this.enqueue(() =>
+        this.applyDismissed({
+          reason: err.code === "removed" ? "removed" : "session_ended",
+          message: err.frame?.message ?? "",
+        }),
+      );
+      return;
+    }
+    this.setState(SessionState.FAILED, err);
   }
 
   async sendJoin() {

@@ -195,7 +195,11 @@ export class PostOutbox {
         }
         break;
       case "internal":
+      case "storage_unavailable":
+      case "shutting_down":
         // Nothing happened on the server; try again a little later (PROTOCOL.md §10.7).
+        // In a cluster this is also what a post meets while its group moves to
+        // another node: served again within seconds.
         if (entry.resigns < MAX_RESIGN_ATTEMPTS) {
           entry.resigns += 1;
           entry.error = err;

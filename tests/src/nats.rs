@@ -183,6 +183,7 @@ impl NatsCluster {
             tls_ca_file: None,
             replicas: 3,
             lease_ttl: Duration::from_secs(2),
+            client_urls: Vec::new(),
         }
     }
 

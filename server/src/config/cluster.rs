@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::file::ClusterSection;
 use super::ConfigError;
+use crate::transport::origin::Origin;
 
 /// The most copies JetStream keeps of a stream.
 const MAX_REPLICAS: u32 = 5;
@@ -30,13 +31,24 @@ pub struct ClusterSettings {
     pub replicas: usize,
     /// How long a lease lasts without renewal.
     pub lease_ttl: Duration,
+    /// The cluster's public node origins for the web client, each written as
+    /// [`Origin::serialized`] (`https://n1.example.org`), in the order given.
+    pub client_urls: Vec<String>,
 }
 
 impl ClusterSection {
     /// The section checked; `None` when `nats_urls` is empty.
     pub(super) fn validate(&self) -> Result<Option<ClusterSettings>, ConfigError> {
         let refuse = |message: String| Err(ConfigError::File(message));
+        let client_urls = client_origins(&self.client_urls)?;
         if self.nats_urls.is_empty() {
+            if !client_urls.is_empty() {
+                return refuse(
+                    "cluster.client_urls lists a cluster's nodes: it needs cluster.nats_urls \
+                     (one node needs no list)"
+                        .into(),
+                );
+            }
             return Ok(None);
         }
         for url in &self.nats_urls {
@@ -110,8 +122,46 @@ impl ClusterSection {
             tls_ca_file,
             replicas: self.replicas as usize,
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            client_urls,
         }))
     }
+}
+
+/// `cluster.client_urls` checked: each an origin and nothing more (`http` or
+/// `https`, a host, a port if not the default; no user, path or query), each
+/// once. They go into every page's Content-Security-Policy, so nothing vaguer
+/// is taken.
+fn client_origins(urls: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut origins: Vec<String> = Vec::with_capacity(urls.len());
+    for url in urls {
+        let refuse = |why: &str| {
+            Err(ConfigError::File(format!(
+                "cluster.client_urls: {url:?} {why} (write each node's origin as \
+                 https://host[:port])"
+            )))
+        };
+        let Ok(uri) = url.trim().parse::<http::Uri>() else {
+            return refuse("is not a URL");
+        };
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return refuse("must start with https:// or http://");
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return refuse("must not carry a user or password");
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return refuse("is not an origin: it has a path or query");
+        }
+        let Some(origin) = Origin::parse(url) else {
+            return refuse("is not an origin");
+        };
+        let origin = origin.serialized();
+        if origins.contains(&origin) {
+            return refuse("is listed twice");
+        }
+        origins.push(origin);
+    }
+    Ok(origins)
 }
 
 /// "entry 2 of 3", counting from 1.
@@ -187,6 +237,51 @@ mod tests {
         let message = refusal(section(&["nats://t0ken@127.0.0.1:4222"]));
         assert!(!message.contains("t0ken"), "{message}");
         assert!(refusal(section(&["not a url"])).contains("not a NATS URL"));
+    }
+
+    #[test]
+    fn client_urls_must_be_origins_and_need_a_cluster() {
+        let mut s = section(&["nats://127.0.0.1:4222"]);
+        s.client_urls = vec![
+            "https://N1.example.org/".into(),
+            "http://127.0.0.1:7072".into(),
+            "https://n3.example.org:8443".into(),
+        ];
+        assert_eq!(
+            s.clone()
+                .validate()
+                .expect("valid")
+                .expect("cluster")
+                .client_urls,
+            [
+                "https://n1.example.org",
+                "http://127.0.0.1:7072",
+                "https://n3.example.org:8443"
+            ]
+        );
+        for (bad, why) in [
+            ("n1.example.org", "https://"),
+            ("not a url", "not a URL"),
+            ("ftp://n1.example.org", "https://"),
+            ("wss://n1.example.org", "https://"),
+            ("https://n1.example.org/peerhub", "path or query"),
+            ("https://n1.example.org/?x=1", "path or query"),
+            ("https://alice@n1.example.org", "user or password"),
+            ("https://", "not a URL"),
+        ] {
+            s.client_urls = vec![bad.into()];
+            let message = refusal(s.clone());
+            assert!(message.contains("cluster.client_urls"), "{bad}: {message}");
+            assert!(message.contains(why), "{bad}: {message}");
+        }
+        s.client_urls = vec![
+            "https://n1.example.org".into(),
+            "https://n1.example.org:443".into(),
+        ];
+        assert!(refusal(s.clone()).contains("listed twice"));
+        let mut one = section(&[]);
+        one.client_urls = vec!["https://n1.example.org".into()];
+        assert!(refusal(one).contains("needs cluster.nats_urls"));
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct ClusterSection {
     pub replicas: u32,
     /// How long a node's lease on a group or the router lasts without renewal.
     pub lease_ttl_ms: u64,
+    /// The public origins of the cluster's nodes (`https://n1.example.org`), for
+    /// the web client to move to when its node fails; every node accepts them as
+    /// WebSocket origins. Empty: the page talks to its own node only (or a load
+    /// balancer in front of them all).
+    pub client_urls: Vec<String>,
 }
 
 /// `[backup]`: scheduled backups (off while `interval_secs` is 0).
@@ -323,6 +328,7 @@ impl Default for FileSettings {
                 tls_ca_file: PathBuf::new(),
                 replicas: 3,
                 lease_ttl_ms: 10_000,
+                client_urls: Vec::new(),
             },
         }
     }
@@ -441,6 +447,7 @@ pub const KEYS: &[&str] = &[
     "cluster.tls_ca_file",
     "cluster.replicas",
     "cluster.lease_ttl_ms",
+    "cluster.client_urls",
 ];
 
 /// Keys whose values are secrets: never printed, never in an error message.

@@ -4,6 +4,7 @@
 //! TcpListener ─accept─► [TLS handshake] ─► hyper HTTP/1.1 ─► router
 //!                                              ├─ GET /healthz, /readyz, /metrics → ops
 //!                                              ├─ GET /ws       → upgrade → WsConnection → session::run
+//!                                              ├─ GET /nodes.json → nodes (the cluster's node origins)
 //!                                              ├─ POST /push/ack → push (a notification's signed ack)
 //!                                              ├─ GET /conformance/echo → echo (only with --conformance-echo)
 //!                                              └─ anything else → embedded client files
@@ -20,6 +21,7 @@
 pub mod control;
 pub mod echo;
 pub mod forwarded;
+pub mod nodes;
 pub mod ops;
 pub mod origin;
 pub mod push;
@@ -164,6 +166,7 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/ws", get(upgrade))
+        .route(nodes::PATH, get(nodes::list))
         .route(push::ACK_PATH, axum::routing::post(push::ack));
     if hub.settings.conformance_echo {
         router = router.route(echo::PATH, get(echo::upgrade));
@@ -203,16 +206,26 @@ async fn guard(
     response
 }
 
-/// A browser's page may open a WebSocket only from the hub's own origin or one
-/// configured (scheme, host and port; never judged by the Host header); a request
-/// with no Origin header is not from a browser page.
-fn origin_allowed(headers: &http::HeaderMap, policy: &origin::HttpPolicy) -> bool {
+/// A browser's page may open a WebSocket only from the hub's own origin, one in
+/// `allow_origins`, or one of the cluster's nodes (`cluster.client_urls`: a page
+/// served by another node moves here when its node fails) — scheme, host and
+/// port, never judged by the Host header; a request with no Origin header is not
+/// from a browser page.
+fn origin_allowed(headers: &http::HeaderMap, hub: &Hub) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    origin
-        .to_str()
-        .is_ok_and(|origin| policy.origin_allowed(origin))
+    origin.to_str().is_ok_and(|origin| {
+        hub.settings.http.origin_allowed(origin) || origin::listed(client_urls(hub), origin)
+    })
+}
+
+/// The cluster's node origins the web client may move between (empty on one
+/// node).
+pub fn client_urls(hub: &Hub) -> &[String] {
+    hub.cluster
+        .as_ref()
+        .map_or(&[], |node| node.settings.client_urls.as_slice())
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {
@@ -278,7 +291,7 @@ fn check_upgrade(hub: &Hub, request: &mut Request) -> Result<Handshake, Response
     if hub.shutdown.is_cancelled() {
         return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
-    if !origin_allowed(request.headers(), &hub.settings.http) {
+    if !origin_allowed(request.headers(), hub) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "this page's origin may not connect to this hub",

@@ -50,6 +50,28 @@ impl Origin {
         })
     }
 
+    /// The origin as a page's `Origin` header spells it: `scheme://host`, with
+    /// `:port` only when it is not the scheme's default.
+    pub fn serialized(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.host, self.port_suffix())
+    }
+
+    /// The WebSocket URL scheme and authority of this origin (`ws://` for http,
+    /// `wss://` for https), as a Content-Security-Policy source.
+    pub fn websocket_source(&self) -> String {
+        let scheme = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.host, self.port_suffix())
+    }
+
+    fn port_suffix(&self) -> String {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        if self.port == default {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        }
+    }
+
     fn for_addr(scheme: &str, host: String, port: u16) -> Self {
         Self {
             scheme: scheme.into(),
@@ -150,6 +172,13 @@ impl HttpPolicy {
     }
 }
 
+/// Is this `Origin` header value one of `listed` (origins as
+/// [`Origin::serialized`] writes them, e.g. `cluster.client_urls`)?
+pub fn listed(listed: &[String], origin: &str) -> bool {
+    Origin::parse(origin)
+        .is_some_and(|o| listed.iter().any(|l| Origin::parse(l) == Some(o.clone())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +226,20 @@ mod tests {
         let any = HttpPolicy::new("0.0.0.0:7070".parse().unwrap(), true, None, &[]);
         assert!(any.host_allowed("192.0.2.4:7070"));
         assert!(!any.host_allowed("evil.example:7070"));
+    }
+
+    #[test]
+    fn an_origin_is_written_back_without_its_default_port() {
+        let o = Origin::parse("HTTPS://N1.Example.org:443/").unwrap();
+        assert_eq!(o.serialized(), "https://n1.example.org");
+        assert_eq!(o.websocket_source(), "wss://n1.example.org");
+        let o = Origin::parse("http://127.0.0.1:7072").unwrap();
+        assert_eq!(o.serialized(), "http://127.0.0.1:7072");
+        assert_eq!(o.websocket_source(), "ws://127.0.0.1:7072");
+        let list = ["https://n1.example.org".to_string()];
+        assert!(listed(&list, "https://n1.example.org:443"));
+        assert!(!listed(&list, "http://n1.example.org"));
+        assert!(!listed(&list, "null"));
     }
 
     /// Regression (transport review): on the unspecified address the hub's own

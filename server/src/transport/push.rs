@@ -105,7 +105,7 @@ pub async fn ack(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     if hub.shutdown.is_cancelled() {
         return refuse(&hub, &ServerError::ShuttingDown);
     }
-    if !super::origin_allowed(request.headers(), &hub.settings.http) {
+    if !super::origin_allowed(request.headers(), &hub) {
         return refuse(
             &hub,
             &ServerError::Forbidden("this page's origin may not act here"),

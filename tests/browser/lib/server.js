@@ -25,10 +25,22 @@ const LINKS = {
   "demo participant": "participant",
 };
 
-export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}) {
+/**
+ * `listen`: the address (a cluster's nodes need theirs known before they start);
+ * `env`: more of the hub's settings as PEERHUB_* variables (`[cluster]`);
+ * `links`: the printed links that must be there (a cluster's second node prints no
+ * first-admin link).
+ */
+export async function startServer({
+  deadlines = DEADLINES,
+  extraArgs = [],
+  listen = "127.0.0.1:0",
+  env: settings = {},
+  links: wanted = Object.values(LINKS),
+} = {}) {
   const data = await mkdtemp(join(tmpdir(), "peerhub-browser-"));
   const args = [
-    "--listen", "127.0.0.1:0",
+    "--listen", listen,
     "--data", join(data, "data"),
     "--demo",
     "--deadline-emergency-ms", String(deadlines.emergency),
@@ -46,6 +58,7 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
   for (const name of ["PEERHUB_BIN", "PEERHUB_CHROMIUM", "PEERHUB_TEST_LOGS"]) {
     delete env[name];
   }
+  Object.assign(env, settings);
   const child = spawn(BINARY, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env,
@@ -87,7 +100,7 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
   } finally {
     clearTimeout(readyTimer);
   }
-  for (const name of Object.values(LINKS)) {
+  for (const name of wanted) {
     if (!links[name]) {
       throw new Error(`peerhub did not print the ${name} link`);
     }
@@ -99,13 +112,21 @@ export async function startServer({ deadlines = DEADLINES, extraArgs = [] } = {}
     stderr,
     /** The hub's data folder (gone after `stop()` unless `keepData`). */
     dataDir: join(data, "data"),
+    /** Kills the hub at once (SIGKILL: no goodbye, no lease given back), keeping its folder until `stop()`. */
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        child.kill("SIGKILL");
+        await exited;
+      }
+    },
     /** Stops the hub (SIGTERM); `keepData`: leave the folder for the test to read and remove. */
     async stop({ keepData = false } = {}) {
       if (stopped) {
         return;
       }
       stopped = true;
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once("exit", r));
         child.kill("SIGTERM");
         const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);

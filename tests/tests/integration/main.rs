@@ -10,6 +10,7 @@ mod audit;
 mod bad_input;
 mod cluster_audit;
 mod cluster_check;
+mod cluster_client_urls;
 mod cluster_directory;
 mod cluster_erase;
 mod cluster_escalations;
