@@ -427,6 +427,8 @@ impl Server {
             groups.spawn(cluster::remote::receive(node.clone(), hub.shutdown.clone()));
             // Lets go of the connections of nodes that are gone.
             groups.spawn(cluster::remote::sweep(node.clone(), hub.clone()));
+            // Out of touch with the cluster: its connections go elsewhere.
+            groups.spawn(cluster::presence::keep(node.clone(), hub.clone()));
             // The router: led by one node at a time, reached from every node.
             let (leading_tx, leading_rx) = tokio::sync::watch::channel(None);
             if let Some(dispatched) = dispatched {

@@ -200,12 +200,20 @@ pub async fn run(hub: Arc<Hub>, mut ws: WsConnection, link: Link) {
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut last_heard = tokio::time::Instant::now();
     let kicked = queue.kicked.clone();
+    let mut touch = session.hub.cluster.as_ref().map(|node| node.in_touch());
     let end = loop {
         let logged_in = matches!(session.auth, Auth::LoggedIn(_));
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break End::Shutdown,
             _ = kicked.cancelled() => break End::Slow,
+            () = crate::cluster::presence::lost(&mut touch) => {
+                // Its groups cannot be served here now; a connection in none
+                // stays (a flag is still answered, with the helplines).
+                if !session.joined.is_empty() || !session.lines.is_empty() {
+                    break End::Close(close_code::TRY_LATER, crate::cluster::presence::CLOSE_REASON);
+                }
+            }
             _ = tokio::time::sleep_until(auth_deadline), if !logged_in => {
                 break End::Close(close_code::LOGIN_TIMEOUT, "no login in time")
             }

@@ -58,6 +58,7 @@ pub mod log;
 pub mod mirror;
 pub mod node;
 pub mod owner;
+pub mod presence;
 pub mod rebase;
 pub mod remote;
 pub mod replica;

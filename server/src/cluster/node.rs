@@ -43,6 +43,10 @@ pub struct ClusterNode {
     /// This node's presence lease (`node-<holder>`), kept while it runs: owners
     /// let go of the proxies of a node whose presence ran out.
     presence: std::sync::Mutex<Option<super::lease::LeaseKeeper>>,
+    /// Whether this node is in touch with the cluster: its presence lease held
+    /// ([`super::presence`]). False from the moment it ran out until it is
+    /// taken again; meanwhile the node serves nobody.
+    in_touch: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClusterNode {
@@ -113,6 +117,7 @@ impl ClusterNode {
         Ok(Self {
             holder,
             presence: std::sync::Mutex::new(Some(presence)),
+            in_touch: tokio::sync::watch::Sender::new(true),
             settings: settings.clone(),
             nats,
             leases,
@@ -136,6 +141,56 @@ impl ClusterNode {
             }
             Ok(None) => Some(false),
             Err(_) => None,
+        }
+    }
+
+    /// Whether this node is in touch with the cluster now (see
+    /// [`super::presence`]).
+    pub fn is_in_touch(&self) -> bool {
+        *self.in_touch.borrow()
+    }
+
+    /// Follows whether this node is in touch with the cluster: a connection
+    /// ends when it turns false.
+    pub fn in_touch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.in_touch.subscribe()
+    }
+
+    /// Says whether this node is in touch (`super::presence` only).
+    pub(super) fn set_in_touch(&self, in_touch: bool) {
+        self.in_touch.send_replace(in_touch);
+    }
+
+    /// The presence lease's state, while the node has not left.
+    pub(super) fn presence_state(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<super::lease::LeaseState>> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(super::lease::LeaseKeeper::watch)
+    }
+
+    /// Keeps `keeper` as the presence lease taken again; `false` (and the lease
+    /// released) when the node left meanwhile.
+    pub(super) async fn replace_presence(&self, keeper: super::lease::LeaseKeeper) -> bool {
+        let refused = {
+            let mut presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+            match presence.as_mut() {
+                Some(held) => {
+                    *held = keeper;
+                    None
+                }
+                None => Some(keeper),
+            }
+        };
+        match refused {
+            Some(keeper) => {
+                let _ = keeper.release().await;
+                false
+            }
+            None => true,
         }
     }
 

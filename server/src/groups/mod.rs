@@ -587,6 +587,14 @@ impl GroupRegistry {
         if let Ok(handle) = self.handle(id) {
             return Ok(handle);
         }
+        if !wiring.node.is_in_touch() {
+            // The other nodes take this one for gone until it holds its
+            // presence again (`cluster::presence`): no group is taken or
+            // reached through it meanwhile.
+            return Err(crate::cluster::remote::not_taken(
+                "this node is getting back in touch with the cluster; try again in a moment",
+            ));
+        }
         let lock = wiring.node.group_lock(id);
         let _taking = lock.lock().await;
         if let Ok(handle) = self.handle(id) {

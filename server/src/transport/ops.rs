@@ -1,5 +1,6 @@
 //! Operators' endpoints: `/healthz` (the process answers), `/readyz` (it can take
-//! work: not stopping, the store commits, the escalation router runs) and
+//! work: not stopping, in touch with the cluster when it is one, the store
+//! commits, the escalation router runs) and
 //! `/metrics` (Prometheus text; see [`crate::metrics`]).
 //!
 //! `/metrics` holds counts only, but how busy a support service is at 3 a.m. is
@@ -37,6 +38,9 @@ pub async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     let not_ready = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     if hub.shutdown.is_cancelled() {
         return not_ready("stopping");
+    }
+    if hub.cluster.as_ref().is_some_and(|node| !node.is_in_touch()) {
+        return not_ready("this node lost touch with the cluster (its presence lease ran out); it serves nobody until it takes it again");
     }
     if !hub.router.is_running() {
         return not_ready("the escalation router is not running");
