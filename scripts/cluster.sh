@@ -92,6 +92,14 @@ cluster {
 CONF
 }
 
+# Every node's page origin, as cluster.client_urls lists them (so a page moves to
+# another local node when its own is killed).
+client_urls() {
+  local urls=() node
+  for node in "${peerhub_names[@]}"; do urls+=("\"http://127.0.0.1:$(web_port "$node")\""); done
+  (IFS=,; echo "${urls[*]}" | sed 's/,/, /g')
+}
+
 write_peerhub_config() {
   local name=$1 number urls
   number="$(number_of "$name")"
@@ -105,6 +113,7 @@ data = "$dir/$name/data"
 [cluster]
 nats_urls = ["${urls//,/\", \"}"]
 node_name = "n$number"
+client_urls = [$(client_urls)]
 lease_ttl_ms = ${LEASE_TTL_MS:-10000}
 CONF
 }
