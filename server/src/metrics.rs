@@ -38,6 +38,7 @@
 //! | `peerhub_cluster_router_leader` | gauge | 1 on the node leading the escalation router (the sum across nodes is 1, 0 during a failover): **alert on a sum of 0 that lasts** |
 //! | `peerhub_cluster_flags_not_passed_total` | counter | flags that reached no router leader in time, refused with the helplines: **alert on any** |
 //! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`), or a commit failed: their log refused or did not confirm it, or the store failed (`commit`) |
+//! | `peerhub_cluster_audit_unshipped` | gauge | this node's audit entries not yet shipped into the `PEERHUB_AUDIT` stream (new ones, or rewritten ones not yet replaced there): **alert on a value that stays above 0** |
 
 use std::sync::{Mutex, OnceLock};
 
@@ -107,6 +108,8 @@ pub struct ClusterMetrics {
     /// Flags that reached no router leader in time.
     pub flags_not_passed: IntCounter,
     groups_lost: IntCounterVec,
+    /// Audit entries not yet shipped into the cluster's audit stream.
+    pub audit_unshipped: IntGauge,
 }
 
 impl ClusterMetrics {
@@ -313,6 +316,11 @@ impl Metrics {
                     "Flags that reached no router leader in time, refused with the helplines.",
                 ),
                 groups_lost,
+                audit_unshipped: gauge(
+                    r,
+                    "peerhub_cluster_audit_unshipped",
+                    "This node's audit entries not yet shipped into the cluster's audit stream.",
+                ),
             }
         })
     }

@@ -1,128 +1,581 @@
-//! The audit chain in cluster mode (issue 18: "audit verify works in cluster mode")
-//! against a real three-node nats-server cluster on loopback: nodes appending at
-//! once keep one chain that the one-node verifier accepts, through the loss of a
-//! NATS server; a forged or removed entry is found where it is. Each test starts
-//! its own cluster and is bounded in time.
+//! The audit record in cluster mode (issue 18: "audit verify works in cluster
+//! mode"; docs/CLUSTER.md §8, "Audit"): in-process peerhub nodes on a real
+//! three-server NATS cluster. Each node keeps its own sled chain, written with
+//! each action before its ack, and ships it into the `PEERHUB_AUDIT` stream in
+//! the background: both nodes' chains are there and verify; a node's chain
+//! outlives its data folder; a node killed mid-shipping ships each entry once;
+//! a forged or removed message is reported where it is; a session end's rewrite
+//! and retention's prune reach the stream, with the old copies erased; an audit
+//! stream that refuses writes delays shipping, never an ack.
 
 use std::time::Duration;
 
-use peerhub_server::audit::{action, BreakReason, NewEntry};
-use peerhub_server::cluster::audit::{AuditConfig, ClusterAudit};
-use peerhub_server::cluster::Nats;
-use peerhub_tests::nats::NatsCluster;
-use peerhub_tests::{now_ms, Identity};
+use bytes::Bytes;
+use peerhub_protocol::payload::{ControlAction, InviteRole};
+use peerhub_protocol::ServerFrame;
+use peerhub_server::audit::{self, BreakReason};
+use peerhub_server::cluster::audit::{
+    AuditConfig, ChainName, ChainProblem, ClusterAudit, StoredChain,
+};
+use peerhub_server::retention::{self, RetentionSettings, DAY_MS};
+use peerhub_tests::nats::{opened, NatsCluster};
+use peerhub_tests::process::binary;
+use peerhub_tests::{CrashableServer as Crashable, Identity, TestServer};
+
+use super::cluster_nodes::{flagged, staff_on};
+use super::metrics::scrape;
 
 /// The bound on each test, cluster start included.
-const BOUND: Duration = Duration::from_secs(120);
+const BOUND: Duration = Duration::from_secs(240);
 
-/// Opens the chain's stream, waiting (up to 30 s) while JetStream elects leaders.
-async fn open(nats: &Nats) -> ClusterAudit {
+async fn node(cluster: &NatsCluster, name: &str) -> TestServer {
+    let settings = cluster.node_settings(name);
+    TestServer::start_with(move |config| config.cluster = Some(settings)).await
+}
+
+/// Node `name` on a runtime of its own, to be stopped dead; on `data` if given
+/// (to start it again on the same folder), else on a folder that goes with it.
+fn crashable(cluster: &NatsCluster, name: &str, data: Option<std::path::PathBuf>) -> Crashable {
+    let settings = cluster.node_settings(name);
+    Crashable::start(move |config| {
+        config.cluster = Some(settings);
+        if let Some(data) = data {
+            config.data_dir = data;
+        }
+    })
+}
+
+/// The audit stream, as an auditor opens it.
+async fn stream(cluster: &NatsCluster) -> ClusterAudit {
+    let nats = cluster.connect(1, "auditor").await;
     let config = AuditConfig::default();
-    peerhub_tests::nats::opened("the audit stream", || ClusterAudit::open(nats, &config)).await
+    opened("the audit stream", || ClusterAudit::open(&nats, &config)).await
 }
 
-/// An entry signed by `who`, as the hub records a facilitator's control.
-fn entry(who: &Identity, n: u32) -> NewEntry {
-    NewEntry::new(
-        now_ms(),
-        action::CONTROL_MUTE,
-        who.post("circle", &format!("#{n}")),
-    )
+/// The name of `server`'s chain in the stream.
+fn chain_name(server: &TestServer) -> ChainName {
+    let node = server.hub().cluster.as_ref().expect("a cluster node");
+    ChainName {
+        node: node.settings.node_name.clone(),
+        chain: server.hub().store.audit_chain_id().expect("chain id"),
+    }
 }
 
-/// Three nodes, one per NATS server, append fifteen entries each at once; one
-/// server is then killed and they append five more each. The chain holds 60
-/// entries numbered 1 to 60, each seq handed out once, and the one-node verifier
-/// accepts every link, hash and signature. Fails if appends did not name the tail
-/// they linked to (two entries would then claim the same seq and prev).
+/// `server`'s sled chain: every stored entry, in order.
+fn sled_chain(server: &TestServer) -> Vec<(u64, Vec<u8>)> {
+    server
+        .hub()
+        .store
+        .audit_entries()
+        .map(|e| e.expect("entry"))
+        .collect()
+}
+
+/// The stream's copy of a chain: each entry's seq and bytes.
+fn copy_of(chain: &StoredChain) -> Vec<(u64, Vec<u8>)> {
+    chain
+        .entries
+        .iter()
+        .map(|(seq, c)| (*seq, c.payload.to_vec()))
+        .collect()
+}
+
+/// Waits until the stream holds `server`'s chain exactly: the same entries,
+/// byte for byte, the same anchor, and no older copy left; returns it.
+async fn shipped(audit: &ClusterAudit, server: &TestServer) -> StoredChain {
+    let name = chain_name(server);
+    loop {
+        let sled = sled_chain(server);
+        let anchor = audit::anchor(&server.hub().store).expect("anchor");
+        let chain = audit.read_chain(&name).await.expect("read the stream");
+        if copy_of(&chain) == sled && chain.anchor() == anchor && chain.stale.is_empty() {
+            return chain;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The actions of a chain's entries, in order.
+fn actions(entries: &[(u64, Vec<u8>)]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|(_, bytes)| audit::AuditEntry::parse(bytes).expect("an entry").0.action)
+        .collect()
+}
+
+/// The files of the audit stream's own store (not the servers' Raft logs,
+/// which keep a message until they compact: docs/CLUSTER.md §8) holding
+/// `needle`.
+fn in_audit_stream(cluster: &NatsCluster, needle: &[u8]) -> Vec<String> {
+    cluster
+        .files_holding(needle)
+        .into_iter()
+        .filter(|f| f.contains("/streams/PEERHUB_AUDIT/"))
+        .collect()
+}
+
+/// Runs `peerhub audit verify --cluster` against `cluster` (no other
+/// `PEERHUB_*`), off the runtime.
+async fn verify_cli(cluster: &NatsCluster) -> std::process::Output {
+    let urls = cluster.urls().join(",");
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(binary());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PEERHUB_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(["audit", "verify", "--cluster"])
+            .env("PEERHUB_CLUSTER_NATS_URLS", urls)
+            .env("PEERHUB_CLUSTER_NODE_NAME", "auditor")
+            .output()
+            .expect("run peerhub")
+    })
+    .await
+    .expect("joined")
+}
+
+/// Controls, grants and an escalation step on two nodes: both chains reach the
+/// stream byte for byte and verify there. Node b is then killed and its data
+/// folder goes: its chain is still in the stream and verifies. With every node
+/// stopped, `peerhub audit verify --cluster` checks both from NATS alone; a
+/// message removed from the stream, then a forged copy of an entry, are each
+/// reported at their entry (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_appending_at_once_keep_one_chain_through_a_server_kill() {
-    let Some(mut cluster) = NatsCluster::start().await else {
+async fn both_nodes_chains_reach_the_stream_and_outlive_a_wiped_node() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let mut seqs = Vec::new();
-        for (round, each) in [(0, 15), (1, 5)] {
-            if round == 1 {
-                cluster.kill("n3").await;
-            }
-            let mut nodes = Vec::new();
-            for i in 0..3 {
-                let chain = open(&cluster.connect(i, &format!("node-{i}")).await).await;
-                let who = Identity::generate();
-                nodes.push(tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    for n in 0..each {
-                        mine.push(chain.append(entry(&who, n)).await.expect("appended"));
-                    }
-                    mine
-                }));
-            }
-            for node in nodes {
-                seqs.extend(node.await.expect("node"));
-            }
+        let mut a = node(&cluster, "a").await;
+        let b = crashable(&cluster, "b", None);
+        a.create_group_with("circle", |g| g.waiting_room = Some(false))
+            .await;
+        let mut admin = a.admin().await;
+        // The facilitator redeems on b and joins first there: b serves circle.
+        let (_, mut fac) = staff_on(
+            &b.server,
+            &mut admin,
+            InviteRole::Facilitator,
+            Some("circle"),
+        )
+        .await;
+        fac.join("circle", "Jo", None).await;
+        let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+        // River asks for help (the router, on a, records the escalation).
+        let (river, _on_a, _open) = flagged(&a, &mut sup).await;
+        let reply = fac
+            .control(
+                "circle",
+                ControlAction::Mute {
+                    member: river.key(),
+                    minutes: 5,
+                },
+            )
+            .await;
+        assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+
+        let audit = stream(&cluster).await;
+        let on_a = shipped(&audit, &a).await;
+        let on_b = shipped(&audit, &b.server).await;
+        let (acts_a, acts_b) = (actions(&copy_of(&on_a)), actions(&copy_of(&on_b)));
+        eprintln!("a: {acts_a:?}\nb: {acts_b:?}");
+        let all: Vec<&String> = acts_a.iter().chain(&acts_b).collect();
+        for wanted in [
+            "group.create",
+            "role.grant",
+            "control.mute",
+            "escalation.raise",
+        ] {
+            assert!(all.iter().any(|a| *a == wanted), "{wanted} in {all:?}");
         }
-        seqs.sort_unstable();
-        assert_eq!(seqs, (1..=60).collect::<Vec<u64>>());
-        let chain = open(&cluster.connect(1, "auditor").await).await;
-        let report = chain
-            .verify()
+        assert!(
+            acts_b.contains(&"control.mute".to_string()),
+            "b serves circle"
+        );
+        assert!(
+            acts_b.contains(&"role.grant".to_string()),
+            "Jo redeemed on b"
+        );
+        let verdicts = audit.verify_all().await.expect("read");
+        assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+        for verdict in &verdicts {
+            let report = verdict.verdict.as_ref().expect("each chain verifies");
+            let chain = if verdict.name == chain_name(&a) {
+                &on_a
+            } else {
+                &on_b
+            };
+            assert_eq!(report.entries, chain.entries.len() as u64);
+        }
+        let lag = scrape(&a).await.get("peerhub_cluster_audit_unshipped", &[]);
+        assert_eq!(lag, 0.0);
+
+        // b dies and its data folder goes with it.
+        let (b_name, b_dir) = (chain_name(&b.server), b.server.data_dir().to_path_buf());
+        let b_entries = copy_of(&on_b);
+        b.crash();
+        // Its folder may be going already, on the dead runtime's thread.
+        let _ = std::fs::remove_dir_all(&b_dir);
+        while b_dir.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let kept = audit.read_chain(&b_name).await.expect("read");
+        assert_eq!(
+            copy_of(&kept),
+            b_entries,
+            "b's chain is still in the stream"
+        );
+        assert_eq!(
+            kept.verify().expect("verifies").entries,
+            b_entries.len() as u64
+        );
+
+        // Every node stopped: the check needs NATS only.
+        let a_name = chain_name(&a);
+        a.shutdown().await;
+        let out = verify_cli(&cluster).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for name in [&a_name, &b_name] {
+            assert!(
+                stdout.contains(&format!("audit chain {}/{} OK: ", name.node, name.chain)),
+                "{stdout}"
+            );
+        }
+        assert!(stdout.contains("2 audit chains"), "{stdout}");
+
+        // Entry 3 of a's chain removed from the stream: broken at 3.
+        let nats = cluster.connect(0, "tamperer").await;
+        let js = nats.jetstream();
+        let raw = js.get_stream("PEERHUB_AUDIT").await.expect("stream");
+        let chain = audit.read_chain(&a_name).await.expect("read");
+        assert!(raw
+            .delete_message(chain.entries[&3].stream_seq)
             .await
-            .expect("read the chain")
-            .expect("the chain verifies");
-        assert_eq!(report.entries, 60);
+            .expect("deleted"));
+        let out = verify_cli(&cluster).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "audit chain {}/{} BROKEN at entry 3: this entry is missing",
+                a_name.node, a_name.chain
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("audit chain {}/{} OK", b_name.node, b_name.chain)),
+            "the other chain is still intact: {stdout}"
+        );
+
+        // A forged copy of entry 2 (one byte of its body changed, its hash
+        // line kept) published on its subject: broken at 2.
+        let mut forged = chain.entries[&2].payload.to_vec();
+        let at = forged.len() - 3;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let subject = format!("peerhub.audit.{}.{}.e.2", a_name.node, a_name.chain);
+        js.publish(subject, Bytes::from(forged))
+            .await
+            .expect("sent")
+            .await
+            .expect("stored");
+        let verdicts = audit.verify_all().await.expect("read");
+        let forged = verdicts
+            .iter()
+            .find(|v| v.name == a_name)
+            .expect("a's chain");
+        match &forged.verdict {
+            Err(ChainProblem::Break(broken)) => {
+                assert_eq!(broken.seq, 2, "{broken}");
+                assert!(
+                    matches!(
+                        broken.reason,
+                        BreakReason::WrongHash { .. }
+                            | BreakReason::Malformed(_)
+                            | BreakReason::BadEnvelope { .. }
+                    ),
+                    "{broken}"
+                );
+            }
+            other => panic!("a forged entry is a break at 2: {other:?}"),
+        }
     })
     .await
     .expect("bounded");
 }
 
-/// An entry published past the append path (a forged one whose link is wrong),
-/// and an entry deleted from the stream, are each reported at their seq.
+/// A node makes thirty entries and is killed at once, its shipper mid-way;
+/// started again on the same folder it ships the rest: the stream gains exactly
+/// the entries it did not hold, and holds each entry once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_or_removed_entry_breaks_the_chain_where_it_is() {
+async fn a_node_killed_mid_shipping_ships_each_entry_once_after_restart() {
     let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
         return;
     };
     tokio::time::timeout(BOUND, async {
-        let nats = cluster.connect(0, "node").await;
-        let chain = open(&nats).await;
-        // An empty chain verifies, with nothing in it.
-        assert_eq!(chain.verify().await.unwrap().unwrap().entries, 0);
-        let who = Identity::generate();
-        for n in 0..3 {
-            chain.append(entry(&who, n)).await.unwrap();
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let mut a = crashable(&cluster, "a", Some(data.clone()));
+        let mut admin = a.server.admin().await;
+        for _ in 0..30 {
+            admin.invite(InviteRole::Supervisor, None).await;
         }
-        assert_eq!(chain.verify().await.unwrap().unwrap().entries, 3);
+        let name = chain_name(&a.server);
+        let made = sled_chain(&a.server).len();
+        drop(admin);
+        a.crash();
 
-        // Entry 4, encoded as if it followed entry 2: its `prev` is wrong.
-        let (forged, _) = peerhub_server::audit::encode_entry(
-            4,
-            &peerhub_server::audit::EntryHash::GENESIS,
-            entry(&who, 9),
-        )
-        .unwrap();
-        let js = nats.jetstream();
-        js.publish("peerhub.audit.chain", forged.into())
+        let audit = stream(&cluster).await;
+        let nats = cluster.connect(2, "counter").await;
+        let raw = nats
+            .jetstream()
+            .get_stream("PEERHUB_AUDIT")
             .await
-            .unwrap()
-            .await
-            .unwrap();
-        let broken = chain.verify().await.unwrap().expect_err("a forged link");
-        assert_eq!(broken.seq, 4);
-        assert!(
-            matches!(broken.reason, BreakReason::WrongPrev { .. }),
-            "{broken:?}"
+            .expect("stream");
+        let before = audit.read_chain(&name).await.expect("read");
+        let last_before = raw.get_info().await.expect("info").state.last_sequence;
+        eprintln!(
+            "{} of {made} entries shipped before the kill",
+            before.entries.len()
         );
-        // The next honest append links to the forged tail, and the break stays
-        // reported where it is.
-        chain.append(entry(&who, 10)).await.unwrap();
-        assert_eq!(chain.verify().await.unwrap().unwrap_err().seq, 4);
 
-        // Entry 2 removed from the stream: the chain breaks at 2.
-        let stream = js.get_stream("PEERHUB_AUDIT").await.unwrap();
-        assert!(stream.delete_message(2).await.unwrap());
-        let broken = chain.verify().await.unwrap().expect_err("a removed entry");
-        assert_eq!(broken.seq, 2, "{broken:?}");
+        a = crashable(&cluster, "a", Some(data));
+        assert_eq!(
+            chain_name(&a.server),
+            name,
+            "the chain id stays with the folder"
+        );
+        let after = shipped(&audit, &a.server).await;
+        let last_after = raw.get_info().await.expect("info").state.last_sequence;
+        assert!(after.entries.len() >= made);
+        assert_eq!(
+            last_after - last_before,
+            (after.entries.len() - before.entries.len()) as u64,
+            "each entry not yet in the stream was published once, and no other"
+        );
+        assert!(after.stale.is_empty() && after.unreadable.is_empty());
+        after.verify().expect("verifies");
+        a.crash();
+    })
+    .await
+    .expect("bounded");
+}
+
+/// An ephemeral group's session ends: its owner rewrites its audit chain (the
+/// redaction's envelope becomes a digest, the muted member's key a pseudonym),
+/// and the shipper replaces the stream's copy from the first rewritten entry:
+/// the redaction's reason and the old copies' bytes are gone from the audit
+/// stream's files, and the new copy verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_rewrite_is_shipped_and_the_old_copies_are_erased() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        a.create_group_with("dropin", |g| {
+            g.waiting_room = Some(false);
+            g.retention.ephemeral = true;
+        })
+        .await;
+        let mut admin = a.admin().await;
+        let (_, mut fac) = staff_on(&a, &mut admin, InviteRole::Facilitator, Some("dropin")).await;
+        fac.join("dropin", "Jo", None).await;
+        let pat = Identity::generate();
+        let mut on_b = b.login(&pat).await;
+        on_b.join("dropin", "Pat", None).await;
+        let seq = on_b.post("dropin", "something said").await;
+        let reason = "reason-quoting-pat-xq7";
+        for action in [
+            ControlAction::Mute {
+                member: pat.key(),
+                minutes: 5,
+            },
+            ControlAction::Redact {
+                seq,
+                reason: reason.to_string(),
+            },
+        ] {
+            let reply = fac.control("dropin", action).await;
+            assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+        }
+        let audit = stream(&cluster).await;
+        let before = shipped(&audit, &a).await;
+        assert!(!in_audit_stream(&cluster, reason.as_bytes()).is_empty());
+        let (mute, redact) = {
+            let find = |action: &str| {
+                before
+                    .entries
+                    .iter()
+                    .find(|(_, c)| {
+                        audit::AuditEntry::parse(&c.payload)
+                            .expect("entry")
+                            .0
+                            .action
+                            == action
+                    })
+                    .map(|(seq, c)| (*seq, c.hash().expect("hash")))
+                    .expect("the entry")
+            };
+            (find("control.mute"), find("control.redact"))
+        };
+
+        let reply = fac.control("dropin", ControlAction::EndSession).await;
+        assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+        let after = loop {
+            let after = shipped(&audit, &a).await;
+            if after.entries[&mute.0].hash() != Some(mute.1) {
+                break after;
+            }
+        };
+        let report = after.verify().expect("the rewritten copy verifies");
+        assert!(report.erased_envelopes >= 1, "{report}");
+        assert_ne!(after.entries[&redact.0].hash(), Some(redact.1));
+        assert_eq!(
+            in_audit_stream(&cluster, reason.as_bytes()),
+            Vec::<String>::new(),
+            "the redaction's reason left the audit stream"
+        );
+        for (_, old) in [mute, redact] {
+            assert_eq!(
+                in_audit_stream(&cluster, old.to_hex().as_bytes()),
+                Vec::<String>::new(),
+                "the old copy {old} was erased"
+            );
+        }
+        let entry = audit::AuditEntry::parse(&after.entries[&mute.0].payload)
+            .expect("entry")
+            .0;
+        assert_eq!(entry.subject, None, "the muted member's key is a pseudonym");
+        assert!(entry.subject_pseudonym.is_some());
+    })
+    .await
+    .expect("bounded");
+}
+
+/// Retention prunes a node's chain front behind an anchor: the shipper ships
+/// the anchor and erases the stream's copies of the pruned entries, and the
+/// stream's copy verifies from the anchor as sled's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retentions_prune_reaches_the_stream_with_its_anchor() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let mut admin = a.admin().await;
+        for _ in 0..5 {
+            admin.invite(InviteRole::Supervisor, None).await;
+        }
+        let audit = stream(&cluster).await;
+        let before = shipped(&audit, &a).await;
+        let first_hash = before
+            .entries
+            .values()
+            .next()
+            .expect("entries")
+            .hash()
+            .expect("hash");
+
+        let settings = RetentionSettings {
+            chat_history_days: Some(30),
+            safeguarding_days: None,
+            audit_days: Some(1),
+            interval: Duration::from_secs(3600),
+        };
+        let report = retention::run_once(a.hub(), &settings, a.clock.now_ms() + 3 * DAY_MS)
+            .await
+            .expect("a pass");
+        let through = report.audit_through_seq.expect("the front was pruned");
+        let after = shipped(&audit, &a).await;
+        assert_eq!(after.anchor().seq, through);
+        assert!(after.entries.keys().all(|seq| *seq > through));
+        let verified = after.verify().expect("verifies from the anchor");
+        assert_eq!(verified.pruned, through);
+        assert_eq!(
+            verified,
+            audit::verify(&a.hub().store).expect("sled's chain verifies"),
+            "the stream's copy says what sled's does"
+        );
+        assert_eq!(
+            in_audit_stream(&cluster, first_hash.to_hex().as_bytes()),
+            Vec::<String>::new(),
+            "the pruned entries were erased from the stream"
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
+/// The audit stream refuses every write for a while (it is full): actions are
+/// acknowledged all the same, since nothing that acks waits for the shipper,
+/// and the lag metric counts what waits; once the stream takes writes again,
+/// the chain is shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_refusing_writes_delays_shipping_not_acks() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let mut admin = a.admin().await;
+        admin.invite(InviteRole::Supervisor, None).await;
+        let audit = stream(&cluster).await;
+        let before = shipped(&audit, &a).await;
+
+        let nats = cluster.connect(0, "operator").await;
+        let js = nats.jetstream();
+        let mut raw = js.get_stream("PEERHUB_AUDIT").await.expect("stream");
+        let info = raw.info().await.expect("info").clone();
+        let mut full = info.config.clone();
+        full.max_messages = i64::try_from(info.state.messages).expect("count");
+        full.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+        js.update_stream(&full).await.expect("stream made full");
+
+        // Acked while nothing can be shipped.
+        for _ in 0..3 {
+            admin.invite(InviteRole::Supervisor, None).await;
+        }
+        let waiting = loop {
+            let lag = scrape(&a).await.get("peerhub_cluster_audit_unshipped", &[]);
+            if lag >= 3.0 {
+                break lag;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!("{waiting} entries wait to be shipped");
+        let held = audit.read_chain(&chain_name(&a)).await.expect("read");
+        assert_eq!(
+            copy_of(&held),
+            copy_of(&before),
+            "nothing was shipped meanwhile"
+        );
+
+        let mut open = info.config.clone();
+        open.max_messages = -1;
+        js.update_stream(&open).await.expect("stream open again");
+        let after = shipped(&audit, &a).await;
+        assert_eq!(after.entries.len(), before.entries.len() + 3);
+        after.verify().expect("verifies");
+        loop {
+            if scrape(&a).await.get("peerhub_cluster_audit_unshipped", &[]) == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await
     .expect("bounded");
