@@ -114,6 +114,21 @@ fn in_audit_stream(cluster: &NatsCluster, needle: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Changes the audit stream's configuration (`what` names the change), asking
+/// again while the request times out (a loaded machine, an election).
+async fn update_stream(
+    js: &async_nats::jetstream::Context,
+    config: &async_nats::jetstream::stream::Config,
+    what: &str,
+) {
+    let mut tries = 0;
+    while let Err(error) = js.update_stream(config).await {
+        tries += 1;
+        assert!(tries < 20, "{what}: {error}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Runs `peerhub audit verify --cluster` against `cluster` (no other
 /// `PEERHUB_*`), off the runtime.
 async fn verify_cli(cluster: &NatsCluster) -> std::process::Output {
@@ -138,7 +153,8 @@ async fn verify_cli(cluster: &NatsCluster) -> std::process::Output {
 
 /// Controls, grants and an escalation step on two nodes: both chains reach the
 /// stream byte for byte and verify there. Node b is then killed and its data
-/// folder goes: its chain is still in the stream and verifies. With every node
+/// folder goes: its chain is still in the stream and verifies; b started again
+/// on a fresh folder ships a second chain beside it. With every node
 /// stopped, `peerhub audit verify --cluster` checks both from NATS alone; a
 /// message removed from the stream, then a forged copy of an entry, are each
 /// reported at their entry (exit 1).
@@ -233,6 +249,22 @@ async fn both_nodes_chains_reach_the_stream_and_outlive_a_wiped_node() {
             b_entries.len() as u64
         );
 
+        // b started again under its name on a fresh folder: a new chain beside
+        // the old one, which stays as it was.
+        let b2 = node(&cluster, "b").await;
+        let b2_name = chain_name(&b2);
+        assert_eq!(b2_name.node, b_name.node);
+        assert_ne!(
+            b2_name.chain, b_name.chain,
+            "a fresh folder, a new chain id"
+        );
+        let _ = staff_on(&b2, &mut admin, InviteRole::Supervisor, None).await;
+        let on_b2 = shipped(&audit, &b2).await;
+        assert!(actions(&copy_of(&on_b2)).contains(&"role.grant".to_string()));
+        let still = audit.read_chain(&b_name).await.expect("read");
+        assert_eq!(copy_of(&still), b_entries, "the old chain is untouched");
+        b2.shutdown().await;
+
         // Every node stopped: the check needs NATS only.
         let a_name = chain_name(&a);
         a.shutdown().await;
@@ -250,7 +282,7 @@ async fn both_nodes_chains_reach_the_stream_and_outlive_a_wiped_node() {
                 "{stdout}"
             );
         }
-        assert!(stdout.contains("2 audit chains"), "{stdout}");
+        assert!(stdout.contains("3 audit chains"), "{stdout}");
 
         // Entry 3 of a's chain removed from the stream: broken at 3.
         let nats = cluster.connect(0, "tamperer").await;
@@ -312,9 +344,11 @@ async fn both_nodes_chains_reach_the_stream_and_outlive_a_wiped_node() {
     .expect("bounded");
 }
 
-/// A node makes thirty entries and is killed at once, its shipper mid-way;
-/// started again on the same folder it ships the rest: the stream gains exactly
-/// the entries it did not hold, and holds each entry once.
+/// The audit stream takes five more messages, then is full: a node makes
+/// twenty entries, its shipper publishes five and its pass fails on the sixth,
+/// and the node is killed there. With the stream open again and the node
+/// started on the same folder, the stream gains exactly the entries it did not
+/// hold (each published once, none again) and the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_shipping_ships_each_entry_once_after_restart() {
     let Some(cluster) = NatsCluster::start().await else {
@@ -325,28 +359,44 @@ async fn a_node_killed_mid_shipping_ships_each_entry_once_after_restart() {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path().join("data");
         let mut a = crashable(&cluster, "a", Some(data.clone()));
+        let name = chain_name(&a.server);
+        let audit = stream(&cluster).await;
+        let start = shipped(&audit, &a.server).await.entries.len();
+        let nats = cluster.connect(2, "operator").await;
+        let js = nats.jetstream();
+        let mut raw = js.get_stream("PEERHUB_AUDIT").await.expect("stream");
+        let info = raw.info().await.expect("info").clone();
+        let mut five_more = info.config.clone();
+        five_more.max_messages = i64::try_from(info.state.messages + 5).expect("count");
+        five_more.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+        update_stream(js, &five_more, "stream limited").await;
+
         let mut admin = a.server.admin().await;
-        for _ in 0..30 {
+        for _ in 0..20 {
             admin.invite(InviteRole::Supervisor, None).await;
         }
-        let name = chain_name(&a.server);
         let made = sled_chain(&a.server).len();
+        // The pass that stopped at the full stream: five shipped, the rest wait.
+        while scrape(&a.server)
+            .await
+            .get("peerhub_cluster_audit_unshipped", &[])
+            != (made - start - 5) as f64
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         drop(admin);
         a.crash();
 
-        let audit = stream(&cluster).await;
-        let nats = cluster.connect(2, "counter").await;
-        let raw = nats
-            .jetstream()
-            .get_stream("PEERHUB_AUDIT")
-            .await
-            .expect("stream");
         let before = audit.read_chain(&name).await.expect("read");
-        let last_before = raw.get_info().await.expect("info").state.last_sequence;
-        eprintln!(
-            "{} of {made} entries shipped before the kill",
-            before.entries.len()
+        assert_eq!(
+            before.entries.len(),
+            start + 5,
+            "five of the twenty shipped"
         );
+        let last_before = raw.get_info().await.expect("info").state.last_sequence;
+        let mut open = info.config.clone();
+        open.max_messages = -1;
+        update_stream(js, &open, "stream open again").await;
 
         a = crashable(&cluster, "a", Some(data));
         assert_eq!(
@@ -543,7 +593,7 @@ async fn a_stream_refusing_writes_delays_shipping_not_acks() {
         let mut full = info.config.clone();
         full.max_messages = i64::try_from(info.state.messages).expect("count");
         full.discard = async_nats::jetstream::stream::DiscardPolicy::New;
-        js.update_stream(&full).await.expect("stream made full");
+        update_stream(js, &full, "stream made full").await;
 
         // Acked while nothing can be shipped.
         for _ in 0..3 {
@@ -566,7 +616,7 @@ async fn a_stream_refusing_writes_delays_shipping_not_acks() {
 
         let mut open = info.config.clone();
         open.max_messages = -1;
-        js.update_stream(&open).await.expect("stream open again");
+        update_stream(js, &open, "stream open again").await;
         let after = shipped(&audit, &a).await;
         assert_eq!(after.entries.len(), before.entries.len() + 3);
         after.verify().expect("verifies");
@@ -579,4 +629,47 @@ async fn a_stream_refusing_writes_delays_shipping_not_acks() {
     })
     .await
     .expect("bounded");
+}
+
+/// `peerhub audit verify --cluster` without NATS named, or with none answering,
+/// says why and exits 2; with neither `--data` nor `--cluster` it is refused.
+#[tokio::test]
+async fn audit_verify_cluster_without_nats_says_why_and_exits_2() {
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(binary());
+            for (name, _) in std::env::vars() {
+                if name.starts_with("PEERHUB_") {
+                    command.env_remove(name);
+                }
+            }
+            command.args(args).envs(env).output().expect("run peerhub")
+        })
+    };
+    let none = run(&["audit", "verify", "--cluster"], vec![])
+        .await
+        .expect("ran");
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cluster.nats_urls"), "{stderr}");
+    let unreachable = run(
+        &["audit", "verify", "--cluster"],
+        vec![
+            (
+                "PEERHUB_CLUSTER_NATS_URLS",
+                "nats://127.0.0.1:1".to_string(),
+            ),
+            ("PEERHUB_CLUSTER_NODE_NAME", "auditor".to_string()),
+        ],
+    )
+    .await
+    .expect("ran");
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("connecting to NATS"), "{stderr}");
+    assert!(unreachable.stdout.is_empty());
+    let neither = run(&["audit", "verify"], vec![]).await.expect("ran");
+    let stderr = String::from_utf8_lossy(&neither.stderr);
+    assert_eq!(neither.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--data"), "{stderr}");
 }
