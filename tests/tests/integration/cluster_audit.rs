@@ -421,10 +421,11 @@ async fn a_node_killed_mid_shipping_ships_each_entry_once_after_restart() {
 }
 
 /// An ephemeral group's session ends: its owner rewrites its audit chain (the
-/// redaction's envelope becomes a digest, the muted member's key a pseudonym),
-/// and the shipper replaces the stream's copy from the first rewritten entry:
-/// the redaction's reason and the old copies' bytes are gone from the audit
-/// stream's files, and the new copy verifies.
+/// participant's flag and the redaction's envelope become digests, the muted
+/// member's key a pseudonym), and the shipper replaces the stream's copy from
+/// the first rewritten entry: the flag's note and signature, the redaction's
+/// reason and the old copies' bytes are gone from the audit stream's files, and
+/// the new copy verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_rewrite_is_shipped_and_the_old_copies_are_erased() {
     let Some(cluster) = NatsCluster::start().await else {
@@ -446,6 +447,18 @@ async fn a_session_ends_rewrite_is_shipped_and_the_old_copies_are_erased() {
         let mut on_b = b.login(&pat).await;
         on_b.join("dropin", "Pat", None).await;
         let seq = on_b.post("dropin", "something said").await;
+        // Pat asks for help: the router (on a, the first node up) records the
+        // flag, Pat's signed envelope, in a's chain.
+        let note = "pat-flag-note-k4v";
+        let reply = on_b
+            .flag_with(
+                "dropin",
+                pat.key(),
+                peerhub_protocol::escalation::Severity::Concern,
+                |p| p.note = Some(note.to_string()),
+            )
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
         let reason = "reason-quoting-pat-xq7";
         for action in [
             ControlAction::Mute {
@@ -461,8 +474,22 @@ async fn a_session_ends_rewrite_is_shipped_and_the_old_copies_are_erased() {
             assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
         }
         let audit = stream(&cluster).await;
-        let before = shipped(&audit, &a).await;
+        let before = loop {
+            let before = shipped(&audit, &a).await;
+            if actions(&copy_of(&before)).contains(&"escalation.raise".to_string()) {
+                break before;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         assert!(!in_audit_stream(&cluster, reason.as_bytes()).is_empty());
+        assert!(!in_audit_stream(&cluster, note.as_bytes()).is_empty());
+        let pat_sig = before
+            .entries
+            .values()
+            .map(|c| audit::AuditEntry::parse(&c.payload).expect("entry").0)
+            .find(|e| e.action == "escalation.raise")
+            .map(|e| e.envelopes[0].sig.to_b64())
+            .expect("the flag's entry");
         let (mute, redact) = {
             let find = |action: &str| {
                 before
@@ -492,11 +519,17 @@ async fn a_session_ends_rewrite_is_shipped_and_the_old_copies_are_erased() {
         let report = after.verify().expect("the rewritten copy verifies");
         assert!(report.erased_envelopes >= 1, "{report}");
         assert_ne!(after.entries[&redact.0].hash(), Some(redact.1));
-        assert_eq!(
-            in_audit_stream(&cluster, reason.as_bytes()),
-            Vec::<String>::new(),
-            "the redaction's reason left the audit stream"
-        );
+        for (gone, what) in [
+            (reason, "the redaction's reason"),
+            (note, "Pat's flag"),
+            (pat_sig.as_str(), "Pat's signature"),
+        ] {
+            assert_eq!(
+                in_audit_stream(&cluster, gone.as_bytes()),
+                Vec::<String>::new(),
+                "{what} left the audit stream"
+            );
+        }
         for (_, old) in [mute, redact] {
             assert_eq!(
                 in_audit_stream(&cluster, old.to_hex().as_bytes()),
