@@ -39,6 +39,7 @@
 //! | `peerhub_cluster_flags_not_passed_total` | counter | flags that reached no router leader in time, refused with the helplines: **alert on any** |
 //! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`), or a commit failed: their log refused or did not confirm it, or the store failed (`commit`) |
 //! | `peerhub_cluster_audit_unshipped` | gauge | this node's audit entries not yet shipped into the `PEERHUB_AUDIT` stream (new ones, or rewritten ones not yet replaced there): **alert on a value that stays above 0** |
+//! | `peerhub_cluster_audit_shipping_stopped` | gauge | 1 when this node stopped shipping its audit chain because the stream holds entries past its chain's end (its data folder was replaced by an older copy): **alert on 1** |
 
 use std::sync::{Mutex, OnceLock};
 
@@ -110,6 +111,8 @@ pub struct ClusterMetrics {
     groups_lost: IntCounterVec,
     /// Audit entries not yet shipped into the cluster's audit stream.
     pub audit_unshipped: IntGauge,
+    /// 1 once shipping stopped because the stream holds more than this chain.
+    pub audit_shipping_stopped: IntGauge,
 }
 
 impl ClusterMetrics {
@@ -320,6 +323,11 @@ impl Metrics {
                     r,
                     "peerhub_cluster_audit_unshipped",
                     "This node's audit entries not yet shipped into the cluster's audit stream.",
+                ),
+                audit_shipping_stopped: gauge(
+                    r,
+                    "peerhub_cluster_audit_shipping_stopped",
+                    "1 when this node stopped shipping its audit chain: the stream holds more.",
                 ),
             }
         })

@@ -26,8 +26,10 @@
 //! are counted in `peerhub_cluster_audit_unshipped`.
 //!
 //! A stream copy that holds entries past the sled chain's end (the data folder
-//! restored from an older backup under the same chain id) is not overwritten:
-//! the node logs an error and ships nothing more until an operator decides.
+//! replaced by an older copy of itself, so the same chain id) is not
+//! overwritten: the node logs an error, sets
+//! `peerhub_cluster_audit_shipping_stopped` to 1 and ships nothing more (until
+//! it is started again) while an operator decides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +89,10 @@ pub async fn run(node: Arc<ClusterNode>, hub: Arc<Hub>) {
         .metrics
         .cluster()
         .map(|metrics| metrics.audit_unshipped.clone());
+    let stopped = hub
+        .metrics
+        .cluster()
+        .map(|metrics| metrics.audit_shipping_stopped.clone());
     let config = AuditConfig {
         replicas: node.settings.replicas,
         ..Default::default()
@@ -123,6 +129,9 @@ pub async fn run(node: Arc<ClusterNode>, hub: Arc<Hub>) {
                 stream = None;
                 if matches!(error, ShipError::Diverged { .. }) {
                     tracing::error!(node = %name.node, chain = %name.chain, %error, "audit shipping stopped");
+                    if let Some(stopped) = &stopped {
+                        stopped.set(1);
+                    }
                     stop.cancelled().await;
                     return;
                 }

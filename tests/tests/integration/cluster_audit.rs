@@ -706,3 +706,68 @@ async fn audit_verify_cluster_without_nats_says_why_and_exits_2() {
     assert_eq!(neither.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--data"), "{stderr}");
 }
+
+/// Copies the folder `from` to `to` (which must not exist), recursively.
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A node's data folder replaced by an older copy of itself (same chain id,
+/// fewer entries than the stream holds): its shipper refuses to overwrite the
+/// stream's record, says so on `/metrics`, and the stream's copy stays as it
+/// was and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_copy_of_a_folder_does_not_overwrite_the_streams_record() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let dir = tempfile::tempdir().expect("dir");
+        let older = dir.path().join("older");
+        let audit = stream(&cluster).await;
+        let mut a = node(&cluster, "a").await;
+        let name = chain_name(&a);
+        let mut admin = a.admin().await;
+        admin.invite(InviteRole::Supervisor, None).await;
+        shipped(&audit, &a).await;
+        drop(admin);
+        let mut a = a.restart_with(|data| copy_folder(data, &older)).await;
+        let mut admin = a.admin().await;
+        for _ in 0..3 {
+            admin.invite(InviteRole::Supervisor, None).await;
+        }
+        let record = shipped(&audit, &a).await;
+        drop(admin);
+        let a = a
+            .restart_with(|data| {
+                std::fs::remove_dir_all(data).expect("rm");
+                std::fs::rename(&older, data).expect("mv");
+            })
+            .await;
+        assert_eq!(chain_name(&a), name, "the same chain id");
+        assert!(sled_chain(&a).len() < record.entries.len());
+        while scrape(&a)
+            .await
+            .get("peerhub_cluster_audit_shipping_stopped", &[])
+            != 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let now = audit.read_chain(&name).await.expect("read");
+        assert_eq!(copy_of(&now), copy_of(&record), "the stream's record stays");
+        now.verify().expect("and verifies");
+        a.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}
