@@ -67,19 +67,40 @@ pub struct ChainName {
     pub chain: String,
 }
 
-/// One stored copy of an entry or anchor: where the stream holds it.
+/// One stored copy of an entry: where the stream holds it, and its bytes.
 #[derive(Debug, Clone)]
-pub struct Copy {
+pub struct EntryCopy {
     /// Its stream sequence.
     pub stream_seq: u64,
-    /// Its bytes.
+    /// Its hash line, if it has a readable one.
+    hash: Option<EntryHash>,
+    /// Its bytes (empty in the shipper's own record of what it shipped, which
+    /// needs only the hashes).
     pub payload: Bytes,
 }
 
-impl Copy {
-    /// The hash line of an entry's copy, if it has a readable one.
+impl EntryCopy {
+    /// A copy of the entry `payload` at `stream_seq`.
+    pub fn new(stream_seq: u64, payload: Bytes) -> Self {
+        let hash = payload.get(..64).and_then(EntryHash::parse_hex);
+        Self {
+            stream_seq,
+            hash,
+            payload,
+        }
+    }
+
+    /// The hash line of the entry's copy, if it has a readable one.
     pub fn hash(&self) -> Option<EntryHash> {
-        self.payload.get(..64).and_then(EntryHash::parse_hex)
+        self.hash
+    }
+
+    /// The same copy without its bytes.
+    pub fn without_payload(self) -> Self {
+        Self {
+            payload: Bytes::new(),
+            ..self
+        }
     }
 }
 
@@ -89,7 +110,7 @@ pub struct StoredChain {
     /// The anchor's copy and value, if the chain was pruned.
     pub anchor: Option<(u64, Anchor)>,
     /// Each entry's current copy (its subject's last message), by entry seq.
-    pub entries: BTreeMap<u64, Copy>,
+    pub entries: BTreeMap<u64, EntryCopy>,
     /// Messages that are no longer part of the chain: older copies of an entry
     /// or of the anchor, and entries at or before the anchor (a rewrite or a
     /// prune cut short). Stream sequences, to erase.
@@ -149,10 +170,7 @@ impl StoredChain {
                 .push((rest.to_string(), "not an entry's subject".to_string()));
             return;
         };
-        let copy = Copy {
-            stream_seq,
-            payload,
-        };
+        let copy = EntryCopy::new(stream_seq, payload);
         if let Some(old) = self.entries.insert(seq, copy) {
             self.stale.push(old.stream_seq);
         }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::audit::{AuditConfig, ChainName, ClusterAudit, StoredChain};
+use super::audit::{AuditConfig, ChainName, ClusterAudit, EntryCopy, StoredChain};
 use super::node::ClusterNode;
 use super::ClusterError;
 use crate::audit::{self, EntryHash};
@@ -169,6 +169,11 @@ async fn pass(
             audit.erase(&chain.stale).await?;
             chain.stale.clear();
         }
+        // Only the hashes are compared: the bytes are not kept in memory.
+        chain.entries = std::mem::take(&mut chain.entries)
+            .into_iter()
+            .map(|(seq, copy)| (seq, copy.without_payload()))
+            .collect();
         *shipped = Some(Shipped {
             chain,
             rewrites: None,
@@ -246,10 +251,7 @@ async fn pass(
             .unwrap_or_default();
         let payload = Bytes::from(stored);
         let stream_seq = audit.put_entry(name, seq, &hash, payload.clone()).await?;
-        let copy = super::audit::Copy {
-            stream_seq,
-            payload,
-        };
+        let copy = EntryCopy::new(stream_seq, payload).without_payload();
         if let Some(old) = state.chain.entries.insert(seq, copy) {
             if old.stream_seq != stream_seq {
                 replaced.push(old.stream_seq);
