@@ -12,9 +12,9 @@
 //! 2. If the sled chain was pruned beyond the stream's anchor, publishes the new
 //!    anchor, then erases the shipped entries at or before it.
 //! 3. Finds the first entry whose copy in the stream differs from sled's (by
-//!    hash): after a rewrite (an erasure, an ephemeral session's end) every
-//!    entry is compared, otherwise the shipping resumes after the last entry
-//!    shipped. Publishes sled's entries from there on, in order, then erases the
+//!    hash): after a rewrite (an erasure, an ephemeral session's end: the log
+//!    counts them, and the last shipped entry's hash changes) every entry is
+//!    compared, otherwise the shipping resumes after the last entry shipped. Publishes sled's entries from there on, in order, then erases the
 //!    copies they replaced (which hold the erased keys and envelopes).
 //!
 //! The stream is the shipper's only memory: at start, and after any failure, it
@@ -206,7 +206,25 @@ async fn pass(
 
     // Where sled and the stream part.
     let shipped_last = state.chain.entries.keys().next_back().copied();
-    let from = if state.rewrites == Some(rewrites) {
+    // A rewrite from any shipped entry on changes the last shipped entry's hash
+    // too (every later entry is linked anew): checked besides the count, which
+    // only rewrites through this hub's log move.
+    let last_unchanged = match shipped_last {
+        None => true,
+        Some(last) => {
+            let ours = match store.audit_entries_from(last).next() {
+                Some(item) => {
+                    let (seq, stored) = item?;
+                    (seq == last)
+                        .then(|| stored.get(..64).and_then(EntryHash::parse_hex))
+                        .flatten()
+                }
+                None => None,
+            };
+            ours.is_some() && ours == state.chain.entries.get(&last).and_then(|c| c.hash())
+        }
+    };
+    let from = if state.rewrites == Some(rewrites) && last_unchanged {
         shipped_last.map_or(anchor.seq + 1, |s| s + 1)
     } else {
         let mut first_diff = None;
