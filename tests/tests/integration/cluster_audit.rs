@@ -771,3 +771,75 @@ async fn an_older_copy_of_a_folder_does_not_overwrite_the_streams_record() {
     .await
     .expect("bounded");
 }
+
+/// A person's erasure rewrites a node's chain (what `peerhub erase` does on one
+/// node, and each node's part of a cluster erasure will do, through the hub's
+/// log): their subject becomes a pseudonym and their signed envelope a digest.
+/// The shipper replaces the stream's copy: neither their key nor their
+/// envelope's signature is left in the audit stream's files, and it verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasures_rewrite_is_shipped_and_the_persons_key_leaves_the_audit_stream() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let mut admin = a.admin().await;
+        // Pat redeems a staff invite: `role.grant`, about Pat, signed by Pat.
+        let (pat, _on_a) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+        admin.invite(InviteRole::Supervisor, None).await;
+        let audit = stream(&cluster).await;
+        let before = shipped(&audit, &a).await;
+        let key = pat.key().to_b64();
+        let sig = before
+            .entries
+            .values()
+            .map(|c| audit::AuditEntry::parse(&c.payload).expect("entry").0)
+            .find(|e| e.action == "role.grant" && e.subject == Some(pat.key()))
+            .map(|e| e.envelopes[0].sig.to_b64())
+            .expect("Pat's grant");
+        assert!(!in_audit_stream(&cluster, key.as_bytes()).is_empty());
+
+        let hub = a.hub();
+        let seed = hub.store.hub_signing_seed().expect("seed");
+        let hub_key = peerhub_protocol::PublicKey(
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes(),
+        );
+        let out = hub
+            .audit
+            .rewrite_for_erasure(
+                &pat.key(),
+                &audit::Pseudonym::of(&seed, &pat.key()),
+                &hub_key,
+            )
+            .expect("rewritten");
+        assert!(
+            out.envelopes_erased >= 1 && out.subjects_replaced >= 1,
+            "{out:?}"
+        );
+        hub.committer.commit().await.expect("durable");
+        let after = loop {
+            let after = shipped(&audit, &a).await;
+            if after.entries.values().last().and_then(|c| c.hash()) == Some(out.new_last_hash) {
+                break after;
+            }
+        };
+        let report = after.verify().expect("the rewritten copy verifies");
+        assert!(report.erased_envelopes >= 1, "{report}");
+        for (gone, what) in [
+            (key.as_str(), "Pat's key"),
+            (sig.as_str(), "Pat's signature"),
+        ] {
+            assert_eq!(
+                in_audit_stream(&cluster, gone.as_bytes()),
+                Vec::<String>::new(),
+                "{what} left the audit stream"
+            );
+        }
+    })
+    .await
+    .expect("bounded");
+}
