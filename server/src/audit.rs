@@ -111,6 +111,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use peerhub_protocol::envelope::from_json_object;
@@ -454,6 +455,13 @@ pub struct AuditLog {
     // one in-memory store write (plus what a caller of `lock` does, also in
     // memory); never across an await.
     tail: Mutex<Tail>,
+    /// Woken after every append, rewrite and prune: a cluster node's shipper
+    /// (`crate::cluster::audit_ship`) waits on it. Waking it never blocks.
+    changed: tokio::sync::Notify,
+    /// How many rewrites and prunes this log has made: a reader that saw the
+    /// same number before and after reading knows the entries it had read
+    /// before were not rewritten meanwhile.
+    rewrites: AtomicU64,
 }
 
 impl AuditLog {
@@ -484,6 +492,8 @@ impl AuditLog {
         Ok(Self {
             store,
             tail: Mutex::new(tail),
+            changed: tokio::sync::Notify::new(),
+            rewrites: AtomicU64::new(0),
         })
     }
 
@@ -499,10 +509,30 @@ impl AuditLog {
     pub fn lock(&self) -> ChainLock<'_> {
         ChainLock {
             store: &self.store,
+            changed: &self.changed,
             // A panic while holding the lock cannot leave the tail half-updated
             // (it is updated after the write, in one assignment), so go on.
             tail: self.tail.lock().unwrap_or_else(|p| p.into_inner()),
         }
+    }
+
+    /// Waits until the chain changes (an append, a rewrite, a prune) after the
+    /// last wait returned; a change made while nobody waited wakes the next wait
+    /// at once. For one waiter (the shipper).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// How many rewrites (erasures, session ends) and prunes this log has made
+    /// since it was opened.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::SeqCst)
+    }
+
+    /// Counts a rewrite or prune and wakes the waiter.
+    fn rewritten(&self) {
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
     }
 
     /// The last entry's seq (0 for an empty chain) and hash.
@@ -517,6 +547,7 @@ impl AuditLog {
 #[derive(Debug)]
 pub struct ChainLock<'a> {
     store: &'a Store,
+    changed: &'a tokio::sync::Notify,
     tail: MutexGuard<'a, Tail>,
 }
 
@@ -531,6 +562,7 @@ impl ChainLock<'_> {
             })?;
         self.store.append_audit(seq, &stored)?;
         *self.tail = Tail { seq, hash };
+        self.changed.notify_one();
         Ok(seq)
     }
 }
@@ -784,6 +816,8 @@ impl AuditLog {
             self.store.rewrite_audit_for_erasure(&writes)?;
             chain.tail.hash = new_prev;
             out.new_last_hash = new_prev;
+            drop(chain);
+            self.rewritten();
         }
         Ok(out)
     }
@@ -1096,7 +1130,9 @@ impl AuditLog {
             });
         }
         self.store.put_audit_anchor(through.seq, through.hash.0)?;
-        self.store.remove_audit_through(through.seq)
+        let removed = self.store.remove_audit_through(through.seq);
+        self.rewritten();
+        removed
     }
 }
 
@@ -1242,6 +1278,38 @@ mod tests {
         assert_eq!(read[1].subject, Some(redeem_env(2).key));
         assert_eq!(read[1].actor(), Some(redeem_env(2).key));
         assert_eq!(read[1].envelopes, vec![redeem_env(2)]);
+    }
+
+    /// What a cluster node's shipper waits on: an append wakes it (even one made
+    /// while nobody waited), and only a rewrite or a prune moves the count.
+    #[tokio::test]
+    async fn appends_wake_the_waiter_and_rewrites_and_prunes_are_counted() {
+        let (_dir, store, log) = chain(3);
+        log.changed().await;
+        assert_eq!(log.rewrites(), 0);
+        let hub = PublicKey(signer(9).verifying_key().to_bytes());
+        let key = redeem_env(2).key;
+        let out = log
+            .rewrite_for_erasure(&key, &Pseudonym::of(&[1; 32], &key), &hub)
+            .unwrap();
+        assert_eq!(out.first_rewritten, Some(2));
+        assert_eq!(log.rewrites(), 1);
+        log.changed().await;
+        // Nothing to change: not counted.
+        let other = redeem_env(7).key;
+        log.rewrite_for_erasure(&other, &Pseudonym::of(&[1; 32], &other), &hub)
+            .unwrap();
+        assert_eq!(log.rewrites(), 1);
+        let (through, _) = expired_front(&store, 1_002).unwrap().unwrap();
+        log.prune(through).unwrap();
+        assert_eq!(log.rewrites(), 2);
+        assert_eq!(
+            store
+                .audit_entries_from(2)
+                .map(|e| e.unwrap().0)
+                .collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[test]

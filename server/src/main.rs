@@ -23,7 +23,14 @@ fn main() -> ExitCode {
     peerhub_server::file_modes::restrict_umask();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Audit(AuditCommand::Verify(args))) => audit_verify(&args.data),
+        Some(Command::Audit(AuditCommand::Verify(args))) => match (&args.data, args.cluster) {
+            (_, true) => audit_verify_cluster(&args),
+            (Some(data), false) => audit_verify(data),
+            (None, false) => {
+                eprintln!("peerhub audit verify: give --data DIR, or --cluster");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Rota(command)) => rota(command),
         Some(Command::Restore { from, data }) => restore(&from, &data),
         Some(Command::Erase { data, key }) => erase(&data, &key),
@@ -388,6 +395,48 @@ fn audit_verify(data: &std::path::Path) -> ExitCode {
             eprintln!("peerhub audit verify: {error}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `peerhub audit verify --cluster`: every chain in the cluster's audit stream.
+/// Exit 0: all intact; 1: any broken; 2: NATS or the stream unreachable, or the
+/// configuration refused.
+fn audit_verify_cluster(args: &peerhub_server::config::AuditVerifyArgs) -> ExitCode {
+    use peerhub_server::cluster::audit::{verify_cluster, ChainVerdict};
+    let fail = |error: &dyn std::fmt::Display| {
+        eprintln!("peerhub audit verify --cluster: {error}");
+        ExitCode::from(2)
+    };
+    let settings = match args.cluster_settings() {
+        Ok(settings) => settings,
+        Err(error) => return fail(&error),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    let verdicts = match runtime.block_on(verify_cluster(&settings)) {
+        Ok(verdicts) => verdicts,
+        Err(error) => return fail(&error),
+    };
+    let mut broken = false;
+    for ChainVerdict { name, verdict } in &verdicts {
+        match verdict {
+            Ok(report) => println!("audit chain {}/{} OK: {report}", name.node, name.chain),
+            Err(why) => {
+                broken = true;
+                println!("audit chain {}/{} BROKEN {why}", name.node, name.chain);
+            }
+        }
+    }
+    println!("{} audit chains in the cluster's stream", verdicts.len());
+    if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -38,6 +38,8 @@
 //! | `peerhub_cluster_router_leader` | gauge | 1 on the node leading the escalation router (the sum across nodes is 1, 0 during a failover): **alert on a sum of 0 that lasts** |
 //! | `peerhub_cluster_flags_not_passed_total` | counter | flags that reached no router leader in time, refused with the helplines: **alert on any** |
 //! | `peerhub_cluster_groups_lost_total{reason}` | counter | groups this node stopped serving because it lost their lease (`lease`), or a commit failed: their log refused or did not confirm it, or the store failed (`commit`) |
+//! | `peerhub_cluster_audit_unshipped` | gauge | this node's audit entries not yet shipped into the `PEERHUB_AUDIT` stream (new ones, or rewritten ones not yet replaced there): **alert on a value that stays above 0** |
+//! | `peerhub_cluster_audit_shipping_stopped` | gauge | 1 when this node stopped shipping its audit chain because the stream holds entries past its chain's end (its data folder was replaced by an older copy): **alert on 1** |
 
 use std::sync::{Mutex, OnceLock};
 
@@ -107,6 +109,10 @@ pub struct ClusterMetrics {
     /// Flags that reached no router leader in time.
     pub flags_not_passed: IntCounter,
     groups_lost: IntCounterVec,
+    /// Audit entries not yet shipped into the cluster's audit stream.
+    pub audit_unshipped: IntGauge,
+    /// 1 once shipping stopped because the stream holds more than this chain.
+    pub audit_shipping_stopped: IntGauge,
 }
 
 impl ClusterMetrics {
@@ -313,6 +319,16 @@ impl Metrics {
                     "Flags that reached no router leader in time, refused with the helplines.",
                 ),
                 groups_lost,
+                audit_unshipped: gauge(
+                    r,
+                    "peerhub_cluster_audit_unshipped",
+                    "This node's audit entries not yet shipped into the cluster's audit stream.",
+                ),
+                audit_shipping_stopped: gauge(
+                    r,
+                    "peerhub_cluster_audit_shipping_stopped",
+                    "1 when this node stopped shipping its audit chain: the stream holds more.",
+                ),
             }
         })
     }

@@ -28,9 +28,10 @@
 //!   its owner; "nobody owns it" at once; recent answers kept for a retry.
 //! - [`fanout`] — a group's events to the nodes with members in it, over core NATS,
 //!   in order and gap-free: what the wire lost is read from the group's log.
-//! - [`audit`] — the audit chain in a replicated stream, appended to by every node
-//!   and kept one line by the expected last sequence, checked by the same verifier
-//!   as the one-node chain.
+//! - [`audit`] — every node's audit chain copied into a replicated stream, one
+//!   chain per node and data folder, checked by the same verifier as the
+//!   one-node chain; [`audit_ship`] copies this node's chain there in the
+//!   background, rewrites and pruning included.
 //!
 //! - [`mirror`] — the directory's accounts, groups and invited lists followed
 //!   into each node's sled store.
@@ -45,6 +46,7 @@
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
 pub mod audit;
+pub mod audit_ship;
 pub mod check;
 pub mod commands;
 pub mod dedupe;

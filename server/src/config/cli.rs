@@ -385,6 +385,11 @@ pub enum AuditCommand {
     /// it: stop the server first. Keep the printed last hash somewhere else; a
     /// later check that reports a different hash for the same entry count means
     /// the chain was rewritten.
+    ///
+    /// With `--cluster`, checks instead every node's chain as shipped into the
+    /// cluster's `PEERHUB_AUDIT` stream (NATS alone: the nodes may be running or
+    /// not), one line per chain; exits 0 if every chain is intact, 1 if any is
+    /// broken, 2 if NATS or the stream cannot be reached.
     Verify(AuditVerifyArgs),
 }
 
@@ -424,8 +429,32 @@ impl ClusterCommand {
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
     /// Data folder of a stopped server (the one given to --data when serving).
-    #[arg(long, env = "PEERHUB_DATA", value_name = "DIR")]
-    pub data: PathBuf,
+    #[arg(
+        long,
+        env = "PEERHUB_DATA",
+        value_name = "DIR",
+        required_unless_present = "cluster"
+    )]
+    pub data: Option<PathBuf>,
+    /// Check every chain in the cluster's audit stream instead, reached with the
+    /// `[cluster]` keys of --config (no data folder is read).
+    #[arg(long)]
+    pub cluster: bool,
+    /// With --cluster: the TOML configuration file (the `PEERHUB_*` variables
+    /// apply over it).
+    #[arg(long, env = "PEERHUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl AuditVerifyArgs {
+    /// The `[cluster]` settings for `--cluster`, from the file and the
+    /// process's environment.
+    pub fn cluster_settings(&self) -> Result<super::ClusterSettings, ConfigError> {
+        ClusterCommand::Check {
+            config: self.config.clone(),
+        }
+        .settings()
+    }
 }
 
 /// Options for serving. Each flag overrides the file key named in its help; a

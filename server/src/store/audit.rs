@@ -79,6 +79,40 @@ impl Store {
         })
     }
 
+    /// Entries from `from` on, in seq order, as [`Store::audit_entries`] yields them.
+    pub fn audit_entries_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + Send + 'static {
+        self.t().seq_audit.range(audit_key(from)..).map(|item| {
+            let (key, value) = item?;
+            Ok((seq_of(&key)?, value.to_vec()))
+        })
+    }
+
+    /// This data folder's audit chain id (made once, durable at once): 16
+    /// lowercase hex digits naming the chain a cluster node ships
+    /// (`crate::cluster::audit`). It stays with the folder, so a node started
+    /// again on a fresh folder under the same name ships a new chain rather
+    /// than overwrite its old one. Kept in `meta` `audit_chain_id`.
+    pub fn audit_chain_id(&self) -> Result<String, StoreError> {
+        const KEY: &str = "audit_chain_id";
+        let _writing = self.writing();
+        if let Some(id) = self.t().meta.get(KEY)? {
+            if let Ok(id) = <[u8; 8]>::try_from(id.as_ref()) {
+                return Ok(hex::encode(id));
+            }
+        }
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| StoreError::Corrupt {
+            tree: "meta",
+            reason: format!("no randomness for {KEY}: {e}"),
+        })?;
+        self.t().meta.insert(KEY, &id)?;
+        self.t().db.flush()?;
+        Ok(hex::encode(id))
+    }
+
     /// Overwrites (or creates) entry `seq` with arbitrary bytes, bypassing the
     /// append-only rule. For tamper tests only; not durable until a flush.
     #[doc(hidden)]
