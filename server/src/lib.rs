@@ -423,6 +423,8 @@ impl Server {
         if let Some(node) = &cluster_node {
             // Accounts, grants and groups other nodes write, into this node's store.
             groups.spawn(cluster::node::mirror(node.clone(), hub.clone()));
+            // This node's audit chain, copied into the cluster's stream.
+            groups.spawn(cluster::audit_ship::run(node.clone(), hub.clone()));
             // Frames for this node's connections from groups served elsewhere.
             groups.spawn(cluster::remote::receive(node.clone(), hub.shutdown.clone()));
             // Lets go of the connections of nodes that are gone.

@@ -230,15 +230,10 @@ impl ClusterNode {
 /// Follows the directory into this node's store until the hub stops
 /// (`super::mirror`). A value the mirror must not skip stops the node: serving
 /// on would trust whatever the unread value changed (a revoked grant, say).
-/// Beside it, until the hub stops, ships this node's audit chain into the
-/// cluster's audit stream (`super::audit_ship`).
 pub async fn mirror(node: std::sync::Arc<ClusterNode>, hub: std::sync::Arc<crate::hub::Hub>) {
     let stop = hub.shutdown.clone();
-    let follow = async {
-        if let Err(error) = super::mirror::run(&node.directory, &hub.store, stop).await {
-            tracing::error!(%error, "directory mirror stopped: this node stops serving");
-            hub.shutdown.cancel();
-        }
-    };
-    tokio::join!(follow, super::audit_ship::run(node.clone(), hub.clone()));
+    if let Err(error) = super::mirror::run(&node.directory, &hub.store, stop).await {
+        tracing::error!(%error, "directory mirror stopped: this node stops serving");
+        hub.shutdown.cancel();
+    }
 }
