@@ -48,8 +48,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::escalations::backoff;
 use super::{
-    check_token, from_json, is_removed, is_sequence_conflict, last_message, open_bucket,
-    publish_acked, put_expecting, retry_unavailable, to_json, ClusterError, Nats, Put,
+    check_token, from_json, is_removed, is_sequence_conflict, last_message, open_erasable_bucket,
+    publish_acked, put_expecting, retry_unavailable, revisions, to_json, ClusterError, Nats, Put,
     READ_DEADLINE, READ_STALL,
 };
 use crate::error::ServerError;
@@ -103,10 +103,13 @@ enum Step<T, R> {
 type Listed = (String, Bytes, u64);
 
 impl Directory {
-    /// Opens the bucket, creating it (file storage, `config.replicas` copies, one
-    /// value kept per key) if it does not exist yet.
+    /// Opens the bucket, creating it (file storage, `config.replicas` copies,
+    /// [`HISTORY`] values kept per key, made to allow the message delete that
+    /// overwrites) if it does not exist yet.
     pub async fn open(nats: &Nats, config: &DirectoryConfig) -> Result<Self, ClusterError> {
-        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
+        let stream =
+            open_erasable_bucket(nats.jetstream(), &config.bucket, config.replicas, HISTORY)
+                .await?;
         Ok(Self {
             js: nats.jetstream().clone(),
             stream,
@@ -607,6 +610,7 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable("push subscription delete", error))?;
+        self.erase_replaced(&push_key(key, endpoint)).await;
         Ok(())
     }
 
@@ -625,6 +629,7 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable("member delete", error))?;
+        self.erase_replaced(&member_key(MEMBER, group, key)?).await;
         Ok(())
     }
 
@@ -865,6 +870,7 @@ impl Directory {
             match self.put(key, to_json(&next), revision).await {
                 Ok(written) => {
                     tracing::debug!(what, revision = written, "directory written");
+                    self.erase_replaced(key).await;
                     return Ok((answer, Some((next, written))));
                 }
                 Err(Put::Conflict) => continue,
@@ -890,7 +896,32 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable(op, error))?;
+        self.erase_replaced(key).await;
         Ok(())
+    }
+
+    /// After a write of a key that can name a person (an account with its
+    /// staff name, a push subscription, an invite, a member record): the
+    /// values it replaced are erased with the overwriting message delete. The
+    /// bucket keeps [`HISTORY`] values per key so that the replaced one is
+    /// still there to be erased; with one, the write would drop it unwritten,
+    /// its bytes left in the stream's files. Replay counters, written on every
+    /// command, are not (see docs/CLUSTER.md §8, "Erase"). Best effort: the
+    /// write is done; a failure is logged, and the next write of the key, or
+    /// an erasure, erases what is left.
+    async fn erase_replaced(&self, key: &str) {
+        if ![ACCOUNT, PUSH, INVITE, MEMBER]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            return;
+        }
+        let subject = self.subject(key);
+        if let Err(error) =
+            revisions::erase_key(&self.stream, &self.js.client(), &subject, true).await
+        {
+            tracing::warn!(%error, "a replaced directory value was not erased yet");
+        }
     }
 
     /// Deletes `key` if its last revision is still `revision`.
@@ -903,7 +934,10 @@ impl Directory {
         })
         .await;
         match outcome {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.erase_replaced(key).await;
+                Ok(())
+            }
             Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
             Err(error) => Err(Put::Failed(error)),
         }
@@ -1035,6 +1069,11 @@ impl From<ClusterError> for ServerError {
         }
     }
 }
+
+/// Values the directory bucket keeps per key: the value and, for the moment
+/// between writing a new one and erasing it, the one it replaces
+/// ([`Directory::erase_replaced`]).
+pub const HISTORY: i64 = 2;
 
 pub(crate) const ACCOUNT: &str = "account.";
 const COUNTER: &str = "counter.";

@@ -12,9 +12,10 @@
 //! records travel with their group's log, `super::replica`).
 //!
 //! The mirror is an ordered consumer on the bucket's stream from the store's mark
-//! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps one
-//! value per key, so every key changed since the mark is delivered at its latest
-//! value. Each value is applied, then the mark moves; applying twice writes the
+//! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps
+//! at most two values per key (the latest, and for a moment the one it
+//! replaced), so every key changed since the mark is delivered in order and
+//! ends at its latest value. Each value is applied, then the mark moves; applying twice writes the
 //! same record again. A consumer that fails (a server went away), or that stays
 //! quiet while the bucket holds more than the mark (its server died under it), is
 //! made again from the mark. An unreadable value, or the removal of a group (groups are never

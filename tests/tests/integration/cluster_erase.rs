@@ -67,13 +67,6 @@ fn members(store: &Store, group: &str) -> Vec<MemberRecord> {
     members
 }
 
-/// The snapshot bucket's stream files. A snapshot replaced by a newer one is
-/// dropped by the bucket's one-value limit, which leaves its bytes in these
-/// files; a bucket refuses the message delete that would overwrite them, and
-/// that cannot be changed on an existing bucket (docs/CLUSTER.md §8, "Erase",
-/// Left). Everywhere else is checked.
-const REPLACED_SNAPSHOTS: &str = "/streams/KV_peerhub_group_state/";
-
 /// `words` as a group snapshot stores them: its state is JSON bytes, written
 /// as an array of numbers.
 fn as_in_snapshot(words: &str) -> String {
@@ -82,6 +75,16 @@ fn as_in_snapshot(words: &str) -> String {
         .map(|b| b.to_string())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The files of the NATS servers holding `needle`, but for their Raft logs
+/// (`/_js_/`), which keep erased bytes until each server compacts them.
+fn outside_raft(cluster: &NatsCluster, needle: &str) -> Vec<String> {
+    cluster
+        .files_holding(needle.as_bytes())
+        .into_iter()
+        .filter(|f| !f.contains("/_js_/"))
+        .collect()
 }
 
 /// How many records hold both Wren's and Moss's words.
@@ -331,10 +334,10 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
         }
         assert!(holds(std::slice::from_ref(&snapshot.state), ERASED_NAME));
 
-        // The servers' files: no stream's or bucket's hold any of it but for
-        // replaced snapshots (see REPLACED_SNAPSHOTS); each server's Raft log
-        // keeps erased bytes until it compacts, which no client can force
-        // (docs/CLUSTER.md §8).
+        // The servers' files: no stream's or bucket's hold any of it, the
+        // replaced snapshots' included (erased once the new one is stored);
+        // each server's Raft log keeps erased bytes until it compacts, which
+        // no client can force (docs/CLUSTER.md §8).
         for words in [
             "wren-secret-1",
             "wren-secret-8",
@@ -343,22 +346,12 @@ async fn an_erasure_leaves_tombstones_on_every_node_and_none_of_their_words_in_t
             "Ivyname",
         ] {
             for needle in [words.to_string(), as_in_snapshot(words)] {
-                let holding = cluster.files_holding(needle.as_bytes());
-                let outside_raft: Vec<&String> = holding
-                    .iter()
-                    .filter(|f| !f.contains("/_js_/") && !f.contains(REPLACED_SNAPSHOTS))
-                    .collect();
-                assert!(
-                    outside_raft.is_empty(),
-                    "{needle} still in {outside_raft:?}"
+                assert_eq!(
+                    outside_raft(&cluster, &needle),
+                    Vec::<String>::new(),
+                    "{needle}"
                 );
             }
-            let replaced = cluster.files_holding(as_in_snapshot(words).as_bytes());
-            let replaced: Vec<&String> = replaced
-                .iter()
-                .filter(|f| f.contains(REPLACED_SNAPSHOTS))
-                .collect();
-            eprintln!("{words}: outside the Raft logs, only in replaced snapshots: {replaced:?}");
         }
 
         // A node joining later holds exactly the owner's content, and Wren is
@@ -502,4 +495,49 @@ async fn one_node_refuses_the_cluster_erasure_and_says_what_to_run() {
         stopped.to_string().contains("running cluster node"),
         "{stopped}"
     );
+}
+
+/// A directory or snapshot bucket made denying message deletes (as the
+/// client's key-value API makes them) is reported unfit by `peerhub cluster
+/// check`, with the reason; the buckets peerhub makes allow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_check_reports_a_bucket_that_denies_erasure() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let nats = cluster.connect(0, "test-old-bucket").await;
+        nats.jetstream()
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: "peerhub_directory".into(),
+                history: 1,
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+            .expect("an old-style bucket");
+        let report = peerhub_server::cluster::check::check(&cluster.node_settings("x")).await;
+        let report = serde_json::to_value(&report).expect("json");
+        assert_eq!(report["ok"], false, "{report:#}");
+        let stores = report["stores"].as_array().expect("stores");
+        for store in stores {
+            let problem = store["problem"].as_str();
+            match store["stream"].as_str() {
+                Some("KV_peerhub_directory") => assert!(
+                    problem.is_some_and(|p| p.contains("denies message deletes")),
+                    "{store}"
+                ),
+                _ => assert_eq!(problem, None, "{store}"),
+            }
+        }
+        let snapshots = nats
+            .jetstream()
+            .get_stream("KV_peerhub_group_state")
+            .await
+            .expect("made by the check");
+        assert!(!snapshots.cached_info().config.deny_delete);
+    })
+    .await
+    .expect("bounded");
 }
