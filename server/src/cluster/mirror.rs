@@ -11,6 +11,13 @@
 //! (an invite is redeemed in the bucket, by compare-and-set) and `member.*` (member
 //! records travel with their group's log, `super::replica`).
 //!
+//! `erasure.*` (an erasure's record, naming the key's pseudonym) is applied to
+//! this node's store as one node's erasure does (`super::node_erasure`): the
+//! erasure removed the key's account, counter, allow-list places and push
+//! subscriptions from the bucket with message deletes, which make no watch
+//! event, so the record is what tells each node. Every record not applied here
+//! yet is applied when the mirror starts (a node down during the erasure).
+//!
 //! The mirror is an ordered consumer on the bucket's stream from the store's mark
 //! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps
 //! at most two values per key (the latest, and for a moment the one it
@@ -29,7 +36,9 @@ use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP, PUSH};
+use super::directory::{
+    parse_key, Directory, ErasureRecord, ACCOUNT, ALLOWED, ERASURE, GROUP, PUSH,
+};
 use super::{from_json, is_removed, ClusterError, READ_STALL};
 use crate::store::records::{AccountRecord, GroupRecord};
 use crate::store::Store;
@@ -41,15 +50,49 @@ pub const MIRROR: &str = "directory";
 /// How long the mirror waits before making its consumer again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// What a running hub gives the mirror to apply erasures' records with
+/// ([`super::node_erasure`]): the chain its tasks append through, and its clock.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeParts<'a> {
+    /// The hub's audit chain.
+    pub audit: &'a crate::audit::AuditLog,
+    /// The hub's clock.
+    pub clock: &'a crate::clock::Clock,
+}
+
 /// Mirrors `directory` into `store` until `stop`; returns an error only for a value
-/// it must not skip (see the module).
+/// it must not skip (see the module). For a store no hub uses: an erasure's
+/// record is applied through the store's own audit chain, opened for it
+/// ([`run_for_hub`] is a running hub's).
 pub async fn run(
     directory: &Directory,
     store: &Store,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
+    run_for_hub(directory, store, None, stop).await
+}
+
+/// [`run`], applying erasures' records through a running hub's chain and clock
+/// (`hub`): first every record not applied on this node yet, then each as it
+/// comes. An erasure that fails on this node is logged and tried again at the
+/// next start; it does not stop the mirror.
+pub async fn run_for_hub(
+    directory: &Directory,
+    store: &Store,
+    hub: Option<NodeParts<'_>>,
+    stop: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut pending = true;
     while !stop.is_cancelled() {
-        match follow(directory, store, &stop).await {
+        if pending {
+            match super::node_erasure::apply_all(directory, store, hub.map(|h| h.audit), now(hub))
+                .await
+            {
+                Ok(()) => pending = false,
+                Err(error) => tracing::warn!(%error, "directory mirror: erasures not read yet"),
+            }
+        }
+        match follow(directory, store, hub, &stop).await {
             Ok(()) => return Ok(()),
             Err(error @ (ClusterError::Corrupt { .. } | ClusterError::Store(_))) => {
                 return Err(error)
@@ -66,10 +109,18 @@ pub async fn run(
     Ok(())
 }
 
+fn now(hub: Option<NodeParts<'_>>) -> u64 {
+    hub.map_or_else(
+        || crate::clock::Clock::system().now_ms(),
+        |h| h.clock.now_ms(),
+    )
+}
+
 /// One consumer's life: from the mark, until `stop` or a failure.
 async fn follow(
     directory: &Directory,
     store: &Store,
+    hub: Option<NodeParts<'_>>,
     stop: &CancellationToken,
 ) -> Result<(), ClusterError> {
     let mark = store.mirror_applied(MIRROR)?;
@@ -124,8 +175,38 @@ async fn follow(
             .stream_sequence;
         let key = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
         let removed = message.headers.as_ref().is_some_and(is_removed);
-        apply(store, key, removed, &message.payload)?;
+        if key.starts_with(ERASURE) && !removed {
+            erasure(directory, store, hub, &message.payload, seq).await;
+        } else {
+            apply(store, key, removed, &message.payload)?;
+        }
         store.put_mirror_applied(MIRROR, seq)?;
+    }
+}
+
+/// Applies an erasure's record (revision `seq`) to this node's store; one that
+/// fails is logged, and applied at the next start ([`run_for_hub`]).
+async fn erasure(
+    directory: &Directory,
+    store: &Store,
+    hub: Option<NodeParts<'_>>,
+    value: &[u8],
+    seq: u64,
+) {
+    let applied = async {
+        let record: ErasureRecord = from_json("erasure record", value)?;
+        super::node_erasure::apply(
+            directory,
+            store,
+            hub.map(|h| h.audit),
+            &record,
+            seq,
+            now(hub),
+        )
+        .await
+    };
+    if let Err(error) = applied.await {
+        tracing::error!(%error, "an erasure could not be applied on this node; tried again at the next start");
     }
 }
 
@@ -191,6 +272,7 @@ fn apply(store: &Store, key: &str, removed: bool, value: &[u8]) -> Result<(), Cl
             store.put_push_subscription(&who, &subscription)?;
         }
     }
-    // counter.*, invite.*, member.*: not mirrored (see the module).
+    // counter.*, invite.*, member.*: not mirrored (see the module); erasure.*:
+    // applied by `erasure`.
     Ok(())
 }

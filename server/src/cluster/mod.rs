@@ -57,6 +57,7 @@ pub mod lease;
 pub mod log;
 pub mod mirror;
 pub mod node;
+pub mod node_erasure;
 pub mod owner;
 pub mod rebase;
 pub mod remote;
