@@ -74,25 +74,19 @@ pub async fn run(
 
 /// [`run`], applying erasures' records through a running hub's chain and clock
 /// (`hub`): first every record not applied on this node yet, then each as it
-/// comes. An erasure that fails on this node is logged and tried again at the
-/// next start; it does not stop the mirror.
+/// comes. An erasure that fails on this node (NATS away while its copies catch
+/// up, say) does not stop the mirror: it is logged and tried again while the
+/// mirror is quiet, at most once per [`ERASURE_RETRY`], and at the next start.
 pub async fn run_for_hub(
     directory: &Directory,
     store: &Store,
     hub: Option<NodeParts<'_>>,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
-    let mut pending = true;
+    let mut owed = Owed::default();
     while !stop.is_cancelled() {
-        if pending {
-            match super::node_erasure::apply_all(directory, store, hub.map(|h| h.audit), now(hub))
-                .await
-            {
-                Ok(()) => pending = false,
-                Err(error) => tracing::warn!(%error, "directory mirror: erasures not read yet"),
-            }
-        }
-        match follow(directory, store, hub, &stop).await {
+        owed.try_now(directory, store, hub).await;
+        match follow(directory, store, hub, &mut owed, &stop).await {
             Ok(()) => return Ok(()),
             Err(error @ (ClusterError::Corrupt { .. } | ClusterError::Store(_))) => {
                 return Err(error)
@@ -109,6 +103,48 @@ pub async fn run_for_hub(
     Ok(())
 }
 
+/// How often erasures that failed on this node are tried again while it runs.
+pub const ERASURE_RETRY: Duration = Duration::from_secs(60);
+
+/// Whether erasures' records are owed to this node's store (not all read yet,
+/// or one failed), and when they were last tried.
+#[derive(Debug)]
+struct Owed {
+    owed: bool,
+    tried: Option<tokio::time::Instant>,
+}
+
+impl Default for Owed {
+    fn default() -> Self {
+        Self {
+            owed: true,
+            tried: None,
+        }
+    }
+}
+
+impl Owed {
+    /// Applies every record not applied here yet, if any is owed and the last
+    /// try is [`ERASURE_RETRY`] ago (or there was none).
+    async fn try_now(&mut self, directory: &Directory, store: &Store, hub: Option<NodeParts<'_>>) {
+        let due = self
+            .tried
+            .is_none_or(|tried| tried.elapsed() >= ERASURE_RETRY);
+        if !self.owed || !due {
+            return;
+        }
+        self.tried = Some(tokio::time::Instant::now());
+        let audit = hub.map(|h| h.audit);
+        self.owed = match super::node_erasure::apply_all(directory, store, audit, now(hub)).await {
+            Ok(failed) => failed > 0,
+            Err(error) => {
+                tracing::warn!(%error, "directory mirror: erasures not read yet");
+                true
+            }
+        };
+    }
+}
+
 fn now(hub: Option<NodeParts<'_>>) -> u64 {
     hub.map_or_else(
         || crate::clock::Clock::system().now_ms(),
@@ -121,6 +157,7 @@ async fn follow(
     directory: &Directory,
     store: &Store,
     hub: Option<NodeParts<'_>>,
+    owed: &mut Owed,
     stop: &CancellationToken,
 ) -> Result<(), ClusterError> {
     let mark = store.mirror_applied(MIRROR)?;
@@ -156,6 +193,7 @@ async fn follow(
         // server died can go quiet for good, so if the bucket holds more than the
         // mark, follow again from the mark.
         let Ok(next) = next else {
+            owed.try_now(directory, store, hub).await;
             let mark = store.mirror_applied(MIRROR)?;
             let last = directory.stream_last_sequence().await?;
             if last > mark {
@@ -176,7 +214,9 @@ async fn follow(
         let key = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
         let removed = message.headers.as_ref().is_some_and(is_removed);
         if key.starts_with(ERASURE) && !removed {
-            erasure(directory, store, hub, &message.payload, seq).await;
+            if !erasure(directory, store, hub, &message.payload, seq).await {
+                owed.owed = true;
+            }
         } else {
             apply(store, key, removed, &message.payload)?;
         }
@@ -184,15 +224,15 @@ async fn follow(
     }
 }
 
-/// Applies an erasure's record (revision `seq`) to this node's store; one that
-/// fails is logged, and applied at the next start ([`run_for_hub`]).
+/// Applies an erasure's record (revision `seq`) to this node's store; `false`
+/// if it failed (logged, and tried again: [`run_for_hub`]).
 async fn erasure(
     directory: &Directory,
     store: &Store,
     hub: Option<NodeParts<'_>>,
     value: &[u8],
     seq: u64,
-) {
+) -> bool {
     let applied = async {
         let record: ErasureRecord = from_json("erasure record", value)?;
         super::node_erasure::apply(
@@ -205,8 +245,12 @@ async fn erasure(
         )
         .await
     };
-    if let Err(error) = applied.await {
-        tracing::error!(%error, "an erasure could not be applied on this node; tried again at the next start");
+    match applied.await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, "an erasure could not be applied on this node; tried again");
+            false
+        }
     }
 }
 

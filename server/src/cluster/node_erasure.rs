@@ -23,7 +23,8 @@
 //! Applied once per record revision (a `meta` mark, `mirror_applied/erasure/<pseudonym>`):
 //! the mirror applies a record when it reads it and, at its start, every
 //! record not marked yet (a node down during the erasure, or stopped between
-//! applying and marking). Applying again erases nothing more. An erasure asked
+//! applying and marking); one that failed here is tried again while the node
+//! runs (`super::mirror::ERASURE_RETRY`). Applying again erases nothing more. An erasure asked
 //! again later (its record written again) is applied again. A node holding none
 //! of the key's data marks it and changes nothing.
 //!
@@ -192,20 +193,22 @@ async fn erase_here(
 }
 
 /// Applies every erasure record in the directory not applied here yet (a node
-/// started after an erasure it missed); one that fails is logged and tried at
-/// the next start, the others go on.
+/// started after an erasure it missed, or one that failed here); one that
+/// fails is logged and the others go on. Returns how many failed.
 pub async fn apply_all(
     directory: &Directory,
     store: &Store,
     audit: Option<&AuditLog>,
     now_ms: u64,
-) -> Result<(), ClusterError> {
+) -> Result<usize, ClusterError> {
+    let mut failed = 0;
     for (record, revision) in directory.erasures().await? {
         if let Err(error) = apply(directory, store, audit, &record, revision, now_ms).await {
             tracing::error!(pseudonym = %record.pseudonym, %error, "an erasure could not be applied on this node");
+            failed += 1;
         }
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// The key among those `store` holds (and its audit chain names) whose

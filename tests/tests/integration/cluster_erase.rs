@@ -553,10 +553,15 @@ async fn stored_on(stream: &mut async_nats::jetstream::stream::Stream, key: &str
 
 /// What a node's store, and every file of its data folder, may still hold of
 /// an erased key, as on one node (`erase.rs`): its member record keeps its
-/// standing (and so its key) in each group, and the group's state its heads;
-/// nothing else names it.
+/// standing (and so its key) in each group, the group's state its heads, and
+/// records about it the facilitators' notes; nothing else names it.
 fn assert_erased_on(name: &str, store: &Store, data: &std::path::Path, key: &PublicKey) {
-    for words in ["wren-secret-1", "wren-secret-2", "Wrenname"] {
+    for words in [
+        "wren-secret-1",
+        "wren-secret-2",
+        "Wrenname",
+        "wren-record-words",
+    ] {
         assert_eq!(
             store.trees_containing(words.as_bytes()).expect("scan"),
             Vec::<&str>::new(),
@@ -571,9 +576,13 @@ fn assert_erased_on(name: &str, store: &Store, data: &std::path::Path, key: &Pub
     for needle in [key.0.to_vec(), key.to_b64().into_bytes()] {
         let trees = store.trees_containing(&needle).expect("scan");
         assert!(
-            trees
-                .iter()
-                .all(|t| ["groupid_key_member", "groupid_state"].contains(t)),
+            trees.iter().all(|t| [
+                "groupid_key_member",
+                "groupid_state",
+                "recordid_record",
+                "key_recordid"
+            ]
+            .contains(t)),
             "{name}: the key is still in {trees:?}"
         );
     }
@@ -613,260 +622,308 @@ async fn peerhub_erase_on_a_running_node_erases_across_the_cluster_and_a_stopped
         eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
         return;
     };
-    tokio::time::timeout(BOUND, async {
-        let mut a = node(&cluster, "a").await;
-        let b = node(&cluster, "b").await;
-        let c = node(&cluster, "c").await;
-        a.create_group_with("grove", |g| {
-            g.group_kind = GroupKind::Virtual;
-            g.waiting_room = Some(false);
-        })
-        .await;
-        let invite = |server: &TestServer| {
-            let request = AdminRequest::Invite {
-                role: InviteRole::Member,
-                group: Some(gid("grove")),
-                ttl_hours: None,
-            };
-            let server_dir = server.data_dir().to_path_buf();
-            async move {
-                let socket = server_dir.join(peerhub_server::admin::SOCKET);
-                let reply = tokio::task::spawn_blocking(move || control::ask(&socket, &request))
-                    .await
-                    .expect("asked")
-                    .expect("answered");
-                match reply {
-                    Reply::Ok(value) => value["token"].as_str().expect("token").to_string(),
-                    Reply::Error(error) => panic!("{error}"),
-                }
-            }
-        };
-        let (wren, moss, sky) = (
-            Identity::generate(),
-            Identity::generate(),
-            Identity::generate(),
-        );
-        // Wren: invited (an allow-list place, a spent invite), granted facilitator
-        // standing (an account), joins on a: a serves the group.
-        let wren_token = invite(&a).await;
-        let mut wren_a = a.login(&wren).await;
-        assert!(matches!(
-            wren_a.redeem(&wren_token).await,
-            ServerFrame::Redeemed { .. }
-        ));
-        ask(
-            &a,
-            AdminRequest::FacilitatorGrant {
-                key: wren.key(),
-                group: gid("grove"),
-                revoke: false,
-            },
-        )
-        .await
-        .expect("granted");
-        wren_a.join("grove", "Wrenname", None).await;
-        let token = invite(&b).await;
-        let mut moss_c = c.login(&moss).await;
-        assert!(matches!(
-            moss_c.redeem(&token).await,
-            ServerFrame::Redeemed { .. }
-        ));
-        moss_c.join("grove", "Moss", None).await;
-        let token = invite(&b).await;
-        let mut sky_b = b.login(&sky).await;
-        assert!(matches!(
-            sky_b.redeem(&token).await,
-            ServerFrame::Redeemed { .. }
-        ));
-        sky_b.join("grove", "Sky", None).await;
-        let mut expected = vec![
-            (wren_a.post("grove", "wren-secret-1").await, None),
-            (
-                moss_c.post("grove", "moss-words-1").await,
-                Some("moss-words-1".to_string()),
-            ),
-            (wren_a.post("grove", "wren-secret-2").await, None),
-            (
-                sky_b.post("grove", "sky-words-1").await,
-                Some("sky-words-1".to_string()),
-            ),
-        ];
-        drop((wren_a, moss_c));
-        for server in [&b, &c] {
-            follow(server, "grove").await;
-        }
-        let wren_key = wren.key();
-        for (name, server) in [("a", &a), ("b", &b), ("c", &c)] {
-            // Each node's copies: the words, the name, the account's copy.
-            let store = &server.hub().store;
-            until_mirrored(store, &wren_key).await;
-            assert!(
-                !store.trees_containing(b"wren-secret-1").unwrap().is_empty(),
-                "{name}"
-            );
-            assert!(
-                !store.trees_containing(b"Wrenname").unwrap().is_empty(),
-                "{name}"
-            );
-        }
-        let wren_hex = hex::encode(wren_key.0);
-        let mut directory = directory_stream(&cluster).await;
-        for key in [format!("account.{wren_hex}"), format!("counter.{wren_hex}")] {
-            assert!(
-                stored_on(&mut directory, &key).await > 0,
-                "precondition: {key}"
-            );
-        }
-
-        // Node c stops: it is down during the erasure.
-        let c = c.stop().await;
-        let c_digest = || {
-            peerhub_tests::retry_while_locked(|| Store::open(c.data_dir()))
-                .expect("c's store")
-                .digest()
-                .expect("digest")
-        };
-        let c_before = c_digest();
-
-        // Bad input: refused, nothing changed.
-        let log_before = cluster.raw_log("grove").await;
-        let directory_before = directory.info().await.expect("info").state.last_sequence;
-        let b_chain = b.hub().audit.tail();
-        let stranger = Identity::generate().key();
-        let refused = peerhub_erase(b.data_dir(), stranger).await.unwrap_err();
-        assert!(refused.contains("holds nothing of this key"), "{refused}");
-        let seed = a.hub().store.hub_signing_seed().expect("seed");
-        let hub_key = PublicKey(
-            ed25519_dalek::SigningKey::from_bytes(&seed)
-                .verifying_key()
-                .to_bytes(),
-        );
-        let refused = peerhub_erase(b.data_dir(), hub_key).await.unwrap_err();
-        assert!(refused.contains("hub's own key"), "{refused}");
-        let malformed = {
-            use std::io::{BufRead as _, Write as _};
-            let socket = b.data_dir().join(peerhub_server::admin::SOCKET);
-            tokio::task::spawn_blocking(move || {
-                let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
-                stream
-                    .write_all(b"{\"erase\":{\"key\":\"not-a-key\"}}\n")
-                    .expect("write");
-                let mut line = String::new();
-                std::io::BufReader::new(stream)
-                    .read_line(&mut line)
-                    .expect("read");
-                line
+    // Boxed: the test's future is too large for the test thread's stack.
+    tokio::time::timeout(
+        BOUND,
+        Box::pin(async {
+            let mut a = node(&cluster, "a").await;
+            let b = node(&cluster, "b").await;
+            let c = node(&cluster, "c").await;
+            a.create_group_with("grove", |g| {
+                g.group_kind = GroupKind::Virtual;
+                g.waiting_room = Some(false);
             })
+            .await;
+            let invite = |server: &TestServer| {
+                let request = AdminRequest::Invite {
+                    role: InviteRole::Member,
+                    group: Some(gid("grove")),
+                    ttl_hours: None,
+                };
+                let server_dir = server.data_dir().to_path_buf();
+                async move {
+                    let socket = server_dir.join(peerhub_server::admin::SOCKET);
+                    let reply =
+                        tokio::task::spawn_blocking(move || control::ask(&socket, &request))
+                            .await
+                            .expect("asked")
+                            .expect("answered");
+                    match reply {
+                        Reply::Ok(value) => value["token"].as_str().expect("token").to_string(),
+                        Reply::Error(error) => panic!("{error}"),
+                    }
+                }
+            };
+            let (wren, moss, sky) = (
+                Identity::generate(),
+                Identity::generate(),
+                Identity::generate(),
+            );
+            // Wren: invited (an allow-list place, a spent invite), granted facilitator
+            // standing (an account), joins on a: a serves the group.
+            let wren_token = invite(&a).await;
+            let mut wren_a = a.login(&wren).await;
+            assert!(matches!(
+                wren_a.redeem(&wren_token).await,
+                ServerFrame::Redeemed { .. }
+            ));
+            ask(
+                &a,
+                AdminRequest::FacilitatorGrant {
+                    key: wren.key(),
+                    group: gid("grove"),
+                    revoke: false,
+                },
+            )
             .await
-            .expect("asked")
-        };
-        assert!(malformed.contains("not a request"), "{malformed}");
-        let refused = peerhub_erase(c.data_dir(), wren_key).await.unwrap_err();
-        assert!(refused.contains("cluster node's copy"), "{refused}");
-        assert_eq!(c_digest(), c_before, "the stopped folder is unchanged");
-        assert_eq!(
-            cluster.raw_log("grove").await,
-            log_before,
-            "the log is unchanged"
-        );
-        assert_eq!(
-            directory.info().await.expect("info").state.last_sequence,
-            directory_before,
-            "the directory is unchanged"
-        );
-        assert_eq!(b.hub().audit.tail(), b_chain, "b's chain is unchanged");
-
-        // The erasure, through node b's folder as `peerhub erase` runs it.
-        let reply = peerhub_erase(b.data_dir(), wren_key).await.expect("erased");
-        eprintln!("erasure: {reply}");
-        assert_eq!(reply["complete"], true, "{reply}");
-        let erased = only_group(&reply);
-        assert_eq!(
-            (erased["outcome"].as_str(), erased["events"].as_u64()),
-            (Some("erased"), Some(2))
-        );
-        let account = &reply["account"];
-        assert_eq!(account["account"], true, "{reply}");
-        assert_eq!(account["counter"], true, "{reply}");
-        assert_eq!(account["allowed"], 1, "{reply}");
-        assert_eq!(account["invites"], 1, "{reply}");
-        assert_eq!(reply["this_node"]["outcome"], "erased", "{reply}");
-        assert!(reply["raft_logs"].is_string() && reply["other_nodes"].is_string());
-        let pseudonym = reply["pseudonym"].as_str().expect("pseudonym").to_string();
-        let revision = reply["record_revision"].as_u64().expect("revision");
-
-        // The directory: none of Wren's records, not even as older revisions.
-        for key in [
-            format!("account.{wren_hex}"),
-            format!("counter.{wren_hex}"),
-            format!("allowed.grove.{wren_hex}"),
-        ] {
-            assert_eq!(stored_on(&mut directory, &key).await, 0, "{key}");
-        }
-        // The spent invite is gone: its token is unknown now.
-        let mut wren_b = b.login(&wren).await;
-        let again = wren_b.redeem(&wren_token).await;
-        assert!(matches!(again, ServerFrame::Error { .. }), "{again:?}");
-        drop(wren_b);
-
-        // Node c starts again and applies the erasure it missed.
-        let c = c.start().await;
-        applied(&a, &pseudonym, revision).await;
-        applied(&c, &pseudonym, revision).await;
-        follow(&c, "grove").await;
-        expected.sort();
-        for (name, server) in [("a", &a), ("b", &b), ("c", &c)] {
-            let store = &server.hub().store;
-            assert_eq!(history(store, "grove"), expected, "node {name}");
-            assert_erased_on(name, store, server.data_dir(), &wren_key);
-        }
-
-        // The NATS servers' files: none of the words or the name but in the
-        // Raft logs.
-        for words in ["wren-secret-1", "wren-secret-2", "Wrenname"] {
-            for needle in [words.to_string(), as_in_snapshot(words)] {
-                assert_eq!(
-                    outside_raft(&cluster, &needle),
-                    Vec::<String>::new(),
-                    "{needle}"
+            .expect("granted");
+            wren_a.join("grove", "Wrenname", None).await;
+            let token = invite(&b).await;
+            let mut moss_c = c.login(&moss).await;
+            assert!(matches!(
+                moss_c.redeem(&token).await,
+                ServerFrame::Redeemed { .. }
+            ));
+            moss_c.join("grove", "Moss", None).await;
+            let token = invite(&b).await;
+            let mut sky_b = b.login(&sky).await;
+            assert!(matches!(
+                sky_b.redeem(&token).await,
+                ServerFrame::Redeemed { .. }
+            ));
+            sky_b.join("grove", "Sky", None).await;
+            let mut expected = vec![
+                (wren_a.post("grove", "wren-secret-1").await, None),
+                (
+                    moss_c.post("grove", "moss-words-1").await,
+                    Some("moss-words-1".to_string()),
+                ),
+                (wren_a.post("grove", "wren-secret-2").await, None),
+                (
+                    sky_b.post("grove", "sky-words-1").await,
+                    Some("sky-words-1".to_string()),
+                ),
+            ];
+            // A co-produced record about Wren on node a (records are each node's
+            // own): Jo's note is kept, Wren's reply goes.
+            let jo = Identity::generate();
+            ask(
+                &a,
+                AdminRequest::FacilitatorGrant {
+                    key: jo.key(),
+                    group: gid("grove"),
+                    revoke: false,
+                },
+            )
+            .await
+            .expect("granted");
+            let mut jo_a = a.login(&jo).await;
+            jo_a.join("grove", "Jo", None).await;
+            let note = jo.record("grove", Some(wren.key()), None, "jo-note-kept");
+            let record_id = record(&mut jo_a, note).await;
+            let reply = wren.record("grove", None, Some(record_id), "wren-record-words");
+            record(&mut wren_a, reply).await;
+            drop((wren_a, moss_c, jo_a));
+            for server in [&b, &c] {
+                follow(server, "grove").await;
+            }
+            let wren_key = wren.key();
+            for (name, server) in [("a", &a), ("b", &b), ("c", &c)] {
+                // Each node's copies: the words, the name, the account's copy.
+                let store = &server.hub().store;
+                until_mirrored(store, &wren_key).await;
+                assert!(
+                    !store.trees_containing(b"wren-secret-1").unwrap().is_empty(),
+                    "{name}"
+                );
+                assert!(
+                    !store.trees_containing(b"Wrenname").unwrap().is_empty(),
+                    "{name}"
                 );
             }
-        }
-        assert!(
-            !outside_raft(&cluster, "moss-words-1").is_empty(),
-            "Moss's words kept"
-        );
-        // Nor Wren's directory keys, replaced values included; but for older
-        // replay counters, which each command replaced and the bucket's limit
-        // dropped without overwriting: the key and a number stay in the block
-        // files until NATS compacts them (docs/CLUSTER.md §8, "Erase").
-        for kind in ["account", "allowed.grove", "member.grove"] {
-            let key = format!("{kind}.{wren_hex}");
-            assert_eq!(outside_raft(&cluster, &key), Vec::<String>::new(), "{kind}");
-        }
-        eprintln!(
-            "older replay counters of the erased key in: {:?}",
-            outside_raft(&cluster, &format!("counter.{wren_hex}"))
-        );
+            let wren_hex = hex::encode(wren_key.0);
+            let mut directory = directory_stream(&cluster).await;
+            for key in [format!("account.{wren_hex}"), format!("counter.{wren_hex}")] {
+                assert!(
+                    stored_on(&mut directory, &key).await > 0,
+                    "precondition: {key}"
+                );
+            }
 
-        // A node joining later holds the same, and applies the record to
-        // nothing; seqs go on.
-        let d = node(&cluster, "d").await;
-        follow(&d, "grove").await;
-        applied(&d, &pseudonym, revision).await;
-        assert_eq!(history(&d.hub().store, "grove"), expected, "node d");
-        assert!(d
-            .hub()
-            .store
-            .trees_containing(b"Wrenname")
-            .unwrap()
-            .is_empty());
-        let next = sky_b.post("grove", "sky-words-2").await;
-        assert_eq!(next, expected.len() as u64 + 1, "gap-free");
-        drop(c);
-    })
+            // Node c stops: it is down during the erasure.
+            let c = c.stop().await;
+            let c_digest = || {
+                peerhub_tests::retry_while_locked(|| Store::open(c.data_dir()))
+                    .expect("c's store")
+                    .digest()
+                    .expect("digest")
+            };
+            let c_before = c_digest();
+
+            // Bad input: refused, nothing changed.
+            let log_before = cluster.raw_log("grove").await;
+            let directory_before = directory.info().await.expect("info").state.last_sequence;
+            let b_chain = b.hub().audit.tail();
+            let stranger = Identity::generate().key();
+            let refused = peerhub_erase(b.data_dir(), stranger).await.unwrap_err();
+            assert!(refused.contains("holds nothing of this key"), "{refused}");
+            let seed = a.hub().store.hub_signing_seed().expect("seed");
+            let hub_key = PublicKey(
+                ed25519_dalek::SigningKey::from_bytes(&seed)
+                    .verifying_key()
+                    .to_bytes(),
+            );
+            let refused = peerhub_erase(b.data_dir(), hub_key).await.unwrap_err();
+            assert!(refused.contains("hub's own key"), "{refused}");
+            let malformed = {
+                use std::io::{BufRead as _, Write as _};
+                let socket = b.data_dir().join(peerhub_server::admin::SOCKET);
+                tokio::task::spawn_blocking(move || {
+                    let mut stream =
+                        std::os::unix::net::UnixStream::connect(socket).expect("connect");
+                    stream
+                        .write_all(b"{\"erase\":{\"key\":\"not-a-key\"}}\n")
+                        .expect("write");
+                    let mut line = String::new();
+                    std::io::BufReader::new(stream)
+                        .read_line(&mut line)
+                        .expect("read");
+                    line
+                })
+                .await
+                .expect("asked")
+            };
+            assert!(malformed.contains("not a request"), "{malformed}");
+            let refused = peerhub_erase(c.data_dir(), wren_key).await.unwrap_err();
+            assert!(refused.contains("cluster node's copy"), "{refused}");
+            assert_eq!(c_digest(), c_before, "the stopped folder is unchanged");
+            assert_eq!(
+                cluster.raw_log("grove").await,
+                log_before,
+                "the log is unchanged"
+            );
+            assert_eq!(
+                directory.info().await.expect("info").state.last_sequence,
+                directory_before,
+                "the directory is unchanged"
+            );
+            assert_eq!(b.hub().audit.tail(), b_chain, "b's chain is unchanged");
+
+            // The erasure, through node b's folder as `peerhub erase` runs it.
+            let reply = peerhub_erase(b.data_dir(), wren_key).await.expect("erased");
+            eprintln!("erasure: {reply}");
+            assert_eq!(reply["complete"], true, "{reply}");
+            let erased = only_group(&reply);
+            assert_eq!(
+                (erased["outcome"].as_str(), erased["events"].as_u64()),
+                (Some("erased"), Some(2))
+            );
+            let account = &reply["account"];
+            assert_eq!(account["account"], true, "{reply}");
+            assert_eq!(account["counter"], true, "{reply}");
+            assert_eq!(account["allowed"], 1, "{reply}");
+            assert_eq!(account["invites"], 1, "{reply}");
+            assert_eq!(reply["this_node"]["outcome"], "erased", "{reply}");
+            assert!(reply["raft_logs"].is_string() && reply["other_nodes"].is_string());
+            let pseudonym = reply["pseudonym"].as_str().expect("pseudonym").to_string();
+            let revision = reply["record_revision"].as_u64().expect("revision");
+
+            // The directory: none of Wren's records, not even as older revisions.
+            for key in [
+                format!("account.{wren_hex}"),
+                format!("counter.{wren_hex}"),
+                format!("allowed.grove.{wren_hex}"),
+            ] {
+                assert_eq!(stored_on(&mut directory, &key).await, 0, "{key}");
+            }
+            // The spent invite is gone: its token is unknown now.
+            let mut wren_b = b.login(&wren).await;
+            let again = wren_b.redeem(&wren_token).await;
+            assert!(matches!(again, ServerFrame::Error { .. }), "{again:?}");
+            drop(wren_b);
+
+            // Node c starts again and applies the erasure it missed.
+            let c = c.start().await;
+            applied(&a, &pseudonym, revision).await;
+            applied(&c, &pseudonym, revision).await;
+            follow(&c, "grove").await;
+            expected.sort();
+            for (name, server) in [("a", &a), ("b", &b), ("c", &c)] {
+                let store = &server.hub().store;
+                assert_eq!(history(store, "grove"), expected, "node {name}");
+                assert_erased_on(name, store, server.data_dir(), &wren_key);
+            }
+
+            // The NATS servers' files: none of the words or the name but in the
+            // Raft logs.
+            for words in ["wren-secret-1", "wren-secret-2", "Wrenname"] {
+                for needle in [words.to_string(), as_in_snapshot(words)] {
+                    assert_eq!(
+                        outside_raft(&cluster, &needle),
+                        Vec::<String>::new(),
+                        "{needle}"
+                    );
+                }
+            }
+            assert!(
+                !outside_raft(&cluster, "moss-words-1").is_empty(),
+                "Moss's words kept"
+            );
+            let a_store = &a.hub().store;
+            assert!(
+                !a_store
+                    .trees_containing(b"jo-note-kept")
+                    .unwrap()
+                    .is_empty(),
+                "Jo's note kept"
+            );
+            // Nor Wren's directory keys, replaced values included; but for older
+            // replay counters, which each command replaced and the bucket's limit
+            // dropped without overwriting: the key and a number stay in the block
+            // files until NATS compacts them (docs/CLUSTER.md §8, "Erase").
+            for kind in ["account", "allowed.grove", "member.grove"] {
+                let key = format!("{kind}.{wren_hex}");
+                assert_eq!(outside_raft(&cluster, &key), Vec::<String>::new(), "{kind}");
+            }
+            eprintln!(
+                "older replay counters of the erased key in: {:?}",
+                outside_raft(&cluster, &format!("counter.{wren_hex}"))
+            );
+
+            // A node joining later holds the same, and applies the record to
+            // nothing; seqs go on.
+            let d = node(&cluster, "d").await;
+            follow(&d, "grove").await;
+            applied(&d, &pseudonym, revision).await;
+            assert_eq!(history(&d.hub().store, "grove"), expected, "node d");
+            assert!(d
+                .hub()
+                .store
+                .trees_containing(b"Wrenname")
+                .unwrap()
+                .is_empty());
+            let next = sky_b.post("grove", "sky-words-2").await;
+            assert_eq!(next, expected.len() as u64 + 1, "gap-free");
+            drop(c);
+        }),
+    )
     .await
     .expect("bounded");
+}
+
+/// Writes a co-produced record entry through `client`; returns the record's id.
+async fn record(client: &mut Client, env: peerhub_protocol::SignedEnvelope) -> u64 {
+    match client
+        .request(|id| ClientFrame::Record {
+            id,
+            group: gid("grove"),
+            env,
+        })
+        .await
+    {
+        ServerFrame::Records { records, .. } => records[0].id,
+        other => panic!("record refused: {other:?}"),
+    }
 }
 
 /// Waits until `store` holds `key`'s account (the directory mirror copied it).
