@@ -977,3 +977,181 @@ async fn cluster_check_reports_a_bucket_that_denies_erasure() {
     .await
     .expect("bounded");
 }
+
+/// A member record for the directory tests.
+fn member_named(key: PublicKey, name: &str) -> MemberRecord {
+    MemberRecord {
+        key,
+        name: name.into(),
+        join: None,
+        first_joined_ms: 1,
+        agreed_version: 0,
+        agreement_env: None,
+        admitted_session: None,
+        declined_session: None,
+        removed: None,
+        muted_until_ms: None,
+        away: false,
+    }
+}
+
+/// The account part of an erasure in the directory alone: every stored
+/// revision of the key's account (its staff name included, in the value a
+/// later grant replaced), counter, allow-list place, redeemed invite and push
+/// subscription is erased — none left in any NATS file but the Raft logs — and
+/// a member record keeps its standing without the name; another key's records
+/// stay. A key with nothing there changes nothing; running it again finds
+/// nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_part_erases_every_revision_of_the_keys_records_in_the_directory() {
+    use peerhub_protocol::frame::Role;
+    use peerhub_protocol::payload::InviteRole;
+    use peerhub_server::cluster::directory::{Directory, DirectoryConfig};
+    use peerhub_server::store::records::{InviteRecord, PushSubscriptionRecord};
+    use peerhub_server::store::RedeemRefusal;
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(
+        BOUND,
+        Box::pin(async {
+            let nats = cluster.connect(0, "test-directory-erasure").await;
+            let directory = Directory::open(&nats, &DirectoryConfig::default())
+                .await
+                .expect("directory");
+            let grove = gid("grove");
+            let (wren, other) = (Identity::generate().key(), Identity::generate().key());
+            for (key, who, token) in [(wren, "wren", [1u8; 32]), (other, "other", [2u8; 32])] {
+                directory
+                    .grant_role(&key, Role::Supervisor, 1)
+                    .await
+                    .unwrap();
+                directory
+                    .set_account_name(&key, &format!("{who}-staffname"))
+                    .await
+                    .unwrap();
+                directory
+                    .grant_facilitator(&key, std::slice::from_ref(&grove), 2)
+                    .await
+                    .unwrap();
+                for counter in [5, 6, 7] {
+                    directory.raise_counter(&key, counter).await.unwrap();
+                }
+                directory.allow_member(&grove, &key).await.unwrap();
+                let invite = InviteRecord {
+                    role: InviteRole::Member,
+                    group: Some(grove.clone()),
+                    groups: Vec::new(),
+                    created_ms: 0,
+                    expires_ms: u64::MAX,
+                    created_by: None,
+                    bootstrap: false,
+                    used_by: None,
+                    used_ms: None,
+                };
+                directory.put_invite(token, &invite).await.unwrap();
+                assert!(directory
+                    .redeem_invite(token, &key, 3)
+                    .await
+                    .unwrap()
+                    .is_ok());
+                let subscription = PushSubscriptionRecord {
+                    endpoint: format!("https://push.example/{who}-phone-endpoint"),
+                    p256dh: "p".into(),
+                    auth: "a".into(),
+                    created_ms: 1,
+                };
+                directory
+                    .put_push_subscription(&key, &subscription)
+                    .await
+                    .unwrap();
+                directory
+                    .put_member(&grove, &member_named(key, &format!("{who}-membername")))
+                    .await
+                    .unwrap();
+            }
+            let mut stream = directory_stream(&cluster).await;
+            let last = |stream: &mut async_nats::jetstream::stream::Stream| {
+                let mut stream = stream.clone();
+                async move { stream.info().await.expect("info").state.last_sequence }
+            };
+
+            // A key with nothing there: nothing found, nothing written.
+            let before = last(&mut stream).await;
+            let nothing = directory
+                .erase_account(
+                    &Identity::generate().key(),
+                    peerhub_server::erase::erased_member,
+                )
+                .await
+                .expect("ran");
+            assert_eq!(nothing, Default::default());
+            assert_eq!(last(&mut stream).await, before, "nothing written");
+
+            let done = directory
+                .erase_account(&wren, peerhub_server::erase::erased_member)
+                .await
+                .expect("erased");
+            eprintln!("account part: {done:?}");
+            assert!(done.account && done.counter, "{done:?}");
+            assert_eq!(
+                (done.allowed, done.invites, done.push, done.members),
+                (1, 1, 1, 1),
+                "{done:?}"
+            );
+            assert_eq!(directory.account(&wren).await.unwrap(), None);
+            assert_eq!(directory.counter(&wren).await.unwrap(), 0);
+            assert!(!directory.is_allowed(&grove, &wren).await.unwrap());
+            assert!(matches!(
+                directory.redeem_invite([1; 32], &wren, 4).await.unwrap(),
+                Err(RedeemRefusal::Unknown)
+            ));
+            let member = directory
+                .member_of(&grove, &wren)
+                .await
+                .unwrap()
+                .expect("kept");
+            assert_eq!(member.name, ERASED_NAME);
+            let wren_hex = hex::encode(wren.0);
+            for key in [
+                format!("account.{wren_hex}"),
+                format!("counter.{wren_hex}"),
+                format!("allowed.grove.{wren_hex}"),
+                format!("invite.{}", hex::encode([1u8; 32])),
+            ] {
+                assert_eq!(stored_on(&mut stream, &key).await, 0, "{key}");
+            }
+            for words in ["wren-staffname", "wren-phone-endpoint", "wren-membername"] {
+                assert_eq!(
+                    outside_raft(&cluster, words),
+                    Vec::<String>::new(),
+                    "{words}"
+                );
+            }
+
+            // The other key's records are as they were.
+            let account = directory.account(&other).await.unwrap().expect("kept");
+            assert_eq!(account.name.as_deref(), Some("other-staffname"));
+            assert_eq!(directory.counter(&other).await.unwrap(), 7);
+            assert!(directory.is_allowed(&grove, &other).await.unwrap());
+            let member = directory
+                .member_of(&grove, &other)
+                .await
+                .unwrap()
+                .expect("kept");
+            assert_eq!(member.name, "other-membername");
+            assert!(!outside_raft(&cluster, "other-phone-endpoint").is_empty());
+
+            // Again: nothing more (the member record is written erased again).
+            let again = directory
+                .erase_account(&wren, peerhub_server::erase::erased_member)
+                .await
+                .expect("again");
+            assert!(!again.account && !again.counter, "{again:?}");
+            assert_eq!((again.allowed, again.invites, again.push), (0, 0, 0));
+        }),
+    )
+    .await
+    .expect("bounded");
+}
