@@ -1182,7 +1182,7 @@ impl From<ClusterError> for ServerError {
 
 /// Values the directory bucket keeps per key: the value and, for the moment
 /// between writing a new one and erasing it, the one it replaces
-/// ([`Directory::erase_replaced`]).
+/// (`Directory::erase_replaced`).
 pub const HISTORY: i64 = 2;
 
 /// What [`Directory::erase_account`] found and erased.

@@ -41,6 +41,10 @@
 //!   routing step's effects once per step.
 //! - [`check`] — `peerhub cluster check`: each NATS server fit (version,
 //!   JetStream), every stream and bucket made ready with the configured copies.
+//! - [`erasure`], [`node_erasure`], [`revisions`] — a person's erasure across
+//!   the cluster (`peerhub erase` on a running node): group logs rebased, the
+//!   directory's records erased revision by revision with the overwriting
+//!   message delete, and a record each node's mirror applies to its own store.
 //!
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 

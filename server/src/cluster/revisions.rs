@@ -4,7 +4,7 @@
 //! the message's bytes in every copy's files. A key-value delete or purge would
 //! only add a marker (or drop the messages unwritten), and the old values' bytes
 //! would stay in the stream's files. Only a bucket made to allow message deletes
-//! takes it ([`super::open_erasable_bucket`]).
+//! takes it (`super::open_erasable_bucket`).
 //!
 //! Each server's Raft log keeps the bytes until the server compacts it, which no
 //! client can force. Logs name counts, never a key.
