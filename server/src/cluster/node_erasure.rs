@@ -12,8 +12,11 @@
 //!    (`super::replica::catch_up`): the group part has already written the
 //!    tombstones and rebased the log, so a copy behind the rebase is rebuilt
 //!    from the snapshot and the words leave its trees;
-//! 2. the one-node erasure ([`crate::erase::erase_key`], the same code
-//!    `peerhub erase` runs): what is left of the key's events and names, its
+//! 2. the one-node erasure ([`crate::erase::erase_key_in`], the same code
+//!    `peerhub erase` runs) but for the groups' events and member records,
+//!    which the copies now hold as the logs do ([`Scope::OutsideGroupLogs`]:
+//!    writing them here would make a copy differ from its log, and a node
+//!    applying the erasure late would erase what the person wrote since): its
 //!    co-produced records' entries, the mirror's copies of its account, replay
 //!    counter, allow-list places, redeemed invites and push subscriptions (the
 //!    directory's were erased by message deletes, which make no watch event),
@@ -36,7 +39,7 @@ use serde::Serialize;
 use super::directory::{Directory, ErasureRecord};
 use super::ClusterError;
 use crate::audit::{AuditLog, Pseudonym};
-use crate::erase::{self, EraseError, ErasureReport};
+use crate::erase::{self, EraseError, ErasureReport, Scope};
 use crate::store::{Store, StoreError};
 
 /// What a node's part did.
@@ -161,7 +164,7 @@ async fn erase_here(
             &opened
         }
     };
-    let mut report = match erase::erase_key(store, audit, key, now_ms) {
+    let mut report = match erase::erase_key_in(store, audit, key, now_ms, Scope::OutsideGroupLogs) {
         Ok(report) => report,
         Err(EraseError::Store(error)) => return Err(error.into()),
         Err(error) => {
