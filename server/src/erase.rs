@@ -203,6 +203,19 @@ pub fn group_erasure(
     Ok(GroupErasure { events, member })
 }
 
+/// What an erasure of one store reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything the module docs list: one node's folder.
+    Everything,
+    /// All but the groups' events and member records: a cluster node, whose
+    /// copies of the groups follow the group logs, where each group's owner
+    /// erased them (`crate::cluster::node_erasure`). Writing them here would
+    /// make this copy differ from the log (and, for a node applying the
+    /// erasure late, erase what the person wrote after it).
+    OutsideGroupLogs,
+}
+
 /// Erases `key`'s personal data from `store` (see the module docs), at server time
 /// `now_ms`, and records it in `audit` (a log opened on the same store). The
 /// caller flushes afterwards. The store must not be in use by a running server.
@@ -211,6 +224,17 @@ pub fn erase_key(
     audit: &AuditLog,
     key: &PublicKey,
     now_ms: u64,
+) -> Result<ErasureReport, EraseError> {
+    erase_key_in(store, audit, key, now_ms, Scope::Everything)
+}
+
+/// [`erase_key`], reaching `scope`.
+pub fn erase_key_in(
+    store: &Store,
+    audit: &AuditLog,
+    key: &PublicKey,
+    now_ms: u64,
+    scope: Scope,
 ) -> Result<ErasureReport, EraseError> {
     let seed = store.hub_signing_seed()?;
     let hub = SigningKey::from_bytes(&seed);
@@ -240,17 +264,17 @@ pub fn erase_key(
     let audit_seq = audit.append(NewEntry::new(now_ms, action::ADMIN_ERASE, env))?;
 
     let tombstone = tombstone(hub_key);
-    let mut events = 0;
-    for mut located in store.events_of_key(key)? {
-        located.event = tombstoned(&located.event, &tombstone);
-        store.put_located_event(&located)?;
-        events += 1;
-    }
-
-    let mut memberships = 0;
-    for (group, member) in store.memberships_of(key)? {
-        store.put_member(&group, &erased_member(member))?;
-        memberships += 1;
+    let (mut events, mut memberships) = (0, 0);
+    if scope == Scope::Everything {
+        for mut located in store.events_of_key(key)? {
+            located.event = tombstoned(&located.event, &tombstone);
+            store.put_located_event(&located)?;
+            events += 1;
+        }
+        for (group, member) in store.memberships_of(key)? {
+            store.put_member(&group, &erased_member(member))?;
+            memberships += 1;
+        }
     }
 
     let mut record_entries = 0;
@@ -457,6 +481,33 @@ mod tests {
         let again = erase_key(&store, &log, &key(1), 2_000).unwrap();
         assert_eq!((again.events, again.audit.entries_changed), (0, 0));
         assert_eq!(audit::verify(&store).unwrap().entries, 6);
+    }
+
+    #[test]
+    fn outside_the_group_logs_events_and_names_stay_for_the_logs_to_bring() {
+        let (_dir, store, log) = filled();
+        let g = GroupId::parse("g").unwrap();
+        let events_before = store.events_between(&g, &Channel::Main, 0, 3, 10).unwrap();
+        let report = erase_key_in(&store, &log, &key(1), 1_000, Scope::OutsideGroupLogs).unwrap();
+        assert_eq!((report.events, report.memberships), (0, 0));
+        assert_eq!(report.record_entries, 1);
+        assert!(report.account && report.counter);
+        assert_eq!(report.audit.subjects_replaced, 3);
+        assert_eq!(
+            store.events_between(&g, &Channel::Main, 0, 3, 10).unwrap(),
+            events_before,
+            "the events are the group log's to change"
+        );
+        assert_eq!(
+            store.member(&g, &key(1)).unwrap(),
+            Some(member(1, "Wrenname"))
+        );
+        assert!(store.roles(&key(1)).unwrap().is_empty());
+        assert!(store
+            .trees_containing(b"a-record-words")
+            .unwrap()
+            .is_empty());
+        audit::verify(&store).unwrap();
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub use crashable::CrashableServer;
 pub use identity::Identity;
 pub use process::ProcessServer;
 pub use receiver::HttpReceiver;
-pub use server::TestServer;
+pub use server::{StoppedServer, TestServer};
 
 /// How long a test waits for a frame before failing.
 pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -338,10 +338,42 @@ impl TestServer {
         .await
     }
 
+    /// Gracefully stops the server and keeps its data folder, to be started
+    /// again with [`StoppedServer::start`] (a node down while the others act).
+    pub async fn stop(mut self) -> StoppedServer {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        StoppedServer(self)
+    }
+
     /// Gracefully stops the server.
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
+    }
+}
+
+/// A [`TestServer`] stopped with [`TestServer::stop`]: its data folder kept.
+#[derive(Debug)]
+pub struct StoppedServer(TestServer);
+
+impl StoppedServer {
+    /// The stopped server's data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.0.config.data_dir
+    }
+
+    /// Starts a new server on the same data folder and settings.
+    pub async fn start(self) -> TestServer {
+        let stopped = self.0;
+        TestServer::start_in(
+            stopped.dir.clone(),
+            stopped.config.clone(),
+            stopped.admin.clone(),
+            stopped.clock.clone(),
+        )
+        .await
     }
 }

@@ -114,11 +114,18 @@ pub fn restore(
     Ok(summary)
 }
 
-/// Why `peerhub erase` refuses a cluster node's folder (docs/CLUSTER.md §8).
+/// Why `peerhub erase` refuses a stopped cluster node's folder (docs/CLUSTER.md §8).
 pub const CLUSTER_ERASE_REFUSED: &str = "this data folder is a cluster node's copy: \
 erasing it would not reach the group logs and the directory in NATS JetStream nor the \
-other nodes, and the next catch-up would bring the words back. Erasure in cluster mode \
-is not built yet (docs/CLUSTER.md §8, OPERATIONS.md); nothing was changed";
+other nodes, and the next catch-up would bring the words back. Start the node and run \
+`peerhub erase` again: on a running node it erases across the cluster (docs/CLUSTER.md §8, \
+OPERATIONS.md); nothing was changed";
+
+/// Why a running single hub refuses `peerhub erase` (its group tasks hold
+/// members in memory and would write them back).
+pub const SINGLE_HUB_ERASE_REFUSED: &str = "this hub is not a cluster node, and erasure on \
+one node needs the data folder to itself (its group tasks hold members in memory): stop it \
+first, then run `peerhub erase` again; nothing was changed";
 
 /// Why an export from a stopped cluster node's folder is refused (docs/CLUSTER.md
 /// §8): its copies of the groups may lag their logs, so the document could miss
@@ -127,14 +134,26 @@ pub const CLUSTER_EXPORT_REFUSED: &str = "this data folder is a stopped cluster 
 copy and may lag the group logs in NATS JetStream: ask a running node instead \
 (`peerhub export --data` on its folder, through its control socket); nothing was changed";
 
-/// Erases one key's personal data from a stopped server's folder (see
+/// Erases one key's personal data: from a stopped server's folder (see
 /// [`crate::erase`]), then compacts the store so the erased bytes leave the folder
-/// ([`Store::compact`]); a running server holds members in memory, so it is refused.
+/// ([`Store::compact`]); on a running cluster node, across the cluster, through
+/// its control socket (`crate::cluster::erasure::erase_person`). A running single
+/// hub holds members in memory, so it refuses; a stopped cluster node's folder is
+/// only a copy, so it is refused too. What was done, as JSON.
 pub fn erase(
     dir: &Path,
     key: &peerhub_protocol::PublicKey,
-) -> Result<crate::erase::ErasureReport, AdminError> {
-    let store = open_stopped(dir)?;
+) -> Result<serde_json::Value, AdminError> {
+    if !Store::exists_in(dir) {
+        return Err(AdminError::NoStore(dir.to_path_buf()));
+    }
+    let store = match Store::open(dir) {
+        Ok(store) => store,
+        Err(error) if error.is_in_use() => {
+            return ask_running_server(dir, &ops::AdminRequest::Erase { key: *key })
+        }
+        Err(error) => return Err(error.into()),
+    };
     refuse_stopped_cluster_node(&store, dir, "erase")?;
     let audit = AuditLog::open(store.clone())?;
     let mut report = crate::erase::erase_key(&store, &audit, key, Clock::system().now_ms())
@@ -143,7 +162,7 @@ pub fn erase(
     // sled keeps removed values in its files until rewritten: rewrite the store so
     // the erased bytes leave the folder before the command returns.
     report.compacted = Some(store.compact()?);
-    Ok(report)
+    serde_json::to_value(&report).map_err(|e| AdminError::Invalid(e.to_string()))
 }
 
 /// A stopped cluster node's folder (its store follows the cluster's directory)
@@ -185,19 +204,6 @@ fn ask_running_server(
         ))),
     }
 }
-fn open_stopped(dir: &Path) -> Result<Store, AdminError> {
-    if !Store::exists_in(dir) {
-        return Err(AdminError::NoStore(dir.to_path_buf()));
-    }
-    Store::open(dir).map_err(|error| {
-        if error.is_in_use() {
-            AdminError::InUse(dir.to_path_buf())
-        } else {
-            AdminError::Store(error)
-        }
-    })
-}
-
 /// The rota: read from a stopped hub's folder, or asked of a running cluster
 /// node, which asks the router's leader.
 pub fn rota_list(dir: &Path) -> Result<Vec<RotaEntry>, AdminError> {

@@ -99,6 +99,13 @@ pub enum AdminRequest {
         /// Whose.
         key: peerhub_protocol::PublicKey,
     },
+    /// `peerhub erase` on a running hub's folder: on a cluster node, the
+    /// person's erasure across the cluster (`crate::cluster::erasure::erase_person`);
+    /// a single hub refuses it (stop it and run `peerhub erase` on the folder).
+    Erase {
+        /// Whose.
+        key: peerhub_protocol::PublicKey,
+    },
     /// Escalations as bounded summaries (no words, no people but the handler).
     EscalationList {
         /// Which (default: every unresolved one).
@@ -141,6 +148,7 @@ impl AdminRequest {
             Self::GroupClearWaiting { .. } => "group clear-waiting",
             Self::Export { .. } => "export",
             Self::ClusterEraseGroups { .. } => "cluster erase-groups",
+            Self::Erase { .. } => "erase",
             Self::EscalationList { .. } => "escalation list",
             Self::EscalationResolve { .. } => "escalation resolve",
             Self::RotaList => "rota list",
@@ -156,7 +164,6 @@ impl AdminRequest {
 pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
     let why = match command {
         "backup" => "a backup of one node's store is not the cluster's data",
-        "erase" => "the person's words would stay in the group logs and on the other nodes",
         _ => return None,
     };
     Some(format!(
@@ -244,6 +251,11 @@ impl Operator<'_> {
             AdminRequest::GroupCreate { request } => self.group_create(*request),
             AdminRequest::GroupSchedule { group, windows } => self.group_schedule(group, windows),
             AdminRequest::GroupClearWaiting { group } => self.group_clear_waiting(group),
+            AdminRequest::Erase { .. } => Err(AdminError::Invalid(
+                "an erasure on a stopped folder is `peerhub erase` (its own command); on a \
+                 running node it goes to the control socket"
+                    .into(),
+            )),
             AdminRequest::ClusterEraseGroups { .. } => Err(AdminError::Invalid(
                 "a person's erasure in a cluster's group logs runs on a running cluster node"
                     .into(),

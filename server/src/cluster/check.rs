@@ -246,14 +246,20 @@ async fn check_stores(nats: &Nats, settings: &ClusterSettings) -> Vec<StoreCheck
     ));
     // Looked at side by side: after a server's death each stream it led waits
     // for its own election, and these overlap.
-    let looks = opened
-        .into_iter()
-        .map(|(stream, holds, outcome)| async move {
+    // The buckets an erasure or a replaced snapshot erases values from.
+    let erasable = [
+        format!("KV_{}", directory.bucket),
+        format!("KV_{}", snapshots.bucket),
+    ];
+    let looks = opened.into_iter().map(|(stream, holds, outcome)| {
+        let must_erase = erasable.contains(&stream);
+        async move {
             match outcome {
                 Err(error) => StoreCheck::failed(&stream, holds, &error),
-                Ok(()) => settled(nats.jetstream(), &stream, holds, replicas).await,
+                Ok(()) => settled(nats.jetstream(), &stream, holds, replicas, must_erase).await,
             }
-        });
+        }
+    });
     futures_util::future::join_all(looks).await
 }
 
@@ -269,10 +275,11 @@ async fn settled(
     stream: &str,
     holds: &'static str,
     replicas: usize,
+    must_erase: bool,
 ) -> StoreCheck {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let found = describe(js, stream, holds, replicas).await;
+        let found = describe(js, stream, holds, replicas, must_erase).await;
         if !found.catching_up || tokio::time::Instant::now() >= deadline {
             return found;
         }
@@ -280,12 +287,15 @@ async fn settled(
     }
 }
 
-/// One stream's state, fresh from its leader.
+/// One stream's state, fresh from its leader; `must_erase`: a bucket whose
+/// replaced or erased values must be overwritten, which is unfit if it denies
+/// message deletes ([`super::denies_erasure`]).
 async fn describe(
     js: &jetstream::Context,
     stream: &str,
     holds: &'static str,
     replicas: usize,
+    must_erase: bool,
 ) -> StoreCheck {
     let info = match js.get_stream(stream).await {
         Ok(mut handle) => handle.info().await.cloned(),
@@ -321,7 +331,12 @@ async fn describe(
         _ => (Some("(this server alone)".to_string()), 1, false),
     };
     let made_with = info.config.num_replicas;
-    let problem = if made_with != replicas {
+    let denies = must_erase
+        .then(|| super::denies_erasure(&info.config))
+        .flatten();
+    let problem = if let Some(why) = denies {
+        Some(why)
+    } else if made_with != replicas {
         Some(format!(
             "made with {made_with} copies, cluster.replicas says {replicas}: change one \
              (nats stream edit {stream} --replicas {replicas}) or the other"

@@ -48,8 +48,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::escalations::backoff;
 use super::{
-    check_token, from_json, is_removed, is_sequence_conflict, last_message, open_bucket,
-    publish_acked, put_expecting, retry_unavailable, to_json, ClusterError, Nats, Put,
+    check_token, from_json, is_removed, is_sequence_conflict, last_message, open_erasable_bucket,
+    publish_acked, put_expecting, retry_unavailable, revisions, to_json, ClusterError, Nats, Put,
     READ_DEADLINE, READ_STALL,
 };
 use crate::error::ServerError;
@@ -103,10 +103,14 @@ enum Step<T, R> {
 type Listed = (String, Bytes, u64);
 
 impl Directory {
-    /// Opens the bucket, creating it (file storage, `config.replicas` copies, one
-    /// value kept per key) if it does not exist yet.
+    /// Opens the bucket, creating it (file storage, `config.replicas` copies,
+    /// [`HISTORY`] values kept per key, made to allow the message delete that
+    /// overwrites: an erasure's account part, [`Self::erase_account`]) if it
+    /// does not exist yet.
     pub async fn open(nats: &Nats, config: &DirectoryConfig) -> Result<Self, ClusterError> {
-        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
+        let stream =
+            open_erasable_bucket(nats.jetstream(), &config.bucket, config.replicas, HISTORY)
+                .await?;
         Ok(Self {
             js: nats.jetstream().clone(),
             stream,
@@ -607,6 +611,7 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable("push subscription delete", error))?;
+        self.erase_replaced(&push_key(key, endpoint)).await;
         Ok(())
     }
 
@@ -625,6 +630,7 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable("member delete", error))?;
+        self.erase_replaced(&member_key(MEMBER, group, key)?).await;
         Ok(())
     }
 
@@ -788,6 +794,115 @@ impl Directory {
         Err(ClusterError::Moved { key })
     }
 
+    // ---- erasure ----
+
+    /// The account part of erasing `key` (docs/CLUSTER.md §8, "Erase"), as one
+    /// node's erasure removes it from its store: every stored revision of its
+    /// `account.`, `counter.`, `allowed.<group>.` and `push.` keys and of the
+    /// invites it redeemed (`invite.<hash>` whose `used_by` is the key) is
+    /// erased with the message delete that overwrites ([`revisions`]), not a
+    /// key-value delete, whose marker would leave the values' bytes in the
+    /// stream's files. A `member.<group>.` record the directory holds keeps its
+    /// standing: its revisions are erased and `erased` of its last value
+    /// written in their place. Erasing a value makes no watch event: each node
+    /// learns of it from the erasure's record ([`Self::put_erasure`]). Running
+    /// it again finds nothing more.
+    pub async fn erase_account(
+        &self,
+        key: &PublicKey,
+        erased: impl Fn(MemberRecord) -> MemberRecord,
+    ) -> Result<AccountErased, ClusterError> {
+        let hex_key = hex::encode(key.0);
+        let client = self.js.client();
+        let mut done = AccountErased {
+            account: self
+                .read(&account_key(key), "directory read")
+                .await?
+                .0
+                .is_some(),
+            counter: self
+                .read(&counter_key(key), "directory read")
+                .await?
+                .0
+                .is_some(),
+            ..Default::default()
+        };
+        for (filter, count) in [
+            (account_key(key), None),
+            (counter_key(key), None),
+            (format!("{ALLOWED}*.{hex_key}"), Some(&mut done.allowed)),
+            (format!("{PUSH}{hex_key}.*"), Some(&mut done.push)),
+        ] {
+            let subject = self.subject(&filter);
+            let found = revisions::sequences(&self.stream, &client, &subject).await?;
+            if let Some(count) = count {
+                *count = found.len();
+            }
+            let seqs: Vec<u64> = found.into_values().flatten().collect();
+            done.revisions += revisions::erase_messages(&self.stream, &seqs).await?;
+        }
+        for (tail, value, _) in self.list(INVITE).await? {
+            let invite: InviteRecord = from_json("invite", &value)?;
+            if invite.used_by == Some(*key) {
+                let subject = self.subject(&format!("{INVITE}{tail}"));
+                done.revisions +=
+                    revisions::erase_key(&self.stream, &client, &subject, false).await?;
+                done.invites += 1;
+            }
+        }
+        let members = self.subject(&format!("{MEMBER}*.{hex_key}"));
+        for subject in revisions::sequences(&self.stream, &client, &members)
+            .await?
+            .into_keys()
+        {
+            let Some(key_name) = subject.strip_prefix(&self.subject("")) else {
+                continue;
+            };
+            let key_name = key_name.to_string();
+            let (last, _) = self.read(&key_name, "member read").await?;
+            let last: Option<MemberRecord> =
+                last.map(|bytes| from_json("member", &bytes)).transpose()?;
+            done.revisions += revisions::erase_key(&self.stream, &client, &subject, false).await?;
+            if let Some(member) = last {
+                self.insert(&key_name, to_json(&erased(member)), "member write")
+                    .await?;
+                done.members += 1;
+            }
+        }
+        tracing::info!(
+            revisions = done.revisions,
+            invites = done.invites,
+            allowed = done.allowed,
+            "an erasure's account part ran in the directory"
+        );
+        Ok(done)
+    }
+
+    /// Records an erasure for every node (`erasure.<pseudonym>`): each node's
+    /// mirror applies it to its own store (`super::node_erasure`), now or when
+    /// it next starts. Names the key's pseudonym only, never the key. Returns
+    /// the record's revision.
+    pub async fn put_erasure(&self, record: &ErasureRecord) -> Result<u64, ClusterError> {
+        check_token(&record.pseudonym)?;
+        let value = to_json(record);
+        publish_acked(
+            &self.js,
+            &self.subject(&format!("{ERASURE}{}", record.pseudonym)),
+            || jetstream::message::PublishMessage::build().payload(value.clone()),
+        )
+        .await
+        .map_err(|error| ClusterError::unavailable("erasure record write", error))
+    }
+
+    /// Every erasure's record, with its revision.
+    pub async fn erasures(&self) -> Result<Vec<(ErasureRecord, u64)>, ClusterError> {
+        self.list(ERASURE)
+            .await?
+            .into_iter()
+            .map(|(_, value, revision)| Ok((from_json("erasure record", &value)?, revision)))
+            .collect()
+    }
+
     // ---- the bucket ----
 
     fn subject(&self, key: &str) -> String {
@@ -865,6 +980,7 @@ impl Directory {
             match self.put(key, to_json(&next), revision).await {
                 Ok(written) => {
                     tracing::debug!(what, revision = written, "directory written");
+                    self.erase_replaced(key).await;
                     return Ok((answer, Some((next, written))));
                 }
                 Err(Put::Conflict) => continue,
@@ -890,7 +1006,32 @@ impl Directory {
         })
         .await
         .map_err(|error| ClusterError::unavailable(op, error))?;
+        self.erase_replaced(key).await;
         Ok(())
+    }
+
+    /// After a write of a key that can name a person (an account with its
+    /// staff name, a push subscription, an invite, a member record): the
+    /// values it replaced are erased with the overwriting message delete. The
+    /// bucket keeps [`HISTORY`] values per key so that the replaced one is
+    /// still there to be erased; with one, the write would drop it unwritten,
+    /// its bytes left in the stream's files. Replay counters, written on every
+    /// command, are not (see docs/CLUSTER.md §8, "Erase"). Best effort: the
+    /// write is done; a failure is logged, and the next write of the key, or
+    /// an erasure, erases what is left.
+    async fn erase_replaced(&self, key: &str) {
+        if ![ACCOUNT, PUSH, INVITE, MEMBER]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            return;
+        }
+        let subject = self.subject(key);
+        if let Err(error) =
+            revisions::erase_key(&self.stream, &self.js.client(), &subject, true).await
+        {
+            tracing::warn!(%error, "a replaced directory value was not erased yet");
+        }
     }
 
     /// Deletes `key` if its last revision is still `revision`.
@@ -903,7 +1044,10 @@ impl Directory {
         })
         .await;
         match outcome {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.erase_replaced(key).await;
+                Ok(())
+            }
             Err(error) if is_sequence_conflict(&error) => Err(Put::Conflict),
             Err(error) => Err(Put::Failed(error)),
         }
@@ -1036,7 +1180,43 @@ impl From<ClusterError> for ServerError {
     }
 }
 
+/// Values the directory bucket keeps per key: the value and, for the moment
+/// between writing a new one and erasing it, the one it replaces
+/// (`Directory::erase_replaced`).
+pub const HISTORY: i64 = 2;
+
+/// What [`Directory::erase_account`] found and erased.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountErased {
+    /// Whether the key had an account (roles, staff name).
+    pub account: bool,
+    /// Whether it had a replay counter.
+    pub counter: bool,
+    /// Its places on virtual groups' allow-lists.
+    pub allowed: usize,
+    /// Invites it redeemed.
+    pub invites: usize,
+    /// Its Web Push subscriptions.
+    pub push: usize,
+    /// Member records the directory held, kept with their standing, erased.
+    pub members: usize,
+    /// Stored revisions erased with the overwriting message delete.
+    pub revisions: u64,
+}
+
+/// An erasure's record in the directory (`erasure.<pseudonym>`): each node finds
+/// the key from the pseudonym by computing the pseudonym of the keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasureRecord {
+    /// The key's audit pseudonym (`erased-` and 16 hex digits).
+    pub pseudonym: String,
+    /// When the erasure was asked (ms since the epoch, the asking node's clock).
+    pub at_ms: u64,
+}
+
 pub(crate) const ACCOUNT: &str = "account.";
+/// Erasures' records, one per erased key's pseudonym.
+pub(crate) const ERASURE: &str = "erasure.";
 const COUNTER: &str = "counter.";
 const INVITE: &str = "invite.";
 pub(crate) const GROUP: &str = "group.";

@@ -1,6 +1,10 @@
-//! A person's erasure in a cluster's group logs (docs/CLUSTER.md §8, "Erase";
-//! the first part: the account's directory keys, records and each node's audit
-//! chain are not reached yet, so `peerhub erase` still refuses a cluster folder).
+//! A person's erasure across a cluster (docs/CLUSTER.md §8, "Erase"):
+//! [`erase_person`] is what `peerhub erase` runs on a running cluster node,
+//! through its control socket. Three parts, in order: the group part
+//! ([`erase_in_groups`], below), the account part in the directory
+//! (`Directory::erase_account`), and the erasure's record
+//! (`erasure.<pseudonym>`), which every node's directory mirror applies to its
+//! own store, this node's at once (`super::node_erasure`).
 //!
 //! [`erase_in_groups`] runs the group part of [`crate::erase`] for every group
 //! whose log names the key, through the group's owner, as retention does:
@@ -22,8 +26,10 @@ use std::sync::Arc;
 use peerhub_protocol::{GroupId, PublicKey};
 use serde::{Deserialize, Serialize};
 
+use super::directory::{AccountErased, ErasureRecord};
 use super::log::LogRecord;
 use super::node::ClusterNode;
+use super::node_erasure::NodeErased;
 use super::owner::{self, Taken};
 use super::rebase::{self, Rebased};
 use super::replica::GroupOp;
@@ -78,6 +84,125 @@ impl GroupOutcome {
     pub fn is_done(&self) -> bool {
         matches!(self, Self::Erased(erased) if erased.rebased.is_some())
     }
+}
+
+/// What [`erase_person`] did, as `peerhub erase` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonErased {
+    /// The pseudonym that stands for the key in audit chains and in the
+    /// erasure's record.
+    pub pseudonym: String,
+    /// Every group part: all `erased` and rebased for a complete erasure.
+    pub groups: Vec<GroupOutcome>,
+    /// The account part in the directory.
+    pub account: AccountErased,
+    /// The erasure's record's revision in the directory.
+    pub record_revision: u64,
+    /// This node's part.
+    pub this_node: NodeErased,
+    /// Whether every part is done (every group reached and rebased); if not,
+    /// run it again: what is done is not done twice.
+    pub complete: bool,
+    /// What the other nodes do.
+    pub other_nodes: &'static str,
+    /// What no client can reach.
+    pub raft_logs: &'static str,
+}
+
+/// Why an erasure of a key the cluster holds nothing of is refused.
+pub const UNKNOWN_KEY: &str = "refused: the cluster holds nothing of this key (no account, \
+replay counter, allow-list place, group record or earlier erasure): check the key; nothing \
+was changed";
+
+/// A person's erasure across the cluster, asked of this running node (see the
+/// module): refused, with nothing changed, for the hub's own key and for a key
+/// the cluster holds nothing of ([`UNKNOWN_KEY`]); a key erased before is
+/// taken again (a group not reached then is reached now).
+pub async fn erase_person(
+    hub: &Hub,
+    node: &Arc<ClusterNode>,
+    key: &PublicKey,
+) -> Result<PersonErased, ServerError> {
+    let seed = hub.store.hub_signing_seed()?;
+    if erase::hub_key_other_than(&seed, key).is_err() {
+        return Err(ServerError::Forbidden("refused: that is the hub's own key"));
+    }
+    let pseudonym = crate::audit::Pseudonym::of(&seed, key).as_str().to_string();
+    if !is_known(hub, node, key, &pseudonym).await? {
+        return Err(ServerError::NotFound(UNKNOWN_KEY));
+    }
+    let groups = erase_in_groups(hub, node, key).await?;
+    let account = node
+        .directory
+        .erase_account(key, erase::erased_member)
+        .await?;
+    let record = ErasureRecord {
+        pseudonym: pseudonym.clone(),
+        at_ms: hub.clock.now_ms(),
+    };
+    let (this_node, record_revision) = super::node_erasure::erase_here_and_record(
+        &node.directory,
+        &hub.store,
+        &hub.audit,
+        key,
+        &record,
+        hub.clock.now_ms(),
+    )
+    .await?;
+    let complete =
+        groups.iter().all(GroupOutcome::is_done) && !matches!(this_node, NodeErased::Failed { .. });
+    tracing::info!(
+        groups = groups.len(),
+        complete,
+        "a person's erasure ran across the cluster"
+    );
+    Ok(PersonErased {
+        pseudonym,
+        groups,
+        account,
+        record_revision,
+        this_node,
+        complete,
+        other_nodes: "each node applies the erasure's record from the directory to its own \
+store (its copies of the groups, the account's copies, co-produced records, its audit chain \
+pseudonymised, then compaction): at once if it runs, otherwise when it next starts",
+        raft_logs: "each NATS server's Raft log keeps the erased records' bytes until the \
+server compacts it, which no client can force",
+    })
+}
+
+/// Whether the cluster holds anything of `key`: an account, a replay counter,
+/// anything in this node's store, an earlier erasure's record, or a group log
+/// naming it.
+async fn is_known(
+    hub: &Hub,
+    node: &Arc<ClusterNode>,
+    key: &PublicKey,
+    pseudonym: &str,
+) -> Result<bool, ServerError> {
+    let directory = &node.directory;
+    if directory.account(key).await?.is_some()
+        || directory.counter(key).await? > 0
+        || hub.store.keys_held()?.contains(key)
+        || directory
+            .erasures()
+            .await?
+            .iter()
+            .any(|(record, _)| record.pseudonym == pseudonym)
+    {
+        return Ok(true);
+    }
+    for group in hub.store.groups()? {
+        let records = node
+            .logs
+            .read_all(group.id.as_str())
+            .await
+            .map_err(replication)?;
+        if names(&records, key) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The ops of a group's erasure as one write set.

@@ -11,10 +11,18 @@
 //! (an invite is redeemed in the bucket, by compare-and-set) and `member.*` (member
 //! records travel with their group's log, `super::replica`).
 //!
+//! `erasure.*` (an erasure's record, naming the key's pseudonym) is applied to
+//! this node's store as one node's erasure does (`super::node_erasure`): the
+//! erasure removed the key's account, counter, allow-list places and push
+//! subscriptions from the bucket with message deletes, which make no watch
+//! event, so the record is what tells each node. Every record not applied here
+//! yet is applied when the mirror starts (a node down during the erasure).
+//!
 //! The mirror is an ordered consumer on the bucket's stream from the store's mark
-//! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps one
-//! value per key, so every key changed since the mark is delivered at its latest
-//! value. Each value is applied, then the mark moves; applying twice writes the
+//! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps
+//! at most two values per key (the latest, and for a moment the one it
+//! replaced), so every key changed since the mark is delivered in order and
+//! ends at its latest value. Each value is applied, then the mark moves; applying twice writes the
 //! same record again. A consumer that fails (a server went away), or that stays
 //! quiet while the bucket holds more than the mark (its server died under it), is
 //! made again from the mark. An unreadable value, or the removal of a group (groups are never
@@ -28,7 +36,9 @@ use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::directory::{parse_key, Directory, ACCOUNT, ALLOWED, GROUP, PUSH};
+use super::directory::{
+    parse_key, Directory, ErasureRecord, ACCOUNT, ALLOWED, ERASURE, GROUP, PUSH,
+};
 use super::{from_json, is_removed, ClusterError, READ_STALL};
 use crate::store::records::{AccountRecord, GroupRecord};
 use crate::store::Store;
@@ -40,15 +50,43 @@ pub const MIRROR: &str = "directory";
 /// How long the mirror waits before making its consumer again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// What a running hub gives the mirror to apply erasures' records with
+/// ([`super::node_erasure`]): the chain its tasks append through, and its clock.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeParts<'a> {
+    /// The hub's audit chain.
+    pub audit: &'a crate::audit::AuditLog,
+    /// The hub's clock.
+    pub clock: &'a crate::clock::Clock,
+}
+
 /// Mirrors `directory` into `store` until `stop`; returns an error only for a value
-/// it must not skip (see the module).
+/// it must not skip (see the module). For a store no hub uses: an erasure's
+/// record is applied through the store's own audit chain, opened for it
+/// ([`run_for_hub`] is a running hub's).
 pub async fn run(
     directory: &Directory,
     store: &Store,
     stop: CancellationToken,
 ) -> Result<(), ClusterError> {
+    run_for_hub(directory, store, None, stop).await
+}
+
+/// [`run`], applying erasures' records through a running hub's chain and clock
+/// (`hub`): first every record not applied on this node yet, then each as it
+/// comes. An erasure that fails on this node (NATS away while its copies catch
+/// up, say) does not stop the mirror: it is logged and tried again while the
+/// mirror is quiet, at most once per [`ERASURE_RETRY`], and at the next start.
+pub async fn run_for_hub(
+    directory: &Directory,
+    store: &Store,
+    hub: Option<NodeParts<'_>>,
+    stop: CancellationToken,
+) -> Result<(), ClusterError> {
+    let mut owed = Owed::default();
     while !stop.is_cancelled() {
-        match follow(directory, store, &stop).await {
+        owed.try_now(directory, store, hub).await;
+        match follow(directory, store, hub, &mut owed, &stop).await {
             Ok(()) => return Ok(()),
             Err(error @ (ClusterError::Corrupt { .. } | ClusterError::Store(_))) => {
                 return Err(error)
@@ -65,10 +103,61 @@ pub async fn run(
     Ok(())
 }
 
+/// How often erasures that failed on this node are tried again while it runs.
+pub const ERASURE_RETRY: Duration = Duration::from_secs(60);
+
+/// Whether erasures' records are owed to this node's store (not all read yet,
+/// or one failed), and when they were last tried.
+#[derive(Debug)]
+struct Owed {
+    owed: bool,
+    tried: Option<tokio::time::Instant>,
+}
+
+impl Default for Owed {
+    fn default() -> Self {
+        Self {
+            owed: true,
+            tried: None,
+        }
+    }
+}
+
+impl Owed {
+    /// Applies every record not applied here yet, if any is owed and the last
+    /// try is [`ERASURE_RETRY`] ago (or there was none).
+    async fn try_now(&mut self, directory: &Directory, store: &Store, hub: Option<NodeParts<'_>>) {
+        let due = self
+            .tried
+            .is_none_or(|tried| tried.elapsed() >= ERASURE_RETRY);
+        if !self.owed || !due {
+            return;
+        }
+        self.tried = Some(tokio::time::Instant::now());
+        let audit = hub.map(|h| h.audit);
+        self.owed = match super::node_erasure::apply_all(directory, store, audit, now(hub)).await {
+            Ok(failed) => failed > 0,
+            Err(error) => {
+                tracing::warn!(%error, "directory mirror: erasures not read yet");
+                true
+            }
+        };
+    }
+}
+
+fn now(hub: Option<NodeParts<'_>>) -> u64 {
+    hub.map_or_else(
+        || crate::clock::Clock::system().now_ms(),
+        |h| h.clock.now_ms(),
+    )
+}
+
 /// One consumer's life: from the mark, until `stop` or a failure.
 async fn follow(
     directory: &Directory,
     store: &Store,
+    hub: Option<NodeParts<'_>>,
+    owed: &mut Owed,
     stop: &CancellationToken,
 ) -> Result<(), ClusterError> {
     let mark = store.mirror_applied(MIRROR)?;
@@ -104,6 +193,7 @@ async fn follow(
         // server died can go quiet for good, so if the bucket holds more than the
         // mark, follow again from the mark.
         let Ok(next) = next else {
+            owed.try_now(directory, store, hub).await;
             let mark = store.mirror_applied(MIRROR)?;
             let last = directory.stream_last_sequence().await?;
             if last > mark {
@@ -123,8 +213,44 @@ async fn follow(
             .stream_sequence;
         let key = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
         let removed = message.headers.as_ref().is_some_and(is_removed);
-        apply(store, key, removed, &message.payload)?;
+        if key.starts_with(ERASURE) && !removed {
+            if !erasure(directory, store, hub, &message.payload, seq).await {
+                owed.owed = true;
+            }
+        } else {
+            apply(store, key, removed, &message.payload)?;
+        }
         store.put_mirror_applied(MIRROR, seq)?;
+    }
+}
+
+/// Applies an erasure's record (revision `seq`) to this node's store; `false`
+/// if it failed (logged, and tried again: [`run_for_hub`]).
+async fn erasure(
+    directory: &Directory,
+    store: &Store,
+    hub: Option<NodeParts<'_>>,
+    value: &[u8],
+    seq: u64,
+) -> bool {
+    let applied = async {
+        let record: ErasureRecord = from_json("erasure record", value)?;
+        super::node_erasure::apply(
+            directory,
+            store,
+            hub.map(|h| h.audit),
+            &record,
+            seq,
+            now(hub),
+        )
+        .await
+    };
+    match applied.await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, "an erasure could not be applied on this node; tried again");
+            false
+        }
     }
 }
 
@@ -190,6 +316,7 @@ fn apply(store: &Store, key: &str, removed: bool, value: &[u8]) -> Result<(), Cl
             store.put_push_subscription(&who, &subscription)?;
         }
     }
-    // counter.*, invite.*, member.*: not mirrored (see the module).
+    // counter.*, invite.*, member.*: not mirrored (see the module); erasure.*:
+    // applied by `erasure`.
     Ok(())
 }

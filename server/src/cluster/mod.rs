@@ -42,6 +42,10 @@
 //!   routing step's effects once per step.
 //! - [`check`] — `peerhub cluster check`: each NATS server fit (version,
 //!   JetStream), every stream and bucket made ready with the configured copies.
+//! - [`erasure`], [`node_erasure`], [`revisions`] — a person's erasure across
+//!   the cluster (`peerhub erase` on a running node): group logs rebased, the
+//!   directory's records erased revision by revision with the overwriting
+//!   message delete, and a record each node's mirror applies to its own store.
 //!
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
@@ -59,11 +63,13 @@ pub mod lease;
 pub mod log;
 pub mod mirror;
 pub mod node;
+pub mod node_erasure;
 pub mod owner;
 pub mod presence;
 pub mod rebase;
 pub mod remote;
 pub mod replica;
+pub mod revisions;
 pub mod router_log;
 pub mod router_node;
 pub mod routing;
@@ -502,6 +508,65 @@ pub(crate) async fn open_bucket(
     bucket: &str,
     replicas: usize,
 ) -> Result<jetstream::stream::Stream, ClusterError> {
+    open_bucket_made(js, bucket, replicas, None).await
+}
+
+/// Opens the key-value bucket `bucket` as [`open_bucket`] does, but one made
+/// (when missing) to allow the message delete that overwrites a stored value
+/// ([`revisions::erase_key`]): a bucket the client makes denies message deletes,
+/// so a value it replaces or deletes stays in the stream's files, and JetStream
+/// cannot lift that on an existing stream. Made with the key-value conventions
+/// (stream `KV_<bucket>`, subjects `$KV.<bucket>.>`, rollups allowed, `history`
+/// values per key, discard new, direct gets, file storage, `replicas` copies)
+/// and `deny_delete: false`; the client's key-value API binds to it as to any
+/// bucket. A bucket made earlier is opened as it is: `peerhub cluster check`
+/// reports one that denies deletes ([`denies_erasure`]).
+pub(crate) async fn open_erasable_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    history: i64,
+) -> Result<jetstream::stream::Stream, ClusterError> {
+    open_bucket_made(js, bucket, replicas, Some(history)).await
+}
+
+/// The stream an erasable bucket is made with ([`open_erasable_bucket`]).
+pub(crate) fn erasable_bucket_config(
+    bucket: &str,
+    replicas: usize,
+    history: i64,
+) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        storage: file_storage(),
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: false,
+        deny_purge: false,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Why a bucket that must allow erasure is not fit, if it is not: one made
+/// denying message deletes keeps every replaced value's bytes.
+pub(crate) fn denies_erasure(config: &jetstream::stream::Config) -> Option<String> {
+    config.deny_delete.then(|| {
+        "denies message deletes, so a replaced or erased value stays in its files \
+         (made by an older peerhub or by hand): remove it and let peerhub make it again"
+            .to_string()
+    })
+}
+
+async fn open_bucket_made(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+    erasable: Option<i64>,
+) -> Result<jetstream::stream::Stream, ClusterError> {
     check_token(bucket)?;
     let setup = |error: &dyn std::fmt::Display| ClusterError::Setup {
         what: format!("bucket {bucket}"),
@@ -515,19 +580,26 @@ pub(crate) async fn open_bucket(
     loop {
         let opened = async {
             if js.get_key_value(bucket).await.is_err() {
-                if let Err(error) = js
-                    .create_key_value(jetstream::kv::Config {
-                        bucket: bucket.to_string(),
-                        history: 1,
-                        storage: file_storage(),
-                        num_replicas: replicas,
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    // Perhaps made meanwhile by another node: opened below.
-                    return Err(error.to_string());
-                }
+                let made = match erasable {
+                    None => js
+                        .create_key_value(jetstream::kv::Config {
+                            bucket: bucket.to_string(),
+                            history: 1,
+                            storage: file_storage(),
+                            num_replicas: replicas,
+                            ..Default::default()
+                        })
+                        .await
+                        .map(drop)
+                        .map_err(|error| error.to_string()),
+                    Some(history) => js
+                        .create_stream(erasable_bucket_config(bucket, replicas, history))
+                        .await
+                        .map(drop)
+                        .map_err(|error| error.to_string()),
+                };
+                // Perhaps made meanwhile by another node: opened below.
+                made?;
             }
             Ok(())
         };

@@ -232,7 +232,13 @@ impl ClusterNode {
 /// on would trust whatever the unread value changed (a revoked grant, say).
 pub async fn mirror(node: std::sync::Arc<ClusterNode>, hub: std::sync::Arc<crate::hub::Hub>) {
     let stop = hub.shutdown.clone();
-    if let Err(error) = super::mirror::run(&node.directory, &hub.store, stop).await {
+    let parts = super::mirror::NodeParts {
+        audit: &hub.audit,
+        clock: &hub.clock,
+    };
+    if let Err(error) =
+        super::mirror::run_for_hub(&node.directory, &hub.store, Some(parts), stop).await
+    {
         tracing::error!(%error, "directory mirror stopped: this node stops serving");
         hub.shutdown.cancel();
     }

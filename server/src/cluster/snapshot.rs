@@ -23,8 +23,14 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{GroupLogs, LogRecord, RecordKind};
 use super::{
-    check_token, is_removed, last_message, open_bucket, put_expecting, ClusterError, Nats, Put,
+    check_token, is_removed, last_message, open_erasable_bucket, put_expecting, revisions,
+    ClusterError, Nats, Put,
 };
+
+/// Values kept per key: the snapshot and, for the moment between storing a new
+/// one and erasing it, the one it replaces. With one, storing the new value
+/// would drop the old one unwritten, its bytes left in the stream's files.
+pub const HISTORY: i64 = 2;
 
 /// How many times a save reads again after losing a race.
 const RETRIES: usize = 64;
@@ -69,9 +75,13 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Opens the bucket, creating it (file storage, one value per key) if needed.
+    /// Opens the bucket, creating it if needed: file storage, made to allow the
+    /// message delete that overwrites, two values kept per key so that a new
+    /// snapshot is stored before the one it replaces is erased ([`Self::save`]).
     pub async fn open(nats: &Nats, config: &SnapshotConfig) -> Result<Self, ClusterError> {
-        let stream = open_bucket(nats.jetstream(), &config.bucket, config.replicas).await?;
+        let stream =
+            open_erasable_bucket(nats.jetstream(), &config.bucket, config.replicas, HISTORY)
+                .await?;
         Ok(Self {
             js: nats.jetstream().clone(),
             stream,
@@ -95,7 +105,12 @@ impl Snapshots {
 
     /// Stores `snapshot` for `group` unless the bucket holds one of a newer epoch
     /// ([`ClusterError::Fenced`]: nothing written) or one covering as much or more
-    /// (`Ok(false)`: nothing written). `Ok(true)` once it is stored.
+    /// (`Ok(false)`: nothing written). `Ok(true)` once it is stored and the one it
+    /// replaced is erased. A snapshot names people (member records) and holds
+    /// what an erasure or a trim removed from the log, so the replaced one is
+    /// erased with the message delete that overwrites, after the new one is
+    /// stored; one left by a save that stopped between the two is erased before
+    /// the next is stored (the bucket's limit would drop it unwritten).
     pub async fn save(&self, group: &str, snapshot: &Snapshot) -> Result<bool, ClusterError> {
         check_token(group)?;
         let value = super::to_json(snapshot);
@@ -103,6 +118,7 @@ impl Snapshots {
             if attempt > 0 {
                 super::escalations::backoff(attempt).await;
             }
+            self.erase_replaced(group).await?;
             let (revision, stored) = match self.latest(group).await? {
                 Some((stored, revision)) => (revision, Some(stored)),
                 None => (0, None),
@@ -127,6 +143,7 @@ impl Snapshots {
                         seq = snapshot.seq,
                         "group snapshot saved"
                     );
+                    self.erase_replaced(group).await?;
                     return Ok(true);
                 }
                 Err(Put::Conflict) => continue,
@@ -138,6 +155,15 @@ impl Snapshots {
         Err(ClusterError::Moved {
             key: format!("{}.{group}", self.bucket),
         })
+    }
+}
+
+impl Snapshots {
+    /// Erases every stored snapshot of `group` but the newest (see [`Self::save`]).
+    pub async fn erase_replaced(&self, group: &str) -> Result<u64, ClusterError> {
+        check_token(group)?;
+        let subject = format!("$KV.{}.{group}", self.bucket);
+        revisions::erase_key(&self.stream, &self.js.client(), &subject, true).await
     }
 }
 

@@ -111,6 +111,46 @@ impl Store {
         Ok(doomed.len())
     }
 
+    /// Every key this store holds data of: accounts, replay counters, push
+    /// subscriptions, records about a key, member records, allow-list places,
+    /// redeemers of invites and signers of events. A cluster node finds an
+    /// erased key from its pseudonym among these (`crate::cluster::node_erasure`);
+    /// a full scan.
+    pub fn keys_held(&self) -> Result<std::collections::BTreeSet<PublicKey>, StoreError> {
+        let mut keys = std::collections::BTreeSet::new();
+        let as_key = |bytes: &[u8]| <[u8; 32]>::try_from(bytes).ok().map(PublicKey);
+        let t = self.t();
+        for tree in [
+            &t.key_account,
+            &t.key_counter,
+            &t.key_pushsub,
+            &t.key_recordid,
+        ] {
+            for item in tree.iter() {
+                let (store_key, _) = item?;
+                keys.extend(store_key.get(..32).and_then(as_key));
+            }
+        }
+        for tree in [&t.groupid_key_member, &t.groupid_key_allowed] {
+            for item in tree.iter() {
+                let (store_key, _) = item?;
+                let tail = store_key.len().checked_sub(32).map(|at| &store_key[at..]);
+                keys.extend(tail.and_then(as_key));
+            }
+        }
+        for item in t.tokenhash_invite.iter() {
+            let (_, value) = item?;
+            let invite: InviteRecord = decode("tokenhash_invite", &value)?;
+            keys.extend(invite.used_by);
+        }
+        for item in t.groupid_seq_event.iter() {
+            let (_, value) = item?;
+            let event: StoredEvent = decode("groupid_seq_event", &value)?;
+            keys.extend(event.env.map(|env| env.key));
+        }
+        Ok(keys)
+    }
+
     /// Replaces existing audit entries with re-linked, re-hashed ones, in one atomic
     /// batch. Only [`crate::audit::AuditLog::rewrite_for_erasure`] calls it; a seq
     /// that is not already stored is refused (this never extends the chain).

@@ -87,6 +87,11 @@ async fn execute(hub: &Arc<Hub>, request: AdminRequest) -> Reply {
         // The group's task holds its members: it clears them itself.
         return clear_waiting(hub, group).await;
     }
+    if let AdminRequest::Erase { key } = request {
+        // `peerhub erase` on a running node: a cluster node reaches the
+        // cluster; a single hub needs its folder to itself.
+        return erase_person(hub, key).await;
+    }
     if let AdminRequest::ClusterEraseGroups { key } = request {
         // Each group's owner writes it: nothing runs on the blocking thread.
         return erase_groups(hub, key).await;
@@ -226,9 +231,32 @@ async fn erase_groups(hub: &Arc<Hub>, key: peerhub_protocol::PublicKey) -> Reply
             Reply::Ok(serde_json::json!({
                 "groups": groups,
                 "complete": complete,
-                "not_reached": "the account's directory keys, co-produced records and each node's audit chain (run `peerhub erase` once it accepts a cluster folder); a group served on another node (run this there)",
+                "not_reached": "the account's directory keys and each node's own store (co-produced records, copies, audit chain): `peerhub erase` on a running node does the whole erasure",
                 "raft_logs": "each NATS server's Raft log keeps the erased records' bytes until the server compacts it",
             }))
+        }
+        Err(e) => Reply::Error(e.to_string()),
+    }
+}
+
+/// `peerhub erase` on a running hub: across the cluster on a cluster node
+/// (`crate::cluster::erasure::erase_person`); refused on a single hub, whose
+/// erasure needs the folder to itself.
+async fn erase_person(hub: &Arc<Hub>, key: peerhub_protocol::PublicKey) -> Reply {
+    let Some(node) = &hub.cluster else {
+        return Reply::Error(format!(
+            "refused: {}",
+            crate::admin::SINGLE_HUB_ERASE_REFUSED
+        ));
+    };
+    match crate::cluster::erasure::erase_person(hub, node, &key).await {
+        Ok(done) => {
+            tracing::info!(
+                command = "erase",
+                complete = done.complete,
+                "operator request carried out"
+            );
+            Reply::Ok(serde_json::to_value(&done).unwrap_or_default())
         }
         Err(e) => Reply::Error(e.to_string()),
     }
