@@ -23,6 +23,8 @@
 //! | `seq_audit`           | seq (u64 big-endian), from 1          | audit entry      |
 //! | `key_pushsub`         | public key (32) ‖ SHA-256 of the endpoint (32) | `PushSubscriptionRecord` |
 //! | `meta` `vapid_secret` | —                                     | the hub's VAPID P-256 private key (32 bytes) |
+//! | `meta` `escalation_id_high` | —                               | u64 BE: the highest escalation id ever stored (ids are never used again) |
+//! | `meta` `audit_chain_id` | —                                   | 16 hex: this folder's audit chain in a cluster's `PEERHUB_AUDIT` |
 //!
 //! Group ids never contain 0x00 ([`GroupId`] allows `a-z0-9-` only), so `id ‖ 0x00`
 //! is an exact prefix for one group, and big-endian seqs sort numerically.

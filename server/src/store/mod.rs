@@ -1128,7 +1128,26 @@ impl Store {
             Some((key, _)) => keys::counter_from(&key),
             None => 0,
         };
-        Ok(generated.max(highest + 1))
+        // And above every one it ever held: retention deletes resolved ones, and
+        // an id used again would find the old one's routing steps marked done
+        // (no page, no push for the new one) and its entries in the audit chain.
+        Ok(generated
+            .max(highest + 1)
+            .max(self.escalation_id_high()? + 1))
+    }
+
+    /// The highest escalation id this store ever held (0: none): raised by
+    /// every [`Store::put_escalation`], never lowered, kept when retention
+    /// deletes the escalation.
+    pub fn escalation_id_high(&self) -> Result<u64, StoreError> {
+        match self.t().meta.get(ESCALATION_ID_HIGH)? {
+            None => Ok(0),
+            Some(value) if value.len() == 8 => Ok(keys::counter_from(&value)),
+            Some(_) => Err(StoreError::Corrupt {
+                tree: "meta",
+                reason: "the highest escalation id is not 8 bytes".into(),
+            }),
+        }
     }
 
     /// How far this store has applied the router's cluster log: the last record
@@ -1171,8 +1190,8 @@ impl Store {
         let remove = old.as_ref().map(escalation_index_keys).unwrap_or_default();
         let add = escalation_index_keys(record);
         let value = encode(record);
-        (&trees.escid_escalation, &trees.escindex_escid)
-            .transaction(|(escalations, index)| {
+        (&trees.escid_escalation, &trees.escindex_escid, &trees.meta)
+            .transaction(|(escalations, index, meta)| {
                 for key in remove.iter().filter(|k| !add.contains(k)) {
                     index.remove(key.as_slice())?;
                 }
@@ -1180,6 +1199,12 @@ impl Store {
                     index.insert(key.as_slice(), &[] as &[u8])?;
                 }
                 escalations.insert(&id.to_be_bytes(), value.as_slice())?;
+                let high = meta
+                    .get(ESCALATION_ID_HIGH)?
+                    .map_or(0, |v| keys::counter_from(&v));
+                if high < id {
+                    meta.insert(ESCALATION_ID_HIGH, &id.to_be_bytes())?;
+                }
                 Ok(())
             })
             .map_err(|e: TransactionError<()>| match e {
@@ -1461,6 +1486,8 @@ impl Store {
 /// The `meta` key of a group's replica mark.
 /// The `meta` key of the router log's mark.
 const ROUTER_APPLIED: &str = "router_applied";
+/// The `meta` key of the highest escalation id ever stored (u64 big-endian).
+const ESCALATION_ID_HIGH: &str = "escalation_id_high";
 
 fn replica_key(group: &GroupId) -> String {
     format!("replica_applied/{}", group.as_str())
@@ -1606,6 +1633,43 @@ mod tests {
                 .unwrap(),
             vec![1, 2]
         );
+    }
+
+    /// A cluster node that took the router over holds escalations another node
+    /// numbered; once retention deleted them, its next id must still be above
+    /// them: a reused id would find the old one's routing steps marked done, so
+    /// the new escalation would page and push nobody. Fails on the old code,
+    /// which gave id 1 again.
+    #[test]
+    fn an_escalation_id_is_never_used_again_after_retention_deleted_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let about = PublicKey([1; 32]);
+        // Numbered elsewhere (applied from the router's log), then resolved.
+        for id in [5, 6] {
+            store
+                .put_escalation(&escalation(id, about, EscalationStatus::Resolved))
+                .unwrap();
+        }
+        store.put_step_done(6, 2).unwrap();
+        let mut expired = retention::Expired::default();
+        store
+            .find_expired_escalations(&mut expired, |_| true)
+            .unwrap();
+        assert_eq!(store.delete_expired(expired).unwrap().escalations, 2);
+        assert!(store.escalation(6).unwrap().is_none());
+        assert_eq!(store.escalation_id_high().unwrap(), 6);
+        let next = store.next_escalation_id().unwrap();
+        assert!(next > 6, "id {next} is not above the deleted 6");
+        assert_eq!(store.step_done(next).unwrap(), 0, "no step of it is done");
+        // Kept across a reopen, and never lowered by an older id written late.
+        store
+            .put_escalation(&escalation(3, about, EscalationStatus::Open))
+            .unwrap();
+        drop(store);
+        let store = open_again(dir.path());
+        assert_eq!(store.escalation_id_high().unwrap(), 6);
+        assert!(store.next_escalation_id().unwrap() > 6);
     }
 
     /// Opens a store just dropped: sled's background thread may hold the folder's
