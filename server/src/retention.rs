@@ -355,6 +355,17 @@ pub async fn run_once(
     } else {
         tracing::debug!("retention: nothing expired");
     }
+    // Cluster mode: the router's log still holds the escalations just deleted
+    // from this store; its leader trims it behind what is left.
+    if hub.cluster.is_some() && report.escalations > 0 {
+        match hub.router.rebase_log().await {
+            Ok(Some(rebased)) => tracing::debug!(erased = rebased.erased, "router log trimmed"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the router's log could not be trimmed; the next pass tries again")
+            }
+        }
+    }
     Ok(report)
 }
 

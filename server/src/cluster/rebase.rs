@@ -36,8 +36,8 @@ pub struct Rebased {
 }
 
 /// Splits `ops` into write sets of at most [`RECORD_BYTES`] encoded bytes each
-/// (an op larger than that alone makes a set of its own).
-fn chunks(ops: Vec<GroupOp>) -> Vec<Vec<GroupOp>> {
+/// (an op larger than that alone makes a set of its own), in order.
+pub(crate) fn chunks<T: Serialize>(ops: Vec<T>) -> Vec<Vec<T>> {
     let mut sets = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
@@ -123,7 +123,7 @@ mod tests {
             assert!(crate::cluster::replica::encode(set).len() < RECORD_BYTES + 1024);
         }
         assert_eq!(sets.concat(), ops, "every op once, in order");
-        assert_eq!(chunks(Vec::new()), Vec::<Vec<GroupOp>>::new());
+        assert_eq!(chunks(Vec::<GroupOp>::new()), Vec::<Vec<GroupOp>>::new());
         let one_big = chunks(vec![event(1, RECORD_BYTES)]);
         assert_eq!(one_big.len(), 1);
     }

@@ -8,6 +8,18 @@
 //! does. A routing step's effects, once performed, are marked done in the same
 //! log (`RouterOp::StepDone`), so the next leader does not perform them again.
 //!
+//! **Trimming the log** ([`RouterOwned::rebase`], from the leader's retention
+//! pass, inside the router's task so no commit lands between): the leader
+//! appends its whole state — a [`RouterOp::Rebase`] first, then the rota, every
+//! escalation its store still holds (retention has deleted the expired ones) and
+//! their step marks, in records of at most [`super::rebase::RECORD_BYTES`] — and
+//! only once all of it is in the log erases every record before the first with
+//! the message delete that overwrites. A copy whose next record was erased (a
+//! node that did not lead for a while, or a new one) forgets its escalations and
+//! step marks and starts again from that first record; any other gap is still
+//! refused. A leader that dies part-way erased nothing: the records it appended
+//! are plain writes of what the store held.
+//!
 //! Logs name sequence numbers and epochs, never a record.
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +61,24 @@ pub enum RouterOp {
         /// The routing level whose effects were performed.
         level: u8,
     },
+    /// The first write of a rebase: this record and the ones after it hold the
+    /// router's whole state (see the module's text). `high` is the highest
+    /// escalation id ever handed out, so none is handed out again.
+    Rebase {
+        /// The highest escalation id ever stored.
+        high: u64,
+    },
+}
+
+/// What a rebase of the router's log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterRebased {
+    /// Escalations written again.
+    pub escalations: usize,
+    /// Records they took.
+    pub records: usize,
+    /// Records erased before the first of them.
+    pub erased: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,17 +118,24 @@ pub fn apply(store: &Store, record: &LogRecord) -> Result<bool, ClusterError> {
     if record.seq <= applied {
         return Ok(false);
     }
+    let ops = decode(&record.payload)?;
     if record.seq != applied + 1 {
-        return Err(ClusterError::Corrupt {
-            what: "router log record",
-            reason: format!("record {} follows {applied}: a gap", record.seq),
-        });
+        // Only a rebase's first record may follow a gap: everything before it
+        // was erased once the whole state was in the log after it.
+        if !matches!(ops.first(), Some(RouterOp::Rebase { .. })) {
+            return Err(ClusterError::Corrupt {
+                what: "router log record",
+                reason: format!("record {} follows {applied}: a gap", record.seq),
+            });
+        }
+        store.forget_escalations()?;
     }
-    for op in decode(&record.payload)? {
+    for op in ops {
         match op {
             RouterOp::Escalation { record } => store.put_escalation(&record)?,
             RouterOp::Rota { entries } => store.put_rota(&entries)?,
             RouterOp::StepDone { id, level } => store.put_step_done(id, level)?,
+            RouterOp::Rebase { high } => store.raise_escalation_id_high(high)?,
         }
     }
     store.put_router_applied(record.seq, record.stream_seq)?;
@@ -166,20 +203,86 @@ impl RouterOwned {
             return Ok(());
         }
         let ops = std::mem::take(&mut self.ops);
+        self.append_ops(store, &ops).await.map(|_| ())
+    }
+
+    /// Appends `ops` as one record; its place in the log.
+    async fn append_ops(
+        &mut self,
+        store: &Store,
+        ops: &[RouterOp],
+    ) -> Result<super::log::Appended, StoreError> {
         #[derive(Serialize)]
         struct Out<'a> {
             v: u32,
             ops: &'a [RouterOp],
         }
-        let payload = super::to_json(&Out {
-            v: VERSION,
-            ops: &ops,
-        });
+        let payload = super::to_json(&Out { v: VERSION, ops });
         let appended =
             super::owner::append_while_held(&self.keeper, &mut self.writer, payload, "router")
                 .await?;
         store.put_router_applied(appended.seq, appended.stream_seq)?;
-        Ok(())
+        Ok(appended)
+    }
+
+    /// Trims the router's log behind its whole state (see the module's text).
+    /// `store` is the leader's, at the log's tail, with nothing pending. A
+    /// rebase cut short is harmless and finished by the next one.
+    pub(crate) async fn rebase(&mut self, store: &Store) -> Result<RouterRebased, StoreError> {
+        debug_assert!(self.ops.is_empty(), "a rebase runs between commits");
+        let escalations = store.escalations()?;
+        let mut ops = Vec::with_capacity(escalations.len() + 2);
+        ops.push(RouterOp::Rebase {
+            high: store.escalation_id_high()?,
+        });
+        ops.push(RouterOp::Rota {
+            entries: store.rota()?,
+        });
+        for record in &escalations {
+            let id = record.view.id;
+            ops.push(RouterOp::Escalation {
+                record: Box::new(record.clone()),
+            });
+            let level = store.step_done(id)?;
+            if level > 0 {
+                ops.push(RouterOp::StepDone { id, level });
+            }
+        }
+        let sets = super::rebase::chunks(ops);
+        let mut floor = None;
+        for set in &sets {
+            let appended = self.append_ops(store, set).await?;
+            floor.get_or_insert(appended.stream_seq);
+        }
+        let floor = floor.unwrap_or(u64::MAX);
+        let replication = |error: ClusterError| StoreError::Replication(error.to_string());
+        let logs = self.writer.logs().clone();
+        let before: Vec<u64> = logs
+            .read_all(LOG)
+            .await
+            .map_err(replication)?
+            .iter()
+            .map(|record| record.stream_seq)
+            .filter(|&seq| seq < floor)
+            .collect();
+        if !self.keeper.is_held() {
+            return Err(StoreError::Replication(
+                "this node's lease on the router ran out".into(),
+            ));
+        }
+        let erased = logs.erase_records(&before).await.map_err(replication)?;
+        let rebased = RouterRebased {
+            escalations: escalations.len(),
+            records: sets.len(),
+            erased,
+        };
+        tracing::info!(
+            escalations = rebased.escalations,
+            records = rebased.records,
+            erased,
+            "router log rebased"
+        );
+        Ok(rebased)
     }
 
     /// Hands the router on (a clean stop).
@@ -187,5 +290,71 @@ impl RouterOwned {
         if let Err(error) = self.keeper.release().await {
             tracing::warn!(%error, "could not release the router lease; it runs out by itself");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::log::RecordKind;
+
+    fn record(seq: u64, ops: &[RouterOp]) -> LogRecord {
+        LogRecord {
+            seq,
+            stream_seq: seq * 10,
+            epoch: 1,
+            kind: RecordKind::Event,
+            holder: "n1-0".into(),
+            msg_id: format!("_router-{seq}"),
+            payload: super::super::to_json(&serde_json::json!({ "v": VERSION, "ops": ops })),
+        }
+    }
+
+    #[test]
+    fn only_a_rebase_may_follow_a_gap_and_then_the_copy_starts_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rota = |n: usize| RouterOp::Rota {
+            entries: vec![
+                RotaEntry {
+                    supervisor: peerhub_protocol::PublicKey([1; 32]),
+                    start_ms: 0,
+                    end_ms: 1,
+                    level: 1,
+                };
+                n
+            ],
+        };
+        assert!(apply(
+            &store,
+            &record(1, &[rota(1), RouterOp::StepDone { id: 4, level: 2 }])
+        )
+        .unwrap());
+        // A gap into anything but a rebase is refused and changes nothing.
+        let refused = apply(&store, &record(3, &[rota(2)]));
+        assert!(
+            matches!(refused, Err(ClusterError::Corrupt { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.router_applied().unwrap().0, 1);
+        assert_eq!(store.rota().unwrap().len(), 1);
+        assert_eq!(store.step_done(4).unwrap(), 2);
+        // Into a rebase: the copy forgets what the erased records said and
+        // starts from it; the highest id only rises.
+        assert!(apply(&store, &record(5, &[RouterOp::Rebase { high: 9 }, rota(3)])).unwrap());
+        assert_eq!(store.router_applied().unwrap().0, 5);
+        assert_eq!(store.rota().unwrap().len(), 3);
+        assert_eq!(
+            store.step_done(4).unwrap(),
+            0,
+            "marks of the erased records forgotten"
+        );
+        assert_eq!(store.escalation_id_high().unwrap(), 9);
+        assert!(store.next_escalation_id().unwrap() > 9);
+        // Applied in order (no gap), a rebase forgets nothing.
+        store.put_step_done(4, 1).unwrap();
+        assert!(apply(&store, &record(6, &[RouterOp::Rebase { high: 2 }])).unwrap());
+        assert_eq!(store.step_done(4).unwrap(), 1);
+        assert_eq!(store.escalation_id_high().unwrap(), 9);
     }
 }

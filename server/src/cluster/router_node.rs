@@ -233,6 +233,13 @@ pub(crate) async fn dispatch(
             _ => {}
         }
         let local = leading.borrow().clone();
+        if let (RouterCommand::RebaseLog { .. }, None) = (&command, &local) {
+            // Only the leader trims its log; another node has nothing to do.
+            if let RouterCommand::RebaseLog { reply } = command {
+                let _ = reply.send(Ok(None));
+            }
+            continue;
+        }
         match local {
             Some(local) => {
                 if let RouterCommand::Raise { payload, .. } = &command {
@@ -337,6 +344,9 @@ fn refuse(
         RouterCommand::Operator { reply, .. } => {
             let _ = reply.send(Err(AdminError::Router(error.to_string())));
         }
+        RouterCommand::RebaseLog { reply } => {
+            let _ = reply.send(Err(error.to_string()));
+        }
         _ => {}
     }
 }
@@ -420,6 +430,12 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
                     Err(AdminError::Router(unanswered(changes)))
                 }
             });
+            return;
+        }
+        RouterCommand::RebaseLog { reply } => {
+            // Never sent on (the dispatcher answers it when this node does not
+            // lead); a leadership lost meanwhile has nothing to trim here.
+            let _ = reply.send(Ok(None));
             return;
         }
         other => other,
@@ -541,6 +557,7 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
         RouterCommand::LineGrant { .. } | RouterCommand::Operator { .. } => {
             unreachable!("answered above")
         }
+        RouterCommand::RebaseLog { .. } => unreachable!("answered above"),
     };
     let patience = match &forwarded {
         Forwarded::Raise { .. } => FLAG_PATIENCE,

@@ -220,6 +220,15 @@ pub(crate) enum RouterCommand {
         ask: OperatorAsk,
         reply: tokio::sync::oneshot::Sender<Result<serde_json::Value, crate::admin::AdminError>>,
     },
+    /// Cluster mode: trim the router's log behind the leader's whole state
+    /// (`cluster::router_log`), after its retention pass deleted escalations.
+    /// Answered `None` by a node that does not lead (and on one node); never
+    /// sent to another node.
+    RebaseLog {
+        reply: tokio::sync::oneshot::Sender<
+            Result<Option<crate::cluster::router_log::RouterRebased>, String>,
+        >,
+    },
 }
 
 /// What an operator asks of the router on a running hub. In cluster mode it
@@ -385,6 +394,21 @@ impl RouterHandle {
         answer
             .await
             .map_err(|_| crate::admin::AdminError::Server("the hub is stopping".into()))?
+    }
+
+    /// Trims the router's log if this node leads it (see
+    /// [`RouterCommand::RebaseLog`]); `None` if it does not.
+    pub async fn rebase_log(
+        &self,
+    ) -> Result<Option<crate::cluster::router_log::RouterRebased>, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(RouterCommand::RebaseLog { reply })
+            .await
+            .map_err(|_| "the hub is stopping".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the hub is stopping".to_string())?
     }
 
     /// Tells the router a connection closed (never fails).

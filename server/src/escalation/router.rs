@@ -657,6 +657,17 @@ impl EscalationRouter {
                 let _ = reply.send(self.line_grant(&key, escalation));
             }
             RouterCommand::Operator { ask, reply } => self.operator(ask, reply).await,
+            RouterCommand::RebaseLog { reply } => {
+                let rebased = match &mut self.owned {
+                    Some(owned) => owned
+                        .rebase(&self.store)
+                        .await
+                        .map(Some)
+                        .map_err(|error| error.to_string()),
+                    None => Ok(None),
+                };
+                let _ = reply.send(rebased);
+            }
             RouterCommand::GetRota {
                 outbox,
                 key,

@@ -1277,6 +1277,42 @@ impl Store {
             .collect()
     }
 
+    /// Forgets every escalation, its index entries and its routing steps' marks
+    /// (a cluster node's copy starting again from a rebase of the router's log,
+    /// `cluster::router_log`); the highest id ever held stays. Durable with the
+    /// next commit.
+    pub fn forget_escalations(&self) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        let trees = self.t();
+        trees.escid_escalation.clear()?;
+        trees.escindex_escid.clear()?;
+        for item in trees.meta.scan_prefix(steps::PREFIX) {
+            let (key, _) = item?;
+            trees.meta.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Raises the highest escalation id ever held to `id` (never lowers it).
+    pub fn raise_escalation_id_high(&self, id: u64) -> Result<(), StoreError> {
+        let _writing = self.writing();
+        self.t()
+            .meta
+            .transaction(|meta| {
+                let high = meta
+                    .get(ESCALATION_ID_HIGH)?
+                    .map_or(0, |v| keys::counter_from(&v));
+                if high < id {
+                    meta.insert(ESCALATION_ID_HIGH, &id.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Engine(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
+            })
+    }
+
     /// Builds the escalation index when escalations exist without one (a store or
     /// backup from before the index): once, at open.
     pub(crate) fn index_escalations_if_missing(&self) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@
 
 use super::{Store, StoreError};
 
-const PREFIX: &[u8] = b"step_done.";
+pub(super) const PREFIX: &[u8] = b"step_done.";
 
 fn key(id: u64) -> Vec<u8> {
     let mut key = PREFIX.to_vec();

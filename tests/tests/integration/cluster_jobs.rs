@@ -864,3 +864,125 @@ async fn an_ephemeral_sessions_end_leaves_none_of_its_words_in_the_log() {
     .await
     .expect("bounded");
 }
+
+/// Retention reaches the router's log: once the leader's pass deleted a
+/// resolved escalation past the safeguarding days, the leader appends its whole
+/// state and erases every record before it, so the escalation's flag note is
+/// gone from the log read raw and from every NATS file but the Raft logs and the
+/// audit chain's (kept for the audit days, as on one node); an open escalation
+/// stays. The leader is then killed: the other node, which never
+/// led and so holds nothing of the router's log, starts again from the rebase,
+/// holds the open escalation and not the deleted one, and hands out no id twice.
+/// Fails on the old code: the log kept every router commit for good.
+#[tokio::test]
+async fn a_resolved_escalation_past_retention_leaves_the_routers_log_and_the_next_leader_starts_from_the_rest(
+) {
+    use peerhub_protocol::escalation::Severity;
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = crashable(&cluster, "a");
+        let b = node(&cluster, "b").await;
+        create_group(&mut a.server, "circle").await;
+        let flag = |note: &'static str| {
+            move |p: &mut peerhub_protocol::payload::FlagPayload| p.note = Some(note.into())
+        };
+        let (river, sky) = (Identity::generate(), Identity::generate());
+        let mut on_a = a.server.login(&river).await;
+        on_a.join("circle", "River", None).await;
+        let mut on_b = b.login(&sky).await;
+        on_b.join("circle", "Sky", None).await;
+        let flagged = on_a
+            .flag_with(
+                "circle",
+                river.key(),
+                Severity::Urgent,
+                flag("cornflower-resolved"),
+            )
+            .await;
+        assert!(
+            matches!(flagged, ServerFrame::Flagged { .. }),
+            "{flagged:?}"
+        );
+        let flagged = on_b
+            .flag_with("circle", sky.key(), Severity::Urgent, flag("bluebell-open"))
+            .await;
+        assert!(
+            matches!(flagged, ServerFrame::Flagged { .. }),
+            "{flagged:?}"
+        );
+        let store = a.server.hub().store.clone();
+        let (resolved, open) = loop {
+            let all = store.escalations().expect("escalations");
+            if all.len() == 2 {
+                let about = |key| all.iter().find(|e| e.view.about == key).expect("one each");
+                break (about(river.key()).view.id, about(sky.key()).view.id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let data = a.server.data_dir().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(peerhub_tests::process::binary())
+                .args(["escalation", "resolve", "--data"])
+                .arg(&data)
+                .arg(resolved.to_string())
+                .args(["--outcome", "talked it through"])
+                .output()
+                .expect("run peerhub")
+        })
+        .await
+        .expect("joined");
+        assert!(out.status.success(), "{out:?}");
+        assert!(holds(
+            &cluster.raw_log("_router").await,
+            "cornflower-resolved"
+        ));
+
+        jump(&cluster, &[&a.server.clock, &b.clock], "router").await;
+        let settings = RetentionSettings {
+            safeguarding_days: Some(1),
+            ..retention_settings()
+        };
+        // The follower's pass first: it does not lead, so the log stays.
+        retention::run_once(b.hub(), &settings, b.clock.now_ms())
+            .await
+            .expect("b's pass");
+        assert!(holds(
+            &cluster.raw_log("_router").await,
+            "cornflower-resolved"
+        ));
+        let report = retention::run_once(a.server.hub(), &settings, a.server.clock.now_ms())
+            .await
+            .expect("a's pass");
+        assert_eq!(report.escalations, 1, "{report:?}");
+        let log = cluster.raw_log("_router").await;
+        assert!(!holds(&log, "cornflower-resolved"), "gone from the log");
+        assert!(holds(&log, "bluebell-open"), "the open one is kept");
+        // The audit chain keeps the flag's signed envelope for the audit days,
+        // as on one node (`retention.audit_days`); nothing else may.
+        let holding = cluster.files_holding(b"cornflower-resolved");
+        let elsewhere: Vec<&String> = holding
+            .iter()
+            .filter(|f| !f.contains("/_js_/") && !f.contains("/PEERHUB_AUDIT/"))
+            .collect();
+        assert!(elsewhere.is_empty(), "still in {elsewhere:?}");
+
+        a.crash();
+        let b_store = b.hub().store.clone();
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        while b_store.escalation(open).expect("read").is_none() {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "b takes the router over and holds the open escalation"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(b_store.escalation(resolved).expect("read").is_none());
+        assert!(b_store.escalation_id_high().expect("high") >= resolved.max(open));
+        assert!(b_store.next_escalation_id().expect("next id") > resolved.max(open));
+    })
+    .await
+    .expect("bounded");
+}
