@@ -154,8 +154,15 @@ impl AdminRequest {
 /// read or change one node's copy while the cluster's record is in NATS
 /// (docs/CLUSTER.md §8). `None`: it works on a running node.
 pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
+    if command == "backup" {
+        return Some(
+            "refused in cluster mode: one node's store is not the cluster's data, and a \
+             backup of it alone is not built yet; back the cluster up from NATS with \
+             `peerhub backup --config FILE --out FILE` (docs/CLUSTER.md §8)"
+                .to_string(),
+        );
+    }
     let why = match command {
-        "backup" => "a backup of one node's store is not the cluster's data",
         "erase" => "the person's words would stay in the group logs and on the other nodes",
         _ => return None,
     };

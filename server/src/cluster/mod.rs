@@ -45,6 +45,7 @@
 //! Logs name subjects, keys, epochs and sequence numbers; never a payload.
 
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod commands;
 pub mod dedupe;
@@ -61,10 +62,13 @@ pub mod owner;
 pub mod rebase;
 pub mod remote;
 pub mod replica;
+pub mod restored;
 pub mod router_log;
 pub mod router_node;
 pub mod routing;
 pub mod snapshot;
+pub mod stores;
+pub mod stream_snapshot;
 pub mod trim;
 
 use std::time::Duration;

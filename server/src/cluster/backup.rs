@@ -1,0 +1,603 @@
+//! `peerhub backup` and `peerhub restore` of a cluster: every stream and bucket
+//! peerhub keeps in NATS ([`ClusterStore::ALL`]) copied into one file while the
+//! nodes serve, and recreated from it in a NATS cluster that holds none of them.
+//!
+//! Each stream is copied with JetStream's own snapshot ([`super::stream_snapshot`]),
+//! which keeps its sequences, the gaps of deleted and erased messages and its
+//! configuration exactly. Each stream's snapshot is of one moment, taken from
+//! its leader; the streams are taken one after another, so there is no single
+//! moment for the whole cluster (docs/CLUSTER.md §8 says what follows from it).
+//!
+//! # File format (`peerhub-cluster-backup/1`, docs/FORMATS.md §2)
+//!
+//! JSON lines, each ending with `0x0A`, each an object whose `line` names it:
+//!
+//! ```text
+//! {"line":"header","format":"peerhub-cluster-backup/1","created_ms":1764000000000}
+//! {"line":"part","stream":"KV_peerhub_leases","config":{..},"state":{..}}
+//! {"line":"chunk","data":"<base64url of the snapshot's next bytes>"}
+//! {"line":"part_end","stream":"KV_peerhub_leases","last_seq":42,"messages":7,"bytes":1234,"chunks":1,"sha256":"<hex>"}
+//! ...one part per stream...
+//! {"line":"end","parts":7,"digest":"<hex>"}
+//! ```
+//!
+//! A part's `sha256` is over its snapshot bytes (the chunks decoded, in order);
+//! the end's `digest` is over every byte of the file before the end line. A
+//! restore checks the whole file — every line, every part's digest and length,
+//! the end's digest, nothing after it — before it creates anything.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use super::stores::ClusterStore;
+use super::stream_snapshot::Piece;
+use super::{ClusterError, Nats};
+use crate::config::ClusterSettings;
+
+/// The format name in the header.
+pub const FORMAT: &str = "peerhub-cluster-backup/1";
+
+/// How long each NATS request of a backup or restore may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the stream listing is tried again while the cluster elects leaders.
+const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "line", rename_all = "snake_case", deny_unknown_fields)]
+enum Line {
+    Header {
+        format: String,
+        created_ms: u64,
+    },
+    Part {
+        stream: String,
+        config: Value,
+        state: Value,
+    },
+    Chunk {
+        data: String,
+    },
+    PartEnd {
+        stream: String,
+        last_seq: u64,
+        messages: u64,
+        bytes: u64,
+        chunks: u64,
+        sha256: String,
+    },
+    End {
+        parts: u64,
+        digest: String,
+    },
+}
+
+/// One stream in a backup.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartSummary {
+    /// The stream (a bucket's is `KV_<bucket>`).
+    pub stream: String,
+    /// Its last sequence at the snapshot.
+    pub last_seq: u64,
+    /// Messages in it.
+    pub messages: u64,
+    /// The snapshot's size.
+    pub bytes: u64,
+    /// SHA-256 of the snapshot (hex).
+    pub sha256: String,
+}
+
+/// What a backup wrote, or a restore found in the file.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    /// The file.
+    pub file: PathBuf,
+    /// Its format.
+    pub format: &'static str,
+    /// When the backup began (ms since the epoch).
+    pub created_ms: u64,
+    /// The digest of the whole file (hex).
+    pub digest: String,
+    /// Each stream copied, in order.
+    pub streams: Vec<PartSummary>,
+    /// Streams of the list that the cluster did not hold (a node makes them
+    /// when it first needs them): a restore leaves them to the nodes too.
+    pub absent: Vec<String>,
+}
+
+/// Why a backup or a restore did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// NATS could not be reached, or refused or failed a request.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The file could not be made, written or read.
+    #[error("{}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not a whole, intact backup; nothing was created.
+    #[error("the backup is not intact: {0}; nothing was created")]
+    Bad(String),
+    /// The NATS cluster already holds some of peerhub's streams.
+    #[error(
+        "the NATS cluster already holds {}: a restore goes only into a cluster that holds \
+         none of peerhub's streams (delete them, or use fresh NATS servers); nothing was changed",
+        .0.join(", ")
+    )]
+    NotEmpty(Vec<String>),
+    /// The NATS cluster holds no peerhub directory: nothing to back up.
+    #[error(
+        "the NATS cluster holds no {0}: no peerhub cluster has run on it (check \
+         cluster.nats_urls); no file was written"
+    )]
+    NoCluster(String),
+}
+
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
+    move |error| BackupError::File {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    }
+}
+
+/// Every stream in the NATS account whose name is peerhub's, sorted.
+async fn peerhub_streams(nats: &Nats) -> Result<Vec<String>, ClusterError> {
+    use futures_util::TryStreamExt as _;
+    super::retry_unavailable(LIST_PATIENCE, || async {
+        let mut names: Vec<String> = nats
+            .jetstream()
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(|error| ClusterError::unavailable("listing streams", error))?;
+        names.retain(|name| ClusterStore::looks_like_peerhub(name));
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
+/// Writes to the file and hashes every byte written.
+struct Hashed<W: Write> {
+    out: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Hashed<W> {
+    fn line(&mut self, line: &Line) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+        bytes.push(b'\n');
+        self.hash.update(&bytes);
+        self.out.write_all(&bytes)
+    }
+}
+
+/// Backs the cluster `settings` names up into `out` (created, owner-only;
+/// refused if it exists). No file is left behind when it fails.
+pub async fn backup(
+    settings: &ClusterSettings,
+    out: &Path,
+    created_ms: u64,
+) -> Result<BackupSummary, BackupError> {
+    let nats = Nats::connect_with(settings, "backup", TIMEOUT).await?;
+    let present = peerhub_streams(&nats).await?;
+    let directory = ClusterStore::Directory.stream();
+    if !present.contains(&directory) {
+        return Err(BackupError::NoCluster(directory));
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::file_modes::FILE_MODE)
+            .open(out)
+            .map_err(file_error(out))?
+    };
+    let written = write_backup(&nats, &present, file, out, created_ms).await;
+    if written.is_err() {
+        // No half-written file that looks like a backup.
+        let _ = std::fs::remove_file(out);
+    }
+    written
+}
+
+async fn write_backup(
+    nats: &Nats,
+    present: &[String],
+    file: std::fs::File,
+    out: &Path,
+    created_ms: u64,
+) -> Result<BackupSummary, BackupError> {
+    let io = file_error(out);
+    let mut writer = Hashed {
+        out: std::io::BufWriter::new(file),
+        hash: Sha256::new(),
+    };
+    writer
+        .line(&Line::Header {
+            format: FORMAT.to_string(),
+            created_ms,
+        })
+        .map_err(&io)?;
+    let mut streams = Vec::new();
+    let mut absent = Vec::new();
+    for store in ClusterStore::ALL {
+        let stream = store.stream();
+        if !present.contains(&stream) {
+            absent.push(stream);
+            continue;
+        }
+        let mut part = PartSummary {
+            stream: stream.clone(),
+            last_seq: 0,
+            messages: 0,
+            bytes: 0,
+            sha256: String::new(),
+        };
+        let mut hash = Sha256::new();
+        let mut chunks = 0u64;
+        super::stream_snapshot::snapshot(nats.client(), &stream, |piece| {
+            let line = match piece {
+                Piece::Start(taken) => {
+                    part.last_seq = number(&taken.state, "last_seq");
+                    part.messages = number(&taken.state, "messages");
+                    Line::Part {
+                        stream: stream.clone(),
+                        config: taken.config.clone(),
+                        state: taken.state.clone(),
+                    }
+                }
+                Piece::Chunk(chunk) => {
+                    hash.update(chunk);
+                    part.bytes += chunk.len() as u64;
+                    chunks += 1;
+                    Line::Chunk {
+                        data: URL_SAFE_NO_PAD.encode(chunk),
+                    }
+                }
+            };
+            writer.line(&line).map_err(|error| ClusterError::Corrupt {
+                what: "backup file",
+                reason: format!("writing it: {error}"),
+            })
+        })
+        .await?;
+        part.sha256 = hex::encode(hash.finalize());
+        writer
+            .line(&Line::PartEnd {
+                stream,
+                last_seq: part.last_seq,
+                messages: part.messages,
+                bytes: part.bytes,
+                chunks,
+                sha256: part.sha256.clone(),
+            })
+            .map_err(&io)?;
+        tracing::info!(
+            stream = %part.stream,
+            last_seq = part.last_seq,
+            bytes = part.bytes,
+            "stream copied"
+        );
+        streams.push(part);
+    }
+    let digest = hex::encode(writer.hash.clone().finalize());
+    writer
+        .line(&Line::End {
+            parts: streams.len() as u64,
+            digest: digest.clone(),
+        })
+        .map_err(&io)?;
+    writer
+        .out
+        .into_inner()
+        .map_err(|error| io(error.into_error()))?
+        .sync_all()
+        .map_err(&io)?;
+    Ok(BackupSummary {
+        file: out.to_path_buf(),
+        format: FORMAT,
+        created_ms,
+        digest,
+        streams,
+        absent,
+    })
+}
+
+fn number(value: &Value, key: &str) -> u64 {
+    value.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// One part of a checked file: what [`restore`] sends.
+struct CheckedPart {
+    summary: PartSummary,
+    config: Value,
+    state: Value,
+}
+
+/// Reads the lines of a backup file, keeping each line's bytes for the digest.
+struct Lines<R: BufRead> {
+    input: R,
+    number: usize,
+    hash: Sha256,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line, parsed; `None` at the end of the file. A last line without
+    /// its `0x0A` is a cut-short file.
+    fn next(&mut self) -> Result<Option<Line>, BackupError> {
+        let mut bytes = Vec::new();
+        let read = self
+            .input
+            .read_until(b'\n', &mut bytes)
+            .map_err(|error| BackupError::Bad(format!("reading: {error}")))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        if bytes.last() != Some(&b'\n') {
+            return Err(BackupError::Bad(format!(
+                "line {} is cut short",
+                self.number
+            )));
+        }
+        let line: Line = serde_json::from_slice(&bytes)
+            .map_err(|error| BackupError::Bad(format!("line {}: {error}", self.number)))?;
+        if !matches!(line, Line::End { .. }) {
+            self.hash.update(&bytes);
+        }
+        Ok(Some(line))
+    }
+
+    fn expect(&mut self) -> Result<Line, BackupError> {
+        self.next()?.ok_or_else(|| {
+            BackupError::Bad("the file ends before its end line: it is cut short".into())
+        })
+    }
+
+    fn bad(&self, why: impl std::fmt::Display) -> BackupError {
+        BackupError::Bad(format!("line {}: {why}", self.number))
+    }
+}
+
+fn open_lines(path: &Path) -> Result<Lines<std::io::BufReader<std::fs::File>>, BackupError> {
+    let file = std::fs::File::open(path).map_err(file_error(path))?;
+    Ok(Lines {
+        input: std::io::BufReader::new(file),
+        number: 0,
+        hash: Sha256::new(),
+    })
+}
+
+/// Checks a whole backup file without touching NATS: its header, every part
+/// (a stream of the list, once, its chunks' length and SHA-256), the end line's
+/// digest over everything before it, and nothing after it.
+pub fn check_file(path: &Path) -> Result<BackupSummary, BackupError> {
+    check_parts(path).map(|(summary, _)| summary)
+}
+
+fn check_parts(path: &Path) -> Result<(BackupSummary, Vec<CheckedPart>), BackupError> {
+    let mut lines = open_lines(path)?;
+    let created_ms = match lines.next()? {
+        Some(Line::Header { format, created_ms }) if format == FORMAT => created_ms,
+        Some(Line::Header { format, .. }) => {
+            return Err(BackupError::Bad(format!(
+                "format {format:?}, expected {FORMAT:?}"
+            )))
+        }
+        Some(_) => return Err(lines.bad("not a backup header")),
+        None => return Err(BackupError::Bad("the file is empty".into())),
+    };
+    let known: Vec<String> = ClusterStore::ALL.iter().map(|s| s.stream()).collect();
+    let mut parts: Vec<CheckedPart> = Vec::new();
+    let end = loop {
+        let (stream, config, state) = match lines.expect()? {
+            Line::End { parts, digest } => break (parts, digest),
+            Line::Part {
+                stream,
+                config,
+                state,
+            } => (stream, config, state),
+            _ => return Err(lines.bad("expected a part or the end")),
+        };
+        if !known.contains(&stream) {
+            return Err(lines.bad(format!("{stream:?} is not one of peerhub's streams")));
+        }
+        if parts.iter().any(|p| p.summary.stream == stream) {
+            return Err(lines.bad(format!("{stream} comes twice")));
+        }
+        if config.get("name").and_then(Value::as_str) != Some(stream.as_str()) {
+            return Err(lines.bad(format!("the configuration is not {stream}'s")));
+        }
+        let mut hash = Sha256::new();
+        let (mut bytes, mut chunks) = (0u64, 0u64);
+        let summary = loop {
+            match lines.expect()? {
+                Line::Chunk { data } => {
+                    let chunk = URL_SAFE_NO_PAD
+                        .decode(&data)
+                        .map_err(|error| lines.bad(format!("chunk: {error}")))?;
+                    hash.update(&chunk);
+                    bytes += chunk.len() as u64;
+                    chunks += 1;
+                }
+                Line::PartEnd {
+                    stream: ended,
+                    last_seq,
+                    messages,
+                    bytes: recorded_bytes,
+                    chunks: recorded_chunks,
+                    sha256,
+                } => {
+                    let sum = hex::encode(hash.finalize());
+                    if ended != stream {
+                        return Err(lines.bad(format!("{stream}'s part ends as {ended}'s")));
+                    }
+                    if recorded_bytes != bytes || recorded_chunks != chunks {
+                        return Err(lines.bad(format!(
+                            "{stream}: {chunks} chunks of {bytes} bytes read, the part \
+                             says {recorded_chunks} of {recorded_bytes}"
+                        )));
+                    }
+                    if sum != sha256 {
+                        return Err(lines.bad(format!(
+                            "{stream}: the snapshot's SHA-256 is {sum}, the part says {sha256}"
+                        )));
+                    }
+                    if last_seq != number(&state, "last_seq")
+                        || messages != number(&state, "messages")
+                    {
+                        return Err(lines.bad(format!(
+                            "{stream}: the part's sequence or count disagrees with its state"
+                        )));
+                    }
+                    break PartSummary {
+                        stream,
+                        last_seq,
+                        messages,
+                        bytes,
+                        sha256,
+                    };
+                }
+                _ => return Err(lines.bad(format!("expected a chunk of {stream} or its end"))),
+            }
+        };
+        parts.push(CheckedPart {
+            summary,
+            config,
+            state,
+        });
+    };
+    let (count, digest) = end;
+    let sum = hex::encode(lines.hash.clone().finalize());
+    if sum != digest {
+        return Err(BackupError::Bad(format!(
+            "the file's digest is {sum}, its end line says {digest}"
+        )));
+    }
+    if count != parts.len() as u64 {
+        return Err(BackupError::Bad(format!(
+            "{} parts read, the end line says {count}",
+            parts.len()
+        )));
+    }
+    if lines.next()?.is_some() {
+        return Err(lines.bad("follows the end line"));
+    }
+    let directory = ClusterStore::Directory.stream();
+    if !parts.iter().any(|p| p.summary.stream == directory) {
+        return Err(BackupError::Bad(format!("it holds no {directory}")));
+    }
+    let summary = BackupSummary {
+        file: path.to_path_buf(),
+        format: FORMAT,
+        created_ms,
+        digest,
+        streams: parts.iter().map(|p| p.summary.clone()).collect(),
+        absent: known
+            .into_iter()
+            .filter(|s| !parts.iter().any(|p| &p.summary.stream == s))
+            .collect(),
+    };
+    Ok((summary, parts))
+}
+
+/// Restores the backup `from` into the NATS cluster `settings` names: checks
+/// the whole file, refuses a cluster holding any of peerhub's streams, then
+/// recreates each stream from its snapshot with `settings.replicas` copies and
+/// checks its last sequence and count. Marks the cluster as restored
+/// ([`super::restored`]) so that a node started on a folder from before refuses
+/// it. A failure part-way deletes the streams this restore made.
+pub async fn restore(
+    settings: &ClusterSettings,
+    from: &Path,
+    restored_ms: u64,
+) -> Result<BackupSummary, BackupError> {
+    let (summary, parts) = check_parts(from)?;
+    let nats = Nats::connect_with(settings, "restore", TIMEOUT).await?;
+    let present = peerhub_streams(&nats).await?;
+    if !present.is_empty() {
+        return Err(BackupError::NotEmpty(present));
+    }
+    let mut made = Vec::new();
+    let restored = restore_parts(&nats, settings, from, &parts, &mut made).await;
+    let marked = match restored {
+        Ok(()) => super::restored::mark(&nats, restored_ms, &summary.digest)
+            .await
+            .map_err(BackupError::from),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = marked {
+        for stream in made {
+            if let Err(delete) = nats.jetstream().delete_stream(&stream).await {
+                tracing::warn!(%stream, error = %delete, "a half-restored stream was left");
+            }
+        }
+        return Err(error);
+    }
+    Ok(summary)
+}
+
+async fn restore_parts(
+    nats: &Nats,
+    settings: &ClusterSettings,
+    from: &Path,
+    parts: &[CheckedPart],
+    made: &mut Vec<String>,
+) -> Result<(), BackupError> {
+    let mut lines = open_lines(from)?;
+    lines.expect()?;
+    for part in parts {
+        let stream = &part.summary.stream;
+        if !matches!(lines.expect()?, Line::Part { .. }) {
+            return Err(lines.bad("the file changed since it was checked"));
+        }
+        let mut config = part.config.clone();
+        config["num_replicas"] = Value::from(settings.replicas);
+        made.push(stream.clone());
+        let state =
+            super::stream_snapshot::restore(nats.client(), stream, &config, &part.state, || {
+                match lines.expect() {
+                    Ok(Line::Chunk { data }) => URL_SAFE_NO_PAD
+                        .decode(&data)
+                        .map(Some)
+                        .map_err(|error| changed(error.to_string())),
+                    Ok(Line::PartEnd { .. }) => Ok(None),
+                    Ok(_) => Err(changed("a line out of place".into())),
+                    Err(error) => Err(changed(error.to_string())),
+                }
+            })
+            .await?;
+        let (last_seq, messages) = (number(&state, "last_seq"), number(&state, "messages"));
+        if (last_seq, messages) != (part.summary.last_seq, part.summary.messages) {
+            return Err(BackupError::Cluster(ClusterError::Setup {
+                what: format!("stream {stream}"),
+                reason: format!(
+                    "restored with last sequence {last_seq} and {messages} messages, \
+                     the backup holds {} and {}",
+                    part.summary.last_seq, part.summary.messages
+                ),
+            }));
+        }
+        tracing::info!(%stream, last_seq, "stream restored");
+    }
+    Ok(())
+}
+
+fn changed(why: String) -> ClusterError {
+    ClusterError::Corrupt {
+        what: "backup file",
+        reason: format!("it changed since it was checked: {why}"),
+    }
+}
