@@ -183,31 +183,54 @@ impl<W: Write> Hashed<W> {
 }
 
 /// Backs the cluster `settings` names up into `out` (created, owner-only;
-/// refused if it exists). No file is left behind when it fails.
+/// refused if it exists). The copy is written to `<out>.partial` and put in
+/// place whole once synced, so a file named `out` is never half a backup; no
+/// file is left behind when it fails.
 pub async fn backup(
     settings: &ClusterSettings,
     out: &Path,
     created_ms: u64,
 ) -> Result<BackupSummary, BackupError> {
+    let exists = |path: &Path| BackupError::File {
+        path: path.to_path_buf(),
+        reason: "it exists: a backup never replaces a file".to_string(),
+    };
+    if out.symlink_metadata().is_ok() {
+        return Err(exists(out));
+    }
     let nats = Nats::connect_with(settings, "backup", TIMEOUT).await?;
     let present = peerhub_streams(&nats).await?;
     let directory = ClusterStore::Directory.stream();
     if !present.contains(&directory) {
         return Err(BackupError::NoCluster(directory));
     }
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let file = {
         use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(crate::file_modes::FILE_MODE)
-            .open(out)
-            .map_err(file_error(out))?
+            .open(&partial)
+            .map_err(file_error(&partial))?
     };
-    let written = write_backup(&nats, &present, file, out, created_ms).await;
-    if written.is_err() {
-        // No half-written file that looks like a backup.
-        let _ = std::fs::remove_file(out);
+    let written = match write_backup(&nats, &present, file, &partial, created_ms).await {
+        // A link, not a rename: it refuses to replace a file made meanwhile.
+        Ok(summary) => std::fs::hard_link(&partial, out)
+            .map_err(file_error(out))
+            .map(|()| BackupSummary {
+                file: out.to_path_buf(),
+                ..summary
+            }),
+        Err(error) => Err(error),
+    };
+    let _ = std::fs::remove_file(&partial);
+    if written.is_ok() {
+        if let Some(folder) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(folder).and_then(|f| f.sync_all());
+        }
     }
     written
 }

@@ -60,7 +60,7 @@ pub async fn snapshot(
         .subscribe(inbox.clone())
         .await
         .map_err(|error| ClusterError::unavailable(op, error))?;
-    let request = serde_json::json!({
+    let body = serde_json::json!({
         "deliver_subject": inbox,
         "no_consumers": true,
         "chunk_size": CHUNK,
@@ -68,7 +68,7 @@ pub async fn snapshot(
     let answer = api_request(
         client,
         format!("$JS.API.STREAM.SNAPSHOT.{stream}"),
-        &request,
+        &body,
         STALL,
         op,
     )
@@ -124,11 +124,11 @@ pub async fn restore(
     mut chunks: impl FnMut() -> Result<Option<Vec<u8>>, ClusterError>,
 ) -> Result<Value, ClusterError> {
     let op = "stream restore";
-    let request = serde_json::json!({ "config": config, "state": state });
+    let body = serde_json::json!({ "config": config, "state": state });
     let answer = api_request(
         client,
         format!("$JS.API.STREAM.RESTORE.{stream}"),
-        &request,
+        &body,
         STALL,
         op,
     )
@@ -142,15 +142,7 @@ pub async fn restore(
         })?
         .to_string();
     while let Some(chunk) = chunks()? {
-        let reply = client
-            .send_request(
-                deliver.clone(),
-                async_nats::Request::new()
-                    .payload(Bytes::from(chunk))
-                    .timeout(Some(STALL)),
-            )
-            .await
-            .map_err(|error| ClusterError::unavailable(op, error))?;
+        let reply = request(client, &deliver, Bytes::from(chunk), STALL, op).await?;
         if !reply.payload.is_empty() {
             return Err(ClusterError::unavailable(
                 op,
@@ -162,15 +154,7 @@ pub async fn restore(
         }
     }
     // An empty message ends it; the answer is the stream's info, or why not.
-    let done = client
-        .send_request(
-            deliver,
-            async_nats::Request::new()
-                .payload(Bytes::new())
-                .timeout(Some(FINISH)),
-        )
-        .await
-        .map_err(|error| ClusterError::unavailable(op, error))?;
+    let done = request(client, &deliver, Bytes::new(), FINISH, op).await?;
     let info = parse_answer(&done.payload, op)?;
     Ok(info.get("state").cloned().unwrap_or(Value::Null))
 }
@@ -183,16 +167,45 @@ async fn api_request(
     timeout: Duration,
     op: &'static str,
 ) -> Result<Value, ClusterError> {
-    let answer = client
-        .send_request(
-            subject,
-            async_nats::Request::new()
-                .payload(Bytes::from(serde_json::to_vec(body).unwrap_or_default()))
-                .timeout(Some(timeout)),
-        )
-        .await
-        .map_err(|error| ClusterError::unavailable(op, error))?;
+    let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let answer = request(client, &subject, payload, timeout, op).await?;
     parse_answer(&answer.payload, op)
+}
+
+/// How long a request nobody subscribes to yet is sent again: the server that
+/// takes a restore's chunks subscribes to their subject as it answers, and the
+/// other servers learn of it a moment later.
+const NO_RESPONDERS_GRACE: Duration = Duration::from_secs(5);
+
+/// One request and its answer. "No responders" means nobody received it, so it
+/// is sent again for up to [`NO_RESPONDERS_GRACE`].
+async fn request(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: Bytes,
+    timeout: Duration,
+    op: &'static str,
+) -> Result<async_nats::Message, ClusterError> {
+    let deadline = tokio::time::Instant::now() + NO_RESPONDERS_GRACE;
+    loop {
+        let sent = client
+            .send_request(
+                subject.to_string(),
+                async_nats::Request::new()
+                    .payload(payload.clone())
+                    .timeout(Some(timeout)),
+            )
+            .await;
+        match sent {
+            Err(error)
+                if error.kind() == async_nats::RequestErrorKind::NoResponders
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sent => return sent.map_err(|error| ClusterError::unavailable(op, error)),
+        }
+    }
 }
 
 /// A JetStream API answer: the JSON, or its `error` as [`ClusterError::Setup`].
