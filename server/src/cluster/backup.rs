@@ -14,10 +14,10 @@
 //!
 //! ```text
 //! {"line":"header","format":"peerhub-cluster-backup/1","created_ms":1764000000000}
-//! {"line":"part","stream":"KV_peerhub_leases","config":{..},"state":{..}}
+//! {"line":"part","stream":"KV_peerhub_group_state","config":{..},"state":{..}}
 //! {"line":"chunk","data":"<base64url of the snapshot's next bytes>"}
-//! {"line":"part_end","stream":"KV_peerhub_leases","last_seq":42,"messages":7,"bytes":1234,"chunks":1,"sha256":"<hex>"}
-//! ...one part per stream...
+//! {"line":"part_end","stream":"KV_peerhub_group_state","last_seq":42,"messages":7,"bytes":1234,"chunks":1,"sha256":"<hex>"}
+//! ...one part per stream, in the order of [`ORDER`]...
 //! {"line":"end","parts":7,"digest":"<hex>"}
 //! ```
 //!
@@ -182,6 +182,34 @@ impl<W: Write> Hashed<W> {
     }
 }
 
+/// Where a [`Hashed`] file stood: its length and its hash so far.
+struct Mark {
+    length: u64,
+    hash: Sha256,
+}
+
+impl Hashed<std::io::BufWriter<std::fs::File>> {
+    fn position(&mut self) -> std::io::Result<Mark> {
+        use std::io::Seek as _;
+        self.out.flush()?;
+        Ok(Mark {
+            length: self.out.get_mut().stream_position()?,
+            hash: self.hash.clone(),
+        })
+    }
+
+    /// Cuts the file back to `mark`, as if nothing had been written since.
+    fn rewind(&mut self, mark: &Mark) -> std::io::Result<()> {
+        use std::io::Seek as _;
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.set_len(mark.length)?;
+        file.seek(std::io::SeekFrom::Start(mark.length))?;
+        self.hash = mark.hash.clone();
+        Ok(())
+    }
+}
+
 /// Backs the cluster `settings` names up into `out` (created, owner-only;
 /// refused if it exists). The copy is written to `<out>.partial` and put in
 /// place whole once synced, so a file named `out` is never half a backup; no
@@ -255,65 +283,50 @@ async fn write_backup(
         .map_err(&io)?;
     let mut streams = Vec::new();
     let mut absent = Vec::new();
-    for store in ClusterStore::ALL {
+    // The group snapshots and the group logs first, as a pair taken again if a
+    // trim erased log records between the two (see `ORDER`).
+    let start = writer.position().map_err(&io)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let before = erased_in_log(nats, present).await?;
+        let mut log_state = None;
+        for store in [ClusterStore::Snapshots, ClusterStore::Log] {
+            let stream = store.stream();
+            if present.contains(&stream) {
+                let (part, state) = copy_part(nats, &mut writer, stream, &io).await?;
+                if store == ClusterStore::Log {
+                    log_state = Some(state);
+                }
+                streams.push(part);
+            }
+        }
+        if before == log_state.as_ref().map(erased) {
+            break;
+        }
+        if attempt == PAIR_ATTEMPTS {
+            return Err(BackupError::Cluster(ClusterError::unavailable(
+                "backup",
+                format!(
+                    "the group logs were trimmed while their snapshots were copied, \
+                     {PAIR_ATTEMPTS} times: run the backup again"
+                ),
+            )));
+        }
+        tracing::info!(
+            attempt,
+            "group logs trimmed during the copy: copying them again"
+        );
+        writer.rewind(&start).map_err(&io)?;
+        streams.clear();
+    }
+    for store in ORDER {
         let stream = store.stream();
         if !present.contains(&stream) {
             absent.push(stream);
-            continue;
+        } else if !matches!(store, ClusterStore::Snapshots | ClusterStore::Log) {
+            streams.push(copy_part(nats, &mut writer, stream, &io).await?.0);
         }
-        let mut part = PartSummary {
-            stream: stream.clone(),
-            last_seq: 0,
-            messages: 0,
-            bytes: 0,
-            sha256: String::new(),
-        };
-        let mut hash = Sha256::new();
-        let mut chunks = 0u64;
-        super::stream_snapshot::snapshot(nats.client(), &stream, |piece| {
-            let line = match piece {
-                Piece::Start(taken) => {
-                    part.last_seq = number(&taken.state, "last_seq");
-                    part.messages = number(&taken.state, "messages");
-                    Line::Part {
-                        stream: stream.clone(),
-                        config: taken.config.clone(),
-                        state: taken.state.clone(),
-                    }
-                }
-                Piece::Chunk(chunk) => {
-                    hash.update(chunk);
-                    part.bytes += chunk.len() as u64;
-                    chunks += 1;
-                    Line::Chunk {
-                        data: URL_SAFE_NO_PAD.encode(chunk),
-                    }
-                }
-            };
-            writer.line(&line).map_err(|error| ClusterError::Corrupt {
-                what: "backup file",
-                reason: format!("writing it: {error}"),
-            })
-        })
-        .await?;
-        part.sha256 = hex::encode(hash.finalize());
-        writer
-            .line(&Line::PartEnd {
-                stream,
-                last_seq: part.last_seq,
-                messages: part.messages,
-                bytes: part.bytes,
-                chunks,
-                sha256: part.sha256.clone(),
-            })
-            .map_err(&io)?;
-        tracing::info!(
-            stream = %part.stream,
-            last_seq = part.last_seq,
-            bytes = part.bytes,
-            "stream copied"
-        );
-        streams.push(part);
     }
     let digest = hex::encode(writer.hash.clone().finalize());
     writer
@@ -336,6 +349,130 @@ async fn write_backup(
         streams,
         absent,
     })
+}
+
+/// The order streams are copied in (and stand in the file). Each stream's copy
+/// is one moment of it, the moments one after another, so the order is chosen
+/// for what a later copy may hold that an earlier one does not:
+///
+/// - group snapshots before group logs: a trim stores its snapshot, then
+///   erases the log records before its floor. Logs copied first could be
+///   restored beside a snapshot covering records they never held. Copied
+///   second, a log may miss records a trim erased after the snapshots were
+///   copied; that is seen (the log's erased records changed between the two
+///   copies) and the pair is copied again.
+/// - leases after the group logs: a lease's epoch only rises, and a log's
+///   fence records name epochs; restored leases are then never behind the
+///   epochs the restored logs hold.
+pub const ORDER: [ClusterStore; 7] = [
+    ClusterStore::Snapshots,
+    ClusterStore::Log,
+    ClusterStore::Leases,
+    ClusterStore::Directory,
+    ClusterStore::Escalations,
+    ClusterStore::Steps,
+    ClusterStore::Audit,
+];
+
+/// How many times the snapshots and logs are copied as a pair before the
+/// backup gives up (each retry follows a trim during the copy).
+const PAIR_ATTEMPTS: u32 = 5;
+
+/// Which records a stream has lost (its first sequence, and how many of the
+/// sequences since are gone), from its state: appends do not change it,
+/// erasures and deletions do.
+fn erased(state: &Value) -> (u64, u64) {
+    let (first, last) = (number(state, "first_seq"), number(state, "last_seq"));
+    let held = number(state, "messages");
+    (first, (last + 1).saturating_sub(first).saturating_sub(held))
+}
+
+/// [`erased`] of the group logs now, from the stream's leader (`None` when the
+/// cluster holds no group logs).
+async fn erased_in_log(nats: &Nats, present: &[String]) -> Result<Option<(u64, u64)>, BackupError> {
+    let stream = ClusterStore::Log.stream();
+    if !present.contains(&stream) {
+        return Ok(None);
+    }
+    let info = nats
+        .jetstream()
+        .get_stream(&stream)
+        .await
+        .map_err(|error| ClusterError::unavailable("stream info", error))?
+        .info()
+        .await
+        .map_err(|error| ClusterError::unavailable("stream info", error))?
+        .state
+        .clone();
+    let state = serde_json::json!({
+        "first_seq": info.first_sequence,
+        "last_seq": info.last_sequence,
+        "messages": info.messages,
+    });
+    Ok(Some(erased(&state)))
+}
+
+/// Copies one stream's snapshot into the file as a part; its summary and the
+/// state the server gave.
+async fn copy_part<W: Write>(
+    nats: &Nats,
+    writer: &mut Hashed<W>,
+    stream: String,
+    io: &impl Fn(std::io::Error) -> BackupError,
+) -> Result<(PartSummary, Value), BackupError> {
+    let mut part = PartSummary {
+        stream: stream.clone(),
+        last_seq: 0,
+        messages: 0,
+        bytes: 0,
+        sha256: String::new(),
+    };
+    let mut hash = Sha256::new();
+    let mut chunks = 0u64;
+    let taken = super::stream_snapshot::snapshot(nats.client(), &stream, |piece| {
+        let line = match piece {
+            Piece::Start(taken) => {
+                part.last_seq = number(&taken.state, "last_seq");
+                part.messages = number(&taken.state, "messages");
+                Line::Part {
+                    stream: stream.clone(),
+                    config: taken.config.clone(),
+                    state: taken.state.clone(),
+                }
+            }
+            Piece::Chunk(chunk) => {
+                hash.update(chunk);
+                part.bytes += chunk.len() as u64;
+                chunks += 1;
+                Line::Chunk {
+                    data: URL_SAFE_NO_PAD.encode(chunk),
+                }
+            }
+        };
+        writer.line(&line).map_err(|error| ClusterError::Corrupt {
+            what: "backup file",
+            reason: format!("writing it: {error}"),
+        })
+    })
+    .await?;
+    part.sha256 = hex::encode(hash.finalize());
+    writer
+        .line(&Line::PartEnd {
+            stream,
+            last_seq: part.last_seq,
+            messages: part.messages,
+            bytes: part.bytes,
+            chunks,
+            sha256: part.sha256.clone(),
+        })
+        .map_err(io)?;
+    tracing::info!(
+        stream = %part.stream,
+        last_seq = part.last_seq,
+        bytes = part.bytes,
+        "stream copied"
+    );
+    Ok((part, taken.state))
 }
 
 fn number(value: &Value, key: &str) -> u64 {
@@ -622,5 +759,22 @@ fn changed(why: String) -> ClusterError {
     ClusterError::Corrupt {
         what: "backup file",
         reason: format!("it changed since it was checked: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::erased;
+
+    #[test]
+    fn erased_records_are_told_apart_from_appends() {
+        let state = |first: u64, last: u64, messages: u64| serde_json::json!({"first_seq": first, "last_seq": last, "messages": messages});
+        // Appends move the last sequence and the count together.
+        assert_eq!(erased(&state(1, 10, 10)), erased(&state(1, 12, 12)));
+        // An erased record inside, or at the head.
+        assert_ne!(erased(&state(1, 10, 10)), erased(&state(1, 10, 9)));
+        assert_ne!(erased(&state(1, 10, 10)), erased(&state(2, 10, 9)));
+        // An empty stream.
+        assert_eq!(erased(&state(0, 0, 0)), (0, 1));
     }
 }
