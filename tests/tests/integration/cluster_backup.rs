@@ -13,9 +13,14 @@ use std::process::Output;
 use std::time::Duration;
 
 use peerhub_protocol::escalation::{EscalationStatus, RotaEntry};
-use peerhub_protocol::payload::InviteRole;
+use peerhub_protocol::payload::{ControlAction, InviteRole};
+use peerhub_protocol::ServerFrame;
+use peerhub_server::cluster::log::{GroupLogs, LogConfig};
+use peerhub_server::cluster::replica;
+use peerhub_server::cluster::snapshot::{SnapshotConfig, Snapshots};
 use peerhub_server::cluster::stores::ClusterStore;
-use peerhub_tests::nats::NatsCluster;
+use peerhub_tests::identity::gid;
+use peerhub_tests::nats::{opened, NatsCluster};
 use peerhub_tests::{Identity, TestServer};
 use serde_json::Value;
 
@@ -133,6 +138,13 @@ async fn peerhub_streams(cluster: &NatsCluster) -> BTreeMap<String, (u64, u64)> 
     found
 }
 
+/// Whether any of `records` holds `words`.
+fn holds(records: &[bytes::Bytes], words: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r.windows(words.len()).any(|w| w == words.as_bytes()))
+}
+
 /// Copies a stopped node's data folder, as an operator keeping it would.
 fn copy_folder(from: &Path, to: &Path) {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -177,7 +189,8 @@ async fn history(node: &TestServer, who: &Identity, group: &str) -> (u64, BTreeM
 }
 
 /// Accounts, a group with members on two nodes, posts (some while the backup
-/// runs), a pending urgent escalation and a rota; `peerhub backup --config`;
+/// runs), an ephemeral group whose log was trimmed, a pending urgent escalation
+/// and a rota; `peerhub backup --config`;
 /// the nodes stop; a new NATS cluster; `peerhub restore --config`. A node on a
 /// folder kept from before is refused and the folder is left as it was; two
 /// new nodes on fresh folders serve the history up to every post acknowledged
@@ -241,6 +254,28 @@ fn a_restored_cluster_serves_what_was_acknowledged_before_the_backup() {
                         acked.insert(seq, body);
                     }
                 }
+                // An ephemeral drop-in whose session ended: its log was trimmed behind
+                // a snapshot (its records erased), which the restore must keep as is.
+                a.create_group_with("dropin", |g| {
+                    g.waiting_room = Some(false);
+                    g.retention.ephemeral = true;
+                })
+                .await;
+                let (_, mut fac) =
+                    staff_on(&a, &mut admin, InviteRole::Facilitator, Some("dropin")).await;
+                fac.join("dropin", "Jo", None).await;
+                let mut pat = b.login(&Identity::generate()).await;
+                pat.join("dropin", "Ephemeral-Pat", None).await;
+                pat.post("dropin", "ephemeral-words").await;
+                let ended = fac.control("dropin", ControlAction::EndSession).await;
+                assert!(matches!(ended, ServerFrame::Ack { .. }), "{ended:?}");
+                let trimmed = old.raw_log("dropin").await;
+                assert!(
+                    !holds(&trimmed, "ephemeral-words"),
+                    "trimmed before the backup"
+                );
+                drop((fac, pat));
+
                 // A pending urgent escalation, waiting for the supervisor on the rota.
                 let (_, _flagger, open) = flagged(&b, &mut sup_client).await;
                 let deadline = tokio::time::Instant::now() + URGENT_DEADLINE;
@@ -378,6 +413,34 @@ fn a_restored_cluster_serves_what_was_acknowledged_before_the_backup() {
                     messages < last,
                     "the gaps are kept: {messages} messages up to sequence {last}"
                 );
+
+                // The trimmed drop-in as it was: the erased records stay erased, and a
+                // copy made from the restored log and snapshot rebuilds it.
+                let restored_log = new.raw_log("dropin").await;
+                assert_eq!(
+                    restored_log, trimmed,
+                    "the same records, nothing brought back"
+                );
+                let (log_last, log_messages) = now_there[&ClusterStore::Log.stream()];
+                assert!(
+                    log_messages < log_last,
+                    "the log's erased records stay gaps"
+                );
+                {
+                    let nats = new.connect(1, "test-rebuild").await;
+                    let (snapshot_config, log_config) =
+                        (SnapshotConfig::default(), LogConfig::default());
+                    let snapshots =
+                        opened("snapshots", || Snapshots::open(&nats, &snapshot_config)).await;
+                    let logs = opened("logs", || GroupLogs::open(&nats, &log_config))
+                        .await
+                        .with_snapshots(snapshots);
+                    let copy = tempfile::tempdir().expect("temp dir");
+                    let fresh = peerhub_server::store::Store::open(copy.path()).expect("store");
+                    replica::catch_up(&fresh, &logs, &gid("dropin"))
+                        .await
+                        .expect("a new copy rebuilds from the restored snapshot and log");
+                }
 
                 // A node on the folder kept from before is refused, and the folder is
                 // left as it was.
