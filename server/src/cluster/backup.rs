@@ -91,6 +91,9 @@ pub struct PartSummary {
     pub bytes: u64,
     /// SHA-256 of the snapshot (hex).
     pub sha256: String,
+    /// How many times it was copied before one copy saw no write (a bucket:
+    /// see [`copy_part`]; 1 otherwise, and in a restore's report).
+    pub copies: u32,
 }
 
 /// What a backup wrote, or a restore found in the file.
@@ -135,6 +138,22 @@ pub enum BackupError {
         .0.join(", ")
     )]
     NotEmpty(Vec<String>),
+    /// A restore failed after it began creating streams; those it could
+    /// delete again are gone.
+    #[error(
+        "{error}; the restore stopped part-way and deleted the streams it had made{}",
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(" except {} (delete them before trying again)", left.join(", "))
+        }
+    )]
+    PartWay {
+        /// Why it stopped.
+        error: Box<BackupError>,
+        /// Streams it made and could not delete.
+        left: Vec<String>,
+    },
     /// The NATS cluster holds no peerhub directory: nothing to back up.
     #[error(
         "the NATS cluster holds no {0}: no peerhub cluster has run on it (check \
@@ -394,9 +413,15 @@ async fn erased_in_log(nats: &Nats, present: &[String]) -> Result<Option<(u64, u
     if !present.contains(&stream) {
         return Ok(None);
     }
+    Ok(Some(erased(&stream_state(nats, &stream).await?)))
+}
+
+/// A stream's first and last sequence and message count now, from its leader,
+/// as the keys of a snapshot's state.
+async fn stream_state(nats: &Nats, stream: &str) -> Result<Value, ClusterError> {
     let info = nats
         .jetstream()
-        .get_stream(&stream)
+        .get_stream(stream)
         .await
         .map_err(|error| ClusterError::unavailable("stream info", error))?
         .info()
@@ -404,17 +429,64 @@ async fn erased_in_log(nats: &Nats, present: &[String]) -> Result<Option<(u64, u
         .map_err(|error| ClusterError::unavailable("stream info", error))?
         .state
         .clone();
-    let state = serde_json::json!({
+    Ok(serde_json::json!({
         "first_seq": info.first_sequence,
         "last_seq": info.last_sequence,
         "messages": info.messages,
-    });
-    Ok(Some(erased(&state)))
+    }))
+}
+
+/// How many times a bucket is copied before the backup gives up on finding
+/// it unchanged for the length of one copy.
+const QUIET_ATTEMPTS: u32 = 20;
+
+/// Copies one stream into the file as a part ([`copy_once`]). A bucket (one
+/// value per key) is copied again until nothing was written to it during the
+/// copy: the server's snapshot reads the stream's files one after another, and
+/// a key written meanwhile could come back with neither its old value (removed
+/// when the new one was stored) nor its new one (past the snapshot's state).
+/// A stream that is only appended to (the logs, steps, audit) is copied once.
+async fn copy_part(
+    nats: &Nats,
+    writer: &mut Hashed<std::io::BufWriter<std::fs::File>>,
+    stream: String,
+    io: &impl Fn(std::io::Error) -> BackupError,
+) -> Result<(PartSummary, Value), BackupError> {
+    if !stream.starts_with("KV_") {
+        return copy_once(nats, writer, stream, io).await;
+    }
+    let start = writer.position().map_err(io)?;
+    for attempt in 1..=QUIET_ATTEMPTS {
+        let (part, state) = copy_once(nats, writer, stream.clone(), io).await?;
+        let now = stream_state(nats, &stream).await?;
+        let unchanged = ["first_seq", "last_seq", "messages"]
+            .iter()
+            .all(|key| number(&now, key) == number(&state, key));
+        if unchanged {
+            return Ok((
+                PartSummary {
+                    copies: attempt,
+                    ..part
+                },
+                state,
+            ));
+        }
+        tracing::debug!(%stream, attempt, "written during its copy: copying it again");
+        writer.rewind(&start).map_err(io)?;
+        tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
+    }
+    Err(BackupError::Cluster(ClusterError::unavailable(
+        "backup",
+        format!(
+            "{stream} was written during each of {QUIET_ATTEMPTS} copies: run the backup at \
+             a quieter moment"
+        ),
+    )))
 }
 
 /// Copies one stream's snapshot into the file as a part; its summary and the
 /// state the server gave.
-async fn copy_part<W: Write>(
+async fn copy_once<W: Write>(
     nats: &Nats,
     writer: &mut Hashed<W>,
     stream: String,
@@ -426,6 +498,7 @@ async fn copy_part<W: Write>(
         messages: 0,
         bytes: 0,
         sha256: String::new(),
+        copies: 1,
     };
     let mut hash = Sha256::new();
     let mut chunks = 0u64;
@@ -628,6 +701,7 @@ fn check_parts(path: &Path) -> Result<(BackupSummary, Vec<CheckedPart>), BackupE
                         messages,
                         bytes,
                         sha256,
+                        copies: 1,
                     };
                 }
                 _ => return Err(lines.bad(format!("expected a chunk of {stream} or its end"))),
@@ -699,12 +773,27 @@ pub async fn restore(
         Err(error) => Err(error),
     };
     if let Err(error) = marked {
+        let mut left = Vec::new();
         for stream in made {
-            if let Err(delete) = nats.jetstream().delete_stream(&stream).await {
-                tracing::warn!(%stream, error = %delete, "a half-restored stream was left");
+            match nats.jetstream().delete_stream(&stream).await {
+                Ok(_) => {}
+                // The one whose restore failed may never have been made.
+                Err(delete)
+                    if matches!(
+                        delete.kind(),
+                        async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(ref e)
+                            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+                    ) => {}
+                Err(delete) => {
+                    tracing::warn!(%stream, error = %delete, "a half-restored stream was left");
+                    left.push(stream);
+                }
             }
         }
-        return Err(error);
+        return Err(BackupError::PartWay {
+            error: Box::new(error),
+            left,
+        });
     }
     Ok(summary)
 }
@@ -750,9 +839,55 @@ async fn restore_parts(
                 ),
             }));
         }
+        settle(nats, stream).await?;
         tracing::info!(%stream, last_seq, "stream restored");
     }
     Ok(())
+}
+
+/// How long a restored stream's copies are given to take the restored data.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `stream` has a leader and every copy is current: a copy still
+/// taking the restored data answers reads as if the stream were empty (a node
+/// listing the directory there would find no admin and make a new first-admin
+/// invite), so the restore ends only once every copy holds it.
+async fn settle(nats: &Nats, stream: &str) -> Result<(), BackupError> {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let info = nats
+            .jetstream()
+            .get_stream(stream)
+            .await
+            .map_err(|error| ClusterError::unavailable("stream info", error))?
+            .info()
+            .await
+            .map_err(|error| ClusterError::unavailable("stream info", error))?
+            .clone();
+        let settled = match &info.cluster {
+            Some(cluster) if cluster.leader.is_some() || !cluster.replicas.is_empty() => {
+                cluster.leader.is_some()
+                    && cluster.replicas.len() + 1 >= info.config.num_replicas
+                    && cluster.replicas.iter().all(|r| r.current && !r.offline)
+            }
+            // A lone server holds its only copy.
+            _ => true,
+        };
+        if settled {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BackupError::Cluster(ClusterError::Setup {
+                what: format!("stream {stream}"),
+                reason: format!(
+                    "restored, but its copies were not all current after {} s \
+                     (`peerhub cluster check` says which server is behind)",
+                    SETTLE.as_secs()
+                ),
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn changed(why: String) -> ClusterError {

@@ -155,7 +155,7 @@ pub async fn restore(
     }
     // An empty message ends it; the answer is the stream's info, or why not.
     let done = request(client, &deliver, Bytes::new(), FINISH, op).await?;
-    let info = parse_answer(&done.payload, op)?;
+    let info = parse_answer(&done.payload, op, stream)?;
     Ok(info.get("state").cloned().unwrap_or(Value::Null))
 }
 
@@ -169,7 +169,11 @@ async fn api_request(
 ) -> Result<Value, ClusterError> {
     let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
     let answer = request(client, &subject, payload, timeout, op).await?;
-    parse_answer(&answer.payload, op)
+    parse_answer(
+        &answer.payload,
+        op,
+        subject.rsplit('.').next().unwrap_or(""),
+    )
 }
 
 /// How long a request nobody subscribes to yet is sent again: the server that
@@ -209,14 +213,14 @@ async fn request(
 }
 
 /// A JetStream API answer: the JSON, or its `error` as [`ClusterError::Setup`].
-fn parse_answer(payload: &[u8], op: &'static str) -> Result<Value, ClusterError> {
+fn parse_answer(payload: &[u8], op: &'static str, stream: &str) -> Result<Value, ClusterError> {
     let answer: Value = serde_json::from_slice(payload).map_err(|error| ClusterError::Corrupt {
         what: "JetStream answer",
         reason: format!("{op}: {error}"),
     })?;
     match answer.get("error") {
         Some(error) => Err(ClusterError::Setup {
-            what: op.to_string(),
+            what: format!("{op} of {stream}"),
             reason: error
                 .get("description")
                 .and_then(Value::as_str)
