@@ -412,7 +412,7 @@ fn cluster_restore(config: &std::path::Path, from: &std::path::Path) -> ExitCode
         return ExitCode::from(2);
     };
     let now_ms = peerhub_server::clock::Clock::system().now_ms();
-    match runtime.block_on(peerhub_server::cluster::backup::restore(
+    match runtime.block_on(peerhub_server::cluster::restore::restore(
         &settings, from, now_ms,
     )) {
         Ok(summary) => {

@@ -8,75 +8,29 @@
 //! its leader; the streams are taken one after another, so there is no single
 //! moment for the whole cluster (docs/CLUSTER.md §8 says what follows from it).
 //!
-//! # File format (`peerhub-cluster-backup/1`, docs/FORMATS.md §2)
-//!
-//! JSON lines, each ending with `0x0A`, each an object whose `line` names it:
-//!
-//! ```text
-//! {"line":"header","format":"peerhub-cluster-backup/1","created_ms":1764000000000}
-//! {"line":"part","stream":"KV_peerhub_group_state","config":{..},"state":{..}}
-//! {"line":"chunk","data":"<base64url of the snapshot's next bytes>"}
-//! {"line":"part_end","stream":"KV_peerhub_group_state","last_seq":42,"messages":7,"bytes":1234,"chunks":1,"sha256":"<hex>"}
-//! ...one part per stream, in the order of [`ORDER`]...
-//! {"line":"end","parts":7,"digest":"<hex>"}
-//! ```
-//!
-//! A part's `sha256` is over its snapshot bytes (the chunks decoded, in order);
-//! the end's `digest` is over every byte of the file before the end line. A
-//! restore checks the whole file — every line, every part's digest and length,
-//! the end's digest, nothing after it — before it creates anything.
+//! The file's format and its checks are in [`super::backup_file`]; the
+//! restore is [`super::restore`].
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use super::backup_file::{file_error, number, Hashed, Line, FORMAT};
 use super::stores::ClusterStore;
 use super::stream_snapshot::Piece;
 use super::{ClusterError, Nats};
 use crate::config::ClusterSettings;
 
-/// The format name in the header.
-pub const FORMAT: &str = "peerhub-cluster-backup/1";
-
 /// How long each NATS request of a backup or restore may take.
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long the stream listing is tried again while the cluster elects leaders.
 const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "line", rename_all = "snake_case", deny_unknown_fields)]
-enum Line {
-    Header {
-        format: String,
-        created_ms: u64,
-    },
-    Part {
-        stream: String,
-        config: Value,
-        state: Value,
-    },
-    Chunk {
-        data: String,
-    },
-    PartEnd {
-        stream: String,
-        last_seq: u64,
-        messages: u64,
-        bytes: u64,
-        chunks: u64,
-        sha256: String,
-    },
-    End {
-        parts: u64,
-        digest: String,
-    },
-}
 
 /// One stream in a backup.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -162,15 +116,8 @@ pub enum BackupError {
     NoCluster(String),
 }
 
-fn file_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
-    move |error| BackupError::File {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
-    }
-}
-
 /// Every stream in the NATS account whose name is peerhub's, sorted.
-async fn peerhub_streams(nats: &Nats) -> Result<Vec<String>, ClusterError> {
+pub(super) async fn peerhub_streams(nats: &Nats) -> Result<Vec<String>, ClusterError> {
     use futures_util::TryStreamExt as _;
     super::retry_unavailable(LIST_PATIENCE, || async {
         let mut names: Vec<String> = nats
@@ -184,49 +131,6 @@ async fn peerhub_streams(nats: &Nats) -> Result<Vec<String>, ClusterError> {
         Ok(names)
     })
     .await
-}
-
-/// Writes to the file and hashes every byte written.
-struct Hashed<W: Write> {
-    out: W,
-    hash: Sha256,
-}
-
-impl<W: Write> Hashed<W> {
-    fn line(&mut self, line: &Line) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
-        bytes.push(b'\n');
-        self.hash.update(&bytes);
-        self.out.write_all(&bytes)
-    }
-}
-
-/// Where a [`Hashed`] file stood: its length and its hash so far.
-struct Mark {
-    length: u64,
-    hash: Sha256,
-}
-
-impl Hashed<std::io::BufWriter<std::fs::File>> {
-    fn position(&mut self) -> std::io::Result<Mark> {
-        use std::io::Seek as _;
-        self.out.flush()?;
-        Ok(Mark {
-            length: self.out.get_mut().stream_position()?,
-            hash: self.hash.clone(),
-        })
-    }
-
-    /// Cuts the file back to `mark`, as if nothing had been written since.
-    fn rewind(&mut self, mark: &Mark) -> std::io::Result<()> {
-        use std::io::Seek as _;
-        self.out.flush()?;
-        let file = self.out.get_mut();
-        file.set_len(mark.length)?;
-        file.seek(std::io::SeekFrom::Start(mark.length))?;
-        self.hash = mark.hash.clone();
-        Ok(())
-    }
 }
 
 /// Backs the cluster `settings` names up into `out` (created, owner-only;
@@ -546,355 +450,6 @@ async fn copy_once<W: Write>(
         "stream copied"
     );
     Ok((part, taken.state))
-}
-
-fn number(value: &Value, key: &str) -> u64 {
-    value.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// One part of a checked file: what [`restore`] sends.
-struct CheckedPart {
-    summary: PartSummary,
-    config: Value,
-    state: Value,
-}
-
-/// Reads the lines of a backup file, keeping each line's bytes for the digest.
-struct Lines<R: BufRead> {
-    input: R,
-    number: usize,
-    hash: Sha256,
-}
-
-impl<R: BufRead> Lines<R> {
-    /// The next line, parsed; `None` at the end of the file. A last line without
-    /// its `0x0A` is a cut-short file.
-    fn next(&mut self) -> Result<Option<Line>, BackupError> {
-        let mut bytes = Vec::new();
-        let read = self
-            .input
-            .read_until(b'\n', &mut bytes)
-            .map_err(|error| BackupError::Bad(format!("reading: {error}")))?;
-        if read == 0 {
-            return Ok(None);
-        }
-        self.number += 1;
-        if bytes.last() != Some(&b'\n') {
-            return Err(BackupError::Bad(format!(
-                "line {} is cut short",
-                self.number
-            )));
-        }
-        let line: Line = serde_json::from_slice(&bytes)
-            .map_err(|error| BackupError::Bad(format!("line {}: {error}", self.number)))?;
-        if !matches!(line, Line::End { .. }) {
-            self.hash.update(&bytes);
-        }
-        Ok(Some(line))
-    }
-
-    fn expect(&mut self) -> Result<Line, BackupError> {
-        self.next()?.ok_or_else(|| {
-            BackupError::Bad("the file ends before its end line: it is cut short".into())
-        })
-    }
-
-    fn bad(&self, why: impl std::fmt::Display) -> BackupError {
-        BackupError::Bad(format!("line {}: {why}", self.number))
-    }
-}
-
-fn open_lines(path: &Path) -> Result<Lines<std::io::BufReader<std::fs::File>>, BackupError> {
-    let file = std::fs::File::open(path).map_err(file_error(path))?;
-    Ok(Lines {
-        input: std::io::BufReader::new(file),
-        number: 0,
-        hash: Sha256::new(),
-    })
-}
-
-/// Checks a whole backup file without touching NATS: its header, every part
-/// (a stream of the list, once, its chunks' length and SHA-256), the end line's
-/// digest over everything before it, and nothing after it.
-pub fn check_file(path: &Path) -> Result<BackupSummary, BackupError> {
-    check_parts(path).map(|(summary, _)| summary)
-}
-
-fn check_parts(path: &Path) -> Result<(BackupSummary, Vec<CheckedPart>), BackupError> {
-    let mut lines = open_lines(path)?;
-    let created_ms = match lines.next()? {
-        Some(Line::Header { format, created_ms }) if format == FORMAT => created_ms,
-        Some(Line::Header { format, .. }) => {
-            return Err(BackupError::Bad(format!(
-                "format {format:?}, expected {FORMAT:?}"
-            )))
-        }
-        Some(_) => return Err(lines.bad("not a backup header")),
-        None => return Err(BackupError::Bad("the file is empty".into())),
-    };
-    let known: Vec<String> = ClusterStore::ALL.iter().map(|s| s.stream()).collect();
-    let mut parts: Vec<CheckedPart> = Vec::new();
-    let end = loop {
-        let (stream, config, state) = match lines.expect()? {
-            Line::End { parts, digest } => break (parts, digest),
-            Line::Part {
-                stream,
-                config,
-                state,
-            } => (stream, config, state),
-            _ => return Err(lines.bad("expected a part or the end")),
-        };
-        if !known.contains(&stream) {
-            return Err(lines.bad(format!("{stream:?} is not one of peerhub's streams")));
-        }
-        if parts.iter().any(|p| p.summary.stream == stream) {
-            return Err(lines.bad(format!("{stream} comes twice")));
-        }
-        if config.get("name").and_then(Value::as_str) != Some(stream.as_str()) {
-            return Err(lines.bad(format!("the configuration is not {stream}'s")));
-        }
-        let mut hash = Sha256::new();
-        let (mut bytes, mut chunks) = (0u64, 0u64);
-        let summary = loop {
-            match lines.expect()? {
-                Line::Chunk { data } => {
-                    let chunk = URL_SAFE_NO_PAD
-                        .decode(&data)
-                        .map_err(|error| lines.bad(format!("chunk: {error}")))?;
-                    hash.update(&chunk);
-                    bytes += chunk.len() as u64;
-                    chunks += 1;
-                }
-                Line::PartEnd {
-                    stream: ended,
-                    last_seq,
-                    messages,
-                    bytes: recorded_bytes,
-                    chunks: recorded_chunks,
-                    sha256,
-                } => {
-                    let sum = hex::encode(hash.finalize());
-                    if ended != stream {
-                        return Err(lines.bad(format!("{stream}'s part ends as {ended}'s")));
-                    }
-                    if recorded_bytes != bytes || recorded_chunks != chunks {
-                        return Err(lines.bad(format!(
-                            "{stream}: {chunks} chunks of {bytes} bytes read, the part \
-                             says {recorded_chunks} of {recorded_bytes}"
-                        )));
-                    }
-                    if sum != sha256 {
-                        return Err(lines.bad(format!(
-                            "{stream}: the snapshot's SHA-256 is {sum}, the part says {sha256}"
-                        )));
-                    }
-                    if last_seq != number(&state, "last_seq")
-                        || messages != number(&state, "messages")
-                    {
-                        return Err(lines.bad(format!(
-                            "{stream}: the part's sequence or count disagrees with its state"
-                        )));
-                    }
-                    break PartSummary {
-                        stream,
-                        last_seq,
-                        messages,
-                        bytes,
-                        sha256,
-                        copies: 1,
-                    };
-                }
-                _ => return Err(lines.bad(format!("expected a chunk of {stream} or its end"))),
-            }
-        };
-        parts.push(CheckedPart {
-            summary,
-            config,
-            state,
-        });
-    };
-    let (count, digest) = end;
-    let sum = hex::encode(lines.hash.clone().finalize());
-    if sum != digest {
-        return Err(BackupError::Bad(format!(
-            "the file's digest is {sum}, its end line says {digest}"
-        )));
-    }
-    if count != parts.len() as u64 {
-        return Err(BackupError::Bad(format!(
-            "{} parts read, the end line says {count}",
-            parts.len()
-        )));
-    }
-    if lines.next()?.is_some() {
-        return Err(lines.bad("follows the end line"));
-    }
-    let directory = ClusterStore::Directory.stream();
-    if !parts.iter().any(|p| p.summary.stream == directory) {
-        return Err(BackupError::Bad(format!("it holds no {directory}")));
-    }
-    let summary = BackupSummary {
-        file: path.to_path_buf(),
-        format: FORMAT,
-        created_ms,
-        digest,
-        streams: parts.iter().map(|p| p.summary.clone()).collect(),
-        absent: known
-            .into_iter()
-            .filter(|s| !parts.iter().any(|p| &p.summary.stream == s))
-            .collect(),
-    };
-    Ok((summary, parts))
-}
-
-/// Restores the backup `from` into the NATS cluster `settings` names: checks
-/// the whole file, refuses a cluster holding any of peerhub's streams, then
-/// recreates each stream from its snapshot with `settings.replicas` copies and
-/// checks its last sequence and count. Marks the cluster as restored
-/// ([`super::restored`]) so that a node started on a folder from before refuses
-/// it. A failure part-way deletes the streams this restore made.
-pub async fn restore(
-    settings: &ClusterSettings,
-    from: &Path,
-    restored_ms: u64,
-) -> Result<BackupSummary, BackupError> {
-    let (summary, parts) = check_parts(from)?;
-    let nats = Nats::connect_with(settings, "restore", TIMEOUT).await?;
-    let present = peerhub_streams(&nats).await?;
-    if !present.is_empty() {
-        return Err(BackupError::NotEmpty(present));
-    }
-    let mut made = Vec::new();
-    let restored = restore_parts(&nats, settings, from, &parts, &mut made).await;
-    let marked = match restored {
-        Ok(()) => super::restored::mark(&nats, restored_ms, &summary.digest)
-            .await
-            .map_err(BackupError::from),
-        Err(error) => Err(error),
-    };
-    if let Err(error) = marked {
-        let mut left = Vec::new();
-        for stream in made {
-            match nats.jetstream().delete_stream(&stream).await {
-                Ok(_) => {}
-                // The one whose restore failed may never have been made.
-                Err(delete)
-                    if matches!(
-                        delete.kind(),
-                        async_nats::jetstream::context::DeleteStreamErrorKind::JetStream(ref e)
-                            if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
-                    ) => {}
-                Err(delete) => {
-                    tracing::warn!(%stream, error = %delete, "a half-restored stream was left");
-                    left.push(stream);
-                }
-            }
-        }
-        return Err(BackupError::PartWay {
-            error: Box::new(error),
-            left,
-        });
-    }
-    Ok(summary)
-}
-
-async fn restore_parts(
-    nats: &Nats,
-    settings: &ClusterSettings,
-    from: &Path,
-    parts: &[CheckedPart],
-    made: &mut Vec<String>,
-) -> Result<(), BackupError> {
-    let mut lines = open_lines(from)?;
-    lines.expect()?;
-    for part in parts {
-        let stream = &part.summary.stream;
-        if !matches!(lines.expect()?, Line::Part { .. }) {
-            return Err(lines.bad("the file changed since it was checked"));
-        }
-        let mut config = part.config.clone();
-        config["num_replicas"] = Value::from(settings.replicas);
-        made.push(stream.clone());
-        let state =
-            super::stream_snapshot::restore(nats.client(), stream, &config, &part.state, || {
-                match lines.expect() {
-                    Ok(Line::Chunk { data }) => URL_SAFE_NO_PAD
-                        .decode(&data)
-                        .map(Some)
-                        .map_err(|error| changed(error.to_string())),
-                    Ok(Line::PartEnd { .. }) => Ok(None),
-                    Ok(_) => Err(changed("a line out of place".into())),
-                    Err(error) => Err(changed(error.to_string())),
-                }
-            })
-            .await?;
-        let (last_seq, messages) = (number(&state, "last_seq"), number(&state, "messages"));
-        if (last_seq, messages) != (part.summary.last_seq, part.summary.messages) {
-            return Err(BackupError::Cluster(ClusterError::Setup {
-                what: format!("stream {stream}"),
-                reason: format!(
-                    "restored with last sequence {last_seq} and {messages} messages, \
-                     the backup holds {} and {}",
-                    part.summary.last_seq, part.summary.messages
-                ),
-            }));
-        }
-        settle(nats, stream).await?;
-        tracing::info!(%stream, last_seq, "stream restored");
-    }
-    Ok(())
-}
-
-/// How long a restored stream's copies are given to take the restored data.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Waits until `stream` has a leader and every copy is current: a copy still
-/// taking the restored data answers reads as if the stream were empty (a node
-/// listing the directory there would find no admin and make a new first-admin
-/// invite), so the restore ends only once every copy holds it.
-async fn settle(nats: &Nats, stream: &str) -> Result<(), BackupError> {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
-        let info = nats
-            .jetstream()
-            .get_stream(stream)
-            .await
-            .map_err(|error| ClusterError::unavailable("stream info", error))?
-            .info()
-            .await
-            .map_err(|error| ClusterError::unavailable("stream info", error))?
-            .clone();
-        let settled = match &info.cluster {
-            Some(cluster) if cluster.leader.is_some() || !cluster.replicas.is_empty() => {
-                cluster.leader.is_some()
-                    && cluster.replicas.len() + 1 >= info.config.num_replicas
-                    && cluster.replicas.iter().all(|r| r.current && !r.offline)
-            }
-            // A lone server holds its only copy.
-            _ => true,
-        };
-        if settled {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(BackupError::Cluster(ClusterError::Setup {
-                what: format!("stream {stream}"),
-                reason: format!(
-                    "restored, but its copies were not all current after {} s \
-                     (`peerhub cluster check` says which server is behind)",
-                    SETTLE.as_secs()
-                ),
-            }));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-fn changed(why: String) -> ClusterError {
-    ClusterError::Corrupt {
-        what: "backup file",
-        reason: format!("it changed since it was checked: {why}"),
-    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod backup_file;
 pub mod check;
 pub mod commands;
 pub mod dedupe;
@@ -62,6 +63,7 @@ pub mod owner;
 pub mod rebase;
 pub mod remote;
 pub mod replica;
+pub mod restore;
 pub mod restored;
 pub mod router_log;
 pub mod router_node;
