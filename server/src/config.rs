@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{
-    AuditCommand, AuditVerifyArgs, Cli, ClusterCommand, Command, EscalationCommand,
-    EscalationStateArg, GroupCommand, InviteRoleArg, RotaCommand, ServeArgs, Serving,
+    cluster_settings, AuditCommand, AuditVerifyArgs, Cli, ClusterCommand, Command,
+    EscalationCommand, EscalationStateArg, GroupCommand, InviteRoleArg, RotaCommand, ServeArgs,
+    Serving,
 };
 
 pub use cluster::ClusterSettings;

@@ -274,6 +274,11 @@ impl Server {
             )),
             None => None,
         };
+        if let Some(node) = &cluster_node {
+            // A folder kept from before the cluster was restored from a backup
+            // is refused before anything reads it (docs/CLUSTER.md §8).
+            cluster::restored::check_folder(&store, &node.directory).await?;
+        }
         let tokens = match &cluster_node {
             // The cluster's secrets, first-admin invite and demo group.
             Some(node) => {

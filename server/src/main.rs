@@ -32,7 +32,21 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Rota(command)) => rota(command),
-        Some(Command::Restore { from, data }) => restore(&from, &data),
+        Some(Command::Restore {
+            from,
+            config: Some(config),
+            ..
+        }) => cluster_restore(&config, &from),
+        Some(Command::Backup {
+            config: Some(config),
+            out,
+            ..
+        }) => cluster_backup(&config, &out),
+        Some(Command::Restore {
+            from,
+            data: Some(data),
+            ..
+        }) => restore(&from, &data),
         Some(Command::Erase { data, key }) => erase(&data, &key),
         Some(Command::Cluster(command)) => cluster(&command),
         Some(command) => operate(command),
@@ -43,8 +57,8 @@ fn main() -> ExitCode {
                     eprintln!("peerhub: {error}");
                     ExitCode::from(2)
                 }
-                // Until backups work across nodes (docs/CLUSTER.md §8), a
-                // scheduled one would copy this node's store alone.
+                // A scheduled backup would copy this node's store alone: a
+                // cluster's is `peerhub backup --config` (docs/CLUSTER.md §8).
                 Ok(serving)
                     if serving.config.cluster.is_some()
                         && serving.config.backup.interval.is_some() =>
@@ -52,8 +66,9 @@ fn main() -> ExitCode {
                     eprintln!(
                         "peerhub: configuration: backup.interval_secs is set with \
                          cluster.nats_urls, but a scheduled backup would copy this node's \
-                         store, not the cluster's data (not built yet: docs/CLUSTER.md §8); \
-                         leave backup.interval_secs unset on cluster nodes"
+                         store, not the cluster's data; leave backup.interval_secs unset on \
+                         cluster nodes and run `peerhub backup --config FILE --out FILE` \
+                         from a timer instead (docs/CLUSTER.md §8)"
                     );
                     ExitCode::from(2)
                 }
@@ -75,7 +90,11 @@ fn operate(command: Command) -> ExitCode {
     let absolute =
         |path: &std::path::Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let (name, data, request, link) = match command {
-        Command::Backup { data, out } => (
+        Command::Backup {
+            data: Some(data),
+            out,
+            ..
+        } => (
             "backup",
             data,
             AdminRequest::Backup {
@@ -254,6 +273,7 @@ fn operate(command: Command) -> ExitCode {
             None,
         ),
         Command::Audit(_)
+        | Command::Backup { .. }
         | Command::Rota(_)
         | Command::Restore { .. }
         | Command::Erase { .. }
@@ -334,6 +354,87 @@ fn erase(data: &std::path::Path, key: &str) -> ExitCode {
         }
         Err(error) => {
             eprintln!("peerhub erase: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A current-thread runtime for one command; `None` (said) if it cannot start.
+fn command_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("peerhub {name}: {error}");
+            None
+        }
+    }
+}
+
+/// `peerhub backup --config`: every stream and bucket of the cluster into one
+/// file. Exit 0 written, 2 refused or failed (no file left behind).
+fn cluster_backup(config: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let settings = match peerhub_server::config::cluster_settings(Some(config)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("peerhub backup: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(runtime) = command_runtime("backup") else {
+        return ExitCode::from(2);
+    };
+    let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    let now_ms = peerhub_server::clock::Clock::system().now_ms();
+    match runtime.block_on(peerhub_server::cluster::backup::backup(
+        &settings, &out, now_ms,
+    )) {
+        Ok(summary) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("peerhub backup: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `peerhub restore --config`: a cluster's backup into NATS servers that hold
+/// none of peerhub's streams. Exit 0 restored, 2 refused or failed.
+fn cluster_restore(config: &std::path::Path, from: &std::path::Path) -> ExitCode {
+    let settings = match peerhub_server::config::cluster_settings(Some(config)) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("peerhub restore: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(runtime) = command_runtime("restore") else {
+        return ExitCode::from(2);
+    };
+    let now_ms = peerhub_server::clock::Clock::system().now_ms();
+    match runtime.block_on(peerhub_server::cluster::restore::restore(
+        &settings, from, now_ms,
+    )) {
+        Ok(summary) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            eprintln!(
+                "peerhub restore: start the nodes on fresh (empty) data folders; a folder \
+                 from before the restore is refused"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("peerhub restore: {error}");
             ExitCode::from(2)
         }
     }

@@ -157,18 +157,17 @@ impl AdminRequest {
     }
 }
 
-/// Why a command does not work in cluster mode yet, by its name
-/// ([`AdminRequest::name`], or `erase`): each would
-/// read or change one node's copy while the cluster's record is in NATS
-/// (docs/CLUSTER.md §8). `None`: it works on a running node.
+/// Why a command does not work on a running cluster node, by its name
+/// ([`AdminRequest::name`]): it would read or change one node's copy while the
+/// cluster's record is in NATS (docs/CLUSTER.md §8). `None`: it works on a
+/// running node.
 pub fn cluster_refusal_by_name(command: &str) -> Option<String> {
-    let why = match command {
-        "backup" => "a backup of one node's store is not the cluster's data",
-        _ => return None,
-    };
-    Some(format!(
-        "refused in cluster mode, not built yet: {why} (docs/CLUSTER.md §8)"
-    ))
+    (command == "backup").then(|| {
+        "refused in cluster mode: one node's store is not the cluster's data; back the \
+         cluster up from NATS with `peerhub backup --config FILE --out FILE` \
+         (docs/CLUSTER.md §8)"
+            .to_string()
+    })
 }
 
 /// Someone acting on a hub's data: its store and audit chain, at a time.

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde::Serialize;
 
+use super::stores::ClusterStore;
 use super::{ClusterError, Nats};
-use crate::clock::Clock;
 use crate::config::ClusterSettings;
 
 /// The oldest nats-server peerhub runs on.
@@ -166,100 +166,29 @@ async fn check_server(settings: &ClusterSettings, url: &str) -> ServerCheck {
     found
 }
 
-/// Opens every stream and bucket peerhub keeps, then reports each.
+/// Opens every stream and bucket peerhub keeps ([`ClusterStore::ALL`]), then
+/// reports each.
 async fn check_stores(nats: &Nats, settings: &ClusterSettings) -> Vec<StoreCheck> {
     let replicas = settings.replicas;
-    let mut opened: Vec<(String, &'static str, Result<(), ClusterError>)> = Vec::new();
-    let lease = super::lease::LeaseConfig {
-        replicas,
-        ttl: settings.lease_ttl,
-        ..Default::default()
-    };
-    opened.push((
-        format!("KV_{}", lease.bucket),
-        "leases: which node runs each group, and the router",
-        super::lease::Leases::open(nats, &lease, Clock::system())
-            .await
-            .map(drop),
-    ));
-    let log = super::log::LogConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        log.stream.clone(),
-        "group logs: every message and event",
-        super::log::GroupLogs::open(nats, &log).await.map(drop),
-    ));
-    let directory = super::directory::DirectoryConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        format!("KV_{}", directory.bucket),
-        "the directory: accounts, roles, invites, groups, members, replay counters",
-        super::directory::Directory::open(nats, &directory)
-            .await
-            .map(drop),
-    ));
-    let snapshots = super::snapshot::SnapshotConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        format!("KV_{}", snapshots.bucket),
-        "group snapshots",
-        super::snapshot::Snapshots::open(nats, &snapshots)
-            .await
-            .map(drop),
-    ));
-    let queue = super::escalations::QueueConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        format!("KV_{}", queue.bucket),
-        "the escalation queue",
-        super::escalations::EscalationQueue::open(nats, &queue)
-            .await
-            .map(drop),
-    ));
-    let steps = super::dedupe::StepsConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        steps.stream.clone(),
-        "escalation routing steps",
-        super::dedupe::Steps::open(nats, &steps).await.map(drop),
-    ));
-    let audit = super::audit::AuditConfig {
-        replicas,
-        ..Default::default()
-    };
-    opened.push((
-        audit.stream.clone(),
-        "the audit chain",
-        super::audit::ClusterAudit::open(nats, &audit)
-            .await
-            .map(drop),
-    ));
+    let mut opened: Vec<(String, &'static str, bool, Result<(), ClusterError>)> = Vec::new();
+    for store in ClusterStore::ALL {
+        opened.push((
+            store.stream(),
+            store.holds(),
+            store.must_erase(),
+            store.open(nats, settings).await,
+        ));
+    }
     // Looked at side by side: after a server's death each stream it led waits
     // for its own election, and these overlap.
-    // The buckets an erasure or a replaced snapshot erases values from.
-    let erasable = [
-        format!("KV_{}", directory.bucket),
-        format!("KV_{}", snapshots.bucket),
-    ];
-    let looks = opened.into_iter().map(|(stream, holds, outcome)| {
-        let must_erase = erasable.contains(&stream);
-        async move {
+    let looks = opened
+        .into_iter()
+        .map(|(stream, holds, must_erase, outcome)| async move {
             match outcome {
                 Err(error) => StoreCheck::failed(&stream, holds, &error),
                 Ok(()) => settled(nats.jetstream(), &stream, holds, replicas, must_erase).await,
             }
-        }
-    });
+        });
     futures_util::future::join_all(looks).await
 }
 

@@ -51,6 +51,8 @@
 
 pub mod audit;
 pub mod audit_ship;
+pub mod backup;
+pub mod backup_file;
 pub mod check;
 pub mod commands;
 pub mod dedupe;
@@ -69,11 +71,15 @@ pub mod presence;
 pub mod rebase;
 pub mod remote;
 pub mod replica;
+pub mod restore;
+pub mod restored;
 pub mod revisions;
 pub mod router_log;
 pub mod router_node;
 pub mod routing;
 pub mod snapshot;
+pub mod stores;
+pub mod stream_snapshot;
 pub mod trim;
 
 use std::time::Duration;

@@ -48,25 +48,48 @@ pub enum Command {
     /// the entry count, the store's digest and its content digest (which leaves
     /// out the audit entries of backups, exports and listings: equal content
     /// digests mean nothing changed between two backups; docs/FORMATS.md); the
-    /// copy is audited.
+    /// copy is audited. A cluster: `--config` with a node's `[cluster]` section
+    /// copies every peerhub stream and bucket from NATS while the nodes serve
+    /// (docs/CLUSTER.md §8).
     Backup {
-        /// The hub's data folder.
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// The hub's data folder (one node).
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
+        data: Option<PathBuf>,
+        /// A cluster node's configuration file (its `[cluster]` section; the
+        /// `PEERHUB_*` variables apply over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// The backup file to create (refused if it exists).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// Restore a backup into a new data folder (refused if the folder holds a
     /// store), check it against the digest it recorded, and print the digest.
-    /// Start the server on the folder afterwards.
+    /// Start the server on the folder afterwards. A cluster's backup: `--config`
+    /// with a node's `[cluster]` section recreates every stream and bucket in a
+    /// NATS cluster that holds none of them; start the nodes afterwards on fresh
+    /// data folders.
     Restore {
         /// The backup file.
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
-        /// The new data folder.
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
+        /// The new data folder (one node).
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
+        data: Option<PathBuf>,
+        /// A cluster node's configuration file (its `[cluster]` section; the
+        /// `PEERHUB_*` variables apply over it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Make a single-use invite link for a facilitator, supervisor, admin, or a
     /// member of a virtual group; printed once, never logged.
@@ -413,16 +436,24 @@ impl ClusterCommand {
     /// The `[cluster]` settings from the file and the process's environment.
     pub fn settings(&self) -> Result<super::ClusterSettings, ConfigError> {
         let Self::Check { config } = self;
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        let (_, config) = file::load(config.as_deref(), &env, Figment::new())?.validate()?;
-        config.cluster.ok_or_else(|| {
-            ConfigError::File(
-                "cluster.nats_urls is empty: name the NATS servers in [cluster] (or \
-                 PEERHUB_CLUSTER_NATS_URLS)"
-                    .into(),
-            )
-        })
+        cluster_settings(config.as_deref())
     }
+}
+
+/// The `[cluster]` settings from the configuration file `config` and the
+/// process's environment; refused when they name no NATS server.
+pub fn cluster_settings(
+    config: Option<&std::path::Path>,
+) -> Result<super::ClusterSettings, ConfigError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let (_, config) = file::load(config, &env, Figment::new())?.validate()?;
+    config.cluster.ok_or_else(|| {
+        ConfigError::File(
+            "cluster.nats_urls is empty: name the NATS servers in [cluster] (or \
+             PEERHUB_CLUSTER_NATS_URLS)"
+                .into(),
+        )
+    })
 }
 
 /// Options for `peerhub audit verify`.

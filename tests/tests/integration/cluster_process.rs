@@ -320,7 +320,7 @@ async fn operator_commands_that_would_act_on_one_nodes_copy_are_refused() {
         let key = Identity::generate().key().to_string();
         let refused: [(Vec<&str>, &str); 1] = [(
             vec!["backup", "--out", out_file.to_str().expect("path")],
-            "not built yet",
+            "peerhub backup --config FILE --out FILE",
         )];
         for (args, says) in &refused {
             let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -9,6 +9,7 @@ mod alerting;
 mod audit;
 mod bad_input;
 mod cluster_audit;
+mod cluster_backup;
 mod cluster_check;
 mod cluster_client_urls;
 mod cluster_directory;
