@@ -894,6 +894,25 @@ impl Directory {
         .map_err(|error| ClusterError::unavailable("erasure record write", error))
     }
 
+    /// Records an ephemeral session's end for every node
+    /// (`session_end.<group>.<at_ms>-<n>`): each node's mirror pseudonymises
+    /// the participants in its own audit chain (`super::session_end`). Names
+    /// pseudonyms only, never a key. Returns the record's revision.
+    pub async fn put_session_end(&self, record: &SessionEndRecord) -> Result<u64, ClusterError> {
+        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let group = record.group.as_str();
+        check_token(group)?;
+        let value = to_json(record);
+        publish_acked(
+            &self.js,
+            &self.subject(&format!("{SESSION_END}{group}.{}-{n}", record.at_ms)),
+            || jetstream::message::PublishMessage::build().payload(value.clone()),
+        )
+        .await
+        .map_err(|error| ClusterError::unavailable("session end record write", error))
+    }
+
     /// Every erasure's record, with its revision.
     pub async fn erasures(&self) -> Result<Vec<(ErasureRecord, u64)>, ClusterError> {
         self.list(ERASURE)
@@ -1214,7 +1233,22 @@ pub struct ErasureRecord {
     pub at_ms: u64,
 }
 
+/// An ephemeral group's session ended (`session_end.<group>.<at_ms>-<n>`): the
+/// participants' audit pseudonyms, which every node's mirror pseudonymises in
+/// its own audit chain (`super::session_end`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionEndRecord {
+    /// The group.
+    pub group: GroupId,
+    /// The participants' audit pseudonyms (`erased-` and 16 hex digits).
+    pub pseudonyms: Vec<String>,
+    /// When the session ended (ms since the epoch, the serving node's clock).
+    pub at_ms: u64,
+}
+
 pub(crate) const ACCOUNT: &str = "account.";
+/// Ephemeral sessions' ends, for every node's audit chain.
+pub(crate) const SESSION_END: &str = "session_end.";
 /// Erasures' records, one per erased key's pseudonym.
 pub(crate) const ERASURE: &str = "erasure.";
 const COUNTER: &str = "counter.";

@@ -17,6 +17,9 @@
 //! subscriptions from the bucket with message deletes, which make no watch
 //! event, so the record is what tells each node. Every record not applied here
 //! yet is applied when the mirror starts (a node down during the erasure).
+//! `session_end.*` (an ephemeral session's end, naming its participants'
+//! pseudonyms) pseudonymises them in this node's audit chain when read
+//! (`super::session_end`).
 //!
 //! The mirror is an ordered consumer on the bucket's stream from the store's mark
 //! (the stream sequence last applied, a `meta` entry) onwards; the bucket keeps
@@ -37,7 +40,8 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{
-    parse_key, Directory, ErasureRecord, ACCOUNT, ALLOWED, ERASURE, GROUP, PUSH,
+    parse_key, Directory, ErasureRecord, SessionEndRecord, ACCOUNT, ALLOWED, ERASURE, GROUP, PUSH,
+    SESSION_END,
 };
 use super::{from_json, is_removed, ClusterError, READ_STALL};
 use crate::store::records::{AccountRecord, GroupRecord};
@@ -216,6 +220,11 @@ async fn follow(
         if key.starts_with(ERASURE) && !removed {
             if !erasure(directory, store, hub, &message.payload, seq).await {
                 owed.owed = true;
+            }
+        } else if key.starts_with(SESSION_END) {
+            if !removed {
+                let record: SessionEndRecord = from_json("session end record", &message.payload)?;
+                super::session_end::apply(store, hub.map(|h| h.audit), &record, now(hub))?;
             }
         } else {
             apply(store, key, removed, &message.payload)?;

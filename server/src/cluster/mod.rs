@@ -77,6 +77,7 @@ pub mod revisions;
 pub mod router_log;
 pub mod router_node;
 pub mod routing;
+pub mod session_end;
 pub mod snapshot;
 pub mod stores;
 pub mod stream_snapshot;

@@ -221,6 +221,19 @@ fn find_key(
     seed: &[u8; 32],
     pseudonym: &str,
 ) -> Result<Option<PublicKey>, ClusterError> {
+    Ok(keys_of(store, seed, &[pseudonym])?
+        .into_iter()
+        .next()
+        .map(|(key, _)| key))
+}
+
+/// The keys this node's store or audit chain holds whose pseudonym is one of
+/// `pseudonyms`, each with it.
+pub(crate) fn keys_of(
+    store: &Store,
+    seed: &[u8; 32],
+    pseudonyms: &[&str],
+) -> Result<Vec<(PublicKey, Pseudonym)>, ClusterError> {
     let mut keys = store.keys_held()?;
     for entry in crate::audit::entries(store).flatten() {
         keys.extend(entry.subject);
@@ -228,5 +241,7 @@ fn find_key(
     }
     Ok(keys
         .into_iter()
-        .find(|key| Pseudonym::of(seed, key).as_str() == pseudonym))
+        .map(|key| (key, Pseudonym::of(seed, &key)))
+        .filter(|(_, pseudonym)| pseudonyms.contains(&pseudonym.as_str()))
+        .collect())
 }

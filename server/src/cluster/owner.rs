@@ -23,6 +23,8 @@ pub struct Owned {
     pub(crate) ops: Vec<GroupOp>,
     /// The group counts as served here while this lives.
     _served: super::log::ServedHere,
+    /// The directory, for a session's end every node's chain must hear of.
+    directory: super::directory::Directory,
 }
 
 /// What trying to take a group found.
@@ -81,6 +83,7 @@ pub async fn take(
         writer,
         ops: Vec::new(),
         _served: node.logs.served_here(group.as_str()),
+        directory: node.directory.clone(),
     })))
 }
 
@@ -106,6 +109,23 @@ pub(crate) async fn append_while_held(
 }
 
 impl Owned {
+    /// Tells every node that an ephemeral session of `group` ended, naming
+    /// its participants by pseudonym (`super::session_end`).
+    pub(crate) async fn record_session_end(
+        &self,
+        group: &GroupId,
+        pseudonyms: Vec<String>,
+        at_ms: u64,
+    ) -> Result<u64, ClusterError> {
+        self.directory
+            .put_session_end(&super::directory::SessionEndRecord {
+                group: group.clone(),
+                pseudonyms,
+                at_ms,
+            })
+            .await
+    }
+
     /// Appends the batch's writes as one record of the group's log; returns
     /// once the stream acknowledged it. Refused when the lease has run out: a
     /// node that may have lost the group does not write to it.

@@ -235,6 +235,10 @@ pub(crate) struct GroupActor {
     /// Cluster mode: rebase the group's log after the batch's append (an
     /// erasure; it trims too).
     rebase: bool,
+    /// Cluster mode: an ephemeral session ended in the batch; its participants'
+    /// pseudonyms go to every node's audit chain after the append
+    /// (`cluster::session_end`).
+    pub(super) session_ended: Option<Vec<String>>,
     /// Cluster mode: this node's lease on the group, its log writer and the
     /// batch's writes to append; `None` on one node.
     // Boxed: a one-node hub's groups do not carry its size.
@@ -275,6 +279,7 @@ impl GroupActor {
             state_changed: false,
             trim: false,
             rebase: false,
+            session_ended: None,
             owned: None,
         }
     }
@@ -284,6 +289,11 @@ impl GroupActor {
     pub(crate) fn owned_by(mut self, owned: Box<crate::cluster::owner::Owned>) -> Self {
         self.owned = Some(owned);
         self
+    }
+
+    /// Whether this group is served in cluster mode (it holds the lease).
+    pub(super) fn in_cluster(&self) -> bool {
+        self.owned.is_some()
     }
 
     /// Records a write for the group's cluster log (nothing on one node).
@@ -820,6 +830,16 @@ impl GroupActor {
                 // Not a failure of the group: the next pass trims again.
                 if let Err(error) = owned.trim(&self.store, &self.room.group.id).await {
                     tracing::warn!(group = %self.room.group.id, %error, "could not trim the group's log; the next retention pass tries again");
+                }
+            }
+            if let Some(pseudonyms) = self.session_ended.take() {
+                // The session has ended here; the other nodes' chains hear of
+                // it through the directory, before the facilitator's ack.
+                if let Err(error) = owned
+                    .record_session_end(&self.room.group.id, pseudonyms, self.clock.now_ms())
+                    .await
+                {
+                    tracing::error!(group = %self.room.group.id, %error, "a session's end did not reach the other nodes' audit chains");
                 }
             }
         }

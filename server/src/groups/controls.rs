@@ -484,6 +484,14 @@ impl GroupActor {
             }
             self.forget_member(key)?;
         }
+        if self.in_cluster() {
+            self.session_ended = Some(
+                pseudonyms
+                    .iter()
+                    .map(|(_, p)| p.as_str().to_string())
+                    .collect(),
+            );
+        }
         match self
             .audit
             .rewrite_for_session_end(&self.room.group.id, &pseudonyms, &hub)

@@ -843,3 +843,84 @@ async fn an_erasures_rewrite_is_shipped_and_the_persons_key_leaves_the_audit_str
     .await
     .expect("bounded");
 }
+
+/// An ephemeral session's end reaches every node's chain, not only the serving
+/// node's: the group is served on b, the router leads on a, so Pat's flag is in
+/// a's chain. When the facilitator ends the session on b, a pseudonymises Pat
+/// there too (the session's end comes through the directory, naming Pat by
+/// pseudonym only): no entry of a's chain names Pat's key or carries Pat's
+/// envelope, the note leaves the audit stream's files, and a's chain verifies.
+/// Fails on the old code: a's chain kept Pat's flag as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_end_pseudonymises_the_participants_in_every_nodes_chain() {
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let mut a = node(&cluster, "a").await;
+        let b = node(&cluster, "b").await;
+        a.create_group_with("dropin", |g| {
+            g.waiting_room = Some(false);
+            g.retention.ephemeral = true;
+        })
+        .await;
+        let mut admin = a.admin().await;
+        // The facilitator joins through b first: b serves the group.
+        let (_, mut fac) = staff_on(&b, &mut admin, InviteRole::Facilitator, Some("dropin")).await;
+        fac.join("dropin", "Jo", None).await;
+        let pat = Identity::generate();
+        let mut on_b = b.login(&pat).await;
+        on_b.join("dropin", "Pat", None).await;
+        let note = "pat-note-on-the-routers-node-w2m";
+        let reply = on_b
+            .flag_with(
+                "dropin",
+                pat.key(),
+                peerhub_protocol::escalation::Severity::Concern,
+                |p| p.note = Some(note.to_string()),
+            )
+            .await;
+        assert!(matches!(reply, ServerFrame::Flagged { .. }), "{reply:?}");
+        let audit = stream(&cluster).await;
+        let names_pat = |server: &TestServer| {
+            audit::entries(&server.hub().store)
+                .flatten()
+                .filter(|e| e.subject == Some(pat.key()) || e.actor() == Some(pat.key()))
+                .count()
+        };
+        // The router's entry is in a's chain (a leads: the first node up).
+        loop {
+            let chain = shipped(&audit, &a).await;
+            if actions(&copy_of(&chain)).contains(&"escalation.raise".to_string()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(names_pat(&a) >= 1, "a's chain names Pat before the end");
+        assert!(!in_audit_stream(&cluster, note.as_bytes()).is_empty());
+
+        let reply = fac.control("dropin", ControlAction::EndSession).await;
+        assert!(matches!(reply, ServerFrame::Ack { .. }), "{reply:?}");
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while names_pat(&a) > 0 {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "a's chain still names Pat 30 s after the session's end"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(names_pat(&b), 0, "b's own chain, as on one node");
+        let chain = shipped(&audit, &a).await;
+        chain.verify().expect("a's rewritten chain verifies");
+        while !in_audit_stream(&cluster, note.as_bytes()).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < until + Duration::from_secs(30),
+                "the note left the audit stream's files"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("bounded");
+}
