@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     check_token, open_stream, publish_ack, retry_unavailable, ClusterError, Nats, StreamShape,
-    READ_DEADLINE, READ_STALL,
+    READ_DEADLINE,
 };
 use crate::audit::{self, Anchor, ChainBreak, EntryHash, VerifyReport};
 
@@ -431,7 +431,6 @@ async fn read_filtered(
     stream: &jetstream::stream::Stream,
     filter: &str,
 ) -> Result<Vec<(String, u64, Bytes)>, ClusterError> {
-    use futures_util::StreamExt as _;
     const OP: &str = "audit read";
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -450,17 +449,7 @@ async fn read_filtered(
         .map_err(|error| ClusterError::unavailable(OP, error))?;
     let mut out = Vec::new();
     loop {
-        let next = tokio::time::timeout(READ_STALL, messages.next())
-            .await
-            .map_err(|_| ClusterError::unavailable(OP, "timed out"))?;
-        let Some(message) = next else {
-            return Err(ClusterError::unavailable(OP, "the consumer ended"));
-        };
-        let message = message.map_err(|error| ClusterError::unavailable(OP, error))?;
-        let info = message
-            .info()
-            .map_err(|error| ClusterError::unavailable(OP, error))?;
-        let (stream_seq, pending) = (info.stream_sequence, info.pending);
+        let (message, stream_seq, pending) = super::next_message(&mut messages, OP).await?;
         out.push((
             message.subject.to_string(),
             stream_seq,

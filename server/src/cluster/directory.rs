@@ -50,7 +50,7 @@ use super::escalations::backoff;
 use super::{
     check_token, from_json, is_removed, is_sequence_conflict, last_message, open_erasable_bucket,
     publish_acked, put_expecting, retry_unavailable, revisions, to_json, ClusterError, Nats, Put,
-    READ_DEADLINE, READ_STALL,
+    READ_DEADLINE,
 };
 use crate::error::ServerError;
 use crate::store::records::{AccountRecord, GroupRecord, InviteRecord, MemberRecord};
@@ -1080,7 +1080,6 @@ impl Directory {
     }
 
     async fn list_once(&self, prefix: &str) -> Result<Vec<Listed>, ClusterError> {
-        use futures_util::StreamExt as _;
         const OP: &str = "directory listing";
         let full = self.subject(prefix);
         let consumer = self
@@ -1103,17 +1102,7 @@ impl Directory {
             .await
             .map_err(|error| ClusterError::unavailable(OP, error))?;
         loop {
-            let next = tokio::time::timeout(READ_STALL, messages.next())
-                .await
-                .map_err(|_| ClusterError::unavailable(OP, "timed out"))?;
-            let Some(message) = next else {
-                return Err(ClusterError::unavailable(OP, "the consumer ended"));
-            };
-            let message = message.map_err(|error| ClusterError::unavailable(OP, error))?;
-            let info = message
-                .info()
-                .map_err(|error| ClusterError::unavailable(OP, error))?;
-            let (pending, revision) = (info.pending, info.stream_sequence);
+            let (message, revision, pending) = super::next_message(&mut messages, OP).await?;
             if !message.headers.as_ref().is_some_and(is_removed) {
                 let tail = message
                     .subject

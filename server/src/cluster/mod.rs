@@ -438,6 +438,35 @@ where
     }
 }
 
+/// The next of a consumer's `messages`, with its stream sequence and how many
+/// messages are still pending after it. [`ClusterError::Unavailable`] (naming
+/// `op`) when the read fails, ends or stalls for [`READ_STALL`]: the callers run
+/// under [`retry_unavailable`].
+pub(crate) async fn next_message<S, E>(
+    messages: &mut S,
+    op: &'static str,
+) -> Result<(jetstream::Message, u64, u64), ClusterError>
+where
+    S: futures_util::Stream<Item = Result<jetstream::Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt as _;
+    let next = tokio::time::timeout(READ_STALL, messages.next())
+        .await
+        .map_err(|_| ClusterError::unavailable(op, "timed out"))?;
+    let Some(message) = next else {
+        return Err(ClusterError::unavailable(op, "the consumer ended"));
+    };
+    let message = message.map_err(|error| ClusterError::unavailable(op, error))?;
+    let (stream_seq, pending) = {
+        let info = message
+            .info()
+            .map_err(|error| ClusterError::unavailable(op, error))?;
+        (info.stream_sequence, info.pending)
+    };
+    Ok((message, stream_seq, pending))
+}
+
 /// One message of a [`read_range`]: its stream sequence, headers and payload.
 pub(crate) type RangeMessage = (u64, async_nats::HeaderMap, bytes::Bytes);
 
@@ -452,7 +481,6 @@ pub(crate) async fn read_range(
     until: u64,
     op: &'static str,
 ) -> Result<Vec<RangeMessage>, ClusterError> {
-    use futures_util::StreamExt as _;
     if until <= after {
         return Ok(Vec::new());
     }
@@ -476,17 +504,7 @@ pub(crate) async fn read_range(
         .map_err(|error| ClusterError::unavailable(op, error))?;
     let mut out = Vec::new();
     loop {
-        let next = tokio::time::timeout(READ_STALL, messages.next())
-            .await
-            .map_err(|_| ClusterError::unavailable(op, "timed out"))?;
-        let Some(message) = next else {
-            return Err(ClusterError::unavailable(op, "the consumer ended"));
-        };
-        let message = message.map_err(|error| ClusterError::unavailable(op, error))?;
-        let stream_seq = message
-            .info()
-            .map_err(|error| ClusterError::unavailable(op, error))?
-            .stream_sequence;
+        let (message, stream_seq, _) = next_message(&mut messages, op).await?;
         out.push((
             stream_seq,
             message.headers.clone().unwrap_or_default(),

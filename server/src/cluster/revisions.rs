@@ -12,9 +12,8 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream;
-use futures_util::StreamExt as _;
 
-use super::{retry_unavailable, ClusterError, READ_DEADLINE, READ_STALL};
+use super::{retry_unavailable, ClusterError, READ_DEADLINE};
 
 /// The stream sequence of every message on `filter` (a subject, wildcards
 /// allowed), by subject, in order. Started again for up to [`READ_DEADLINE`]
@@ -53,17 +52,7 @@ async fn sequences_once(
         .await
         .map_err(|error| ClusterError::unavailable(OP, error))?;
     loop {
-        let next = tokio::time::timeout(READ_STALL, messages.next())
-            .await
-            .map_err(|_| ClusterError::unavailable(OP, "timed out"))?;
-        let Some(message) = next else {
-            return Err(ClusterError::unavailable(OP, "the consumer ended"));
-        };
-        let message = message.map_err(|error| ClusterError::unavailable(OP, error))?;
-        let info = message
-            .info()
-            .map_err(|error| ClusterError::unavailable(OP, error))?;
-        let (pending, seq) = (info.pending, info.stream_sequence);
+        let (message, seq, pending) = super::next_message(&mut messages, OP).await?;
         found
             .entry(message.subject.to_string())
             .or_default()
