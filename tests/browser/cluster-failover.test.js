@@ -9,11 +9,13 @@
 // support there.
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { launch, person } from "./lib/browser.js";
 import { natsServer, startCluster } from "./lib/cluster.js";
 import { agree, expectVerified, joinAs, message, redeem, say } from "./lib/flows.js";
+import { REPO } from "./lib/server.js";
 
 const PHONE = { width: 375, height: 740 };
 
@@ -87,6 +89,9 @@ test("when its node is killed, a phone's page moves to another node and resumes 
   await p.locator("#connection-status", { hasText: "Connection lost. Reconnecting" }).waitFor();
   // Written while the page has no node: it goes once the page is back.
   await say(p, "I'm still here.");
+  // What the person sees meanwhile (docs/screenshots): the page says it is
+  // reconnecting, in plain words, and help stays in reach.
+  await p.screenshot({ path: join(REPO, "docs/screenshots/phone-reconnecting.png"), animations: "disabled", caret: "hide" });
   const meanwhile = ["Are you still there?", "Take your time.", "We're here when you're back."];
   for (const text of meanwhile) {
     await say(fac, text);
