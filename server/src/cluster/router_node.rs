@@ -432,12 +432,6 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
             });
             return;
         }
-        RouterCommand::RebaseLog { reply } => {
-            // Never sent on (the dispatcher answers it when this node does not
-            // lead); a leadership lost meanwhile has nothing to trim here.
-            let _ = reply.send(Ok(None));
-            return;
-        }
         other => other,
     };
     let (conn, forwarded) = match &command {
@@ -557,7 +551,9 @@ async fn send_to_leader(node: Arc<ClusterNode>, hub: Arc<Hub>, command: RouterCo
         RouterCommand::LineGrant { .. } | RouterCommand::Operator { .. } => {
             unreachable!("answered above")
         }
-        RouterCommand::RebaseLog { .. } => unreachable!("answered above"),
+        RouterCommand::RebaseLog { .. } => {
+            unreachable!("never sent on: the dispatcher answers it when this node does not lead")
+        }
     };
     let patience = match &forwarded {
         Forwarded::Raise { .. } => FLAG_PATIENCE,

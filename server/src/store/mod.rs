@@ -1199,13 +1199,7 @@ impl Store {
                     index.insert(key.as_slice(), &[] as &[u8])?;
                 }
                 escalations.insert(&id.to_be_bytes(), value.as_slice())?;
-                let high = meta
-                    .get(ESCALATION_ID_HIGH)?
-                    .map_or(0, |v| keys::counter_from(&v));
-                if high < id {
-                    meta.insert(ESCALATION_ID_HIGH, &id.to_be_bytes())?;
-                }
-                Ok(())
+                raise_id_high(meta, id)
             })
             .map_err(|e: TransactionError<()>| match e {
                 TransactionError::Storage(e) => StoreError::Engine(e),
@@ -1298,15 +1292,7 @@ impl Store {
         let _writing = self.writing();
         self.t()
             .meta
-            .transaction(|meta| {
-                let high = meta
-                    .get(ESCALATION_ID_HIGH)?
-                    .map_or(0, |v| keys::counter_from(&v));
-                if high < id {
-                    meta.insert(ESCALATION_ID_HIGH, &id.to_be_bytes())?;
-                }
-                Ok(())
-            })
+            .transaction(|meta| raise_id_high(meta, id))
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Engine(e),
                 sled::transaction::TransactionError::Abort(()) => StoreError::Closed,
@@ -1524,6 +1510,21 @@ impl Store {
 const ROUTER_APPLIED: &str = "router_applied";
 /// The `meta` key of the highest escalation id ever stored (u64 big-endian).
 const ESCALATION_ID_HIGH: &str = "escalation_id_high";
+
+/// Within a transaction on `meta`: raises the highest escalation id ever
+/// stored to `id` (never lowers it).
+fn raise_id_high(
+    meta: &sled::transaction::TransactionalTree,
+    id: u64,
+) -> sled::transaction::ConflictableTransactionResult<(), ()> {
+    let high = meta
+        .get(ESCALATION_ID_HIGH)?
+        .map_or(0, |v| keys::counter_from(&v));
+    if high < id {
+        meta.insert(ESCALATION_ID_HIGH, &id.to_be_bytes())?;
+    }
+    Ok(())
+}
 
 fn replica_key(group: &GroupId) -> String {
     format!("replica_applied/{}", group.as_str())
