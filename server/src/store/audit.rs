@@ -108,7 +108,16 @@ impl Store {
             tree: "meta",
             reason: format!("no randomness for {KEY}: {e}"),
         })?;
-        self.t().meta.insert(KEY, &id)?;
+        // Made once even when two ask at once (the shipper at start and an
+        // operator's request): only the first id is stored, and both get it.
+        let id = match self
+            .t()
+            .meta
+            .compare_and_swap(KEY, None::<&[u8]>, Some(&id[..]))?
+        {
+            Ok(()) => id.to_vec(),
+            Err(taken) => taken.current.map_or_else(|| id.to_vec(), |v| v.to_vec()),
+        };
         self.t().db.flush()?;
         Ok(hex::encode(id))
     }
@@ -165,6 +174,33 @@ impl StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cluster's audit shipper and an operator's request may ask for the
+    /// chain id at once on a fresh folder: both must get the one id the folder
+    /// keeps. Failed (now and then) on the old code, which read, then wrote a
+    /// new id: the later write replaced the earlier one, and a node could ship
+    /// under an id its folder no longer held (seen in CI).
+    #[test]
+    fn a_chain_id_asked_for_at_once_is_made_once() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let start = std::sync::Barrier::new(8);
+            let ids: Vec<String> = std::thread::scope(|scope| {
+                let asks: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            store.audit_chain_id().unwrap()
+                        })
+                    })
+                    .collect();
+                asks.into_iter().map(|a| a.join().unwrap()).collect()
+            });
+            let kept = store.audit_chain_id().unwrap();
+            assert!(ids.iter().all(|id| *id == kept), "{ids:?} against {kept}");
+        }
+    }
 
     #[test]
     fn audit_keys_round_trip_and_sort_by_seq() {
