@@ -7,7 +7,7 @@ use peerhub_protocol::envelope::Kind;
 use peerhub_protocol::escalation::RotaEntry;
 use peerhub_protocol::frame::Role;
 use peerhub_protocol::payload::RotaPayload;
-use peerhub_protocol::SignedEnvelope;
+use peerhub_protocol::{PublicKey, SignedEnvelope};
 
 use super::AdminError;
 use crate::audit::{AuditLog, NewEntry};
@@ -17,16 +17,23 @@ use crate::store::Store;
 /// Refuses a rota that is not well formed or names a key without the
 /// supervisor role.
 pub fn check(store: &Store, entries: &[RotaEntry]) -> Result<(), AdminError> {
-    rota::validate(entries).map_err(|why| AdminError::Invalid(why.into()))?;
+    check_form(entries)?;
     for entry in entries {
         if !store.roles(&entry.supervisor)?.contains(&Role::Supervisor) {
-            return Err(AdminError::Invalid(format!(
-                "{} does not hold the supervisor role",
-                entry.supervisor
-            )));
+            return Err(not_a_supervisor(&entry.supervisor));
         }
     }
     Ok(())
+}
+
+/// Refuses a rota that is not well formed (its windows and levels).
+pub fn check_form(entries: &[RotaEntry]) -> Result<(), AdminError> {
+    rota::validate(entries).map_err(|why| AdminError::Invalid(why.into()))
+}
+
+/// The refusal of a rota naming `key`, who does not hold the supervisor role.
+pub fn not_a_supervisor(key: &PublicKey) -> AdminError {
+    AdminError::Invalid(format!("{key} does not hold the supervisor role"))
 }
 
 /// Writes the `rota.set` audit entry: the new rota as a `rota` request signed

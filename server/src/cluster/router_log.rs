@@ -162,6 +162,8 @@ pub struct RouterOwned {
     writer: GroupWriter,
     /// The writes of the commit being built.
     pub(crate) ops: Vec<RouterOp>,
+    /// The directory, asked for a role this node's copy does not show yet.
+    directory: super::directory::Directory,
 }
 
 /// Tries to take the router for this node: `None` while another node leads.
@@ -192,10 +194,34 @@ pub async fn take(node: &ClusterNode, store: &Store) -> Result<Option<RouterOwne
         keeper,
         writer,
         ops: Vec::new(),
+        directory: node.directory.clone(),
     }))
 }
 
 impl RouterOwned {
+    /// `key`'s roles as the directory holds them now, waiting at most `within`;
+    /// `None` when it does not answer in time. This node's
+    /// store follows the directory a moment behind other nodes' writes (the
+    /// mirror); this is for a refusal that a role granted elsewhere a moment
+    /// ago would turn into a yes.
+    pub(crate) async fn directory_roles(
+        &self,
+        key: &peerhub_protocol::PublicKey,
+        within: std::time::Duration,
+    ) -> Option<Vec<peerhub_protocol::frame::Role>> {
+        match tokio::time::timeout(within, self.directory.roles(key)).await {
+            Ok(Ok(roles)) => Some(roles),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the directory did not answer a role check");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the directory did not answer a role check in time");
+                None
+            }
+        }
+    }
+
     /// Appends the commit's writes as one record of the router's log; returns
     /// once the stream acknowledged it. Refused once the lease has run out.
     pub(crate) async fn append(&mut self, store: &Store) -> Result<(), StoreError> {

@@ -1,6 +1,9 @@
 //! The escalation router task. See the module map in `escalation/mod.rs`.
 
 mod operator;
+mod roles;
+
+use roles::{first_not_supervisor, is_supervisor, roles_wanting};
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -1587,7 +1590,7 @@ impl EscalationRouter {
         env: SignedEnvelope,
         act: EscalationActPayload,
     ) -> Result<(), ServerError> {
-        let roles = self.store.roles(&key)?;
+        let roles = roles_wanting(&self.store, self.owned.as_deref(), &key, is_staff).await?;
         if !is_staff(&roles) {
             return Err(ServerError::Forbidden(
                 "only supervisors and admins act on escalations",
@@ -1612,7 +1615,9 @@ impl EscalationRouter {
                         "acknowledge it first, or ask its supervisor",
                     ));
                 }
-                if !self.store.roles(to)?.contains(&Role::Supervisor) || *to == key {
+                let target =
+                    roles_wanting(&self.store, self.owned.as_deref(), to, is_supervisor).await?;
+                if !is_supervisor(&target) || *to == key {
                     return Err(
                         ProtocolError::invalid("to", "hand over to another supervisor").into(),
                     );
@@ -1759,22 +1764,19 @@ impl EscalationRouter {
         env: SignedEnvelope,
         payload: RotaPayload,
     ) -> Result<(), ServerError> {
-        if !self.store.roles(&key)?.contains(&Role::Admin) {
+        let is_admin: fn(&[Role]) -> bool = |roles| roles.contains(&Role::Admin);
+        if !is_admin(&roles_wanting(&self.store, self.owned.as_deref(), &key, is_admin).await?) {
             return Err(ServerError::Forbidden("only an admin keeps the rota"));
         }
         rota::validate(&payload.entries).map_err(|why| ProtocolError::invalid("entries", why))?;
-        for entry in &payload.entries {
-            if !self
-                .store
-                .roles(&entry.supervisor)?
-                .contains(&Role::Supervisor)
-            {
-                return Err(ProtocolError::invalid(
-                    "entries",
-                    "every rota entry names a supervisor",
-                )
-                .into());
-            }
+        let keys: Vec<PublicKey> = payload.entries.iter().map(|e| e.supervisor).collect();
+        if first_not_supervisor(&self.store, self.owned.as_deref(), &keys)
+            .await?
+            .is_some()
+        {
+            return Err(
+                ProtocolError::invalid("entries", "every rota entry names a supervisor").into(),
+            );
         }
         let now = self.clock.now_ms();
         self.audit.append(NewEntry::new(now, "rota.set", env))?;

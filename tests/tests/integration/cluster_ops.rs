@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use peerhub_protocol::escalation::RotaEntry;
 use peerhub_protocol::payload::InviteRole;
+use peerhub_protocol::ServerFrame;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Identity, TestServer};
 
@@ -323,6 +324,114 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
             rota,
             "caught up from the log"
         );
+    })
+    .await
+    .expect("bounded");
+}
+
+/// A supervisor who redeemed their invite on the node that does not lead, a
+/// moment ago, when the leader's copy of the directory (its mirror) does not
+/// show their role yet: the leader's copy is made to lag by taking their account
+/// back out of its store once the mirror brought it. They go on the rota at once,
+/// through the admin's connection to the leader and through `peerhub rota set`
+/// on either node; they acknowledge an escalation and are handed one. (CI once
+/// refused such a rota: "does not hold the supervisor role".) A key that holds
+/// no role is still refused, and changes nothing.
+#[tokio::test]
+async fn a_supervisor_made_on_another_node_a_moment_ago_goes_on_the_rota_at_once() {
+    use peerhub_protocol::escalation::EscalationStatus;
+    use peerhub_protocol::payload::EscalationAction;
+    let Some(cluster) = NatsCluster::start().await else {
+        eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+        return;
+    };
+    tokio::time::timeout(BOUND, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut a, b) = two_nodes(&cluster).await;
+        a.create_group_with("circle", |g| g.waiting_room = Some(false))
+            .await;
+        let mut admin = a.admin().await;
+        let (first, mut first_on_a) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+        let (late, mut late_on_b) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
+        let leader = a.hub().store.clone();
+        while leader.roles(&late.key()).expect("roles").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        leader.remove_account(&late.key()).expect("lag made");
+        let now = now_ms();
+        let on_call = |who: &Identity, level: u8| RotaEntry {
+            supervisor: who.key(),
+            start_ms: now - 1000,
+            end_ms: now + 3_600_000,
+            level,
+        };
+
+        let rota = vec![on_call(&late, 1)];
+        let set = super::alerting::set_rota(&mut admin, rota.clone()).await;
+        assert!(matches!(set, ServerFrame::Ok { .. }), "{set:?}");
+        for data in [b.data_dir(), a.data_dir()] {
+            let file = rota_file(dir.path(), "late.json", &rota);
+            let set = peerhub(
+                &["rota", "set", "--file", file.to_str().expect("path")],
+                data,
+            )
+            .await;
+            assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+        }
+        assert_eq!(audited(&a, "rota.set"), 3);
+
+        // Routed to them; they acknowledge it through b, and hand it to the first.
+        let (_, _river, open) = flagged(&b, &mut late_on_b).await;
+        assert_eq!(open.waiting_for, vec![late.key()]);
+        let id = open.id.expect("an id");
+        let acked = super::alerting::act(&mut late_on_b, id, EscalationAction::Ack).await;
+        assert!(matches!(acked, ServerFrame::Ok { .. }), "{acked:?}");
+        let handed = super::alerting::act(
+            &mut late_on_b,
+            id,
+            EscalationAction::Handover { to: first.key() },
+        )
+        .await;
+        assert!(matches!(handed, ServerFrame::Ok { .. }), "{handed:?}");
+        // And back: the one the leader's copy does not know is the target now.
+        let back = super::alerting::act(
+            &mut first_on_a,
+            id,
+            EscalationAction::Handover { to: late.key() },
+        )
+        .await;
+        assert!(matches!(back, ServerFrame::Ok { .. }), "{back:?}");
+        let held = super::cluster_nodes::escalation_where(&mut late_on_b, |e| {
+            e.id == Some(id) && e.handler == Some(late.key())
+        })
+        .await;
+        assert_eq!(held.status, EscalationStatus::Acknowledged);
+
+        // Still refused: a key with no role, through the connection and the command.
+        let stranger = Identity::generate();
+        let set = super::alerting::set_rota(&mut admin, vec![on_call(&stranger, 1)]).await;
+        assert!(
+            matches!(&set, ServerFrame::Error { message, .. } if message.contains("supervisor")),
+            "{set:?}"
+        );
+        let file = rota_file(dir.path(), "stranger.json", &[on_call(&stranger, 2)]);
+        for data in [b.data_dir(), a.data_dir()] {
+            let out = peerhub(
+                &["rota", "set", "--file", file.to_str().expect("path")],
+                data,
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            assert!(stderr(&out).contains("supervisor role"), "{}", stderr(&out));
+        }
+        let handed = super::alerting::act(
+            &mut late_on_b,
+            id,
+            EscalationAction::Handover { to: stranger.key() },
+        )
+        .await;
+        assert!(matches!(handed, ServerFrame::Error { .. }), "{handed:?}");
+        assert_eq!(audited(&a, "rota.set"), 3, "a refusal is not a change");
     })
     .await
     .expect("bounded");

@@ -105,7 +105,13 @@ impl EscalationRouter {
         &mut self,
         entries: Vec<peerhub_protocol::escalation::RotaEntry>,
     ) -> Result<serde_json::Value, AdminError> {
-        crate::admin::rota::check(&self.store, &entries)?;
+        crate::admin::rota::check_form(&entries)?;
+        let keys: Vec<_> = entries.iter().map(|entry| entry.supervisor).collect();
+        if let Some(key) =
+            super::first_not_supervisor(&self.store, self.owned.as_deref(), &keys).await?
+        {
+            return Err(crate::admin::rota::not_a_supervisor(&key));
+        }
         let now = self.clock.now_ms();
         crate::admin::rota::audit_set(&self.store, &self.audit, &entries, now)?;
         self.write_rota(&entries)?;
