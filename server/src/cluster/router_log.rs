@@ -198,6 +198,19 @@ pub async fn take(node: &ClusterNode, store: &Store) -> Result<Option<RouterOwne
     }))
 }
 
+/// The records a rebase erases (those before `floor`, the stream sequence of
+/// its first record), newest first. A leader that dies part way through then
+/// leaves the oldest records and the rebase, never a gap before a record that is
+/// not the rebase: a copy starting from nothing (a new node) applies what is
+/// left of the old records and then the rebase, which [`apply`] takes after a
+/// gap. Erased oldest first, such a copy met a gap into an old record, was
+/// refused, and that node could never lead the router.
+fn erase_order(log: impl Iterator<Item = u64>, floor: u64) -> Vec<u64> {
+    let mut before: Vec<u64> = log.filter(|&seq| seq < floor).collect();
+    before.sort_unstable_by(|a, b| b.cmp(a));
+    before
+}
+
 impl RouterOwned {
     /// `key`'s roles as the directory holds them now, waiting at most `within`;
     /// `None` when it does not answer in time. This node's
@@ -283,14 +296,8 @@ impl RouterOwned {
         let floor = floor.unwrap_or(u64::MAX);
         let replication = |error: ClusterError| StoreError::Replication(error.to_string());
         let logs = self.writer.logs().clone();
-        let before: Vec<u64> = logs
-            .read_all(LOG)
-            .await
-            .map_err(replication)?
-            .iter()
-            .map(|record| record.stream_seq)
-            .filter(|&seq| seq < floor)
-            .collect();
+        let log = logs.read_all(LOG).await.map_err(replication)?;
+        let before = erase_order(log.iter().map(|record| record.stream_seq), floor);
         if !self.keeper.is_held() {
             return Err(StoreError::Replication(
                 "this node's lease on the router ran out".into(),
@@ -382,5 +389,59 @@ mod tests {
         assert!(apply(&store, &record(6, &[RouterOp::Rebase { high: 2 }])).unwrap());
         assert_eq!(store.step_done(4).unwrap(), 1);
         assert_eq!(store.escalation_id_high().unwrap(), 9);
+    }
+
+    /// A rebase erasing the records before it, cut off after any number of
+    /// erasures: a copy at any mark, a new node's among them, catches up from
+    /// what is left and ends at the rebase's state.
+    #[test]
+    fn a_rebase_cut_off_part_way_through_its_erasures_leaves_a_log_every_copy_can_follow() {
+        let rota = |n: usize| RouterOp::Rota {
+            entries: vec![
+                RotaEntry {
+                    supervisor: peerhub_protocol::PublicKey([1; 32]),
+                    start_ms: 0,
+                    end_ms: 1,
+                    level: 1,
+                };
+                n
+            ],
+        };
+        let mut log: Vec<LogRecord> = (1..=6)
+            .map(|seq| {
+                record(
+                    seq,
+                    &[rota(seq as usize), RouterOp::StepDone { id: seq, level: 1 }],
+                )
+            })
+            .collect();
+        log.push(record(7, &[RouterOp::Rebase { high: 3 }, rota(9)]));
+        log.push(record(8, &[RouterOp::StepDone { id: 3, level: 2 }]));
+        let floor = log[6].stream_seq;
+        let order = erase_order(log.iter().map(|r| r.stream_seq), floor);
+        assert_eq!(order.len(), 6, "every record before the rebase");
+        for cut in 0..=order.len() {
+            let left: Vec<&LogRecord> = log
+                .iter()
+                .filter(|r| !order[..cut].contains(&r.stream_seq))
+                .collect();
+            for mark in 0..=6u64 {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path()).unwrap();
+                // The copy applied records 1..=mark before the rebase began.
+                for earlier in &log[..mark as usize] {
+                    assert!(apply(&store, earlier).unwrap());
+                }
+                for next in left.iter().filter(|r| r.seq > mark) {
+                    apply(&store, next).unwrap_or_else(|error| {
+                        panic!("cut after {cut} erasures, a copy at {mark}: {error}")
+                    });
+                }
+                assert_eq!(store.router_applied().unwrap().0, 8);
+                assert_eq!(store.rota().unwrap().len(), 9);
+                assert_eq!(store.step_done(3).unwrap(), 2);
+                assert_eq!(store.escalation_id_high().unwrap(), 3);
+            }
+        }
     }
 }
