@@ -3,7 +3,7 @@
 mod operator;
 mod roles;
 
-use roles::{first_not_supervisor, is_supervisor, roles_wanting};
+use roles::{first_not_supervisor, is_admin, is_supervisor, roles_wanting};
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -616,9 +616,11 @@ impl EscalationRouter {
                 after,
                 ticket,
             } => {
-                let frame = self
-                    .list(&key, request_id, after.as_deref())
-                    .unwrap_or_else(|error| error.frame(request_id));
+                let frame = match self.reader_roles(outbox.conn, &key).await {
+                    Ok(roles) => self.list(&key, &roles, request_id, after.as_deref()),
+                    Err(error) => Err(error.into()),
+                }
+                .unwrap_or_else(|error| error.frame(request_id));
                 // Given back before the reply goes out, so a client that sends its
                 // next request on reading the reply always finds it free.
                 drop(ticket);
@@ -634,9 +636,13 @@ impl EscalationRouter {
                 offset,
                 ticket,
             } => {
-                let frame = self
-                    .detail(&key, request_id, escalation, reference, part, offset)
-                    .unwrap_or_else(|error| error.frame(request_id));
+                let frame = match self.reader_roles(outbox.conn, &key).await {
+                    Ok(roles) => self.detail(
+                        &key, &roles, request_id, escalation, reference, part, offset,
+                    ),
+                    Err(error) => Err(error.into()),
+                }
+                .unwrap_or_else(|error| error.frame(request_id));
                 drop(ticket);
                 outbox.push(&bytes(&frame));
             }
@@ -657,7 +663,14 @@ impl EscalationRouter {
                 escalation,
                 reply,
             } => {
-                let _ = reply.send(self.line_grant(&key, escalation));
+                let claimed = self.claims(None, &key, is_supervisor);
+                let owned = self.owned.as_deref();
+                let grant =
+                    match roles_wanting(&self.store, owned, &key, is_supervisor, claimed).await {
+                        Ok(roles) => self.line_grant(&key, &roles, escalation),
+                        Err(error) => Err(error.into()),
+                    };
+                let _ = reply.send(grant);
             }
             RouterCommand::Operator { ask, reply } => self.operator(ask, reply).await,
             RouterCommand::RebaseLog { reply } => {
@@ -677,7 +690,10 @@ impl EscalationRouter {
                 request_id,
                 ticket,
             } => {
-                let allowed = self.store.roles(&key).map(|r| is_staff(&r));
+                let allowed = self
+                    .reader_roles(outbox.conn, &key)
+                    .await
+                    .map(|r| is_staff(&r));
                 drop(ticket);
                 match allowed {
                     Ok(true) => {
@@ -763,14 +779,26 @@ impl EscalationRouter {
         fits
     }
 
+    /// `key`'s roles for a read through connection `conn` (see `roles`).
+    fn reader_roles(
+        &self,
+        conn: ConnId,
+        key: &PublicKey,
+    ) -> impl std::future::Future<Output = Result<Vec<Role>, StoreError>> + Send + '_ {
+        let claimed = self.claims(Some(conn), key, is_staff);
+        let (store, owned, key) = (&self.store, self.owned.as_deref(), *key);
+        async move { roles_wanting(store, owned, &key, is_staff, claimed).await }
+    }
+
     fn list(
         &self,
         key: &PublicKey,
+        roles: &[Role],
         request_id: Option<u64>,
         after: Option<&str>,
     ) -> Result<ServerFrame, ServerError> {
         let not_a_cursor = || ProtocolError::invalid("after", "not a `next` from this list");
-        if is_staff(&self.store.roles(key)?) {
+        if is_staff(roles) {
             let after = after
                 .map(|text| parse_cursor(text).ok_or_else(not_a_cursor))
                 .transpose()?;
@@ -825,9 +853,11 @@ impl EscalationRouter {
     /// A page of one escalation's flags, steps or context: by id for supervisors
     /// and admins (the whole record), by reference for the person it is about
     /// (what [`super::subject_view`] shows them).
+    #[allow(clippy::too_many_arguments)] // One request's fields, as the frame has them.
     fn detail(
         &self,
         key: &PublicKey,
+        roles: &[Role],
         request_id: Option<u64>,
         escalation: Option<u64>,
         reference_given: Option<String>,
@@ -836,7 +866,7 @@ impl EscalationRouter {
     ) -> Result<ServerFrame, ServerError> {
         let view = match (escalation, &reference_given) {
             (Some(id), None) => {
-                if !is_staff(&self.store.roles(key)?) {
+                if !is_staff(roles) {
                     return Err(ServerError::Forbidden(
                         "only supervisors and admins read an escalation by id",
                     ));
@@ -1590,7 +1620,9 @@ impl EscalationRouter {
         env: SignedEnvelope,
         act: EscalationActPayload,
     ) -> Result<(), ServerError> {
-        let roles = roles_wanting(&self.store, self.owned.as_deref(), &key, is_staff).await?;
+        let claimed = self.claims(Some(outbox.conn), &key, is_staff);
+        let roles =
+            roles_wanting(&self.store, self.owned.as_deref(), &key, is_staff, claimed).await?;
         if !is_staff(&roles) {
             return Err(ServerError::Forbidden(
                 "only supervisors and admins act on escalations",
@@ -1616,7 +1648,8 @@ impl EscalationRouter {
                     ));
                 }
                 let target =
-                    roles_wanting(&self.store, self.owned.as_deref(), to, is_supervisor).await?;
+                    roles_wanting(&self.store, self.owned.as_deref(), to, is_supervisor, true)
+                        .await?;
                 if !is_supervisor(&target) || *to == key {
                     return Err(
                         ProtocolError::invalid("to", "hand over to another supervisor").into(),
@@ -1730,8 +1763,13 @@ impl EscalationRouter {
     /// Whether `key` may use escalation `id`'s private line: a supervisor who may
     /// act on it — its handler, or while nobody has taken it, one it waits for
     /// (every supervisor from level 3). Checks authority before the target.
-    fn line_grant(&self, key: &PublicKey, id: u64) -> Result<super::LineGrant, ServerError> {
-        if !self.store.roles(key)?.contains(&Role::Supervisor) {
+    fn line_grant(
+        &self,
+        key: &PublicKey,
+        roles: &[Role],
+        id: u64,
+    ) -> Result<super::LineGrant, ServerError> {
+        if !is_supervisor(roles) {
             return Err(ServerError::Forbidden(
                 "only supervisors write on an escalation's private line",
             ));
@@ -1764,8 +1802,9 @@ impl EscalationRouter {
         env: SignedEnvelope,
         payload: RotaPayload,
     ) -> Result<(), ServerError> {
-        let is_admin: fn(&[Role]) -> bool = |roles| roles.contains(&Role::Admin);
-        if !is_admin(&roles_wanting(&self.store, self.owned.as_deref(), &key, is_admin).await?) {
+        let claimed = self.claims(Some(outbox.conn), &key, is_admin);
+        let owned = self.owned.as_deref();
+        if !is_admin(&roles_wanting(&self.store, owned, &key, is_admin, claimed).await?) {
             return Err(ServerError::Forbidden("only an admin keeps the rota"));
         }
         rota::validate(&payload.entries).map_err(|why| ProtocolError::invalid("entries", why))?;

@@ -334,13 +334,15 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
 /// show their role yet: the leader's copy is made to lag by taking their account
 /// back out of its store once the mirror brought it. They go on the rota at once,
 /// through the admin's connection to the leader and through `peerhub rota set`
-/// on either node; they acknowledge an escalation and are handed one. (CI once
+/// on either node; they read the rota, the queue, an escalation and its line,
+/// acknowledge it and are handed one. (CI once
 /// refused such a rota: "does not hold the supervisor role".) A key that holds
 /// no role is still refused, and changes nothing.
 #[tokio::test]
-async fn a_supervisor_made_on_another_node_a_moment_ago_goes_on_the_rota_at_once() {
-    use peerhub_protocol::escalation::EscalationStatus;
+async fn a_supervisor_made_on_another_node_a_moment_ago_is_one_to_the_router_at_once() {
+    use peerhub_protocol::escalation::{EscalationPart, EscalationStatus};
     use peerhub_protocol::payload::EscalationAction;
+    use peerhub_protocol::ClientFrame;
     let Some(cluster) = NatsCluster::start().await else {
         eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
         return;
@@ -380,10 +382,46 @@ async fn a_supervisor_made_on_another_node_a_moment_ago_goes_on_the_rota_at_once
         }
         assert_eq!(audited(&a, "rota.set"), 3);
 
-        // Routed to them; they acknowledge it through b, and hand it to the first.
+        // They read the rota through b (the leader answers).
+        let read = late_on_b.request(|id| ClientFrame::Rota { id }).await;
+        assert!(
+            matches!(&read, ServerFrame::Rota { entries, .. } if *entries == rota),
+            "{read:?}"
+        );
+
+        // Routed to them; they read it, open its line, acknowledge it through b,
+        // and hand it to the first.
         let (_, _river, open) = flagged(&b, &mut late_on_b).await;
         assert_eq!(open.waiting_for, vec![late.key()]);
         let id = open.id.expect("an id");
+        let queue = late_on_b
+            .request(|id| ClientFrame::Escalations { id, after: None })
+            .await;
+        assert!(
+            matches!(&queue, ServerFrame::Escalations { escalations, .. }
+                if escalations.iter().any(|e| e.id == Some(id))),
+            "the queue, not only their own flags: {queue:?}"
+        );
+        let detail = late_on_b
+            .request(|rid| ClientFrame::EscalationDetail {
+                id: rid,
+                escalation: Some(id),
+                reference: None,
+                part: EscalationPart::Flags,
+                offset: None,
+            })
+            .await;
+        assert!(
+            matches!(detail, ServerFrame::EscalationDetail { .. }),
+            "{detail:?}"
+        );
+        let line = late_on_b
+            .request(|rid| ClientFrame::Line {
+                id: rid,
+                escalation: id,
+            })
+            .await;
+        assert!(matches!(line, ServerFrame::Line { .. }), "{line:?}");
         let acked = super::alerting::act(&mut late_on_b, id, EscalationAction::Ack).await;
         assert!(matches!(acked, ServerFrame::Ok { .. }), "{acked:?}");
         let handed = super::alerting::act(

@@ -1,15 +1,20 @@
-//! The router's role checks that decide a change: the one who acts on an
-//! escalation, the supervisor it is handed to, the admin who sets the rota and
-//! the supervisors it names.
+//! The router's role checks: the one who acts on an escalation, reads the
+//! queue, an escalation by id, the rota or an escalation's private line, the
+//! admin who sets the rota, and the supervisors a rota names or an escalation
+//! is handed to.
 //!
 //! In cluster mode this node's store follows the directory a moment behind
-//! other nodes' writes (`cluster::mirror`; longer when its consumer is made
+//! other nodes' writes (`cluster::mirror`; longer while its consumer is made
 //! again under load). A supervisor who redeemed their invite on another node a
-//! moment ago must not be refused for it: when the store does not show the
-//! role a check wants, the directory itself is asked, for at most
+//! moment ago must not be refused for it: when the store does not show a role
+//! the check wants, the directory itself is asked, for at most
 //! [`ROLES_PATIENCE`] in all for one check (the router's task waits with it).
-//! Only a refusal asks, so a yes costs nothing more than on one node; a
-//! directory that does not answer in time leaves the store's answer.
+//! It is asked only about the one acting when their own connection's session
+//! holds the role (from their node's store): a participant's requests never
+//! make the router wait on NATS. About others (a rota's supervisors, a
+//! handover's target) it is asked once the one asking was found entitled.
+//! A yes from the store costs nothing more than on one node; a directory that
+//! does not answer in time leaves the store's answer.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -17,7 +22,9 @@ use std::time::Duration;
 use peerhub_protocol::frame::Role;
 use peerhub_protocol::PublicKey;
 
+use super::{EscalationRouter, Online};
 use crate::cluster::router_log::RouterOwned;
+use crate::outbound::ConnId;
 use crate::store::{Store, StoreError};
 
 /// The longest one check waits for the directory.
@@ -28,17 +35,40 @@ pub(super) fn is_supervisor(roles: &[Role]) -> bool {
     roles.contains(&Role::Supervisor)
 }
 
-/// `key`'s roles: `store`'s, or when they do not satisfy `wanted`, in cluster
-/// mode (`owned`: the router this node leads), the directory's (see the
-/// module).
+/// Whether `roles` include the admin role.
+pub(super) fn is_admin(roles: &[Role]) -> bool {
+    roles.contains(&Role::Admin)
+}
+
+impl EscalationRouter {
+    /// Whether `key`'s session holds a role `wanted` accepts: the session of
+    /// connection `conn`, or with no connection, any of `key`'s online.
+    pub(super) fn claims(
+        &self,
+        conn: Option<ConnId>,
+        key: &PublicKey,
+        wanted: fn(&[Role]) -> bool,
+    ) -> bool {
+        let holds = |online: &Online| online.key == *key && wanted(&online.roles);
+        match conn {
+            Some(conn) => self.online.get(&conn).is_some_and(holds),
+            None => self.online.values().any(holds),
+        }
+    }
+}
+
+/// `key`'s roles: `store`'s, or when they do not satisfy `wanted` and
+/// `claimed` (see the module), in cluster mode (`owned`: the router this node
+/// leads), the directory's.
 pub(super) async fn roles_wanting(
     store: &Store,
     owned: Option<&RouterOwned>,
     key: &PublicKey,
     wanted: fn(&[Role]) -> bool,
+    claimed: bool,
 ) -> Result<Vec<Role>, StoreError> {
     let roles = store.roles(key)?;
-    if wanted(&roles) {
+    if wanted(&roles) || !claimed {
         return Ok(roles);
     }
     let Some(owned) = owned else {
