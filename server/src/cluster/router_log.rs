@@ -213,10 +213,10 @@ fn erase_order(log: impl Iterator<Item = u64>, floor: u64) -> Vec<u64> {
 
 impl RouterOwned {
     /// `key`'s roles as the directory holds them now, waiting at most `within`;
-    /// `None` when it does not answer in time. This node's
-    /// store follows the directory a moment behind other nodes' writes (the
-    /// mirror); this is for a refusal that a role granted elsewhere a moment
-    /// ago would turn into a yes.
+    /// `None` when it does not answer in time. This node's store follows the
+    /// directory a moment behind other nodes' writes (the mirror); this is for
+    /// a refusal that a role granted elsewhere a moment ago would turn into a
+    /// yes (`escalation/router/roles.rs`).
     pub(crate) async fn directory_roles(
         &self,
         key: &peerhub_protocol::PublicKey,
