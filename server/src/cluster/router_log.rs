@@ -343,11 +343,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_a_rebase_may_follow_a_gap_and_then_the_copy_starts_from_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let rota = |n: usize| RouterOp::Rota {
+    /// A rota of `n` entries.
+    fn rota(n: usize) -> RouterOp {
+        RouterOp::Rota {
             entries: vec![
                 RotaEntry {
                     supervisor: peerhub_protocol::PublicKey([1; 32]),
@@ -357,7 +355,13 @@ mod tests {
                 };
                 n
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn only_a_rebase_may_follow_a_gap_and_then_the_copy_starts_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         assert!(apply(
             &store,
             &record(1, &[rota(1), RouterOp::StepDone { id: 4, level: 2 }])
@@ -396,17 +400,6 @@ mod tests {
     /// what is left and ends at the rebase's state.
     #[test]
     fn a_rebase_cut_off_part_way_through_its_erasures_leaves_a_log_every_copy_can_follow() {
-        let rota = |n: usize| RouterOp::Rota {
-            entries: vec![
-                RotaEntry {
-                    supervisor: peerhub_protocol::PublicKey([1; 32]),
-                    start_ms: 0,
-                    end_ms: 1,
-                    level: 1,
-                };
-                n
-            ],
-        };
         let mut log: Vec<LogRecord> = (1..=6)
             .map(|seq| {
                 record(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use peerhub_protocol::escalation::RotaEntry;
 use peerhub_protocol::payload::InviteRole;
-use peerhub_protocol::ServerFrame;
+use peerhub_protocol::{PublicKey, ServerFrame};
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::{Identity, TestServer};
 
@@ -92,6 +92,27 @@ fn rota_file(dir: &Path, name: &str, entries: &[RotaEntry]) -> std::path::PathBu
 
 fn now_ms() -> u64 {
     peerhub_server::clock::Clock::system().now_ms()
+}
+
+/// `who` on call at `level` from a second ago for an hour.
+fn on_call(who: &PublicKey, level: u8) -> RotaEntry {
+    let now = now_ms();
+    RotaEntry {
+        supervisor: *who,
+        start_ms: now - 1000,
+        end_ms: now + 3_600_000,
+        level,
+    }
+}
+
+/// `peerhub rota set` on `data`'s node with `entries`, written to `dir/name`.
+async fn rota_set(dir: &Path, name: &str, entries: &[RotaEntry], data: &Path) -> Output {
+    let file = rota_file(dir, name, entries);
+    peerhub(
+        &["rota", "set", "--file", file.to_str().expect("path")],
+        data,
+    )
+    .await
 }
 
 /// `peerhub escalation list` on the node that does not lead and on the leader
@@ -235,21 +256,8 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
         let (one, mut sup_one) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
         let (two, _sup_two) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
         let (on_a, on_b) = (a.data_dir().to_path_buf(), b.data_dir().to_path_buf());
-        let now = now_ms();
-        let primary = |who: &Identity| RotaEntry {
-            supervisor: who.key(),
-            start_ms: now - 1000,
-            end_ms: now + 3_600_000,
-            level: 1,
-        };
-
-        let rota = [primary(&one)];
-        let file = rota_file(dir.path(), "one.json", &rota);
-        let set = peerhub(
-            &["rota", "set", "--file", file.to_str().expect("path")],
-            &on_b,
-        )
-        .await;
+        let rota = [on_call(&one.key(), 1)];
+        let set = rota_set(dir.path(), "one.json", &rota, &on_b).await;
         assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
         assert_eq!(
             String::from_utf8_lossy(&set.stdout).trim(),
@@ -272,26 +280,16 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
 
         // Refused through either node: a stranger on the rota.
         let stranger = Identity::generate();
-        let bad = rota_file(dir.path(), "bad.json", &[primary(&stranger)]);
         for data in [&on_b, &on_a] {
-            let out = peerhub(
-                &["rota", "set", "--file", bad.to_str().expect("path")],
-                data,
-            )
-            .await;
+            let out = rota_set(dir.path(), "bad.json", &[on_call(&stranger.key(), 1)], data).await;
             assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
             assert!(stderr(&out).contains("supervisor role"), "{}", stderr(&out));
         }
         assert_eq!(audited(&a, "rota.set"), 1, "a refusal is not a change");
 
         // The second supervisor takes over as primary, set through b.
-        let rota = [primary(&two)];
-        let file = rota_file(dir.path(), "two.json", &rota);
-        let set = peerhub(
-            &["rota", "set", "--file", file.to_str().expect("path")],
-            &on_b,
-        )
-        .await;
+        let rota = [on_call(&two.key(), 1)];
+        let set = rota_set(dir.path(), "two.json", &rota, &on_b).await;
         assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
         let routed = flagged(&b, &mut sup_one).await.2;
         assert_eq!(
@@ -360,24 +358,11 @@ async fn a_supervisor_made_on_another_node_a_moment_ago_is_one_to_the_router_at_
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         leader.remove_account(&late.key()).expect("lag made");
-        let now = now_ms();
-        let on_call = |who: &Identity, level: u8| RotaEntry {
-            supervisor: who.key(),
-            start_ms: now - 1000,
-            end_ms: now + 3_600_000,
-            level,
-        };
-
-        let rota = vec![on_call(&late, 1)];
+        let rota = vec![on_call(&late.key(), 1)];
         let set = super::alerting::set_rota(&mut admin, rota.clone()).await;
         assert!(matches!(set, ServerFrame::Ok { .. }), "{set:?}");
         for data in [b.data_dir(), a.data_dir()] {
-            let file = rota_file(dir.path(), "late.json", &rota);
-            let set = peerhub(
-                &["rota", "set", "--file", file.to_str().expect("path")],
-                data,
-            )
-            .await;
+            let set = rota_set(dir.path(), "late.json", &rota, data).await;
             assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
         }
         assert_eq!(audited(&a, "rota.set"), 3);
@@ -447,18 +432,14 @@ async fn a_supervisor_made_on_another_node_a_moment_ago_is_one_to_the_router_at_
 
         // Still refused: a key with no role, through the connection and the command.
         let stranger = Identity::generate();
-        let set = super::alerting::set_rota(&mut admin, vec![on_call(&stranger, 1)]).await;
+        let set = super::alerting::set_rota(&mut admin, vec![on_call(&stranger.key(), 1)]).await;
         assert!(
             matches!(&set, ServerFrame::Error { message, .. } if message.contains("supervisor")),
             "{set:?}"
         );
-        let file = rota_file(dir.path(), "stranger.json", &[on_call(&stranger, 2)]);
+        let refused = [on_call(&stranger.key(), 2)];
         for data in [b.data_dir(), a.data_dir()] {
-            let out = peerhub(
-                &["rota", "set", "--file", file.to_str().expect("path")],
-                data,
-            )
-            .await;
+            let out = rota_set(dir.path(), "stranger.json", &refused, data).await;
             assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
             assert!(stderr(&out).contains("supervisor role"), "{}", stderr(&out));
         }
@@ -491,22 +472,10 @@ async fn with_nats_unreachable_operator_commands_are_refused_and_change_nothing(
         let mut admin = a.admin().await;
         let (sup, _client) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
         let on_b = b.data_dir().to_path_buf();
-        let now = now_ms();
-        let entry = |level| RotaEntry {
-            supervisor: sup.key(),
-            start_ms: now - 1000,
-            end_ms: now + 3_600_000,
-            level,
-        };
-        let before = [entry(1)];
-        let file = rota_file(dir.path(), "before.json", &before);
-        let set = peerhub(
-            &["rota", "set", "--file", file.to_str().expect("path")],
-            &on_b,
-        )
-        .await;
+        let before = [on_call(&sup.key(), 1)];
+        let set = rota_set(dir.path(), "before.json", &before, &on_b).await;
         assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
-        let attempted = rota_file(dir.path(), "attempted.json", &[entry(2)]);
+        let attempted = rota_file(dir.path(), "attempted.json", &[on_call(&sup.key(), 2)]);
 
         for name in ["n1", "n2", "n3"] {
             cluster.kill(name).await;
