@@ -46,6 +46,32 @@ async fn two_nodes(cluster: &NatsCluster) -> (TestServer, TestServer) {
     (a, b)
 }
 
+/// [`two_nodes`] with the group `circle` (no waiting room), the admin (on a),
+/// and a supervisor made and connected on each node.
+struct Scene {
+    a: TestServer,
+    b: TestServer,
+    admin: peerhub_tests::Client,
+    on_a: (Identity, peerhub_tests::Client),
+    on_b: (Identity, peerhub_tests::Client),
+}
+
+async fn scene(cluster: &NatsCluster) -> Scene {
+    let (mut a, b) = two_nodes(cluster).await;
+    a.create_group_with("circle", |g| g.waiting_room = Some(false))
+        .await;
+    let mut admin = a.admin().await;
+    let on_a = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
+    let on_b = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
+    Scene {
+        a,
+        b,
+        admin,
+        on_a,
+        on_b,
+    }
+}
+
 /// `peerhub ARGS --data DIR`.
 async fn peerhub(args: &[&str], data: &Path) -> Output {
     tokio::process::Command::new(peerhub_tests::process::binary())
@@ -249,12 +275,13 @@ async fn a_rota_set_through_the_node_that_does_not_lead_is_what_the_router_follo
     };
     tokio::time::timeout(BOUND, async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (mut a, b) = two_nodes(&cluster).await;
-        a.create_group_with("circle", |g| g.waiting_room = Some(false))
-            .await;
-        let mut admin = a.admin().await;
-        let (one, mut sup_one) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
-        let (two, _sup_two) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
+        let Scene {
+            a,
+            b,
+            admin,
+            on_a: (one, mut sup_one),
+            on_b: (two, _sup_two),
+        } = scene(&cluster).await;
         let (on_a, on_b) = (a.data_dir().to_path_buf(), b.data_dir().to_path_buf());
         let rota = [on_call(&one.key(), 1)];
         let set = rota_set(dir.path(), "one.json", &rota, &on_b).await;
@@ -347,12 +374,13 @@ async fn a_supervisor_made_on_another_node_a_moment_ago_is_one_to_the_router_at_
     };
     tokio::time::timeout(BOUND, async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (mut a, b) = two_nodes(&cluster).await;
-        a.create_group_with("circle", |g| g.waiting_room = Some(false))
-            .await;
-        let mut admin = a.admin().await;
-        let (first, mut first_on_a) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
-        let (late, mut late_on_b) = staff_on(&b, &mut admin, InviteRole::Supervisor, None).await;
+        let Scene {
+            a,
+            b,
+            mut admin,
+            on_a: (first, mut first_on_a),
+            on_b: (late, mut late_on_b),
+        } = scene(&cluster).await;
         let leader = a.hub().store.clone();
         while leader.roles(&late.key()).expect("roles").is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
