@@ -56,18 +56,9 @@ impl Space {
         self.min_free
     }
 
-    /// Measures `dir`'s disk; logs when it crosses the watermark either way. A
-    /// reading that cannot be true is not taken (see [`plausible`]).
+    /// Measures `dir`'s disk; logs when it crosses the watermark either way.
     pub fn measure(&self, dir: &Path) {
-        if let Ok(stats) = fs2::statvfs(dir) {
-            self.take(stats.available_space(), stats.total_space());
-        }
-    }
-
-    /// Takes a reading of `available` bytes free of `total`, unless it is not
-    /// [`plausible`].
-    fn take(&self, available: u64, total: u64) {
-        let Some(free) = plausible(available, total) else {
+        let Ok(free) = fs2::available_space(dir) else {
             return;
         };
         self.free.store(free, Ordering::Relaxed);
@@ -85,15 +76,6 @@ impl Space {
             }
         }
     }
-}
-
-/// The free bytes of a reading of `available` of `total`, or `None` when the
-/// reading cannot be true: more available than the disk holds, or a disk of no
-/// size. Such readings were seen on a loaded machine whose file system keeps a
-/// large reserve (its available count briefly out of range); taking one would
-/// lift the watermark for a second and let a new group in on a full disk.
-fn plausible(available: u64, total: u64) -> Option<u64> {
-    (total > 0 && available <= total).then_some(available)
 }
 
 /// Runs until the hub stops; see the module documentation.
@@ -134,40 +116,5 @@ pub async fn watch(hub: Arc<Hub>, data_dir: PathBuf) {
             hub.shutdown.cancel();
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_reading_of_more_free_than_the_disk_holds_is_not_taken() {
-        assert_eq!(plausible(10, 100), Some(10));
-        assert_eq!(plausible(100, 100), Some(100));
-        assert_eq!(plausible(0, 100), Some(0));
-        assert_eq!(plausible(101, 100), None);
-        assert_eq!(plausible(u64::MAX, 100), None);
-        assert_eq!(plausible(0, 0), None);
-    }
-
-    #[test]
-    fn below_the_watermark_an_impossible_reading_does_not_lift_it() {
-        let space = Space::new(1000);
-        space.take(10, 100_000);
-        assert!(space.is_low());
-        // What a loaded machine's disk once answered: more than it holds.
-        space.take(u64::MAX / 2, 100_000);
-        assert!(space.is_low());
-        assert_eq!(space.free_bytes(), 10);
-        // A true reading above the watermark lifts it.
-        space.take(2000, 100_000);
-        assert!(!space.is_low());
-        // And the real disk is read.
-        let dir = tempfile::tempdir().unwrap();
-        let space = Space::new(u64::MAX);
-        space.measure(dir.path());
-        assert!(space.is_low());
-        assert!(space.free_bytes() < u64::MAX);
     }
 }
