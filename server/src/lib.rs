@@ -371,6 +371,11 @@ impl Server {
                 },
             });
         }
+        // Measured once before anyone connects (then every second by `watch`):
+        // a hub started below the watermark refuses new groups and members from
+        // its first request, not from its first tick.
+        let space = store_watch::Space::new(config.store_min_free_bytes);
+        space.measure(&config.data_dir);
         let hub = Arc::new(Hub {
             cluster: cluster_node.clone(),
             alerts,
@@ -386,7 +391,7 @@ impl Server {
             limits: limits::Limits::new(config.limits.clone())
                 .counting_hits_in(metrics.rate_limit_hits()),
             metrics,
-            space: store_watch::Space::new(config.store_min_free_bytes),
+            space,
             settings: Settings {
                 outbox_capacity: config.outbox_capacity,
                 outbox_bytes: config.outbox_bytes,

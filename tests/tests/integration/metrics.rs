@@ -43,6 +43,12 @@ pub(super) async fn scrape(server: &TestServer) -> Scrape {
             .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
         "{headers:?}"
     );
+    parse(body)
+}
+
+/// A `/metrics` body's series. (Matching its text instead is a trap: a series'
+/// `# HELP` line may read like a sample, "peerhub_store_low_space 1 while…".)
+pub(super) fn parse(body: String) -> Scrape {
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     let mut values = HashMap::new();
