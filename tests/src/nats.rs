@@ -96,6 +96,10 @@ pub struct NatsCluster {
 }
 
 /// Ports the kernel handed out just now (bound, then let go).
+/// How long a cluster may take to elect JetStream's meta leader: on a loaded
+/// two-core machine running several clusters at once, longer than on its own.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
 fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
@@ -111,8 +115,27 @@ impl NatsCluster {
     /// JetStream answers through each of them. `None` when no binary is configured.
     pub async fn start() -> Option<Self> {
         let binary = binary()?;
+        // A port found free may be taken (by another test's connection) before
+        // the server binds it; the server then exits at once, and the cluster
+        // is started again on other ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_on(binary.clone(), free_ports(6)).await {
+                Ok(cluster) => return Some(cluster),
+                Err(exited) if attempt < 3 => {
+                    eprintln!("nats-server exited at start (attempt {attempt}): {exited}");
+                    attempt += 1;
+                }
+                Err(exited) => panic!("nats-server exited at start three times: {exited}"),
+            }
+        }
+    }
+
+    /// [`Self::start`] on `ports` (three client ports, then three cluster
+    /// ports): `Err` with its log when a server exited before JetStream was
+    /// ready.
+    async fn start_on(binary: PathBuf, ports: Vec<u16>) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(6);
         let mut nodes: Vec<NatsNode> = (0..3)
             .map(|i| NatsNode {
                 name: format!("n{}", i + 1),
@@ -148,8 +171,8 @@ impl NatsCluster {
             node.child = Some(cluster.spawn(&node.name));
         }
         cluster.nodes = nodes;
-        cluster.wait_ready().await;
-        Some(cluster)
+        cluster.ready_or_exited().await?;
+        Ok(cluster)
     }
 
     fn spawn(&self, name: &str) -> Child {
@@ -320,10 +343,10 @@ impl NatsCluster {
             .unwrap_or_else(|| panic!("stream {stream} has no leader"))
     }
 
-    /// Waits (up to 30 s) until JetStream's meta group has a leader and answers
-    /// through every running node.
+    /// Waits (up to [`READY_WITHIN`]) until JetStream's meta group has a leader
+    /// and answers through every running node.
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
         for url in self.running_urls() {
             loop {
                 if self.answers(&url).await {
@@ -337,6 +360,31 @@ impl NatsCluster {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+
+    /// [`Self::wait_ready`] at start: `Err` with its log as soon as a server
+    /// has exited (its port was taken, say).
+    async fn ready_or_exited(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        for i in 0..self.nodes.len() {
+            let url = self.nodes[i].url();
+            while !self.answers(&url).await {
+                let exited = self.nodes.iter_mut().find_map(|node| {
+                    let child = node.child.as_mut()?;
+                    child.try_wait().ok().flatten().map(|_| node.name.clone())
+                });
+                if let Some(name) = exited {
+                    return Err(format!("{name}:\n{}", self.log(&name)));
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "JetStream did not become ready through {url}:\n{}",
+                    self.log("n1")
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
     }
 
     async fn answers(&self, url: &str) -> bool {
@@ -382,5 +430,36 @@ where
             }
             Err(error) => panic!("opening {what}: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose port is taken exits; the start says so at once (and
+    /// [`NatsCluster::start`] tries other ports) instead of waiting out
+    /// [`READY_WITHIN`].
+    #[tokio::test]
+    async fn a_server_whose_port_is_taken_is_reported_at_once() {
+        let Some(binary) = binary() else {
+            eprintln!("skipped: no nats-server (TEST_NATS_SERVER)");
+            return;
+        };
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut ports = free_ports(5);
+        ports.insert(1, taken.local_addr().expect("addr").port());
+        let started = tokio::time::Instant::now();
+        let Err(exited) = NatsCluster::start_on(binary, ports).await else {
+            panic!("started on a taken port");
+        };
+        assert!(exited.starts_with("n2:"), "{exited}");
+        assert!(
+            started.elapsed() < READY_WITHIN / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        drop(taken);
+        assert!(NatsCluster::start().await.is_some());
     }
 }
