@@ -376,66 +376,68 @@ fn command_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
 /// `peerhub backup --config`: every stream and bucket of the cluster into one
 /// file. Exit 0 written, 2 refused or failed (no file left behind).
 fn cluster_backup(config: &std::path::Path, out: &std::path::Path) -> ExitCode {
-    let settings = match peerhub_server::config::cluster_settings(Some(config)) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("peerhub backup: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let Some(runtime) = command_runtime("backup") else {
-        return ExitCode::from(2);
-    };
     let out = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
-    let now_ms = peerhub_server::clock::Clock::system().now_ms();
-    match runtime.block_on(peerhub_server::cluster::backup::backup(
-        &settings, &out, now_ms,
-    )) {
-        Ok(summary) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("peerhub backup: {error}");
-            ExitCode::from(2)
-        }
+    let done = cluster_command("backup", config, |settings, now_ms| async move {
+        peerhub_server::cluster::backup::backup(&settings, &out, now_ms).await
+    });
+    if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 
 /// `peerhub restore --config`: a cluster's backup into NATS servers that hold
 /// none of peerhub's streams. Exit 0 restored, 2 refused or failed.
 fn cluster_restore(config: &std::path::Path, from: &std::path::Path) -> ExitCode {
+    let done = cluster_command("restore", config, |settings, now_ms| async move {
+        peerhub_server::cluster::restore::restore(&settings, from, now_ms).await
+    });
+    if !done {
+        return ExitCode::from(2);
+    }
+    eprintln!(
+        "peerhub restore: start the nodes on fresh (empty) data folders; a folder \
+         from before the restore is refused"
+    );
+    ExitCode::SUCCESS
+}
+
+/// Runs `peerhub NAME --config CONFIG` on a runtime of its own with the file's
+/// `[cluster]` settings and the time now: prints what it returns as JSON, or
+/// says why it could not. Whether it did.
+fn cluster_command<T, E, F>(
+    name: &str,
+    config: &std::path::Path,
+    run: impl FnOnce(peerhub_server::config::ClusterSettings, u64) -> F,
+) -> bool
+where
+    T: serde::Serialize,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
     let settings = match peerhub_server::config::cluster_settings(Some(config)) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("peerhub restore: {error}");
-            return ExitCode::from(2);
+            eprintln!("peerhub {name}: {error}");
+            return false;
         }
     };
-    let Some(runtime) = command_runtime("restore") else {
-        return ExitCode::from(2);
+    let Some(runtime) = command_runtime(name) else {
+        return false;
     };
     let now_ms = peerhub_server::clock::Clock::system().now_ms();
-    match runtime.block_on(peerhub_server::cluster::restore::restore(
-        &settings, from, now_ms,
-    )) {
+    match runtime.block_on(run(settings, now_ms)) {
         Ok(summary) => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&summary).unwrap_or_default()
             );
-            eprintln!(
-                "peerhub restore: start the nodes on fresh (empty) data folders; a folder \
-                 from before the restore is refused"
-            );
-            ExitCode::SUCCESS
+            true
         }
         Err(error) => {
-            eprintln!("peerhub restore: {error}");
-            ExitCode::from(2)
+            eprintln!("peerhub {name}: {error}");
+            false
         }
     }
 }

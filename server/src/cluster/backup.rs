@@ -323,16 +323,9 @@ async fn erased_in_log(nats: &Nats, present: &[String]) -> Result<Option<(u64, u
 /// A stream's first and last sequence and message count now, from its leader,
 /// as the keys of a snapshot's state.
 async fn stream_state(nats: &Nats, stream: &str) -> Result<Value, ClusterError> {
-    let info = nats
-        .jetstream()
-        .get_stream(stream)
-        .await
-        .map_err(|error| ClusterError::unavailable("stream info", error))?
-        .info()
-        .await
-        .map_err(|error| ClusterError::unavailable("stream info", error))?
-        .state
-        .clone();
+    let info = super::stream_info(nats.jetstream(), stream, "stream info")
+        .await?
+        .state;
     Ok(serde_json::json!({
         "first_seq": info.first_sequence,
         "last_seq": info.last_sequence,

@@ -143,16 +143,8 @@ impl Directory {
 
     /// The bucket stream's last sequence, asked of its leader now.
     pub(crate) async fn stream_last_sequence(&self) -> Result<u64, ClusterError> {
-        let name = self.stream.cached_info().config.name.clone();
-        let mut stream = self
-            .js
-            .get_stream(name)
-            .await
-            .map_err(|error| ClusterError::unavailable("directory stream info", error))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|error| ClusterError::unavailable("directory stream info", error))?;
+        let name = &self.stream.cached_info().config.name;
+        let info = super::stream_info(&self.js, name, "directory stream info").await?;
         Ok(info.state.last_sequence)
     }
 

@@ -388,6 +388,23 @@ const STREAM_NOT_FOUND_GRACE: Duration = Duration::from_secs(5);
 
 /// The last message on `subject`, read from the stream's leader (a replica may
 /// lag); `None` if the subject has none. `op` names the read in errors.
+/// `stream`'s info, asked of its leader now (`op` names the read in an error).
+pub(crate) async fn stream_info(
+    js: &jetstream::Context,
+    stream: &str,
+    op: &'static str,
+) -> Result<jetstream::stream::Info, ClusterError> {
+    let mut handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|error| ClusterError::unavailable(op, error))?;
+    Ok(handle
+        .info()
+        .await
+        .map_err(|error| ClusterError::unavailable(op, error))?
+        .clone())
+}
+
 pub(crate) async fn last_message(
     stream: &jetstream::stream::Stream,
     subject: &str,

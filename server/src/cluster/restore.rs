@@ -124,15 +124,7 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 async fn settle(nats: &Nats, stream: &str) -> Result<(), BackupError> {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let info = nats
-            .jetstream()
-            .get_stream(stream)
-            .await
-            .map_err(|error| ClusterError::unavailable("stream info", error))?
-            .info()
-            .await
-            .map_err(|error| ClusterError::unavailable("stream info", error))?
-            .clone();
+        let info = super::stream_info(nats.jetstream(), stream, "stream info").await?;
         let settled = match &info.cluster {
             Some(cluster) if cluster.leader.is_some() || !cluster.replicas.is_empty() => {
                 cluster.leader.is_some()

@@ -110,6 +110,24 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `peerhub backup --config CONFIG --out OUT`.
+async fn cluster_backup(config: &Path, out: &Path) -> Output {
+    peerhub(args(&[&"backup", &"--config", &config, &"--out", &out])).await
+}
+
+/// `peerhub restore --config CONFIG --from FROM`.
+async fn cluster_restore(config: &Path, from: &Path) -> Output {
+    peerhub(args(&[&"restore", &"--config", &config, &"--from", &from])).await
+}
+
+/// Asserts that `out` was refused (exit 2) saying each of `says`.
+fn assert_refused(out: &Output, says: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
+    for said in says {
+        assert!(stderr(out).contains(said), "{said}: {}", stderr(out));
+    }
+}
+
 /// What a successful command printed, as JSON.
 fn printed(out: &Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
@@ -337,14 +355,7 @@ fn a_restored_cluster_serves_what_was_acknowledged_before_the_backup() {
                 });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let began = std::time::Instant::now();
-                let out = peerhub(args(&[
-                    &"backup",
-                    &"--config",
-                    &config_old,
-                    &"--out",
-                    &file,
-                ]))
-                .await;
+                let out = cluster_backup(&config_old, &file).await;
                 let ended = std::time::Instant::now();
                 stop.cancel();
                 let (on_a, acks) = posting.await.expect("the posting task");
@@ -409,16 +420,7 @@ fn a_restored_cluster_serves_what_was_acknowledged_before_the_backup() {
                 };
                 assert!(peerhub_streams(&new).await.is_empty());
                 let config_new = config_file(dir.path(), "new.toml", &new.urls());
-                let restored = printed(
-                    &peerhub(args(&[
-                        &"restore",
-                        &"--config",
-                        &config_new,
-                        &"--from",
-                        &file,
-                    ]))
-                    .await,
-                );
+                let restored = printed(&cluster_restore(&config_new, &file).await);
                 assert_eq!(restored["digest"], summary["digest"]);
                 let now_there = peerhub_streams(&new).await;
                 let mut keys_restored = directory_keys(&new).await;
@@ -612,51 +614,22 @@ fn a_restore_over_streams_or_from_a_damaged_file_is_refused_and_changes_nothing(
                 }
                 let config_old = config_file(dir.path(), "old.toml", &old.urls());
                 let file = dir.path().join("cluster.backup");
-                printed(
-                    &peerhub(args(&[
-                        &"backup",
-                        &"--config",
-                        &config_old,
-                        &"--out",
-                        &file,
-                    ]))
-                    .await,
-                );
+                printed(&cluster_backup(&config_old, &file).await);
 
                 // A second backup to the same file is refused; the first is kept.
                 let first = std::fs::read(&file).expect("the backup");
-                let again = peerhub(args(&[
-                    &"backup",
-                    &"--config",
-                    &config_old,
-                    &"--out",
-                    &file,
-                ]))
-                .await;
-                assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+                let again = cluster_backup(&config_old, &file).await;
+                assert_refused(&again, &[]);
                 assert_eq!(std::fs::read(&file).expect("the backup"), first);
 
                 // Over the running cluster's own streams: refused, naming them.
                 drop(client);
                 a.shutdown().await;
                 let before = peerhub_streams(&old).await;
-                let over = peerhub(args(&[
-                    &"restore",
-                    &"--config",
-                    &config_old,
-                    &"--from",
-                    &file,
-                ]))
-                .await;
-                assert_eq!(over.status.code(), Some(2), "{}", stderr(&over));
-                for stream in before.keys() {
-                    assert!(stderr(&over).contains(stream.as_str()), "{}", stderr(&over));
-                }
-                assert!(
-                    stderr(&over).contains("nothing was changed"),
-                    "{}",
-                    stderr(&over)
-                );
+                let over = cluster_restore(&config_old, &file).await;
+                let mut says: Vec<&str> = before.keys().map(String::as_str).collect();
+                says.push("nothing was changed");
+                assert_refused(&over, &says);
                 assert_eq!(
                     peerhub_streams(&old).await,
                     before,
@@ -703,21 +676,9 @@ fn a_restore_over_streams_or_from_a_damaged_file_is_refused_and_changes_nothing(
                 for (what, bytes) in damaged {
                     let path = dir.path().join("damaged.backup");
                     std::fs::write(&path, bytes).expect("write");
-                    let out = peerhub(args(&[
-                        &"restore",
-                        &"--config",
-                        &config_new,
-                        &"--from",
-                        &path,
-                    ]))
-                    .await;
-                    assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(&out));
-                    assert!(
-                        stderr(&out).contains("not intact")
-                            && stderr(&out).contains("nothing was created"),
-                        "{what}: {}",
-                        stderr(&out)
-                    );
+                    let out = cluster_restore(&config_new, &path).await;
+                    eprintln!("damaged: {what}");
+                    assert_refused(&out, &["not intact", "nothing was created"]);
                     assert!(
                         peerhub_streams(&new).await.is_empty(),
                         "{what}: nothing created"
@@ -750,21 +711,9 @@ fn a_restore_over_streams_or_from_a_damaged_file_is_refused_and_changes_nothing(
                     format!("{{\"line\":\"end\",\"parts\":{parts},\"digest\":\"{digest}\"}}\n");
                 let path = dir.path().join("refused.backup");
                 std::fs::write(&path, body + &end).expect("write");
-                let out = peerhub(args(&[
-                    &"restore",
-                    &"--config",
-                    &config_new,
-                    &"--from",
-                    &path,
-                ]))
-                .await;
-                assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-                assert!(
-                    stderr(&out).contains("deleted the streams it had made")
-                        && !stderr(&out).contains("except"),
-                    "{}",
-                    stderr(&out)
-                );
+                let out = cluster_restore(&config_new, &path).await;
+                assert_refused(&out, &["deleted the streams it had made"]);
+                assert!(!stderr(&out).contains("except"), "{}", stderr(&out));
                 assert!(
                     peerhub_streams(&new).await.is_empty(),
                     "the streams restored before the refusal are deleted: {}",
@@ -774,20 +723,8 @@ fn a_restore_over_streams_or_from_a_damaged_file_is_refused_and_changes_nothing(
 
                 // A backup of NATS servers where no peerhub cluster ran: refused.
                 let empty = dir.path().join("empty.backup");
-                let out = peerhub(args(&[
-                    &"backup",
-                    &"--config",
-                    &config_new,
-                    &"--out",
-                    &empty,
-                ]))
-                .await;
-                assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-                assert!(
-                    stderr(&out).contains("no peerhub cluster"),
-                    "{}",
-                    stderr(&out)
-                );
+                let out = cluster_backup(&config_new, &empty).await;
+                assert_refused(&out, &["no peerhub cluster"]);
                 assert!(!empty.exists(), "no file left behind");
                 assert!(peerhub_streams(&new).await.is_empty(), "nothing created");
             }),
@@ -816,20 +753,8 @@ async fn a_backup_with_nats_unreachable_fails_clearly_and_leaves_no_file() {
                 .collect();
             let config = config_file(dir.path(), "nowhere.toml", &urls);
             let out_file = dir.path().join("cluster.backup");
-            let out = peerhub(args(&[
-                &"backup",
-                &"--config",
-                &config,
-                &"--out",
-                &out_file,
-            ]))
-            .await;
-            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-            assert!(
-                stderr(&out).contains("connecting to NATS"),
-                "{}",
-                stderr(&out)
-            );
+            let out = cluster_backup(&config, &out_file).await;
+            assert_refused(&out, &["connecting to NATS"]);
             assert!(out.stdout.is_empty());
             assert!(!out_file.exists(), "no file left behind");
 
@@ -843,12 +768,7 @@ async fn a_backup_with_nats_unreachable_fails_clearly_and_leaves_no_file() {
                 &out_file,
             ]))
             .await;
-            assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
-            assert!(
-                stderr(&both).contains("cannot be used with"),
-                "{}",
-                stderr(&both)
-            );
+            assert_refused(&both, &["cannot be used with"]);
             assert!(!out_file.exists());
         }),
     )
