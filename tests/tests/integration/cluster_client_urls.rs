@@ -12,7 +12,8 @@ use std::time::Duration;
 use peerhub_tests::nats::NatsCluster;
 use peerhub_tests::process::binary;
 use peerhub_tests::{ProcessServer, TestServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::http::upgrade_status;
 
 /// The bound on each test, the NATS cluster's start included.
 const BOUND: Duration = Duration::from_secs(120);
@@ -25,64 +26,19 @@ const ONE_NODE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// One request (`head` ends with its header lines' last `\r\n`) on a fresh socket:
-/// (status, headers lower-cased, body). Reads to the end, or only the head of a
-/// `101` (a WebSocket stays open).
-async fn exchange(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>, String) {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    socket
-        .write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-        }
-        if raw.starts_with(b"HTTP/1.1 101") && raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
-}
-
 /// A WebSocket upgrade to `addr` from a page of `origin`: the status it gets.
 async fn upgrade_from(addr: SocketAddr, origin: &str) -> u16 {
-    exchange(
-        addr,
-        &format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        ),
-    )
-    .await
-    .0
+    upgrade_status(addr, &addr.to_string(), origin).await
 }
 
+/// A page's head and body: (status, headers lower-cased, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
-    exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n")).await
+    super::http::get(addr, path, "").await
+}
+
+/// A header's value, or "" when it is missing.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    super::http::header(headers, name).unwrap_or("")
 }
 
 /// The binary run to its end with only `env` as its `PEERHUB_*` settings.

@@ -115,7 +115,7 @@ async fn raw(addr: SocketAddr, head: &str) -> (u16, Vec<(String, String)>) {
 }
 
 /// A WebSocket upgrade with the given Host and Origin: the status it gets.
-async fn upgrade_status(addr: SocketAddr, host: &str, origin: &str) -> u16 {
+pub(crate) async fn upgrade_status(addr: SocketAddr, host: &str, origin: &str) -> u16 {
     raw(
         addr,
         &format!(
