@@ -465,6 +465,19 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// `given` (a running hub's chain, which its tasks append through), or for
+    /// a store no hub uses, `store`'s chain opened into `opened`.
+    pub fn given_or_open<'a>(
+        given: Option<&'a AuditLog>,
+        store: &Store,
+        opened: &'a mut Option<AuditLog>,
+    ) -> Result<&'a AuditLog, StoreError> {
+        match given {
+            Some(audit) => Ok(audit),
+            None => Ok(opened.insert(AuditLog::open(store.clone())?)),
+        }
+    }
+
     /// Loads the tail of the chain in `store`. Fails if the last entry's hash line is
     /// unreadable, since nothing could link to it (run `peerhub audit verify`).
     pub fn open(store: Store) -> Result<Self, StoreError> {

@@ -156,14 +156,8 @@ async fn erase_here(
     }
 
     // 2. The one-node erasure, through this node's chain.
-    let opened;
-    let audit = match audit {
-        Some(audit) => audit,
-        None => {
-            opened = AuditLog::open(store.clone())?;
-            &opened
-        }
-    };
+    let mut opened = None;
+    let audit = AuditLog::given_or_open(audit, store, &mut opened)?;
     let mut report = match erase::erase_key_in(store, audit, key, now_ms, Scope::OutsideGroupLogs) {
         Ok(report) => report,
         Err(EraseError::Store(error)) => return Err(error.into()),

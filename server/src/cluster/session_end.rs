@@ -41,14 +41,8 @@ pub fn apply(
     if participants.is_empty() {
         return Ok(0);
     }
-    let opened;
-    let audit = match audit {
-        Some(audit) => audit,
-        None => {
-            opened = AuditLog::open(store.clone())?;
-            &opened
-        }
-    };
+    let mut opened = None;
+    let audit = AuditLog::given_or_open(audit, store, &mut opened)?;
     let changed = match audit.rewrite_for_session_end(&record.group, &participants, &hub) {
         Ok(rewrite) => rewrite.entries_changed,
         Err(RewriteError::Store(error)) => return Err(error.into()),

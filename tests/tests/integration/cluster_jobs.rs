@@ -922,19 +922,8 @@ async fn a_resolved_escalation_past_retention_leaves_the_routers_log_and_the_nex
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let data = a.server.data_dir().to_path_buf();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(peerhub_tests::process::binary())
-                .args(["escalation", "resolve", "--data"])
-                .arg(&data)
-                .arg(resolved.to_string())
-                .args(["--outcome", "talked it through"])
-                .output()
-                .expect("run peerhub")
-        })
-        .await
-        .expect("joined");
-        assert!(out.status.success(), "{out:?}");
+        super::cluster_nodes::operator_resolves(a.server.data_dir(), resolved, "talked it through")
+            .await;
         assert!(holds(
             &cluster.raw_log("_router").await,
             "cornflower-resolved"

@@ -416,6 +416,20 @@ pub(super) async fn staff_on(
     (who.clone(), node.login(&who).await)
 }
 
+/// `peerhub escalation resolve ID --outcome OUTCOME` on `data`'s running node,
+/// which must succeed.
+pub(super) async fn operator_resolves(data: &std::path::Path, id: u64, outcome: &str) {
+    let out = tokio::process::Command::new(peerhub_tests::process::binary())
+        .args(["escalation", "resolve", "--data"])
+        .arg(data)
+        .arg(id.to_string())
+        .args(["--outcome", outcome])
+        .output()
+        .await
+        .expect("run peerhub");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Someone joins `circle` on `node` as River and flags themself as urgent:
 /// who, their connection, and the escalation as `sup` sees it open.
 pub(super) async fn flagged(
@@ -908,19 +922,7 @@ async fn an_operator_resolves_an_escalation_through_a_node_that_does_not_lead() 
         let (_, mut sup) = staff_on(&a, &mut admin, InviteRole::Supervisor, None).await;
         let (_, _on_b, open) = flagged(&b, &mut sup).await;
         let id = open.id.expect("staff see ids");
-        let data = b.data_dir().to_path_buf();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(peerhub_tests::process::binary())
-                .args(["escalation", "resolve", "--data"])
-                .arg(&data)
-                .arg(id.to_string())
-                .args(["--outcome", "closed by the operator"])
-                .output()
-                .expect("run peerhub")
-        })
-        .await
-        .expect("joined");
-        assert!(out.status.success(), "{out:?}");
+        operator_resolves(b.data_dir(), id, "closed by the operator").await;
         let resolved = escalation_where(&mut sup, |e| {
             e.id == Some(id) && e.status == EscalationStatus::Resolved
         })
