@@ -13,8 +13,8 @@ use std::time::Duration;
 
 pub use cli::{
     cluster_settings, AuditCommand, AuditVerifyArgs, Cli, ClusterCommand, Command,
-    EscalationCommand, EscalationStateArg, GroupCommand, InviteRoleArg, RotaCommand, ServeArgs,
-    Serving,
+    EscalationCommand, EscalationStateArg, FolderOrCluster, GroupCommand, InviteRoleArg,
+    RotaCommand, ServeArgs, Serving,
 };
 
 pub use cluster::ClusterSettings;

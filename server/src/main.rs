@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use peerhub_server::config::{
-    AuditCommand, Cli, ClusterCommand, Command, EscalationCommand, GroupCommand, RotaCommand,
-    RuntimeFlavor, Serving,
+    AuditCommand, Cli, ClusterCommand, Command, EscalationCommand, FolderOrCluster, GroupCommand,
+    RotaCommand, RuntimeFlavor, Serving,
 };
 use peerhub_server::{audit, Server};
 use tokio::net::TcpListener;
@@ -34,18 +34,25 @@ fn main() -> ExitCode {
         Some(Command::Rota(command)) => rota(command),
         Some(Command::Restore {
             from,
-            config: Some(config),
-            ..
+            at:
+                FolderOrCluster {
+                    config: Some(config),
+                    ..
+                },
         }) => cluster_restore(&config, &from),
         Some(Command::Backup {
-            config: Some(config),
+            at:
+                FolderOrCluster {
+                    config: Some(config),
+                    ..
+                },
             out,
-            ..
         }) => cluster_backup(&config, &out),
         Some(Command::Restore {
             from,
-            data: Some(data),
-            ..
+            at: FolderOrCluster {
+                data: Some(data), ..
+            },
         }) => restore(&from, &data),
         Some(Command::Erase { data, key }) => erase(&data, &key),
         Some(Command::Cluster(command)) => cluster(&command),
@@ -91,9 +98,10 @@ fn operate(command: Command) -> ExitCode {
         |path: &std::path::Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let (name, data, request, link) = match command {
         Command::Backup {
-            data: Some(data),
+            at: FolderOrCluster {
+                data: Some(data), ..
+            },
             out,
-            ..
         } => (
             "backup",
             data,

@@ -52,18 +52,9 @@ pub enum Command {
     /// copies every peerhub stream and bucket from NATS while the nodes serve
     /// (docs/CLUSTER.md §8).
     Backup {
-        /// The hub's data folder (one node).
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "config",
-            conflicts_with = "config"
-        )]
-        data: Option<PathBuf>,
-        /// A cluster node's configuration file (its `[cluster]` section; the
-        /// `PEERHUB_*` variables apply over it).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// One node's data folder, or a cluster's configuration.
+        #[command(flatten)]
+        at: FolderOrCluster,
         /// The backup file to create (refused if it exists).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -78,18 +69,9 @@ pub enum Command {
         /// The backup file.
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
-        /// The new data folder (one node).
-        #[arg(
-            long,
-            value_name = "DIR",
-            required_unless_present = "config",
-            conflicts_with = "config"
-        )]
-        data: Option<PathBuf>,
-        /// A cluster node's configuration file (its `[cluster]` section; the
-        /// `PEERHUB_*` variables apply over it).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        /// One node's (new) data folder, or a cluster's configuration.
+        #[command(flatten)]
+        at: FolderOrCluster,
     },
     /// Make a single-use invite link for a facilitator, supervisor, admin, or a
     /// member of a virtual group; printed once, never logged.
@@ -232,6 +214,25 @@ impl From<InviteRoleArg> for peerhub_protocol::payload::InviteRole {
 }
 
 /// `peerhub group ...`
+/// Where `backup` and `restore` work: one node's data folder, or a cluster
+/// (exactly one of the two).
+#[derive(Debug, Args)]
+pub struct FolderOrCluster {
+    /// The data folder (one node): the hub's for a backup, a new one for a
+    /// restore.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub data: Option<PathBuf>,
+    /// A cluster node's configuration file (its `[cluster]` section; the
+    /// `PEERHUB_*` variables apply over it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// Create a group, as an admin would over the protocol; the server may be
