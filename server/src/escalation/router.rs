@@ -616,7 +616,7 @@ impl EscalationRouter {
                 after,
                 ticket,
             } => {
-                let frame = match self.reader_roles(outbox.conn, &key).await {
+                let frame = match self.asker_roles(Some(outbox.conn), &key, is_staff).await {
                     Ok(roles) => self.list(&key, &roles, request_id, after.as_deref()),
                     Err(error) => Err(error.into()),
                 }
@@ -636,7 +636,7 @@ impl EscalationRouter {
                 offset,
                 ticket,
             } => {
-                let frame = match self.reader_roles(outbox.conn, &key).await {
+                let frame = match self.asker_roles(Some(outbox.conn), &key, is_staff).await {
                     Ok(roles) => self.detail(
                         &key, &roles, request_id, escalation, reference, part, offset,
                     ),
@@ -663,13 +663,10 @@ impl EscalationRouter {
                 escalation,
                 reply,
             } => {
-                let claimed = self.claims(None, &key, is_supervisor);
-                let owned = self.owned.as_deref();
-                let grant =
-                    match roles_wanting(&self.store, owned, &key, is_supervisor, claimed).await {
-                        Ok(roles) => self.line_grant(&key, &roles, escalation),
-                        Err(error) => Err(error.into()),
-                    };
+                let grant = match self.asker_roles(None, &key, is_supervisor).await {
+                    Ok(roles) => self.line_grant(&key, &roles, escalation),
+                    Err(error) => Err(error.into()),
+                };
                 let _ = reply.send(grant);
             }
             RouterCommand::Operator { ask, reply } => self.operator(ask, reply).await,
@@ -691,7 +688,7 @@ impl EscalationRouter {
                 ticket,
             } => {
                 let allowed = self
-                    .reader_roles(outbox.conn, &key)
+                    .asker_roles(Some(outbox.conn), &key, is_staff)
                     .await
                     .map(|r| is_staff(&r));
                 drop(ticket);
@@ -777,17 +774,6 @@ impl EscalationRouter {
             *bytes += size;
         }
         fits
-    }
-
-    /// `key`'s roles for a read through connection `conn` (see `roles`).
-    fn reader_roles(
-        &self,
-        conn: ConnId,
-        key: &PublicKey,
-    ) -> impl std::future::Future<Output = Result<Vec<Role>, StoreError>> + Send + '_ {
-        let claimed = self.claims(Some(conn), key, is_staff);
-        let (store, owned, key) = (&self.store, self.owned.as_deref(), *key);
-        async move { roles_wanting(store, owned, &key, is_staff, claimed).await }
     }
 
     fn list(
@@ -1620,9 +1606,7 @@ impl EscalationRouter {
         env: SignedEnvelope,
         act: EscalationActPayload,
     ) -> Result<(), ServerError> {
-        let claimed = self.claims(Some(outbox.conn), &key, is_staff);
-        let roles =
-            roles_wanting(&self.store, self.owned.as_deref(), &key, is_staff, claimed).await?;
+        let roles = self.asker_roles(Some(outbox.conn), &key, is_staff).await?;
         if !is_staff(&roles) {
             return Err(ServerError::Forbidden(
                 "only supervisors and admins act on escalations",
@@ -1802,9 +1786,7 @@ impl EscalationRouter {
         env: SignedEnvelope,
         payload: RotaPayload,
     ) -> Result<(), ServerError> {
-        let claimed = self.claims(Some(outbox.conn), &key, is_admin);
-        let owned = self.owned.as_deref();
-        if !is_admin(&roles_wanting(&self.store, owned, &key, is_admin, claimed).await?) {
+        if !is_admin(&self.asker_roles(Some(outbox.conn), &key, is_admin).await?) {
             return Err(ServerError::Forbidden("only an admin keeps the rota"));
         }
         rota::validate(&payload.entries).map_err(|why| ProtocolError::invalid("entries", why))?;

@@ -41,14 +41,25 @@ pub(super) fn is_admin(roles: &[Role]) -> bool {
 }
 
 impl EscalationRouter {
-    /// Whether `key`'s session holds a role `wanted` accepts: the session of
-    /// connection `conn`, or with no connection, any of `key`'s online.
-    pub(super) fn claims(
+    /// The roles of `key`, who asks through connection `conn` (with no
+    /// connection, any of theirs online), judged for `wanted`:
+    /// [`roles_wanting`], asking the directory only if their session claims
+    /// such a role. Not an `async fn`: the router is not `Sync`, so the future
+    /// holds only the fields it reads.
+    pub(super) fn asker_roles(
         &self,
         conn: Option<ConnId>,
         key: &PublicKey,
         wanted: fn(&[Role]) -> bool,
-    ) -> bool {
+    ) -> impl std::future::Future<Output = Result<Vec<Role>, StoreError>> + Send + '_ {
+        let claimed = self.claims(conn, key, wanted);
+        let (store, owned, key) = (&self.store, self.owned.as_deref(), *key);
+        async move { roles_wanting(store, owned, &key, wanted, claimed).await }
+    }
+
+    /// Whether `key`'s session holds a role `wanted` accepts: the session of
+    /// connection `conn`, or with no connection, any of `key`'s online.
+    fn claims(&self, conn: Option<ConnId>, key: &PublicKey, wanted: fn(&[Role]) -> bool) -> bool {
         let holds = |online: &Online| online.key == *key && wanted(&online.roles);
         match conn {
             Some(conn) => self.online.get(&conn).is_some_and(holds),
